@@ -1,0 +1,210 @@
+"""PostgreSQL access: connections, tenant transactions, named queries and migrations.
+
+Tenant work always runs in :func:`tenant`: a transaction that switches to the application role
+``altaviz_app`` and sets ``altaviz.org_id`` with ``SET LOCAL`` semantics, so row-level security
+confines it to one organization and nothing leaks to the next user of a pooled connection.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from altaviz.errors import MigrationError, ServiceError, TenantError
+from altaviz.settings import mask_url
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+MIGRATIONS_DIR = SQL_DIR / "migrations"
+QUERIES_DIR = SQL_DIR / "queries"
+APP_ROLE = "altaviz_app"
+_MIGRATION_LOCK = 0x414C5441  # advisory lock id ("ALTA"): one migrator at a time
+_ORG_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+def connect(url: str, *, autocommit: bool = False, **kwargs: Any) -> psycopg.Connection[Any]:
+    """Open a connection, turning connection failures into a clear :class:`ServiceError`."""
+    try:
+        return psycopg.connect(url, autocommit=autocommit, connect_timeout=10, **kwargs)
+    except psycopg.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise ServiceError(f"cannot connect to PostgreSQL at {mask_url(url)}: {reason}") from None
+
+
+@contextmanager
+def tenant(conn: psycopg.Connection[Any], org_id: str) -> Iterator[psycopg.Connection[Any]]:
+    """A transaction confined to one organization by row-level security.
+
+    Raises:
+        TenantError: ``org_id`` is not a valid organization id.
+    """
+    if not isinstance(org_id, str) or not _ORG_ID.match(org_id):
+        raise TenantError(f"invalid organization id {org_id!r}")
+    with conn.transaction():
+        conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(APP_ROLE)))
+        conn.execute("SELECT set_config('altaviz.org_id', %s, true)", [org_id])
+        yield conn
+
+
+@contextmanager
+def admin(conn: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:
+    """A transaction as the connecting (owner) role: for migrations, fleet loading and
+    cross-tenant operational reads such as listing organizations. Never for tenant requests."""
+    with conn.transaction():
+        yield conn
+
+
+def org_ids(conn: psycopg.Connection[Any]) -> list[str]:
+    """Every organization id (an operational, cross-tenant read)."""
+    with admin(conn):
+        return [r[0] for r in conn.execute("SELECT org_id FROM organizations ORDER BY org_id")]
+
+
+@cache
+def queries(area: str) -> dict[str, str]:
+    """Named queries of ``sql/queries/<area>.sql``, split on ``-- name: <query_name>`` headers."""
+    path = QUERIES_DIR / f"{area}.sql"
+    text = path.read_text()
+    found: dict[str, str] = {}
+    name: str | None = None
+    body: list[str] = []
+    for line in text.splitlines():
+        header = re.match(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", line)
+        if header:
+            if name is not None:
+                found[name] = "\n".join(body).strip()
+            name, body = header.group(1), []
+            if name in found:
+                raise ValueError(f"{path}: duplicate query name {name!r}")
+        elif name is not None:
+            body.append(line)
+    if name is not None:
+        found[name] = "\n".join(body).strip()
+    return found
+
+
+# --- migrations -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Migration:
+    """One numbered migration file."""
+
+    version: int
+    name: str
+    path: Path
+
+    @property
+    def checksum(self) -> str:
+        """SHA-256 of the file, recorded so an edited applied migration is noticed."""
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()
+
+
+def migration_files(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    """The migrations in ``directory``, ordered by number; duplicate numbers are an error."""
+    found: dict[int, Migration] = {}
+    for path in sorted(directory.glob("*.sql")):
+        match = re.match(r"^(\d+)_([a-z0-9_]+)\.sql$", path.name)
+        if not match:
+            raise MigrationError(f"{path}: migration files must be named NNN_name.sql")
+        version = int(match.group(1))
+        if version in found:
+            raise MigrationError(f"{path}: migration number {version} is used twice "
+                                 f"(also {found[version].path.name})")
+        found[version] = Migration(version, match.group(2), path)
+    return [found[v] for v in sorted(found)]
+
+
+_BOOKKEEPING = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version     integer PRIMARY KEY,
+    name        text NOT NULL,
+    checksum    text NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+@dataclass(frozen=True)
+class MigrationStatus:
+    """Applied and pending migrations of a database."""
+
+    applied: list[tuple[int, str, str]]   # version, name, applied_at (ISO)
+    pending: list[Migration]
+    changed: list[Migration]               # applied, but the file differs from what was applied
+
+
+def migration_status(url: str, directory: Path = MIGRATIONS_DIR) -> MigrationStatus:
+    """What is applied and what is pending, without changing anything."""
+    files = migration_files(directory)
+    with connect(url, autocommit=True) as conn:
+        exists = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+        rows: list[tuple[int, str, str, Any]] = []
+        if exists and exists[0]:
+            rows = conn.execute(
+                "SELECT version, name, checksum, applied_at FROM schema_migrations ORDER BY version"
+            ).fetchall()
+    applied = {r[0]: r for r in rows}
+    return MigrationStatus(
+        applied=[(r[0], r[1], r[3].isoformat()) for r in rows],
+        pending=[m for m in files if m.version not in applied],
+        changed=[m for m in files if m.version in applied and applied[m.version][2] != m.checksum],
+    )
+
+
+def migrate(url: str, directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    """Apply pending migrations in order, each in its own transaction; return those applied.
+
+    Concurrent migrators serialize on an advisory lock, so two processes starting at once apply
+    each file once. A failing file is rolled back completely and reported with its name, the
+    line of the failing statement and the server's message.
+
+    Raises:
+        MigrationError: a migration failed (the database is as it was before that file).
+    """
+    files = migration_files(directory)
+    applied_now: list[Migration] = []
+    with connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", [_MIGRATION_LOCK])
+        try:
+            conn.execute(_BOOKKEEPING)
+            done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+            for migration in files:
+                if migration.version in done:
+                    continue
+                _apply(conn, migration)
+                applied_now.append(migration)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", [_MIGRATION_LOCK])
+    return applied_now
+
+
+def _apply(conn: psycopg.Connection[Any], migration: Migration) -> None:
+    text = migration.path.read_text()
+    try:
+        with conn.transaction():
+            conn.execute(text.encode())
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
+                [migration.version, migration.name, migration.checksum],
+            )
+    except psycopg.Error as exc:
+        diag = exc.diag
+        where = ""
+        if diag.statement_position:
+            pos = int(diag.statement_position)
+            line_no = text.count("\n", 0, pos) + 1
+            line = text.splitlines()[line_no - 1].strip() if text else ""
+            where = f" at line {line_no} ({line[:80]!r})"
+        message = (diag.message_primary or str(exc)).strip()
+        raise MigrationError(
+            f"migration {migration.path.name} failed{where}: {message}; "
+            f"rolled back, the database is unchanged by this file"
+        ) from None

