@@ -1,0 +1,331 @@
+"""The rule schema: what a rule file may say, as frozen pydantic models.
+
+Every model forbids unknown keys (a mistyped ``critcal:`` must fail, not vanish) and uses strict
+scalar types (a quoted ``"350"`` is a mistake, not a number). Cross-field checks that need the
+whole rule (warning beyond critical, hysteresis on the wrong side) live in :func:`check_rule`,
+which returns key paths so the loader can point at the offending line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+)
+
+from altaviz.telemetry import METRIC_BY_NAME
+
+#: The compressor models rules may name: the one list (the simulator's model names). A rule
+#: naming any other model is rejected at load time, so a typo cannot silently match nothing.
+KNOWN_MODELS: tuple[str, ...] = ("Ariel JGK/4", "Ajax DPC-360", "Ariel JGE/4")
+
+#: Window name -> suffix of the ``sensor_readings_agg`` columns holding it.
+WINDOW_SUFFIX: dict[str, str] = {"1h": "", "4h": "_4h", "24h": "_24h"}
+
+Window = Literal["1h", "4h", "24h"]
+Aggregate = Literal["mean", "min", "max", "stddev"]
+Comparison = Literal["above", "below", "either"]
+
+
+def _number(value: Any) -> Any:
+    """Numbers only: YAML ``"350"`` or ``yes`` is a typo, not a threshold."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"expected a number (got {value!r})")
+    return float(value)
+
+
+Number = Annotated[float, BeforeValidator(_number)]
+
+
+def _known_metric(name: str) -> str:
+    if name not in METRIC_BY_NAME:
+        raise ValueError(f"unknown metric {name!r} (expected one of altaviz.telemetry.METRICS, "
+                         f"e.g. {', '.join(sorted(METRIC_BY_NAME)[:4])}, ...)")
+    return name
+
+
+def _known_model(name: str) -> str:
+    if name not in KNOWN_MODELS:
+        raise ValueError(f"unknown model {name!r} (expected one of: {', '.join(KNOWN_MODELS)})")
+    return name
+
+
+MetricName = Annotated[StrictStr, AfterValidator(_known_metric)]
+ModelName = Annotated[StrictStr, AfterValidator(_known_model)]
+RuleId = Annotated[StrictStr, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Level(_Model):
+    """One threshold: absolute, relative to the unit's baseline, or both.
+
+    The relative offset is ``min(delta, percent% of |baseline|)`` over the parts given; with an
+    absolute value too, whichever is reached first fires (for ``above`` the lower of the two).
+    """
+
+    absolute: Number | None = None
+    delta: Annotated[Number, Field(gt=0)] | None = None
+    percent: Annotated[Number, Field(gt=0, le=100)] | None = None
+
+    @property
+    def relative(self) -> bool:
+        """Whether the level needs the unit's baseline."""
+        return self.delta is not None or self.percent is not None
+
+
+def _level(value: Any) -> Any:
+    """A bare number in YAML means an absolute threshold."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return {"absolute": value}
+    return value
+
+
+LevelSpec = Annotated[Level, BeforeValidator(_level)]
+
+
+class Persistence(_Model):
+    """Fire only when the condition held in ``hours`` of the last ``of`` hours."""
+
+    hours: Annotated[StrictInt, Field(ge=1, le=24)] = 1
+    of: Annotated[StrictInt, Field(ge=1, le=24)] = 1
+
+
+class Baseline(_Model):
+    """The unit's own normal: the median of its 1h means over ``days`` full UTC days, ending
+    one full day before the evaluated hour's day (so the last 24 to 48 hours never count)."""
+
+    days: Annotated[StrictInt, Field(ge=1, le=30)] = 7
+
+
+class AppliesTo(_Model):
+    """Scope: every listed criterion must match; an omitted one matches everything."""
+
+    models: tuple[ModelName, ...] | None = None
+    sites: tuple[StrictStr, ...] | None = None
+    orgs: tuple[StrictStr, ...] | None = None
+
+
+class LevelsOverride(_Model):
+    """Per-model replacement thresholds (only the keys given change)."""
+
+    warning: LevelSpec | None = None
+    critical: LevelSpec | None = None
+    clear: LevelSpec | None = None
+
+
+class _RuleBase(_Model):
+    id: RuleId
+    metric: MetricName
+    diagnosis: Annotated[StrictStr, Field(min_length=1)]
+    checks: Annotated[tuple[StrictStr, ...], Field(min_length=1)]
+    basis: Annotated[StrictStr, Field(min_length=1)]
+    escalation_delay_hours: Annotated[Number, Field(gt=0, le=168)] = 4.0
+    applies_to: AppliesTo = AppliesTo()
+    enabled: StrictBool = True
+
+
+class _LevelRule(_RuleBase):
+    comparison: Comparison
+    warning: LevelSpec | None = None
+    critical: LevelSpec | None = None
+    clear: LevelSpec | None = None
+    persistence: Persistence = Persistence()
+    clear_after_hours: Annotated[StrictInt, Field(ge=1, le=24)] = 2
+    models: dict[ModelName, LevelsOverride] = {}
+
+    def levels_for(self, model: str | None) -> tuple[Level | None, Level | None, Level]:
+        """Warning, critical and clear levels for a model (clear defaults to warning, or
+        critical when there is no warning: no hysteresis band)."""
+        o = self.models.get(model) if model is not None else None
+        warning = o.warning if o is not None and o.warning is not None else self.warning
+        critical = o.critical if o is not None and o.critical is not None else self.critical
+        clear = o.clear if o is not None and o.clear is not None else self.clear
+        first = warning if warning is not None else critical
+        assert first is not None  # check_rule guarantees one
+        return warning, critical, clear if clear is not None else first
+
+
+class ThresholdRule(_LevelRule):
+    """A level on one aggregate of one metric, absolute and/or relative to a baseline."""
+
+    kind: Literal["threshold"]
+    aggregate: Aggregate = "mean"
+    window: Window = "1h"
+    baseline: Baseline | None = None
+
+    @property
+    def column(self) -> str:
+        """The ``sensor_readings_agg`` column compared with the thresholds."""
+        return self.aggregate + WINDOW_SUFFIX[self.window]
+
+
+class RateOfChangeRule(_LevelRule):
+    """A level on the change of the 1h mean per hour (``rate_of_change``), absolute only."""
+
+    kind: Literal["rate_of_change"]
+
+    @property
+    def column(self) -> str:
+        """The ``sensor_readings_agg`` column compared with the thresholds."""
+        return "rate_of_change"
+
+
+class NoDataRule(_RuleBase):
+    """A compressor (or one of its metrics) whose hourly aggregates stop arriving.
+
+    Missing data is never "back to normal": threshold rules neither fire nor clear on hours
+    without data; this rule is what notices the silence.
+    """
+
+    kind: Literal["no_data"]
+    metric: MetricName | None = None  # type: ignore[assignment]
+    warning_after_hours: Annotated[StrictInt, Field(ge=1, le=720)]
+    critical_after_hours: Annotated[StrictInt, Field(ge=1, le=720)] | None = None
+
+
+Rule = ThresholdRule | RateOfChangeRule | NoDataRule
+LevelRule = ThresholdRule | RateOfChangeRule
+RULE_CLASSES: dict[str, type[ThresholdRule] | type[RateOfChangeRule] | type[NoDataRule]] = {
+    "threshold": ThresholdRule, "rate_of_change": RateOfChangeRule, "no_data": NoDataRule,
+}
+
+#: Keys an organization's override file may change; identity and meaning (id, kind, metric,
+#: aggregate, window, comparison) stay those of the default set.
+OVERRIDABLE_KEYS: frozenset[str] = frozenset({
+    "warning", "critical", "clear", "persistence", "clear_after_hours", "escalation_delay_hours",
+    "models", "applies_to", "enabled", "warning_after_hours", "critical_after_hours",
+    "diagnosis", "checks", "baseline",
+})
+
+
+class RuleSet(_Model):
+    """A validated, ordered set of rules; ``rule_set_id``/``version`` once stored."""
+
+    org_id: str | None = None
+    source: str
+    rules: tuple[Annotated[Rule, Field(discriminator="kind")], ...]
+    rule_set_id: int | None = None
+    version: int | None = None
+
+    def canonical(self) -> dict[str, Any]:
+        """The content that identifies the set (what is hashed and stored)."""
+        return {"org_id": self.org_id,
+                "rules": [r.model_dump(mode="json") for r in self.rules]}
+
+    @property
+    def content_hash(self) -> str:
+        """SHA-256 of the canonical JSON: identical content, identical hash."""
+        text = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def rule(self, rule_id: str) -> Rule:
+        """The rule with this id (KeyError if absent)."""
+        for r in self.rules:
+            if r.id == rule_id:
+                return r
+        raise KeyError(rule_id)
+
+
+# --- cross-field checks ------------------------------------------------------------------------
+
+Problem = tuple[tuple[str | int, ...], str]
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}"
+
+
+def _order(path: tuple[str | int, ...], inner: Level, outer: Level, cmp: Comparison,
+           inner_name: str, outer_name: str, strict: bool) -> list[Problem]:
+    """``inner`` must be reached before ``outer`` (e.g. warning before critical)."""
+    problems: list[Problem] = []
+    if inner.absolute is not None and outer.absolute is not None:
+        a, b = inner.absolute, outer.absolute
+        if cmp == "below":
+            bad = a <= b if strict else a < b
+            if bad:
+                word = "above" if strict else "at or above"
+                problems.append((path, f"must be {word} {outer_name} for a 'below' rule "
+                                       f"(got {_fmt(a)} {'<=' if strict else '<'} {_fmt(b)})"))
+        else:
+            bad = a >= b if strict else a > b
+            if bad:
+                word = "below" if strict else "at or below"
+                problems.append((path, f"must be {word} {outer_name} "
+                                       f"(got {_fmt(a)} {'>=' if strict else '>'} {_fmt(b)})"))
+    for part in ("delta", "percent"):
+        a2, b2 = getattr(inner, part), getattr(outer, part)
+        if a2 is not None and b2 is not None and (a2 >= b2 if strict else a2 > b2):
+            problems.append((path + (part,), f"must be smaller than {outer_name}'s {part} "
+                             f"(got {_fmt(a2)} {'>=' if strict else '>'} {_fmt(b2)})"))
+    return problems
+
+
+def _check_levels(rule: LevelRule, warning: Level | None, critical: Level | None,
+                  clear: Level | None, prefix: tuple[str | int, ...]) -> list[Problem]:
+    problems: list[Problem] = []
+    if warning is None and critical is None:
+        return [(prefix or ("warning",), "a rule needs a warning or a critical threshold")]
+    for name, lvl in (("warning", warning), ("critical", critical), ("clear", clear)):
+        if lvl is None:
+            continue
+        path = (*prefix, name)
+        if lvl.absolute is None and not lvl.relative:
+            problems.append((path, "expected absolute, delta or percent"))
+        if lvl.relative and isinstance(rule, RateOfChangeRule):
+            problems.append((path, "rate_of_change rules take absolute thresholds only"))
+        if lvl.relative and isinstance(rule, ThresholdRule) and rule.baseline is None:
+            problems.append((path, "delta/percent thresholds need a 'baseline:' on the rule"))
+        if rule.comparison == "either" and (lvl.absolute is not None or not lvl.relative):
+            problems.append((path, "'either' rules compare the deviation from the baseline: "
+                                   "give delta and/or percent, not absolute"))
+    if warning is not None and critical is not None:
+        problems += _order((*prefix, "warning"), warning, critical, rule.comparison,
+                           "warning", "critical", strict=True)
+    first = warning if warning is not None else critical
+    if clear is not None and first is not None:
+        problems += _order((*prefix, "clear"), clear, first, rule.comparison,
+                           "clear", "warning" if warning is not None else "critical",
+                           strict=False)
+    return problems
+
+
+def check_rule(rule: Rule) -> list[Problem]:
+    """Cross-field problems of one rule, each with the key path it concerns."""
+    problems: list[Problem] = []
+    if isinstance(rule, NoDataRule):
+        c = rule.critical_after_hours
+        if c is not None and c <= rule.warning_after_hours:
+            problems.append((("critical_after_hours",),
+                             f"must be greater than warning_after_hours "
+                             f"(got {c} <= {rule.warning_after_hours})"))
+        return problems
+    if rule.persistence.hours > rule.persistence.of:
+        problems.append((("persistence", "hours"),
+                         f"must not exceed persistence.of (got {rule.persistence.hours} > "
+                         f"{rule.persistence.of})"))
+    problems += _check_levels(rule, rule.warning, rule.critical, rule.clear, ())
+    allowed = rule.applies_to.models
+    for model in rule.models:
+        if allowed is not None and model not in allowed:
+            problems.append((("models", model),
+                             f"override for {model!r}, which applies_to.models excludes"))
+        w, c, clr = rule.levels_for(model)
+        # Only report problems the override itself introduces.
+        if rule.models[model] != LevelsOverride():
+            problems += _check_levels(rule, w, c, rule.models[model].clear or clr,
+                                      ("models", model))
+    return problems
