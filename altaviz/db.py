@@ -186,25 +186,89 @@ def migrate(url: str, directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     return applied_now
 
 
+def split_statements(text: str) -> list[tuple[int, str]]:
+    """Split a SQL script into ``(first line, statement)`` pairs.
+
+    Understands quotes, dollar-quoted bodies and comments, so that each statement of a
+    migration can be run (and, when it fails, reported) on its own.
+    """
+    statements: list[tuple[int, str]] = []
+    i, n, start = 0, len(text), 0
+    while i < n:
+        ch = text[i]
+        if ch == "-" and text.startswith("--", i):
+            i = text.find("\n", i)
+            i = n if i < 0 else i
+        elif ch == "/" and text.startswith("/*", i):
+            end = text.find("*/", i + 2)
+            i = n if end < 0 else end + 2
+            continue
+        elif ch in "'\"":
+            end = i + 1
+            while end < n:
+                if text[end] == ch:
+                    if end + 1 < n and text[end + 1] == ch:
+                        end += 2
+                        continue
+                    break
+                end += 1
+            i = end + 1
+            continue
+        elif ch == "$":
+            tag = re.match(r"\$[A-Za-z_]*\$", text[i:])
+            if tag:
+                end = text.find(tag.group(0), i + len(tag.group(0)))
+                i = n if end < 0 else end + len(tag.group(0))
+                continue
+        elif ch == ";":
+            chunk = text[start:i]
+            if _has_code(chunk):
+                statements.append(_located(text, start, chunk))
+            start = i + 1
+        i += 1
+    tail = text[start:]
+    if _has_code(tail):
+        statements.append(_located(text, start, tail))
+    return statements
+
+
+def _has_code(chunk: str) -> bool:
+    stripped = re.sub(r"--[^\n]*", "", chunk)
+    stripped = re.sub(r"/\*.*?\*/", "", stripped, flags=re.S)
+    return bool(stripped.strip())
+
+
+def _located(text: str, start: int, chunk: str) -> tuple[int, str]:
+    lead = len(chunk) - len(chunk.lstrip())
+    body = chunk.strip()
+    # Skip leading comment lines so the reported line is the statement's own.
+    offset = start + lead
+    while body.startswith("--"):
+        nl = body.find("\n")
+        if nl < 0:
+            break
+        rest = body[nl + 1:]
+        offset += len(body) - len(rest.lstrip()) - 0
+        body = rest.lstrip()
+    return text.count("\n", 0, offset) + 1, body
+
+
 def _apply(conn: psycopg.Connection[Any], migration: Migration) -> None:
     text = migration.path.read_text()
+    line_no, statement = 0, ""
     try:
         with conn.transaction():
-            conn.execute(text.encode())
+            for located in split_statements(text):
+                line_no, statement = located  # kept for the error report below
+                conn.execute(statement.encode())
             conn.execute(
                 "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
                 [migration.version, migration.name, migration.checksum],
             )
     except psycopg.Error as exc:
-        diag = exc.diag
-        where = ""
-        if diag.statement_position:
-            pos = int(diag.statement_position)
-            line_no = text.count("\n", 0, pos) + 1
-            line = text.splitlines()[line_no - 1].strip() if text else ""
-            where = f" at line {line_no} ({line[:80]!r})"
-        message = (diag.message_primary or str(exc)).strip()
+        message = (exc.diag.message_primary or str(exc)).strip()
+        first_line = statement.splitlines()[0][:80] if statement else ""
         raise MigrationError(
-            f"migration {migration.path.name} failed{where}: {message}; "
-            f"rolled back, the database is unchanged by this file"
+            f"migration {migration.path.name} failed at line {line_no} ({first_line!r}): "
+            f"{message}; rolled back, the database is unchanged by this file"
         ) from None

