@@ -1,0 +1,21 @@
+"""Fleet telemetry simulator with ground truth.
+
+``simulate(SimulationConfig(...))`` writes ``fleet.json``, ``ground_truth.json`` and
+Parquet landing files (the contract in :mod:`altaviz.telemetry`) under ``config.out``; see
+:mod:`altaviz.simulator.engine` for the run and the sibling modules for each model.
+"""
+
+from altaviz.simulator.config import DEFAULT_START, DirtyConfig, SimulationConfig
+from altaviz.simulator.engine import SimulationResult, simulate
+from altaviz.simulator.ground_truth import FaultRecord, GroundTruth, ShutdownRecord
+
+__all__ = [
+    "DEFAULT_START",
+    "DirtyConfig",
+    "FaultRecord",
+    "GroundTruth",
+    "ShutdownRecord",
+    "SimulationConfig",
+    "SimulationResult",
+    "simulate",
+]

@@ -1,0 +1,114 @@
+"""Simulation settings: what to generate and how dirty to make it.
+
+Kept as frozen pydantic models so the exact settings of a run can be written into
+``ground_truth.json`` and a run can be reproduced from that file alone.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from altaviz.telemetry import CADENCE_MINUTES
+
+#: Default window start: a Monday at midnight UTC.
+DEFAULT_START = datetime(2026, 11, 2, tzinfo=UTC)
+
+
+class DirtyConfig(BaseModel):
+    """Rates of each field-telemetry defect. Every rate defaults to a realistic small share.
+
+    Rates are probabilities per reading (``*_rate`` on rows), per batch (``late_batch_rate``),
+    per file (``text_file_rate``) or per unit-day (``comm_gaps_per_unit_day``).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    missing_rate: float = Field(0.003, ge=0, le=0.5,
+                                description="share of single readings that never arrive")
+    comm_gaps_per_unit_day: float = Field(0.02, ge=0, le=5,
+                                          description="multi-hour communication gaps per unit-day")
+    comm_gap_hours: tuple[float, float] = (2.0, 8.0)
+    late_batch_rate: float = Field(0.02, ge=0, le=1,
+                                   description="share of hourly batches where one site's rows "
+                                               "arrive late, as their own file")
+    late_delay_hours: tuple[float, float] = (2.0, 26.0)
+    duplicate_rate: float = Field(0.002, ge=0, le=0.2, description="rows sent twice")
+    out_of_range_rate: float = Field(0.0005, ge=0, le=0.2,
+                                     description="rows with physically impossible values")
+    null_rate: float = Field(0.0005, ge=0, le=0.2,
+                             description="rows with a null in a required field")
+    text_file_rate: float = Field(0.03, ge=0, le=1,
+                                  description="share of files a gateway sends as text")
+    wrong_type_rate: float = Field(0.05, ge=0, le=0.5,
+                                   description="share of rows in a text file with an "
+                                               "unparseable value")
+    unknown_compressor_rate: float = Field(0.0005, ge=0, le=0.2,
+                                           description="rows naming a compressor not in the fleet")
+
+    @model_validator(mode="after")
+    def _row_rates_fit(self) -> DirtyConfig:
+        total = (self.duplicate_rate + self.out_of_range_rate + self.null_rate
+                 + self.unknown_compressor_rate + self.wrong_type_rate)
+        if total >= 1:
+            raise ValueError("row defect rates must add up to less than 1")
+        for name in ("comm_gap_hours", "late_delay_hours"):
+            lo, hi = getattr(self, name)
+            if not 0 < lo <= hi:
+                raise ValueError(f"{name} must be (low, high) with 0 < low <= high")
+        return self
+
+    @classmethod
+    def none(cls) -> DirtyConfig:
+        """No defects at all (clean data for tests and demos)."""
+        return cls(missing_rate=0, comm_gaps_per_unit_day=0, late_batch_rate=0,
+                   duplicate_rate=0, out_of_range_rate=0, null_rate=0, text_file_rate=0,
+                   wrong_type_rate=0, unknown_compressor_rate=0)
+
+
+class SimulationConfig(BaseModel):
+    """One simulation run. Same config (including ``seed``) -> byte-identical output files."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    compressors: int = Field(ge=1, le=100_000)
+    days: int = Field(ge=1, le=366)
+    seed: int = Field(0, ge=0, lt=2**63)
+    start: datetime = DEFAULT_START
+    out: Path
+    organizations: int | None = Field(None, ge=1, le=200,
+                                      description="default: min(4, compressors)")
+    fault_share: float = Field(0.10, ge=0, le=1)
+    dirty: DirtyConfig | None = Field(default_factory=DirtyConfig,
+                                      description="None = clean data, no defects")
+    planned_shutdowns_per_unit_day: float = Field(0.04, ge=0, le=2)
+    cycling_unit_share: float = Field(0.2, ge=0, le=1,
+                                      description="units that start and stop on process "
+                                                  "conditions (low suction and similar)")
+    cycling_stops_per_day: float = Field(0.6, ge=0, le=12)
+    overwrite: bool = Field(False, description="replace a previous run's files in ``out``")
+
+    @field_validator("start")
+    @classmethod
+    def _utc_on_grid(cls, v: datetime) -> datetime:
+        """Naive datetimes are taken as UTC; the start is floored to the 10-minute grid."""
+        v = v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
+        floored = v.replace(second=0, microsecond=0)
+        return floored - timedelta(minutes=floored.minute % CADENCE_MINUTES)
+
+    @property
+    def org_count(self) -> int:
+        """Organizations actually generated."""
+        return min(self.organizations or 4, self.compressors)
+
+    @property
+    def dirt(self) -> DirtyConfig:
+        """The defect rates in effect (all zero for a clean run)."""
+        return self.dirty if self.dirty is not None else DirtyConfig.none()
+
+    @property
+    def end(self) -> datetime:
+        """End of the window (exclusive)."""
+        return self.start + timedelta(days=self.days)

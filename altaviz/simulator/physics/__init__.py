@@ -1,0 +1,1 @@
+"""Physical models of the simulated channels: ambient weather and compressor operation."""
