@@ -1,0 +1,45 @@
+"""Small helpers for rule tests: hand-made hourly aggregates and one-rule sets."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from altaviz import db
+from rules.loader import load_rule_set
+from rules.schema import RuleSet
+
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def h(i: int) -> datetime:
+    """Hour ``i`` after T0."""
+    return T0 + timedelta(hours=i)
+
+
+def put(conn: psycopg.Connection[Any], org: str, comp: str, metric: str, start: int,
+        values: list[float | None], column: str = "mean") -> None:
+    """Insert one aggregate row per hour from ``h(start)``; None leaves the hour missing."""
+    rows = [(org, comp, metric, h(start + i), 6, v) for i, v in enumerate(values)
+            if v is not None]
+    with db.admin(conn), conn.cursor() as cur:
+        cur.executemany(
+            f"INSERT INTO sensor_readings_agg (org_id, compressor_id, metric, hour, n, {column})"
+            f" VALUES (%s, %s, %s, %s, %s, %s)"
+            f" ON CONFLICT (org_id, compressor_id, metric, hour)"
+            f" DO UPDATE SET {column} = EXCLUDED.{column}", rows)
+
+
+def one_rule(yaml_rule: str) -> RuleSet:
+    """A rule set with the single rule given as YAML (indented under ``rules:``)."""
+    text = "rules:\n" + "\n".join("  " + line for line in yaml_rule.strip().splitlines())
+    return load_rule_set("test.yaml", text=text)
+
+
+COMMON = """
+  diagnosis: test diagnosis
+  checks: [check it]
+  basis: test basis
+"""
