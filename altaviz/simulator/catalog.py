@@ -70,7 +70,7 @@ MODELS: tuple[ModelSpec, ...] = (
 #: Per-stage pressure-ratio ranges by stage count: keeps every stage's discharge temperature
 #: in the normal 200-280 F band and the overall duty inside DOMAIN.md's gathering envelope
 #: (suction 10-150 psig, discharge 150-1,200 psig).
-STAGE_RATIO: dict[int, Range] = {2: (2.4, 3.2), 3: (2.3, 3.0), 4: (2.1, 2.7)}
+STAGE_RATIO: dict[int, Range] = {2: (2.4, 3.2), 3: (2.3, 3.0), 4: (2.1, 2.6)}
 
 #: Basin climate: annual mean F, seasonal half-swing F, diurnal half-swing F, lat/lon box.
 BASINS: dict[str, tuple[float, float, float, tuple[float, float, float, float]]] = {

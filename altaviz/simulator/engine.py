@@ -60,7 +60,7 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InputError(f"cannot create output folder {out}: {exc.strerror or exc}") from exc
+        raise InputError(f"cannot create output folder {out}: {exc.strerror or exc}") from None
     previous = [p for p in (out / "landing", out / "fleet.json", out / "ground_truth.json")
                 if p.exists()]
     if previous and not overwrite:
@@ -71,7 +71,7 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise InputError(f"output folder {out} is not writable: {exc.strerror or exc}") from exc
+        raise InputError(f"output folder {out} is not writable: {exc.strerror or exc}") from None
     for p in previous:
         if p.is_dir():
             shutil.rmtree(p)
