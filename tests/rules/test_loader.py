@@ -1,0 +1,110 @@
+"""Loading: the broken-file corpus (exact locations), the default set, org overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from altaviz.telemetry import METRIC_BY_NAME
+from rules.loader import DEFAULT_RULES, RuleFileError, load_org_rule_set, load_rule_set
+from rules.schema import KNOWN_MODELS, NoDataRule, ThresholdRule
+
+BROKEN = sorted((Path(__file__).parent / "broken").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", BROKEN, ids=[p.stem for p in BROKEN])
+def test_broken_file_names_file_line_rule_and_key(path: Path) -> None:
+    text = path.read_text()
+    first = text.splitlines()[0]
+    assert first.startswith("# expect: LINE ")
+    line, _, message = first.removeprefix("# expect: LINE ").partition(": ")
+    name = f"broken/{path.name}"
+    with pytest.raises(RuleFileError) as info:
+        load_rule_set(name, text=text)
+    assert str(info.value.problems[0]) == f"{name}:{line}: {message}"
+    assert str(info.value).startswith(f"{name}:{line}: ")
+
+
+def test_broken_corpus_covers_the_required_errors() -> None:
+    names = {p.stem for p in BROKEN}
+    assert {"unknown_metric", "warning_beyond_critical", "duplicate_id", "unknown_model",
+            "bad_window", "wrong_type_string_number", "unknown_key"} <= names
+
+
+def test_default_rule_set_loads_and_covers_the_setpoint_table() -> None:
+    rs = load_rule_set(DEFAULT_RULES)
+    metrics = {r.metric for r in rs.rules}
+    for m in ("discharge_temp_max_f", "stage1_discharge_temp_f", "avg_suction_discharge_temp_f",
+              "oil_pressure_psig", "oil_temp_f", "oil_filter_dp_psid", "bearing_temp_max_f",
+              "bearing_spread_f", "vibration_frame_mm_s", "vibration_cylinder_mm_s",
+              "vibration_skid_mm_s", "flow_mmscfd", "stage2_ratio", "jacket_water_temp_f"):
+        assert m in metrics
+    assert all(r.metric is None or r.metric in METRIC_BY_NAME for r in rs.rules)
+    assert any(isinstance(r, NoDataRule) for r in rs.rules)
+    for r in rs.rules:
+        assert "ISO 10816-3" not in r.basis or "not" in r.basis
+        if "vibration" in r.id:
+            assert "ISO 20816-8" in r.basis
+    jw = rs.rule("jacket_water_temp_high")
+    assert jw.applies_to.models == ("Ariel JGK/4",)
+    assert set(KNOWN_MODELS) == {"Ariel JGK/4", "Ajax DPC-360", "Ariel JGE/4"}
+    bearing = rs.rule("main_bearing_temp_high")
+    assert isinstance(bearing, ThresholdRule) and bearing.warning is not None
+    assert (bearing.warning.delta, bearing.warning.absolute) == (20, 220)
+    # YAML anchors expand to distinct rules with their own metric.
+    assert rs.rule("stage3_ratio_shift").metric == "stage3_ratio"
+
+
+def test_content_hash_is_stable_and_content_sensitive() -> None:
+    a = load_rule_set(DEFAULT_RULES)
+    b = load_rule_set(DEFAULT_RULES)
+    assert a.content_hash == b.content_hash
+    text = DEFAULT_RULES.read_text().replace("warning: 330", "warning: 331")
+    assert load_rule_set("x.yaml", text=text).content_hash != a.content_hash
+
+
+def test_org_override_merges_only_named_keys() -> None:
+    base = load_rule_set(DEFAULT_RULES)
+    org = load_org_rule_set("acme.yaml", base, text="""
+org: acme
+overrides:
+  discharge_temp_high:
+    warning: 320
+    clear: 310
+  oil_temp_high:
+    models:
+      Ajax DPC-360: {warning: 175, clear: 172}
+disable: [vibration_skid_high]
+""")
+    assert org.org_id == "acme"
+    r = org.rule("discharge_temp_high")
+    assert isinstance(r, ThresholdRule) and r.warning is not None and r.critical is not None
+    assert (r.warning.absolute, r.critical.absolute) == (320, 350)
+    assert r.diagnosis == base.rule("discharge_temp_high").diagnosis
+    oil = org.rule("oil_temp_high")
+    assert isinstance(oil, ThresholdRule)
+    ajax_warning, ajax_critical, ajax_clear = oil.levels_for("Ajax DPC-360")
+    assert ajax_warning is not None and ajax_critical is not None
+    assert (ajax_warning.absolute, ajax_critical.absolute, ajax_clear.absolute) == (175, 190, 172)
+    assert not org.rule("vibration_skid_high").enabled
+    assert len(org.rules) == len(base.rules)
+    assert org.content_hash != base.content_hash
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("org: acme\noverrides:\n  discharge_temp_high:\n    warning: 360\n",
+     "acme.yaml:4: rule discharge_temp_high: warning: must be below critical (got 360 >= 350)"),
+    ("org: acme\noverrides:\n  no_such_rule:\n    warning: 1\n",
+     "acme.yaml:3: rule no_such_rule: no such rule in base (overrides must name an existing "
+     "rule id)"),
+    ("org: acme\noverrides:\n  discharge_temp_high:\n    metric: oil_temp_f\n",
+     "acme.yaml:4: rule discharge_temp_high: metric: cannot be overridden"),
+    ("org: acme\noverrides:\n  oil_temp_high:\n    models:\n      Ajax: {warning: 1}\n",
+     "acme.yaml:5: rule oil_temp_high: models.Ajax: unknown model 'Ajax'"),
+])
+def test_org_override_errors_point_into_the_override_file(text: str, expected: str) -> None:
+    base = load_rule_set(DEFAULT_RULES).model_copy(update={"source": "base"})
+    with pytest.raises(RuleFileError) as info:
+        load_org_rule_set("acme.yaml", base, text=text)
+    assert str(info.value.problems[0]).startswith(expected)
