@@ -195,21 +195,31 @@ class Diff:
 
 def diff(conn: psycopg.Connection[Any], old: RuleSet, new: RuleSet, org_ids: list[str],
          start: datetime, end: datetime) -> Diff:
-    """Episodes gained and lost by changing ``old`` into ``new``; episodes of the same rule
-    and compressor that start within 6 hours of each other count as the same alert."""
+    """Episodes gained and lost by changing ``old`` into ``new``.
+
+    An old and a new episode of the same rule and compressor are the same alert when their
+    time spans overlap (each matched at most once); the rest were gained or lost.
+    """
     a: list[Episode] = []
     b: list[Episode] = []
     for org in org_ids:
         a += episodes(conn, old, org, start, end)
         b += episodes(conn, new, org, start, end)
+    far = end + timedelta(days=3650)
 
     def unmatched(xs: list[Episode], ys: list[Episode]) -> list[Episode]:
+        pool: dict[tuple[str, str, str], list[Episode]] = {}
+        for y in ys:
+            pool.setdefault((y.org_id, y.compressor_id, y.rule_id), []).append(y)
         out = []
         for x in xs:
-            if not any(y.rule_id == x.rule_id and y.compressor_id == x.compressor_id
-                       and y.org_id == x.org_id
-                       and abs(y.start - x.start) <= timedelta(hours=6) for y in ys):
+            cands = pool.get((x.org_id, x.compressor_id, x.rule_id), [])
+            hit = next((y for y in cands
+                        if y.start <= (x.end or far) and x.start <= (y.end or far)), None)
+            if hit is None:
                 out.append(x)
+            else:
+                cands.remove(hit)
         return out
 
     ca, cb = Counter(e.rule_id for e in a), Counter(e.rule_id for e in b)

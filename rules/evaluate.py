@@ -169,7 +169,7 @@ def _agg_case(func: str, lengths: list[int]) -> sql.Composable:
     return sql.SQL("CASE m {} END").format(whens)
 
 
-def level_rules_sql(variants: list[dict[str, Any]]) -> sql.Composable:
+def level_rules_sql(variants: list[dict[str, Any]]) -> sql.Composed:
     """The one statement that evaluates every threshold/rate-of-change variant.
 
     The window frames differ by persistence length, and PostgreSQL wants frame offsets to be
@@ -250,7 +250,7 @@ ORDER BY hour, compressor_id, rule_id
         c_thr=_threshold_sql("c"), f_thr=_threshold_sql("f"))
 
 
-def no_data_sql() -> sql.Composable:
+def no_data_sql() -> sql.SQL:
     """Statement for no-data rules: hours since the last aggregate, per compressor and hour."""
     return sql.SQL("""
 WITH p AS (

@@ -167,6 +167,11 @@ def _resolve(cls: type[BaseModel], path: Path_) -> type[BaseModel] | None:
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
+_EXPECTED = {"int": "an integer", "float": "a number", "string": "a string",
+             "bool": "true or false", "tuple": "a list", "list": "a list",
+             "dict": "a mapping", "model": "a mapping"}
+
+
 def _message(err: Any, cls: type[BaseModel], loc: Path_) -> str:
     kind = err["type"]
     got = err.get("input")
@@ -181,9 +186,9 @@ def _message(err: Any, cls: type[BaseModel], loc: Path_) -> str:
     if kind in ("value_error", "assertion_error"):
         return str(err["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
     if kind.endswith("_type") or kind.endswith("_parsing"):
-        expected = kind.removesuffix("_type").removesuffix("_parsing").replace("_", " ")
-        return f"expected {'a ' if expected not in ('tuple', 'list') else 'a '}{expected} " \
-               f"(got {type(got).__name__} {got!r})"
+        base = kind.removesuffix("_type").removesuffix("_parsing")
+        expected = _EXPECTED.get(base, "a " + base.replace("_", " "))
+        return f"expected {expected} (got {type(got).__name__} {got!r})"
     return f"{err['msg']} (got {got!r})"
 
 

@@ -14,8 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    BeforeValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -269,7 +269,7 @@ def _order(path: tuple[str | int, ...], inner: Level, outer: Level, cmp: Compari
     for part in ("delta", "percent"):
         a2, b2 = getattr(inner, part), getattr(outer, part)
         if a2 is not None and b2 is not None and (a2 >= b2 if strict else a2 > b2):
-            problems.append((path + (part,), f"must be smaller than {outer_name}'s {part} "
+            problems.append(((*path, part), f"must be smaller than {outer_name}'s {part} "
                              f"(got {_fmt(a2)} {'>=' if strict else '>'} {_fmt(b2)})"))
     return problems
 
@@ -323,9 +323,7 @@ def check_rule(rule: Rule) -> list[Problem]:
         if allowed is not None and model not in allowed:
             problems.append((("models", model),
                              f"override for {model!r}, which applies_to.models excludes"))
-        w, c, clr = rule.levels_for(model)
-        # Only report problems the override itself introduces.
+        lw, lc, lclr = rule.levels_for(model)
         if rule.models[model] != LevelsOverride():
-            problems += _check_levels(rule, w, c, rule.models[model].clear or clr,
-                                      ("models", model))
+            problems += _check_levels(rule, lw, lc, lclr, ("models", model))
     return problems
