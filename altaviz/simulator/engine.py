@@ -154,7 +154,7 @@ def simulate(config: SimulationConfig, progress: Progress | None = None) -> Simu
     readings = units.n * config.days * STEPS_PER_DAY
     truth = GroundTruth(
         simulator_version=SIMULATOR_VERSION,
-        config=config.model_dump(mode="json"),
+        config=config.model_dump(mode="json", exclude={"out", "overwrite"}),
         window_start=config.start, window_end=config.end, compressors=units.n,
         readings_generated=readings, rows_written=writer.rows,
         files_written=len(writer.paths),

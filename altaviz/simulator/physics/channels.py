@@ -139,8 +139,8 @@ def _apply_state(v: dict[str, np.ndarray], pressures: list[np.ndarray], amb: np.
     settle_out = pressures[0].copy()
     for b in range(1, MAX_STAGES + 1):
         tr.settle(pressures[b], settle_out, 15.0, 10.0)
+    tr.settle(v["flow_mmscfd"], 0.0, 1e-3, 10.0, lead=5.0)
     for name in ("flow_mmscfd", "speed_rpm", "oil_pressure_psig", "oil_filter_dp_psid"):
-        tr.settle(v[name], 0.0, 1e-3, 10.0)
         tr.zero_when_stopped(v[name])
     tr.start_overshoot(v["oil_pressure_psig"], 8.0, 20.0)
     tr.start_overshoot(v["oil_filter_dp_psid"], 1.2, 20.0)

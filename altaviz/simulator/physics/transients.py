@@ -28,9 +28,11 @@ class Transients:
         self._prev_len = state.prev_stop_len.ravel()[self._warm]
 
     def settle(self, values: np.ndarray, cold: np.ndarray | float,
-               tau_stop: float, tau_warm: float) -> None:
+               tau_stop: float, tau_warm: float, lead: float = 0.0) -> None:
         """Decay toward ``cold`` while stopped (time constant ``tau_stop`` minutes) and recover
-        toward normal after a start (``tau_warm``), in place."""
+        toward normal after a start (``tau_warm``), in place. ``lead`` minutes are added to
+        the time since start (a reading averages over its interval, so it is never at the
+        exact instant of the start)."""
         flat = values.reshape(-1)
         cold_flat = (np.broadcast_to(cold, values.shape).reshape(-1)
                      if isinstance(cold, np.ndarray) else None)
@@ -40,7 +42,7 @@ class Transients:
         v = flat[self._warm]
         c = cold_flat[self._warm] if cold_flat is not None else cold
         start_level = c + (v - c) * np.exp(-self._prev_len / tau_stop)
-        flat[self._warm] = v - (v - start_level) * np.exp(-self._since_start / tau_warm)
+        flat[self._warm] = v - (v - start_level) * np.exp(-(self._since_start + lead) / tau_warm)
 
     def zero_when_stopped(self, values: np.ndarray, floor: np.ndarray | None = None) -> None:
         """Set stopped cells to zero (or to ``floor`` values, e.g. residual vibration)."""
