@@ -53,7 +53,7 @@ def parse_start(text: str) -> datetime:
             d = date.fromisoformat(text)
             return datetime(d.year, d.month, d.day, tzinfo=UTC)
         parsed = datetime.fromisoformat(text)
-    except ValueError as exc:
+    except ValueError:
         raise InputError(f"--start: cannot parse {text!r} as a date (use YYYY-MM-DD or "
                          "YYYY-MM-DDTHH:MM)") from None
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)

@@ -127,17 +127,17 @@ def encode(rows: Rows, arrived_us: int, pool: IdPool, dirt: DirtyConfig, text: b
         return pa.Table.from_arrays(columns, schema=LANDING_SCHEMA)
     counts.wrong_type_files += 1
     by_cell: dict[str, list[tuple[int, int]]] = {}
-    for r, name, kind in wrong_cells:
-        by_cell.setdefault(name, []).append((r, kind))
+    for row, name, kind in wrong_cells:
+        by_cell.setdefault(name, []).append((row, kind))
     position = np.cumsum(1 + dup.astype(np.int64)) - 1 - dup.astype(np.int64)  # row -> out idx
     for c in CHANNELS:
         arr = values[c.name]
         text_col = pc.cast(pa.array(arr[order], from_pandas=True), pa.string())
         if c.name in by_cell:
             objs = text_col.to_numpy(zero_copy_only=False).copy()
-            for r, kind in by_cell[c.name]:
-                objs[position[r]] = (f"{arr[r]:.1f}".replace(".", ",") if kind == len(UNPARSEABLE)
-                                     else UNPARSEABLE[kind])
+            for row, kind in by_cell[c.name]:
+                objs[position[row]] = (f"{arr[row]:.1f}".replace(".", ",")
+                                       if kind == len(UNPARSEABLE) else UNPARSEABLE[kind])
             text_col = pa.array(objs, type=pa.string())
         columns.append(text_col)
     return pa.Table.from_arrays(columns, schema=TEXT_LANDING_SCHEMA)

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from altaviz.errors import InputError
 from altaviz.fleet import Fleet
@@ -176,7 +177,7 @@ def simulate(config: SimulationConfig, progress: Progress | None = None) -> Simu
 
 
 def _encode(rows: Rows, arrived: datetime, pool: IdPool, config: SimulationConfig,
-            rng: np.random.Generator, counts: DefectCounts) -> object:
+            rng: np.random.Generator, counts: DefectCounts) -> pa.Table:
     dirt = config.dirt
     text = bool(rng.random() < dirt.text_file_rate)
     arrived_us = (arrived - _EPOCH) // timedelta(microseconds=1)
@@ -189,7 +190,7 @@ def _fault_record(f: Fault, fleet: Fleet, units: UnitTable,
     failure = _ts(config.start, f.failure_step)
     return FaultRecord(
         org_id=fleet.compressors[f.unit].org_id, compressor_id=units.ids[f.unit],
-        mode=f.mode,  # type: ignore[arg-type]
+        mode=f.mode,
         onset=_ts(config.start, f.onset_step),
         failure=failure if f.failure_step < window else None,
         expected_failure=failure, stage=f.stage, channels=f.channels,
@@ -214,7 +215,7 @@ def _shutdowns(schedule: Schedule, fleet: Fleet, units: UnitTable,
     window = config.days * STEPS_PER_DAY
     return [
         ShutdownRecord(org_id=fleet.compressors[s.unit].org_id, compressor_id=units.ids[s.unit],
-                       kind=s.kind,  # type: ignore[arg-type]
+                       kind=s.kind,
                        start=_ts(config.start, s.start),
                        end=_ts(config.start, s.end) if s.end < NEVER else None)
         for s in schedule.stops if s.start < window

@@ -101,7 +101,7 @@ def generate_fleet(config: SimulationConfig) -> tuple[Fleet, UnitTable]:
             lat0, lat1, lon0, lon1 = BASINS[basin][3]
             site_id = f"{org.org_id}-s{site_no:03d}"
             sites.append(Site(org_id=org.org_id, site_id=site_id,
-                              name=f"{basin} station {site_no}", basin=basin,  # type: ignore[arg-type]
+                              name=f"{basin} station {site_no}", basin=basin,
                               latitude=round(float(rng.uniform(lat0, lat1)), 4),
                               longitude=round(float(rng.uniform(lon0, lon1)), 4)))
             site_basin.append(basin)

@@ -11,11 +11,12 @@ from datetime import datetime, timedelta
 import pyarrow.parquet as pq
 import pytest
 
+from altaviz.errors import InputError
 from altaviz.fleet import Fleet
 from altaviz.simulator import GroundTruth, SimulationConfig, simulate
-from altaviz.errors import InputError
 
-NAME = re.compile(r"^arrival_date=(\d{4}-\d{2}-\d{2})/(\d{8}T\d{6}Z)-([a-z0-9-]+)-(\d{6})\.parquet$")
+NAME = re.compile(
+    r"^arrival_date=(\d{4}-\d{2}-\d{2})/(\d{8}T\d{6}Z)-([a-z0-9-]+)-(\d{6})\.parquet$")
 
 
 def test_layout_and_ordering(dirty_run):

@@ -108,7 +108,8 @@ def test_fleet_models_and_ratings(clean_run):
     fleet = clean_run.fleet
     ids = [c["compressor_id"] for c in fleet["compressors"]]
     assert ids == [f"COMP-{i:04d}" for i in range(1, len(ids) + 1)]
-    models = {(c["model"], c["driver"], c["rated_hp"], c["rated_rpm"]) for c in fleet["compressors"]}
+    models = {(c["model"], c["driver"], c["rated_hp"], c["rated_rpm"])
+              for c in fleet["compressors"]}
     assert models == {("Ariel JGK/4", "Caterpillar G3516B", 1380, 1400),
                       ("Ariel JGE/4", "Waukesha L7044GSI VHP", 1680, 1200),
                       ("Ajax DPC-360", None, 360, 420)}
