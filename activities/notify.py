@@ -26,7 +26,7 @@ import apprise
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from altaviz.contacts import url_scheme
+from altaviz.contacts import load_apprise, url_scheme
 from altaviz.db import connect, queries, tenant
 from altaviz.links import LinkSigner, ack_url, alert_url, signer_from_settings
 from altaviz.messages import Message, MessageContext, load_context, render
@@ -212,6 +212,7 @@ class NotificationActivities:
 
     def _send(self, t: _Target, req: NotifyRequest) -> tuple[bool, bool, str | None]:
         """(delivered, worth retrying, error text) for one URL."""
+        load_apprise()
         ap = apprise.Apprise()
         if not ap.add(t.url):
             return False, False, f"invalid or unsupported Apprise URL ({url_scheme(t.url)})"
@@ -230,7 +231,9 @@ class NotificationActivities:
             capture.messages.append(f"{type(exc).__name__}: {exc}")
         finally:
             apprise_log.removeHandler(capture)
-        if result is True:
+        # Apprise 2 returns an AppriseResult (truthy on success); older ones True/False; None
+        # when no service matched. Anything but a truthy, non-None result is a failure.
+        if result is not None and bool(result):
             return True, False, None
         detail = "; ".join(capture.messages[-3:]) or (
             "Apprise returned None (no service matched)" if result is None

@@ -24,8 +24,11 @@ is referred to by its position and scheme only.
 
 from __future__ import annotations
 
+import warnings
 from collections import defaultdict
+from functools import cache
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Literal
 
 import psycopg
@@ -36,6 +39,23 @@ from altaviz.db import queries, tenant
 from altaviz.errors import InputError
 
 Role = Literal["technician", "supervisor"]
+
+
+@cache
+def load_apprise() -> ModuleType:
+    """Apprise with its plugins loaded once, up front.
+
+    Apprise loads every plugin on first use, and its e-mail plugin imports the stdlib module
+    ``imghdr``, deprecated since Python 3.11; loading here with that one warning silenced keeps
+    the first notification (and any test run with warnings as errors) from tripping on it.
+    """
+    import apprise
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*imghdr.*")
+        apprise.Apprise().add("json://localhost")
+        import apprise.plugins.email  # noqa: F401
+    return apprise
 
 
 def url_scheme(url: str) -> str:
@@ -63,8 +83,7 @@ class Contact(BaseModel):
     @field_validator("apprise_urls")
     @classmethod
     def _valid_urls(cls, urls: tuple[str, ...]) -> tuple[str, ...]:
-        import apprise
-
+        apprise = load_apprise()
         for i, url in enumerate(urls, start=1):
             # Apprise.add returns False (it does not raise) for a URL it cannot use.
             if not isinstance(url, str) or not apprise.Apprise().add(url):

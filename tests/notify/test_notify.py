@@ -1,0 +1,259 @@
+"""The notify activity against real receivers: a local HTTP endpoint (Apprise json://) and a
+local SMTP server (mailto://), real PostgreSQL, and real Temporal retries."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+import pytest
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+
+from activities.notify import NotificationActivities
+from altaviz.contacts import ContactsFile
+from altaviz.links import LinkSigner
+from altaviz.messages import SMS_LIMIT, MessageContext, render
+from altaviz.settings import Settings
+from tests.notify.conftest import insert_alert, insert_trend
+from tests.notify.receivers import HttpReceiver, SmtpSink
+from workflows.models import AlertState, NotifyRequest, NotifyResult
+
+LINK = re.compile(r"https://alerts\.example\.com/ack/(v1\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)")
+VIEW = re.compile(r"https://alerts\.example\.com/alerts/(\S+)\?token=(v1\.[A-Za-z0-9_.-]+)")
+
+
+def _run(acts: NotificationActivities, req: NotifyRequest) -> Any:
+    return ActivityEnvironment().run(acts.notify, req)
+
+
+def _rows(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+    return conn.execute("SELECT step, contact_id, channel, attempt, status FROM notifications "
+                        "ORDER BY notification_id").fetchall()
+
+
+async def test_warning_reaches_site_technicians_by_http_and_email(
+        conn: psycopg.Connection[Any], loaded: ContactsFile, receiver: HttpReceiver,
+        smtp: SmtpSink, settings: Settings, signer: LinkSigner) -> None:
+    alert = insert_alert(conn)
+    insert_trend(conn, [9.8, 10.4, 11.1, 11.9, 12.3, 12.6])
+    acts = NotificationActivities(conn.info.dsn, settings, signer=signer)
+    result = await _run(acts, NotifyRequest(alert=alert, step="opened", audience="technicians",
+                                            event="opened"))
+    assert result == NotifyResult(delivered=2, failed=0, recipients=["tech-a"])
+
+    [msg] = receiver.messages("acme/tech-a")
+    assert msg["title"] == "COMP-0001 vibration critical - bearing wear suspected"
+    body = msg["message"]
+    for expected in ["Site: Pecos 1, Permian - Ariel JGK/4",
+                     "vibration 12.6 mm/s RMS vs critical limit 12 mm/s RMS",
+                     "Trend (hourly mean, last 6 h): rising +2.8 mm/s RMS over 5 h",
+                     "Recommended checks:", "Acknowledge (one tap): https://alerts.example.com/"]:
+        assert expected in body
+    assert "Alert history" not in body          # technicians get no history link
+    claims = signer.verify(LINK.search(body).group(1), action="ack")  # type: ignore[union-attr]
+    assert (claims.org_id, claims.alert_id, claims.contact_id) == ("acme", alert.alert_id,
+                                                                  "tech-a")
+    # nobody else: not the supervisor (warning step), not the other org
+    assert receiver.messages("acme/sup-a") == [] and receiver.messages("bravo/tech-b") == []
+
+    [mail] = smtp.messages
+    assert mail["Subject"] == "COMP-0001 vibration critical - bearing wear suspected"
+    assert mail["To"] == "tech-a@example.com"
+    text = SmtpSink.text(mail)
+    assert "vibration 12.6 mm/s RMS vs critical limit 12 mm/s RMS" in text
+    assert signer.verify(LINK.search(text).group(1), action="ack").contact_id == "tech-a"  # type: ignore[union-attr]
+
+    assert _rows(conn) == [("opened", "tech-a", "json", 1, "sent"),
+                           ("opened", "tech-a", "mailto", 1, "sent")] or sorted(_rows(conn)) == \
+        sorted([("opened", "tech-a", "json", 1, "sent"), ("opened", "tech-a", "mailto", 1, "sent")])
+    # the delivery log never holds a URL (they carry credentials)
+    dump = str(conn.execute("SELECT n.* FROM notifications n").fetchall())
+    assert "127.0.0.1" not in dump and "://" not in dump
+
+
+async def test_escalation_adds_supervisors_with_signed_history_link(
+        conn: psycopg.Connection[Any], loaded: ContactsFile, receiver: HttpReceiver,
+        settings: Settings, signer: LinkSigner) -> None:
+    alert = insert_alert(conn, severity="warning", value=9.1, threshold=8.0)
+    acts = NotificationActivities(conn.info.dsn, settings, signer=signer)
+    await _run(acts, NotifyRequest(alert=alert, step="escalated",
+                                   audience="technicians_and_supervisors", event="escalated"))
+    [sup] = receiver.messages("acme/sup-a")
+    assert sup["title"] == "COMP-0001 vibration warning - bearing wear suspected"
+    assert "Not acknowledged after 4 h: escalated to supervisors." in sup["message"]
+    m = VIEW.search(sup["message"])
+    assert m is not None
+    claims = signer.verify(m.group(2), action="view")
+    assert claims.contact_id == "sup-a" and claims.alert_id == alert.alert_id
+    assert LINK.search(sup["message"])      # the supervisor may acknowledge too, with his own link
+    [tech] = receiver.messages("acme/tech-a")
+    assert "Alert history" not in tech["message"]
+
+
+async def test_resolution_goes_to_everyone_notified_without_ack_link(
+        conn: psycopg.Connection[Any], loaded: ContactsFile, receiver: HttpReceiver,
+        smtp: SmtpSink, settings: Settings, signer: LinkSigner) -> None:
+    alert = insert_alert(conn)
+    acts = NotificationActivities(conn.info.dsn, settings, signer=signer)
+    await _run(acts, NotifyRequest(alert=alert, step="opened", audience="technicians",
+                                   event="opened"))
+    resolved = alert.model_copy(update={"state": "resolved", "resolved_by": "sup-a",
+                                        "resolve_reason": "bearing replaced"})
+    result = await _run(acts, NotifyRequest(alert=resolved, step="resolved",
+                                            audience="all_notified", event="resolved"))
+    assert result.recipients == ["tech-a"]       # the supervisor was never notified
+    last = receiver.messages("acme/tech-a")[-1]
+    assert last["title"].startswith("RESOLVED: COMP-0001 vibration critical")
+    assert "Resolved by sup-a: bearing replaced" in last["message"]
+    assert "/ack/" not in last["message"]
+    assert len(smtp.messages) == 2
+
+
+async def test_retried_activity_never_sends_twice(
+        conn: psycopg.Connection[Any], loaded: ContactsFile, receiver: HttpReceiver,
+        smtp: SmtpSink, settings: Settings, signer: LinkSigner) -> None:
+    alert = insert_alert(conn)
+    acts = NotificationActivities(conn.info.dsn, settings, signer=signer)
+    req = NotifyRequest(alert=alert, step="opened", audience="technicians", event="opened")
+    for _ in range(3):
+        result = await _run(acts, req)
+        assert result.delivered == 2
+    assert len(receiver.messages("acme/tech-a")) == 1 and len(smtp.messages) == 1
+    assert len(_rows(conn)) == 2
+
+
+async def test_one_failing_channel_does_not_block_the_other(
+        conn: psycopg.Connection[Any], loaded: ContactsFile, receiver: HttpReceiver,
+        smtp: SmtpSink, settings: Settings, signer: LinkSigner) -> None:
+    alert = insert_alert(conn)
+    receiver.fail["/acme/tech-a"] = 1
+    acts = NotificationActivities(conn.info.dsn, settings, signer=signer)
+    req = NotifyRequest(alert=alert, step="opened", audience="technicians", event="opened")
+    with pytest.raises(ApplicationError) as err:
+        await _run(acts, req)
+    assert err.value.type == "NotificationDeliveryFailed" and not err.value.non_retryable
+    assert "tech-a/json" in str(err.value) and "127.0.0.1" not in str(err.value)
+    assert len(smtp.messages) == 1               # email went out despite the failing webhook
+    assert await _run(acts, req) == NotifyResult(delivered=2, failed=0, recipients=["tech-a"])
+    assert len(smtp.messages) == 1               # and was not sent again
+    assert sorted(_rows(conn)) == [("opened", "tech-a", "json", 1, "failed"),
+                                   ("opened", "tech-a", "json", 2, "sent"),
+                                   ("opened", "tech-a", "mailto", 1, "sent")]
+
+
+async def test_invalid_stored_url_is_recorded_and_not_retried(
+        conn: psycopg.Connection[Any], loaded: ContactsFile, receiver: HttpReceiver,
+        settings: Settings, signer: LinkSigner) -> None:
+    alert = insert_alert(conn)
+    with conn.transaction():
+        conn.execute("UPDATE contacts SET apprise_urls = ARRAY['nosuch://user:Pw9@x', %s] "
+                     "WHERE contact_id = 'tech-a'", [receiver.url("acme/tech-a")])
+    acts = NotificationActivities(conn.info.dsn, settings, signer=signer)
+    result = await _run(acts, NotifyRequest(alert=alert, step="opened",
+                                            audience="technicians", event="opened"))
+    assert (result.delivered, result.failed) == (1, 1)
+    errors = conn.execute("SELECT channel, error FROM notifications WHERE status = 'failed'"
+                          ).fetchall()
+    assert errors == [("nosuch", "invalid or unsupported Apprise URL (nosuch)")]
+
+
+def test_short_form_fits_an_sms_and_keeps_the_link(signer: LinkSigner) -> None:
+    from tests.notify.conftest import BREACH_HOUR
+
+    alert = AlertState(alert_id="alert/acme/COMP-0003/vib:1", workflow_id="w", org_id="acme",
+                       compressor_id="COMP-0003", site_id="EF-01", rule_id="vib",
+                       metric="vibration_frame_mm_s", value=12.6, threshold=12.0,
+                       severity="critical", breach_hour=BREACH_HOUR, opened_at=BREACH_HOUR,
+                       diagnosis="bearing wear suspected " * 8)
+    url = "https://alerts.example.com/ack/" + signer.issue(
+        org_id="acme", alert_id=alert.alert_id, contact_id="tech-with-a-long-id",
+        action="ack")
+    msg = render(alert, "opened", MessageContext(site_name="Karnes 1", basin="Eagle Ford"),
+                 ack_url=url)
+    assert len(msg.short) <= SMS_LIMIT and msg.short.endswith(url)
+    assert msg.short.startswith("COMP-0003 vibration critical - bearing wear")
+    assert msg.body_for("sns") == msg.short and msg.body_for("mailto") == msg.full
+
+
+async def test_rule_basis_and_checks_come_from_the_loaded_rule(
+        conn: psycopg.Connection[Any], loaded: ContactsFile, receiver: HttpReceiver,
+        settings: Settings, signer: LinkSigner) -> None:
+    with conn.transaction():
+        rs = conn.execute(
+            "INSERT INTO alert_rule_sets (org_id, version, content_hash, source, content) "
+            "VALUES (NULL, 1, 'h', 'test', '{}') RETURNING rule_set_id").fetchone()
+        assert rs is not None
+        conn.execute(
+            "INSERT INTO alert_rules VALUES (%s, 'vibration_frame_high', 'vibration_frame_mm_s',"
+            " 'threshold', %s)",
+            [rs[0], '{"basis": "Brun & Kurz (2019) p.182, ISO 20816-8 lineage", '
+                    '"checks": ["Check frame bolts", "Pull an oil sample"]}'])
+    alert = insert_alert(conn).model_copy(update={"rule_set_id": rs[0]})
+    acts = NotificationActivities(conn.info.dsn, settings, signer=signer)
+    await _run(acts, NotifyRequest(alert=alert, step="opened", audience="technicians",
+                                   event="opened"))
+    body = receiver.messages("acme/tech-a")[0]["message"]
+    assert "Rule vibration_frame_high: Brun & Kurz (2019) p.182, ISO 20816-8 lineage" in body
+    assert "- Check frame bolts\n- Pull an oil sample" in body
+
+
+# --- real Temporal retries ----------------------------------------------------------------
+
+@workflow.defn(name="NotifyOnceTest", sandboxed=False)
+class NotifyOnceTest:
+    """Test-only workflow: runs the notify activity with a fast retry policy."""
+
+    @workflow.run
+    async def run(self, req: NotifyRequest) -> NotifyResult:
+        return await workflow.execute_activity(
+            "notify", req, result_type=NotifyResult,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=100),
+                                     backoff_coefficient=2.0, maximum_attempts=5))
+
+
+@pytest.fixture(scope="module")
+async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
+    path = shutil.which("temporal-test-server") or shutil.which(
+        "temporal-test-server", path=os.path.dirname(sys.executable))
+    if path is None:
+        pytest.skip("temporal-test-server is not installed")
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=path, data_converter=pydantic_data_converter)
+    yield env
+    await env.shutdown()
+
+
+async def test_receiver_failing_twice_gives_three_attempts_one_delivery(
+        ts_env: WorkflowEnvironment, conn: psycopg.Connection[Any], loaded: ContactsFile,
+        receiver: HttpReceiver, smtp: SmtpSink, settings: Settings,
+        signer: LinkSigner) -> None:
+    alert = insert_alert(conn)
+    receiver.fail["/acme/tech-a"] = 2
+    acts = NotificationActivities(conn.info.dsn, settings, signer=signer)
+    queue = f"notify-{uuid.uuid4().hex[:8]}"
+    async with Worker(ts_env.client, task_queue=queue, workflows=[NotifyOnceTest],
+                      activities=[acts.notify], workflow_runner=UnsandboxedWorkflowRunner()):
+        result = await ts_env.client.execute_workflow(
+            "NotifyOnceTest", NotifyRequest(alert=alert, step="opened",
+                                            audience="technicians", event="opened"),
+            id=f"notify-{uuid.uuid4().hex}", task_queue=queue, result_type=NotifyResult)
+    assert result.delivered == 2 and result.failed == 0
+    assert receiver.attempts.count("/acme/tech-a") == 3
+    assert len(receiver.messages("acme/tech-a")) == 1
+    assert len(smtp.messages) == 1               # the healthy channel: once, not three times
+    json_rows = conn.execute("SELECT attempt, status FROM notifications WHERE channel = 'json' "
+                             "ORDER BY attempt").fetchall()
+    assert json_rows == [(1, "failed"), (2, "failed"), (3, "sent")]
