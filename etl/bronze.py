@@ -1,0 +1,140 @@
+"""Bronze: new landing files appended, as sent, to the append-only bronze Delta table.
+
+Each run's new files become one batch (id = the bronze table's batch mark + 1) written in a
+single commit that also records the batch id (delta-rs ``app_transactions``). Because the
+ledger is the bronze table itself (see :mod:`etl.ledger`), a crash before that commit loads
+nothing and the retry picks up the same files; a crash after it finds them loaded.
+
+Gateways send typed files (``LANDING_SCHEMA``, channels float64) or text files
+(``TEXT_LANDING_SCHEMA``, channels as strings). Bronze keeps channels typed; a text value that
+does not parse as a number is kept verbatim in ``invalid_values`` (a JSON object) so nothing
+the gateway sent is lost, and silver quarantines the row as ``wrong_type``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from altaviz.telemetry import CHANNELS
+from etl.lake import BRONZE_SCHEMA, Lake, conform
+from etl.ledger import LandingFile, pending
+from etl.models import BronzeResult
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str, float], None]
+
+_TARGET = {"compressor_id": "VARCHAR", "ts": "TIMESTAMPTZ", "arrived_at": "TIMESTAMPTZ",
+           **{c.name: "DOUBLE" for c in CHANNELS}}
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _signature(schema: pa.Schema) -> tuple[tuple[str, str], ...]:
+    """Which contract columns a file has and whether each is text."""
+    sig = []
+    for name in _TARGET:
+        if name in schema.names:
+            t = schema.field(name).type
+            kind = "text" if pa.types.is_string(t) or pa.types.is_large_string(t) else "typed"
+            sig.append((name, kind))
+    return tuple(sig)
+
+
+def _select(files: list[LandingFile], signature: tuple[tuple[str, str], ...],
+            landing_prefix: str, batch_id: int, loaded_at: datetime) -> str:
+    """The SELECT that maps one group of same-shaped files onto the bronze schema."""
+    present = dict(signature)
+    columns: list[str] = []
+    invalid: list[str] = []
+    for name, target in _TARGET.items():
+        kind = present.get(name)
+        if kind is None:
+            columns.append(f"NULL::{target} AS {_q(name)}")
+        elif kind == "typed" or target == "VARCHAR":
+            columns.append(f"{_q(name)}::{target} AS {_q(name)}")
+        else:
+            raw = f"nullif(trim({_q(name)}), '')"
+            columns.append(f"TRY_CAST({raw} AS {target}) AS {_q(name)}")
+            invalid.append(
+                f"CASE WHEN {raw} IS NOT NULL AND TRY_CAST({raw} AS {target}) IS NULL "
+                f"THEN '\"{name}\":' || to_json({_q(name)}) END")
+    invalid_sql = (
+        "CASE WHEN concat_ws(',', " + ", ".join(invalid) + ") <> '' THEN '{' || "
+        "concat_ws(',', " + ", ".join(invalid) + ") || '}' END"
+    ) if invalid else "NULL"
+    paths = ", ".join("'" + str(f.path).replace("'", "''") + "'" for f in files)
+    prefix_len = len(landing_prefix) + 2  # 1-based, past the separating slash
+    return f"""
+        SELECT {", ".join(columns)},
+               {invalid_sql} AS invalid_values,
+               substr(filename, {prefix_len}) AS source_file,
+               file_row_number AS source_row,
+               {batch_id}::BIGINT AS batch_id,
+               '{loaded_at.isoformat()}'::TIMESTAMPTZ AS loaded_at,
+               regexp_extract(filename, 'arrival_date=([0-9-]+)', 1) AS arrival_date
+        FROM read_parquet([{paths}], filename = true, file_row_number = true,
+                          union_by_name = true)
+    """
+
+
+def bronze_ingest(con: duckdb.DuckDBPyConnection, lake: Lake, landing: Path,
+                  progress: Progress | None = None, max_files: int | None = None
+                  ) -> BronzeResult:
+    """Append every landing file not yet in bronze as one batch; idempotent.
+
+    Args:
+        con: a connection from :func:`etl.duck.connect`.
+        lake: the lake (tables must exist: :meth:`Lake.ensure`).
+        landing: the landing folder.
+        progress: optional callback ``(stage, fraction)``.
+        max_files: cap the batch size (the rest waits for the next run).
+
+    Returns:
+        The batch written, or an empty result when no file was new.
+    """
+    files = pending(con, lake, landing)
+    if max_files is not None:
+        files = files[:max_files]
+    skipped: list[str] = []
+    groups: dict[tuple[tuple[str, str], ...], list[LandingFile]] = {}
+    for f in files:
+        try:
+            schema = pq.read_schema(f.path)
+        except (OSError, pa.ArrowInvalid) as exc:
+            log.warning("landing file %s is unreadable, left for inspection: %s", f.path, exc)
+            skipped.append(f.source_file)
+            continue
+        groups.setdefault(_signature(schema), []).append(f)
+    if not groups:
+        return BronzeResult(skipped_files=skipped)
+    batch_id = lake.batch_mark("bronze") + 1
+    loaded_at = datetime.now(UTC)
+    landing_prefix = str(landing.resolve())
+    queries = [_select(g, sig, landing_prefix, batch_id, loaded_at) for sig, g in groups.items()]
+    query = " UNION ALL ".join(queries)
+    count = 0
+    total = sum(len(g) for g in groups.values())
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        nonlocal count
+        reader = con.execute(query).to_arrow_reader(250_000)
+        for batch in reader:
+            table = conform(pa.Table.from_batches([batch]), BRONZE_SCHEMA)
+            count += table.num_rows
+            if progress:
+                progress("bronze", 0.5)
+            yield from table.to_batches()
+
+    lake.append("bronze", pa.RecordBatchReader.from_batches(BRONZE_SCHEMA, batches()), batch_id)
+    if progress:
+        progress("bronze", 1.0)
+    return BronzeResult(batch_id=batch_id, files=total, rows=count, skipped_files=skipped)

@@ -1,0 +1,185 @@
+"""Gold: hourly partials and rolling-window features per compressor, metric and hour.
+
+For the silver batches gold has not incorporated (``gold mark < batch <= silver mark``):
+
+1. The *dirty* compressor-hours are the hours those batches added readings to. Their partials
+   (n, sum, sum of squares, min, max, outlier and late counts per metric) are recomputed from
+   silver: from all of the hour's readings, not by adding to the old partial, so a retry after
+   a crash cannot count a reading twice.
+2. Every hour whose windows contain a dirty hour (the dirty hour and the 23 after it) gets its
+   features recomputed from partials: 1h/4h/24h mean, min, max, sample standard deviation
+   (``(sumsq - sum^2/n) / (n - 1)``), rate of change (1h mean minus the previous hour's, per
+   hour; null when the previous hour has no readings) and flags. Neighbouring clean hours
+   come from gold itself.
+3. Rows are compared with gold: new keys are appended; changed keys are merged (delta-rs
+   MERGE, one commit); identical ones are not written, so a re-run writes nothing. Changed
+   and new rows carry the batch id, which is how :mod:`etl.aggregates` finds what to upsert.
+
+Flags: ``outliers`` (some reading in the hour was a 4-sigma outlier), ``late`` (a late
+reading), ``incomplete`` (fewer than 6 readings), ``spike`` (the hour's mean moved more than
+4 standard deviations of the trailing 24 h from the previous hour's).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+import duckdb
+
+from altaviz.telemetry import READINGS_PER_HOUR
+from etl.lake import GOLD_SCHEMA, Lake, commit, conform_reader
+from etl.ledger import sql_dates
+from etl.metrics import metric_columns, partial_aggregates, unpivot_partials
+from etl.models import GoldResult
+
+Progress = Callable[[str, float], None]
+FEATURES = ("mean", "stddev", "mean_4h", "min_4h", "max_4h", "stddev_4h", "mean_24h",
+            "min_24h", "max_24h", "stddev_24h", "rate_of_change")
+#: Recomputed values within this relative tolerance count as unchanged (parallel sums may
+#: differ in the last bits between runs).
+REL_TOL = 1e-9
+
+
+def _dates(first: datetime, last: datetime) -> set[str]:
+    day, end, out = first.date(), last.date(), set()
+    while day <= end:
+        out.add(day.isoformat())
+        day += timedelta(days=1)
+    return out
+
+
+def _std(n: str, s: str, q: str) -> str:
+    return (f"CASE WHEN {n} > 1 THEN sqrt(greatest({q} - {s} * {s} / {n}, 0) / ({n} - 1)) "
+            "END")
+
+
+def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
+                  progress: Progress | None = None) -> GoldResult:
+    """Recompute the gold rows touched by the silver batches gold still owes; idempotent."""
+    lo, hi = lake.batch_mark("gold"), lake.batch_mark("silver")
+    if hi <= lo:
+        return GoldResult()
+    silver = lake.uri("silver")
+    gold = lake.uri("gold")
+    batch_dates = lake.partitions_for_batches("silver", lo, hi)
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE dirty AS
+        SELECT DISTINCT compressor_id, date_trunc('hour', ts) AS hour
+        FROM delta_scan('{silver}')
+        WHERE date IN ({sql_dates(batch_dates)}) AND batch_id > {lo} AND batch_id <= {hi}
+    """)
+    span = con.execute("SELECT min(hour), max(hour) FROM dirty").fetchone()
+    if span is None or span[0] is None:
+        lake.append("gold", GOLD_SCHEMA.empty_table(), hi)
+        return GoldResult(batches=list(range(lo + 1, hi + 1)))
+    first, last = span
+    dirty_dates = _dates(first, last)
+    # 1. fresh partials of the dirty hours, from every silver reading of those hours
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE fresh_wide AS
+        SELECT org_id, compressor_id, hour, {partial_aggregates()}
+        FROM (SELECT s.*, date_trunc('hour', s.ts) AS hour, {metric_columns()}
+              FROM delta_scan('{silver}') s
+              WHERE s.date IN ({sql_dates(dirty_dates)})
+                AND s.compressor_id IN (SELECT DISTINCT compressor_id FROM dirty))
+        SEMI JOIN dirty USING (compressor_id, hour)
+        GROUP BY ALL
+    """)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE fresh AS {unpivot_partials('fresh_wide')}")
+    if progress:
+        progress("gold", 0.3)
+    # 2. neighbouring partials from gold: 23 h before the first dirty hour to 23 h after the last
+    ctx_first, ctx_last = first - timedelta(hours=23), last + timedelta(hours=23)
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE ranges AS
+        SELECT compressor_id, min(hour) AS first_dirty, max(hour) AS last_dirty
+        FROM dirty GROUP BY ALL
+    """)
+    cols = ", ".join(f.name for f in GOLD_SCHEMA)
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE old AS
+        SELECT g.* FROM delta_scan('{gold}') g
+        JOIN ranges r ON g.compressor_id = r.compressor_id
+          AND g.hour >= r.first_dirty - INTERVAL 23 HOURS
+          AND g.hour <= r.last_dirty + INTERVAL 23 HOURS
+        WHERE g.date IN ({sql_dates(_dates(ctx_first, ctx_last))})
+          AND g.hour >= '{ctx_first.isoformat()}'::TIMESTAMPTZ
+          AND g.hour <= '{ctx_last.isoformat()}'::TIMESTAMPTZ
+    """)
+    w4 = ("OVER (PARTITION BY compressor_id, metric ORDER BY hour "
+          "RANGE BETWEEN INTERVAL 3 HOURS PRECEDING AND CURRENT ROW)")
+    w24 = ("OVER (PARTITION BY compressor_id, metric ORDER BY hour "
+           "RANGE BETWEEN INTERVAL 23 HOURS PRECEDING AND CURRENT ROW)")
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE recomputed AS
+        WITH partials AS (
+            SELECT org_id, compressor_id, metric, hour, n, sum, sumsq, min, max, outliers, late
+            FROM fresh
+            UNION ALL
+            SELECT org_id, compressor_id, metric, hour, n, sum, sumsq, min, max, outliers, late
+            FROM old o ANTI JOIN dirty d USING (compressor_id, hour)
+        ), win AS (
+            SELECT *,
+                sum(n) {w4} AS n4, sum(sum) {w4} AS s4, sum(sumsq) {w4} AS q4,
+                min(min) {w4} AS min_4h, max(max) {w4} AS max_4h,
+                sum(n) {w24} AS n24, sum(sum) {w24} AS s24, sum(sumsq) {w24} AS q24,
+                min(min) {w24} AS min_24h, max(max) {w24} AS max_24h,
+                lag(hour) OVER (PARTITION BY compressor_id, metric ORDER BY hour) AS prev_hour,
+                lag(sum / n) OVER (PARTITION BY compressor_id, metric ORDER BY hour)
+                    AS prev_mean
+            FROM partials
+        ), feat AS (
+            SELECT *, sum / n AS mean, {_std("n", "sum", "sumsq")} AS stddev,
+                s4 / n4 AS mean_4h, {_std("n4", "s4", "q4")} AS stddev_4h,
+                s24 / n24 AS mean_24h, {_std("n24", "s24", "q24")} AS stddev_24h,
+                CASE WHEN prev_hour = hour - INTERVAL 1 HOUR THEN sum / n - prev_mean END
+                    AS rate_of_change
+            FROM win
+        )
+        SELECT f.*,
+            list_filter([
+                CASE WHEN outliers > 0 THEN 'outliers' END,
+                CASE WHEN late > 0 THEN 'late' END,
+                CASE WHEN n < {READINGS_PER_HOUR} THEN 'incomplete' END,
+                CASE WHEN abs(rate_of_change) > 4 * stddev_24h THEN 'spike' END
+            ], x -> x IS NOT NULL) AS flags,
+            {hi}::BIGINT AS batch_id, strftime(hour, '%Y-%m-%d') AS date
+        FROM feat f JOIN ranges r ON f.compressor_id = r.compressor_id
+          AND f.hour >= r.first_dirty AND f.hour <= r.last_dirty + INTERVAL 23 HOURS
+    """)
+    if progress:
+        progress("gold", 0.6)
+    # 3. compare with gold: write only new or changed rows
+    def differs(c: str) -> str:
+        return (f"(r.{c} IS DISTINCT FROM o.{c} AND NOT coalesce("
+                f"abs(r.{c} - o.{c}) <= {REL_TOL} * greatest(1, abs(o.{c})), false))")
+    change = " OR ".join(
+        [differs(c) for c in ("sum", "sumsq", *FEATURES)]
+        + [f"r.{c} IS DISTINCT FROM o.{c}" for c in
+           ("org_id", "n", "min", "max", "outliers", "late", "flags")])
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE to_write AS
+        SELECT r.*, o.n IS NOT NULL AS existed
+        FROM recomputed r LEFT JOIN old o ON r.compressor_id = o.compressor_id
+            AND r.metric = o.metric AND r.hour = o.hour
+        WHERE o.n IS NULL OR {change}
+    """)
+    written, existed = con.execute(
+        "SELECT count(*), count(*) FILTER (WHERE existed) FROM to_write").fetchone() or (0, 0)
+    total = con.execute("SELECT count(*) FROM recomputed").fetchone()
+    reader = con.execute(f"SELECT {cols} FROM to_write").to_arrow_reader(250_000)
+    data = conform_reader(reader, GOLD_SCHEMA)
+    if existed == 0:
+        lake.append("gold", data, hi)
+    else:
+        (lake.table("gold").merge(
+            source=data.read_all(), source_alias="s", target_alias="t",
+            predicate=("t.date = s.date AND t.compressor_id = s.compressor_id "
+                       "AND t.metric = s.metric AND t.hour = s.hour"),
+            commit_properties=commit("gold", hi))
+         .when_matched_update_all().when_not_matched_insert_all().execute())
+    if progress:
+        progress("gold", 1.0)
+    return GoldResult(batches=list(range(lo + 1, hi + 1)), rows_written=int(written),
+                      rows_unchanged=int((total[0] if total else 0) - written))

@@ -1,0 +1,236 @@
+"""The Delta tables of the lake: paths, explicit schemas, batch bookkeeping and the writer lock.
+
+Layout under ``settings.lake_path``::
+
+    bronze/       raw landing rows, append-only, partitioned by arrival_date
+    quarantine/   rejected rows with a reason, partitioned by arrival_date
+    silver/       validated readings with late/outlier flags, partitioned by (reading) date
+    gold/         hourly partials and rolling-window features, partitioned by (hour) date
+    _locks/       the writer lock (one writer per table: the ETL holds it for a whole run)
+
+Every table records, through delta-rs ``app_transactions``, the last *bronze batch id* it has
+incorporated (app id ``altaviz.<table>``). The id is written in the same atomic commit as the
+data, so after a crash each stage knows exactly which batches it still owes, and a retried
+commit of a batch that already landed is recognised and skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from filelock import FileLock, Timeout
+
+from altaviz.errors import TransientError
+from altaviz.telemetry import CHANNELS
+
+TS = pa.timestamp("us", tz="UTC")
+CHANNEL_FIELDS = [pa.field(c.name, pa.float64()) for c in CHANNELS]
+
+#: Table properties: checkpoint every 10 commits (hourly appends make long logs) and keep
+#: deleted files for 7 days so readers of older versions and time travel keep working.
+TABLE_CONFIG = {
+    "delta.checkpointInterval": "10",
+    "delta.deletedFileRetentionDuration": "interval 7 days",
+}
+
+BRONZE_SCHEMA = pa.schema([
+    pa.field("compressor_id", pa.string()),
+    pa.field("ts", TS),
+    pa.field("arrived_at", TS),
+    *CHANNEL_FIELDS,
+    # Text files only: {"column": "raw text"} of values that did not parse as numbers, so the
+    # audit trail keeps what the gateway sent while the channel column stays typed.
+    pa.field("invalid_values", pa.string()),
+    pa.field("source_file", pa.string(), nullable=False),
+    pa.field("source_row", pa.int64(), nullable=False),
+    pa.field("batch_id", pa.int64(), nullable=False),
+    pa.field("loaded_at", TS, nullable=False),
+    pa.field("arrival_date", pa.string(), nullable=False),
+])
+
+QUARANTINE_SCHEMA = pa.schema([
+    pa.field("reason", pa.string(), nullable=False),
+    pa.field("detail", pa.string()),
+    pa.field("org_id", pa.string()),
+    pa.field("compressor_id", pa.string()),
+    pa.field("ts", TS),
+    pa.field("arrived_at", TS),
+    *CHANNEL_FIELDS,
+    pa.field("invalid_values", pa.string()),
+    pa.field("source_file", pa.string(), nullable=False),
+    pa.field("source_row", pa.int64(), nullable=False),
+    pa.field("batch_id", pa.int64(), nullable=False),
+    pa.field("arrival_date", pa.string(), nullable=False),
+])
+
+SILVER_SCHEMA = pa.schema([
+    pa.field("org_id", pa.string(), nullable=False),
+    pa.field("compressor_id", pa.string(), nullable=False),
+    pa.field("ts", TS, nullable=False),
+    pa.field("arrived_at", TS, nullable=False),
+    *CHANNEL_FIELDS,
+    pa.field("late", pa.bool_(), nullable=False),
+    pa.field("outlier_metrics", pa.list_(pa.string())),
+    pa.field("source_file", pa.string(), nullable=False),
+    pa.field("batch_id", pa.int64(), nullable=False),
+    pa.field("date", pa.string(), nullable=False),
+])
+
+GOLD_SCHEMA = pa.schema([
+    pa.field("org_id", pa.string(), nullable=False),
+    pa.field("compressor_id", pa.string(), nullable=False),
+    pa.field("metric", pa.string(), nullable=False),
+    pa.field("hour", TS, nullable=False),
+    # hourly partials: windows are combined from these, never from raw rows
+    pa.field("n", pa.int64(), nullable=False),
+    pa.field("sum", pa.float64()),
+    pa.field("sumsq", pa.float64()),
+    pa.field("min", pa.float64()),
+    pa.field("max", pa.float64()),
+    pa.field("outliers", pa.int64(), nullable=False),
+    pa.field("late", pa.int64(), nullable=False),
+    # features
+    pa.field("mean", pa.float64()),
+    pa.field("stddev", pa.float64()),
+    pa.field("mean_4h", pa.float64()),
+    pa.field("min_4h", pa.float64()),
+    pa.field("max_4h", pa.float64()),
+    pa.field("stddev_4h", pa.float64()),
+    pa.field("mean_24h", pa.float64()),
+    pa.field("min_24h", pa.float64()),
+    pa.field("max_24h", pa.float64()),
+    pa.field("stddev_24h", pa.float64()),
+    pa.field("rate_of_change", pa.float64()),
+    pa.field("flags", pa.list_(pa.string())),
+    pa.field("batch_id", pa.int64(), nullable=False),
+    pa.field("date", pa.string(), nullable=False),
+])
+
+SCHEMAS = {"bronze": BRONZE_SCHEMA, "quarantine": QUARANTINE_SCHEMA,
+           "silver": SILVER_SCHEMA, "gold": GOLD_SCHEMA}
+PARTITIONS = {"bronze": ["arrival_date"], "quarantine": ["arrival_date"],
+              "silver": ["date"], "gold": ["date"]}
+
+
+@dataclass(frozen=True)
+class Lake:
+    """Paths of the lake's tables; create them with :meth:`ensure`."""
+
+    root: Path
+
+    def path(self, table: str) -> Path:
+        """The folder of one table (``bronze``, ``quarantine``, ``silver`` or ``gold``)."""
+        if table not in SCHEMAS:
+            raise KeyError(table)
+        return self.root / table
+
+    def uri(self, table: str) -> str:
+        """The table path as a string (for delta-rs and DuckDB's delta_scan)."""
+        return str(self.path(table))
+
+    def ensure(self) -> None:
+        """Create any missing table with its explicit schema (an empty first commit)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        for table, schema in SCHEMAS.items():
+            if not DeltaTable.is_deltatable(self.uri(table)):
+                write_deltalake(self.uri(table), schema.empty_table(), mode="append",
+                                partition_by=PARTITIONS[table], configuration=TABLE_CONFIG)
+
+    def table(self, table: str) -> DeltaTable:
+        """The delta-rs handle of a table (latest version)."""
+        return DeltaTable(self.uri(table))
+
+    def batch_mark(self, table: str) -> int:
+        """The last bronze batch id this table has incorporated (0: none yet)."""
+        version = self.table(table).transaction_version(app_id(table))
+        return int(version or 0)
+
+    def append(self, table: str, data: pa.Table | pa.RecordBatchReader, batch_id: int) -> None:
+        """Append ``data`` and record ``batch_id`` in the same commit (see module docstring)."""
+        write_deltalake(self.uri(table), data, mode="append", partition_by=PARTITIONS[table],
+                        commit_properties=commit(table, batch_id))
+
+    def partitions_for_batches(self, table: str, after: int, upto: int) -> set[str]:
+        """Partition values of the files holding batches ``after < batch_id <= upto``.
+
+        Read from the Delta log's per-file statistics (no data is scanned), so the following
+        query can name its partitions: DuckDB prunes Delta files by partition values.
+        """
+        if upto <= after:
+            return set()
+        actions = pa.table(self.table(table).get_add_actions(flatten=True))
+        if actions.num_rows == 0:
+            return set()
+        column = "partition." + PARTITIONS[table][0]
+        found: set[str] = set()
+        values = actions.column(column).to_pylist()
+        if "min.batch_id" not in actions.column_names:
+            return set(values)
+        rows = zip(values, actions.column("min.batch_id").to_pylist(),
+                   actions.column("max.batch_id").to_pylist(), strict=True)
+        for value, lo, hi in rows:
+            # files without statistics are kept: pruning must never lose rows
+            if lo is None or hi is None or (hi > after and lo <= upto):
+                found.add(value)
+        return found
+
+    @contextmanager
+    def writer_lock(self, timeout: float = 600.0) -> Iterator[None]:
+        """Hold the lake's writer lock (local file systems give Delta no mutual exclusion).
+
+        Raises:
+            TransientError: another ETL run or maintenance holds the lock past ``timeout``.
+        """
+        lock_dir = self.root / "_locks"
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(lock_dir / "writer.lock"))
+        try:
+            lock.acquire(timeout=timeout)
+        except Timeout:
+            raise TransientError(
+                f"another ETL run or maintenance is writing to {self.root} "
+                f"(lock {lock.lock_file} held for more than {timeout:.0f} s); retry later"
+            ) from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+
+def app_id(table: str) -> str:
+    """The app-transaction id a table records its bronze batch mark under."""
+    return f"altaviz.{table}"
+
+
+def commit(table: str, batch_id: int) -> CommitProperties:
+    """Commit properties recording ``batch_id`` as the table's new batch mark."""
+    return CommitProperties(app_transactions=[Transaction(app_id(table), batch_id)])
+
+
+def conform(data: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``data`` with the target table's exact column order and types.
+
+    DuckDB hands back equivalent but not identical Arrow types (large strings, nullable
+    flags); Delta wants the table's schema.
+    """
+    columns = []
+    for field in schema:
+        column = data.column(field.name)
+        if column.type != field.type:
+            column = column.cast(field.type)
+        columns.append(column)
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def conform_reader(reader: pa.RecordBatchReader, schema: pa.Schema) -> pa.RecordBatchReader:
+    """A streaming :func:`conform`: DuckDB results reach Delta without being held in memory."""
+    def batches() -> Iterator[pa.RecordBatch]:
+        for batch in reader:
+            table = conform(pa.Table.from_batches([batch]), schema)
+            yield from table.to_batches()
+    return pa.RecordBatchReader.from_batches(schema, batches())

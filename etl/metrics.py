@@ -1,0 +1,108 @@
+"""SQL fragments over the telemetry contract: validation rules, metric expressions and the
+wide hourly partials (n, sum, sum of squares, min, max per metric) that every window is built
+from. Generated from :mod:`altaviz.telemetry` so a new channel or metric needs no ETL change."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from altaviz.telemetry import CHANNELS, METRICS, Channel
+
+#: Minimum readings in the trailing 24 h before a reading can be called an outlier: with fewer,
+#: the baseline's standard deviation means little (two hours at the 10-minute cadence).
+MIN_BASELINE_READINGS = 12
+OUTLIER_SIGMAS = 4.0
+
+#: Quarantine reasons, in the order they are checked (a row gets the first that applies).
+REASONS = ("null_required", "bad_timestamp", "unknown_compressor", "wrong_type",
+           "out_of_range", "conflicting_duplicate")
+
+
+def q(name: str) -> str:
+    """A quoted SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def channel_list(prefix: str = "") -> str:
+    """The channel columns, comma separated (optionally qualified)."""
+    return ", ".join(prefix + q(c.name) for c in CHANNELS)
+
+
+def reason_sql() -> tuple[str, str]:
+    """``(reason, detail)`` SQL expressions over a bronze row joined to ``org_id``.
+
+    A timestamp is bad when the gateway sent text that is not a timestamp, when it lies in
+    the future of its own arrival (beyond 5 minutes of clock skew) or before 2000.
+    """
+    required = [c for c in CHANNELS if c.required]
+    null_ch = " OR ".join(f"{q(c.name)} IS NULL" for c in required)
+    nonfinite = " OR ".join(f"NOT isfinite({q(c.name)})" for c in CHANNELS)
+    out = " OR ".join(_outside(c) for c in CHANNELS)
+
+    def names(cond: Callable[[Channel], str], cols: list[Channel]) -> str:
+        parts = ", ".join(f"CASE WHEN {cond(c)} THEN '{c.name}' END" for c in cols)
+        return f"concat_ws(',', {parts})"
+
+    bad_ts = ("(invalid_values IS NOT NULL AND json_exists(invalid_values, '$.ts')) "
+              "OR ts > arrived_at + INTERVAL 5 MINUTES OR ts < TIMESTAMPTZ '2000-01-01'")
+    bad_type = ("(invalid_values IS NOT NULL AND (json_keys(invalid_values) <> ['ts'] "
+                "OR json_exists(invalid_values, '$.arrived_at'))) OR " + nonfinite)
+    reason = f"""CASE
+        WHEN compressor_id IS NULL OR ts IS NULL OR arrived_at IS NULL THEN 'null_required'
+        WHEN {bad_ts} THEN 'bad_timestamp'
+        WHEN org_id IS NULL THEN 'unknown_compressor'
+        WHEN {bad_type} THEN 'wrong_type'
+        WHEN {null_ch} THEN 'null_required'
+        WHEN {out} THEN 'out_of_range'
+    END"""
+    detail = f"""CASE
+        WHEN compressor_id IS NULL OR ts IS NULL OR arrived_at IS NULL THEN
+            concat_ws(',', CASE WHEN compressor_id IS NULL THEN 'compressor_id' END,
+                           CASE WHEN ts IS NULL THEN 'ts' END,
+                           CASE WHEN arrived_at IS NULL THEN 'arrived_at' END)
+        WHEN {bad_ts} THEN 'ts=' || coalesce(json_extract_string(invalid_values, '$.ts'),
+                                             strftime(ts, '%Y-%m-%dT%H:%M:%SZ'))
+        WHEN org_id IS NULL THEN compressor_id
+        WHEN {bad_type} THEN coalesce(invalid_values, {names(_nonfinite, list(CHANNELS))})
+        WHEN {null_ch} THEN {names(lambda c: f"{q(c.name)} IS NULL", required)}
+        WHEN {out} THEN {names(_outside, list(CHANNELS))}
+    END"""
+    return reason, detail
+
+
+def _nonfinite(c: Channel) -> str:
+    return f"NOT isfinite({q(c.name)})"
+
+
+def _outside(c: Channel) -> str:
+    return f"({q(c.name)} < {c.low!r} OR {q(c.name)} > {c.high!r})"
+
+
+def metric_columns() -> str:
+    """``<metric sql> AS "<metric>"`` for every metric (wide, one column per metric)."""
+    return ", ".join(f"({m.sql}) AS {q(m.name)}" for m in METRICS)
+
+
+def partial_aggregates(outliers: bool = True) -> str:
+    """Hourly partial aggregates of every metric column (``n_i, s_i, q_i, lo_i, hi_i`` for the
+    i-th metric) plus, from silver rows, outlier (``o_i``) and late (``l_i``) counts."""
+    parts = []
+    for i, m in enumerate(METRICS):
+        c = q(m.name)
+        parts.append(f"count({c}) AS n_{i}, sum({c}) AS s_{i}, sum({c} * {c}) AS q_{i}, "
+                     f"min({c}) AS lo_{i}, max({c}) AS hi_{i}")
+        if outliers:
+            parts.append(f"count({c}) FILTER (WHERE list_contains(outlier_metrics, '{m.name}')) "
+                         f"AS o_{i}, count({c}) FILTER (WHERE late) AS l_{i}")
+    return ", ".join(parts)
+
+
+def unpivot_partials(source: str) -> str:
+    """Long rows (one per metric with n > 0) from the wide partials in ``source``."""
+    arms = []
+    for i, m in enumerate(METRICS):
+        arms.append(
+            f"SELECT org_id, compressor_id, '{m.name}' AS metric, hour, n_{i} AS n, s_{i} AS sum, "
+            f"q_{i} AS sumsq, lo_{i} AS min, hi_{i} AS max, o_{i} AS outliers, l_{i} AS late "
+            f"FROM {source} WHERE n_{i} > 0")
+    return " UNION ALL ".join(arms)

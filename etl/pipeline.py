@@ -1,0 +1,184 @@
+"""The medallion pipeline: landing -> bronze -> silver -> gold -> PostgreSQL -> data quality.
+
+Two ways in:
+
+* :func:`run_pipeline` runs every stage under the lake's writer lock, records the run in
+  ``etl_runs`` and returns an :class:`~etl.models.EtlSummary` (including the changed
+  ``(org, compressor, hour range)`` list for rule evaluation). ``altaviz etl run`` calls it.
+* :func:`run_stage` runs one stage on its own (its own connections and lock): the scheduled
+  pipeline workflow calls the stages as separate Temporal activities. Every stage is
+  idempotent and catches up on whatever earlier stages produced that it has not seen, so a
+  retried or re-ordered activity cannot lose or double anything.
+
+Stage bookkeeping: every Delta table records the last bronze batch it incorporated in its own
+commit (delta-rs app transactions) and the PostgreSQL stages record theirs in
+``etl_stage_progress``; a stage's input is always "batches after my mark, up to the previous
+stage's mark".
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import psycopg
+from pydantic import BaseModel
+
+from altaviz import db
+from altaviz.settings import Settings
+from etl import duck
+from etl.aggregates import compressor_orgs, upsert_aggregates
+from etl.bronze import bronze_ingest
+from etl.gold import gold_features
+from etl.lake import Lake
+from etl.models import (
+    AggregatesResult,
+    BronzeResult,
+    EtlSummary,
+    GoldResult,
+    QualityResult,
+    SilverResult,
+)
+from etl.quality import quality_checks
+from etl.silver import silver_transform
+
+Stage = Literal["bronze", "silver", "gold", "aggregates", "quality"]
+STAGES: tuple[Stage, ...] = ("bronze", "silver", "gold", "aggregates", "quality")
+Progress = Callable[[str, float], None]
+StageHook = Callable[[str], None]
+
+
+def new_run_id() -> str:
+    """A sortable run id: UTC start time plus a random suffix."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
+
+
+class _Context:
+    def __init__(self, settings: Settings, db_url: str, landing: Path | None) -> None:
+        self.settings = settings
+        self.db_url = db_url
+        self.landing = landing or settings.landing_path
+        self.lake = Lake(settings.lake_path)
+
+    def duck(self) -> Any:
+        return duck.connect(postgres=True, temp_directory=self.lake.root / "_tmp")
+
+
+def _run(ctx: _Context, stage: Stage, con: Any, conn: psycopg.Connection[Any], run_id: str,
+         progress: Progress | None, as_of: datetime | None) -> BaseModel:
+    s = ctx.settings
+    if stage == "bronze":
+        return bronze_ingest(con, ctx.lake, ctx.landing, progress)
+    if stage == "silver":
+        return silver_transform(con, ctx.lake, compressor_orgs(conn), s.late_arrival_minutes,
+                                progress)
+    if stage == "gold":
+        return gold_features(con, ctx.lake, progress)
+    if stage == "aggregates":
+        return upsert_aggregates(con, ctx.lake, conn, ctx.db_url, run_id, progress)
+    return quality_checks(con, ctx.lake, conn, run_id, s.freshness_sla_minutes, as_of)
+
+
+def run_stage(stage: Stage, settings: Settings, db_url: str, *, landing: Path | None = None,
+              run_id: str | None = None, as_of: datetime | None = None) -> BaseModel:
+    """Run one stage (``bronze``, ``silver``, ``gold``, ``aggregates`` or ``quality``).
+
+    Returns the stage's result model (:class:`BronzeResult`, :class:`SilverResult`,
+    :class:`GoldResult`, :class:`AggregatesResult` or :class:`QualityResult`).
+    """
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
+    ctx = _Context(settings, db_url, landing)
+    with ctx.lake.writer_lock():
+        ctx.lake.ensure()
+        con = ctx.duck()
+        try:
+            with db.connect(db_url) as conn:
+                return _run(ctx, stage, con, conn, run_id or new_run_id(), None, as_of)
+        finally:
+            con.close()
+
+
+def run_pipeline(settings: Settings, db_url: str, *, landing: Path | None = None,
+                 progress: Progress | None = None, after_stage: StageHook | None = None,
+                 run_id: str | None = None, as_of: datetime | None = None) -> EtlSummary:
+    """Run every stage in order and record the run in ``etl_runs``.
+
+    Args:
+        settings: lake_path, landing_path, late_arrival_minutes, freshness_sla_minutes.
+        db_url: PostgreSQL URL (as the owner role; tenant work switches role per org).
+        landing: landing folder instead of ``settings.landing_path``.
+        progress: ``(stage, fraction)`` callback for a progress display.
+        after_stage: called with each stage's name after it committed (tests use it to
+            crash the run between stages).
+        run_id: the run id (default: :func:`new_run_id`).
+        as_of: the time freshness is measured at (default: now).
+
+    Returns:
+        The summary; ``changed`` lists the aggregate hours that changed, per compressor.
+    """
+    ctx = _Context(settings, db_url, landing)
+    run_id = run_id or new_run_id()
+    q = db.queries("etl")
+    started = time.perf_counter()
+    results: dict[str, BaseModel] = {}
+    with ctx.lake.writer_lock():
+        ctx.lake.ensure()
+        con = ctx.duck()
+        try:
+            with db.connect(db_url) as conn:
+                with db.admin(conn):
+                    conn.execute(q["start_run"], {"run_id": run_id})
+                try:
+                    for stage in STAGES:
+                        if progress:
+                            progress(stage, 0.0)
+                        results[stage] = _run(ctx, stage, con, conn, run_id, progress, as_of)
+                        if progress:
+                            progress(stage, 1.0)
+                        if after_stage:
+                            after_stage(stage)
+                except BaseException as exc:
+                    _record_failure(db_url, run_id, exc)
+                    raise
+                summary = _summary(run_id, results, time.perf_counter() - started)
+                with db.admin(conn):
+                    conn.execute(q["finish_run"], {
+                        "run_id": run_id, "status": "succeeded", "files": summary.files,
+                        "rows_in": summary.rows_in, "rows_quarantined": summary.rows_quarantined,
+                        "rows_late": summary.rows_late, "hours_upserted": summary.hours_upserted,
+                        "error": None})
+                return summary
+        finally:
+            con.close()
+
+
+def _summary(run_id: str, results: dict[str, BaseModel], seconds: float) -> EtlSummary:
+    bronze = results["bronze"]
+    silver = results["silver"]
+    aggregates = results["aggregates"]
+    assert isinstance(bronze, BronzeResult) and isinstance(silver, SilverResult)
+    assert isinstance(aggregates, AggregatesResult)
+    assert isinstance(results["gold"], GoldResult)
+    assert isinstance(results["quality"], QualityResult)
+    return EtlSummary(run_id=run_id, files=bronze.files, rows_in=silver.rows_in,
+                      rows_quarantined=silver.rows_quarantined, rows_late=silver.late,
+                      duplicates=silver.duplicates, hours_upserted=aggregates.rows_upserted,
+                      seconds=round(seconds, 3), quarantined=silver.quarantined,
+                      changed=aggregates.changed)
+
+
+def _record_failure(db_url: str, run_id: str, exc: BaseException) -> None:
+    """Mark the run failed on a fresh connection (the run's own may be unusable)."""
+    try:
+        with db.connect(db_url) as conn, db.admin(conn):
+            conn.execute(db.queries("etl")["finish_run"], {
+                "run_id": run_id, "status": "failed", "files": 0, "rows_in": 0,
+                "rows_quarantined": 0, "rows_late": 0, "hours_upserted": 0,
+                "error": f"{type(exc).__name__}: {exc}"[:2000]})
+    except Exception:  # the original error matters more than the bookkeeping
+        pass

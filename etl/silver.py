@@ -1,0 +1,244 @@
+"""Silver: typed, validated readings; everything else to quarantine with a reason.
+
+For the bronze batches silver has not incorporated yet (``silver mark < batch <= bronze
+mark``), in one pass:
+
+1. **Validate** each row (:func:`etl.metrics.reason_sql`): null required field, bad
+   timestamp, unknown compressor (not in PostgreSQL ``compressors``; this is also where the
+   row gets its ``org_id``), wrong type (text that is not a number, NaN/inf), out of range
+   (outside the channel's plausibility range). Rejected rows go to the quarantine table.
+2. **Deduplicate** on (compressor_id, ts), against the batch and against silver: an exact
+   copy (same channel values) is dropped and counted; a different reading for an instant
+   already held is quarantined as ``conflicting_duplicate`` (never silently dropped).
+3. **Flag**: ``late`` when ``arrived_at - ts`` exceeds ``late_arrival_minutes``;
+   ``outlier_metrics`` lists each metric more than 4 sigma from the compressor's own trailing
+   24-hour baseline of that metric (hourly partials of the preceding 24 hours, taken from gold
+   plus the batch itself; at least 12 readings). Flags are as known when the reading is
+   loaded. Flagged rows stay in silver.
+
+The quarantine commit comes first and the silver commit last; each records the batch mark,
+so a crash between them redoes only what is missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+import duckdb
+import pyarrow as pa
+
+from altaviz.telemetry import CHANNELS, METRICS
+from etl.lake import QUARANTINE_SCHEMA, SILVER_SCHEMA, Lake, conform_reader
+from etl.ledger import sql_dates
+from etl.metrics import (
+    MIN_BASELINE_READINGS,
+    OUTLIER_SIGMAS,
+    channel_list,
+    metric_columns,
+    q,
+    reason_sql,
+)
+from etl.models import SilverResult
+
+Progress = Callable[[str, float], None]
+
+
+def _org_table(con: duckdb.DuckDBPyConnection, orgs: dict[str, str]) -> None:
+    table = pa.table({"compressor_id": pa.array(list(orgs), pa.string()),
+                      "org_id": pa.array(list(orgs.values()), pa.string())})
+    con.register("_orgs_arrow", table)
+    con.execute("CREATE OR REPLACE TEMP TABLE orgs AS SELECT * FROM _orgs_arrow")
+    con.unregister("_orgs_arrow")
+
+
+def silver_transform(con: duckdb.DuckDBPyConnection, lake: Lake, orgs: dict[str, str],
+                     late_arrival_minutes: int, progress: Progress | None = None
+                     ) -> SilverResult:
+    """Validate, deduplicate and flag the bronze batches silver still owes; idempotent.
+
+    Args:
+        con: a connection from :func:`etl.duck.connect`.
+        lake: the lake.
+        orgs: compressor_id -> org_id for every known compressor (from PostgreSQL).
+        late_arrival_minutes: ``settings.late_arrival_minutes``.
+        progress: optional callback ``(stage, fraction)``.
+    """
+    lo, hi = lake.batch_mark("silver"), lake.batch_mark("bronze")
+    if hi <= lo:
+        return SilverResult()
+    dates = lake.partitions_for_batches("bronze", lo, hi)
+    _org_table(con, orgs)
+    reason, detail = reason_sql()
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE classified AS
+        SELECT b.*, o.org_id, {reason} AS reason, {detail} AS detail
+        FROM delta_scan('{lake.uri("bronze")}') b LEFT JOIN orgs o USING (compressor_id)
+        WHERE b.arrival_date IN ({sql_dates(dates)}) AND b.batch_id > {lo} AND b.batch_id <= {hi}
+    """)
+    if progress:
+        progress("silver", 0.2)
+    chan = channel_list()
+    # valid rows, with a hash of their values to tell exact copies from conflicting readings
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE valid AS
+        SELECT *, hash({chan}) AS vhash, strftime(ts, '%Y-%m-%d') AS date
+        FROM classified WHERE reason IS NULL
+    """)
+    valid_dates = {r[0] for r in con.execute("SELECT DISTINCT date FROM valid").fetchall()}
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE existing AS
+        SELECT compressor_id, ts, hash({chan}) AS vhash
+        FROM delta_scan('{lake.uri("silver")}')
+        WHERE date IN ({sql_dates(valid_dates)})
+          AND compressor_id IN (SELECT DISTINCT compressor_id FROM valid)
+    """)
+    # only keys seen more than once need ranking (a small share of rows)
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE ranked AS
+        WITH keys AS (
+            SELECT compressor_id, ts FROM (
+                SELECT compressor_id, ts FROM valid UNION ALL SELECT compressor_id, ts FROM existing
+            ) GROUP BY ALL HAVING count(*) > 1
+        ), cand AS (
+            SELECT e.compressor_id, e.ts, e.vhash, 0 AS is_new, NULL::TIMESTAMPTZ AS arrived_at,
+                   NULL::VARCHAR AS source_file, NULL::BIGINT AS source_row
+            FROM existing e SEMI JOIN keys USING (compressor_id, ts)
+            UNION ALL
+            SELECT v.compressor_id, v.ts, v.vhash, 1, v.arrived_at, v.source_file, v.source_row
+            FROM valid v SEMI JOIN keys USING (compressor_id, ts)
+        )
+        SELECT *, row_number() OVER w AS rn, first_value(vhash) OVER w AS first_hash
+        FROM cand
+        WINDOW w AS (PARTITION BY compressor_id, ts
+                     ORDER BY is_new, arrived_at, source_file, source_row)
+    """)
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE dropped AS
+        SELECT source_file, source_row,
+               CASE WHEN vhash = first_hash THEN 'duplicate' ELSE 'conflicting_duplicate' END
+                   AS kind
+        FROM ranked WHERE is_new = 1 AND rn > 1
+    """)
+    if progress:
+        progress("silver", 0.4)
+    _flag_outliers(con, lake, late_arrival_minutes)
+    if progress:
+        progress("silver", 0.7)
+
+    # quarantine: invalid rows plus conflicting duplicates
+    q_cols = ", ".join(f.name for f in QUARANTINE_SCHEMA)
+    quarantine_sql = f"""
+        SELECT {q_cols} FROM (
+            SELECT reason, detail, org_id, compressor_id, ts, arrived_at, {chan},
+                   invalid_values, source_file, source_row, batch_id, arrival_date
+            FROM classified WHERE reason IS NOT NULL
+            UNION ALL
+            SELECT 'conflicting_duplicate', 'differs from an earlier reading at this ts',
+                   v.org_id, v.compressor_id, v.ts, v.arrived_at, {channel_list("v.")},
+                   v.invalid_values, v.source_file, v.source_row, v.batch_id, v.arrival_date
+            FROM valid v JOIN dropped d USING (source_file, source_row)
+            WHERE d.kind = 'conflicting_duplicate'
+        )
+    """
+    counts = dict(con.execute(f"SELECT reason, count(*) FROM ({quarantine_sql}) GROUP BY 1")
+                  .fetchall())
+    if lake.batch_mark("quarantine") < hi:
+        reader = con.execute(quarantine_sql).to_arrow_reader(250_000)
+        lake.append("quarantine", conform_reader(reader, QUARANTINE_SCHEMA), hi)
+    s_cols = ", ".join(f.name for f in SILVER_SCHEMA)
+    reader = con.execute(f"SELECT {s_cols} FROM flagged").to_arrow_reader(250_000)
+    lake.append("silver", conform_reader(reader, SILVER_SCHEMA), hi)
+    if progress:
+        progress("silver", 1.0)
+    stats = con.execute("""
+        SELECT (SELECT count(*) FROM classified),
+               (SELECT count(*) FROM flagged),
+               (SELECT count(*) FROM dropped WHERE kind = 'duplicate'),
+               (SELECT count(*) FROM flagged WHERE late),
+               (SELECT count(*) FROM flagged WHERE len(outlier_metrics) > 0)
+    """).fetchone()
+    assert stats is not None
+    return SilverResult(batches=list(range(lo + 1, hi + 1)), rows_in=stats[0],
+                        rows_valid=stats[1], duplicates=stats[2], late=stats[3],
+                        outliers=stats[4], quarantined={str(k): int(v) for k, v in counts.items()})
+
+
+def _flag_outliers(con: duckdb.DuckDBPyConnection, lake: Lake, late_arrival_minutes: int
+                   ) -> None:
+    """Build temp table ``flagged``: kept rows with ``late`` and ``outlier_metrics``."""
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE kept AS
+        SELECT v.*, date_trunc('hour', ts) AS hour, {metric_columns()}
+        FROM valid v ANTI JOIN dropped d USING (source_file, source_row)
+    """)
+    n_metrics = len(METRICS)
+    partial = ", ".join(
+        f"count({q(m.name)}) AS n_{i}, sum({q(m.name)}) AS s_{i}, "
+        f"sum({q(m.name)} * {q(m.name)}) AS q_{i}" for i, m in enumerate(METRICS))
+    span = con.execute("SELECT min(hour), max(hour) FROM kept").fetchone()
+    gold_rows = "SELECT NULL::VARCHAR AS compressor_id, NULL::TIMESTAMPTZ AS hour LIMIT 0"
+    if span is not None and span[0] is not None:
+        first, last = span[0] - timedelta(hours=24), span[1]
+        dates = _dates_between(first, last)
+        pivot = ", ".join(
+            f"sum(n) FILTER (WHERE metric = '{m.name}') AS n_{i}, "
+            f"sum(sum) FILTER (WHERE metric = '{m.name}') AS s_{i}, "
+            f"sum(sumsq) FILTER (WHERE metric = '{m.name}') AS q_{i}"
+            for i, m in enumerate(METRICS))
+        gold_rows = f"""
+            SELECT compressor_id, hour, {pivot}
+            FROM delta_scan('{lake.uri("gold")}')
+            WHERE date IN ({sql_dates(dates)})
+              AND hour >= '{first.isoformat()}'::TIMESTAMPTZ
+              AND hour <= '{last.isoformat()}'::TIMESTAMPTZ
+              AND compressor_id IN (SELECT DISTINCT compressor_id FROM kept)
+            GROUP BY ALL
+        """
+    sums = ", ".join(f"sum(n_{i}) AS n_{i}, sum(s_{i}) AS s_{i}, sum(q_{i}) AS q_{i}"
+                     for i in range(n_metrics))
+    window = ("OVER (PARTITION BY compressor_id ORDER BY hour RANGE BETWEEN "
+              "INTERVAL 24 HOURS PRECEDING AND INTERVAL 1 HOUR PRECEDING)")
+    base = ", ".join(
+        f"sum(n_{i}) {window} AS bn_{i}, sum(s_{i}) {window} AS bs_{i}, "
+        f"sum(q_{i}) {window} AS bq_{i}" for i in range(n_metrics))
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE baseline AS
+        WITH hourly AS (
+            SELECT compressor_id, hour, {sums} FROM (
+                SELECT compressor_id, hour, {partial} FROM kept GROUP BY ALL
+                UNION ALL BY NAME
+                {gold_rows}
+            ) GROUP BY ALL
+        )
+        SELECT compressor_id, hour, {base} FROM hourly
+        WHERE hour IN (SELECT DISTINCT hour FROM kept)
+    """)
+    checks = []
+    for i, m in enumerate(METRICS):
+        var = f"greatest(b.bq_{i} - b.bs_{i} * b.bs_{i} / b.bn_{i}, 0) / (b.bn_{i} - 1)"
+        checks.append(
+            f"CASE WHEN b.bn_{i} >= {MIN_BASELINE_READINGS} AND {var} > 0 AND "
+            f"abs(k.{q(m.name)} - b.bs_{i} / b.bn_{i}) > {OUTLIER_SIGMAS} * sqrt({var}) "
+            f"THEN '{m.name}' END")
+    late = f"k.arrived_at - k.ts > INTERVAL {int(late_arrival_minutes)} MINUTES"
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE flagged AS
+        SELECT k.org_id, k.compressor_id, k.ts, k.arrived_at,
+               {", ".join("k." + q(c.name) for c in CHANNELS)},
+               {late} AS late,
+               list_filter([{", ".join(checks)}], x -> x IS NOT NULL) AS outlier_metrics,
+               k.source_file, k.batch_id, k.date
+        FROM kept k LEFT JOIN baseline b USING (compressor_id, hour)
+    """)
+
+
+def _dates_between(first: object, last: object) -> set[str]:
+    from datetime import datetime
+
+    assert isinstance(first, datetime) and isinstance(last, datetime)
+    day, end, out = first.date(), last.date(), set()
+    while day <= end:
+        out.add(day.isoformat())
+        day += timedelta(days=1)
+    return out

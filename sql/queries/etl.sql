@@ -1,0 +1,96 @@
+-- name: compressor_orgs
+-- compressor_id -> org_id. Landing rows carry no org_id; an id held by two organizations
+-- cannot be attributed and is left out (its rows are quarantined as unknown_compressor).
+SELECT compressor_id, min(org_id) AS org_id
+FROM compressors
+GROUP BY compressor_id
+HAVING count(*) = 1
+
+-- name: get_stage_mark
+SELECT batch_id FROM etl_stage_progress WHERE stage = %(stage)s
+
+-- name: set_stage_mark
+INSERT INTO etl_stage_progress (stage, batch_id, run_id) VALUES (%(stage)s, %(batch_id)s, %(run_id)s)
+ON CONFLICT (stage) DO UPDATE SET batch_id = EXCLUDED.batch_id, run_id = EXCLUDED.run_id,
+                                  updated_at = now()
+WHERE etl_stage_progress.batch_id < EXCLUDED.batch_id
+
+-- name: truncate_staging
+TRUNCATE etl_agg_staging
+
+-- name: staged_orgs
+SELECT DISTINCT org_id FROM etl_agg_staging ORDER BY org_id
+
+-- name: staged_months
+SELECT DISTINCT date_trunc('month', hour AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS month
+FROM etl_agg_staging
+
+-- name: ensure_agg_partition
+SELECT ensure_agg_partition(%(ts)s)
+
+-- name: upsert_aggregates
+-- Runs in a tenant transaction: RLS limits the staged rows read to the current organization
+-- and WITH CHECK refuses any row of another; the composite FK refuses unknown compressors.
+-- The IS DISTINCT FROM guard leaves identical rows untouched (no dead tuples, no updated_at
+-- churn), so only real changes are returned and reported to rule evaluation.
+WITH up AS (
+    INSERT INTO sensor_readings_agg AS a (
+        org_id, compressor_id, metric, hour, n, mean, min, max, stddev,
+        mean_4h, min_4h, max_4h, stddev_4h, mean_24h, min_24h, max_24h, stddev_24h,
+        rate_of_change, outliers, late)
+    SELECT org_id, compressor_id, metric, hour, n, mean, min, max, stddev,
+           mean_4h, min_4h, max_4h, stddev_4h, mean_24h, min_24h, max_24h, stddev_24h,
+           rate_of_change, outliers, late
+    FROM etl_agg_staging
+    WHERE org_id = current_org()
+    ON CONFLICT (org_id, compressor_id, metric, hour) DO UPDATE SET
+        n = EXCLUDED.n, mean = EXCLUDED.mean, min = EXCLUDED.min, max = EXCLUDED.max,
+        stddev = EXCLUDED.stddev, mean_4h = EXCLUDED.mean_4h, min_4h = EXCLUDED.min_4h,
+        max_4h = EXCLUDED.max_4h, stddev_4h = EXCLUDED.stddev_4h,
+        mean_24h = EXCLUDED.mean_24h, min_24h = EXCLUDED.min_24h, max_24h = EXCLUDED.max_24h,
+        stddev_24h = EXCLUDED.stddev_24h, rate_of_change = EXCLUDED.rate_of_change,
+        outliers = EXCLUDED.outliers, late = EXCLUDED.late
+    WHERE (a.n, a.mean, a.min, a.max, a.stddev, a.mean_4h, a.min_4h, a.max_4h, a.stddev_4h,
+           a.mean_24h, a.min_24h, a.max_24h, a.stddev_24h, a.rate_of_change, a.outliers, a.late)
+          IS DISTINCT FROM
+          (EXCLUDED.n, EXCLUDED.mean, EXCLUDED.min, EXCLUDED.max, EXCLUDED.stddev,
+           EXCLUDED.mean_4h, EXCLUDED.min_4h, EXCLUDED.max_4h, EXCLUDED.stddev_4h,
+           EXCLUDED.mean_24h, EXCLUDED.min_24h, EXCLUDED.max_24h, EXCLUDED.stddev_24h,
+           EXCLUDED.rate_of_change, EXCLUDED.outliers, EXCLUDED.late)
+    RETURNING a.compressor_id, a.hour
+)
+SELECT compressor_id, min(hour), max(hour), count(*) FROM up GROUP BY compressor_id
+ORDER BY compressor_id
+
+-- name: upsert_watermark
+INSERT INTO etl_watermarks (org_id, compressor_id, last_reading_at, last_loaded_at)
+VALUES (current_org(), %(compressor_id)s, %(last_reading_at)s, %(last_loaded_at)s)
+ON CONFLICT (org_id, compressor_id) DO UPDATE SET
+    last_reading_at = greatest(etl_watermarks.last_reading_at, EXCLUDED.last_reading_at),
+    last_loaded_at = greatest(etl_watermarks.last_loaded_at, EXCLUDED.last_loaded_at)
+WHERE etl_watermarks.last_reading_at < EXCLUDED.last_reading_at
+   OR etl_watermarks.last_loaded_at < EXCLUDED.last_loaded_at
+
+-- name: start_run
+INSERT INTO etl_runs (run_id, status) VALUES (%(run_id)s, 'running')
+
+-- name: finish_run
+UPDATE etl_runs SET finished_at = now(), status = %(status)s, files = %(files)s,
+    rows_in = %(rows_in)s, rows_quarantined = %(rows_quarantined)s, rows_late = %(rows_late)s,
+    hours_upserted = %(hours_upserted)s, error = %(error)s
+WHERE run_id = %(run_id)s
+
+-- name: insert_quality_check
+INSERT INTO data_quality_checks (org_id, compressor_id, run_id, check_type, measured, threshold,
+                                 passed, details)
+VALUES (current_org(), %(compressor_id)s, %(run_id)s, %(check_type)s, %(measured)s,
+        %(threshold)s, %(passed)s, %(details)s)
+ON CONFLICT (run_id, org_id, compressor_id, check_type) DO NOTHING
+
+-- name: watermarks_of_org
+SELECT compressor_id, last_reading_at FROM etl_watermarks ORDER BY compressor_id
+
+-- name: quality_summary
+SELECT org_id, compressor_id, check_type, measured, threshold, passed, details, checked_at
+FROM data_quality_summary
+ORDER BY org_id, compressor_id, check_type
