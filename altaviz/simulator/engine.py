@@ -111,46 +111,47 @@ def simulate(config: SimulationConfig, progress: Progress | None = None) -> Simu
     start_us = (config.start - _EPOCH) // timedelta(microseconds=1)
     dirt = config.dirt
 
-    for day in range(config.days):
-        block = generate_block(inputs, day)
-        rng = np.random.default_rng([config.seed, 20, day])
-        steps = np.arange(day * STEPS_PER_DAY, (day + 1) * STEPS_PER_DAY)
-        lost = gap_mask(schedule, steps)
-        missing = (rng.random(lost.shape) < dirt.missing_rate) & ~lost
-        counts.comm_gap_readings += int(lost.sum())
-        counts.missing_readings += int(missing.sum())
-        present = ~(lost | missing)
-        for hour in range(24):
-            s0 = hour * READINGS_PER_HOUR
-            s1 = s0 + READINGS_PER_HOUR
-            hour_end = _ts(config.start, day * STEPS_PER_DAY + s1)
-            for o, (u0, u1) in enumerate(units.org_ranges):
-                mask = present[s0:s1, u0:u1]
-                t_rel, u_rel = np.nonzero(mask)
-                rows = Rows(
-                    unit=u0 + u_rel,
-                    ts_us=start_us + (day * STEPS_PER_DAY + s0 + t_rel) * _STEP_US,
-                    values={c.name: block[c.name][s0:s1, u0:u1][mask] for c in CHANNELS},
-                )
-                arrived = hour_end + timedelta(seconds=int(org_delay_s[o])
-                                               + int(rng.integers(0, 120)))
-                late = np.zeros(len(rows), dtype=bool)
-                if len(rows) and rng.random() < dirt.late_batch_rate:
-                    site = units.site_of[rows.unit[rng.integers(len(rows))]]
-                    late = units.site_of[rows.unit] == site
-                    delay = rng.uniform(*dirt.late_delay_hours)
-                    late_arrival = arrived + timedelta(seconds=round(delay * 3600))
-                    table = _encode(rows.select(late), late_arrival, pool, config, rng, counts)
-                    writer.write(table, late_arrival, org_ids[o])
-                    counts.late_batches += 1
-                    counts.late_rows += table.num_rows
-                on_time = rows.select(~late)
-                if len(on_time):
-                    table = _encode(on_time, arrived, pool, config, rng, counts)
-                    writer.write(table, arrived, org_ids[o])
-        del block
-        if progress is not None:
-            progress(day + 1, config.days)
+    with writer:
+        for day in range(config.days):
+            block = generate_block(inputs, day)
+            rng = np.random.default_rng([config.seed, 20, day])
+            steps = np.arange(day * STEPS_PER_DAY, (day + 1) * STEPS_PER_DAY)
+            lost = gap_mask(schedule, steps)
+            missing = (rng.random(lost.shape) < dirt.missing_rate) & ~lost
+            counts.comm_gap_readings += int(lost.sum())
+            counts.missing_readings += int(missing.sum())
+            present = ~(lost | missing)
+            for hour in range(24):
+                s0 = hour * READINGS_PER_HOUR
+                s1 = s0 + READINGS_PER_HOUR
+                hour_end = _ts(config.start, day * STEPS_PER_DAY + s1)
+                for o, (u0, u1) in enumerate(units.org_ranges):
+                    mask = present[s0:s1, u0:u1]
+                    t_rel, u_rel = np.nonzero(mask)
+                    rows = Rows(
+                        unit=u0 + u_rel,
+                        ts_us=start_us + (day * STEPS_PER_DAY + s0 + t_rel) * _STEP_US,
+                        values={c.name: block[c.name][s0:s1, u0:u1][mask] for c in CHANNELS},
+                    )
+                    arrived = hour_end + timedelta(seconds=int(org_delay_s[o])
+                                                   + int(rng.integers(0, 120)))
+                    late = np.zeros(len(rows), dtype=bool)
+                    if len(rows) and rng.random() < dirt.late_batch_rate:
+                        site = units.site_of[rows.unit[rng.integers(len(rows))]]
+                        late = units.site_of[rows.unit] == site
+                        delay = rng.uniform(*dirt.late_delay_hours)
+                        late_arrival = arrived + timedelta(seconds=round(delay * 3600))
+                        table = _encode(rows.select(late), late_arrival, pool, config, rng, counts)
+                        writer.write(table, late_arrival, org_ids[o])
+                        counts.late_batches += 1
+                        counts.late_rows += table.num_rows
+                    on_time = rows.select(~late)
+                    if len(on_time):
+                        table = _encode(on_time, arrived, pool, config, rng, counts)
+                        writer.write(table, arrived, org_ids[o])
+            del block
+            if progress is not None:
+                progress(day + 1, config.days)
 
     readings = units.n * config.days * STEPS_PER_DAY
     truth = GroundTruth(
