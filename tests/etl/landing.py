@@ -24,7 +24,7 @@ BASE = {
 }
 
 
-def reading(compressor_id: str, ts: datetime, **values: Any) -> dict[str, Any]:
+def reading(compressor_id: str | None, ts: datetime, **values: Any) -> dict[str, Any]:
     """A valid reading (every required channel, two stages) with ``values`` overriding."""
     row: dict[str, Any] = {"compressor_id": compressor_id, "ts": ts}
     for c in CHANNELS:

@@ -23,16 +23,17 @@ def scenario(landing: Path) -> dict[str, int]:
     """Landing files with one of each defect; returns the expected counts."""
     arrive = T0 + timedelta(hours=3, minutes=5)
     acme = series("COMP-0001", T0, 3)
-    write_landing(landing, acme + [
+    write_landing(landing, [
+        *acme,
         reading("COMP-0001", T0 + timedelta(hours=3), oil_temp_f=None),       # null_required
         reading("COMP-0001", T0 + timedelta(hours=3, minutes=10), speed_rpm=9999.0),  # range
         reading("COMP-9999", T0),                                                # unknown
         reading("COMP-0001", T0 + timedelta(days=2)),                            # bad ts
-        reading(None, T0),                                                       # type: ignore[arg-type]
+        reading(None, T0),                                   # null compressor_id: null_required
     ], arrive, org="acme")
     bravo = series("COMP-0003", T0, 3)
-    bravo_rows = [dict(r) for r in bravo] + [
-        reading("COMP-0003", T0 + timedelta(hours=3), flow_mmscfd="abc")]      # wrong_type
+    bravo_rows = [*bravo,
+                  reading("COMP-0003", T0 + timedelta(hours=3), flow_mmscfd="abc")]  # wrong_type
     write_landing(landing, bravo_rows, arrive, org="bravo", text=True)
     # a re-sent copy of two acme rows (exact duplicates) and one conflicting reading
     write_landing(landing, [acme[0], acme[1], reading("COMP-0001", acme[2]["ts"],
@@ -79,7 +80,8 @@ def test_defects_land_where_they_should(settings: Settings, db_url: str, fleet: 
     quarantined = sum(summary.quarantined.values())
     assert bronze == (expected["valid"] + quarantined + expected["duplicates"],)
     # the text file's unparseable value is kept verbatim
-    detail = con.execute(f"SELECT detail, invalid_values FROM delta_scan('{lake.uri('quarantine')}') "
+    detail = con.execute(f"SELECT detail, invalid_values FROM "
+                         f"delta_scan('{lake.uri('quarantine')}') "
                          "WHERE reason = 'wrong_type'").fetchone()
     assert detail == ('{"flow_mmscfd":"abc"}', '{"flow_mmscfd":"abc"}')
     rows = agg_rows(conn)
@@ -107,7 +109,7 @@ def test_rerun_changes_nothing(settings: Settings, db_url: str, fleet: Fleet,
     scenario(settings.landing_path)
     run_pipeline(settings, db_url)
     before = agg_rows(conn)
-    con, lake = lake_con(settings)
+    _, lake = lake_con(settings)
     versions = {t: lake.table(t).version() for t in ("bronze", "silver", "gold", "quarantine")}
     again = run_pipeline(settings, db_url)
     assert again.files == 0 and again.rows_in == 0 and again.hours_upserted == 0
@@ -146,3 +148,37 @@ def test_crash_between_stages_then_rerun(settings: Settings, db_url: str, fleet:
     con, lake = lake_con(settings)
     assert con.execute(f"SELECT count(*) FROM delta_scan('{lake.uri('quarantine')}')"
                        ).fetchone() == (7,)
+
+
+def test_cli_run_maintain_and_dq_report(settings: Settings, db_url: str, fleet: Fleet,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from altaviz import app as app_module
+    from altaviz.cli import main
+
+    scenario(settings.landing_path)
+    app_settings = settings.model_copy(update={"database_url": db_url})
+
+    def run(argv: list[str]) -> int:
+        """The real CLI, with an App built on these settings (instead of the environment)."""
+        real = app_module.App
+
+        class _App(real):  # type: ignore[misc, valid-type]
+            def __init__(self, *a: Any, **k: Any) -> None:
+                super().__init__(settings=app_settings)
+
+        app_module.App = _App  # type: ignore[misc]
+        try:
+            return main(argv)
+        finally:
+            app_module.App = real  # type: ignore[misc]
+
+    assert run(["etl", "run", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "5 files, 63 rows in, 7 quarantined, 2 duplicates, 6 late" in out
+    assert run(["etl", "maintain", "--retention-hours", "0"]) == 1  # below table retention
+    assert "vacuum of bronze refused" in capsys.readouterr().err
+    assert run(["etl", "maintain"]) == 0
+    assert "compacted" in capsys.readouterr().out
+    assert run(["dq", "report", "--org", "bravo"]) == 0
+    out = capsys.readouterr().out
+    assert "COMP-0003" in out and "COMP-0001" not in out
