@@ -1,0 +1,121 @@
+"""Golden values of the window features (computed here from the raw readings with the
+statistics module, independently of the ETL's hourly partials), late data and tenant scoping."""
+
+from __future__ import annotations
+
+import statistics
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+from altaviz.fleet import Fleet
+from altaviz.settings import Settings
+from etl.pipeline import run_pipeline
+from tests.etl.landing import T0, reading, write_landing
+
+
+def hour_values(k: int) -> list[float]:
+    return [100.0 + 3 * k + i * (1 + k % 2) for i in range(6)]
+
+
+def agg(conn: psycopg.Connection[Any], metric: str) -> dict[datetime, tuple[Any, ...]]:
+    with conn.transaction():
+        rows = conn.execute(
+            "SELECT hour, n, mean, min, max, stddev, mean_4h, min_4h, max_4h, stddev_4h, "
+            "mean_24h, min_24h, max_24h, stddev_24h, rate_of_change, updated_at "
+            "FROM sensor_readings_agg WHERE compressor_id = 'COMP-0001' AND metric = %s",
+            [metric]).fetchall()
+    return {r[0]: r[1:] for r in rows}
+
+
+def test_golden_window_features(settings: Settings, db_url: str, fleet: Fleet,
+                                conn: psycopg.Connection[Any]) -> None:
+    hours = [0, 1, 2, 3, 4, 6, 30]      # hour 5 missing, hour 30 alone in its 24 h window
+    rows = [reading("COMP-0001", T0 + timedelta(hours=k, minutes=10 * i), oil_temp_f=v)
+            for k in hours for i, v in enumerate(hour_values(k))]
+    write_landing(settings.landing_path, rows, T0 + timedelta(hours=31))
+    run_pipeline(settings, db_url)
+    got = agg(conn, "oil_temp_f")
+    assert sorted(got) == [T0 + timedelta(hours=k) for k in hours]
+
+    def window(k: int, span: int) -> list[float]:
+        return [v for h in hours if k - span < h <= k for v in hour_values(h)]
+
+    for k in hours:
+        one, four, day = hour_values(k), window(k, 4), window(k, 24)
+        prev = statistics.fmean(hour_values(k - 1)) if k - 1 in hours else None
+        expected = (6, statistics.fmean(one), min(one), max(one), statistics.stdev(one),
+                    statistics.fmean(four), min(four), max(four), statistics.stdev(four),
+                    statistics.fmean(day), min(day), max(day), statistics.stdev(day),
+                    None if prev is None else statistics.fmean(one) - prev)
+        actual = got[T0 + timedelta(hours=k)][:-1]
+        assert actual[0] == expected[0]
+        for a, e in zip(actual[1:], expected[1:], strict=True):
+            assert (a is None) == (e is None), (k, actual, expected)
+            if e is not None:
+                assert a == pytest.approx(e, rel=1e-9, abs=1e-9), (k, actual, expected)
+    # spot checks written out by hand: hour 6's 4 h window holds hours 3, 4 and 6
+    assert got[T0 + timedelta(hours=6)][5] == pytest.approx(
+        statistics.fmean(hour_values(3) + hour_values(4) + hour_values(6)))
+    assert got[T0 + timedelta(hours=1)][13] == pytest.approx(108.0 - 102.5)  # per hour
+    assert got[T0 + timedelta(hours=6)][13] is None                      # hour 5 has no readings
+
+
+def test_late_batch_updates_exactly_the_affected_hours(settings: Settings, db_url: str,
+                                                       fleet: Fleet,
+                                                       conn: psycopg.Connection[Any]) -> None:
+    on_time = [reading("COMP-0001", T0 + timedelta(hours=k, minutes=10 * i))
+               for k in range(30) if k != 5 for i in range(6)]
+    write_landing(settings.landing_path, on_time, T0 + timedelta(hours=30, minutes=5))
+    run_pipeline(settings, db_url)
+    before = {m: agg(conn, m) for m in ("oil_temp_f", "speed_rpm")}
+    # hour 5 arrives a day late, with a hotter oil temperature
+    late = [reading("COMP-0001", T0 + timedelta(hours=5, minutes=10 * i), oil_temp_f=200.0)
+            for i in range(6)]
+    write_landing(settings.landing_path, late, T0 + timedelta(days=1, hours=6))
+    summary = run_pipeline(settings, db_url)
+    assert summary.rows_late == 6
+    after = {m: agg(conn, m) for m in ("oil_temp_f", "speed_rpm")}
+    changed = {m: sorted(int((h - T0) / timedelta(hours=1)) for h, r in after[m].items()
+                         if h not in before[m] or before[m][h] != r) for m in after}
+    # oil temperature: the late hour plus the 23 hours whose 4 h / 24 h windows contain it
+    assert changed["oil_temp_f"] == list(range(5, 29))
+    # a constant channel: the new hour, and hour 6 whose rate of change now has a previous
+    # hour (null before, 0 now); its 4 h / 24 h values did not change, so no later hour did
+    assert changed["speed_rpm"] == [5, 6]
+    assert [(c.compressor_id, c.first_hour, c.last_hour) for c in summary.changed] == [
+        ("COMP-0001", T0 + timedelta(hours=5), T0 + timedelta(hours=28))]
+    assert after["oil_temp_f"][T0 + timedelta(hours=29)] == before["oil_temp_f"][
+        T0 + timedelta(hours=29)]
+
+
+def test_aggregates_are_scoped_by_organization(settings: Settings, db_url: str, fleet: Fleet,
+                                               conn: psycopg.Connection[Any]) -> None:
+    from altaviz.db import queries, tenant
+
+    rows = [reading(c, T0 + timedelta(minutes=10 * i))
+            for c in ("COMP-0001", "COMP-0003") for i in range(6)]
+    write_landing(settings.landing_path, rows, T0 + timedelta(hours=1, minutes=5))
+    run_pipeline(settings, db_url)
+    with conn.transaction():
+        owners = conn.execute("SELECT DISTINCT org_id, compressor_id FROM sensor_readings_agg "
+                              "ORDER BY 1").fetchall()
+    assert owners == [("acme", "COMP-0001"), ("bravo", "COMP-0003")]
+    with tenant(conn, "acme"):
+        seen = conn.execute("SELECT DISTINCT compressor_id FROM sensor_readings_agg").fetchall()
+    assert seen == [("COMP-0001",)]
+    # a staged row of another organization is invisible to acme's upsert ...
+    stage = ("INSERT INTO etl_agg_staging (org_id, compressor_id, metric, hour, n, outliers, "
+             "late) VALUES (%s, %s, 'speed_rpm', %s, 1, 0, 0)")
+    with conn.transaction():
+        conn.execute(stage, ["bravo", "COMP-0004", T0])
+    with tenant(conn, "acme"):
+        assert conn.execute(queries("etl")["upsert_aggregates"]).fetchall() == []
+    # ... and a row claiming acme owns bravo's compressor is refused by the database
+    with conn.transaction():
+        conn.execute("TRUNCATE etl_agg_staging")
+        conn.execute(stage, ["acme", "COMP-0003", T0 + timedelta(hours=2)])
+    with pytest.raises(psycopg.errors.ForeignKeyViolation), tenant(conn, "acme"):
+        conn.execute(queries("etl")["upsert_aggregates"])
