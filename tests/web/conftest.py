@@ -1,0 +1,184 @@
+"""Fixtures of the web tests: the real AlertWorkflow with its persistence activities and the
+real notify activity on a time-skipping Temporal server, and the FastAPI app served by uvicorn
+on a free port. Notifications go to the server's own demo inbox (Apprise json:// to
+/inbox/receive/<contact>), which is exactly how the demo wires it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from psycopg_pool import ConnectionPool
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.client import Client, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.alerts import AlertActivities
+from activities.notify import NotificationActivities
+from activities.pipeline import start_or_update_alert
+from altaviz.contacts import Contact, ContactsFile, load_contacts
+from altaviz.db import connect
+from altaviz.links import LinkSigner
+from altaviz.settings import Settings
+from altaviz.web import RedactTokens, create_app
+from rules.results import Breach
+from tests.notify.receivers import free_port
+from workflows import SEARCH_ATTRIBUTES
+from workflows.alert import AlertWorkflow
+
+SECRET = b"web-test-link-secret-abcdef0123456789"
+HOUR = datetime(2026, 3, 2, 10, tzinfo=UTC)
+ACK_LINK = re.compile(r"http://127\.0\.0\.1:\d+/ack/(v1\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)")
+VIEW_LINK = re.compile(r"(http://127\.0\.0\.1:\d+/alerts/\S+\?token=v1\.[A-Za-z0-9_.-]+)")
+
+
+def _exe(name: str) -> str:
+    found = shutil.which(name) or shutil.which(name, path=os.path.dirname(sys.executable))
+    if found is None:
+        pytest.skip(f"{name} is not installed")
+    return found
+
+
+@pytest.fixture(scope="session")
+async def web_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_time_skipping(
+        data_converter=pydantic_data_converter,
+        test_server_existing_path=_exe("temporal-test-server"))
+    await env.client.operator_service.add_search_attributes(AddSearchAttributesRequest(
+        namespace=env.client.namespace,
+        search_attributes={n: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
+                           for n in SEARCH_ATTRIBUTES}))
+    yield env
+    await env.shutdown()
+
+
+def breach() -> Breach:
+    return Breach(org_id="acme", compressor_id="COMP-0001", site_id="PB-01",
+                  rule_id="vibration_frame_high", metric="vibration_frame_mm_s", value=12.6,
+                  threshold=12.0, severity="critical", hour=HOUR, rule_version=1,
+                  escalation_delay_hours=4.0, diagnosis="bearing wear suspected")
+
+
+@dataclass
+class WebRig:
+    env: WorkflowEnvironment
+    db_url: str
+    queue: str
+    pool: ConnectionPool[Any]
+    signer: LinkSigner
+    base_url: str
+    http: httpx.AsyncClient
+
+    @property
+    def client(self) -> Client:
+        return self.env.client
+
+    def worker(self, **options: Any) -> Worker:
+        acts = AlertActivities(self.pool)
+        notify = NotificationActivities(
+            self.db_url, Settings(public_url=self.base_url), signer=self.signer)
+        return Worker(self.client, task_queue=self.queue, workflows=[AlertWorkflow],
+                      activities=[acts.open_alert, acts.record_transition, notify.notify],
+                      activity_executor=ThreadPoolExecutor(4), **options)
+
+    async def open_alert(self) -> WorkflowHandle[Any, Any]:
+        """A breach through the real pipeline entry point; returns once tech-a has his mail."""
+        handle = await start_or_update_alert(self.client, breach(), task_queue=self.queue,
+                                             reminder_minutes=0)
+        await self.wait_for(lambda: self.inbox("tech-a"))
+        return handle
+
+    def inbox(self, mailbox: str) -> list[tuple[str, str]]:
+        return self.rows("SELECT title, body FROM demo_inbox WHERE mailbox = %s "
+                         "ORDER BY message_id", mailbox)
+
+    def ack_token(self, mailbox: str = "tech-a") -> str:
+        m = ACK_LINK.search(self.inbox(mailbox)[-1][1])
+        assert m is not None
+        return m.group(1)
+
+    def rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        with self.pool.connection() as conn:
+            return conn.execute(sql, params).fetchall()
+
+    def snapshot(self) -> tuple[Any, ...]:
+        """Everything an acknowledgement could change in PostgreSQL."""
+        return (self.rows("SELECT state, ack_state, acknowledged_by, seq FROM alert_history"),
+                self.rows("SELECT count(*) FROM alert_events"),
+                self.rows("SELECT token_id, outcome FROM link_tokens_used ORDER BY 1"))
+
+    async def wait_for(self, check: Any, timeout: float = 20.0) -> Any:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            value = check()
+            if value:
+                return value
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError("condition not met in time")
+            await asyncio.sleep(0.1)
+
+
+async def serve(app: Any, port: int) -> tuple[uvicorn.Server, asyncio.Task[None]]:
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
+                                           lifespan="on"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.02)
+    return server, task
+
+
+@pytest.fixture
+async def rig(web_env: WorkflowEnvironment, db_url: str, fleet: Any) -> AsyncIterator[WebRig]:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    inbox_url = f"json://127.0.0.1:{port}/inbox/receive"
+    with connect(db_url) as conn:
+        load_contacts(conn, ContactsFile(contacts=(
+            Contact(org_id="acme", contact_id="tech-a", name="Jo Rivera", role="technician",
+                    sites=("PB-01",), apprise_urls=(f"{inbox_url}/tech-a",)),
+            Contact(org_id="acme", contact_id="sup-a", name="Sam Okafor", role="supervisor",
+                    apprise_urls=(f"{inbox_url}/sup-a",)),
+        )))
+    signer = LinkSigner(SECRET)
+
+    async def temporal() -> Client:
+        return web_env.client
+
+    app = create_app(database_url=db_url, signer=signer, temporal=temporal,
+                     temporal_ui_url="http://127.0.0.1:8233", inbox=True, ack_timeout=1.5)
+    redact = RedactTokens()
+    import logging
+    logging.getLogger("uvicorn.access").addFilter(redact)
+    server, task = await serve(app, port)
+    pool: ConnectionPool[Any] = ConnectionPool(db_url, min_size=1, max_size=4, open=True)
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+            yield WebRig(web_env, db_url, f"web-{uuid.uuid4().hex[:10]}", pool, signer, base,
+                         http)
+    finally:
+        # the workflow id is the same in every test (one session server): end this test's run
+        with contextlib.suppress(Exception):
+            await web_env.client.get_workflow_handle(
+                "alert/acme/COMP-0001/vibration_frame_high").terminate("test over")
+        server.should_exit = True
+        await task
+        pool.close()
+        logging.getLogger("uvicorn.access").removeFilter(redact)
