@@ -126,7 +126,7 @@ def read_ground_truth(path: Path) -> list[Fault]:
 
 
 def episodes(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str, start: datetime,
-             end: datetime, lookback_hours: int = 24) -> list[Episode]:
+             end: datetime, lookback_hours: int = 6) -> list[Episode]:
     """Alert episodes of ``rule_set`` for one organization over ``[start, end]``."""
     with db.tenant(conn, org_id):
         rows = evaluate_rows(conn, rule_set, org_id, start, end, None, lookback_hours)

@@ -220,3 +220,17 @@ def test_tenant_isolation(conn, fleet):
     assert evaluate(conn, OIL, "bravo", (h(0), h(1))).breaches == []
     assert evaluate(conn, OIL, "bravo", (h(0), h(1)), compressors=["COMP-0001"]).breaches == []
     assert len(evaluate(conn, OIL, "acme", (h(0), h(1))).breaches) == 1
+
+
+def test_single_hour_path_agrees_with_range_path(conn, fleet):
+    """The pipeline's one-hour evaluation (GROUP BY) and the range evaluation (windows) are
+    two SQL shapes of the same semantics: they must report the same breaches and clears."""
+    put(conn, "acme", "COMP-0001", "oil_temp_f", 0,
+        [170, 185, 191, 178, None, 192, 193, 174, 174, 185, 174, 174, 174, None, 170, 170])
+    put(conn, "acme", "COMP-0002", "oil_temp_f", 0,
+        [181, 181, 181, 170, 170, 176, 176, 174, 181, None, None, 170, 170, 191, 191, 170])
+    full = evaluate(conn, OIL, "acme", (h(0), h(15)))
+    singles = [evaluate(conn, OIL, "acme", (h(i), h(i))) for i in range(16)]
+    assert [b for r in singles for b in r.breaches] == full.breaches
+    assert [c for r in singles for c in r.clears] == full.clears
+    assert len(full.breaches) > 5 and len(full.clears) >= 2
