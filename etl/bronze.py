@@ -118,7 +118,7 @@ def bronze_ingest(con: duckdb.DuckDBPyConnection, lake: Lake, landing: Path,
         return BronzeResult(skipped_files=skipped)
     batch_id = lake.batch_mark("bronze") + 1
     loaded_at = datetime.now(UTC)
-    landing_prefix = str(landing.resolve())
+    landing_prefix = str(landing.absolute())
     queries = [_select(g, sig, landing_prefix, batch_id, loaded_at) for sig, g in groups.items()]
     query = " UNION ALL ".join(queries)
     count = 0

@@ -39,13 +39,15 @@ def discover(landing: Path) -> list[LandingFile]:
     """
     if not landing.is_dir():
         return []
+    # absolute, not resolved: a landing folder of symlinks keeps its own relative paths
+    landing = landing.absolute()
     found: list[LandingFile] = []
     for folder in landing.iterdir():
         match = _ARRIVAL_DIR.match(folder.name)
         if not match or not folder.is_dir():
             continue
         for path in folder.glob("*.parquet"):
-            found.append(LandingFile(path.resolve(), f"{folder.name}/{path.name}",
+            found.append(LandingFile(path, f"{folder.name}/{path.name}",
                                      match.group(1)))
     found.sort(key=lambda f: (f.arrival_date, f.path.name))
     return found

