@@ -54,7 +54,7 @@ def load_apprise() -> ModuleType:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*imghdr.*")
         apprise.Apprise().add("json://localhost")
-        import apprise.plugins.email  # noqa: F401
+        import apprise.plugins.email
     return apprise
 
 

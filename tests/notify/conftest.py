@@ -67,7 +67,7 @@ def insert_alert(conn: psycopg.Connection[Any], *, org: str = "acme",
     state = AlertState(
         alert_id=f"{wf}/{BREACH_HOUR:%Y%m%dT%H}", workflow_id=wf, org_id=org,
         compressor_id=compressor, site_id=site, rule_id=rule, metric=metric, value=value,
-        threshold=threshold, severity=severity,  # type: ignore[arg-type]
+        threshold=threshold, severity=severity,
         breach_hour=BREACH_HOUR, opened_at=BREACH_HOUR + timedelta(minutes=5),
         diagnosis=diagnosis)
     with conn.transaction():

@@ -75,7 +75,7 @@ def test_secret_required_outside_demo_and_never_shown(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="ALTAVIZ_LINK_SECRET is not set"):
         load_secret(Settings(data_dir=tmp_path))
     with pytest.raises(ConfigError, match="at least 16"):
-        load_secret(Settings(data_dir=tmp_path, link_secret="short"))  # type: ignore[arg-type]
+        load_secret(Settings(data_dir=tmp_path, link_secret="short"))
     demo1 = load_secret(Settings(data_dir=tmp_path), demo=True)
     assert demo1 == load_secret(Settings(data_dir=tmp_path), demo=True)  # shared via file
     assert (tmp_path / "link_secret").stat().st_mode & 0o077 == 0

@@ -68,10 +68,11 @@ async def web_env() -> AsyncIterator[WorkflowEnvironment]:
     await env.shutdown()
 
 
-def breach() -> Breach:
+def breach(severity: str = "critical") -> Breach:
     return Breach(org_id="acme", compressor_id="COMP-0001", site_id="PB-01",
                   rule_id="vibration_frame_high", metric="vibration_frame_mm_s", value=12.6,
-                  threshold=12.0, severity="critical", hour=HOUR, rule_version=1,
+                  threshold=12.0 if severity == "critical" else 8.0,
+                  severity=severity, hour=HOUR, rule_version=1,
                   escalation_delay_hours=4.0, diagnosis="bearing wear suspected")
 
 
@@ -97,9 +98,9 @@ class WebRig:
                       activities=[acts.open_alert, acts.record_transition, notify.notify],
                       activity_executor=ThreadPoolExecutor(4), **options)
 
-    async def open_alert(self) -> WorkflowHandle[Any, Any]:
+    async def open_alert(self, severity: str = "critical") -> WorkflowHandle[Any, Any]:
         """A breach through the real pipeline entry point; returns once tech-a has his mail."""
-        handle = await start_or_update_alert(self.client, breach(), task_queue=self.queue,
+        handle = await start_or_update_alert(self.client, breach(severity), task_queue=self.queue,
                                              reminder_minutes=0)
         await self.wait_for(lambda: self.inbox("tech-a"))
         return handle
