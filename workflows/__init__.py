@@ -17,4 +17,8 @@ SEARCH_ATTRIBUTES: dict[str, str] = {
     "AltavizSeverity": "Keyword",
     "AltavizState": "Keyword",
     "AltavizRule": "Keyword",
+    "AltavizAlertId": "Keyword",
 }
+
+#: Id of the Temporal Schedule that runs the hourly pipeline.
+PIPELINE_SCHEDULE_ID = "altaviz-hourly-pipeline"

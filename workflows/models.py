@@ -65,6 +65,9 @@ class AckRequest(BaseModel):
     comment: str | None = Field(default=None, max_length=2000)
     request_id: str = Field(min_length=1, max_length=200)
     requested_at: datetime | None = None
+    #: The alert the requester saw; when set, a request reaching a newer alert of the same
+    #: workflow id (the old one was resolved meanwhile) is rejected instead of applied to it.
+    alert_id: str | None = None
 
 
 class ResolveRequest(BaseModel):
@@ -74,6 +77,8 @@ class ResolveRequest(BaseModel):
     by: str = Field(min_length=1, max_length=200)
     reason: str = Field(min_length=1, max_length=2000)
     request_id: str = Field(min_length=1, max_length=200)
+    #: As in :class:`AckRequest`: guards against resolving a newer alert by mistake.
+    alert_id: str | None = None
 
 
 Audience = Literal["technicians", "technicians_and_supervisors", "all_notified"]
@@ -98,3 +103,146 @@ class NotifyResult(BaseModel):
     delivered: int = 0
     failed: int = 0
     recipients: list[str] = Field(default_factory=list)
+
+
+# --- Alert workflow internals (added by the alert-lifecycle work; all fields defaulted) -------
+
+from rules.results import Breach, Clear  # noqa: E402  (payload models, side-effect free)
+
+AlertEventType = Literal[
+    "opened", "breach_repeated", "severity_raised", "escalated", "reminder", "acknowledged",
+    "ack_rejected", "cleared", "reactivated", "resolved", "notify_failed",
+]
+
+
+class AlertCarry(BaseModel):
+    """What an alert workflow carries across continue-as-new (its whole memory)."""
+
+    state: AlertState
+    seq: int = 0
+    critical_since: datetime | None = None
+    reminders_sent: int = 0
+    notified_steps: list[str] = Field(default_factory=list)
+    request_ids: list[str] = Field(default_factory=list)
+    pending_breaches: list[Breach] = Field(default_factory=list)
+    pending_clears: list[Clear] = Field(default_factory=list)
+    pending_acks: list[AckRequest] = Field(default_factory=list)
+
+
+class AlertInput(BaseModel):
+    """Input of ``AlertWorkflow``: the opening breach, or the carried state of a previous run.
+
+    ``reminder_minutes`` is passed in (not read from settings inside the workflow) so the
+    workflow stays deterministic; 0 turns reminders off.
+    """
+
+    breach: Breach
+    reminder_minutes: int = 60
+    max_history_events: int = 5000
+    carried: AlertCarry | None = None
+
+
+class AlertTransition(BaseModel):
+    """One transition to persist: the new current state plus the event that led to it.
+
+    ``seq`` numbers the alert's transitions; the event key ``{alert_id}:{seq}`` makes a
+    retried activity a no-op, and ``alert_history`` only moves forward (a late retry of an
+    older transition never overwrites a newer state).
+    """
+
+    state: AlertState
+    seq: int
+    event_type: AlertEventType
+    occurred_at: datetime
+    actor: str | None = None
+    details: dict[str, object] = Field(default_factory=dict)
+    run_id: str | None = None
+
+
+class OpenAlertResult(BaseModel):
+    """What ``open_alert`` found: a new alert, one to resume, or a stale breach to drop."""
+
+    status: Literal["opened", "resumed", "stale"]
+    seq: int = 0
+    state: AlertState | None = None
+    reason: str = ""
+
+
+# --- Hourly pipeline payloads ------------------------------------------------------------------
+
+
+class PipelineInput(BaseModel):
+    """Input of ``PipelineWorkflow``.
+
+    ``hour`` is the hour to evaluate; None when run by the Schedule, which then picks the hour
+    that ended before ``TemporalScheduledStartTime``. ``org_ids`` None means every organization.
+    """
+
+    hour: datetime | None = None
+    org_ids: list[str] | None = None
+    run_etl: bool = True
+    reminder_minutes: int = 60
+    batch_size: int = Field(default=100, ge=1, le=1000)
+
+
+class EtlRequest(BaseModel):
+    """Input of activity ``run_etl``."""
+
+    hour: datetime
+
+
+class EtlSummary(BaseModel):
+    """What the ETL stage did; ``changed_hours`` are re-evaluated by the rules."""
+
+    ran: bool = True
+    run_id: str | None = None
+    changed_hours: list[datetime] = Field(default_factory=list)
+    detail: str = ""
+
+
+class EvaluateRequest(BaseModel):
+    """Input of activity ``evaluate_rules``: one organization, some hours."""
+
+    org_id: str
+    hours: list[datetime]
+
+
+class Evaluation(BaseModel):
+    """Breaches and clears of one organization's rule evaluation."""
+
+    org_id: str
+    breaches: list[Breach] = Field(default_factory=list)
+    clears: list[Clear] = Field(default_factory=list)
+
+
+class BreachBatch(BaseModel):
+    """Input of activity ``start_or_update_alerts``."""
+
+    breaches: list[Breach]
+    reminder_minutes: int = 60
+
+
+class ClearBatch(BaseModel):
+    """Input of activity ``signal_clears``."""
+
+    clears: list[Clear]
+
+
+class DispatchResult(BaseModel):
+    """How many workflows a dispatch activity reached (and how many it skipped)."""
+
+    sent: int = 0
+    skipped: int = 0
+
+
+class PipelineResult(BaseModel):
+    """Summary of one pipeline run."""
+
+    hour: datetime
+    etl: EtlSummary | None = None
+    organizations: int = 0
+    breaches: int = 0
+    clears: int = 0
+    alerts_signalled: int = 0
+    breaches_skipped: int = 0
+    clears_signalled: int = 0

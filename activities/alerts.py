@@ -1,0 +1,134 @@
+"""Persistence activities of the alert workflows: ``alert_history`` and ``alert_events``.
+
+Every write is idempotent, because Temporal retries activities and a worker may crash after
+the database committed but before the result reached the server:
+
+- ``alert_events`` rows are keyed ``{alert_id}:{seq}:{event_type}`` (``ON CONFLICT DO
+  NOTHING``), so a retried transition is recorded once;
+- ``alert_history`` is upserted only forward (``WHERE seq < EXCLUDED.seq``), so a late retry
+  of an older transition never overwrites a newer state.
+
+The activities are synchronous (psycopg, one pooled connection per call) and run in the
+worker's thread pool; each write is one tenant transaction (row-level security applies).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from altaviz.db import queries, tenant
+from altaviz.errors import TerminalError
+from workflows.models import AlertState, AlertTransition, OpenAlertResult
+
+#: Activity names (the workflow refers to them by these strings).
+OPEN_ALERT = "open_alert"
+RECORD_TRANSITION = "record_transition"
+
+
+def event_key(alert_id: str, seq: int, event_type: str) -> str:
+    """The idempotency key of one transition's event."""
+    return f"{alert_id}:{seq}:{event_type}"
+
+
+def state_params(state: AlertState, seq: int, run_id: str | None) -> dict[str, Any]:
+    """Parameters of the ``upsert_alert`` query for one state."""
+    params = state.model_dump(exclude={"last_breach_hour"})
+    params["last_breach_hour"] = state.last_breach_hour or state.breach_hour
+    params["seq"] = seq
+    params["run_id"] = run_id
+    return params
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class AlertActivities:
+    """Persistence of alert transitions. Dependencies come in through ``__init__``."""
+
+    def __init__(self, pool: ConnectionPool[Any]) -> None:
+        self._pool = pool
+        self._q = queries("alerts")
+
+    @activity.defn(name=OPEN_ALERT)
+    def open_alert(self, transition: AlertTransition) -> OpenAlertResult:
+        """Record a new alert, unless its breach is already covered by an earlier alert.
+
+        Returns ``stale`` when the latest alert of the same workflow id already covered this
+        breach hour (an hour re-evaluated after that alert was resolved): the workflow then
+        ends quietly, nothing is written and nobody is notified. Returns ``resumed`` with the
+        stored state when this very alert already exists and is not resolved (a run that was
+        terminated and started again), so numbering continues after its last transition.
+        """
+        state = transition.state
+        try:
+            with self._pool.connection() as conn, tenant(conn, state.org_id):
+                row = conn.execute(self._q["latest_alert_for_workflow"],
+                                   {"workflow_id": state.workflow_id}).fetchone()
+                if row is not None:
+                    alert_id, latest_state, last_hour, seq = row
+                    if alert_id == state.alert_id:
+                        if latest_state == "resolved":
+                            return OpenAlertResult(
+                                status="stale", reason=f"alert {alert_id} is already resolved")
+                        stored = self._load(conn, alert_id)
+                        return OpenAlertResult(status="resumed", seq=int(seq), state=stored)
+                    covered = _utc(last_hour)
+                    if covered is not None and covered >= state.breach_hour:
+                        return OpenAlertResult(
+                            status="stale",
+                            reason=f"breach hour {state.breach_hour.isoformat()} already "
+                                   f"covered by alert {alert_id} ({latest_state})")
+                self._write(conn, transition)
+        except psycopg.errors.ForeignKeyViolation as exc:
+            # The compressor does not exist for this organization: retrying cannot help.
+            raise ApplicationError(
+                f"alert {state.alert_id}: compressor {state.compressor_id} is not part of "
+                f"organization {state.org_id}", type="TerminalError", non_retryable=True,
+            ) from exc
+        return OpenAlertResult(status="opened", seq=transition.seq, state=state)
+
+    @activity.defn(name=RECORD_TRANSITION)
+    def record_transition(self, transition: AlertTransition) -> None:
+        """Upsert the current state and append the transition's event (both idempotent)."""
+        try:
+            with self._pool.connection() as conn, tenant(conn, transition.state.org_id):
+                self._write(conn, transition)
+        except (psycopg.errors.ForeignKeyViolation, psycopg.errors.CheckViolation) as exc:
+            raise ApplicationError(f"alert {transition.state.alert_id}: {exc}",
+                                   type="TerminalError", non_retryable=True) from exc
+        except TerminalError as exc:
+            raise ApplicationError(str(exc), type=type(exc).__name__,
+                                   non_retryable=True) from exc
+
+    def _write(self, conn: psycopg.Connection[Any], t: AlertTransition) -> None:
+        conn.execute(self._q["upsert_alert"], state_params(t.state, t.seq, t.run_id))
+        conn.execute(self._q["insert_alert_event"], {
+            "event_key": event_key(t.state.alert_id, t.seq, t.event_type),
+            "alert_id": t.state.alert_id,
+            "org_id": t.state.org_id,
+            "event_type": t.event_type,
+            "occurred_at": t.occurred_at,
+            "actor": t.actor,
+            "details": Jsonb({"seq": t.seq, "state": t.state.state,
+                              "severity": t.state.severity, **t.details}),
+        })
+
+    def _load(self, conn: psycopg.Connection[Any], alert_id: str) -> AlertState:
+        cur = conn.execute(self._q["alert_by_id"], {"alert_id": alert_id})
+        row = cur.fetchone()
+        assert row is not None and cur.description is not None
+        data = dict(zip([c.name for c in cur.description], row, strict=True))
+        data["site_id"] = data.get("site_id") or ""
+        data["escalation_delay_hours"] = data.get("escalation_delay_hours") or 4.0
+        data["diagnosis"] = data.get("diagnosis") or ""
+        return AlertState.model_validate(data)

@@ -1,0 +1,553 @@
+"""``AlertWorkflow``: one durable workflow per alert, from the first breach to its resolution.
+
+Workflow id ``alert/{org}/{compressor}/{rule}`` (:func:`alert_workflow_id`): while an alert is
+open every new breach of the same rule on the same compressor reaches the same workflow (the
+pipeline uses signal-with-start), and once it is resolved and the workflow has completed a new
+breach starts a new run, which is a new alert with its own ``alert_id`` (the workflow id plus
+the opening breach hour).
+
+The state keeps the condition (``active``/``cleared``) apart from the human side
+(``unacknowledged``/``acknowledged``); the combined ``state`` is what people see.
+
+Concurrency model: signal and update handlers only *queue* requests; the main loop applies
+them one at a time, in arrival order, between timers. Each transition is persisted (activity
+``record_transition``) before anything else happens, so PostgreSQL never lags behind what a
+notification announced. Update handlers wait until the main loop has applied their request and
+answer with the resulting state.
+
+Determinism: only ``workflow.now()`` and durable timers; payload models come from side-effect
+free modules imported through ``imports_passed_through``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import (
+    RetryPolicy,
+    SearchAttributeKey,
+    SearchAttributePair,
+    SearchAttributeUpdate,
+)
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from rules.results import Breach, Clear
+    from workflows import SEARCH_ATTRIBUTES
+    from workflows.models import (
+        AckRequest,
+        AlertCarry,
+        AlertEventType,
+        AlertInput,
+        AlertState,
+        AlertTransition,
+        Audience,
+        NotifyRequest,
+        NotifyResult,
+        OpenAlertResult,
+        ResolveRequest,
+    )
+
+#: Names other components use to talk to an alert workflow.
+WORKFLOW_NAME = "AlertWorkflow"
+SIGNAL_BREACH = "breach"
+SIGNAL_CLEAR = "clear"
+SIGNAL_ACK = "ack_requested"
+UPDATE_ACK = "acknowledge"
+UPDATE_RESOLVE = "resolve"
+QUERY_STATE = "state"
+
+SA_ORG = SearchAttributeKey.for_keyword("AltavizOrg")
+SA_COMPRESSOR = SearchAttributeKey.for_keyword("AltavizCompressor")
+SA_SITE = SearchAttributeKey.for_keyword("AltavizSite")
+SA_SEVERITY = SearchAttributeKey.for_keyword("AltavizSeverity")
+SA_STATE = SearchAttributeKey.for_keyword("AltavizState")
+SA_RULE = SearchAttributeKey.for_keyword("AltavizRule")
+SA_ALERT_ID = SearchAttributeKey.for_keyword("AltavizAlertId")
+
+_DB_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
+                        maximum_interval=timedelta(minutes=1),
+                        non_retryable_error_types=["TerminalError", "TenantError"])
+_NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=5), backoff_coefficient=2.0,
+                            maximum_interval=timedelta(minutes=5), maximum_attempts=20)
+_MAX_REMEMBERED_REQUESTS = 500
+_RANK = {"warning": 0, "critical": 1}
+
+
+def alert_workflow_id(org_id: str, compressor_id: str, rule_id: str) -> str:
+    """The workflow id of the alerts of one rule on one compressor."""
+    return f"alert/{org_id}/{compressor_id}/{rule_id}"
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def alert_id_for(workflow_id: str, breach_hour: datetime) -> str:
+    """The id of the alert opened by a breach at ``breach_hour`` (unique per alert)."""
+    return f"{workflow_id}/{_utc(breach_hour):%Y%m%dT%H%MZ}"
+
+
+def search_attribute_pairs(state: AlertState) -> list[SearchAttributePair[str]]:
+    """Search attribute values describing an alert (used at start and for upserts)."""
+    return [
+        SearchAttributePair(SA_ORG, state.org_id),
+        SearchAttributePair(SA_COMPRESSOR, state.compressor_id),
+        SearchAttributePair(SA_SITE, state.site_id),
+        SearchAttributePair(SA_SEVERITY, state.severity),
+        SearchAttributePair(SA_STATE, state.state),
+        SearchAttributePair(SA_RULE, state.rule_id),
+        SearchAttributePair(SA_ALERT_ID, state.alert_id),
+    ]
+
+
+def initial_state(breach: Breach, workflow_id: str, now: datetime) -> AlertState:
+    """The state of an alert just opened by ``breach`` (rule version pinned from it)."""
+    hour = _utc(breach.hour)
+    return AlertState(
+        alert_id=alert_id_for(workflow_id, hour), workflow_id=workflow_id,
+        org_id=breach.org_id, compressor_id=breach.compressor_id, site_id=breach.site_id,
+        rule_id=breach.rule_id, metric=breach.metric, value=breach.value,
+        threshold=breach.threshold, severity=breach.severity, breach_hour=hour,
+        last_breach_hour=hour, opened_at=now, rule_set_id=breach.rule_set_id,
+        rule_version=breach.rule_version,
+        escalation_delay_hours=breach.escalation_delay_hours, diagnosis=breach.diagnosis)
+
+
+@workflow.defn(name=WORKFLOW_NAME)
+class AlertWorkflow:
+    """The lifecycle of one alert (see the module docstring)."""
+
+    @workflow.init
+    def __init__(self, inp: AlertInput) -> None:
+        carried = inp.carried
+        self._reminder_minutes = max(0, inp.reminder_minutes)
+        self._max_events = inp.max_history_events
+        self._opened = carried is not None
+        self._stale = False
+        self._next_alert: Breach | None = None
+        if carried is None:
+            wid = workflow.info().workflow_id
+            self._state = initial_state(inp.breach, wid, workflow.now())
+            self._seq = 0
+            self._critical_since: datetime | None = (
+                self._state.opened_at if self._state.severity == "critical" else None)
+            self._reminders_sent = 0
+            self._notified: list[str] = []
+            self._request_ids: list[str] = []
+            self._breaches: list[Breach] = []
+            self._clears: list[Clear] = []
+            self._acks: list[AckRequest] = []
+        else:
+            self._state = carried.state
+            self._seq = carried.seq
+            self._critical_since = carried.critical_since
+            self._reminders_sent = carried.reminders_sent
+            self._notified = list(carried.notified_steps)
+            self._request_ids = list(carried.request_ids)
+            self._breaches = list(carried.pending_breaches)
+            self._clears = list(carried.pending_clears)
+            self._acks = list(carried.pending_acks)
+        self._resolves: list[ResolveRequest] = []
+        self._sa_sent: dict[str, str] = {}
+
+    # --- the main loop ----------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, inp: AlertInput) -> AlertState:
+        """Open the alert, then apply requests and timers until it is resolved."""
+        if not self._opened:
+            if not await self._open():
+                return await self._finish(inp)
+        self._upsert_search_attributes()
+        while self._state.state != "resolved":
+            if self._has_requests():
+                await self._apply_next()
+                continue
+            if self._continue_as_new_due():
+                await workflow.wait_condition(
+                    lambda: workflow.all_handlers_finished() or self._has_requests())
+                if self._has_requests():
+                    continue
+                workflow.continue_as_new(self._carry_input(inp))
+            kind, due = self._next_timer()
+            if due is None:
+                await workflow.wait_condition(
+                    lambda: self._has_requests() or self._continue_as_new_due())
+                continue
+            remaining = due - workflow.now()
+            if remaining > timedelta(0):
+                try:
+                    await workflow.wait_condition(self._has_requests, timeout=remaining,
+                                                  timeout_summary=kind)
+                    continue
+                except TimeoutError:
+                    pass
+            if self._has_requests():
+                # Requests that arrived with the timer (e.g. an ack queued while no worker
+                # ran) go first: the next pass decides whether the timer still applies.
+                continue
+            await self._fire(kind)
+        return await self._finish(inp)
+
+    async def _open(self) -> bool:
+        self._seq = 1
+        result = await workflow.execute_activity(
+            "open_alert", self._transition("opened", actor="rules", details=self._breach_details(
+                None)), result_type=OpenAlertResult,
+            start_to_close_timeout=timedelta(seconds=30), retry_policy=_DB_RETRY)
+        if result.status == "stale":
+            self._stale = True
+            self._state.state = "resolved"
+            workflow.logger.info("breach already covered, no new alert: %s", result.reason)
+            return False
+        self._opened = True
+        if result.status == "resumed" and result.state is not None:
+            self._seq = result.seq
+            self._state = result.state
+            return True
+        await self._notify("opened", "technicians", "opened")
+        return True
+
+    async def _finish(self, inp: AlertInput) -> AlertState:
+        # Let queued handlers settle; a breach newer than this alert becomes a new alert.
+        while True:
+            await workflow.wait_condition(
+                lambda: workflow.all_handlers_finished() or self._has_requests())
+            if not self._has_requests():
+                break
+            await self._apply_next()
+        if self._next_alert is not None:
+            workflow.continue_as_new(AlertInput(
+                breach=self._next_alert, reminder_minutes=self._reminder_minutes,
+                max_history_events=self._max_events))
+        return self._state
+
+    # --- handlers: queue only ---------------------------------------------------------------
+
+    @workflow.signal(name=SIGNAL_BREACH)
+    def breach(self, breach: Breach) -> None:
+        """A rule fired again for this compressor (also the signal of signal-with-start)."""
+        self._breaches.append(breach)
+
+    @workflow.signal(name=SIGNAL_CLEAR)
+    def clear(self, clear: Clear) -> None:
+        """The condition has been normal for the rule's hysteresis hours."""
+        self._clears.append(clear)
+
+    @workflow.signal(name=SIGNAL_ACK)
+    def ack_requested(self, req: AckRequest) -> None:
+        """Acknowledgement as a signal: accepted by the server even with no worker running.
+
+        Same effect as the ``acknowledge`` update once a worker processes it; a request from
+        another organization (or for another alert) is recorded as ``ack_rejected`` and
+        changes nothing.
+        """
+        self._acks.append(req)
+
+    @workflow.update(name=UPDATE_ACK)
+    async def acknowledge(self, req: AckRequest) -> AlertState:
+        """Acknowledge the alert (stops escalation; resolves a cleared one)."""
+        if req.request_id not in self._request_ids:
+            self._acks.append(req)
+            await workflow.wait_condition(lambda: req.request_id in self._request_ids)
+        return self._state.model_copy()
+
+    @acknowledge.validator
+    def _validate_acknowledge(self, req: AckRequest) -> None:
+        if req.request_id in self._request_ids:
+            return
+        reason = self._ack_rejection(req)
+        if reason:
+            raise ValueError(reason)
+
+    @workflow.update(name=UPDATE_RESOLVE)
+    async def resolve(self, req: ResolveRequest) -> AlertState:
+        """Resolve the alert by hand, with a reason."""
+        if req.request_id not in self._request_ids:
+            self._resolves.append(req)
+            await workflow.wait_condition(lambda: req.request_id in self._request_ids)
+        return self._state.model_copy()
+
+    @resolve.validator
+    def _validate_resolve(self, req: ResolveRequest) -> None:
+        if req.request_id in self._request_ids:
+            return
+        reason = self._common_rejection(req.org_id, req.alert_id)
+        if reason:
+            raise ValueError(reason)
+
+    @workflow.query(name=QUERY_STATE)
+    def state(self) -> AlertState:
+        """The current state of the alert."""
+        return self._state
+
+    def _common_rejection(self, org_id: str, alert_id: str | None) -> str | None:
+        s = self._state
+        if org_id != s.org_id:
+            return (f"rejected: organization {org_id!r} may not act on alert {s.alert_id} "
+                    f"(it belongs to another organization)")
+        if alert_id is not None and alert_id != s.alert_id:
+            return (f"rejected: alert {alert_id} is no longer open here (this workflow now "
+                    f"holds alert {s.alert_id})")
+        if self._stale:
+            return f"rejected: no alert was opened by workflow {s.workflow_id} in this run"
+        if s.state == "resolved":
+            return f"rejected: alert {s.alert_id} is already resolved"
+        return None
+
+    def _ack_rejection(self, req: AckRequest) -> str | None:
+        reason = self._common_rejection(req.org_id, req.alert_id)
+        if reason is None and self._state.ack_state == "acknowledged":
+            s = self._state
+            reason = (f"rejected: alert {s.alert_id} was already acknowledged by "
+                      f"{s.acknowledged_by} at {s.acknowledged_at}")
+        return reason
+
+    # --- applying requests ------------------------------------------------------------------
+
+    def _has_requests(self) -> bool:
+        return bool(self._breaches or self._clears or self._acks or self._resolves)
+
+    async def _apply_next(self) -> None:
+        # Humans first: an acknowledgement queued together with a breach or a timer wins.
+        if self._acks:
+            await self._apply_ack(self._acks.pop(0))
+        elif self._resolves:
+            await self._apply_resolve(self._resolves.pop(0))
+        elif self._breaches:
+            await self._apply_breach(self._breaches.pop(0))
+        elif self._clears:
+            await self._apply_clear(self._clears.pop(0))
+
+    def _remember(self, request_id: str) -> None:
+        self._request_ids.append(request_id)
+        del self._request_ids[:-_MAX_REMEMBERED_REQUESTS]
+
+    async def _apply_ack(self, req: AckRequest) -> None:
+        if req.request_id in self._request_ids:
+            return
+        s = self._state
+        reason = self._ack_rejection(req)
+        if reason is not None:
+            foreign = req.org_id != s.org_id or (req.alert_id not in (None, s.alert_id))
+            if not foreign:
+                # Already acknowledged or resolved: the alert already says so; nothing to add.
+                self._remember(req.request_id)
+                return
+            self._seq += 1
+            await self._record("ack_rejected", actor=req.by, details={
+                "reason": reason, "request_org": req.org_id, "channel": req.channel,
+                "request_id": req.request_id})
+            self._remember(req.request_id)
+            return
+        now = workflow.now()
+        s.ack_state = "acknowledged"
+        s.acknowledged_at = _utc(req.requested_at) if req.requested_at else now
+        s.acknowledged_by = req.by
+        s.ack_channel = req.channel
+        s.ack_comment = req.comment
+        cleared = s.condition_state == "cleared"
+        s.state = "acknowledged"
+        self._seq += 1
+        await self._record("acknowledged", actor=req.by, details={
+            "channel": req.channel, "comment": req.comment, "request_id": req.request_id})
+        if cleared:
+            await self._resolve_now(by=req.by, reason="acknowledged after the condition cleared")
+        self._remember(req.request_id)
+
+    async def _apply_resolve(self, req: ResolveRequest) -> None:
+        if req.request_id in self._request_ids:
+            return
+        if self._common_rejection(req.org_id, req.alert_id) is None:
+            await self._resolve_now(by=req.by, reason=req.reason, request_id=req.request_id)
+        self._remember(req.request_id)
+
+    async def _resolve_now(self, *, by: str, reason: str, request_id: str | None = None) -> None:
+        s = self._state
+        s.state = "resolved"
+        s.resolved_at = workflow.now()
+        s.resolved_by = by
+        s.resolve_reason = reason
+        self._seq += 1
+        details: dict[str, object] = {"reason": reason}
+        if request_id:
+            details["request_id"] = request_id
+        await self._record("resolved", actor=by, details=details)
+        await self._notify("resolved", "all_notified", "resolved")
+
+    async def _apply_breach(self, b: Breach) -> None:
+        s = self._state
+        hour = _utc(b.hour)
+        last = s.last_breach_hour or s.breach_hour
+        if s.state == "resolved":
+            # A newer breach after resolution is a new alert (after this run ends).
+            if hour > last and (self._next_alert is None
+                                or hour > _utc(self._next_alert.hour)):
+                self._next_alert = b
+            return
+        raise_severity = _RANK[b.severity] > _RANK[s.severity]
+        if hour <= last and not raise_severity:
+            return  # the same (or an older) hour again: nothing new, nothing written
+        if hour >= last:
+            s.value, s.threshold, s.last_breach_hour = b.value, b.threshold, hour
+            if b.diagnosis:
+                s.diagnosis = b.diagnosis
+        details = self._breach_details(b)
+        if s.condition_state == "cleared":
+            s.condition_state = "active"
+            s.cleared_at = None
+            s.state = "acknowledged" if s.ack_state == "acknowledged" else "open"
+            self._seq += 1
+            await self._record("reactivated", actor="rules", details=details)
+        if raise_severity:
+            s.severity = "critical"
+            self._critical_since = workflow.now()
+            self._seq += 1
+            await self._record("severity_raised", actor="rules", details=details)
+            audience: Audience = ("technicians" if s.ack_state == "acknowledged"
+                                  else "technicians_and_supervisors")
+            await self._notify("severity-raised", audience, "severity_raised")
+        elif hour > last:
+            self._seq += 1
+            await self._record("breach_repeated", actor="rules", details=details)
+
+    async def _apply_clear(self, c: Clear) -> None:
+        s = self._state
+        if s.state == "resolved" or s.condition_state == "cleared":
+            return
+        if _utc(c.hour) <= (s.last_breach_hour or s.breach_hour):
+            return  # older than the latest breach: the condition did not clear after it
+        s.condition_state = "cleared"
+        s.cleared_at = workflow.now()
+        details: dict[str, object] = {"clear_hour": _utc(c.hour).isoformat(), "value": c.value}
+        if s.ack_state == "acknowledged":
+            self._seq += 1
+            await self._record("cleared", actor="rules", details=details)
+            await self._resolve_now(by="rules", reason="condition cleared")
+        else:
+            s.state = "cleared_unacknowledged"
+            self._seq += 1
+            await self._record("cleared", actor="rules", details=details)
+            await self._notify("cleared", "all_notified", "cleared")
+
+    # --- timers -----------------------------------------------------------------------------
+
+    def _escalation_due(self) -> datetime | None:
+        s = self._state
+        if (s.severity == "warning" and s.ack_state == "unacknowledged"
+                and s.condition_state == "active" and s.state == "open"):
+            return s.opened_at + timedelta(hours=s.escalation_delay_hours)
+        return None
+
+    def _reminder_due(self) -> datetime | None:
+        s = self._state
+        if (self._reminder_minutes > 0 and s.severity == "critical" and s.state == "open"
+                and self._critical_since is not None):
+            step = timedelta(minutes=self._reminder_minutes)
+            return self._critical_since + step * (self._reminders_sent + 1)
+        return None
+
+    def _next_timer(self) -> tuple[str, datetime | None]:
+        escalation = self._escalation_due()
+        if escalation is not None:
+            return "escalation", escalation
+        reminder = self._reminder_due()
+        if reminder is not None:
+            return "reminder", reminder
+        return "", None
+
+    async def _fire(self, kind: str) -> None:
+        s = self._state
+        if kind == "escalation" and self._escalation_due() is not None:
+            s.severity = "critical"
+            s.escalated_at = workflow.now()
+            self._critical_since = s.escalated_at
+            self._seq += 1
+            await self._record("escalated", actor="timer", details={
+                "after_hours": s.escalation_delay_hours})
+            await self._notify("escalated", "technicians_and_supervisors", "escalated")
+        elif kind == "reminder" and self._reminder_due() is not None:
+            # One reminder per firing, even after a long outage: skip the missed ones.
+            assert self._critical_since is not None
+            elapsed = workflow.now() - self._critical_since
+            missed = int(elapsed / timedelta(minutes=self._reminder_minutes))
+            self._reminders_sent = max(self._reminders_sent + 1, missed)
+            n = self._reminders_sent
+            self._seq += 1
+            await self._record("reminder", actor="timer", details={"reminder": n})
+            await self._notify(f"reminder-{n}", "technicians", "reminder")
+
+    # --- side effects -----------------------------------------------------------------------
+
+    def _transition(self, event_type: AlertEventType, *, actor: str | None,
+                    details: dict[str, object]) -> AlertTransition:
+        return AlertTransition(
+            state=self._state.model_copy(), seq=self._seq, event_type=event_type,
+            occurred_at=workflow.now(), actor=actor, details=details,
+            run_id=workflow.info().run_id)
+
+    def _breach_details(self, b: Breach | None) -> dict[str, object]:
+        s = self._state
+        d: dict[str, object] = {
+            "hour": _utc(b.hour).isoformat() if b else s.breach_hour.isoformat(),
+            "value": b.value if b else s.value,
+            "threshold": b.threshold if b else s.threshold,
+            "severity_of_breach": b.severity if b else s.severity,
+        }
+        if b is not None and b.rule_version != s.rule_version:
+            d["breach_rule_version"] = b.rule_version  # the alert keeps its pinned version
+        return d
+
+    async def _record(self, event_type: AlertEventType, *, actor: str | None,
+                      details: dict[str, object]) -> None:
+        await workflow.execute_activity(
+            "record_transition", self._transition(event_type, actor=actor, details=details),
+            start_to_close_timeout=timedelta(seconds=30), retry_policy=_DB_RETRY)
+        self._upsert_search_attributes()
+
+    async def _notify(self, step: str, audience: Audience, event: Any) -> None:
+        if step in self._notified:
+            return
+        self._notified.append(step)
+        try:
+            await workflow.execute_activity(
+                "notify", NotifyRequest(alert=self._state.model_copy(), step=step,
+                                        audience=audience, event=event),
+                result_type=NotifyResult, start_to_close_timeout=timedelta(minutes=2),
+                retry_policy=_NOTIFY_RETRY)
+        except ActivityError as exc:
+            # A notification that finally failed must not kill the alert: record it and go on.
+            self._seq += 1
+            await self._record("notify_failed", actor="system", details={
+                "step": step, "error": str(exc.cause or exc)})
+
+    def _upsert_search_attributes(self) -> None:
+        if self._stale:
+            return
+        updates: list[SearchAttributeUpdate[Any]] = []
+        for key, value in search_attribute_pairs(self._state):
+            if key.name in SEARCH_ATTRIBUTES and self._sa_sent.get(key.name) != value:
+                updates.append(key.value_set(value))
+                self._sa_sent[key.name] = value
+        if updates:
+            workflow.upsert_search_attributes(updates)
+
+    # --- continue-as-new --------------------------------------------------------------------
+
+    def _continue_as_new_due(self) -> bool:
+        info = workflow.info()
+        return (info.is_continue_as_new_suggested()
+                or info.get_current_history_length() >= self._max_events)
+
+    def _carry_input(self, inp: AlertInput) -> AlertInput:
+        return AlertInput(
+            breach=inp.breach, reminder_minutes=self._reminder_minutes,
+            max_history_events=self._max_events,
+            carried=AlertCarry(
+                state=self._state, seq=self._seq, critical_since=self._critical_since,
+                reminders_sent=self._reminders_sent, notified_steps=self._notified,
+                request_ids=self._request_ids, pending_breaches=self._breaches,
+                pending_clears=self._clears, pending_acks=self._acks))
