@@ -90,6 +90,28 @@ async def signal_clear(client: Client, clear: Clear) -> bool:
     return True
 
 
+def latest_only(ev: Evaluation) -> Evaluation:
+    """Keep the latest breach and the latest clear per (compressor, rule).
+
+    Over several hours a firing rule yields a breach per hour; the alert only needs the latest
+    (older hours are ignored by an open alert anyway), which keeps payloads and signals small.
+    Breaches are dispatched before clears, and an alert ignores a clear older than its latest
+    breach, so an episode that ended and started again within the range stays open.
+    """
+    breaches: dict[tuple[str, str], Breach] = {}
+    for b in ev.breaches:
+        key = (b.compressor_id, b.rule_id)
+        if key not in breaches or b.hour >= breaches[key].hour:
+            breaches[key] = b
+    clears: dict[tuple[str, str], Clear] = {}
+    for c in ev.clears:
+        key = (c.compressor_id, c.rule_id)
+        if key not in clears or c.hour >= clears[key].hour:
+            clears[key] = c
+    return Evaluation(org_id=ev.org_id, breaches=list(breaches.values()),
+                      clears=list(clears.values()))
+
+
 class PipelineActivities:
     """The pipeline's activities; dependencies come in through ``__init__``."""
 
@@ -134,10 +156,11 @@ class PipelineActivities:
                                    type="ConfigError", non_retryable=True)
         try:
             with self._pool.connection() as conn:
-                return self._evaluator(conn, req.org_id, list(req.hours))
+                evaluation = self._evaluator(conn, req.org_id, list(req.hours))
         except TerminalError as exc:
             raise ApplicationError(str(exc), type=type(exc).__name__,
                                    non_retryable=True) from exc
+        return latest_only(evaluation)
 
     @activity.defn(name="start_or_update_alerts")
     async def start_or_update_alerts(self, batch: BreachBatch) -> DispatchResult:

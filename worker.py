@@ -1,0 +1,163 @@
+"""The Altaviz worker: the one place that wires real implementations into Temporal.
+
+It registers ``AlertWorkflow`` and ``PipelineWorkflow`` and every activity they call
+(persistence, ETL, rule evaluation, dispatch of breaches and clears, and notification) on one
+task queue. Several workers on the same queue share the work: Temporal hands each workflow or
+activity task to exactly one of them, and every activity is idempotent, so a task retried on
+another worker after a crash does no harm.
+
+``altaviz worker`` (altaviz/commands/worker.py) runs :func:`run_worker`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.alerts import AlertActivities
+from activities.pipeline import EtlRunner, Evaluator, PipelineActivities
+from workflows.alert import AlertWorkflow
+from workflows.models import EtlSummary, Evaluation
+from workflows.pipeline import PipelineWorkflow
+
+if TYPE_CHECKING:
+    from altaviz.app import App
+    from altaviz.settings import Settings
+
+log = logging.getLogger("altaviz.worker")
+
+#: ETL changes older than this before the evaluated hour are not re-evaluated by the hourly
+#: run (a month-long backfill must not open alerts for last month's readings).
+MAX_REEVALUATION = timedelta(hours=24)
+
+
+def rules_evaluator(settings: Settings) -> Evaluator:
+    """The real rule engine (``rules.evaluate``) as the pipeline's evaluator.
+
+    Uses the organization's newest stored rule set, else the newest default set, else loads
+    ``settings.rules_file`` and stores it (so ``rule_set_id``/``rule_version`` are always
+    stamped on breaches and pinned by the alerts they open).
+    """
+    from rules.evaluate import evaluate
+    from rules.loader import load_rule_set
+    from rules.store import latest_rule_set, save_rule_set
+
+    def evaluate_org(conn: psycopg.Connection[Any], org_id: str,
+                     hours: list[datetime]) -> Evaluation:
+        rule_set = latest_rule_set(conn, org_id) or latest_rule_set(conn, None)
+        if rule_set is None:
+            rule_set = save_rule_set(conn, load_rule_set(settings.rules_file))
+        result = evaluate(conn, rule_set, org_id, (min(hours), max(hours)))
+        return Evaluation(org_id=org_id, breaches=result.breaches, clears=result.clears)
+
+    return evaluate_org
+
+
+def etl_runner(settings: Settings, db_url: str) -> EtlRunner:
+    """The real ETL (``etl.pipeline.run_pipeline``) as the pipeline's first stage."""
+    from etl.pipeline import run_pipeline
+
+    def run(hour: datetime) -> EtlSummary:
+        summary = run_pipeline(settings, db_url)
+        floor = hour - MAX_REEVALUATION
+        changed: set[datetime] = set()
+        for r in summary.changed:
+            first = max(r.first_hour.astimezone(UTC), floor)
+            last = min(r.last_hour.astimezone(UTC), hour)
+            if first <= last:
+                changed.update({first, last})
+        return EtlSummary(ran=True, run_id=summary.run_id, changed_hours=sorted(changed),
+                          detail=summary.line())
+
+    return run
+
+
+def notification_activities(settings: Settings, db_url: str, *, demo: bool = False) -> Any:
+    """The sibling ``NotificationActivities`` (activities/notify.py), or None if absent."""
+    try:
+        from activities.notify import NotificationActivities
+    except ImportError:
+        log.warning("activities/notify.py not available: the notify activity is not registered")
+        return None
+    return NotificationActivities(db_url, settings, demo=demo)
+
+
+def build_worker(
+    client: Client,
+    *,
+    task_queue: str,
+    pool: ConnectionPool[Any],
+    notify: Callable[..., Any] | None,
+    etl: EtlRunner | None = None,
+    evaluator: Evaluator | None = None,
+    executor: ThreadPoolExecutor | None = None,
+    extra_activities: Sequence[Callable[..., Any]] = (),
+    **worker_options: Any,
+) -> Worker:
+    """A worker for every Altaviz workflow and activity on ``task_queue``.
+
+    Args:
+        client: connected with the pydantic data converter.
+        pool: PostgreSQL pool used by the persistence and pipeline activities.
+        notify: the ``notify`` activity (``NotificationActivities(...).notify``).
+        etl, evaluator: the pipeline's ETL and rule stages (None: ETL skipped, evaluation
+            fails clearly).
+        executor: thread pool of the synchronous (database) activities.
+    """
+    alerts = AlertActivities(pool)
+    pipeline = PipelineActivities(client=client, pool=pool, task_queue=task_queue, etl=etl,
+                                  evaluator=evaluator)
+    activities: list[Callable[..., Any]] = [
+        alerts.open_alert, alerts.record_transition,
+        pipeline.run_etl, pipeline.list_organizations, pipeline.evaluate_rules,
+        pipeline.start_or_update_alerts, pipeline.signal_clears, *extra_activities]
+    if notify is not None:
+        activities.append(notify)
+    return Worker(
+        client, task_queue=task_queue, workflows=[AlertWorkflow, PipelineWorkflow],
+        activities=activities,
+        activity_executor=executor or ThreadPoolExecutor(max_workers=8),
+        **worker_options)
+
+
+async def run_worker(app: App, *, stop: asyncio.Event | None = None,
+                     schedule: bool = True, demo: bool = False) -> None:
+    """Run a worker until ``stop`` is set (or the process is interrupted).
+
+    Registers the search attributes (external servers; the embedded one gets them at start)
+    and, with ``schedule``, creates the hourly pipeline schedule if it does not exist yet.
+    """
+    from altaviz.temporal_setup import ensure_schedule, ensure_search_attributes
+
+    settings = app.settings
+    db_url = app.database_url()
+    client = await app.temporal_client()
+    await ensure_search_attributes(client, settings.temporal_namespace)
+    if schedule:
+        await ensure_schedule(client, task_queue=settings.task_queue,
+                              reminder_minutes=settings.reminder_minutes)
+    notifier = notification_activities(settings, db_url, demo=demo)
+    with ConnectionPool(db_url, min_size=1, max_size=8, open=True) as pool, \
+            ThreadPoolExecutor(max_workers=8) as executor:
+        worker = build_worker(
+            client, task_queue=settings.task_queue, pool=pool,
+            notify=notifier.notify if notifier is not None else None,
+            etl=etl_runner(settings, db_url), evaluator=rules_evaluator(settings),
+            executor=executor)
+        async with worker:
+            log.info("worker polling task queue %s", settings.task_queue)
+            if stop is None:
+                stop = asyncio.Event()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stop.wait()
+

@@ -1,0 +1,116 @@
+"""``PipelineWorkflow``: the hourly pipeline run by a Temporal Schedule.
+
+ETL (one activity, heartbeating), then rule evaluation per organization, then breaches turned
+into started-or-updated alert workflows in batches, then clears delivered to open alerts. Every
+step is idempotent, so re-running an hour (a retried run, a manual re-run, the schedule's
+catch-up) opens no duplicate alert and sends no duplicate notification: the alert workflow
+ignores breach hours it has already seen and the dispatch skips hours already covered by a
+resolved alert.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeKey
+
+with workflow.unsafe.imports_passed_through():
+    from workflows.models import (
+        BreachBatch,
+        ClearBatch,
+        DispatchResult,
+        EtlRequest,
+        EtlSummary,
+        EvaluateRequest,
+        Evaluation,
+        PipelineInput,
+        PipelineResult,
+    )
+
+WORKFLOW_NAME = "PipelineWorkflow"
+SCHEDULED_START = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
+
+_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), backoff_coefficient=2.0,
+                     maximum_interval=timedelta(minutes=2), maximum_attempts=10,
+                     non_retryable_error_types=["TerminalError", "ConfigError", "RuleError",
+                                                "InputError", "TenantError"])
+_PARALLEL_BATCHES = 4
+
+
+def hour_to_evaluate(scheduled: datetime) -> datetime:
+    """The hour a run scheduled at ``scheduled`` evaluates: the last hour that has ended."""
+    t = scheduled.astimezone(UTC)
+    return t.replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+
+
+@workflow.defn(name=WORKFLOW_NAME)
+class PipelineWorkflow:
+    """One hourly pipeline run (see the module docstring)."""
+
+    @workflow.run
+    async def run(self, inp: PipelineInput) -> PipelineResult:
+        """Run the stages for one hour and return what each did."""
+        hour = self._hour(inp)
+        result = PipelineResult(hour=hour)
+        hours = [hour]
+        if inp.run_etl:
+            etl = await workflow.execute_activity(
+                "run_etl", EtlRequest(hour=hour), result_type=EtlSummary,
+                start_to_close_timeout=timedelta(minutes=50),
+                heartbeat_timeout=timedelta(minutes=5), retry_policy=_RETRY)
+            result.etl = etl
+            hours = sorted({hour, *etl.changed_hours})
+        orgs = inp.org_ids
+        if orgs is None:
+            orgs = await workflow.execute_activity(
+                "list_organizations", result_type=list[str],
+                start_to_close_timeout=timedelta(minutes=1), retry_policy=_RETRY)
+        result.organizations = len(orgs)
+        for org in orgs:
+            evaluation = await workflow.execute_activity(
+                "evaluate_rules", EvaluateRequest(org_id=org, hours=hours),
+                result_type=Evaluation, start_to_close_timeout=timedelta(minutes=20),
+                heartbeat_timeout=timedelta(minutes=5), retry_policy=_RETRY)
+            result.breaches += len(evaluation.breaches)
+            result.clears += len(evaluation.clears)
+            # Breaches before clears: a clear is only meaningful for an alert already open.
+            for sent in await self._dispatch_breaches(evaluation, inp):
+                result.alerts_signalled += sent.sent
+                result.breaches_skipped += sent.skipped
+            for sent in await self._dispatch_clears(evaluation, inp):
+                result.clears_signalled += sent.sent
+        return result
+
+    def _hour(self, inp: PipelineInput) -> datetime:
+        if inp.hour is not None:
+            return inp.hour.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        scheduled = workflow.info().typed_search_attributes.get(SCHEDULED_START)
+        return hour_to_evaluate(scheduled or workflow.now())
+
+    async def _dispatch_breaches(self, ev: Evaluation,
+                                 inp: PipelineInput) -> list[DispatchResult]:
+        size = inp.batch_size
+        batches = [BreachBatch(breaches=ev.breaches[i:i + size],
+                               reminder_minutes=inp.reminder_minutes)
+                   for i in range(0, len(ev.breaches), size)]
+        return await self._run_batches("start_or_update_alerts", batches)
+
+    async def _dispatch_clears(self, ev: Evaluation, inp: PipelineInput) -> list[DispatchResult]:
+        size = inp.batch_size
+        batches = [ClearBatch(clears=ev.clears[i:i + size])
+                   for i in range(0, len(ev.clears), size)]
+        return await self._run_batches("signal_clears", batches)
+
+    async def _run_batches(self, activity: str,
+                           batches: list[BreachBatch] | list[ClearBatch]) -> list[DispatchResult]:
+        results: list[DispatchResult] = []
+        for i in range(0, len(batches), _PARALLEL_BATCHES):
+            group = batches[i:i + _PARALLEL_BATCHES]
+            handles = [workflow.start_activity(
+                activity, b, result_type=DispatchResult,
+                start_to_close_timeout=timedelta(minutes=5),
+                heartbeat_timeout=timedelta(minutes=1), retry_policy=_RETRY) for b in group]
+            for h in handles:
+                results.append(await h)
+        return results
