@@ -22,10 +22,11 @@ reading), ``incomplete`` (fewer than 6 readings), ``spike`` (the hour's mean mov
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 
 import duckdb
+import pyarrow as pa
 
 from altaviz.telemetry import READINGS_PER_HOUR
 from etl.lake import GOLD_SCHEMA, Lake, commit, conform_reader
@@ -111,8 +112,13 @@ def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
           "RANGE BETWEEN INTERVAL 3 HOURS PRECEDING AND CURRENT ROW)")
     w24 = ("OVER (PARTITION BY compressor_id, metric ORDER BY hour "
            "RANGE BETWEEN INTERVAL 23 HOURS PRECEDING AND CURRENT ROW)")
+    # With no neighbouring gold rows (a first load, or a new hour after a gap) nothing can be
+    # unchanged: stream the window query straight into Delta instead of materialising it.
+    old_rows = con.execute("SELECT count(*) FROM old").fetchone()
+    fresh_only = not old_rows or old_rows[0] == 0
+    kind = "VIEW" if fresh_only else "TABLE"
     con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE recomputed AS
+        CREATE OR REPLACE TEMP {kind} recomputed AS
         WITH partials AS (
             SELECT org_id, compressor_id, metric, hour, n, sum, sumsq, min, max, outliers, late
             FROM fresh
@@ -158,6 +164,19 @@ def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
         [differs(c) for c in ("sum", "sumsq", *FEATURES)]
         + [f"r.{c} IS DISTINCT FROM o.{c}" for c in
            ("org_id", "n", "min", "max", "outliers", "late", "flags")])
+    if fresh_only:
+        counted = [0]
+        reader = con.execute(f"SELECT {cols} FROM recomputed").to_arrow_reader(250_000)
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            for batch in conform_reader(reader, GOLD_SCHEMA):
+                counted[0] += batch.num_rows
+                yield batch
+
+        lake.append("gold", pa.RecordBatchReader.from_batches(GOLD_SCHEMA, batches()), hi)
+        if progress:
+            progress("gold", 1.0)
+        return GoldResult(batches=list(range(lo + 1, hi + 1)), rows_written=counted[0])
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE to_write AS
         SELECT r.*, o.n IS NOT NULL AS existed
