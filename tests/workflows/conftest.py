@@ -102,8 +102,8 @@ class Rig:
             activity_executor=ThreadPoolExecutor(4), **extra)
 
     @asynccontextmanager
-    async def running(self) -> AsyncIterator[Worker]:
-        async with self.worker() as w:
+    async def running(self, **options: Any) -> AsyncIterator[Worker]:
+        async with self.worker(**options) as w:
             yield w
 
     async def breach(self, b: Breach, reminder_minutes: int = 0,
