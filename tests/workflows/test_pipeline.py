@@ -1,0 +1,81 @@
+"""The hourly pipeline against the real rule engine: breaches become alert workflows, and the
+same hour evaluated twice duplicates nothing (alert_history, alert_events, notify calls)."""
+
+from __future__ import annotations
+
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+from altaviz.settings import Settings
+from tests.workflows.conftest import GRACEFUL, HOUR0, Rig, hours
+from worker import build_worker, rules_evaluator
+from workflows.alert import QUERY_STATE
+from workflows.models import AlertState, PipelineInput, PipelineResult
+from workflows.pipeline import PipelineWorkflow, hour_to_evaluate
+
+METRIC = "discharge_temp_max_f"   # rule discharge_temp_high: warning 330, critical 350
+
+
+def load_hours(rig: Rig, compressor: str, values: list[float], last_hour=HOUR0) -> None:  # type: ignore[no-untyped-def]
+    """Hourly aggregates of the discharge temperature ending at ``last_hour``."""
+    org = "acme" if compressor in ("COMP-0001", "COMP-0002") else "bravo"
+    with rig.pool.connection() as conn:
+        for i, v in enumerate(values):
+            hour = last_hour - timedelta(hours=len(values) - 1 - i)
+            conn.execute(
+                "INSERT INTO sensor_readings_agg (org_id, compressor_id, metric, hour, n, mean, "
+                "min, max) VALUES (%s, %s, %s, %s, 6, %s, %s, %s) "
+                "ON CONFLICT (org_id, compressor_id, metric, hour) DO UPDATE SET "
+                "mean = EXCLUDED.mean, min = EXCLUDED.min, max = EXCLUDED.max",
+                [org, compressor, METRIC, hour, v, v - 1, v + 1])
+
+
+def counts(rig: Rig) -> tuple[object, ...]:
+    return (rig.rows("SELECT count(*) FROM alert_history")[0][0],
+            rig.rows("SELECT count(*) FROM alert_events")[0][0],
+            len(rig.notifier.calls))
+
+
+async def run_pipeline(rig: Rig, hour=HOUR0) -> PipelineResult:  # type: ignore[no-untyped-def]
+    return await rig.client.execute_workflow(
+        PipelineWorkflow.run, PipelineInput(hour=hour, run_etl=False, reminder_minutes=0),
+        id=f"pipeline-{uuid.uuid4().hex[:8]}", task_queue=rig.task_queue)
+
+
+async def test_same_hour_twice_duplicates_nothing(rig: Rig):
+    load_hours(rig, "COMP-0001", [300, 335, 340, 342])      # warning, firing 2 of 3
+    load_hours(rig, "COMP-0003", [300, 352, 355, 360])      # critical (bravo)
+    worker = build_worker(rig.client, task_queue=rig.task_queue, pool=rig.pool,
+                          notify=rig.notifier.notify, evaluator=rules_evaluator(Settings()),
+                          executor=ThreadPoolExecutor(4), **GRACEFUL)
+    with rig.env.auto_time_skipping_disabled():
+        async with worker:
+            first = await run_pipeline(rig)
+            await rig.env.sleep(hours(0.05))
+            after_first = counts(rig)
+            second = await run_pipeline(rig)
+            await rig.env.sleep(hours(0.05))
+            after_second = counts(rig)
+            h = rig.client.get_workflow_handle("alert/acme/COMP-0001/discharge_temp_high")
+            acme = await h.query(QUERY_STATE, result_type=AlertState)
+            h = rig.client.get_workflow_handle("alert/bravo/COMP-0003/discharge_temp_high")
+            bravo = await h.query(QUERY_STATE, result_type=AlertState)
+            await rig.settle()
+    assert first.organizations == 2 and first.alerts_signalled >= 2
+    assert second.alerts_signalled == first.alerts_signalled
+    assert after_first == after_second
+    assert acme.severity == "warning" and acme.value == 342 and acme.rule_set_id is not None
+    assert acme.rule_version == 1 and acme.breach_hour == HOUR0
+    assert bravo.severity == "critical" and bravo.org_id == "bravo"
+    temps = rig.rows("SELECT alert_id, severity FROM alert_history "
+                     "WHERE rule_id = 'discharge_temp_high' ORDER BY alert_id")
+    assert temps == [(acme.alert_id, "warning"), (bravo.alert_id, "critical")]
+    opened = [c for c in rig.notifier.calls if c.step == "opened"]
+    assert len(opened) == len({c.alert.alert_id for c in opened}) == after_first[0]
+
+
+def test_scheduled_run_evaluates_the_hour_that_ended():
+    from datetime import UTC, datetime
+
+    assert hour_to_evaluate(datetime(2026, 3, 2, 11, 5, tzinfo=UTC)) == HOUR0

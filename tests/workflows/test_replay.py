@@ -1,0 +1,161 @@
+"""Replay of recorded alert and pipeline histories against the current workflow code.
+
+A code change that would break running alerts (a new activity call, a reordered step, a timer
+added or removed) makes the replay fail with a nondeterminism error: wrap such changes in
+``workflow.patched("...")``. The histories in ``tests/workflows/histories`` were recorded on
+the time-skipping server by the scenarios below; regenerate them (only for a deliberate,
+compatible change of scenario) with::
+
+    RECORD_ALERT_HISTORIES=1 .venv/bin/pytest tests/workflows/test_replay.py -k record
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from altaviz.settings import Settings
+from tests.workflows.changed_workflows import PatchedChange, UnpatchedChange
+from tests.workflows.conftest import GRACEFUL, HOUR0, Rig, hours, make_breach, make_clear
+from tests.workflows.test_pipeline import load_hours
+from worker import build_worker, rules_evaluator
+from workflows.alert import UPDATE_ACK, UPDATE_RESOLVE, AlertWorkflow
+from workflows.models import AckRequest, AlertState, PipelineInput, ResolveRequest
+from workflows.pipeline import PipelineWorkflow
+
+HISTORIES = Path(__file__).parent / "histories"
+Scenario = Callable[[Rig], Awaitable[WorkflowHandle[Any, Any]]]
+
+
+def _ack(request_id: str) -> AckRequest:
+    return AckRequest(org_id="acme", by="tech.jane", channel="cli", request_id=request_id)
+
+
+async def escalated_with_reminders(rig: Rig) -> WorkflowHandle[Any, Any]:
+    h = await rig.breach(make_breach(), reminder_minutes=60)
+    await rig.env.sleep(hours(6.5))
+    await h.signal("ack_requested", _ack("a1").model_copy(update={"org_id": "bravo"}))
+    await h.execute_update(UPDATE_ACK, _ack("a2"), result_type=AlertState)
+    return h
+
+
+async def acked_then_raised_then_cleared(rig: Rig) -> WorkflowHandle[Any, Any]:
+    h = await rig.breach(make_breach())
+    await rig.env.sleep(hours(3))
+    await h.execute_update(UPDATE_ACK, _ack("a1"), result_type=AlertState)
+    await rig.breach(make_breach(HOUR0 + hours(1), value=355))
+    await rig.breach(make_breach(HOUR0 + hours(2), severity="critical", value=380))
+    await h.signal("clear", make_clear(HOUR0 + hours(6)))
+    await h.result()
+    return h
+
+
+async def cleared_unacked_then_ack(rig: Rig) -> WorkflowHandle[Any, Any]:
+    h = await rig.breach(make_breach())
+    await h.signal("clear", make_clear(HOUR0 + hours(3)))
+    await rig.env.sleep(hours(1))
+    await rig.breach(make_breach(HOUR0 + hours(4)))     # reactivated
+    await h.signal("clear", make_clear(HOUR0 + hours(7)))
+    await rig.env.sleep(hours(1))
+    await h.execute_update(UPDATE_ACK, _ack("a1"), result_type=AlertState)
+    await h.result()
+    return h
+
+
+async def resolved_then_new_breach(rig: Rig) -> WorkflowHandle[Any, Any]:
+    h = await rig.breach(make_breach(), max_history_events=60)
+    for i in range(1, 8):
+        await rig.breach(make_breach(HOUR0 + hours(i), value=340 + i), max_history_events=60)
+        await rig.env.sleep(hours(0.05))
+    await h.execute_update(UPDATE_RESOLVE, ResolveRequest(
+        org_id="acme", by="sup.bob", reason="valve replaced", request_id="r1"),
+        result_type=AlertState)
+    await rig.env.sleep(hours(0.1))
+    return h
+
+
+async def pipeline_run(rig: Rig) -> WorkflowHandle[Any, Any]:
+    load_hours(rig, "COMP-0001", [300, 335, 340, 342])
+    return await rig.client.start_workflow(
+        PipelineWorkflow.run, PipelineInput(hour=HOUR0, run_etl=False, reminder_minutes=0),
+        id=f"pipeline-{uuid.uuid4().hex[:8]}", task_queue=rig.task_queue)
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "escalated_with_reminders": escalated_with_reminders,
+    "acked_then_raised_then_cleared": acked_then_raised_then_cleared,
+    "cleared_unacked_then_ack": cleared_unacked_then_ack,
+    "resolved_then_new_breach": resolved_then_new_breach,
+    "pipeline_run": pipeline_run,
+}
+
+
+@pytest.mark.skipif(not os.environ.get("RECORD_ALERT_HISTORIES"),
+                    reason="set RECORD_ALERT_HISTORIES=1 to re-record the histories")
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+async def test_record(rig: Rig, name: str):
+    """Run a scenario and store every run of its workflow (continue-as-new makes several)."""
+    worker = build_worker(rig.client, task_queue=rig.task_queue, pool=rig.pool,
+                          notify=rig.notifier.notify, evaluator=rules_evaluator(Settings()),
+                          executor=ThreadPoolExecutor(4), **GRACEFUL)
+    async with worker:
+        handle = await SCENARIOS[name](rig)
+        if name == "pipeline_run":
+            await handle.result()
+        await rig.settle()
+        # The first run and, after continue-as-new, the latest one.
+        runs = [handle.result_run_id or handle.run_id or ""]
+        latest = (await rig.client.get_workflow_handle(handle.id).describe()).run_id
+        if latest not in runs:
+            runs.append(latest)
+        HISTORIES.mkdir(exist_ok=True)
+        for i, rid in enumerate(runs):
+            history = await rig.client.get_workflow_handle(handle.id,
+                                                           run_id=rid).fetch_history()
+            suffix = "" if i == 0 else "_run2"
+            (HISTORIES / f"{name}{suffix}.json").write_text(
+                json.dumps(json.loads(history.to_json()), indent=1) + "\n")
+
+
+def _histories() -> list[Path]:
+    return sorted(HISTORIES.glob("*.json"))
+
+
+def test_histories_are_recorded():
+    names = {p.stem.removesuffix("_run2") for p in _histories()}
+    assert names == set(SCENARIOS), "re-record with RECORD_ALERT_HISTORIES=1"
+
+
+@pytest.mark.parametrize("path", _histories(), ids=lambda p: p.stem)
+async def test_replay(path: Path):
+    from temporalio.client import WorkflowHistory
+
+    replayer = Replayer(workflows=[AlertWorkflow, PipelineWorkflow],
+                        data_converter=pydantic_data_converter)
+    history = WorkflowHistory.from_json(f"replay-{path.stem}", path.read_text())
+    await replayer.replay_workflow(history)
+
+
+
+async def test_an_unpatched_change_breaks_replay_and_a_patched_one_does_not():
+    """The replay test catches incompatible changes; ``workflow.patched`` makes them safe."""
+    from temporalio.client import WorkflowHistory
+
+    history = WorkflowHistory.from_json(
+        "replay-changed", (HISTORIES / "escalated_with_reminders.json").read_text())
+    bad = await Replayer(workflows=[UnpatchedChange], data_converter=pydantic_data_converter
+                         ).replay_workflow(history, raise_on_replay_failure=False)
+    assert bad.replay_failure is not None and "Nondeterminism" in str(bad.replay_failure)
+    ok = await Replayer(workflows=[PatchedChange], data_converter=pydantic_data_converter
+                        ).replay_workflow(history, raise_on_replay_failure=False)
+    assert ok.replay_failure is None
