@@ -44,7 +44,7 @@ class Fault:
     compressor_id: str
     mode: str
     onset: datetime
-    failure: datetime
+    failure: datetime | None   # None: the unit had not failed by the end of the simulation
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ def read_ground_truth(path: Path) -> list[Fault]:
         data = json.loads(Path(path).read_text())
         return [Fault(org_id=f["org_id"], compressor_id=f["compressor_id"], mode=f["mode"],
                       onset=datetime.fromisoformat(f["onset"]),
-                      failure=datetime.fromisoformat(f["failure"]))
+                      failure=datetime.fromisoformat(f["failure"]) if f.get("failure") else None)
                 for f in data["faults"]]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InputError(f"{path}: not a simulator ground_truth.json ({exc})") from exc
@@ -173,11 +173,13 @@ def backtest(conn: psycopg.Connection[Any], rule_set: RuleSet, org_ids: list[str
         faulty = {(f.org_id, f.compressor_id) for f in faults}
         for f in faults:
             hits = [e for e in eps if (e.org_id, e.compressor_id) == (f.org_id, f.compressor_id)
-                    and e.rule_id not in exclude_rules and f.onset <= e.start <= f.failure]
+                    and e.rule_id not in exclude_rules and f.onset <= e.start
+                    and (f.failure is None or e.start <= f.failure)]
             first = min((e.start for e in hits), default=None)
             report.faults.append(FaultOutcome(
                 f, first is not None,
-                (f.failure - first).total_seconds() / 3600 if first is not None else None,
+                (f.failure - first).total_seconds() / 3600
+                if first is not None and f.failure is not None else None,
                 tuple(sorted({e.rule_id for e in hits}))))
         report.healthy_compressor_days = (n_comp - len(faulty)) * report.days
         report.false_alerts = sum(1 for e in eps if (e.org_id, e.compressor_id) not in faulty)

@@ -46,6 +46,7 @@ from altaviz.telemetry import METRIC_BY_NAME
 from rules.results import Breach, Clear
 from rules.schema import (
     KNOWN_MODELS,
+    RUNNING_SHARE,
     Level,
     LevelRule,
     NoDataRule,
@@ -108,6 +109,7 @@ def level_variants(rule_set: RuleSet) -> list[dict[str, Any]]:
                 "has_c": critical is not None,
                 "n": rule.persistence.hours, "m": rule.persistence.of,
                 "k": rule.clear_after_hours,
+                "running": rule.running_only,
                 "bdays": rule.baseline.days
                 if isinstance(rule, ThresholdRule) and rule.baseline else None,
             })
@@ -118,7 +120,7 @@ _RECORD = sql.SQL(
     "vid int, rule_id text, metric text, col text, cmp text, model text, models text[], "
     "except_models text[], sites text[], orgs text[], f_abs float8, f_delta float8, "
     "f_pct float8, c_abs float8, c_delta float8, c_pct float8, r_abs float8, r_delta float8, "
-    "r_pct float8, has_c bool, n int, m int, k int, bdays int")
+    "r_pct float8, has_c bool, n int, m int, k int, running bool, bdays int")
 
 
 def _beyond(level: str, normal: bool = False) -> sql.Composable:
@@ -243,7 +245,7 @@ def level_rules_sql(variants: list[dict[str, Any]], lookback_hours: int,
 WITH p AS (
     SELECT * FROM jsonb_to_recordset(%(variants)s::jsonb) AS p({record})
 ), t AS (
-    SELECT p.*, c.compressor_id, c.site_id
+    SELECT p.*, c.compressor_id, c.site_id, c.rated_rpm
     FROM p JOIN compressors c
       ON c.org_id = %(org_id)s
      AND (%(compressors)s::text[] IS NULL OR c.compressor_id = ANY(%(compressors)s::text[]))
@@ -259,11 +261,17 @@ WITH p AS (
 ), o AS (
     SELECT t.vid, t.compressor_id, t.cmp, t.n, t.m, t.k, t.has_c, t.f_abs, t.f_delta,
            t.f_pct, t.c_abs, t.c_delta, t.c_pct, t.r_abs, t.r_delta, t.r_pct,
-           a.hour, {col_case} AS v, b.median AS base
+           a.hour,
+           CASE WHEN NOT t.running OR sp.min >= %(running_share)s * t.rated_rpm
+                THEN {col_case} END AS v,
+           b.median AS base
     FROM t
     JOIN sensor_readings_agg a
       ON a.org_id = %(org_id)s AND a.compressor_id = t.compressor_id
      AND a.metric = t.metric AND a.hour >= %(lo)s AND a.hour <= %(hi)s
+    LEFT JOIN sensor_readings_agg sp
+      ON sp.org_id = %(org_id)s AND sp.compressor_id = t.compressor_id
+     AND sp.metric = 'speed_rpm' AND sp.hour = a.hour
     LEFT JOIN bl b
       ON b.compressor_id = t.compressor_id AND b.metric = t.metric AND b.days = t.bdays
      AND b.day = (a.hour AT TIME ZONE 'UTC')::date
@@ -368,7 +376,7 @@ def fill_baselines(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str
     for days, metrics in sorted(_relative_needs(rule_set).items()):
         conn.execute(db.queries("rules")["fill_baselines"], {
             "org_id": org_id, "compressors": compressors, "metrics": sorted(metrics),
-            "days_list": days_list, "days": days})
+            "days_list": days_list, "days": days, "running_share": RUNNING_SHARE})
 
 
 @dataclass(frozen=True)
@@ -407,6 +415,7 @@ def evaluate_rows(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str,
         conn.execute("SET LOCAL work_mem = '64MB'")
         cur = conn.execute(level_rules_sql(variants, lookback_hours, start == end), {
             "variants": Jsonb(variants), "org_id": org_id, "compressors": compressors,
+            "running_share": RUNNING_SHARE,
             "lo": lo, "hi": end, "start": start, "end": end})
         for r in cur:
             out.append(Row(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9]))

@@ -29,6 +29,10 @@ from altaviz.telemetry import METRIC_BY_NAME
 #: naming any other model is rejected at load time, so a typo cannot silently match nothing.
 KNOWN_MODELS: tuple[str, ...] = ("Ariel JGK/4", "Ajax DPC-360", "Ariel JGE/4")
 
+#: A unit counts as running in an hour when its slowest 10-minute speed reached this share of
+#: its rated speed (compressors.rated_rpm). (proposed)
+RUNNING_SHARE = 0.5
+
 #: Window name -> suffix of the ``sensor_readings_agg`` columns holding it.
 WINDOW_SUFFIX: dict[str, str] = {"1h": "", "4h": "_4h", "24h": "_24h"}
 
@@ -145,6 +149,10 @@ class _LevelRule(_RuleBase):
     persistence: Persistence = Persistence()
     clear_after_hours: Annotated[StrictInt, Field(ge=1, le=24)] = 2
     models: dict[ModelName, LevelsOverride] = {}
+    #: Judge only hours in which the unit ran the whole hour (``speed_rpm`` min at least
+    #: RUNNING_SHARE of its rated speed). A stopped unit has no flow, oil pressure or ratio to
+    #: speak of: those hours neither breach nor count as normal (like missing data).
+    running_only: StrictBool = True
 
     def levels_for(self, model: str | None) -> tuple[Level | None, Level | None, Level]:
         """Warning, critical and clear levels for a model (clear defaults to warning, or
@@ -207,7 +215,7 @@ RULE_CLASSES: dict[str, type[ThresholdRule] | type[RateOfChangeRule] | type[NoDa
 OVERRIDABLE_KEYS: frozenset[str] = frozenset({
     "warning", "critical", "clear", "persistence", "clear_after_hours", "escalation_delay_hours",
     "models", "applies_to", "enabled", "warning_after_hours", "critical_after_hours",
-    "diagnosis", "checks", "baseline",
+    "diagnosis", "checks", "baseline", "running_only",
 })
 
 

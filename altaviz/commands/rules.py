@@ -108,7 +108,12 @@ def _backtest(args: argparse.Namespace, app: App) -> int:
     print(f"  alerts per compressor per week: {report.alerts_per_compressor_week:.3f}")
     if truth is not None:
         for f in report.faults:
-            lead = f"{f.lead_hours:.0f} h before failure" if f.caught else "MISSED"
+            if not f.caught:
+                lead = "MISSED"
+            elif f.lead_hours is None:
+                lead = "caught (unit had not failed by the end)"
+            else:
+                lead = f"{f.lead_hours:.0f} h before failure"
             print(f"  fault {f.fault.compressor_id} {f.fault.mode}: {lead} {','.join(f.rules)}")
         print(f"  caught: {summary['caught_share']}, median lead hours: "
               f"{summary['median_lead_hours']}, false alerts per 100 compressor-days: "

@@ -28,13 +28,14 @@ WHERE org_id IS NOT DISTINCT FROM %(org_id)s
 ORDER BY version DESC LIMIT 1
 
 -- name: fill_baselines
--- Computes the missing baselines of (compressor, metric, day); existing ones are reused.
+-- Computes the missing baselines of (compressor, metric, day) from hours the unit ran the
+-- whole hour (speed_rpm min >= running_share x rated rpm); existing baselines are reused.
 WITH comps AS (
-    SELECT compressor_id FROM compressors
+    SELECT compressor_id, rated_rpm FROM compressors
     WHERE org_id = %(org_id)s
       AND (%(compressors)s::text[] IS NULL OR compressor_id = ANY(%(compressors)s::text[]))
 ), missing AS (
-    SELECT c.compressor_id, m.metric, d.day
+    SELECT c.compressor_id, c.rated_rpm, m.metric, d.day
     FROM comps c
     CROSS JOIN unnest(%(metrics)s::text[]) AS m(metric)
     CROSS JOIN unnest(%(days_list)s::date[]) AS d(day)
@@ -54,5 +55,8 @@ JOIN sensor_readings_agg a
  AND a.hour >= ((x.day - (%(days)s + 1))::timestamp AT TIME ZONE 'UTC')
  AND a.hour <  ((x.day - 1)::timestamp AT TIME ZONE 'UTC')
  AND a.mean IS NOT NULL
+JOIN sensor_readings_agg sp
+  ON sp.org_id = %(org_id)s AND sp.compressor_id = x.compressor_id AND sp.metric = 'speed_rpm'
+ AND sp.hour = a.hour AND sp.min >= %(running_share)s * x.rated_rpm
 GROUP BY x.compressor_id, x.metric, x.day
 ON CONFLICT DO NOTHING

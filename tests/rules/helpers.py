@@ -20,10 +20,20 @@ def h(i: int) -> datetime:
 
 
 def put(conn: psycopg.Connection[Any], org: str, comp: str, metric: str, start: int,
-        values: list[float | None], column: str = "mean") -> None:
-    """Insert one aggregate row per hour from ``h(start)``; None leaves the hour missing."""
+        values: list[float | None], column: str = "mean", running: bool = True) -> None:
+    """Insert one aggregate row per hour from ``h(start)``; None leaves the hour missing.
+
+    With ``running`` the unit also gets a speed_rpm row showing it ran the whole hour (rules
+    judge only running hours), unless one exists already.
+    """
     rows = [(org, comp, metric, h(start + i), 6, v) for i, v in enumerate(values)
             if v is not None]
+    if running and metric != "speed_rpm":
+        with db.admin(conn), conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO sensor_readings_agg (org_id, compressor_id, metric, hour, n, mean,"
+                " min) VALUES (%s, %s, 'speed_rpm', %s, 6, 2000, 2000) ON CONFLICT DO NOTHING",
+                [(r[0], r[1], r[3]) for r in rows])
     with db.admin(conn), conn.cursor() as cur:
         cur.executemany(
             f"INSERT INTO sensor_readings_agg (org_id, compressor_id, metric, hour, n, {column})"

@@ -234,3 +234,27 @@ def test_single_hour_path_agrees_with_range_path(conn, fleet):
     assert [b for r in singles for b in r.breaches] == full.breaches
     assert [c for r in singles for c in r.clears] == full.clears
     assert len(full.breaches) > 5 and len(full.clears) >= 2
+
+
+def test_stopped_unit_hours_neither_breach_nor_clear(conn, fleet):
+    rs = one_rule("""
+- id: oil_pressure_low
+  kind: threshold
+  metric: oil_pressure_psig
+  comparison: below
+  warning: 50
+  persistence: {hours: 1, of: 1}
+  clear_after_hours: 1
+""" + COMMON)
+    # COMP-0001 is rated 1400 rpm: running means speed_rpm min >= 700 for the hour.
+    put(conn, "acme", "COMP-0001", "speed_rpm", 0, [1400, 1400, 300, 0, 699, 1400],
+        column="min")
+    put(conn, "acme", "COMP-0001", "oil_pressure_psig", 0, [40, 40, 0, 0, 60, 60])
+    res = evaluate(conn, rs, "acme", (h(0), h(5)))
+    assert [b.hour for b in res.breaches] == [h(0), h(1)]   # not the stopped hours
+    assert [c.hour for c in res.clears] == [h(5)]           # only once running and normal
+    # running_only: false judges every hour.
+    always = rs.model_copy(update={"rules": (rs.rules[0].model_copy(
+        update={"running_only": False}),)})
+    assert [b.hour for b in evaluate(conn, always, "acme", (h(0), h(5))).breaches] == [
+        h(0), h(1), h(2), h(3)]
