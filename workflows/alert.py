@@ -9,6 +9,11 @@ the opening breach hour).
 The state keeps the condition (``active``/``cleared``) apart from the human side
 (``unacknowledged``/``acknowledged``); the combined ``state`` is what people see.
 
+Persistence runs as *local* activities (short, idempotent database writes on the worker that
+runs the workflow task): about half the server round trips and history events of regular
+activities, which is what lets one evaluation's hundreds of breaches be applied quickly on the
+dev server. Notifications stay regular activities (slow, external, retried for minutes).
+
 Concurrency model: signal and update handlers only *queue* requests; the main loop applies
 them one at a time, in arrival order, between timers. Each transition is persisted (activity
 ``record_transition``) before anything else happens, so PostgreSQL never lags behind what a
@@ -194,7 +199,7 @@ class AlertWorkflow:
 
     async def _open(self) -> bool:
         self._seq = 1
-        result = await workflow.execute_activity(
+        result = await workflow.execute_local_activity(
             "open_alert", self._transition("opened", actor="rules", details=self._breach_details(
                 None)), result_type=OpenAlertResult,
             start_to_close_timeout=timedelta(seconds=30), retry_policy=_DB_RETRY)
@@ -503,7 +508,7 @@ class AlertWorkflow:
 
     async def _record(self, event_type: AlertEventType, *, actor: str | None,
                       details: dict[str, object]) -> None:
-        await workflow.execute_activity(
+        await workflow.execute_local_activity(
             "record_transition", self._transition(event_type, actor=actor, details=details),
             start_to_close_timeout=timedelta(seconds=30), retry_policy=_DB_RETRY)
         self._upsert_search_attributes()

@@ -21,7 +21,7 @@ class _Changed(AlertWorkflow):
 
     async def _fire(self, kind: str) -> None:
         if not self.use_patch or workflow.patched("extra-audit-step"):
-            await workflow.execute_activity("record_transition", self._transition(
+            await workflow.execute_local_activity("record_transition", self._transition(
                 "reminder", actor="x", details={}),
                 start_to_close_timeout=timedelta(seconds=5))
         await super()._fire(kind)

@@ -18,17 +18,21 @@ METRIC = "discharge_temp_max_f"   # rule discharge_temp_high: warning 330, criti
 
 
 def load_hours(rig: Rig, compressor: str, values: list[float], last_hour=HOUR0) -> None:  # type: ignore[no-untyped-def]
-    """Hourly aggregates of the discharge temperature ending at ``last_hour``."""
+    """Hourly aggregates of the discharge temperature ending at ``last_hour``, with the unit
+    running at 95 % of its rated speed (the rules judge only running hours)."""
     org = "acme" if compressor in ("COMP-0001", "COMP-0002") else "bravo"
+    rpm = {"COMP-0001": 1400, "COMP-0002": 420, "COMP-0003": 1200, "COMP-0004": 1400}
     with rig.pool.connection() as conn:
         for i, v in enumerate(values):
             hour = last_hour - timedelta(hours=len(values) - 1 - i)
-            conn.execute(
-                "INSERT INTO sensor_readings_agg (org_id, compressor_id, metric, hour, n, mean, "
-                "min, max) VALUES (%s, %s, %s, %s, 6, %s, %s, %s) "
-                "ON CONFLICT (org_id, compressor_id, metric, hour) DO UPDATE SET "
-                "mean = EXCLUDED.mean, min = EXCLUDED.min, max = EXCLUDED.max",
-                [org, compressor, METRIC, hour, v, v - 1, v + 1])
+            speed = rpm[compressor] * 0.95
+            for metric, value in ((METRIC, v), ("speed_rpm", speed)):
+                conn.execute(
+                    "INSERT INTO sensor_readings_agg (org_id, compressor_id, metric, hour, n, "
+                    "mean, min, max) VALUES (%s, %s, %s, %s, 6, %s, %s, %s) "
+                    "ON CONFLICT (org_id, compressor_id, metric, hour) DO UPDATE SET "
+                    "mean = EXCLUDED.mean, min = EXCLUDED.min, max = EXCLUDED.max",
+                    [org, compressor, metric, hour, value, value - 1, value + 1])
 
 
 def counts(rig: Rig) -> tuple[object, ...]:

@@ -73,9 +73,9 @@ async def cleared_unacked_then_ack(rig: Rig) -> WorkflowHandle[Any, Any]:
 
 
 async def resolved_then_new_breach(rig: Rig) -> WorkflowHandle[Any, Any]:
-    h = await rig.breach(make_breach(), max_history_events=60)
+    h = await rig.breach(make_breach(), max_history_events=30)
     for i in range(1, 8):
-        await rig.breach(make_breach(HOUR0 + hours(i), value=340 + i), max_history_events=60)
+        await rig.breach(make_breach(HOUR0 + hours(i), value=340 + i), max_history_events=30)
         await rig.env.sleep(hours(0.05))
     await h.execute_update(UPDATE_RESOLVE, ResolveRequest(
         org_id="acme", by="sup.bob", reason="valve replaced", request_id="r1"),
