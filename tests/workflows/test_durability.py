@@ -22,15 +22,17 @@ async def late_worker(rig: Rig, duration, delay_s: float = 1.0):  # type: ignore
     """Sleep on the server clock while no worker runs, then start one after ``delay_s``.
 
     The test server freezes its clock while a workflow task waits for a worker, so the sleep
-    only completes once the new worker has processed what the timers made due. Workers that
-    may be stopped run without a workflow cache (``max_cached_workflows=0``): with one, the
+    only completes once the new worker has processed what the timers made due. The worker
+    that is stopped runs without a workflow cache (``max_cached_workflows=0``): with one, the
     server would first offer the next task to the stopped worker's sticky queue and wait for a
-    timeout on the very clock that is frozen.
+    timeout on the very clock that is frozen. (Without a cache a local activity's result
+    arrives after its workflow was evicted, costing a 10-second workflow-task timeout per
+    opening: slow, but only in this test. The new worker keeps its cache.)
     """
     sleeper = asyncio.create_task(rig.env.sleep(duration))
     await asyncio.sleep(delay_s)
     assert not sleeper.done()
-    async with rig.running(max_cached_workflows=0):
+    async with rig.running():
         await sleeper
         await rig.env.sleep(hours(0.1))
         yield
