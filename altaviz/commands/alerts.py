@@ -92,7 +92,8 @@ def _list(args: argparse.Namespace, app: App) -> int:
         (alert_id, _org, _site, _comp, _rule, _metric, value, _threshold, severity, state,
          _cond, _ack, opened_at, _esc, acked_by, _resolved) = r
         who = f" (ack: {acked_by})" if acked_by else ""
-        print(f"{alert_id:<58} {severity:<9} {state:<23} {value:>9.1f} "
+        shown = f"{value:>9.1f}" if value is not None else f"{'-':>9}"
+        print(f"{alert_id:<58} {severity:<9} {state:<23} {shown} "
               f"{_fmt(opened_at)}{who}")
     return 0
 
