@@ -169,7 +169,9 @@ def backtest(conn: psycopg.Connection[Any], rule_set: RuleSet, org_ids: list[str
     report = BacktestReport(start=start, end=end, episodes=eps, compressors=n_comp)
     report.by_rule = dict(Counter((e.rule_id, e.severity) for e in eps))
     if ground_truth is not None:
-        faults = [f for f in ground_truth if f.org_id in org_ids]
+        # Faults whose unit failed before the range, or that began after it, cannot be judged.
+        faults = [f for f in ground_truth if f.org_id in org_ids and f.onset <= end
+                  and (f.failure is None or f.failure >= start)]
         faulty = {(f.org_id, f.compressor_id) for f in faults}
         for f in faults:
             hits = [e for e in eps if (e.org_id, e.compressor_id) == (f.org_id, f.compressor_id)

@@ -262,7 +262,7 @@ WITH p AS (
     SELECT t.vid, t.compressor_id, t.cmp, t.n, t.m, t.k, t.has_c, t.f_abs, t.f_delta,
            t.f_pct, t.c_abs, t.c_delta, t.c_pct, t.r_abs, t.r_delta, t.r_pct,
            a.hour,
-           CASE WHEN NOT t.running OR sp.min >= %(running_share)s * t.rated_rpm
+           CASE WHEN NOT t.running OR sp.min_4h >= %(running_share)s * t.rated_rpm
                 THEN {col_case} END AS v,
            b.median AS base
     FROM t
@@ -467,8 +467,7 @@ def evaluate(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str,
             result.breaches.append(Breach(
                 org_id=org_id, compressor_id=row.compressor_id, site_id=row.site_id,
                 rule_id=row.rule_id, metric=row.metric,
-                value=row.value if row.value is not None else float("nan"),
-                threshold=row.threshold if row.threshold is not None else float("nan"),
+                value=row.value, threshold=row.threshold,
                 severity="critical" if row.critical else "warning", hour=row.hour,
                 escalation_delay_hours=rule.escalation_delay_hours,
                 diagnosis=rule.diagnosis, **stamp))

@@ -24,8 +24,8 @@ class Breach(BaseModel):
     site_id: str
     rule_id: str
     metric: str
-    value: float
-    threshold: float
+    value: float | None       # None for a data-missing breach: there is no observed value
+    threshold: float | None
     severity: Severity
     hour: datetime
     rule_set_id: int | None = None

@@ -29,17 +29,19 @@ ORDER BY version DESC LIMIT 1
 
 -- name: fill_baselines
 -- Computes the missing baselines of (compressor, metric, day) from hours the unit ran the
--- whole hour (speed_rpm min >= running_share x rated rpm); existing baselines are reused.
-WITH comps AS (
-    SELECT compressor_id, rated_rpm FROM compressors
-    WHERE org_id = %(org_id)s
-      AND (%(compressors)s::text[] IS NULL OR compressor_id = ANY(%(compressors)s::text[]))
-), missing AS (
-    SELECT c.compressor_id, c.rated_rpm, m.metric, d.day
-    FROM comps c
+-- last 4 hours (speed_rpm min_4h >= running_share x rated rpm); existing baselines are reused.
+-- The window bounds are materialized per key so they become index conditions (computed
+-- inline they ended up as a join filter over every hour of the unit's history).
+WITH missing AS MATERIALIZED (
+    SELECT c.compressor_id, c.rated_rpm, m.metric, d.day,
+           ((d.day - (%(days)s + 1))::timestamp AT TIME ZONE 'UTC') AS lo,
+           ((d.day - 1)::timestamp AT TIME ZONE 'UTC') AS hi
+    FROM compressors c
     CROSS JOIN unnest(%(metrics)s::text[]) AS m(metric)
     CROSS JOIN unnest(%(days_list)s::date[]) AS d(day)
-    WHERE NOT EXISTS (
+    WHERE c.org_id = %(org_id)s
+      AND (%(compressors)s::text[] IS NULL OR c.compressor_id = ANY(%(compressors)s::text[]))
+      AND NOT EXISTS (
         SELECT 1 FROM rule_baselines b
         WHERE b.org_id = %(org_id)s AND b.compressor_id = c.compressor_id
           AND b.metric = m.metric AND b.days = %(days)s AND b.day = d.day)
@@ -52,11 +54,9 @@ SELECT %(org_id)s, x.compressor_id, x.metric, %(days)s, x.day,
 FROM missing x
 JOIN sensor_readings_agg a
   ON a.org_id = %(org_id)s AND a.compressor_id = x.compressor_id AND a.metric = x.metric
- AND a.hour >= ((x.day - (%(days)s + 1))::timestamp AT TIME ZONE 'UTC')
- AND a.hour <  ((x.day - 1)::timestamp AT TIME ZONE 'UTC')
- AND a.mean IS NOT NULL
+ AND a.hour >= x.lo AND a.hour < x.hi AND a.mean IS NOT NULL
 JOIN sensor_readings_agg sp
   ON sp.org_id = %(org_id)s AND sp.compressor_id = x.compressor_id AND sp.metric = 'speed_rpm'
- AND sp.hour = a.hour AND sp.min >= %(running_share)s * x.rated_rpm
+ AND sp.hour = a.hour AND sp.min_4h >= %(running_share)s * x.rated_rpm
 GROUP BY x.compressor_id, x.metric, x.day
 ON CONFLICT DO NOTHING

@@ -32,7 +32,8 @@ def put(conn: psycopg.Connection[Any], org: str, comp: str, metric: str, start: 
         with db.admin(conn), conn.cursor() as cur:
             cur.executemany(
                 "INSERT INTO sensor_readings_agg (org_id, compressor_id, metric, hour, n, mean,"
-                " min) VALUES (%s, %s, 'speed_rpm', %s, 6, 2000, 2000) ON CONFLICT DO NOTHING",
+                " min, min_4h) VALUES (%s, %s, 'speed_rpm', %s, 6, 2000, 2000, 2000)"
+                " ON CONFLICT DO NOTHING",
                 [(r[0], r[1], r[3]) for r in rows])
     with db.admin(conn), conn.cursor() as cur:
         cur.executemany(

@@ -246,9 +246,10 @@ def test_stopped_unit_hours_neither_breach_nor_clear(conn, fleet):
   persistence: {hours: 1, of: 1}
   clear_after_hours: 1
 """ + COMMON)
-    # COMP-0001 is rated 1400 rpm: running means speed_rpm min >= 700 for the hour.
+    # COMP-0001 is rated 1400 rpm: running means speed_rpm min over the last 4 h >= 700
+    # (so start-up warm-up hours do not count either).
     put(conn, "acme", "COMP-0001", "speed_rpm", 0, [1400, 1400, 300, 0, 699, 1400],
-        column="min")
+        column="min_4h")
     put(conn, "acme", "COMP-0001", "oil_pressure_psig", 0, [40, 40, 0, 0, 60, 60])
     res = evaluate(conn, rs, "acme", (h(0), h(5)))
     assert [b.hour for b in res.breaches] == [h(0), h(1)]   # not the stopped hours
