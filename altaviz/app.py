@@ -32,6 +32,7 @@ class App:
         self._db_url: str | None = None
         self._temporal: EmbeddedTemporal | None = None
         self._temporal_info: TemporalServerInfo | None = None
+        self._client: Client | None = None
 
     @property
     def settings(self) -> Settings:
@@ -114,15 +115,20 @@ class App:
 
         from altaviz.errors import ServiceError
 
+        if self._client is not None:
+            return self._client
         address = self.temporal_address()
         try:
-            return await Client.connect(address, namespace=self.settings.temporal_namespace,
-                                        data_converter=pydantic_data_converter)
+            self._client = await Client.connect(
+                address, namespace=self.settings.temporal_namespace,
+                data_converter=pydantic_data_converter)
         except RuntimeError as exc:
             raise ServiceError(f"cannot connect to Temporal at {address}: {exc}") from None
+        return self._client
 
     def close(self) -> None:
         """Detach from embedded services (the last process attached stops them)."""
+        self._client = None
         if self._temporal is not None:
             with contextlib.suppress(Exception):
                 self._temporal.release()

@@ -114,7 +114,9 @@ def _num(value: float) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
-def _with_unit(value: float, unit: str) -> str:
+def _with_unit(value: float | None, unit: str) -> str:
+    if value is None or value != value:  # a data-missing alert has no observed value
+        return "no data"
     if not unit:
         return _num(value)
     return f"{_num(value)} {unit}" if unit not in ("F",) else f"{_num(value)} F"

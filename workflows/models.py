@@ -29,8 +29,8 @@ class AlertState(BaseModel):
     site_id: str
     rule_id: str
     metric: str
-    value: float
-    threshold: float
+    value: float | None          # None for a data-missing alert
+    threshold: float | None
     severity: Severity
     condition_state: ConditionState = "active"
     ack_state: AckState = "unacknowledged"
@@ -179,6 +179,9 @@ class PipelineInput(BaseModel):
     """
 
     hour: datetime | None = None
+    #: Evaluate these hours too (a backfill or the demo's replay of history); ``hour`` is
+    #: always included. Breaches and clears are reduced to the latest per compressor and rule.
+    hours: list[datetime] | None = None
     org_ids: list[str] | None = None
     run_etl: bool = True
     reminder_minutes: int = 60

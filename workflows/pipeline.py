@@ -53,14 +53,15 @@ class PipelineWorkflow:
         """Run the stages for one hour and return what each did."""
         hour = self._hour(inp)
         result = PipelineResult(hour=hour)
-        hours = [hour]
+        hours = sorted({hour, *(h.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+                                for h in inp.hours or [])})
         if inp.run_etl:
             etl = await workflow.execute_activity(
                 "run_etl", EtlRequest(hour=hour), result_type=EtlSummary,
                 start_to_close_timeout=timedelta(minutes=50),
                 heartbeat_timeout=timedelta(minutes=5), retry_policy=_RETRY)
             result.etl = etl
-            hours = sorted({hour, *etl.changed_hours})
+            hours = sorted({*hours, *etl.changed_hours})
         orgs = inp.org_ids
         if orgs is None:
             orgs = await workflow.execute_activity(

@@ -1,0 +1,167 @@
+"""Altaviz as a running service: a worker and the acknowledgement server in one process.
+
+``altaviz up`` and ``altaviz demo`` run this. Everything durable lives in PostgreSQL, the Delta
+tables and Temporal, so stopping the process (Ctrl-C) loses nothing: open alerts wait on their
+timers inside Temporal and resume on the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from altaviz.app import App
+from altaviz.errors import ServiceError
+from altaviz.services import port_open
+from workflows.models import Evaluation
+
+log = logging.getLogger(__name__)
+
+Evaluator = Callable[[psycopg.Connection[Any], str, list[datetime]], Evaluation]
+
+
+@dataclass
+class RuntimeOptions:
+    """What to run and how."""
+
+    demo: bool = False            # generated link secret, demo inbox
+    schedule: bool = True         # create the hourly pipeline schedule
+    web: bool = True              # run the acknowledgement server
+    escalation_override_hours: float | None = None  # demo: shorten every rule's delay
+
+
+class Runtime:
+    """A worker and the web server on one event loop; ``stop()`` shuts both down cleanly."""
+
+    def __init__(self, app: App, options: RuntimeOptions | None = None) -> None:
+        self.app = app
+        self.options = options or RuntimeOptions()
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._server: Any = None
+        self._pool: ConnectionPool[Any] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self.worker_ready = asyncio.Event()
+        self.web_ready = asyncio.Event()
+
+    @property
+    def base_url(self) -> str:
+        """Where technicians' links point."""
+        return self.app.settings.base_url
+
+    async def start(self) -> None:
+        """Start the worker (and the web server); returns once both are accepting work."""
+        settings = self.app.settings
+        if self.options.web and port_open(settings.http_host, settings.http_port):
+            raise ServiceError(
+                f"port {settings.http_port} on {settings.http_host} is already in use (another "
+                f"`altaviz up`/`demo`?); set ALTAVIZ_HTTP_PORT to another port")
+        self._tasks.append(asyncio.create_task(self._run_worker(), name="altaviz-worker"))
+        if self.options.web:
+            self._tasks.append(asyncio.create_task(self._run_web(), name="altaviz-web"))
+        deadline = asyncio.get_running_loop().time() + 120
+        while not (self.worker_ready.is_set()
+                   and (self.web_ready.is_set() or not self.options.web)):
+            for task in self._tasks:
+                if task.done():
+                    task.result()  # re-raises the component's failure
+                    raise ServiceError(f"{task.get_name()} stopped during start-up")
+            if asyncio.get_running_loop().time() > deadline:
+                raise ServiceError("the worker or web server did not start within 120 s")
+            await asyncio.sleep(0.05)
+
+    def _evaluator(self) -> Evaluator:
+        from worker import rules_evaluator
+
+        inner = rules_evaluator(self.app.settings)
+        hours = self.options.escalation_override_hours
+        if hours is None:
+            return inner
+
+        def shortened(conn: psycopg.Connection[Any], org_id: str,
+                      eval_hours: list[datetime]) -> Evaluation:
+            ev = inner(conn, org_id, eval_hours)
+            return Evaluation(org_id=ev.org_id, clears=ev.clears, breaches=[
+                b.model_copy(update={"escalation_delay_hours": hours}) for b in ev.breaches])
+
+        return shortened
+
+    async def _run_worker(self) -> None:
+        from altaviz.temporal_setup import ensure_schedule, ensure_search_attributes
+        from worker import build_worker, etl_runner, notification_activities
+
+        settings = self.app.settings
+        db_url = await asyncio.to_thread(self.app.database_url)
+        client = await self.app.temporal_client()
+        await ensure_search_attributes(client, settings.temporal_namespace)
+        if self.options.schedule:
+            await ensure_schedule(client, task_queue=settings.task_queue,
+                                  reminder_minutes=settings.reminder_minutes)
+        notifier = notification_activities(settings, db_url, demo=self.options.demo)
+        self._pool = ConnectionPool(db_url, min_size=1, max_size=8, open=True)
+        self._executor = ThreadPoolExecutor(max_workers=8)
+        worker = build_worker(
+            client, task_queue=settings.task_queue, pool=self._pool,
+            notify=notifier.notify if notifier is not None else None,
+            etl=etl_runner(settings, db_url), evaluator=self._evaluator(),
+            executor=self._executor)
+        async with worker:
+            self.worker_ready.set()
+            await self._stop.wait()
+
+    async def _run_web(self) -> None:
+        import uvicorn
+
+        from altaviz.links import signer_from_settings
+        from altaviz.web import RedactTokens, create_app
+
+        settings = self.app.settings
+        db_url = await asyncio.to_thread(self.app.database_url)
+        web = create_app(
+            database_url=db_url, signer=signer_from_settings(settings, demo=self.options.demo),
+            temporal=self.app.temporal_client, temporal_ui_url=self.app.temporal_ui_url(),
+            namespace=settings.temporal_namespace, inbox=self.options.demo)
+        for name in ("uvicorn.access", "uvicorn.error", "altaviz"):
+            logging.getLogger(name).addFilter(RedactTokens())
+        config = uvicorn.Config(web, host=settings.http_host, port=settings.http_port,
+                                log_level="warning", server_header=False, lifespan="on")
+        self._server = uvicorn.Server(config)
+        self._server.install_signal_handlers = lambda: None  # the runtime owns Ctrl-C
+        serve = asyncio.create_task(self._server.serve())
+        while not self._server.started and not serve.done():
+            await asyncio.sleep(0.05)
+        if serve.done():
+            serve.result()
+        self.web_ready.set()
+        await serve
+
+    async def wait(self) -> None:
+        """Until :meth:`stop` is called (or a component fails)."""
+        stopper = asyncio.ensure_future(self._stop.wait())
+        done, _ = await asyncio.wait([stopper, *self._tasks],
+                                     return_when=asyncio.FIRST_COMPLETED)
+        for task in self._tasks:
+            if task in done and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+
+    async def stop(self) -> None:
+        """Stop accepting work, let in-flight tasks finish, close everything."""
+        self._stop.set()
+        if self._server is not None:
+            self._server.should_exit = True
+        for task in self._tasks:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(task, timeout=60)
+        if self._pool is not None:
+            self._pool.close()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
