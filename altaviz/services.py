@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 DATABASE_NAME = "altaviz"
 
+#: Dev servers this process launched, so stopping one also reaps it (no zombie, no warning).
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
 
 def _pid_alive(pid: int) -> bool:
     try:
@@ -239,6 +242,7 @@ class EmbeddedTemporal:
             raise ServiceError(f"the Temporal dev server did not open port {self.port} in 60 s; "
                                f"see {self.dir / 'server.log'}")
         self._set_retention(exe)
+        _CHILDREN[proc.pid] = proc
         return TemporalServerInfo(pid=proc.pid, port=self.port, ui_port=self.ui_port)
 
     def _set_retention(self, exe: str) -> None:
@@ -284,3 +288,7 @@ class EmbeddedTemporal:
         if _pid_alive(info.pid):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(info.pid, signal.SIGKILL)
+        child = _CHILDREN.pop(info.pid, None)
+        if child is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=10)

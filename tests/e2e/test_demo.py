@@ -1,0 +1,107 @@
+"""End to end: the demo, non-interactively, on fresh embedded services.
+
+Asserts what the demo is for: alerts raised for the injected faults, at least one promotion to
+critical, notifications delivered (once each), and one acknowledgement through its link over
+real HTTP reaching the workflow, alert_history and alert_events.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from altaviz import db
+from altaviz.app import App
+from altaviz.demo import DemoOptions, format_report, run_demo
+from altaviz.links import signer_from_settings
+from altaviz.settings import load_settings
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def demo_app(tmp_path: Path) -> Any:
+    settings = load_settings(environ={
+        "ALTAVIZ_DATA_DIR": str(tmp_path / "data"),
+        "ALTAVIZ_TEMPORAL_PORT": str(_free_port()),
+        "ALTAVIZ_TEMPORAL_UI_PORT": str(_free_port()),
+        "ALTAVIZ_HTTP_PORT": str(_free_port()),
+        "ALTAVIZ_TASK_QUEUE": f"e2e-{_free_port()}",
+    })
+    app = App(settings=settings)
+    yield app
+    app.close()
+
+
+async def test_demo_end_to_end(demo_app: App) -> None:
+    options = DemoOptions(compressors=10, days=6, seed=11, fault_share=0.4,
+                          escalation_minutes=0.25, wait_for_escalation_s=90)
+    lines: list[str] = []
+    runtime, report = await run_demo(demo_app, options, say=lines.append)
+    try:
+        summary = format_report(report)
+        db_url = demo_app.database_url()
+        with db.connect(db_url) as conn, db.admin(conn):
+            alerts = conn.execute(
+                "SELECT alert_id, org_id, compressor_id, rule_id, severity, state, workflow_id,"
+                " escalated_at FROM alert_history").fetchall()
+            inbox = conn.execute("SELECT mailbox, title, body FROM demo_inbox").fetchall()
+            sent = conn.execute("SELECT count(*) FROM notifications WHERE status = 'sent'"
+                                ).fetchone()
+        # Alerts were raised for injected faults, and the faults were caught before failure.
+        faulty = {f.compressor_id for f in report.faults}
+        assert faulty, summary
+        alerted = {a[2] for a in alerts}
+        assert faulty & alerted, summary
+        assert any(f.caught for f in report.faults), summary
+        # At least one unacknowledged warning was promoted to critical.
+        assert report.escalated >= 1 and any(a[7] is not None for a in alerts), summary
+        # Notifications were delivered to the inbox, each delivery exactly once.
+        assert sent is not None and sent[0] > 0
+        assert len(inbox) == sent[0], "inbox messages != recorded deliveries"
+        # Nothing duplicated: at most one unresolved alert per workflow id.
+        open_ids = [a[6] for a in alerts if a[5] != "resolved"]
+        assert len(open_ids) == len(set(open_ids))
+
+        # One acknowledgement through its link, over real HTTP.
+        open_alerts = {a[0] for a in alerts if a[5] == "open"}
+        signer = signer_from_settings(demo_app.settings, demo=True)
+        link = None
+        for _, _, body in inbox:
+            for url in re.findall(r"https?://\S+/ack/[A-Za-z0-9_.=-]+", body):
+                claims = signer.verify(url.rsplit("/", 1)[1], action="ack")
+                if claims.alert_id in open_alerts:
+                    link = url
+                    break
+            if link:
+                break
+        assert link is not None, "no ack link for an open alert in the inbox"
+        async with httpx.AsyncClient(timeout=30) as http:
+            page = await http.get(link)
+        assert page.status_code == 200 and "<form" in page.text
+        with db.connect(db_url) as conn, db.admin(conn):
+            assert conn.execute("SELECT count(*) FROM alert_history WHERE ack_state ="
+                                " 'acknowledged'").fetchone() == (0,), "GET changed state"
+        async with httpx.AsyncClient(timeout=60) as http:
+            confirm = await http.post(link)
+            again = await http.post(link)
+        assert confirm.status_code == 200, confirm.text[:500]
+        assert again.status_code == 409
+        with db.connect(db_url) as conn, db.admin(conn):
+            acked = conn.execute(
+                "SELECT a.alert_id, a.ack_channel, "
+                " (SELECT count(*) FROM alert_events e WHERE e.alert_id = a.alert_id"
+                "   AND e.event_type = 'acknowledged')"
+                " FROM alert_history a WHERE a.ack_state = 'acknowledged'").fetchall()
+        assert len(acked) == 1 and acked[0][1] == "link" and acked[0][2] == 1
+    finally:
+        await runtime.stop()
