@@ -87,15 +87,14 @@ def _child(phase: str, db_url: str, landing: Path, lake: Path) -> None:
 
 def _spark(landing: Path, fleet_json: Path, out_dir: Path) -> None:
     """The same landing -> windows transformation in PySpark local mode (baseline)."""
+    import threading
+
+    import psutil
     import pyarrow.parquet as pq
     from pyspark.sql import SparkSession, Window
     from pyspark.sql import functions as F
 
     from altaviz.telemetry import CHANNELS, METRICS
-
-    import threading
-
-    import psutil
 
     peak = [0]
     done = threading.Event()
