@@ -132,8 +132,11 @@ class Runtime:
             namespace=settings.temporal_namespace, inbox=self.options.demo)
         for name in ("uvicorn.access", "uvicorn.error", "altaviz"):
             logging.getLogger(name).addFilter(RedactTokens())
+        # log_config/log_level None: leave the process's logging as the CLI configured it
+        # (uvicorn would otherwise reconfigure logging globally for everything in the process).
         config = uvicorn.Config(web, host=settings.http_host, port=settings.http_port,
-                                log_level="warning", server_header=False, lifespan="on")
+                                log_config=None, log_level=None, server_header=False,
+                                lifespan="on")
         self._server = uvicorn.Server(config)
         self._server.install_signal_handlers = lambda: None  # the runtime owns Ctrl-C
         serve = asyncio.create_task(self._server.serve())

@@ -64,7 +64,9 @@ class Settings(BaseModel):
     contacts_file: Path | None = Field(
         default=None, description="contacts and routing file (YAML)")
     late_arrival_minutes: int = Field(
-        default=60, ge=0, description="a reading arriving later than this is flagged late")
+        default=90, ge=0,
+        description="a reading arriving later than this is flagged late (gateways upload "
+                    "hourly, so on-time readings are up to about 70 minutes old)")
     freshness_sla_minutes: int = Field(
         default=15, ge=1, description="data-quality freshness SLA")
     reminder_minutes: int = Field(
