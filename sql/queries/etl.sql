@@ -94,3 +94,11 @@ SELECT compressor_id, last_reading_at FROM etl_watermarks ORDER BY compressor_id
 SELECT org_id, compressor_id, check_type, measured, threshold, passed, details, checked_at
 FROM data_quality_summary
 ORDER BY org_id, compressor_id, check_type
+
+-- name: existing_agg_hours
+-- Which of the (org_id, hour) pairs a run is about to write already have aggregate rows (one
+-- index probe each on (org_id, hour)). Pairs not returned take the plain-COPY path: no row
+-- of theirs can conflict. Runs as the owner: it spans organizations.
+SELECT t.org_id, t.hour
+FROM unnest(%(orgs)s::text[], %(hours)s::timestamptz[]) AS t(org_id, hour)
+WHERE EXISTS (SELECT 1 FROM sensor_readings_agg a WHERE a.org_id = t.org_id AND a.hour = t.hour)
