@@ -29,10 +29,11 @@ def load_hours(rig: Rig, compressor: str, values: list[float], last_hour=HOUR0) 
             for metric, value in ((METRIC, v), ("speed_rpm", speed)):
                 conn.execute(
                     "INSERT INTO sensor_readings_agg (org_id, compressor_id, metric, hour, n, "
-                    "mean, min, max) VALUES (%s, %s, %s, %s, 6, %s, %s, %s) "
+                    "mean, min, max, min_4h) VALUES (%s, %s, %s, %s, 6, %s, %s, %s, %s) "
                     "ON CONFLICT (org_id, compressor_id, metric, hour) DO UPDATE SET "
-                    "mean = EXCLUDED.mean, min = EXCLUDED.min, max = EXCLUDED.max",
-                    [org, compressor, metric, hour, value, value - 1, value + 1])
+                    "mean = EXCLUDED.mean, min = EXCLUDED.min, max = EXCLUDED.max, "
+                    "min_4h = EXCLUDED.min_4h",
+                    [org, compressor, metric, hour, value, value - 1, value + 1, value - 1])
 
 
 def counts(rig: Rig) -> tuple[object, ...]:
