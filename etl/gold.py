@@ -22,6 +22,7 @@ reading), ``incomplete`` (fewer than 6 readings), ``spike`` (the hour's mean mov
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 
@@ -40,6 +41,9 @@ FEATURES = ("mean", "stddev", "mean_4h", "min_4h", "max_4h", "stddev_4h", "mean_
 #: Recomputed values within this relative tolerance count as unchanged (parallel sums may
 #: differ in the last bits between runs).
 REL_TOL = 1e-9
+#: Dirty compressor-hours per bucket: about 3.6 M long rows (24 metrics), whose partials and
+#: windows fit in DuckDB's memory limit without spilling. The hourly run is one bucket.
+BUCKET_HOURS = 150_000
 
 
 def _dates(first: datetime, last: datetime) -> set[str]:
@@ -57,7 +61,17 @@ def _std(n: str, s: str, q: str) -> str:
 
 def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
                   progress: Progress | None = None) -> GoldResult:
-    """Recompute the gold rows touched by the silver batches gold still owes; idempotent."""
+    """Recompute the gold rows touched by the silver batches gold still owes; idempotent.
+
+    The work runs per bucket of compressors (``hash(compressor_id) % buckets``, about
+    :data:`BUCKET_HOURS` dirty compressor-hours each): a compressor's windows never reach
+    another compressor's rows, so buckets are independent and each one's partials, windows
+    and comparison fit in memory instead of spilling the whole fleet's. When no gold row lies
+    in the hours to be recomputed (a first load, the next hour of the hourly run) every
+    recomputed row is new: buckets stream straight into one Delta append. Otherwise the
+    new-or-changed rows are collected and written in one commit (append, or MERGE when some
+    existed), exactly as before.
+    """
     lo, hi = lake.batch_mark("gold"), lake.batch_mark("silver")
     if hi <= lo:
         return GoldResult()
@@ -70,93 +84,51 @@ def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
         FROM delta_scan('{silver}')
         WHERE date IN ({sql_dates(batch_dates)}) AND batch_id > {lo} AND batch_id <= {hi}
     """)
-    span = con.execute("SELECT min(hour), max(hour) FROM dirty").fetchone()
+    span = con.execute("SELECT min(hour), max(hour), count(*) FROM dirty").fetchone()
     if span is None or span[0] is None:
         lake.append("gold", GOLD_SCHEMA.empty_table(), hi)
         return GoldResult(batches=list(range(lo + 1, hi + 1)))
-    first, last = span
-    dirty_dates = _dates(first, last)
-    # 1. fresh partials of the dirty hours, from every silver reading of those hours
+    first, last, n_dirty = span
+    buckets = max(1, math.ceil(n_dirty / BUCKET_HOURS))
     con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE fresh_wide AS
-        SELECT org_id, compressor_id, hour, {partial_aggregates()}
-        FROM (SELECT s.*, date_trunc('hour', s.ts) AS hour, {metric_columns()}
-              FROM delta_scan('{silver}') s
-              WHERE s.date IN ({sql_dates(dirty_dates)})
-                AND s.compressor_id IN (SELECT DISTINCT compressor_id FROM dirty))
-        SEMI JOIN dirty USING (compressor_id, hour)
-        GROUP BY ALL
-    """)
-    con.execute(f"CREATE OR REPLACE TEMP TABLE fresh AS {unpivot_partials('fresh_wide')}")
-    if progress:
-        progress("gold", 0.3)
-    # 2. neighbouring partials from gold: 23 h before the first dirty hour to 23 h after the last
-    ctx_first, ctx_last = first - timedelta(hours=23), last + timedelta(hours=23)
-    con.execute("""
         CREATE OR REPLACE TEMP TABLE ranges AS
-        SELECT compressor_id, min(hour) AS first_dirty, max(hour) AS last_dirty
-        FROM dirty GROUP BY ALL
+        SELECT compressor_id, min(hour) AS first_dirty, max(hour) AS last_dirty,
+               hash(compressor_id) % {buckets} AS bucket
+        FROM dirty GROUP BY compressor_id
     """)
-    cols = ", ".join(f.name for f in GOLD_SCHEMA)
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE old AS
-        SELECT g.* FROM delta_scan('{gold}') g
+    # Can any existing gold row be rewritten? Only rows in a compressor's recomputed hours
+    # (first dirty .. last dirty + 23 h) can; if there are none, everything is new.
+    out_last = last + timedelta(hours=23)
+    existing = con.execute(f"""
+        SELECT count(*) FROM delta_scan('{gold}') g
         JOIN ranges r ON g.compressor_id = r.compressor_id
-          AND g.hour >= r.first_dirty - INTERVAL 23 HOURS
-          AND g.hour <= r.last_dirty + INTERVAL 23 HOURS
-        WHERE g.date IN ({sql_dates(_dates(ctx_first, ctx_last))})
-          AND g.hour >= '{ctx_first.isoformat()}'::TIMESTAMPTZ
-          AND g.hour <= '{ctx_last.isoformat()}'::TIMESTAMPTZ
-    """)
-    w4 = ("OVER (PARTITION BY compressor_id, metric ORDER BY hour "
-          "RANGE BETWEEN INTERVAL 3 HOURS PRECEDING AND CURRENT ROW)")
-    w24 = ("OVER (PARTITION BY compressor_id, metric ORDER BY hour "
-           "RANGE BETWEEN INTERVAL 23 HOURS PRECEDING AND CURRENT ROW)")
-    # With no neighbouring gold rows (a first load, or a new hour after a gap) nothing can be
-    # unchanged: stream the window query straight into Delta instead of materialising it.
-    old_rows = con.execute("SELECT count(*) FROM old").fetchone()
-    fresh_only = not old_rows or old_rows[0] == 0
-    kind = "VIEW" if fresh_only else "TABLE"
-    con.execute(f"""
-        CREATE OR REPLACE TEMP {kind} recomputed AS
-        WITH partials AS (
-            SELECT org_id, compressor_id, metric, hour, n, sum, sumsq, min, max, outliers, late
-            FROM fresh
-            UNION ALL
-            SELECT org_id, compressor_id, metric, hour, n, sum, sumsq, min, max, outliers, late
-            FROM old o ANTI JOIN dirty d USING (compressor_id, hour)
-        ), win AS (
-            SELECT *,
-                sum(n) {w4} AS n4, sum(sum) {w4} AS s4, sum(sumsq) {w4} AS q4,
-                min(min) {w4} AS min_4h, max(max) {w4} AS max_4h,
-                sum(n) {w24} AS n24, sum(sum) {w24} AS s24, sum(sumsq) {w24} AS q24,
-                min(min) {w24} AS min_24h, max(max) {w24} AS max_24h,
-                lag(hour) OVER (PARTITION BY compressor_id, metric ORDER BY hour) AS prev_hour,
-                lag(sum / n) OVER (PARTITION BY compressor_id, metric ORDER BY hour)
-                    AS prev_mean
-            FROM partials
-        ), feat AS (
-            SELECT *, sum / n AS mean, {_std("n", "sum", "sumsq")} AS stddev,
-                s4 / n4 AS mean_4h, {_std("n4", "s4", "q4")} AS stddev_4h,
-                s24 / n24 AS mean_24h, {_std("n24", "s24", "q24")} AS stddev_24h,
-                CASE WHEN prev_hour = hour - INTERVAL 1 HOUR THEN sum / n - prev_mean END
-                    AS rate_of_change
-            FROM win
-        )
-        SELECT f.*,
-            list_filter([
-                CASE WHEN outliers > 0 THEN 'outliers' END,
-                CASE WHEN late > 0 THEN 'late' END,
-                CASE WHEN n < {READINGS_PER_HOUR} THEN 'incomplete' END,
-                CASE WHEN abs(rate_of_change) > 4 * stddev_24h THEN 'spike' END
-            ], x -> x IS NOT NULL) AS flags,
-            {hi}::BIGINT AS batch_id, strftime(hour, '%Y-%m-%d') AS date
-        FROM feat f JOIN ranges r ON f.compressor_id = r.compressor_id
-          AND f.hour >= r.first_dirty AND f.hour <= r.last_dirty + INTERVAL 23 HOURS
-    """)
-    if progress:
-        progress("gold", 0.6)
-    # 3. compare with gold: write only new or changed rows
+          AND g.hour >= r.first_dirty AND g.hour <= r.last_dirty + INTERVAL 23 HOURS
+        WHERE g.date IN ({sql_dates(_dates(first, out_last))})
+          AND g.hour >= '{first.isoformat()}'::TIMESTAMPTZ
+          AND g.hour <= '{out_last.isoformat()}'::TIMESTAMPTZ
+    """).fetchone()
+    fresh_only = not existing or existing[0] == 0
+    ctx = _Context(con, silver, gold, hi, first, last, buckets)
+    cols = ", ".join(f.name for f in GOLD_SCHEMA)
+    if fresh_only:
+        counted = [0]
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            for b in range(buckets):
+                ctx.recompute(b, table=False)
+                reader = con.execute(f"SELECT {cols} FROM recomputed").to_arrow_reader(250_000)
+                for batch in conform_reader(reader, GOLD_SCHEMA):
+                    counted[0] += batch.num_rows
+                    yield batch
+                if progress:
+                    progress("gold", 0.9 * (b + 1) / buckets)
+
+        lake.append("gold", pa.RecordBatchReader.from_batches(GOLD_SCHEMA, batches()), hi)
+        if progress:
+            progress("gold", 1.0)
+        return GoldResult(batches=list(range(lo + 1, hi + 1)), rows_written=counted[0])
+
+    # compare with gold: write only new or changed rows
     def differs(c: str) -> str:
         return (f"(r.{c} IS DISTINCT FROM o.{c} AND NOT coalesce("
                 f"abs(r.{c} - o.{c}) <= {REL_TOL} * greatest(1, abs(o.{c})), false))")
@@ -164,36 +136,43 @@ def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
         [differs(c) for c in ("sum", "sumsq", *FEATURES)]
         + [f"r.{c} IS DISTINCT FROM o.{c}" for c in
            ("org_id", "n", "min", "max", "outliers", "late", "flags")])
-    if fresh_only:
-        counted = [0]
-        reader = con.execute(f"SELECT {cols} FROM recomputed").to_arrow_reader(250_000)
-
-        def batches() -> Iterator[pa.RecordBatch]:
-            for batch in conform_reader(reader, GOLD_SCHEMA):
-                counted[0] += batch.num_rows
-                yield batch
-
-        lake.append("gold", pa.RecordBatchReader.from_batches(GOLD_SCHEMA, batches()), hi)
+    parts: list[pa.Table] = []
+    written = existed = total = 0
+    for b in range(buckets):
+        ctx.recompute(b, table=True)
+        # the full rows of the recomputed hours, for the comparison
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE old AS
+            SELECT g.* FROM delta_scan('{gold}') g
+            JOIN ranges r ON g.compressor_id = r.compressor_id AND r.bucket = {b}
+              AND g.hour >= r.first_dirty AND g.hour <= r.last_dirty + INTERVAL 23 HOURS
+            WHERE g.date IN ({sql_dates(_dates(first, out_last))})
+              AND g.hour >= '{first.isoformat()}'::TIMESTAMPTZ
+              AND g.hour <= '{out_last.isoformat()}'::TIMESTAMPTZ
+        """)
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE to_write AS
+            SELECT r.*, o.n IS NOT NULL AS existed
+            FROM recomputed r LEFT JOIN old o ON r.compressor_id = o.compressor_id
+                AND r.metric = o.metric AND r.hour = o.hour
+            WHERE o.n IS NULL OR {change}
+        """)
+        w, e, t = con.execute(
+            "SELECT (SELECT count(*) FROM to_write), "
+            "(SELECT count(*) FROM to_write WHERE existed), "
+            "(SELECT count(*) FROM recomputed)").fetchone() or (0, 0, 0)
+        written, existed, total = written + w, existed + e, total + t
+        if w:
+            reader = con.execute(f"SELECT {cols} FROM to_write").to_arrow_reader(250_000)
+            parts.append(conform_reader(reader, GOLD_SCHEMA).read_all())
         if progress:
-            progress("gold", 1.0)
-        return GoldResult(batches=list(range(lo + 1, hi + 1)), rows_written=counted[0])
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE to_write AS
-        SELECT r.*, o.n IS NOT NULL AS existed
-        FROM recomputed r LEFT JOIN old o ON r.compressor_id = o.compressor_id
-            AND r.metric = o.metric AND r.hour = o.hour
-        WHERE o.n IS NULL OR {change}
-    """)
-    written, existed = con.execute(
-        "SELECT count(*), count(*) FILTER (WHERE existed) FROM to_write").fetchone() or (0, 0)
-    total = con.execute("SELECT count(*) FROM recomputed").fetchone()
-    reader = con.execute(f"SELECT {cols} FROM to_write").to_arrow_reader(250_000)
-    data = conform_reader(reader, GOLD_SCHEMA)
+            progress("gold", 0.9 * (b + 1) / buckets)
+    data = pa.concat_tables(parts) if parts else GOLD_SCHEMA.empty_table()
     if existed == 0:
         lake.append("gold", data, hi)
     else:
         (lake.table("gold").merge(
-            source=data.read_all(), source_alias="s", target_alias="t",
+            source=data, source_alias="s", target_alias="t",
             predicate=("t.date = s.date AND t.compressor_id = s.compressor_id "
                        "AND t.metric = s.metric AND t.hour = s.hour"),
             commit_properties=commit("gold", hi))
@@ -201,4 +180,93 @@ def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
     if progress:
         progress("gold", 1.0)
     return GoldResult(batches=list(range(lo + 1, hi + 1)), rows_written=int(written),
-                      rows_unchanged=int((total[0] if total else 0) - written))
+                      rows_unchanged=int(total - written))
+
+
+class _Context:
+    """The queries of one bucket of compressors: fresh partials, neighbouring partials from
+    gold, and the windows over both (temp table or view ``recomputed``)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, silver: str, gold: str, hi: int,
+                 first: datetime, last: datetime, buckets: int) -> None:
+        self.con, self.silver, self.gold, self.hi = con, silver, gold, hi
+        self.first, self.last, self.buckets = first, last, buckets
+
+    def recompute(self, bucket: int, *, table: bool) -> None:
+        con, first, last = self.con, self.first, self.last
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE ranges_b AS
+            SELECT compressor_id, first_dirty, last_dirty FROM ranges WHERE bucket = {bucket}
+        """)
+        con.execute("""
+            CREATE OR REPLACE TEMP TABLE dirty_b AS
+            SELECT d.* FROM dirty d SEMI JOIN ranges_b USING (compressor_id)
+        """)
+        # 1. fresh partials of the dirty hours, from every silver reading of those hours
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE fresh_wide AS
+            SELECT org_id, compressor_id, hour, {partial_aggregates()}
+            FROM (SELECT s.*, date_trunc('hour', s.ts) AS hour, {metric_columns()}
+                  FROM delta_scan('{self.silver}') s
+                  WHERE s.date IN ({sql_dates(_dates(first, last))})
+                    AND s.compressor_id IN (SELECT compressor_id FROM ranges_b))
+            SEMI JOIN dirty_b USING (compressor_id, hour)
+            GROUP BY ALL
+        """)
+        # 2. neighbouring partials from gold (23 h either side), only the partial columns
+        ctx_first, ctx_last = first - timedelta(hours=23), last + timedelta(hours=23)
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE neighbours AS
+            SELECT g.org_id, g.compressor_id, g.metric, g.hour, g.n, g.sum, g.sumsq, g.min,
+                   g.max, g.outliers, g.late
+            FROM delta_scan('{self.gold}') g
+            JOIN ranges_b r ON g.compressor_id = r.compressor_id
+              AND g.hour >= r.first_dirty - INTERVAL 23 HOURS
+              AND g.hour <= r.last_dirty + INTERVAL 23 HOURS
+            WHERE g.date IN ({sql_dates(_dates(ctx_first, ctx_last))})
+              AND g.hour >= '{ctx_first.isoformat()}'::TIMESTAMPTZ
+              AND g.hour <= '{ctx_last.isoformat()}'::TIMESTAMPTZ
+        """)
+        w4 = ("OVER (PARTITION BY compressor_id, metric ORDER BY hour "
+              "RANGE BETWEEN INTERVAL 3 HOURS PRECEDING AND CURRENT ROW)")
+        w24 = ("OVER (PARTITION BY compressor_id, metric ORDER BY hour "
+               "RANGE BETWEEN INTERVAL 23 HOURS PRECEDING AND CURRENT ROW)")
+        kind = "TABLE" if table else "VIEW"
+        con.execute(f"""
+            CREATE OR REPLACE TEMP {kind} recomputed AS
+            WITH partials AS (
+                {unpivot_partials('fresh_wide')}
+                UNION ALL
+                SELECT org_id, compressor_id, metric, hour, n, sum, sumsq, min, max, outliers,
+                       late
+                FROM neighbours o ANTI JOIN dirty_b d USING (compressor_id, hour)
+            ), win AS (
+                SELECT *,
+                    sum(n) {w4} AS n4, sum(sum) {w4} AS s4, sum(sumsq) {w4} AS q4,
+                    min(min) {w4} AS min_4h, max(max) {w4} AS max_4h,
+                    sum(n) {w24} AS n24, sum(sum) {w24} AS s24, sum(sumsq) {w24} AS q24,
+                    min(min) {w24} AS min_24h, max(max) {w24} AS max_24h,
+                    lag(hour) OVER (PARTITION BY compressor_id, metric ORDER BY hour)
+                        AS prev_hour,
+                    lag(sum / n) OVER (PARTITION BY compressor_id, metric ORDER BY hour)
+                        AS prev_mean
+                FROM partials
+            ), feat AS (
+                SELECT *, sum / n AS mean, {_std("n", "sum", "sumsq")} AS stddev,
+                    s4 / n4 AS mean_4h, {_std("n4", "s4", "q4")} AS stddev_4h,
+                    s24 / n24 AS mean_24h, {_std("n24", "s24", "q24")} AS stddev_24h,
+                    CASE WHEN prev_hour = hour - INTERVAL 1 HOUR THEN sum / n - prev_mean END
+                        AS rate_of_change
+                FROM win
+            )
+            SELECT f.*,
+                list_filter([
+                    CASE WHEN outliers > 0 THEN 'outliers' END,
+                    CASE WHEN late > 0 THEN 'late' END,
+                    CASE WHEN n < {READINGS_PER_HOUR} THEN 'incomplete' END,
+                    CASE WHEN abs(rate_of_change) > 4 * stddev_24h THEN 'spike' END
+                ], x -> x IS NOT NULL) AS flags,
+                {self.hi}::BIGINT AS batch_id, strftime(hour, '%Y-%m-%d') AS date
+            FROM feat f JOIN ranges_b r ON f.compressor_id = r.compressor_id
+              AND f.hour >= r.first_dirty AND f.hour <= r.last_dirty + INTERVAL 23 HOURS
+        """)
