@@ -74,7 +74,7 @@ def test_settings_repr_and_errors_hide_secrets(field: str, tmp_path: Path) -> No
     from altaviz.settings import Settings, load_settings
 
     s = Settings(data_dir=tmp_path, database_url=f"postgresql://u:{PASSWORD}@h/db",
-                 link_secret=SECRET)  # type: ignore[arg-type]
+                 link_secret=SECRET)
     assert SECRET not in repr(s) and SECRET not in str(s.model_dump())
     env = {"ALTAVIZ_DATABASE_URL": f"mysql://u:{PASSWORD}@h/db"} if field == "database_url" \
         else {"ALTAVIZ_LINK_SECRET": SECRET, "ALTAVIZ_LINK_TTL_HOURS": "-1"}
