@@ -68,17 +68,31 @@ def _child(phase: str, db_url: str, landing: Path, lake: Path) -> None:
     settings = Settings(data_dir=lake.parent, lake_dir=lake, landing_dir=landing,
                         late_arrival_minutes=90)
     marks: dict[str, float] = {}
+    cpu: dict[str, float] = {}
     started = time.perf_counter()
 
+    def cpu_now() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
     def progress(stage: str, fraction: float) -> None:
+        # CPU seconds of this process (all DuckDB threads; PostgreSQL's work is in its own
+        # server process) next to wall seconds: on shared cores wall time mostly measures
+        # the other sessions' load
         if fraction == 0.0:
             marks[stage + "_start"] = time.perf_counter()
+            cpu[stage + "_start"] = cpu_now()
         elif fraction == 1.0:
             marks[stage] = time.perf_counter() - marks.get(stage + "_start", started)
+            cpu[stage] = cpu_now() - cpu.get(stage + "_start", 0.0)
 
+    load_before = os.getloadavg()[0]
     summary = run_pipeline(settings, db_url, progress=progress)
     out = {"phase": phase, "seconds": time.perf_counter() - started,
            "stages": {k: round(v, 2) for k, v in marks.items() if not k.endswith("_start")},
+           "stage_cpu_seconds": {k: round(v, 2) for k, v in cpu.items()
+                                 if not k.endswith("_start")},
+           "load_average_1m": [round(load_before, 1), round(os.getloadavg()[0], 1)],
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
            "summary": summary.model_dump(mode="json", exclude={"changed"}),
            "changed_ranges": len(summary.changed)}
