@@ -22,6 +22,7 @@ crash then exist and take the guarded path, which finds them identical and write
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -36,6 +37,8 @@ from etl.ledger import sql_dates
 from etl.models import AggregatesResult, ChangedRange
 
 Progress = Callable[[str, float], None]
+#: Rows per sorted COPY statement of new hours (about 0.6 GB to sort in DuckDB).
+COPY_SLICE_ROWS = 4_000_000
 _COLUMNS = ("org_id, compressor_id, metric, hour, n, mean, min, max, stddev, mean_4h, min_4h, "
             "max_4h, stddev_4h, mean_24h, min_24h, max_24h, stddev_24h, rate_of_change, "
             "outliers, late")
@@ -115,20 +118,23 @@ def upsert_aggregates(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.
     # ORDER BY reaches PostgreSQL only with insertion order preserved: key order keeps the
     # primary-key B-tree inserts sequential instead of one random leaf page per row
     con.execute("SET preserve_insertion_order = true")
+    # sorted in slices of compressors: each slice's sort fits in memory, and each is still
+    # one sequential pass over the primary-key index
+    slices = max(1, math.ceil(copied / COPY_SLICE_ROWS))
     try:
-        for i, month in enumerate(months):
-            if not copied:
-                break
+        steps = [(m, k) for m in months for k in range(slices)] if copied else []
+        for i, (month, k) in enumerate(steps):
             end = datetime(month.year + month.month // 12, month.month % 12 + 1, 1, tzinfo=UTC)
             con.execute(f"""
                 INSERT INTO pg.public.{_ident(partitions[month])} ({_COLUMNS})
                 SELECT {_COLUMNS} FROM agg_source s ANTI JOIN agg_existing e USING (org_id, hour)
                 WHERE s.hour >= '{month.isoformat()}'::TIMESTAMPTZ
                   AND s.hour < '{end.isoformat()}'::TIMESTAMPTZ
+                  AND hash(s.compressor_id) % {slices} = {k}
                 ORDER BY org_id, compressor_id, metric, hour
             """)
             if progress:
-                progress("aggregates", 0.5 * (i + 1) / len(months))
+                progress("aggregates", 0.5 * (i + 1) / len(steps))
         if existing:
             con.execute(f"""
                 INSERT INTO pg.public.etl_agg_staging ({_COLUMNS})
