@@ -141,14 +141,11 @@ def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
     for b in range(buckets):
         ctx.recompute(b, table=True)
         # the full rows of the recomputed hours, for the comparison
-        con.execute(f"""
+        con.execute("""
             CREATE OR REPLACE TEMP TABLE old AS
-            SELECT g.* FROM delta_scan('{gold}') g
-            JOIN ranges r ON g.compressor_id = r.compressor_id AND r.bucket = {b}
+            SELECT g.* FROM gold_ctx g
+            JOIN ranges_b r ON g.compressor_id = r.compressor_id
               AND g.hour >= r.first_dirty AND g.hour <= r.last_dirty + INTERVAL 23 HOURS
-            WHERE g.date IN ({sql_dates(_dates(first, out_last))})
-              AND g.hour >= '{first.isoformat()}'::TIMESTAMPTZ
-              AND g.hour <= '{out_last.isoformat()}'::TIMESTAMPTZ
         """)
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE to_write AS
@@ -214,11 +211,14 @@ class _Context:
             GROUP BY ALL
         """)
         # 2. neighbouring partials from gold (23 h either side), only the partial columns
+        # (when comparing, every column of the context is read once: the comparison needs
+        # the full rows of the recomputed hours, which lie inside it)
         ctx_first, ctx_last = first - timedelta(hours=23), last + timedelta(hours=23)
+        read = ("g.*" if table else "g.org_id, g.compressor_id, g.metric, g.hour, g.n, g.sum, "
+                "g.sumsq, g.min, g.max, g.outliers, g.late")
         con.execute(f"""
-            CREATE OR REPLACE TEMP TABLE neighbours AS
-            SELECT g.org_id, g.compressor_id, g.metric, g.hour, g.n, g.sum, g.sumsq, g.min,
-                   g.max, g.outliers, g.late
+            CREATE OR REPLACE TEMP TABLE gold_ctx AS
+            SELECT {read}
             FROM delta_scan('{self.gold}') g
             JOIN ranges_b r ON g.compressor_id = r.compressor_id
               AND g.hour >= r.first_dirty - INTERVAL 23 HOURS
@@ -239,7 +239,7 @@ class _Context:
                 UNION ALL
                 SELECT org_id, compressor_id, metric, hour, n, sum, sumsq, min, max, outliers,
                        late
-                FROM neighbours o ANTI JOIN dirty_b d USING (compressor_id, hour)
+                FROM gold_ctx o ANTI JOIN dirty_b d USING (compressor_id, hour)
             ), win AS (
                 SELECT *,
                     sum(n) {w4} AS n4, sum(sum) {w4} AS s4, sum(sumsq) {w4} AS q4,
