@@ -366,7 +366,12 @@ def load_org_rule_set(path: Path | str, base: RuleSet, *, text: str | None = Non
                                         "expected a list of rule ids"))
         disable = []
     for i, rule_id in enumerate(disable):
-        if rule_id not in by_id:
+        if not isinstance(rule_id, str):
+            doc.problems.append(RuleProblem(name, doc.line(("disable", i)), None,
+                                            f"disable[{i}]",
+                                            f"expected a rule id (text), got "
+                                            f"{type(rule_id).__name__}"))
+        elif rule_id not in by_id:
             doc.problems.append(RuleProblem(name, doc.line(("disable", i)), str(rule_id),
                                             f"disable[{i}]", "no such rule"))
     seen = {r.id: 0 for r in base.rules}
@@ -379,7 +384,7 @@ def load_org_rule_set(path: Path | str, base: RuleSet, *, text: str | None = Non
     rules: list[Rule] = []
     for r in base.rules:
         rule = merged.get(r.id, r)
-        if r.id in disable:
+        if r.id in {d for d in disable if isinstance(d, str)}:
             rule = rule.model_copy(update={"enabled": False})
         rules.append(rule)
     return RuleSet(org_id=str(org), source=f"{base.source} + {name}", rules=(*rules, *extra))

@@ -184,10 +184,6 @@ def test_rule_ids_with_sql_or_paths_are_rejected_at_load(rule_id: str) -> None:
     assert isinstance(info.value, AltavizError)
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason=(
-    "BUG rules/loader.py load_org_rule_set: a 'disable:' entry that is a list or mapping "
-    "(e.g. `disable: [[]]` or `disable: [{a: 1}]`) reaches `rule_id not in by_id` and raises "
-    "TypeError: unhashable type, instead of a RuleFileError naming the file and line"))
 @pytest.mark.parametrize("entry", [[], {"a": 1}])
 def test_unhashable_disable_entry_is_a_located_rule_error(entry: Any) -> None:
     text = yaml.safe_dump({"org": "acme", "disable": [entry]}, sort_keys=False)
