@@ -49,6 +49,29 @@ def _signature(schema: pa.Schema) -> tuple[tuple[str, str], ...]:
     return tuple(sig)
 
 
+def _incompatible(schema: pa.Schema) -> str | None:
+    """Why a file's columns cannot map onto the bronze schema (None: they can).
+
+    Checked per file before the batch is read, so one odd gateway file cannot fail the whole
+    batch: timestamps must be timestamps, the id text, channels numbers or text.
+    """
+    for name, target in _TARGET.items():
+        if name not in schema.names:
+            continue
+        t = schema.field(name).type
+        text = pa.types.is_string(t) or pa.types.is_large_string(t)
+        if target == "TIMESTAMPTZ" and not (text or pa.types.is_timestamp(t)
+                                             or pa.types.is_null(t)):
+            return f"column {name} is {t}, expected a timestamp (or text)"
+        if target == "VARCHAR" and not (text or pa.types.is_integer(t) or pa.types.is_null(t)):
+            return f"column {name} is {t}, expected text"
+        if target == "DOUBLE" and not (text or pa.types.is_integer(t)
+                                       or pa.types.is_floating(t) or pa.types.is_decimal(t)
+                                       or pa.types.is_null(t)):
+            return f"column {name} is {t}, expected a number (or text)"
+    return None
+
+
 def _select(files: list[LandingFile], signature: tuple[tuple[str, str], ...],
             landing_prefix: str, batch_id: int, loaded_at: datetime) -> str:
     """The SELECT that maps one group of same-shaped files onto the bronze schema."""
@@ -109,8 +132,17 @@ def bronze_ingest(con: duckdb.DuckDBPyConnection, lake: Lake, landing: Path,
     for f in files:
         try:
             schema = pq.read_schema(f.path)
-        except (OSError, pa.ArrowInvalid) as exc:
+            # Decode every page now (pyarrow, multi-threaded, a few ms per file): a corrupt
+            # page found later, inside the Delta write, would fail the whole batch.
+            pq.ParquetFile(f.path).read()
+        except (OSError, pa.ArrowException) as exc:
             log.warning("landing file %s is unreadable, left for inspection: %s", f.path, exc)
+            skipped.append(f.source_file)
+            continue
+        reason = _incompatible(schema)
+        if reason is not None:
+            log.warning("landing file %s cannot be loaded, left for inspection: %s",
+                        f.path, reason)
             skipped.append(f.source_file)
             continue
         groups.setdefault(_signature(schema), []).append(f)
@@ -119,22 +151,29 @@ def bronze_ingest(con: duckdb.DuckDBPyConnection, lake: Lake, landing: Path,
     batch_id = lake.batch_mark("bronze") + 1
     loaded_at = datetime.now(UTC)
     landing_prefix = str(landing.absolute())
-    queries = [_select(g, sig, landing_prefix, batch_id, loaded_at) for sig, g in groups.items()]
-    query = " UNION ALL ".join(queries)
     count = 0
-    total = sum(len(g) for g in groups.values())
 
-    def batches() -> Iterator[pa.RecordBatch]:
+    def write(groups: dict[tuple[tuple[str, str], ...], list[LandingFile]]) -> None:
         nonlocal count
-        reader = con.execute(query).to_arrow_reader(250_000)
-        for batch in reader:
-            table = conform(pa.Table.from_batches([batch]), BRONZE_SCHEMA)
-            count += table.num_rows
-            if progress:
-                progress("bronze", 0.5)
-            yield from table.to_batches()
+        query = " UNION ALL ".join(
+            _select(g, sig, landing_prefix, batch_id, loaded_at) for sig, g in groups.items())
+        count = 0
 
-    lake.append("bronze", pa.RecordBatchReader.from_batches(BRONZE_SCHEMA, batches()), batch_id)
+        def batches() -> Iterator[pa.RecordBatch]:
+            nonlocal count
+            reader = con.execute(query).to_arrow_reader(250_000)
+            for batch in reader:
+                table = conform(pa.Table.from_batches([batch]), BRONZE_SCHEMA)
+                count += table.num_rows
+                if progress:
+                    progress("bronze", 0.5)
+                yield from table.to_batches()
+
+        lake.append("bronze", pa.RecordBatchReader.from_batches(BRONZE_SCHEMA, batches()),
+                    batch_id)
+
+    write(groups)
+    total = sum(len(g) for g in groups.values())
     if progress:
         progress("bronze", 1.0)
     return BronzeResult(batch_id=batch_id, files=total, rows=count, skipped_files=skipped)

@@ -22,7 +22,6 @@ import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from deltalake.exceptions import DeltaError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -372,13 +371,6 @@ def _corrupt_page(path: Path) -> None:
     shutil.rmtree(tmp)
 
 
-@pytest.mark.xfail(strict=True, raises=DeltaError, reason=(
-    "BUG etl/bronze.py bronze_ingest: a landing file whose footer reads but whose columns "
-    "cannot be cast (ts as int64, a channel as timestamp or list) or whose data page is "
-    "corrupt passes pq.read_schema, then the single UNION ALL read of the whole batch fails "
-    "inside lake.append with a raw deltalake DeltaError/duckdb error (not an AltavizError, "
-    "and without the file name); the valid files of the same batch are never loaded, and "
-    "since the bad file stays pending every later run fails the same way (pipeline stuck)"))
 @pytest.mark.parametrize("kind", ["ts_int", "channel_timestamp", "channel_list",
                                   "corrupt_page"])
 def test_one_incompatible_file_does_not_block_valid_files(
