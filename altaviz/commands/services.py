@@ -46,8 +46,10 @@ def _status(args: argparse.Namespace, app: App) -> int:
 
 
 def _start(args: argparse.Namespace, app: App) -> int:
-    from altaviz.services import EmbeddedPostgres as _PG
+    from altaviz.services import set_pinned
 
+    if app.embedded_postgres or app.embedded_temporal:
+        set_pinned(app.settings.data_dir, True)
     url = app.database_url()
     print(f"PostgreSQL: {mask_url(url)} (schema up to date)")
     address = app.temporal_address()
@@ -55,16 +57,15 @@ def _start(args: argparse.Namespace, app: App) -> int:
     ui = app.temporal_ui_url()
     if ui:
         print(f"Temporal UI: {ui}")
-    # Leave the services running for later commands: forget our handles without releasing.
-    if app._pg is not None:
-        app._pg._server.cleanup_mode = None
-    app._temporal = None
-    del _PG
+    print("embedded services stay up until `altaviz services stop`")
     return 0
 
 
 def _stop(args: argparse.Namespace, app: App) -> int:
+    from altaviz.services import set_pinned
+
     s = app.settings
+    set_pinned(s.data_dir, False)
     stopped = []
     if s.temporal_address is None and EmbeddedTemporal(s.data_dir).stop():
         stopped.append("Temporal dev server")

@@ -139,3 +139,26 @@ def test_cli_reports_services(tmp_path: Path, command: list[str]) -> None:
     else:
         for cmd in ("db", "services", "fleet"):
             assert f"    {cmd}" in out.stdout
+
+
+def test_services_start_keeps_them_up_until_stop(tmp_path: Path) -> None:
+    env = {**os.environ, "ALTAVIZ_DATA_DIR": str(tmp_path / "data"),
+           "ALTAVIZ_TEMPORAL_PORT": str(_free_port()),
+           "ALTAVIZ_TEMPORAL_UI_PORT": str(_free_port())}
+
+    def altaviz(*args: str) -> str:
+        out = subprocess.run([sys.executable, "-m", "altaviz.cli", *args], capture_output=True,
+                             text=True, env=env, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    try:
+        assert "stay up until" in altaviz("services", "start")
+        altaviz("db", "status")  # another process attaches and leaves: nothing stops
+        status = altaviz("services", "status")
+        assert "PostgreSQL: embedded, running" in status
+        assert "embedded dev server running" in status
+    finally:
+        assert "Temporal dev server, PostgreSQL" in altaviz("services", "stop")
+    status = altaviz("services", "status")
+    assert "not running" in status.splitlines()[0] and "not running" in status.splitlines()[1]
