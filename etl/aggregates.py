@@ -155,11 +155,11 @@ def upsert_aggregates(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.
                 for comp, first, last, rows in conn.execute(q["upsert_aggregates"]).fetchall():
                     ranges[(org_id, comp)] = _merge(ranges.get((org_id, comp)),
                                                     (first, last, int(rows)))
-            marks = [{"compressor_id": c, "last_reading_at": ts, "last_loaded_at": loaded_at}
-                     for c, ts in watermarks.get(org_id, [])]
+            marks = watermarks.get(org_id, [])
             if marks:
-                with conn.cursor() as cur:
-                    cur.executemany(q["upsert_watermark"], marks)
+                conn.execute(q["upsert_watermark"], {
+                    "compressor_ids": [c for c, _ in marks],
+                    "last_readings": [ts for _, ts in marks], "last_loaded_at": loaded_at})
         if progress:
             progress("aggregates", 0.6 + 0.4 * (i + 1) / len(orgs))
     with admin(conn):

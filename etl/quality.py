@@ -134,8 +134,15 @@ def quality_checks(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.Con
                     {"last_reading_at": last.isoformat(), "as_of": as_of.isoformat()})
     checks = failed = 0
     for org, items in sorted(rows.items()):
-        with tenant(conn, org), conn.cursor() as cur:
-            cur.executemany(q["insert_quality_check"], items)
+        with tenant(conn, org):
+            conn.execute(q["insert_quality_check"], {
+                "run_id": run_id,
+                "compressor_ids": [i["compressor_id"] for i in items],
+                "check_types": [i["check_type"] for i in items],
+                "measured": [i["measured"] for i in items],
+                "thresholds": [i["threshold"] for i in items],
+                "passed": [i["passed"] for i in items],
+                "details": [i["details"] for i in items]})
         checks += len(items)
         failed += sum(1 for i in items if not i["passed"])
     if hi > lo:

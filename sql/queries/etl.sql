@@ -63,8 +63,12 @@ SELECT compressor_id, min(hour), max(hour), count(*) FROM up GROUP BY compressor
 ORDER BY compressor_id
 
 -- name: upsert_watermark
+-- One organization's watermarks in one statement (arrays of compressor ids and their latest
+-- reading): one round trip instead of one per compressor.
 INSERT INTO etl_watermarks (org_id, compressor_id, last_reading_at, last_loaded_at)
-VALUES (current_org(), %(compressor_id)s, %(last_reading_at)s, %(last_loaded_at)s)
+SELECT current_org(), t.compressor_id, t.last_reading_at, %(last_loaded_at)s
+FROM unnest(%(compressor_ids)s::text[], %(last_readings)s::timestamptz[])
+     AS t(compressor_id, last_reading_at)
 ON CONFLICT (org_id, compressor_id) DO UPDATE SET
     last_reading_at = greatest(etl_watermarks.last_reading_at, EXCLUDED.last_reading_at),
     last_loaded_at = greatest(etl_watermarks.last_loaded_at, EXCLUDED.last_loaded_at)
@@ -81,10 +85,15 @@ UPDATE etl_runs SET finished_at = now(), status = %(status)s, files = %(files)s,
 WHERE run_id = %(run_id)s
 
 -- name: insert_quality_check
+-- One organization's checks of a run in one statement (parallel arrays, one element per
+-- check): one round trip instead of one per compressor and check.
 INSERT INTO data_quality_checks (org_id, compressor_id, run_id, check_type, measured, threshold,
                                  passed, details)
-VALUES (current_org(), %(compressor_id)s, %(run_id)s, %(check_type)s, %(measured)s,
-        %(threshold)s, %(passed)s, %(details)s)
+SELECT current_org(), t.compressor_id, %(run_id)s, t.check_type, t.measured, t.threshold,
+       t.passed, t.details
+FROM unnest(%(compressor_ids)s::text[], %(check_types)s::text[], %(measured)s::float8[],
+            %(thresholds)s::float8[], %(passed)s::boolean[], %(details)s::jsonb[])
+     AS t(compressor_id, check_type, measured, threshold, passed, details)
 ON CONFLICT (run_id, org_id, compressor_id, check_type) DO NOTHING
 
 -- name: watermarks_of_org
