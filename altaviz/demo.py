@@ -186,7 +186,7 @@ async def _replay(app: App, task_queue: str, start: datetime, end: datetime,
             PipelineInput(hour=last, hours=hours, run_etl=False),
             id=f"demo-pipeline/{last:%Y%m%dT%H}", task_queue=task_queue,
             execution_timeout=timedelta(minutes=10))
-        say(f"      {hour:%Y-%m-%d %H:00} .. {last:%H:00}: {result.breaches} breaches, "
+        say(f"      {hour:%Y-%m-%d %H:00} .. {last:%Y-%m-%d %H:00}: {result.breaches} breaches, "
             f"{result.clears} clears -> {result.alerts_signalled} alert workflows signalled")
         hour = last + timedelta(hours=1)
 

@@ -166,7 +166,8 @@ def render(alert: AlertState, event: str, ctx: MessageContext, *,
     title = title_for(alert, event)
     where = ", ".join(p for p in (ctx.site_name or alert.site_id, ctx.basin) if p)
     observed = (f"{label} {_with_unit(alert.value, unit)} "
-                f"vs {alert.severity} limit {_with_unit(alert.threshold, unit)}")
+                f"vs {alert.threshold_severity or alert.severity} limit "
+                f"{_with_unit(alert.threshold, unit)}")
     trend = _trend_text(ctx, unit)
     checks = list(ctx.checks) or default_checks(alert.metric)
 

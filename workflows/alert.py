@@ -115,8 +115,8 @@ def initial_state(breach: Breach, workflow_id: str, now: datetime) -> AlertState
         alert_id=alert_id_for(workflow_id, hour), workflow_id=workflow_id,
         org_id=breach.org_id, compressor_id=breach.compressor_id, site_id=breach.site_id,
         rule_id=breach.rule_id, metric=breach.metric, value=breach.value,
-        threshold=breach.threshold, severity=breach.severity, breach_hour=hour,
-        last_breach_hour=hour, opened_at=now, rule_set_id=breach.rule_set_id,
+        threshold=breach.threshold, threshold_severity=breach.severity, severity=breach.severity,
+        breach_hour=hour, last_breach_hour=hour, opened_at=now, rule_set_id=breach.rule_set_id,
         rule_version=breach.rule_version,
         escalation_delay_hours=breach.escalation_delay_hours, diagnosis=breach.diagnosis)
 
@@ -398,6 +398,7 @@ class AlertWorkflow:
             return  # the same (or an older) hour again: nothing new, nothing written
         if hour >= last:
             s.value, s.threshold, s.last_breach_hour = b.value, b.threshold, hour
+            s.threshold_severity = b.severity
             if b.diagnosis:
                 s.diagnosis = b.diagnosis
         details = self._breach_details(b)

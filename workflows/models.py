@@ -51,6 +51,9 @@ class AlertState(BaseModel):
     rule_version: int | None = None
     escalation_delay_hours: float = 4.0
     diagnosis: str = ""
+    #: The severity of the breach that ``threshold`` belongs to. After an escalation the alert
+    #: is critical while its threshold is still the warning limit; messages must say so.
+    threshold_severity: Severity | None = None
 
 
 class AckRequest(BaseModel):

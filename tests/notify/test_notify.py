@@ -187,6 +187,22 @@ def test_short_form_fits_an_sms_and_keeps_the_link(signer: LinkSigner) -> None:
     assert msg.body_for("sns") == msg.short and msg.body_for("mailto") == msg.full
 
 
+def test_escalated_alert_names_the_limit_its_value_crossed() -> None:
+    """Promoted to critical by the timer, the value still crossed only the warning limit."""
+    from tests.notify.conftest import BREACH_HOUR
+
+    alert = AlertState(alert_id="alert/acme/COMP-0003/spread:1", workflow_id="w", org_id="acme",
+                       compressor_id="COMP-0003", site_id="EF-01", rule_id="spread",
+                       metric="bearing_spread_f", value=27.2, threshold=20.0,
+                       threshold_severity="warning", severity="critical",
+                       breach_hour=BREACH_HOUR, opened_at=BREACH_HOUR,
+                       escalated_at=BREACH_HOUR)
+    msg = render(alert, "escalated", MessageContext(site_name="Karnes 1", basin="Eagle Ford"))
+    assert "vs warning limit 20" in msg.full
+    assert "critical limit 20" not in msg.full
+    assert msg.title.startswith("COMP-0003")
+
+
 async def test_rule_basis_and_checks_come_from_the_loaded_rule(
         conn: psycopg.Connection[Any], loaded: ContactsFile, receiver: HttpReceiver,
         settings: Settings, signer: LinkSigner) -> None:
