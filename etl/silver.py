@@ -207,6 +207,21 @@ def _flag_outliers(con: duckdb.DuckDBPyConnection, lake: Lake, late_arrival_minu
               AND compressor_id IN (SELECT DISTINCT compressor_id FROM kept)
             GROUP BY ALL
         """
+        # Silver batches that gold has not absorbed yet (a run stopped between silver and
+        # gold): their readings belong to the baseline too, or the flags would depend on
+        # where an earlier run stopped.
+        gold_mark = lake.batch_mark("gold")
+        if lake.batch_mark("silver") > gold_mark:
+            gold_rows += f"""
+                UNION ALL BY NAME
+                SELECT compressor_id, date_trunc('hour', ts) AS hour, {partial}
+                FROM (SELECT *, {metric_columns()} FROM delta_scan('{lake.uri("silver")}')
+                      WHERE date IN ({sql_dates(dates)}) AND batch_id > {int(gold_mark)}
+                        AND ts >= '{first.isoformat()}'::TIMESTAMPTZ
+                        AND ts < '{(last + timedelta(hours=1)).isoformat()}'::TIMESTAMPTZ
+                        AND compressor_id IN (SELECT DISTINCT compressor_id FROM kept))
+                GROUP BY ALL
+            """
     sums = ", ".join(f"sum(n_{i}) AS n_{i}, sum(s_{i}) AS s_{i}, sum(q_{i}) AS q_{i}"
                      for i in range(n_metrics))
     window = ("OVER (PARTITION BY compressor_id ORDER BY hour RANGE BETWEEN "
@@ -223,7 +238,9 @@ def _flag_outliers(con: duckdb.DuckDBPyConnection, lake: Lake, late_arrival_minu
                 {gold_rows}
             ) GROUP BY ALL
         )
-        SELECT compressor_id, hour, {base} FROM hourly
+        SELECT * FROM (SELECT compressor_id, hour, {base} FROM hourly)
+        -- Filter after the windows: a WHERE here would run before them and hide the earlier
+        -- hours that reach the baseline through gold (the hourly case).
         WHERE hour IN (SELECT DISTINCT hour FROM kept)
     """)
     checks = []
