@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -132,3 +133,32 @@ def fleet(conn: psycopg.Connection[Any]) -> Fleet:
 def repo_root() -> Path:
     """The repository root."""
     return Path(__file__).resolve().parent.parent
+
+
+def find_executable_or_skip(name: str) -> str:
+    """An executable from PATH or from this interpreter's bin directory (an unactivated venv);
+    the calling test is skipped when it is not installed."""
+    found = shutil.which(name) or shutil.which(name, path=os.path.dirname(sys.executable))
+    if found is None:
+        pytest.skip(f"{name} is not installed")
+    return found
+
+
+async def start_time_skipping_env() -> Any:
+    """The time-skipping Temporal test server with the pydantic data converter and Altaviz's
+    search attributes registered (what workflow tests of every area need)."""
+    from temporalio.api.enums.v1 import IndexedValueType
+    from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+    from temporalio.contrib.pydantic import pydantic_data_converter
+    from temporalio.testing import WorkflowEnvironment
+
+    from workflows import SEARCH_ATTRIBUTES
+
+    env = await WorkflowEnvironment.start_time_skipping(
+        data_converter=pydantic_data_converter,
+        test_server_existing_path=find_executable_or_skip("temporal-test-server"))
+    await env.client.operator_service.add_search_attributes(AddSearchAttributesRequest(
+        namespace=env.client.namespace,
+        search_attributes={name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
+                           for name in SEARCH_ATTRIBUTES}))
+    return env

@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
-import shutil
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,10 +19,7 @@ import httpx
 import pytest
 import uvicorn
 from psycopg_pool import ConnectionPool
-from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client, WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -38,8 +32,8 @@ from altaviz.links import LinkSigner
 from altaviz.settings import Settings
 from altaviz.web import RedactTokens, create_app
 from rules.results import Breach
+from tests.conftest import start_time_skipping_env
 from tests.notify.receivers import free_port
-from workflows import SEARCH_ATTRIBUTES
 from workflows.alert import AlertWorkflow
 
 SECRET = b"web-test-link-secret-abcdef0123456789"
@@ -48,22 +42,9 @@ ACK_LINK = re.compile(r"http://127\.0\.0\.1:\d+/ack/(v1\.[A-Za-z0-9_-]+\.[A-Za-z
 VIEW_LINK = re.compile(r"(http://127\.0\.0\.1:\d+/alerts/\S+\?token=v1\.[A-Za-z0-9_.-]+)")
 
 
-def _exe(name: str) -> str:
-    found = shutil.which(name) or shutil.which(name, path=os.path.dirname(sys.executable))
-    if found is None:
-        pytest.skip(f"{name} is not installed")
-    return found
-
-
 @pytest.fixture(scope="session")
 async def web_env() -> AsyncIterator[WorkflowEnvironment]:
-    env = await WorkflowEnvironment.start_time_skipping(
-        data_converter=pydantic_data_converter,
-        test_server_existing_path=_exe("temporal-test-server"))
-    await env.client.operator_service.add_search_attributes(AddSearchAttributesRequest(
-        namespace=env.client.namespace,
-        search_attributes={n: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
-                           for n in SEARCH_ATTRIBUTES}))
+    env = await start_time_skipping_env()
     yield env
     await env.shutdown()
 

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
-import shutil
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,10 +20,7 @@ from typing import Any
 import pytest
 from psycopg_pool import ConnectionPool
 from temporalio import activity
-from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client, WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -34,30 +28,15 @@ from temporalio.worker import Worker
 from activities.alerts import AlertActivities
 from activities.pipeline import start_or_update_alert
 from rules.results import Breach, Clear
-from workflows import SEARCH_ATTRIBUTES
+from tests.conftest import start_time_skipping_env
 from workflows.alert import AlertWorkflow, alert_workflow_id
 from workflows.models import NotifyRequest, NotifyResult
-
-
-def _exe(name: str) -> str:
-    """The executable from PATH, or from this interpreter's bin directory (an unactivated venv)."""
-    found = shutil.which(name) or shutil.which(
-        name, path=os.path.dirname(sys.executable))
-    if found is None:
-        pytest.skip(f"{name} is not installed")
-    return found
 
 
 @pytest.fixture(scope="session")
 async def wf_env() -> AsyncIterator[WorkflowEnvironment]:
     """The time-skipping test server, shared by the session."""
-    env = await WorkflowEnvironment.start_time_skipping(
-        data_converter=pydantic_data_converter,
-        test_server_existing_path=_exe("temporal-test-server"))
-    await env.client.operator_service.add_search_attributes(AddSearchAttributesRequest(
-        namespace=env.client.namespace,
-        search_attributes={name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
-                           for name in SEARCH_ATTRIBUTES}))
+    env = await start_time_skipping_env()
     yield env
     await env.shutdown()
 
