@@ -131,11 +131,18 @@ def build_worker(
 
 
 async def run_worker(app: App, *, stop: asyncio.Event | None = None,
-                     schedule: bool = True, demo: bool = False) -> None:
+                     schedule: bool = True, demo: bool = False,
+                     evaluator: Evaluator | None = None,
+                     ready: asyncio.Event | None = None) -> None:
     """Run a worker until ``stop`` is set (or the process is interrupted).
 
     Registers the search attributes (external servers; the embedded one gets them at start)
     and, with ``schedule``, creates the hourly pipeline schedule if it does not exist yet.
+
+    Args:
+        evaluator: the rule stage (default: :func:`rules_evaluator`); the demo wraps it to
+            shorten escalation delays.
+        ready: set once the worker polls its task queue.
     """
     from altaviz.temporal_setup import ensure_schedule, ensure_search_attributes
 
@@ -152,10 +159,12 @@ async def run_worker(app: App, *, stop: asyncio.Event | None = None,
         worker = build_worker(
             client, task_queue=settings.task_queue, pool=pool,
             notify=notifier.notify if notifier is not None else None,
-            etl=etl_runner(settings, db_url), evaluator=rules_evaluator(settings),
+            etl=etl_runner(settings, db_url), evaluator=evaluator or rules_evaluator(settings),
             executor=executor)
         async with worker:
             log.info("worker polling task queue %s", settings.task_queue)
+            if ready is not None:
+                ready.set()
             if stop is None:
                 stop = asyncio.Event()
             with contextlib.suppress(asyncio.CancelledError):

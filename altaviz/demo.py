@@ -21,10 +21,9 @@ from typing import Any
 
 from altaviz import db
 from altaviz.app import App
-from altaviz.contacts import Contact, ContactsFile, load_contacts
+from altaviz.contacts import Contact, ContactsFile
 from altaviz.fleet import Fleet
-from altaviz.fleet_store import load_fleet
-from altaviz.runtime import Runtime, RuntimeOptions
+from altaviz.runtime import Runtime, RuntimeOptions, load_reference_data
 
 Say = Callable[[str], None]
 
@@ -121,7 +120,7 @@ async def run_demo(app: App, options: DemoOptions, say: Say = print) -> tuple[Ru
 
     say("[3/7] loading the fleet, contacts and rules")
     contacts = demo_contacts(sim.fleet, settings.base_url)
-    rule_set = await asyncio.to_thread(_load_reference_data, db_url, sim.fleet, contacts,
+    rule_set = await asyncio.to_thread(load_reference_data, db_url, sim.fleet, contacts,
                                        settings.rules_file)
     say(f"      {len(sim.fleet.organizations)} organizations, {len(sim.fleet.sites)} sites, "
         f"{len(contacts.contacts)} contacts, rule set v{rule_set.version} "
@@ -154,17 +153,6 @@ async def run_demo(app: App, options: DemoOptions, say: Say = print) -> tuple[Ru
         raise
     report.seconds = time.monotonic() - started
     return runtime, report
-
-
-def _load_reference_data(db_url: str, fleet: Fleet, contacts: ContactsFile,
-                         rules_file: Path) -> Any:
-    from rules.loader import load_rule_set
-    from rules.store import save_rule_set
-
-    with db.connect(db_url) as conn:
-        load_fleet(conn, fleet)
-        load_contacts(conn, contacts)
-        return save_rule_set(conn, load_rule_set(rules_file))
 
 
 async def _replay(app: App, task_queue: str, start: datetime, end: datetime,

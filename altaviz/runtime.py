@@ -9,24 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import psycopg
-from psycopg_pool import ConnectionPool
 
+from activities.pipeline import Evaluator
 from altaviz.app import App
 from altaviz.errors import ServiceError
 from altaviz.services import port_open
 from workflows.models import Evaluation
 
-log = logging.getLogger(__name__)
-
-Evaluator = Callable[[psycopg.Connection[Any], str, list[datetime]], Evaluation]
+if TYPE_CHECKING:
+    from altaviz.contacts import ContactsFile
+    from altaviz.fleet import Fleet
+    from rules.schema import RuleSet
 
 
 @dataclass
@@ -48,8 +47,6 @@ class Runtime:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._server: Any = None
-        self._pool: ConnectionPool[Any] | None = None
-        self._executor: ThreadPoolExecutor | None = None
         self.worker_ready = asyncio.Event()
         self.web_ready = asyncio.Event()
 
@@ -96,42 +93,19 @@ class Runtime:
         return shortened
 
     async def _run_worker(self) -> None:
-        from altaviz.temporal_setup import ensure_schedule, ensure_search_attributes
-        from worker import build_worker, etl_runner, notification_activities
+        from worker import run_worker
 
-        settings = self.app.settings
-        db_url = await asyncio.to_thread(self.app.database_url)
-        client = await self.app.temporal_client()
-        await ensure_search_attributes(client, settings.temporal_namespace)
-        if self.options.schedule:
-            await ensure_schedule(client, task_queue=settings.task_queue,
-                                  reminder_minutes=settings.reminder_minutes)
-        notifier = notification_activities(settings, db_url, demo=self.options.demo)
-        self._pool = ConnectionPool(db_url, min_size=1, max_size=8, open=True)
-        self._executor = ThreadPoolExecutor(max_workers=8)
-        worker = build_worker(
-            client, task_queue=settings.task_queue, pool=self._pool,
-            notify=notifier.notify if notifier is not None else None,
-            etl=etl_runner(settings, db_url), evaluator=self._evaluator(),
-            executor=self._executor)
-        async with worker:
-            self.worker_ready.set()
-            await self._stop.wait()
+        await run_worker(self.app, stop=self._stop, schedule=self.options.schedule,
+                         demo=self.options.demo, evaluator=self._evaluator(),
+                         ready=self.worker_ready)
 
     async def _run_web(self) -> None:
         import uvicorn
 
-        from altaviz.links import signer_from_settings
-        from altaviz.web import RedactTokens, create_app
+        from altaviz.web import app_for
 
         settings = self.app.settings
-        db_url = await asyncio.to_thread(self.app.database_url)
-        web = create_app(
-            database_url=db_url, signer=signer_from_settings(settings, demo=self.options.demo),
-            temporal=self.app.temporal_client, temporal_ui_url=self.app.temporal_ui_url(),
-            namespace=settings.temporal_namespace, inbox=self.options.demo)
-        for name in ("uvicorn.access", "uvicorn.error", "altaviz"):
-            logging.getLogger(name).addFilter(RedactTokens())
+        web = await asyncio.to_thread(app_for, self.app, demo=self.options.demo)
         # log_config/log_level None: leave the process's logging as the CLI configured it
         # (uvicorn would otherwise reconfigure logging globally for everything in the process).
         config = uvicorn.Config(web, host=settings.http_host, port=settings.http_port,
@@ -164,7 +138,21 @@ class Runtime:
         for task in self._tasks:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(task, timeout=60)
-        if self._pool is not None:
-            self._pool.close()
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def load_reference_data(db_url: str, fleet: Fleet | None, contacts: ContactsFile | None,
+                        rules_file: Path) -> RuleSet:
+    """Load what a running Altaviz needs before its first pipeline run: the fleet and contacts
+    (upserts, when given) and the default rule set (stored once per content hash)."""
+    from altaviz import db
+    from altaviz.contacts import load_contacts
+    from altaviz.fleet_store import load_fleet
+    from rules.loader import load_rule_set
+    from rules.store import save_rule_set
+
+    with db.connect(db_url) as conn:
+        if fleet is not None:
+            load_fleet(conn, fleet)
+        if contacts is not None:
+            load_contacts(conn, contacts)
+        return save_rule_set(conn, load_rule_set(rules_file))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from typing import Any
 
 from altaviz.app import App
@@ -35,21 +34,13 @@ def register(sub: Any) -> None:
 def _serve(args: argparse.Namespace, app: App) -> int:
     import uvicorn
 
-    from altaviz.links import signer_from_settings
-    from altaviz.web import RedactTokens, create_app
+    from altaviz.web import app_for
 
     settings = app.settings
-    signer = signer_from_settings(settings, demo=args.demo)  # refuses without a secret
     host = args.host or settings.http_host
     port = args.port or settings.http_port
-    database_url = app.database_url()
     app.temporal_address()  # start (or attach to) the embedded dev server before serving
-    web = create_app(database_url=database_url, signer=signer, temporal=app.temporal_client,
-                     temporal_ui_url=app.temporal_ui_url(),
-                     namespace=settings.temporal_namespace, inbox=args.demo or args.inbox,
-                     ack_timeout=args.ack_timeout)
-    for name in ("uvicorn.access", "uvicorn.error", "altaviz"):
-        logging.getLogger(name).addFilter(RedactTokens())
+    web = app_for(app, demo=args.demo, inbox=args.inbox, ack_timeout=args.ack_timeout)
     base = settings.public_url or f"http://{host}:{port}"
     print(f"altaviz serve: listening on http://{host}:{port} (links: {base})", flush=True)
     uvicorn.run(web, host=host, port=port, log_level=settings.log_level.lower(),

@@ -50,22 +50,19 @@ def _up(args: argparse.Namespace, app: App) -> int:
 
 
 def _load(db_url: str, fleet: Path | None, contacts: Path | None, rules_file: Path) -> list[str]:
-    from altaviz import db
-    from altaviz.contacts import load_contacts, read_contacts
-    from altaviz.fleet_store import load_fleet, read_fleet
-    from rules.loader import load_rule_set
-    from rules.store import save_rule_set
+    from altaviz.contacts import read_contacts
+    from altaviz.fleet_store import read_fleet
+    from altaviz.runtime import load_reference_data
 
+    fleet_data = read_fleet(fleet) if fleet is not None else None
+    contacts_data = read_contacts(contacts) if contacts is not None else None
+    rule_set = load_reference_data(db_url, fleet_data, contacts_data, rules_file)
     done = []
-    with db.connect(db_url) as conn:
-        if fleet is not None:
-            counts = load_fleet(conn, read_fleet(fleet))
-            done.append(f"fleet: {counts['compressors']} compressors")
-        if contacts is not None:
-            c = load_contacts(conn, read_contacts(contacts))
-            done.append(f"contacts: {c['contacts']}")
-        rule_set = save_rule_set(conn, load_rule_set(rules_file))
-        done.append(f"rules: v{rule_set.version} ({len(rule_set.rules)} rules)")
+    if fleet_data is not None:
+        done.append(f"fleet: {len(fleet_data.compressors)} compressors")
+    if contacts_data is not None:
+        done.append(f"contacts: {len(contacts_data.contacts)}")
+    done.append(f"rules: v{rule_set.version} ({len(rule_set.rules)} rules)")
     return done
 
 

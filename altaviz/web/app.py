@@ -413,3 +413,24 @@ async def _workflow_entries(client: Client, workflow_id: str
         out.append((ev.event_time.ToDatetime(tzinfo=UTC), "workflow",
                     name.lower().replace("_", " "), detail))
     return out, desc.run_id
+
+
+def app_for(altaviz_app: Any, *, demo: bool = False, inbox: bool = False,
+            ack_timeout: float = 5.0) -> FastAPI:
+    """The ASGI app wired from an :class:`altaviz.app.App` (settings, database, Temporal), with
+    tokens redacted from the server's logs; what ``altaviz serve`` and ``altaviz up`` run.
+
+    Raises:
+        ConfigError: no link secret outside the demo.
+    """
+    from altaviz.links import signer_from_settings
+
+    settings = altaviz_app.settings
+    signer = signer_from_settings(settings, demo=demo)  # refuses without a secret
+    web = create_app(
+        database_url=altaviz_app.database_url(), signer=signer,
+        temporal=altaviz_app.temporal_client, temporal_ui_url=altaviz_app.temporal_ui_url(),
+        namespace=settings.temporal_namespace, inbox=demo or inbox, ack_timeout=ack_timeout)
+    for name in ("uvicorn.access", "uvicorn.error", "altaviz"):
+        logging.getLogger(name).addFilter(RedactTokens())
+    return web
