@@ -131,10 +131,11 @@ def bronze_ingest(con: duckdb.DuckDBPyConnection, lake: Lake, landing: Path,
     groups: dict[tuple[tuple[str, str], ...], list[LandingFile]] = {}
     for f in files:
         try:
-            schema = pq.read_schema(f.path)
-            # Decode every page now (pyarrow, multi-threaded, a few ms per file): a corrupt
-            # page found later, inside the Delta write, would fail the whole batch.
-            pq.ParquetFile(f.path).read()
+            with pq.ParquetFile(f.path) as parquet:
+                schema = parquet.schema_arrow
+                # Decode every page now (pyarrow, multi-threaded, a few ms per file): a corrupt
+                # page found later, inside the Delta write, would fail the whole batch.
+                parquet.read()
         except (OSError, pa.ArrowException) as exc:
             log.warning("landing file %s is unreadable, left for inspection: %s", f.path, exc)
             skipped.append(f.source_file)
