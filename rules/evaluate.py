@@ -56,8 +56,6 @@ from rules.schema import (
 )
 
 DEFAULT_LOOKBACK_HOURS = 6
-_COLUMNS = ("mean", "min", "max", "stddev", "mean_4h", "min_4h", "max_4h", "stddev_4h",
-            "mean_24h", "min_24h", "max_24h", "stddev_24h", "rate_of_change")
 
 
 @dataclass
@@ -74,231 +72,296 @@ def _hour(ts: datetime) -> datetime:
     return ts.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
-def _level_params(prefix: str, level: Level | None) -> dict[str, Any]:
-    return {f"{prefix}_abs": level.absolute if level else None,
-            f"{prefix}_delta": level.delta if level else None,
-            f"{prefix}_pct": level.percent if level else None}
+@dataclass(frozen=True)
+class Variant:
+    """One (rule, model variant): the thresholds and scope one generated SQL branch uses.
 
-
-def level_variants(rule_set: RuleSet) -> list[dict[str, Any]]:
-    """Expand threshold/rate-of-change rules into one parameter row per (rule, model variant).
-
-    A rule with per-model overrides becomes one row per overridden model plus a default row
-    for every other model, so SQL can pick thresholds by a plain join on the compressor model.
+    A rule with per-model overrides becomes one variant per overridden model plus a default
+    variant for every other model in scope, so each branch compares with literal thresholds.
     """
-    rows: list[dict[str, Any]] = []
+
+    vid: int
+    rule: LevelRule
+    model: str | None                  # an overridden model, or None: the default variant
+    models: tuple[str, ...] | None     # default variant: the scope's models (None: all)
+    except_models: tuple[str, ...]     # default variant: models that have their own variant
+    first: Level
+    critical: Level | None
+    clear: Level
+
+    @property
+    def m(self) -> int:
+        return self.rule.persistence.of
+
+    @property
+    def n(self) -> int:
+        return self.rule.persistence.hours
+
+    @property
+    def k(self) -> int:
+        return self.rule.clear_after_hours
+
+
+def variants_of(rule_set: RuleSet) -> list[Variant]:
+    """Expand the enabled threshold/rate-of-change rules into variants (see :class:`Variant`)."""
+    out: list[Variant] = []
     for rule in rule_set.rules:
         if isinstance(rule, NoDataRule) or not rule.enabled:
             continue
         scope = rule.applies_to
-        variants: list[tuple[str | None, list[str] | None]] = [
+        choices: list[tuple[str | None, tuple[str, ...] | None]] = [
             (m, None) for m in rule.models]
-        variants.append((None, list(scope.models) if scope.models is not None else None))
-        for model, models in variants:
+        choices.append((None, tuple(scope.models) if scope.models is not None else None))
+        for model, models in choices:
             warning, critical, clear = rule.levels_for(model)
             first = warning if warning is not None else critical
             assert first is not None
-            rows.append({
-                "vid": len(rows), "rule_id": rule.id, "metric": rule.metric,
-                "col": rule.column, "cmp": rule.comparison, "model": model,
-                "models": models, "except_models": list(rule.models),
-                "sites": list(scope.sites) if scope.sites is not None else None,
-                "orgs": list(scope.orgs) if scope.orgs is not None else None,
-                **_level_params("f", first), **_level_params("c", critical),
-                **_level_params("r", clear),
-                "has_c": critical is not None,
-                "n": rule.persistence.hours, "m": rule.persistence.of,
-                "k": rule.clear_after_hours,
-                "running": rule.running_only,
-                "bdays": rule.baseline.days
-                if isinstance(rule, ThresholdRule) and rule.baseline else None,
-            })
-    return rows
+            out.append(Variant(len(out), rule, model, models, tuple(rule.models), first,
+                               critical, clear))
+    return out
 
 
-_RECORD = sql.SQL(
-    "vid int, rule_id text, metric text, col text, cmp text, model text, models text[], "
-    "except_models text[], sites text[], orgs text[], f_abs float8, f_delta float8, "
-    "f_pct float8, c_abs float8, c_delta float8, c_pct float8, r_abs float8, r_delta float8, "
-    "r_pct float8, has_c bool, n int, m int, k int, running bool, bdays int")
+def _num(x: float) -> sql.Composable:
+    # Typed like the float8 parameters the thresholds used to travel in, so every expression
+    # (e.g. percent / 100.0) is evaluated in the same type and gives the same bits.
+    return sql.SQL("{}::float8").format(sql.Literal(float(x)))
 
 
-def _beyond(level: str, normal: bool = False) -> sql.Composable:
-    """SQL for 'value is beyond ``level``' (or, with ``normal``, strictly on the normal side)."""
-    off = sql.SQL("least({d}, {p} / 100.0 * abs(base))").format(
-        d=sql.Identifier(f"{level}_delta"), p=sql.Identifier(f"{level}_pct"))
-    a = sql.Identifier(f"{level}_abs")
-    above = sql.SQL("least({a}, base + {off})").format(a=a, off=off)
-    below = sql.SQL("greatest({a}, base - {off})").format(a=a, off=off)
-    if normal:
-        expr = ("CASE cmp WHEN 'above' THEN v < {above} WHEN 'below' THEN v > {below} "
-                "ELSE abs(v - base) < {off} END")
+def _offset(level: Level) -> sql.Composable | None:
+    """``least(delta, percent% of |base|)`` over the parts given (None: absolute only)."""
+    parts: list[sql.Composable] = []
+    if level.delta is not None:
+        parts.append(_num(level.delta))
+    if level.percent is not None:
+        parts.append(sql.SQL("{} / 100.0 * abs(base)").format(_num(level.percent)))
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else sql.SQL("least({}, {})").format(*parts)
+
+
+def _limit(level: Level, cmp: str) -> sql.Composable:
+    """The level as a value for ``above``/``below`` (whichever of absolute/relative first)."""
+    off = _offset(level)
+    rel = None if off is None else sql.SQL("(base {} {})").format(
+        sql.SQL("+" if cmp == "above" else "-"), off)
+    if level.absolute is None:
+        assert rel is not None
+        return rel
+    if rel is None:
+        return _num(level.absolute)
+    return sql.SQL("{}({}, {})").format(sql.SQL("least" if cmp == "above" else "greatest"),
+                                         _num(level.absolute), rel)
+
+
+def _beyond_lit(level: Level, cmp: str, normal: bool = False) -> sql.Composable:
+    """'v is beyond ``level``' (or, with ``normal``, strictly on the normal side) as SQL."""
+    if cmp == "either":
+        off = _offset(level)
+        assert off is not None
+        expr = sql.SQL("abs(v - base) {} {}").format(sql.SQL("<" if normal else ">="), off)
     else:
-        expr = ("CASE cmp WHEN 'above' THEN v >= {above} WHEN 'below' THEN v <= {below} "
-                "ELSE abs(v - base) >= {off} END")
-    return sql.SQL("coalesce(" + expr + ", false)").format(above=above, below=below, off=off)
+        op = {("above", False): ">=", ("below", False): "<=",
+              ("above", True): "<", ("below", True): ">"}[(cmp, normal)]
+        expr = sql.SQL("v {} {}").format(sql.SQL(op), _limit(level, cmp))
+    return sql.SQL("coalesce({}, false)").format(expr)
 
 
-def _threshold_sql(level: str) -> sql.Composable:
-    off = sql.SQL("least({d}, {p} / 100.0 * abs(base))").format(
-        d=sql.Identifier(f"{level}_delta"), p=sql.Identifier(f"{level}_pct"))
-    a = sql.Identifier(f"{level}_abs")
+def _threshold_lit(level: Level | None, cmp: str) -> sql.Composable:
+    """The threshold reported with a breach at this level."""
+    if level is None:
+        return sql.SQL("NULL::float8")
+    if cmp != "either":
+        return _limit(level, cmp)
+    off = _offset(level)
+    return sql.SQL("CASE WHEN v >= base THEN base + {off} ELSE base - {off} END").format(off=off)
+
+
+def _in(column: str, values: tuple[str, ...]) -> sql.Composable:
+    return sql.SQL("{} = ANY({}::text[])").format(sql.SQL(column), sql.Literal(list(values)))
+
+
+def _scope(v: Variant) -> sql.Composable:
+    """Which compressors a variant applies to (the compressors table is ``c``)."""
+    conds: list[sql.Composable] = []
+    if v.model is not None:
+        conds.append(sql.SQL("c.model = {}").format(sql.Literal(v.model)))
+    else:
+        if v.models is not None:
+            conds.append(_in("c.model", v.models))
+        if v.except_models:
+            conds.append(sql.SQL("NOT ({})").format(_in("c.model", v.except_models)))
+    scope = v.rule.applies_to
+    if scope.sites is not None:
+        conds.append(_in("c.site_id", tuple(scope.sites)))
+    if scope.orgs is not None:
+        conds.append(_in("c.org_id", tuple(scope.orgs)))
+    return sql.SQL("").join(sql.SQL(" AND ") + c for c in conds)
+
+
+def _flags(v: Variant) -> sql.Composable:
+    """The per-row flags of a branch: beyond first/critical, normal, band, thresholds."""
+    cmp = v.rule.comparison
+    nr = _beyond_lit(v.clear, cmp, normal=True)
+    bc = _beyond_lit(v.critical, cmp) if v.critical is not None else sql.SQL("false")
     return sql.SQL(
-        "CASE cmp WHEN 'above' THEN least({a}, base + {off}) "
-        "WHEN 'below' THEN greatest({a}, base - {off}) "
-        "ELSE CASE WHEN v >= base THEN base + {off} ELSE base - {off} END END"
-    ).format(a=a, off=off)
+        "{bf} AS bf, {bc} AS bc, v IS NOT NULL AND {nr} AS nr, "
+        "v IS NOT NULL AND NOT {nr} AS band, {f_thr} AS f_thr, {c_thr} AS c_thr").format(
+        bf=_beyond_lit(v.first, cmp), bc=bc, nr=nr,
+        f_thr=_threshold_lit(v.first, cmp), c_thr=_threshold_lit(v.critical, cmp))
 
 
-def _window(name: str, hours: int) -> sql.Composable:
-    return sql.SQL("{} AS (PARTITION BY vid, compressor_id ORDER BY hour "
-                   "RANGE BETWEEN {} PRECEDING AND CURRENT ROW)").format(
-        sql.Identifier(name), sql.Literal(timedelta(hours=hours - 1)))
+def _rows(v: Variant) -> sql.Composable:
+    """The branch's input rows: value (NULL when the running gate says no) and baseline."""
+    rule = v.rule
+    col = sql.SQL("a.{}").format(sql.Identifier(rule.column))
+    value = (sql.SQL("CASE WHEN sp.compressor_id IS NOT NULL THEN {} END").format(col)
+             if rule.running_only else col)
+    relative = isinstance(rule, ThresholdRule) and rule.baseline is not None
+    joins: list[sql.Composable] = []
+    if rule.running_only:
+        joins.append(sql.SQL(
+            " LEFT JOIN sp ON sp.compressor_id = a.compressor_id AND sp.hour = a.hour"))
+    if relative:
+        assert isinstance(rule, ThresholdRule) and rule.baseline is not None
+        joins.append(sql.SQL(
+            " LEFT JOIN bl b ON b.compressor_id = a.compressor_id AND b.metric = {metric}"
+            " AND b.days = {days} AND b.day = (a.hour AT TIME ZONE 'UTC')::date").format(
+            metric=sql.Literal(rule.metric), days=sql.Literal(rule.baseline.days)))
+    return sql.SQL(
+        "SELECT a.compressor_id, c.site_id, a.hour, {value} AS v, {base} AS base "
+        "FROM sensor_readings_agg a "
+        "JOIN compressors c ON c.org_id = %(org_id)s AND c.compressor_id = a.compressor_id"
+        "{scope} AND (%(compressors)s::text[] IS NULL "
+        "OR c.compressor_id = ANY(%(compressors)s::text[])){joins} "
+        "WHERE a.org_id = %(org_id)s AND a.metric = {metric} "
+        "AND a.hour >= %(lo)s AND a.hour <= %(hi)s").format(
+        value=value, base=sql.SQL("b.median") if relative else sql.SQL("NULL::float8"),
+        scope=_scope(v), joins=sql.SQL("").join(joins), metric=sql.Literal(rule.metric))
 
 
-def _count_case(var: str, flag: str, lengths: list[int], prefix: str) -> sql.Composable:
-    whens = sql.SQL(" ").join(
-        sql.SQL("WHEN {} THEN count(*) FILTER (WHERE {}) OVER {}").format(
-            sql.Literal(n), sql.Identifier(flag), sql.Identifier(f"{prefix}{n}"))
-        for n in lengths)
-    return sql.SQL("CASE {} {} END").format(sql.Identifier(var), whens)
+def _span(hours: int) -> sql.Composable:
+    return sql.Literal(timedelta(hours=hours - 1))
 
 
-_RANGE_TAIL = """), w AS (
-    SELECT f.*,
-           {fire_cnt} AS fire_cnt, {crit_cnt} AS crit_cnt, {norm_cnt} AS norm_cnt,
-           count(*) FILTER (WHERE bf) OVER wl AS recent_bf,
-           {band_cnt} AS band_cnt,
-           CASE cmp WHEN 'above' THEN {hi} WHEN 'below' THEN {lo_} ELSE v END AS worst
-    FROM f
-    WINDOW {windows}
-), s AS (
-    SELECT w.*, fire_cnt >= n AND norm_cnt < k AS firing, crit_cnt >= n AS crit,
-           norm_cnt >= k AS cleared,
-           lag(norm_cnt >= k) OVER byhour AND lag(hour) OVER byhour = hour - interval '1 hour'
-               AS prev_cleared
-    FROM w
-    WINDOW byhour AS (PARTITION BY vid, compressor_id ORDER BY hour)
-), e AS (
+def _range_branch(v: Variant, wl_hours: int) -> sql.Composable:
+    """Every hour of ``[start, end]`` for one variant: window counts over each unit's hours."""
+    cmp = v.rule.comparison
+    worst = {"above": sql.SQL("max(v) FILTER (WHERE bf) OVER wm"),
+             "below": sql.SQL("min(v) FILTER (WHERE bf) OVER wm")}.get(cmp, sql.SQL("v"))
+    return sql.SQL("""
+SELECT e.compressor_id, e.site_id, e.hour, CASE WHEN firing THEN worst ELSE v END AS value,
+       firing, crit, CASE WHEN crit THEN c_thr ELSE f_thr END AS threshold, clear_emit
+FROM (
     SELECT s.*, cleared AND NOT coalesce(prev_cleared, false)
                 AND (recent_bf > 0 OR band_cnt > 0) AS clear_emit
-    FROM s
+    FROM (
+        SELECT w.*, fire_cnt >= {n} AND norm_cnt < {k} AS firing, crit_cnt >= {n} AS crit,
+               norm_cnt >= {k} AS cleared,
+               lag(norm_cnt >= {k}) OVER byhour
+                   AND lag(hour) OVER byhour = hour - interval '1 hour' AS prev_cleared
+        FROM (
+            SELECT f.*,
+                   count(*) FILTER (WHERE bf) OVER wm AS fire_cnt,
+                   count(*) FILTER (WHERE bc) OVER wm AS crit_cnt,
+                   count(*) FILTER (WHERE nr) OVER wk AS norm_cnt,
+                   count(*) FILTER (WHERE bf) OVER wl AS recent_bf,
+                   count(*) FILTER (WHERE band) OVER wq AS band_cnt,
+                   {worst} AS worst
+            FROM (SELECT compressor_id, site_id, hour, v, {flags} FROM ({rows}) o) f
+            WINDOW wm AS (PARTITION BY compressor_id ORDER BY hour
+                          RANGE BETWEEN {m_span} PRECEDING AND CURRENT ROW),
+                   wk AS (PARTITION BY compressor_id ORDER BY hour
+                          RANGE BETWEEN {k_span} PRECEDING AND CURRENT ROW),
+                   wq AS (PARTITION BY compressor_id ORDER BY hour
+                          RANGE BETWEEN {q_span} PRECEDING AND CURRENT ROW),
+                   wl AS (PARTITION BY compressor_id ORDER BY hour
+                          RANGE BETWEEN {l_span} PRECEDING AND CURRENT ROW)
+        ) w
+        WINDOW byhour AS (PARTITION BY compressor_id ORDER BY hour)
+    ) s
     WHERE hour >= %(start)s AND hour <= %(end)s
-)
-"""
-_SINGLE_TAIL = """), g AS (
-    -- One evaluated hour: a plain GROUP BY over the last hours replaces the window stages.
-    SELECT vid, compressor_id, n, k,
-           count(*) FILTER (WHERE bf AND hour > %(end)s - m * interval '1 hour') AS fire_cnt,
-           count(*) FILTER (WHERE bc AND hour > %(end)s - m * interval '1 hour') AS crit_cnt,
-           count(*) FILTER (WHERE nr AND hour > %(end)s - k * interval '1 hour') AS norm_cnt,
-           count(*) FILTER (WHERE nr AND hour > %(end)s - (k + 1) * interval '1 hour'
-                                     AND hour < %(end)s) AS prev_norm_cnt,
-           count(*) FILTER (WHERE bf AND hour < %(end)s) AS recent_bf,
-           count(*) FILTER (WHERE hour = %(end)s - k * interval '1 hour'
-                                     AND v IS NOT NULL AND NOT nr) AS band_cnt,
-           CASE min(cmp)
-               WHEN 'above' THEN max(v) FILTER (WHERE bf AND hour > %(end)s - m * interval '1 hour')
-               WHEN 'below' THEN min(v) FILTER (WHERE bf AND hour > %(end)s - m * interval '1 hour')
-               ELSE max(v) FILTER (WHERE hour = %(end)s) END AS worst,
-           max(v) FILTER (WHERE hour = %(end)s) AS v,
-           max(f_thr) FILTER (WHERE hour = %(end)s) AS f_thr,
-           max(c_thr) FILTER (WHERE hour = %(end)s) AS c_thr,
-           bool_or(hour = %(end)s) AS has_now
-    FROM f
-    GROUP BY vid, compressor_id, n, m, k
-), e AS (
-    SELECT vid, compressor_id, %(end)s::timestamptz AS hour, worst, v, f_thr, c_thr,
-           fire_cnt >= n AND norm_cnt < k AS firing, crit_cnt >= n AS crit,
-           norm_cnt >= k AND prev_norm_cnt < k AND (recent_bf > 0 OR band_cnt > 0)
-               AS clear_emit
-    FROM g WHERE has_now
-)
-"""
+) e
+WHERE firing OR clear_emit""").format(
+        n=sql.Literal(v.n), k=sql.Literal(v.k), worst=worst, flags=_flags(v), rows=_rows(v),
+        m_span=_span(v.m), k_span=_span(v.k), q_span=_span(v.k + 1), l_span=_span(wl_hours))
 
 
-def _agg_case(func: str, lengths: list[int]) -> sql.Composable:
-    whens = sql.SQL(" ").join(
-        sql.SQL("WHEN {} THEN {}(v) FILTER (WHERE bf) OVER {}").format(
-            sql.Literal(n), sql.SQL(func), sql.Identifier(f"wm{n}")) for n in lengths)
-    return sql.SQL("CASE m {} END").format(whens)
-
-
-def level_rules_sql(variants: list[dict[str, Any]], lookback_hours: int,
-                    single_hour: bool = False) -> sql.Composed:
-    """The one statement that evaluates every threshold/rate-of-change variant.
-
-    The window frames differ by persistence length, and PostgreSQL wants frame offsets to be
-    constants, so the statement gets one named window per distinct length in the rule set.
-    """
-    ms = sorted({v["m"] for v in variants})
-    ks = sorted({v["k"] for v in variants})
-    col_case = sql.SQL("CASE t.col {} END").format(sql.SQL(" ").join(
-        sql.SQL("WHEN {} THEN a.{}").format(sql.Literal(c), sql.Identifier(c))
-        for c in _COLUMNS))
-    windows = sql.SQL(", ").join(
-        [_window(f"wm{m}", m) for m in ms] + [_window(f"wk{k}", k) for k in ks]
-        + [_window(f"wq{k}", k + 1) for k in ks]
-        + [_window("wl", lookback_hours + max(ks) + 1)])
-    tail = sql.SQL(_SINGLE_TAIL if single_hour else _RANGE_TAIL)
+def _single_branch(v: Variant) -> sql.Composable:
+    """The hour ``end`` alone for one variant: one GROUP BY over each unit's last hours."""
+    cmp = v.rule.comparison
+    in_m = sql.SQL("hour > %(end)s - {} * interval '1 hour'").format(sql.Literal(v.m))
+    worst = {"above": sql.SQL("max(v) FILTER (WHERE bf AND {})").format(in_m),
+             "below": sql.SQL("min(v) FILTER (WHERE bf AND {})").format(in_m)}.get(
+        cmp, sql.SQL("max(v) FILTER (WHERE hour = %(end)s)"))
     return sql.SQL("""
-WITH p AS (
-    SELECT * FROM jsonb_to_recordset(%(variants)s::jsonb) AS p({record})
-), t AS (
-    SELECT p.*, c.compressor_id, c.site_id, c.rated_rpm
-    FROM p JOIN compressors c
-      ON c.org_id = %(org_id)s
-     AND (%(compressors)s::text[] IS NULL OR c.compressor_id = ANY(%(compressors)s::text[]))
-     AND CASE WHEN p.model IS NOT NULL THEN c.model = p.model
-              ELSE (p.models IS NULL OR c.model = ANY(p.models))
-                   AND NOT (c.model = ANY(p.except_models)) END
-     AND (p.sites IS NULL OR c.site_id = ANY(p.sites))
-     AND (p.orgs IS NULL OR c.org_id = ANY(p.orgs))
+SELECT compressor_id, site_id, %(end)s::timestamptz AS hour,
+       CASE WHEN firing THEN worst ELSE v END AS value, firing, crit,
+       CASE WHEN crit THEN c_thr ELSE f_thr END AS threshold, clear_emit
+FROM (
+    SELECT compressor_id, site_id, worst, v, f_thr, c_thr,
+           fire_cnt >= {n} AND norm_cnt < {k} AS firing, crit_cnt >= {n} AS crit,
+           norm_cnt >= {k} AND prev_norm_cnt < {k} AND (recent_bf > 0 OR band_cnt > 0)
+               AS clear_emit
+    FROM (
+        SELECT compressor_id, site_id,
+               count(*) FILTER (WHERE bf AND {in_m}) AS fire_cnt,
+               count(*) FILTER (WHERE bc AND {in_m}) AS crit_cnt,
+               count(*) FILTER (WHERE nr AND hour > %(end)s - {k} * interval '1 hour')
+                   AS norm_cnt,
+               count(*) FILTER (WHERE nr AND hour > %(end)s - ({k} + 1) * interval '1 hour'
+                                         AND hour < %(end)s) AS prev_norm_cnt,
+               count(*) FILTER (WHERE bf AND hour < %(end)s) AS recent_bf,
+               count(*) FILTER (WHERE hour = %(end)s - {k} * interval '1 hour'
+                                         AND v IS NOT NULL AND NOT nr) AS band_cnt,
+               {worst} AS worst,
+               max(v) FILTER (WHERE hour = %(end)s) AS v,
+               max(f_thr) FILTER (WHERE hour = %(end)s) AS f_thr,
+               max(c_thr) FILTER (WHERE hour = %(end)s) AS c_thr,
+               bool_or(hour = %(end)s) AS has_now
+        FROM (SELECT compressor_id, site_id, hour, v, {flags} FROM ({rows}) o) f
+        GROUP BY compressor_id, site_id
+    ) g
+    WHERE has_now
+) e
+WHERE firing OR clear_emit""").format(
+        n=sql.Literal(v.n), k=sql.Literal(v.k), in_m=in_m, worst=worst, flags=_flags(v),
+        rows=_rows(v))
+
+
+def level_rules_sql(variants: list[Variant], lookback_hours: int,
+                    single_hour: bool = False) -> sql.Composed:
+    """The statement evaluating every threshold/rate-of-change variant.
+
+    One branch per variant with its thresholds, metric, column, window frames and scope as
+    literals, so each row meets a handful of comparisons instead of CASE expressions over a
+    joined parameter table; the running gate (which hours each unit ran) and the baselines
+    are read once and shared by every branch.
+    """
+    wl_hours = lookback_hours + max(v.k for v in variants) + 1
+    branches = sql.SQL("\nUNION ALL\n").join(
+        sql.SQL("SELECT {rule_id} AS rule_id, {metric} AS metric, x.* FROM ({b}) x").format(
+            rule_id=sql.Literal(v.rule.id), metric=sql.Literal(v.rule.metric),
+            b=_single_branch(v) if single_hour else _range_branch(v, wl_hours))
+        for v in variants)
+    return sql.SQL("""
+WITH sp AS MATERIALIZED (
+    SELECT a.compressor_id, a.hour
+    FROM sensor_readings_agg a
+    JOIN compressors c ON c.org_id = %(org_id)s AND c.compressor_id = a.compressor_id
+    WHERE a.org_id = %(org_id)s AND a.metric = 'speed_rpm'
+      AND a.hour >= %(lo)s AND a.hour <= %(hi)s
+      AND (%(compressors)s::text[] IS NULL OR a.compressor_id = ANY(%(compressors)s::text[]))
+      AND a.min_4h >= %(running_share)s * c.rated_rpm
 ), bl AS MATERIALIZED (
     SELECT compressor_id, metric, days, day, median FROM rule_baselines
     WHERE org_id = %(org_id)s AND day >= (%(lo)s AT TIME ZONE 'UTC')::date
       AND day <= (%(hi)s AT TIME ZONE 'UTC')::date
-), o AS (
-    SELECT t.vid, t.compressor_id, t.cmp, t.n, t.m, t.k, t.has_c, t.f_abs, t.f_delta,
-           t.f_pct, t.c_abs, t.c_delta, t.c_pct, t.r_abs, t.r_delta, t.r_pct,
-           a.hour,
-           CASE WHEN NOT t.running OR sp.min_4h >= %(running_share)s * t.rated_rpm
-                THEN {col_case} END AS v,
-           b.median AS base
-    FROM t
-    JOIN sensor_readings_agg a
-      ON a.org_id = %(org_id)s AND a.compressor_id = t.compressor_id
-     AND a.metric = t.metric AND a.hour >= %(lo)s AND a.hour <= %(hi)s
-    LEFT JOIN sensor_readings_agg sp
-      ON sp.org_id = %(org_id)s AND sp.compressor_id = t.compressor_id
-     AND sp.metric = 'speed_rpm' AND sp.hour = a.hour
-    LEFT JOIN bl b
-      ON b.compressor_id = t.compressor_id AND b.metric = t.metric AND b.days = t.bdays
-     AND b.day = (a.hour AT TIME ZONE 'UTC')::date
-), f AS (
-    -- Only narrow rows go through the window stages (wide rows made them several times slower).
-    SELECT vid, compressor_id, hour, v, cmp, n, m, k,
-           {bf} AS bf, has_c AND {bc} AS bc, v IS NOT NULL AND {nr} AS nr,
-           v IS NOT NULL AND NOT {nr} AS band,
-           {f_thr} AS f_thr, {c_thr} AS c_thr
-    FROM o
-{tail}SELECT p.rule_id, p.metric, e.compressor_id, c.site_id, hour,
-       CASE WHEN firing THEN worst ELSE v END, firing, crit,
-       CASE WHEN crit THEN c_thr ELSE f_thr END AS threshold, clear_emit
-FROM e
-JOIN p ON p.vid = e.vid
-JOIN compressors c ON c.org_id = %(org_id)s AND c.compressor_id = e.compressor_id
-WHERE firing OR clear_emit
-ORDER BY hour, e.compressor_id, p.rule_id
-""").format(
-        tail=tail.format(
-            windows=windows,
-            fire_cnt=_count_case("m", "bf", ms, "wm"), crit_cnt=_count_case("m", "bc", ms, "wm"),
-            norm_cnt=_count_case("k", "nr", ks, "wk"),
-            band_cnt=_count_case("k", "band", ks, "wq"),
-            hi=_agg_case("max", ms), lo_=_agg_case("min", ms)),
-        record=_RECORD, col_case=col_case, bf=_beyond("f"), bc=_beyond("c"),
-        nr=_beyond("r", normal=True), c_thr=_threshold_sql("c"), f_thr=_threshold_sql("f"))
+)
+SELECT rule_id, metric, compressor_id, site_id, hour, value, firing, crit, threshold,
+       clear_emit
+FROM ({branches}) r
+ORDER BY hour, compressor_id, rule_id
+""").format(branches=branches)
 
 
 def no_data_sql() -> sql.SQL:
@@ -403,19 +466,14 @@ def evaluate_rows(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str,
     if end < start:
         raise InputError(f"end {end.isoformat()} is before start {start.isoformat()}")
     out: list[Row] = []
-    variants = level_variants(rule_set)
+    variants = variants_of(rule_set)
     if variants:
-        span = max(max(v["m"], v["k"] + 1) for v in variants) + lookback_hours
+        span = max(max(v.m, v.k + 1) for v in variants) + lookback_hours
         lo = start - timedelta(hours=span)
         fill_baselines(conn, rule_set, org_id, lo.date(), end.date(), compressors)
-        # jsonb_to_recordset hides the row counts from the planner, which then picks one
-        # index probe per (compressor, metric); a hash join over the hour range and a hashed
-        # aggregate are several times faster at fleet scale. SET LOCAL: this transaction only.
-        conn.execute("SET LOCAL enable_nestloop = off")
         conn.execute("SET LOCAL work_mem = '64MB'")
         cur = conn.execute(level_rules_sql(variants, lookback_hours, start == end), {
-            "variants": Jsonb(variants), "org_id": org_id, "compressors": compressors,
-            "running_share": RUNNING_SHARE,
+            "org_id": org_id, "compressors": compressors, "running_share": RUNNING_SHARE,
             "lo": lo, "hi": end, "start": start, "end": end})
         for r in cur:
             out.append(Row(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9]))
