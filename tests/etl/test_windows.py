@@ -122,13 +122,19 @@ def test_aggregates_are_scoped_by_organization(settings: Settings, db_url: str, 
         conn.execute(queries("etl")["upsert_aggregates"])
 
 
+@pytest.mark.parametrize(("knob", "many", "one"), [
+    ("BUCKET_HOURS", 20, 10**9),          # one bucket per dirty compressor-hour vs one bucket
+    ("JOIN_MAX_HOURS", 10**9, 0),         # windows by join vs by window functions
+])
 def test_compressor_buckets_give_the_same_rows(settings: Settings, db_url: str, fleet: Fleet,
                                                conn: psycopg.Connection[Any], tmp_path: Path,
-                                               pg_server: Any,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+                                               pg_server: Any, monkeypatch: pytest.MonkeyPatch,
+                                               knob: str, many: int, one: int) -> None:
     """Gold (and so PostgreSQL) computed one compressor bucket at a time equals the result of
-    one bucket: buckets must never cut a compressor's windows. Covers the streaming first
-    load and the compare-and-merge path of a late batch."""
+    one bucket: buckets must never cut a compressor's windows. Likewise, the windows computed
+    by joining each output row to its 24 h of partials (the hourly run's method) equal those of
+    window functions. Covers the streaming first load, the compare-and-merge path of a late
+    batch and the next hour's run."""
     import etl.gold
     from altaviz.fleet_store import load_fleet
     from tests.conftest import _fresh_database, two_tenant_fleet
@@ -153,14 +159,21 @@ def test_compressor_buckets_give_the_same_rows(settings: Settings, db_url: str, 
                 "rate_of_change, outliers, late FROM sensor_readings_agg "
                 "ORDER BY org_id, compressor_id, metric, hour").fetchall()
 
-    # one bucket per dirty compressor-hour: several buckets, each holding a few compressors
-    monkeypatch.setattr(etl.gold, "BUCKET_HOURS", 20)
+    def next_hour(landing: Path) -> None:
+        rows = [reading(c, T0 + timedelta(hours=30, minutes=10 * i), oil_temp_f=180.0 + i)
+                for c in ("COMP-0001", "COMP-0002", "COMP-0003", "COMP-0004")
+                for i in range(6)]
+        write_landing(landing, rows, T0 + timedelta(days=1, hours=7))
+
+    monkeypatch.setattr(etl.gold, knob, many)
     load(settings.landing_path)
     first = run_pipeline(settings, db_url)
     late(settings.landing_path)
     second = run_pipeline(settings, db_url)
+    next_hour(settings.landing_path)
+    third = run_pipeline(settings, db_url)
     bucketed = all_rows(conn)
-    monkeypatch.setattr(etl.gold, "BUCKET_HOURS", 10**9)
+    monkeypatch.setattr(etl.gold, knob, one)
     one_url = _fresh_database(pg_server, "altaviz_test_template")
     one_settings = settings.model_copy(update={"lake_dir": tmp_path / "one_bucket_lake",
                                                "landing_dir": tmp_path / "one_landing"})
@@ -170,6 +183,8 @@ def test_compressor_buckets_give_the_same_rows(settings: Settings, db_url: str, 
         one_first = run_pipeline(one_settings, one_url)
         late(one_settings.landing_path)
         one_second = run_pipeline(one_settings, one_url)
+        next_hour(one_settings.landing_path)
+        one_third = run_pipeline(one_settings, one_url)
         single = all_rows(one_conn)
     assert [r[:5] + r[-2:] for r in single] == [r[:5] + r[-2:] for r in bucketed]
     for a, b in zip(single, bucketed, strict=True):
@@ -179,8 +194,9 @@ def test_compressor_buckets_give_the_same_rows(settings: Settings, db_url: str, 
             assert (x is None) == (y is None), (a, b)
             if x is not None:
                 assert x == pytest.approx(y, rel=1e-9, abs=1e-6), (a, b)
-    assert len(bucketed) > 4 * 29 * 15  # 4 compressors x 29 hours x the metrics they report
+    assert len(bucketed) > 4 * 30 * 15  # 4 compressors x 30 hours x the metrics they report
     assert first.hours_upserted == one_first.hours_upserted
+    assert third.hours_upserted == one_third.hours_upserted > 0
     assert [(c.org_id, c.compressor_id, c.first_hour, c.last_hour, c.rows)
             for c in second.changed] == [
         (c.org_id, c.compressor_id, c.first_hour, c.last_hour, c.rows)
