@@ -32,7 +32,13 @@ import pyarrow as pa
 from altaviz.telemetry import METRICS, READINGS_PER_HOUR
 from etl.lake import GOLD_SCHEMA, Lake, commit, conform_reader
 from etl.ledger import sql_dates
-from etl.metrics import metric_columns, partial_aggregates, unpivot_partials
+from etl.metrics import (
+    JOIN_MAX_HOURS,
+    VAR_EPS,
+    metric_columns,
+    partial_aggregates,
+    unpivot_partials,
+)
 from etl.models import GoldResult
 
 Progress = Callable[[str, float], None]
@@ -46,14 +52,6 @@ REL_TOL = 1e-9
 #: silver (one per bucket) stay few. 4,500 compressors x 7 days: 3 buckets, gold 83 s; with
 #: 150,000 (6 buckets) it took 143 s. The hourly run is one bucket.
 BUCKET_HOURS = 300_000
-#: Output hours per compressor up to which windows are computed by joining each output row
-#: to its own 24 h of partials instead of with window functions. The join costs about
-#: 0.15 us per (output row, context row) pair; a window pass about 3 us per row, context
-#: rows included. Hourly run (1 output hour, 23 context hours): join 20x cheaper; first
-#: load of a week (168 output hours each): windows cheaper.
-JOIN_MAX_HOURS = 12
-#: Relative rounding error of a sum of squares (double precision, a few hundred terms).
-VAR_EPS = 1e-10
 _IN_4H = "WHERE p.hour > o.hour - INTERVAL 4 HOURS"
 
 

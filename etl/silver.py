@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -33,8 +34,10 @@ from altaviz.telemetry import CHANNELS, METRICS
 from etl.lake import QUARANTINE_SCHEMA, SILVER_SCHEMA, Lake, conform_reader
 from etl.ledger import sql_dates
 from etl.metrics import (
+    JOIN_MAX_HOURS,
     MIN_BASELINE_READINGS,
     OUTLIER_SIGMAS,
+    VAR_EPS,
     channel_list,
     metric_columns,
     q,
@@ -184,68 +187,21 @@ def _flag_outliers(con: duckdb.DuckDBPyConnection, lake: Lake, late_arrival_minu
         SELECT v.*, date_trunc('hour', ts) AS hour, {metric_columns()}
         FROM valid v ANTI JOIN dropped d USING (source_file, source_row)
     """)
-    n_metrics = len(METRICS)
     partial = ", ".join(
         f"count({q(m.name)}) AS n_{i}, sum({q(m.name)}) AS s_{i}, "
         f"sum({q(m.name)} * {q(m.name)}) AS q_{i}" for i, m in enumerate(METRICS))
-    span = con.execute("SELECT min(hour), max(hour) FROM kept").fetchone()
-    gold_rows = "SELECT NULL::VARCHAR AS compressor_id, NULL::TIMESTAMPTZ AS hour LIMIT 0"
-    if span is not None and span[0] is not None:
-        first, last = span[0] - timedelta(hours=24), span[1]
-        dates = _dates_between(first, last)
-        pivot = ", ".join(
-            f"sum(n) FILTER (WHERE metric = '{m.name}') AS n_{i}, "
-            f"sum(sum) FILTER (WHERE metric = '{m.name}') AS s_{i}, "
-            f"sum(sumsq) FILTER (WHERE metric = '{m.name}') AS q_{i}"
-            for i, m in enumerate(METRICS))
-        gold_rows = f"""
-            SELECT compressor_id, hour, {pivot}
-            FROM delta_scan('{lake.uri("gold")}')
-            WHERE date IN ({sql_dates(dates)})
-              AND hour >= '{first.isoformat()}'::TIMESTAMPTZ
-              AND hour <= '{last.isoformat()}'::TIMESTAMPTZ
-              AND compressor_id IN (SELECT DISTINCT compressor_id FROM kept)
-            GROUP BY ALL
-        """
-        # Silver batches that gold has not absorbed yet (a run stopped between silver and
-        # gold): their readings belong to the baseline too, or the flags would depend on
-        # where an earlier run stopped.
-        gold_mark = lake.batch_mark("gold")
-        if lake.batch_mark("silver") > gold_mark:
-            gold_rows += f"""
-                UNION ALL BY NAME
-                SELECT compressor_id, date_trunc('hour', ts) AS hour, {partial}
-                FROM (SELECT *, {metric_columns()} FROM delta_scan('{lake.uri("silver")}')
-                      WHERE date IN ({sql_dates(dates)}) AND batch_id > {int(gold_mark)}
-                        AND ts >= '{first.isoformat()}'::TIMESTAMPTZ
-                        AND ts < '{(last + timedelta(hours=1)).isoformat()}'::TIMESTAMPTZ
-                        AND compressor_id IN (SELECT DISTINCT compressor_id FROM kept))
-                GROUP BY ALL
-            """
-    sums = ", ".join(f"sum(n_{i}) AS n_{i}, sum(s_{i}) AS s_{i}, sum(q_{i}) AS q_{i}"
-                     for i in range(n_metrics))
-    window = ("OVER (PARTITION BY compressor_id ORDER BY hour RANGE BETWEEN "
-              "INTERVAL 24 HOURS PRECEDING AND INTERVAL 1 HOUR PRECEDING)")
-    base = ", ".join(
-        f"sum(n_{i}) {window} AS bn_{i}, sum(s_{i}) {window} AS bs_{i}, "
-        f"sum(q_{i}) {window} AS bq_{i}" for i in range(n_metrics))
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE baseline AS
-        WITH hourly AS (
-            SELECT compressor_id, hour, {sums} FROM (
-                SELECT compressor_id, hour, {partial} FROM kept GROUP BY ALL
-                UNION ALL BY NAME
-                {gold_rows}
-            ) GROUP BY ALL
-        )
-        SELECT * FROM (SELECT compressor_id, hour, {base} FROM hourly)
-        -- Filter after the windows: a WHERE here would run before them and hide the earlier
-        -- hours that reach the baseline through gold (the hourly case).
-        WHERE hour IN (SELECT DISTINCT hour FROM kept)
-    """)
+    span = con.execute("SELECT min(hour), max(hour), count(DISTINCT (compressor_id, hour)), "
+                       "count(DISTINCT compressor_id) FROM kept").fetchone()
+    if span is not None and span[0] is not None and span[2] <= JOIN_MAX_HOURS * span[3]:
+        _baseline_by_join(con, lake, span[0] - timedelta(hours=24), span[1], partial)
+    else:
+        _baseline_by_window(con, lake, span, partial)
     checks = []
     for i, m in enumerate(METRICS):
-        var = f"greatest(b.bq_{i} - b.bs_{i} * b.bs_{i} / b.bn_{i}, 0) / (b.bn_{i} - 1)"
+        # a spread within the rounding error of the sum of squares is none (see etl.gold)
+        spread = f"(b.bq_{i} - b.bs_{i} * b.bs_{i} / b.bn_{i})"
+        var = (f"(CASE WHEN {spread} <= {VAR_EPS} * b.bq_{i} THEN 0.0 "
+               f"ELSE {spread} / (b.bn_{i} - 1) END)")
         checks.append(
             f"CASE WHEN b.bn_{i} >= {MIN_BASELINE_READINGS} AND {var} > 0 AND "
             f"abs(k.{q(m.name)} - b.bs_{i} / b.bn_{i}) > {OUTLIER_SIGMAS} * sqrt({var}) "
@@ -271,3 +227,120 @@ def _dates_between(first: object, last: object) -> set[str]:
         out.add(day.isoformat())
         day += timedelta(days=1)
     return out
+
+
+def _unabsorbed_silver(lake: Lake, first: Any, last: Any, partial: str) -> str | None:
+    """Wide hourly partials of silver batches gold has not absorbed yet (a run stopped
+    between silver and gold), or None. Their readings belong to the baseline too, or the
+    flags would depend on where an earlier run stopped."""
+    gold_mark = lake.batch_mark("gold")
+    if lake.batch_mark("silver") <= gold_mark:
+        return None
+    return f"""
+        SELECT compressor_id, date_trunc('hour', ts) AS hour, {partial}
+        FROM (SELECT *, {metric_columns()} FROM delta_scan('{lake.uri("silver")}')
+              WHERE date IN ({sql_dates(_dates_between(first, last))})
+                AND batch_id > {int(gold_mark)}
+                AND ts >= '{first.isoformat()}'::TIMESTAMPTZ
+                AND ts < '{(last + timedelta(hours=1)).isoformat()}'::TIMESTAMPTZ
+                AND compressor_id IN (SELECT DISTINCT compressor_id FROM kept))
+        GROUP BY ALL
+    """
+
+
+def _baseline_by_join(con: duckdb.DuckDBPyConnection, lake: Lake, first: Any, last: Any,
+                      partial: str) -> None:
+    """Temp table ``baseline`` (same columns as :func:`_baseline_by_window`) by joining each
+    kept compressor-hour to its own trailing 24 hourly partials, in long form straight from
+    gold. For an hourly batch (one or two hours per compressor) this reads and sums ~25
+    partials per kept hour instead of running 72 window aggregates over every context hour
+    and pivoting gold's long rows first (about 9 s of a 4,500-unit hourly run)."""
+    def long(source: str) -> str:
+        return " UNION ALL ".join(
+            f"SELECT compressor_id, hour, '{m.name}' AS metric, n_{i} AS n, s_{i} AS sum, "
+            f"q_{i} AS sumsq FROM {source} WHERE n_{i} > 0" for i, m in enumerate(METRICS))
+
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE kept_wide AS
+                    SELECT compressor_id, hour, {partial} FROM kept GROUP BY ALL""")
+    sources = [long("kept_wide"), f"""
+        SELECT compressor_id, hour, metric, n, sum, sumsq
+        FROM delta_scan('{lake.uri("gold")}')
+        WHERE date IN ({sql_dates(_dates_between(first, last))})
+          AND hour >= '{first.isoformat()}'::TIMESTAMPTZ
+          AND hour <= '{last.isoformat()}'::TIMESTAMPTZ
+          AND compressor_id IN (SELECT compressor_id FROM kept_wide)"""]
+    unabsorbed = _unabsorbed_silver(lake, first, last, partial)
+    if unabsorbed is not None:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE unabsorbed_wide AS {unabsorbed}")
+        sources.append(long("unabsorbed_wide"))
+    pivot = ", ".join(
+        f"sum(bn) FILTER (WHERE metric = '{m.name}') AS bn_{i}, "
+        f"sum(bs) FILTER (WHERE metric = '{m.name}') AS bs_{i}, "
+        f"sum(bq) FILTER (WHERE metric = '{m.name}') AS bq_{i}" for i, m in enumerate(METRICS))
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE hourly_long AS
+        SELECT compressor_id, hour, metric, sum(n) AS n, sum(sum) AS sum, sum(sumsq) AS sumsq
+        FROM ({" UNION ALL ".join(sources)}) GROUP BY ALL
+    """)
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE baseline AS
+        WITH b AS (
+            SELECT k.compressor_id, k.hour, p.metric, sum(p.n) AS bn, sum(p.sum) AS bs,
+                   sum(p.sumsq) AS bq
+            FROM (SELECT DISTINCT compressor_id, hour FROM kept_wide) k
+            JOIN hourly_long p ON p.compressor_id = k.compressor_id
+              AND p.hour >= k.hour - INTERVAL 24 HOURS AND p.hour <= k.hour - INTERVAL 1 HOUR
+            GROUP BY ALL
+        )
+        SELECT compressor_id, hour, {pivot} FROM b GROUP BY ALL
+    """)
+
+
+def _baseline_by_window(con: duckdb.DuckDBPyConnection, lake: Lake, span: tuple[Any, ...] | None,
+                        partial: str) -> None:
+    """Temp table ``baseline``: trailing 24 h sums per kept compressor-hour, by window
+    functions over wide hourly partials (cheapest when most hours are new, as in a first
+    load)."""
+    n_metrics = len(METRICS)
+    gold_rows = "SELECT NULL::VARCHAR AS compressor_id, NULL::TIMESTAMPTZ AS hour LIMIT 0"
+    if span is not None and span[0] is not None:
+        first, last = span[0] - timedelta(hours=24), span[1]
+        dates = _dates_between(first, last)
+        pivot = ", ".join(
+            f"sum(n) FILTER (WHERE metric = '{m.name}') AS n_{i}, "
+            f"sum(sum) FILTER (WHERE metric = '{m.name}') AS s_{i}, "
+            f"sum(sumsq) FILTER (WHERE metric = '{m.name}') AS q_{i}"
+            for i, m in enumerate(METRICS))
+        gold_rows = f"""
+            SELECT compressor_id, hour, {pivot}
+            FROM delta_scan('{lake.uri("gold")}')
+            WHERE date IN ({sql_dates(dates)})
+              AND hour >= '{first.isoformat()}'::TIMESTAMPTZ
+              AND hour <= '{last.isoformat()}'::TIMESTAMPTZ
+              AND compressor_id IN (SELECT DISTINCT compressor_id FROM kept)
+            GROUP BY ALL
+        """
+        unabsorbed = _unabsorbed_silver(lake, first, last, partial)
+        if unabsorbed is not None:
+            gold_rows += " UNION ALL BY NAME " + unabsorbed
+    sums = ", ".join(f"sum(n_{i}) AS n_{i}, sum(s_{i}) AS s_{i}, sum(q_{i}) AS q_{i}"
+                     for i in range(n_metrics))
+    window = ("OVER (PARTITION BY compressor_id ORDER BY hour RANGE BETWEEN "
+              "INTERVAL 24 HOURS PRECEDING AND INTERVAL 1 HOUR PRECEDING)")
+    base = ", ".join(
+        f"sum(n_{i}) {window} AS bn_{i}, sum(s_{i}) {window} AS bs_{i}, "
+        f"sum(q_{i}) {window} AS bq_{i}" for i in range(n_metrics))
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE baseline AS
+        WITH hourly AS (
+            SELECT compressor_id, hour, {sums} FROM (
+                SELECT compressor_id, hour, {partial} FROM kept GROUP BY ALL
+                UNION ALL BY NAME
+                {gold_rows}
+            ) GROUP BY ALL
+        )
+        SELECT * FROM (SELECT compressor_id, hour, {base} FROM hourly)
+        -- Filter after the windows: a WHERE here would run before them and hide the earlier
+        -- hours that reach the baseline through gold (the hourly case).
+        WHERE hour IN (SELECT DISTINCT hour FROM kept)
+    """)

@@ -124,7 +124,7 @@ def test_aggregates_are_scoped_by_organization(settings: Settings, db_url: str, 
 
 @pytest.mark.parametrize(("knob", "many", "one"), [
     ("BUCKET_HOURS", 20, 10**9),          # one bucket per dirty compressor-hour vs one bucket
-    ("JOIN_MAX_HOURS", 10**9, 0),         # windows by join vs by window functions
+    ("JOIN_MAX_HOURS", 10**9, 0),         # windows and baselines by join vs window functions
 ])
 def test_compressor_buckets_give_the_same_rows(settings: Settings, db_url: str, fleet: Fleet,
                                                conn: psycopg.Connection[Any], tmp_path: Path,
@@ -165,7 +165,14 @@ def test_compressor_buckets_give_the_same_rows(settings: Settings, db_url: str, 
                 for i in range(6)]
         write_landing(landing, rows, T0 + timedelta(days=1, hours=7))
 
-    monkeypatch.setattr(etl.gold, knob, many)
+    import etl.silver
+
+    def turn(value: int) -> None:
+        for module in (etl.gold, etl.silver):
+            if hasattr(module, knob):
+                monkeypatch.setattr(module, knob, value)
+
+    turn(many)
     load(settings.landing_path)
     first = run_pipeline(settings, db_url)
     late(settings.landing_path)
@@ -173,7 +180,7 @@ def test_compressor_buckets_give_the_same_rows(settings: Settings, db_url: str, 
     next_hour(settings.landing_path)
     third = run_pipeline(settings, db_url)
     bucketed = all_rows(conn)
-    monkeypatch.setattr(etl.gold, knob, one)
+    turn(one)
     one_url = _fresh_database(pg_server, "altaviz_test_template")
     one_settings = settings.model_copy(update={"lake_dir": tmp_path / "one_bucket_lake",
                                                "landing_dir": tmp_path / "one_landing"})
