@@ -8,11 +8,19 @@ process is started. Every alert must escalate exactly once: ``alert_events`` hol
 ``two-workers``: N alerts (default 1,000) opened at once and escalated with two worker
 processes on one task queue; both must have taken work and nothing may be doubled.
 
+``temporal-restart``: N alerts (default 100) open and wait on their escalation timers; the
+embedded dev server is stopped (SIGTERM) and, after ``--down-s`` seconds, started again on the
+same state file (``temporal.db``) and port while the worker process keeps running. The worker
+must reconnect by itself (same process, no restart), and every alert must escalate exactly
+once, no earlier than its delay, with one escalation notification.
+
 Runs in a scratch data directory on free ports:
-``.venv/bin/python -m bench.bench_scale worker-kill [--alerts 100 --delay-s 60]`` and
-``.venv/bin/python -m bench.bench_scale two-workers [--alerts 1000]``. Workers are real
-processes (``python -m bench.bench_scale _worker``); the notify activity is a stand-in that
-records each call in a table (``bench_notify_calls``), since delivery is tested elsewhere.
+``.venv/bin/python -m bench.bench_scale worker-kill [--alerts 100 --delay-s 60]``,
+``.venv/bin/python -m bench.bench_scale two-workers [--alerts 1000]`` and
+``.venv/bin/python -m bench.bench_scale temporal-restart [--alerts 100 --delay-s 75
+--down-s 60]``. Workers are real processes (``python -m bench.bench_scale _worker``); the
+notify activity is a stand-in that records each call in a table (``bench_notify_calls``),
+since delivery is tested elsewhere.
 """
 
 from __future__ import annotations
@@ -171,6 +179,8 @@ async def scenario(args: argparse.Namespace) -> dict[str, Any]:
         await wait_count(db_url, "SELECT count(DISTINCT alert_id) FROM bench_notify_calls "
                          "WHERE step = 'opened'", n, 900)
         figures["opened_s"] = round(time.perf_counter() - t0, 1)
+        if args.scenario == "temporal-restart":
+            await restart_server(args, settings, db_url, figures, t0)
         if args.scenario == "worker-kill":
             workers[0].send_signal(signal.SIGKILL)
             workers[0].wait()
@@ -198,6 +208,13 @@ async def scenario(args: argparse.Namespace) -> dict[str, Any]:
         figures["notify_escalated_alerts"] = count(
             db_url, "SELECT count(DISTINCT alert_id) FROM bench_notify_calls "
             "WHERE step = 'escalated'")
+        figures["notify_calls_by_alert_step_max"] = count(
+            db_url, "SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM "
+            "bench_notify_calls GROUP BY alert_id, step) c")
+        figures["escalated_before_delay"] = count(
+            db_url, "SELECT count(*) FROM alert_history WHERE escalated_at < opened_at + "
+            "make_interval(secs => escalation_delay_hours * 3600)")
+        figures["workers_alive"] = sum(1 for w in workers if w.poll() is None)
         figures["notify_calls_by_worker"] = dict(psycopg.connect(db_url).execute(
             "SELECT worker, count(*) FROM bench_notify_calls GROUP BY 1").fetchall())
         figures["duplicate_event_keys"] = count(
@@ -219,6 +236,39 @@ async def scenario(args: argparse.Namespace) -> dict[str, Any]:
     return figures
 
 
+async def restart_server(args: argparse.Namespace, settings: Any, db_url: str,
+                         figures: dict[str, Any], t0: float) -> None:
+    """Stop the embedded dev server, keep it down ``args.down_s``, start it again on the same
+    state file and port; the worker process is left alone."""
+    from altaviz.services import EmbeddedTemporal
+    from workflows import SEARCH_ATTRIBUTES
+
+    server = EmbeddedTemporal(settings.data_dir, port=settings.temporal_port,
+                              ui_port=settings.temporal_ui_port,
+                              namespace=settings.temporal_namespace,
+                              search_attributes=SEARCH_ATTRIBUTES)
+    figures["escalated_before_stop"] = count(
+        db_url, "SELECT count(*) FROM alert_events WHERE event_type = 'escalated'")
+    s0 = time.perf_counter()
+    old = server.running()
+    assert server.stop(), "the dev server was not running"
+    figures["stop_s"] = round(time.perf_counter() - s0, 1)
+    figures["stopped_at_s"] = round(time.perf_counter() - t0, 1)
+    await asyncio.sleep(args.down_s)
+    s1 = time.perf_counter()
+    info = server.start()
+    figures["server_start_s"] = round(time.perf_counter() - s1, 1)
+    figures["restarted_at_s"] = round(time.perf_counter() - t0, 1)
+    figures["same_port"] = old is not None and info.port == old.port
+    figures["timers_due_while_down"] = count(
+        db_url, "SELECT count(*) FROM alert_history WHERE opened_at + "
+        "make_interval(secs => escalation_delay_hours * 3600) < now()")
+    # the first escalation after the restart shows the worker is polling again
+    await wait_count(db_url, "SELECT count(*) FROM alert_events WHERE event_type = "
+                     "'escalated'", figures["escalated_before_stop"] + 1, 300 + args.delay_s)
+    figures["first_escalation_after_restart_s"] = round(time.perf_counter() - s1, 1)
+
+
 def check(f: dict[str, Any]) -> list[str]:
     """The invariants; an empty list when every one holds."""
     n = f["alerts"]
@@ -229,6 +279,17 @@ def check(f: dict[str, Any]) -> list[str]:
             problems.append(f"{key} = {f[key]} (expected {n})")
     if f["duplicate_event_keys"]:
         problems.append(f"{f['duplicate_event_keys']} duplicated (alert, event) pairs")
+    if f["notify_calls_by_alert_step_max"] > 1:
+        problems.append("a notification step ran twice for one alert")
+    if f["escalated_before_delay"]:
+        problems.append(f"{f['escalated_before_delay']} alerts escalated before their delay")
+    if f["scenario"] == "temporal-restart":
+        if f["workers_alive"] != 1 or len(f["notify_calls_by_worker"]) != 1:
+            problems.append("the worker process did not survive the server restart alone")
+        if f["escalated_before_stop"]:
+            problems.append("timers fired before the server was stopped (raise --delay-s)")
+        if not f["same_port"]:
+            problems.append("the dev server came back on another port")
     if f["scenario"] == "two-workers" and len(f["notify_calls_by_worker"]) < 2:
         problems.append(f"one worker took all the work: {f['notify_calls_by_worker']}")
     return problems
@@ -236,10 +297,14 @@ def check(f: dict[str, Any]) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("scenario", choices=["worker-kill", "two-workers", "_worker"])
+    parser.add_argument("scenario",
+                        choices=["worker-kill", "two-workers", "temporal-restart", "_worker"])
     parser.add_argument("--alerts", type=int, default=None, help="alerts opened at once")
     parser.add_argument("--delay-s", type=float, default=None,
-                        help="escalation delay in seconds (worker-kill: 60, two-workers: 90)")
+                        help="escalation delay in seconds (worker-kill: 60, two-workers: 90, "
+                             "temporal-restart: 75)")
+    parser.add_argument("--down-s", type=float, default=60.0,
+                        help="temporal-restart: seconds the dev server stays stopped")
     parser.add_argument("--settle-s", type=float, default=10.0,
                         help="wait this long after the last escalation before counting")
     parser.add_argument("--data-dir", default=f"/tmp/altaviz-bench-scale-{os.getpid()}",
@@ -253,8 +318,9 @@ def main() -> int:
     if args.scenario == "_worker":
         asyncio.run(run_worker(args.db_url, args.address, args.task_queue, args.name))
         return 0
-    args.alerts = args.alerts or (100 if args.scenario == "worker-kill" else 1000)
-    args.delay_s = args.delay_s or (60.0 if args.scenario == "worker-kill" else 90.0)
+    args.alerts = args.alerts or (1000 if args.scenario == "two-workers" else 100)
+    args.delay_s = args.delay_s or {"worker-kill": 60.0, "two-workers": 90.0,
+                                    "temporal-restart": 75.0}[args.scenario]
     os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]
     t0 = time.perf_counter()
     figures = asyncio.run(scenario(args))

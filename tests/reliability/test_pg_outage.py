@@ -215,7 +215,8 @@ async def pg_outage(tmp: Path, *, outage_s: float, per_wave: int, escalation_s: 
     started = time.monotonic()
     figures: dict[str, Any] = {"outage_target_s": outage_s, "alerts_per_wave": per_wave,
                                "escalation_s": escalation_s}
-    config = simulator.SimulationConfig(compressors=6, days=2, seed=31, out=tmp / "sim")
+    config = simulator.SimulationConfig(compressors=6, days=2, seed=31, fault_share=0.5,
+                                        out=tmp / "sim")
     sim = simulator.simulate(config)
     pg = OwnedPostgres(tmp / "pg")
     pg.init()
@@ -383,7 +384,7 @@ def _check(url: str, ref_url: str) -> dict[str, Any]:
 
 async def test_pg_down_during_alert_writes_and_etl_upsert_recovers_exactly_once(
         tmp_path: Path) -> None:
-    figures = await pg_outage(tmp_path, outage_s=12, per_wave=6, escalation_s=10)
+    figures = await pg_outage(tmp_path, outage_s=10, per_wave=6, escalation_s=8)
     print("pg outage:", figures)
 
 
