@@ -4,12 +4,19 @@ An *alert* is one episode: from the hour a rule starts firing for a compressor t
 clears (or the end of the range, "open"). The evaluation itself is the same SQL the pipeline
 uses (:func:`rules.evaluate.evaluate_rows`); only the few firing/clear rows come back to Python
 to be stitched into episodes.
+
+A long range is cut into ``workers`` consecutive chunks evaluated at the same time on their own
+connections (the missing baselines first, split by day, then the rules). The result is the same
+as one evaluation of the whole range: each output hour depends only on a bounded span of hours
+before it, which every chunk reads (see :func:`rules.evaluate.history_start`).
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -20,8 +27,12 @@ import psycopg
 
 from altaviz import db
 from altaviz.errors import InputError
-from rules.evaluate import evaluate_rows
+from rules.evaluate import Row, evaluate_rows, fill_baselines, history_start, variants_of
+from rules.evaluate import _hour as hour_of
 from rules.schema import RuleSet
+
+#: Chunks shorter than this are not worth a second connection.
+MIN_CHUNK_HOURS = 24
 
 
 @dataclass(frozen=True)
@@ -125,11 +136,91 @@ def read_ground_truth(path: Path) -> list[Fault]:
         raise InputError(f"{path}: not a simulator ground_truth.json ({exc})") from exc
 
 
+def _chunks(start: datetime, end: datetime, n: int) -> list[tuple[datetime, datetime]]:
+    """``[start, end]`` cut into at most ``n`` consecutive hour ranges."""
+    hours = int((end - start).total_seconds() // 3600) + 1
+    if hours < 2 * MIN_CHUNK_HOURS or n <= 1:
+        return [(start, end)]   # (an inverted range goes to evaluate_rows, which rejects it)
+    n = min(n, hours // MIN_CHUNK_HOURS)
+    per = -(-hours // n)
+    out = []
+    s = start
+    while s <= end:
+        e = min(s + timedelta(hours=per - 1), end)
+        out.append((s, e))
+        s = e + timedelta(hours=1)
+    return out
+
+
+def _in_parallel(conns: Sequence[psycopg.Connection[Any]],
+                 jobs: list[Callable[[psycopg.Connection[Any]], Any]]) -> list[Any]:
+    """Run job i on connection i (threads: psycopg releases the GIL while the server works)."""
+    if len(jobs) == 1:
+        return [jobs[0](conns[0])]
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        futures = [pool.submit(job, c) for job, c in zip(jobs, conns, strict=False)]
+        return [f.result() for f in futures]
+
+
+def _extra_connections(conn: psycopg.Connection[Any], n: int) -> list[psycopg.Connection[Any]]:
+    return [psycopg.connect(conn.info.dsn, password=conn.info.password or None)
+            for _ in range(n)]
+
+
+def episode_rows(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str,
+                 start: datetime, end: datetime, lookback_hours: int = 6,
+                 workers: int = 2) -> list[Row]:
+    """Firing/clear rows of ``[start, end]``, evaluated in up to ``workers`` parallel chunks.
+
+    Breach/Clear flags equal one :func:`evaluate_rows` call over the whole range; only the
+    value of a no-data row may differ (hours without data are counted from the chunk's own
+    history start), which episodes do not use.
+    """
+    if start.tzinfo is not None and end.tzinfo is not None:
+        start, end = hour_of(start), hour_of(end)
+    chunks = _chunks(start, end, workers)
+    extra = _extra_connections(conn, len(chunks) - 1)
+    conns = [conn, *extra]
+    try:
+        variants = variants_of(rule_set)
+        if variants and len(chunks) > 1:
+            # Baselines first, each connection its own days (no two insert the same key).
+            first = history_start(variants, start, lookback_hours).date()
+            days = (end.date() - first).days + 1
+            per = -(-days // len(chunks))
+
+            def fill(i: int) -> Callable[[psycopg.Connection[Any]], None]:
+                def run(c: psycopg.Connection[Any]) -> None:
+                    lo = first + timedelta(days=i * per)
+                    hi = min(first + timedelta(days=(i + 1) * per - 1), end.date())
+                    if lo <= hi:
+                        with db.tenant(c, org_id):
+                            fill_baselines(c, rule_set, org_id, lo, hi)
+                return run
+
+            _in_parallel(conns, [fill(i) for i in range(len(chunks))])
+
+        def evaluate(s: datetime, e: datetime) -> Callable[[psycopg.Connection[Any]], list[Row]]:
+            def run(c: psycopg.Connection[Any]) -> list[Row]:
+                with db.tenant(c, org_id):
+                    return evaluate_rows(c, rule_set, org_id, s, e, None, lookback_hours)
+            return run
+
+        parts = _in_parallel(conns, [evaluate(s, e) for s, e in chunks])
+    finally:
+        for c in extra:
+            c.close()
+    return [row for part in parts for row in part]
+
+
 def episodes(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str, start: datetime,
-             end: datetime, lookback_hours: int = 6) -> list[Episode]:
-    """Alert episodes of ``rule_set`` for one organization over ``[start, end]``."""
-    with db.tenant(conn, org_id):
-        rows = evaluate_rows(conn, rule_set, org_id, start, end, None, lookback_hours)
+             end: datetime, lookback_hours: int = 6, workers: int = 2) -> list[Episode]:
+    """Alert episodes of ``rule_set`` for one organization over ``[start, end]``.
+
+    ``workers`` connections evaluate consecutive chunks of the range at the same time (the
+    extra ones are opened like ``conn``); 1 evaluates on ``conn`` alone.
+    """
+    rows = episode_rows(conn, rule_set, org_id, start, end, lookback_hours, workers)
     open_: dict[tuple[str, str], list[Any]] = {}
     out: list[Episode] = []
     for row in rows:  # ordered by hour
@@ -151,7 +242,7 @@ def episodes(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str, star
 
 def backtest(conn: psycopg.Connection[Any], rule_set: RuleSet, org_ids: list[str],
              start: datetime, end: datetime, ground_truth: list[Fault] | None = None,
-             exclude_rules: tuple[str, ...] = ()) -> BacktestReport:
+             exclude_rules: tuple[str, ...] = (), workers: int = 2) -> BacktestReport:
     """Replay ``rule_set`` over stored history for ``org_ids``.
 
     Faults count as caught when an episode of any rule (other than ``exclude_rules``, e.g. the
@@ -162,7 +253,7 @@ def backtest(conn: psycopg.Connection[Any], rule_set: RuleSet, org_ids: list[str
     eps: list[Episode] = []
     n_comp = 0
     for org in org_ids:
-        eps += episodes(conn, rule_set, org, start, end)
+        eps += episodes(conn, rule_set, org, start, end, workers=workers)
         with db.tenant(conn, org):
             row = conn.execute("SELECT count(*) FROM compressors").fetchone()
         n_comp += int(row[0]) if row else 0
@@ -198,7 +289,7 @@ class Diff:
 
 
 def diff(conn: psycopg.Connection[Any], old: RuleSet, new: RuleSet, org_ids: list[str],
-         start: datetime, end: datetime) -> Diff:
+         start: datetime, end: datetime, workers: int = 2) -> Diff:
     """Episodes gained and lost by changing ``old`` into ``new``.
 
     An old and a new episode of the same rule and compressor are the same alert when their
@@ -207,8 +298,8 @@ def diff(conn: psycopg.Connection[Any], old: RuleSet, new: RuleSet, org_ids: lis
     a: list[Episode] = []
     b: list[Episode] = []
     for org in org_ids:
-        a += episodes(conn, old, org, start, end)
-        b += episodes(conn, new, org, start, end)
+        a += episodes(conn, old, org, start, end, workers=workers)
+        b += episodes(conn, new, org, start, end, workers=workers)
     far = end + timedelta(days=3650)
 
     def unmatched(xs: list[Episode], ys: list[Episode]) -> list[Episode]:

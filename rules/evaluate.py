@@ -442,6 +442,14 @@ def fill_baselines(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str
             "days_list": days_list, "days": days, "running_share": RUNNING_SHARE})
 
 
+def history_start(variants: list[Variant], start: datetime, lookback_hours: int) -> datetime:
+    """The first hour the threshold rules read to evaluate from ``start``: persistence and
+    clear windows plus ``lookback_hours`` of episode history. Every output hour depends only
+    on the rows of its own span, so a range can be evaluated in independent chunks."""
+    span = max(max(v.m, v.k + 1) for v in variants) + lookback_hours
+    return start - timedelta(hours=span)
+
+
 @dataclass(frozen=True)
 class Row:
     """One raw evaluation row (used by the backtest, which needs episodes, not payloads)."""
@@ -468,8 +476,7 @@ def evaluate_rows(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str,
     out: list[Row] = []
     variants = variants_of(rule_set)
     if variants:
-        span = max(max(v.m, v.k + 1) for v in variants) + lookback_hours
-        lo = start - timedelta(hours=span)
+        lo = history_start(variants, start, lookback_hours)
         fill_baselines(conn, rule_set, org_id, lo.date(), end.date(), compressors)
         conn.execute("SET LOCAL work_mem = '64MB'")
         cur = conn.execute(level_rules_sql(variants, lookback_hours, start == end), {
@@ -537,4 +544,5 @@ def evaluate(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str,
 
 
 __all__ = ["KNOWN_MODELS", "EvaluationResult", "LevelRule", "RateOfChangeRule", "Row",
-           "evaluate", "evaluate_rows", "fill_baselines"]
+           "Variant", "evaluate", "evaluate_rows", "fill_baselines", "history_start",
+           "variants_of"]

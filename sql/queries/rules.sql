@@ -30,12 +30,11 @@ ORDER BY version DESC LIMIT 1
 -- name: fill_baselines
 -- Computes the missing baselines of (compressor, metric, day) from hours the unit ran the
 -- last 4 hours (speed_rpm min_4h >= running_share x rated rpm); existing baselines are reused.
--- The window bounds are materialized per key so they become index conditions (computed
--- inline they ended up as a join filter over every hour of the unit's history).
+-- The hours are read once for all missing days (one range scan per metric and a hash join to
+-- the speed rows, instead of an index probe per hour and day), and each hour is handed to the
+-- days whose window holds it: day D's window is the UTC days D-(days+1) .. D-2.
 WITH missing AS MATERIALIZED (
-    SELECT c.compressor_id, c.rated_rpm, m.metric, d.day,
-           ((d.day - (%(days)s + 1))::timestamp AT TIME ZONE 'UTC') AS lo,
-           ((d.day - 1)::timestamp AT TIME ZONE 'UTC') AS hi
+    SELECT c.compressor_id, m.metric, d.day
     FROM compressors c
     CROSS JOIN unnest(%(metrics)s::text[]) AS m(metric)
     CROSS JOIN unnest(%(days_list)s::date[]) AS d(day)
@@ -45,6 +44,29 @@ WITH missing AS MATERIALIZED (
         SELECT 1 FROM rule_baselines b
         WHERE b.org_id = %(org_id)s AND b.compressor_id = c.compressor_id
           AND b.metric = m.metric AND b.days = %(days)s AND b.day = d.day)
+), span AS MATERIALIZED (
+    SELECT min(day) AS first_day, max(day) AS last_day,
+           ((min(day) - (%(days)s + 1))::timestamp AT TIME ZONE 'UTC') AS lo,
+           ((max(day) - 1)::timestamp AT TIME ZONE 'UTC') AS hi
+    FROM missing
+), running AS MATERIALIZED (
+    SELECT sp.compressor_id, sp.hour
+    FROM span, sensor_readings_agg sp
+    JOIN compressors c ON c.org_id = %(org_id)s AND c.compressor_id = sp.compressor_id
+    WHERE sp.org_id = %(org_id)s AND sp.metric = 'speed_rpm'
+      AND sp.hour >= span.lo AND sp.hour < span.hi
+      AND (%(compressors)s::text[] IS NULL OR sp.compressor_id = ANY(%(compressors)s::text[]))
+      AND sp.min_4h >= %(running_share)s * c.rated_rpm
+), hours AS (
+    SELECT a.compressor_id, a.metric, t.day, a.mean
+    FROM span, sensor_readings_agg a
+    JOIN running r ON r.compressor_id = a.compressor_id AND r.hour = a.hour
+    CROSS JOIN LATERAL generate_series(
+        greatest((a.hour AT TIME ZONE 'UTC')::date + 2, span.first_day),
+        least((a.hour AT TIME ZONE 'UTC')::date + %(days)s + 1, span.last_day),
+        interval '1 day') AS t(day)
+    WHERE a.org_id = %(org_id)s AND a.metric = ANY(%(metrics)s::text[])
+      AND a.hour >= span.lo AND a.hour < span.hi AND a.mean IS NOT NULL
 )
 INSERT INTO rule_baselines (org_id, compressor_id, metric, days, day, median, n)
 SELECT %(org_id)s, x.compressor_id, x.metric, %(days)s, x.day,
@@ -52,11 +74,6 @@ SELECT %(org_id)s, x.compressor_id, x.metric, %(days)s, x.day,
             THEN percentile_cont(0.5) WITHIN GROUP (ORDER BY a.mean) END,
        count(a.mean)
 FROM missing x
-JOIN sensor_readings_agg a
-  ON a.org_id = %(org_id)s AND a.compressor_id = x.compressor_id AND a.metric = x.metric
- AND a.hour >= x.lo AND a.hour < x.hi AND a.mean IS NOT NULL
-JOIN sensor_readings_agg sp
-  ON sp.org_id = %(org_id)s AND sp.compressor_id = x.compressor_id AND sp.metric = 'speed_rpm'
- AND sp.hour = a.hour AND sp.min_4h >= %(running_share)s * x.rated_rpm
+JOIN hours a ON a.compressor_id = x.compressor_id AND a.metric = x.metric AND a.day = x.day
 GROUP BY x.compressor_id, x.metric, x.day
 ON CONFLICT DO NOTHING

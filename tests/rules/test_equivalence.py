@@ -19,6 +19,7 @@ import pytest
 
 from altaviz import db
 from rules import evaluate as new
+from rules.backtest import episodes
 from rules.loader import load_rule_set
 from rules.schema import RuleSet
 from tests.rules import reference_evaluate as old
@@ -220,3 +221,15 @@ def test_rule_kinds_are_all_exercised():
     assert any(v.rule.applies_to.models for v in variants)        # scope
     assert any(not v.rule.running_only for v in variants)         # no running gate
     assert {v.rule.kind for v in variants} == {"threshold", "rate_of_change"}
+
+
+def test_parallel_backtest_chunks_give_the_same_episodes(conn, fleet):
+    """Chunks evaluated on parallel connections stitch into the episodes of one evaluation."""
+    rng = random.Random(7)
+    rs = _rule_set(rng)
+    _fill(conn, rng)
+    conn.commit()
+    one = episodes(conn, rs, "acme", h(50), h(HOURS - 1), workers=1)
+    _baselines(conn)   # the parallel run computes them again, split by day
+    three = episodes(conn, rs, "acme", h(50), h(HOURS - 1), workers=3)
+    assert three == one and len(one) > 5
