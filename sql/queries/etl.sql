@@ -106,8 +106,8 @@ ORDER BY org_id, compressor_id, check_type
 
 -- name: existing_agg_hours
 -- Which of the (org_id, hour) pairs a run is about to write already have aggregate rows (one
--- index probe each on (org_id, hour)). Pairs not returned take the plain-COPY path: no row
--- of theirs can conflict. Runs as the owner: it spans organizations.
+-- probe each on the primary key's (org_id, hour) prefix). Pairs not returned take the
+-- plain-COPY path: no row of theirs can conflict. Runs as the owner: it spans organizations.
 SELECT t.org_id, t.hour
 FROM unnest(%(orgs)s::text[], %(hours)s::timestamptz[]) AS t(org_id, hour)
 WHERE EXISTS (SELECT 1 FROM sensor_readings_agg a WHERE a.org_id = t.org_id AND a.hour = t.hour)

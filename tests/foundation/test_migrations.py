@@ -62,7 +62,7 @@ def test_schema_matches_what_the_code_expects(db_url: str) -> None:
             JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum
             WHERE con.conrelid = 'sensor_readings_agg'::regclass AND con.contype = 'p'
         """).fetchone()
-        assert pk == (["org_id", "compressor_id", "metric", "hour"],)
+        assert pk == (["org_id", "hour", "compressor_id", "metric"],)  # hour-major (021)
         part = c.execute("SELECT ensure_agg_partition('2026-03-15T12:00Z')").fetchone()
         assert part == ("sensor_readings_agg_2026_03",)
         # Every named query parses against the schema (PREPARE checks tables and columns).
