@@ -64,13 +64,25 @@ def rules_evaluator(settings: Settings) -> Evaluator:
 
 
 def etl_runner(settings: Settings, db_url: str) -> EtlRunner:
-    """The real ETL (``etl.pipeline.run_pipeline``) as the pipeline's first stage."""
+    """The real ETL (``etl.pipeline.run_pipeline``) as the pipeline's first stage.
+
+    On a retried activity attempt the whole re-evaluation window is reported as changed: the
+    failed attempt may have committed aggregate rows before it died (the database went away
+    before the run ended, the worker was killed between stages), and the retry then finds them
+    identical and reports no change, so their hours would never be evaluated (found by the
+    PostgreSQL outage test). Evaluating too much is harmless: alerts ignore hours they have
+    seen.
+    """
+    from temporalio import activity
+
     from etl.pipeline import run_pipeline
 
     def run(hour: datetime) -> EtlSummary:
         summary = run_pipeline(settings, db_url)
         floor = hour - MAX_REEVALUATION
         changed: set[datetime] = set()
+        if activity.in_activity() and activity.info().attempt > 1:
+            changed.update({floor, hour})
         for r in summary.changed:
             first = max(r.first_hour.astimezone(UTC), floor)
             last = min(r.last_hour.astimezone(UTC), hour)
