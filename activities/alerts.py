@@ -67,7 +67,9 @@ class AlertActivities:
         breach hour (an hour re-evaluated after that alert was resolved): the workflow then
         ends quietly, nothing is written and nobody is notified. Returns ``resumed`` with the
         stored state when this very alert already exists and is not resolved (a run that was
-        terminated and started again), so numbering continues after its last transition.
+        terminated and started again), so numbering continues after its last transition;
+        ``opened`` again when the stored row is this run's own opening (a retried attempt
+        whose first try committed but never reported back).
         """
         state = transition.state
         try:
@@ -80,7 +82,14 @@ class AlertActivities:
                         if latest_state == "resolved":
                             return OpenAlertResult(
                                 status="stale", reason=f"alert {alert_id} is already resolved")
-                        stored = self._load(conn, alert_id)
+                        stored, stored_run = self._load(conn, alert_id)
+                        if (transition.run_id is not None and stored_run == transition.run_id
+                                and int(seq) == transition.seq):
+                            # This run's own earlier attempt committed the opening but never
+                            # reported back (timed out on a database that was away): the
+                            # alert is opened, not resumed, so it is still announced.
+                            return OpenAlertResult(status="opened", seq=transition.seq,
+                                                   state=state)
                         return OpenAlertResult(status="resumed", seq=int(seq), state=stored)
                     covered = _utc(last_hour)
                     if covered is not None and covered >= state.breach_hour:
@@ -123,7 +132,9 @@ class AlertActivities:
                               "severity": t.state.severity, **t.details}),
         })
 
-    def _load(self, conn: psycopg.Connection[Any], alert_id: str) -> AlertState:
+    def _load(self, conn: psycopg.Connection[Any], alert_id: str
+              ) -> tuple[AlertState, str | None]:
+        """The stored state of an alert and the workflow run that last wrote it."""
         cur = conn.execute(self._q["alert_by_id"], {"alert_id": alert_id})
         row = cur.fetchone()
         assert row is not None and cur.description is not None
@@ -131,4 +142,4 @@ class AlertActivities:
         data["site_id"] = data.get("site_id") or ""
         data["escalation_delay_hours"] = data.get("escalation_delay_hours") or 4.0
         data["diagnosis"] = data.get("diagnosis") or ""
-        return AlertState.model_validate(data)
+        return AlertState.model_validate(data), data.get("run_id")

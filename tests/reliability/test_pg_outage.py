@@ -430,3 +430,39 @@ def test_retried_etl_attempt_reevaluates_hours_its_predecessor_committed(
     assert summary.changed_hours, "a retried attempt reported no hour to evaluate"
     assert min(summary.changed_hours) <= max(last_hour - MAX_REEVALUATION, config.start)
     assert max(summary.changed_hours) == last_hour
+
+
+def test_open_alert_retried_after_its_own_commit_still_counts_as_opened(db_url: str) -> None:
+    """The opening write committed but the attempt did not report back (it timed out waiting
+    on a database that had just come back, or the connection died on COMMIT's answer). The
+    retry of the same run must answer ``opened``, not ``resumed``: on ``resumed`` the
+    workflow skips the opening notification, and the alert was never announced (seen in the
+    one-minute outage: 30 alerts opened and escalated, their opening notification missing).
+    A different run (terminated and started again) still resumes."""
+    from activities.alerts import AlertActivities
+    from altaviz.fleet_store import load_fleet as load
+    from tests.conftest import two_tenant_fleet
+    from workflows.alert import initial_state
+    from workflows.models import AlertTransition
+
+    with db.connect(db_url) as conn:
+        load(conn, two_tenant_fleet())
+    breach = Breach(org_id="acme", compressor_id="COMP-0001", site_id="PB-01",
+                    rule_id="vibration_frame_high", metric="vibration_frame_mm_s", value=9.1,
+                    threshold=8.0, severity="warning",
+                    hour=datetime(2026, 11, 2, 10, tzinfo=UTC))
+    wid = alert_workflow_id(breach.org_id, breach.compressor_id, breach.rule_id)
+    now = datetime(2026, 11, 2, 11, 5, tzinfo=UTC)
+
+    def opening(run_id: str) -> AlertTransition:
+        return AlertTransition(state=initial_state(breach, wid, now), seq=1,
+                               event_type="opened", occurred_at=now, actor="rules",
+                               run_id=run_id)
+
+    with ConnectionPool(db_url, min_size=1, max_size=2, open=True) as pool:
+        acts = AlertActivities(pool)
+        assert acts.open_alert(opening("run-1")).status == "opened"
+        again = acts.open_alert(opening("run-1"))  # the retry of the same attempt
+        assert again.status == "opened" and again.seq == 1
+        assert acts.open_alert(opening("run-2")).status == "resumed"
+    assert _rows(db_url, "SELECT count(*) FROM alert_events")[0][0] == 1
