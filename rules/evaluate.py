@@ -1,8 +1,13 @@
 """Rule evaluation over ``sensor_readings_agg``, vectorized in PostgreSQL.
 
-One SQL statement evaluates every threshold and rate-of-change rule (the rule set travels as a
-JSON parameter and is joined to the compressors it applies to); one more evaluates the no-data
-rules. Python only turns the few resulting rows into :class:`Breach`/:class:`Clear` objects.
+One SQL statement evaluates every threshold and rate-of-change rule: it is generated from the
+rule set with one branch per (rule, model variant) whose metric, column, thresholds, window
+frames and scope are literals (``psycopg.sql.Literal``), so each aggregate row meets a few plain
+comparisons; the running gate (the hours each unit ran) and the baselines are read once and
+shared by every branch. One more statement evaluates the no-data rules. Python only turns the
+few resulting rows into :class:`Breach`/:class:`Clear` objects. (The earlier form, one statement
+joining the rule set as a JSON parameter table, is kept in tests/rules/reference_evaluate.py;
+tests/rules/test_equivalence.py holds the two to identical results.)
 
 Semantics, per (compressor, rule) and hour ``h`` (hours are the aggregate's hour-start):
 
@@ -210,40 +215,89 @@ def _flags(v: Variant) -> sql.Composable:
         f_thr=_threshold_lit(v.first, cmp), c_thr=_threshold_lit(v.critical, cmp))
 
 
-def _rows(v: Variant) -> sql.Composable:
-    """The branch's input rows: value (NULL when the running gate says no) and baseline."""
+def _value(v: Variant, running: str) -> sql.Composable:
+    col = sql.SQL("a.{}").format(sql.Identifier(v.rule.column))
+    if not v.rule.running_only:
+        return col
+    return sql.SQL("CASE WHEN {} THEN {} END").format(sql.SQL(running), col)
+
+
+def _baseline_days(v: Variant) -> int | None:
     rule = v.rule
-    col = sql.SQL("a.{}").format(sql.Identifier(rule.column))
-    value = (sql.SQL("CASE WHEN sp.compressor_id IS NOT NULL THEN {} END").format(col)
-             if rule.running_only else col)
-    relative = isinstance(rule, ThresholdRule) and rule.baseline is not None
-    joins: list[sql.Composable] = []
-    if rule.running_only:
-        joins.append(sql.SQL(
-            " LEFT JOIN sp ON sp.compressor_id = a.compressor_id AND sp.hour = a.hour"))
-    if relative:
-        assert isinstance(rule, ThresholdRule) and rule.baseline is not None
-        joins.append(sql.SQL(
-            " LEFT JOIN bl b ON b.compressor_id = a.compressor_id AND b.metric = {metric}"
-            " AND b.days = {days} AND b.day = (a.hour AT TIME ZONE 'UTC')::date").format(
-            metric=sql.Literal(rule.metric), days=sql.Literal(rule.baseline.days)))
+    return rule.baseline.days if isinstance(rule, ThresholdRule) and rule.baseline else None
+
+
+@dataclass(frozen=True)
+class _Pivot:
+    """Where a branch finds its inputs in the pivot ``pv`` (one row per unit and hour)."""
+
+    bits: dict[str, int]                    # metric -> bit of ``present``
+    values: dict[tuple[str, str], str]      # (metric, column) -> pivot column
+    bases: dict[tuple[str, int], str]       # (metric, baseline days) -> pivot column
+
+    @classmethod
+    def of(cls, variants: list[Variant]) -> _Pivot:
+        metrics = sorted({v.rule.metric for v in variants})
+        pairs = sorted({(v.rule.metric, v.rule.column) for v in variants})
+        bases = sorted({(v.rule.metric, d) for v in variants
+                        if (d := _baseline_days(v)) is not None})
+        return cls({m: i for i, m in enumerate(metrics)},
+                   {mc: f"v{i}" for i, mc in enumerate(pairs)},
+                   {md: f"b{i}" for i, md in enumerate(bases)})
+
+
+def _rows(v: Variant, pv: _Pivot) -> sql.Composable:
+    """The branch's input rows from the pivot: one per unit in scope and hour that has an
+    aggregate of the rule's metric, with its value (NULL when the running gate says no) and
+    baseline. (The pivot is aliased ``c``: it carries the compressor's columns.)"""
+    days = _baseline_days(v)
+    col = sql.SQL("c.{}").format(sql.Identifier(pv.values[(v.rule.metric, v.rule.column)]))
+    value = (sql.SQL("CASE WHEN c.speed_min_4h >= %(running_share)s * c.rated_rpm "
+                     "THEN {} END").format(col) if v.rule.running_only else col)
+    base = (sql.SQL("c.{}").format(sql.Identifier(pv.bases[(v.rule.metric, days)]))
+            if days is not None else sql.SQL("NULL::float8"))
     return sql.SQL(
-        "SELECT a.compressor_id, c.site_id, a.hour, {value} AS v, {base} AS base "
+        "SELECT c.compressor_id, c.site_id, c.hour, {value} AS v, {base} AS base "
+        "FROM pv c WHERE c.present & {bit} <> 0{scope}").format(
+        value=value, base=base, bit=sql.Literal(1 << pv.bits[v.rule.metric]), scope=_scope(v))
+
+
+def _earlier_breach(v: Variant) -> sql.Composable:
+    """Whether unit ``g.compressor_id`` was beyond the first level at any hour in
+    ``[lo, read_lo)``: the episode evidence older than the hours the one-hour path reads.
+    Only asked for the rare unit that clears at ``end``, with index lookups."""
+    days = _baseline_days(v)
+    joins: list[sql.Composable] = []
+    if v.rule.running_only:
+        joins.append(sql.SQL(
+            " LEFT JOIN sensor_readings_agg s ON s.org_id = %(org_id)s AND s.hour = a.hour"
+            " AND s.compressor_id = a.compressor_id AND s.metric = 'speed_rpm'"
+            " AND s.min_4h >= %(running_share)s * c.rated_rpm"))
+    if days is not None:
+        joins.append(sql.SQL(
+            " LEFT JOIN rule_baselines b ON b.org_id = %(org_id)s"
+            " AND b.compressor_id = a.compressor_id AND b.metric = {metric}"
+            " AND b.days = {days} AND b.day = (a.hour AT TIME ZONE 'UTC')::date").format(
+            metric=sql.Literal(v.rule.metric), days=sql.Literal(days)))
+    return sql.SQL(
+        "EXISTS (SELECT 1 FROM (SELECT {value} AS v, {base} AS base "
         "FROM sensor_readings_agg a "
         "JOIN compressors c ON c.org_id = %(org_id)s AND c.compressor_id = a.compressor_id"
-        "{scope} AND (%(compressors)s::text[] IS NULL "
-        "OR c.compressor_id = ANY(%(compressors)s::text[])){joins} "
-        "WHERE a.org_id = %(org_id)s AND a.metric = {metric} "
-        "AND a.hour >= %(lo)s AND a.hour <= %(hi)s").format(
-        value=value, base=sql.SQL("b.median") if relative else sql.SQL("NULL::float8"),
-        scope=_scope(v), joins=sql.SQL("").join(joins), metric=sql.Literal(rule.metric))
+        "{joins} WHERE a.org_id = %(org_id)s AND a.compressor_id = g.compressor_id "
+        "AND a.metric = {metric} AND a.hour >= %(lo)s AND a.hour < %(read_lo)s) o "
+        "WHERE {bf})").format(
+        value=_value(v, "s.compressor_id IS NOT NULL"),
+        base=sql.SQL("b.median") if days is not None else sql.SQL("NULL::float8"),
+        joins=sql.SQL("").join(joins), metric=sql.Literal(v.rule.metric),
+        bf=_beyond_lit(v.first, v.rule.comparison))
 
 
 def _span(hours: int) -> sql.Composable:
     return sql.Literal(timedelta(hours=hours - 1))
 
 
-def _range_branch(v: Variant, wl_hours: int) -> sql.Composable:
+def _range_branch(v: Variant, wl_hours: int,
+                  pv: _Pivot) -> sql.Composable:
     """Every hour of ``[start, end]`` for one variant: window counts over each unit's hours."""
     cmp = v.rule.comparison
     worst = {"above": sql.SQL("max(v) FILTER (WHERE bf) OVER wm"),
@@ -282,11 +336,13 @@ FROM (
     WHERE hour >= %(start)s AND hour <= %(end)s
 ) e
 WHERE firing OR clear_emit""").format(
-        n=sql.Literal(v.n), k=sql.Literal(v.k), worst=worst, flags=_flags(v), rows=_rows(v),
-        m_span=_span(v.m), k_span=_span(v.k), q_span=_span(v.k + 1), l_span=_span(wl_hours))
+        n=sql.Literal(v.n), k=sql.Literal(v.k), worst=worst, flags=_flags(v),
+        m_span=_span(v.m), k_span=_span(v.k), q_span=_span(v.k + 1), l_span=_span(wl_hours),
+        rows=_rows(v, pv))
 
 
-def _single_branch(v: Variant) -> sql.Composable:
+def _single_branch(v: Variant,
+                   pv: _Pivot) -> sql.Composable:
     """The hour ``end`` alone for one variant: one GROUP BY over each unit's last hours."""
     cmp = v.rule.comparison
     in_m = sql.SQL("hour > %(end)s - {} * interval '1 hour'").format(sql.Literal(v.m))
@@ -300,8 +356,8 @@ SELECT compressor_id, site_id, %(end)s::timestamptz AS hour,
 FROM (
     SELECT compressor_id, site_id, worst, v, f_thr, c_thr,
            fire_cnt >= {n} AND norm_cnt < {k} AS firing, crit_cnt >= {n} AS crit,
-           norm_cnt >= {k} AND prev_norm_cnt < {k} AND (recent_bf > 0 OR band_cnt > 0)
-               AS clear_emit
+           norm_cnt >= {k} AND prev_norm_cnt < {k}
+               AND (recent_bf > 0 OR band_cnt > 0 OR {earlier}) AS clear_emit
     FROM (
         SELECT compressor_id, site_id,
                count(*) FILTER (WHERE bf AND {in_m}) AS fire_cnt,
@@ -325,7 +381,7 @@ FROM (
 ) e
 WHERE firing OR clear_emit""").format(
         n=sql.Literal(v.n), k=sql.Literal(v.k), in_m=in_m, worst=worst, flags=_flags(v),
-        rows=_rows(v))
+        rows=_rows(v, pv), earlier=_earlier_breach(v))
 
 
 def level_rules_sql(variants: list[Variant], lookback_hours: int,
@@ -338,31 +394,56 @@ def level_rules_sql(variants: list[Variant], lookback_hours: int,
     are read once and shared by every branch.
     """
     wl_hours = lookback_hours + max(v.k for v in variants) + 1
+    pv = _Pivot.of(variants)
     branches = sql.SQL("\nUNION ALL\n").join(
         sql.SQL("SELECT {rule_id} AS rule_id, {metric} AS metric, x.* FROM ({b}) x").format(
             rule_id=sql.Literal(v.rule.id), metric=sql.Literal(v.rule.metric),
-            b=_single_branch(v) if single_hour else _range_branch(v, wl_hours))
+            b=_single_branch(v, pv) if single_hour else _range_branch(v, wl_hours, pv))
         for v in variants)
+    metrics = sorted(pv.bits)
+    aggs: list[sql.Composable] = [
+        sql.SQL("max(min_4h) FILTER (WHERE metric = 'speed_rpm') AS speed_min_4h"),
+        # One bit per metric present (a row may exist with a NULL value: that is not absence).
+        sql.SQL("bit_or(1::bigint << (array_position({}::text[], metric) - 1)) AS present"
+                ).format(sql.Literal(metrics))]
+    aggs += [sql.SQL("max({}) FILTER (WHERE metric = {}) AS {}").format(
+        sql.Identifier(c), sql.Literal(m), sql.Identifier(n)) for (m, c), n in pv.values.items()]
+    base_cols = [sql.SQL("max(median) FILTER (WHERE metric = {} AND days = {}) AS {}").format(
+        sql.Literal(m), sql.Literal(d), sql.Identifier(n)) for (m, d), n in pv.bases.items()]
+    bases = sql.SQL("") if not base_cols else sql.SQL("""
+    LEFT JOIN (
+        SELECT compressor_id, day, {base_cols} FROM rule_baselines
+        WHERE org_id = %(org_id)s AND day >= (%(lo)s AT TIME ZONE 'UTC')::date
+          AND day <= (%(hi)s AT TIME ZONE 'UTC')::date
+        GROUP BY compressor_id, day
+    ) bl ON bl.compressor_id = x.compressor_id AND bl.day = (x.hour AT TIME ZONE 'UTC')::date
+""").format(base_cols=sql.SQL(", ").join(base_cols))
     return sql.SQL("""
-WITH sp AS MATERIALIZED (
-    SELECT a.compressor_id, a.hour
-    FROM sensor_readings_agg a
-    JOIN compressors c ON c.org_id = %(org_id)s AND c.compressor_id = a.compressor_id
-    WHERE a.org_id = %(org_id)s AND a.metric = 'speed_rpm'
-      AND a.hour >= %(lo)s AND a.hour <= %(hi)s
-      AND (%(compressors)s::text[] IS NULL OR a.compressor_id = ANY(%(compressors)s::text[]))
-      AND a.min_4h >= %(running_share)s * c.rated_rpm
-), bl AS MATERIALIZED (
-    SELECT compressor_id, metric, days, day, median FROM rule_baselines
-    WHERE org_id = %(org_id)s AND day >= (%(lo)s AT TIME ZONE 'UTC')::date
-      AND day <= (%(hi)s AT TIME ZONE 'UTC')::date
+WITH pv AS MATERIALIZED (
+    -- Every hour any branch reads, read once and pivoted to one row per unit and hour with the
+    -- unit's columns and baselines (the table is keyed hour-major: a scan per rule would visit
+    -- every metric's pages again). At most one row per (unit, metric, hour) exists, so max()
+    -- just picks its value.
+    SELECT x.*, c.org_id, c.site_id, c.model, c.rated_rpm{base_names}
+    FROM (
+        SELECT compressor_id, hour, {aggs}
+        FROM sensor_readings_agg
+        WHERE org_id = %(org_id)s AND hour >= %(read_lo)s AND hour <= %(hi)s
+          AND metric = ANY({all_metrics}::text[])
+          AND (%(compressors)s::text[] IS NULL
+               OR compressor_id = ANY(%(compressors)s::text[]))
+        GROUP BY hour, compressor_id
+    ) x
+    JOIN compressors c ON c.org_id = %(org_id)s AND c.compressor_id = x.compressor_id{bases}
 )
 SELECT rule_id, metric, compressor_id, site_id, hour, value, firing, crit, threshold,
        clear_emit
 FROM ({branches}) r
 ORDER BY hour, compressor_id, rule_id
-""").format(branches=branches)
-
+""").format(branches=branches, aggs=sql.SQL(", ").join(aggs), bases=bases,
+            all_metrics=sql.Literal(sorted({*metrics, "speed_rpm"})),
+            base_names=sql.SQL("").join(sql.SQL(", bl.{}").format(sql.Identifier(n))
+                                        for n in pv.bases.values()))
 
 def no_data_sql() -> sql.SQL:
     """Statement for no-data rules: hours since the last aggregate, per compressor and hour."""
@@ -479,9 +560,14 @@ def evaluate_rows(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str,
         lo = history_start(variants, start, lookback_hours)
         fill_baselines(conn, rule_set, org_id, lo.date(), end.date(), compressors)
         conn.execute("SET LOCAL work_mem = '64MB'")
-        cur = conn.execute(level_rules_sql(variants, lookback_hours, start == end), {
+        single = start == end
+        # The one-hour path reads only the hours its counts need; older episode evidence is
+        # looked up per unit when it matters (see _earlier_breach).
+        read_lo = (end - timedelta(hours=max(max(v.m, v.k + 1) for v in variants) - 1)
+                   if single else lo)
+        cur = conn.execute(level_rules_sql(variants, lookback_hours, single), {
             "org_id": org_id, "compressors": compressors, "running_share": RUNNING_SHARE,
-            "lo": lo, "hi": end, "start": start, "end": end})
+            "lo": lo, "read_lo": read_lo, "hi": end, "start": start, "end": end})
         for r in cur:
             out.append(Row(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9]))
     nd = [r for r in rule_set.rules if isinstance(r, NoDataRule) and r.enabled]

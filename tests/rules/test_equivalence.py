@@ -23,7 +23,7 @@ from rules.backtest import episodes
 from rules.loader import load_rule_set
 from rules.schema import RuleSet
 from tests.rules import reference_evaluate as old
-from tests.rules.helpers import h
+from tests.rules.helpers import h, put
 
 RULES = """
 rules:
@@ -233,3 +233,31 @@ def test_parallel_backtest_chunks_give_the_same_episodes(conn, fleet):
     _baselines(conn)   # the parallel run computes them again, split by day
     three = episodes(conn, rs, "acme", h(50), h(HOURS - 1), workers=3)
     assert three == one and len(one) > 5
+
+
+def test_one_hour_clear_with_older_breach_evidence(conn, fleet):
+    """The one-hour path reads only the last hours its counts need; a unit clearing after a
+    stretch of missing or stopped hours finds its breach evidence further back."""
+    rs = load_rule_set("t.yaml", text="""
+rules:
+  - id: oil_temp_high
+    kind: threshold
+    metric: oil_temp_f
+    comparison: above
+    warning: 180
+    clear: 175
+    persistence: {hours: 2, of: 3}
+    diagnosis: d
+    checks: [c]
+    basis: b
+""")
+    put(conn, "acme", "COMP-0001", "oil_temp_f", 0, [185, 185, None, None, None, None, 170, 170])
+    # COMP-0002 is stopped (speed 0) for four hours: its values then count for nothing.
+    put(conn, "acme", "COMP-0002", "speed_rpm", 2, [0, 0, 0, 0], column="min_4h")
+    put(conn, "acme", "COMP-0002", "oil_temp_f", 0, [185, 185, 185, 185, 185, 185, 170, 170])
+    put(conn, "acme", "COMP-0002", "oil_temp_f", 20, [185, 185, 170, 170])
+    for i in range(0, 24):
+        a, b = _both(conn, rs, "acme", i, i)
+        assert (b.breaches, b.clears) == (a.breaches, a.clears), f"hour {i}"
+    assert [c.compressor_id for c in new.evaluate(conn, rs, "acme", (h(7), h(7))).clears] == [
+        "COMP-0001", "COMP-0002"]
