@@ -579,10 +579,14 @@ def evaluate_rows(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str,
                    "sites": list(r.applies_to.sites) if r.applies_to.sites else None,
                    "orgs": list(r.applies_to.orgs) if r.applies_to.orgs else None,
                    "warn": r.warning_after_hours, "crit": r.critical_after_hours} for r in nd]
-        cur = conn.execute(no_data_sql(), {
-            "rules": Jsonb(params), "org_id": org_id, "compressors": compressors,
-            "all_metrics": list(METRIC_BY_NAME), "lo": lo, "start": start, "end": end})
-        for r in cur:
+        args = {"rules": Jsonb(params), "org_id": org_id, "compressors": compressors,
+                "all_metrics": list(METRIC_BY_NAME), "lo": lo, "start": start, "end": end}
+        if start == end:
+            # Only units without data now or an hour ago can produce a row: evaluate just those.
+            args["compressors"] = [r[0] for r in conn.execute(
+                db.queries("rules")["no_data_candidates"], args)]
+        nd_rows = conn.execute(no_data_sql(), args) if args["compressors"] != [] else ()
+        for r in nd_rows:
             out.append(Row(r[0], r[1] or "*", r[2], r[3], r[4], r[5], r[6], r[7],
                            float(r[8]), r[9]))
     out.sort(key=lambda r: (r.hour, r.compressor_id, r.rule_id))
