@@ -148,8 +148,13 @@ def silver_transform(con: duckdb.DuckDBPyConnection, lake: Lake, orgs: dict[str,
     """
     counts = dict(con.execute(f"SELECT reason, count(*) FROM ({quarantine_sql}) GROUP BY 1")
                   .fetchall())
-    if lake.batch_mark("quarantine") < hi:
-        reader = con.execute(quarantine_sql).to_arrow_reader(250_000)
+    q_mark = lake.batch_mark("quarantine")
+    if q_mark < hi:
+        # Only batches quarantine has not recorded: after a crash between the quarantine and
+        # silver commits, new bronze batches may have arrived before the re-run, which then
+        # spans both; writing the whole span again would duplicate the earlier ones' rows.
+        reader = con.execute(f"SELECT * FROM ({quarantine_sql}) WHERE batch_id > {int(q_mark)}"
+                             ).to_arrow_reader(250_000)
         lake.append("quarantine", conform_reader(reader, QUARANTINE_SCHEMA), hi)
     s_cols = ", ".join(f.name for f in SILVER_SCHEMA)
     reader = con.execute(f"SELECT {s_cols} FROM flagged").to_arrow_reader(250_000)
@@ -277,18 +282,15 @@ def _baseline_by_join(con: duckdb.DuckDBPyConnection, lake: Lake, first: Any, la
         f"sum(bn) FILTER (WHERE metric = '{m.name}') AS bn_{i}, "
         f"sum(bs) FILTER (WHERE metric = '{m.name}') AS bs_{i}, "
         f"sum(bq) FILTER (WHERE metric = '{m.name}') AS bq_{i}" for i, m in enumerate(METRICS))
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE hourly_long AS
-        SELECT compressor_id, hour, metric, sum(n) AS n, sum(sum) AS sum, sum(sumsq) AS sumsq
-        FROM ({" UNION ALL ".join(sources)}) GROUP BY ALL
-    """)
+    # No GROUP BY per (compressor, hour, metric) first: where the batch adds readings to an
+    # hour gold already has, both rows fall in the same windows and the sums below add them.
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE baseline AS
         WITH b AS (
             SELECT k.compressor_id, k.hour, p.metric, sum(p.n) AS bn, sum(p.sum) AS bs,
                    sum(p.sumsq) AS bq
             FROM (SELECT DISTINCT compressor_id, hour FROM kept_wide) k
-            JOIN hourly_long p ON p.compressor_id = k.compressor_id
+            JOIN ({" UNION ALL ".join(sources)}) p ON p.compressor_id = k.compressor_id
               AND p.hour >= k.hour - INTERVAL 24 HOURS AND p.hour <= k.hour - INTERVAL 1 HOUR
             GROUP BY ALL
         )

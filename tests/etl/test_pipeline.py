@@ -182,3 +182,40 @@ def test_cli_run_maintain_and_dq_report(settings: Settings, db_url: str, fleet: 
     assert run(["dq", "report", "--org", "bravo"]) == 0
     out = capsys.readouterr().out
     assert "COMP-0003" in out and "COMP-0001" not in out
+
+
+def test_crash_between_quarantine_and_silver_commits_then_new_files(
+        settings: Settings, db_url: str, fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Silver commits quarantine first and silver last. A run that dies between the two and is
+    re-run only after new files arrived spans the old batches and the new ones: the old
+    batches' quarantined rows must not be written a second time (found by the ETL kill
+    loop, which failed with one quarantine row too many)."""
+    expected = scenario(settings.landing_path)
+    real_append = Lake.append
+
+    def dies_before_silver(self: Lake, table: str, data: Any, batch_id: int) -> None:
+        if table == "silver":
+            raise RuntimeError("simulated crash before the silver commit")
+        real_append(self, table, data, batch_id)
+
+    monkeypatch.setattr(Lake, "append", dies_before_silver)
+    with pytest.raises(RuntimeError, match="before the silver commit"):
+        run_pipeline(settings, db_url)
+    monkeypatch.setattr(Lake, "append", real_append)
+    con, lake = lake_con(settings)
+    quarantined = sum(v for k, v in expected.items()
+                      if k not in ("valid", "duplicates", "late", "files"))
+    assert con.execute(f"SELECT count(*) FROM delta_scan('{lake.uri('quarantine')}')"
+                       ).fetchone() == (quarantined,)
+    # a new file with one out-of-range reading arrives before the re-run
+    write_landing(settings.landing_path,
+                  [reading("COMP-0001", T0 + timedelta(hours=4), speed_rpm=9999.0)],
+                  T0 + timedelta(hours=4, minutes=5), org="acme")
+    summary = run_pipeline(settings, db_url)
+    assert summary.files == 1
+    rows = con.execute(f"SELECT reason, source_file, source_row, count(*) "
+                       f"FROM delta_scan('{lake.uri('quarantine')}') GROUP BY ALL").fetchall()
+    assert all(r[3] == 1 for r in rows), rows
+    assert len(rows) == quarantined + 1
+    assert con.execute(f"SELECT count(*) FROM delta_scan('{lake.uri('silver')}')"
+                       ).fetchone() == (expected["valid"],)
