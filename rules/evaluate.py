@@ -246,7 +246,7 @@ class _Pivot:
                    {md: f"b{i}" for i, md in enumerate(bases)})
 
 
-def _rows(v: Variant, pv: _Pivot) -> sql.Composable:
+def _rows(v: Variant, pv: _Pivot, dense: bool = False) -> sql.Composable:
     """The branch's input rows from the pivot: one per unit in scope and hour that has an
     aggregate of the rule's metric, with its value (NULL when the running gate says no) and
     baseline. (The pivot is aliased ``c``: it carries the compressor's columns.)"""
@@ -256,10 +256,17 @@ def _rows(v: Variant, pv: _Pivot) -> sql.Composable:
                      "THEN {} END").format(col) if v.rule.running_only else col)
     base = (sql.SQL("c.{}").format(sql.Identifier(pv.bases[(v.rule.metric, days)]))
             if days is not None else sql.SQL("NULL::float8"))
+    bit = sql.Literal(1 << pv.bits[v.rule.metric])
+    if dense:   # every hour of every unit in scope; ``present``: the metric has a row
+        return sql.SQL(
+            "SELECT c.compressor_id, c.site_id, c.hour, c.present & {bit} <> 0 AS present, "
+            "CASE WHEN c.present & {bit} <> 0 THEN {value} END AS v, {base} AS base "
+            "FROM pv c WHERE true{scope}").format(
+            value=value, base=base, bit=bit, scope=_scope(v))
     return sql.SQL(
         "SELECT c.compressor_id, c.site_id, c.hour, {value} AS v, {base} AS base "
         "FROM pv c WHERE c.present & {bit} <> 0{scope}").format(
-        value=value, base=base, bit=sql.Literal(1 << pv.bits[v.rule.metric]), scope=_scope(v))
+        value=value, base=base, bit=bit, scope=_scope(v))
 
 
 def _earlier_breach(v: Variant) -> sql.Composable:
@@ -296,49 +303,59 @@ def _span(hours: int) -> sql.Composable:
     return sql.Literal(timedelta(hours=hours - 1))
 
 
-def _range_branch(v: Variant, wl_hours: int,
-                  pv: _Pivot) -> sql.Composable:
-    """Every hour of ``[start, end]`` for one variant: window counts over each unit's hours."""
+def _range_branch(v: Variant, wl_hours: int, pv: _Pivot) -> sql.Composable:
+    """Every hour of ``[start, end]`` for one variant, over each unit's dense hour grid.
+
+    The pivot has a row for every unit and hour (absent aggregates are placeholder rows that
+    are neither beyond nor normal), so "the last N hours" is "the last N rows": each count is a
+    difference of running counts, ``cum - lag(cum, N)``. That is two window passes over one
+    sort instead of one pass per frame length (several times faster, same counts).
+    """
     cmp = v.rule.comparison
-    worst = {"above": sql.SQL("max(v) FILTER (WHERE bf) OVER wm"),
-             "below": sql.SQL("min(v) FILTER (WHERE bf) OVER wm")}.get(cmp, sql.SQL("v"))
+    lags = sql.SQL(", ").join(
+        [sql.SQL("bfv")] + [sql.SQL("lag(bfv, {}) OVER byrow").format(sql.Literal(i))
+                            for i in range(1, v.m)])
+    worst = {"above": sql.SQL("greatest({})").format(lags),
+             "below": sql.SQL("least({})").format(lags)}.get(cmp, sql.SQL("v"))
+    rows = _rows(v, pv, dense=True)
     return sql.SQL("""
 SELECT e.compressor_id, e.site_id, e.hour, CASE WHEN firing THEN worst ELSE v END AS value,
        firing, crit, CASE WHEN crit THEN c_thr ELSE f_thr END AS threshold, clear_emit
 FROM (
-    SELECT s.*, cleared AND NOT coalesce(prev_cleared, false)
-                AND (recent_bf > 0 OR band_cnt > 0) AS clear_emit
+    SELECT w.*, fire_cnt >= {n} AND norm_cnt < {k} AS firing, crit_cnt >= {n} AS crit,
+           norm_cnt >= {k} AND NOT coalesce(prev_cleared, false)
+               AND (recent_bf > 0 OR band_cnt > 0) AS clear_emit
     FROM (
-        SELECT w.*, fire_cnt >= {n} AND norm_cnt < {k} AS firing, crit_cnt >= {n} AS crit,
-               norm_cnt >= {k} AS cleared,
-               lag(norm_cnt >= {k}) OVER byhour
-                   AND lag(hour) OVER byhour = hour - interval '1 hour' AS prev_cleared
+        SELECT q.*,
+               cbf - lag(cbf, {m}, 0) OVER byrow AS fire_cnt,
+               cbc - lag(cbc, {m}, 0) OVER byrow AS crit_cnt,
+               cnr - lag(cnr, {k}, 0) OVER byrow AS norm_cnt,
+               cbf - lag(cbf, {l}, 0) OVER byrow AS recent_bf,
+               cband - lag(cband, {q}, 0) OVER byrow AS band_cnt,
+               lag(present) OVER byrow
+                   AND lag(cnr, 1, 0) OVER byrow - lag(cnr, {q}, 0) OVER byrow >= {k}
+                   AS prev_cleared,
+               {worst} AS worst
         FROM (
             SELECT f.*,
-                   count(*) FILTER (WHERE bf) OVER wm AS fire_cnt,
-                   count(*) FILTER (WHERE bc) OVER wm AS crit_cnt,
-                   count(*) FILTER (WHERE nr) OVER wk AS norm_cnt,
-                   count(*) FILTER (WHERE bf) OVER wl AS recent_bf,
-                   count(*) FILTER (WHERE band) OVER wq AS band_cnt,
-                   {worst} AS worst
-            FROM (SELECT compressor_id, site_id, hour, v, {flags} FROM ({rows}) o) f
-            WINDOW wm AS (PARTITION BY compressor_id ORDER BY hour
-                          RANGE BETWEEN {m_span} PRECEDING AND CURRENT ROW),
-                   wk AS (PARTITION BY compressor_id ORDER BY hour
-                          RANGE BETWEEN {k_span} PRECEDING AND CURRENT ROW),
-                   wq AS (PARTITION BY compressor_id ORDER BY hour
-                          RANGE BETWEEN {q_span} PRECEDING AND CURRENT ROW),
-                   wl AS (PARTITION BY compressor_id ORDER BY hour
-                          RANGE BETWEEN {l_span} PRECEDING AND CURRENT ROW)
-        ) w
-        WINDOW byhour AS (PARTITION BY compressor_id ORDER BY hour)
-    ) s
-    WHERE hour >= %(start)s AND hour <= %(end)s
+                   count(*) FILTER (WHERE bf) OVER cum AS cbf,
+                   count(*) FILTER (WHERE bc) OVER cum AS cbc,
+                   count(*) FILTER (WHERE nr) OVER cum AS cnr,
+                   count(*) FILTER (WHERE band) OVER cum AS cband
+            FROM (SELECT compressor_id, site_id, hour, present, v,
+                         CASE WHEN {bf} THEN v END AS bfv, {flags}
+                  FROM ({rows}) o) f
+            WINDOW cum AS (PARTITION BY compressor_id ORDER BY hour
+                           ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+        ) q
+        WINDOW byrow AS (PARTITION BY compressor_id ORDER BY hour)
+    ) w
+    WHERE present AND hour >= %(start)s AND hour <= %(end)s
 ) e
 WHERE firing OR clear_emit""").format(
-        n=sql.Literal(v.n), k=sql.Literal(v.k), worst=worst, flags=_flags(v),
-        m_span=_span(v.m), k_span=_span(v.k), q_span=_span(v.k + 1), l_span=_span(wl_hours),
-        rows=_rows(v, pv))
+        n=sql.Literal(v.n), k=sql.Literal(v.k), m=sql.Literal(v.m), q=sql.Literal(v.k + 1),
+        l=sql.Literal(wl_hours), worst=worst, flags=_flags(v), rows=rows,
+        bf=_beyond_lit(v.first, cmp))
 
 
 def _single_branch(v: Variant,
@@ -416,7 +433,7 @@ def level_rules_sql(variants: list[Variant], lookback_hours: int,
         WHERE org_id = %(org_id)s AND day >= (%(lo)s AT TIME ZONE 'UTC')::date
           AND day <= (%(hi)s AT TIME ZONE 'UTC')::date
         GROUP BY compressor_id, day
-    ) bl ON bl.compressor_id = x.compressor_id AND bl.day = (x.hour AT TIME ZONE 'UTC')::date
+    ) bl ON bl.compressor_id = c.compressor_id AND bl.day = (g.hour AT TIME ZONE 'UTC')::date
 """).format(base_cols=sql.SQL(", ").join(base_cols))
     return sql.SQL("""
 WITH pv AS MATERIALIZED (
@@ -424,8 +441,12 @@ WITH pv AS MATERIALIZED (
     -- unit's columns and baselines (the table is keyed hour-major: a scan per rule would visit
     -- every metric's pages again). At most one row per (unit, metric, hour) exists, so max()
     -- just picks its value.
-    SELECT x.*, c.org_id, c.site_id, c.model, c.rated_rpm{base_names}
-    FROM (
+    SELECT c.compressor_id, g.hour, coalesce(x.present, 0) AS present, {x_cols},
+           c.org_id, c.site_id, c.model, c.rated_rpm{base_names}
+    FROM compressors c
+    CROSS JOIN generate_series(%(read_lo)s::timestamptz, %(hi)s::timestamptz,
+                               interval '1 hour') AS g(hour)
+    LEFT JOIN (
         SELECT compressor_id, hour, {aggs}
         FROM sensor_readings_agg
         WHERE org_id = %(org_id)s AND hour >= %(read_lo)s AND hour <= %(hi)s
@@ -433,8 +454,9 @@ WITH pv AS MATERIALIZED (
           AND (%(compressors)s::text[] IS NULL
                OR compressor_id = ANY(%(compressors)s::text[]))
         GROUP BY hour, compressor_id
-    ) x
-    JOIN compressors c ON c.org_id = %(org_id)s AND c.compressor_id = x.compressor_id{bases}
+    ) x ON x.compressor_id = c.compressor_id AND x.hour = g.hour{bases}
+    WHERE c.org_id = %(org_id)s
+      AND (%(compressors)s::text[] IS NULL OR c.compressor_id = ANY(%(compressors)s::text[]))
 )
 SELECT rule_id, metric, compressor_id, site_id, hour, value, firing, crit, threshold,
        clear_emit
@@ -442,6 +464,8 @@ FROM ({branches}) r
 ORDER BY hour, compressor_id, rule_id
 """).format(branches=branches, aggs=sql.SQL(", ").join(aggs), bases=bases,
             all_metrics=sql.Literal(sorted({*metrics, "speed_rpm"})),
+            x_cols=sql.SQL(", ").join(sql.SQL("x.{}").format(sql.Identifier(n)) for n in
+                                      ["speed_min_4h", *pv.values.values()]),
             base_names=sql.SQL("").join(sql.SQL(", bl.{}").format(sql.Identifier(n))
                                         for n in pv.bases.values()))
 
