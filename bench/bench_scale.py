@@ -14,7 +14,22 @@ same state file (``temporal.db``) and port while the worker process keeps runnin
 must reconnect by itself (same process, no restart), and every alert must escalate exactly
 once, no earlier than its delay, with one escalation notification.
 
-Runs in a scratch data directory on free ports:
+``fleet-30d``: the fleet at full size (default 4,500 compressors x 30 days, seed 42; the
+simulated files are cached in ``--work``) through the ETL and the rules, on its own embedded
+PostgreSQL (tuned like ``altaviz``'s). The landing files are fed the way an operator catching
+up would: in arrival order, one arrival day per ``run_pipeline`` call, each call in its own
+process so its peak RSS is its own (per day: wall and CPU seconds, peak RSS, rows in,
+quarantined, duplicates, aggregate rows written, and the database server's summed RSS). Then
+the default rules (``rules/thresholds.yaml``) are replayed over the whole range with
+``rules.backtest.backtest`` and the latest hour is evaluated once, each in its own process.
+Last, the counts that must agree: bronze rows = silver + quarantine + duplicates, no
+duplicate key in silver, gold or ``sensor_readings_agg``, one aggregate row per distinct
+gold key, every ``etl_runs`` row succeeded. Figures are saved to ``WORK/summary.json`` after
+every step (a run stopped early keeps what it did) and printed as JSON and as a table:
+``.venv/bin/python -m bench.bench_scale fleet-30d [--compressors 4500 --days 30
+--work /tmp/altaviz-scale-30d --max-days N --keep]``.
+
+The alert scenarios run in a scratch data directory on free ports:
 ``.venv/bin/python -m bench.bench_scale worker-kill [--alerts 100 --delay-s 60]``,
 ``.venv/bin/python -m bench.bench_scale two-workers [--alerts 1000]`` and
 ``.venv/bin/python -m bench.bench_scale temporal-restart [--alerts 100 --delay-s 75
