@@ -232,18 +232,26 @@ class _Context:
         # (when comparing, every column of the context is read once: the comparison needs
         # the full rows of the recomputed hours, which lie inside it)
         ctx_first, ctx_last = first - timedelta(hours=23), last + timedelta(hours=23)
+        join_fresh = self.method == "join" and not table
         read = ("g.*" if table else "g.org_id, g.compressor_id, g.metric, g.hour, g.n, g.sum, "
                 "g.sumsq, g.min, g.max, g.outliers, g.late")
-        con.execute(f"""
-            CREATE OR REPLACE TEMP TABLE gold_ctx AS
-            SELECT {read}
-            FROM delta_scan('{self.gold}') g
+        # The join method on new hours streams the context straight from gold into the join
+        # (a view, filtered only by the batch's hour span): materializing ~2.5 M long rows
+        # with their text keys was the largest cost of the hourly run. The per-compressor
+        # ranges only shrink the context; the join's own window condition is exact.
+        ranged = ("AND g.compressor_id IN (SELECT compressor_id FROM ranges_b)" if join_fresh
+                  else "")
+        join_ranges = "" if join_fresh else """
             JOIN ranges_b r ON g.compressor_id = r.compressor_id
               AND g.hour >= r.first_dirty - INTERVAL 23 HOURS
-              AND g.hour <= r.last_dirty + INTERVAL 23 HOURS
+              AND g.hour <= r.last_dirty + INTERVAL 23 HOURS"""
+        con.execute(f"""
+            CREATE OR REPLACE TEMP {"VIEW" if join_fresh else "TABLE"} gold_ctx AS
+            SELECT {read}
+            FROM delta_scan('{self.gold}') g{join_ranges}
             WHERE g.date IN ({sql_dates(_dates(ctx_first, ctx_last))})
               AND g.hour >= '{ctx_first.isoformat()}'::TIMESTAMPTZ
-              AND g.hour <= '{ctx_last.isoformat()}'::TIMESTAMPTZ
+              AND g.hour <= '{ctx_last.isoformat()}'::TIMESTAMPTZ {ranged}
         """)
         partials = f"""
                 {unpivot_partials('fresh_wide')}
@@ -255,7 +263,13 @@ class _Context:
             # Few output hours per compressor (the hourly run): aggregate each output row's
             # own 24 h of partials. Window functions would compute every context row's
             # windows too, and at ~3 us per row that was most of the hourly run's time.
-            con.execute(f"CREATE OR REPLACE TEMP TABLE partials_b AS {partials}")
+            con.execute(f"CREATE OR REPLACE TEMP VIEW partials_b AS {partials}")
+            # the output rows: a new hour's are exactly its fresh partials (no gold row lies
+            # in the recomputed hours); otherwise every partial in the compressor's range
+            outputs = unpivot_partials("fresh_wide") if not table else """
+                SELECT p.* FROM partials_b p JOIN ranges_b r ON p.compressor_id = r.compressor_id
+                  AND p.hour >= r.first_dirty AND p.hour <= r.last_dirty + INTERVAL 23 HOURS"""
+            con.execute(f"CREATE OR REPLACE TEMP TABLE out_b AS {outputs}")
             win = f"""
                 SELECT o.org_id, o.compressor_id, o.metric, o.hour,
                     any_value(o.n) AS n, any_value(o.sum) AS sum,
@@ -271,9 +285,7 @@ class _Context:
                     max(p.hour) FILTER (WHERE p.hour < o.hour) AS prev_hour,
                     any_value(p.sum / p.n) FILTER (WHERE p.hour = o.hour - INTERVAL 1 HOUR)
                         AS prev_mean
-                FROM partials_b o
-                JOIN ranges_b r ON o.compressor_id = r.compressor_id
-                  AND o.hour >= r.first_dirty AND o.hour <= r.last_dirty + INTERVAL 23 HOURS
+                FROM out_b o
                 JOIN partials_b p ON p.compressor_id = o.compressor_id AND p.metric = o.metric
                   AND p.hour > o.hour - INTERVAL 24 HOURS AND p.hour <= o.hour
                 GROUP BY o.org_id, o.compressor_id, o.metric, o.hour"""
