@@ -18,6 +18,7 @@ stage's mark".
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -46,6 +47,7 @@ from etl.models import (
 from etl.quality import quality_checks
 from etl.silver import silver_transform
 
+log = logging.getLogger(__name__)
 Stage = Literal["bronze", "silver", "gold", "aggregates", "quality"]
 STAGES: tuple[Stage, ...] = ("bronze", "silver", "gold", "aggregates", "quality")
 Progress = Callable[[str, float], None]
@@ -132,7 +134,12 @@ def run_pipeline(settings: Settings, db_url: str, *, landing: Path | None = None
         try:
             with db.connect(db_url) as conn:
                 with db.admin(conn):
+                    closed = conn.execute(q["close_interrupted_runs"],
+                                          {"run_id": run_id}).fetchall()
                     conn.execute(q["start_run"], {"run_id": run_id})
+                if closed:
+                    log.warning("marked %d interrupted ETL run(s) failed: %s", len(closed),
+                                ", ".join(r[0] for r in closed))
                 try:
                     for stage in STAGES:
                         if progress:

@@ -75,6 +75,17 @@ ON CONFLICT (org_id, compressor_id) DO UPDATE SET
 WHERE etl_watermarks.last_reading_at < EXCLUDED.last_reading_at
    OR etl_watermarks.last_loaded_at < EXCLUDED.last_loaded_at
 
+-- name: close_interrupted_runs
+-- Runs still 'running' when a new run holds the lake's writer lock were cut off (process
+-- killed, database gone before the failure could be written): only one run per lake can hold
+-- the lock. Marked failed so the run history does not show them running forever.
+UPDATE etl_runs
+SET status = 'failed', finished_at = now(),
+    error = 'interrupted: the run ended without finishing (process killed or database '
+            || 'unreachable); found by run ' || %(run_id)s
+WHERE status = 'running' AND run_id <> %(run_id)s
+RETURNING run_id
+
 -- name: start_run
 INSERT INTO etl_runs (run_id, status) VALUES (%(run_id)s, 'running')
 

@@ -219,3 +219,21 @@ def test_crash_between_quarantine_and_silver_commits_then_new_files(
     assert len(rows) == quarantined + 1
     assert con.execute(f"SELECT count(*) FROM delta_scan('{lake.uri('silver')}')"
                        ).fetchone() == (expected["valid"],)
+
+
+def test_a_run_cut_off_earlier_is_marked_interrupted(settings: Settings, db_url: str,
+                                                     fleet: Fleet,
+                                                     conn: psycopg.Connection[Any]) -> None:
+    """A run whose process died (or whose database went away) stays 'running' in etl_runs;
+    the next run, holding the lake's writer lock, marks it failed as interrupted."""
+    with conn.transaction():
+        conn.execute("INSERT INTO etl_runs (run_id, status) VALUES ('killed-run', 'running')")
+    scenario(settings.landing_path)
+    summary = run_pipeline(settings, db_url)
+    with conn.transaction():
+        rows = dict(conn.execute("SELECT run_id, status FROM etl_runs").fetchall())
+        error = conn.execute("SELECT error FROM etl_runs WHERE run_id = 'killed-run'"
+                             ).fetchone()
+    assert rows == {"killed-run": "failed", summary.run_id: "succeeded"}
+    assert error is not None and error[0].startswith("interrupted:")
+    assert summary.run_id in error[0]
