@@ -365,6 +365,7 @@ def etl_day_child(db_url: str, landing: Path, lake: Path, as_of: datetime) -> No
                         late_arrival_minutes=90)
     marks: dict[str, float] = {}
     stages: dict[str, float] = {}
+    rss: dict[str, float] = {}   # the process's peak RSS when each stage ended: which one grew it
     load_before = os.getloadavg()[0]
     t0, c0 = time.perf_counter(), _cpu_seconds()
 
@@ -373,12 +374,13 @@ def etl_day_child(db_url: str, landing: Path, lake: Path, as_of: datetime) -> No
             marks[stage] = time.perf_counter()
         elif fraction == 1.0 and stage in marks:
             stages[stage] = round(time.perf_counter() - marks[stage], 2)
+            rss[stage] = _peak_rss_mb()
 
     summary = run_pipeline(settings, db_url, progress=progress, as_of=as_of)
     print(json.dumps({
         "seconds": round(time.perf_counter() - t0, 2),
         "cpu_seconds": round(_cpu_seconds() - c0, 2),
-        "peak_rss_mb": _peak_rss_mb(), "stages": stages,
+        "peak_rss_mb": _peak_rss_mb(), "stages": stages, "peak_rss_mb_after_stage": rss,
         "load_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "files": summary.files, "rows_in": summary.rows_in,
         "rows_quarantined": summary.rows_quarantined, "duplicates": summary.duplicates,
