@@ -71,10 +71,12 @@ def etl_runner(settings: Settings, db_url: str) -> EtlRunner:
     before the run ended, the worker was killed between stages), and the retry then finds them
     identical and reports no change, so their hours would never be evaluated (found by the
     PostgreSQL outage test). Evaluating too much is harmless: alerts ignore hours they have
-    seen.
+    seen. Hours changed by runs outside the schedule (``altaviz etl run``) are taken from
+    ``etl_unevaluated_hours``, where the aggregates stage records every run's changes.
     """
     from temporalio import activity
 
+    from altaviz import db
     from etl.pipeline import run_pipeline
 
     def run(hour: datetime) -> EtlSummary:
@@ -83,9 +85,13 @@ def etl_runner(settings: Settings, db_url: str) -> EtlRunner:
         changed: set[datetime] = set()
         if activity.in_activity() and activity.info().attempt > 1:
             changed.update({floor, hour})
-        for r in summary.changed:
-            first = max(r.first_hour.astimezone(UTC), floor)
-            last = min(r.last_hour.astimezone(UTC), hour)
+        # this run's changes and those of runs outside the schedule (etl_unevaluated_hours)
+        with db.connect(db_url) as conn, db.admin(conn):
+            recorded = conn.execute(db.queries("etl")["take_unevaluated_hours"]).fetchall()
+        spans = [(r.first_hour, r.last_hour) for r in summary.changed]
+        for first_hour, last_hour in [*spans, *((r[1], r[2]) for r in recorded)]:
+            first = max(first_hour.astimezone(UTC), floor)
+            last = min(last_hour.astimezone(UTC), hour)
             if first <= last:
                 changed.update({first, last})
         return EtlSummary(ran=True, run_id=summary.run_id, changed_hours=sorted(changed),

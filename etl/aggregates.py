@@ -164,7 +164,18 @@ def upsert_aggregates(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.
             progress("aggregates", 0.6 + 0.4 * (i + 1) / len(orgs))
     with admin(conn):
         conn.execute(q["truncate_staging"])
-    set_stage_mark(conn, "aggregates", hi, run_id)
+    # Each organization's changed hours come from the gold rows of these batches (gold writes
+    # only new or changed rows), not from what PostgreSQL reports as changed: after a crash
+    # between the writes and the mark, the re-run finds the rows already there and changes
+    # nothing, yet those hours were never handed to the rules.
+    spans = con.execute("SELECT org_id, min(hour), max(hour) FROM agg_keys GROUP BY ALL "
+                        "ORDER BY org_id").fetchall()
+    with admin(conn):
+        conn.execute(q["record_unevaluated_hours"], {
+            "run_id": run_id, "orgs": [r[0] for r in spans], "firsts": [r[1] for r in spans],
+            "lasts": [r[2] for r in spans]})
+        conn.execute(q["set_stage_mark"],
+                     {"stage": "aggregates", "batch_id": hi, "run_id": run_id})
     changed = [ChangedRange(org_id=org, compressor_id=comp, first_hour=first, last_hour=last,
                             rows=rows)
                for (org, comp), (first, last, rows) in sorted(ranges.items())]

@@ -122,3 +122,15 @@ ORDER BY org_id, compressor_id, check_type
 SELECT t.org_id, t.hour
 FROM unnest(%(orgs)s::text[], %(hours)s::timestamptz[]) AS t(org_id, hour)
 WHERE EXISTS (SELECT 1 FROM sensor_readings_agg a WHERE a.org_id = t.org_id AND a.hour = t.hour)
+
+-- name: record_unevaluated_hours
+-- Each organization's changed hours of one aggregates run (parallel arrays), for the rules.
+INSERT INTO etl_unevaluated_hours (org_id, first_hour, last_hour, run_id)
+SELECT t.org_id, t.first_hour, t.last_hour, %(run_id)s
+FROM unnest(%(orgs)s::text[], %(firsts)s::timestamptz[], %(lasts)s::timestamptz[])
+    AS t(org_id, first_hour, last_hour)
+
+-- name: take_unevaluated_hours
+-- Every recorded range, removed as it is read: the caller evaluates them (the scheduled
+-- pipeline's ETL activity; a retried attempt re-evaluates its whole window anyway).
+DELETE FROM etl_unevaluated_hours RETURNING org_id, first_hour, last_hour

@@ -237,3 +237,28 @@ def test_a_run_cut_off_earlier_is_marked_interrupted(settings: Settings, db_url:
     assert rows == {"killed-run": "failed", summary.run_id: "succeeded"}
     assert error is not None and error[0].startswith("interrupted:")
     assert summary.run_id in error[0]
+
+
+def test_hours_changed_outside_the_schedule_reach_the_next_scheduled_run(
+        settings: Settings, db_url: str, fleet: Fleet) -> None:
+    """A late batch loaded by `altaviz etl run` (not by the scheduled pipeline) leaves its
+    changed hours in etl_unevaluated_hours; the next scheduled ETL activity finds nothing new
+    to load, yet reports those hours for the rules, once."""
+    from worker import etl_runner
+
+    rows = [reading("COMP-0001", T0 + timedelta(hours=k, minutes=10 * i))
+            for k in range(30) if k != 10 for i in range(6)]
+    write_landing(settings.landing_path, rows, T0 + timedelta(hours=30, minutes=5))
+    scheduled = etl_runner(settings, db_url)
+    first = scheduled(T0 + timedelta(hours=29))
+    assert first.changed_hours == [T0 + timedelta(hours=5), T0 + timedelta(hours=29)]
+    # hour 10 arrives late and is loaded by hand
+    write_landing(settings.landing_path,
+                  [reading("COMP-0001", T0 + timedelta(hours=10, minutes=10 * i),
+                           oil_temp_f=190.0) for i in range(6)],
+                  T0 + timedelta(hours=30, minutes=20))
+    assert run_pipeline(settings, db_url).files == 1
+    second = scheduled(T0 + timedelta(hours=30))
+    # hour 10 and the later hours whose windows hold it (up to the last one stored, 29)
+    assert second.changed_hours == [T0 + timedelta(hours=10), T0 + timedelta(hours=29)]
+    assert scheduled(T0 + timedelta(hours=30)).changed_hours == []
