@@ -22,7 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
-from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake import (
+    CommitProperties,
+    DeltaTable,
+    Transaction,
+    WriterProperties,
+    write_deltalake,
+)
 from filelock import FileLock, Timeout
 
 from altaviz.errors import TransientError
@@ -111,6 +117,12 @@ GOLD_SCHEMA = pa.schema([
     pa.field("date", pa.string(), nullable=False),
 ])
 
+#: Row groups of 64 Ki rows: delta-rs keeps one open row group per partition being written,
+#: and a first load writes 7-8 date partitions at once (the gold write of a week peaked at
+#: 2.06 GB RSS with the default, 1.80 GB with this, and was faster); small row groups also let
+#: readers skip more by the hour statistics.
+WRITER_PROPERTIES = WriterProperties(max_row_group_size=64 * 1024)
+
 SCHEMAS = {"bronze": BRONZE_SCHEMA, "quarantine": QUARANTINE_SCHEMA,
            "silver": SILVER_SCHEMA, "gold": GOLD_SCHEMA}
 PARTITIONS = {"bronze": ["arrival_date"], "quarantine": ["arrival_date"],
@@ -153,7 +165,8 @@ class Lake:
     def append(self, table: str, data: pa.Table | pa.RecordBatchReader, batch_id: int) -> None:
         """Append ``data`` and record ``batch_id`` in the same commit (see module docstring)."""
         write_deltalake(self.uri(table), data, mode="append", partition_by=PARTITIONS[table],
-                        commit_properties=commit(table, batch_id))
+                        commit_properties=commit(table, batch_id),
+                        writer_properties=WRITER_PROPERTIES)
 
     def partitions_for_batches(self, table: str, after: int, upto: int) -> set[str]:
         """Partition values of the files holding batches ``after < batch_id <= upto``.
