@@ -176,8 +176,7 @@ def episode_rows(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str,
     value of a no-data row may differ (hours without data are counted from the chunk's own
     history start), which episodes do not use.
     """
-    if start.tzinfo is not None and end.tzinfo is not None:
-        start, end = hour_of(start), hour_of(end)
+    start, end = hour_of(start), hour_of(end)   # (InputError for naive datetimes)
     chunks = _chunks(start, end, workers)
     extra = _extra_connections(conn, len(chunks) - 1)
     conns = [conn, *extra]
