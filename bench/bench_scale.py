@@ -1,4 +1,4 @@
-"""Fault and scale scenarios of the alert workflows on the embedded Temporal dev server.
+"""Fault and scale scenarios: alert workflows on the dev server, the fleet through ETL and rules.
 
 ``worker-kill``: N alerts (default 100) open and wait on their escalation timers (short delay);
 the worker process is killed with SIGKILL; the timers fire with no worker; a new worker
@@ -712,7 +712,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("scenario",
                         choices=["worker-kill", "two-workers", "temporal-restart", "fleet-30d",
-                                 "_worker", "_etl-day", "_rules"])
+                                 "_worker", "_etl-day", "_rules"],
+                        help="worker-kill, two-workers, temporal-restart: alert workflows on "
+                             "the dev server; fleet-30d: the simulated fleet through the ETL "
+                             "(one run per arrival day) and the rules")
     parser.add_argument("--alerts", type=int, default=None, help="alerts opened at once")
     parser.add_argument("--delay-s", type=float, default=None,
                         help="escalation delay in seconds (worker-kill: 60, two-workers: 90, "
