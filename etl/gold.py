@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from altaviz.telemetry import METRICS, READINGS_PER_HOUR
 from etl.lake import GOLD_SCHEMA, Lake, commit, conform_reader
@@ -184,9 +185,14 @@ def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
     if existed == 0:
         lake.append("gold", data, hi)
     else:
+        # The touched dates as literals: with only ``t.date = s.date`` delta-rs (1.6.6) scans
+        # every gold file for the join, so the MERGE's memory and time grew with the lake's
+        # history (5 GB with one day of gold, 10 GB with ten; delta-io/delta-rs#3786).
+        touched = sql_dates({str(d) for d in pc.unique(data.column("date")).to_pylist()})
         (lake.table("gold").merge(
             source=data, source_alias="s", target_alias="t",
-            predicate=("t.date = s.date AND t.compressor_id = s.compressor_id "
+            predicate=(f"t.date IN ({touched}) AND t.date = s.date "
+                       "AND t.compressor_id = s.compressor_id "
                        "AND t.metric = s.metric AND t.hour = s.hour"),
             commit_properties=commit("gold", hi))
          .when_matched_update_all().when_not_matched_insert_all().execute())
