@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -63,7 +63,46 @@ def rules_evaluator(settings: Settings) -> Evaluator:
     return evaluate_org
 
 
-def etl_runner(settings: Settings, db_url: str) -> EtlRunner:
+#: How often the ETL activity heartbeats while the ETL runs. The pipeline's heartbeat timeout
+#: is 5 minutes, and one statement of a long catch-up (the COPY of a week's aggregates) runs
+#: longer than that: without beats in between, Temporal timed the attempt out and started
+#: another while the first was still working.
+ETL_HEARTBEAT_SECONDS = 30.0
+
+
+@contextlib.contextmanager
+def heartbeating(every_s: float) -> Iterator[None]:
+    """Heartbeat the current activity from a side thread until the block ends.
+
+    A killed worker stops beating, so the heartbeat timeout still detects a dead worker; a
+    live one beats however long a single ETL statement takes. Outside an activity: no-op.
+    """
+    import contextvars
+    import threading
+
+    from temporalio import activity
+
+    if not activity.in_activity():
+        yield
+        return
+    stop = threading.Event()
+    context = contextvars.copy_context()  # the activity's context, for activity.heartbeat
+
+    def beat() -> None:
+        while not stop.wait(every_s):
+            context.run(activity.heartbeat, "etl running")
+
+    thread = threading.Thread(target=beat, name="etl-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def etl_runner(settings: Settings, db_url: str,
+               heartbeat_s: float = ETL_HEARTBEAT_SECONDS) -> EtlRunner:
     """The real ETL (``etl.pipeline.run_pipeline``) as the pipeline's first stage.
 
     On a retried activity attempt the whole re-evaluation window is reported as changed: the
@@ -80,7 +119,8 @@ def etl_runner(settings: Settings, db_url: str) -> EtlRunner:
     from etl.pipeline import run_pipeline
 
     def run(hour: datetime) -> EtlSummary:
-        summary = run_pipeline(settings, db_url)
+        with heartbeating(heartbeat_s):
+            summary = run_pipeline(settings, db_url)
         floor = hour - MAX_REEVALUATION
         changed: set[datetime] = set()
         if activity.in_activity() and activity.info().attempt > 1:
