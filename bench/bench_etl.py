@@ -223,11 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         _spark(Path(landing), Path(fleet), Path(out))
         return 0
 
-    import psycopg
-
     from altaviz import db
-    from altaviz.fleet_store import load_fleet, read_fleet
-    from altaviz.services import import_embedded_postgres, tune_embedded_postgres
+    from bench.fleet_postgres import fleet_postgres
 
     work: Path = args.work
     work.mkdir(parents=True, exist_ok=True)
@@ -239,23 +236,16 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(lake, ignore_errors=True)
     pgdata = work / "pg"
     shutil.rmtree(pgdata, ignore_errors=True)
-    server = import_embedded_postgres().get_server(pgdata, cleanup_mode="delete")
     try:
-        url = server.get_uri("postgres")
-        with psycopg.connect(url, autocommit=True) as admin:
-            tune_embedded_postgres(admin)   # as `altaviz` configures its embedded server
-        db.migrate(url)
-        with db.connect(url) as conn:
-            load_fleet(conn, read_fleet(sim / "fleet.json"))
-        full = _run_child("--child", "full", url, str(main_landing), str(lake))
-        print("full:", json.dumps(full))
-        hour = _run_child("--child", "hour", url, str(sim / "landing"), str(lake))
-        print("hour:", json.dumps(hour))
-        with db.connect(url) as conn:
-            row = conn.execute("SELECT count(*) FROM sensor_readings_agg").fetchone()
-            agg_rows = int(row[0]) if row else 0
+        with fleet_postgres(pgdata, sim / "fleet.json", cleanup_mode="delete") as url:
+            full = _run_child("--child", "full", url, str(main_landing), str(lake))
+            print("full:", json.dumps(full))
+            hour = _run_child("--child", "hour", url, str(sim / "landing"), str(lake))
+            print("hour:", json.dumps(hour))
+            with db.connect(url) as conn:
+                row = conn.execute("SELECT count(*) FROM sensor_readings_agg").fetchone()
+                agg_rows = int(row[0]) if row else 0
     finally:
-        server.cleanup()
         shutil.rmtree(pgdata, ignore_errors=True)
     spark: dict[str, Any] | None = None
     if not args.no_spark:

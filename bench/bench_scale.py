@@ -541,8 +541,7 @@ def fleet_scenario(args: argparse.Namespace) -> dict[str, Any]:
     continues with the arrival days it has not done (an interrupted day is run again: every
     ETL stage catches up on what its predecessor left)."""
     from altaviz import db
-    from altaviz.fleet_store import load_fleet, read_fleet
-    from altaviz.services import import_embedded_postgres, tune_embedded_postgres
+    from bench.fleet_postgres import fleet_postgres
 
     work: Path = args.work
     work.mkdir(parents=True, exist_ok=True)
@@ -575,60 +574,53 @@ def fleet_scenario(args: argparse.Namespace) -> dict[str, Any]:
         for p in (landing, lake, pgdata):
             shutil.rmtree(p, ignore_errors=True)
     log = print if args.verbose else (lambda *a, **k: None)
-    server = import_embedded_postgres().get_server(pgdata, cleanup_mode="stop")
     memory: TreeMemory | None = None
     try:
-        url = server.get_uri("postgres")
-        with psycopg.connect(url, autocommit=True) as admin:
-            tune_embedded_postgres(admin)   # as `altaviz` configures its embedded server
-        db.migrate(url)
-        with db.connect(url) as conn:
-            load_fleet(conn, read_fleet(sim / "fleet.json"))
-            with db.admin(conn):
+        with fleet_postgres(pgdata, sim / "fleet.json", cleanup_mode="stop") as url:
+            with db.connect(url) as conn, db.admin(conn):
                 figures["runs_left_running"] = len(conn.execute(
                     "SELECT 1 FROM etl_runs WHERE status = 'running'").fetchall())
-        memory = TreeMemory(int((pgdata / "postmaster.pid").read_text().split()[0]))
-        figures["etl_days"] = runs = list(done)
-        t_etl = time.perf_counter()
-        for day, files in days:
-            if any(r["day"] == day for r in done):
-                continue
-            for p in files:   # the day's files arrive next to the earlier days' ones
-                target = landing / p.parent.name / p.name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                if not target.is_symlink():
-                    target.symlink_to(p)
-            as_of = datetime.fromisoformat(day).replace(tzinfo=UTC) + timedelta(days=1)
-            r = _child_json("_etl-day", "--db-url", url, "--landing", str(landing),
-                            "--lake", str(lake), "--as-of", as_of.isoformat())
-            if r.get("stopped"):
-                figures["stopped_before"] = day
-                break
-            r = {"day": day, "landing_files": len(files), **r,
-                 "pg_rss_sum_peak_mb": memory.take()}
-            runs.append(r)
-            log(f"etl {day}: " + json.dumps({k: v for k, v in r.items() if k != "error"}),
-                flush=True)
-            if not r["ok"]:
-                log(r["error"], flush=True)
-            save()
-        figures["etl_total_s"] = round(time.perf_counter() - t_etl, 1)
-        memory.take()
-        for mode in ("backtest", "latest"):
-            r = _child_json("_rules", "--db-url", url, "--mode", mode, "--sim", str(sim))
-            r["pg_rss_sum_peak_mb"] = memory.take()
-            figures[f"rules_{mode}"] = r
-            log(f"rules {mode}: " + json.dumps(r, default=str), flush=True)
-            save()
-        t = time.perf_counter()
-        figures["integrity"] = integrity(
-            url, lake, sum(int(r.get("duplicates", 0)) for r in runs))
-        figures["integrity"]["seconds"] = round(time.perf_counter() - t, 1)
-        log("integrity: " + json.dumps(figures["integrity"]), flush=True)
+            memory = TreeMemory(int((pgdata / "postmaster.pid").read_text().split()[0]))
+            figures["etl_days"] = runs = list(done)
+            t_etl = time.perf_counter()
+            for day, files in days:
+                if any(r["day"] == day for r in done):
+                    continue
+                for p in files:   # the day's files arrive next to the earlier days' ones
+                    target = landing / p.parent.name / p.name
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    if not target.is_symlink():
+                        target.symlink_to(p)
+                as_of = datetime.fromisoformat(day).replace(tzinfo=UTC) + timedelta(days=1)
+                r = _child_json("_etl-day", "--db-url", url, "--landing", str(landing),
+                                "--lake", str(lake), "--as-of", as_of.isoformat())
+                if r.get("stopped"):
+                    figures["stopped_before"] = day
+                    break
+                r = {"day": day, "landing_files": len(files), **r,
+                     "pg_rss_sum_peak_mb": memory.take()}
+                runs.append(r)
+                log(f"etl {day}: " + json.dumps({k: v for k, v in r.items() if k != "error"}),
+                    flush=True)
+                if not r["ok"]:
+                    log(r["error"], flush=True)
+                save()
+            figures["etl_total_s"] = round(time.perf_counter() - t_etl, 1)
+            memory.take()
+            for mode in ("backtest", "latest"):
+                r = _child_json("_rules", "--db-url", url, "--mode", mode, "--sim", str(sim))
+                r["pg_rss_sum_peak_mb"] = memory.take()
+                figures[f"rules_{mode}"] = r
+                log(f"rules {mode}: " + json.dumps(r, default=str), flush=True)
+                save()
+            t = time.perf_counter()
+            figures["integrity"] = integrity(
+                url, lake, sum(int(r.get("duplicates", 0)) for r in runs))
+            figures["integrity"]["seconds"] = round(time.perf_counter() - t, 1)
+            log("integrity: " + json.dumps(figures["integrity"]), flush=True)
     finally:
         if memory is not None:
             memory.close()
-        server.cleanup()
         if not args.keep:
             for p in (landing, lake, pgdata):
                 shutil.rmtree(p, ignore_errors=True)
