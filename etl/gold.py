@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 
 from altaviz.telemetry import METRICS, READINGS_PER_HOUR
 from etl.lake import GOLD_SCHEMA, Lake, commit, conform_reader
-from etl.ledger import sql_dates
+from etl.ledger import dates_between, sql_dates
 from etl.metrics import (
     JOIN_MAX_HOURS,
     VAR_EPS,
@@ -54,14 +54,6 @@ REL_TOL = 1e-9
 #: 150,000 (6 buckets) it took 143 s. The hourly run is one bucket.
 BUCKET_HOURS = 300_000
 _IN_4H = "WHERE p.hour > o.hour - INTERVAL 4 HOURS"
-
-
-def _dates(first: datetime, last: datetime) -> set[str]:
-    day, end, out = first.date(), last.date(), set()
-    while day <= end:
-        out.add(day.isoformat())
-        day += timedelta(days=1)
-    return out
 
 
 def _std(n: str, s: str, q: str) -> str:
@@ -117,7 +109,7 @@ def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
         SELECT count(*) FROM delta_scan('{gold}') g
         JOIN ranges r ON g.compressor_id = r.compressor_id
           AND g.hour >= r.first_dirty AND g.hour <= r.last_dirty + INTERVAL 23 HOURS
-        WHERE g.date IN ({sql_dates(_dates(first, out_last))})
+        WHERE g.date IN ({sql_dates(dates_between(first, out_last))})
           AND g.hour >= '{first.isoformat()}'::TIMESTAMPTZ
           AND g.hour <= '{out_last.isoformat()}'::TIMESTAMPTZ
     """).fetchone()
@@ -229,7 +221,7 @@ class _Context:
             SELECT org_id, compressor_id, hour, {partial_aggregates()}
             FROM (SELECT s.*, date_trunc('hour', s.ts) AS hour, {metric_columns()}
                   FROM delta_scan('{self.silver}') s
-                  WHERE s.date IN ({sql_dates(_dates(first, last))})
+                  WHERE s.date IN ({sql_dates(dates_between(first, last))})
                     AND s.compressor_id IN (SELECT compressor_id FROM ranges_b))
             SEMI JOIN dirty_b USING (compressor_id, hour)
             GROUP BY ALL
@@ -255,7 +247,7 @@ class _Context:
             CREATE OR REPLACE TEMP {"VIEW" if join_fresh else "TABLE"} gold_ctx AS
             SELECT {read}
             FROM delta_scan('{self.gold}') g{join_ranges}
-            WHERE g.date IN ({sql_dates(_dates(ctx_first, ctx_last))})
+            WHERE g.date IN ({sql_dates(dates_between(ctx_first, ctx_last))})
               AND g.hour >= '{ctx_first.isoformat()}'::TIMESTAMPTZ
               AND g.hour <= '{ctx_last.isoformat()}'::TIMESTAMPTZ {ranged}
         """)

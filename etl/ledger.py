@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -63,6 +64,15 @@ def loaded_files(con: duckdb.DuckDBPyConnection, lake: Lake,
         f"WHERE arrival_date IN ({sql_dates(arrival_dates)})"
     ).fetchall()
     return {r[0] for r in rows}
+
+
+def dates_between(first: datetime, last: datetime) -> set[str]:
+    """The date partitions (``YYYY-MM-DD``) from ``first``'s day to ``last``'s, inclusive."""
+    day, end, out = first.date(), last.date(), set()
+    while day <= end:
+        out.add(day.isoformat())
+        day += timedelta(days=1)
+    return out
 
 
 def sql_dates(dates: set[str] | list[str]) -> str:

@@ -23,7 +23,7 @@ so a crash between them redoes only what is missing.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import duckdb
@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 
 from altaviz.telemetry import CHANNELS, METRICS
 from etl.lake import QUARANTINE_SCHEMA, SILVER_SCHEMA, Lake, conform_reader
-from etl.ledger import sql_dates
+from etl.ledger import dates_between, sql_dates
 from etl.metrics import (
     JOIN_MAX_HOURS,
     MIN_BASELINE_READINGS,
@@ -42,6 +42,7 @@ from etl.metrics import (
     metric_columns,
     q,
     reason_sql,
+    unpivot_partials,
 )
 from etl.models import SilverResult
 
@@ -223,18 +224,9 @@ def _flag_outliers(con: duckdb.DuckDBPyConnection, lake: Lake, late_arrival_minu
     """)
 
 
-def _dates_between(first: object, last: object) -> set[str]:
-    from datetime import datetime
-
-    assert isinstance(first, datetime) and isinstance(last, datetime)
-    day, end, out = first.date(), last.date(), set()
-    while day <= end:
-        out.add(day.isoformat())
-        day += timedelta(days=1)
-    return out
 
 
-def _unabsorbed_silver(lake: Lake, first: Any, last: Any, partial: str) -> str | None:
+def _unabsorbed_silver(lake: Lake, first: datetime, last: datetime, partial: str) -> str | None:
     """Wide hourly partials of silver batches gold has not absorbed yet (a run stopped
     between silver and gold), or None. Their readings belong to the baseline too, or the
     flags would depend on where an earlier run stopped."""
@@ -244,7 +236,7 @@ def _unabsorbed_silver(lake: Lake, first: Any, last: Any, partial: str) -> str |
     return f"""
         SELECT compressor_id, date_trunc('hour', ts) AS hour, {partial}
         FROM (SELECT *, {metric_columns()} FROM delta_scan('{lake.uri("silver")}')
-              WHERE date IN ({sql_dates(_dates_between(first, last))})
+              WHERE date IN ({sql_dates(dates_between(first, last))})
                 AND batch_id > {int(gold_mark)}
                 AND ts >= '{first.isoformat()}'::TIMESTAMPTZ
                 AND ts < '{(last + timedelta(hours=1)).isoformat()}'::TIMESTAMPTZ
@@ -253,31 +245,26 @@ def _unabsorbed_silver(lake: Lake, first: Any, last: Any, partial: str) -> str |
     """
 
 
-def _baseline_by_join(con: duckdb.DuckDBPyConnection, lake: Lake, first: Any, last: Any,
-                      partial: str) -> None:
+def _baseline_by_join(con: duckdb.DuckDBPyConnection, lake: Lake, first: datetime,
+                      last: datetime, partial: str) -> None:
     """Temp table ``baseline`` (same columns as :func:`_baseline_by_window`) by joining each
     kept compressor-hour to its own trailing 24 hourly partials, in long form straight from
     gold. For an hourly batch (one or two hours per compressor) this reads and sums ~25
     partials per kept hour instead of running 72 window aggregates over every context hour
     and pivoting gold's long rows first (about 9 s of a 4,500-unit hourly run)."""
-    def long(source: str) -> str:
-        return " UNION ALL ".join(
-            f"SELECT compressor_id, hour, '{m.name}' AS metric, n_{i} AS n, s_{i} AS sum, "
-            f"q_{i} AS sumsq FROM {source} WHERE n_{i} > 0" for i, m in enumerate(METRICS))
-
     con.execute(f"""CREATE OR REPLACE TEMP TABLE kept_wide AS
                     SELECT compressor_id, hour, {partial} FROM kept GROUP BY ALL""")
-    sources = [long("kept_wide"), f"""
-        SELECT compressor_id, hour, metric, n, sum, sumsq
+    sources = [unpivot_partials("kept_wide", sums_only=True), f"""
+        SELECT compressor_id, metric, hour, n, sum, sumsq
         FROM delta_scan('{lake.uri("gold")}')
-        WHERE date IN ({sql_dates(_dates_between(first, last))})
+        WHERE date IN ({sql_dates(dates_between(first, last))})
           AND hour >= '{first.isoformat()}'::TIMESTAMPTZ
           AND hour <= '{last.isoformat()}'::TIMESTAMPTZ
           AND compressor_id IN (SELECT compressor_id FROM kept_wide)"""]
     unabsorbed = _unabsorbed_silver(lake, first, last, partial)
     if unabsorbed is not None:
         con.execute(f"CREATE OR REPLACE TEMP TABLE unabsorbed_wide AS {unabsorbed}")
-        sources.append(long("unabsorbed_wide"))
+        sources.append(unpivot_partials("unabsorbed_wide", sums_only=True))
     pivot = ", ".join(
         f"sum(bn) FILTER (WHERE metric = '{m.name}') AS bn_{i}, "
         f"sum(bs) FILTER (WHERE metric = '{m.name}') AS bs_{i}, "
@@ -307,7 +294,7 @@ def _baseline_by_window(con: duckdb.DuckDBPyConnection, lake: Lake, span: tuple[
     gold_rows = "SELECT NULL::VARCHAR AS compressor_id, NULL::TIMESTAMPTZ AS hour LIMIT 0"
     if span is not None and span[0] is not None:
         first, last = span[0] - timedelta(hours=24), span[1]
-        dates = _dates_between(first, last)
+        dates = dates_between(first, last)
         pivot = ", ".join(
             f"sum(n) FILTER (WHERE metric = '{m.name}') AS n_{i}, "
             f"sum(sum) FILTER (WHERE metric = '{m.name}') AS s_{i}, "
