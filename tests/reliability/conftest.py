@@ -33,6 +33,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def admin_rows(url: str, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+    """Rows of one query as the owner (across organizations)."""
+    with db.connect(url) as conn, db.admin(conn):
+        return conn.execute(sql, params).fetchall()
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """The process environment without any ALTAVIZ_* variable, plus ``extra``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALTAVIZ_")}

@@ -59,7 +59,7 @@ from altaviz.temporal_setup import ensure_search_attributes
 from etl.pipeline import run_pipeline
 from rules.results import Breach
 from tests.conftest import find_executable_or_skip
-from tests.reliability.conftest import OwnedPostgres
+from tests.reliability.conftest import OwnedPostgres, admin_rows
 from worker import MAX_REEVALUATION, build_worker, etl_runner, rules_evaluator
 from workflows.alert import alert_id_for, alert_workflow_id
 from workflows.models import NotifyRequest, NotifyResult, PipelineInput, PipelineResult
@@ -181,11 +181,6 @@ def _probe_breaches(fleet: Any, hour: Any, wave: int, n: int, escalation_s: floa
     return out
 
 
-def _rows(url: str, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
-    with db.connect(url) as conn, db.admin(conn):
-        return conn.execute(sql, params).fetchall()
-
-
 def _expected_pipeline_alerts(settings: Settings, url: str, hours: list[Any]) -> set[str]:
     """What the rules open over the reference database (no Temporal involved)."""
     evaluate = rules_evaluator(settings)
@@ -284,7 +279,7 @@ async def pg_outage(tmp: Path, *, outage_s: float, per_wave: int, escalation_s: 
             assert isinstance(result, PipelineResult)
             figures["pipeline_done_after_restart_s"] = round(time.monotonic() - restarted, 1)
             n_probe = 2 * per_wave
-            await _wait(lambda: len(_rows(url, "SELECT 1 FROM alert_events WHERE event_type = "
+            await _wait(lambda: len(admin_rows(url, "SELECT 1 FROM alert_events WHERE event_type = "
                                           "'escalated'")) >= n_probe, 300, "escalations")
             figures["escalated_after_restart_s"] = round(time.monotonic() - restarted, 1)
             await asyncio.sleep(3)  # anything doubled would show up by now
@@ -369,17 +364,17 @@ async def pg_outage(tmp: Path, *, outage_s: float, per_wave: int, escalation_s: 
 
 def _check(url: str, ref_url: str) -> dict[str, Any]:
     return {
-        "alerts": [r[0] for r in _rows(url, "SELECT alert_id FROM alert_history")],
-        "events": _rows(url, "SELECT alert_id, event_type FROM alert_events"),
-        "event_keys_doubled": len(_rows(url, "SELECT event_key FROM alert_events "
+        "alerts": [r[0] for r in admin_rows(url, "SELECT alert_id FROM alert_history")],
+        "events": admin_rows(url, "SELECT alert_id, event_type FROM alert_events"),
+        "event_keys_doubled": len(admin_rows(url, "SELECT event_key FROM alert_events "
                                         "GROUP BY 1 HAVING count(*) > 1")),
-        "agg": _rows(url, AGG),
-        "ref_agg": _rows(ref_url, AGG),
-        "agg_doubled": len(_rows(url, "SELECT 1 FROM sensor_readings_agg GROUP BY org_id, "
+        "agg": admin_rows(url, AGG),
+        "ref_agg": admin_rows(ref_url, AGG),
+        "agg_doubled": len(admin_rows(url, "SELECT 1 FROM sensor_readings_agg GROUP BY org_id, "
                                  "compressor_id, metric, hour HAVING count(*) > 1")),
-        "escalated_at": [r[0] for r in _rows(url, "SELECT occurred_at FROM alert_events "
+        "escalated_at": [r[0] for r in admin_rows(url, "SELECT occurred_at FROM alert_events "
                                              "WHERE event_type = 'escalated'")],
-        "etl_runs": dict(_rows(url, "SELECT status, count(*) FROM etl_runs GROUP BY 1")),
+        "etl_runs": dict(admin_rows(url, "SELECT status, count(*) FROM etl_runs GROUP BY 1")),
     }
 
 
@@ -422,7 +417,7 @@ def test_retried_etl_attempt_reevaluates_hours_its_predecessor_committed(
 
     with pytest.raises(_Crash):
         run_pipeline(settings, db_url, after_stage=crash_after_aggregates)
-    assert _rows(db_url, "SELECT count(*) FROM sensor_readings_agg")[0][0] > 0
+    assert admin_rows(db_url, "SELECT count(*) FROM sensor_readings_agg")[0][0] > 0
 
     env = ActivityEnvironment()
     env.info = dataclasses.replace(env.info, attempt=2)
@@ -465,4 +460,4 @@ def test_open_alert_retried_after_its_own_commit_still_counts_as_opened(db_url: 
         again = acts.open_alert(opening("run-1"))  # the retry of the same attempt
         assert again.status == "opened" and again.seq == 1
         assert acts.open_alert(opening("run-2")).status == "resumed"
-    assert _rows(db_url, "SELECT count(*) FROM alert_events")[0][0] == 1
+    assert admin_rows(db_url, "SELECT count(*) FROM alert_events")[0][0] == 1

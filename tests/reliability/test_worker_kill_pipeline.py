@@ -10,9 +10,7 @@ timeout (5 minutes), so this is a slow test.
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,23 +25,13 @@ from altaviz.app import App
 from altaviz.fleet_store import load_fleet
 from altaviz.settings import load_settings
 from etl.pipeline import run_pipeline
+from tests.reliability.conftest import admin_rows, clean_env, free_port
 from workflows.models import PipelineInput, PipelineResult
 from workflows.pipeline import WORKFLOW_NAME
 
 simulator = pytest.importorskip("altaviz.simulator")
 AGG = ("SELECT org_id, compressor_id, metric, hour, n, min, max, outliers, late "
        "FROM sensor_readings_agg ORDER BY 1, 2, 3, 4")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _rows(url: str, query: str) -> list[tuple[Any, ...]]:
-    with db.connect(url) as conn, db.admin(conn):
-        return conn.execute(query).fetchall()
 
 
 def _worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -63,14 +51,12 @@ async def test_worker_killed_during_the_pipeline_etl_then_replaced(
     for url in (db_url, reference_url):
         with db.connect(url) as conn:
             load_fleet(conn, sim.fleet)
-    env = {**os.environ,
-           "ALTAVIZ_DATA_DIR": str(tmp_path / "data"),
-           "ALTAVIZ_DATABASE_URL": db_url,
-           "ALTAVIZ_LANDING_DIR": str(sim.landing_dir),
-           "ALTAVIZ_TEMPORAL_PORT": str(_free_port()),
-           "ALTAVIZ_TEMPORAL_UI_PORT": str(_free_port()),
-           "ALTAVIZ_TASK_QUEUE": "worker-kill-pipeline",
-           "ALTAVIZ_LINK_SECRET": "test-secret-for-worker-kill-pipeline"}
+    env = clean_env(ALTAVIZ_DATA_DIR=str(tmp_path / "data"), ALTAVIZ_DATABASE_URL=db_url,
+                    ALTAVIZ_LANDING_DIR=str(sim.landing_dir),
+                    ALTAVIZ_TEMPORAL_PORT=str(free_port()),
+                    ALTAVIZ_TEMPORAL_UI_PORT=str(free_port()),
+                    ALTAVIZ_TASK_QUEUE="worker-kill-pipeline",
+                    ALTAVIZ_LINK_SECRET="test-secret-for-worker-kill-pipeline")
     settings = load_settings(environ={k: v for k, v in env.items() if k.startswith("ALTAVIZ_")})
     app = App(settings=settings)
     workers: list[subprocess.Popen[bytes]] = []
@@ -83,10 +69,10 @@ async def test_worker_killed_during_the_pipeline_etl_then_replaced(
             WORKFLOW_NAME, PipelineInput(hour=last_hour), id="pipeline-worker-kill",
             task_queue=settings.task_queue, result_type=PipelineResult)
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not _rows(
+        while time.monotonic() < deadline and not admin_rows(
                 db_url, "SELECT 1 FROM etl_runs WHERE status = 'running'"):
             time.sleep(0.05)
-        assert _rows(db_url, "SELECT 1 FROM etl_runs WHERE status = 'running'"), \
+        assert admin_rows(db_url, "SELECT 1 FROM etl_runs WHERE status = 'running'"), \
             "the ETL never started"
         workers[0].send_signal(signal.SIGKILL)
         workers[0].wait()
@@ -98,23 +84,23 @@ async def test_worker_killed_during_the_pipeline_etl_then_replaced(
         # the reference: the same files, one uninterrupted ETL run
         run_pipeline(settings.model_copy(update={"lake_dir": tmp_path / "reference_lake"}),
                      reference_url)
-        assert _rows(db_url, AGG) == _rows(reference_url, AGG)
-        runs = _rows(db_url, "SELECT status, coalesce(error LIKE 'interrupted%', false) "
+        assert admin_rows(db_url, AGG) == admin_rows(reference_url, AGG)
+        runs = admin_rows(db_url, "SELECT status, coalesce(error LIKE 'interrupted%', false) "
                              "FROM etl_runs "
                              "ORDER BY started_at")
         assert runs == [("failed", True), ("succeeded", False)], runs
         assert result.etl is not None and result.etl.ran
         assert result.breaches > 0 and result.alerts_signalled > 0
         # every alert once, every lifecycle event once
-        alerts = _rows(db_url, "SELECT org_id, compressor_id, rule_id, count(*) "
+        alerts = admin_rows(db_url, "SELECT org_id, compressor_id, rule_id, count(*) "
                                "FROM alert_history GROUP BY 1, 2, 3 HAVING count(*) > 1")
         assert alerts == []
-        doubled = _rows(db_url, "SELECT alert_id, event_type, count(*) FROM alert_events "
+        doubled = admin_rows(db_url, "SELECT alert_id, event_type, count(*) FROM alert_events "
                                 "WHERE event_type = 'opened' GROUP BY 1, 2 HAVING count(*) > 1")
         assert doubled == []
-        opened = _rows(db_url, "SELECT count(*) FROM alert_history")[0][0]
+        opened = admin_rows(db_url, "SELECT count(*) FROM alert_history")[0][0]
         print(f"worker killed during the ETL: pipeline done {took:.1f} s after the kill; "
-              f"{result.breaches} breaches, {opened} alerts, {len(_rows(db_url, AGG))} "
+              f"{result.breaches} breaches, {opened} alerts, {len(admin_rows(db_url, AGG))} "
               "aggregate rows equal to the reference")
     finally:
         for w in workers:
