@@ -213,13 +213,28 @@ def episode_rows(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str,
 
 
 def episodes(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str, start: datetime,
-             end: datetime, lookback_hours: int = 6, workers: int = 2) -> list[Episode]:
+             end: datetime, lookback_hours: int = 6, workers: int = 2,
+             gold_uri: str | None = None) -> list[Episode]:
     """Alert episodes of ``rule_set`` for one organization over ``[start, end]``.
 
-    ``workers`` connections evaluate consecutive chunks of the range at the same time (the
-    extra ones are opened like ``conn``); 1 evaluates on ``conn`` alone.
+    With ``gold_uri`` (the lake's gold Delta table) the rules are evaluated in DuckDB over
+    gold (rules/duck_engine.py: same rows, fleet-scale ranges in seconds, nothing written);
+    without, in PostgreSQL, where ``workers`` connections evaluate consecutive chunks of the
+    range at the same time (the extra ones are opened like ``conn``; 1: ``conn`` alone).
     """
-    rows = episode_rows(conn, rule_set, org_id, start, end, lookback_hours, workers)
+    if gold_uri is not None:
+        from rules import duck_engine
+
+        rows = duck_engine.episode_rows(conn, rule_set, org_id, start, end, gold_uri,
+                                        lookback_hours)
+    else:
+        rows = episode_rows(conn, rule_set, org_id, start, end, lookback_hours, workers)
+    return stitch(org_id, rows)
+
+
+def stitch(org_id: str, rows: list[Row]) -> list[Episode]:
+    """Episodes from firing/clear rows ordered by hour: a rule's first firing hour opens one,
+    its Clear closes it, and the highest severity reached is kept."""
     open_: dict[tuple[str, str], list[Any]] = {}
     out: list[Episode] = []
     for row in rows:  # ordered by hour
@@ -241,18 +256,19 @@ def episodes(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str, star
 
 def backtest(conn: psycopg.Connection[Any], rule_set: RuleSet, org_ids: list[str],
              start: datetime, end: datetime, ground_truth: list[Fault] | None = None,
-             exclude_rules: tuple[str, ...] = (), workers: int = 2) -> BacktestReport:
+             exclude_rules: tuple[str, ...] = (), workers: int = 2,
+             gold_uri: str | None = None) -> BacktestReport:
     """Replay ``rule_set`` over stored history for ``org_ids``.
 
     Faults count as caught when an episode of any rule (other than ``exclude_rules``, e.g. the
     data-missing rule) starts between onset and failure on that compressor; lead time is
     failure minus the first such start. Episodes on compressors without an injected fault are
-    false alerts.
+    false alerts. ``gold_uri``: evaluate in DuckDB over the gold table (see :func:`episodes`).
     """
     eps: list[Episode] = []
     n_comp = 0
     for org in org_ids:
-        eps += episodes(conn, rule_set, org, start, end, workers=workers)
+        eps += episodes(conn, rule_set, org, start, end, workers=workers, gold_uri=gold_uri)
         with db.tenant(conn, org):
             row = conn.execute("SELECT count(*) FROM compressors").fetchone()
         n_comp += int(row[0]) if row else 0
@@ -288,17 +304,18 @@ class Diff:
 
 
 def diff(conn: psycopg.Connection[Any], old: RuleSet, new: RuleSet, org_ids: list[str],
-         start: datetime, end: datetime, workers: int = 2) -> Diff:
+         start: datetime, end: datetime, workers: int = 2, gold_uri: str | None = None) -> Diff:
     """Episodes gained and lost by changing ``old`` into ``new``.
 
     An old and a new episode of the same rule and compressor are the same alert when their
     time spans overlap (each matched at most once); the rest were gained or lost.
+    ``gold_uri``: evaluate in DuckDB over the gold table (see :func:`episodes`).
     """
     a: list[Episode] = []
     b: list[Episode] = []
     for org in org_ids:
-        a += episodes(conn, old, org, start, end, workers=workers)
-        b += episodes(conn, new, org, start, end, workers=workers)
+        a += episodes(conn, old, org, start, end, workers=workers, gold_uri=gold_uri)
+        b += episodes(conn, new, org, start, end, workers=workers, gold_uri=gold_uri)
     far = end + timedelta(days=3650)
 
     def unmatched(xs: list[Episode], ys: list[Episode]) -> list[Episode]:

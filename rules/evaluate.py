@@ -181,25 +181,29 @@ def _threshold_lit(level: Level | None, cmp: str) -> sql.Composable:
     return sql.SQL("CASE WHEN v >= base THEN base + {off} ELSE base - {off} END").format(off=off)
 
 
-def _in(column: str, values: tuple[str, ...]) -> sql.Composable:
+def _in(column: str, values: tuple[str, ...], duck: bool = False) -> sql.Composable:
+    if duck:   # DuckDB has no PostgreSQL array literals: a plain IN list
+        quoted = ", ".join("'" + x.replace("'", "''") + "'" for x in values)
+        return sql.SQL("{} IN ({})").format(sql.SQL(column), sql.SQL(quoted))
     return sql.SQL("{} = ANY({}::text[])").format(sql.SQL(column), sql.Literal(list(values)))
 
 
-def _scope(v: Variant) -> sql.Composable:
-    """Which compressors a variant applies to (the compressors table is ``c``)."""
+def _scope(v: Variant, duck: bool = False) -> sql.Composable:
+    """Which compressors a variant applies to (the compressors table is ``c``; ``duck``:
+    spelled for DuckDB, see rules/duck_engine.py)."""
     conds: list[sql.Composable] = []
     if v.model is not None:
         conds.append(sql.SQL("c.model = {}").format(sql.Literal(v.model)))
     else:
         if v.models is not None:
-            conds.append(_in("c.model", v.models))
+            conds.append(_in("c.model", v.models, duck))
         if v.except_models:
-            conds.append(sql.SQL("NOT ({})").format(_in("c.model", v.except_models)))
+            conds.append(sql.SQL("NOT ({})").format(_in("c.model", v.except_models, duck)))
     scope = v.rule.applies_to
     if scope.sites is not None:
-        conds.append(_in("c.site_id", tuple(scope.sites)))
+        conds.append(_in("c.site_id", tuple(scope.sites), duck))
     if scope.orgs is not None:
-        conds.append(_in("c.org_id", tuple(scope.orgs)))
+        conds.append(_in("c.org_id", tuple(scope.orgs), duck))
     return sql.SQL("").join(sql.SQL(" AND ") + c for c in conds)
 
 
@@ -246,7 +250,7 @@ class _Pivot:
                    {md: f"b{i}" for i, md in enumerate(bases)})
 
 
-def _rows(v: Variant, pv: _Pivot, dense: bool = False) -> sql.Composable:
+def _rows(v: Variant, pv: _Pivot, dense: bool = False, duck: bool = False) -> sql.Composable:
     """The branch's input rows from the pivot: one per unit in scope and hour that has an
     aggregate of the rule's metric, with its value (NULL when the running gate says no) and
     baseline. (The pivot is aliased ``c``: it carries the compressor's columns.)"""
@@ -262,7 +266,7 @@ def _rows(v: Variant, pv: _Pivot, dense: bool = False) -> sql.Composable:
             "SELECT c.compressor_id, c.site_id, c.hour, c.present & {bit} <> 0 AS present, "
             "CASE WHEN c.present & {bit} <> 0 THEN {value} END AS v, {base} AS base "
             "FROM pv c WHERE true{scope}").format(
-            value=value, base=base, bit=bit, scope=_scope(v))
+            value=value, base=base, bit=bit, scope=_scope(v, duck))
     return sql.SQL(
         "SELECT c.compressor_id, c.site_id, c.hour, {value} AS v, {base} AS base "
         "FROM pv c WHERE c.present & {bit} <> 0{scope}").format(
@@ -303,7 +307,7 @@ def _span(hours: int) -> sql.Composable:
     return sql.Literal(timedelta(hours=hours - 1))
 
 
-def _range_branch(v: Variant, wl_hours: int, pv: _Pivot) -> sql.Composable:
+def _range_branch(v: Variant, wl_hours: int, pv: _Pivot, duck: bool = False) -> sql.Composable:
     """Every hour of ``[start, end]`` for one variant, over each unit's dense hour grid.
 
     The pivot has a row for every unit and hour (absent aggregates are placeholder rows that
@@ -317,7 +321,7 @@ def _range_branch(v: Variant, wl_hours: int, pv: _Pivot) -> sql.Composable:
                             for i in range(1, v.m)])
     worst = {"above": sql.SQL("greatest({})").format(lags),
              "below": sql.SQL("least({})").format(lags)}.get(cmp, sql.SQL("v"))
-    rows = _rows(v, pv, dense=True)
+    rows = _rows(v, pv, dense=True, duck=duck)
     return sql.SQL("""
 SELECT e.compressor_id, e.site_id, e.hour, CASE WHEN firing THEN worst ELSE v END AS value,
        firing, crit, CASE WHEN crit THEN c_thr ELSE f_thr END AS threshold, clear_emit

@@ -54,3 +54,35 @@ COMMON = """
   checks: [check it]
   basis: test basis
 """
+
+
+def gold_from_postgres(conn: psycopg.Connection[Any], path: Any) -> str:
+    """Write every row of ``sensor_readings_agg`` into a real Delta table at ``path`` in the
+    gold schema (etl/lake.py), partitioned by date as the ETL writes it; return its URI.
+
+    The two engines then read the very same hand-made aggregates: PostgreSQL's table and
+    DuckDB's delta scan of this one. Columns gold has and PostgreSQL lacks (partial sums,
+    flags, batch id) are left empty: no rule reads them.
+    """
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from etl.lake import GOLD_SCHEMA, PARTITIONS
+
+    cols = ["org_id", "compressor_id", "metric", "hour", "n", "min", "max", "outliers", "late",
+            "mean", "stddev", "mean_4h", "min_4h", "max_4h", "stddev_4h", "mean_24h",
+            "min_24h", "max_24h", "stddev_24h", "rate_of_change"]
+    with db.admin(conn):
+        rows = conn.execute(f"SELECT {', '.join(cols)} FROM sensor_readings_agg "
+                            "ORDER BY org_id, hour, compressor_id, metric").fetchall()
+    data: dict[str, list[Any]] = {c: [r[i] for r in rows] for i, c in enumerate(cols)}
+    data["hour"] = [t.astimezone(UTC) for t in data["hour"]]
+    data["date"] = [t.date().isoformat() for t in data["hour"]]
+    data["batch_id"] = [1] * len(rows)
+    for c in ("sum", "sumsq", "flags"):
+        data[c] = [None] * len(rows)
+    table = pa.table({f.name: pa.array(data[f.name], f.type) for f in GOLD_SCHEMA},
+                     schema=GOLD_SCHEMA)
+    uri = str(path)
+    write_deltalake(uri, table, mode="overwrite", partition_by=PARTITIONS["gold"])
+    return uri
