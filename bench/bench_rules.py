@@ -219,7 +219,7 @@ def write_gold(uri: str, org: str, n: int, first: datetime, days: int) -> int:
                        0.1 AS rate_of_change, NULL::VARCHAR[] AS flags, 1::BIGINT AS batch_id,
                        strftime(hour, '%Y-%m-%d') AS date
                 FROM x ORDER BY hour, compressor_id, metric""",
-                {"n": n, "lo": lo, "start": START, "org": org}).fetch_arrow_table()
+                {"n": n, "lo": lo, "start": START, "org": org}).to_arrow_table()
             write_deltalake(uri, table.cast(GOLD_SCHEMA), mode="append",
                             partition_by=PARTITIONS["gold"])
             total += table.num_rows
