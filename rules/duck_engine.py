@@ -112,35 +112,55 @@ class _Grid:
 
     def load(self, con: duckdb.DuckDBPyConnection, gold: str, org_id: str,
              pairs: list[tuple[str, str]]) -> None:
-        """One streaming scan of gold (the org's rows of the grid's date partitions)."""
+        """One streaming scan of gold (the org's rows of the grid's date partitions).
+
+        DuckDB (all cores) computes each row's cell number and, per slot ``s``, the value of
+        the metric's ``s``-th needed column; numpy then scatters whole batches at once into
+        one presence array (metric-major) and one value array per pair (pair-major).
+        """
         metrics = sorted({m for m, _ in pairs})
-        columns = sorted({c for _, c in pairs})
-        for m in metrics:
-            self.present[m] = np.zeros((self.n, self.hours), dtype=bool)
-        for pair in pairs:
-            self.values[pair] = np.full((self.n, self.hours), _NAN)
+        cols_of = {m: [c for mm, c in pairs if mm == m] for m in metrics}
+        slots = max(len(c) for c in cols_of.values())
+        cells = self.n * self.hours
+        present = np.zeros(len(metrics) * cells, dtype=bool)
+        values = np.full(len(pairs) * cells, _NAN)
+        pair_no = {pair: i for i, pair in enumerate(pairs)}
+        # slot s of metric i -> pair number (or -1: the metric has no s-th column)
+        slot_pair = np.full((slots, len(metrics)), -1, dtype=np.int64)
+        for i, m in enumerate(metrics):
+            for s_, c in enumerate(cols_of[m]):
+                slot_pair[s_, i] = pair_no[(m, c)]
         mcase = " ".join(f"WHEN {_quote(m)} THEN {i}" for i, m in enumerate(metrics))
+        vcols = []
+        for s_ in range(slots):
+            whens = " ".join(f"WHEN {_quote(m)} THEN a.{cols_of[m][s_]}"
+                             for m in metrics if len(cols_of[m]) > s_)
+            vcols.append(f", coalesce(CASE a.metric {whens} END, 'NaN'::DOUBLE) AS v{s_}")
         hi = self.t0 + timedelta(hours=self.hours - 1)
-        cols = "".join(f", coalesce(a.{c}, 'NaN'::DOUBLE) AS {c}" for c in columns)
         cur = _run(con, f"""
 SELECT u.idx * {self.hours} + CAST((epoch(a.hour) - epoch($t0)) // 3600 AS BIGINT) AS rn,
-       CAST(CASE a.metric {mcase} END AS INTEGER) AS mi{cols}
+       CAST(CASE a.metric {mcase} END AS BIGINT) AS mi{"".join(vcols)}
 FROM {gold} a JOIN units u ON u.compressor_id = a.compressor_id
 WHERE a.org_id = $org AND {_date_filter('a', self.t0, hi)}
   AND a.hour >= $t0 AND a.hour <= $hi
   AND a.metric IN ({", ".join(_quote(m) for m in metrics)})""",
                    {"org": org_id, "t0": self.t0, "hi": hi})
-        by_metric = {m: [c for mm, c in pairs if mm == m] for m in metrics}
         for batch in cur.to_arrow_reader(1 << 20):
             rn = batch.column("rn").to_numpy()
             mi = batch.column("mi").to_numpy()
-            vals = {c: batch.column(c).to_numpy() for c in columns}
-            for i, m in enumerate(metrics):
-                sel = mi == i
-                idx = rn[sel]
-                self.present[m].reshape(-1)[idx] = True
-                for c in by_metric[m]:
-                    self.values[(m, c)].reshape(-1)[idx] = vals[c][sel]
+            present[mi * cells + rn] = True
+            for s_ in range(slots):
+                p = slot_pair[s_][mi]
+                v = batch.column(f"v{s_}").to_numpy()
+                if s_ == 0:
+                    values[p * cells + rn] = v
+                else:
+                    ok = p >= 0
+                    values[p[ok] * cells + rn[ok]] = v[ok]
+        for i, m in enumerate(metrics):
+            self.present[m] = present[i * cells:(i + 1) * cells].reshape(self.n, self.hours)
+        for pair, i in pair_no.items():
+            self.values[pair] = values[i * cells:(i + 1) * cells].reshape(self.n, self.hours)
 
     def running(self) -> np.ndarray:
         """Hours each unit ran the last 4 hours (the running gate)."""

@@ -59,7 +59,28 @@ def register(subparsers: Any) -> None:
         p.add_argument("--org", action="append", metavar="ORG_ID",
                        help="organization(s) to replay (repeatable; default: all)")
         p.add_argument("--json", action="store_true", help="print the report as JSON")
+        p.add_argument("--engine", choices=("auto", "duckdb", "postgres"), default="auto",
+                       help="where the rules are evaluated: duckdb reads the lake's gold Delta "
+                            "table column-wise (fleet-scale ranges in seconds, writes nothing); "
+                            "postgres reads sensor_readings_agg and stores missing baselines; "
+                            "auto (default): duckdb when the lake has a gold table "
+                            "(ALTAVIZ_LAKE_DIR, default DATA_DIR/lake), else postgres")
         p.set_defaults(handler=_backtest if name == "backtest" else _diff)
+
+
+def _gold_uri(args: argparse.Namespace, app: App) -> str | None:
+    """The gold table the DuckDB engine reads, or None for the PostgreSQL engine."""
+    if args.engine == "postgres":
+        return None
+    from deltalake import DeltaTable
+
+    gold = app.settings.lake_path / "gold"
+    if DeltaTable.is_deltatable(str(gold)):
+        return str(gold)
+    if args.engine == "duckdb":
+        raise InputError(f"--engine duckdb: no gold Delta table at {gold} (run `altaviz etl "
+                         f"run` first, set ALTAVIZ_LAKE_DIR, or use --engine postgres)")
+    return None
 
 
 def _check(args: argparse.Namespace, app: App) -> int:
@@ -93,16 +114,17 @@ def _backtest(args: argparse.Namespace, app: App) -> int:
     truth = read_ground_truth(args.ground_truth) if args.ground_truth else None
     if args.end < args.start:
         raise InputError("--to is before --from")
+    gold = _gold_uri(args, app)
     with app.connect() as conn:
         report = backtest(conn, rule_set, _orgs(args, conn), args.start, args.end, truth,
                           exclude_rules=tuple(r.id for r in rule_set.rules
-                                              if r.kind == "no_data"))
+                                              if r.kind == "no_data"), gold_uri=gold)
     summary = report.summary()
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
         return 0
     print(f"{args.file}: {summary['episodes']} alerts over {report.days:.1f} days, "
-          f"{summary['compressors']} compressors")
+          f"{summary['compressors']} compressors ({'duckdb over ' + gold if gold else 'postgres'})")
     for key, n in summary["by_rule"].items():
         print(f"  {key:48} {n}")
     print(f"  alerts per compressor per week: {report.alerts_per_compressor_week:.3f}")
@@ -126,8 +148,9 @@ def _diff(args: argparse.Namespace, app: App) -> int:
     from rules.loader import check_file
 
     old, new = check_file(args.old), check_file(args.new)
+    gold = _gold_uri(args, app)
     with app.connect() as conn:
-        d = diff(conn, old, new, _orgs(args, conn), args.start, args.end)
+        d = diff(conn, old, new, _orgs(args, conn), args.start, args.end, gold_uri=gold)
     if args.json:
         print(json.dumps({"counts": d.counts, "added": [e.__dict__ for e in d.added],
                           "removed": [e.__dict__ for e in d.removed]}, indent=2, default=str))

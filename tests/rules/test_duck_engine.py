@@ -94,3 +94,37 @@ def _poison(src: str, dst: Path) -> str:
     out = pa.concat_tables([acme, extreme(bravo, "bravo"), extreme(acme, "bravo")])
     write_deltalake(str(dst), out, mode="overwrite", partition_by=PARTITIONS["gold"])
     return str(dst)
+
+
+def test_cli_backtest_and_diff_pick_the_engine(conn, fleet, db_url, tmp_path, monkeypatch,
+                                               capsys) -> None:
+    """`altaviz rules backtest/diff` use DuckDB when the lake has a gold table (the same report
+    as --engine postgres), PostgreSQL otherwise; --engine duckdb without gold is an error."""
+    import json
+
+    from altaviz.cli import main
+    from rules.loader import DEFAULT_RULES
+
+    rng = random.Random(5)
+    _fill(conn, rng)
+    conn.commit()
+    monkeypatch.setenv("ALTAVIZ_DATABASE_URL", db_url)
+    monkeypatch.setenv("ALTAVIZ_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("ALTAVIZ_LAKE_DIR", str(tmp_path / "lake"))
+    window = ["--from", h(50).isoformat(), "--to", h(HOURS - 1).isoformat(), "--org", "acme"]
+    rules_file = str(DEFAULT_RULES)
+
+    def run(*extra: str) -> Any:
+        assert main(["rules", "backtest", rules_file, *window, "--json", *extra]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    no_lake = run()
+    assert main(["rules", "backtest", rules_file, *window, "--engine", "duckdb"]) == 1
+    capsys.readouterr()
+    gold_from_postgres(conn, tmp_path / "lake" / "gold")
+    assert main(["rules", "backtest", rules_file, *window]) == 0
+    assert "duckdb over" in capsys.readouterr().out
+    assert run() == run("--engine", "postgres") == no_lake
+    assert no_lake["episodes"] > 0
+    assert main(["rules", "diff", rules_file, rules_file, *window]) == 0
+    assert "->" in capsys.readouterr().out
