@@ -23,7 +23,7 @@ engines to the same rows on randomized data covering every rule shape.
   interpolation ``lo + (hi - lo) * 0.5``) and are not stored: a backtest writes nothing.
   Baselines stored before late data arrived can differ from these; on the same data both
   engines agree.
-* No-data rules run as DuckDB SQL (the PostgreSQL engine's ``no_data_sql``, ported).
+* No-data rules run on the same grid (the PostgreSQL engine's ``no_data_sql`` on arrays).
 * Gold values are read with NULL as NaN: gold never holds NaN (the ETL drops non-finite
   readings), so the two cannot be confused.
 """
@@ -109,20 +109,25 @@ class _Grid:
         self.rated = np.asarray(units.column("rated_rpm").to_numpy(), dtype=np.float64)
         self.values: dict[tuple[str, str], np.ndarray] = {}
         self.present: dict[str, np.ndarray] = {}
+        self.data: dict[str, np.ndarray] = {}
 
     def load(self, con: duckdb.DuckDBPyConnection, gold: str, org_id: str,
-             pairs: list[tuple[str, str]]) -> None:
+             pairs: list[tuple[str, str]], more_metrics: set[str]) -> None:
         """One streaming scan of gold (the org's rows of the grid's date partitions).
 
         DuckDB (all cores) computes each row's cell number and, per slot ``s``, the value of
         the metric's ``s``-th needed column; numpy then scatters whole batches at once into
-        one presence array (metric-major) and one value array per pair (pair-major).
+        one presence array (metric-major) and one value array per pair (pair-major). Hour-major
+        cells (hour x units) keep the scatter cache-friendly: gold is ordered by hour.
+        ``more_metrics`` are scanned for presence only (no-data rules). ``data[m]``: rows
+        with readings (``n > 0``), what no-data rules count.
         """
-        metrics = sorted({m for m, _ in pairs})
+        metrics = sorted({m for m, _ in pairs} | more_metrics)
         cols_of = {m: [c for mm, c in pairs if mm == m] for m in metrics}
-        slots = max(len(c) for c in cols_of.values())
+        slots = max((len(c) for c in cols_of.values()), default=0)
         cells = self.n * self.hours
         present = np.zeros(len(metrics) * cells, dtype=bool)
+        data = np.zeros(len(metrics) * cells, dtype=bool)
         values = np.full(len(pairs) * cells, _NAN)
         pair_no = {pair: i for i, pair in enumerate(pairs)}
         # slot s of metric i -> pair number (or -1: the metric has no s-th column)
@@ -130,43 +135,52 @@ class _Grid:
         for i, m in enumerate(metrics):
             for s_, c in enumerate(cols_of[m]):
                 slot_pair[s_, i] = pair_no[(m, c)]
-        mcase = " ".join(f"WHEN {_quote(m)} THEN {i}" for i, m in enumerate(metrics))
-        vcols = []
-        for s_ in range(slots):
-            whens = " ".join(f"WHEN {_quote(m)} THEN a.{cols_of[m][s_]}"
-                             for m in metrics if len(cols_of[m]) > s_)
-            vcols.append(f", coalesce(CASE a.metric {whens} END, 'NaN'::DOUBLE) AS v{s_}")
+        # metric -> (its number, the column number of each slot): joined as a tiny table,
+        # so each row meets integer CASEs instead of a chain of string comparisons.
+        columns = sorted({c for _, c in pairs})
+        mrows = ", ".join(
+            "(" + ", ".join([_quote(m), str(i)] + [
+                str(columns.index(cols_of[m][s_])) if s_ < len(cols_of[m]) else "NULL"
+                for s_ in range(slots)]) + ")" for i, m in enumerate(metrics))
+        vcols = "".join(
+            f", coalesce(CASE mt.c{s_} "
+            + " ".join(f"WHEN {j} THEN a.{c}" for j, c in enumerate(columns))
+            + f" END, 'NaN'::DOUBLE) AS v{s_}" for s_ in range(slots))
         hi = self.t0 + timedelta(hours=self.hours - 1)
         cur = _run(con, f"""
-SELECT u.idx * {self.hours} + CAST((epoch(a.hour) - epoch($t0)) // 3600 AS BIGINT) AS rn,
-       CAST(CASE a.metric {mcase} END AS BIGINT) AS mi{"".join(vcols)}
+WITH mt (metric, mi, {", ".join(f"c{s_}" for s_ in range(slots))}) AS (VALUES {mrows})
+SELECT CAST((epoch(a.hour) - epoch($t0)) // 3600 AS BIGINT) * {self.n} + u.idx AS rn,
+       CAST(mt.mi AS BIGINT) AS mi, a.n > 0 AS has_n{vcols}
 FROM {gold} a JOIN units u ON u.compressor_id = a.compressor_id
+JOIN mt ON mt.metric = a.metric
 WHERE a.org_id = $org AND {_date_filter('a', self.t0, hi)}
-  AND a.hour >= $t0 AND a.hour <= $hi
-  AND a.metric IN ({", ".join(_quote(m) for m in metrics)})""",
+  AND a.hour >= $t0 AND a.hour <= $hi""",
                    {"org": org_id, "t0": self.t0, "hi": hi})
         for batch in cur.to_arrow_reader(1 << 20):
             rn = batch.column("rn").to_numpy()
             mi = batch.column("mi").to_numpy()
-            present[mi * cells + rn] = True
+            cell = mi * cells + rn
+            present[cell] = True
+            data[cell[batch.column("has_n").to_numpy(zero_copy_only=False)]] = True
             for s_ in range(slots):
                 p = slot_pair[s_][mi]
                 v = batch.column(f"v{s_}").to_numpy()
-                if s_ == 0:
+                if s_ == 0 and not more_metrics:
                     values[p * cells + rn] = v
                 else:
                     ok = p >= 0
                     values[p[ok] * cells + rn[ok]] = v[ok]
         for i, m in enumerate(metrics):
-            self.present[m] = present[i * cells:(i + 1) * cells].reshape(self.n, self.hours)
+            self.present[m] = present[i * cells:(i + 1) * cells].reshape(self.hours, self.n)
+            self.data[m] = data[i * cells:(i + 1) * cells].reshape(self.hours, self.n)
         for pair, i in pair_no.items():
-            self.values[pair] = values[i * cells:(i + 1) * cells].reshape(self.n, self.hours)
+            self.values[pair] = values[i * cells:(i + 1) * cells].reshape(self.hours, self.n)
 
     def running(self) -> np.ndarray:
         """Hours each unit ran the last 4 hours (the running gate)."""
         speed = self.values[("speed_rpm", "min_4h")]
         with np.errstate(invalid="ignore"):
-            return np.asarray(speed >= RUNNING_SHARE * self.rated[:, None])
+            return np.asarray(speed >= RUNNING_SHARE * self.rated[None, :])
 
     def scope(self, v: Variant) -> np.ndarray:
         """Units a variant applies to (as rules.evaluate._scope)."""
@@ -193,9 +207,11 @@ def _baselines(grid: _Grid, running: np.ndarray, metric: str, days: int, first_d
     under 24 hours). The grid starts at a midnight at least days+1 days before first_day."""
     day0 = grid.t0.date()
     n_days = -(-grid.hours // 24)
-    x = np.full((grid.n, n_days * 24), _NAN)
-    x[:, :grid.hours] = np.where(running, grid.values[(metric, "mean")], _NAN)
-    daily = np.sort(x.reshape(grid.n, n_days, 24), axis=2)      # NaN sorts last
+    x = np.full((n_days * 24, grid.n), _NAN)
+    x[:grid.hours] = np.where(running, grid.values[(metric, "mean")], _NAN)
+    # (unit, day, hour), each day's hours sorted (NaN last): windows are then runs of sorted
+    # days, which the stable (merging) sort exploits.
+    daily = np.sort(np.ascontiguousarray(x.T).reshape(grid.n, n_days, 24), axis=2)
     out = np.full((grid.n, n_days), _NAN)
     for d in range((first_day - day0).days, (last_day - day0).days + 1):
         a = d - (days + 1)
@@ -207,7 +223,7 @@ def _baselines(grid: _Grid, running: np.ndarray, metric: str, days: int, first_d
         med = np.where(n % 2 == 1, lo, lo + (hi - lo) * 0.5)
         out[:, d] = np.where(n >= 24, med, _NAN)
     hour_day = np.arange(grid.hours) // 24
-    return out[:, hour_day]
+    return np.ascontiguousarray(out.T[hour_day])
 
 
 def _offset(level: Level, base: np.ndarray | None) -> np.ndarray | float | None:
@@ -263,10 +279,10 @@ def _threshold(level: Level | None, cmp: str, v: np.ndarray,
 
 
 def _lag(c: np.ndarray, n: int) -> np.ndarray:
-    """lag(c, n, 0) along the hour axis."""
+    """lag(c, n, 0) along the hour axis (axis 0)."""
     out = np.zeros_like(c)
-    if n < c.shape[1]:
-        out[:, n:] = c[:, :c.shape[1] - n]
+    if n < c.shape[0]:
+        out[n:] = c[:c.shape[0] - n]
     return out
 
 
@@ -279,12 +295,14 @@ def _variant_rows(v: Variant, grid: _Grid, running: np.ndarray,
     if units.size == 0:
         return []
     rule, cmp = v.rule, v.rule.comparison
-    pres = grid.present[rule.metric][units, lo_j:]
-    v_all = grid.values[(rule.metric, rule.column)][units, lo_j:]
+    every = units.size == grid.n
+    cols = slice(None) if every else units
+    pres = grid.present[rule.metric][lo_j:, cols]
+    v_all = grid.values[(rule.metric, rule.column)][lo_j:, cols]
     if rule.running_only:
-        v_all = np.where(running[units, lo_j:], v_all, _NAN)
+        v_all = np.where(running[lo_j:, cols], v_all, _NAN)
     days = rule.baseline.days if isinstance(rule, ThresholdRule) and rule.baseline else None
-    base = bases[(rule.metric, days)][units, lo_j:] if days is not None else None
+    base = bases[(rule.metric, days)][lo_j:, cols] if days is not None else None
     with np.errstate(invalid="ignore"):
         has_v = ~np.isnan(v_all)
         bf = _beyond(v.first, cmp, v_all, base)
@@ -294,39 +312,39 @@ def _variant_rows(v: Variant, grid: _Grid, running: np.ndarray,
         nr, band = has_v & normal, has_v & ~normal
         f_thr = _threshold(v.first, cmp, v_all, base)
         c_thr = _threshold(v.critical, cmp, v_all, base)
-    cbf, cbc = np.cumsum(bf, axis=1, dtype=np.int32), np.cumsum(bc, axis=1, dtype=np.int32)
-    cnr, cband = np.cumsum(nr, axis=1, dtype=np.int32), np.cumsum(band, axis=1, dtype=np.int32)
+    cbf, cbc = np.cumsum(bf, axis=0, dtype=np.int32), np.cumsum(bc, axis=0, dtype=np.int32)
+    cnr, cband = np.cumsum(nr, axis=0, dtype=np.int32), np.cumsum(band, axis=0, dtype=np.int32)
     m, n, k = v.m, v.n, v.k
     fire_cnt, crit_cnt = cbf - _lag(cbf, m), cbc - _lag(cbc, m)
     norm_cnt = cnr - _lag(cnr, k)
     recent_bf = cbf - _lag(cbf, wl_hours)
     band_cnt = cband - _lag(cband, k + 1)
     prev_pres = np.zeros_like(pres)
-    prev_pres[:, 1:] = pres[:, :-1]
+    prev_pres[1:] = pres[:-1]
     prev_cleared = prev_pres & (_lag(cnr, 1) - _lag(cnr, k + 1) >= k)
     firing = (fire_cnt >= n) & (norm_cnt < k)
     crit = crit_cnt >= n
     clear = (norm_cnt >= k) & ~prev_cleared & ((recent_bf > 0) | (band_cnt > 0))
     out = pres & (firing | clear)
-    out[:, :start_j - lo_j] = False
-    ui, tj = np.nonzero(out)
+    out[:start_j - lo_j] = False
+    tj, ui = np.nonzero(out)
     if ui.size == 0:
         return []
     if cmp == "either":
-        worst_at = v_all[ui, tj]
+        worst_at = v_all[tj, ui]
     else:
         fill = -np.inf if cmp == "above" else np.inf
         bfv = np.where(bf, v_all, fill)
         pick = np.maximum if cmp == "above" else np.minimum
-        worst_at = bfv[ui, tj]
+        worst_at = bfv[tj, ui]
         for s_ in range(1, m):
             ok = tj >= s_
-            worst_at = np.where(ok, pick(worst_at, bfv[ui, np.maximum(tj - s_, 0)]), worst_at)
+            worst_at = np.where(ok, pick(worst_at, bfv[np.maximum(tj - s_, 0), ui]), worst_at)
         worst_at = np.where(np.isinf(worst_at), _NAN, worst_at)
-    fi, cr, cl = firing[ui, tj], crit[ui, tj], clear[ui, tj]
-    value = np.where(fi, worst_at, v_all[ui, tj])
-    f_at = np.broadcast_to(f_thr, v_all.shape)[ui, tj]
-    c_at = np.broadcast_to(c_thr, v_all.shape)[ui, tj]
+    fi, cr, cl = firing[tj, ui], crit[tj, ui], clear[tj, ui]
+    value = np.where(fi, worst_at, v_all[tj, ui])
+    f_at = np.broadcast_to(f_thr, v_all.shape)[tj, ui]
+    c_at = np.broadcast_to(c_thr, v_all.shape)[tj, ui]
     thr = np.where(cr, c_at, f_at)
     comps, sites = grid.comp, grid.site
     gu = units[ui].tolist()
@@ -337,81 +355,93 @@ def _variant_rows(v: Variant, grid: _Grid, running: np.ndarray,
                                               cl.tolist(), strict=True)]
 
 
-def _level_rows(con: duckdb.DuckDBPyConnection, gold: str, units: pa.Table,
-                rule_set: RuleSet, variants: list[Variant], org_id: str, start: datetime,
-                end: datetime, lookback_hours: int) -> list[Row]:
-    lo = history_start(variants, start, lookback_hours)
-    first_day, last_day = lo.date(), end.date()
-    needs = sorted({(v.rule.metric, v.rule.baseline.days) for v in variants
-                    if isinstance(v.rule, ThresholdRule) and v.rule.baseline is not None})
-    back = max((d for _, d in needs), default=0) + 1
-    t0 = datetime.combine(first_day - timedelta(days=back), datetime.min.time(), tzinfo=UTC)
+def _no_data_rows(r: NoDataRule, grid: _Grid, lo_j: int, start_j: int, end_j: int,
+                  hours: list[datetime]) -> list[Row]:
+    """One no-data rule over the grid hours ``lo_j..end_j``: the PostgreSQL engine's
+    ``no_data_sql`` (hours since the last aggregate with readings, counted from ``lo - 1h``
+    when there is none; a Clear at the first hour data is back after a silence)."""
+    keep = np.ones(grid.n, dtype=bool)
+    for values, have in ((r.applies_to.models, grid.model), (r.applies_to.sites, grid.sites),
+                         (r.applies_to.orgs, grid.orgs)):
+        if values is not None:
+            keep &= np.isin(have, list(values))
+    units = np.nonzero(keep)[0]
+    if units.size == 0:
+        return []
+    watched = [r.metric] if r.metric is not None else sorted(METRIC_BY_NAME)
+    has = np.zeros((end_j - lo_j + 1, units.size), dtype=bool)
+    for m in watched:
+        if m in grid.data:
+            has |= grid.data[m][lo_j:end_j + 1, units]
+    idx = np.arange(has.shape[0])[:, None]
+    last = np.maximum.accumulate(np.where(has, idx, -1), axis=0)    # -1: none yet
+    prev = np.full_like(last, -1)
+    prev[1:] = last[:-1]
+    gap = idx - last
+    prev_gap = idx - prev - 1
+    warn, crit = r.warning_after_hours, r.critical_after_hours
+    firing = gap >= warn
+    is_crit = gap >= crit if crit is not None else np.zeros_like(firing)
+    clear = has & (prev_gap >= warn)
+    out = firing | clear
+    out[:start_j - lo_j] = False
+    tj, ui = np.nonzero(out)
+    metric = r.metric or "*"
+    comps, sites = grid.comp, grid.site
+    return [Row(r.id, metric, comps[u], sites[u], hours[t], float(g), f, c,
+                float(crit if c and crit is not None else warn), e)
+            for u, t, g, f, c, e in zip(units[ui].tolist(), (tj + lo_j).tolist(),
+                                        gap[tj, ui].tolist(), firing[tj, ui].tolist(),
+                                        is_crit[tj, ui].tolist(), clear[tj, ui].tolist(),
+                                        strict=True)]
+
+
+def _rows(con: duckdb.DuckDBPyConnection, gold: str, units: pa.Table, rule_set: RuleSet,
+          org_id: str, start: datetime, end: datetime, lookback_hours: int) -> list[Row]:
+    """Every firing/clear row: one scan into the grid, then each rule on arrays."""
+    variants = variants_of(rule_set)
+    nd = [r for r in rule_set.rules if isinstance(r, NoDataRule) and r.enabled]
+    firsts: list[datetime] = []
+    needs: list[tuple[str, int]] = []
+    lo = nd_lo = start
+    if variants:
+        lo = history_start(variants, start, lookback_hours)
+        needs = sorted({(v.rule.metric, v.rule.baseline.days) for v in variants
+                        if isinstance(v.rule, ThresholdRule) and v.rule.baseline is not None})
+        back = max((d for _, d in needs), default=0) + 1
+        firsts.append(datetime.combine(lo.date() - timedelta(days=back), datetime.min.time(),
+                                       tzinfo=UTC))
+    if nd:
+        span = max(r.critical_after_hours or r.warning_after_hours for r in nd) + lookback_hours
+        nd_lo = start - timedelta(hours=span)
+        firsts.append(datetime.combine(nd_lo.date(), datetime.min.time(), tzinfo=UTC))
+    if not firsts:
+        return []
+    t0 = min(firsts)
     n_hours = int((end - t0).total_seconds() // 3600) + 1
     grid = _Grid(units, t0, n_hours)
     pairs = {(v.rule.metric, v.rule.column) for v in variants}
     pairs |= {("speed_rpm", "min_4h")} | {(m, "mean") for m, _ in needs}
-    grid.load(con, gold, org_id, sorted(pairs))
-    running = grid.running()
-    bases = {(m, d): _baselines(grid, running, m, d, first_day, last_day) for m, d in needs}
-    lo_j = int((lo - t0).total_seconds() // 3600)
-    start_j = int((start - t0).total_seconds() // 3600)
-    hours = [t0 + timedelta(hours=j) for j in range(n_hours)]
-    wl_hours = lookback_hours + max(v.k for v in variants) + 1
+    more: set[str] = set()
+    for r in nd:
+        more |= {r.metric} if r.metric is not None else set(METRIC_BY_NAME)
+    grid.load(con, gold, org_id, sorted(pairs), more)
+
+    def j(t: datetime) -> int:
+        return int((t - t0).total_seconds() // 3600)
+
+    hours = [t0 + timedelta(hours=i) for i in range(n_hours)]
     out: list[Row] = []
-    for v in variants:
-        out += _variant_rows(v, grid, running, bases, lo_j, start_j, wl_hours, hours)
+    if variants:
+        running = grid.running()
+        bases = {(m, d): _baselines(grid, running, m, d, lo.date(), end.date())
+                 for m, d in needs}
+        wl_hours = lookback_hours + max(v.k for v in variants) + 1
+        for v in variants:
+            out += _variant_rows(v, grid, running, bases, j(lo), j(start), wl_hours, hours)
+    for r in nd:
+        out += _no_data_rows(r, grid, j(nd_lo), j(start), j(end), hours)
     return out
-
-
-def _no_data_sql(rules: list[NoDataRule], gold: str, lo: datetime, end: datetime) -> str:
-    """The PostgreSQL engine's ``no_data_sql`` for DuckDB: hours since the last aggregate."""
-    all_metrics = ", ".join(_quote(m) for m in sorted(METRIC_BY_NAME))
-    targets, data = [], []
-    for r in rules:
-        where = "".join(f" AND c.{col} IN ({', '.join(_quote(x) for x in values)})"
-                        for col, values in (("model", r.applies_to.models),
-                                            ("site_id", r.applies_to.sites),
-                                            ("org_id", r.applies_to.orgs)) if values is not None)
-        crit = "NULL::INTEGER" if r.critical_after_hours is None else str(r.critical_after_hours)
-        metric = "NULL::VARCHAR" if r.metric is None else _quote(r.metric)
-        targets.append(f"SELECT {_quote(r.id)} AS rule_id, {metric} AS metric, "
-                       f"{r.warning_after_hours} AS warn, {crit} AS crit, c.compressor_id, "
-                       f"c.site_id FROM units c WHERE true{where}")
-        metric_cond = (f"a.metric IN ({all_metrics})" if r.metric is None
-                       else f"a.metric = {_quote(r.metric)}")
-        data.append(f"SELECT DISTINCT {_quote(r.id)} AS rule_id, a.compressor_id, a.hour "
-                    f"FROM {gold} a WHERE a.org_id = $org AND {_date_filter('a', lo, end)} "
-                    f"AND a.hour >= $lo AND a.hour <= $end AND a.n > 0 AND {metric_cond}")
-    return f"""
-WITH t AS ({" UNION ALL ".join(targets)}),
-data_hours AS ({" UNION ALL ".join(data)}),
-grid AS (
-    SELECT t.rule_id, t.compressor_id, t.site_id, t.metric, t.warn, t.crit, g.hour,
-           d.hour IS NOT NULL AS has_data
-    FROM t CROSS JOIN (SELECT unnest(generate_series($lo, $end, INTERVAL 1 HOUR)) AS hour) g
-    LEFT JOIN data_hours d
-      ON d.rule_id = t.rule_id AND d.compressor_id = t.compressor_id AND d.hour = g.hour
-), lastseen AS (
-    SELECT grid.*,
-           max(hour) FILTER (WHERE has_data) OVER upto AS last_data,
-           max(hour) FILTER (WHERE has_data) OVER before AS prev_data
-    FROM grid
-    WINDOW upto AS (PARTITION BY rule_id, compressor_id ORDER BY hour
-                    ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW),
-           before AS (PARTITION BY rule_id, compressor_id ORDER BY hour
-                      ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
-), gaps AS (
-    SELECT lastseen.*,
-           epoch(hour - coalesce(last_data, $lo - INTERVAL 1 HOUR)) / 3600.0 AS gap,
-           epoch(hour - coalesce(prev_data, $lo - INTERVAL 1 HOUR)) / 3600.0 - 1 AS prev_gap
-    FROM lastseen
-)
-SELECT rule_id, metric, compressor_id, site_id, hour, gap::DOUBLE, gap >= warn AS firing,
-       crit IS NOT NULL AND gap >= crit AS is_crit,
-       CASE WHEN crit IS NOT NULL AND gap >= crit THEN crit ELSE warn END AS threshold,
-       has_data AND prev_gap >= warn AS clear_emit
-FROM gaps
-WHERE hour >= $start AND (gap >= warn OR (has_data AND prev_gap >= warn))"""
 
 
 def connect(threads: int | None = None, memory_limit: str = "4GB") -> duckdb.DuckDBPyConnection:
@@ -445,19 +475,8 @@ def episode_rows(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str,
                      "FROM units_arrow")
         duck.unregister("units_arrow")
         units = duck.execute("SELECT * FROM units ORDER BY idx").to_arrow_table()
-        gold = _gold(gold_uri)
-        params: dict[str, Any] = {"org": org_id, "start": start, "end": end}
-        variants = variants_of(rule_set)
-        out: list[Row] = (_level_rows(duck, gold, units, rule_set, variants, org_id, start,
-                                      end, lookback_hours) if variants else [])
-        nd = [r for r in rule_set.rules if isinstance(r, NoDataRule) and r.enabled]
-        if nd:
-            span = max(r.critical_after_hours or r.warning_after_hours for r in nd) + lookback_hours
-            lo = start - timedelta(hours=span)
-            for r in _run(duck, _no_data_sql(nd, gold, lo, end),
-                          {**params, "lo": lo}).fetchall():
-                out.append(Row(r[0], r[1] or "*", r[2], r[3], r[4], r[5], r[6], r[7],
-                               float(r[8]), r[9]))
+        out = _rows(duck, _gold(gold_uri), units, rule_set, org_id, start, end,
+                    lookback_hours)
         out.sort(key=lambda r: (r.hour, r.compressor_id, r.rule_id))
         return out
     finally:
