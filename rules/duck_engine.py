@@ -30,8 +30,12 @@ engines to the same rows on randomized data covering every rule shape.
 
 from __future__ import annotations
 
+import os
+import queue
 import re
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -92,6 +96,31 @@ def _date_filter(alias: str, lo: datetime, hi: datetime) -> str:
 
 _NAN = float("nan")
 
+#: Threads for the numpy work (baselines, rules); DuckDB uses its own (one per core).
+THREADS = max(1, min(4, os.cpu_count() or 1))
+
+
+def _prefetched(reader: pa.RecordBatchReader, depth: int = 3) -> Iterator[pa.RecordBatch]:
+    """The reader's batches, pulled by a thread so DuckDB computes the next ones while numpy
+    scatters the current one (DuckDB releases the GIL while it works)."""
+    q: queue.Queue[pa.RecordBatch | BaseException | None] = queue.Queue(depth)
+
+    def pull() -> None:
+        try:
+            for batch in reader:
+                q.put(batch)
+            q.put(None)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            q.put(exc)
+
+    t = threading.Thread(target=pull, daemon=True)
+    t.start()
+    while (item := q.get()) is not None:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+    t.join()
+
 
 class _Grid:
     """The organization's aggregates as dense arrays: unit ``u`` (``units`` order) and hour
@@ -115,66 +144,72 @@ class _Grid:
              pairs: list[tuple[str, str]], more_metrics: set[str]) -> None:
         """One streaming scan of gold (the org's rows of the grid's date partitions).
 
-        DuckDB (all cores) computes each row's cell number and, per slot ``s``, the value of
-        the metric's ``s``-th needed column; numpy then scatters whole batches at once into
-        one presence array (metric-major) and one value array per pair (pair-major). Hour-major
-        cells (hour x units) keep the scatter cache-friendly: gold is ordered by hour.
+        DuckDB (all cores) gives each row its cell number (metric, hour, unit) and the values
+        of the metric's needed columns (at most two); numpy scatters whole batches at once.
+        Hour-major cells (hour x units) keep the scatter cache-friendly: gold is in hour order.
         ``more_metrics`` are scanned for presence only (no-data rules). ``data[m]``: rows
         with readings (``n > 0``), what no-data rules count.
         """
         metrics = sorted({m for m, _ in pairs} | more_metrics)
         cols_of = {m: [c for mm, c in pairs if mm == m] for m in metrics}
         slots = max((len(c) for c in cols_of.values()), default=0)
-        cells = self.n * self.hours
+        n, cells = self.n, self.n * self.hours
+        # metric-major blocks: presence, readings (n > 0, only for ``more_metrics``), the
+        # value of each metric's first column at the presence cell, and the second column of
+        # the few metrics that need two in a compact block of its own
         present = np.zeros(len(metrics) * cells, dtype=bool)
         data = np.zeros(len(metrics) * cells, dtype=bool)
-        values = np.full(len(pairs) * cells, _NAN)
-        pair_no = {pair: i for i, pair in enumerate(pairs)}
-        # slot s of metric i -> pair number (or -1: the metric has no s-th column)
-        slot_pair = np.full((slots, len(metrics)), -1, dtype=np.int64)
-        for i, m in enumerate(metrics):
-            for s_, c in enumerate(cols_of[m]):
-                slot_pair[s_, i] = pair_no[(m, c)]
-        # metric -> (its number, the column number of each slot): joined as a tiny table,
-        # so each row meets integer CASEs instead of a chain of string comparisons.
+        first = np.full(len(metrics) * cells, _NAN)
+        second_of = np.full(len(metrics), -1, dtype=np.int64)
+        seconds = [i for i, m in enumerate(metrics) if len(cols_of[m]) > 1]
+        second_of[seconds] = np.arange(len(seconds))
+        second = np.full(len(seconds) * cells, _NAN) if seconds else None
+        if slots > 2:
+            raise InputError("a metric needs more than two aggregate columns")  # (none does)
         columns = sorted({c for _, c in pairs})
         mrows = ", ".join(
-            "(" + ", ".join([_quote(m), str(i)] + [
+            "(" + ", ".join([_quote(m), str(i), "true" if m in more_metrics else "false"] + [
                 str(columns.index(cols_of[m][s_])) if s_ < len(cols_of[m]) else "NULL"
-                for s_ in range(slots)]) + ")" for i, m in enumerate(metrics))
+                for s_ in range(2)]) + ")" for i, m in enumerate(metrics))
+        # One hash join of every row with the (unit, metric) table gives its cell base.
+        con.execute(f"""
+CREATE OR REPLACE TEMP TABLE um AS
+SELECT u.compressor_id, mt.metric, mt.mi * {cells} + u.idx AS base, mt.nd, mt.c0, mt.c1
+FROM units u CROSS JOIN (VALUES {mrows}) AS mt(metric, mi, nd, c0, c1)""")
         vcols = "".join(
-            f", coalesce(CASE mt.c{s_} "
+            f", coalesce(CASE um.c{s_} "
             + " ".join(f"WHEN {j} THEN a.{c}" for j, c in enumerate(columns))
             + f" END, 'NaN'::DOUBLE) AS v{s_}" for s_ in range(slots))
         hi = self.t0 + timedelta(hours=self.hours - 1)
         cur = _run(con, f"""
-WITH mt (metric, mi, {", ".join(f"c{s_}" for s_ in range(slots))}) AS (VALUES {mrows})
-SELECT CAST((epoch(a.hour) - epoch($t0)) // 3600 AS BIGINT) * {self.n} + u.idx AS rn,
-       CAST(mt.mi AS BIGINT) AS mi, a.n > 0 AS has_n{vcols}
-FROM {gold} a JOIN units u ON u.compressor_id = a.compressor_id
-JOIN mt ON mt.metric = a.metric
+SELECT (um.base + CAST((epoch(a.hour) - epoch($t0)) // 3600 AS BIGINT) * {n}) * 2
+       + CASE WHEN um.nd AND a.n > 0 THEN 1 ELSE 0 END AS code{vcols}
+FROM {gold} a JOIN um ON um.compressor_id = a.compressor_id AND um.metric = a.metric
 WHERE a.org_id = $org AND {_date_filter('a', self.t0, hi)}
   AND a.hour >= $t0 AND a.hour <= $hi""",
                    {"org": org_id, "t0": self.t0, "hi": hi})
-        for batch in cur.to_arrow_reader(1 << 20):
-            rn = batch.column("rn").to_numpy()
-            mi = batch.column("mi").to_numpy()
-            cell = mi * cells + rn
+        for batch in _prefetched(cur.to_arrow_reader(1 << 20)):
+            code = batch.column("code").to_numpy()
+            cell = code >> 1
             present[cell] = True
-            data[cell[batch.column("has_n").to_numpy(zero_copy_only=False)]] = True
-            for s_ in range(slots):
-                p = slot_pair[s_][mi]
-                v = batch.column(f"v{s_}").to_numpy()
-                if s_ == 0 and not more_metrics:
-                    values[p * cells + rn] = v
-                else:
-                    ok = p >= 0
-                    values[p[ok] * cells + rn[ok]] = v[ok]
+            if more_metrics:
+                data[cell[(code & 1).astype(bool)]] = True
+            if slots:
+                first[cell] = batch.column("v0").to_numpy()
+            if second is not None:
+                mi = cell // cells
+                k = second_of[mi]
+                ok = k >= 0
+                second[k[ok] * cells + (cell[ok] - mi[ok] * cells)] = (
+                    batch.column("v1").to_numpy()[ok])
+        shape = (self.hours, n)
         for i, m in enumerate(metrics):
-            self.present[m] = present[i * cells:(i + 1) * cells].reshape(self.hours, self.n)
-            self.data[m] = data[i * cells:(i + 1) * cells].reshape(self.hours, self.n)
-        for pair, i in pair_no.items():
-            self.values[pair] = values[i * cells:(i + 1) * cells].reshape(self.hours, self.n)
+            self.present[m] = present[i * cells:(i + 1) * cells].reshape(shape)
+            self.data[m] = data[i * cells:(i + 1) * cells].reshape(shape)
+            for s_, c in enumerate(cols_of[m]):
+                block, j = (first, i) if s_ == 0 else (second, int(second_of[i]))
+                assert block is not None
+                self.values[(m, c)] = block[j * cells:(j + 1) * cells].reshape(shape)
 
     def running(self) -> np.ndarray:
         """Hours each unit ran the last 4 hours (the running gate)."""
@@ -434,11 +469,14 @@ def _rows(con: duckdb.DuckDBPyConnection, gold: str, units: pa.Table, rule_set: 
     out: list[Row] = []
     if variants:
         running = grid.running()
-        bases = {(m, d): _baselines(grid, running, m, d, lo.date(), end.date())
-                 for m, d in needs}
-        wl_hours = lookback_hours + max(v.k for v in variants) + 1
-        for v in variants:
-            out += _variant_rows(v, grid, running, bases, j(lo), j(start), wl_hours, hours)
+        with ThreadPoolExecutor(THREADS) as pool:   # numpy releases the GIL in sorts/ufuncs
+            bases = dict(zip(needs, pool.map(
+                lambda md: _baselines(grid, running, md[0], md[1], lo.date(), end.date()),
+                needs), strict=True))
+            wl_hours = lookback_hours + max(v.k for v in variants) + 1
+            for part in pool.map(lambda v: _variant_rows(v, grid, running, bases, j(lo),
+                                                         j(start), wl_hours, hours), variants):
+                out += part
     for r in nd:
         out += _no_data_rows(r, grid, j(nd_lo), j(start), j(end), hours)
     return out
