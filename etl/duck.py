@@ -70,6 +70,8 @@ def connect(*, postgres: bool = False, memory_limit: str = "2GB",
     con.execute("SET TimeZone = 'UTC'")
     con.execute(f"SET memory_limit = '{memory_limit}'")
     con.execute("SET preserve_insertion_order = false")
+    # the ETL shows its own progress; DuckDB's bar would interleave with it on the terminal
+    con.execute("SET enable_progress_bar = false")
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     if temp_directory is not None:

@@ -6,6 +6,7 @@ Layout under ``settings.lake_path``::
     quarantine/   rejected rows with a reason, partitioned by arrival_date
     silver/       validated readings with late/outlier flags, partitioned by (reading) date
     gold/         hourly partials and rolling-window features, partitioned by (hour) date
+    _hot/         the last 48 hours of gold's partials, wide: a cache for the hourly run (etl.hot)
     _locks/       the writer lock (one writer per table: the ETL holds it for a whole run)
 
 Every table records, through delta-rs ``app_transactions``, the last *bronze batch id* it has
@@ -20,8 +21,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from deltalake import (
     CommitProperties,
     DeltaTable,
@@ -191,6 +194,19 @@ class Lake:
             if lo is None or hi is None or (hi > after and lo <= upto):
                 found.add(value)
         return found
+
+    def max_value(self, table: str, column: str) -> Any:
+        """The largest value of ``column`` in ``table`` (None: no rows), from the Delta log's
+        per-file statistics; files without statistics are read."""
+        actions = pa.table(self.table(table).get_add_actions(flatten=True))
+        if actions.num_rows == 0:
+            return None
+        stat = f"max.{column}"
+        values = actions.column(stat).to_pylist() if stat in actions.column_names else [None]
+        if any(v is None for v in values):
+            data = self.table(table).to_pyarrow_dataset().to_table(columns=[column])
+            return pc.max(data.column(column)).as_py()
+        return max(values)
 
     @contextmanager
     def writer_lock(self, timeout: float = 600.0) -> Iterator[None]:

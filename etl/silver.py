@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from altaviz.telemetry import CHANNELS, METRICS
+from etl.hot import HotPartials
 from etl.lake import QUARANTINE_SCHEMA, SILVER_SCHEMA, Lake, conform_reader
 from etl.ledger import dates_between, sql_dates
 from etl.metrics import (
@@ -91,12 +92,17 @@ def silver_transform(con: duckdb.DuckDBPyConnection, lake: Lake, orgs: dict[str,
         SELECT *, hash({chan}) AS vhash, strftime(ts, '%Y-%m-%d') AS date
         FROM classified WHERE reason IS NULL
     """)
-    valid_dates = {r[0] for r in con.execute("SELECT DISTINCT date FROM valid").fetchall()}
+    by_date = con.execute("SELECT date, min(ts), max(ts) FROM valid GROUP BY date").fetchall()
+    valid_dates = {r[0] for r in by_date}
+    # the batch's time span lets the Parquet reader skip row groups of other hours
+    span_ts = (f"AND ts >= '{min(r[1] for r in by_date).isoformat()}'::TIMESTAMPTZ "
+               f"AND ts <= '{max(r[2] for r in by_date).isoformat()}'::TIMESTAMPTZ"
+               if by_date else "")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE existing AS
         SELECT compressor_id, ts, hash({chan}) AS vhash
         FROM delta_scan('{lake.uri("silver")}')
-        WHERE date IN ({sql_dates(valid_dates)})
+        WHERE date IN ({sql_dates(valid_dates)}) {span_ts}
           AND compressor_id IN (SELECT DISTINCT compressor_id FROM valid)
     """)
     # only keys seen more than once need ranking (a small share of rows)
@@ -254,6 +260,30 @@ def _baseline_by_join(con: duckdb.DuckDBPyConnection, lake: Lake, first: datetim
     and pivoting gold's long rows first (about 9 s of a 4,500-unit hourly run)."""
     con.execute(f"""CREATE OR REPLACE TEMP TABLE kept_wide AS
                     SELECT compressor_id, hour, {partial} FROM kept GROUP BY ALL""")
+    unabsorbed = _unabsorbed_silver(lake, first, last, partial)
+    if unabsorbed is not None:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE unabsorbed_wide AS {unabsorbed}")
+    hot = HotPartials(lake.root)
+    meta = hot.usable(lake.batch_mark("gold"), first)
+    if meta is not None:
+        # gold's partials of these hours, already wide (etl.hot): sum them as they are
+        sums = ", ".join(f"n_{i}, s_{i}, q_{i}" for i in range(len(METRICS)))
+        parts = [f"SELECT compressor_id, hour, {sums} FROM kept_wide",
+                 f"SELECT compressor_id, hour, {sums} FROM {hot.relation(meta, first, last)} "
+                 f"WHERE compressor_id IN (SELECT compressor_id FROM kept_wide)"]
+        if unabsorbed is not None:
+            parts.append(f"SELECT compressor_id, hour, {sums} FROM unabsorbed_wide")
+        totals = ", ".join(f"sum(p.n_{i}) AS bn_{i}, sum(p.s_{i}) AS bs_{i}, "
+                           f"sum(p.q_{i}) AS bq_{i}" for i in range(len(METRICS)))
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE baseline AS
+            SELECT k.compressor_id, k.hour, {totals}
+            FROM (SELECT DISTINCT compressor_id, hour FROM kept_wide) k
+            JOIN ({" UNION ALL ".join(parts)}) p ON p.compressor_id = k.compressor_id
+              AND p.hour >= k.hour - INTERVAL 24 HOURS AND p.hour <= k.hour - INTERVAL 1 HOUR
+            GROUP BY k.compressor_id, k.hour
+        """)
+        return
     sources = [unpivot_partials("kept_wide", sums_only=True), f"""
         SELECT compressor_id, metric, hour, n, sum, sumsq
         FROM delta_scan('{lake.uri("gold")}')
@@ -261,9 +291,7 @@ def _baseline_by_join(con: duckdb.DuckDBPyConnection, lake: Lake, first: datetim
           AND hour >= '{first.isoformat()}'::TIMESTAMPTZ
           AND hour <= '{last.isoformat()}'::TIMESTAMPTZ
           AND compressor_id IN (SELECT compressor_id FROM kept_wide)"""]
-    unabsorbed = _unabsorbed_silver(lake, first, last, partial)
     if unabsorbed is not None:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE unabsorbed_wide AS {unabsorbed}")
         sources.append(unpivot_partials("unabsorbed_wide", sums_only=True))
     pivot = ", ".join(
         f"sum(bn) FILTER (WHERE metric = '{m.name}') AS bn_{i}, "

@@ -125,6 +125,7 @@ def test_aggregates_are_scoped_by_organization(settings: Settings, db_url: str, 
 @pytest.mark.parametrize(("knob", "many", "one"), [
     ("BUCKET_HOURS", 20, 10**9),          # one bucket per dirty compressor-hour vs one bucket
     ("JOIN_MAX_HOURS", 10**9, 0),         # windows and baselines by join vs window functions
+    ("HOT_HOURS", 48, 0),                 # recent partials from the hot cache vs from gold
 ])
 def test_compressor_buckets_give_the_same_rows(settings: Settings, db_url: str, fleet: Fleet,
                                                conn: psycopg.Connection[Any], tmp_path: Path,
@@ -133,8 +134,10 @@ def test_compressor_buckets_give_the_same_rows(settings: Settings, db_url: str, 
     """Gold (and so PostgreSQL) computed one compressor bucket at a time equals the result of
     one bucket: buckets must never cut a compressor's windows. Likewise, the windows computed
     by joining each output row to its 24 h of partials (the hourly run's method) equal those of
-    window functions. Covers the streaming first load, the compare-and-merge path of a late
-    batch and the next hour's run."""
+    window functions, and the hourly run's windows and baselines from the hot partials cache
+    (etl.hot) equal those from gold. Covers the streaming first load, the compare-and-merge
+    path of a late batch (a missing hour filled, readings added to an hour the next hour's
+    windows reach) and the next hour's run."""
     import etl.gold
     from altaviz.fleet_store import load_fleet
     from tests.conftest import _fresh_database, two_tenant_fleet
@@ -149,6 +152,8 @@ def test_compressor_buckets_give_the_same_rows(settings: Settings, db_url: str, 
     def late(landing: Path) -> None:
         rows = [reading(c, T0 + timedelta(hours=5, minutes=10 * i), oil_temp_f=200.0)
                 for c in ("COMP-0001", "COMP-0004") for i in range(6)]
+        rows += [reading("COMP-0002", T0 + timedelta(hours=20, minutes=5 + 10 * i),
+                         oil_temp_f=190.0) for i in range(2)]
         write_landing(landing, rows, T0 + timedelta(days=1, hours=6))
 
     def all_rows(c: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
@@ -165,10 +170,11 @@ def test_compressor_buckets_give_the_same_rows(settings: Settings, db_url: str, 
                 for i in range(6)]
         write_landing(landing, rows, T0 + timedelta(days=1, hours=7))
 
+    import etl.hot
     import etl.silver
 
     def turn(value: int) -> None:
-        for module in (etl.gold, etl.silver):
+        for module in (etl.gold, etl.silver, etl.hot):
             if hasattr(module, knob):
                 monkeypatch.setattr(module, knob, value)
 
@@ -208,4 +214,5 @@ def test_compressor_buckets_give_the_same_rows(settings: Settings, db_url: str, 
             for c in second.changed] == [
         (c.org_id, c.compressor_id, c.first_hour, c.last_hour, c.rows)
         for c in one_second.changed]
-    assert {c.compressor_id for c in second.changed} == {"COMP-0001", "COMP-0004"}
+    assert {c.compressor_id for c in second.changed} == {"COMP-0001", "COMP-0002",
+                                                        "COMP-0004"}

@@ -1,0 +1,233 @@
+"""The hot partials: gold's hourly partials of the most recent hours, one row per compressor-hour.
+
+Why it exists: every hourly run needs the fleet's previous 24 hours of partials twice, for
+silver's trailing outlier baselines and for gold's 4 h / 24 h windows. In gold they are long
+rows, one per metric with text keys: about 2.2 million rows for 4,500 compressors, read from
+whole date partitions and joined on ``(compressor_id, metric)``. That was most of the hourly
+run's time. Here the same numbers are wide (``n_i, s_i, q_i, lo_i, hi_i`` per metric
+``i``, as :func:`etl.metrics.partial_aggregates` names them): about 108,000 rows for 24 hours,
+one small Parquet file per hour under ``<lake>/_hot/``.
+
+Gold stays the only source of truth; this is a cache with a proof of freshness. ``meta.json``
+records the gold batch mark the files were written for and the hours they cover
+(``first .. last``): for every covered hour the hour's file holds exactly gold's partials (no
+file: gold has no row in that hour), and gold has no row after ``last``. Readers use the cache
+only when its mark equals gold's current mark and it covers the hours they need; anything
+else (a day-late batch, a run that crashed between gold's commit and the cache update, a lake
+written by an older version) takes the gold path, and the next gold run rebuilds the cache
+from gold. All writes happen under the lake's writer lock, after gold's commit, with files and
+``meta.json`` replaced atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import duckdb
+
+from altaviz.telemetry import METRICS
+from etl.lake import Lake
+from etl.ledger import dates_between, sql_dates
+
+#: Hours the cache keeps (``last - HOT_HOURS + 1 .. last``): the hourly run needs 24 behind the
+#: new hour; the rest lets batches arriving up to a day late use it too. 0 switches it off.
+HOT_HOURS = 48
+#: ``(prefix, DuckDB type)`` of the wide partial columns, per metric index ``i``. Outlier and
+#: late counts are not kept: windows never combine them (each row carries its own).
+_PARTS = (("n", "BIGINT"), ("s", "DOUBLE"), ("q", "DOUBLE"), ("lo", "DOUBLE"),
+          ("hi", "DOUBLE"))
+
+
+def wide_columns() -> list[str]:
+    """The wide partial column names (``n_0, s_0, q_0, lo_0, ...``)."""
+    return [f"{p}_{i}" for i in range(len(METRICS)) for p, _ in _PARTS]
+
+
+def _typed_select(source: str) -> str:
+    """Every cache column from ``source`` with its exact type (the files must agree)."""
+    cols = ", ".join(f"{p}_{i}::{t} AS {p}_{i}" for i in range(len(METRICS)) for p, t in _PARTS)
+    return (f"SELECT org_id::VARCHAR AS org_id, compressor_id::VARCHAR AS compressor_id, "
+            f"hour::TIMESTAMPTZ AS hour, {cols} FROM {source}")
+
+
+@dataclass(frozen=True)
+class Meta:
+    """What the cache holds: valid for gold batch ``mark``, hours ``first .. last``."""
+
+    mark: int
+    first: datetime
+    last: datetime
+
+
+class HotPartials:
+    """The cache of one lake (``<lake>/_hot``)."""
+
+    def __init__(self, lake_root: Path) -> None:
+        self.root = lake_root / "_hot"
+
+    def _file(self, hour: datetime) -> Path:
+        return self.root / f"hour-{hour:%Y-%m-%dT%H}.parquet"
+
+    def meta(self) -> Meta | None:
+        """The recorded state, or None (no cache, or unreadable: treated as stale)."""
+        try:
+            raw = json.loads((self.root / "meta.json").read_text())
+            return Meta(int(raw["mark"]), datetime.fromisoformat(raw["first"]),
+                        datetime.fromisoformat(raw["last"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def usable(self, gold_mark: int, first: datetime) -> Meta | None:
+        """The meta when the cache is valid for ``gold_mark`` and covers every hour from
+        ``first`` on (gold has no row after ``last``), else None."""
+        meta = self.meta()
+        if HOT_HOURS <= 0 or meta is None or meta.mark != gold_mark or first < meta.first:
+            return None
+        return meta
+
+    def relation(self, meta: Meta, first: datetime, last: datetime) -> str:
+        """SQL relation of the cached rows with ``first <= hour <= last``."""
+        files = [self._file(h) for h in _hours(max(first, meta.first), min(last, meta.last))]
+        present = [f"'{f}'" for f in files if f.exists()]
+        if not present:
+            empty = ", ".join(["NULL AS org_id", "NULL AS compressor_id", "NULL AS hour",
+                               *(f"NULL AS {c}" for c in wide_columns())])
+            return f"({_typed_select(f'(SELECT {empty})')} LIMIT 0)"
+        return f"read_parquet([{', '.join(present)}])"
+
+    def start(self, before: int, last_dirty: datetime) -> Update:
+        """Begin bringing the cache along with a gold run (before any file is touched).
+
+        The recorded state is removed first: from here until :meth:`Update.finish` the files
+        may hold partials gold has not committed, and a crash in between must leave a cache
+        that no reader trusts. ``before`` is gold's mark before the run, ``last_dirty`` the
+        latest hour the run recomputes.
+        """
+        meta = self.meta()
+        if meta is None and before == 0 and HOT_HOURS > 0:
+            # a new lake: gold is empty, so is the cache
+            empty = last_dirty - timedelta(hours=HOT_HOURS)
+            meta = Meta(0, empty, empty)
+        self.invalidate()
+        valid = meta is not None and meta.mark == before and HOT_HOURS > 0
+        return Update(self, meta if valid else None, last_dirty)
+
+    def advance(self, before: int, after: int) -> None:
+        """Gold committed batches that changed no row: a cache valid before still is."""
+        meta = self.meta()
+        if meta is not None and meta.mark == before:
+            self._finish(Meta(after, meta.first, meta.last))
+
+    def rebuild(self, con: duckdb.DuckDBPyConnection, lake: Lake, after: int) -> None:
+        """Write every covered hour's file from gold (after a crash or on a lake written
+        before the cache existed). One join per metric: pivoting gold's long rows with one
+        filtered aggregate per metric and partial was ~8x slower."""
+        for stale in self.root.glob("hour-*.parquet"):
+            stale.unlink()
+        self.invalidate()
+        if HOT_HOURS <= 0:
+            return
+        last = lake.max_value("gold", "hour")
+        if last is None:
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        first = last - timedelta(hours=HOT_HOURS - 1)
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE hot_long AS
+            SELECT org_id, compressor_id, metric, hour, n, sum, sumsq, min, max
+            FROM delta_scan('{lake.uri("gold")}')
+            WHERE date IN ({sql_dates(dates_between(first, last))})
+              AND hour >= '{first.isoformat()}'::TIMESTAMPTZ
+        """)
+        cols = ", ".join(
+            f"coalesce(m{i}.n, 0) AS n_{i}, m{i}.sum AS s_{i}, m{i}.sumsq AS q_{i}, "
+            f"m{i}.min AS lo_{i}, m{i}.max AS hi_{i}" for i in range(len(METRICS)))
+        joins = " ".join(
+            f"LEFT JOIN (SELECT * FROM hot_long WHERE metric = '{m.name}') m{i} "
+            f"USING (org_id, compressor_id, hour)" for i, m in enumerate(METRICS))
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE hot_rebuild AS
+            SELECT k.org_id, k.compressor_id, k.hour, {cols}
+            FROM (SELECT DISTINCT org_id, compressor_id, hour FROM hot_long) k {joins}
+        """)
+        con.execute("DROP TABLE hot_long")
+        for (hour,) in con.execute("SELECT DISTINCT hour FROM hot_rebuild").fetchall():
+            self._write(con, f"""SELECT * FROM ({_typed_select('hot_rebuild')})
+                                 WHERE hour = '{hour.isoformat()}'::TIMESTAMPTZ""",
+                        self._file(hour))
+        con.execute("DROP TABLE hot_rebuild")
+        self._finish(Meta(after, first, last))
+
+    def _write(self, con: duckdb.DuckDBPyConnection, query: str, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        con.execute(f"COPY ({query} ORDER BY compressor_id) TO '{tmp}' (FORMAT parquet)")
+        os.replace(tmp, path)
+
+    def _finish(self, meta: Meta) -> None:
+        """Drop hours that left the window and record the new state (atomically)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        for path in self.root.glob("hour-*.parquet"):
+            hour = datetime.strptime(path.stem, "hour-%Y-%m-%dT%H").replace(
+                tzinfo=meta.last.tzinfo)
+            if hour < meta.first:
+                path.unlink()
+        tmp = self.root / "meta.json.tmp"
+        tmp.write_text(json.dumps({"mark": meta.mark, "first": meta.first.isoformat(),
+                                   "last": meta.last.isoformat()}))
+        os.replace(tmp, self.root / "meta.json")
+
+    def invalidate(self) -> None:
+        """Forget the state (the files are rewritten by the next rebuild)."""
+        (self.root / "meta.json").unlink(missing_ok=True)
+
+
+def _hours(first: datetime, last: datetime) -> list[datetime]:
+    out: list[datetime] = []
+    h = first
+    while h <= last:
+        out.append(h)
+        h += timedelta(hours=1)
+    return out
+
+
+class Update:
+    """One gold run's changes to the cache: :meth:`stage` each bucket's fresh partials, then
+    :meth:`finish` after gold's commit."""
+
+    def __init__(self, hot: HotPartials, meta: Meta | None, last_dirty: datetime) -> None:
+        self.hot, self.meta = hot, meta
+        if meta is not None:
+            self.last = max(meta.last, last_dirty)
+            self.first = max(meta.first, self.last - timedelta(hours=HOT_HOURS - 1))
+
+    def stage(self, con: duckdb.DuckDBPyConnection, fresh: str) -> None:
+        """Put the recomputed compressor-hours of ``fresh`` (a DuckDB table: ``org_id,
+        compressor_id, hour`` and the wide partial columns, complete for each of its
+        compressor-hours) into the files of their hours."""
+        if self.meta is None:
+            return
+        hours = [r[0] for r in con.execute(
+            f"SELECT DISTINCT hour FROM {fresh} WHERE hour >= "
+            f"'{self.first.isoformat()}'::TIMESTAMPTZ").fetchall()]
+        for hour in hours:
+            path = self.hot._file(hour)
+            at = f"'{hour.isoformat()}'::TIMESTAMPTZ"
+            kept = (f"UNION ALL BY NAME SELECT * FROM read_parquet('{path}') "
+                    f"WHERE compressor_id NOT IN "
+                    f"(SELECT compressor_id FROM {fresh} WHERE hour = {at})"
+                    if path.exists() else "")
+            self.hot._write(con, f"SELECT * FROM ({_typed_select(fresh)}) WHERE hour = {at} "
+                                 f"{kept}", path)
+
+    def finish(self, con: duckdb.DuckDBPyConnection, lake: Lake, after: int) -> None:
+        """Record the cache as valid for gold's new mark ``after`` (or rebuild it from gold
+        when it was not valid at the start)."""
+        if self.meta is None:
+            self.hot.rebuild(con, lake, after)
+        else:
+            self.hot._finish(Meta(after, self.first, self.last))
