@@ -20,7 +20,7 @@ the same run inserts nothing twice).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import duckdb
@@ -50,9 +50,9 @@ def quality_checks(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.Con
     def add(org: str, comp: str, kind: str, measured: float, threshold: float,
             details: dict[str, Any]) -> None:
         rows.setdefault(org, []).append({
-            "compressor_id": comp, "run_id": run_id, "check_type": kind,
+            "compressor_id": comp, "check_type": kind,
             "measured": float(measured), "threshold": float(threshold),
-            "passed": bool(measured <= threshold), "details": Jsonb(details)})
+            "passed": bool(measured <= threshold), "details": details})
 
     if hi > lo:
         silver, quarantine = lake.uri("silver"), lake.uri("quarantine")
@@ -88,12 +88,15 @@ def quality_checks(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.Con
         if first and first[0] is not None:
             h_dates = {d[0] for d in con.execute(
                 "SELECT DISTINCT strftime(hour, '%Y-%m-%d') FROM dq_hours").fetchall()}
+            h_end = first[1] + timedelta(hours=1)
             completeness = con.execute(f"""
                 WITH counts AS (
                     SELECT compressor_id, date_trunc('hour', ts) AS hour,
                            count(DISTINCT ts) AS n
                     FROM delta_scan('{silver}')
                     WHERE date IN ({sql_dates(h_dates)})
+                      AND ts >= '{first[0].isoformat()}'::TIMESTAMPTZ
+                      AND ts < '{h_end.isoformat()}'::TIMESTAMPTZ
                       AND compressor_id IN (SELECT DISTINCT compressor_id FROM dq_hours)
                     GROUP BY ALL
                 ), per_hour AS (
@@ -135,14 +138,7 @@ def quality_checks(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.Con
     checks = failed = 0
     for org, items in sorted(rows.items()):
         with tenant(conn, org):
-            conn.execute(q["insert_quality_check"], {
-                "run_id": run_id,
-                "compressor_ids": [i["compressor_id"] for i in items],
-                "check_types": [i["check_type"] for i in items],
-                "measured": [i["measured"] for i in items],
-                "thresholds": [i["threshold"] for i in items],
-                "passed": [i["passed"] for i in items],
-                "details": [i["details"] for i in items]})
+            conn.execute(q["insert_quality_check"], {"run_id": run_id, "checks": Jsonb(items)})
         checks += len(items)
         failed += sum(1 for i in items if not i["passed"])
     if hi > lo:

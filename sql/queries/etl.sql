@@ -96,15 +96,16 @@ UPDATE etl_runs SET finished_at = now(), status = %(status)s, files = %(files)s,
 WHERE run_id = %(run_id)s
 
 -- name: insert_quality_check
--- One organization's checks of a run in one statement (parallel arrays, one element per
--- check): one round trip instead of one per compressor and check.
+-- One organization's checks of a run in one statement: one JSON array of check objects
+-- (compressor_id, check_type, measured, threshold, passed, details). One document instead of
+-- parallel arrays: adapting ~18,000 values per run element by element cost ~1 s of Python.
 INSERT INTO data_quality_checks (org_id, compressor_id, run_id, check_type, measured, threshold,
                                  passed, details)
 SELECT current_org(), t.compressor_id, %(run_id)s, t.check_type, t.measured, t.threshold,
        t.passed, t.details
-FROM unnest(%(compressor_ids)s::text[], %(check_types)s::text[], %(measured)s::float8[],
-            %(thresholds)s::float8[], %(passed)s::boolean[], %(details)s::jsonb[])
-     AS t(compressor_id, check_type, measured, threshold, passed, details)
+FROM jsonb_to_recordset(%(checks)s::jsonb)
+     AS t(compressor_id text, check_type text, measured float8, threshold float8,
+          passed boolean, details jsonb)
 ON CONFLICT (run_id, org_id, compressor_id, check_type) DO NOTHING
 
 -- name: watermarks_of_org
