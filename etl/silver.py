@@ -337,6 +337,15 @@ def _baseline_by_window(con: duckdb.DuckDBPyConnection, lake: Lake, span: tuple[
               AND compressor_id IN (SELECT DISTINCT compressor_id FROM kept)
             GROUP BY ALL
         """
+        hot = HotPartials(lake.root)
+        meta = hot.usable(lake.batch_mark("gold"), first)
+        if meta is not None:
+            # the same partials, already wide: no pivot of gold's long rows (a day's
+            # catch-up spent most of its silver time there)
+            sums_cols = ", ".join(f"n_{i}, s_{i}, q_{i}" for i in range(n_metrics))
+            gold_rows = f"""
+                SELECT compressor_id, hour, {sums_cols} FROM {hot.relation(meta, first, last)}
+                WHERE compressor_id IN (SELECT DISTINCT compressor_id FROM kept)"""
         unabsorbed = _unabsorbed_silver(lake, first, last, partial)
         if unabsorbed is not None:
             gold_rows += " UNION ALL BY NAME " + unabsorbed
