@@ -44,11 +44,12 @@ from altaviz.services import get_embedded_server
 from altaviz.telemetry import METRICS
 from rules import evaluate as evaluate_module
 from rules.backtest import backtest
-from rules.evaluate import evaluate
 from rules.loader import load_rule_set
 from tests.rules import reference_evaluate as reference
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
+#: The backtest data lives in other months than the latest-hour data (own partitions).
+BT_START = datetime(2026, 5, 1, tzinfo=UTC)
 
 
 def _month_starts(first: datetime, days: int) -> list[datetime]:
@@ -141,6 +142,21 @@ def _flags(rows: list[Any]) -> list[tuple[Any, ...]]:
     return [(r.rule_id, r.compressor_id, r.hour, r.firing, r.critical, r.clear) for r in rows]
 
 
+def _module_at(commit: str) -> Any:
+    """``rules/evaluate.py`` as it was at ``commit`` (git), loaded as a module: the code this
+    benchmark's same-run baseline times."""
+    import subprocess
+    import sys
+    import types
+
+    src = subprocess.run(["git", "show", f"{commit}:rules/evaluate.py"], capture_output=True,
+                         text=True, check=True, cwd=Path(__file__).resolve().parents[1]).stdout
+    module = types.ModuleType(f"evaluate_at_{commit}")
+    sys.modules[module.__name__] = module     # (its dataclasses look themselves up there)
+    exec(compile(src, f"{commit}:rules/evaluate.py", "exec"), module.__dict__)
+    return module
+
+
 def _timed(fn: Any) -> tuple[float, Any]:
     t = time.perf_counter()
     out = fn()
@@ -219,7 +235,7 @@ def write_gold(uri: str, org: str, n: int, first: datetime, days: int) -> int:
                        0.1 AS rate_of_change, NULL::VARCHAR[] AS flags, 1::BIGINT AS batch_id,
                        strftime(hour, '%Y-%m-%d') AS date
                 FROM x ORDER BY hour, compressor_id, metric""",
-                {"n": n, "lo": lo, "start": START, "org": org}).to_arrow_table()
+                {"n": n, "lo": lo, "start": first, "org": org}).to_arrow_table()
             write_deltalake(uri, table.cast(GOLD_SCHEMA), mode="append",
                             partition_by=PARTITIONS["gold"])
             total += table.num_rows
@@ -291,6 +307,9 @@ def main() -> None:
     ap.add_argument("--postgres-backtest-compressors", type=int, default=450,
                     help="units of the PostgreSQL engine's backtest (the same-run baseline)")
     ap.add_argument("--backtest-days", type=int, default=30)
+    ap.add_argument("--previous", default="4fb7f7e", metavar="COMMIT",
+                    help="git commit whose rules/evaluate.py is timed on the latest hour in the "
+                         "same run as the baseline ('' to skip)")
     ap.add_argument("--compare", action="store_true",
                     help="also run the previous implementation (tests/rules/reference_evaluate.py)"
                          " on the latest hour")
@@ -346,31 +365,31 @@ def latest(conn: Any, server: Any, pgdata: Path, rs: Any, args: Any, line: Any) 
         line("evaluate every rule, latest hour, previous", f"{n} units",
              f"{min(t for t, _ in olds):.3f} s (runs: {', '.join(f'{t:.3f}' for t, _ in olds)})")
 
-    def runs(label: str) -> Any:
-        news = [_timed(lambda: evaluate(conn, rs, "latest", (last, last))) for _ in range(5)]
+    previous = _module_at(args.previous) if args.previous else None
+
+    def runs(c: Any, impl: Any, label: str, bold: bool) -> Any:
+        news = [_timed(lambda: impl.evaluate(c, rs, "latest", (last, last))) for _ in range(5)]
         res = news[-1][1]
         if args.compare:
             assert res.breaches == olds[0][1].breaches and res.clears == olds[0][1].clears
-        line(f"**evaluate every rule, latest hour**, shared_buffers {_shared_buffers(conn)}"
-             f"{label}", f"{n} units",
-             f"**{min(t for t, _ in news):.3f} s** (runs: "
+        best = f"{min(t for t, _ in news):.3f} s"
+        line(f"evaluate every rule, latest hour, {label}, shared_buffers {_shared_buffers(c)}",
+             f"{n} units", f"{f'**{best}**' if bold else best} (runs: "
              f"{', '.join(f'{t:.3f}' for t, _ in news)}); {len(res.breaches)} breaches")
-        return res
+        return (res.breaches, res.clears)
 
-    tuned = runs("")
+    tuned = runs(conn, evaluate_module, "**now**", True)
+    if previous is not None:
+        assert runs(conn, previous, f"code of {args.previous}", False) == tuned
     # The same-run baseline: PostgreSQL's default 128 MB, one restart away.
     conn.close()
     with psycopg.connect(server.get_uri("postgres"), autocommit=True) as admin:
         admin.execute("ALTER SYSTEM SET shared_buffers = '128MB'")
     services._restart(server, pgdata)
     with db.connect(server.get_uri("postgres")) as conn2:
-        default = [_timed(lambda: evaluate(conn2, rs, "latest", (last, last)))
-                   for _ in range(5)]
-        assert default[-1][1] == tuned
-        line(f"evaluate every rule, latest hour, shared_buffers {_shared_buffers(conn2)} "
-             "(before)", f"{n} units",
-             f"{min(t for t, _ in default):.3f} s (runs: "
-             f"{', '.join(f'{t:.3f}' for t, _ in default)}); identical results")
+        assert runs(conn2, evaluate_module, "now", False) == tuned
+        if previous is not None:
+            assert runs(conn2, previous, f"code of {args.previous} (before)", False) == tuned
     with psycopg.connect(server.get_uri("postgres"), autocommit=True) as admin:
         admin.execute(sql.SQL("ALTER SYSTEM SET shared_buffers = {}").format(
             sql.Literal(services.start_settings()["shared_buffers"])))
@@ -387,16 +406,16 @@ def backtests(url: str, tmp: Path, rs: Any, args: Any, line: Any) -> None:
     with db.connect(url) as conn:
         add_units(conn, "hist", nb)
         add_units(conn, "small", npg)
-        gen, rows = _timed(lambda: write_gold(uri, "hist", nb, START, bt_days))
+        gen, rows = _timed(lambda: write_gold(uri, "hist", nb, BT_START, bt_days))
         line("generate gold (DuckDB -> Delta)", f"{nb} units x {bt_days} days = {rows:,} rows",
              f"{gen:.1f} s")
-        gen2, rows2 = _timed(lambda: write_gold(uri, "small", npg, START, bt_days))
-        load, pg_rows = _timed(lambda: load_postgres_from_gold(conn, url, uri, "small", START,
-                                                               bt_days))
+        gen2, rows2 = _timed(lambda: write_gold(uri, "small", npg, BT_START, bt_days))
+        load, pg_rows = _timed(lambda: load_postgres_from_gold(conn, url, uri, "small",
+                                                               BT_START, bt_days))
         assert pg_rows == rows2
         line("generate gold + copy it into PostgreSQL", f"{npg} units x {bt_days} days = "
              f"{rows2:,} rows", f"{gen2:.1f} s + {load:.1f} s")
-        first = START + timedelta(days=8)
+        first = BT_START + timedelta(days=8)
         end = first + timedelta(days=args.backtest_days) - timedelta(hours=1)
         cold, pg_report = _timed(lambda: backtest(conn, rs, ["small"], first, end))
         line(f"backtest {args.backtest_days} days, PostgreSQL engine (incl. baselines)",
