@@ -128,3 +128,27 @@ def test_cli_backtest_and_diff_pick_the_engine(conn, fleet, db_url, tmp_path, mo
     assert no_lake["episodes"] > 0
     assert main(["rules", "diff", rules_file, rules_file, *window]) == 0
     assert "->" in capsys.readouterr().out
+
+
+def test_baseline_median_interpolates_as_postgresql(conn, fleet, tmp_path: Path) -> None:
+    """An even count's median is percentile_cont's ``lo + (hi - lo) * 0.5``, which differs in
+    the last bit from ``(lo + hi) / 2`` for these two values: thresholds must be bit-equal."""
+    from tests.rules.helpers import COMMON, one_rule, put
+
+    lo, hi = -995.7878932977786, 524.5601649158839
+    assert lo + (hi - lo) * 0.5 != (lo + hi) / 2
+    rs = one_rule("""
+- id: oil_over_baseline
+  kind: threshold
+  metric: oil_temp_f
+  comparison: above
+  baseline: {days: 1}
+  warning: {delta: 1}
+""" + COMMON)
+    put(conn, "acme", "COMP-0001", "oil_temp_f", 0, [lo] * 12 + [hi] * 12)
+    put(conn, "acme", "COMP-0001", "oil_temp_f", 48, [1e6] * 3)
+    gold = gold_from_postgres(conn, tmp_path / "gold")
+    want = _pg_rows(conn, rs, "acme", 48, 50)
+    got = duck_engine.episode_rows(conn, rs, "acme", h(48), h(50), gold)
+    assert got == want and len(want) == 3
+    assert want[0].threshold == lo + (hi - lo) * 0.5 + 1.0
