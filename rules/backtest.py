@@ -1,11 +1,13 @@
 """Backtesting rules over stored history: what alerts they would have raised.
 
 An *alert* is one episode: from the hour a rule starts firing for a compressor to the hour it
-clears (or the end of the range, "open"). The evaluation itself is the same SQL the pipeline
-uses (:func:`rules.evaluate.evaluate_rows`); only the few firing/clear rows come back to Python
-to be stitched into episodes.
+clears (or the end of the range, "open"). Two engines give the same firing/clear rows, which
+are stitched into episodes here: PostgreSQL (the pipeline's own SQL,
+:func:`rules.evaluate.evaluate_rows`, over ``sensor_readings_agg``), and, given the lake's gold
+table (``gold_uri``), rules/duck_engine.py, which reads the aggregates column-wise with DuckDB
+and is the one that backtests a fleet's month in seconds.
 
-A long range is cut into ``workers`` consecutive chunks evaluated at the same time on their own
+In PostgreSQL a long range is cut into ``workers`` consecutive chunks evaluated at the same time on their own
 connections (the missing baselines first, split by day, then the rules). The result is the same
 as one evaluation of the whole range: each output hour depends only on a bounded span of hours
 before it, which every chunk reads (see :func:`rules.evaluate.history_start`).

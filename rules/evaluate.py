@@ -7,7 +7,10 @@ comparisons; the running gate (the hours each unit ran) and the baselines are re
 shared by every branch. One more statement evaluates the no-data rules. Python only turns the
 few resulting rows into :class:`Breach`/:class:`Clear` objects. (The earlier form, one statement
 joining the rule set as a JSON parameter table, is kept in tests/rules/reference_evaluate.py;
-tests/rules/test_equivalence.py holds the two to identical results.)
+tests/rules/test_equivalence.py holds the two to identical results.) The pipeline's one-hour
+evaluation computes every variant in a single grouping of the pivot (:func:`_single_all`);
+fleet-scale backtests run the same semantics over the lake's gold table in
+rules/duck_engine.py.
 
 Semantics, per (compressor, rule) and hour ``h`` (hours are the aggregate's hour-start):
 
