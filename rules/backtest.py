@@ -7,10 +7,11 @@ are stitched into episodes here: PostgreSQL (the pipeline's own SQL,
 table (``gold_uri``), rules/duck_engine.py, which reads the aggregates column-wise with DuckDB
 and is the one that backtests a fleet's month in seconds.
 
-In PostgreSQL a long range is cut into ``workers`` consecutive chunks evaluated at the same time on their own
-connections (the missing baselines first, split by day, then the rules). The result is the same
-as one evaluation of the whole range: each output hour depends only on a bounded span of hours
-before it, which every chunk reads (see :func:`rules.evaluate.history_start`).
+In PostgreSQL a long range is cut into ``workers`` consecutive chunks evaluated at the same
+time on their own connections (the missing baselines first, split by day, then the rules). The
+result is the same as one evaluation of the whole range: each output hour depends only on a
+bounded span of hours before it, which every chunk reads (see
+:func:`rules.evaluate.history_start`).
 """
 
 from __future__ import annotations
