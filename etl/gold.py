@@ -11,8 +11,9 @@ For the silver batches gold has not incorporated (``gold mark < batch <= silver 
    (``(sumsq - sum^2/n) / (n - 1)``), rate of change (1h mean minus the previous hour's, per
    hour; null when the previous hour has no readings) and flags. Neighbouring clean hours
    come from gold itself.
-3. Rows are compared with gold: new keys are appended; changed keys are merged (delta-rs
-   MERGE, one commit); identical ones are not written, so a re-run writes nothing. Changed
+3. Rows are compared with gold: changed keys are merged (delta-rs MERGE, a commit without
+   the batch mark), then new keys are appended (the commit that records the batch mark);
+   identical ones are not written, so a re-run writes nothing. Changed
    and new rows carry the batch id, which is how :mod:`etl.aggregates` finds what to upsert.
 
 Flags: ``outliers`` (some reading in the hour was a 4-sigma outlier), ``late`` (a late
@@ -32,7 +33,7 @@ import pyarrow.compute as pc
 
 from altaviz.telemetry import METRICS, READINGS_PER_HOUR
 from etl.hot import HotPartials, Meta, wide_columns
-from etl.lake import GOLD_SCHEMA, Lake, commit, conform_reader
+from etl.lake import GOLD_SCHEMA, Lake, conform_reader
 from etl.ledger import dates_between, sql_dates
 from etl.metrics import (
     JOIN_MAX_HOURS,
@@ -76,8 +77,7 @@ def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
     and comparison fit in memory instead of spilling the whole fleet's. When no gold row lies
     in the hours to be recomputed (a first load, the next hour of the hourly run) every
     recomputed row is new: buckets stream straight into one Delta append. Otherwise the
-    new-or-changed rows are collected and written in one commit (append, or MERGE when some
-    existed), exactly as before.
+    changed rows are collected and merged, then the new ones appended with the batch mark.
     """
     lo, hi = lake.batch_mark("gold"), lake.batch_mark("silver")
     if hi <= lo:
@@ -155,7 +155,7 @@ def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
         + [f"r.{c} IS DISTINCT FROM o.{c}" for c in
            ("org_id", "n", "min", "max", "outliers", "late", "flags")])
     parts: list[pa.Table] = []
-    written = existed = total = 0
+    written = total = 0
     for b in range(buckets):
         ctx.recompute(b, table=True)
         # the full rows of the recomputed hours, for the comparison
@@ -176,17 +176,25 @@ def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
             "SELECT (SELECT count(*) FROM to_write), "
             "(SELECT count(*) FROM to_write WHERE existed), "
             "(SELECT count(*) FROM recomputed)").fetchone() or (0, 0, 0)
-        written, existed, total = written + w, existed + e, total + t
-        if w:
-            reader = con.execute(f"SELECT {cols} FROM to_write").to_arrow_reader(250_000)
+        written, total = written + w, total + t
+        if e:
+            reader = con.execute(f"SELECT {cols} FROM to_write WHERE existed"
+                                 ).to_arrow_reader(250_000)
             parts.append(conform_reader(reader, GOLD_SCHEMA).read_all())
+        # new keys wait in DuckDB (which can spill) for one streamed append
+        con.execute(f"{'INSERT INTO gold_new' if b else 'CREATE OR REPLACE TEMP TABLE gold_new AS'}"
+                    f" SELECT {cols} FROM to_write WHERE NOT existed")
         hot_update.stage(con, "fresh_wide")
         if progress:
             progress("gold", 0.9 * (b + 1) / buckets)
-    data = pa.concat_tables(parts) if parts else GOLD_SCHEMA.empty_table()
-    if existed == 0:
-        lake.append("gold", data, hi)
-    else:
+    if parts:
+        # Rows that changed are merged first, without the batch mark; the new rows are then
+        # appended with it. A crash in between leaves the mark behind: the retry finds the
+        # merged rows unchanged and appends the new ones, so nothing is lost or doubled. The
+        # MERGE's source is only the changed rows (a late batch's few hours and their
+        # windows), not the day of new rows that came with them: a catch-up day's MERGE
+        # peaked at 5-5.8 GB when it carried everything.
+        data = pa.concat_tables(parts)
         # The touched dates as literals: with only ``t.date = s.date`` delta-rs (1.6.6) scans
         # every gold file for the join, so the MERGE's memory and time grew with the lake's
         # history (5 GB with one day of gold, 10 GB with ten; delta-io/delta-rs#3786).
@@ -195,9 +203,12 @@ def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
             source=data, source_alias="s", target_alias="t",
             predicate=(f"t.date IN ({touched}) AND t.date = s.date "
                        "AND t.compressor_id = s.compressor_id "
-                       "AND t.metric = s.metric AND t.hour = s.hour"),
-            commit_properties=commit("gold", hi))
+                       "AND t.metric = s.metric AND t.hour = s.hour"))
          .when_matched_update_all().when_not_matched_insert_all().execute())
+        del data, parts
+    reader = con.execute(f"SELECT {cols} FROM gold_new").to_arrow_reader(250_000)
+    lake.append("gold", conform_reader(reader, GOLD_SCHEMA), hi)
+    con.execute("DROP TABLE gold_new")
     hot_update.finish(con, lake, hi)
     if progress:
         progress("gold", 1.0)
