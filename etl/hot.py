@@ -217,8 +217,8 @@ class Update:
         for hour in hours:
             path = self.hot._file(hour)
             at = f"'{hour.isoformat()}'::TIMESTAMPTZ"
-            kept = (f"UNION ALL BY NAME SELECT * FROM read_parquet('{path}') "
-                    f"WHERE compressor_id NOT IN "
+            old = _typed_select(f"read_parquet('{path}')")   # the cache's columns only
+            kept = (f"UNION ALL BY NAME SELECT * FROM ({old}) WHERE compressor_id NOT IN "
                     f"(SELECT compressor_id FROM {fresh} WHERE hour = {at})"
                     if path.exists() else "")
             self.hot._write(con, f"SELECT * FROM ({_typed_select(fresh)}) WHERE hour = {at} "
