@@ -509,12 +509,10 @@ def level_rules_sql(variants: list[Variant], lookback_hours: int,
     aggs: list[sql.Composable] = [
         sql.SQL("max(min_4h) FILTER (WHERE metric = 'speed_rpm') AS speed_min_4h"),
         # One bit per metric present (a row may exist with a NULL value: that is not absence).
-        sql.SQL("bit_or(1::bigint << (k - 1)) FILTER (WHERE k > 0) AS present")]
-    # Each row's metric number k (1-based position in ``metrics``, 0: speed_rpm only) is
-    # computed once, so the pivot's filters compare integers, not text.
-    aggs += [sql.SQL("max({}) FILTER (WHERE k = {}) AS {}").format(
-        sql.Identifier(c), sql.Literal(metrics.index(m) + 1), sql.Identifier(n))
-        for (m, c), n in pv.values.items()]
+        sql.SQL("bit_or(1::bigint << (array_position({}::text[], metric) - 1)) AS present"
+                ).format(sql.Literal(metrics))]
+    aggs += [sql.SQL("max({}) FILTER (WHERE metric = {}) AS {}").format(
+        sql.Identifier(c), sql.Literal(m), sql.Identifier(n)) for (m, c), n in pv.values.items()]
     base_cols = [sql.SQL("max(median) FILTER (WHERE metric = {} AND days = {}) AS {}").format(
         sql.Literal(m), sql.Literal(d), sql.Identifier(n)) for (m, d), n in pv.bases.items()]
     bases = sql.SQL("") if not base_cols else sql.SQL("""
@@ -539,14 +537,11 @@ WITH pv AS MATERIALIZED (
                                interval '1 hour') AS g(hour)
     LEFT JOIN (
         SELECT compressor_id, hour, {aggs}
-        FROM (
-            SELECT *, coalesce(array_position({metrics}::text[], metric), 0) AS k
-            FROM sensor_readings_agg
-            WHERE org_id = %(org_id)s AND hour >= %(read_lo)s AND hour <= %(hi)s
-              AND metric = ANY({all_metrics}::text[])
-              AND (%(compressors)s::text[] IS NULL
-                   OR compressor_id = ANY(%(compressors)s::text[]))
-        ) r
+        FROM sensor_readings_agg
+        WHERE org_id = %(org_id)s AND hour >= %(read_lo)s AND hour <= %(hi)s
+          AND metric = ANY({all_metrics}::text[])
+          AND (%(compressors)s::text[] IS NULL
+               OR compressor_id = ANY(%(compressors)s::text[]))
         GROUP BY hour, compressor_id
     ) x ON x.compressor_id = c.compressor_id AND x.hour = g.hour{bases}
     WHERE c.org_id = %(org_id)s
@@ -558,7 +553,6 @@ FROM ({branches}) r
 ORDER BY hour, compressor_id, rule_id
 """).format(branches=branches, aggs=sql.SQL(", ").join(aggs), bases=bases,
             all_metrics=sql.Literal(sorted({*metrics, "speed_rpm"})),
-            metrics=sql.Literal(metrics),
             x_cols=sql.SQL(", ").join(sql.SQL("x.{}").format(sql.Identifier(n)) for n in
                                       ["speed_min_4h", *pv.values.values()]),
             base_names=sql.SQL("").join(sql.SQL(", bl.{}").format(sql.Identifier(n))
