@@ -423,6 +423,7 @@ def _single_all(variants: list[Variant], pv: _Pivot) -> sql.Composable:
     laterals: list[sql.Composable] = []
     aggs: list[sql.Composable] = []
     rows: list[sql.Composable] = []
+    ends: list[sql.Composable] = []
     for i, v in enumerate(variants):
         days = _baseline_days(v)
         col = sql.SQL("c.{}").format(sql.Identifier(pv.values[(v.rule.metric, v.rule.column)]))
@@ -438,10 +439,10 @@ def _single_all(variants: list[Variant], pv: _Pivot) -> sql.Composable:
             "AS {li}").format(flags=_flags(v), bit=bit, value=value, base=base, li=li))
         in_m = sql.SQL("c.age < {m}").format(m=sql.Literal(v.m))
         cmp = v.rule.comparison
+        a = f"a{i}_"
         worst = {"above": sql.SQL("max({li}.v) FILTER (WHERE {li}.bf AND {in_m})"),
                  "below": sql.SQL("min({li}.v) FILTER (WHERE {li}.bf AND {in_m})")}.get(
-            cmp, sql.SQL("max({li}.v) FILTER (WHERE c.age = 0)")).format(li=li, in_m=in_m)
-        a = f"a{i}_"
+            cmp, sql.SQL("NULL::float8")).format(li=li, in_m=in_m)
         aggs.append(sql.SQL(
             "count(*) FILTER (WHERE {li}.bf AND {in_m}) AS {fire}, "
             "count(*) FILTER (WHERE {li}.bc AND {in_m}) AS {crit}, "
@@ -450,20 +451,23 @@ def _single_all(variants: list[Variant], pv: _Pivot) -> sql.Composable:
             "count(*) FILTER (WHERE {li}.bf AND c.age > 0) AS {rbf}, "
             "count(*) FILTER (WHERE c.age = {k} AND {li}.v IS NOT NULL AND NOT {li}.nr) "
             "AS {band}, "
-            "{worst} AS {worst_n}, "
-            "max({li}.v) FILTER (WHERE c.age = 0) AS {vnow}, "
-            "max({li}.f_thr) FILTER (WHERE c.age = 0 AND {li}.p) AS {ft}, "
-            "max({li}.c_thr) FILTER (WHERE c.age = 0 AND {li}.p) AS {ct}, "
-            "coalesce(bool_or({li}.p AND c.age = 0), false) AS {now}").format(
+            "{worst} AS {worst_n}").format(
             li=li, in_m=in_m, k=sql.Literal(v.k), worst=worst,
             **{x: sql.Identifier(a + x) for x in ("fire", "crit", "norm", "prev", "rbf",
-                                                  "band", "vnow", "ft", "ct", "now")},
+                                                  "band")},
             worst_n=sql.Identifier(a + "worst")))
+        # The hour ``end`` itself: read from the unit's one row there (the pivot is dense).
+        ends.append(sql.SQL(
+            "{li}.v AS {vnow}, CASE WHEN {li}.p THEN {li}.f_thr END AS {ft}, "
+            "CASE WHEN {li}.p THEN {li}.c_thr END AS {ct}, {li}.p AS {now}").format(
+            li=li, **{x: sql.Identifier(a + x) for x in ("vnow", "ft", "ct", "now")}))
         g = {x: sql.SQL("g.{}").format(sql.Identifier(a + x))
-             for x in ("fire", "crit", "norm", "prev", "rbf", "band", "vnow", "ft", "ct",
-                       "now", "worst")}
-        ok = sql.SQL("(g.{now} AND true{scope})").format(
-            now=sql.Identifier(a + "now"), scope=_scope(v))
+             for x in ("fire", "crit", "norm", "prev", "rbf", "band", "worst")}
+        g |= {x: sql.SQL("e.{}").format(sql.Identifier(a + x))
+              for x in ("vnow", "ft", "ct", "now")}
+        if cmp == "either":
+            g["worst"] = g["vnow"]
+        ok = sql.SQL("({now} AND true{scope})").format(now=g["now"], scope=_scope(v))
         firing = sql.SQL("{ok} AND {fire} >= {n} AND {norm} < {k}").format(
             ok=ok, n=sql.Literal(v.n), k=sql.Literal(v.k), **g)
         rows.append(sql.SQL(
@@ -481,11 +485,15 @@ FROM (
     FROM pv c {laterals}
     GROUP BY c.compressor_id, c.site_id, c.model, c.org_id
 ) g
+JOIN (
+    SELECT c.compressor_id, {ends} FROM pv c {laterals} WHERE c.age = 0
+) e ON e.compressor_id = g.compressor_id
 CROSS JOIN LATERAL (SELECT g.model, g.site_id, g.org_id) c
 CROSS JOIN LATERAL (VALUES {rows}) AS x(rule_id, metric, value, firing, crit, threshold,
                                           clear_emit)
 WHERE x.firing OR x.clear_emit""").format(
         aggs=sql.SQL(", ").join(aggs), laterals=sql.SQL(" ").join(laterals),
+        ends=sql.SQL(", ").join(ends),
         rows=sql.SQL(", ").join(rows))
 
 
