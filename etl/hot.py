@@ -211,18 +211,23 @@ class Update:
         compressor-hours) into the files of their hours."""
         if self.meta is None:
             return
-        hours = [r[0] for r in con.execute(
-            f"SELECT DISTINCT hour FROM {fresh} WHERE hour >= "
-            f"'{self.first.isoformat()}'::TIMESTAMPTZ").fetchall()]
+        # the rows to cache, once, in hour order: each hour's COPY below then reads only its
+        # own row groups (filtering the whole bucket once per hour cost ~0.2 s an hour)
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE hot_stage AS
+            SELECT * FROM ({_typed_select(fresh)})
+            WHERE hour >= '{self.first.isoformat()}'::TIMESTAMPTZ ORDER BY hour
+        """)
+        hours = [r[0] for r in con.execute("SELECT DISTINCT hour FROM hot_stage").fetchall()]
         for hour in hours:
             path = self.hot._file(hour)
             at = f"'{hour.isoformat()}'::TIMESTAMPTZ"
             old = _typed_select(f"read_parquet('{path}')")   # the cache's columns only
             kept = (f"UNION ALL BY NAME SELECT * FROM ({old}) WHERE compressor_id NOT IN "
-                    f"(SELECT compressor_id FROM {fresh} WHERE hour = {at})"
+                    f"(SELECT compressor_id FROM hot_stage WHERE hour = {at})"
                     if path.exists() else "")
-            self.hot._write(con, f"SELECT * FROM ({_typed_select(fresh)}) WHERE hour = {at} "
-                                 f"{kept}", path)
+            self.hot._write(con, f"SELECT * FROM hot_stage WHERE hour = {at} {kept}", path)
+        con.execute("DROP TABLE hot_stage")
 
     def finish(self, con: duckdb.DuckDBPyConnection, lake: Lake, after: int) -> None:
         """Record the cache as valid for gold's new mark ``after`` (or rebuild it from gold
