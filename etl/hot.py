@@ -81,6 +81,10 @@ class HotPartials:
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
+    def enabled(self) -> bool:
+        """False when switched off (:data:`HOT_HOURS` = 0)."""
+        return HOT_HOURS > 0
+
     def usable(self, gold_mark: int, first: datetime) -> Meta | None:
         """The meta when the cache is valid for ``gold_mark`` and covers every hour from
         ``first`` on (gold has no row after ``last``), else None."""

@@ -204,7 +204,9 @@ def _flag_outliers(con: duckdb.DuckDBPyConnection, lake: Lake, late_arrival_minu
         f"sum({q(m.name)} * {q(m.name)}) AS q_{i}" for i, m in enumerate(METRICS))
     span = con.execute("SELECT min(hour), max(hour), count(DISTINCT (compressor_id, hour)), "
                        "count(DISTINCT compressor_id) FROM kept").fetchone()
-    if span is not None and span[0] is not None and span[2] <= JOIN_MAX_HOURS * span[3]:
+    few = span is not None and span[0] is not None and span[2] <= JOIN_MAX_HOURS * span[3]
+    if span is not None and span[0] is not None and (
+            few or _wide_context(lake, span[0] - timedelta(hours=24), span[1]) is not None):
         _baseline_by_join(con, lake, span[0] - timedelta(hours=24), span[1], partial)
     else:
         _baseline_by_window(con, lake, span, partial)
@@ -251,6 +253,23 @@ def _unabsorbed_silver(lake: Lake, first: datetime, last: datetime, partial: str
     """
 
 
+def _wide_context(lake: Lake, first: datetime, last: datetime) -> str | None:
+    """Gold's partials of hours ``first .. last`` as a wide relation (the hot cache); ``""``
+    when gold is still empty (a first load: the batch is its own only context); None when
+    neither holds and gold's long rows must be read.
+
+    Summing wide rows joined to each kept hour costs about half of 72 window aggregates even
+    for a week per compressor, so whenever the context is available wide, the join is used."""
+    hot = HotPartials(lake.root)
+    if not hot.enabled():
+        return None
+    gold_mark = lake.batch_mark("gold")
+    if gold_mark == 0:
+        return ""
+    meta = hot.usable(gold_mark, first)
+    return None if meta is None else hot.relation(meta, first, last)
+
+
 def _baseline_by_join(con: duckdb.DuckDBPyConnection, lake: Lake, first: datetime,
                       last: datetime, partial: str) -> None:
     """Temp table ``baseline`` (same columns as :func:`_baseline_by_window`) by joining each
@@ -263,14 +282,14 @@ def _baseline_by_join(con: duckdb.DuckDBPyConnection, lake: Lake, first: datetim
     unabsorbed = _unabsorbed_silver(lake, first, last, partial)
     if unabsorbed is not None:
         con.execute(f"CREATE OR REPLACE TEMP TABLE unabsorbed_wide AS {unabsorbed}")
-    hot = HotPartials(lake.root)
-    meta = hot.usable(lake.batch_mark("gold"), first)
-    if meta is not None:
-        # gold's partials of these hours, already wide (etl.hot): sum them as they are
+    context = _wide_context(lake, first, last)
+    if context is not None:
+        # gold's partials of these hours are already wide (etl.hot), or there are none
         sums = ", ".join(f"n_{i}, s_{i}, q_{i}" for i in range(len(METRICS)))
-        parts = [f"SELECT compressor_id, hour, {sums} FROM kept_wide",
-                 f"SELECT compressor_id, hour, {sums} FROM {hot.relation(meta, first, last)} "
-                 f"WHERE compressor_id IN (SELECT compressor_id FROM kept_wide)"]
+        parts = [f"SELECT compressor_id, hour, {sums} FROM kept_wide"]
+        if context:
+            parts.append(f"SELECT compressor_id, hour, {sums} FROM {context} "
+                         f"WHERE compressor_id IN (SELECT compressor_id FROM kept_wide)")
         if unabsorbed is not None:
             parts.append(f"SELECT compressor_id, hour, {sums} FROM unabsorbed_wide")
         totals = ", ".join(f"sum(p.n_{i}) AS bn_{i}, sum(p.s_{i}) AS bs_{i}, "
