@@ -257,9 +257,15 @@ def main(argv: list[str] | None = None) -> int:
             spark = _run_child("--spark-child", str(main_landing), str(sim / "fleet.json"),
                                str(work / "spark-out"))
             print("spark:", json.dumps(spark))
+    # the same transformation as the Spark job: landing -> validated rows -> gold windows
+    to_gold = sum(full["stages"].get(k, 0.0) for k in ("bronze", "silver", "gold"))
     print(json.dumps({"date": datetime.now(UTC).isoformat(timespec="seconds"),
                       "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-                      "files_held_for_hour": held, "agg_rows": agg_rows}))
+                      "files_held_for_hour": held, "agg_rows": agg_rows,
+                      "landing_to_gold_s": round(to_gold, 1),
+                      "spark_s": spark["seconds"] if spark else None,
+                      "spark_over_altaviz_landing_to_gold": (
+                          round(spark["seconds"] / to_gold, 2) if spark and to_gold else None)}))
     return 0
 
 
