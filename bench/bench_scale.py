@@ -388,10 +388,12 @@ def etl_day_child(db_url: str, landing: Path, lake: Path, as_of: datetime) -> No
         "changed_ranges": len(summary.changed), "run_id": summary.run_id}))
 
 
-def rules_child(db_url: str, mode: str, sim: Path) -> None:
+def rules_child(db_url: str, mode: str, sim: Path, gold_uri: str | None = None) -> None:
     """The default rules over the stored aggregates, as one JSON line: ``backtest`` replays the
     whole range (episodes = alerts it would have raised, faults caught against the simulator's
-    ground truth); ``latest`` evaluates the latest hour once, as the hourly pipeline does."""
+    ground truth); ``latest`` evaluates the latest hour once, as the hourly pipeline does.
+    ``gold_uri``: backtest in DuckDB over the gold table (``altaviz rules backtest``'s default
+    engine when a lake exists) instead of in PostgreSQL."""
     from altaviz import db
     from rules.backtest import backtest, read_ground_truth
     from rules.evaluate import evaluate
@@ -412,7 +414,8 @@ def rules_child(db_url: str, mode: str, sim: Path) -> None:
             report = backtest(conn, rule_set, orgs, first, last,
                               read_ground_truth(sim / "ground_truth.json"),
                               exclude_rules=tuple(r.id for r in rule_set.rules
-                                                  if r.kind == "no_data"))
+                                                  if r.kind == "no_data"), gold_uri=gold_uri)
+            out["engine"] = "duckdb" if gold_uri else "postgres"
             out["alerts"] = len(report.episodes)
             out["report"] = report.summary()
         else:
@@ -608,7 +611,10 @@ def fleet_scenario(args: argparse.Namespace) -> dict[str, Any]:
             figures["etl_total_s"] = round(time.perf_counter() - t_etl, 1)
             memory.take()
             for mode in ("backtest", "latest"):
-                r = _child_json("_rules", "--db-url", url, "--mode", mode, "--sim", str(sim))
+                engine = (["--gold-uri", str(lake / "gold")]
+                          if mode == "backtest" and args.rules_engine == "duckdb" else [])
+                r = _child_json("_rules", "--db-url", url, "--mode", mode, "--sim", str(sim),
+                                *engine)
                 r["pg_rss_sum_peak_mb"] = memory.take()
                 figures[f"rules_{mode}"] = r
                 log(f"rules {mode}: " + json.dumps(r, default=str), flush=True)
@@ -743,6 +749,11 @@ def main() -> int:
     parser.add_argument("--as-of", type=datetime.fromisoformat, help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=["backtest", "latest"], help=argparse.SUPPRESS)
     parser.add_argument("--sim", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--gold-uri", help=argparse.SUPPRESS)
+    parser.add_argument("--rules-engine", choices=["duckdb", "postgres"], default="duckdb",
+                        help="fleet-30d: backtest engine (duckdb: over the gold table, the "
+                             "CLI's default; postgres: over sensor_readings_agg). With "
+                             "--resume after every day is done, only the rules and checks run")
     args = parser.parse_args()
     if args.scenario == "_worker":
         asyncio.run(run_worker(args.db_url, args.address, args.task_queue, args.name))
@@ -751,7 +762,7 @@ def main() -> int:
         etl_day_child(args.db_url, args.landing, args.lake, args.as_of)
         return 0
     if args.scenario == "_rules":
-        rules_child(args.db_url, args.mode, args.sim)
+        rules_child(args.db_url, args.mode, args.sim, args.gold_uri)
         return 0
     if args.scenario == "fleet-30d":
         figures = fleet_scenario(args)
