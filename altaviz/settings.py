@@ -69,6 +69,11 @@ class Settings(BaseModel):
                     "hourly, so on-time readings are up to about 70 minutes old)")
     freshness_sla_minutes: int = Field(
         default=15, ge=1, description="data-quality freshness SLA")
+    etl_memory_mb: int = Field(
+        default=1536, ge=256,
+        description="DuckDB's memory limit for an ETL run (it spills to <lake>/_tmp beyond "
+                    "it); the run's peak RSS is about this plus 1-1.5 GB of Arrow and Delta "
+                    "buffers")
     reminder_minutes: int = Field(
         default=60, ge=0, description="reminder interval while critical and unacknowledged; 0: off")
 

@@ -67,7 +67,8 @@ class _Context:
         self.lake = Lake(settings.lake_path)
 
     def duck(self) -> Any:
-        return duck.connect(postgres=True, temp_directory=self.lake.root / "_tmp")
+        return duck.connect(postgres=True, temp_directory=self.lake.root / "_tmp",
+                            memory_limit=f"{self.settings.etl_memory_mb}MB")
 
 
 def _run(ctx: _Context, stage: Stage, con: Any, conn: psycopg.Connection[Any], run_id: str,
