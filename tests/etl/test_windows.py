@@ -131,7 +131,9 @@ def test_aggregates_are_scoped_by_organization(settings: Settings, db_url: str, 
     ({"HOT_HOURS": 48}, {"HOT_HOURS": 0}),
     # ... and by window functions (a day's catch-up)
     ({"HOT_HOURS": 48, "JOIN_MAX_HOURS": 0}, {"HOT_HOURS": 0, "JOIN_MAX_HOURS": 0}),
-], ids=["buckets", "join-vs-window", "hot-join", "hot-window"])
+    # new hours pushed to PostgreSQL by two parallel COPY streams vs one
+    ({"COPY_STREAMS": 2}, {"COPY_STREAMS": 1}),
+], ids=["buckets", "join-vs-window", "hot-join", "hot-window", "copy-streams"])
 def test_compressor_buckets_give_the_same_rows(settings: Settings, db_url: str, fleet: Fleet,
                                                conn: psycopg.Connection[Any], tmp_path: Path,
                                                pg_server: Any, monkeypatch: pytest.MonkeyPatch,
@@ -176,12 +178,14 @@ def test_compressor_buckets_give_the_same_rows(settings: Settings, db_url: str, 
                 for i in range(6)]
         write_landing(landing, rows, T0 + timedelta(days=1, hours=7))
 
+    import etl.aggregates
     import etl.hot
     import etl.silver
 
     def turn(knobs: dict[str, int]) -> None:
         for knob, value in knobs.items():
-            modules = [m for m in (etl.gold, etl.silver, etl.hot) if hasattr(m, knob)]
+            modules = [m for m in (etl.gold, etl.silver, etl.hot, etl.aggregates)
+                       if hasattr(m, knob)]
             assert modules, knob
             for module in modules:
                 monkeypatch.setattr(module, knob, value)
