@@ -253,17 +253,23 @@ class _Pivot:
                    {md: f"b{i}" for i, md in enumerate(bases)})
 
 
-def _rows(v: Variant, pv: _Pivot, dense: bool = False, duck: bool = False) -> sql.Composable:
-    """The branch's input rows from the pivot: one per unit in scope and hour that has an
-    aggregate of the rule's metric, with its value (NULL when the running gate says no) and
-    baseline. (The pivot is aliased ``c``: it carries the compressor's columns.)"""
+def _operands(v: Variant, pv: _Pivot) -> tuple[sql.Composable, sql.Composable, sql.Composable]:
+    """``(value, baseline, presence bit)`` of a variant's metric in the pivot row ``c``: the
+    value is NULL where the running gate says no."""
     days = _baseline_days(v)
     col = sql.SQL("c.{}").format(sql.Identifier(pv.values[(v.rule.metric, v.rule.column)]))
     value = (sql.SQL("CASE WHEN c.speed_min_4h >= %(running_share)s * c.rated_rpm "
                      "THEN {} END").format(col) if v.rule.running_only else col)
     base = (sql.SQL("c.{}").format(sql.Identifier(pv.bases[(v.rule.metric, days)]))
             if days is not None else sql.SQL("NULL::float8"))
-    bit = sql.Literal(1 << pv.bits[v.rule.metric])
+    return value, base, sql.Literal(1 << pv.bits[v.rule.metric])
+
+
+def _rows(v: Variant, pv: _Pivot, dense: bool = False, duck: bool = False) -> sql.Composable:
+    """The branch's input rows from the pivot: one per unit in scope and hour that has an
+    aggregate of the rule's metric, with its value (NULL when the running gate says no) and
+    baseline. (The pivot is aliased ``c``: it carries the compressor's columns.)"""
+    value, base, bit = _operands(v, pv)
     if dense:   # every hour of every unit in scope; ``present``: the metric has a row
         return sql.SQL(
             "SELECT c.compressor_id, c.site_id, c.hour, c.present & {bit} <> 0 AS present, "
@@ -425,13 +431,7 @@ def _single_all(variants: list[Variant], pv: _Pivot) -> sql.Composable:
     rows: list[sql.Composable] = []
     ends: list[sql.Composable] = []
     for i, v in enumerate(variants):
-        days = _baseline_days(v)
-        col = sql.SQL("c.{}").format(sql.Identifier(pv.values[(v.rule.metric, v.rule.column)]))
-        value = (sql.SQL("CASE WHEN c.speed_min_4h >= %(running_share)s * c.rated_rpm "
-                         "THEN {} END").format(col) if v.rule.running_only else col)
-        base = (sql.SQL("c.{}").format(sql.Identifier(pv.bases[(v.rule.metric, days)]))
-                if days is not None else sql.SQL("NULL::float8"))
-        bit = sql.Literal(1 << pv.bits[v.rule.metric])
+        value, base, bit = _operands(v, pv)
         li = sql.Identifier(f"l{i}")
         laterals.append(sql.SQL(
             "CROSS JOIN LATERAL (SELECT z.p, z.v, {flags} FROM (SELECT c.present & {bit} <> 0 "
