@@ -71,17 +71,7 @@ def setup(conn: Any, org: str, n: int, days: int) -> int:
     sorting: far cheaper than maintaining B-trees row by row.
     """
     metrics = [m.name for m in METRICS]
-    with db.admin(conn):
-        conn.execute("INSERT INTO organizations VALUES (%s, %s)", [org, org])
-        conn.execute("INSERT INTO sites (org_id, site_id, name, basin) VALUES "
-                     "(%s, 'S1', 'Site 1', 'Permian')", [org])
-        conn.execute("""
-            INSERT INTO compressors (org_id, compressor_id, site_id, model, rated_hp, rated_rpm,
-                                     stages)
-            SELECT %s, 'C' || lpad(i::text, 5, '0'), 'S1',
-                   (ARRAY['Ariel JGK/4', 'Ajax DPC-360', 'Ariel JGE/4'])[1 + i %% 3],
-                   1380, 1400, 4
-            FROM generate_series(1, %s) AS i""", [org, n])
+    add_units(conn, org, n)
     end = START + timedelta(days=days)
     for month in _month_starts(START, days):
         nxt = (month + timedelta(days=32)).replace(day=1)
@@ -177,7 +167,7 @@ MODELS = ("Ariel JGK/4", "Ajax DPC-360", "Ariel JGE/4")
 
 
 def add_units(conn: Any, org: str, n: int) -> None:
-    """Organization ``org`` with ``n`` units ``C00001..`` (models cycling as in :func:`setup`)."""
+    """Organization ``org`` with ``n`` units ``C00001..`` (the :data:`MODELS` in turn)."""
     with db.admin(conn):
         conn.execute("INSERT INTO organizations VALUES (%s, %s)", [org, org])
         conn.execute("INSERT INTO sites (org_id, site_id, name, basin) VALUES "
@@ -186,9 +176,8 @@ def add_units(conn: Any, org: str, n: int) -> None:
             INSERT INTO compressors (org_id, compressor_id, site_id, model, rated_hp, rated_rpm,
                                      stages)
             SELECT %s, 'C' || lpad(i::text, 5, '0'), 'S1',
-                   (ARRAY['Ariel JGK/4', 'Ajax DPC-360', 'Ariel JGE/4'])[1 + i %% 3],
-                   1380, 1400, 4
-            FROM generate_series(1, %s) AS i""", [org, n])
+                   (%s::text[])[1 + i %% 3], 1380, 1400, 4
+            FROM generate_series(1, %s) AS i""", [org, list(MODELS), n])
 
 
 def write_gold(uri: str, org: str, n: int, first: datetime, days: int) -> int:
