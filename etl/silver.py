@@ -204,17 +204,10 @@ def _flag_outliers(con: duckdb.DuckDBPyConnection, lake: Lake, late_arrival_minu
         f"sum({q(m.name)} * {q(m.name)}) AS q_{i}" for i, m in enumerate(METRICS))
     span = con.execute("SELECT min(hour), max(hour), count(DISTINCT (compressor_id, hour)), "
                        "count(DISTINCT compressor_id) FROM kept").fetchone()
-    few = span is not None and span[0] is not None and span[2] <= JOIN_MAX_HOURS * span[3]
-    # up to two days per compressor (a day's catch-up) the join of wide partials is cheaper
-    # than 72 window aggregates (2-day load: 9.0 -> 5.2 CPU s); a week per compressor is
-    # left to the windows (the week's silver stage took 143 CPU s with the join against 103
-    # in an earlier run with windows: not the same run, but no reason to risk it)
-    days = span is not None and span[0] is not None and span[2] <= 48 * span[3]
-    if span is not None and span[0] is not None and (few or (
-            days and _wide_context(lake, span[0] - timedelta(hours=24), span[1]) is not None)):
-        _baseline_by_join(con, lake, span[0] - timedelta(hours=24), span[1], partial)
+    if span is None or span[0] is None:
+        _baseline_by_window(con, lake, span, partial)   # nothing kept: an empty baseline
     else:
-        _baseline_by_window(con, lake, span, partial)
+        _baseline(con, lake, span, partial)
     checks = []
     for i, m in enumerate(METRICS):
         # a spread within the rounding error of the sum of squares is none (see etl.gold)
@@ -237,6 +230,24 @@ def _flag_outliers(con: duckdb.DuckDBPyConnection, lake: Lake, late_arrival_minu
     """)
 
 
+
+
+def _baseline(con: duckdb.DuckDBPyConnection, lake: Lake, span: tuple[Any, ...],
+              partial: str) -> None:
+    """Temp table ``baseline`` by the cheaper method for the kept span ``(first hour, last
+    hour, compressor-hours, compressors)``."""
+    first, last = span[0] - timedelta(hours=24), span[1]
+    context = _wide_context(lake, first, last)   # read once: it checks the lake's marks
+    few = span[2] <= JOIN_MAX_HOURS * span[3]
+    # up to two days per compressor (a day's catch-up) the join of wide partials is cheaper
+    # than 72 window aggregates (2-day load: 9.0 -> 5.2 CPU s); a week per compressor is
+    # left to the windows (the week's silver stage took 143 CPU s with the join against 103
+    # in an earlier run with windows: not the same run, but no reason to risk it)
+    days = span[2] <= 48 * span[3]
+    if few or (days and context is not None):
+        _baseline_by_join(con, lake, first, last, partial, context)
+    else:
+        _baseline_by_window(con, lake, span, partial)
 
 
 def _unabsorbed_silver(lake: Lake, first: datetime, last: datetime, partial: str) -> str | None:
@@ -276,18 +287,18 @@ def _wide_context(lake: Lake, first: datetime, last: datetime) -> str | None:
 
 
 def _baseline_by_join(con: duckdb.DuckDBPyConnection, lake: Lake, first: datetime,
-                      last: datetime, partial: str) -> None:
+                      last: datetime, partial: str, context: str | None) -> None:
     """Temp table ``baseline`` (same columns as :func:`_baseline_by_window`) by joining each
     kept compressor-hour to its own trailing 24 hourly partials, in long form straight from
     gold. For an hourly batch (one or two hours per compressor) this reads and sums ~25
     partials per kept hour instead of running 72 window aggregates over every context hour
-    and pivoting gold's long rows first (about 9 s of a 4,500-unit hourly run)."""
+    and pivoting gold's long rows first (about 9 s of a 4,500-unit hourly run).
+    ``context``: :func:`_wide_context`'s answer (gold's partials wide, or None: read gold)."""
     con.execute(f"""CREATE OR REPLACE TEMP TABLE kept_wide AS
                     SELECT compressor_id, hour, {partial} FROM kept GROUP BY ALL""")
     unabsorbed = _unabsorbed_silver(lake, first, last, partial)
     if unabsorbed is not None:
         con.execute(f"CREATE OR REPLACE TEMP TABLE unabsorbed_wide AS {unabsorbed}")
-    context = _wide_context(lake, first, last)
     if context is not None:
         # gold's partials of these hours are already wide (etl.hot), or there are none
         sums = ", ".join(f"n_{i}, s_{i}, q_{i}" for i in range(len(METRICS)))
