@@ -202,6 +202,7 @@ async def run_worker(app: App, *, stop: asyncio.Event | None = None,
             shorten escalation delays.
         ready: set once the worker polls its task queue.
     """
+    from altaviz import db
     from altaviz.temporal_setup import ensure_schedule, ensure_search_attributes
 
     settings = app.settings
@@ -212,7 +213,8 @@ async def run_worker(app: App, *, stop: asyncio.Event | None = None,
         await ensure_schedule(client, task_queue=settings.task_queue,
                               reminder_minutes=settings.reminder_minutes)
     notifier = notification_activities(settings, db_url, demo=demo)
-    with ConnectionPool(db_url, min_size=1, max_size=8, open=True) as pool, \
+    with ConnectionPool(db_url, min_size=1, max_size=8, open=True,
+                        kwargs=db.session_kwargs(db_url)) as pool, \
             ThreadPoolExecutor(max_workers=8) as executor:
         worker = build_worker(
             client, task_queue=settings.task_queue, pool=pool,

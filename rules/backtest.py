@@ -166,7 +166,7 @@ def _in_parallel(conns: Sequence[psycopg.Connection[Any]],
 
 
 def _extra_connections(conn: psycopg.Connection[Any], n: int) -> list[psycopg.Connection[Any]]:
-    return [psycopg.connect(conn.info.dsn, password=conn.info.password or None)
+    return [db.connect(conn.info.dsn, password=conn.info.password or None)
             for _ in range(n)]
 
 
