@@ -4,11 +4,25 @@ DuckDB would otherwise try to download extensions from the network on first use;
 ``duckdb-extension-*`` packages ship the binaries, so they are loaded from the package files and
 auto-install/auto-load are switched off. Every connection runs with ``TimeZone='UTC'`` so that
 ``TIMESTAMPTZ`` values, hour truncation and date partitions all mean UTC.
+
+Integrity of the extension files: DuckDB's own signature check re-hashes the whole file on
+every ``LOAD`` (0.41 s per connection here for the 82 MB delta and 42 MB postgres binaries: a
+tenth of the hourly run's budget, paid again by every pipeline stage). Instead, each file is
+checked once per process against the SHA-256 that pip recorded when it installed the pinned
+wheel (``RECORD``; ~0.1 s for both), and the connection is opened with
+``allow_unsigned_extensions`` to load exactly those verified paths, nothing else: no SQL from
+outside ever reaches these connections. Where no recorded hash exists (an installer that writes
+none), DuckDB's signature check stays on. The renamed copy of the postgres extension lives in a
+folder only this user can write and is itself checked against the wheel's hash.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import os
 import shutil
+import stat
 import tempfile
 from functools import cache
 from pathlib import Path
@@ -30,22 +44,76 @@ def _extension_file(package: str, name: str) -> Path:
     return path
 
 
+def _recorded_sha256(package: str, name: str) -> str | None:
+    """The urlsafe-base64 SHA-256 pip recorded for the extension file (None: not recorded)."""
+    import importlib.metadata
+
+    try:
+        files = importlib.metadata.distribution(package.replace("_", "-")).files or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    suffix = f"extensions/{DUCKDB_VERSION}/{name}"
+    for f in files:
+        if str(f).replace("\\", "/").endswith(suffix) and f.hash and f.hash.mode == "sha256":
+            return str(f.hash.value)
+    return None
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as fh:
+        digest = hashlib.file_digest(fh, "sha256").digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def _check(path: Path, expected: str, package: str) -> None:
+    if _sha256(path) != expected:
+        raise ConfigError(f"DuckDB extension file {path} does not match the SHA-256 recorded "
+                          f"when {package} was installed: reinstall {package}")
+
+
 @cache
-def _postgres_extension() -> Path:
-    """The postgres extension copied to a name ending in ``postgres_scanner.duckdb_extension``.
+def _delta_extension() -> tuple[Path, bool]:
+    """The delta extension and whether it was verified against the wheel's hash."""
+    package, name = "duckdb_extension_delta", "delta.duckdb_extension"
+    path = _extension_file(package, name)
+    expected = _recorded_sha256(package, name)
+    if expected is not None:
+        _check(path, expected, package)
+    return path, expected is not None
+
+
+def _private_dir() -> Path:
+    """A folder under the temp dir that only this user can write (checked, not assumed)."""
+    target = Path(tempfile.gettempdir()) / f"altaviz-duckdb-ext-{DUCKDB_VERSION}-{os.getuid()}"
+    target.mkdir(mode=0o700, exist_ok=True)
+    st = target.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise ConfigError(f"{target} must be a folder owned by this user and writable by no "
+                          f"one else (it holds a DuckDB extension that is loaded as code)")
+    return target
+
+
+@cache
+def _postgres_extension() -> tuple[Path, bool]:
+    """The postgres extension copied to a name ending in ``postgres_scanner.duckdb_extension``,
+    and whether the copy was verified against the wheel's hash.
 
     DuckDB derives the entry-point symbol from the file name, and the packaged file is named
     ``postgres.duckdb_extension`` while its entry point is ``postgres_scanner_init``.
     """
-    src = _extension_file("duckdb_extension_postgres", "postgres.duckdb_extension")
-    target_dir = Path(tempfile.gettempdir()) / f"altaviz-duckdb-ext-{DUCKDB_VERSION}"
-    target_dir.mkdir(parents=True, exist_ok=True)
+    package, name = "duckdb_extension_postgres", "postgres.duckdb_extension"
+    src = _extension_file(package, name)
+    target_dir = _private_dir()
     target = target_dir / "postgres_scanner.duckdb_extension"
-    if not target.exists() or target.stat().st_size != src.stat().st_size:
-        tmp = target_dir / f".postgres_scanner.{id(src)}.tmp"
+    expected = _recorded_sha256(package, name)
+    if (not target.exists() or target.stat().st_size != src.stat().st_size
+            or (expected is not None and _sha256(target) != expected)):
+        tmp = target_dir / f".postgres_scanner.{os.getpid()}.tmp"
         shutil.copyfile(src, tmp)
         tmp.replace(target)
-    return target
+        if expected is not None:
+            _check(target, expected, package)
+    return target, expected is not None
 
 
 def connect(*, postgres: bool = False, memory_limit: str = "2GB",
@@ -60,13 +128,15 @@ def connect(*, postgres: bool = False, memory_limit: str = "2GB",
         threads: worker threads (default: DuckDB's choice, one per core).
         temp_directory: where DuckDB spills; default a folder under the system temp dir.
     """
+    files = [_delta_extension(), *([_postgres_extension()] if postgres else [])]
     con = duckdb.connect(config={
         "autoinstall_known_extensions": False,
         "autoload_known_extensions": False,
+        # every file below was checked against its wheel's hash (see the module docstring)
+        "allow_unsigned_extensions": all(verified for _, verified in files),
     })
-    con.execute(f"LOAD '{_extension_file('duckdb_extension_delta', 'delta.duckdb_extension')}'")
-    if postgres:
-        con.execute(f"LOAD '{_postgres_extension()}'")
+    for path, _ in files:
+        con.execute(f"LOAD '{path}'")
     con.execute("SET TimeZone = 'UTC'")
     con.execute(f"SET memory_limit = '{memory_limit}'")
     con.execute("SET preserve_insertion_order = false")
