@@ -41,12 +41,14 @@ log = logging.getLogger("altaviz.worker")
 MAX_REEVALUATION = timedelta(hours=24)
 
 
-def rules_evaluator(settings: Settings) -> Evaluator:
+def rules_evaluator(settings: Settings, pool: ConnectionPool[Any] | None = None) -> Evaluator:
     """The real rule engine (``rules.evaluate``) as the pipeline's evaluator.
 
     Uses the organization's newest stored rule set, else the newest default set, else loads
     ``settings.rules_file`` and stores it (so ``rule_set_id``/``rule_version`` are always
-    stamped on breaches and pinned by the alerts they open).
+    stamped on breaches and pinned by the alerts they open). A large organization's hour is
+    split over two connections; the second comes from ``pool`` (the worker's), whose
+    backends have planned the statement before.
     """
     from rules.evaluate import evaluate
     from rules.loader import load_rule_set
@@ -57,7 +59,7 @@ def rules_evaluator(settings: Settings) -> Evaluator:
         rule_set = latest_rule_set(conn, org_id) or latest_rule_set(conn, None)
         if rule_set is None:
             rule_set = save_rule_set(conn, load_rule_set(settings.rules_file))
-        result = evaluate(conn, rule_set, org_id, (min(hours), max(hours)))
+        result = evaluate(conn, rule_set, org_id, (min(hours), max(hours)), pool=pool)
         return Evaluation(org_id=org_id, breaches=result.breaches, clears=result.clears)
 
     return evaluate_org
@@ -219,7 +221,8 @@ async def run_worker(app: App, *, stop: asyncio.Event | None = None,
         worker = build_worker(
             client, task_queue=settings.task_queue, pool=pool,
             notify=notifier.notify if notifier is not None else None,
-            etl=etl_runner(settings, db_url), evaluator=evaluator or rules_evaluator(settings),
+            etl=etl_runner(settings, db_url),
+            evaluator=evaluator or rules_evaluator(settings, pool),
             executor=executor)
         async with worker:
             log.info("worker polling task queue %s", settings.task_queue)

@@ -38,6 +38,7 @@ from typing import Any
 import duckdb
 import psycopg
 from psycopg import sql
+from psycopg_pool import ConnectionPool
 
 from altaviz import db, services
 from altaviz.services import get_embedded_server
@@ -296,7 +297,7 @@ def main() -> None:
     ap.add_argument("--postgres-backtest-compressors", type=int, default=450,
                     help="units of the PostgreSQL engine's backtest (the same-run baseline)")
     ap.add_argument("--backtest-days", type=int, default=30)
-    ap.add_argument("--previous", default="4fb7f7e", metavar="COMMIT",
+    ap.add_argument("--previous", default="6e81a45", metavar="COMMIT",
                     help="git commit whose rules/evaluate.py is timed on the latest hour in the "
                          "same run as the baseline ('' to skip)")
     ap.add_argument("--compare", action="store_true",
@@ -356,8 +357,9 @@ def latest(conn: Any, server: Any, pgdata: Path, rs: Any, args: Any, line: Any) 
 
     previous = _module_at(args.previous) if args.previous else None
 
-    def runs(c: Any, impl: Any, label: str, bold: bool) -> Any:
-        news = [_timed(lambda: impl.evaluate(c, rs, "latest", (last, last))) for _ in range(5)]
+    def runs(c: Any, impl: Any, label: str, bold: bool, **kw: Any) -> Any:
+        news = [_timed(lambda: impl.evaluate(c, rs, "latest", (last, last), **kw))
+                for _ in range(5)]
         res = news[-1][1]
         if args.compare:
             assert res.breaches == olds[0][1].breaches and res.clears == olds[0][1].clears
@@ -367,7 +369,15 @@ def latest(conn: Any, server: Any, pgdata: Path, rs: Any, args: Any, line: Any) 
              f"{', '.join(f'{t:.3f}' for t, _ in news)}); {len(res.breaches)} breaches")
         return (res.breaches, res.clears)
 
-    tuned = runs(conn, evaluate_module, "**now**", True)
+    url = server.get_uri("postgres")
+    # As the worker runs it: the second connection of the split comes from its pool.
+    with ConnectionPool(url, min_size=1, max_size=1, open=True,
+                        kwargs=db.session_kwargs(url)) as pool:
+        tuned = runs(conn, evaluate_module, "**now** (2 connections, pooled)", True, pool=pool)
+    assert runs(conn, evaluate_module, "now, 2 connections, second one opened per call",
+                False) == tuned
+    assert runs(conn, evaluate_module, "now, one statement (workers=1)", False,
+                workers=1) == tuned
     if previous is not None:
         assert runs(conn, previous, f"code of {args.previous}", False) == tuned
     # The same-run baseline: PostgreSQL's default 128 MB, one restart away.
@@ -375,8 +385,11 @@ def latest(conn: Any, server: Any, pgdata: Path, rs: Any, args: Any, line: Any) 
     with psycopg.connect(server.get_uri("postgres"), autocommit=True) as admin:
         admin.execute("ALTER SYSTEM SET shared_buffers = '128MB'")
     services._restart(server, pgdata)
-    with db.connect(server.get_uri("postgres")) as conn2:
-        assert runs(conn2, evaluate_module, "now", False) == tuned
+    with db.connect(server.get_uri("postgres")) as conn2, \
+            ConnectionPool(url, min_size=1, max_size=1, open=True,
+                           kwargs=db.session_kwargs(url)) as pool2:
+        assert runs(conn2, evaluate_module, "now (2 connections, pooled)", False,
+                    pool=pool2) == tuned
         if previous is not None:
             assert runs(conn2, previous, f"code of {args.previous} (before)", False) == tuned
     with psycopg.connect(server.get_uri("postgres"), autocommit=True) as admin:

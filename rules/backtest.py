@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -32,6 +31,7 @@ from altaviz import db
 from altaviz.errors import InputError
 from rules.evaluate import Row, evaluate_rows, fill_baselines, history_start, variants_of
 from rules.evaluate import _hour as hour_of
+from rules.parallel import extra_connections, in_parallel
 from rules.schema import RuleSet
 
 #: Chunks shorter than this are not worth a second connection.
@@ -155,21 +155,6 @@ def _chunks(start: datetime, end: datetime, n: int) -> list[tuple[datetime, date
     return out
 
 
-def _in_parallel(conns: Sequence[psycopg.Connection[Any]],
-                 jobs: list[Callable[[psycopg.Connection[Any]], Any]]) -> list[Any]:
-    """Run job i on connection i (threads: psycopg releases the GIL while the server works)."""
-    if len(jobs) == 1:
-        return [jobs[0](conns[0])]
-    with ThreadPoolExecutor(len(jobs)) as pool:
-        futures = [pool.submit(job, c) for job, c in zip(jobs, conns, strict=False)]
-        return [f.result() for f in futures]
-
-
-def _extra_connections(conn: psycopg.Connection[Any], n: int) -> list[psycopg.Connection[Any]]:
-    return [db.connect(conn.info.dsn, password=conn.info.password or None)
-            for _ in range(n)]
-
-
 def episode_rows(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str,
                  start: datetime, end: datetime, lookback_hours: int = 6,
                  workers: int = 2) -> list[Row]:
@@ -181,7 +166,7 @@ def episode_rows(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str,
     """
     start, end = hour_of(start), hour_of(end)   # (InputError for naive datetimes)
     chunks = _chunks(start, end, workers)
-    extra = _extra_connections(conn, len(chunks) - 1)
+    extra = extra_connections(conn, len(chunks) - 1)
     conns = [conn, *extra]
     try:
         variants = variants_of(rule_set)
@@ -200,7 +185,7 @@ def episode_rows(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str,
                             fill_baselines(c, rule_set, org_id, lo, hi)
                 return run
 
-            _in_parallel(conns, [fill(i) for i in range(len(chunks))])
+            in_parallel(conns, [fill(i) for i in range(len(chunks))])
 
         def evaluate(s: datetime, e: datetime) -> Callable[[psycopg.Connection[Any]], list[Row]]:
             def run(c: psycopg.Connection[Any]) -> list[Row]:
@@ -208,7 +193,7 @@ def episode_rows(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str,
                     return evaluate_rows(c, rule_set, org_id, s, e, None, lookback_hours)
             return run
 
-        parts = _in_parallel(conns, [evaluate(s, e) for s, e in chunks])
+        parts = in_parallel(conns, [evaluate(s, e) for s, e in chunks])
     finally:
         for c in extra:
             c.close()

@@ -101,3 +101,8 @@ WHERE NOT EXISTS (
       AND a.metric = ANY(CASE WHEN p.metric IS NULL THEN %(all_metrics)s::text[]
                               ELSE ARRAY[p.metric] END)
       AND a.n > 0)
+
+-- name: org_units
+-- Every unit of the tenant (row-level security), in id order: the latest-hour evaluation
+-- splits them into contiguous chunks, one per connection.
+SELECT compressor_id FROM compressors ORDER BY compressor_id;
