@@ -28,6 +28,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from altaviz.db import admin, queries, tenant
+from altaviz.errors import InputError
 from altaviz.telemetry import READINGS_PER_HOUR
 from etl.aggregates import set_stage_mark, stage_mark
 from etl.lake import Lake
@@ -150,3 +151,29 @@ def _orgs(conn: psycopg.Connection[Any]) -> list[str]:
     with admin(conn):
         return [r[0] for r in conn.execute(
             "SELECT DISTINCT org_id FROM etl_watermarks ORDER BY org_id").fetchall()]
+
+
+#: Rows deleted per transaction by :func:`prune_quality_checks`.
+PRUNE_BATCH = 50_000
+
+
+def prune_quality_checks(conn: psycopg.Connection[Any], keep_days: int,
+                         now: datetime | None = None) -> int:
+    """Delete data-quality rows older than ``keep_days``, keeping each (organization,
+    compressor, check type)'s latest; returns how many were deleted.
+
+    Every hourly run records four checks per compressor (~18,000 rows at 4,500 units, about
+    160 million a year), and nothing else ever removes them. ``altaviz dq prune`` calls this.
+    """
+    if keep_days < 1:
+        raise InputError(f"--keep-days must be at least 1, got {keep_days}")
+    before = (now or datetime.now(UTC)) - timedelta(days=keep_days)
+    deleted = 0
+    while True:
+        with admin(conn):
+            cur = conn.execute(queries("etl")["prune_quality_checks"],
+                               {"before": before, "batch": PRUNE_BATCH})
+            n = cur.rowcount
+        deleted += n
+        if n < PRUNE_BATCH:
+            return deleted

@@ -11,7 +11,7 @@ from altaviz.db import admin, queries, tenant
 
 
 def register(sub: Any) -> None:
-    """Add ``dq report``."""
+    """Add ``dq report`` and ``dq prune``."""
     parser = sub.add_parser("dq", help="data-quality checks (freshness, completeness, ...)",
                             description="Latest data-quality checks recorded by `altaviz etl`.")
     d_sub = parser.add_subparsers(dest="dq_command", metavar="ACTION", required=True)
@@ -20,6 +20,14 @@ def register(sub: Any) -> None:
                    help="only this organization (read through its row-level security)")
     p.add_argument("--failed", action="store_true", help="only failed checks")
     p.set_defaults(handler=_report)
+    p = d_sub.add_parser(
+        "prune", help="delete old checks (each compressor's latest of each kind is kept)",
+        description="Delete data-quality checks older than --keep-days. Every hourly ETL run "
+                    "records four checks per compressor; this is their retention. The latest "
+                    "check of each kind per compressor is kept whatever its age.")
+    p.add_argument("--keep-days", type=int, default=30, metavar="DAYS",
+                   help="keep this many days of checks (default 30)")
+    p.set_defaults(handler=_prune)
 
 
 def _report(args: argparse.Namespace, app: App) -> int:
@@ -50,4 +58,13 @@ def _report(args: argparse.Namespace, app: App) -> int:
     console.print(table)
     failed = sum(1 for r in rows if not r[5])
     print(f"{len(rows)} checks, {failed} failed")
+    return 0
+
+
+def _prune(args: argparse.Namespace, app: App) -> int:
+    from etl.quality import prune_quality_checks
+
+    with app.connect() as conn:
+        deleted = prune_quality_checks(conn, args.keep_days)
+    print(f"deleted {deleted} data-quality checks older than {args.keep_days} days")
     return 0

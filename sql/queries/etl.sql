@@ -135,3 +135,19 @@ FROM unnest(%(orgs)s::text[], %(firsts)s::timestamptz[], %(lasts)s::timestamptz[
 -- Every recorded range, removed as it is read: the caller evaluates them (the scheduled
 -- pipeline's ETL activity; a retried attempt re-evaluates its whole window anyway).
 DELETE FROM etl_unevaluated_hours RETURNING org_id, first_hour, last_hour
+
+-- name: prune_quality_checks
+-- Up to %(batch)s data-quality rows checked before %(before)s, except each (organization,
+-- compressor, check type)'s latest: a compressor that went silent keeps its last accuracy,
+-- completeness and consistency results however old (its freshness is re-checked every run).
+-- Runs as the owner (an operational, cross-tenant task), in batches so a year of history is
+-- not one transaction.
+WITH doomed AS (
+    SELECT d.check_id FROM data_quality_checks d
+    WHERE d.checked_at < %(before)s
+      AND EXISTS (SELECT 1 FROM data_quality_checks n
+                  WHERE n.org_id = d.org_id AND n.compressor_id = d.compressor_id
+                    AND n.check_type = d.check_type AND n.checked_at > d.checked_at)
+    LIMIT %(batch)s
+)
+DELETE FROM data_quality_checks WHERE check_id IN (SELECT check_id FROM doomed)

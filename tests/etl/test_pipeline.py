@@ -182,6 +182,10 @@ def test_cli_run_maintain_and_dq_report(settings: Settings, db_url: str, fleet: 
     assert run(["dq", "report", "--org", "bravo"]) == 0
     out = capsys.readouterr().out
     assert "COMP-0003" in out and "COMP-0001" not in out
+    assert run(["dq", "prune", "--keep-days", "30"]) == 0   # every check is this run's
+    assert "deleted 0 data-quality checks older than 30 days" in capsys.readouterr().out
+    assert run(["dq", "prune", "--keep-days", "0"]) != 0
+    assert "--keep-days must be at least 1, got 0" in capsys.readouterr().err
 
 
 def test_crash_between_quarantine_and_silver_commits_then_new_files(
