@@ -177,10 +177,11 @@ def release_memory(con: Any) -> None:
     A stage's DuckDB temp tables live until the connection closes, and neither Arrow's
     allocator nor glibc's returns freed memory to the system on their own, so each stage of a
     week's first load started on top of the previous one's leftovers: 1.36 GB resident after
-    bronze, 2.96 GB after silver, and the load peaked at 3.1-3.5 GB. Dropping the temp tables
-    and trimming both allocators brought the resident size after bronze to 0.91 GB and after
-    silver to 0.75 GB. Every stage creates the tables it reads (``CREATE OR REPLACE``), so
-    nothing is lost; a retried stage starts from the lake, never from temp tables.
+    bronze, 2.96 GB after silver. Dropping the temp tables and trimming both allocators gave
+    back 0.2-0.5 GB at a boundary in the runs measured (docs/BENCHMARKS.md); the peaks inside
+    a stage are another matter. Every stage creates the tables it reads (``CREATE OR
+    REPLACE``), so nothing is lost; a retried stage starts from the lake, never from temp
+    tables.
     """
     for (name,) in con.execute(
             "SELECT table_name FROM duckdb_tables() WHERE temporary").fetchall():
