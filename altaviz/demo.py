@@ -62,6 +62,7 @@ class DemoReport:
     notifications_failed: int = 0
     faults: list[FaultCaught] = field(default_factory=list)
     false_alerts_per_100_days: float | None = None
+    false_alerts_by_rule: dict[str, int] = field(default_factory=dict)
     inbox_url: str = ""
     temporal_ui_url: str | None = None
     seconds: float = 0.0
@@ -224,6 +225,7 @@ def _fill_report(report: DemoReport, db_url: str, rule_set: Any, start: datetime
                                  o.rules) for o in bt.faults]
     if bt.healthy_compressor_days:
         report.false_alerts_per_100_days = 100 * bt.false_alerts / bt.healthy_compressor_days
+    report.false_alerts_by_rule = bt.false_by_rule
 
 
 def format_report(report: DemoReport) -> str:
@@ -245,6 +247,9 @@ def format_report(report: DemoReport) -> str:
     if report.false_alerts_per_100_days is not None:
         lines.append(f"false alerts on healthy units: {report.false_alerts_per_100_days:.1f} "
                      f"per 100 compressor-days")
+        if report.false_alerts_by_rule:
+            lines.append("  by rule: " + ", ".join(
+                f"{rule} {n}" for rule, n in report.false_alerts_by_rule.items()))
     lines.append(f"inbox (click a link to acknowledge): {report.inbox_url}")
     if report.temporal_ui_url:
         lines.append(f"Temporal Web UI (each alert is a workflow): {report.temporal_ui_url}")

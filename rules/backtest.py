@@ -83,6 +83,9 @@ class BacktestReport:
     faults: list[FaultOutcome] = field(default_factory=list)
     healthy_compressor_days: float = 0.0
     false_alerts: int = 0
+    #: rule id -> episodes on units without an injected fault: which rules make the noise
+    #: (a data-missing alert on a real communication gap counts here too)
+    false_by_rule: dict[str, int] = field(default_factory=dict)
 
     @property
     def days(self) -> float:
@@ -124,6 +127,7 @@ class BacktestReport:
             "caught_share": self.caught_share,
             "median_lead_hours": self.median_lead_hours,
             "false_alerts_per_100_compressor_days": self.false_alerts_per_100_compressor_days,
+            "false_alerts_by_rule": self.false_by_rule,
         }
 
 
@@ -278,7 +282,9 @@ def backtest(conn: psycopg.Connection[Any], rule_set: RuleSet, org_ids: list[str
                 if first is not None and f.failure is not None else None,
                 tuple(sorted({e.rule_id for e in hits}))))
         report.healthy_compressor_days = (n_comp - len(faulty)) * report.days
-        report.false_alerts = sum(1 for e in eps if (e.org_id, e.compressor_id) not in faulty)
+        healthy = [e for e in eps if (e.org_id, e.compressor_id) not in faulty]
+        report.false_alerts = len(healthy)
+        report.false_by_rule = dict(Counter(e.rule_id for e in healthy).most_common())
     return report
 
 

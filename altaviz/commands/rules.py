@@ -140,6 +140,9 @@ def _backtest(args: argparse.Namespace, app: App) -> int:
         print(f"  caught: {summary['caught_share']}, median lead hours: "
               f"{summary['median_lead_hours']}, false alerts per 100 compressor-days: "
               f"{summary['false_alerts_per_100_compressor_days']}")
+        if report.false_by_rule:
+            print("  false alerts by rule: " + ", ".join(
+                f"{rule} {n}" for rule, n in report.false_by_rule.items()))
     return 0
 
 

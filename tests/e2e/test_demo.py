@@ -63,6 +63,8 @@ async def test_demo_end_to_end(demo_app: App) -> None:
         alerted = {a[2] for a in alerts}
         assert faulty & alerted, summary
         assert any(f.caught for f in report.faults), summary
+        # Alerts on healthy units are broken down by the rule that raised them.
+        assert ("  by rule: " in summary) == bool(report.false_alerts_by_rule), summary
         # At least one unacknowledged warning was promoted to critical.
         assert report.escalated >= 1 and any(a[7] is not None for a in alerts), summary
         # Notifications were delivered to the inbox, each delivery exactly once.

@@ -84,7 +84,8 @@ def test_backtest_episodes_fatigue_and_ground_truth(conn, fleet, tmp_path):
         ("COMP-0001", h(1), h(3)), ("COMP-0002", h(2), h(3)), ("COMP-0001", h(5), h(6))]
     assert report.by_rule == {("oil_temp_high", "warning"): 3}
     assert report.faults[0].caught and report.faults[0].lead_hours == 6
-    assert report.false_alerts == 1
+    assert report.false_alerts == 1 and report.false_by_rule == {"oil_temp_high": 1}
+    assert report.summary()["false_alerts_by_rule"] == {"oil_temp_high": 1}
     assert report.false_alerts_per_100_compressor_days == pytest.approx(100 / (8 / 24))
     assert report.alerts_per_compressor_week == pytest.approx(3 / (2 * (8 / 24) / 7))
     both = backtest(conn, rs, ["acme"], h(0), h(7), faults)
