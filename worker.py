@@ -215,8 +215,7 @@ async def run_worker(app: App, *, stop: asyncio.Event | None = None,
         await ensure_schedule(client, task_queue=settings.task_queue,
                               reminder_minutes=settings.reminder_minutes)
     notifier = notification_activities(settings, db_url, demo=demo)
-    with ConnectionPool(db_url, min_size=1, max_size=8, open=True,
-                        kwargs=db.session_kwargs(db_url)) as pool, \
+    with db.connection_pool(db_url, min_size=1, max_size=8) as pool, \
             ThreadPoolExecutor(max_workers=8) as executor:
         worker = build_worker(
             client, task_queue=settings.task_queue, pool=pool,

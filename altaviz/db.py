@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import psycopg.conninfo
@@ -22,6 +22,9 @@ from psycopg import sql
 
 from altaviz.errors import MigrationError, ServiceError, TenantError
 from altaviz.settings import mask_url
+
+if TYPE_CHECKING:
+    from psycopg_pool import ConnectionPool
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 MIGRATIONS_DIR = SQL_DIR / "migrations"
@@ -47,9 +50,13 @@ def session_options(url: str) -> str:
     return f"{own} {ours}" if own else ours
 
 
-def session_kwargs(url: str) -> dict[str, Any]:
-    """Connection keyword arguments for pools (``ConnectionPool(url, kwargs=...)``)."""
-    return {"options": session_options(url)}
+def connection_pool(url: str, *, min_size: int = 1, max_size: int = 8) -> ConnectionPool[Any]:
+    """An open pool whose connections carry :data:`SESSION_SETTINGS` like :func:`connect`'s
+    (use it as a context manager: leaving it closes the pool)."""
+    from psycopg_pool import ConnectionPool
+
+    return ConnectionPool(url, min_size=min_size, max_size=max_size, open=True,
+                          kwargs={"options": session_options(url)})
 
 
 def connect(url: str, *, autocommit: bool = False, **kwargs: Any) -> psycopg.Connection[Any]:

@@ -30,6 +30,7 @@ from psycopg_pool import ConnectionPool
 from temporalio import activity
 
 from activities.pipeline import start_or_update_alert
+from altaviz import db
 from altaviz.app import App
 from altaviz.fleet import Compressor, Fleet, Organization, Site
 from altaviz.fleet_store import load_fleet
@@ -111,7 +112,7 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
         db_url = app.database_url()
         client = await app.temporal_client()
         await ensure_search_attributes(client)
-        with ConnectionPool(db_url, min_size=2, max_size=16, open=True) as pool, \
+        with db.connection_pool(db_url, min_size=2, max_size=16) as pool, \
                 ThreadPoolExecutor(max_workers=16) as executor:
             with pool.connection() as conn:
                 load_fleet(conn, fleet(args.alerts))

@@ -38,7 +38,6 @@ from typing import Any
 import duckdb
 import psycopg
 from psycopg import sql
-from psycopg_pool import ConnectionPool
 
 from altaviz import db, services
 from altaviz.services import get_embedded_server
@@ -371,8 +370,7 @@ def latest(conn: Any, server: Any, pgdata: Path, rs: Any, args: Any, line: Any) 
 
     url = server.get_uri("postgres")
     # As the worker runs it: the second connection of the split comes from its pool.
-    with ConnectionPool(url, min_size=1, max_size=1, open=True,
-                        kwargs=db.session_kwargs(url)) as pool:
+    with db.connection_pool(url, max_size=1) as pool:
         tuned = runs(conn, evaluate_module, "**now** (2 connections, pooled)", True, pool=pool)
     assert runs(conn, evaluate_module, "now, 2 connections, second one opened per call",
                 False) == tuned
@@ -386,8 +384,7 @@ def latest(conn: Any, server: Any, pgdata: Path, rs: Any, args: Any, line: Any) 
         admin.execute("ALTER SYSTEM SET shared_buffers = '128MB'")
     services._restart(server, pgdata)
     with db.connect(server.get_uri("postgres")) as conn2, \
-            ConnectionPool(url, min_size=1, max_size=1, open=True,
-                           kwargs=db.session_kwargs(url)) as pool2:
+            db.connection_pool(url, max_size=1) as pool2:
         assert runs(conn2, evaluate_module, "now (2 connections, pooled)", False,
                     pool=pool2) == tuned
         if previous is not None:

@@ -80,16 +80,16 @@ async def run_worker(db_url: str, address: str, task_queue: str, name: str) -> N
     """A worker with every Altaviz workflow and a recording notify stand-in, until killed."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from psycopg_pool import ConnectionPool
     from temporalio import activity
     from temporalio.client import Client
     from temporalio.contrib.pydantic import pydantic_data_converter
 
+    from altaviz import db
     from worker import build_worker
 
     client = await Client.connect(address, data_converter=pydantic_data_converter)
 
-    with ConnectionPool(db_url, min_size=2, max_size=12, open=True) as pool, \
+    with db.connection_pool(db_url, min_size=2, max_size=12) as pool, \
             ThreadPoolExecutor(max_workers=12) as executor:
 
         @activity.defn(name="notify")

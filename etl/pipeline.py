@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import logging
 import sys
 import time
@@ -187,10 +186,11 @@ def release_memory(con: Any) -> None:
             "SELECT table_name FROM duckdb_tables() WHERE temporary").fetchall():
         con.execute(f'DROP TABLE IF EXISTS temp."{name.replace(chr(34), chr(34) * 2)}"')
     pa.default_memory_pool().release_unused()
-    libc = ctypes.util.find_library("c")
-    if libc and sys.platform.startswith("linux"):
+    if sys.platform.startswith("linux"):
+        # glibc's malloc_trim, from the symbols already loaded into the process (no library
+        # search); other C libraries have none
         with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(libc).malloc_trim(0)
+            ctypes.CDLL(None).malloc_trim(0)
 
 
 def _summary(run_id: str, results: dict[str, BaseModel], seconds: float) -> EtlSummary:

@@ -697,6 +697,11 @@ class Row:
     clear: bool
 
 
+def _row_order(r: Row) -> tuple[datetime, str, str]:
+    """The order of evaluation rows: by hour, unit and rule."""
+    return r.hour, r.compressor_id, r.rule_id
+
+
 def evaluate_rows(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str,
                   start: datetime, end: datetime, compressors: list[str] | None = None,
                   lookback_hours: int = DEFAULT_LOOKBACK_HOURS) -> list[Row]:
@@ -750,7 +755,7 @@ def evaluate_rows(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str,
         for r in nd_rows:
             out.append(Row(r[0], r[1] or "*", r[2], r[3], r[4], r[5], r[6], r[7],
                            float(r[8]), r[9]))
-    out.sort(key=lambda r: (r.hour, r.compressor_id, r.rule_id))
+    out.sort(key=_row_order)
     return out
 
 
@@ -812,32 +817,36 @@ def _rows_in_chunks(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: st
     from ``pool`` when given: a new backend also spends ~120 ms more planning the statement
     (cold catalog caches) than one that planned it before."""
     units = compressors
-    if workers > 1 and _hour(start) == _hour(end) and units is None:
+    split = workers > 1 and _hour(start) == _hour(end)
+    if split and units is None:
         with db.tenant(conn, org_id):
             units = [r[0] for r in conn.execute(db.queries("rules")["org_units"])]
-    if workers < 2 or _hour(start) != _hour(end) or units is None \
-            or len(units) < workers * SPLIT_MIN_UNITS:
-        with db.tenant(conn, org_id):
-            return evaluate_rows(conn, rule_set, org_id, start, end, compressors,
-                                 lookback_hours)
     with contextlib.ExitStack() as stack:
-        try:
-            if pool is not None:
-                extra = [stack.enter_context(pool.connection(timeout=POOL_WAIT_S))
-                         for _ in range(workers - 1)]
-            else:
-                extra = extra_connections(conn, workers - 1)
-                for c in extra:
-                    stack.callback(c.close)
-        except (ServiceError, PoolTimeout) as exc:   # one statement still works
-            log.warning("evaluating %s on one connection: %s", org_id, exc)
-            extra = []
-        if not extra:
-            with db.tenant(conn, org_id):
-                return evaluate_rows(conn, rule_set, org_id, start, end, compressors,
-                                     lookback_hours)
-        return _split_rows([conn, *extra], rule_set, org_id, start, end, units,
-                           lookback_hours)
+        if split and units is not None and len(units) >= workers * SPLIT_MIN_UNITS:
+            extra = _extra(stack, conn, pool, workers - 1, org_id)
+            if extra:
+                return _split_rows([conn, *extra], rule_set, org_id, start, end, units,
+                                   lookback_hours)
+    with db.tenant(conn, org_id):
+        return evaluate_rows(conn, rule_set, org_id, start, end, compressors, lookback_hours)
+
+
+def _extra(stack: contextlib.ExitStack, conn: psycopg.Connection[Any],
+           pool: ConnectionPool[Any] | None, n: int, org_id: str
+           ) -> list[psycopg.Connection[Any]]:
+    """``n`` more connections, given back when ``stack`` closes; none when they cannot be had
+    (pool exhausted, max_connections reached): one statement still works."""
+    try:
+        if pool is not None:
+            return [stack.enter_context(pool.connection(timeout=POOL_WAIT_S))
+                    for _ in range(n)]
+        extra = extra_connections(conn, n)
+    except (ServiceError, PoolTimeout) as exc:
+        log.warning("evaluating %s on one connection: %s", org_id, exc)
+        return []
+    for c in extra:
+        stack.callback(c.close)
+    return extra
 
 
 def _split_rows(conns: list[psycopg.Connection[Any]], rule_set: RuleSet, org_id: str,
@@ -856,8 +865,7 @@ def _split_rows(conns: list[psycopg.Connection[Any]], rule_set: RuleSet, org_id:
         return run
 
     parts = in_parallel(conns, [job(chunk) for chunk in chunks])
-    return sorted((r for part in parts for r in part),
-                  key=lambda r: (r.hour, r.compressor_id, r.rule_id))
+    return sorted((r for part in parts for r in part), key=_row_order)
 
 
 __all__ = ["KNOWN_MODELS", "SPLIT_MIN_UNITS", "WORKERS", "EvaluationResult", "LevelRule",

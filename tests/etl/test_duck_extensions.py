@@ -35,13 +35,19 @@ def _loaded(con: object) -> set[str]:
         "SELECT extension_name FROM duckdb_extensions() WHERE loaded").fetchall()}
 
 
-def test_verified_files_load_without_the_per_load_signature_check() -> None:
+def _assert_both_load(unsigned_allowed: bool) -> None:
+    """A connection with both extensions loaded, and whether DuckDB's per-LOAD signature
+    check was skipped."""
     con = duck.connect(postgres=True)
     try:
-        assert _setting(con, "allow_unsigned_extensions") is True
+        assert _setting(con, "allow_unsigned_extensions") is unsigned_allowed
         assert {"delta", "postgres_scanner"} <= _loaded(con)
     finally:
         con.close()
+
+
+def test_verified_files_load_without_the_per_load_signature_check() -> None:
+    _assert_both_load(unsigned_allowed=True)
     copy, verified = duck._postgres_extension()
     assert verified and copy.parent.stat().st_mode & 0o077 == 0
 
@@ -49,12 +55,7 @@ def test_verified_files_load_without_the_per_load_signature_check() -> None:
 def test_without_a_recorded_hash_duckdb_checks_the_signature(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(duck, "_recorded_sha256", lambda package, name: None)
-    con = duck.connect(postgres=True)
-    try:
-        assert _setting(con, "allow_unsigned_extensions") is False
-        assert {"delta", "postgres_scanner"} <= _loaded(con)
-    finally:
-        con.close()
+    _assert_both_load(unsigned_allowed=False)
 
 
 def test_a_file_that_differs_from_the_wheel_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

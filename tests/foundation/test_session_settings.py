@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
-from psycopg_pool import ConnectionPool
 
 from altaviz import db
 from altaviz.fleet import Fleet
@@ -33,8 +32,7 @@ def test_a_users_own_options_are_kept(db_url: str) -> None:
 
 
 def test_pool_connections_run_without_jit(db_url: str) -> None:
-    with ConnectionPool(db_url, min_size=1, max_size=1, open=True,
-                        kwargs=db.session_kwargs(db_url)) as pool, pool.connection() as conn:
+    with db.connection_pool(db_url, max_size=1) as pool, pool.connection() as conn:
         assert _show(conn, "jit") == "off"
 
 

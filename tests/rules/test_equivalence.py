@@ -268,8 +268,6 @@ def test_one_hour_split_over_connections_equals_one_statement(conn, fleet, db_ur
     """The latest hour of a large organization is split into unit chunks on two connections
     (here: one unit each); rows and stored baselines equal one statement's, with the second
     connection opened for the call or borrowed from a pool."""
-    from psycopg_pool import ConnectionPool
-
     rng = random.Random(11)
     rs = _rule_set(rng)
     _fill(conn, rng)
@@ -281,8 +279,7 @@ def test_one_hour_split_over_connections_equals_one_statement(conn, fleet, db_ur
         one.append(new.evaluate(conn, rs, "acme", (h(i), h(i)), workers=1))
     base_one = _baselines(conn)
     conn.commit()
-    with ConnectionPool(db_url, min_size=1, max_size=1, open=True,
-                        kwargs=db.session_kwargs(db_url)) as pool:
+    with db.connection_pool(db_url, max_size=1) as pool:
         for pooled in (None, pool):
             lent = pool.get_stats().get("requests_num", 0)
             for i, expected in zip(hours, one, strict=True):
