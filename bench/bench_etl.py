@@ -69,6 +69,7 @@ def _child(phase: str, db_url: str, landing: Path, lake: Path) -> None:
                         late_arrival_minutes=90)
     marks: dict[str, float] = {}
     cpu: dict[str, float] = {}
+    peaks: dict[str, int] = {}
     started = time.perf_counter()
 
     def cpu_now() -> float:
@@ -85,6 +86,8 @@ def _child(phase: str, db_url: str, landing: Path, lake: Path) -> None:
         elif fraction == 1.0:
             marks[stage] = time.perf_counter() - marks.get(stage + "_start", started)
             cpu[stage] = cpu_now() - cpu.get(stage + "_start", 0.0)
+            # ru_maxrss only grows: the stage where it jumps is the one that set the peak
+            peaks[stage] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
     load_before = os.getloadavg()[0]
     summary = run_pipeline(settings, db_url, progress=progress)
@@ -93,6 +96,7 @@ def _child(phase: str, db_url: str, landing: Path, lake: Path) -> None:
            "stage_cpu_seconds": {k: round(v, 2) for k, v in cpu.items()
                                  if not k.endswith("_start")},
            "load_average_1m": [round(load_before, 1), round(os.getloadavg()[0], 1)],
+           "peak_rss_mb_after_stage": peaks,
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
            "summary": summary.model_dump(mode="json", exclude={"changed"}),
            "changed_ranges": len(summary.changed)}

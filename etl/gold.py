@@ -43,6 +43,7 @@ from etl.metrics import (
     unpivot_partials,
 )
 from etl.models import GoldResult
+from etl.windows import gold_batches
 
 Progress = Callable[[str, float], None]
 FEATURES = ("mean", "stddev", "mean_4h", "min_4h", "max_4h", "stddev_4h", "mean_24h",
@@ -55,6 +56,9 @@ REL_TOL = 1e-9
 #: silver (one per bucket) stay few. 4,500 compressors x 7 days: 3 buckets, gold 83 s; with
 #: 150,000 (6 buckets) it took 143 s. The hourly run is one bucket.
 BUCKET_HOURS = 300_000
+#: Windows of new hours by the window method are computed on a dense hour grid in numpy
+#: (:mod:`etl.windows`) rather than by DuckDB's window functions (0: the SQL path).
+GRID_WINDOWS = 1
 _IN_4H = "WHERE p.hour > o.hour - INTERVAL 4 HOURS"
 
 
@@ -131,9 +135,14 @@ def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
 
         def batches() -> Iterator[pa.RecordBatch]:
             for b in range(buckets):
-                ctx.recompute(b, table=False)
-                reader = con.execute(f"SELECT {cols} FROM recomputed").to_arrow_reader(250_000)
-                for batch in conform_reader(reader, GOLD_SCHEMA):
+                if method == "window" and GRID_WINDOWS:
+                    rows = gold_batches(con, ctx.grid_partials(b), hi)
+                else:
+                    ctx.recompute(b, table=False)
+                    rows = conform_reader(
+                        con.execute(f"SELECT {cols} FROM recomputed").to_arrow_reader(250_000),
+                        GOLD_SCHEMA)
+                for batch in rows:
                     counted[0] += batch.num_rows
                     yield batch
                 hot_update.stage(con, "fresh_wide")
@@ -229,7 +238,34 @@ class _Context:
         self.hot = hot
         self.first, self.last, self.buckets = first, last, buckets
 
-    def recompute(self, bucket: int, *, table: bool) -> None:
+    def grid_partials(self, bucket: int) -> str:
+        """The bucket's wide partials for :func:`etl.windows.gold_batches` (a relation): the
+        fresh ones (``out``) and, pivoted from gold, the neighbouring hours their windows
+        reach."""
+        self._inputs(bucket, table=False)
+        con = self.con
+        parts = ["SELECT *, true AS out FROM fresh_wide"]
+        has_ctx = con.execute("SELECT EXISTS (SELECT 1 FROM gold_ctx)").fetchone()
+        if has_ctx and has_ctx[0]:
+            pivot = ", ".join(
+                f"coalesce(sum(n) FILTER (WHERE metric = '{m.name}'), 0) AS n_{i}, "
+                f"sum(sum) FILTER (WHERE metric = '{m.name}') AS s_{i}, "
+                f"sum(sumsq) FILTER (WHERE metric = '{m.name}') AS q_{i}, "
+                f"min(min) FILTER (WHERE metric = '{m.name}') AS lo_{i}, "
+                f"max(max) FILTER (WHERE metric = '{m.name}') AS hi_{i}"
+                for i, m in enumerate(METRICS))
+            # materialized: the grid reads its source once per metric
+            con.execute(f"""
+                CREATE OR REPLACE TEMP TABLE ctx_wide AS
+                SELECT org_id, compressor_id, hour, false AS out, {pivot}
+                FROM gold_ctx ANTI JOIN dirty_b USING (compressor_id, hour) GROUP BY ALL""")
+            parts.append("SELECT * FROM ctx_wide")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW grid_source AS "
+                    f"{' UNION ALL BY NAME '.join(parts)}")
+        return "grid_source"
+
+    def _inputs(self, bucket: int, *, table: bool) -> None:
+        """Temp tables ``ranges_b``, ``dirty_b``, ``fresh_wide`` and relation ``gold_ctx``."""
         con, first, last = self.con, self.first, self.last
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE ranges_b AS
@@ -277,6 +313,12 @@ class _Context:
               AND g.hour >= '{ctx_first.isoformat()}'::TIMESTAMPTZ
               AND g.hour <= '{ctx_last.isoformat()}'::TIMESTAMPTZ {ranged}
         """)
+
+    def recompute(self, bucket: int, *, table: bool) -> None:
+        """Temp table or view ``recomputed``: the gold rows of the bucket's recomputed hours."""
+        self._inputs(bucket, table=table)
+        con = self.con
+        join_fresh = self.method == "join" and not table
         partials = f"""
                 {unpivot_partials('fresh_wide')}
                 UNION ALL

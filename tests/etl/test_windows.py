@@ -31,8 +31,18 @@ def agg(conn: psycopg.Connection[Any], metric: str) -> dict[datetime, tuple[Any,
     return {r[0]: r[1:] for r in rows}
 
 
+@pytest.mark.parametrize("knobs", [
+    {},                                            # a few hours: each joined to its partials
+    {"JOIN_MAX_HOURS": 0, "GRID_WINDOWS": 1},      # a bulk load: windows on the hour grid
+    {"JOIN_MAX_HOURS": 0, "GRID_WINDOWS": 0},      # ... or by DuckDB's window functions
+], ids=["join", "grid", "window-functions"])
 def test_golden_window_features(settings: Settings, db_url: str, fleet: Fleet,
-                                conn: psycopg.Connection[Any]) -> None:
+                                conn: psycopg.Connection[Any], knobs: dict[str, int],
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import etl.gold
+
+    for knob, value in knobs.items():
+        monkeypatch.setattr(etl.gold, knob, value)
     hours = [0, 1, 2, 3, 4, 6, 30]      # hour 5 missing, hour 30 alone in its 24 h window
     rows = [reading("COMP-0001", T0 + timedelta(hours=k, minutes=10 * i), oil_temp_f=v)
             for k in hours for i, v in enumerate(hour_values(k))]
@@ -133,7 +143,10 @@ def test_aggregates_are_scoped_by_organization(settings: Settings, db_url: str, 
     ({"HOT_HOURS": 48, "JOIN_MAX_HOURS": 0}, {"HOT_HOURS": 0, "JOIN_MAX_HOURS": 0}),
     # new hours pushed to PostgreSQL by two parallel COPY streams vs one
     ({"COPY_STREAMS": 2}, {"COPY_STREAMS": 1}),
-], ids=["buckets", "join-vs-window", "hot-join", "hot-window", "copy-streams"])
+    # a bulk load's windows on the dense hour grid (etl.windows) vs DuckDB's window functions
+    ({"GRID_WINDOWS": 1, "JOIN_MAX_HOURS": 0}, {"GRID_WINDOWS": 0, "JOIN_MAX_HOURS": 0}),
+], ids=["buckets", "join-vs-window", "hot-join", "hot-window", "copy-streams",
+        "grid-vs-window-functions"])
 def test_compressor_buckets_give_the_same_rows(settings: Settings, db_url: str, fleet: Fleet,
                                                conn: psycopg.Connection[Any], tmp_path: Path,
                                                pg_server: Any, monkeypatch: pytest.MonkeyPatch,
