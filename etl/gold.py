@@ -38,12 +38,13 @@ from etl.ledger import dates_between, sql_dates
 from etl.metrics import (
     JOIN_MAX_HOURS,
     VAR_EPS,
+    flag_aggregates,
     metric_columns,
     partial_aggregates,
     unpivot_partials,
 )
 from etl.models import GoldResult
-from etl.windows import gold_batches
+from etl.windows import cell_sql, gold_batches, grid_blocks
 
 Progress = Callable[[str, float], None]
 FEATURES = ("mean", "stddev", "mean_4h", "min_4h", "max_4h", "stddev_4h", "mean_24h",
@@ -136,7 +137,7 @@ def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
         def batches() -> Iterator[pa.RecordBatch]:
             for b in range(buckets):
                 if method == "window" and GRID_WINDOWS:
-                    rows = gold_batches(con, ctx.grid_partials(b), hi)
+                    rows = gold_batches(con, *ctx.grid_partials(b), hi)
                 else:
                     ctx.recompute(b, table=False)
                     rows = conform_reader(
@@ -238,34 +239,39 @@ class _Context:
         self.hot = hot
         self.first, self.last, self.buckets = first, last, buckets
 
-    def grid_partials(self, bucket: int) -> str:
-        """The bucket's wide partials for :func:`etl.windows.gold_batches` (a relation): the
-        fresh ones (``out``) and, pivoted from gold, the neighbouring hours their windows
-        reach."""
-        self._inputs(bucket, table=False)
+    def grid_partials(self, bucket: int) -> tuple[list[str], int]:
+        """The bucket's wide partials for :func:`etl.windows.gold_batches`: the tables (the
+        fresh partials, marked ``out``, and, pivoted from gold, the neighbouring hours their
+        windows reach) and the grid's size."""
+        self._inputs(bucket, table=False, grid=True)
         con = self.con
-        parts = ["SELECT *, true AS out FROM fresh_wide"]
+        tables = ["fresh_wide"]
         has_ctx = con.execute("SELECT EXISTS (SELECT 1 FROM gold_ctx)").fetchone()
         if has_ctx and has_ctx[0]:
             pivot = ", ".join(
-                f"coalesce(sum(n) FILTER (WHERE metric = '{m.name}'), 0) AS n_{i}, "
+                f"coalesce(sum(n) FILTER (WHERE metric = '{m.name}'), 0)::BIGINT AS n_{i}, "
                 f"sum(sum) FILTER (WHERE metric = '{m.name}') AS s_{i}, "
                 f"sum(sumsq) FILTER (WHERE metric = '{m.name}') AS q_{i}, "
                 f"min(min) FILTER (WHERE metric = '{m.name}') AS lo_{i}, "
-                f"max(max) FILTER (WHERE metric = '{m.name}') AS hi_{i}"
+                f"max(max) FILTER (WHERE metric = '{m.name}') AS hi_{i}, "
+                f"0::BIGINT AS o_{i}, 0::BIGINT AS l_{i}"
                 for i, m in enumerate(METRICS))
-            # materialized: the grid reads its source once per metric
             con.execute(f"""
                 CREATE OR REPLACE TEMP TABLE ctx_wide AS
-                SELECT org_id, compressor_id, hour, false AS out, {pivot}
-                FROM gold_ctx ANTI JOIN dirty_b USING (compressor_id, hour) GROUP BY ALL""")
-            parts.append("SELECT * FROM ctx_wide")
-        con.execute(f"CREATE OR REPLACE TEMP VIEW grid_source AS "
-                    f"{' UNION ALL BY NAME '.join(parts)}")
-        return "grid_source"
+                SELECT {cell_sql("c.hour", "b")} AS pos, false AS out, c.*
+                FROM (SELECT org_id, compressor_id, hour, {pivot}
+                      FROM gold_ctx ANTI JOIN dirty_b USING (compressor_id, hour)
+                      GROUP BY ALL) c
+                JOIN grid_blocks b USING (compressor_id)""")
+            tables.append("ctx_wide")
+        row = con.execute("SELECT max(size) FROM grid_blocks").fetchone()
+        return tables, int(row[0]) if row and row[0] is not None else 0
 
-    def _inputs(self, bucket: int, *, table: bool) -> None:
-        """Temp tables ``ranges_b``, ``dirty_b``, ``fresh_wide`` and relation ``gold_ctx``."""
+    def _inputs(self, bucket: int, *, table: bool, grid: bool = False) -> None:
+        """Temp tables ``ranges_b``, ``dirty_b``, ``fresh_wide`` and relation ``gold_ctx``;
+        with ``grid``, also the bucket's hour grid (:func:`etl.windows.grid_blocks`, covering
+        each compressor's recomputed hours and the 23 either side) and each fresh row's cell
+        in it (``pos``, and ``out`` = true)."""
         con, first, last = self.con, self.first, self.last
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE ranges_b AS
@@ -275,18 +281,33 @@ class _Context:
             CREATE OR REPLACE TEMP TABLE dirty_b AS
             SELECT d.* FROM dirty d SEMI JOIN ranges_b USING (compressor_id)
         """)
-        # 1. fresh partials of the dirty hours, from every silver reading of those hours
-        con.execute(f"""
-            CREATE OR REPLACE TEMP TABLE fresh_wide AS
-            SELECT org_id, compressor_id, hour, {partial_aggregates()}
-            FROM (SELECT s.*, date_trunc('hour', s.ts) AS hour, {metric_columns()}
+        # 1. fresh partials of the dirty hours, from every silver reading of those hours;
+        # outlier and late counts from the flagged readings alone (see flag_aggregates)
+        def readings(where: str = "") -> str:
+            return f"""(SELECT s.*, date_trunc('hour', s.ts) AS hour, {metric_columns()}
                   FROM delta_scan('{self.silver}') s
                   WHERE s.date IN ({sql_dates(dates_between(first, last))})
                     AND s.ts >= '{first.isoformat()}'::TIMESTAMPTZ
                     AND s.ts < '{(last + timedelta(hours=1)).isoformat()}'::TIMESTAMPTZ
-                    AND s.compressor_id IN (SELECT compressor_id FROM ranges_b))
-            SEMI JOIN dirty_b USING (compressor_id, hour)
-            GROUP BY ALL
+                    AND s.compressor_id IN (SELECT compressor_id FROM ranges_b) {where})
+            SEMI JOIN dirty_b USING (compressor_id, hour)"""
+        flag_counts = ", ".join(f"coalesce(f.o_{i}, 0) AS o_{i}, coalesce(f.l_{i}, 0) AS l_{i}"
+                                for i in range(len(METRICS)))
+        cell, block = "", ""
+        if grid:
+            grid_blocks(con, "SELECT compressor_id, first_dirty - INTERVAL 23 HOURS AS h0, "
+                             "last_dirty + INTERVAL 23 HOURS AS h1 FROM ranges_b")
+            cell = f"{cell_sql('p.hour', 'b')} AS pos, true AS out, "
+            block = "JOIN grid_blocks b USING (compressor_id)"
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE fresh_wide AS
+            SELECT {cell}p.*, {flag_counts}
+            FROM (SELECT org_id, compressor_id, hour, {partial_aggregates()}
+                  FROM {readings()} GROUP BY ALL) p
+            LEFT JOIN (SELECT compressor_id, hour, {flag_aggregates()}
+                       FROM {readings("AND (s.late OR len(s.outlier_metrics) > 0)")}
+                       GROUP BY ALL) f USING (compressor_id, hour)
+            {block}
         """)
         # 2. neighbouring partials from gold (23 h either side), only the partial columns
         # (when comparing, every column of the context is read once: the comparison needs

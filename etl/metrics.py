@@ -92,18 +92,28 @@ def metric_columns() -> str:
     return ", ".join(f"({m.sql}) AS {q(m.name)}" for m in METRICS)
 
 
-def partial_aggregates(outliers: bool = True) -> str:
-    """Hourly partial aggregates of every metric column (``n_i, s_i, q_i, lo_i, hi_i`` for the
-    i-th metric) plus, from silver rows, outlier (``o_i``) and late (``l_i``) counts."""
+def partial_aggregates() -> str:
+    """Hourly partial aggregates of every metric column: ``n_i, s_i, q_i, lo_i, hi_i`` (count,
+    sum, sum of squares, min, max) for the i-th metric."""
     parts = []
     for i, m in enumerate(METRICS):
         c = q(m.name)
         parts.append(f"count({c}) AS n_{i}, sum({c}) AS s_{i}, sum({c} * {c}) AS q_{i}, "
                      f"min({c}) AS lo_{i}, max({c}) AS hi_{i}")
-        if outliers:
-            parts.append(f"count({c}) FILTER (WHERE list_contains(outlier_metrics, '{m.name}')) "
-                         f"AS o_{i}, count({c}) FILTER (WHERE late) AS l_{i}")
     return ", ".join(parts)
+
+
+def flag_aggregates() -> str:
+    """Outlier (``o_i``) and late (``l_i``) reading counts of every metric, over silver rows.
+
+    Meant for the flagged rows only (``late OR len(outlier_metrics) > 0``, a small share):
+    evaluated over every reading, the 48 filtered counts cost more than all other partials
+    together (a third of a 4,500-unit fleet's week: 3.0 s instead of 1.3 s).
+    """
+    return ", ".join(
+        f"count({q(m.name)}) FILTER (WHERE list_contains(outlier_metrics, '{m.name}')) "
+        f"AS o_{i}, count({q(m.name)}) FILTER (WHERE late) AS l_{i}"
+        for i, m in enumerate(METRICS))
 
 
 def unpivot_partials(source: str, sums_only: bool = False) -> str:

@@ -46,8 +46,13 @@ from etl.metrics import (
     unpivot_partials,
 )
 from etl.models import SilverResult
+from etl.windows import cell_sql, grid_blocks, trailing_sums
 
 Progress = Callable[[str, float], None]
+#: Trailing baselines of many hours per compressor (a bulk load) are summed on a dense hour
+#: grid in numpy (:func:`etl.windows.trailing_sums`) rather than by DuckDB's window functions
+#: (0: the SQL path).
+GRID_BASELINE = 1
 
 
 def _org_table(con: duckdb.DuckDBPyConnection, orgs: dict[str, str]) -> None:
@@ -208,28 +213,37 @@ def _flag_outliers(con: duckdb.DuckDBPyConnection, lake: Lake, late_arrival_minu
         _baseline_by_window(con, lake, span, partial)   # nothing kept: an empty baseline
     else:
         _baseline(con, lake, span, partial)
-    checks = []
-    for i, m in enumerate(METRICS):
+    # Each compressor-hour's baseline mean and outlier distance (4 sigma; null when the
+    # baseline is too thin or flat to judge) are computed once, not once per reading; the
+    # list of names is built only for readings that are outliers somewhere (a small share).
+    limits = []
+    for i in range(len(METRICS)):
         # a spread within the rounding error of the sum of squares is none (see etl.gold)
-        spread = f"(b.bq_{i} - b.bs_{i} * b.bs_{i} / b.bn_{i})"
-        var = (f"(CASE WHEN {spread} <= {VAR_EPS} * b.bq_{i} THEN 0.0 "
-               f"ELSE {spread} / (b.bn_{i} - 1) END)")
-        checks.append(
-            f"CASE WHEN b.bn_{i} >= {MIN_BASELINE_READINGS} AND {var} > 0 AND "
-            f"abs(k.{q(m.name)} - b.bs_{i} / b.bn_{i}) > {OUTLIER_SIGMAS} * sqrt({var}) "
-            f"THEN '{m.name}' END")
+        spread = f"(bq_{i} - bs_{i} * bs_{i} / bn_{i})"
+        var = (f"(CASE WHEN {spread} <= {VAR_EPS} * bq_{i} THEN 0.0 "
+               f"ELSE {spread} / (bn_{i} - 1) END)")
+        limits.append(f"bs_{i} / bn_{i} AS mu_{i}, CASE WHEN bn_{i} >= {MIN_BASELINE_READINGS} "
+                      f"AND {var} > 0 THEN {OUTLIER_SIGMAS} * sqrt({var}) END AS lim_{i}")
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE limits AS
+        SELECT compressor_id, hour, {", ".join(limits)} FROM baseline
+    """)
+    con.execute("DROP TABLE baseline")
+    outside = [f"abs(k.{q(m.name)} - b.mu_{i}) > b.lim_{i}" for i, m in enumerate(METRICS)]
+    names = ", ".join(f"CASE WHEN {o} THEN '{m.name}' END"
+                      for o, m in zip(outside, METRICS, strict=True))
     late = f"k.arrived_at - k.ts > INTERVAL {int(late_arrival_minutes)} MINUTES"
     con.execute(f"""
         CREATE OR REPLACE TEMP VIEW flagged AS
         SELECT k.org_id, k.compressor_id, k.ts, k.arrived_at,
                {", ".join("k." + q(c.name) for c in CHANNELS)},
                {late} AS late,
-               list_filter([{", ".join(checks)}], x -> x IS NOT NULL) AS outlier_metrics,
+               CASE WHEN {" OR ".join(outside)}
+                    THEN list_filter([{names}], x -> x IS NOT NULL)
+                    ELSE []::VARCHAR[] END AS outlier_metrics,
                k.source_file, k.batch_id, k.date
-        FROM kept k LEFT JOIN baseline b USING (compressor_id, hour)
+        FROM kept k LEFT JOIN limits b USING (compressor_id, hour)
     """)
-
-
 
 
 def _baseline(con: duckdb.DuckDBPyConnection, lake: Lake, span: tuple[Any, ...],
@@ -384,24 +398,47 @@ def _baseline_by_window(con: duckdb.DuckDBPyConnection, lake: Lake, span: tuple[
         unabsorbed = _unabsorbed_silver(lake, first, last, partial)
         if unabsorbed is not None:
             gold_rows += " UNION ALL BY NAME " + unabsorbed
-    sums = ", ".join(f"sum(n_{i}) AS n_{i}, sum(s_{i}) AS s_{i}, sum(q_{i}) AS q_{i}"
+    sums = ", ".join(f"sum(n_{i})::BIGINT AS n_{i}, sum(s_{i}) AS s_{i}, sum(q_{i}) AS q_{i}"
                      for i in range(n_metrics))
+    grid = GRID_BASELINE and span is not None and span[0] is not None
+    cell, block = "", ""
+    if grid:
+        assert span is not None
+        # each compressor's hours from 24 before its first kept hour to its last: context
+        # outside them reaches no kept hour's baseline and is left out
+        size = grid_blocks(con, """
+            SELECT compressor_id, min(hour) - INTERVAL 24 HOURS AS h0, max(hour) AS h1
+            FROM kept GROUP BY compressor_id""")
+        cell = f"{cell_sql('h.hour', 'b')} AS pos, "
+        block = ("JOIN grid_blocks b USING (compressor_id) "
+                 "WHERE h.hour >= b.h0 AND h.hour <= b.h1")
+    # every compressor-hour's sums, ``out`` where the batch has readings (the hours to flag)
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE hourly AS
+        SELECT {cell}h.* FROM (
+            SELECT compressor_id, hour, bool_or(out) AS out, {sums} FROM (
+                SELECT compressor_id, hour, true AS out, {partial} FROM kept GROUP BY ALL
+                UNION ALL BY NAME
+                SELECT *, false AS out FROM ({gold_rows})
+            ) GROUP BY compressor_id, hour
+        ) h {block}
+    """)
+    if grid:
+        con.register("_baseline_arrow", trailing_sums(con, "hourly", size))
+        con.execute("CREATE OR REPLACE TEMP TABLE baseline AS SELECT * FROM _baseline_arrow")
+        con.unregister("_baseline_arrow")
+        con.execute("DROP TABLE hourly")
+        return
     window = ("OVER (PARTITION BY compressor_id ORDER BY hour RANGE BETWEEN "
               "INTERVAL 24 HOURS PRECEDING AND INTERVAL 1 HOUR PRECEDING)")
     base = ", ".join(
         f"sum(n_{i}) {window} AS bn_{i}, sum(s_{i}) {window} AS bs_{i}, "
         f"sum(q_{i}) {window} AS bq_{i}" for i in range(n_metrics))
+    # Filter after the windows: a WHERE here would run before them and hide the earlier hours
+    # that reach the baseline through gold (the hourly case).
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE baseline AS
-        WITH hourly AS (
-            SELECT compressor_id, hour, {sums} FROM (
-                SELECT compressor_id, hour, {partial} FROM kept GROUP BY ALL
-                UNION ALL BY NAME
-                {gold_rows}
-            ) GROUP BY ALL
-        )
-        SELECT * FROM (SELECT compressor_id, hour, {base} FROM hourly)
-        -- Filter after the windows: a WHERE here would run before them and hide the earlier
-        -- hours that reach the baseline through gold (the hourly case).
-        WHERE hour IN (SELECT DISTINCT hour FROM kept)
+        SELECT * EXCLUDE (out) FROM (SELECT compressor_id, hour, out, {base} FROM hourly)
+        WHERE out
     """)
+    con.execute("DROP TABLE hourly")

@@ -143,8 +143,10 @@ def test_aggregates_are_scoped_by_organization(settings: Settings, db_url: str, 
     ({"HOT_HOURS": 48, "JOIN_MAX_HOURS": 0}, {"HOT_HOURS": 0, "JOIN_MAX_HOURS": 0}),
     # new hours pushed to PostgreSQL by two parallel COPY streams vs one
     ({"COPY_STREAMS": 2}, {"COPY_STREAMS": 1}),
-    # a bulk load's windows on the dense hour grid (etl.windows) vs DuckDB's window functions
-    ({"GRID_WINDOWS": 1, "JOIN_MAX_HOURS": 0}, {"GRID_WINDOWS": 0, "JOIN_MAX_HOURS": 0}),
+    # a bulk load's windows and baselines on the dense hour grid (etl.windows) vs DuckDB's
+    # window functions
+    ({"GRID_WINDOWS": 1, "GRID_BASELINE": 1, "JOIN_MAX_HOURS": 0, "HOT_HOURS": 0},
+     {"GRID_WINDOWS": 0, "GRID_BASELINE": 0, "JOIN_MAX_HOURS": 0, "HOT_HOURS": 0}),
 ], ids=["buckets", "join-vs-window", "hot-join", "hot-window", "copy-streams",
         "grid-vs-window-functions"])
 def test_compressor_buckets_give_the_same_rows(settings: Settings, db_url: str, fleet: Fleet,
