@@ -1,6 +1,7 @@
-"""Each pipeline stage runs on its own DuckDB connection, closed before the next stage starts:
-a DuckDB instance keeps what a stage's scans allocated until it closes, so a week's first load
-otherwise stacked gold's peak on silver's leftovers."""
+"""Between stages the pipeline gives memory back: a stage's DuckDB connection is closed once
+the process holds more than RECONNECT_ABOVE_BYTES (a DuckDB instance keeps what a stage's
+scans allocated until it closes, so a week's first load stacked gold's peak on silver's
+leftovers); below it the connection is kept, with its temp tables dropped."""
 
 from __future__ import annotations
 
@@ -13,12 +14,15 @@ import pytest
 from altaviz.fleet import Fleet
 from altaviz.settings import Settings
 from etl import duck
-from etl.pipeline import STAGES, run_pipeline
+from etl.pipeline import STAGES, release_memory, run_pipeline
 from tests.etl.landing import T0, series, write_landing
 
 
-def test_every_stage_gets_a_fresh_connection_closed_before_the_next(
-        settings: Settings, db_url: str, fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("threshold", "connections"), [(0, len(STAGES)), (1 << 50, 1)],
+                         ids=["over-the-threshold", "under-it"])
+def test_stage_connections_are_closed_over_the_threshold(
+        settings: Settings, db_url: str, fleet: Fleet, monkeypatch: pytest.MonkeyPatch,
+        threshold: int, connections: int) -> None:
     import etl.pipeline
 
     opened: list[duckdb.DuckDBPyConnection] = []
@@ -34,10 +38,30 @@ def test_every_stage_gets_a_fresh_connection_closed_before_the_next(
         return con
 
     monkeypatch.setattr(etl.pipeline.duck, "connect", tracked)
+    monkeypatch.setattr(etl.pipeline, "RECONNECT_ABOVE_BYTES", threshold)
     write_landing(settings.landing_path, series("COMP-0001", T0, 2),
                   T0 + timedelta(hours=2, minutes=5))
     summary = run_pipeline(settings, db_url)
     assert summary.rows_in == 12 and summary.hours_upserted > 0
-    assert len(opened) == len(STAGES)
-    with pytest.raises(duckdb.ConnectionException):
+    assert len(opened) == connections
+    with pytest.raises(duckdb.ConnectionException):   # the run closes what it opened
         opened[-1].execute("SELECT 1")
+
+
+def test_a_kept_connection_loses_its_temp_tables_and_stays_usable(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import etl.pipeline
+
+    monkeypatch.setattr(etl.pipeline, "RECONNECT_ABOVE_BYTES", 1 << 50)
+    con = duck.connect()
+    try:
+        con.execute("CREATE TEMP TABLE classified AS SELECT range AS x FROM range(100000)")
+        con.execute('CREATE TEMP TABLE "odd ""name""" AS SELECT 1 AS y')
+        con.execute("CREATE TABLE agg_existing AS SELECT 1 AS z")   # not temp: kept
+        assert release_memory(con) is False
+        temp = con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE temporary").fetchone()
+        kept = con.execute("SELECT count(*) FROM agg_existing").fetchone()
+        assert temp == (0,) and kept == (1,)
+    finally:
+        con.close()
