@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -209,26 +210,15 @@ def _flag_outliers(con: duckdb.DuckDBPyConnection, lake: Lake, late_arrival_minu
         f"sum({q(m.name)} * {q(m.name)}) AS q_{i}" for i, m in enumerate(METRICS))
     span = con.execute("SELECT min(hour), max(hour), count(DISTINCT (compressor_id, hour)), "
                        "count(DISTINCT compressor_id) FROM kept").fetchone()
-    if span is None or span[0] is None:
-        _baseline_by_window(con, lake, span, partial)   # nothing kept: an empty baseline
-    else:
-        _baseline(con, lake, span, partial)
     # Each compressor-hour's baseline mean and outlier distance (4 sigma; null when the
     # baseline is too thin or flat to judge) are computed once, not once per reading; the
     # list of names is built only for readings that are outliers somewhere (a small share).
-    limits = []
-    for i in range(len(METRICS)):
-        # a spread within the rounding error of the sum of squares is none (see etl.gold)
-        spread = f"(bq_{i} - bs_{i} * bs_{i} / bn_{i})"
-        var = (f"(CASE WHEN {spread} <= {VAR_EPS} * bq_{i} THEN 0.0 "
-               f"ELSE {spread} / (bn_{i} - 1) END)")
-        limits.append(f"bs_{i} / bn_{i} AS mu_{i}, CASE WHEN bn_{i} >= {MIN_BASELINE_READINGS} "
-                      f"AND {var} > 0 THEN {OUTLIER_SIGMAS} * sqrt({var}) END AS lim_{i}")
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE limits AS
-        SELECT compressor_id, hour, {", ".join(limits)} FROM baseline
-    """)
-    con.execute("DROP TABLE baseline")
+    if span is None or span[0] is None:
+        done = _baseline_by_window(con, lake, span, partial)   # nothing kept: empty
+    else:
+        done = _baseline(con, lake, span, partial)
+    if not done:
+        _limits_from_baseline(con)
     outside = [f"abs(k.{q(m.name)} - b.mu_{i}) > b.lim_{i}" for i, m in enumerate(METRICS)]
     names = ", ".join(f"CASE WHEN {o} THEN '{m.name}' END"
                       for o, m in zip(outside, METRICS, strict=True))
@@ -246,10 +236,42 @@ def _flag_outliers(con: duckdb.DuckDBPyConnection, lake: Lake, late_arrival_minu
     """)
 
 
+def _limits_from_baseline(con: duckdb.DuckDBPyConnection) -> None:
+    """Temp table ``limits`` (``compressor_id, hour, mu_i, lim_i``) from ``baseline``'s
+    trailing sums: the mean, and 4 sigma where at least 12 readings spread (else null).
+    :func:`_limits` computes the same from the hour grid's sums."""
+    limits = []
+    for i in range(len(METRICS)):
+        # a spread within the rounding error of the sum of squares is none (see etl.gold)
+        spread = f"(bq_{i} - bs_{i} * bs_{i} / bn_{i})"
+        var = (f"(CASE WHEN {spread} <= {VAR_EPS} * bq_{i} THEN 0.0 "
+               f"ELSE {spread} / (bn_{i} - 1) END)")
+        limits.append(f"bs_{i} / bn_{i} AS mu_{i}, CASE WHEN bn_{i} >= {MIN_BASELINE_READINGS} "
+                      f"AND {var} > 0 THEN {OUTLIER_SIGMAS} * sqrt({var}) END AS lim_{i}")
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE limits AS
+        SELECT compressor_id, hour, {", ".join(limits)} FROM baseline
+    """)
+    con.execute("DROP TABLE baseline")
+
+
+def _limits(i: int, n: np.ndarray, s: np.ndarray, q: np.ndarray) -> dict[str, pa.Array]:
+    """:func:`_limits_from_baseline`'s ``mu_i, lim_i`` from one metric's trailing sums
+    (same operations in the same order, so the same doubles)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        spread = q - s * s / n
+        var = np.where(spread <= VAR_EPS * q, 0.0, spread / (n - 1))
+        lim = OUTLIER_SIGMAS * np.sqrt(var)
+        mu = s / n
+    return {f"mu_{i}": pa.array(mu, pa.float64(), mask=n <= 0),
+            f"lim_{i}": pa.array(lim, pa.float64(),
+                                 mask=~((n >= MIN_BASELINE_READINGS) & (var > 0)))}
+
+
 def _baseline(con: duckdb.DuckDBPyConnection, lake: Lake, span: tuple[Any, ...],
-              partial: str) -> None:
+              partial: str) -> bool:
     """Temp table ``baseline`` by the cheaper method for the kept span ``(first hour, last
-    hour, compressor-hours, compressors)``."""
+    hour, compressor-hours, compressors)``; True when the method made ``limits`` instead."""
     first, last = span[0] - timedelta(hours=24), span[1]
     context = _wide_context(lake, first, last)   # read once: it checks the lake's marks
     few = span[2] <= JOIN_MAX_HOURS * span[3]
@@ -260,8 +282,8 @@ def _baseline(con: duckdb.DuckDBPyConnection, lake: Lake, span: tuple[Any, ...],
     days = span[2] <= 48 * span[3]
     if few or (days and context is not None):
         _baseline_by_join(con, lake, first, last, partial, context)
-    else:
-        _baseline_by_window(con, lake, span, partial)
+        return False
+    return _baseline_by_window(con, lake, span, partial)
 
 
 def _unabsorbed_silver(lake: Lake, first: datetime, last: datetime, partial: str) -> str | None:
@@ -363,7 +385,7 @@ def _baseline_by_join(con: duckdb.DuckDBPyConnection, lake: Lake, first: datetim
 
 
 def _baseline_by_window(con: duckdb.DuckDBPyConnection, lake: Lake, span: tuple[Any, ...] | None,
-                        partial: str) -> None:
+                        partial: str) -> bool:
     """Temp table ``baseline``: trailing 24 h sums per kept compressor-hour, by window
     functions over wide hourly partials (cheapest when most hours are new, as in a first
     load)."""
@@ -424,11 +446,11 @@ def _baseline_by_window(con: duckdb.DuckDBPyConnection, lake: Lake, span: tuple[
         ) h {block}
     """)
     if grid:
-        con.register("_baseline_arrow", trailing_sums(con, "hourly", size))
-        con.execute("CREATE OR REPLACE TEMP TABLE baseline AS SELECT * FROM _baseline_arrow")
-        con.unregister("_baseline_arrow")
+        con.register("_limits_arrow", trailing_sums(con, "hourly", size, _limits))
+        con.execute("CREATE OR REPLACE TEMP TABLE limits AS SELECT * FROM _limits_arrow")
+        con.unregister("_limits_arrow")
         con.execute("DROP TABLE hourly")
-        return
+        return True
     window = ("OVER (PARTITION BY compressor_id ORDER BY hour RANGE BETWEEN "
               "INTERVAL 24 HOURS PRECEDING AND INTERVAL 1 HOUR PRECEDING)")
     base = ", ".join(
@@ -442,3 +464,4 @@ def _baseline_by_window(con: duckdb.DuckDBPyConnection, lake: Lake, span: tuple[
         WHERE out
     """)
     con.execute("DROP TABLE hourly")
+    return False

@@ -24,7 +24,7 @@ channel, null below two readings); flags as in :mod:`etl.gold`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import duckdb
 import numpy as np
@@ -235,7 +235,11 @@ def gold_batches(con: duckdb.DuckDBPyConnection, tables: list[str], size: int, b
              for a, f in zip(arrays, GOLD_SCHEMA, strict=True)], schema=GOLD_SCHEMA)
 
 
-def trailing_sums(con: duckdb.DuckDBPyConnection, table: str, size: int) -> pa.Table:
+Finish = Callable[[int, np.ndarray, np.ndarray, np.ndarray], dict[str, pa.Array]]
+
+
+def trailing_sums(con: duckdb.DuckDBPyConnection, table: str, size: int, finish: Finish
+                  ) -> pa.Table:
     """Each ``out`` row's sums over the 24 hours before its own (``hour - 24 .. hour - 1``).
 
     Args:
@@ -245,10 +249,12 @@ def trailing_sums(con: duckdb.DuckDBPyConnection, table: str, size: int) -> pa.T
             per metric index ``i``, ``n_i, s_i, q_i``.
         size: the grid's number of cells.
 
-    Returns ``compressor_id, hour`` and ``bn_i, bs_i, bq_i`` per metric for the ``out`` rows,
-    null where those 24 hours hold no reading of the metric: silver's trailing outlier
-    baseline, as window functions over the hours give it (they took 8 of a week's 47 s of
-    silver for 4,500 compressors).
+        finish: turns metric ``i``'s sums (count, sum and sum of squares for each ``out``
+            row) into the returned columns.
+
+    Returns ``compressor_id, hour`` and ``finish``'s columns per metric for the ``out`` rows:
+    silver's trailing outlier baseline, as window functions over the hours give it (they
+    took 8 of a week's 47 s of silver for 4,500 compressors).
     """
     scan = _Scan(con, [table])
     keys = scan.read("pos, out, compressor_id, hour")
@@ -265,8 +271,5 @@ def trailing_sums(con: duckdb.DuckDBPyConnection, table: str, size: int) -> pa.T
         sums = {name: _rolled(_grid(size, pos, part.column(f"{name}_{i}"), 0, dtype),
                               np.add)[1][at - 1]          # the 24 h ending an hour before
                 for name, dtype in (("n", np.int64), ("s", np.float64), ("q", np.float64))}
-        empty = sums["n"] <= 0
-        columns[f"bn_{i}"] = pa.array(sums["n"], pa.int64(), mask=empty)
-        columns[f"bs_{i}"] = pa.array(sums["s"], pa.float64(), mask=empty)
-        columns[f"bq_{i}"] = pa.array(sums["q"], pa.float64(), mask=empty)
+        columns.update(finish(i, sums["n"], sums["s"], sums["q"]))
     return pa.table(columns)
