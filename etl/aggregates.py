@@ -38,11 +38,10 @@ from etl.models import AggregatesResult, ChangedRange
 Progress = Callable[[str, float], None]
 #: Parallel COPY streams of new hours (PostgreSQL backends), split by compressor. On a quiet
 #: 2-core machine the hourly run's COPY of ~94,000 rows took 1.23-1.27 s with one stream and
-#: 0.98-1.00 s with two; under other sessions' load two were no faster than one.
+#: 0.98-1.00 s with two; a week's first load (15.7 M rows) took 108 s instead of 175 s, with
+#: this stage's resident size peaking at 870 MB either way (it once stacked on the earlier
+#: stages' leftovers, before etl.pipeline.release_memory closed their DuckDB connections).
 COPY_STREAMS = 2
-#: Above this many new rows one stream is used: two streams made a week's first load faster
-#: (aggregates 177 -> 124 s) but its peak RSS went from 2.7 to 3.4 GB, over the 3 GB budget.
-PARALLEL_COPY_MAX_ROWS = 1_000_000
 _COLUMNS = ("org_id, compressor_id, metric, hour, n, mean, min, max, stddev, mean_4h, min_4h, "
             "max_4h, stddev_4h, mean_24h, min_24h, max_24h, stddev_24h, rate_of_change, "
             "outliers, late")
@@ -130,8 +129,7 @@ def upsert_aggregates(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.
     # for why a crash between them is harmless).
     try:
         if copied:
-            streams = COPY_STREAMS if copied <= PARALLEL_COPY_MAX_ROWS else 1
-            _copy_new_hours(con, months, partitions, streams)
+            _copy_new_hours(con, months, partitions, COPY_STREAMS)
         if progress:
             progress("aggregates", 0.5)
         if existing:
