@@ -54,6 +54,10 @@ Progress = Callable[[str, float], None]
 #: grid in numpy (:func:`etl.windows.trailing_sums`) rather than by DuckDB's window functions
 #: (0: the SQL path).
 GRID_BASELINE = 1
+#: ... up to this many kept compressor-hours: its limits table (48 doubles per compressor-hour,
+#: ~0.4 GB at the cap) is built in Python memory, which cannot spill. A week of 4,500 units is
+#: 756,000; larger loads take the window functions.
+GRID_MAX_HOURS = 1_000_000
 
 
 def _org_table(con: duckdb.DuckDBPyConnection, orgs: dict[str, str]) -> None:
@@ -422,7 +426,9 @@ def _baseline_by_window(con: duckdb.DuckDBPyConnection, lake: Lake, span: tuple[
             gold_rows += " UNION ALL BY NAME " + unabsorbed
     sums = ", ".join(f"sum(n_{i})::BIGINT AS n_{i}, sum(s_{i}) AS s_{i}, sum(q_{i}) AS q_{i}"
                      for i in range(n_metrics))
-    grid = GRID_BASELINE and span is not None and span[0] is not None
+    # the grid's result lives in Python memory (unlike DuckDB's, which can spill): bounded
+    grid = (GRID_BASELINE and span is not None and span[0] is not None
+            and span[2] <= GRID_MAX_HOURS)
     cell, block = "", ""
     if grid:
         assert span is not None

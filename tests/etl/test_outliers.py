@@ -43,7 +43,9 @@ def expected_outliers(values: dict[tuple[int, int], float]) -> set[tuple[int, in
     {},                                                                # per-hour join
     {"JOIN_MAX_HOURS": 0, "HOT_HOURS": 0, "GRID_BASELINE": 1},         # hour grid (numpy)
     {"JOIN_MAX_HOURS": 0, "HOT_HOURS": 0, "GRID_BASELINE": 0},         # window functions
-], ids=["join", "grid", "window-functions"])
+    # over the grid's size cap: window functions
+    {"JOIN_MAX_HOURS": 0, "HOT_HOURS": 0, "GRID_BASELINE": 1, "GRID_MAX_HOURS": 10},
+], ids=["join", "grid", "window-functions", "grid-cap"])
 def test_outlier_flags_match_the_trailing_24_hours(settings: Settings, db_url: str,
                                                    fleet: Fleet, knobs: dict[str, int],
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
@@ -90,4 +92,6 @@ def test_outlier_flags_match_the_trailing_24_hours(settings: Settings, db_url: s
     got = {(int((r["ts"] - T0) / timedelta(hours=1)), r["ts"].minute // 10)
            for r in silver if "oil_temp_f" in (r["outlier_metrics"] or [])}
     assert got == expected
-    assert len(grid_calls) == knobs.get("GRID_BASELINE", 0)   # the path named was taken
+    # the path named was taken
+    assert len(grid_calls) == (knobs.get("GRID_BASELINE", 0)
+                               and knobs.get("GRID_MAX_HOURS", HOURS) >= HOURS)
