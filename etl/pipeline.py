@@ -56,8 +56,6 @@ log = logging.getLogger(__name__)
 Stage = Literal["bronze", "silver", "gold", "aggregates", "quality"]
 STAGES: tuple[Stage, ...] = ("bronze", "silver", "gold", "aggregates", "quality")
 Progress = Callable[[str, float], None]
-#: Gold's DuckDB memory limit, in percent of ``settings.etl_memory_mb`` (see _run).
-GOLD_MEMORY_SHARE = 67
 StageHook = Callable[[str], None]
 
 
@@ -87,14 +85,7 @@ def _run(ctx: _Context, stage: Stage, con: Any, conn: psycopg.Connection[Any], r
         return silver_transform(con, ctx.lake, compressor_orgs(conn), s.late_arrival_minutes,
                                 progress)
     if stage == "gold":
-        # Gold keeps little in DuckDB (a bucket's wide partials, ~0.7 GB at most; the windows
-        # are computed in numpy), but DuckDB holds on to what it freed up to its limit: with
-        # the full limit a week's gold peaked ~250 MB higher, at the same speed.
-        con.execute(f"SET memory_limit = '{s.etl_memory_mb * GOLD_MEMORY_SHARE // 100}MB'")
-        try:
-            return gold_features(con, ctx.lake, progress)
-        finally:
-            con.execute(f"SET memory_limit = '{s.etl_memory_mb}MB'")
+        return gold_features(con, ctx.lake, progress, memory_mb=s.etl_memory_mb)
     if stage == "aggregates":
         return upsert_aggregates(con, ctx.lake, conn, ctx.db_url, run_id, progress)
     return quality_checks(con, ctx.lake, conn, run_id, s.freshness_sla_minutes, as_of)

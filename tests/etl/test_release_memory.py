@@ -67,37 +67,40 @@ def test_a_kept_connection_loses_its_temp_tables_and_stays_usable(
         con.close()
 
 
-def test_gold_runs_under_its_share_of_the_memory_limit(
+def test_a_bulk_gold_runs_under_its_share_of_the_memory_limit(
         settings: Settings, db_url: str, fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Gold lowers DuckDB's limit for itself (DuckDB holds on to what it freed, up to the
-    limit) and gives the next stages, on the same connection, the full limit back."""
+    """Gold on the hour grid (a bulk load) lowers DuckDB's limit for itself (DuckDB holds on
+    to what it freed, up to the limit) and gives the next stages, on the same connection, the
+    full limit back."""
+    import etl.gold
     import etl.pipeline
 
     monkeypatch.setattr(etl.pipeline, "RECONNECT_ABOVE_BYTES", 1 << 50)   # one connection
+    monkeypatch.setattr(etl.gold, "JOIN_MAX_HOURS", 0)                   # the bulk path
     seen: dict[str, str] = {}
 
-    def recording(stage: str, run: Any) -> Any:
+    def recording(module: Any, name: str) -> None:
+        run = getattr(module, name)
+
         def wrapped(con: duckdb.DuckDBPyConnection, *args: Any, **kwargs: Any) -> Any:
             row = con.execute("SELECT current_setting('memory_limit')").fetchone()
-            seen[stage] = row[0] if row else ""
+            seen[name] = row[0] if row else ""
             return run(con, *args, **kwargs)
-        return wrapped
+        monkeypatch.setattr(module, name, wrapped)
 
-    monkeypatch.setattr(etl.pipeline, "gold_features",
-                        recording("gold", etl.pipeline.gold_features))
-    monkeypatch.setattr(etl.pipeline, "quality_checks",
-                        recording("quality", etl.pipeline.quality_checks))
+    recording(etl.gold, "gold_batches")
+    recording(etl.pipeline, "quality_checks")
     settings = settings.model_copy(update={"etl_memory_mb": 1500})
     write_landing(settings.landing_path, series("COMP-0001", T0, 2),
                   T0 + timedelta(hours=2, minutes=5))
     run_pipeline(settings, db_url)
-    expected = duck.connect(memory_limit=f"{1500 * etl.pipeline.GOLD_MEMORY_SHARE // 100}MB")
+    limit = "SELECT current_setting('memory_limit')"
+    share = duck.connect(memory_limit=f"{1500 * etl.gold.GRID_MEMORY_SHARE // 100}MB")
     full = duck.connect(memory_limit="1500MB")
     try:
-        limit = "SELECT current_setting('memory_limit')"
-        assert seen == {"gold": (expected.execute(limit).fetchone() or ("",))[0],
-                        "quality": (full.execute(limit).fetchone() or ("",))[0]}
-        assert seen["gold"] != seen["quality"]
+        assert seen == {"gold_batches": (share.execute(limit).fetchone() or ("",))[0],
+                        "quality_checks": (full.execute(limit).fetchone() or ("",))[0]}
+        assert seen["gold_batches"] != seen["quality_checks"]
     finally:
-        expected.close()
+        share.close()
         full.close()
