@@ -31,6 +31,7 @@ import psycopg
 import pyarrow as pa
 
 from altaviz.db import admin, queries, tenant
+from etl.duck import table_from_arrow
 from etl.lake import Lake
 from etl.ledger import sql_dates
 from etl.models import AggregatesResult, ChangedRange
@@ -231,11 +232,9 @@ def _register(con: duckdb.DuckDBPyConnection, name: str,
               rows: list[tuple[str, datetime]]) -> None:
     """A DuckDB table ``name(org_id, hour)`` holding ``rows`` (not TEMP: the parallel COPY
     connections must see it)."""
-    table = pa.table({"org_id": pa.array([r[0] for r in rows], pa.string()),
-                      "hour": pa.array([r[1] for r in rows], pa.timestamp("us", tz="UTC"))})
-    con.register("_rows_arrow", table)
-    con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM _rows_arrow")
-    con.unregister("_rows_arrow")
+    table_from_arrow(con, name, pa.table({
+        "org_id": pa.array([r[0] for r in rows], pa.string()),
+        "hour": pa.array([r[1] for r in rows], pa.timestamp("us", tz="UTC"))}), temp=False)
 
 
 def _ident(name: str) -> str:

@@ -28,6 +28,7 @@ from functools import cache
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 
 from altaviz.errors import ConfigError
 
@@ -148,3 +149,15 @@ def connect(*, postgres: bool = False, memory_limit: str = "2GB",
         temp_directory.mkdir(parents=True, exist_ok=True)
         con.execute("SET temp_directory = ?", [str(temp_directory)])
     return con
+
+
+def table_from_arrow(con: duckdb.DuckDBPyConnection, name: str, data: pa.Table, *,
+                     temp: bool = True) -> None:
+    """Create (or replace) DuckDB table ``name`` holding ``data``. ``temp=False`` for a table
+    other cursors of the same instance must see (temp tables are per connection)."""
+    con.register("_arrow_source", data)
+    try:
+        con.execute(f"CREATE OR REPLACE {'TEMP ' if temp else ''}TABLE {name} AS "
+                    "SELECT * FROM _arrow_source")
+    finally:
+        con.unregister("_arrow_source")

@@ -260,7 +260,7 @@ class _Context:
         """The bucket's wide partials for :func:`etl.windows.gold_batches`: the tables (the
         fresh partials, marked ``out``, and, pivoted from gold, the neighbouring hours their
         windows reach) and the grid's size."""
-        self._inputs(bucket, table=False, grid=True)
+        size = self._inputs(bucket, table=False, grid=True)
         con = self.con
         tables = ["fresh_wide"]
         has_ctx = con.execute("SELECT EXISTS (SELECT 1 FROM gold_ctx)").fetchone()
@@ -281,14 +281,13 @@ class _Context:
                       GROUP BY ALL) c
                 JOIN grid_blocks b USING (compressor_id)""")
             tables.append("ctx_wide")
-        row = con.execute("SELECT max(size) FROM grid_blocks").fetchone()
-        return tables, int(row[0]) if row and row[0] is not None else 0
+        return tables, size
 
-    def _inputs(self, bucket: int, *, table: bool, grid: bool = False) -> None:
+    def _inputs(self, bucket: int, *, table: bool, grid: bool = False) -> int:
         """Temp tables ``ranges_b``, ``dirty_b``, ``fresh_wide`` and relation ``gold_ctx``;
         with ``grid``, also the bucket's hour grid (:func:`etl.windows.grid_blocks`, covering
         each compressor's recomputed hours and the 23 either side) and each fresh row's cell
-        in it (``pos``, and ``out`` = true)."""
+        in it (``pos``, and ``out`` = true). Returns the grid's size (0 without ``grid``)."""
         con, first, last = self.con, self.first, self.last
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE ranges_b AS
@@ -310,9 +309,9 @@ class _Context:
             SEMI JOIN dirty_b USING (compressor_id, hour)"""
         flag_counts = ", ".join(f"coalesce(f.o_{i}, 0) AS o_{i}, coalesce(f.l_{i}, 0) AS l_{i}"
                                 for i in range(len(METRICS)))
-        cell, block = "", ""
+        cell, block, size = "", "", 0
         if grid:
-            grid_blocks(con, "SELECT compressor_id, first_dirty - INTERVAL 23 HOURS AS h0, "
+            size = grid_blocks(con, "SELECT compressor_id, first_dirty - INTERVAL 23 HOURS AS h0, "
                              "last_dirty + INTERVAL 23 HOURS AS h1 FROM ranges_b")
             cell = f"{cell_sql('p.hour', 'b')} AS pos, true AS out, "
             block = "JOIN grid_blocks b USING (compressor_id)"
@@ -351,6 +350,7 @@ class _Context:
               AND g.hour >= '{ctx_first.isoformat()}'::TIMESTAMPTZ
               AND g.hour <= '{ctx_last.isoformat()}'::TIMESTAMPTZ {ranged}
         """)
+        return size
 
     def recompute(self, bucket: int, *, table: bool) -> None:
         """Temp table or view ``recomputed``: the gold rows of the bucket's recomputed hours."""

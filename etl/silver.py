@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from altaviz.telemetry import CHANNELS, METRICS
+from etl.duck import table_from_arrow
 from etl.hot import HotPartials
 from etl.lake import QUARANTINE_SCHEMA, SILVER_SCHEMA, Lake, conform_reader
 from etl.ledger import dates_between, sql_dates
@@ -47,7 +48,7 @@ from etl.metrics import (
     unpivot_partials,
 )
 from etl.models import SilverResult
-from etl.windows import cell_sql, grid_blocks, trailing_sums
+from etl.windows import cell_sql, grid_blocks, sample_std, trailing_sums
 
 Progress = Callable[[str, float], None]
 #: Trailing baselines of many hours per compressor (a bulk load) are summed on a dense hour
@@ -61,11 +62,9 @@ GRID_MAX_HOURS = 1_000_000
 
 
 def _org_table(con: duckdb.DuckDBPyConnection, orgs: dict[str, str]) -> None:
-    table = pa.table({"compressor_id": pa.array(list(orgs), pa.string()),
-                      "org_id": pa.array(list(orgs.values()), pa.string())})
-    con.register("_orgs_arrow", table)
-    con.execute("CREATE OR REPLACE TEMP TABLE orgs AS SELECT * FROM _orgs_arrow")
-    con.unregister("_orgs_arrow")
+    table_from_arrow(con, "orgs", pa.table({
+        "compressor_id": pa.array(list(orgs), pa.string()),
+        "org_id": pa.array(list(orgs.values()), pa.string())}))
 
 
 def silver_transform(con: duckdb.DuckDBPyConnection, lake: Lake, orgs: dict[str, str],
@@ -262,14 +261,12 @@ def _limits_from_baseline(con: duckdb.DuckDBPyConnection) -> None:
 def _limits(i: int, n: np.ndarray, s: np.ndarray, q: np.ndarray) -> dict[str, pa.Array]:
     """:func:`_limits_from_baseline`'s ``mu_i, lim_i`` from one metric's trailing sums
     (same operations in the same order, so the same doubles)."""
+    sd = sample_std(n, s, q)
     with np.errstate(divide="ignore", invalid="ignore"):
-        spread = q - s * s / n
-        var = np.where(spread <= VAR_EPS * q, 0.0, spread / (n - 1))
-        lim = OUTLIER_SIGMAS * np.sqrt(var)
         mu = s / n
     return {f"mu_{i}": pa.array(mu, pa.float64(), mask=n <= 0),
-            f"lim_{i}": pa.array(lim, pa.float64(),
-                                 mask=~((n >= MIN_BASELINE_READINGS) & (var > 0)))}
+            f"lim_{i}": pa.array(OUTLIER_SIGMAS * sd, pa.float64(),
+                                 mask=~((n >= MIN_BASELINE_READINGS) & (sd > 0)))}
 
 
 def _baseline(con: duckdb.DuckDBPyConnection, lake: Lake, span: tuple[Any, ...],
@@ -452,9 +449,7 @@ def _baseline_by_window(con: duckdb.DuckDBPyConnection, lake: Lake, span: tuple[
         ) h {block}
     """)
     if grid:
-        con.register("_limits_arrow", trailing_sums(con, "hourly", size, _limits))
-        con.execute("CREATE OR REPLACE TEMP TABLE limits AS SELECT * FROM _limits_arrow")
-        con.unregister("_limits_arrow")
+        table_from_arrow(con, "limits", trailing_sums(con, "hourly", size, _limits))
         con.execute("DROP TABLE hourly")
         return True
     window = ("OVER (PARTITION BY compressor_id ORDER BY hour RANGE BETWEEN "

@@ -53,12 +53,18 @@ def _rolled(x: np.ndarray, op: np.ufunc) -> tuple[np.ndarray, np.ndarray]:
     return four, day
 
 
-def _std(n: np.ndarray, s: np.ndarray, q: np.ndarray) -> pa.Array:
-    """Sample standard deviation from partials, exactly as :func:`etl.gold._std`."""
+def sample_std(n: np.ndarray, s: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Sample standard deviation from counts, sums and sums of squares, with the operations
+    of :func:`etl.gold._std` in the same order (so the same doubles); NaN below two values."""
     with np.errstate(divide="ignore", invalid="ignore"):
         spread = q - s * s / n
-        value = np.where(spread <= VAR_EPS * q, 0.0, np.sqrt(spread / (n - 1)))
-    return pa.array(value, pa.float64(), mask=n <= 1)
+        value: np.ndarray = np.sqrt(np.where(spread <= VAR_EPS * q, 0.0, spread / (n - 1)))
+    return np.where(n > 1, value, np.nan)
+
+
+def _std(n: np.ndarray, s: np.ndarray, q: np.ndarray) -> pa.Array:
+    """:func:`sample_std` as an Arrow column, null below two values."""
+    return pa.array(sample_std(n, s, q), pa.float64(), mask=n <= 1)
 
 
 def _flags(outliers: np.ndarray, late: np.ndarray, n: np.ndarray, spike: np.ndarray
@@ -248,7 +254,6 @@ def trailing_sums(con: duckdb.DuckDBPyConnection, table: str, size: int, finish:
             row's cell in a grid of :func:`grid_blocks`), ``compressor_id, hour, out`` and,
             per metric index ``i``, ``n_i, s_i, q_i``.
         size: the grid's number of cells.
-
         finish: turns metric ``i``'s sums (count, sum and sum of squares for each ``out``
             row) into the returned columns.
 
