@@ -74,6 +74,11 @@ class Settings(BaseModel):
         description="DuckDB's memory limit for an ETL run (it spills to <lake>/_tmp beyond "
                     "it); the run's peak RSS is about this plus 1-1.5 GB of Arrow and Delta "
                     "buffers")
+    etl_child_process_rows: int = Field(
+        default=1_000_000, ge=0,
+        description="an ETL stage with more input rows than this (a first load, a backfill; "
+                    "the hourly run has ~30,000 readings) runs in a child process, so the "
+                    "memory its libraries keep goes back to the system when it ends")
     reminder_minutes: int = Field(
         default=60, ge=0, description="reminder interval while critical and unacknowledged; 0: off")
 

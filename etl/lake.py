@@ -183,23 +183,31 @@ class Lake:
         Read from the Delta log's per-file statistics (no data is scanned), so the following
         query can name its partitions: DuckDB prunes Delta files by partition values.
         """
+        return {value for value, _ in self._files_for_batches(table, after, upto)}
+
+    def rows_for_batches(self, table: str, after: int, upto: int) -> int:
+        """About how many rows batches ``after < batch_id <= upto`` hold, from the Delta log
+        (no data is scanned): the rows of every file that may hold one of them, so a file
+        compacted across batches counts whole. Sizes a stage before it runs."""
+        return sum(rows for _, rows in self._files_for_batches(table, after, upto))
+
+    def _files_for_batches(self, table: str, after: int, upto: int
+                           ) -> list[tuple[str, int]]:
+        """(partition value, row count) of every file that may hold a batch in the range;
+        files without statistics are kept: pruning must never lose rows."""
         if upto <= after:
-            return set()
+            return []
         actions = pa.table(self.table(table).get_add_actions(flatten=True))
         if actions.num_rows == 0:
-            return set()
-        column = "partition." + PARTITIONS[table][0]
-        found: set[str] = set()
-        values = actions.column(column).to_pylist()
+            return []
+        values = actions.column("partition." + PARTITIONS[table][0]).to_pylist()
+        counts = [int(n or 0) for n in actions.column("num_records").to_pylist()]
         if "min.batch_id" not in actions.column_names:
-            return set(values)
-        rows = zip(values, actions.column("min.batch_id").to_pylist(),
+            return list(zip(values, counts, strict=True))
+        rows = zip(values, counts, actions.column("min.batch_id").to_pylist(),
                    actions.column("max.batch_id").to_pylist(), strict=True)
-        for value, lo, hi in rows:
-            # files without statistics are kept: pruning must never lose rows
-            if lo is None or hi is None or (hi > after and lo <= upto):
-                found.add(value)
-        return found
+        return [(value, n) for value, n, lo, hi in rows
+                if lo is None or hi is None or (hi > after and lo <= upto)]
 
     def max_value(self, table: str, column: str) -> Any:
         """The largest value of ``column`` in ``table`` (None: no rows), from the Delta log's

@@ -32,15 +32,17 @@ from typing import Any, Literal
 
 import psycopg
 import pyarrow as pa
+import pyarrow.parquet as pq
 from pydantic import BaseModel
 
 from altaviz import db
 from altaviz.settings import Settings
 from etl import duck
-from etl.aggregates import compressor_orgs, upsert_aggregates
+from etl.aggregates import compressor_orgs, stage_mark, upsert_aggregates
 from etl.bronze import bronze_ingest
 from etl.gold import gold_features
 from etl.lake import Lake
+from etl.ledger import pending
 from etl.models import (
     AggregatesResult,
     BronzeResult,
@@ -51,6 +53,7 @@ from etl.models import (
 )
 from etl.quality import quality_checks
 from etl.silver import silver_transform
+from etl.stage_process import run_in_child
 
 log = logging.getLogger(__name__)
 Stage = Literal["bronze", "silver", "gold", "aggregates", "quality"]
@@ -78,6 +81,7 @@ class _Context:
 
 def _run(ctx: _Context, stage: Stage, con: Any, conn: psycopg.Connection[Any], run_id: str,
          progress: Progress | None, as_of: datetime | None) -> BaseModel:
+    """Run one stage on the given connections, in this process."""
     s = ctx.settings
     if stage == "bronze":
         return bronze_ingest(con, ctx.lake, ctx.landing, progress)
@@ -95,6 +99,9 @@ def run_stage(stage: Stage, settings: Settings, db_url: str, *, landing: Path | 
               run_id: str | None = None, as_of: datetime | None = None) -> BaseModel:
     """Run one stage (``bronze``, ``silver``, ``gold``, ``aggregates`` or ``quality``).
 
+    A stage with more input rows than ``settings.etl_child_process_rows`` runs in a child
+    process (see :func:`_execute`).
+
     Returns the stage's result model (:class:`BronzeResult`, :class:`SilverResult`,
     :class:`GoldResult`, :class:`AggregatesResult` or :class:`QualityResult`).
     """
@@ -106,9 +113,72 @@ def run_stage(stage: Stage, settings: Settings, db_url: str, *, landing: Path | 
         con = ctx.duck()
         try:
             with db.connect(db_url) as conn:
-                return _run(ctx, stage, con, conn, run_id or new_run_id(), None, as_of)
+                result, con = _execute(ctx, stage, con, conn, run_id or new_run_id(), None,
+                                       as_of)
+                return result
         finally:
-            con.close()
+            if con is not None:
+                con.close()
+
+
+def _execute(ctx: _Context, stage: Stage, con: Any, conn: psycopg.Connection[Any],
+             run_id: str, progress: Progress | None, as_of: datetime | None
+             ) -> tuple[BaseModel, Any]:
+    """Run a stage in this process or, when its input is large, in a child process.
+
+    A bulk stage leaves hundreds of MB in the process that no trim returns (see
+    :mod:`etl.stage_process`); in a child process they go back to the system when it exits,
+    so a first load peaks at its largest stage, not at the sum of the leftovers. The hourly
+    run's stages are far below the threshold and stay here: starting a process and importing
+    DuckDB, Arrow and delta-rs again costs about a second per stage.
+
+    Returns the stage's result and the DuckDB connection to use next (None once closed).
+    """
+    rows = _input_rows(ctx, stage, con, conn)
+    if rows <= ctx.settings.etl_child_process_rows:
+        return _run(ctx, stage, con, conn, run_id, progress, as_of), con
+    log.info("ETL stage %s: ~%d input rows, running it in a child process", stage, rows)
+    con.close()  # the child opens its own; this one's memory goes back first
+    release_memory(None)
+    return run_in_child(stage, _stage_in_child, (
+        stage, ctx.settings, ctx.db_url, ctx.landing, run_id, as_of), progress), None
+
+
+def _stage_in_child(stage: Stage, settings: Settings, db_url: str, landing: Path,
+                    run_id: str, as_of: datetime | None, *, progress: Progress) -> BaseModel:
+    """A stage's body in the child process: its own connections, no lock (the parent,
+    which waits for it, holds the lake's writer lock)."""
+    ctx = _Context(settings, db_url, landing)
+    con = ctx.duck()
+    try:
+        with db.connect(db_url) as conn:
+            return _run(ctx, stage, con, conn, run_id, progress, as_of)
+    finally:
+        con.close()
+
+
+#: Which lake table a stage reads, and where its own mark is kept.
+_INPUTS: dict[str, str] = {"silver": "bronze", "gold": "silver", "aggregates": "gold",
+                           "quality": "silver"}
+
+
+def _input_rows(ctx: _Context, stage: Stage, con: Any, conn: psycopg.Connection[Any]) -> int:
+    """About how many rows the stage will read: the pending landing files' rows (Parquet
+    footers) for bronze, else the rows of the input table's batches past the stage's mark
+    (Delta log statistics). Nothing is scanned."""
+    lake = ctx.lake
+    if stage == "bronze":
+        total = 0
+        for f in pending(con, lake, ctx.landing):
+            with contextlib.suppress(OSError, pa.ArrowException):  # bronze reports it
+                total += pq.read_metadata(f.path).num_rows
+        return total
+    source = _INPUTS[stage]
+    if stage in ("aggregates", "quality"):
+        mark = stage_mark(conn, stage)
+    else:
+        mark = lake.batch_mark(stage)
+    return lake.rows_for_batches(source, mark, lake.batch_mark(source))
 
 
 def run_pipeline(settings: Settings, db_url: str, *, landing: Path | None = None,
@@ -151,8 +221,9 @@ def run_pipeline(settings: Settings, db_url: str, *, landing: Path | None = None
                         progress(stage, 0.0)
                     if con is None:
                         con = ctx.duck()
-                    results[stage] = _run(ctx, stage, con, conn, run_id, progress, as_of)
-                    if release_memory(con):
+                    results[stage], con = _execute(ctx, stage, con, conn, run_id, progress,
+                                                   as_of)
+                    if con is not None and release_memory(con):
                         con = None
                     if progress:
                         progress(stage, 1.0)
@@ -181,7 +252,7 @@ def run_pipeline(settings: Settings, db_url: str, *, landing: Path | None = None
 RECONNECT_ABOVE_BYTES = 1 << 30
 
 
-def release_memory(con: Any) -> bool:
+def release_memory(con: Any | None) -> bool:
     """Give a finished stage's memory back to the system; True when ``con`` was closed.
 
     A DuckDB instance keeps what it allocated for a stage's scans and aggregations until it
@@ -192,12 +263,13 @@ def release_memory(con: Any) -> bool:
     :data:`RECONNECT_ABOVE_BYTES`; every stage reads the lake and PostgreSQL, never an
     earlier stage's DuckDB tables, so nothing is lost. A kept connection's temp tables are
     dropped. Neither Arrow's allocator nor glibc's returns freed memory to the system on its
-    own, so both are trimmed either way.
+    own, so both are trimmed either way (``con=None``: only trim, the caller closed it).
     """
-    closed = _resident_bytes() > RECONNECT_ABOVE_BYTES
-    if closed:
+    closed = False
+    if con is not None and _resident_bytes() > RECONNECT_ABOVE_BYTES:
         con.close()
-    else:
+        closed = True
+    elif con is not None:
         for (name,) in con.execute(
                 "SELECT table_name FROM duckdb_tables() WHERE temporary").fetchall():
             con.execute(f'DROP TABLE IF EXISTS temp."{name.replace(chr(34), chr(34) * 2)}"')

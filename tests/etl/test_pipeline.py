@@ -266,3 +266,43 @@ def test_hours_changed_outside_the_schedule_reach_the_next_scheduled_run(
     # hour 10 and the later hours whose windows hold it (up to the last one stored, 29)
     assert second.changed_hours == [T0 + timedelta(hours=10), T0 + timedelta(hours=29)]
     assert scheduled(T0 + timedelta(hours=30)).changed_hours == []
+
+
+def test_stages_in_child_processes_match_one_process(
+        settings: Settings, db_url: str, fleet: Fleet, conn: psycopg.Connection[Any],
+        tmp_path: Path, pg_server: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """A bulk load runs its stages in child processes: same lake, same PostgreSQL rows, same
+    summary as one process; the children's progress reaches the caller."""
+    expected = scenario(settings.landing_path)
+    seen: list[tuple[str, float]] = []
+    isolated = settings.model_copy(update={"etl_child_process_rows": 0})
+    with caplog.at_level("INFO", logger="etl.pipeline"):
+        summary = run_pipeline(isolated, db_url, progress=lambda s, f: seen.append((s, f)))
+    children = [r.getMessage().split()[2].rstrip(":") for r in caplog.records
+                if "child process" in r.getMessage()]
+    assert children == ["bronze", "silver", "gold", "aggregates", "quality"]
+    # reports from inside the children (the parent itself only reports 0 and 1)
+    assert {s for s, f in seen if 0 < f < 1} >= {"bronze", "silver", "gold", "aggregates"}
+    assert summary.files == expected["files"] and summary.rows_late == expected["late"]
+    con, lake = lake_con(settings)
+    bronze = con.execute(f"SELECT count(*) FROM delta_scan('{lake.uri('bronze')}')").fetchone()
+    assert bronze is not None
+    # the size estimate that chose the child process: the rows of bronze's one batch
+    assert lake.rows_for_batches("bronze", 0, lake.batch_mark("bronze")) == bronze[0]
+    assert lake.rows_for_batches("bronze", lake.batch_mark("bronze"),
+                                 lake.batch_mark("bronze")) == 0
+    from altaviz.fleet_store import load_fleet
+    from tests.conftest import _fresh_database, two_tenant_fleet
+    clean_url = _fresh_database(pg_server, "altaviz_test_template")
+    with psycopg.connect(clean_url) as clean_conn:
+        load_fleet(clean_conn, two_tenant_fleet())
+        caplog.clear()
+        one = run_pipeline(settings.model_copy(update={"lake_dir": tmp_path / "clean_lake"}),
+                           clean_url)
+        assert not [r for r in caplog.records if "child process" in r.getMessage()]
+        assert [r[:-1] for r in agg_rows(clean_conn)] == [r[:-1] for r in agg_rows(conn)]
+    keep = {"run_id", "seconds"}
+    assert one.model_dump(exclude=keep) == summary.model_dump(exclude=keep)
+    with conn.transaction():
+        dq = conn.execute("SELECT count(*) FROM data_quality_checks").fetchone()
+    assert dq is not None and dq[0] > 0
