@@ -6,13 +6,14 @@ existence query:
 
 * **new hours** (first load, the next hour of the hourly run): DuckDB's postgres extension
   pushes them with binary COPY straight into the monthly partition, sorted by primary key.
-  Nothing can conflict, so the staging table and ``ON CONFLICT`` are skipped; the composite
-  foreign key still refuses a compressor the organization does not own.
+  Nothing can conflict, so the staging table and ``ON CONFLICT`` are skipped; the ownership
+  check (migration 060: once per statement, on every partition) still refuses a compressor
+  the organization does not own.
 * **hours that already have rows** (late data, re-computed windows, re-runs): binary COPY
   into the unlogged ``etl_agg_staging`` table, then moved one organization at a time in a
   tenant transaction (role ``altaviz_app``, RLS) with ``INSERT ... ON CONFLICT DO UPDATE``
   guarded by ``IS DISTINCT FROM``: the database itself refuses a row of another organization
-  (RLS WITH CHECK) or of a compressor the organization does not own (composite FK).
+  (RLS WITH CHECK) or of a compressor the organization does not own (the ownership check).
 
 Only rows inserted or really changed are reported; they become the
 :class:`~etl.models.ChangedRange` list that rule evaluation targets. The mark advances after
@@ -79,7 +80,7 @@ def upsert_aggregates(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.
     * hours with no row yet (a first load, a new hour): plain binary COPY straight into the
       monthly partition, in primary-key order. No row of such an hour can conflict, so
       ``ON CONFLICT`` and the staging table would only cost time (about half of it). The
-      composite foreign key is still checked by COPY, so a row cannot claim a compressor of
+      ownership check still runs after the COPY, so a row cannot claim a compressor of
       another organization. A conflicting row written meanwhile by someone else makes the COPY
       fail as a whole (unique violation): the stage is retried and then takes the other path.
     * hours that already have rows (late data, re-runs): the guarded upsert through the
