@@ -306,3 +306,13 @@ def test_stages_in_child_processes_match_one_process(
     with conn.transaction():
         dq = conn.execute("SELECT count(*) FROM data_quality_checks").fetchone()
     assert dq is not None and dq[0] > 0
+    # the next hour is small: every stage stays in this process, although silver as a whole
+    # (whose files carry no batch statistics) holds more rows than the threshold
+    write_landing(settings.landing_path, series("COMP-0001", T0 + timedelta(hours=4), 1),
+                  T0 + timedelta(hours=5, minutes=5), org="acme")
+    caplog.clear()
+    small = settings.model_copy(update={"etl_child_process_rows": 20})
+    with caplog.at_level("INFO", logger="etl.pipeline"):
+        nxt = run_pipeline(small, db_url)
+    assert nxt.rows_in == 6 and expected["valid"] > 20
+    assert not [r for r in caplog.records if "child process" in r.getMessage()]
