@@ -136,6 +136,15 @@ SCHEMAS = {"bronze": BRONZE_SCHEMA, "quarantine": QUARANTINE_SCHEMA,
            "silver": SILVER_SCHEMA, "gold": GOLD_SCHEMA}
 PARTITIONS = {"bronze": ["arrival_date"], "quarantine": ["arrival_date"],
               "silver": ["date"], "gold": ["date"]}
+#: Columns with per-file statistics in the Delta log, where delta-rs's default (the first 32
+#: columns) misses ``batch_id``: silver and quarantine have 24 channel columns before it.
+#: Without them every file of these tables was "maybe in the batch", so the hourly run's gold,
+#: quality and watermark queries opened every date partition of silver.
+STATS_COLUMNS = {
+    "silver": "org_id,compressor_id,ts,arrived_at,batch_id",
+    "quarantine": "reason,org_id,compressor_id,ts,arrived_at,batch_id",
+}
+_STATS_KEY = "delta.dataSkippingStatsColumns"
 
 
 @dataclass(frozen=True)
@@ -155,12 +164,21 @@ class Lake:
         return str(self.path(table))
 
     def ensure(self) -> None:
-        """Create any missing table with its explicit schema (an empty first commit)."""
+        """Create any missing table with its explicit schema (an empty first commit); give
+        a table of an older lake the statistics columns of :data:`STATS_COLUMNS` (files it
+        writes from then on have them; older files are read as before)."""
         self.root.mkdir(parents=True, exist_ok=True)
         for table, schema in SCHEMAS.items():
+            config = dict(TABLE_CONFIG)
+            if table in STATS_COLUMNS:
+                config[_STATS_KEY] = STATS_COLUMNS[table]
             if not DeltaTable.is_deltatable(self.uri(table)):
                 write_deltalake(self.uri(table), schema.empty_table(), mode="append",
-                                partition_by=PARTITIONS[table], configuration=TABLE_CONFIG)
+                                partition_by=PARTITIONS[table], configuration=config)
+            elif table in STATS_COLUMNS:
+                dt = self.table(table)
+                if dt.metadata().configuration.get(_STATS_KEY) != STATS_COLUMNS[table]:
+                    dt.alter.set_table_properties({_STATS_KEY: STATS_COLUMNS[table]})
 
     def table(self, table: str) -> DeltaTable:
         """The delta-rs handle of a table (latest version)."""

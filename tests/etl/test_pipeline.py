@@ -316,3 +316,31 @@ def test_stages_in_child_processes_match_one_process(
         nxt = run_pipeline(small, db_url)
     assert nxt.rows_in == 6 and expected["valid"] > 20
     assert not [r for r in caplog.records if "child process" in r.getMessage()]
+
+
+def test_silver_and_quarantine_files_carry_batch_statistics(
+        settings: Settings, db_url: str, fleet: Fleet) -> None:
+    """A lake made before the statistics columns existed gets them; its next batch's files
+    can then be told apart, so the hourly stages read one date partition of silver."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from etl.lake import PARTITIONS, SCHEMAS, TABLE_CONFIG
+    lake = Lake(settings.lake_path)
+    for table in ("silver", "quarantine"):  # as an older version created them
+        write_deltalake(lake.uri(table), SCHEMAS[table].empty_table(), mode="append",
+                        partition_by=PARTITIONS[table], configuration=TABLE_CONFIG)
+    scenario(settings.landing_path)
+    run_pipeline(settings, db_url)
+    write_landing(settings.landing_path, [
+        *series("COMP-0001", T0 + timedelta(days=3), 1),
+        reading("COMP-0001", T0 + timedelta(days=3, minutes=5), speed_rpm=9999.0)],
+        T0 + timedelta(days=3, hours=1), org="acme")
+    run_pipeline(settings, db_url)
+    mark = lake.batch_mark("silver")
+    day = (T0 + timedelta(days=3)).date().isoformat()
+    assert lake.partitions_for_batches("silver", mark - 1, mark) == {day}
+    assert lake.rows_for_batches("silver", mark - 1, mark) == 6
+    assert lake.rows_for_batches("quarantine", mark - 1, mark) == 1
+    actions = pa.table(lake.table("silver").get_add_actions(flatten=True))
+    assert {"min.batch_id", "max.ts", "min.compressor_id"} <= set(actions.column_names)
