@@ -6,9 +6,12 @@ caches, allocator fragmentation). The next stage's peak then sits on top of it: 
 peaked at 2.8-3.4 GB although no stage alone needs more than ~2.7 GB. A child process returns
 everything to the system when it exits, whatever the libraries keep.
 
-The child is started with ``spawn`` (never ``fork``: the parent may be a Temporal worker or hold
-DuckDB and tokio threads, which a forked child would inherit in an undefined state). It talks to
-the parent over one pipe:
+The child is a new interpreter (``python -c``, never ``fork``: the parent may be a Temporal
+worker or hold DuckDB and tokio threads, which a forked child would inherit in an undefined
+state). Not ``multiprocessing``'s spawn either: that re-imports the parent's ``__main__``, so a
+caller's script without an ``if __name__ == "__main__"`` guard would run again in the child.
+The child gets the parent's ``sys.path``, then the target and its arguments pickled on stdin,
+and talks back over one pipe:
 
 * ``("progress", stage, fraction)``: handed to the parent's progress callback;
 * ``("log", logger, level, message)``: re-emitted by the parent's logger of the same name, so
@@ -25,9 +28,10 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
-import multiprocessing
 import os
+import pickle
 import signal
+import subprocess
 import sys
 import traceback
 from collections.abc import Callable
@@ -50,7 +54,7 @@ def run_in_child(stage: str, target: Callable[..., BaseModel], args: tuple[Any, 
     """Call ``target(*args, progress=...)`` in a new process and return its result.
 
     Args:
-        stage: the stage's name (process name, messages).
+        stage: the stage's name (messages).
         target: a module-level function (the child imports it by name) returning a model.
         args: its positional arguments; they must pickle.
         progress: receives the child's ``(stage, fraction)`` reports.
@@ -60,15 +64,24 @@ def run_in_child(stage: str, target: Callable[..., BaseModel], args: tuple[Any, 
         :class:`StageProcessDied` when the child ended without reporting (its exit code or
         signal is named: SIGKILL is usually the kernel's out-of-memory killer).
     """
-    mp = multiprocessing.get_context("spawn")
-    receiver, sender = mp.Pipe(duplex=False)
-    process = mp.Process(target=_child_main, name=f"altaviz-etl-{stage}", daemon=True,
-                         args=(sender, os.getpid(), logging.getLogger().getEffectiveLevel(),
-                               target, args))
-    process.start()
-    sender.close()  # the child holds the only writer now: EOF means it is gone
+    read_fd, write_fd = os.pipe()
+    paths = [p for p in sys.path if p]
+    code = (f"import sys; sys.path[:0] = {paths!r}; "
+            "from etl.stage_process import _child_main; _child_main()")
+    try:
+        process = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                                   pass_fds=(write_fd,))
+    finally:
+        os.close(write_fd)  # the child holds the only writer now: EOF means it is gone
+    receiver = Connection(read_fd)
     outcome: tuple[Any, ...] | None = None
     try:
+        assert process.stdin is not None
+        with contextlib.suppress(BrokenPipeError):  # a child that died at once: see below
+            process.stdin.write(pickle.dumps((os.getpid(), write_fd,
+                                              logging.getLogger().getEffectiveLevel(),
+                                              target, args)))
+            process.stdin.close()
         while True:
             try:
                 message = receiver.recv()
@@ -81,16 +94,16 @@ def run_in_child(stage: str, target: Callable[..., BaseModel], args: tuple[Any, 
                 logging.getLogger(message[1]).log(message[2], "%s", message[3])
             elif kind in ("result", "error"):
                 outcome = message
-        process.join()
+        process.wait()
     finally:
         receiver.close()
-        if process.is_alive():  # the parent is being interrupted: do not leave it running
+        if process.poll() is None:  # the parent is being interrupted: do not leave it running
             process.kill()
-            process.join()
+            process.wait()
     if outcome is None:
         raise StageProcessDied(
             f"the ETL stage {stage!r} ran in a child process (pid {process.pid}) that ended "
-            f"without a result: {_exit_reason(process.exitcode)}. The stage's work is undone "
+            f"without a result: {_exit_reason(process.returncode)}. The stage's work is undone "
             f"up to its last commit; re-running the ETL repeats it.")
     if outcome[0] == "error":
         exc: BaseException = outcome[1]
@@ -135,9 +148,11 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def _child_main(sender: Connection, parent_pid: int, log_level: int,
-                target: Callable[..., BaseModel], args: tuple[Any, ...]) -> None:
+def _child_main() -> None:
+    """The child's entry point: read the call from stdin, report over the inherited pipe."""
+    parent_pid, fd, log_level, target, args = pickle.load(sys.stdin.buffer)
     _die_with_parent(parent_pid)
+    sender = Connection(fd)
     root = logging.getLogger()
     root.handlers[:] = [_PipeHandler(sender)]
     root.setLevel(log_level)

@@ -100,3 +100,22 @@ def _alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_script_without_a_main_guard_runs_once(tmp_path: Path) -> None:
+    """The child never re-runs the caller's script (multiprocessing's spawn would)."""
+    script = tmp_path / "load.py"
+    marks = tmp_path / "marks"
+    script.write_text(
+        "from pathlib import Path\n"
+        "from etl.stage_process import run_in_child\n"
+        "from tests.etl.test_stage_process import reports\n"
+        f"with open({str(marks)!r}, 'a') as f:\n"
+        "    f.write('top level ran\\n')\n"
+        "print(run_in_child('bronze', reports, (5,)).files)\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[2], timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "5"
+    assert marks.read_text() == "top level ran\n"
