@@ -150,11 +150,22 @@ def _stage_in_child(stage: Stage, settings: Settings, db_url: str, landing: Path
     which waits for it, holds the lake's writer lock)."""
     ctx = _Context(settings, db_url, landing)
     con = ctx.duck()
+    share = CHILD_MEMORY_SHARE.get(stage)
+    if share:
+        con.execute(f"SET memory_limit = '{settings.etl_memory_mb * share // 100}MB'")
     try:
         with db.connect(db_url) as conn:
             return _run(ctx, stage, con, conn, run_id, progress, as_of)
     finally:
         con.close()
+
+
+#: Share (percent) of ``etl_memory_mb`` DuckDB gets in a stage's child process. Silver's bulk
+#: write streams DuckDB's result into delta-rs, whose buffers are not DuckDB's to limit; at
+#: the full 1,536 MB a week's silver alone peaked at 2.48-3.25 GB (three runs, 50-57 s), at
+#: 1,024 MB at 1.96-2.06 GB (three runs, 59-62 s). Gold sets its own (``GRID_MEMORY_SHARE``);
+#: the aggregates stage keeps the full limit (1,152 MB made its COPY 25% slower).
+CHILD_MEMORY_SHARE: dict[str, int] = {"silver": 67}
 
 
 #: The lake table whose batches measure a stage's input. Gold and quality read silver, but

@@ -104,3 +104,42 @@ def test_a_bulk_gold_runs_under_its_share_of_the_memory_limit(
     finally:
         share.close()
         full.close()
+
+
+def test_a_silver_child_process_runs_under_its_share_of_the_memory_limit(
+        settings: Settings, db_url: str, fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In its child process (a bulk load), silver's DuckDB gets CHILD_MEMORY_SHARE of the
+    limit: delta-rs' write buffers sit beside DuckDB's memory. Other stages get all of it."""
+    import etl.pipeline
+    from etl.pipeline import CHILD_MEMORY_SHARE, _stage_in_child, run_stage
+
+    seen: dict[str, str] = {}
+
+    def recording(name: str) -> None:
+        run = getattr(etl.pipeline, name)
+
+        def wrapped(con: duckdb.DuckDBPyConnection, *args: Any, **kwargs: Any) -> Any:
+            row = con.execute("SELECT current_setting('memory_limit')").fetchone()
+            seen[name] = row[0] if row else ""
+            return run(con, *args, **kwargs)
+        monkeypatch.setattr(etl.pipeline, name, wrapped)
+
+    recording("silver_transform")
+    recording("upsert_aggregates")
+    settings = settings.model_copy(update={"etl_memory_mb": 1500})
+    write_landing(settings.landing_path, series("COMP-0001", T0, 2),
+                  T0 + timedelta(hours=2, minutes=5))
+    run_stage("bronze", settings, db_url)
+    for stage in ("silver", "gold", "aggregates"):
+        _stage_in_child(stage, settings, db_url, settings.landing_path, "run", None,
+                        progress=lambda s, f: None)
+    limit = "SELECT current_setting('memory_limit')"
+    share = duck.connect(memory_limit=f"{1500 * CHILD_MEMORY_SHARE['silver'] // 100}MB")
+    full = duck.connect(memory_limit="1500MB")
+    try:
+        assert seen == {"silver_transform": (share.execute(limit).fetchone() or ("",))[0],
+                        "upsert_aggregates": (full.execute(limit).fetchone() or ("",))[0]}
+        assert seen["silver_transform"] != seen["upsert_aggregates"]
+    finally:
+        share.close()
+        full.close()
