@@ -5,7 +5,11 @@ mark in ``etl_stage_progress``) take one of two paths, decided per ``(org_id, ho
 existence query:
 
 * **new hours** (first load, the next hour of the hourly run): DuckDB's postgres extension
-  pushes them with binary COPY straight into the monthly partition, sorted by primary key.
+  pushes them with binary COPY straight into the monthly partition, sorted by primary key. A
+  month that has no partition yet (a first load, a backfill) is copied into a plain table
+  without the key, which is then attached as the partition: one index build by sort instead
+  of a B-tree insertion per row (migration 061). A crash before the attach leaves that table
+  invisible; the re-run drops it and copies the month again.
   Nothing can conflict, so the staging table and ``ON CONFLICT`` are skipped; the ownership
   check (migration 060: once per statement, on every partition) still refuses a compressor
   the organization does not own.
@@ -112,7 +116,11 @@ def upsert_aggregates(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.
     months = sorted({datetime(h.year, h.month, 1, tzinfo=UTC) for _, h in pairs})
     with admin(conn):
         conn.execute(q["truncate_staging"])
-        partitions = {m: str(_one(conn, q["ensure_agg_partition"], {"ts": m})) for m in months}
+        # a month with no partition yet is loaded as a plain table and attached afterwards
+        loading = {m: str(name) for m in months
+                   if (name := _one(conn, q["begin_agg_month_load"], {"ts": m})) is not None}
+        partitions = {m: loading[m] if m in loading else
+                      str(_one(conn, q["ensure_agg_partition"], {"ts": m})) for m in months}
         existing = conn.execute(q["existing_agg_hours"], {
             "orgs": [o for o, _ in pairs], "hours": [h for _, h in pairs]}).fetchall()
     _register(con, "agg_existing", existing)
@@ -141,6 +149,9 @@ def upsert_aggregates(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.
             """)
     finally:
         con.execute("DETACH pg")
+    with admin(conn):
+        for month in sorted(loading):
+            conn.execute(q["finish_agg_month_load"], {"ts": month})
     if progress:
         progress("aggregates", 0.6)
     with admin(conn):

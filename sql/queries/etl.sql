@@ -28,9 +28,18 @@ FROM etl_agg_staging
 -- name: ensure_agg_partition
 SELECT ensure_agg_partition(%(ts)s)
 
+-- name: begin_agg_month_load
+-- A month without a partition yet: the name of the plain table to COPY it into (migration 061),
+-- or NULL for the ordinary path.
+SELECT begin_agg_month_load(%(ts)s)
+
+-- name: finish_agg_month_load
+SELECT finish_agg_month_load(%(ts)s)
+
 -- name: upsert_aggregates
 -- Runs in a tenant transaction: RLS limits the staged rows read to the current organization
--- and WITH CHECK refuses any row of another; the composite FK refuses unknown compressors.
+-- and WITH CHECK refuses any row of another; the ownership check (migration 060) refuses
+-- a compressor the organization does not own.
 -- The IS DISTINCT FROM guard leaves identical rows untouched (no dead tuples, no updated_at
 -- churn), so only real changes are returned and reported to rule evaluation.
 WITH up AS (

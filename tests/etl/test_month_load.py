@@ -1,0 +1,89 @@
+"""A month with no aggregate partition yet is COPYed into a plain table and attached as the
+partition (migration 061): afterwards it is an ordinary partition with its key and ownership
+checks, and what a crashed load left behind is discarded, not counted."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+from altaviz import db
+from altaviz.fleet import Fleet
+from altaviz.settings import Settings
+from etl.pipeline import run_pipeline
+from tests.etl.landing import T0, series, write_landing
+
+PART = f"sensor_readings_agg_{T0:%Y_%m}"
+
+
+def _rows(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+    with db.admin(conn):
+        return conn.execute("SELECT org_id, compressor_id, metric, hour, n, mean, mean_24h "
+                            "FROM sensor_readings_agg ORDER BY 1, 2, 3, 4").fetchall()
+
+
+def test_a_new_month_is_attached_as_an_ordinary_partition(
+        settings: Settings, db_url: str, fleet: Fleet, conn: psycopg.Connection[Any]) -> None:
+    write_landing(settings.landing_path, series("COMP-0001", T0, 3),
+                  T0 + timedelta(hours=3, minutes=5))
+    summary = run_pipeline(settings, db_url)
+    first = len(_rows(conn))
+    assert first == summary.hours_upserted > 0
+    with db.admin(conn):
+        attached = conn.execute(
+            "SELECT inhrelid::regclass::text FROM pg_inherits "
+            "WHERE inhparent = 'sensor_readings_agg'::regclass ORDER BY 1").fetchall()
+        leftovers = conn.execute("SELECT count(*) FROM pg_class WHERE relname LIKE "
+                                 "'sensor_readings_agg%loading'").fetchone()
+        key = conn.execute("SELECT count(*) FROM pg_index WHERE indrelid = %s::regclass "
+                           "AND indisprimary", [PART]).fetchone()
+        checks = conn.execute("SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass "
+                              "AND contype = 'c' ORDER BY 1", [PART]).fetchall()
+    assert (PART,) in attached and leftovers == (0,) and key == (1,)
+    assert checks == [("sensor_readings_agg_n_check",)]   # the month's bound is gone
+    # its ownership triggers came along, and the key refuses a second copy of a row
+    with pytest.raises(psycopg.errors.ForeignKeyViolation), db.admin(conn):
+        conn.execute(f"INSERT INTO {PART} (org_id, compressor_id, metric, hour, n) "
+                     "VALUES ('acme', 'COMP-0003', 'oil_temp_f', %s, 6)", [T0])
+    with pytest.raises(psycopg.errors.UniqueViolation), db.admin(conn):
+        conn.execute(f"INSERT INTO {PART} (org_id, compressor_id, metric, hour, n) "
+                     "VALUES ('acme', 'COMP-0001', 'oil_temp_f', %s, 6)", [T0])
+    # the next hour of the same month takes the ordinary path into that partition
+    write_landing(settings.landing_path, series("COMP-0001", T0 + timedelta(hours=3), 1),
+                  T0 + timedelta(hours=4, minutes=5))
+    assert run_pipeline(settings, db_url).hours_upserted > 0
+    with db.admin(conn):
+        again = conn.execute("SELECT count(*) FROM pg_inherits "
+                             "WHERE inhparent = 'sensor_readings_agg'::regclass").fetchone()
+    assert len(_rows(conn)) > first and again == (len(attached),)
+
+
+def test_what_a_crashed_load_left_is_discarded(
+        settings: Settings, db_url: str, fleet: Fleet, conn: psycopg.Connection[Any],
+        pg_server: Any, tmp_path: Any) -> None:
+    # a load that crashed after its COPY: the plain table with rows, never attached
+    with db.admin(conn):
+        conn.execute("SELECT begin_agg_month_load(%s)", [T0])
+        conn.execute(f"INSERT INTO {PART}_loading (org_id, compressor_id, metric, hour, n, "
+                     "mean) VALUES ('acme', 'COMP-0001', 'oil_temp_f', %s, 6, -1.0)", [T0])
+    write_landing(settings.landing_path, series("COMP-0001", T0, 2),
+                  T0 + timedelta(hours=2, minutes=5))
+    run_pipeline(settings, db_url)
+    rows = _rows(conn)
+    assert rows and all(r[5] != -1.0 for r in rows)
+    with db.admin(conn):  # the leftover was replaced by the new load, which became the month
+        names = conn.execute("SELECT relname FROM pg_class WHERE relname LIKE "
+                             "'sensor_readings_agg%loading'").fetchall()
+    assert names == []
+    # the same as a clean run's
+    from altaviz.fleet_store import load_fleet
+    from tests.conftest import _fresh_database, two_tenant_fleet
+    clean_url = _fresh_database(pg_server, "altaviz_test_template")
+    with psycopg.connect(clean_url) as clean:
+        load_fleet(clean, two_tenant_fleet())
+        run_pipeline(settings.model_copy(update={"lake_dir": tmp_path / "clean_lake"}),
+                     clean_url)
+        assert _rows(clean) == rows
