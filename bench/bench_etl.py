@@ -23,6 +23,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,6 +61,28 @@ def _split_landing(sim: Path, work: Path) -> tuple[Path, int]:
     return main, held
 
 
+def _sample_tree_rss(interval: float) -> tuple[list[int], threading.Event]:
+    """Start sampling this process's resident size plus its children's every ``interval``
+    seconds; returns the running peak (bytes, in a one-item list) and the event that stops it."""
+    import psutil
+
+    peak = [0]
+    done = threading.Event()
+
+    def sample() -> None:
+        me = psutil.Process()
+        while not done.wait(interval):
+            try:
+                rss = me.memory_info().rss + sum(
+                    c.memory_info().rss for c in me.children(recursive=True))
+            except psutil.Error:
+                continue
+            peak[0] = max(peak[0], rss)
+
+    threading.Thread(target=sample, daemon=True).start()
+    return peak, done
+
+
 def _child(phase: str, db_url: str, landing: Path, lake: Path) -> None:
     """Run one ETL phase and print its figures as JSON.
 
@@ -68,10 +91,6 @@ def _child(phase: str, db_url: str, landing: Path, lake: Path) -> None:
     (``peak_rss_mb``), and as the bound no sampling can miss, this process's own peak plus the
     largest child's (``peak_rss_mb_bound``; a child only runs while this process waits).
     """
-    import threading
-
-    import psutil
-
     from altaviz.settings import Settings
     from etl.pipeline import run_pipeline
 
@@ -81,18 +100,7 @@ def _child(phase: str, db_url: str, landing: Path, lake: Path) -> None:
     cpu: dict[str, float] = {}
     peaks: dict[str, int] = {}
     started = time.perf_counter()
-    tree_peak = [0]
-    done = threading.Event()
-
-    def sample() -> None:
-        me = psutil.Process()
-        while not done.wait(0.05):
-            try:
-                rss = me.memory_info().rss + sum(
-                    c.memory_info().rss for c in me.children(recursive=True))
-            except psutil.Error:
-                continue
-            tree_peak[0] = max(tree_peak[0], rss)
+    tree_peak, done = _sample_tree_rss(0.05)
 
     def cpu_now() -> float:
         usage = [resource.getrusage(w) for w in (resource.RUSAGE_SELF,
@@ -117,7 +125,6 @@ def _child(phase: str, db_url: str, landing: Path, lake: Path) -> None:
             peaks[stage] = bound_mb()
 
     load_before = os.getloadavg()[0]
-    threading.Thread(target=sample, daemon=True).start()
     summary = run_pipeline(settings, db_url, progress=progress)
     done.set()
     out = {"phase": phase, "seconds": time.perf_counter() - started,
@@ -136,29 +143,13 @@ def _child(phase: str, db_url: str, landing: Path, lake: Path) -> None:
 
 def _spark(landing: Path, fleet_json: Path, out_dir: Path) -> None:
     """The same landing -> windows transformation in PySpark local mode (baseline)."""
-    import threading
-
-    import psutil
     import pyarrow.parquet as pq
     from pyspark.sql import SparkSession, Window
     from pyspark.sql import functions as F
 
     from altaviz.telemetry import CHANNELS, METRICS
 
-    peak = [0]
-    done = threading.Event()
-
-    def sample() -> None:
-        me = psutil.Process()
-        while not done.wait(0.2):
-            try:
-                rss = me.memory_info().rss + sum(
-                    c.memory_info().rss for c in me.children(recursive=True))
-            except psutil.Error:
-                continue
-            peak[0] = max(peak[0], rss)
-
-    threading.Thread(target=sample, daemon=True).start()
+    peak, done = _sample_tree_rss(0.2)
     started = time.perf_counter()
     spark = (SparkSession.builder.master("local[2]").appName("altaviz-bench")
              .config("spark.driver.memory", "2g").config("spark.sql.session.timeZone", "UTC")

@@ -110,8 +110,8 @@ def _select(files: list[LandingFile], signature: tuple[tuple[str, str], ...],
 
 
 def bronze_ingest(con: duckdb.DuckDBPyConnection, lake: Lake, landing: Path,
-                  progress: Progress | None = None, max_files: int | None = None
-                  ) -> BronzeResult:
+                  progress: Progress | None = None, max_files: int | None = None,
+                  files: list[LandingFile] | None = None) -> BronzeResult:
     """Append every landing file not yet in bronze as one batch; idempotent.
 
     Args:
@@ -120,11 +120,14 @@ def bronze_ingest(con: duckdb.DuckDBPyConnection, lake: Lake, landing: Path,
         landing: the landing folder.
         progress: optional callback ``(stage, fraction)``.
         max_files: cap the batch size (the rest waits for the next run).
+        files: the pending files when the caller has just listed them (:func:`pending`
+            under the same writer lock), so the ledger is not read twice.
 
     Returns:
         The batch written, or an empty result when no file was new.
     """
-    files = pending(con, lake, landing)
+    if files is None:
+        files = pending(con, lake, landing)
     if max_files is not None:
         files = files[:max_files]
     skipped: list[str] = []

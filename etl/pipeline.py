@@ -42,7 +42,7 @@ from etl.aggregates import compressor_orgs, stage_mark, upsert_aggregates
 from etl.bronze import bronze_ingest
 from etl.gold import gold_features
 from etl.lake import Lake
-from etl.ledger import pending
+from etl.ledger import LandingFile, pending
 from etl.models import (
     AggregatesResult,
     BronzeResult,
@@ -73,6 +73,8 @@ class _Context:
         self.db_url = db_url
         self.landing = landing or settings.landing_path
         self.lake = Lake(settings.lake_path)
+        #: bronze's pending landing files, when sizing the stage already listed them
+        self.pending: list[LandingFile] | None = None
 
     def duck(self) -> Any:
         return duck.connect(postgres=True, temp_directory=self.lake.root / "_tmp",
@@ -84,7 +86,7 @@ def _run(ctx: _Context, stage: Stage, con: Any, conn: psycopg.Connection[Any], r
     """Run one stage on the given connections, in this process."""
     s = ctx.settings
     if stage == "bronze":
-        return bronze_ingest(con, ctx.lake, ctx.landing, progress)
+        return bronze_ingest(con, ctx.lake, ctx.landing, progress, files=ctx.pending)
     if stage == "silver":
         return silver_transform(con, ctx.lake, compressor_orgs(conn), s.late_arrival_minutes,
                                 progress)
@@ -139,7 +141,7 @@ def _execute(ctx: _Context, stage: Stage, con: Any, conn: psycopg.Connection[Any
         return _run(ctx, stage, con, conn, run_id, progress, as_of), con
     log.info("ETL stage %s: ~%d input rows, running it in a child process", stage, rows)
     con.close()  # the child opens its own; this one's memory goes back first
-    release_memory(None)
+    _trim()
     return run_in_child(stage, _stage_in_child, (
         stage, ctx.settings, ctx.db_url, ctx.landing, run_id, as_of), progress), None
 
@@ -168,30 +170,32 @@ def _stage_in_child(stage: Stage, settings: Settings, db_url: str, landing: Path
 CHILD_MEMORY_SHARE: dict[str, int] = {"silver": 67}
 
 
-#: The lake table whose batches measure a stage's input. Gold and quality read silver, but
-#: silver's files carry no ``batch_id`` statistics (delta-rs indexes the first 32 columns and
-#: silver has 33 before it), so every silver file would count; bronze holds the same batches'
-#: readings, a few more (quarantined rows, duplicates), and has them.
-_MEASURED_BY: dict[str, str] = {"silver": "bronze", "gold": "bronze", "aggregates": "gold",
-                                "quality": "bronze"}
+#: Per stage: the table it reads (whose mark bounds its batches) and the table whose rows
+#: in those batches measure its input. Gold and quality read silver, but a lake written before
+#: silver had ``batch_id`` statistics (``etl.lake.STATS_COLUMNS``) has silver files without
+#: them, and every such file would count; bronze holds the same batches' readings, a few more
+#: (quarantined rows, duplicates), always with statistics.
+_INPUTS: dict[str, tuple[str, str]] = {
+    "silver": ("bronze", "bronze"), "gold": ("silver", "bronze"),
+    "aggregates": ("gold", "gold"), "quality": ("silver", "bronze")}
 
 
 def _input_rows(ctx: _Context, stage: Stage, con: Any, conn: psycopg.Connection[Any]) -> int:
     """About how many rows the stage will read: the pending landing files' rows (Parquet
     footers) for bronze, else the rows of the batches between the stage's mark and the
-    upstream table's (Delta log statistics, see :data:`_MEASURED_BY`). Nothing is scanned."""
+    upstream table's (Delta log statistics, see :data:`_INPUTS`). Nothing is scanned."""
     lake = ctx.lake
     if stage == "bronze":
+        ctx.pending = pending(con, lake, ctx.landing)  # bronze, if it runs here, reuses it
         total = 0
-        for f in pending(con, lake, ctx.landing):
+        for f in ctx.pending:
             with contextlib.suppress(OSError, pa.ArrowException):  # bronze reports it
                 total += pq.read_metadata(f.path).num_rows
         return total
-    upstream = {"silver": "bronze", "gold": "silver", "aggregates": "gold",
-                "quality": "silver"}[stage]
+    upstream, measured_by = _INPUTS[stage]
     mark = stage_mark(conn, stage) if stage in ("aggregates", "quality") else \
         lake.batch_mark(stage)
-    return lake.rows_for_batches(_MEASURED_BY[stage], mark, lake.batch_mark(upstream))
+    return lake.rows_for_batches(measured_by, mark, lake.batch_mark(upstream))
 
 
 def run_pipeline(settings: Settings, db_url: str, *, landing: Path | None = None,
@@ -265,7 +269,7 @@ def run_pipeline(settings: Settings, db_url: str, *, landing: Path | None = None
 RECONNECT_ABOVE_BYTES = 1 << 30
 
 
-def release_memory(con: Any | None) -> bool:
+def release_memory(con: Any) -> bool:
     """Give a finished stage's memory back to the system; True when ``con`` was closed.
 
     A DuckDB instance keeps what it allocated for a stage's scans and aggregations until it
@@ -276,23 +280,27 @@ def release_memory(con: Any | None) -> bool:
     :data:`RECONNECT_ABOVE_BYTES`; every stage reads the lake and PostgreSQL, never an
     earlier stage's DuckDB tables, so nothing is lost. A kept connection's temp tables are
     dropped. Neither Arrow's allocator nor glibc's returns freed memory to the system on its
-    own, so both are trimmed either way (``con=None``: only trim, the caller closed it).
+    own, so both are trimmed either way.
     """
-    closed = False
-    if con is not None and _resident_bytes() > RECONNECT_ABOVE_BYTES:
+    closed = _resident_bytes() > RECONNECT_ABOVE_BYTES
+    if closed:
         con.close()
-        closed = True
-    elif con is not None:
+    else:
         for (name,) in con.execute(
                 "SELECT table_name FROM duckdb_tables() WHERE temporary").fetchall():
             con.execute(f'DROP TABLE IF EXISTS temp."{name.replace(chr(34), chr(34) * 2)}"')
+    _trim()
+    return closed
+
+
+def _trim() -> None:
+    """Return what Arrow's and glibc's allocators hold freed to the system."""
     pa.default_memory_pool().release_unused()
     if sys.platform.startswith("linux"):
         # glibc's malloc_trim, from the symbols already loaded into the process (no library
         # search); other C libraries have none
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None).malloc_trim(0)
-    return closed
 
 
 def _resident_bytes() -> int:

@@ -117,11 +117,14 @@ def run_in_child(stage: str, target: Callable[..., BaseModel], args: tuple[Any, 
 def _exit_reason(code: int | None) -> str:
     if code is None:
         return "exit code unknown"
-    if code < 0:
-        name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else ""
-        hint = " (usually the kernel's out-of-memory killer)" if -code == signal.SIGKILL else ""
-        return f"killed by signal {-code} {name}{hint}".replace("  ", " ")
-    return f"exit code {code}"
+    if code >= 0:
+        return f"exit code {code}"
+    try:
+        name = f" {signal.Signals(-code).name}"
+    except ValueError:
+        name = ""
+    hint = " (usually the kernel's out-of-memory killer)" if -code == signal.SIGKILL else ""
+    return f"killed by signal {-code}{name}{hint}"
 
 
 class _PipeHandler(logging.Handler):

@@ -67,6 +67,35 @@ def test_a_kept_connection_loses_its_temp_tables_and_stays_usable(
         con.close()
 
 
+_LIMIT = "SELECT current_setting('memory_limit')"
+
+
+def _record_limits(monkeypatch: pytest.MonkeyPatch, module: Any, names: list[str],
+                   seen: dict[str, str]) -> None:
+    """Wrap ``module.<name>`` (each taking a DuckDB connection first) to record in ``seen``
+    the DuckDB memory limit it was called under, as DuckDB spells it."""
+
+    def recording(name: str, run: Any) -> Any:
+        def wrapped(con: duckdb.DuckDBPyConnection, *args: Any, **kwargs: Any) -> Any:
+            row = con.execute(_LIMIT).fetchone()
+            seen[name] = row[0] if row else ""
+            return run(con, *args, **kwargs)
+        return wrapped
+
+    for name in names:
+        monkeypatch.setattr(module, name, recording(name, getattr(module, name)))
+
+
+def _spelled(mb: int) -> str:
+    """How DuckDB spells a memory limit of ``mb`` MB."""
+    con = duck.connect(memory_limit=f"{mb}MB")
+    try:
+        row = con.execute(_LIMIT).fetchone()
+        return row[0] if row else ""
+    finally:
+        con.close()
+
+
 def test_a_bulk_gold_runs_under_its_share_of_the_memory_limit(
         settings: Settings, db_url: str, fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
     """Gold on the hour grid (a bulk load) lowers DuckDB's limit for itself (DuckDB holds on
@@ -78,32 +107,15 @@ def test_a_bulk_gold_runs_under_its_share_of_the_memory_limit(
     monkeypatch.setattr(etl.pipeline, "RECONNECT_ABOVE_BYTES", 1 << 50)   # one connection
     monkeypatch.setattr(etl.gold, "JOIN_MAX_HOURS", 0)                   # the bulk path
     seen: dict[str, str] = {}
-
-    def recording(module: Any, name: str) -> None:
-        run = getattr(module, name)
-
-        def wrapped(con: duckdb.DuckDBPyConnection, *args: Any, **kwargs: Any) -> Any:
-            row = con.execute("SELECT current_setting('memory_limit')").fetchone()
-            seen[name] = row[0] if row else ""
-            return run(con, *args, **kwargs)
-        monkeypatch.setattr(module, name, wrapped)
-
-    recording(etl.gold, "gold_batches")
-    recording(etl.pipeline, "quality_checks")
+    _record_limits(monkeypatch, etl.gold, ["gold_batches"], seen)
+    _record_limits(monkeypatch, etl.pipeline, ["quality_checks"], seen)
     settings = settings.model_copy(update={"etl_memory_mb": 1500})
     write_landing(settings.landing_path, series("COMP-0001", T0, 2),
                   T0 + timedelta(hours=2, minutes=5))
     run_pipeline(settings, db_url)
-    limit = "SELECT current_setting('memory_limit')"
-    share = duck.connect(memory_limit=f"{1500 * etl.gold.GRID_MEMORY_SHARE // 100}MB")
-    full = duck.connect(memory_limit="1500MB")
-    try:
-        assert seen == {"gold_batches": (share.execute(limit).fetchone() or ("",))[0],
-                        "quality_checks": (full.execute(limit).fetchone() or ("",))[0]}
-        assert seen["gold_batches"] != seen["quality_checks"]
-    finally:
-        share.close()
-        full.close()
+    assert seen == {"gold_batches": _spelled(1500 * etl.gold.GRID_MEMORY_SHARE // 100),
+                    "quality_checks": _spelled(1500)}
+    assert seen["gold_batches"] != seen["quality_checks"]
 
 
 def test_a_silver_child_process_runs_under_its_share_of_the_memory_limit(
@@ -114,18 +126,7 @@ def test_a_silver_child_process_runs_under_its_share_of_the_memory_limit(
     from etl.pipeline import CHILD_MEMORY_SHARE, _stage_in_child, run_stage
 
     seen: dict[str, str] = {}
-
-    def recording(name: str) -> None:
-        run = getattr(etl.pipeline, name)
-
-        def wrapped(con: duckdb.DuckDBPyConnection, *args: Any, **kwargs: Any) -> Any:
-            row = con.execute("SELECT current_setting('memory_limit')").fetchone()
-            seen[name] = row[0] if row else ""
-            return run(con, *args, **kwargs)
-        monkeypatch.setattr(etl.pipeline, name, wrapped)
-
-    recording("silver_transform")
-    recording("upsert_aggregates")
+    _record_limits(monkeypatch, etl.pipeline, ["silver_transform", "upsert_aggregates"], seen)
     settings = settings.model_copy(update={"etl_memory_mb": 1500})
     write_landing(settings.landing_path, series("COMP-0001", T0, 2),
                   T0 + timedelta(hours=2, minutes=5))
@@ -133,13 +134,6 @@ def test_a_silver_child_process_runs_under_its_share_of_the_memory_limit(
     for stage in ("silver", "gold", "aggregates"):
         _stage_in_child(stage, settings, db_url, settings.landing_path, "run", None,
                         progress=lambda s, f: None)
-    limit = "SELECT current_setting('memory_limit')"
-    share = duck.connect(memory_limit=f"{1500 * CHILD_MEMORY_SHARE['silver'] // 100}MB")
-    full = duck.connect(memory_limit="1500MB")
-    try:
-        assert seen == {"silver_transform": (share.execute(limit).fetchone() or ("",))[0],
-                        "upsert_aggregates": (full.execute(limit).fetchone() or ("",))[0]}
-        assert seen["silver_transform"] != seen["upsert_aggregates"]
-    finally:
-        share.close()
-        full.close()
+    assert seen == {"silver_transform": _spelled(1500 * CHILD_MEMORY_SHARE["silver"] // 100),
+                    "upsert_aggregates": _spelled(1500)}
+    assert seen["silver_transform"] != seen["upsert_aggregates"]
