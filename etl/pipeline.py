@@ -26,6 +26,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -232,26 +233,37 @@ def run_pipeline(settings: Settings, db_url: str, *, landing: Path | None = None
                 log.warning("marked %d interrupted ETL run(s) failed: %s", len(closed),
                             ", ".join(r[0] for r in closed))
             con = None
-            try:
-                for stage in STAGES:
-                    if progress:
-                        progress(stage, 0.0)
-                    if con is None:
-                        con = ctx.duck()
-                    results[stage], con = _execute(ctx, stage, con, conn, run_id, progress,
-                                                   as_of)
-                    if con is not None and release_memory(con):
-                        con = None
-                    if progress:
-                        progress(stage, 1.0)
-                    if after_stage:
-                        after_stage(stage)
-            except BaseException as exc:
-                _record_failure(db_url, run_id, exc)
-                raise
-            finally:
-                if con is not None:
-                    con.close()
+            # leaving the block waits for quality when it runs beside gold and aggregates
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="etl-quality") as pool:
+                beside: Future[BaseModel] | None = None
+                try:
+                    for stage in STAGES:
+                        if stage == "quality" and beside is not None:
+                            results[stage] = beside.result()
+                        else:
+                            if progress:
+                                progress(stage, 0.0)
+                            if con is None:
+                                con = ctx.duck()
+                            results[stage], con = _execute(ctx, stage, con, conn, run_id,
+                                                           progress, as_of)
+                            if con is not None and release_memory(con):
+                                con = None
+                        if progress:
+                            progress(stage, 1.0)
+                        if after_stage:
+                            after_stage(stage)
+                        if stage == "gold" and _quality_fits_beside(ctx, conn):
+                            if progress:
+                                progress("quality", 0.0)
+                            beside = pool.submit(_quality_beside, ctx.settings, db_url,
+                                                 ctx.landing, run_id, as_of)
+                except BaseException as exc:
+                    _record_failure(db_url, run_id, exc)
+                    raise
+                finally:
+                    if con is not None:
+                        con.close()
             summary = _summary(run_id, results, time.perf_counter() - started)
             with db.admin(conn):
                 conn.execute(q["finish_run"], {
@@ -260,6 +272,40 @@ def run_pipeline(settings: Settings, db_url: str, *, landing: Path | None = None
                     "rows_late": summary.rows_late, "hours_upserted": summary.hours_upserted,
                     "error": None})
             return summary
+
+
+#: Share (percent) of ``etl_memory_mb`` for the DuckDB instance of quality running beside
+#: gold and aggregates (:func:`_quality_beside`): its scans of one hour's batch need little,
+#: and gold's instance keeps the full limit.
+QUALITY_BESIDE_MEMORY_SHARE = 25
+
+
+def _quality_fits_beside(ctx: _Context, conn: psycopg.Connection[Any]) -> bool:
+    """Whether quality may run beside gold and aggregates: when it would run in this process
+    anyway (its input under ``etl_child_process_rows``, as in the hourly run). A bulk load
+    keeps one stage at a time, so two bulk stages never hold memory at once."""
+    return _input_rows(ctx, "quality", None, conn) <= ctx.settings.etl_child_process_rows
+
+
+def _quality_beside(settings: Settings, db_url: str, landing: Path, run_id: str,
+                    as_of: datetime | None) -> BaseModel:
+    """The quality stage on its own connections, in a thread beside gold and aggregates.
+
+    Quality reads only silver and quarantine, which are complete once silver has committed,
+    and writes only its own rows and mark, so it need not wait for the later stages: in the
+    hourly run most of its time is PostgreSQL inserting ~18,000 check rows and DuckDB
+    scanning the batch, which overlaps gold's and the aggregates' work instead of following
+    it. Its freshness takes the batch's own latest readings into account, so it does not
+    depend on the aggregates stage having advanced the watermarks first."""
+    ctx = _Context(settings, db_url, landing)
+    con = duck.connect(temp_directory=ctx.lake.root / "_tmp", threads=1, memory_limit=(
+        f"{settings.etl_memory_mb * QUALITY_BESIDE_MEMORY_SHARE // 100}MB"))
+    try:
+        with db.connect(db_url) as conn:
+            return quality_checks(con, ctx.lake, conn, run_id, settings.freshness_sla_minutes,
+                                  as_of)
+    finally:
+        con.close()
 
 
 #: Resident size above which a finished stage's DuckDB connection is closed (the next stage

@@ -12,7 +12,10 @@ For the batches this stage has not checked yet (mark in ``etl_stage_progress``):
 * **accuracy**: readings with a 4-sigma outlier flag / readings. Fails above 1%.
 * **freshness** (every compressor with a watermark, not only those in the batches, because a
   silent compressor is exactly what it must catch): minutes from its last reading to
-  ``as_of`` (default: now), failing above ``freshness_sla_minutes``.
+  ``as_of`` (default: now), failing above ``freshness_sla_minutes``. The last reading is the
+  later of its watermark and its latest reading in the batches checked here: the aggregates
+  stage advances the watermarks, and this stage must not depend on having run after it (the
+  pipeline runs it beside gold and aggregates, see :mod:`etl.pipeline`).
 
 Rows are written per organization in a tenant transaction and keyed by run id (a retry of
 the same run inserts nothing twice).
@@ -47,6 +50,8 @@ def quality_checks(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.Con
     as_of = as_of or datetime.now(UTC)
     lo, hi = stage_mark(conn, "quality"), lake.batch_mark("silver")
     rows: dict[str, list[dict[str, Any]]] = {}
+    #: org -> compressor -> latest reading in the batches checked here
+    latest: dict[str, dict[str, datetime]] = {}
 
     def add(org: str, comp: str, kind: str, measured: float, threshold: float,
             details: dict[str, Any]) -> None:
@@ -117,25 +122,30 @@ def quality_checks(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.Con
                      "flagged_hours": (flagged_hours or [])[:24]})
         per_comp = con.execute("""
             WITH s AS (SELECT org_id, compressor_id, count(*) AS n,
-                              count(*) FILTER (WHERE outlier) AS outliers
+                              count(*) FILTER (WHERE outlier) AS outliers, max(ts) AS last
                        FROM dq_batch GROUP BY ALL)
             SELECT coalesce(s.org_id, q.org_id), coalesce(s.compressor_id, q.compressor_id),
-                   coalesce(s.n, 0), coalesce(s.outliers, 0), coalesce(q.n, 0)
+                   coalesce(s.n, 0), coalesce(s.outliers, 0), coalesce(q.n, 0), s.last
             FROM s FULL JOIN dq_quarantine q USING (org_id, compressor_id)
         """).fetchall()
-        for org, comp, n, outliers, bad in per_comp:
+        for org, comp, n, outliers, bad, last in per_comp:
+            if last is not None:
+                latest.setdefault(org, {})[comp] = last
             received = n + bad
             add(org, comp, "consistency", bad / received if received else 0.0,
                 CONSISTENCY_MAX_SHARE, {"rows": received, "quarantined": bad})
             add(org, comp, "accuracy", outliers / n if n else 0.0, ACCURACY_MAX_SHARE,
                 {"readings": n, "outliers": outliers})
     q = queries("etl")
-    for org in _orgs(conn):
+    for org in sorted(set(_orgs(conn)) | set(latest)):
         with tenant(conn, org):
-            for comp, last in conn.execute(q["watermarks_of_org"]).fetchall():
-                minutes = max(0.0, (as_of - last).total_seconds() / 60)
-                add(org, comp, "freshness", minutes, freshness_sla_minutes,
-                    {"last_reading_at": last.isoformat(), "as_of": as_of.isoformat()})
+            marks = dict(conn.execute(q["watermarks_of_org"]).fetchall())
+        for comp, seen in latest.get(org, {}).items():
+            marks[comp] = max(marks.get(comp, seen), seen)
+        for comp, last in sorted(marks.items()):
+            minutes = max(0.0, (as_of - last).total_seconds() / 60)
+            add(org, comp, "freshness", minutes, freshness_sla_minutes,
+                {"last_reading_at": last.isoformat(), "as_of": as_of.isoformat()})
     checks = failed = 0
     for org, items in sorted(rows.items()):
         with tenant(conn, org):
