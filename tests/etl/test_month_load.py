@@ -87,3 +87,27 @@ def test_what_a_crashed_load_left_is_discarded(
         run_pipeline(settings.model_copy(update={"lake_dir": tmp_path / "clean_lake"}),
                      clean_url)
         assert _rows(clean) == rows
+
+
+def test_a_loaded_month_is_checked_for_ownership_before_it_is_attached(
+        fleet: Fleet, conn: psycopg.Connection[Any]) -> None:
+    """The loading table has no ownership trigger (migration 062): its rows are checked once,
+    all together, when it is attached; a row naming another organization's compressor keeps
+    the whole month out of ``sensor_readings_agg``."""
+    with db.admin(conn):
+        loading = conn.execute("SELECT begin_agg_month_load(%s)", [T0]).fetchone()
+        assert loading == (f"{PART}_loading",)
+        conn.execute(f"INSERT INTO {PART}_loading (org_id, compressor_id, metric, hour, n) "
+                     "VALUES ('acme', 'COMP-0001', 'oil_temp_f', %s, 6), "
+                     "('acme', 'COMP-0003', 'oil_temp_f', %s, 6)", [T0, T0])
+    with pytest.raises(psycopg.errors.ForeignKeyViolation, match="COMP-0003"), db.admin(conn):
+        conn.execute("SELECT finish_agg_month_load(%s)", [T0])
+    with db.admin(conn):
+        assert conn.execute("SELECT to_regclass(%s)", [PART]).fetchone() == (None,)
+        conn.execute(f"DELETE FROM {PART}_loading WHERE compressor_id = 'COMP-0003'")
+        assert conn.execute("SELECT finish_agg_month_load(%s)", [T0]).fetchone() == (PART,)
+        triggers = conn.execute("SELECT tgname FROM pg_trigger WHERE tgrelid = %s::regclass "
+                                "AND NOT tgisinternal ORDER BY 1", [PART]).fetchall()
+    assert [r[0] for r in triggers if r[0].startswith("agg_owned")] == [
+        "agg_owned_insert", "agg_owned_update"]
+    assert len(_rows(conn)) == 1
