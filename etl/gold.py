@@ -39,9 +39,11 @@ from etl.metrics import (
     JOIN_MAX_HOURS,
     VAR_EPS,
     flag_aggregates,
+    hour_of,
     metric_columns,
     partial_aggregates,
     unpivot_partials,
+    utc_date_of,
 )
 from etl.models import GoldResult
 from etl.windows import cell_sql, gold_batches, grid_blocks
@@ -102,7 +104,7 @@ def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
     batch_dates = lake.partitions_for_batches("silver", lo, hi)
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE dirty AS
-        SELECT DISTINCT compressor_id, date_trunc('hour', ts) AS hour
+        SELECT DISTINCT compressor_id, {hour_of("ts")} AS hour
         FROM delta_scan('{silver}')
         WHERE date IN ({sql_dates(batch_dates)}) AND batch_id > {lo} AND batch_id <= {hi}
     """)
@@ -300,7 +302,7 @@ class _Context:
         # 1. fresh partials of the dirty hours, from every silver reading of those hours;
         # outlier and late counts from the flagged readings alone (see flag_aggregates)
         def readings(where: str = "") -> str:
-            return f"""(SELECT s.*, date_trunc('hour', s.ts) AS hour, {metric_columns()}
+            return f"""(SELECT s.*, {hour_of("s.ts")} AS hour, {metric_columns()}
                   FROM delta_scan('{self.silver}') s
                   WHERE s.date IN ({sql_dates(dates_between(first, last))})
                     AND s.ts >= '{first.isoformat()}'::TIMESTAMPTZ
@@ -430,7 +432,7 @@ class _Context:
                     CASE WHEN n < {READINGS_PER_HOUR} THEN 'incomplete' END,
                     CASE WHEN abs(rate_of_change) > 4 * stddev_24h THEN 'spike' END
                 ], x -> x IS NOT NULL) AS flags,
-                {self.hi}::BIGINT AS batch_id, strftime(hour, '%Y-%m-%d') AS date
+                {self.hi}::BIGINT AS batch_id, {utc_date_of("hour")} AS date
             FROM feat f JOIN ranges_b r ON f.compressor_id = r.compressor_id
               AND f.hour >= r.first_dirty AND f.hour <= r.last_dirty + INTERVAL 23 HOURS
         """)

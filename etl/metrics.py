@@ -27,6 +27,37 @@ REASONS = ("null_required", "bad_timestamp", "unknown_compressor", "wrong_type",
            "out_of_range", "conflicting_duplicate")
 
 
+#: Microseconds per hour and per minute (timestamps are compared and bucketed as epoch
+#: microseconds, see :func:`hour_of`).
+HOUR_US = 3_600_000_000
+MINUTE_US = 60_000_000
+
+
+def hour_of(ts: str) -> str:
+    """The UTC hour a ``TIMESTAMPTZ`` expression falls in, as ``TIMESTAMPTZ``.
+
+    Integer arithmetic on the epoch microseconds instead of ``date_trunc('hour', ts)``:
+    DuckDB computes ``date_trunc`` (and ``strftime``, ``+``/``-`` with intervals) on
+    ``TIMESTAMPTZ`` through ICU's calendar, 0.43 s against 0.04 s over a week's 4.5 M
+    readings. Exact for instants after 1970 (floor and truncation agree there); readings
+    before 2000 never pass validation."""
+    return f"make_timestamptz(epoch_us({ts}) // {HOUR_US} * {HOUR_US})"
+
+
+def utc_date_of(ts: str) -> str:
+    """The UTC date (``YYYY-MM-DD`` text, the lake's partition value) of a ``TIMESTAMPTZ``:
+    formatted as a plain ``TIMESTAMP`` of the same microseconds, without ICU (0.15 s against
+    0.52 s for 4.5 M readings)."""
+    return f"strftime(make_timestamp(epoch_us({ts})), '%Y-%m-%d')"
+
+
+def more_than_minutes_after(later: str, earlier: str, minutes: int) -> str:
+    """``later - earlier > minutes`` for two ``TIMESTAMPTZ`` expressions, on epoch
+    microseconds: the interval subtraction and comparison took 2.1 s for 4.5 M readings,
+    this 0.03 s."""
+    return f"epoch_us({later}) - epoch_us({earlier}) > {int(minutes) * MINUTE_US}"
+
+
 def q(name: str) -> str:
     """A quoted SQL identifier."""
     return '"' + name.replace('"', '""') + '"'
@@ -53,7 +84,8 @@ def reason_sql() -> tuple[str, str]:
         return f"concat_ws(',', {parts})"
 
     bad_ts = ("(invalid_values IS NOT NULL AND json_exists(invalid_values, '$.ts')) "
-              "OR ts > arrived_at + INTERVAL 5 MINUTES OR ts < TIMESTAMPTZ '2000-01-01'")
+              f"OR {more_than_minutes_after('ts', 'arrived_at', 5)} "
+              "OR ts < TIMESTAMPTZ '2000-01-01'")
     bad_type = ("(invalid_values IS NOT NULL AND (json_keys(invalid_values) <> ['ts'] "
                 "OR json_exists(invalid_values, '$.arrived_at'))) OR " + nonfinite)
     reason = f"""CASE

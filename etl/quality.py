@@ -36,6 +36,7 @@ from altaviz.telemetry import READINGS_PER_HOUR
 from etl.aggregates import set_stage_mark, stage_mark
 from etl.lake import Lake
 from etl.ledger import sql_dates
+from etl.metrics import hour_of
 from etl.models import QualityResult
 
 COMPLETENESS_MAX_MISSING = 0.05
@@ -97,7 +98,7 @@ def quality_checks(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.Con
             h_end = first[1] + timedelta(hours=1)
             completeness = con.execute(f"""
                 WITH counts AS (
-                    SELECT compressor_id, date_trunc('hour', ts) AS hour,
+                    SELECT compressor_id, {hour_of("ts")} AS hour,
                            count(DISTINCT ts) AS n
                     FROM delta_scan('{silver}')
                     WHERE date IN ({sql_dates(h_dates)})

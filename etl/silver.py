@@ -42,10 +42,13 @@ from etl.metrics import (
     OUTLIER_SIGMAS,
     VAR_EPS,
     channel_list,
+    hour_of,
     metric_columns,
+    more_than_minutes_after,
     q,
     reason_sql,
     unpivot_partials,
+    utc_date_of,
 )
 from etl.models import SilverResult
 from etl.windows import cell_sql, grid_blocks, sample_std, trailing_sums
@@ -98,7 +101,7 @@ def silver_transform(con: duckdb.DuckDBPyConnection, lake: Lake, orgs: dict[str,
     # views, not copies: materialising every stage of 4.5 M wide rows made silver spill GBs
     con.execute(f"""
         CREATE OR REPLACE TEMP VIEW valid AS
-        SELECT *, hash({chan}) AS vhash, strftime(ts, '%Y-%m-%d') AS date
+        SELECT *, hash({chan}) AS vhash, {utc_date_of("ts")} AS date
         FROM classified WHERE reason IS NULL
     """)
     by_date = con.execute("SELECT date, min(ts), max(ts) FROM valid GROUP BY date").fetchall()
@@ -207,7 +210,7 @@ def _flag_outliers(con: duckdb.DuckDBPyConnection, lake: Lake, late_arrival_minu
     """Build temp table ``flagged``: kept rows with ``late`` and ``outlier_metrics``."""
     con.execute(f"""
         CREATE OR REPLACE TEMP VIEW kept AS
-        SELECT v.*, date_trunc('hour', ts) AS hour, {metric_columns()}
+        SELECT v.*, {hour_of("ts")} AS hour, {metric_columns()}
         FROM valid v ANTI JOIN dropped d USING (source_file, source_row)
     """)
     partial = ", ".join(
@@ -227,7 +230,7 @@ def _flag_outliers(con: duckdb.DuckDBPyConnection, lake: Lake, late_arrival_minu
     outside = [f"abs(k.{q(m.name)} - b.mu_{i}) > b.lim_{i}" for i, m in enumerate(METRICS)]
     names = ", ".join(f"CASE WHEN {o} THEN '{m.name}' END"
                       for o, m in zip(outside, METRICS, strict=True))
-    late = f"k.arrived_at - k.ts > INTERVAL {int(late_arrival_minutes)} MINUTES"
+    late = more_than_minutes_after("k.arrived_at", "k.ts", late_arrival_minutes)
     con.execute(f"""
         CREATE OR REPLACE TEMP VIEW flagged AS
         SELECT k.org_id, k.compressor_id, k.ts, k.arrived_at,
@@ -297,7 +300,7 @@ def _unabsorbed_silver(lake: Lake, first: datetime, last: datetime, partial: str
     if lake.batch_mark("silver") <= gold_mark:
         return None
     return f"""
-        SELECT compressor_id, date_trunc('hour', ts) AS hour, {partial}
+        SELECT compressor_id, {hour_of("ts")} AS hour, {partial}
         FROM (SELECT *, {metric_columns()} FROM delta_scan('{lake.uri("silver")}')
               WHERE date IN ({sql_dates(dates_between(first, last))})
                 AND batch_id > {int(gold_mark)}
