@@ -12,8 +12,10 @@ The scenario:
 
 1. wave 1 of alerts is opened (signal-with-start of ``AlertWorkflow`` breaches, short
    escalation delay) and a ``PipelineWorkflow`` run (ETL + rules + dispatch) is started;
-2. a watcher thread stops PostgreSQL the moment the ETL's DuckDB connection for the
-   aggregates upsert shows up in ``pg_stat_activity`` (fallback: when the run starts);
+2. a watcher thread stops PostgreSQL when the ETL's aggregates stage begins: the stage
+   announces itself and waits (up to 30 s) for the outage before its first statement, so the
+   upsert meets a stopped server however fast the stages before it ran (watching
+   ``pg_stat_activity`` for the upsert alone missed it once the hourly ETL got faster);
 3. wave 2 of alerts is signalled while the database is down; wave 1's escalation timers fire
    during the outage;
 4. after ``outage_s`` PostgreSQL is started again; the worker, its connection pool and the
@@ -51,6 +53,7 @@ from temporalio.worker import (
     Interceptor,
 )
 
+import etl.pipeline
 from activities.pipeline import latest_only, start_or_update_alert
 from altaviz import db
 from altaviz.fleet_store import load_fleet
@@ -126,12 +129,15 @@ class _AttemptInbound(ActivityInboundInterceptor):
 # --- the outage trigger ------------------------------------------------------------------
 
 class OutageTrigger(threading.Thread):
-    """Stops PostgreSQL when the ETL is upserting (its DuckDB postgres connection or an
-    aggregates statement is visible), or when ``fallback`` seconds have passed."""
+    """Stops PostgreSQL when the ETL is upserting (``upserting`` is set, or its DuckDB
+    postgres connection or an aggregates statement is visible), or when ``fallback`` seconds
+    have passed."""
 
-    def __init__(self, pg: OwnedPostgres, url: str, fallback: float) -> None:
+    def __init__(self, pg: OwnedPostgres, url: str, fallback: float,
+                 upserting: threading.Event) -> None:
         super().__init__(daemon=True)
         self.pg, self.url, self.fallback = pg, url, fallback
+        self.upserting = upserting
         self.stopped = threading.Event()
         self.seen = ""
         self.stopped_at = 0.0
@@ -143,6 +149,9 @@ class OutageTrigger(threading.Thread):
             deadline = time.monotonic() + self.fallback
             with psycopg.connect(self.url, autocommit=True) as conn:
                 while time.monotonic() < deadline and not self.seen:
+                    if self.upserting.is_set():
+                        self.seen = "the aggregates stage began"
+                        break
                     rows = conn.execute(
                         "SELECT coalesce(application_name, ''), coalesce(query, '') "
                         "FROM pg_stat_activity WHERE datname = current_database() "
@@ -218,6 +227,7 @@ async def pg_outage(tmp: Path, *, outage_s: float, per_wave: int, escalation_s: 
     pg.init()
     pg.start()
     env: WorkflowEnvironment | None = None
+    real_upsert = etl.pipeline.upsert_aggregates   # wrapped below, restored in any case
     try:
         url = pg.create_database("altaviz")
         ref_url = pg.create_database("reference")
@@ -257,7 +267,17 @@ async def pg_outage(tmp: Path, *, outage_s: float, per_wave: int, escalation_s: 
 
             wave1 = _probe_breaches(sim.fleet, config.start, 1, per_wave, escalation_s)
             wave2 = _probe_breaches(sim.fleet, config.start, 2, per_wave, escalation_s)
-            trigger = OutageTrigger(pg, url, fallback=60)
+            upserting = threading.Event()
+            trigger = OutageTrigger(pg, url, fallback=60, upserting=upserting)
+
+            def upsert_into_outage(*args: Any, **kwargs: Any) -> Any:
+                """The real stage, entered only once the server is down (first call)."""
+                if not upserting.is_set():
+                    upserting.set()
+                    trigger.stopped.wait(30)
+                return real_upsert(*args, **kwargs)
+
+            etl.pipeline.upsert_aggregates = upsert_into_outage
             trigger.start()
             await signal(wave1)
             pipeline = await client.start_workflow(
@@ -299,6 +319,7 @@ async def pg_outage(tmp: Path, *, outage_s: float, per_wave: int, escalation_s: 
             _expected_pipeline_alerts, ref_settings, ref_url, [floor, last_hour])
         rows = _check(url, ref_url)
     finally:
+        etl.pipeline.upsert_aggregates = real_upsert
         if env is not None:
             await env.shutdown()
         pg.close()
