@@ -4,11 +4,14 @@ Two ways in:
 
 * :func:`run_pipeline` runs every stage under the lake's writer lock, records the run in
   ``etl_runs`` and returns an :class:`~etl.models.EtlSummary` (including the changed
-  ``(org, compressor, hour range)`` list for rule evaluation). ``altaviz etl run`` calls it.
-* :func:`run_stage` runs one stage on its own (its own connections and lock): the scheduled
-  pipeline workflow calls the stages as separate Temporal activities. Every stage is
-  idempotent and catches up on whatever earlier stages produced that it has not seen, so a
-  retried or re-ordered activity cannot lose or double anything.
+  ``(org, compressor, hour range)`` list for rule evaluation). ``altaviz etl run`` and the
+  scheduled pipeline's ETL activity (``worker.etl_runner``) call it. In a small run (the
+  hourly one) quality runs on its own thread beside the aggregates stage
+  (:func:`_quality_beside`).
+* :func:`run_stage` runs one stage on its own (its own connections and lock); the tests use
+  it to run stages separately and out of order. Every stage is idempotent and catches up on
+  whatever earlier stages produced that it has not seen, so a retried or re-ordered stage
+  cannot lose or double anything.
 
 Stage bookkeeping: every Delta table records the last bronze batch it incorporated in its own
 commit (delta-rs app transactions) and the PostgreSQL stages record theirs in
@@ -202,7 +205,8 @@ def _input_rows(ctx: _Context, stage: Stage, con: Any, conn: psycopg.Connection[
 def run_pipeline(settings: Settings, db_url: str, *, landing: Path | None = None,
                  progress: Progress | None = None, after_stage: StageHook | None = None,
                  run_id: str | None = None, as_of: datetime | None = None) -> EtlSummary:
-    """Run every stage in order and record the run in ``etl_runs``.
+    """Run every stage in order and record the run in ``etl_runs``; quality, which needs
+    only silver, runs beside the aggregates stage when its input is small.
 
     Args:
         settings: lake_path, landing_path, late_arrival_minutes, freshness_sla_minutes.
