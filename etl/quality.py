@@ -15,7 +15,7 @@ For the batches this stage has not checked yet (mark in ``etl_stage_progress``):
   ``as_of`` (default: now), failing above ``freshness_sla_minutes``. The last reading is the
   later of its watermark and its latest reading in the batches checked here: the aggregates
   stage advances the watermarks, and this stage must not depend on having run after it (the
-  pipeline runs it beside gold and aggregates, see :mod:`etl.pipeline`).
+  pipeline runs it beside the aggregates stage, see :mod:`etl.pipeline`).
 
 Rows are written per organization in a tenant transaction and keyed by run id (a retry of
 the same run inserts nothing twice).
