@@ -80,9 +80,11 @@ class _Context:
         #: bronze's pending landing files, when sizing the stage already listed them
         self.pending: list[LandingFile] | None = None
 
-    def duck(self) -> Any:
+    def duck(self, share: int = 100, threads: int | None = None) -> Any:
+        """A DuckDB connection limited to ``share`` percent of ``etl_memory_mb``."""
         return duck.connect(postgres=True, temp_directory=self.lake.root / "_tmp",
-                            memory_limit=f"{self.settings.etl_memory_mb}MB")
+                            memory_limit=f"{self.settings.etl_memory_mb * share // 100}MB",
+                            threads=threads)
 
 
 def _run(ctx: _Context, stage: Stage, con: Any, conn: psycopg.Connection[Any], run_id: str,
@@ -154,11 +156,17 @@ def _stage_in_child(stage: Stage, settings: Settings, db_url: str, landing: Path
                     run_id: str, as_of: datetime | None, *, progress: Progress) -> BaseModel:
     """A stage's body in the child process: its own connections, no lock (the parent,
     which waits for it, holds the lake's writer lock)."""
+    return _run_alone(stage, settings, db_url, landing, run_id, as_of, progress,
+                      share=CHILD_MEMORY_SHARE.get(stage, 100))
+
+
+def _run_alone(stage: Stage, settings: Settings, db_url: str, landing: Path, run_id: str,
+               as_of: datetime | None, progress: Progress | None, *, share: int,
+               threads: int | None = None) -> BaseModel:
+    """Run one stage on DuckDB and PostgreSQL connections of its own (``share`` percent of
+    the DuckDB memory limit), closed afterwards."""
     ctx = _Context(settings, db_url, landing)
-    con = ctx.duck()
-    share = CHILD_MEMORY_SHARE.get(stage)
-    if share:
-        con.execute(f"SET memory_limit = '{settings.etl_memory_mb * share // 100}MB'")
+    con = ctx.duck(share, threads)
     try:
         with db.connect(db_url) as conn:
             return _run(ctx, stage, con, conn, run_id, progress, as_of)
@@ -303,15 +311,8 @@ def _quality_beside(settings: Settings, db_url: str, landing: Path, run_id: str,
     2.48-2.87 s that way against 2.37-2.67 s from gold's end. Its freshness takes the batch's
     own latest readings into account, so it does not depend on the aggregates stage having
     advanced the watermarks first."""
-    ctx = _Context(settings, db_url, landing)
-    con = duck.connect(temp_directory=ctx.lake.root / "_tmp", threads=1, memory_limit=(
-        f"{settings.etl_memory_mb * QUALITY_BESIDE_MEMORY_SHARE // 100}MB"))
-    try:
-        with db.connect(db_url) as conn:
-            return quality_checks(con, ctx.lake, conn, run_id, settings.freshness_sla_minutes,
-                                  as_of)
-    finally:
-        con.close()
+    return _run_alone("quality", settings, db_url, landing, run_id, as_of, None,
+                      share=QUALITY_BESIDE_MEMORY_SHARE, threads=1)
 
 
 #: Resident size above which a finished stage's DuckDB connection is closed (the next stage
