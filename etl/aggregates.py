@@ -1,18 +1,25 @@
-"""Hourly aggregates in PostgreSQL: gold rows written into ``sensor_readings_agg``.
+"""Hourly aggregates in PostgreSQL: gold rows written into ``agg_compressor_hours``.
 
-The gold rows written since the last run of this stage (gold ``batch_id`` above this stage's
-mark in ``etl_stage_progress``) take one of two paths, decided per ``(org_id, hour)`` by one
-existence query:
+PostgreSQL keeps one row per organization, compressor and hour, each statistic an array over
+the metrics (migration 070; ``sensor_readings_agg`` is the long view of it that readers use).
+Gold is long (one row per metric), so each compressor-hour is pivoted here: element ``i`` of
+every array is metric ``i`` of :data:`altaviz.telemetry.METRICS`, NULL where the hour has no
+reading of it. A batch that changed some metrics of a compressor-hour rewrites the whole row,
+so the row is assembled from all of that hour's gold rows, not only the batch's.
+
+The compressor-hours of the gold rows written since the last run of this stage (gold
+``batch_id`` above this stage's mark in ``etl_stage_progress``) take one of two paths, decided
+per ``(org_id, hour)`` by one existence query:
 
 * **new hours** (first load, the next hour of the hourly run): DuckDB's postgres extension
-  pushes them with binary COPY straight into the monthly partition, sorted by primary key. A
-  month that has no partition yet (a first load, a backfill) is copied into a plain table
-  without the key, which is then attached as the partition: one index build by sort instead
-  of a B-tree insertion per row (migration 061). A crash before the attach leaves that table
-  invisible; the re-run drops it and copies the month again.
+  pushes them with binary COPY straight into the monthly partition. A month that has no
+  partition yet (a first load, a backfill) is copied into a plain table without the key,
+  which is then attached as the partition: one index build by sort instead of a B-tree
+  insertion per row (migration 061). A crash before the attach leaves that table invisible;
+  the re-run drops it and copies the month again.
   Nothing can conflict, so the staging table and ``ON CONFLICT`` are skipped; the ownership
-  check (migration 060: once per statement, on every partition) still refuses a compressor
-  the organization does not own.
+  check (migration 060: once per statement, on every partition; 062: once at attach) still
+  refuses a compressor the organization does not own.
 * **hours that already have rows** (late data, re-computed windows, re-runs): binary COPY
   into the unlogged ``etl_agg_staging`` table, then moved one organization at a time in a
   tenant transaction (role ``altaviz_app``, RLS) with ``INSERT ... ON CONFLICT DO UPDATE``
@@ -20,9 +27,10 @@ existence query:
   (RLS WITH CHECK) or of a compressor the organization does not own (the ownership check).
 
 Only rows inserted or really changed are reported; they become the
-:class:`~etl.models.ChangedRange` list that rule evaluation targets. The mark advances after
-every write succeeded, so a crash in the middle repeats the stage: hours copied before the
-crash then exist and take the guarded path, which finds them identical and writes nothing.
+:class:`~etl.models.ChangedRange` list that rule evaluation targets (``rows`` counts
+(metric, hour) aggregates, as the long view shows them). The mark advances after every write
+succeeded, so a crash in the middle repeats the stage: hours copied before the crash then
+exist and take the guarded path, which finds them identical and writes nothing.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ import psycopg
 import pyarrow as pa
 
 from altaviz.db import admin, queries, tenant
+from altaviz.telemetry import METRICS
 from etl.duck import table_from_arrow
 from etl.lake import Lake
 from etl.ledger import sql_dates
@@ -48,9 +57,12 @@ Progress = Callable[[str, float], None]
 #: this stage's resident size peaking at 870 MB either way (it once stacked on the earlier
 #: stages' leftovers, before etl.pipeline.release_memory closed their DuckDB connections).
 COPY_STREAMS = 2
-_COLUMNS = ("org_id, compressor_id, metric, hour, n, mean, min, max, stddev, mean_4h, min_4h, "
-            "max_4h, stddev_4h, mean_24h, min_24h, max_24h, stddev_24h, rate_of_change, "
-            "outliers, late")
+#: The per-metric statistics, each one array column of ``agg_compressor_hours``.
+STATISTICS = ("n", "mean", "min", "max", "stddev", "mean_4h", "min_4h", "max_4h", "stddev_4h",
+              "mean_24h", "min_24h", "max_24h", "stddev_24h", "rate_of_change", "outliers",
+              "late")
+_INTEGER = {"n", "outliers", "late"}
+_COLUMNS = ", ".join(("org_id", "compressor_id", "hour", *STATISTICS))
 
 
 def compressor_orgs(conn: psycopg.Connection[Any]) -> dict[str, str]:
@@ -102,16 +114,15 @@ def upsert_aggregates(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.
     if hi <= lo:
         return AggregatesResult()
     dates = lake.partitions_for_batches("gold", lo, hi)
+    # one scan for every decision: the compressor-hours the batches wrote, with their number
+    # of (metric) rows. Plain tables, not TEMP: the parallel COPY connections read them.
     con.execute(f"""
-        CREATE OR REPLACE VIEW agg_source AS
-        SELECT {_COLUMNS} FROM delta_scan('{lake.uri("gold")}')
+        CREATE OR REPLACE TABLE agg_keys AS
+        SELECT org_id, compressor_id, hour, count(*) AS rows FROM delta_scan('{lake.uri("gold")}')
         WHERE date IN ({sql_dates(dates)}) AND batch_id > {lo} AND batch_id <= {hi}
+        GROUP BY ALL
     """)
-    # one scan for every decision: (org, compressor, hour) keys of the rows to write
-    con.execute("""
-        CREATE OR REPLACE TEMP TABLE agg_keys AS
-        SELECT org_id, compressor_id, hour, count(*) AS n FROM agg_source GROUP BY ALL
-    """)
+    register_metric_positions(con)
     pairs = con.execute("SELECT DISTINCT org_id, hour FROM agg_keys").fetchall()
     months = sorted({datetime(h.year, h.month, 1, tzinfo=UTC) for _, h in pairs})
     with admin(conn):
@@ -124,11 +135,16 @@ def upsert_aggregates(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.
         existing = conn.execute(q["existing_agg_hours"], {
             "orgs": [o for o, _ in pairs], "hours": [h for _, h in pairs]}).fetchall()
     _register(con, "agg_existing", existing)
+    con.execute("""
+        CREATE OR REPLACE TABLE agg_fresh_keys AS
+        SELECT * FROM agg_keys ANTI JOIN agg_existing USING (org_id, hour)""")
+    con.execute("""
+        CREATE OR REPLACE TABLE agg_stale_keys AS
+        SELECT * FROM agg_keys SEMI JOIN agg_existing USING (org_id, hour)""")
     # rows of new (org, hour) pairs: changed by definition (inserted)
     fresh = con.execute("""
-        SELECT org_id, compressor_id, min(hour), max(hour), sum(n)::BIGINT
-        FROM agg_keys s ANTI JOIN agg_existing e USING (org_id, hour)
-        GROUP BY ALL
+        SELECT org_id, compressor_id, min(hour), max(hour), sum(rows)::BIGINT
+        FROM agg_fresh_keys GROUP BY ALL
     """).fetchall()
     copied = sum(r[4] for r in fresh)
     staged = 0
@@ -139,14 +155,12 @@ def upsert_aggregates(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.
     # for why a crash between them is harmless).
     try:
         if copied:
-            _copy_new_hours(con, months, partitions, COPY_STREAMS)
+            _copy_new_hours(con, lake, dates, months, partitions, COPY_STREAMS)
         if progress:
             progress("aggregates", 0.5)
         if existing:
-            con.execute(f"""
-                INSERT INTO pg.public.etl_agg_staging ({_COLUMNS})
-                SELECT {_COLUMNS} FROM agg_source SEMI JOIN agg_existing USING (org_id, hour)
-            """)
+            con.execute(f"INSERT INTO pg.public.etl_agg_staging ({_COLUMNS}) "
+                        f"{_pivot(lake, dates, 'agg_stale_keys')}")
     finally:
         con.execute("DETACH pg")
     with admin(conn):
@@ -157,7 +171,7 @@ def upsert_aggregates(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.
     with admin(conn):
         staged_orgs = [r[0] for r in conn.execute(q["staged_orgs"]).fetchall()]
         if staged_orgs:
-            row = conn.execute("SELECT count(*) FROM etl_agg_staging").fetchone()
+            row = conn.execute(q["staged_rows"]).fetchone()
             staged = int(row[0]) if row else 0
     watermarks = _watermarks(con, lake, lo, hi)
     ranges: dict[tuple[str, str], tuple[datetime, datetime, int]] = {
@@ -204,26 +218,61 @@ def _one(conn: psycopg.Connection[Any], query: str, params: dict[str, Any]) -> A
     return row[0]
 
 
-def _copy_new_hours(con: duckdb.DuckDBPyConnection, months: list[datetime],
-                    partitions: dict[datetime, str], streams: int) -> None:
+def register_metric_positions(con: duckdb.DuckDBPyConnection) -> None:
+    """DuckDB table ``agg_metric_pos(metric, pos)``: each metric's 1-based place in the
+    arrays of ``agg_compressor_hours`` (:data:`METRICS` order, = ``agg_metric_names()``)."""
+    table_from_arrow(con, "agg_metric_pos", pa.table({
+        "metric": pa.array([m.name for m in METRICS], pa.string()),
+        "pos": pa.array(range(1, len(METRICS) + 1), pa.int32())}), temp=False)
+
+
+def pivot_sql(gold_uri: str, where: str, keys: str | None = None) -> str:
+    """SELECT of ``agg_compressor_hours`` rows from the long gold rows that satisfy ``where``
+    (a condition on ``g``): one row per compressor-hour, each statistic a list in
+    :data:`METRICS` order, NULL where the hour has no row of that metric. With ``keys`` (a
+    DuckDB table of ``org_id, compressor_id, hour``), only those compressor-hours. Needs
+    :func:`register_metric_positions`."""
+    lists = ", ".join(f"list(g.{c}{'::INTEGER' if c in _INTEGER else ''}) AS l_{c}"
+                      for c in STATISTICS)
+    scatter = ", ".join(
+        f"[l_{c}[list_position(p, i)] for i in range(1, {len(METRICS) + 1})]"
+        f"::{'INTEGER' if c in _INTEGER else 'DOUBLE'}[] AS {c}" for c in STATISTICS)
+    semi = "" if keys is None else f"""
+              SEMI JOIN {keys} k ON k.org_id = g.org_id AND k.compressor_id = g.compressor_id
+                AND k.hour = g.hour"""
+    return f"""
+        SELECT org_id, compressor_id, hour, {scatter}
+        FROM (SELECT g.org_id, g.compressor_id, g.hour, list(m.pos) AS p, {lists}
+              FROM delta_scan('{gold_uri}') g
+              JOIN agg_metric_pos m ON m.metric = g.metric{semi}
+              WHERE {where}
+              GROUP BY ALL)"""
+
+
+def _pivot(lake: Lake, dates: set[str] | list[str], keys: str, where: str = "") -> str:
+    """The pivoted rows of the compressor-hours in ``keys``, from the gold date partitions
+    ``dates`` (``where``: more conditions, ``AND ...``)."""
+    return pivot_sql(lake.uri("gold"), f"g.date IN ({sql_dates(dates)}) {where}", keys)
+
+
+def _copy_new_hours(con: duckdb.DuckDBPyConnection, lake: Lake, dates: set[str] | list[str],
+                    months: list[datetime], partitions: dict[datetime, str], streams: int
+                    ) -> None:
     """COPY the rows of new (org, hour) pairs into their monthly partitions, ``streams``
     statements at a time on their own DuckDB connections (each a PostgreSQL transaction)."""
     from concurrent.futures import ThreadPoolExecutor
 
     def push(k: int) -> None:
-        cur = con.cursor()  # a connection of the same DuckDB instance: sees ``pg`` and views
+        cur = con.cursor()  # a connection of the same DuckDB instance: sees ``pg`` and tables
         try:
             for month in months:
                 end = datetime(month.year + month.month // 12, month.month % 12 + 1, 1,
                                tzinfo=UTC)
-                cur.execute(f"""
-                    INSERT INTO pg.public.{_ident(partitions[month])} ({_COLUMNS})
-                    SELECT {_COLUMNS} FROM agg_source s
-                    ANTI JOIN agg_existing e USING (org_id, hour)
-                    WHERE s.hour >= '{month.isoformat()}'::TIMESTAMPTZ
-                      AND s.hour < '{end.isoformat()}'::TIMESTAMPTZ
-                      AND hash(s.compressor_id) % {streams} = {k}
-                """)
+                where = (f"AND g.hour >= '{month.isoformat()}'::TIMESTAMPTZ "
+                         f"AND g.hour < '{end.isoformat()}'::TIMESTAMPTZ "
+                         f"AND hash(g.compressor_id) % {streams} = {k}")
+                cur.execute(f"INSERT INTO pg.public.{_ident(partitions[month])} ({_COLUMNS}) "
+                            f"{_pivot(lake, dates, 'agg_fresh_keys', where)}")
         finally:
             cur.close()
 

@@ -41,22 +41,21 @@ SELECT finish_agg_month_load(%(ts)s)
 -- and WITH CHECK refuses any row of another; the ownership check (migration 060) refuses
 -- a compressor the organization does not own.
 -- The IS DISTINCT FROM guard leaves identical rows untouched (no dead tuples, no updated_at
--- churn), so only real changes are returned and reported to rule evaluation.
+-- churn), so only real changes are returned and reported to rule evaluation, counted in
+-- (metric, hour) aggregates: the metrics present in the row.
 WITH up AS (
-    INSERT INTO sensor_readings_agg AS a (
-        org_id, compressor_id, metric, hour, n, mean, min, max, stddev,
-        mean_4h, min_4h, max_4h, stddev_4h, mean_24h, min_24h, max_24h, stddev_24h,
-        rate_of_change, outliers, late)
-    SELECT org_id, compressor_id, metric, hour, n, mean, min, max, stddev,
-           mean_4h, min_4h, max_4h, stddev_4h, mean_24h, min_24h, max_24h, stddev_24h,
-           rate_of_change, outliers, late
+    INSERT INTO agg_compressor_hours AS a (
+        org_id, compressor_id, hour, n, mean, min, max, stddev, mean_4h, min_4h, max_4h,
+        stddev_4h, mean_24h, min_24h, max_24h, stddev_24h, rate_of_change, outliers, late)
+    SELECT org_id, compressor_id, hour, n, mean, min, max, stddev, mean_4h, min_4h, max_4h,
+           stddev_4h, mean_24h, min_24h, max_24h, stddev_24h, rate_of_change, outliers, late
     FROM etl_agg_staging
     WHERE org_id = current_org()
-    ON CONFLICT (org_id, compressor_id, metric, hour) DO UPDATE SET
+    ON CONFLICT (org_id, hour, compressor_id) DO UPDATE SET
         n = EXCLUDED.n, mean = EXCLUDED.mean, min = EXCLUDED.min, max = EXCLUDED.max,
         stddev = EXCLUDED.stddev, mean_4h = EXCLUDED.mean_4h, min_4h = EXCLUDED.min_4h,
-        max_4h = EXCLUDED.max_4h, stddev_4h = EXCLUDED.stddev_4h,
-        mean_24h = EXCLUDED.mean_24h, min_24h = EXCLUDED.min_24h, max_24h = EXCLUDED.max_24h,
+        max_4h = EXCLUDED.max_4h, stddev_4h = EXCLUDED.stddev_4h, mean_24h = EXCLUDED.mean_24h,
+        min_24h = EXCLUDED.min_24h, max_24h = EXCLUDED.max_24h,
         stddev_24h = EXCLUDED.stddev_24h, rate_of_change = EXCLUDED.rate_of_change,
         outliers = EXCLUDED.outliers, late = EXCLUDED.late
     WHERE (a.n, a.mean, a.min, a.max, a.stddev, a.mean_4h, a.min_4h, a.max_4h, a.stddev_4h,
@@ -66,10 +65,14 @@ WITH up AS (
            EXCLUDED.mean_4h, EXCLUDED.min_4h, EXCLUDED.max_4h, EXCLUDED.stddev_4h,
            EXCLUDED.mean_24h, EXCLUDED.min_24h, EXCLUDED.max_24h, EXCLUDED.stddev_24h,
            EXCLUDED.rate_of_change, EXCLUDED.outliers, EXCLUDED.late)
-    RETURNING a.compressor_id, a.hour
+    RETURNING a.compressor_id, a.hour, cardinality(array_remove(a.n, NULL)) AS metrics
 )
-SELECT compressor_id, min(hour), max(hour), count(*) FROM up GROUP BY compressor_id
+SELECT compressor_id, min(hour), max(hour), sum(metrics)::bigint FROM up GROUP BY compressor_id
 ORDER BY compressor_id
+
+-- name: staged_rows
+-- (metric, hour) aggregates waiting in the staging table
+SELECT coalesce(sum(cardinality(array_remove(n, NULL))), 0) FROM etl_agg_staging
 
 -- name: upsert_watermark
 -- One organization's watermarks in one statement (arrays of compressor ids and their latest
@@ -131,7 +134,7 @@ ORDER BY org_id, compressor_id, check_type
 -- plain-COPY path: no row of theirs can conflict. Runs as the owner: it spans organizations.
 SELECT t.org_id, t.hour
 FROM unnest(%(orgs)s::text[], %(hours)s::timestamptz[]) AS t(org_id, hour)
-WHERE EXISTS (SELECT 1 FROM sensor_readings_agg a WHERE a.org_id = t.org_id AND a.hour = t.hour)
+WHERE EXISTS (SELECT 1 FROM agg_compressor_hours a WHERE a.org_id = t.org_id AND a.hour = t.hour)
 
 -- name: record_unevaluated_hours
 -- Each organization's changed hours of one aggregates run (parallel arrays), for the rules.

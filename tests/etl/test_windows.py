@@ -90,7 +90,12 @@ def test_late_batch_updates_exactly_the_affected_hours(settings: Settings, db_ur
     assert summary.rows_late == 6
     after = {m: agg(conn, m) for m in ("oil_temp_f", "speed_rpm")}
     changed = {m: sorted(int((h - T0) / timedelta(hours=1)) for h, r in after[m].items()
-                         if h not in before[m] or before[m][h] != r) for m in after}
+                         if h not in before[m] or before[m][h][:-1] != r[:-1]) for m in after}
+    # PostgreSQL rewrote exactly the compressor-hours where some metric changed (one row per
+    # compressor-hour, migration 070): its updated_at moved there and nowhere else
+    touched = sorted(int((h - T0) / timedelta(hours=1)) for h, r in after["speed_rpm"].items()
+                     if h not in before["speed_rpm"] or before["speed_rpm"][h][-1] != r[-1])
+    assert touched == list(range(5, 29))
     # oil temperature: the late hour plus the 23 hours whose 4 h / 24 h windows contain it
     assert changed["oil_temp_f"] == list(range(5, 29))
     # a constant channel: the new hour, and hour 6 whose rate of change now has a previous
@@ -118,8 +123,8 @@ def test_aggregates_are_scoped_by_organization(settings: Settings, db_url: str, 
         seen = conn.execute("SELECT DISTINCT compressor_id FROM sensor_readings_agg").fetchall()
     assert seen == [("COMP-0001",)]
     # a staged row of another organization is invisible to acme's upsert ...
-    stage = ("INSERT INTO etl_agg_staging (org_id, compressor_id, metric, hour, n, outliers, "
-             "late) VALUES (%s, %s, 'speed_rpm', %s, 1, 0, 0)")
+    stage = ("INSERT INTO etl_agg_staging (org_id, compressor_id, hour, n, outliers, late) "
+             "VALUES (%s, %s, %s, '{1}', '{0}', '{0}')")
     with conn.transaction():
         conn.execute(stage, ["bravo", "COMP-0004", T0])
     with tenant(conn, "acme"):

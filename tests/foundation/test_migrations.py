@@ -12,15 +12,17 @@ import pytest
 
 from altaviz import db
 from altaviz.errors import MigrationError
+from altaviz.telemetry import METRICS
 
 EXPECTED_TABLES = {
-    "organizations", "sites", "compressors", "sensor_readings_agg", "alert_rule_sets",
+    "organizations", "sites", "compressors", "agg_compressor_hours", "alert_rule_sets",
     "alert_rules", "alert_history", "alert_events", "contacts", "notifications",
     "data_quality_checks", "etl_runs", "etl_watermarks", "maintenance_windows",
     "schema_migrations",
 }
 PREPARABLE = {"SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "VALUES"}
-EXPECTED_VIEWS = {"open_alerts", "fleet_health_by_site", "data_quality_summary"}
+EXPECTED_VIEWS = {"open_alerts", "fleet_health_by_site", "data_quality_summary",
+                  "sensor_readings_agg"}
 
 
 def _tables(url: str) -> set[str]:
@@ -52,19 +54,22 @@ def test_schema_matches_what_the_code_expects(db_url: str) -> None:
         views = {r[0] for r in c.execute(
             "SELECT viewname FROM pg_views WHERE schemaname = 'public'")}
         assert EXPECTED_VIEWS <= views
-        # sensor_readings_agg is partitioned by month and keyed for idempotent upserts.
-        kind = c.execute("SELECT relkind FROM pg_class WHERE relname = 'sensor_readings_agg'"
+        # agg_compressor_hours is partitioned by month and keyed for idempotent upserts, one
+        # row per compressor-hour (070); its arrays follow the metrics' order in the code.
+        kind = c.execute("SELECT relkind FROM pg_class WHERE relname = 'agg_compressor_hours'"
                          ).fetchone()
         assert kind == ("p",)
+        names = c.execute("SELECT agg_metric_names()").fetchone()
+        assert names == ([m.name for m in METRICS],)
         pk = c.execute("""
             SELECT array_agg(a.attname ORDER BY k.ord) FROM pg_constraint con
             CROSS JOIN LATERAL unnest(con.conkey) WITH ORDINALITY k(attnum, ord)
             JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum
-            WHERE con.conrelid = 'sensor_readings_agg'::regclass AND con.contype = 'p'
+            WHERE con.conrelid = 'agg_compressor_hours'::regclass AND con.contype = 'p'
         """).fetchone()
-        assert pk == (["org_id", "hour", "compressor_id", "metric"],)  # hour-major (021)
+        assert pk == (["org_id", "hour", "compressor_id"],)  # hour-major (021)
         part = c.execute("SELECT ensure_agg_partition('2026-03-15T12:00Z')").fetchone()
-        assert part == ("sensor_readings_agg_2026_03",)
+        assert part == ("agg_compressor_hours_2026_03",)
         # Every named query parses against the schema (PREPARE checks tables and columns).
         for area_file in sorted(db.QUERIES_DIR.glob("*.sql")):
             for name, text in db.queries(area_file.stem).items():

@@ -11,7 +11,8 @@ import pytest
 from altaviz import db
 from altaviz.fleet import Fleet
 
-TENANT_VIEWS = ["open_alerts", "fleet_health_by_site", "data_quality_summary"]
+TENANT_VIEWS = [
+    "open_alerts", "fleet_health_by_site", "data_quality_summary", "sensor_readings_agg"]
 
 
 def _seed_every_table(conn: psycopg.Connection[Any]) -> None:
@@ -78,7 +79,7 @@ def test_every_tenant_table_has_row_level_security(
     conn: psycopg.Connection[Any], fleet: Fleet
 ) -> None:
     tables = _tenant_tables(conn)
-    assert "sensor_readings_agg" in tables and "alert_events" in tables
+    assert "agg_compressor_hours" in tables and "alert_events" in tables
     with db.admin(conn):
         missing = [r[0] for r in conn.execute(
             "SELECT relname FROM pg_class WHERE relname = ANY(%s) AND NOT relrowsecurity",

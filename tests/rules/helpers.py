@@ -32,15 +32,24 @@ def put(conn: psycopg.Connection[Any], org: str, comp: str, metric: str, start: 
         with db.admin(conn), conn.cursor() as cur:
             cur.executemany(
                 "INSERT INTO sensor_readings_agg (org_id, compressor_id, metric, hour, n, mean,"
-                " min, min_4h) VALUES (%s, %s, 'speed_rpm', %s, 6, 2000, 2000, 2000)"
-                " ON CONFLICT DO NOTHING",
-                [(r[0], r[1], r[3]) for r in rows])
+                " min, min_4h) SELECT %(org)s, %(comp)s, 'speed_rpm', %(hour)s, 6, 2000, 2000,"
+                " 2000 WHERE NOT EXISTS (SELECT 1 FROM sensor_readings_agg WHERE org_id ="
+                " %(org)s AND compressor_id = %(comp)s AND metric = 'speed_rpm'"
+                " AND hour = %(hour)s)",
+                [{"org": r[0], "comp": r[1], "hour": r[3]} for r in rows])
+    # an upsert of one column: the view (migration 070) takes INSERT and UPDATE, not ON CONFLICT
     with db.admin(conn), conn.cursor() as cur:
+        params = [{"org": o, "comp": c, "metric": m, "hour": t, "n": n, "v": v}
+                  for o, c, m, t, n, v in rows]
+        cur.executemany(
+            f"UPDATE sensor_readings_agg SET {column} = %(v)s WHERE org_id = %(org)s"
+            f" AND compressor_id = %(comp)s AND metric = %(metric)s AND hour = %(hour)s",
+            params)
         cur.executemany(
             f"INSERT INTO sensor_readings_agg (org_id, compressor_id, metric, hour, n, {column})"
-            f" VALUES (%s, %s, %s, %s, %s, %s)"
-            f" ON CONFLICT (org_id, compressor_id, metric, hour)"
-            f" DO UPDATE SET {column} = EXCLUDED.{column}", rows)
+            f" SELECT %(org)s, %(comp)s, %(metric)s, %(hour)s, %(n)s, %(v)s WHERE NOT EXISTS"
+            f" (SELECT 1 FROM sensor_readings_agg WHERE org_id = %(org)s AND compressor_id ="
+            f" %(comp)s AND metric = %(metric)s AND hour = %(hour)s)", params)
 
 
 def one_rule(yaml_rule: str) -> RuleSet:

@@ -27,13 +27,18 @@ def load_hours(rig: Rig, compressor: str, values: list[float], last_hour=HOUR0) 
             hour = last_hour - timedelta(hours=len(values) - 1 - i)
             speed = rpm[compressor] * 0.95
             for metric, value in ((METRIC, v), ("speed_rpm", speed)):
+                # an upsert: the long view (migration 070) takes UPDATE and INSERT
+                row = {"org": org, "comp": compressor, "metric": metric, "hour": hour,
+                       "mean": value, "min": value - 1, "max": value + 1}
+                key = ("org_id = %(org)s AND compressor_id = %(comp)s AND metric = %(metric)s "
+                       "AND hour = %(hour)s")
+                conn.execute("UPDATE sensor_readings_agg SET mean = %(mean)s, min = %(min)s, "
+                             "max = %(max)s, min_4h = %(min)s WHERE " + key, row)
                 conn.execute(
                     "INSERT INTO sensor_readings_agg (org_id, compressor_id, metric, hour, n, "
-                    "mean, min, max, min_4h) VALUES (%s, %s, %s, %s, 6, %s, %s, %s, %s) "
-                    "ON CONFLICT (org_id, compressor_id, metric, hour) DO UPDATE SET "
-                    "mean = EXCLUDED.mean, min = EXCLUDED.min, max = EXCLUDED.max, "
-                    "min_4h = EXCLUDED.min_4h",
-                    [org, compressor, metric, hour, value, value - 1, value + 1, value - 1])
+                    "mean, min, max, min_4h) SELECT %(org)s, %(comp)s, %(metric)s, %(hour)s, 6, "
+                    "%(mean)s, %(min)s, %(max)s, %(min)s "
+                    "WHERE NOT EXISTS (SELECT 1 FROM sensor_readings_agg WHERE " + key + ")", row)
 
 
 def counts(rig: Rig) -> tuple[object, ...]:
