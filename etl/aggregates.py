@@ -159,8 +159,9 @@ def upsert_aggregates(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.
         if progress:
             progress("aggregates", 0.5)
         if existing:
-            con.execute(f"INSERT INTO pg.public.etl_agg_staging ({_COLUMNS}) "
-                        f"{_pivot(lake, dates, 'agg_stale_keys')}")
+            for day in sorted(dates):   # one date at a time, as _copy_new_hours
+                con.execute(f"INSERT INTO pg.public.etl_agg_staging ({_COLUMNS}) "
+                            f"{_pivot(lake, [day], 'agg_stale_keys')}")
     finally:
         con.execute("DETACH pg")
     with admin(conn):
@@ -259,20 +260,23 @@ def _copy_new_hours(con: duckdb.DuckDBPyConnection, lake: Lake, dates: set[str] 
                     months: list[datetime], partitions: dict[datetime, str], streams: int
                     ) -> None:
     """COPY the rows of new (org, hour) pairs into their monthly partitions, ``streams``
-    statements at a time on their own DuckDB connections (each a PostgreSQL transaction)."""
+    statements at a time on their own DuckDB connections (each a PostgreSQL transaction).
+
+    One statement per gold date partition and stream: the pivot's list aggregates hold a
+    whole group's lists in memory and do not spill, so a week in one statement ran out of
+    the stage's 1.4 GB; a day is ~108,000 compressor-hours, split between the streams."""
     from concurrent.futures import ThreadPoolExecutor
 
     def push(k: int) -> None:
         cur = con.cursor()  # a connection of the same DuckDB instance: sees ``pg`` and tables
         try:
-            for month in months:
-                end = datetime(month.year + month.month // 12, month.month % 12 + 1, 1,
-                               tzinfo=UTC)
-                where = (f"AND g.hour >= '{month.isoformat()}'::TIMESTAMPTZ "
-                         f"AND g.hour < '{end.isoformat()}'::TIMESTAMPTZ "
-                         f"AND hash(g.compressor_id) % {streams} = {k}")
+            for day in sorted(dates):
+                month = datetime(int(day[:4]), int(day[5:7]), 1, tzinfo=UTC)
+                if month not in partitions:
+                    continue
+                where = f"AND hash(g.compressor_id) % {streams} = {k}"
                 cur.execute(f"INSERT INTO pg.public.{_ident(partitions[month])} ({_COLUMNS}) "
-                            f"{_pivot(lake, dates, 'agg_fresh_keys', where)}")
+                            f"{_pivot(lake, [day], 'agg_fresh_keys', where)}")
         finally:
             cur.close()
 

@@ -526,13 +526,21 @@ def level_rules_sql(variants: list[Variant], lookback_hours: int,
             b=_range_branch(v, wl_hours, pv))
         for v in variants)
     metrics = sorted(pv.bits)
+
+    def at(column: str, metric: str) -> sql.Composable:
+        """A metric's element of an ``agg_compressor_hours`` array (the position folds to a
+        constant when the statement is planned: ``agg_metric_names()`` is immutable)."""
+        return sql.SQL("{}[array_position(agg_metric_names(), {})]").format(
+            sql.Identifier(column), sql.Literal(metric))
+
     aggs: list[sql.Composable] = [
-        sql.SQL("max(min_4h) FILTER (WHERE metric = 'speed_rpm') AS speed_min_4h"),
-        # One bit per metric present (a row may exist with a NULL value: that is not absence).
-        sql.SQL("bit_or(1::bigint << (array_position({}::text[], metric) - 1)) AS present"
-                ).format(sql.Literal(metrics))]
-    aggs += [sql.SQL("max({}) FILTER (WHERE metric = {}) AS {}").format(
-        sql.Identifier(c), sql.Literal(m), sql.Identifier(n)) for (m, c), n in pv.values.items()]
+        sql.SQL("{} AS speed_min_4h").format(at("min_4h", "speed_rpm")),
+        # One bit per metric present (n set, even with a NULL value: that is not absence).
+        sql.SQL("{} AS present").format(sql.SQL(" + ").join(
+            sql.SQL("CASE WHEN {} IS NOT NULL THEN {} ELSE 0 END").format(
+                at("n", m), sql.Literal(1 << i)) for i, m in enumerate(metrics)))]
+    aggs += [sql.SQL("{} AS {}").format(at(c, m), sql.Identifier(n))
+             for (m, c), n in pv.values.items()]
     base_cols = [sql.SQL("max(median) FILTER (WHERE metric = {} AND days = {}) AS {}").format(
         sql.Literal(m), sql.Literal(d), sql.Identifier(n)) for (m, d), n in pv.bases.items()]
     bases = sql.SQL("") if not base_cols else sql.SQL("""
@@ -545,10 +553,9 @@ def level_rules_sql(variants: list[Variant], lookback_hours: int,
 """).format(base_cols=sql.SQL(", ").join(base_cols))
     return sql.SQL("""
 WITH pv AS MATERIALIZED (
-    -- Every hour any branch reads, read once and pivoted to one row per unit and hour with the
-    -- unit's columns and baselines (the table is keyed hour-major: a scan per rule would visit
-    -- every metric's pages again). At most one row per (unit, metric, hour) exists, so max()
-    -- just picks its value.
+    -- Every hour any branch reads, read once as one row per unit and hour with the unit's
+    -- columns and baselines: agg_compressor_hours already is that shape (migration 070), each
+    -- branch's value one element of an array; units and hours without a row are present = 0.
     SELECT c.compressor_id, g.hour, coalesce(x.present, 0) AS present, {x_cols},
            (extract(epoch FROM %(hi)s::timestamptz - g.hour) / 3600)::int AS age,
            c.org_id, c.site_id, c.model, c.rated_rpm{base_names}
@@ -557,12 +564,10 @@ WITH pv AS MATERIALIZED (
                                interval '1 hour') AS g(hour)
     LEFT JOIN (
         SELECT compressor_id, hour, {aggs}
-        FROM sensor_readings_agg
+        FROM agg_compressor_hours
         WHERE org_id = %(org_id)s AND hour >= %(read_lo)s AND hour <= %(hi)s
-          AND metric = ANY({all_metrics}::text[])
           AND (%(compressors)s::text[] IS NULL
                OR compressor_id = ANY(%(compressors)s::text[]))
-        GROUP BY hour, compressor_id
     ) x ON x.compressor_id = c.compressor_id AND x.hour = g.hour{bases}
     WHERE c.org_id = %(org_id)s
       AND (%(compressors)s::text[] IS NULL OR c.compressor_id = ANY(%(compressors)s::text[]))
@@ -572,7 +577,6 @@ SELECT rule_id, metric, compressor_id, site_id, hour, value, firing, crit, thres
 FROM ({branches}) r
 ORDER BY hour, compressor_id, rule_id
 """).format(branches=branches, aggs=sql.SQL(", ").join(aggs), bases=bases,
-            all_metrics=sql.Literal(sorted({*metrics, "speed_rpm"})),
             x_cols=sql.SQL(", ").join(sql.SQL("x.{}").format(sql.Identifier(n)) for n in
                                       ["speed_min_4h", *pv.values.values()]),
             base_names=sql.SQL("").join(sql.SQL(", bl.{}").format(sql.Identifier(n))
