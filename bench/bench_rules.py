@@ -244,11 +244,10 @@ def load_postgres_from_gold(conn: Any, url: str, uri: str, org: str, first: date
                             days: int) -> int:
     """Copy ``org``'s gold rows into ``agg_compressor_hours`` (DuckDB's postgres extension:
     binary COPY into plain monthly tables, then attached as partitions, as :func:`setup`)."""
-    from etl.aggregates import STATISTICS, pivot_sql, register_metric_positions
     from etl.duck import connect
+    from etl.pivot import LONG_COLUMNS, STATISTICS, pivot
 
     con = connect(postgres=True)
-    register_metric_positions(con)
     cols = ", ".join(("org_id", "compressor_id", "hour", *STATISTICS))
     end = first + timedelta(days=days)
     try:
@@ -261,10 +260,13 @@ def load_postgres_from_gold(conn: Any, url: str, uri: str, org: str, first: date
                 conn.execute(sql.SQL(
                     "CREATE TABLE {} (LIKE agg_compressor_hours INCLUDING DEFAULTS "
                     "INCLUDING CONSTRAINTS INCLUDING STORAGE)").format(sql.Identifier(name)))
-            where = "g.org_id = $org AND g.date >= $dlo AND g.date < $dhi"
-            con.execute(f"INSERT INTO pg.public.{name} ({cols}) SELECT * FROM "
-                        f"({pivot_sql(uri, where)}) ORDER BY hour, compressor_id",
-                        {"org": org, "dlo": f"{lo:%Y-%m-%d}", "dhi": f"{hi:%Y-%m-%d}"})
+            long = con.execute(
+                f"SELECT {', '.join(LONG_COLUMNS)} FROM delta_scan('{uri}') "
+                "WHERE org_id = $org AND date >= $dlo AND date < $dhi",
+                {"org": org, "dlo": f"{lo:%Y-%m-%d}", "dhi": f"{hi:%Y-%m-%d}"}).to_arrow_table()
+            con.register("pivoted", pivot(long))
+            con.execute(f"INSERT INTO pg.public.{name} ({cols}) SELECT {cols} FROM pivoted")
+            con.unregister("pivoted")
             with db.admin(conn):
                 conn.execute(sql.SQL(
                     "ALTER TABLE agg_compressor_hours ATTACH PARTITION {} "

@@ -44,11 +44,11 @@ import psycopg
 import pyarrow as pa
 
 from altaviz.db import admin, queries, tenant
-from altaviz.telemetry import METRICS
 from etl.duck import table_from_arrow
 from etl.lake import Lake
 from etl.ledger import sql_dates
 from etl.models import AggregatesResult, ChangedRange
+from etl.pivot import LONG_COLUMNS, STATISTICS, pivot
 
 Progress = Callable[[str, float], None]
 #: Parallel COPY streams of new hours (PostgreSQL backends), split by compressor. On a quiet
@@ -57,11 +57,6 @@ Progress = Callable[[str, float], None]
 #: this stage's resident size peaking at 870 MB either way (it once stacked on the earlier
 #: stages' leftovers, before etl.pipeline.release_memory closed their DuckDB connections).
 COPY_STREAMS = 2
-#: The per-metric statistics, each one array column of ``agg_compressor_hours``.
-STATISTICS = ("n", "mean", "min", "max", "stddev", "mean_4h", "min_4h", "max_4h", "stddev_4h",
-              "mean_24h", "min_24h", "max_24h", "stddev_24h", "rate_of_change", "outliers",
-              "late")
-_INTEGER = {"n", "outliers", "late"}
 _COLUMNS = ", ".join(("org_id", "compressor_id", "hour", *STATISTICS))
 
 
@@ -122,7 +117,6 @@ def upsert_aggregates(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.
         WHERE date IN ({sql_dates(dates)}) AND batch_id > {lo} AND batch_id <= {hi}
         GROUP BY ALL
     """)
-    register_metric_positions(con)
     pairs = con.execute("SELECT DISTINCT org_id, hour FROM agg_keys").fetchall()
     months = sorted({datetime(h.year, h.month, 1, tzinfo=UTC) for _, h in pairs})
     with admin(conn):
@@ -155,13 +149,12 @@ def upsert_aggregates(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.
     # for why a crash between them is harmless).
     try:
         if copied:
-            _copy_new_hours(con, lake, dates, months, partitions, COPY_STREAMS)
+            _copy_days(con, lake, dates, "agg_fresh_keys",
+                       lambda day: partitions.get(_month_of(day)), COPY_STREAMS)
         if progress:
             progress("aggregates", 0.5)
         if existing:
-            for day in sorted(dates):   # one date at a time, as _copy_new_hours
-                con.execute(f"INSERT INTO pg.public.etl_agg_staging ({_COLUMNS}) "
-                            f"{_pivot(lake, [day], 'agg_stale_keys')}")
+            _copy_days(con, lake, dates, "agg_stale_keys", lambda _: "etl_agg_staging", 1)
     finally:
         con.execute("DETACH pg")
     with admin(conn):
@@ -219,70 +212,68 @@ def _one(conn: psycopg.Connection[Any], query: str, params: dict[str, Any]) -> A
     return row[0]
 
 
-def register_metric_positions(con: duckdb.DuckDBPyConnection) -> None:
-    """DuckDB table ``agg_metric_pos(metric, pos)``: each metric's 1-based place in the
-    arrays of ``agg_compressor_hours`` (:data:`METRICS` order, = ``agg_metric_names()``)."""
-    table_from_arrow(con, "agg_metric_pos", pa.table({
-        "metric": pa.array([m.name for m in METRICS], pa.string()),
-        "pos": pa.array(range(1, len(METRICS) + 1), pa.int32())}), temp=False)
+def _month_of(day: str) -> datetime:
+    """The first instant of a date partition's month (``YYYY-MM-DD``)."""
+    return datetime(int(day[:4]), int(day[5:7]), 1, tzinfo=UTC)
 
 
-def pivot_sql(gold_uri: str, where: str, keys: str | None = None) -> str:
-    """SELECT of ``agg_compressor_hours`` rows from the long gold rows that satisfy ``where``
-    (a condition on ``g``): one row per compressor-hour, each statistic a list in
-    :data:`METRICS` order, NULL where the hour has no row of that metric. With ``keys`` (a
-    DuckDB table of ``org_id, compressor_id, hour``), only those compressor-hours. Needs
-    :func:`register_metric_positions`."""
-    lists = ", ".join(f"list(g.{c}{'::INTEGER' if c in _INTEGER else ''}) AS l_{c}"
-                      for c in STATISTICS)
-    scatter = ", ".join(
-        f"[l_{c}[list_position(p, i)] for i in range(1, {len(METRICS) + 1})]"
-        f"::{'INTEGER' if c in _INTEGER else 'DOUBLE'}[] AS {c}" for c in STATISTICS)
-    semi = "" if keys is None else f"""
-              SEMI JOIN {keys} k ON k.org_id = g.org_id AND k.compressor_id = g.compressor_id
-                AND k.hour = g.hour"""
-    return f"""
-        SELECT org_id, compressor_id, hour, {scatter}
-        FROM (SELECT g.org_id, g.compressor_id, g.hour, list(m.pos) AS p, {lists}
-              FROM delta_scan('{gold_uri}') g
-              JOIN agg_metric_pos m ON m.metric = g.metric{semi}
-              WHERE {where}
-              GROUP BY ALL)"""
+def _long_rows(con: duckdb.DuckDBPyConnection, lake: Lake, day: str, keys: str) -> pa.Table:
+    """Every gold row of date partition ``day`` whose compressor-hour is in the DuckDB table
+    ``keys``: all metrics of each, not only the ones the batches rewrote."""
+    return con.execute(f"""
+        SELECT {", ".join(f"g.{c}" for c in LONG_COLUMNS)}
+        FROM delta_scan('{lake.uri("gold")}') g
+        SEMI JOIN {keys} k ON k.org_id = g.org_id AND k.compressor_id = g.compressor_id
+          AND k.hour = g.hour
+        WHERE g.date IN ({sql_dates([day])})
+    """).to_arrow_table()
 
 
-def _pivot(lake: Lake, dates: set[str] | list[str], keys: str, where: str = "") -> str:
-    """The pivoted rows of the compressor-hours in ``keys``, from the gold date partitions
-    ``dates`` (``where``: more conditions, ``AND ...``)."""
-    return pivot_sql(lake.uri("gold"), f"g.date IN ({sql_dates(dates)}) {where}", keys)
+def _copy_days(con: duckdb.DuckDBPyConnection, lake: Lake, dates: set[str] | list[str],
+               keys: str, target: Callable[[str], str | None], streams: int) -> None:
+    """COPY the compressor-hours in ``keys``, pivoted (:func:`etl.pivot.pivot`), one gold
+    date partition at a time into the PostgreSQL table ``target(day)`` (None: skip the day).
 
-
-def _copy_new_hours(con: duckdb.DuckDBPyConnection, lake: Lake, dates: set[str] | list[str],
-                    months: list[datetime], partitions: dict[datetime, str], streams: int
-                    ) -> None:
-    """COPY the rows of new (org, hour) pairs into their monthly partitions, ``streams``
-    statements at a time on their own DuckDB connections (each a PostgreSQL transaction).
-
-    One statement per gold date partition and stream: the pivot's list aggregates hold a
-    whole group's lists in memory and do not spill, so a week in one statement ran out of
-    the stage's 1.4 GB; a day is ~108,000 compressor-hours, split between the streams."""
+    Each day's rows are cut into ``streams`` contiguous slices COPYed at once on their own
+    DuckDB connections (each a PostgreSQL transaction: PostgreSQL's COPY is CPU-bound in one
+    backend), while the next day is read and pivoted on another thread. One day at a time
+    bounds the memory: a day of the 4,500-unit fleet is 2.26 M long rows, 108,000 rows here.
+    """
     from concurrent.futures import ThreadPoolExecutor
 
-    def push(k: int) -> None:
-        cur = con.cursor()  # a connection of the same DuckDB instance: sees ``pg`` and tables
+    days = [d for d in sorted(dates) if target(d) is not None]
+
+    def prepare(day: str) -> pa.Table:
+        cur = con.cursor()
         try:
-            for day in sorted(dates):
-                month = datetime(int(day[:4]), int(day[5:7]), 1, tzinfo=UTC)
-                if month not in partitions:
-                    continue
-                where = f"AND hash(g.compressor_id) % {streams} = {k}"
-                cur.execute(f"INSERT INTO pg.public.{_ident(partitions[month])} ({_COLUMNS}) "
-                            f"{_pivot(lake, [day], 'agg_fresh_keys', where)}")
+            return pivot(_long_rows(cur, lake, day, keys))
         finally:
             cur.close()
 
-    with ThreadPoolExecutor(max_workers=streams) as pool:
-        for future in [pool.submit(push, k) for k in range(streams)]:
-            future.result()
+    def push(table: pa.Table, name: str) -> None:
+        cur = con.cursor()  # a connection of the same DuckDB instance: sees ``pg``
+        try:
+            cur.register("pivoted", table)
+            cur.execute(f"INSERT INTO pg.public.{_ident(name)} ({_COLUMNS}) "
+                        f"SELECT {_COLUMNS} FROM pivoted")
+        finally:
+            cur.close()
+
+    with ThreadPoolExecutor(max_workers=1) as reader, \
+            ThreadPoolExecutor(max_workers=streams) as writers:
+        upcoming = reader.submit(prepare, days[0]) if days else None
+        for i, day in enumerate(days):
+            assert upcoming is not None
+            table = upcoming.result()
+            upcoming = reader.submit(prepare, days[i + 1]) if i + 1 < len(days) else None
+            if table.num_rows == 0:
+                continue
+            name = target(day)
+            assert name is not None
+            step = -(-table.num_rows // streams)
+            for future in [writers.submit(push, table.slice(j, step), name)
+                           for j in range(0, table.num_rows, step)]:
+                future.result()
 
 
 def _merge(a: tuple[datetime, datetime, int] | None, b: tuple[datetime, datetime, int]

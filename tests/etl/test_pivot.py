@@ -1,0 +1,82 @@
+"""The pivot of long gold rows into ``agg_compressor_hours`` rows (etl/pivot.py) against a plain
+Python pivot: every statistic of every metric lands in its element, absent metrics and NULL
+statistics are NULL, rows come in primary-key order; bad input is refused."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from altaviz.telemetry import METRICS
+from etl import pivot as pivot_module
+from etl.pivot import INTEGER_STATISTICS, LONG_COLUMNS, STATISTICS, pivot
+
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+NAMES = [m.name for m in METRICS]
+
+cells = st.tuples(st.sampled_from(["acme", "bravo"]), st.sampled_from(["C1", "C2", "C3"]),
+                  st.integers(0, 30), st.integers(0, len(METRICS) - 1))
+
+
+def _long(keys: list[tuple[str, str, int, int]], seed: int) -> pa.Table:
+    rows: dict[str, list[Any]] = {c: [] for c in LONG_COLUMNS}
+    for i, (org, comp, hour, m) in enumerate(keys):
+        rows["org_id"].append(org)
+        rows["compressor_id"].append(comp)
+        rows["metric"].append(NAMES[m])
+        rows["hour"].append(T0 + timedelta(hours=hour))
+        for j, stat in enumerate(STATISTICS):
+            if stat in INTEGER_STATISTICS:
+                rows[stat].append((seed + i * 7 + j) % 9)
+            else:   # every fifth value missing (a stddev of one reading, no previous hour)
+                rows[stat].append(None if (seed + i + j) % 5 == 0 else seed + i + j / 10)
+    types = {"org_id": pa.string(), "compressor_id": pa.string(), "metric": pa.string(),
+             "hour": pa.timestamp("us", tz="UTC")}
+    return pa.table({c: pa.array(v, types.get(c, pa.int64() if c in INTEGER_STATISTICS
+                                              else pa.float64())) for c, v in rows.items()})
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(cells, min_size=1, max_size=120, unique=True), st.integers(0, 1000),
+       st.booleans())
+def test_pivot_matches_a_plain_python_pivot(keys: list[tuple[str, str, int, int]], seed: int,
+                                            dense: bool) -> None:
+    long = _long(keys, seed)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pivot_module, "DENSE_KEYS", 10**9 if dense else 0)
+        wide = pivot(long).to_pylist()
+    expected: dict[tuple[str, str, datetime], dict[str, list[Any]]] = {}
+    for row in long.to_pylist():
+        out = expected.setdefault((row["org_id"], row["compressor_id"], row["hour"]),
+                                  {s: [None] * len(METRICS) for s in STATISTICS})
+        for stat in STATISTICS:
+            out[stat][NAMES.index(row["metric"])] = row[stat]
+    order = [(r["org_id"], r["hour"], r["compressor_id"]) for r in wide]
+    assert order == sorted(order)   # the primary key's order
+    assert {(r["org_id"], r["compressor_id"], r["hour"]): {s: r[s] for s in STATISTICS}
+            for r in wide} == expected
+    assert len(wide) == len(expected)
+
+
+def test_a_metric_the_arrays_have_no_place_for_is_refused() -> None:
+    long = _long([("acme", "C1", 0, 0)], 1).set_column(
+        LONG_COLUMNS.index("metric"), "metric", pa.array(["oil_viscosity"]))
+    with pytest.raises(ValueError, match="'oil_viscosity'"):
+        pivot(long)
+
+
+def test_two_rows_of_one_metric_and_hour_are_refused() -> None:
+    long = _long([("acme", "C1", 0, 3), ("acme", "C1", 0, 4)], 1)
+    long = long.set_column(LONG_COLUMNS.index("metric"), "metric",
+                           pa.array([NAMES[3], NAMES[3]]))
+    with pytest.raises(ValueError, match="two rows"):
+        pivot(long)
+
+
+def test_nothing_in_nothing_out() -> None:
+    assert pivot(_long([], 0)).num_rows == 0
