@@ -36,6 +36,7 @@ exist and take the guarded path, which finds them identical and writes nothing.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,11 +45,13 @@ import psycopg
 import pyarrow as pa
 
 from altaviz.db import admin, queries, tenant
+from altaviz.telemetry import METRICS
 from etl.duck import table_from_arrow
 from etl.lake import Lake
 from etl.ledger import sql_dates
+from etl.metrics import HOUR_US
 from etl.models import AggregatesResult, ChangedRange
-from etl.pivot import LONG_COLUMNS, STATISTICS, pivot
+from etl.pivot import STATISTICS, pivot_codes
 
 Progress = Callable[[str, float], None]
 #: Parallel COPY streams of new hours (PostgreSQL backends), split by compressor. On a quiet
@@ -129,6 +132,18 @@ def upsert_aggregates(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.
         existing = conn.execute(q["existing_agg_hours"], {
             "orgs": [o for o, _ in pairs], "hours": [h for _, h in pairs]}).fetchall()
     _register(con, "agg_existing", existing)
+    # integer codes for the pivot (etl.pivot.pivot_codes): sorted organizations, compressors
+    # and the metrics' places in the arrays
+    orgs = con.execute("SELECT DISTINCT org_id FROM agg_keys ORDER BY 1").to_arrow_table()
+    comps = con.execute("SELECT DISTINCT compressor_id FROM agg_keys ORDER BY 1"
+                        ).to_arrow_table()
+    for name, values in (("agg_org_codes", orgs.column(0)), ("agg_comp_codes", comps.column(0)),
+                         ("agg_metric_codes", pa.array([m.name for m in METRICS]))):
+        table_from_arrow(con, name, pa.table({"name": values.cast(pa.string()),
+                                              "code": pa.array(range(len(values)), pa.int32())}),
+                         temp=False)
+    coding = _Coding(orgs.column(0).combine_chunks(), comps.column(0).combine_chunks(),
+                     _only_batch_rows(con, lake, dates, lo, hi) and not existing)
     con.execute("""
         CREATE OR REPLACE TABLE agg_fresh_keys AS
         SELECT * FROM agg_keys ANTI JOIN agg_existing USING (org_id, hour)""")
@@ -149,12 +164,13 @@ def upsert_aggregates(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.
     # for why a crash between them is harmless).
     try:
         if copied:
-            _copy_days(con, lake, dates, "agg_fresh_keys",
+            _copy_days(con, lake, dates, "agg_fresh_keys", coding,
                        lambda day: partitions.get(_month_of(day)), COPY_STREAMS)
         if progress:
             progress("aggregates", 0.5)
         if existing:
-            _copy_days(con, lake, dates, "agg_stale_keys", lambda _: "etl_agg_staging", 1)
+            _copy_days(con, lake, dates, "agg_stale_keys", coding, lambda _: "etl_agg_staging",
+                       1)
     finally:
         con.execute("DETACH pg")
     with admin(conn):
@@ -217,21 +233,52 @@ def _month_of(day: str) -> datetime:
     return datetime(int(day[:4]), int(day[5:7]), 1, tzinfo=UTC)
 
 
-def _long_rows(con: duckdb.DuckDBPyConnection, lake: Lake, day: str, keys: str) -> pa.Table:
-    """Every gold row of date partition ``day`` whose compressor-hour is in the DuckDB table
-    ``keys``: all metrics of each, not only the ones the batches rewrote."""
-    return con.execute(f"""
-        SELECT {", ".join(f"g.{c}" for c in LONG_COLUMNS)}
-        FROM delta_scan('{lake.uri("gold")}') g
+@dataclass(frozen=True)
+class _Coding:
+    """What :func:`_coded_rows` needs: the sorted organizations and compressors behind the
+    codes, and whether every gold row of the run's dates is one of the compressor-hours to
+    write (then no row needs matching against the keys)."""
+
+    orgs: pa.Array
+    compressors: pa.Array
+    all_rows: bool
+
+
+def _only_batch_rows(con: duckdb.DuckDBPyConnection, lake: Lake, dates: set[str] | list[str],
+                     lo: int, hi: int) -> bool:
+    """True when the run's gold date partitions hold no row of an earlier batch (a first load,
+    a backfill of new days): every row there then belongs to a compressor-hour to write."""
+    row = con.execute(f"""
+        SELECT count(*) FROM delta_scan('{lake.uri("gold")}')
+        WHERE date IN ({sql_dates(dates)}) AND NOT (batch_id > {lo} AND batch_id <= {hi})
+    """).fetchone()
+    return row is not None and row[0] == 0
+
+
+def _coded_rows(con: duckdb.DuckDBPyConnection, lake: Lake, day: str, keys: str,
+                coding: _Coding) -> pa.Table:
+    """The gold rows of date partition ``day`` whose compressor-hour is in the DuckDB table
+    ``keys`` (all metrics of each, not only the ones the batches rewrote), coded as
+    :func:`etl.pivot.pivot_codes` takes them. LEFT JOINs: a row whose code is missing fails
+    the pivot instead of vanishing."""
+    match = "" if coding.all_rows else f"""
         SEMI JOIN {keys} k ON k.org_id = g.org_id AND k.compressor_id = g.compressor_id
-          AND k.hour = g.hour
+          AND k.hour = g.hour"""
+    return con.execute(f"""
+        SELECT o.code AS org, c.code AS comp, epoch_us(g.hour) // {HOUR_US} AS hour,
+               m.code AS pos, {", ".join(f"g.{s}" for s in STATISTICS)}
+        FROM delta_scan('{lake.uri("gold")}') g
+        LEFT JOIN agg_org_codes o ON o.name = g.org_id
+        LEFT JOIN agg_comp_codes c ON c.name = g.compressor_id
+        LEFT JOIN agg_metric_codes m ON m.name = g.metric{match}
         WHERE g.date IN ({sql_dates([day])})
     """).to_arrow_table()
 
 
 def _copy_days(con: duckdb.DuckDBPyConnection, lake: Lake, dates: set[str] | list[str],
-               keys: str, target: Callable[[str], str | None], streams: int) -> None:
-    """COPY the compressor-hours in ``keys``, pivoted (:func:`etl.pivot.pivot`), one gold
+               keys: str, coding: _Coding, target: Callable[[str], str | None], streams: int
+               ) -> None:
+    """COPY the compressor-hours in ``keys``, pivoted (:func:`etl.pivot.pivot_codes`), one gold
     date partition at a time into the PostgreSQL table ``target(day)`` (None: skip the day).
 
     Each day's rows are cut into ``streams`` contiguous slices COPYed at once on their own
@@ -246,7 +293,8 @@ def _copy_days(con: duckdb.DuckDBPyConnection, lake: Lake, dates: set[str] | lis
     def prepare(day: str) -> pa.Table:
         cur = con.cursor()
         try:
-            return pivot(_long_rows(cur, lake, day, keys))
+            return pivot_codes(_coded_rows(cur, lake, day, keys, coding), coding.orgs,
+                               coding.compressors)
         finally:
             cur.close()
 

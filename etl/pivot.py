@@ -14,6 +14,8 @@ append to the index in the hourly run.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -50,53 +52,76 @@ def pivot(long: pa.Table) -> pa.Table:
     Raises ValueError naming a metric that :data:`METRICS` does not list (PostgreSQL's arrays
     would have no place for it) or a key that appears twice for the same metric.
     """
-    rows = long.num_rows
+    if long.num_rows == 0:
+        return SCHEMA.empty_table()
+    metric = long.column("metric").combine_chunks()
+    org = pc.dictionary_encode(long.column("org_id").combine_chunks())
+    comp = pc.dictionary_encode(long.column("compressor_id").combine_chunks())
+    hour = pc.cast(pc.cast(long.column("hour").combine_chunks(), _TS), pa.int64())
+    codes = pa.table({
+        "org": pa.array(_sorted_codes(org)), "comp": pa.array(_sorted_codes(comp)),
+        "hour": pc.divide(hour, _US_PER_HOUR),
+        "pos": pc.index_in(metric, value_set=_NAMES),
+        **{s: long.column(s) for s in STATISTICS}})
+    return pivot_codes(codes, org.dictionary.sort(), comp.dictionary.sort(),
+                       unknown=lambda i: metric[i].as_py())
+
+
+def pivot_codes(codes: pa.Table, orgs: pa.Array, compressors: pa.Array,
+                unknown: Callable[[int], object] | None = None) -> pa.Table:
+    """:func:`pivot` of rows already coded as integers, which DuckDB computes far cheaper than
+    Arrow strings cross into Python: ``org`` and ``comp`` (positions in the sorted arrays
+    ``orgs`` and ``compressors``), ``hour`` (hours since the epoch), ``pos`` (the metric's
+    0-based position in :data:`METRICS`, NULL for a metric it does not list), and
+    :data:`STATISTICS`. ``unknown(row)`` names the metric of a row with no position.
+    """
+    rows = codes.num_rows
     if rows == 0:
         return SCHEMA.empty_table()
     k = len(METRICS)
-    metric = long.column("metric").combine_chunks()
-    pos = pc.fill_null(pc.index_in(metric, value_set=_NAMES), -1).to_numpy()
+    pos = pc.fill_null(codes.column("pos").combine_chunks(), -1).to_numpy().astype(np.int64)
     if (pos < 0).any():
-        bad = metric[int(np.flatnonzero(pos < 0)[0])].as_py()
+        i = int(np.flatnonzero(pos < 0)[0])
+        bad = unknown(i) if unknown else "?"
         raise ValueError(f"gold holds metric {bad!r}, which altaviz.telemetry.METRICS (and "
                          f"PostgreSQL's agg_metric_names()) does not list")
-    org = pc.dictionary_encode(long.column("org_id").combine_chunks())
-    comp = pc.dictionary_encode(long.column("compressor_id").combine_chunks())
-    # codes in sorted order of the values, so keys sort as the primary key does
-    org_i = _sorted_codes(org)
-    comp_i = _sorted_codes(comp)
-    hour_col = pc.cast(long.column("hour").combine_chunks(), _TS)
-    hours = pc.cast(hour_col, pa.int64()).to_numpy() // _US_PER_HOUR
+    for name in ("org", "comp", "hour"):
+        if codes.column(name).null_count:
+            raise ValueError(f"pivot: a row without its {name} code")
+    org_i = codes.column("org").combine_chunks().to_numpy().astype(np.int64)
+    comp_i = codes.column("comp").combine_chunks().to_numpy().astype(np.int64)
+    hours = codes.column("hour").combine_chunks().to_numpy().astype(np.int64)
     h0 = int(hours.min())
     span = int(hours.max()) - h0 + 1
-    grid = len(org.dictionary) * span * len(comp.dictionary)
-    key = (org_i * span + (hours - h0)) * len(comp.dictionary) + comp_i
+    n_comp = len(compressors)
+    grid = len(orgs) * span * n_comp
+    key = (org_i * span + (hours - h0)) * n_comp + comp_i
     if grid <= DENSE_KEYS:
         # a counting pass instead of a sort: mark the keys present, number them in key order
         occupied = np.zeros(grid, dtype=bool)
         occupied[key] = True
+        keys = np.flatnonzero(occupied)
         number = np.cumsum(occupied, dtype=np.int64) - 1
         group = number[key]
-        size = int(number[-1]) + 1
-        first = np.empty(size, dtype=np.int64)
-        first[group] = np.arange(rows, dtype=np.int64)   # any row of the group names it
         del occupied, number
     else:
-        uniq, first, group = np.unique(key, return_index=True, return_inverse=True)
-        size = len(uniq)
+        keys, group = np.unique(key, return_inverse=True)
+    size = len(keys)
     cells = group * k + pos
     offsets = pa.array(np.arange(0, size * k + 1, k, dtype=np.int32))
     present = np.zeros(size * k, dtype=bool)
     present[cells] = True
     if int(np.count_nonzero(present)) != rows:
         raise ValueError("gold holds two rows for the same compressor, metric and hour")
+    org_of, rest = np.divmod(keys, span * n_comp)
+    hour_of, comp_of = np.divmod(rest, n_comp)
     columns: dict[str, pa.Array] = {
-        "org_id": long.column("org_id").take(pa.array(first)),
-        "compressor_id": long.column("compressor_id").take(pa.array(first)),
-        "hour": hour_col.take(pa.array(first)),
+        "org_id": orgs.take(pa.array(org_of)),
+        "compressor_id": compressors.take(pa.array(comp_of)),
+        "hour": pa.array((hour_of + h0) * _US_PER_HOUR, pa.int64()).cast(_TS),
     }
     for stat in STATISTICS:
-        col = long.column(stat).combine_chunks()
+        col = codes.column(stat).combine_chunks()
         integer = stat in INTEGER_STATISTICS
         dtype = np.int32 if integer else np.float64
         flat = np.zeros(size * k, dtype=dtype)
