@@ -142,8 +142,10 @@ def upsert_aggregates(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.
         table_from_arrow(con, name, pa.table({"name": values.cast(pa.string()),
                                               "code": pa.array(range(len(values)), pa.int32())}),
                          temp=False)
+    hours = [h for _, h in pairs] or [datetime(1970, 1, 1, tzinfo=UTC)]  # (an empty batch)
+    first, last = min(hours), max(hours)
     coding = _Coding(orgs.column(0).combine_chunks(), comps.column(0).combine_chunks(),
-                     _only_batch_rows(con, lake, dates, lo, hi) and not existing)
+                     not existing and _only_batch_rows(con, lake, dates, lo, hi), first, last)
     con.execute("""
         CREATE OR REPLACE TABLE agg_fresh_keys AS
         SELECT * FROM agg_keys ANTI JOIN agg_existing USING (org_id, hour)""")
@@ -236,12 +238,14 @@ def _month_of(day: str) -> datetime:
 @dataclass(frozen=True)
 class _Coding:
     """What :func:`_coded_rows` needs: the sorted organizations and compressors behind the
-    codes, and whether every gold row of the run's dates is one of the compressor-hours to
-    write (then no row needs matching against the keys)."""
+    codes, whether every gold row of the run's dates is one of the compressor-hours to write
+    (then no row needs matching against the keys), and the keys' span of hours."""
 
     orgs: pa.Array
     compressors: pa.Array
     all_rows: bool
+    first: datetime  # the earliest and latest hour of the keys
+    last: datetime
 
 
 def _only_batch_rows(con: duckdb.DuckDBPyConnection, lake: Lake, dates: set[str] | list[str],
@@ -261,6 +265,11 @@ def _coded_rows(con: duckdb.DuckDBPyConnection, lake: Lake, day: str, keys: str,
     ``keys`` (all metrics of each, not only the ones the batches rewrote), coded as
     :func:`etl.pivot.pivot_codes` takes them. LEFT JOINs: a row whose code is missing fails
     the pivot instead of vanishing."""
+    # the keys' hours as literals too: they let the delta extension skip the files of other
+    # hours (the hourly run's date partition holds the day's earlier batches)
+    span = "" if coding.all_rows else (
+        f"AND g.hour >= '{coding.first.isoformat()}'::TIMESTAMPTZ "
+        f"AND g.hour <= '{coding.last.isoformat()}'::TIMESTAMPTZ")
     match = "" if coding.all_rows else f"""
         SEMI JOIN {keys} k ON k.org_id = g.org_id AND k.compressor_id = g.compressor_id
           AND k.hour = g.hour"""
@@ -271,7 +280,7 @@ def _coded_rows(con: duckdb.DuckDBPyConnection, lake: Lake, day: str, keys: str,
         LEFT JOIN agg_org_codes o ON o.name = g.org_id
         LEFT JOIN agg_comp_codes c ON c.name = g.compressor_id
         LEFT JOIN agg_metric_codes m ON m.name = g.metric{match}
-        WHERE g.date IN ({sql_dates([day])})
+        WHERE g.date IN ({sql_dates([day])}) {span}
     """).to_arrow_table()
 
 
