@@ -598,12 +598,16 @@ WITH p AS (
      AND (p.sites IS NULL OR c.site_id = ANY(p.sites))
      AND (p.orgs IS NULL OR c.org_id = ANY(p.orgs))
 ), data_hours AS (
-    SELECT DISTINCT t.rule_id, t.compressor_id, a.hour
-    FROM t JOIN sensor_readings_agg a
+    -- one agg_compressor_hours row per unit-hour (migration 070): data if any metric the
+    -- rule watches has readings
+    SELECT t.rule_id, t.compressor_id, a.hour
+    FROM t JOIN agg_compressor_hours a
       ON a.org_id = %(org_id)s AND a.compressor_id = t.compressor_id
-     AND a.metric = ANY(CASE WHEN t.metric IS NULL THEN %(all_metrics)s::text[]
-                              ELSE ARRAY[t.metric] END)
-     AND a.hour >= %(lo)s AND a.hour <= %(end)s AND a.n > 0
+     AND a.hour >= %(lo)s AND a.hour <= %(end)s
+    WHERE EXISTS (SELECT 1 FROM unnest(agg_metric_names(), a.n) AS u(metric, n)
+                  WHERE u.n > 0
+                    AND u.metric = ANY(CASE WHEN t.metric IS NULL THEN %(all_metrics)s::text[]
+                                            ELSE ARRAY[t.metric] END))
 ), grid AS (
     SELECT t.rule_id, t.compressor_id, t.site_id, t.metric, t.warn, t.crit, g.hour,
            d.hour IS NOT NULL AS has_data

@@ -50,23 +50,27 @@ WITH missing AS MATERIALIZED (
            ((max(day) - 1)::timestamp AT TIME ZONE 'UTC') AS hi
     FROM missing
 ), running AS MATERIALIZED (
+    -- agg_compressor_hours (migration 070): one row per unit-hour, metrics as array elements
     SELECT sp.compressor_id, sp.hour
-    FROM span, sensor_readings_agg sp
+    FROM span, agg_compressor_hours sp
     JOIN compressors c ON c.org_id = %(org_id)s AND c.compressor_id = sp.compressor_id
-    WHERE sp.org_id = %(org_id)s AND sp.metric = 'speed_rpm'
+    WHERE sp.org_id = %(org_id)s
       AND sp.hour >= span.lo AND sp.hour < span.hi
       AND (%(compressors)s::text[] IS NULL OR sp.compressor_id = ANY(%(compressors)s::text[]))
-      AND sp.min_4h >= %(running_share)s * c.rated_rpm
+      AND sp.min_4h[array_position(agg_metric_names(), 'speed_rpm')]
+          >= %(running_share)s * c.rated_rpm
 ), hours AS (
-    SELECT a.compressor_id, a.metric, t.day, a.mean
-    FROM span, sensor_readings_agg a
+    SELECT a.compressor_id, m.metric, t.day, a.mean[m.pos] AS mean
+    FROM span, agg_compressor_hours a
     JOIN running r ON r.compressor_id = a.compressor_id AND r.hour = a.hour
+    CROSS JOIN (SELECT metric, array_position(agg_metric_names(), metric) AS pos
+                FROM unnest(%(metrics)s::text[]) AS metric) m
     CROSS JOIN LATERAL generate_series(
         greatest((a.hour AT TIME ZONE 'UTC')::date + 2, span.first_day),
         least((a.hour AT TIME ZONE 'UTC')::date + %(days)s + 1, span.last_day),
         interval '1 day') AS t(day)
-    WHERE a.org_id = %(org_id)s AND a.metric = ANY(%(metrics)s::text[])
-      AND a.hour >= span.lo AND a.hour < span.hi AND a.mean IS NOT NULL
+    WHERE a.org_id = %(org_id)s
+      AND a.hour >= span.lo AND a.hour < span.hi AND a.mean[m.pos] IS NOT NULL
 )
 INSERT INTO rule_baselines (org_id, compressor_id, metric, days, day, median, n)
 SELECT %(org_id)s, x.compressor_id, x.metric, %(days)s, x.day,
@@ -96,11 +100,12 @@ FROM p JOIN compressors c
  AND (p.orgs IS NULL OR c.org_id = ANY(p.orgs))
 CROSS JOIN (VALUES (%(end)s::timestamptz), (%(end)s::timestamptz - interval '1 hour')) AS g(hour)
 WHERE NOT EXISTS (
-    SELECT 1 FROM sensor_readings_agg a
+    SELECT 1 FROM agg_compressor_hours a
+    CROSS JOIN LATERAL unnest(agg_metric_names(), a.n) AS u(metric, n)
     WHERE a.org_id = %(org_id)s AND a.hour = g.hour AND a.compressor_id = c.compressor_id
-      AND a.metric = ANY(CASE WHEN p.metric IS NULL THEN %(all_metrics)s::text[]
+      AND u.metric = ANY(CASE WHEN p.metric IS NULL THEN %(all_metrics)s::text[]
                               ELSE ARRAY[p.metric] END)
-      AND a.n > 0)
+      AND u.n > 0)
 
 -- name: org_units
 -- Every unit of the tenant (row-level security), in id order: the latest-hour evaluation
