@@ -30,9 +30,9 @@ ORDER BY version DESC LIMIT 1
 -- name: fill_baselines
 -- Computes the missing baselines of (compressor, metric, day) from hours the unit ran the
 -- last 4 hours (speed_rpm min_4h >= running_share x rated rpm); existing baselines are reused.
--- The hours are read once for all missing days (one range scan per metric and a hash join to
--- the speed rows, instead of an index probe per hour and day), and each hour is handed to the
--- days whose window holds it: day D's window is the UTC days D-(days+1) .. D-2.
+-- The hours are read once for all missing days (one range scan of the unit-hour rows, instead
+-- of an index probe per hour and day), and each hour is handed to the days whose window holds
+-- it: day D's window is the UTC days D-(days+1) .. D-2.
 WITH missing AS MATERIALIZED (
     SELECT c.compressor_id, m.metric, d.day
     FROM compressors c
@@ -49,20 +49,12 @@ WITH missing AS MATERIALIZED (
            ((min(day) - (%(days)s + 1))::timestamp AT TIME ZONE 'UTC') AS lo,
            ((max(day) - 1)::timestamp AT TIME ZONE 'UTC') AS hi
     FROM missing
-), running AS MATERIALIZED (
-    -- agg_compressor_hours (migration 070): one row per unit-hour, metrics as array elements
-    SELECT sp.compressor_id, sp.hour
-    FROM span, agg_compressor_hours sp
-    JOIN compressors c ON c.org_id = %(org_id)s AND c.compressor_id = sp.compressor_id
-    WHERE sp.org_id = %(org_id)s
-      AND sp.hour >= span.lo AND sp.hour < span.hi
-      AND (%(compressors)s::text[] IS NULL OR sp.compressor_id = ANY(%(compressors)s::text[]))
-      AND sp.min_4h[array_position(agg_metric_names(), 'speed_rpm')]
-          >= %(running_share)s * c.rated_rpm
 ), hours AS (
+    -- agg_compressor_hours (migration 070): one row per unit-hour, so the running gate (the
+    -- speed element) and the metrics' means are read from the same row in one pass
     SELECT a.compressor_id, m.metric, t.day, a.mean[m.pos] AS mean
     FROM span, agg_compressor_hours a
-    JOIN running r ON r.compressor_id = a.compressor_id AND r.hour = a.hour
+    JOIN compressors c ON c.org_id = %(org_id)s AND c.compressor_id = a.compressor_id
     CROSS JOIN (SELECT metric, array_position(agg_metric_names(), metric) AS pos
                 FROM unnest(%(metrics)s::text[]) AS metric) m
     CROSS JOIN LATERAL generate_series(
@@ -70,7 +62,11 @@ WITH missing AS MATERIALIZED (
         least((a.hour AT TIME ZONE 'UTC')::date + %(days)s + 1, span.last_day),
         interval '1 day') AS t(day)
     WHERE a.org_id = %(org_id)s
-      AND a.hour >= span.lo AND a.hour < span.hi AND a.mean[m.pos] IS NOT NULL
+      AND a.hour >= span.lo AND a.hour < span.hi
+      AND (%(compressors)s::text[] IS NULL OR a.compressor_id = ANY(%(compressors)s::text[]))
+      AND a.min_4h[array_position(agg_metric_names(), 'speed_rpm')]
+          >= %(running_share)s * c.rated_rpm
+      AND a.mean[m.pos] IS NOT NULL
 )
 INSERT INTO rule_baselines (org_id, compressor_id, metric, days, day, median, n)
 SELECT %(org_id)s, x.compressor_id, x.metric, %(days)s, x.day,
