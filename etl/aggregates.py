@@ -132,20 +132,7 @@ def upsert_aggregates(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.
         existing = conn.execute(q["existing_agg_hours"], {
             "orgs": [o for o, _ in pairs], "hours": [h for _, h in pairs]}).fetchall()
     _register(con, "agg_existing", existing)
-    # integer codes for the pivot (etl.pivot.pivot_codes): sorted organizations, compressors
-    # and the metrics' places in the arrays
-    orgs = con.execute("SELECT DISTINCT org_id FROM agg_keys ORDER BY 1").to_arrow_table()
-    comps = con.execute("SELECT DISTINCT compressor_id FROM agg_keys ORDER BY 1"
-                        ).to_arrow_table()
-    for name, values in (("agg_org_codes", orgs.column(0)), ("agg_comp_codes", comps.column(0)),
-                         ("agg_metric_codes", pa.array([m.name for m in METRICS]))):
-        table_from_arrow(con, name, pa.table({"name": values.cast(pa.string()),
-                                              "code": pa.array(range(len(values)), pa.int32())}),
-                         temp=False)
-    hours = [h for _, h in pairs] or [datetime(1970, 1, 1, tzinfo=UTC)]  # (an empty batch)
-    first, last = min(hours), max(hours)
-    coding = _Coding(orgs.column(0).combine_chunks(), comps.column(0).combine_chunks(),
-                     not existing and _only_batch_rows(con, lake, dates, lo, hi), first, last)
+    coding = _coding(con, lake, dates, lo, hi, [h for _, h in pairs], bool(existing))
     con.execute("""
         CREATE OR REPLACE TABLE agg_fresh_keys AS
         SELECT * FROM agg_keys ANTI JOIN agg_existing USING (org_id, hour)""")
@@ -160,10 +147,9 @@ def upsert_aggregates(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.
     copied = sum(r[4] for r in fresh)
     staged = 0
     con.execute(f"ATTACH '{_dsn(db_url)}' AS pg (TYPE postgres)")
-    # new hours: COPY streams in parallel (PostgreSQL's COPY is CPU-bound in one backend;
-    # DuckDB's side is cheap), in gold's order: a sort in DuckDB cost more CPU here than the
-    # B-tree locality it buys. Each stream is its own transaction (see the module docstring
-    # for why a crash between them is harmless).
+    # new hours: COPY streams in parallel (PostgreSQL's COPY is CPU-bound in one backend),
+    # each a contiguous slice of a day's pivoted rows in key order. Each stream is its own
+    # transaction (see the module docstring for why a crash between them is harmless).
     try:
         if copied:
             _copy_days(con, lake, dates, "agg_fresh_keys", coding,
@@ -246,6 +232,25 @@ class _Coding:
     all_rows: bool
     first: datetime  # the earliest and latest hour of the keys
     last: datetime
+
+
+def _coding(con: duckdb.DuckDBPyConnection, lake: Lake, dates: set[str], lo: int, hi: int,
+            hours: list[datetime], existing: bool) -> _Coding:
+    """DuckDB tables of integer codes for the pivot (:func:`etl.pivot.pivot_codes`): the run's
+    sorted organizations and compressors (from ``agg_keys``) and the metrics' places in the
+    arrays; and what else :func:`_coded_rows` needs to know."""
+    orgs = con.execute("SELECT DISTINCT org_id FROM agg_keys ORDER BY 1").to_arrow_table()
+    comps = con.execute("SELECT DISTINCT compressor_id FROM agg_keys ORDER BY 1"
+                        ).to_arrow_table()
+    for name, values in (("agg_org_codes", orgs.column(0)), ("agg_comp_codes", comps.column(0)),
+                         ("agg_metric_codes", pa.array([m.name for m in METRICS]))):
+        table_from_arrow(con, name, pa.table({"name": values.cast(pa.string()),
+                                              "code": pa.array(range(len(values)), pa.int32())}),
+                         temp=False)
+    span = hours or [datetime(1970, 1, 1, tzinfo=UTC)]  # (an empty batch: nothing to read)
+    return _Coding(orgs.column(0).combine_chunks(), comps.column(0).combine_chunks(),
+                   not existing and _only_batch_rows(con, lake, dates, lo, hi),
+                   min(span), max(span))
 
 
 def _only_batch_rows(con: duckdb.DuckDBPyConnection, lake: Lake, dates: set[str] | list[str],
