@@ -155,74 +155,61 @@ CROSS JOIN LATERAL unnest(agg_metric_names(), a.n, a.mean, a.min, a.max, a.stdde
 WHERE u.n IS NOT NULL;
 GRANT SELECT, INSERT ON sensor_readings_agg TO altaviz_app;
 
--- INSERT through the view: one metric of one compressor-hour
-CREATE FUNCTION sensor_readings_agg_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+-- Writes through the view go through two helpers. agg_put sets one element of an array
+-- whose lower bound stays 1, padding with NULLs: assigning arr[pos] directly to a NULL array
+-- (a column written without it) would give it the bounds [pos:pos], and the view's unnest
+-- would then show that value under the first metric.
+CREATE FUNCTION agg_put(arr anycompatiblearray, pos integer, value anycompatible)
+RETURNS anycompatiblearray LANGUAGE sql IMMUTABLE AS $$
+    SELECT array_agg(CASE WHEN i = pos THEN value ELSE arr[i] END ORDER BY i)
+    FROM generate_series(1, greatest(pos, coalesce(array_upper(arr, 1), 0))) AS i
+$$;
+
+-- agg_put_metric sets metric k.metric of compressor-hour k to the statistics of v (NULL:
+-- clears them); with if_absent only where that metric has no row yet. True if a row changed.
+CREATE FUNCTION agg_put_metric(k sensor_readings_agg, v sensor_readings_agg, if_absent boolean)
+RETURNS boolean LANGUAGE plpgsql AS $$
 DECLARE
-    pos integer := array_position(agg_metric_names(), NEW.metric);
-    k integer := cardinality(agg_metric_names());
-    n integer[] := array_fill(NULL::integer, ARRAY[k]);
-    mean double precision[] := array_fill(NULL::double precision, ARRAY[k]);
-    min double precision[] := array_fill(NULL::double precision, ARRAY[k]);
-    max double precision[] := array_fill(NULL::double precision, ARRAY[k]);
-    stddev double precision[] := array_fill(NULL::double precision, ARRAY[k]);
-    mean_4h double precision[] := array_fill(NULL::double precision, ARRAY[k]);
-    min_4h double precision[] := array_fill(NULL::double precision, ARRAY[k]);
-    max_4h double precision[] := array_fill(NULL::double precision, ARRAY[k]);
-    stddev_4h double precision[] := array_fill(NULL::double precision, ARRAY[k]);
-    mean_24h double precision[] := array_fill(NULL::double precision, ARRAY[k]);
-    min_24h double precision[] := array_fill(NULL::double precision, ARRAY[k]);
-    max_24h double precision[] := array_fill(NULL::double precision, ARRAY[k]);
-    stddev_24h double precision[] := array_fill(NULL::double precision, ARRAY[k]);
-    rate_of_change double precision[] := array_fill(NULL::double precision, ARRAY[k]);
-    outliers integer[] := array_fill(NULL::integer, ARRAY[k]);
-    late integer[] := array_fill(NULL::integer, ARRAY[k]);
+    pos integer := array_position(agg_metric_names(), k.metric);
 BEGIN
     IF pos IS NULL THEN
         RAISE check_violation USING
-            MESSAGE = format('unknown metric %L (agg_metric_names() lists the metrics)', NEW.metric);
+            MESSAGE = format('unknown metric %L (agg_metric_names() lists the metrics)', k.metric);
     END IF;
+    UPDATE agg_compressor_hours a SET
+        n = agg_put(a.n, pos, v.n),
+        mean = agg_put(a.mean, pos, v.mean),
+        min = agg_put(a.min, pos, v.min),
+        max = agg_put(a.max, pos, v.max),
+        stddev = agg_put(a.stddev, pos, v.stddev),
+        mean_4h = agg_put(a.mean_4h, pos, v.mean_4h),
+        min_4h = agg_put(a.min_4h, pos, v.min_4h),
+        max_4h = agg_put(a.max_4h, pos, v.max_4h),
+        stddev_4h = agg_put(a.stddev_4h, pos, v.stddev_4h),
+        mean_24h = agg_put(a.mean_24h, pos, v.mean_24h),
+        min_24h = agg_put(a.min_24h, pos, v.min_24h),
+        max_24h = agg_put(a.max_24h, pos, v.max_24h),
+        stddev_24h = agg_put(a.stddev_24h, pos, v.stddev_24h),
+        rate_of_change = agg_put(a.rate_of_change, pos, v.rate_of_change),
+        outliers = agg_put(a.outliers, pos, v.outliers),
+        late = agg_put(a.late, pos, v.late)
+    WHERE a.org_id = k.org_id AND a.compressor_id = k.compressor_id AND a.hour = k.hour
+      AND (NOT if_absent OR a.n[pos] IS NULL);
+    RETURN FOUND;
+END $$;
+
+-- INSERT through the view: one metric of one compressor-hour
+CREATE FUNCTION sensor_readings_agg_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
     IF NEW.n IS NULL THEN
         RAISE not_null_violation USING MESSAGE = 'sensor_readings_agg: n must not be null';
     END IF;
     NEW.outliers := coalesce(NEW.outliers, 0);
     NEW.late := coalesce(NEW.late, 0);
-    n[pos] := NEW.n;
-    mean[pos] := NEW.mean;
-    min[pos] := NEW.min;
-    max[pos] := NEW.max;
-    stddev[pos] := NEW.stddev;
-    mean_4h[pos] := NEW.mean_4h;
-    min_4h[pos] := NEW.min_4h;
-    max_4h[pos] := NEW.max_4h;
-    stddev_4h[pos] := NEW.stddev_4h;
-    mean_24h[pos] := NEW.mean_24h;
-    min_24h[pos] := NEW.min_24h;
-    max_24h[pos] := NEW.max_24h;
-    stddev_24h[pos] := NEW.stddev_24h;
-    rate_of_change[pos] := NEW.rate_of_change;
-    outliers[pos] := NEW.outliers;
-    late[pos] := NEW.late;
-    INSERT INTO agg_compressor_hours AS a (org_id, compressor_id, hour, n, mean, min, max, stddev, mean_4h, min_4h, max_4h, stddev_4h, mean_24h, min_24h, max_24h, stddev_24h, rate_of_change, outliers, late)
-    VALUES (NEW.org_id, NEW.compressor_id, NEW.hour, n, mean, min, max, stddev, mean_4h, min_4h, max_4h, stddev_4h, mean_24h, min_24h, max_24h, stddev_24h, rate_of_change, outliers, late)
-    ON CONFLICT (org_id, hour, compressor_id) DO UPDATE SET
-            n[pos] = NEW.n,
-            mean[pos] = NEW.mean,
-            min[pos] = NEW.min,
-            max[pos] = NEW.max,
-            stddev[pos] = NEW.stddev,
-            mean_4h[pos] = NEW.mean_4h,
-            min_4h[pos] = NEW.min_4h,
-            max_4h[pos] = NEW.max_4h,
-            stddev_4h[pos] = NEW.stddev_4h,
-            mean_24h[pos] = NEW.mean_24h,
-            min_24h[pos] = NEW.min_24h,
-            max_24h[pos] = NEW.max_24h,
-            stddev_24h[pos] = NEW.stddev_24h,
-            rate_of_change[pos] = NEW.rate_of_change,
-            outliers[pos] = NEW.outliers,
-            late[pos] = NEW.late
-    WHERE a.n[pos] IS NULL;
-    IF NOT FOUND THEN
+    INSERT INTO agg_compressor_hours (org_id, compressor_id, hour, n, outliers, late)
+    VALUES (NEW.org_id, NEW.compressor_id, NEW.hour, '{}', '{}', '{}')
+    ON CONFLICT (org_id, hour, compressor_id) DO NOTHING;
+    IF NOT agg_put_metric(NEW, NEW, true) THEN
         RAISE unique_violation USING
             MESSAGE = format('sensor_readings_agg: %s %s %s already has metric %s',
                              NEW.org_id, NEW.compressor_id, NEW.hour, NEW.metric);
@@ -235,8 +222,6 @@ CREATE TRIGGER sensor_readings_agg_insert INSTEAD OF INSERT ON sensor_readings_a
 -- UPDATE through the view: the statistics of one metric of a compressor-hour; the key
 -- (organization, compressor, metric, hour) cannot change there (write the base table).
 CREATE FUNCTION sensor_readings_agg_update() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    pos integer := array_position(agg_metric_names(), OLD.metric);
 BEGIN
     IF (NEW.org_id, NEW.compressor_id, NEW.metric, NEW.hour)
        IS DISTINCT FROM (OLD.org_id, OLD.compressor_id, OLD.metric, OLD.hour) THEN
@@ -247,24 +232,7 @@ BEGIN
     IF NEW.n IS NULL THEN
         RAISE not_null_violation USING MESSAGE = 'sensor_readings_agg: n must not be null';
     END IF;
-    UPDATE agg_compressor_hours SET
-           n[pos] = NEW.n,
-           mean[pos] = NEW.mean,
-           min[pos] = NEW.min,
-           max[pos] = NEW.max,
-           stddev[pos] = NEW.stddev,
-           mean_4h[pos] = NEW.mean_4h,
-           min_4h[pos] = NEW.min_4h,
-           max_4h[pos] = NEW.max_4h,
-           stddev_4h[pos] = NEW.stddev_4h,
-           mean_24h[pos] = NEW.mean_24h,
-           min_24h[pos] = NEW.min_24h,
-           max_24h[pos] = NEW.max_24h,
-           stddev_24h[pos] = NEW.stddev_24h,
-           rate_of_change[pos] = NEW.rate_of_change,
-           outliers[pos] = NEW.outliers,
-           late[pos] = NEW.late
-    WHERE org_id = OLD.org_id AND compressor_id = OLD.compressor_id AND hour = OLD.hour;
+    PERFORM agg_put_metric(OLD, NEW, false);
     RETURN NEW;
 END $$;
 CREATE TRIGGER sensor_readings_agg_update INSTEAD OF UPDATE ON sensor_readings_agg
@@ -272,27 +240,8 @@ CREATE TRIGGER sensor_readings_agg_update INSTEAD OF UPDATE ON sensor_readings_a
 
 -- DELETE through the view: one metric of a compressor-hour (the row goes with its last one)
 CREATE FUNCTION sensor_readings_agg_delete() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    pos integer := array_position(agg_metric_names(), OLD.metric);
 BEGIN
-    UPDATE agg_compressor_hours SET
-           n[pos] = NULL,
-           mean[pos] = NULL,
-           min[pos] = NULL,
-           max[pos] = NULL,
-           stddev[pos] = NULL,
-           mean_4h[pos] = NULL,
-           min_4h[pos] = NULL,
-           max_4h[pos] = NULL,
-           stddev_4h[pos] = NULL,
-           mean_24h[pos] = NULL,
-           min_24h[pos] = NULL,
-           max_24h[pos] = NULL,
-           stddev_24h[pos] = NULL,
-           rate_of_change[pos] = NULL,
-           outliers[pos] = NULL,
-           late[pos] = NULL
-    WHERE org_id = OLD.org_id AND compressor_id = OLD.compressor_id AND hour = OLD.hour;
+    PERFORM agg_put_metric(OLD, NULL, false);
     DELETE FROM agg_compressor_hours
     WHERE org_id = OLD.org_id AND compressor_id = OLD.compressor_id AND hour = OLD.hour
       AND cardinality(array_remove(n, NULL)) = 0;
