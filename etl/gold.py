@@ -28,14 +28,16 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from altaviz.telemetry import METRICS, READINGS_PER_HOUR
-from etl.hot import HotPartials, Meta, wide_columns
-from etl.lake import GOLD_SCHEMA, Lake, conform_reader
+from etl.hot import HotPartials, Meta
+from etl.lake import GOLD_SCHEMA, TS, Lake, conform_reader
 from etl.ledger import dates_between, sql_dates
 from etl.metrics import (
+    HOUR_US,
     JOIN_MAX_HOURS,
     VAR_EPS,
     flag_aggregates,
@@ -145,8 +147,10 @@ def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
     cols = ", ".join(f.name for f in GOLD_SCHEMA)
     if fresh_only:
         counted = [0]
-        grid = method == "window" and GRID_WINDOWS
-        if grid and memory_mb:
+        # a bulk load, or new hours whose context the hot cache holds (the hourly run)
+        bulk = method == "window" and bool(GRID_WINDOWS)
+        grid = bulk or ctx.hot is not None
+        if bulk and memory_mb:
             con.execute(f"SET memory_limit = '{memory_mb * GRID_MEMORY_SHARE // 100}MB'")
 
         def batches() -> Iterator[pa.RecordBatch]:
@@ -168,7 +172,7 @@ def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
         try:
             lake.append("gold", pa.RecordBatchReader.from_batches(GOLD_SCHEMA, batches()), hi)
         finally:
-            if grid and memory_mb:
+            if bulk and memory_mb:
                 con.execute(f"SET memory_limit = '{memory_mb}MB'")
         hot_update.finish(con, lake, hi)
         if progress:
@@ -258,13 +262,53 @@ class _Context:
         self.hot = hot
         self.first, self.last, self.buckets = first, last, buckets
 
-    def grid_partials(self, bucket: int) -> tuple[list[str], int]:
+    def _hot_context(self, hot: HotPartials, meta: Meta, size: int) -> pa.Table:
+        """The cached partials of the hours the bucket's windows reach, as
+        :func:`etl.windows.gold_batches` takes context rows: each row's grid cell (``pos``),
+        ``out`` false, zero outlier and late counts (they only matter for output rows). Hours
+        being recomputed (``dirty_b``) and rows outside their compressor's block go to cell
+        ``size``, one past a grid of ``size`` cells."""
+        con = self.con
+        rows = hot.table(meta, self.first - timedelta(hours=23), self.last)
+        blocks = con.execute("SELECT compressor_id, h0, h1, base FROM grid_blocks"
+                             ).to_arrow_table()
+        dirty = con.execute("SELECT compressor_id, hour FROM dirty_b").to_arrow_table()
+
+        def hours(column: pa.ChunkedArray) -> np.ndarray:
+            return np.asarray(pc.cast(pc.cast(column, TS), pa.int64()).to_numpy()) // HOUR_US
+
+        names = blocks.column("compressor_id")
+        block = pc.index_in(rows.column("compressor_id"), value_set=names)
+        inside = pc.fill_null(pc.is_valid(block), False).to_numpy(zero_copy_only=False)
+        b = pc.fill_null(block, 0).to_numpy(zero_copy_only=False).astype(np.int64)
+        h = hours(rows.column("hour"))
+        h0, h1 = hours(blocks.column("h0"))[b], hours(blocks.column("h1"))[b]
+        d_block = pc.fill_null(pc.index_in(dirty.column("compressor_id"), value_set=names), -1)
+        recomputed = np.isin(b * (1 << 32) + h, d_block.to_numpy(zero_copy_only=False)
+                             .astype(np.int64) * (1 << 32) + hours(dirty.column("hour")))
+        keep = inside & (h >= h0) & (h <= h1) & ~recomputed
+        # rows left out go to the cell just past the grid (``size``), which no window
+        # reaches: cheaper than copying the other rows out of the mapped files
+        pos = np.where(keep, blocks.column("base").to_numpy()[b] + h - h0, size)
+        zeros = pa.array(np.zeros(rows.num_rows, dtype=np.int64))
+        out = rows.append_column("pos", pa.array(pos, pa.int64())).append_column(
+            "out", pa.array(np.zeros(rows.num_rows, dtype=bool)))
+        for i in range(len(METRICS)):
+            out = out.append_column(f"o_{i}", zeros).append_column(f"l_{i}", zeros)
+        return out
+
+    def grid_partials(self, bucket: int) -> tuple[list[str | pa.Table], int]:
         """The bucket's wide partials for :func:`etl.windows.gold_batches`: the tables (the
         fresh partials, marked ``out``, and, pivoted from gold, the neighbouring hours their
         windows reach) and the grid's size."""
         size = self._inputs(bucket, table=False, grid=True)
         con = self.con
-        tables = ["fresh_wide"]
+        tables: list[str | pa.Table] = ["fresh_wide"]
+        if self.hot is not None:
+            # the hourly run: the context is already wide in the cache, and stays in Arrow
+            # (materializing ~100,000 wide rows in DuckDB took 0.6 s)
+            tables.append(self._hot_context(*self.hot, size))
+            return tables, size + 1
         has_ctx = con.execute("SELECT EXISTS (SELECT 1 FROM gold_ctx)").fetchone()
         if has_ctx and has_ctx[0]:
             pivot = ", ".join(
@@ -288,7 +332,7 @@ class _Context:
     def _inputs(self, bucket: int, *, table: bool, grid: bool = False) -> int:
         """Temp tables ``ranges_b``, ``dirty_b``, ``fresh_wide`` and relation ``gold_ctx``;
         with ``grid``, also the bucket's hour grid (:func:`etl.windows.grid_blocks`, covering
-        each compressor's recomputed hours and the 23 either side) and each fresh row's cell
+        each compressor's dirty hours and the 23 before them) and each fresh row's cell
         in it (``pos``, and ``out`` = true). Returns the grid's size (0 without ``grid``)."""
         con, first, last = self.con, self.first, self.last
         con.execute(f"""
@@ -313,8 +357,10 @@ class _Context:
                                 for i in range(len(METRICS)))
         cell, block, size = "", "", 0
         if grid:
+            # only new hours are written on the grid (no gold row lies in the 23 h after
+            # them), so their windows need the 23 h before and no hour after
             size = grid_blocks(con, "SELECT compressor_id, first_dirty - INTERVAL 23 HOURS AS h0, "
-                             "last_dirty + INTERVAL 23 HOURS AS h1 FROM ranges_b")
+                             "last_dirty AS h1 FROM ranges_b")
             cell = f"{cell_sql('p.hour', 'b')} AS pos, true AS out, "
             block = "JOIN grid_blocks b USING (compressor_id)"
         con.execute(f"""
@@ -358,16 +404,13 @@ class _Context:
         """Temp table or view ``recomputed``: the gold rows of the bucket's recomputed hours."""
         self._inputs(bucket, table=table)
         con = self.con
-        join_fresh = self.method == "join" and not table
         partials = f"""
                 {unpivot_partials('fresh_wide')}
                 UNION ALL
                 SELECT org_id, compressor_id, metric, hour, n, sum, sumsq, min, max, outliers,
                        late
                 FROM gold_ctx o ANTI JOIN dirty_b d USING (compressor_id, hour)"""
-        if join_fresh and self.hot is not None:
-            win = self._wide_windows()
-        elif self.method == "join":
+        if self.method == "join":
             # Few output hours per compressor (the hourly run): aggregate each output row's
             # own 24 h of partials. Window functions would compute every context row's
             # windows too, and at ~3 us per row that was most of the hourly run's time.
@@ -436,68 +479,3 @@ class _Context:
             FROM feat f JOIN ranges_b r ON f.compressor_id = r.compressor_id
               AND f.hour >= r.first_dirty AND f.hour <= r.last_dirty + INTERVAL 23 HOURS
         """)
-
-    def _wide_windows(self) -> str:
-        """The windows of new hours from the hot partials (:mod:`etl.hot`), wide.
-
-        Same columns as the join method's long windows, computed per compressor-hour with one
-        aggregate per metric instead of per ``(compressor, metric, hour)`` row: the context is
-        ~24 wide rows per compressor instead of ~24 x 24 long ones with text keys.
-        """
-        assert self.hot is not None
-        hot, meta = self.hot
-        first, last, n = self.first, self.last, len(METRICS)
-        cols = ", ".join(["compressor_id", "hour", *wide_columns()])
-
-        def partials(back: int, upto: int = 0) -> str:
-            """Partials of hours ``first - back .. last - upto`` of this bucket: the cache's,
-            with the recomputed hours taken from ``fresh_wide`` instead. Streamed from the
-            files into each aggregate: materializing ~110,000 wide rows cost more than
-            reading them again."""
-            a = first - timedelta(hours=back)
-            b = last - timedelta(hours=upto)
-            return f"""(
-                SELECT {cols} FROM {hot.relation(meta, a, b)} h
-                ANTI JOIN dirty_b d USING (compressor_id, hour)
-                WHERE h.compressor_id IN (SELECT compressor_id FROM ranges_b)
-                UNION ALL BY NAME SELECT {cols} FROM fresh_wide
-                WHERE hour >= '{a.isoformat()}'::TIMESTAMPTZ)"""
-
-        def sums(span: str) -> str:
-            return ", ".join(
-                f"sum(p.n_{i}) AS n{span}_{i}, sum(p.s_{i}) AS s{span}_{i}, "
-                f"sum(p.q_{i}) AS q{span}_{i}, min(p.lo_{i}) AS mn{span}_{i}, "
-                f"max(p.hi_{i}) AS mx{span}_{i}" for i in range(n))
-
-        def window(span: str, hours: int) -> str:
-            # plain aggregates over the rows of one span: one FILTER per metric and span
-            # over the 24 h rows cost ~4x more (DuckDB evaluates each filter per row)
-            return f"""
-                SELECT o.compressor_id, o.hour, {sums(span)}
-                FROM (SELECT compressor_id, hour FROM fresh_wide) o
-                JOIN {partials(hours - 1)} p ON p.compressor_id = o.compressor_id
-                 AND p.hour > o.hour - INTERVAL {hours} HOURS AND p.hour <= o.hour
-                GROUP BY o.compressor_id, o.hour"""
-
-        prev = ", ".join(f"CASE WHEN p.n_{i} > 0 THEN p.hour END AS ph_{i}, "
-                         f"CASE WHEN p.n_{i} > 0 THEN p.s_{i} / p.n_{i} END AS pm_{i}"
-                         for i in range(n))
-        # materialized: the unpivot below reads it once per metric
-        self.con.execute(f"""
-            CREATE OR REPLACE TEMP TABLE hot_win AS
-            SELECT o.*, w4.* EXCLUDE (compressor_id, hour), w24.* EXCLUDE (compressor_id, hour),
-                   {prev}
-            FROM fresh_wide o
-            JOIN ({window("4", 4)}) w4 USING (compressor_id, hour)
-            JOIN ({window("24", 24)}) w24 USING (compressor_id, hour)
-            LEFT JOIN {partials(1, 1)} p ON p.compressor_id = o.compressor_id
-             AND p.hour = o.hour - INTERVAL 1 HOUR
-        """)
-        return " UNION ALL ".join(
-            f"SELECT org_id, compressor_id, '{m.name}' AS metric, hour, n_{i} AS n, "
-            f"s_{i} AS sum, q_{i} AS sumsq, lo_{i} AS min, hi_{i} AS max, o_{i} AS outliers, "
-            f"l_{i} AS late, n4_{i} AS n4, s4_{i} AS s4, q4_{i} AS q4, mn4_{i} AS min_4h, "
-            f"mx4_{i} AS max_4h, n24_{i} AS n24, s24_{i} AS s24, q24_{i} AS q24, "
-            f"mn24_{i} AS min_24h, mx24_{i} AS max_24h, ph_{i} AS prev_hour, "
-            f"pm_{i} AS prev_mean FROM hot_win WHERE n_{i} > 0"
-            for i, m in enumerate(METRICS))

@@ -279,7 +279,7 @@ def _baseline(con: duckdb.DuckDBPyConnection, lake: Lake, span: tuple[Any, ...],
     """Temp table ``baseline`` by the cheaper method for the kept span ``(first hour, last
     hour, compressor-hours, compressors)``; True when the method made ``limits`` instead."""
     first, last = span[0] - timedelta(hours=24), span[1]
-    context = _wide_context(lake, first, last)   # read once: it checks the lake's marks
+    context = _wide_context(con, lake, first, last)   # once: it checks the lake's marks
     few = span[2] <= JOIN_MAX_HOURS * span[3]
     # up to two days per compressor (a day's catch-up) the join of wide partials is cheaper
     # than 72 window aggregates (2-day load: 9.0 -> 5.2 CPU s); a week per compressor is
@@ -311,7 +311,8 @@ def _unabsorbed_silver(lake: Lake, first: datetime, last: datetime, partial: str
     """
 
 
-def _wide_context(lake: Lake, first: datetime, last: datetime) -> str | None:
+def _wide_context(con: duckdb.DuckDBPyConnection, lake: Lake, first: datetime,
+                  last: datetime) -> str | None:
     """Gold's partials of hours ``first .. last`` as a wide relation (the hot cache); ``""``
     when gold is still empty (a first load: the batch is its own only context); None when
     neither holds and gold's long rows must be read.
@@ -325,7 +326,7 @@ def _wide_context(lake: Lake, first: datetime, last: datetime) -> str | None:
     if gold_mark == 0:
         return ""
     meta = hot.usable(gold_mark, first)
-    return None if meta is None else hot.relation(meta, first, last)
+    return None if meta is None else hot.relation(con, meta, first, last)
 
 
 def _baseline_by_join(con: duckdb.DuckDBPyConnection, lake: Lake, first: datetime,
@@ -421,7 +422,7 @@ def _baseline_by_window(con: duckdb.DuckDBPyConnection, lake: Lake, span: tuple[
             # catch-up spent most of its silver time there)
             sums_cols = ", ".join(f"n_{i}, s_{i}, q_{i}" for i in range(n_metrics))
             gold_rows = f"""
-                SELECT compressor_id, hour, {sums_cols} FROM {hot.relation(meta, first, last)}
+                SELECT compressor_id, hour, {sums_cols} FROM {hot.relation(con, meta, first, last)}
                 WHERE compressor_id IN (SELECT DISTINCT compressor_id FROM kept)"""
         unabsorbed = _unabsorbed_silver(lake, first, last, partial)
         if unabsorbed is not None:

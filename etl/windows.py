@@ -110,24 +110,28 @@ def cell_sql(hour: str, block: str) -> str:
 
 
 class _Scan:
-    """Columns of DuckDB tables read in storage order: every read of the same tables lists
-    the same rows in the same order, so per-metric reads line up with one read of the keys.
+    """Columns of DuckDB tables (or Arrow tables) read in storage order: every read of the
+    same tables lists the same rows in the same order, so per-metric reads line up with one
+    read of the keys.
 
     The connections run with ``preserve_insertion_order = false`` (etl.duck); it is on only
     for these plain scans, which never filter or join.
     """
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, tables: list[str]) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, tables: list[str | pa.Table]) -> None:
         self.con, self.tables = con, tables
 
     def read(self, columns: str) -> pa.Table:
+        names = [c.strip() for c in columns.split(",")]
         self.con.execute("SET preserve_insertion_order = true")
         try:
             parts = [self.con.execute(f"SELECT {columns} FROM {t}").to_arrow_table()
-                     for t in self.tables]
+                     if isinstance(t, str) else t.select(names) for t in self.tables]
         finally:
             self.con.execute("SET preserve_insertion_order = false")
-        return pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+        if len(parts) == 1:
+            return parts[0]
+        return pa.concat_tables([p.cast(parts[0].schema) for p in parts])
 
 
 def _grid(size: int, cells: np.ndarray, values: pa.ChunkedArray, fill: float | int,
@@ -140,18 +144,19 @@ def _grid(size: int, cells: np.ndarray, values: pa.ChunkedArray, fill: float | i
     return g
 
 
-def gold_batches(con: duckdb.DuckDBPyConnection, tables: list[str], size: int, batch_id: int
-                 ) -> Iterator[pa.RecordBatch]:
+def gold_batches(con: duckdb.DuckDBPyConnection, tables: list[str | pa.Table], size: int,
+                 batch_id: int) -> Iterator[pa.RecordBatch]:
     """Gold rows (:data:`etl.lake.GOLD_SCHEMA`) of the rows of ``tables`` marked ``out``.
 
     Args:
         con: the DuckDB connection holding the tables.
-        tables: DuckDB tables of wide hourly partials, one row per compressor-hour over all
-            of them: ``pos`` (the row's cell in a grid of :func:`grid_blocks`), ``org_id,
-            compressor_id, hour, out`` and, per metric index ``i``, ``n_i, s_i, q_i, lo_i,
-            hi_i, o_i, l_i`` (:func:`etl.metrics.partial_aggregates`). Rows with ``out``
-            false are context only (hours around the new ones, from gold): they enter the
-            windows but yield no row.
+        tables: DuckDB tables (names) or Arrow tables of wide hourly partials, one row per
+            compressor-hour over all of them: ``pos`` (the row's cell in a grid of
+            :func:`grid_blocks`), ``org_id, compressor_id, hour, out`` and, per metric
+            index ``i``, ``n_i, s_i, q_i, lo_i, hi_i, o_i, l_i``
+            (:func:`etl.metrics.partial_aggregates`). Rows with ``out`` false are context
+            only (hours around the new ones, from gold): they enter the windows but yield no
+            row.
         size: the grid's number of cells.
         batch_id: the ``batch_id`` of every row.
 

@@ -7,14 +7,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
+import pyarrow as pa
 import pytest
 
 import etl.gold
 from altaviz.fleet import Fleet
 from altaviz.settings import Settings
 from etl import duck
-from etl.hot import HotPartials
+from etl.hot import SCHEMA, HotPartials
 from etl.lake import Lake
 from etl.pipeline import run_pipeline
 from tests.etl.landing import T0, reading, write_landing
@@ -28,8 +28,11 @@ def _cached(root: Path) -> dict[tuple[str, Any], dict[str, Any]]:
     meta = hot.meta()
     assert meta is not None
     rows: dict[tuple[str, Any], dict[str, Any]] = {}
-    for path in sorted(hot.root.glob("hour-*.parquet")):
-        for row in pq.read_table(path).to_pylist():
+    for path in sorted(hot.root.glob("hour-*.arrow")):
+        with pa.memory_map(str(path)) as source:
+            table = pa.ipc.open_file(source).read_all()
+        assert table.schema.equals(SCHEMA), path
+        for row in table.to_pylist():
             key = (row["compressor_id"], row["hour"])
             assert key not in rows, f"{key} cached twice"
             assert meta.first <= row["hour"] <= meta.last
@@ -68,13 +71,13 @@ def test_cache_follows_gold_and_the_hourly_run_reads_it(
         settings: Settings, db_url: str, fleet: Fleet, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     used: list[int] = []
-    wide = etl.gold._Context._wide_windows
+    from_cache = etl.gold._Context._hot_context
 
-    def spy(self: Any) -> str:
+    def spy(self: Any, *args: Any) -> pa.Table:
         used.append(1)
-        return wide(self)
+        return from_cache(self, *args)
 
-    monkeypatch.setattr(etl.gold._Context, "_wide_windows", spy)
+    monkeypatch.setattr(etl.gold._Context, "_hot_context", spy)
     landing = settings.landing_path
     rows = [reading(c, T0 + timedelta(hours=k, minutes=10 * i), oil_temp_f=150.0 + k + i)
             for c in COMPRESSORS for k in range(30) if k != 5 for i in range(6)]
@@ -137,3 +140,33 @@ def test_a_cache_left_behind_by_a_crash_is_never_read(
                   T0 + timedelta(hours=8, minutes=5))
     run_pipeline(settings, db_url)
     _assert_cache_equals_gold(settings.lake_path, tmp_path / "after")
+
+
+def test_a_cache_in_another_format_is_stale_and_rebuilt(
+        settings: Settings, db_url: str, fleet: Fleet, tmp_path: Path) -> None:
+    """A lake whose cache an earlier version wrote (Parquet files, a meta without a format)
+    is never read as if its hours were empty: the cache counts as stale, the next run takes
+    the gold path, and the cache is rebuilt in the current format."""
+    import json
+
+    landing = settings.landing_path
+    rows = [reading(c, T0 + timedelta(hours=k, minutes=10 * i), oil_temp_f=150.0 + k)
+            for c in COMPRESSORS for k in range(6) for i in range(6)]
+    write_landing(landing, rows, T0 + timedelta(hours=6, minutes=5))
+    run_pipeline(settings, db_url)
+    hot = HotPartials(settings.lake_path)
+    meta = hot.meta()
+    assert meta is not None
+    # what an earlier version left: the same state, no format, no .arrow files
+    for path in hot.root.glob("hour-*.arrow"):
+        path.rename(path.with_suffix(".parquet"))
+    (hot.root / "meta.json").write_text(json.dumps(
+        {"mark": meta.mark, "first": meta.first.isoformat(), "last": meta.last.isoformat()}))
+    assert hot.meta() is None
+    write_landing(landing, [reading(c, T0 + timedelta(hours=6, minutes=10 * i),
+                                    oil_temp_f=151.0) for c in COMPRESSORS for i in range(6)],
+                  T0 + timedelta(hours=7, minutes=5))
+    run_pipeline(settings, db_url)
+    assert hot.meta() is not None
+    assert list(hot.root.glob("hour-*.parquet")) == []
+    _assert_cache_equals_gold(settings.lake_path, tmp_path / "rebuilt")
