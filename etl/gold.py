@@ -34,10 +34,9 @@ import pyarrow.compute as pc
 
 from altaviz.telemetry import METRICS, READINGS_PER_HOUR
 from etl.hot import HotPartials, Meta
-from etl.lake import GOLD_SCHEMA, TS, Lake, conform_reader
+from etl.lake import GOLD_SCHEMA, Lake, conform_reader
 from etl.ledger import dates_between, sql_dates
 from etl.metrics import (
-    HOUR_US,
     JOIN_MAX_HOURS,
     VAR_EPS,
     flag_aggregates,
@@ -48,7 +47,7 @@ from etl.metrics import (
     utc_date_of,
 )
 from etl.models import GoldResult
-from etl.windows import cell_sql, gold_batches, grid_blocks
+from etl.windows import cell_sql, cells_of, gold_batches, grid_blocks
 
 Progress = Callable[[str, float], None]
 FEATURES = ("mean", "stddev", "mean_4h", "min_4h", "max_4h", "stddev_4h", "mean_24h",
@@ -268,28 +267,8 @@ class _Context:
         ``out`` false, zero outlier and late counts (they only matter for output rows). Hours
         being recomputed (``dirty_b``) and rows outside their compressor's block go to cell
         ``size``, one past a grid of ``size`` cells."""
-        con = self.con
         rows = hot.table(meta, self.first - timedelta(hours=23), self.last)
-        blocks = con.execute("SELECT compressor_id, h0, h1, base FROM grid_blocks"
-                             ).to_arrow_table()
-        dirty = con.execute("SELECT compressor_id, hour FROM dirty_b").to_arrow_table()
-
-        def hours(column: pa.ChunkedArray) -> np.ndarray:
-            return np.asarray(pc.cast(pc.cast(column, TS), pa.int64()).to_numpy()) // HOUR_US
-
-        names = blocks.column("compressor_id")
-        block = pc.index_in(rows.column("compressor_id"), value_set=names)
-        inside = pc.fill_null(pc.is_valid(block), False).to_numpy(zero_copy_only=False)
-        b = pc.fill_null(block, 0).to_numpy(zero_copy_only=False).astype(np.int64)
-        h = hours(rows.column("hour"))
-        h0, h1 = hours(blocks.column("h0"))[b], hours(blocks.column("h1"))[b]
-        d_block = pc.fill_null(pc.index_in(dirty.column("compressor_id"), value_set=names), -1)
-        recomputed = np.isin(b * (1 << 32) + h, d_block.to_numpy(zero_copy_only=False)
-                             .astype(np.int64) * (1 << 32) + hours(dirty.column("hour")))
-        keep = inside & (h >= h0) & (h <= h1) & ~recomputed
-        # rows left out go to the cell just past the grid (``size``), which no window
-        # reaches: cheaper than copying the other rows out of the mapped files
-        pos = np.where(keep, blocks.column("base").to_numpy()[b] + h - h0, size)
+        pos = cells_of(self.con, rows, size, exclude="dirty_b")
         zeros = pa.array(np.zeros(rows.num_rows, dtype=np.int64))
         out = rows.append_column("pos", pa.array(pos, pa.int64())).append_column(
             "out", pa.array(np.zeros(rows.num_rows, dtype=bool)))

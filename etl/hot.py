@@ -119,8 +119,12 @@ class HotPartials:
     def relation(self, con: duckdb.DuckDBPyConnection, meta: Meta, first: datetime,
                  last: datetime) -> str:
         """Name of a relation on ``con`` holding the cached rows with ``first <= hour <=
-        last`` (an Arrow table registered as ``hot_cached``; DuckDB scans it in place)."""
-        con.register("hot_cached", self.table(meta, first, last))
+        last``, without the minimum and maximum columns (what the outlier baselines read):
+        an Arrow table registered as ``hot_cached``. DuckDB converts every column it scans,
+        and the 48 it never reads cost it ~0.1 s per scan."""
+        rows = self.table(meta, first, last)
+        keep = [f.name for f in SCHEMA if not f.name.startswith(("lo_", "hi_"))]
+        con.register("hot_cached", rows.select(keep))
         return "hot_cached"
 
     def start(self, before: int, last_dirty: datetime) -> Update:
