@@ -42,10 +42,10 @@ from etl.ledger import dates_between, sql_dates
 #: Hours the cache keeps (``last - HOT_HOURS + 1 .. last``): the hourly run needs 24 behind the
 #: new hour; the rest lets batches arriving up to a day late use it too. 0 switches it off.
 HOT_HOURS = 48
-#: ``(prefix, DuckDB type)`` of the wide partial columns, per metric index ``i``. Outlier and
-#: late counts are not kept: windows never combine them (each row carries its own).
-_PARTS = (("n", "BIGINT"), ("s", "DOUBLE"), ("q", "DOUBLE"), ("lo", "DOUBLE"),
-          ("hi", "DOUBLE"))
+#: ``(prefix, type)`` of the wide partial columns, per metric index ``i``. Outlier and late
+#: counts are not kept: windows never combine them (each row carries its own).
+_PARTS = (("n", pa.int64()), ("s", pa.float64()), ("q", pa.float64()), ("lo", pa.float64()),
+          ("hi", pa.float64()))
 #: The files' format, recorded in ``meta.json``: a cache in any other format (the Parquet
 #: files of earlier versions) is stale, and the next gold run rebuilds it.
 FORMAT = "arrow-ipc-1"
@@ -53,20 +53,15 @@ FORMAT = "arrow-ipc-1"
 SCHEMA = pa.schema([
     pa.field("org_id", pa.string()), pa.field("compressor_id", pa.string()),
     pa.field("hour", pa.timestamp("us", tz="UTC")),
-    *(pa.field(f"{p}_{i}", pa.int64() if t == "BIGINT" else pa.float64())
-      for i in range(len(METRICS)) for p, t in _PARTS)])
+    *(pa.field(f"{p}_{i}", t) for i in range(len(METRICS)) for p, t in _PARTS)])
+#: The hour files' suffix.
+SUFFIX = ".arrow"
 
 
-def wide_columns() -> list[str]:
-    """The wide partial column names (``n_0, s_0, q_0, lo_0, ...``)."""
-    return [f"{p}_{i}" for i in range(len(METRICS)) for p, _ in _PARTS]
-
-
-def _typed_select(source: str) -> str:
-    """Every cache column from ``source`` with its exact type (the files must agree)."""
-    cols = ", ".join(f"{p}_{i}::{t} AS {p}_{i}" for i in range(len(METRICS)) for p, t in _PARTS)
-    return (f"SELECT org_id::VARCHAR AS org_id, compressor_id::VARCHAR AS compressor_id, "
-            f"hour::TIMESTAMPTZ AS hour, {cols} FROM {source}")
+def _cached_columns(source: str) -> str:
+    """SQL of the cache's columns from DuckDB relation ``source`` (:func:`_conform` types
+    them)."""
+    return f"SELECT {', '.join(SCHEMA.names)} FROM {source}"
 
 
 @dataclass(frozen=True)
@@ -85,7 +80,7 @@ class HotPartials:
         self.root = lake_root / "_hot"
 
     def _file(self, hour: datetime) -> Path:
-        return self.root / f"hour-{hour:%Y-%m-%dT%H}.arrow"
+        return self.root / f"hour-{hour:%Y-%m-%dT%H}{SUFFIX}"
 
     def meta(self) -> Meta | None:
         """The recorded state, or None (no cache, unreadable, or another format: stale)."""
@@ -154,7 +149,8 @@ class HotPartials:
         """Write every covered hour's file from gold (after a crash or on a lake written
         before the cache existed). One join per metric: pivoting gold's long rows with one
         filtered aggregate per metric and partial was ~8x slower."""
-        for stale in [*self.root.glob("hour-*.parquet"), *self.root.glob("hour-*.arrow")]:
+        # every hour file, in this format or an earlier one
+        for stale in self.root.glob("hour-*.*"):
             stale.unlink()
         self.invalidate()
         if HOT_HOURS <= 0:
@@ -183,7 +179,7 @@ class HotPartials:
             FROM (SELECT DISTINCT org_id, compressor_id, hour FROM hot_long) k {joins}
         """)
         con.execute("DROP TABLE hot_long")
-        rows = _conform(con.execute(_typed_select("hot_rebuild")).to_arrow_table())
+        rows = _conform(con.execute(_cached_columns("hot_rebuild")).to_arrow_table())
         con.execute("DROP TABLE hot_rebuild")
         for hour, part in _by_hour(rows):
             _write(part, self._file(hour))
@@ -192,7 +188,7 @@ class HotPartials:
     def _finish(self, meta: Meta) -> None:
         """Drop hours that left the window and record the new state (atomically)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        for path in self.root.glob("hour-*.parquet"):
+        for path in self.root.glob(f"hour-*{SUFFIX}"):
             hour = datetime.strptime(path.stem, "hour-%Y-%m-%dT%H").replace(
                 tzinfo=meta.last.tzinfo)
             if hour < meta.first:
@@ -226,7 +222,7 @@ def _write(rows: pa.Table, path: Path) -> None:
 
 
 def _conform(rows: pa.Table) -> pa.Table:
-    """``rows`` (from :func:`_typed_select`) with exactly :data:`SCHEMA`."""
+    """``rows`` (from :func:`_cached_columns`) with exactly :data:`SCHEMA`'s types."""
     return rows.select(SCHEMA.names).cast(SCHEMA)
 
 
@@ -263,7 +259,7 @@ class Update:
         if self.meta is None:
             return
         rows = _conform(con.execute(f"""
-            SELECT * FROM ({_typed_select(fresh)})
+            SELECT * FROM ({_cached_columns(fresh)})
             WHERE hour >= '{self.first.isoformat()}'::TIMESTAMPTZ""").to_arrow_table())
         for hour, new in _by_hour(rows):
             path = self.hot._file(hour)

@@ -299,7 +299,7 @@ def trailing_sums(con: duckdb.DuckDBPyConnection, table: str, size: int, finish:
     """Each ``out`` row's sums over the 24 hours before its own (``hour - 24 .. hour - 1``).
 
     Args:
-        con: the DuckDB connection holding the tables.
+        con: the DuckDB connection holding ``table``.
         table: a DuckDB table of wide hourly sums, one row per compressor-hour: ``pos`` (the
             row's cell in a grid of :func:`grid_blocks`), ``compressor_id, hour, out`` and,
             per metric index ``i``, ``n_i, s_i, q_i``.

@@ -109,16 +109,43 @@ def test_cache_follows_gold_and_the_hourly_run_reads_it(
     _assert_cache_equals_gold(settings.lake_path, tmp_path / "c")
 
 
+def _load_six_hours(settings: Settings, db_url: str) -> None:
+    """Hours 0-5 of every compressor, loaded as one batch."""
+    rows = [reading(c, T0 + timedelta(hours=k, minutes=10 * i), oil_temp_f=150.0 + k)
+            for c in COMPRESSORS for k in range(6) for i in range(6)]
+    write_landing(settings.landing_path, rows, T0 + timedelta(hours=6, minutes=5))
+    run_pipeline(settings, db_url)
+
+
+def test_hours_that_leave_the_window_are_deleted(
+        settings: Settings, db_url: str, fleet: Fleet, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache keeps only its last HOT_HOURS hours on disk: an hour file older than the
+    recorded window is removed when the window moves on (else one file per hour would pile
+    up forever, ~4 MB each at fleet size)."""
+    monkeypatch.setattr("etl.hot.HOT_HOURS", 4)
+    _load_six_hours(settings, db_url)
+    for k in (6, 7):
+        write_landing(settings.landing_path,
+                      [reading(c, T0 + timedelta(hours=k, minutes=10 * i), oil_temp_f=151.0)
+                       for c in COMPRESSORS for i in range(6)],
+                      T0 + timedelta(hours=k + 1, minutes=5))
+        run_pipeline(settings, db_url)
+    hot = HotPartials(settings.lake_path)
+    meta = hot.meta()
+    assert meta is not None and meta.first == T0 + timedelta(hours=4)
+    assert sorted(p.name for p in hot.root.glob("hour-*")) == [
+        f"hour-{T0 + timedelta(hours=k):%Y-%m-%dT%H}.arrow" for k in (4, 5, 6, 7)]
+    _assert_cache_equals_gold(settings.lake_path, tmp_path / "moved")
+
+
 def test_a_cache_left_behind_by_a_crash_is_never_read(
         settings: Settings, db_url: str, fleet: Fleet, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A run that dies after touching the cache's files but before recording the new state
     leaves no meta: readers ignore the cache, and the next run rebuilds it from gold."""
     landing = settings.landing_path
-    rows = [reading(c, T0 + timedelta(hours=k, minutes=10 * i), oil_temp_f=150.0 + k)
-            for c in COMPRESSORS for k in range(6) for i in range(6)]
-    write_landing(landing, rows, T0 + timedelta(hours=6, minutes=5))
-    run_pipeline(settings, db_url)
+    _load_six_hours(settings, db_url)
     hot = HotPartials(settings.lake_path)
     assert hot.meta() is not None
 
@@ -150,10 +177,7 @@ def test_a_cache_in_another_format_is_stale_and_rebuilt(
     import json
 
     landing = settings.landing_path
-    rows = [reading(c, T0 + timedelta(hours=k, minutes=10 * i), oil_temp_f=150.0 + k)
-            for c in COMPRESSORS for k in range(6) for i in range(6)]
-    write_landing(landing, rows, T0 + timedelta(hours=6, minutes=5))
-    run_pipeline(settings, db_url)
+    _load_six_hours(settings, db_url)
     hot = HotPartials(settings.lake_path)
     meta = hot.meta()
     assert meta is not None
