@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 from altaviz.telemetry import CHANNELS, METRICS
 from etl.duck import table_from_arrow
 from etl.hot import HotPartials
-from etl.lake import QUARANTINE_SCHEMA, SILVER_SCHEMA, Lake, conform_reader
+from etl.lake import QUARANTINE_SCHEMA, SILVER_SCHEMA, Lake, conform, conform_reader
 from etl.ledger import dates_between, sql_dates
 from etl.metrics import (
     JOIN_MAX_HOURS,
@@ -146,7 +146,7 @@ def silver_transform(con: duckdb.DuckDBPyConnection, lake: Lake, orgs: dict[str,
     """)
     if progress:
         progress("silver", 0.4)
-    _flag_outliers(con, lake, late_arrival_minutes)
+    grid = _flag_outliers(con, lake, late_arrival_minutes)
     if progress:
         progress("silver", 0.7)
 
@@ -175,16 +175,20 @@ def silver_transform(con: duckdb.DuckDBPyConnection, lake: Lake, orgs: dict[str,
         reader = con.execute(f"SELECT * FROM ({quarantine_sql}) WHERE batch_id > {int(q_mark)}"
                              ).to_arrow_reader(250_000)
         lake.append("quarantine", conform_reader(reader, QUARANTINE_SCHEMA), hi)
-    s_cols = ", ".join(f.name for f in SILVER_SCHEMA)
     # batches of one Parquet row group: with 250,000 rows a week's silver peaked at 1.95-2.11 GB
     # (2.56 GB once in the benchmark), with 65,536 at 1.75-1.83 GB, same speed (four runs each)
-    reader = con.execute(f"SELECT {s_cols} FROM flagged").to_arrow_reader(65_536)
+    if grid is None:
+        s_cols = ", ".join(f.name for f in SILVER_SCHEMA)
+        rows = conform_reader(con.execute(f"SELECT {s_cols} FROM flagged")
+                              .to_arrow_reader(65_536), SILVER_SCHEMA)
+    else:
+        rows = grid.flagged(con.execute("SELECT * FROM flagged").to_arrow_reader(65_536))
     # counted while streaming: ``flagged`` is a view, a second pass would recompute it
     valid_rows = late_rows = outlier_rows = 0
 
     def counted() -> Iterator[pa.RecordBatch]:
         nonlocal valid_rows, late_rows, outlier_rows
-        for batch in conform_reader(reader, SILVER_SCHEMA):
+        for batch in rows:
             valid_rows += batch.num_rows
             late_rows += int(pc.sum(batch.column("late")).as_py() or 0)
             lengths = pc.fill_null(pc.list_value_length(batch.column("outlier_metrics")), 0)
@@ -206,8 +210,11 @@ def silver_transform(con: duckdb.DuckDBPyConnection, lake: Lake, orgs: dict[str,
 
 
 def _flag_outliers(con: duckdb.DuckDBPyConnection, lake: Lake, late_arrival_minutes: int
-                   ) -> None:
-    """Build temp table ``flagged``: kept rows with ``late`` and ``outlier_metrics``."""
+                   ) -> _GridLimits | None:
+    """Create view ``flagged``: the kept rows with ``late`` and ``outlier_metrics``; or, when
+    the baselines were summed on the hour grid (the returned limits), with ``late``, each
+    row's cell ``pos`` and its metric values, from which :meth:`_GridLimits.flagged` makes
+    ``outlier_metrics``."""
     con.execute(f"""
         CREATE OR REPLACE TEMP VIEW kept AS
         SELECT v.*, {hour_of("ts")} AS hour, {metric_columns()}
@@ -225,29 +232,86 @@ def _flag_outliers(con: duckdb.DuckDBPyConnection, lake: Lake, late_arrival_minu
         done = _baseline_by_window(con, lake, span, partial)   # nothing kept: empty
     else:
         done = _baseline(con, lake, span, partial)
-    if not done:
+    late = more_than_minutes_after("k.arrived_at", "k.ts", late_arrival_minutes)
+    columns = (f"k.org_id, k.compressor_id, k.ts, k.arrived_at, "
+               f"{', '.join('k.' + q(c.name) for c in CHANNELS)}, {late} AS late")
+    if isinstance(done, _GridLimits):
+        metrics = ", ".join(f"k.{q(m.name)} AS m_{i}" for i, m in enumerate(METRICS))
+        con.execute(f"""
+            CREATE OR REPLACE TEMP VIEW flagged AS
+            SELECT {columns}, k.source_file, k.batch_id, k.date,
+                   {cell_sql("k.hour", "b")} AS pos, {metrics}
+            FROM kept k JOIN grid_blocks b USING (compressor_id)
+        """)
+        return done
+    if done is None:
         _limits_from_baseline(con)
     outside = [f"abs(k.{q(m.name)} - b.mu_{i}) > b.lim_{i}" for i, m in enumerate(METRICS)]
     names = ", ".join(f"CASE WHEN {o} THEN '{m.name}' END"
                       for o, m in zip(outside, METRICS, strict=True))
-    late = more_than_minutes_after("k.arrived_at", "k.ts", late_arrival_minutes)
     con.execute(f"""
         CREATE OR REPLACE TEMP VIEW flagged AS
-        SELECT k.org_id, k.compressor_id, k.ts, k.arrived_at,
-               {", ".join("k." + q(c.name) for c in CHANNELS)},
-               {late} AS late,
+        SELECT {columns},
                CASE WHEN {" OR ".join(outside)}
                     THEN list_filter([{names}], x -> x IS NOT NULL)
                     ELSE []::VARCHAR[] END AS outlier_metrics,
                k.source_file, k.batch_id, k.date
         FROM kept k LEFT JOIN limits b USING (compressor_id, hour)
     """)
+    return None
+
+
+class _GridLimits:
+    """Each hour-grid cell's baseline mean (``mu``) and outlier distance (``lim``, 4 sigma;
+    NaN where too thin or flat to judge) per metric, from :func:`etl.windows.trailing_sums`.
+
+    Readings are flagged against them in numpy, by their cell, while silver streams to Delta:
+    a DuckDB join of a week's 4.5 M readings to 750,000 compressor-hours carrying 48 limit
+    columns took 10.5 s of thread time (the statement ~5 s), the gathers ~1 s.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.mu = np.full((len(METRICS), size), np.nan)
+        self.lim = np.full((len(METRICS), size), np.nan)
+
+    def store(self, i: int, at: np.ndarray, n: np.ndarray, s: np.ndarray, q: np.ndarray
+              ) -> None:
+        """Metric ``i``'s limits at cells ``at`` from their trailing sums, as
+        :func:`_limits_from_baseline` computes them (same operations, same doubles)."""
+        sd = sample_std(n, s, q)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            self.mu[i, at] = s / n
+        self.lim[i, at] = np.where((n >= MIN_BASELINE_READINGS) & (sd > 0),
+                                   OUTLIER_SIGMAS * sd, np.nan)
+
+    def flagged(self, reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+        """Silver rows (:data:`SILVER_SCHEMA`) from view ``flagged``'s grid form: each
+        metric value more than ``lim`` from ``mu`` of its cell names that metric in
+        ``outlier_metrics`` (in :data:`METRICS` order; an empty list when none)."""
+        metric_names = pa.array([m.name for m in METRICS], pa.string())
+        for batch in reader:
+            pos = batch.column("pos").to_numpy()
+            marks = np.empty((batch.num_rows, len(METRICS)), dtype=bool)
+            for i in range(len(METRICS)):
+                x = pc.fill_null(batch.column(f"m_{i}"), np.nan).to_numpy()
+                with np.errstate(invalid="ignore"):
+                    # NaN (no value, no judgeable baseline) compares false, as NULL does in SQL
+                    marks[:, i] = np.abs(x - self.mu[i, pos]) > self.lim[i, pos]
+            offsets = np.zeros(batch.num_rows + 1, dtype=np.int32)
+            np.cumsum(marks.sum(axis=1), out=offsets[1:])
+            codes = np.broadcast_to(np.arange(len(METRICS), dtype=np.int32), marks.shape)[marks]
+            outliers = pa.ListArray.from_arrays(pa.array(offsets),
+                                                pc.take(metric_names, pa.array(codes)))
+            columns = {name: batch.column(name) for name in batch.schema.names}
+            columns["outlier_metrics"] = outliers
+            yield from conform(pa.table({f.name: columns[f.name] for f in SILVER_SCHEMA}),
+                               SILVER_SCHEMA).to_batches()
 
 
 def _limits_from_baseline(con: duckdb.DuckDBPyConnection) -> None:
     """Temp table ``limits`` (``compressor_id, hour, mu_i, lim_i``) from ``baseline``'s
     trailing sums: the mean, and 4 sigma where at least 12 readings spread (else null).
-    :func:`_limits` computes the same from the hour grid's sums."""
+    :meth:`_GridLimits.store` computes the same from the hour grid's sums."""
     limits = []
     for i in range(len(METRICS)):
         # a spread within the rounding error of the sum of squares is none (see etl.gold)
@@ -263,21 +327,10 @@ def _limits_from_baseline(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("DROP TABLE baseline")
 
 
-def _limits(i: int, n: np.ndarray, s: np.ndarray, q: np.ndarray) -> dict[str, pa.Array]:
-    """:func:`_limits_from_baseline`'s ``mu_i, lim_i`` from one metric's trailing sums
-    (same operations in the same order, so the same doubles)."""
-    sd = sample_std(n, s, q)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mu = s / n
-    return {f"mu_{i}": pa.array(mu, pa.float64(), mask=n <= 0),
-            f"lim_{i}": pa.array(OUTLIER_SIGMAS * sd, pa.float64(),
-                                 mask=~((n >= MIN_BASELINE_READINGS) & (sd > 0)))}
-
-
 def _baseline(con: duckdb.DuckDBPyConnection, lake: Lake, span: tuple[Any, ...],
-              partial: str) -> bool:
+              partial: str) -> _GridLimits | None:
     """Temp table ``baseline`` by the cheaper method for the kept span ``(first hour, last
-    hour, compressor-hours, compressors)``; True when the method made ``limits`` instead."""
+    hour, compressor-hours, compressors)``; or, on the hour grid, the limits instead."""
     first, last = span[0] - timedelta(hours=24), span[1]
     context = _wide_context(con, lake, first, last)   # once: it checks the lake's marks
     few = span[2] <= JOIN_MAX_HOURS * span[3]
@@ -288,7 +341,7 @@ def _baseline(con: duckdb.DuckDBPyConnection, lake: Lake, span: tuple[Any, ...],
     days = span[2] <= 48 * span[3]
     if few or (days and context is not None):
         _baseline_by_join(con, lake, first, last, partial, context)
-        return False
+        return None
     return _baseline_by_window(con, lake, span, partial)
 
 
@@ -392,43 +445,42 @@ def _baseline_by_join(con: duckdb.DuckDBPyConnection, lake: Lake, first: datetim
 
 
 def _baseline_by_window(con: duckdb.DuckDBPyConnection, lake: Lake, span: tuple[Any, ...] | None,
-                        partial: str) -> bool:
+                        partial: str) -> _GridLimits | None:
     """Temp table ``baseline``: trailing 24 h sums per kept compressor-hour, by window
     functions over wide hourly partials (cheapest when most hours are new, as in a first
-    load)."""
+    load); or, summed on the hour grid (up to :data:`GRID_MAX_HOURS`), the limits."""
     n_metrics = len(METRICS)
-    gold_rows = "SELECT NULL::VARCHAR AS compressor_id, NULL::TIMESTAMPTZ AS hour LIMIT 0"
+    context = None      # earlier hours' partials (gold, or silver gold has not absorbed)
     if span is not None and span[0] is not None:
         first, last = span[0] - timedelta(hours=24), span[1]
-        dates = dates_between(first, last)
-        pivot = ", ".join(
-            f"sum(n) FILTER (WHERE metric = '{m.name}') AS n_{i}, "
-            f"sum(sum) FILTER (WHERE metric = '{m.name}') AS s_{i}, "
-            f"sum(sumsq) FILTER (WHERE metric = '{m.name}') AS q_{i}"
-            for i, m in enumerate(METRICS))
-        gold_rows = f"""
-            SELECT compressor_id, hour, {pivot}
-            FROM delta_scan('{lake.uri("gold")}')
-            WHERE date IN ({sql_dates(dates)})
-              AND hour >= '{first.isoformat()}'::TIMESTAMPTZ
-              AND hour <= '{last.isoformat()}'::TIMESTAMPTZ
-              AND compressor_id IN (SELECT DISTINCT compressor_id FROM kept)
-            GROUP BY ALL
-        """
         hot = HotPartials(lake.root)
         meta = hot.usable(lake.batch_mark("gold"), first)
         if meta is not None:
             # the same partials, already wide: no pivot of gold's long rows (a day's
             # catch-up spent most of its silver time there)
             sums_cols = ", ".join(f"n_{i}, s_{i}, q_{i}" for i in range(n_metrics))
-            gold_rows = f"""
+            context = f"""
                 SELECT compressor_id, hour, {sums_cols} FROM {hot.relation(con, meta, first, last)}
                 WHERE compressor_id IN (SELECT DISTINCT compressor_id FROM kept)"""
+        elif lake.batch_mark("gold") > 0:
+            pivot = ", ".join(
+                f"sum(n) FILTER (WHERE metric = '{m.name}') AS n_{i}, "
+                f"sum(sum) FILTER (WHERE metric = '{m.name}') AS s_{i}, "
+                f"sum(sumsq) FILTER (WHERE metric = '{m.name}') AS q_{i}"
+                for i, m in enumerate(METRICS))
+            context = f"""
+                SELECT compressor_id, hour, {pivot}
+                FROM delta_scan('{lake.uri("gold")}')
+                WHERE date IN ({sql_dates(dates_between(first, last))})
+                  AND hour >= '{first.isoformat()}'::TIMESTAMPTZ
+                  AND hour <= '{last.isoformat()}'::TIMESTAMPTZ
+                  AND compressor_id IN (SELECT DISTINCT compressor_id FROM kept)
+                GROUP BY ALL
+            """
         unabsorbed = _unabsorbed_silver(lake, first, last, partial)
         if unabsorbed is not None:
-            gold_rows += " UNION ALL BY NAME " + unabsorbed
-    sums = ", ".join(f"sum(n_{i})::BIGINT AS n_{i}, sum(s_{i}) AS s_{i}, sum(q_{i}) AS q_{i}"
-                     for i in range(n_metrics))
+            context = unabsorbed if context is None else \
+                f"{context} UNION ALL BY NAME {unabsorbed}"
     # the grid's result lives in Python memory (unlike DuckDB's, which can spill): bounded
     grid = (GRID_BASELINE and span is not None and span[0] is not None
             and span[2] <= GRID_MAX_HOURS)
@@ -444,20 +496,25 @@ def _baseline_by_window(con: duckdb.DuckDBPyConnection, lake: Lake, span: tuple[
         block = ("JOIN grid_blocks b USING (compressor_id) "
                  "WHERE h.hour >= b.h0 AND h.hour <= b.h1")
     # every compressor-hour's sums, ``out`` where the batch has readings (the hours to flag)
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE hourly AS
-        SELECT {cell}h.* FROM (
+    hours = f"SELECT compressor_id, hour, true AS out, {partial} FROM kept GROUP BY ALL"
+    if context is not None:
+        # an hour may have partials in both (late readings of an hour gold holds): added.
+        # Without context (a first load) this second aggregation, of 750,000 rows by 73
+        # aggregates summing into HUGEINT, took 3.9 of the statement's 9 s.
+        sums = ", ".join(f"sum(n_{i})::BIGINT AS n_{i}, sum(s_{i}) AS s_{i}, sum(q_{i}) AS q_{i}"
+                         for i in range(n_metrics))
+        hours = f"""
             SELECT compressor_id, hour, bool_or(out) AS out, {sums} FROM (
-                SELECT compressor_id, hour, true AS out, {partial} FROM kept GROUP BY ALL
+                {hours}
                 UNION ALL BY NAME
-                SELECT *, false AS out FROM ({gold_rows})
-            ) GROUP BY compressor_id, hour
-        ) h {block}
-    """)
+                SELECT *, false AS out FROM ({context})
+            ) GROUP BY compressor_id, hour"""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE hourly AS SELECT {cell}h.* FROM ({hours}) h {block}")
     if grid:
-        table_from_arrow(con, "limits", trailing_sums(con, "hourly", size, _limits))
+        limits = _GridLimits(size)
+        trailing_sums(con, "hourly", size, limits.store)
         con.execute("DROP TABLE hourly")
-        return True
+        return limits
     window = ("OVER (PARTITION BY compressor_id ORDER BY hour RANGE BETWEEN "
               "INTERVAL 24 HOURS PRECEDING AND INTERVAL 1 HOUR PRECEDING)")
     base = ", ".join(
@@ -471,4 +528,4 @@ def _baseline_by_window(con: duckdb.DuckDBPyConnection, lake: Lake, span: tuple[
         WHERE out
     """)
     con.execute("DROP TABLE hourly")
-    return False
+    return None

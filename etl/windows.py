@@ -260,7 +260,8 @@ def gold_batches(con: duckdb.DuckDBPyConnection, tables: list[str | pa.Table], s
              for a, f in zip(arrays, GOLD_SCHEMA, strict=True)], schema=GOLD_SCHEMA)
 
 
-Finish = Callable[[int, np.ndarray, np.ndarray, np.ndarray], dict[str, pa.Array]]
+#: Receives metric ``i``'s trailing sums (count, sum, sum of squares) at cells ``at``.
+Finish = Callable[[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray], None]
 
 
 def cells_of(con: duckdb.DuckDBPyConnection, rows: pa.Table, size: int,
@@ -295,36 +296,29 @@ def cells_of(con: duckdb.DuckDBPyConnection, rows: pa.Table, size: int,
 
 
 def trailing_sums(con: duckdb.DuckDBPyConnection, table: str, size: int, finish: Finish
-                  ) -> pa.Table:
+                  ) -> None:
     """Each ``out`` row's sums over the 24 hours before its own (``hour - 24 .. hour - 1``).
 
     Args:
         con: the DuckDB connection holding ``table``.
         table: a DuckDB table of wide hourly sums, one row per compressor-hour: ``pos`` (the
-            row's cell in a grid of :func:`grid_blocks`), ``compressor_id, hour, out`` and,
-            per metric index ``i``, ``n_i, s_i, q_i``.
+            row's cell in a grid of :func:`grid_blocks`), ``out`` and, per metric index
+            ``i``, ``n_i, s_i, q_i``.
         size: the grid's number of cells.
-        finish: turns metric ``i``'s sums (count, sum and sum of squares for each ``out``
-            row) into the returned columns.
+        finish: called once per metric as ``finish(i, at, n, s, q)``: the ``out`` rows'
+            cells and, for each, the count, sum and sum of squares of metric ``i`` over
+            the 24 hours before it.
 
-    Returns ``compressor_id, hour`` and ``finish``'s columns per metric for the ``out`` rows:
-    silver's trailing outlier baseline, as window functions over the hours give it (they
+    Silver's trailing outlier baseline, as window functions over the hours give it (they
     took 8 of a week's 47 s of silver for 4,500 compressors).
     """
     scan = _Scan(con, [table])
-    keys = scan.read("pos, out, compressor_id, hour")
+    keys = scan.read("pos, out")
     pos = keys.column("pos").to_numpy()
-    rows = np.flatnonzero(pc.fill_null(keys.column("out"), False).to_numpy(
-        zero_copy_only=False))
-    at = pos[rows]
-    take = pa.array(rows)
-    columns: dict[str, pa.Array | pa.ChunkedArray] = {
-        "compressor_id": keys.column("compressor_id").take(take),
-        "hour": keys.column("hour").take(take)}
+    at = pos[pc.fill_null(keys.column("out"), False).to_numpy(zero_copy_only=False)]
     for i in range(len(METRICS)):
         part = scan.read(f"n_{i}, s_{i}, q_{i}")
-        sums = {name: _windows_at(_grid(size, pos, part.column(f"{name}_{i}"), 0, dtype),
-                                  at - 1, np.add)[1]      # the 24 h ending an hour before
-                for name, dtype in (("n", np.int64), ("s", np.float64), ("q", np.float64))}
-        columns.update(finish(i, sums["n"], sums["s"], sums["q"]))
-    return pa.table(columns)
+        sums = [_windows_at(_grid(size, pos, part.column(f"{name}_{i}"), 0, dtype),
+                            at - 1, np.add)[1]      # the 24 h ending an hour before
+                for name, dtype in (("n", np.int64), ("s", np.float64), ("q", np.float64))]
+        finish(i, at, *sums)
