@@ -141,7 +141,7 @@ def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
     ctx_first = first - timedelta(hours=23)
     meta = hot.usable(lo, ctx_first) if method == "join" and fresh_only else None
     ctx = _Context(con, silver, gold, hi, first, last, buckets, method,
-                   (hot, meta) if meta else None)
+                   (hot, meta) if meta else None, every_hour_dirty=lo == 0)
     hot_update = hot.start(lo, last)
     cols = ", ".join(f.name for f in GOLD_SCHEMA)
     if fresh_only:
@@ -254,8 +254,13 @@ class _Context:
 
     def __init__(self, con: duckdb.DuckDBPyConnection, silver: str, gold: str, hi: int,
                  first: datetime, last: datetime, buckets: int, method: str = "window",
-                 hot: tuple[HotPartials, Meta] | None = None) -> None:
+                 hot: tuple[HotPartials, Meta] | None = None, *,
+                 every_hour_dirty: bool = False) -> None:
         self.con, self.silver, self.gold, self.hi = con, silver, gold, hi
+        #: gold has absorbed no batch yet: every silver reading lies in a dirty hour, and
+        #: the readings need no check against ``dirty_b`` (a week's first load: ~0.35 s
+        #: per bucket)
+        self.every_hour_dirty = every_hour_dirty
         self.method = method
         #: the hot partials, when valid and covering the context (etl.hot)
         self.hot = hot
@@ -331,7 +336,7 @@ class _Context:
                     AND s.ts >= '{first.isoformat()}'::TIMESTAMPTZ
                     AND s.ts < '{(last + timedelta(hours=1)).isoformat()}'::TIMESTAMPTZ
                     AND s.compressor_id IN (SELECT compressor_id FROM ranges_b) {where})
-            SEMI JOIN dirty_b USING (compressor_id, hour)"""
+            {"" if self.every_hour_dirty else "SEMI JOIN dirty_b USING (compressor_id, hour)"}"""
         flag_counts = ", ".join(f"coalesce(f.o_{i}, 0) AS o_{i}, coalesce(f.l_{i}, 0) AS l_{i}"
                                 for i in range(len(METRICS)))
         cell, block, size = "", "", 0
