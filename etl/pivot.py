@@ -107,12 +107,18 @@ def pivot_codes(codes: pa.Table, orgs: pa.Array, compressors: pa.Array,
     else:
         keys, group = np.unique(key, return_inverse=True)
     size = len(keys)
-    cells = group * k + pos
+    # Values are scattered metric-major (``pos * size + group``), then transposed into the
+    # arrays' order (``group * k + pos``). Gold's rows come a metric at a time in key order,
+    # so metric-major cells are written nearly in sequence; written straight in the arrays'
+    # order, every value landed on another cache line (a day of the fleet: 2.26 M values a
+    # statistic, ~25 ns each against ~5 with the transpose).
+    cells = pos * size + group
     offsets = pa.array(np.arange(0, size * k + 1, k, dtype=np.int32))
-    present = np.zeros(size * k, dtype=bool)
-    present[cells] = True
-    if int(np.count_nonzero(present)) != rows:
+    present_mm = np.zeros(size * k, dtype=bool)
+    present_mm[cells] = True
+    if int(np.count_nonzero(present_mm)) != rows:
         raise ValueError("gold holds two rows for the same compressor, metric and hour")
+    present = _transposed(present_mm, k, size)
     org_of, rest = np.divmod(keys, span * n_comp)
     hour_of, comp_of = np.divmod(rest, n_comp)
     columns: dict[str, pa.Array] = {
@@ -127,12 +133,20 @@ def pivot_codes(codes: pa.Table, orgs: pa.Array, compressors: pa.Array,
         flat = np.zeros(size * k, dtype=dtype)
         flat[cells] = pc.fill_null(col, 0).to_numpy(zero_copy_only=False).astype(
             dtype, copy=False)
-        valid = present.copy()
+        valid = present
         if col.null_count:
-            valid[cells[col.is_null().to_numpy(zero_copy_only=False)]] = False
-        values = pa.array(flat, mask=~valid, type=pa.int32() if integer else pa.float64())
+            valid_mm = present_mm.copy()
+            valid_mm[cells[col.is_null().to_numpy(zero_copy_only=False)]] = False
+            valid = _transposed(valid_mm, k, size)
+        values = pa.array(_transposed(flat, k, size), mask=~valid,
+                          type=pa.int32() if integer else pa.float64())
         columns[stat] = pa.ListArray.from_arrays(offsets, values)
     return pa.Table.from_pydict(columns, schema=SCHEMA)
+
+
+def _transposed(metric_major: np.ndarray, k: int, size: int) -> np.ndarray:
+    """``k`` runs of ``size`` values (one per metric) as ``size`` runs of ``k``."""
+    return np.ascontiguousarray(metric_major.reshape(k, size).T).reshape(-1)
 
 
 def _sorted_codes(encoded: pa.DictionaryArray) -> np.ndarray:
