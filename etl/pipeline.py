@@ -177,7 +177,9 @@ def _run_alone(stage: Stage, settings: Settings, db_url: str, landing: Path, run
 #: Share (percent) of ``etl_memory_mb`` DuckDB gets in a stage's child process. Silver's bulk
 #: write streams DuckDB's result into delta-rs, whose buffers are not DuckDB's to limit; at
 #: the full 1,536 MB a week's silver alone peaked at 2.48-3.25 GB (three runs, 50-57 s), at
-#: 1,024 MB at 1.96-2.06 GB (three runs, 59-62 s). Gold sets its own (``GRID_MEMORY_SHARE``);
+#: 1,024 MB at 1.96-2.06 GB (three runs, 59-62 s). Since silver keeps only its rejected rows
+#: in DuckDB (2026-11-26) the full limit gains nothing: 17.8 s at 1.61 GB against 17.7 s at
+#: 1.49 GB, the stage alone. Gold sets its own (``GRID_MEMORY_SHARE``);
 #: the aggregates stage keeps the full limit (1,152 MB made its COPY 25% slower).
 CHILD_MEMORY_SHARE: dict[str, int] = {"silver": 67}
 
