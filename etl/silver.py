@@ -58,9 +58,9 @@ Progress = Callable[[str, float], None]
 #: grid in numpy (:func:`etl.windows.trailing_sums`) rather than by DuckDB's window functions
 #: (0: the SQL path).
 GRID_BASELINE = 1
-#: ... up to this many kept compressor-hours: its limits table (48 doubles per compressor-hour,
-#: ~0.4 GB at the cap) is built in Python memory, which cannot spill. A week of 4,500 units is
-#: 756,000; larger loads take the window functions.
+#: ... up to this many kept compressor-hours: its limits (:class:`_GridLimits`, 48 doubles per
+#: grid cell, ~0.45 GB at the cap) live in Python memory, which cannot spill. A week of 4,500
+#: units is 756,000 (0.37 GB); larger loads take the window functions.
 GRID_MAX_HOURS = 1_000_000
 
 
