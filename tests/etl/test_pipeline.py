@@ -344,3 +344,29 @@ def test_silver_and_quarantine_files_carry_batch_statistics(
     assert lake.rows_for_batches("quarantine", mark - 1, mark) == 1
     actions = pa.table(lake.table("silver").get_add_actions(flatten=True))
     assert {"min.batch_id", "max.ts", "min.compressor_id"} <= set(actions.column_names)
+
+
+def test_compaction_keeps_golds_writer_properties(settings: Settings, db_url: str,
+                                                  fleet: Fleet) -> None:
+    """Gold's files are written without dictionaries on floating-point columns and with LZ4
+    (etl.lake.GOLD_WRITER_PROPERTIES); `altaviz etl maintain` rewrites them the same way
+    instead of with the defaults of delta-rs's optimize (dictionaries, ZSTD)."""
+    import pyarrow.parquet as pq
+    from deltalake import DeltaTable
+
+    from etl.maintenance import maintain
+
+    for k in range(2):   # two runs: two gold files in the day's partition, to compact
+        write_landing(settings.landing_path,
+                      [reading("COMP-0001", T0 + timedelta(hours=k, minutes=10 * i))
+                       for i in range(6)], T0 + timedelta(hours=k + 1, minutes=5))
+        run_pipeline(settings, db_url)
+    done = {m.table: m for m in maintain(settings.lake_path)}
+    assert done["gold"].files_added >= 1 and done["gold"].files_removed >= 2
+    gold = DeltaTable(str(settings.lake_path / "gold"))
+    for uri in gold.file_uris():
+        meta = pq.ParquetFile(uri.removeprefix("file://")).metadata
+        names = [meta.schema.column(i).name for i in range(meta.num_columns)]
+        mean = meta.row_group(0).column(names.index("mean"))
+        assert mean.compression == "LZ4"   # pyarrow names the LZ4_RAW codec "LZ4"
+        assert not mean.has_dictionary_page
