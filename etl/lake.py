@@ -136,6 +136,10 @@ GOLD_WRITER_PROPERTIES = WriterProperties(
     max_row_group_size=64 * 1024, compression="LZ4_RAW",
     column_properties={f.name: ColumnProperties(dictionary_enabled=False)
                        for f in GOLD_SCHEMA if f.type == pa.float64()})
+#: Tables whose files are written with properties of their own, by appends and by
+#: compaction (``altaviz etl maintain``); the others append with :data:`WRITER_PROPERTIES`
+#: and compact with delta-rs's defaults.
+TABLE_WRITER_PROPERTIES = {"gold": GOLD_WRITER_PROPERTIES}
 #: Bytes per data file of an append. delta-rs keeps each partition's file open in memory until
 #: it reaches this size (default ~100 MB), so a week's first load into 7-8 date partitions held
 #: most of a gigabyte of Parquet buffers next to DuckDB's: gold's append peaked at 3,275 MB
@@ -204,8 +208,7 @@ class Lake:
         """Append ``data`` and record ``batch_id`` in the same commit (see module docstring)."""
         write_deltalake(self.uri(table), data, mode="append", partition_by=PARTITIONS[table],
                         commit_properties=commit(table, batch_id),
-                        writer_properties=(GOLD_WRITER_PROPERTIES if table == "gold"
-                                           else WRITER_PROPERTIES),
+                        writer_properties=TABLE_WRITER_PROPERTIES.get(table, WRITER_PROPERTIES),
                         target_file_size=TARGET_FILE_SIZE)
 
     def partitions_for_batches(self, table: str, after: int, upto: int) -> set[str]:

@@ -15,7 +15,7 @@ from deltalake.exceptions import DeltaError
 from pydantic import BaseModel, ConfigDict
 
 from altaviz.errors import InputError
-from etl.lake import GOLD_WRITER_PROPERTIES, SCHEMAS, Lake
+from etl.lake import SCHEMAS, TABLE_WRITER_PROPERTIES, Lake
 
 
 class TableMaintenance(BaseModel):
@@ -47,9 +47,8 @@ def maintain(lake_path: Path, retention_hours: int = 168,
         lake.ensure()
         for name in SCHEMAS:
             table = lake.table(name)
-            # gold's files keep the properties its appends use (etl.lake)
             metrics = table.optimize.compact(
-                writer_properties=GOLD_WRITER_PROPERTIES if name == "gold" else None)
+                writer_properties=TABLE_WRITER_PROPERTIES.get(name))
             table = lake.table(name)
             table.create_checkpoint()
             try:

@@ -51,7 +51,7 @@ from etl.metrics import (
     utc_date_of,
 )
 from etl.models import SilverResult
-from etl.windows import cell_sql, grid_blocks, sample_std, trailing_sums
+from etl.windows import cell_sql, grid_blocks, marked_names, sample_std, trailing_sums
 
 Progress = Callable[[str, float], None]
 #: Trailing baselines of many hours per compressor (a bulk load) are summed on a dense hour
@@ -307,13 +307,8 @@ class _GridLimits:
                 with np.errstate(invalid="ignore"):
                     # NaN (no value, no judgeable baseline) compares false, as NULL does in SQL
                     marks[:, i] = np.abs(x - self.mu[i, pos]) > self.lim[i, pos]
-            offsets = np.zeros(batch.num_rows + 1, dtype=np.int32)
-            np.cumsum(marks.sum(axis=1), out=offsets[1:])
-            codes = np.broadcast_to(np.arange(len(METRICS), dtype=np.int32), marks.shape)[marks]
-            outliers = pa.ListArray.from_arrays(pa.array(offsets),
-                                                pc.take(metric_names, pa.array(codes)))
             columns = {name: batch.column(name) for name in batch.schema.names}
-            columns["outlier_metrics"] = outliers
+            columns["outlier_metrics"] = marked_names(marks, metric_names)
             yield from conform(pa.table({f.name: columns[f.name] for f in SILVER_SCHEMA}),
                                SILVER_SCHEMA).to_batches()
 

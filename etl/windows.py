@@ -84,12 +84,17 @@ def _std(n: np.ndarray, s: np.ndarray, q: np.ndarray) -> pa.Array:
 def _flags(outliers: np.ndarray, late: np.ndarray, n: np.ndarray, spike: np.ndarray
            ) -> pa.Array:
     """The ``flags`` list column: the names of the flags that apply, in :data:`FLAGS` order."""
-    marks = np.stack([outliers > 0, late > 0, n < READINGS_PER_HOUR, spike], axis=1)
-    offsets = np.zeros(len(n) + 1, dtype=np.int32)
+    return marked_names(np.stack([outliers > 0, late > 0, n < READINGS_PER_HOUR, spike],
+                                 axis=1), pa.array(FLAGS, pa.string()))
+
+
+def marked_names(marks: np.ndarray, names: pa.Array) -> pa.ListArray:
+    """A list per row of ``marks`` (rows x len(names) booleans): the ``names`` marked in it,
+    in their order; an empty list where none is."""
+    offsets = np.zeros(len(marks) + 1, dtype=np.int32)
     np.cumsum(marks.sum(axis=1), out=offsets[1:])
-    codes = np.broadcast_to(np.arange(len(FLAGS), dtype=np.int32), marks.shape)[marks]
-    names = pc.take(pa.array(FLAGS, pa.string()), pa.array(codes))
-    return pa.ListArray.from_arrays(pa.array(offsets), names)
+    codes = np.broadcast_to(np.arange(len(names), dtype=np.int32), marks.shape)[marks]
+    return pa.ListArray.from_arrays(pa.array(offsets), pc.take(names, pa.array(codes)))
 
 
 def grid_blocks(con: duckdb.DuckDBPyConnection, spans: str, name: str = "grid_blocks") -> int:
