@@ -11,8 +11,8 @@ The compressor-hours of the gold rows written since the last run of this stage (
 ``batch_id`` above this stage's mark in ``etl_stage_progress``) take one of two paths, decided
 per ``(org_id, hour)`` by one existence query:
 
-* **new hours** (first load, the next hour of the hourly run): DuckDB's postgres extension
-  pushes them with binary COPY straight into the monthly partition. A month that has no
+* **new hours** (first load, the next hour of the hourly run): binary COPY (encoded by
+  :mod:`etl.pgcopy`) straight into the monthly partition. A month that has no
   partition yet (a first load, a backfill) is copied into a plain table without the key,
   which is then attached as the partition: one index build by sort instead of a B-tree
   insertion per row (migration 061). A crash before the attach leaves that table invisible;
@@ -35,6 +35,7 @@ exist and take the guarded path, which finds them identical and writes nothing.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,14 +45,15 @@ import duckdb
 import psycopg
 import pyarrow as pa
 
-from altaviz.db import admin, queries, tenant
+from altaviz.db import admin, connect, queries, tenant
 from altaviz.telemetry import METRICS
 from etl.duck import table_from_arrow
 from etl.lake import Lake
 from etl.ledger import sql_dates
 from etl.metrics import HOUR_US
 from etl.models import AggregatesResult, ChangedRange
-from etl.pivot import STATISTICS, pivot_codes
+from etl.pgcopy import copy_rows
+from etl.pivot import STATISTICS, Pivoted, pivot_dense
 
 Progress = Callable[[str, float], None]
 #: Parallel COPY streams of new hours (PostgreSQL backends), split by compressor. On a quiet
@@ -60,7 +62,6 @@ Progress = Callable[[str, float], None]
 #: this stage's resident size peaking at 870 MB either way (it once stacked on the earlier
 #: stages' leftovers, before etl.pipeline.release_memory closed their DuckDB connections).
 COPY_STREAMS = 2
-_COLUMNS = ", ".join(("org_id", "compressor_id", "hour", *STATISTICS))
 
 
 def compressor_orgs(conn: psycopg.Connection[Any]) -> dict[str, str]:
@@ -101,10 +102,10 @@ def upsert_aggregates(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.
       staging table, per organization in a tenant transaction (RLS), as before.
 
     Args:
-        con: a DuckDB connection from :func:`etl.duck.connect` with ``postgres=True``.
+        con: a DuckDB connection from :func:`etl.duck.connect`.
         lake: the lake.
         conn: a PostgreSQL connection as the owner (tenant work switches role per org).
-        db_url: the same database, for DuckDB's binary COPY.
+        db_url: the same database, for the COPY streams' own connections.
         run_id: recorded with the mark.
     """
     q = queries("etl")
@@ -146,21 +147,17 @@ def upsert_aggregates(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.
     """).fetchall()
     copied = sum(r[4] for r in fresh)
     staged = 0
-    con.execute(f"ATTACH '{_dsn(db_url)}' AS pg (TYPE postgres)")
     # new hours: COPY streams in parallel (PostgreSQL's COPY is CPU-bound in one backend),
     # each a contiguous slice of a day's pivoted rows in key order. Each stream is its own
     # transaction (see the module docstring for why a crash between them is harmless).
-    try:
-        if copied:
-            _copy_days(con, lake, dates, "agg_fresh_keys", coding,
-                       lambda day: partitions.get(_month_of(day)), COPY_STREAMS)
-        if progress:
-            progress("aggregates", 0.5)
-        if existing:
-            _copy_days(con, lake, dates, "agg_stale_keys", coding, lambda _: "etl_agg_staging",
-                       1)
-    finally:
-        con.execute("DETACH pg")
+    if copied:
+        _copy_days(con, lake, dates, "agg_fresh_keys", coding, db_url,
+                   lambda day: partitions.get(_month_of(day)), COPY_STREAMS)
+    if progress:
+        progress("aggregates", 0.5)
+    if existing:
+        _copy_days(con, lake, dates, "agg_stale_keys", coding, db_url,
+                   lambda _: "etl_agg_staging", 1)
     with admin(conn):
         for month in sorted(loading):
             conn.execute(q["finish_agg_month_load"], {"ts": month})
@@ -236,7 +233,7 @@ class _Coding:
 
 def _coding(con: duckdb.DuckDBPyConnection, lake: Lake, dates: set[str], lo: int, hi: int,
             hours: list[datetime], existing: bool) -> _Coding:
-    """DuckDB tables of integer codes for the pivot (:func:`etl.pivot.pivot_codes`): the run's
+    """DuckDB tables of integer codes for the pivot (:func:`etl.pivot.pivot_dense`): the run's
     sorted organizations and compressors (from ``agg_keys``) and the metrics' places in the
     arrays; and what else :func:`_coded_rows` needs to know."""
     orgs = con.execute("SELECT DISTINCT org_id FROM agg_keys ORDER BY 1").to_arrow_table()
@@ -268,7 +265,7 @@ def _coded_rows(con: duckdb.DuckDBPyConnection, lake: Lake, day: str, keys: str,
                 coding: _Coding) -> pa.Table:
     """The gold rows of date partition ``day`` whose compressor-hour is in the DuckDB table
     ``keys`` (all metrics of each, not only the ones the batches rewrote), coded as
-    :func:`etl.pivot.pivot_codes` takes them. LEFT JOINs: a row whose code is missing fails
+    :func:`etl.pivot.pivot_dense` takes them. LEFT JOINs: a row whose code is missing fails
     the pivot instead of vanishing."""
     # the keys' hours as literals too: they let the delta extension skip the files of other
     # hours (the hourly run's date partition holds the day's earlier batches)
@@ -290,51 +287,47 @@ def _coded_rows(con: duckdb.DuckDBPyConnection, lake: Lake, day: str, keys: str,
 
 
 def _copy_days(con: duckdb.DuckDBPyConnection, lake: Lake, dates: set[str] | list[str],
-               keys: str, coding: _Coding, target: Callable[[str], str | None], streams: int
-               ) -> None:
-    """COPY the compressor-hours in ``keys``, pivoted (:func:`etl.pivot.pivot_codes`), one gold
+               keys: str, coding: _Coding, db_url: str, target: Callable[[str], str | None],
+               streams: int) -> None:
+    """COPY the compressor-hours in ``keys``, pivoted (:func:`etl.pivot.pivot_dense`), one gold
     date partition at a time into the PostgreSQL table ``target(day)`` (None: skip the day).
 
-    Each day's rows are cut into ``streams`` contiguous slices COPYed at once on their own
-    DuckDB connections (each a PostgreSQL transaction: PostgreSQL's COPY is CPU-bound in one
-    backend), while the next day is read and pivoted on another thread. One day at a time
-    bounds the memory: a day of the 4,500-unit fleet is 2.26 M long rows, 108,000 rows here.
+    Each day's rows are cut into ``streams`` contiguous slices, encoded by
+    :mod:`etl.pgcopy` and COPYed at once on connections of their own (each slice a
+    transaction: PostgreSQL's COPY is CPU-bound in one backend), while the next day is read
+    and pivoted on another thread. One day at a time bounds the memory: a day of the
+    4,500-unit fleet is 2.26 M long rows, 108,000 rows here.
     """
     from concurrent.futures import ThreadPoolExecutor
 
     days = [d for d in sorted(dates) if target(d) is not None]
 
-    def prepare(day: str) -> pa.Table:
+    def prepare(day: str) -> Pivoted:
         cur = con.cursor()
         try:
-            return pivot_codes(_coded_rows(cur, lake, day, keys, coding), coding.orgs,
+            return pivot_dense(_coded_rows(cur, lake, day, keys, coding), coding.orgs,
                                coding.compressors)
         finally:
             cur.close()
 
-    def push(table: pa.Table, name: str) -> None:
-        cur = con.cursor()  # a connection of the same DuckDB instance: sees ``pg``
-        try:
-            cur.register("pivoted", table)
-            cur.execute(f"INSERT INTO pg.public.{_ident(name)} ({_COLUMNS}) "
-                        f"SELECT {_COLUMNS} FROM pivoted")
-        finally:
-            cur.close()
-
-    with ThreadPoolExecutor(max_workers=1) as reader, \
+    with contextlib.ExitStack() as stack, ThreadPoolExecutor(max_workers=1) as reader, \
             ThreadPoolExecutor(max_workers=streams) as writers:
+        links: list[psycopg.Connection[Any]] = []
         upcoming = reader.submit(prepare, days[0]) if days else None
         for i, day in enumerate(days):
             assert upcoming is not None
             table = upcoming.result()
             upcoming = reader.submit(prepare, days[i + 1]) if i + 1 < len(days) else None
-            if table.num_rows == 0:
+            if table.rows == 0:
                 continue
             name = target(day)
             assert name is not None
-            step = -(-table.num_rows // streams)
-            for future in [writers.submit(push, table.slice(j, step), name)
-                           for j in range(0, table.num_rows, step)]:
+            step = -(-table.rows // streams)
+            slices = [table.slice(j, j + step) for j in range(0, table.rows, step)]
+            while len(links) < len(slices):  # slice j always goes through connection j
+                links.append(stack.enter_context(connect(db_url)))
+            for future in [writers.submit(copy_rows, link, name, part)
+                           for link, part in zip(links, slices, strict=False)]:
                 future.result()
 
 
@@ -355,11 +348,6 @@ def _register(con: duckdb.DuckDBPyConnection, name: str,
         "hour": pa.array([r[1] for r in rows], pa.timestamp("us", tz="UTC"))}), temp=False)
 
 
-def _ident(name: str) -> str:
-    """A quoted DuckDB identifier (partition names come from ``ensure_agg_partition``)."""
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _watermarks(con: duckdb.DuckDBPyConnection, lake: Lake, lo: int, hi: int
                 ) -> dict[str, list[tuple[str, datetime]]]:
     """Latest reading per compressor among the silver batches being upserted."""
@@ -373,8 +361,3 @@ def _watermarks(con: duckdb.DuckDBPyConnection, lake: Lake, lo: int, hi: int
     for org_id, comp, ts in rows:
         out.setdefault(org_id, []).append((comp, ts))
     return out
-
-
-def _dsn(url: str) -> str:
-    """The URL quoted for a DuckDB string literal."""
-    return url.replace("'", "''")

@@ -82,7 +82,7 @@ class _Context:
 
     def duck(self, share: int = 100, threads: int | None = None) -> Any:
         """A DuckDB connection limited to ``share`` percent of ``etl_memory_mb``."""
-        return duck.connect(postgres=True, temp_directory=self.lake.root / "_tmp",
+        return duck.connect(temp_directory=self.lake.root / "_tmp",
                             memory_limit=f"{self.settings.etl_memory_mb * share // 100}MB",
                             threads=threads)
 

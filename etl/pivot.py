@@ -15,6 +15,8 @@ append to the index in the hourly run.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -54,6 +56,11 @@ def pivot(long: pa.Table) -> pa.Table:
     """
     if long.num_rows == 0:
         return SCHEMA.empty_table()
+    return to_arrow(pivot_long(long))
+
+
+def pivot_long(long: pa.Table) -> Pivoted:
+    """:func:`pivot` as dense arrays (:class:`Pivoted`)."""
     metric = long.column("metric").combine_chunks()
     org = pc.dictionary_encode(long.column("org_id").combine_chunks())
     comp = pc.dictionary_encode(long.column("compressor_id").combine_chunks())
@@ -63,22 +70,84 @@ def pivot(long: pa.Table) -> pa.Table:
         "hour": pc.divide(hour, _US_PER_HOUR),
         "pos": pc.index_in(metric, value_set=_NAMES),
         **{s: long.column(s) for s in STATISTICS}})
-    return pivot_codes(codes, org.dictionary.sort(), comp.dictionary.sort(),
+    return pivot_dense(codes, org.dictionary.sort(), comp.dictionary.sort(),
                        unknown=lambda i: metric[i].as_py())
+
+
+@dataclass(frozen=True)
+class Pivoted:
+    """Compressor-hours pivoted into dense numpy arrays, rows in primary-key order.
+
+    Row ``r`` is organization ``orgs[org[r]]``, compressor ``compressors[comp[r]]``, hour
+    ``hour[r]`` (hours since the epoch); ``values[stat][r, i]`` is metric ``i`` of
+    :data:`METRICS`, meaningful where ``valid[stat][r, i]`` (a stat without NULLs shares the
+    array of present metrics). :func:`to_arrow` gives the Arrow form, :mod:`etl.pgcopy`
+    encodes it for PostgreSQL's binary COPY without it.
+    """
+
+    orgs: pa.Array
+    compressors: pa.Array
+    org: np.ndarray
+    comp: np.ndarray
+    hour: np.ndarray
+    values: dict[str, np.ndarray]
+    valid: dict[str, np.ndarray]
+
+    @property
+    def rows(self) -> int:
+        return len(self.hour)
+
+    def slice(self, start: int, stop: int) -> Pivoted:
+        """Rows ``start .. stop - 1`` (views, no copy)."""
+        return Pivoted(self.orgs, self.compressors, self.org[start:stop],
+                       self.comp[start:stop], self.hour[start:stop],
+                       {s: v[start:stop] for s, v in self.values.items()},
+                       {s: v[start:stop] for s, v in self.valid.items()})
 
 
 def pivot_codes(codes: pa.Table, orgs: pa.Array, compressors: pa.Array,
                 unknown: Callable[[int], object] | None = None) -> pa.Table:
-    """:func:`pivot` of rows already coded as integers, which DuckDB computes far cheaper than
-    Arrow strings cross into Python: ``org`` and ``comp`` (positions in the sorted arrays
-    ``orgs`` and ``compressors``), ``hour`` (hours since the epoch), ``pos`` (the metric's
-    0-based position in :data:`METRICS`, NULL for a metric it does not list), and
-    :data:`STATISTICS`. ``unknown(row)`` names the metric of a row with no position.
-    """
-    rows = codes.num_rows
-    if rows == 0:
+    """:func:`pivot` of rows already coded as integers (see :func:`pivot_dense`), as Arrow."""
+    return to_arrow(pivot_dense(codes, orgs, compressors, unknown))
+
+
+def to_arrow(p: Pivoted) -> pa.Table:
+    """The :data:`SCHEMA` table of ``p``: each statistic a list over :data:`METRICS`."""
+    if p.rows == 0:
         return SCHEMA.empty_table()
     k = len(METRICS)
+    offsets = pa.array(np.arange(0, p.rows * k + 1, k, dtype=np.int32))
+    columns: dict[str, pa.Array] = {
+        "org_id": p.orgs.take(pa.array(p.org)),
+        "compressor_id": p.compressors.take(pa.array(p.comp)),
+        "hour": pa.array(p.hour * _US_PER_HOUR, pa.int64()).cast(_TS),
+    }
+    for stat in STATISTICS:
+        integer = stat in INTEGER_STATISTICS
+        values = pa.array(p.values[stat].reshape(-1), mask=~p.valid[stat].reshape(-1),
+                          type=pa.int32() if integer else pa.float64())
+        columns[stat] = pa.ListArray.from_arrays(offsets, values)
+    return pa.Table.from_pydict(columns, schema=SCHEMA)
+
+
+def pivot_dense(codes: pa.Table, orgs: pa.Array, compressors: pa.Array,
+                unknown: Callable[[int], object] | None = None) -> Pivoted:
+    """Pivot rows already coded as integers, which DuckDB computes far cheaper than Arrow
+    strings cross into Python: ``org`` and ``comp`` (positions in the sorted arrays ``orgs``
+    and ``compressors``), ``hour`` (hours since the epoch), ``pos`` (the metric's 0-based
+    position in :data:`METRICS`, NULL for a metric it does not list), and
+    :data:`STATISTICS`. ``unknown(row)`` names the metric of a row with no position.
+
+    Raises ValueError for a metric :data:`METRICS` does not list, a row without a code, or
+    two rows for the same compressor, metric and hour.
+    """
+    k = len(METRICS)
+    rows = codes.num_rows
+    if rows == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return Pivoted(orgs, compressors, empty, empty, empty,
+                       {s: np.zeros((0, k), dtype=_dtype(s)) for s in STATISTICS},
+                       {s: np.zeros((0, k), dtype=bool) for s in STATISTICS})
     pos = pc.fill_null(codes.column("pos").combine_chunks(), -1).to_numpy().astype(np.int64)
     if (pos < 0).any():
         i = int(np.flatnonzero(pos < 0)[0])
@@ -113,7 +182,6 @@ def pivot_codes(codes: pa.Table, orgs: pa.Array, compressors: pa.Array,
     # order, every value landed on another cache line (a day of the fleet: 2.26 M values a
     # statistic, ~25 ns each against ~5 with the transpose).
     cells = pos * size + group
-    offsets = pa.array(np.arange(0, size * k + 1, k, dtype=np.int32))
     present_mm = np.zeros(size * k, dtype=bool)
     present_mm[cells] = True
     if int(np.count_nonzero(present_mm)) != rows:
@@ -121,32 +189,30 @@ def pivot_codes(codes: pa.Table, orgs: pa.Array, compressors: pa.Array,
     present = _transposed(present_mm, k, size)
     org_of, rest = np.divmod(keys, span * n_comp)
     hour_of, comp_of = np.divmod(rest, n_comp)
-    columns: dict[str, pa.Array] = {
-        "org_id": orgs.take(pa.array(org_of)),
-        "compressor_id": compressors.take(pa.array(comp_of)),
-        "hour": pa.array((hour_of + h0) * _US_PER_HOUR, pa.int64()).cast(_TS),
-    }
+    values: dict[str, np.ndarray] = {}
+    valid: dict[str, np.ndarray] = {}
     for stat in STATISTICS:
         col = codes.column(stat).combine_chunks()
-        integer = stat in INTEGER_STATISTICS
-        dtype = np.int32 if integer else np.float64
+        dtype = _dtype(stat)
         flat = np.zeros(size * k, dtype=dtype)
         flat[cells] = pc.fill_null(col, 0).to_numpy(zero_copy_only=False).astype(
             dtype, copy=False)
-        valid = present
+        values[stat] = _transposed(flat, k, size)
+        valid[stat] = present
         if col.null_count:
             valid_mm = present_mm.copy()
             valid_mm[cells[col.is_null().to_numpy(zero_copy_only=False)]] = False
-            valid = _transposed(valid_mm, k, size)
-        values = pa.array(_transposed(flat, k, size), mask=~valid,
-                          type=pa.int32() if integer else pa.float64())
-        columns[stat] = pa.ListArray.from_arrays(offsets, values)
-    return pa.Table.from_pydict(columns, schema=SCHEMA)
+            valid[stat] = _transposed(valid_mm, k, size)
+    return Pivoted(orgs, compressors, org_of, comp_of, hour_of + h0, values, valid)
+
+
+def _dtype(stat: str) -> type[np.number[Any]]:
+    return np.int32 if stat in INTEGER_STATISTICS else np.float64
 
 
 def _transposed(metric_major: np.ndarray, k: int, size: int) -> np.ndarray:
-    """``k`` runs of ``size`` values (one per metric) as ``size`` runs of ``k``."""
-    return np.ascontiguousarray(metric_major.reshape(k, size).T).reshape(-1)
+    """``k`` runs of ``size`` values (one per metric) as ``size`` rows of ``k``."""
+    return np.ascontiguousarray(metric_major.reshape(k, size).T)
 
 
 def _sorted_codes(encoded: pa.DictionaryArray) -> np.ndarray:
