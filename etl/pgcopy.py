@@ -1,11 +1,16 @@
 """``agg_compressor_hours`` rows for PostgreSQL's binary COPY, encoded with numpy.
 
 Why not DuckDB's postgres extension (which wrote them before): it converts every array element
-on its own, about 1.3 CPU seconds per fleet-day of 108,000 rows x 16 arrays x 24 metrics, on
-the same two cores PostgreSQL needs to receive them. Here a chunk of rows is laid out in one
-pass per statistic: every field of the binary format after the text keys is a whole number of
-4-byte words, so a row is a fixed grid of ``uint32`` words (each written big-endian) from which
-the data words of NULL elements are dropped by one boolean selection.
+on its own (108,000 rows x 16 arrays x 24 metrics a fleet-day), on the same two cores
+PostgreSQL needs to receive them. A week's aggregates stage used 11-21 CPU seconds less this
+way (45.6-47.8 against 58.7-66.9 with quality, alternating runs on one snapshot), and the
+extension no longer loads at all.
+
+How: every field of the binary format after the text keys is a whole number of 4-byte words,
+so a chunk of rows is a grid of ``uint32`` words (a record view names the fields), filled from
+a template row and one cast of each statistic's values into big-endian records; the value
+words of NULL elements are then dropped by index. Rows of equal length (key and body) are
+copied behind their keys as one 2-D block.
 
 The format (PostgreSQL's ``COPY ... (FORMAT binary)``): a header, then per row a 16-bit field
 count and per field a 32-bit length and the bytes of the type's binary send form; here text
@@ -16,13 +21,10 @@ length, -1 for NULL, and its bytes).
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import struct
-import threading
 from collections.abc import Iterator
-from queue import Empty, Queue
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import psycopg
@@ -33,12 +35,10 @@ from etl.pivot import INTEGER_STATISTICS, STATISTICS, Pivoted
 
 #: The columns written, in this order.
 COLUMNS = ("org_id", "compressor_id", "hour", *STATISTICS)
-#: Rows encoded and sent at a time: bounds the memory (~4.7 kB a row laid out) and lets
-#: PostgreSQL work on one chunk while the next is encoded.
+#: Rows encoded and sent at a time: bounds the memory (~4.7 kB a row laid out). Arrays over
+#: 32 MB are fresh mappings every time (glibc), and their page faults showed: a fleet-day
+#: took 2.0-2.4 s at 8,192 rows a chunk, 1.4-1.5 s at 2,048 or 4,096.
 CHUNK_ROWS = 4096
-#: Chunks encoded ahead of the one being sent (each ~19 MB at :data:`CHUNK_ROWS`).
-AHEAD = 2
-T = TypeVar("T")
 HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, no header extension
 TRAILER = b"\xff\xff"
 _PG_EPOCH_HOURS = 262_968  # 2000-01-01T00:00Z in hours since 1970-01-01
@@ -212,45 +212,7 @@ def copy_rows(conn: psycopg.Connection[Any], table: str, p: Pivoted, *,
         sql.Identifier("public", table), sql.SQL(", ").join(map(sql.Identifier, COLUMNS)))
     with conn.transaction(), conn.cursor() as cur, cur.copy(statement) as copy:
         copy.write(HEADER)
-        for chunk in ahead(chunks(p, rows), AHEAD):
+        for chunk in chunks(p, rows):
             copy.write(chunk)
         copy.write(TRAILER)
 
-
-def ahead(items: Iterator[T], depth: int) -> Iterator[T]:
-    """``items``, produced on a thread of their own up to ``depth`` ahead of the consumer.
-
-    Why: ``copy.write`` returns only once PostgreSQL has taken most of a chunk, so encoding
-    the next chunk on the same thread left the server idle meanwhile (a fleet-day's COPY
-    stream took encode + receive time, 4.3-7.3 s, instead of the larger of the two). An
-    exception in the producer is raised here; leaving early stops the producer.
-    """
-    queue: Queue[tuple[bool, Any]] = Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if stop.is_set():
-                    return
-                queue.put((True, item))
-            queue.put((False, None))
-        except BaseException as exc:  # handed to the consumer, raised there
-            queue.put((False, exc))
-
-    worker = threading.Thread(target=produce, name="copy-encoder", daemon=True)
-    worker.start()
-    try:
-        while True:
-            more, item = queue.get()
-            if not more:
-                if item is not None:
-                    raise item
-                return
-            yield item
-    finally:
-        stop.set()
-        while worker.is_alive():  # unblock a producer waiting on a full queue
-            with contextlib.suppress(Empty):
-                queue.get(timeout=0.05)
-        worker.join()
