@@ -123,7 +123,8 @@ def connect(*, postgres: bool = False, memory_limit: str = "2GB",
     """An in-memory DuckDB connection ready for ``delta_scan`` (and ``ATTACH ... TYPE postgres``).
 
     Args:
-        postgres: also load the postgres extension (for pushing aggregates with binary COPY).
+        postgres: also load the postgres extension for ``ATTACH ... (TYPE postgres)`` (the
+            rules benchmark uses it; the ETL's COPY is encoded by :mod:`etl.pgcopy`).
         memory_limit: DuckDB spills to ``temp_directory`` beyond this, which keeps the
             fleet-scale load under the 3 GB budget.
         threads: worker threads (default: DuckDB's choice, one per core).
