@@ -158,7 +158,7 @@ class OutageTrigger(threading.Thread):
                         "AND pid <> pg_backend_pid()").fetchall()
                     for app_name, query in rows:
                         q = query.lower()
-                        if ("duckdb" in app_name.lower() or "sensor_readings_agg" in q
+                        if ("agg_compressor_hours" in q or "sensor_readings_agg" in q
                                 or "etl_agg_staging" in q):
                             self.seen = f"{app_name}: {query[:80]}"
                             break
