@@ -8,8 +8,9 @@ integer key per batch, then one fancy-indexed assignment per statistic. The same
 the 4,500-unit fleet (2.26 M long rows, 108,000 compressor-hours) and could not spill: a week in
 one statement ran out of its 1.4 GB.
 
-Rows come out in primary-key order (organization, hour, compressor), so a new hour's rows
-append to the index in the hourly run.
+Rows come out in primary-key order (organization, hour, compressor). :mod:`etl.pgcopy` sends
+them grouped by their encoded length, each group in this order: a new hour's rows still land at
+the right edge of the index in the hourly run, and a month's load builds its key by one sort.
 """
 
 from __future__ import annotations
@@ -118,12 +119,6 @@ class Pivoted:
                        self.comp[start:stop], self.hour[start:stop],
                        {s: v[start:stop] for s, v in self.values.items()},
                        {s: valid[id(v)] for s, v in self.valid.items()})
-
-
-def pivot_codes(codes: pa.Table, orgs: pa.Array, compressors: pa.Array,
-                unknown: Callable[[int], object] | None = None) -> pa.Table:
-    """:func:`pivot` of rows already coded as integers (see :func:`pivot_dense`), as Arrow."""
-    return to_arrow(pivot_dense(codes, orgs, compressors, unknown))
 
 
 def to_arrow(p: Pivoted) -> pa.Table:
