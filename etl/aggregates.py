@@ -323,7 +323,7 @@ def _copy_days(con: duckdb.DuckDBPyConnection, lake: Lake, dates: set[str] | lis
             name = target(day)
             assert name is not None
             step = -(-table.rows // streams)
-            slices = [table.slice(j, j + step) for j in range(0, table.rows, step)]
+            slices = [table.select(slice(j, j + step)) for j in range(0, table.rows, step)]
             while len(links) < len(slices):  # slice j always goes through connection j
                 links.append(stack.enter_context(connect(db_url)))
             for future in [writers.submit(copy_rows, link, name, part)

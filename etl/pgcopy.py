@@ -117,21 +117,18 @@ def encode(p: Pivoted, keys: list[bytes] | None = None) -> bytes:
     if keys is None:
         keys = key_fields(p)
     key_len = np.fromiter(map(len, keys), dtype=np.int64, count=n)
-    missing: dict[int, np.ndarray] = {}  # stats share validity arrays: count each once
+    absent = _absent(p)
     body_words = np.full(n, _WIDTH, dtype=np.int64)
     for stat in STATISTICS:
-        valid = p.valid[stat]
-        if id(valid) not in missing:
-            missing[id(valid)] = _K - np.count_nonzero(valid, axis=1)
-        body_words -= _words(stat) * missing[id(valid)]
+        body_words -= _words(stat) * absent[stat]
     group = key_len * (_WIDTH + 1) + body_words
     order = np.argsort(group, kind="stable")
     if not np.array_equal(order, np.arange(n)):
-        p = p.take(order)
+        p = p.select(order)
         group, key_len, body_words = group[order], key_len[order], body_words[order]
         keys = [keys[i] for i in order.tolist()]
-        missing = {}
-    body = _body(p, missing)
+        absent = {stat: a[order] for stat, a in absent.items()}
+    body = _body(p, absent)
     starts = [0, *(np.flatnonzero(np.diff(group)) + 1).tolist(), n]
     parts: list[memoryview] = []
     at = 0
@@ -145,13 +142,23 @@ def encode(p: Pivoted, keys: list[bytes] | None = None) -> bytes:
     return b"".join(parts)
 
 
-def _body(p: Pivoted, missing: dict[int, np.ndarray]) -> np.ndarray:
+def _absent(p: Pivoted) -> dict[str, np.ndarray]:
+    """Per statistic, each row's number of NULL elements (statistics sharing a validity
+    array, as most do, share one count)."""
+    counts: dict[int, np.ndarray] = {}
+    for valid in p.valid.values():
+        if id(valid) not in counts:
+            counts[id(valid)] = _K - np.count_nonzero(valid, axis=1)
+    return {stat: counts[id(p.valid[stat])] for stat in STATISTICS}
+
+
+def _body(p: Pivoted, absent: dict[str, np.ndarray]) -> np.ndarray:
     """Every row's words after the text keys, concatenated (``uint32``, big-endian values).
 
     Laid out :data:`_BLOCK_ROWS` rows at a time: the template row, then each statistic's
     values cast into its big-endian element records in one assignment (writing the value
-    words as separate ``uint32`` planes took 2-3 times as long). ``missing``: the count of
-    NULL elements per row of each validity array, by ``id``, as :func:`encode` found them.
+    words as separate ``uint32`` planes took 2-3 times as long). ``absent``: :func:`_absent`
+    of ``p``.
     """
     n = p.rows
     grid = np.empty((n, _WIDTH), dtype=np.uint32)
@@ -168,15 +175,12 @@ def _body(p: Pivoted, missing: dict[int, np.ndarray]) -> np.ndarray:
     dropped: list[np.ndarray] = []
     for stat in STATISTICS:
         valid = p.valid[stat]
-        if id(valid) not in missing:
-            missing[id(valid)] = _K - np.count_nonzero(valid, axis=1)
-        absent = missing[id(valid)]
-        if not absent.any():
+        if not absent[stat].any():
             continue
         words = _words(stat)
         head = row[f"{stat}.head"]
-        head[:, 0] = 20 + 4 * _K + 4 * words * (_K - absent)  # the array's bytes
-        head[:, 2] = absent > 0  # has NULLs
+        head[:, 0] = 20 + 4 * _K + 4 * words * (_K - absent[stat])  # the array's bytes
+        head[:, 2] = absent[stat] > 0  # has NULLs
         np.copyto(row[f"{stat}.elements"]["len"], -1, where=~valid)
         rows, metrics = np.nonzero(~valid)
         first = rows * _WIDTH + _VALUE_WORD[stat][metrics]
@@ -205,7 +209,7 @@ def chunks(p: Pivoted, rows: int = CHUNK_ROWS) -> Iterator[bytes]:
     """:func:`encode` of ``p`` a chunk of ``rows`` rows at a time."""
     keys = key_fields(p)
     for start in range(0, p.rows, rows):
-        yield encode(p.slice(start, start + rows), keys[start:start + rows])
+        yield encode(p.select(slice(start, start + rows)), keys[start:start + rows])
 
 
 def copy_rows(conn: psycopg.Connection[Any], table: str, p: Pivoted, *,

@@ -98,26 +98,15 @@ class Pivoted:
     def rows(self) -> int:
         return len(self.hour)
 
-    def take(self, rows: np.ndarray) -> Pivoted:
-        """The rows at positions ``rows`` (copies; validity arrays shared before stay
-        shared)."""
+    def select(self, rows: slice | np.ndarray) -> Pivoted:
+        """The rows a slice (views) or an index array (copies) picks; statistics that shared
+        a validity array still share one."""
         valid: dict[int, np.ndarray] = {}
         for v in self.valid.values():
             if id(v) not in valid:
                 valid[id(v)] = v[rows]
         return Pivoted(self.orgs, self.compressors, self.org[rows], self.comp[rows],
                        self.hour[rows], {s: v[rows] for s, v in self.values.items()},
-                       {s: valid[id(v)] for s, v in self.valid.items()})
-
-    def slice(self, start: int, stop: int) -> Pivoted:
-        """Rows ``start .. stop - 1`` (views, no copy; shared validity stays shared)."""
-        valid: dict[int, np.ndarray] = {}
-        for v in self.valid.values():
-            if id(v) not in valid:
-                valid[id(v)] = v[start:stop]
-        return Pivoted(self.orgs, self.compressors, self.org[start:stop],
-                       self.comp[start:stop], self.hour[start:stop],
-                       {s: v[start:stop] for s, v in self.values.items()},
                        {s: valid[id(v)] for s, v in self.valid.items()})
 
 

@@ -6,7 +6,6 @@ boundaries."""
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -17,10 +16,9 @@ from hypothesis import strategies as st
 
 from altaviz.telemetry import METRICS
 from etl.pgcopy import COLUMNS, copy_rows
-from etl.pivot import INTEGER_STATISTICS, LONG_COLUMNS, STATISTICS, pivot_long, to_arrow
+from etl.pivot import INTEGER_STATISTICS, pivot_long, to_arrow
+from tests.etl.long_rows import long_rows
 
-T0 = datetime(2026, 3, 1, tzinfo=UTC)
-NAMES = [m.name for m in METRICS]
 SPECIAL = [0.0, -0.0, 1e-300, -1.5e300, math.inf, -math.inf, 123456.789012345]
 
 cells = st.tuples(st.sampled_from(["acme", "bravo-øst"]), st.sampled_from(["C1", "C-22", "Ç333"]),
@@ -28,24 +26,14 @@ cells = st.tuples(st.sampled_from(["acme", "bravo-øst"]), st.sampled_from(["C1"
 
 
 def _long(keys: list[tuple[str, str, int, int]], seed: int) -> pa.Table:
-    rows: dict[str, list[Any]] = {c: [] for c in LONG_COLUMNS}
-    for i, (org, comp, hour, m) in enumerate(keys):
-        rows["org_id"].append(org)
-        rows["compressor_id"].append(comp)
-        rows["metric"].append(NAMES[m])
-        rows["hour"].append(T0 + timedelta(hours=hour))
-        for j, stat in enumerate(STATISTICS):
-            if stat in INTEGER_STATISTICS:
-                rows[stat].append(None if stat == "outliers" and (seed + i) % 7 == 0
-                                  else (seed + i * 7 + j) % 9 - 2)
-            elif (seed + i + j) % 5 == 0:
-                rows[stat].append(None)
-            else:
-                rows[stat].append(SPECIAL[(seed + i + j) % len(SPECIAL)] * (1 + j / 10))
-    types = {"org_id": pa.string(), "compressor_id": pa.string(), "metric": pa.string(),
-             "hour": pa.timestamp("us", tz="UTC")}
-    return pa.table({c: pa.array(v, types.get(c, pa.int64() if c in INTEGER_STATISTICS
-                                              else pa.float64())) for c, v in rows.items()})
+    def value(i: int, j: int, stat: str) -> Any:
+        if stat in INTEGER_STATISTICS:
+            return None if stat == "outliers" and (seed + i) % 7 == 0 \
+                else (seed + i * 7 + j) % 9 - 2
+        if (seed + i + j) % 5 == 0:
+            return None
+        return SPECIAL[(seed + i + j) % len(SPECIAL)] * (1 + j / 10)
+    return long_rows(keys, value)
 
 
 @pytest.fixture

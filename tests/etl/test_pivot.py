@@ -4,7 +4,7 @@ statistics are NULL, rows come in primary-key order; bad input is refused."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
@@ -15,30 +15,19 @@ from hypothesis import strategies as st
 from altaviz.telemetry import METRICS
 from etl import pivot as pivot_module
 from etl.pivot import INTEGER_STATISTICS, LONG_COLUMNS, STATISTICS, pivot
-
-T0 = datetime(2026, 3, 1, tzinfo=UTC)
-NAMES = [m.name for m in METRICS]
+from tests.etl.long_rows import NAMES, long_rows
 
 cells = st.tuples(st.sampled_from(["acme", "bravo"]), st.sampled_from(["C1", "C2", "C3"]),
                   st.integers(0, 30), st.integers(0, len(METRICS) - 1))
 
 
 def _long(keys: list[tuple[str, str, int, int]], seed: int) -> pa.Table:
-    rows: dict[str, list[Any]] = {c: [] for c in LONG_COLUMNS}
-    for i, (org, comp, hour, m) in enumerate(keys):
-        rows["org_id"].append(org)
-        rows["compressor_id"].append(comp)
-        rows["metric"].append(NAMES[m])
-        rows["hour"].append(T0 + timedelta(hours=hour))
-        for j, stat in enumerate(STATISTICS):
-            if stat in INTEGER_STATISTICS:
-                rows[stat].append((seed + i * 7 + j) % 9)
-            else:   # every fifth value missing (a stddev of one reading, no previous hour)
-                rows[stat].append(None if (seed + i + j) % 5 == 0 else seed + i + j / 10)
-    types = {"org_id": pa.string(), "compressor_id": pa.string(), "metric": pa.string(),
-             "hour": pa.timestamp("us", tz="UTC")}
-    return pa.table({c: pa.array(v, types.get(c, pa.int64() if c in INTEGER_STATISTICS
-                                              else pa.float64())) for c, v in rows.items()})
+    def value(i: int, j: int, stat: str) -> Any:
+        if stat in INTEGER_STATISTICS:
+            return (seed + i * 7 + j) % 9
+        # every fifth value missing (a stddev of one reading, no previous hour)
+        return None if (seed + i + j) % 5 == 0 else seed + i + j / 10
+    return long_rows(keys, value)
 
 
 @settings(max_examples=40, deadline=None)
