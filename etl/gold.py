@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from altaviz.telemetry import METRICS, READINGS_PER_HOUR
+from etl.handoff import Handoff
 from etl.hot import HotPartials, Meta
 from etl.lake import GOLD_SCHEMA, Lake, conform_reader
 from etl.ledger import dates_between, sql_dates
@@ -69,6 +70,9 @@ GRID_WINDOWS = 1
 #: speed. Only there: lowering the limit in the hourly run made its gold slower (0.63 ->
 #: 0.92 s in one run).
 GRID_MEMORY_SHARE = 67
+#: A bulk load takes the hourly partials silver handed over (:mod:`etl.handoff`) when they are
+#: valid, instead of reading silver again (0: always read silver).
+HANDOFF = 1
 _IN_4H = "WHERE p.hour > o.hour - INTERVAL 4 HOURS"
 
 
@@ -99,6 +103,7 @@ def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
     """
     lo, hi = lake.batch_mark("gold"), lake.batch_mark("silver")
     if hi <= lo:
+        Handoff(lake.root).discard()    # used by a run that stopped before removing it
         return GoldResult()
     silver = lake.uri("silver")
     gold = lake.uri("gold")
@@ -110,9 +115,11 @@ def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
         WHERE date IN ({sql_dates(batch_dates)}) AND batch_id > {lo} AND batch_id <= {hi}
     """)
     span = con.execute("SELECT min(hour), max(hour), count(*) FROM dirty").fetchone()
+    handoff = Handoff(lake.root)
     if span is None or span[0] is None:
         lake.append("gold", GOLD_SCHEMA.empty_table(), hi)
         HotPartials(lake.root).advance(lo, hi)
+        handoff.discard()
         return GoldResult(batches=list(range(lo + 1, hi + 1)))
     first, last, n_dirty = span
     buckets = max(1, math.ceil(n_dirty / BUCKET_HOURS))
@@ -149,13 +156,17 @@ def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
         # a bulk load, or new hours whose context the hot cache holds (the hourly run)
         bulk = method == "window" and bool(GRID_WINDOWS)
         grid = bulk or ctx.hot is not None
+        # silver's partials of exactly these batches, and no gold row in their hours: they
+        # are the hours' complete partials (etl.handoff), and silver need not be read again
+        handed = ((handoff.partials(), handoff.flags())
+                  if bulk and HANDOFF and handoff.usable(lo, hi) else None)
         if bulk and memory_mb:
             con.execute(f"SET memory_limit = '{memory_mb * GRID_MEMORY_SHARE // 100}MB'")
 
         def batches() -> Iterator[pa.RecordBatch]:
             for b in range(buckets):
                 if grid:
-                    rows = gold_batches(con, *ctx.grid_partials(b), hi)
+                    rows = gold_batches(con, *ctx.grid_partials(b, handed), hi)
                 else:
                     ctx.recompute(b, table=False)
                     rows = conform_reader(
@@ -164,7 +175,7 @@ def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
                 for batch in rows:
                     counted[0] += batch.num_rows
                     yield batch
-                hot_update.stage(con, "fresh_wide")
+                hot_update.stage(con, ctx.fresh)
                 if progress:
                     progress("gold", 0.9 * (b + 1) / buckets)
 
@@ -174,6 +185,7 @@ def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
             if bulk and memory_mb:
                 con.execute(f"SET memory_limit = '{memory_mb}MB'")
         hot_update.finish(con, lake, hi)
+        handoff.discard()
         if progress:
             progress("gold", 1.0)
         return GoldResult(batches=list(range(lo + 1, hi + 1)), rows_written=counted[0])
@@ -242,6 +254,7 @@ def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
     lake.append("gold", conform_reader(reader, GOLD_SCHEMA), hi)
     con.execute("DROP TABLE gold_new")
     hot_update.finish(con, lake, hi)
+    handoff.discard()
     if progress:
         progress("gold", 1.0)
     return GoldResult(batches=list(range(lo + 1, hi + 1)), rows_written=int(written),
@@ -266,6 +279,8 @@ class _Context:
         #: the hot partials, when valid and covering the context (etl.hot)
         self.hot = hot
         self.first, self.last, self.buckets = first, last, buckets
+        #: the bucket's fresh partials: DuckDB table ``fresh_wide``, or the handed ones
+        self.fresh: str | pa.Table = "fresh_wide"
 
     def _hot_context(self, hot: HotPartials, meta: Meta, size: int) -> pa.Table:
         """The cached partials of the hours the bucket's windows reach, as
@@ -282,13 +297,16 @@ class _Context:
             out = out.append_column(f"o_{i}", zeros).append_column(f"l_{i}", zeros)
         return out
 
-    def grid_partials(self, bucket: int) -> tuple[list[str | pa.Table], int]:
+    def grid_partials(self, bucket: int, handed: tuple[pa.Table, pa.Table] | None = None
+                      ) -> tuple[list[str | pa.Table], int]:
         """The bucket's wide partials for :func:`etl.windows.gold_batches`: the tables (the
         fresh partials, marked ``out``, and, pivoted from gold, the neighbouring hours their
-        windows reach) and the grid's size."""
-        size = self._inputs(bucket, table=False, grid=True)
+        windows reach) and the grid's size. ``handed``: silver's partials and flag counts
+        (:mod:`etl.handoff`), which are then the fresh partials."""
+        size = self._inputs(bucket, table=False, grid=True, handed=handed is not None)
         con = self.con
-        tables: list[str | pa.Table] = ["fresh_wide"]
+        self.fresh = "fresh_wide" if handed is None else self._handed(*handed, size)
+        tables: list[str | pa.Table] = [self.fresh]
         if self.hot is not None:
             # the hourly run: the context is already wide in the cache, and stays in Arrow
             # (materializing ~100,000 wide rows in DuckDB took 0.6 s)
@@ -313,6 +331,30 @@ class _Context:
                 JOIN grid_blocks b USING (compressor_id)""")
             tables.append("ctx_wide")
         return tables, size
+
+    def _handed(self, partials: pa.Table, flags: pa.Table, size: int) -> pa.Table:
+        """The bucket's rows of silver's handed partials as the fresh partials: each row's
+        cell (``pos``), ``out`` true, and the outlier and late counts (zero where
+        ``flags`` has no row)."""
+        comps = self.con.execute("SELECT compressor_id FROM ranges_b").to_arrow_table().column(0)
+        rows = partials.filter(pc.is_in(partials.column("compressor_id"), value_set=comps))
+        pos = cells_of(self.con, rows, size)
+        flagged = flags.filter(pc.is_in(flags.column("compressor_id"), value_set=comps))
+        row_at = np.full(size + 1, -1, dtype=np.int64)
+        row_at[pos] = np.arange(len(pos))
+        at = row_at[cells_of(self.con, flagged, size)]
+        if (pos == size).any() or (at < 0).any():
+            # the grid is laid out from silver's batch hours, which are the handed rows'
+            raise RuntimeError("handed partials do not match the silver batches' hours "
+                               f"(lake {self.silver}); remove the lake's _handoff folder")
+        out = rows.append_column("pos", pa.array(pos, pa.int64())).append_column(
+            "out", pa.array(np.ones(len(pos), dtype=bool)))
+        for i in range(len(METRICS)):
+            for p in ("o", "l"):
+                counts = np.zeros(len(pos), dtype=np.int64)
+                counts[at] = flagged.column(f"{p}_{i}").to_numpy()
+                out = out.append_column(f"{p}_{i}", pa.array(counts))
+        return out
 
     def _readings(self, ranges: str, dirty: str, where: str = "") -> str:
         """Silver's readings (with ``hour`` and the metric columns) of the compressors in
@@ -342,11 +384,13 @@ class _Context:
         """)
         self._flags_counted = True
 
-    def _inputs(self, bucket: int, *, table: bool, grid: bool = False) -> int:
+    def _inputs(self, bucket: int, *, table: bool, grid: bool = False,
+                handed: bool = False) -> int:
         """Temp tables ``ranges_b``, ``dirty_b``, ``fresh_wide`` and relation ``gold_ctx``;
         with ``grid``, also the bucket's hour grid (:func:`etl.windows.grid_blocks`, covering
         each compressor's dirty hours and the 23 before them) and each fresh row's cell
-        in it (``pos``, and ``out`` = true). Returns the grid's size (0 without ``grid``)."""
+        in it (``pos``, and ``out`` = true). Returns the grid's size (0 without ``grid``).
+        With ``handed`` (silver's partials take its place) no ``fresh_wide``."""
         con, first, last = self.con, self.first, self.last
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE ranges_b AS
@@ -358,7 +402,8 @@ class _Context:
         """)
         # 1. fresh partials of the dirty hours, from every silver reading of those hours;
         # outlier and late counts from the flagged readings alone (see flag_aggregates)
-        self._flag_counts()
+        if not handed:
+            self._flag_counts()
         flag_counts = ", ".join(f"coalesce(f.o_{i}, 0) AS o_{i}, coalesce(f.l_{i}, 0) AS l_{i}"
                                 for i in range(len(METRICS)))
         cell, block, size = "", "", 0
@@ -369,14 +414,15 @@ class _Context:
                              "last_dirty AS h1 FROM ranges_b")
             cell = f"{cell_sql('p.hour', 'b')} AS pos, true AS out, "
             block = "JOIN grid_blocks b USING (compressor_id)"
-        con.execute(f"""
-            CREATE OR REPLACE TEMP TABLE fresh_wide AS
-            SELECT {cell}p.*, {flag_counts}
-            FROM (SELECT org_id, compressor_id, hour, {partial_aggregates()}
-                  FROM {self._readings("ranges_b", "dirty_b")} GROUP BY ALL) p
-            LEFT JOIN flag_counts f USING (compressor_id, hour)
-            {block}
-        """)
+        if not handed:
+            con.execute(f"""
+                CREATE OR REPLACE TEMP TABLE fresh_wide AS
+                SELECT {cell}p.*, {flag_counts}
+                FROM (SELECT org_id, compressor_id, hour, {partial_aggregates()}
+                      FROM {self._readings("ranges_b", "dirty_b")} GROUP BY ALL) p
+                LEFT JOIN flag_counts f USING (compressor_id, hour)
+                {block}
+            """)
         # 2. neighbouring partials from gold (23 h either side), only the partial columns
         # (when comparing, every column of the context is read once: the comparison needs
         # the full rows of the recomputed hours, which lie inside it)

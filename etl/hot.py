@@ -252,15 +252,20 @@ class Update:
             self.last = max(meta.last, last_dirty)
             self.first = max(meta.first, self.last - timedelta(hours=HOT_HOURS - 1))
 
-    def stage(self, con: duckdb.DuckDBPyConnection, fresh: str) -> None:
-        """Put the recomputed compressor-hours of ``fresh`` (a DuckDB table: ``org_id,
-        compressor_id, hour`` and the wide partial columns, complete for each of its
-        compressor-hours) into the files of their hours."""
+    def stage(self, con: duckdb.DuckDBPyConnection, fresh: str | pa.Table) -> None:
+        """Put the recomputed compressor-hours of ``fresh`` (a DuckDB table or an Arrow
+        table: ``org_id, compressor_id, hour`` and the wide partial columns, complete for
+        each of its compressor-hours) into the files of their hours."""
         if self.meta is None:
             return
-        rows = _conform(con.execute(f"""
-            SELECT * FROM ({_cached_columns(fresh)})
-            WHERE hour >= '{self.first.isoformat()}'::TIMESTAMPTZ""").to_arrow_table())
+        if isinstance(fresh, str):
+            rows = _conform(con.execute(f"""
+                SELECT * FROM ({_cached_columns(fresh)})
+                WHERE hour >= '{self.first.isoformat()}'::TIMESTAMPTZ""").to_arrow_table())
+        else:
+            hour = SCHEMA.field("hour").type
+            rows = _conform(fresh.filter(pc.greater_equal(
+                fresh.column("hour").cast(hour), pa.scalar(self.first, hour))))
         for hour, new in _by_hour(rows):
             path = self.hot._file(hour)
             if path.exists():

@@ -7,6 +7,7 @@ Layout under ``settings.lake_path``::
     silver/       validated readings with late/outlier flags, partitioned by (reading) date
     gold/         hourly partials and rolling-window features, partitioned by (hour) date
     _hot/         the last 48 hours of gold's partials, wide: a cache for the hourly run (etl.hot)
+    _handoff/     a bulk load's hourly partials, from silver to gold (etl.handoff); transient
     _locks/       the writer lock (one writer per table: the ETL holds it for a whole run)
 
 Every table records, through delta-rs ``app_transactions``, the last *bronze batch id* it has

@@ -1,0 +1,185 @@
+"""Silver's hourly partials of a bulk batch, handed to gold so that gold need not rebuild them.
+
+Why it exists: gold's windows are built from hourly partials (n, sum, sum of squares, min,
+max, outlier and late counts per metric and compressor-hour), which it computed by reading
+every silver reading of the hours it recomputes. In a bulk load (a first load, a catch-up
+of new days) silver has just grouped the very same readings by compressor-hour for its
+outlier baselines (:func:`etl.silver._baseline_by_window`, on the hour grid), so gold's
+re-read repeated that work: about half of gold's time for 4,500 compressors x 7 days.
+Silver now keeps those partials, with min and max added, and counts the flags as it writes
+its rows; gold takes them from here.
+
+What the files hold, under ``<lake>/_handoff/``:
+
+* ``sums.arrow``: one row per compressor-hour in which the silver batches ``lo < batch <=
+  hi`` kept a reading (:data:`SUMS_SCHEMA`: ``org_id, compressor_id, hour``, silver's grid
+  cell, and ``n_i, s_i, q_i`` per metric ``i``), as silver's baseline aggregation gives them;
+* ``extremes.arrow``: ``lo_i, hi_i`` (minimum and maximum) of the same rows in the same
+  order, taken by silver as its rows stream to Delta;
+* ``flags.arrow``: the compressor-hours with an outlier or a late reading, with ``o_i`` and
+  ``l_i`` (:func:`etl.metrics.flag_aggregates`'s counts);
+* ``meta.json``: the format and ``lo``, ``hi``, written last, after silver's commit.
+
+When gold may use them (:meth:`Handoff.usable`): its own pending batches are exactly ``lo <
+batch <= hi`` and no gold row lies in the hours it recomputes (gold's ``fresh_only``). Every
+silver reading of those hours then came with those batches, so the handed partials are the
+hours' complete partials, which is what gold would compute from silver. Anything else (a run
+that stopped between silver and gold, batches silver wrote in two runs, late data for hours
+gold holds) takes gold's silver path. Silver removes the files before it starts and gold
+after it has used or passed them over, so they live only between the two stages (a week of
+4,500 compressors: about 760 MB).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from altaviz.telemetry import METRICS
+from etl.hot import SCHEMA as PARTIALS_SCHEMA
+from etl.lake import TS
+from etl.metrics import HOUR_US
+
+#: The files' format, recorded in ``meta.json`` (another format is never used).
+FORMAT = "silver-partials-2"
+#: The sums' columns.
+SUMS_SCHEMA = pa.schema([
+    pa.field("org_id", pa.string()), pa.field("compressor_id", pa.string()),
+    pa.field("hour", TS), pa.field("pos", pa.int64()),
+    *(pa.field(f"{p}_{i}", t) for i in range(len(METRICS))
+      for p, t in (("n", pa.int64()), ("s", pa.float64()), ("q", pa.float64())))])
+#: The extremes' columns.
+EXTREMES_SCHEMA = pa.schema([pa.field(f"{p}_{i}", pa.float64())
+                             for i in range(len(METRICS)) for p in ("lo", "hi")])
+#: The flag counts' columns.
+FLAGS_SCHEMA = pa.schema([
+    pa.field("compressor_id", pa.string()), pa.field("hour", TS),
+    *(pa.field(f"{p}_{i}", pa.int64()) for i in range(len(METRICS)) for p in ("o", "l"))])
+
+
+class Handoff:
+    """The handed partials of one lake (``<lake>/_handoff``)."""
+
+    def __init__(self, lake_root: Path) -> None:
+        self.root = lake_root / "_handoff"
+
+    def discard(self) -> None:
+        """Remove whatever is there (the record first, so no reader trusts a half-removed
+        set)."""
+        (self.root / "meta.json").unlink(missing_ok=True)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def write_sums(self, reader: pa.RecordBatchReader) -> np.ndarray:
+        """Write ``sums.arrow`` from ``reader`` (the columns of :data:`SUMS_SCHEMA`, cast
+        to its types as they stream); returns the rows' ``pos``, in the file's order."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        cells: list[np.ndarray] = []
+        with pa.OSFile(str(self.root / "sums.arrow"), "wb") as sink, \
+                pa.ipc.new_file(sink, SUMS_SCHEMA) as writer:
+            for batch in reader:
+                batch = pa.RecordBatch.from_arrays(
+                    [batch.column(f.name).cast(f.type) for f in SUMS_SCHEMA], schema=SUMS_SCHEMA)
+                cells.append(batch.column("pos").to_numpy())
+                writer.write_batch(batch)
+        return np.concatenate(cells) if cells else np.empty(0, dtype=np.int64)
+
+    def commit(self, lo_values: np.ndarray, hi_values: np.ndarray, flags: pa.Table,
+               lo: int, hi: int) -> None:
+        """Write the extremes (metrics x rows of the sums: the minimum, the maximum, or
+        +inf / -inf where the row has no value of the metric) and the flag counts, and
+        record the set as silver's batches ``lo < batch <= hi`` (after silver's commit: a
+        crash before this leaves no record, and gold reads silver)."""
+        if not (self.root / "sums.arrow").exists():
+            return
+        columns = []
+        for i in range(len(METRICS)):
+            for values in (lo_values[i], hi_values[i]):
+                columns.append(pa.array(values, pa.float64(), mask=np.isinf(values)))
+        _write(pa.Table.from_arrays(columns, schema=EXTREMES_SCHEMA),
+               self.root / "extremes.arrow")
+        _write(flags.select(FLAGS_SCHEMA.names).cast(FLAGS_SCHEMA), self.root / "flags.arrow")
+        tmp = self.root / "meta.json.tmp"
+        tmp.write_text(json.dumps({"format": FORMAT, "lo": lo, "hi": hi}))
+        os.replace(tmp, self.root / "meta.json")
+
+    def usable(self, lo: int, hi: int) -> bool:
+        """True when the recorded set is silver's batches ``lo < batch <= hi`` exactly (the
+        caller checks that gold holds no row of the hours it recomputes)."""
+        try:
+            raw = json.loads((self.root / "meta.json").read_text())
+        except (OSError, ValueError):
+            return False
+        return (isinstance(raw, dict) and raw.get("format") == FORMAT
+                and raw.get("lo") == lo and raw.get("hi") == hi)
+
+    def partials(self) -> pa.Table:
+        """The handed partials (:data:`PARTIALS_SCHEMA`), memory-mapped."""
+        sums, extremes = _read(self.root / "sums.arrow"), _read(self.root / "extremes.arrow")
+        if sums.num_rows != extremes.num_rows:
+            raise RuntimeError(f"{self.root}: {sums.num_rows} rows of sums, "
+                               f"{extremes.num_rows} of extremes")
+        return pa.Table.from_arrays(
+            [(sums if f.name in SUMS_SCHEMA.names else extremes).column(f.name)
+             for f in PARTIALS_SCHEMA], schema=PARTIALS_SCHEMA)
+
+    def flags(self) -> pa.Table:
+        """The flag counts (compressor-hours with none are absent)."""
+        return _read(self.root / "flags.arrow")
+
+
+def _write(table: pa.Table, path: Path) -> None:
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+
+
+def _read(path: Path) -> pa.Table:
+    with pa.memory_map(str(path)) as source:
+        return pa.ipc.open_file(source).read_all()
+
+
+class FlagTally:
+    """Outlier and late counts per compressor-hour and metric, gathered from silver's rows
+    as they stream to Delta. Only rows with a flag are kept (a small share of readings)."""
+
+    def __init__(self) -> None:
+        self._parts: list[pa.Table] = []
+
+    def add(self, batch: pa.RecordBatch, outliers: np.ndarray, present: np.ndarray) -> None:
+        """Count ``batch``'s flagged rows (columns ``compressor_id, ts, late``).
+
+        Args:
+            batch: silver rows.
+            outliers: rows x metrics, True where the metric's value is an outlier.
+            present: rows x metrics, True where the metric has a value (SQL's count).
+        """
+        late = pc.fill_null(batch.column("late"), False).to_numpy(zero_copy_only=False)
+        rows = np.flatnonzero(outliers.any(axis=1) | late)
+        if len(rows) == 0:
+            return
+        take = pa.array(rows)
+        ts = pc.cast(pc.cast(batch.column("ts").take(take), TS), pa.int64()).to_numpy()
+        late_present = present[rows] & late[rows, None]
+        columns: dict[str, pa.Array] = {
+            "compressor_id": batch.column("compressor_id").take(take).cast(pa.string()),
+            "hour": pa.array(ts // HOUR_US * HOUR_US, pa.int64()).cast(TS)}
+        for i in range(len(METRICS)):
+            columns[f"o_{i}"] = pa.array(outliers[rows, i].astype(np.int64))
+            columns[f"l_{i}"] = pa.array(late_present[:, i].astype(np.int64))
+        self._parts.append(pa.table(columns))
+
+    def table(self) -> pa.Table:
+        """The counts, one row per compressor-hour with a flag (:data:`FLAGS_SCHEMA`)."""
+        if not self._parts:
+            return FLAGS_SCHEMA.empty_table()
+        rows = pa.concat_tables(self._parts)
+        counts = [c for c in FLAGS_SCHEMA.names if c not in ("compressor_id", "hour")]
+        summed = rows.group_by(["compressor_id", "hour"]).aggregate(
+            [(c, "sum") for c in counts])
+        return summed.rename_columns([n.removesuffix("_sum") for n in summed.column_names]
+                                     ).select(FLAGS_SCHEMA.names).cast(FLAGS_SCHEMA)

@@ -1,0 +1,157 @@
+"""Silver's handed partials (etl/handoff.py): a bulk load's gold built from them equals gold
+built by reading silver again, outlier and late counts included; they are used only for the
+exact batches they were written for, and removed once gold has run."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable
+
+from altaviz.settings import Settings
+from etl.handoff import FLAGS_SCHEMA, SUMS_SCHEMA, FlagTally, Handoff
+from etl.pipeline import run_pipeline
+from tests.etl.landing import T0, reading, write_landing
+
+COMPRESSORS = ("COMP-0001", "COMP-0002", "COMP-0003", "COMP-0004")
+#: Every bulk path: trailing baselines and windows on the hour grid, no hot cache (a first
+#: load of a small fleet would otherwise take the join paths, which hand nothing over).
+BULK = {"JOIN_MAX_HOURS": 0, "HOT_HOURS": 0, "GRID_WINDOWS": 1, "GRID_BASELINE": 1}
+
+
+def _landing(landing: Path) -> None:
+    """30 hours of four compressors (hour 5 missing), an outlier (COMP-0002, hour 20) and
+    readings of hours 0-2 that arrive a day late (late rows), all in one bulk load."""
+    for k in range(3, 30):
+        if k == 5:
+            continue
+        rows = [reading(c, T0 + timedelta(hours=k, minutes=10 * i),
+                        oil_temp_f=280.0 if (c, k, i) == ("COMP-0002", 20, 3)
+                        else 150.0 + k % 7 + i + 7 * n)
+                for n, c in enumerate(COMPRESSORS) for i in range(6)]
+        write_landing(landing, rows, T0 + timedelta(hours=k + 1, minutes=5))
+    early = [reading(c, T0 + timedelta(hours=k, minutes=10 * i), oil_temp_f=150.0 + k + i)
+             for c in COMPRESSORS[:2] for k in range(3) for i in range(6)]
+    write_landing(landing, early, T0 + timedelta(days=1, hours=6))
+
+
+def _gold(lake: Path) -> list[dict[str, Any]]:
+    table = DeltaTable(str(lake / "gold")).to_pyarrow_table()
+    rows: list[dict[str, Any]] = table.drop_columns(["batch_id"]).to_pylist()
+    return sorted(rows, key=lambda r: (r["compressor_id"], r["metric"], r["hour"]))
+
+
+def _run(settings: Settings, db_url: str, knobs: dict[str, int],
+         monkeypatch: pytest.MonkeyPatch) -> tuple[list[dict[str, Any]], int]:
+    """A bulk load with ``knobs``; gold's rows and how often gold read handed partials."""
+    import etl.gold
+    import etl.handoff
+    import etl.hot
+    import etl.silver
+
+    for knob, value in knobs.items():
+        for module in (etl.gold, etl.silver, etl.hot):
+            if hasattr(module, knob):
+                monkeypatch.setattr(module, knob, value)
+    reads = [0]
+    original = etl.handoff.Handoff.partials
+
+    def counted(self: Handoff) -> pa.Table:
+        reads[0] += 1
+        return original(self)
+
+    monkeypatch.setattr(etl.handoff.Handoff, "partials", counted)
+    _landing(settings.landing_path)
+    summary = run_pipeline(settings, db_url)
+    assert summary.rows_late == 36 and summary.rows_in == 4 * 26 * 6 + 36
+    monkeypatch.undo()
+    return _gold(settings.lake_path), reads[0]
+
+
+def test_handed_partials_give_the_gold_of_silver_read_again(
+        settings: Settings, db_url: str, fleet: Any, tmp_path: Path, pg_server: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from altaviz.fleet_store import load_fleet
+    from tests.conftest import _fresh_database, two_tenant_fleet
+
+    handed, reads = _run(settings, db_url, {**BULK, "HANDOFF": 1}, monkeypatch)
+    assert reads == 1, "the bulk load did not take silver's handed partials"
+    assert not (settings.lake_path / "_handoff").exists(), "gold left the handed files"
+
+    other = settings.model_copy(update={"lake_dir": tmp_path / "lake2",
+                                        "landing_dir": tmp_path / "landing2"})
+    url = _fresh_database(pg_server, "altaviz_test_template")
+    with psycopg.connect(url) as c:
+        load_fleet(c, two_tenant_fleet())
+    read, reads = _run(other, url, {**BULK, "HANDOFF": 0}, monkeypatch)
+    assert reads == 0
+
+    assert len(handed) == len(read) > 0
+    exact = ("org_id", "compressor_id", "metric", "hour", "n", "min", "max", "outliers",
+             "late", "flags", "date", "min_4h", "max_4h", "min_24h", "max_24h")
+    for a, b in zip(handed, read, strict=True):
+        assert {k: a[k] for k in exact} == {k: b[k] for k in exact}
+        for k in set(a) - set(exact):
+            # the same readings summed in another order
+            assert (a[k] is None) == (b[k] is None), (k, a, b)
+            if a[k] is not None:
+                assert a[k] == pytest.approx(b[k], rel=1e-9, abs=1e-9), (k, a, b)
+    # the data exercised the handed flag counts: the outlier's hour, the late hours
+    oil = {(r["compressor_id"], int((r["hour"] - T0) / timedelta(hours=1))): r
+           for r in handed if r["metric"] == "oil_temp_f"}
+    assert oil[("COMP-0002", 20)]["outliers"] == 1
+    assert [oil[(c, k)]["late"] for c in COMPRESSORS[:2] for k in range(3)] == [6] * 6
+    assert sum(r["late"] for r in handed) == sum(r["late"] for r in read) > 0
+
+
+def test_handed_partials_serve_only_their_own_batches(tmp_path: Path) -> None:
+    import numpy as np
+
+    from altaviz.telemetry import METRICS
+
+    handoff = Handoff(tmp_path)
+    sums = {f.name: [None] for f in SUMS_SCHEMA}
+    sums.update(org_id=["acme"], compressor_id=["C1"], hour=[T0], pos=[7], n_0=[2], s_0=[3.0],
+                q_0=[5.0])
+    cells = handoff.write_sums(pa.table(sums).to_reader())
+    assert cells.tolist() == [7]
+    assert not handoff.usable(0, 3), "no record before silver's commit"
+    lo = np.full((len(METRICS), 1), np.inf)
+    hi = np.full((len(METRICS), 1), -np.inf)
+    lo[0, 0], hi[0, 0] = 1.0, 2.0
+    handoff.commit(lo, hi, FLAGS_SCHEMA.empty_table(), 0, 3)
+    assert handoff.usable(0, 3)
+    row = handoff.partials().to_pylist()[0]
+    assert (row["n_0"], row["s_0"], row["lo_0"], row["hi_0"]) == (2, 3.0, 1.0, 2.0)
+    assert row["lo_1"] is None and row["hi_1"] is None and "pos" not in row
+    # another range: a run that stopped between silver and gold, batches silver wrote twice
+    assert not handoff.usable(0, 4) and not handoff.usable(1, 3)
+    handoff.discard()
+    assert not handoff.usable(0, 3) and not (tmp_path / "_handoff").exists()
+
+
+def test_flag_tally_counts_per_compressor_hour_and_metric() -> None:
+    import numpy as np
+
+    from altaviz.telemetry import METRICS
+
+    ts = [T0 + timedelta(minutes=10 * i) for i in range(7)]          # 6 in hour 0, 1 in hour 1
+    batch = pa.RecordBatch.from_pydict({
+        "compressor_id": ["C1"] * 7, "ts": ts,
+        "late": [True, False, True, False, False, False, True]})
+    outliers = np.zeros((7, len(METRICS)), dtype=bool)
+    outliers[1, 2] = outliers[3, 2] = outliers[6, 0] = True
+    present = np.ones((7, len(METRICS)), dtype=bool)
+    present[2, 5] = False                                            # late, but no value
+    tally = FlagTally()
+    tally.add(batch, outliers, present)
+    rows = {(r["hour"], r["compressor_id"]): r for r in tally.table().to_pylist()}
+    h0, h1 = rows[(T0, "C1")], rows[(T0 + timedelta(hours=1), "C1")]
+    assert h0["o_2"] == 2 and h0["o_0"] == 0 and h0["l_0"] == 2 and h0["l_5"] == 1
+    assert h1["o_0"] == 1 and h1["l_0"] == 1 and h1["o_2"] == 0
+    assert FlagTally().table().num_rows == 0
