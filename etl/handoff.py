@@ -27,7 +27,8 @@ hours' complete partials, which is what gold would compute from silver. Anything
 that stopped between silver and gold, batches silver wrote in two runs, late data for hours
 gold holds) takes gold's silver path. Silver removes the files before it starts and gold
 after it has used or passed them over, so they live only between the two stages (a week of
-4,500 compressors: about 760 MB).
+4,500 compressors: about 760 MB). They are only a shortcut: when silver cannot write them
+(a full disk) it logs a warning and gold reads silver.
 """
 
 from __future__ import annotations
@@ -72,8 +73,9 @@ class Handoff:
     def discard(self) -> None:
         """Remove whatever is there (the record first, so no reader trusts a half-removed
         set)."""
-        (self.root / "meta.json").unlink(missing_ok=True)
-        shutil.rmtree(self.root, ignore_errors=True)
+        if self.root.is_dir():
+            (self.root / "meta.json").unlink(missing_ok=True)
+            shutil.rmtree(self.root, ignore_errors=True)
 
     def write_sums(self, reader: pa.RecordBatchReader) -> np.ndarray:
         """Write ``sums.arrow`` from ``reader`` (the columns of :data:`SUMS_SCHEMA`, cast

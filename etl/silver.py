@@ -22,6 +22,7 @@ so a crash between them redoes only what is missing.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -54,6 +55,7 @@ from etl.metrics import (
 from etl.models import SilverResult
 from etl.windows import cell_sql, grid_blocks, marked_names, sample_std, trailing_sums
 
+log = logging.getLogger(__name__)
 Progress = Callable[[str, float], None]
 #: Trailing baselines of many hours per compressor (a bulk load) are summed on a dense hour
 #: grid in numpy (:func:`etl.windows.trailing_sums`) rather than by DuckDB's window functions
@@ -300,7 +302,14 @@ class _GridLimits:
         """Write the batch's hourly sums for gold (columns of :data:`SUMS_SCHEMA`, ``pos``
         this grid's cell) and start their minimum and maximum, filled in by
         :meth:`flagged`."""
-        cells = handoff.write_sums(sums)
+        try:
+            cells = handoff.write_sums(sums)
+        except OSError as exc:
+            # only a shortcut for gold: without it gold reads silver, as it always could
+            log.warning("silver: cannot write the partials for gold (%s); gold will read "
+                        "silver instead", exc)
+            handoff.discard()
+            return
         self.handoff = handoff
         self.row_of = np.full(self.mu.shape[1], -1, dtype=np.int64)
         self.row_of[cells] = np.arange(len(cells))
@@ -310,8 +319,14 @@ class _GridLimits:
     def commit(self, lo: int, hi: int) -> None:
         """Record the handed partials as silver's batches ``lo < batch <= hi`` (after
         silver's commit)."""
-        if self.handoff is not None:
+        if self.handoff is None:
+            return
+        try:
             self.handoff.commit(self.lo, self.hi, self.tally.table(), lo, hi)
+        except OSError as exc:
+            log.warning("silver: cannot write the partials for gold (%s); gold will read "
+                        "silver instead", exc)
+            self.handoff.discard()
 
     def store(self, i: int, at: np.ndarray, n: np.ndarray, s: np.ndarray, q: np.ndarray
               ) -> None:

@@ -155,3 +155,18 @@ def test_flag_tally_counts_per_compressor_hour_and_metric() -> None:
     assert h0["o_2"] == 2 and h0["o_0"] == 0 and h0["l_0"] == 2 and h0["l_5"] == 1
     assert h1["o_0"] == 1 and h1["l_0"] == 1 and h1["o_2"] == 0
     assert FlagTally().table().num_rows == 0
+
+
+def test_partials_that_cannot_be_written_leave_gold_reading_silver(
+        settings: Settings, db_url: str, fleet: Any, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The handoff is a shortcut: a silver that cannot write it (here a file where its folder
+    goes; a full disk alike) warns and goes on, and gold reads silver."""
+    settings.lake_path.mkdir(parents=True, exist_ok=True)
+    (settings.lake_path / "_handoff").write_text("in the way")
+    rows, reads = _run(settings, db_url, {**BULK, "HANDOFF": 1}, monkeypatch)
+    assert reads == 0
+    assert "cannot write the partials for gold" in caplog.text
+    oil = {(r["compressor_id"], int((r["hour"] - T0) / timedelta(hours=1))): r
+           for r in rows if r["metric"] == "oil_temp_f"}
+    assert len(oil) == 4 * 26 + 2 * 3 and oil[("COMP-0002", 20)]["outliers"] == 1
