@@ -152,13 +152,13 @@ class FlagTally:
     def __init__(self) -> None:
         self._parts: list[pa.Table] = []
 
-    def add(self, batch: pa.RecordBatch, outliers: np.ndarray, present: np.ndarray) -> None:
-        """Count ``batch``'s flagged rows (columns ``compressor_id, ts, late``).
+    def add(self, batch: pa.RecordBatch, outliers: np.ndarray) -> None:
+        """Count ``batch``'s flagged rows (columns ``compressor_id, ts, late`` and the metric
+        values ``m_i``; a late reading counts for each metric it has a value of).
 
         Args:
             batch: silver rows.
             outliers: rows x metrics, True where the metric's value is an outlier.
-            present: rows x metrics, True where the metric has a value (SQL's count).
         """
         late = pc.fill_null(batch.column("late"), False).to_numpy(zero_copy_only=False)
         rows = np.flatnonzero(outliers.any(axis=1) | late)
@@ -166,13 +166,14 @@ class FlagTally:
             return
         take = pa.array(rows)
         ts = pc.cast(pc.cast(batch.column("ts").take(take), TS), pa.int64()).to_numpy()
-        late_present = present[rows] & late[rows, None]
         columns: dict[str, pa.Array] = {
             "compressor_id": batch.column("compressor_id").take(take).cast(pa.string()),
             "hour": pa.array(ts // HOUR_US * HOUR_US, pa.int64()).cast(TS)}
         for i in range(len(METRICS)):
+            present = pc.is_valid(batch.column(f"m_{i}").take(take)).to_numpy(
+                zero_copy_only=False)
             columns[f"o_{i}"] = pa.array(outliers[rows, i].astype(np.int64))
-            columns[f"l_{i}"] = pa.array(late_present[:, i].astype(np.int64))
+            columns[f"l_{i}"] = pa.array((present & late[rows]).astype(np.int64))
         self._parts.append(pa.table(columns))
 
     def table(self) -> pa.Table:

@@ -349,11 +349,8 @@ class _GridLimits:
             if row is not None and (row < 0).any():
                 raise RuntimeError("a silver row outside the batch's hours: no handed row")
             marks = np.empty((batch.num_rows, len(METRICS)), dtype=bool)
-            present = np.empty((batch.num_rows, len(METRICS)), dtype=bool)
             for i in range(len(METRICS)):
-                values = batch.column(f"m_{i}")
-                present[:, i] = pc.is_valid(values).to_numpy(zero_copy_only=False)
-                x = pc.fill_null(values, np.nan).to_numpy()
+                x = pc.fill_null(batch.column(f"m_{i}"), np.nan).to_numpy()
                 with np.errstate(invalid="ignore"):
                     # NaN (no value, no judgeable baseline) compares false, as NULL does in SQL
                     marks[:, i] = np.abs(x - self.mu[i, pos]) > self.lim[i, pos]
@@ -362,7 +359,7 @@ class _GridLimits:
                     # ratios guarded by nullif), which fmin and fmax pass over
                     np.fmin.at(self.lo[i], row, x)
                     np.fmax.at(self.hi[i], row, x)
-            self.tally.add(batch, marks, present)
+            self.tally.add(batch, marks)
             columns = {name: batch.column(name) for name in batch.schema.names}
             columns["outlier_metrics"] = marked_names(marks, metric_names)
             yield from conform(pa.table({f.name: columns[f.name] for f in SILVER_SCHEMA}),

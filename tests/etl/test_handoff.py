@@ -141,15 +141,15 @@ def test_flag_tally_counts_per_compressor_hour_and_metric() -> None:
     from altaviz.telemetry import METRICS
 
     ts = [T0 + timedelta(minutes=10 * i) for i in range(7)]          # 6 in hour 0, 1 in hour 1
+    values = {f"m_{i}": [1.0] * 7 for i in range(len(METRICS))}
+    values["m_5"][2] = None                                          # late, but no value
     batch = pa.RecordBatch.from_pydict({
         "compressor_id": ["C1"] * 7, "ts": ts,
-        "late": [True, False, True, False, False, False, True]})
+        "late": [True, False, True, False, False, False, True], **values})
     outliers = np.zeros((7, len(METRICS)), dtype=bool)
     outliers[1, 2] = outliers[3, 2] = outliers[6, 0] = True
-    present = np.ones((7, len(METRICS)), dtype=bool)
-    present[2, 5] = False                                            # late, but no value
     tally = FlagTally()
-    tally.add(batch, outliers, present)
+    tally.add(batch, outliers)
     rows = {(r["hour"], r["compressor_id"]): r for r in tally.table().to_pylist()}
     h0, h1 = rows[(T0, "C1")], rows[(T0 + timedelta(hours=1), "C1")]
     assert h0["o_2"] == 2 and h0["o_0"] == 0 and h0["l_0"] == 2 and h0["l_5"] == 1
