@@ -158,8 +158,7 @@ def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
         grid = bulk or ctx.hot is not None
         # silver's partials of exactly these batches, and no gold row in their hours: they
         # are the hours' complete partials (etl.handoff), and silver need not be read again
-        handed = ((handoff.partials(), handoff.flags())
-                  if bulk and HANDOFF and handoff.usable(lo, hi) else None)
+        handed = handoff if bulk and HANDOFF and handoff.usable(lo, hi) else None
         if bulk and memory_mb:
             con.execute(f"SET memory_limit = '{memory_mb * GRID_MEMORY_SHARE // 100}MB'")
 
@@ -297,7 +296,7 @@ class _Context:
             out = out.append_column(f"o_{i}", zeros).append_column(f"l_{i}", zeros)
         return out
 
-    def grid_partials(self, bucket: int, handed: tuple[pa.Table, pa.Table] | None = None
+    def grid_partials(self, bucket: int, handed: Handoff | None = None
                       ) -> tuple[list[str | pa.Table], int]:
         """The bucket's wide partials for :func:`etl.windows.gold_batches`: the tables (the
         fresh partials, marked ``out``, and, pivoted from gold, the neighbouring hours their
@@ -305,7 +304,7 @@ class _Context:
         (:mod:`etl.handoff`), which are then the fresh partials."""
         size = self._inputs(bucket, table=False, grid=True, handed=handed is not None)
         con = self.con
-        self.fresh = "fresh_wide" if handed is None else self._handed(*handed, size)
+        self.fresh = "fresh_wide" if handed is None else self._handed(handed, size)
         tables: list[str | pa.Table] = [self.fresh]
         if self.hot is not None:
             # the hourly run: the context is already wide in the cache, and stays in Arrow
@@ -332,13 +331,15 @@ class _Context:
             tables.append("ctx_wide")
         return tables, size
 
-    def _handed(self, partials: pa.Table, flags: pa.Table, size: int) -> pa.Table:
+    def _handed(self, handoff: Handoff, size: int) -> pa.Table:
         """The bucket's rows of silver's handed partials as the fresh partials: each row's
-        cell (``pos``), ``out`` true, and the outlier and late counts (zero where
-        ``flags`` has no row)."""
+        cell (``pos``), ``out`` true, and the outlier and late counts (zero where the flag
+        counts have no row)."""
         comps = self.con.execute("SELECT compressor_id FROM ranges_b").to_arrow_table().column(0)
-        rows = partials.filter(pc.is_in(partials.column("compressor_id"), value_set=comps))
+        comps = comps.combine_chunks()
+        rows = handoff.partials(comps)
         pos = cells_of(self.con, rows, size)
+        flags = handoff.flags()
         flagged = flags.filter(pc.is_in(flags.column("compressor_id"), value_set=comps))
         row_at = np.full(size + 1, -1, dtype=np.int64)
         row_at[pos] = np.arange(len(pos))

@@ -48,7 +48,8 @@ def _gold(lake: Path) -> list[dict[str, Any]]:
 
 def _run(settings: Settings, db_url: str, knobs: dict[str, int],
          monkeypatch: pytest.MonkeyPatch) -> tuple[list[dict[str, Any]], int]:
-    """A bulk load with ``knobs``; gold's rows and how often gold read handed partials."""
+    """A bulk load with ``knobs``; gold's rows and how often gold read handed partials (once
+    per bucket)."""
     import etl.gold
     import etl.handoff
     import etl.hot
@@ -61,9 +62,9 @@ def _run(settings: Settings, db_url: str, knobs: dict[str, int],
     reads = [0]
     original = etl.handoff.Handoff.partials
 
-    def counted(self: Handoff) -> pa.Table:
+    def counted(self: Handoff, *args: Any) -> pa.Table:
         reads[0] += 1
-        return original(self)
+        return original(self, *args)
 
     monkeypatch.setattr(etl.handoff.Handoff, "partials", counted)
     _landing(settings.landing_path)
@@ -73,14 +74,19 @@ def _run(settings: Settings, db_url: str, knobs: dict[str, int],
     return _gold(settings.lake_path), reads[0]
 
 
+@pytest.mark.parametrize("buckets", [1, 3])
 def test_handed_partials_give_the_gold_of_silver_read_again(
         settings: Settings, db_url: str, fleet: Any, tmp_path: Path, pg_server: Any,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, buckets: int) -> None:
+    """In one bucket of compressors, or three (each reads its own compressors' rows)."""
     from altaviz.fleet_store import load_fleet
     from tests.conftest import _fresh_database, two_tenant_fleet
 
-    handed, reads = _run(settings, db_url, {**BULK, "HANDOFF": 1}, monkeypatch)
-    assert reads == 1, "the bulk load did not take silver's handed partials"
+    dirty_hours = 4 * 26 + 2 * 3
+    handed, reads = _run(settings, db_url, {**BULK, "HANDOFF": 1,
+                                            "BUCKET_HOURS": -(-dirty_hours // buckets)},
+                         monkeypatch)
+    assert reads == buckets, "the bulk load did not take silver's handed partials"
     assert not (settings.lake_path / "_handoff").exists(), "gold left the handed files"
 
     other = settings.model_copy(update={"lake_dir": tmp_path / "lake2",
