@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from altaviz.telemetry import METRICS, READINGS_PER_HOUR
-from etl.handoff import Handoff
+from etl.handoff import REMEDY, Handoff
 from etl.hot import HotPartials, Meta
 from etl.lake import GOLD_SCHEMA, Lake, conform_reader
 from etl.ledger import dates_between, sql_dates
@@ -344,10 +344,12 @@ class _Context:
         row_at = np.full(size + 1, -1, dtype=np.int64)
         row_at[pos] = np.arange(len(pos))
         at = row_at[cells_of(self.con, flagged, size)]
-        if (pos == size).any() or (at < 0).any():
-            # the grid is laid out from silver's batch hours, which are the handed rows'
+        dirty = self.con.execute("SELECT count(*) FROM dirty_b").fetchone()
+        if (pos == size).any() or (at < 0).any() or dirty is None or dirty[0] != len(pos):
+            # the grid is laid out from silver's batch hours (``dirty_b``), which are exactly
+            # the handed rows' hours: never expected, and no hour may go missing
             raise RuntimeError("handed partials do not match the silver batches' hours "
-                               f"(lake {self.silver}); remove the lake's _handoff folder")
+                               f"(lake {self.silver}); {REMEDY}")
         out = rows.append_column("pos", pa.array(pos, pa.int64())).append_column(
             "out", pa.array(np.ones(len(pos), dtype=bool)))
         for i in range(len(METRICS)):

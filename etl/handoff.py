@@ -58,6 +58,8 @@ SUMS_SCHEMA = pa.schema([
 #: The extremes' columns.
 EXTREMES_SCHEMA = pa.schema([pa.field(f"{p}_{i}", pa.float64())
                              for i in range(len(METRICS)) for p in ("lo", "hi")])
+#: What to do about a damaged set (the error's last words).
+REMEDY = "remove the lake's _handoff folder (gold then reads silver)"
 #: The flag counts' columns.
 FLAGS_SCHEMA = pa.schema([
     pa.field("compressor_id", pa.string()), pa.field("hour", TS),
@@ -140,11 +142,13 @@ class Handoff:
                 pa.OSFile(str(self.root / "extremes.arrow")) as e_file:
             sums, extremes = pa.ipc.open_file(s_file), pa.ipc.open_file(e_file)
             if sums.num_record_batches != extremes.num_record_batches:
-                raise RuntimeError(f"{self.root}: the sums and the extremes do not match")
+                raise RuntimeError(f"{self.root}: the sums and the extremes do not match; "
+                                   f"{REMEDY}")
             for i in range(sums.num_record_batches):
                 s, e = sums.get_batch(i), extremes.get_batch(i)
                 if s.num_rows != e.num_rows:
-                    raise RuntimeError(f"{self.root}: the sums and the extremes do not match")
+                    raise RuntimeError(f"{self.root}: the sums and the extremes do not match; "
+                                   f"{REMEDY}")
                 if compressors is not None:
                     keep = pc.is_in(s.column("compressor_id"), value_set=compressors)
                     s, e = s.filter(keep), e.filter(keep)

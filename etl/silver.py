@@ -326,7 +326,13 @@ class _GridLimits:
         except OSError as exc:
             log.warning("silver: cannot write the partials for gold (%s); gold will read "
                         "silver instead", exc)
+            self.drop_handoff()
+
+    def drop_handoff(self) -> None:
+        """Give up the handoff (gold then reads silver)."""
+        if self.handoff is not None:
             self.handoff.discard()
+        self.handoff = None
 
     def store(self, i: int, at: np.ndarray, n: np.ndarray, s: np.ndarray, q: np.ndarray
               ) -> None:
@@ -347,7 +353,11 @@ class _GridLimits:
             pos = batch.column("pos").to_numpy()
             row = self.row_of[pos] if self.handoff is not None else None
             if row is not None and (row < 0).any():
-                raise RuntimeError("a silver row outside the batch's hours: no handed row")
+                # cannot happen (the sums are the kept readings' hours); gold reads silver
+                log.error("silver: a reading outside the hours handed to gold; gold will "
+                          "read silver instead")
+                self.drop_handoff()
+                row = None
             marks = np.empty((batch.num_rows, len(METRICS)), dtype=bool)
             for i in range(len(METRICS)):
                 x = pc.fill_null(batch.column(f"m_{i}"), np.nan).to_numpy()
@@ -359,7 +369,8 @@ class _GridLimits:
                     # ratios guarded by nullif), which fmin and fmax pass over
                     np.fmin.at(self.lo[i], row, x)
                     np.fmax.at(self.hi[i], row, x)
-            self.tally.add(batch, marks)
+            if row is not None:
+                self.tally.add(batch, marks)
             columns = {name: batch.column(name) for name in batch.schema.names}
             columns["outlier_metrics"] = marked_names(marks, metric_names)
             yield from conform(pa.table({f.name: columns[f.name] for f in SILVER_SCHEMA}),

@@ -46,19 +46,26 @@ def _gold(lake: Path) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (r["compressor_id"], r["metric"], r["hour"]))
 
 
-def _run(settings: Settings, db_url: str, knobs: dict[str, int],
-         monkeypatch: pytest.MonkeyPatch) -> tuple[list[dict[str, Any]], int]:
-    """A bulk load with ``knobs``; gold's rows and how often gold read handed partials (once
-    per bucket)."""
+def _turn(knobs: dict[str, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Set each knob in the ETL modules that have it."""
     import etl.gold
-    import etl.handoff
     import etl.hot
     import etl.silver
 
     for knob, value in knobs.items():
-        for module in (etl.gold, etl.silver, etl.hot):
-            if hasattr(module, knob):
-                monkeypatch.setattr(module, knob, value)
+        modules = [m for m in (etl.gold, etl.silver, etl.hot) if hasattr(m, knob)]
+        assert modules, knob
+        for module in modules:
+            monkeypatch.setattr(module, knob, value)
+
+
+def _run(settings: Settings, db_url: str, knobs: dict[str, int],
+         monkeypatch: pytest.MonkeyPatch) -> tuple[list[dict[str, Any]], int]:
+    """A bulk load with ``knobs``; gold's rows and how often gold read handed partials (once
+    per bucket)."""
+    import etl.handoff
+
+    _turn(knobs, monkeypatch)
     reads = [0]
     original = etl.handoff.Handoff.partials
 
@@ -121,7 +128,7 @@ def test_handed_partials_serve_only_their_own_batches(tmp_path: Path) -> None:
     from altaviz.telemetry import METRICS
 
     handoff = Handoff(tmp_path)
-    sums = {f.name: [None] for f in SUMS_SCHEMA}
+    sums: dict[str, list[Any]] = {f.name: [None] for f in SUMS_SCHEMA}
     sums.update(org_id=["acme"], compressor_id=["C1"], hour=[T0], pos=[7], n_0=[2], s_0=[3.0],
                 q_0=[5.0])
     cells = handoff.write_sums(pa.table(sums).to_reader())
@@ -147,7 +154,7 @@ def test_flag_tally_counts_per_compressor_hour_and_metric() -> None:
     from altaviz.telemetry import METRICS
 
     ts = [T0 + timedelta(minutes=10 * i) for i in range(7)]          # 6 in hour 0, 1 in hour 1
-    values = {f"m_{i}": [1.0] * 7 for i in range(len(METRICS))}
+    values: dict[str, list[float | None]] = {f"m_{i}": [1.0] * 7 for i in range(len(METRICS))}
     values["m_5"][2] = None                                          # late, but no value
     batch = pa.RecordBatch.from_pydict({
         "compressor_id": ["C1"] * 7, "ts": ts,
@@ -176,3 +183,25 @@ def test_partials_that_cannot_be_written_leave_gold_reading_silver(
     oil = {(r["compressor_id"], int((r["hour"] - T0) / timedelta(hours=1))): r
            for r in rows if r["metric"] == "oil_temp_f"}
     assert len(oil) == 4 * 26 + 2 * 3 and oil[("COMP-0002", 20)]["outliers"] == 1
+
+
+def test_handed_partials_missing_an_hour_stop_gold_with_a_clear_error(
+        settings: Settings, db_url: str, fleet: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Handed sums that lack one of the batch's compressor-hours (a damaged file) must not
+    lose that hour: gold refuses them, naming the folder to remove, and writes nothing."""
+    _turn({**BULK, "HANDOFF": 1}, monkeypatch)
+
+    def damage(stage: str) -> None:
+        if stage != "silver":
+            return
+        for name in ("sums.arrow", "extremes.arrow"):     # the same row gone from both
+            path = settings.lake_path / "_handoff" / name
+            with pa.OSFile(str(path)) as source:        # into memory: the file is rewritten
+                table = pa.ipc.open_file(source).read_all()
+            with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+                w.write_table(table.slice(1).combine_chunks())
+
+    _landing(settings.landing_path)
+    with pytest.raises(Exception, match=r"do not match the silver batches' hours.*_handoff"):
+        run_pipeline(settings, db_url, after_stage=damage)
+    assert DeltaTable(str(settings.lake_path / "gold")).to_pyarrow_table().num_rows == 0
