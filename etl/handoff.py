@@ -44,6 +44,7 @@ import pyarrow.compute as pc
 
 from altaviz.telemetry import METRICS
 from etl.hot import SCHEMA as PARTIALS_SCHEMA
+from etl.hot import read_ipc
 from etl.lake import TS
 from etl.metrics import HOUR_US
 
@@ -74,6 +75,7 @@ class Handoff:
         #: the record batches' lengths of the sums this object wrote (the extremes are
         #: written in the same batches, so that a reader can take both a batch at a time)
         self._lengths: list[int] = []
+        self._flags: pa.Table | None = None
 
     def discard(self) -> None:
         """Remove whatever is there (the record first, so no reader trusts a half-removed
@@ -103,8 +105,6 @@ class Handoff:
         +inf / -inf where the row has no value of the metric) and the flag counts, and
         record the set as silver's batches ``lo < batch <= hi`` (after silver's commit: a
         crash before this leaves no record, and gold reads silver)."""
-        if not (self.root / "sums.arrow").exists():
-            return
         with pa.OSFile(str(self.root / "extremes.arrow"), "wb") as sink, \
                 pa.ipc.new_file(sink, EXTREMES_SCHEMA) as writer:
             start = 0
@@ -138,17 +138,16 @@ class Handoff:
         at a time, and a mapping of the whole set (about 750 MB for a week of 4,500
         compressors) stayed resident on top of gold's own memory."""
         parts: list[pa.Table] = []
+        mismatch = f"{self.root}: the sums and the extremes do not match; {REMEDY}"
         with pa.OSFile(str(self.root / "sums.arrow")) as s_file, \
                 pa.OSFile(str(self.root / "extremes.arrow")) as e_file:
             sums, extremes = pa.ipc.open_file(s_file), pa.ipc.open_file(e_file)
             if sums.num_record_batches != extremes.num_record_batches:
-                raise RuntimeError(f"{self.root}: the sums and the extremes do not match; "
-                                   f"{REMEDY}")
+                raise RuntimeError(mismatch)
             for i in range(sums.num_record_batches):
                 s, e = sums.get_batch(i), extremes.get_batch(i)
                 if s.num_rows != e.num_rows:
-                    raise RuntimeError(f"{self.root}: the sums and the extremes do not match; "
-                                   f"{REMEDY}")
+                    raise RuntimeError(mismatch)
                 if compressors is not None:
                     keep = pc.is_in(s.column("compressor_id"), value_set=compressors)
                     s, e = s.filter(keep), e.filter(keep)
@@ -158,18 +157,15 @@ class Handoff:
         return pa.concat_tables(parts) if parts else PARTIALS_SCHEMA.empty_table()
 
     def flags(self) -> pa.Table:
-        """The flag counts (compressor-hours with none are absent)."""
-        return _read(self.root / "flags.arrow")
+        """The flag counts (compressor-hours with none are absent), read once."""
+        if self._flags is None:
+            self._flags = read_ipc(self.root / "flags.arrow")
+        return self._flags
 
 
 def _write(table: pa.Table, path: Path) -> None:
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
-
-
-def _read(path: Path) -> pa.Table:
-    with pa.memory_map(str(path)) as source:
-        return pa.ipc.open_file(source).read_all()
 
 
 class FlagTally:

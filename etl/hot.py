@@ -108,7 +108,7 @@ class HotPartials:
     def table(self, meta: Meta, first: datetime, last: datetime) -> pa.Table:
         """The cached rows with ``first <= hour <= last`` (:data:`SCHEMA`), memory-mapped."""
         files = [self._file(h) for h in _hours(max(first, meta.first), min(last, meta.last))]
-        parts = [_read(f) for f in files if f.exists()]
+        parts = [read_ipc(f) for f in files if f.exists()]
         return pa.concat_tables(parts) if parts else SCHEMA.empty_table()
 
     def relation(self, con: duckdb.DuckDBPyConnection, meta: Meta, first: datetime,
@@ -204,7 +204,7 @@ class HotPartials:
         (self.root / "meta.json").unlink(missing_ok=True)
 
 
-def _read(path: Path) -> pa.Table:
+def read_ipc(path: Path) -> pa.Table:
     """One hour's file, memory-mapped (the mapping outlives a later replacement of the file:
     writers replace files, never change them in place)."""
     with pa.memory_map(str(path)) as source:
@@ -270,7 +270,7 @@ class Update:
             path = self.hot._file(hour)
             if path.exists():
                 # the hour's other compressors stay as they were
-                old = _read(path)
+                old = read_ipc(path)
                 kept = old.filter(pc.invert(pc.is_in(old.column("compressor_id"),
                                                      value_set=new.column("compressor_id"))))
                 new = pa.concat_tables([new, kept])

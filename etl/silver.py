@@ -302,15 +302,12 @@ class _GridLimits:
         """Write the batch's hourly sums for gold (columns of :data:`SUMS_SCHEMA`, ``pos``
         this grid's cell) and start their minimum and maximum, filled in by
         :meth:`flagged`."""
+        self.handoff = handoff
         try:
             cells = handoff.write_sums(sums)
         except OSError as exc:
-            # only a shortcut for gold: without it gold reads silver, as it always could
-            log.warning("silver: cannot write the partials for gold (%s); gold will read "
-                        "silver instead", exc)
-            handoff.discard()
+            self._give_up(f"cannot write the partials for gold ({exc})")
             return
-        self.handoff = handoff
         self.row_of = np.full(self.mu.shape[1], -1, dtype=np.int64)
         self.row_of[cells] = np.arange(len(cells))
         self.lo = np.full((len(METRICS), len(cells)), np.inf)
@@ -324,12 +321,11 @@ class _GridLimits:
         try:
             self.handoff.commit(self.lo, self.hi, self.tally.table(), lo, hi)
         except OSError as exc:
-            log.warning("silver: cannot write the partials for gold (%s); gold will read "
-                        "silver instead", exc)
-            self.drop_handoff()
+            self._give_up(f"cannot write the partials for gold ({exc})")
 
-    def drop_handoff(self) -> None:
-        """Give up the handoff (gold then reads silver)."""
+    def _give_up(self, why: str, level: int = logging.WARNING) -> None:
+        """Drop the handoff: it is only a shortcut, and without it gold reads silver."""
+        log.log(level, "silver: %s; gold will read silver instead", why)
         if self.handoff is not None:
             self.handoff.discard()
         self.handoff = None
@@ -353,10 +349,8 @@ class _GridLimits:
             pos = batch.column("pos").to_numpy()
             row = self.row_of[pos] if self.handoff is not None else None
             if row is not None and (row < 0).any():
-                # cannot happen (the sums are the kept readings' hours); gold reads silver
-                log.error("silver: a reading outside the hours handed to gold; gold will "
-                          "read silver instead")
-                self.drop_handoff()
+                # cannot happen (the sums are the kept readings' hours)
+                self._give_up("a reading outside the hours handed to gold", logging.ERROR)
                 row = None
             marks = np.empty((batch.num_rows, len(METRICS)), dtype=bool)
             for i in range(len(METRICS)):
