@@ -70,8 +70,9 @@ GRID_WINDOWS = 1
 #: speed. Only there: lowering the limit in the hourly run made its gold slower (0.63 ->
 #: 0.92 s in one run).
 GRID_MEMORY_SHARE = 67
-#: A bulk load takes the hourly partials silver handed over (:mod:`etl.handoff`) when they are
-#: valid, instead of reading silver again (0: always read silver).
+#: A bulk load, and the hourly run, take the hourly partials silver handed over
+#: (:mod:`etl.handoff`) when they are valid, instead of reading silver again (0: always read
+#: silver).
 HANDOFF = 1
 _IN_4H = "WHERE p.hour > o.hour - INTERVAL 4 HOURS"
 
@@ -158,7 +159,7 @@ def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
         grid = bulk or ctx.hot is not None
         # silver's partials of exactly these batches, and no gold row in their hours: they
         # are the hours' complete partials (etl.handoff), and silver need not be read again
-        handed = handoff if bulk and HANDOFF and handoff.usable(lo, hi) else None
+        handed = handoff if grid and HANDOFF and handoff.usable(lo, hi) else None
         if bulk and memory_mb:
             con.execute(f"SET memory_limit = '{memory_mb * GRID_MEMORY_SHARE // 100}MB'")
 

@@ -13,7 +13,8 @@ What the files hold, under ``<lake>/_handoff/``:
 
 * ``sums.arrow``: one row per compressor-hour in which the silver batches ``lo < batch <=
   hi`` kept a reading (:data:`SUMS_SCHEMA`: ``org_id, compressor_id, hour``, silver's grid
-  cell, and ``n_i, s_i, q_i`` per metric ``i``), as silver's baseline aggregation gives them;
+  cell (-1 off the grid), and ``n_i, s_i, q_i`` per metric ``i``), as silver's baseline
+  aggregation gives them;
 * ``extremes.arrow``: ``lo_i, hi_i`` (minimum and maximum) of the same rows in the same
   order, taken by silver as its rows stream to Delta;
 * ``flags.arrow``: the compressor-hours with an outlier or a late reading, with ``o_i`` and

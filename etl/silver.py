@@ -44,9 +44,11 @@ from etl.metrics import (
     OUTLIER_SIGMAS,
     VAR_EPS,
     channel_list,
+    flag_aggregates,
     hour_of,
     metric_columns,
     more_than_minutes_after,
+    partial_aggregates,
     q,
     reason_sql,
     unpivot_partials,
@@ -65,6 +67,8 @@ GRID_BASELINE = 1
 #: grid cell, ~0.45 GB at the cap) live in Python memory, which cannot spill. A week of 4,500
 #: units is 756,000 (0.37 GB); larger loads take the window functions.
 GRID_MAX_HOURS = 1_000_000
+#: The hourly run's partials go to gold (:class:`_JoinedPartials`; 0: gold reads silver).
+HANDOFF_JOINED = 1
 
 
 def _org_table(con: duckdb.DuckDBPyConnection, orgs: dict[str, str]) -> None:
@@ -161,7 +165,7 @@ def silver_transform(con: duckdb.DuckDBPyConnection, lake: Lake, orgs: dict[str,
     """)
     if progress:
         progress("silver", 0.4)
-    grid = _flag_outliers(con, lake, late_arrival_minutes)
+    flagging = _flag_outliers(con, lake, late_arrival_minutes)
     if progress:
         progress("silver", 0.7)
 
@@ -192,12 +196,12 @@ def silver_transform(con: duckdb.DuckDBPyConnection, lake: Lake, orgs: dict[str,
         lake.append("quarantine", conform_reader(reader, QUARANTINE_SCHEMA), hi)
     # batches of one Parquet row group: with 250,000 rows a week's silver peaked at 1.95-2.11 GB
     # (2.56 GB once in the benchmark), with 65,536 at 1.75-1.83 GB, same speed (four runs each)
-    if grid is None:
+    if not isinstance(flagging, _GridLimits):
         s_cols = ", ".join(f.name for f in SILVER_SCHEMA)
         rows = conform_reader(con.execute(f"SELECT {s_cols} FROM flagged")
                               .to_arrow_reader(65_536), SILVER_SCHEMA)
     else:
-        rows = grid.flagged(con.execute("SELECT * FROM flagged").to_arrow_reader(65_536))
+        rows = flagging.flagged(con.execute("SELECT * FROM flagged").to_arrow_reader(65_536))
     # counted while streaming: ``flagged`` is a view, a second pass would recompute it
     valid_rows = late_rows = outlier_rows = 0
 
@@ -211,8 +215,8 @@ def silver_transform(con: duckdb.DuckDBPyConnection, lake: Lake, orgs: dict[str,
             yield batch
 
     lake.append("silver", pa.RecordBatchReader.from_batches(SILVER_SCHEMA, counted()), hi)
-    if grid is not None:
-        grid.commit(lo, hi)
+    if flagging is not None:
+        flagging.commit(lo, hi)   # the partials for gold, if any
     if progress:
         progress("silver", 1.0)
     stats = con.execute(f"""
@@ -227,11 +231,12 @@ def silver_transform(con: duckdb.DuckDBPyConnection, lake: Lake, orgs: dict[str,
 
 
 def _flag_outliers(con: duckdb.DuckDBPyConnection, lake: Lake, late_arrival_minutes: int
-                   ) -> _GridLimits | None:
+                   ) -> _GridLimits | _JoinedPartials | None:
     """Create view ``flagged``: the kept rows with ``late`` and ``outlier_metrics``; or, when
     the baselines were summed on the hour grid (the returned limits), with ``late``, each
     row's cell ``pos`` and its metric values, from which :meth:`_GridLimits.flagged` makes
-    ``outlier_metrics``."""
+    ``outlier_metrics``. When the baselines were joined and the batch's partials go to gold
+    (the hourly run), the returned :class:`_JoinedPartials` writes them."""
     con.execute(f"""
         CREATE OR REPLACE TEMP VIEW kept AS
         SELECT v.*, {hour_of("ts")} AS hour, {metric_columns()}
@@ -245,6 +250,7 @@ def _flag_outliers(con: duckdb.DuckDBPyConnection, lake: Lake, late_arrival_minu
     # Each compressor-hour's baseline mean and outlier distance (4 sigma; null when the
     # baseline is too thin or flat to judge) are computed once, not once per reading; the
     # list of names is built only for readings that are outliers somewhere (a small share).
+    done: _GridLimits | _JoinedPartials | None
     if span is None or span[0] is None:
         done = _baseline_by_window(con, lake, span, partial)   # nothing kept: empty
     else:
@@ -261,21 +267,28 @@ def _flag_outliers(con: duckdb.DuckDBPyConnection, lake: Lake, late_arrival_minu
             FROM kept k JOIN grid_blocks b USING (compressor_id)
         """)
         return done
-    if done is None:
-        _limits_from_baseline(con)
+    _limits_from_baseline(con)
     outside = [f"abs(k.{q(m.name)} - b.mu_{i}) > b.lim_{i}" for i, m in enumerate(METRICS)]
     names = ", ".join(f"CASE WHEN {o} THEN '{m.name}' END"
                       for o, m in zip(outside, METRICS, strict=True))
+    outliers = f"""CASE WHEN {" OR ".join(outside)}
+                    THEN list_filter([{names}], x -> x IS NOT NULL)
+                    ELSE []::VARCHAR[] END"""
     con.execute(f"""
         CREATE OR REPLACE TEMP VIEW flagged AS
-        SELECT {columns},
-               CASE WHEN {" OR ".join(outside)}
-                    THEN list_filter([{names}], x -> x IS NOT NULL)
-                    ELSE []::VARCHAR[] END AS outlier_metrics,
-               k.source_file, k.batch_id, k.date
+        SELECT {columns}, {outliers} AS outlier_metrics, k.source_file, k.batch_id, k.date
         FROM kept k LEFT JOIN limits b USING (compressor_id, hour)
     """)
-    return None
+    if done is not None:
+        # the flagged readings' counts per compressor-hour, as gold's flag_counts takes them
+        # from silver (only flagged rows: a small share)
+        done.flag_sql = f"""
+            SELECT compressor_id, hour, {flag_aggregates()}
+            FROM (SELECT k.*, {late} AS late, {outliers} AS outlier_metrics
+                  FROM kept k LEFT JOIN limits b USING (compressor_id, hour))
+            WHERE late OR len(outlier_metrics) > 0
+            GROUP BY ALL"""
+    return done
 
 
 class _GridLimits:
@@ -324,10 +337,7 @@ class _GridLimits:
             self._give_up(f"cannot write the partials for gold ({exc})")
 
     def _give_up(self, why: str, level: int = logging.WARNING) -> None:
-        """Drop the handoff: it is only a shortcut, and without it gold reads silver."""
-        log.log(level, "silver: %s; gold will read silver instead", why)
-        if self.handoff is not None:
-            self.handoff.discard()
+        _give_up(self.handoff, why, level)
         self.handoff = None
 
     def store(self, i: int, at: np.ndarray, n: np.ndarray, s: np.ndarray, q: np.ndarray
@@ -371,6 +381,46 @@ class _GridLimits:
                                SILVER_SCHEMA).to_batches()
 
 
+def _give_up(handoff: Handoff | None, why: str, level: int = logging.WARNING) -> None:
+    """Drop the handoff: it is only a shortcut, and without it gold reads silver."""
+    log.log(level, "silver: %s; gold will read silver instead", why)
+    if handoff is not None:
+        handoff.discard()
+
+
+class _JoinedPartials:
+    """The partials of a batch whose baselines were joined to the hot cache (the hourly
+    run), handed to gold as the grid's are (:mod:`etl.handoff`): the count, sum, sum of
+    squares, minimum and maximum of ``kept_wide``, and the flag counts of ``flag_sql``.
+
+    Gold otherwise read the batch's readings back from silver for the same partials and
+    counts: 0.3 s of a 4,500-unit hourly run, against a few hundredths here."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, handoff: Handoff) -> None:
+        self.con, self.handoff = con, handoff
+        #: the flagged readings' outlier and late counts per compressor-hour (set by
+        #: :func:`_flag_outliers` once the limits exist)
+        self.flag_sql = ""
+
+    def commit(self, lo: int, hi: int) -> None:
+        """Write the set and record it as silver's batches ``lo < batch <= hi`` (after
+        silver's commit, as :meth:`_GridLimits.commit`)."""
+        sums = ", ".join(f"n_{i}, s_{i}, q_{i}, lo_{i}, hi_{i}" for i in range(len(METRICS)))
+        # no silver grid here: cell -1 (gold places every handed row on its own grid)
+        rows = self.con.execute(f"SELECT org_id, compressor_id, hour, -1::BIGINT AS pos, "
+                                f"{sums} FROM kept_wide").to_arrow_table()
+        flags = self.con.execute(self.flag_sql).to_arrow_table()
+
+        def extremes(name: str, fill: float) -> np.ndarray:
+            return np.stack([pc.fill_null(rows.column(f"{name}_{i}"), fill).to_numpy()
+                             for i in range(len(METRICS))]).reshape(len(METRICS), -1)
+        try:
+            self.handoff.write_sums(rows.select(SUMS_SCHEMA.names).to_reader())
+            self.handoff.commit(extremes("lo", np.inf), extremes("hi", -np.inf), flags, lo, hi)
+        except OSError as exc:
+            _give_up(self.handoff, f"cannot write the partials for gold ({exc})")
+
+
 def _limits_from_baseline(con: duckdb.DuckDBPyConnection) -> None:
     """Temp table ``limits`` (``compressor_id, hour, mu_i, lim_i``) from ``baseline``'s
     trailing sums: the mean, and 4 sigma where at least 12 readings spread (else null).
@@ -391,9 +441,11 @@ def _limits_from_baseline(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _baseline(con: duckdb.DuckDBPyConnection, lake: Lake, span: tuple[Any, ...],
-              partial: str) -> _GridLimits | None:
+              partial: str) -> _GridLimits | _JoinedPartials | None:
     """Temp table ``baseline`` by the cheaper method for the kept span ``(first hour, last
-    hour, compressor-hours, compressors)``; or, on the hour grid, the limits instead."""
+    hour, compressor-hours, compressors)``; or, on the hour grid, the limits instead. Joined
+    to the hot cache (the hourly run), the batch's partials go to gold: the returned
+    :class:`_JoinedPartials`."""
     first, last = span[0] - timedelta(hours=24), span[1]
     context = _wide_context(con, lake, first, last)   # once: it checks the lake's marks
     few = span[2] <= JOIN_MAX_HOURS * span[3]
@@ -403,8 +455,12 @@ def _baseline(con: duckdb.DuckDBPyConnection, lake: Lake, span: tuple[Any, ...],
     # in an earlier run with windows: not the same run, but no reason to risk it)
     days = span[2] <= 48 * span[3]
     if few or (days and context is not None):
-        _baseline_by_join(con, lake, first, last, partial, context)
-        return None
+        # gold's hourly run takes its fresh partials on the same grid as the hot cache's
+        # (etl.gold), which is when it can use these
+        hand = bool(context) and bool(HANDOFF_JOINED)
+        _baseline_by_join(con, lake, first, last, partial, context, kept=(
+            f"any_value(org_id) AS org_id, {partial_aggregates()}" if hand else partial))
+        return _JoinedPartials(con, Handoff(lake.root)) if hand else None
     return _baseline_by_window(con, lake, span, partial)
 
 
@@ -446,15 +502,19 @@ def _wide_context(con: duckdb.DuckDBPyConnection, lake: Lake, first: datetime,
 
 
 def _baseline_by_join(con: duckdb.DuckDBPyConnection, lake: Lake, first: datetime,
-                      last: datetime, partial: str, context: str | None) -> None:
+                      last: datetime, partial: str, context: str | None, *,
+                      kept: str | None = None) -> None:
     """Temp table ``baseline`` (same columns as :func:`_baseline_by_window`) by joining each
     kept compressor-hour to its own trailing 24 hourly partials, in long form straight from
     gold. For an hourly batch (one or two hours per compressor) this reads and sums ~25
     partials per kept hour instead of running 72 window aggregates over every context hour
     and pivoting gold's long rows first (about 9 s of a 4,500-unit hourly run).
-    ``context``: :func:`_wide_context`'s answer (gold's partials wide, or None: read gold)."""
+    ``context``: :func:`_wide_context`'s answer (gold's partials wide, or None: read gold).
+    ``kept``: the aggregates of ``kept_wide`` (default ``partial``; with the minimum and
+    maximum and the organization when they go to gold)."""
     con.execute(f"""CREATE OR REPLACE TEMP TABLE kept_wide AS
-                    SELECT compressor_id, hour, {partial} FROM kept GROUP BY ALL""")
+                    SELECT compressor_id, hour, {kept or partial} FROM kept
+                    GROUP BY compressor_id, hour""")
     unabsorbed = _unabsorbed_silver(lake, first, last, partial)
     if unabsorbed is not None:
         con.execute(f"CREATE OR REPLACE TEMP TABLE unabsorbed_wide AS {unabsorbed}")

@@ -1,6 +1,7 @@
-"""Silver's handed partials (etl/handoff.py): a bulk load's gold built from them equals gold
-built by reading silver again, outlier and late counts included; they are used only for the
-exact batches they were written for, and removed once gold has run."""
+"""Silver's handed partials (etl/handoff.py): the gold of a bulk load, and of the hourly run,
+built from them equals gold built by reading silver again, outlier and late counts included;
+they are used only for the exact batches they were written for, and removed once gold has
+run."""
 
 from __future__ import annotations
 
@@ -59,13 +60,22 @@ def _turn(knobs: dict[str, int], monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.setattr(module, knob, value)
 
 
-def _run(settings: Settings, db_url: str, knobs: dict[str, int],
-         monkeypatch: pytest.MonkeyPatch) -> tuple[list[dict[str, Any]], int]:
-    """A bulk load with ``knobs``; gold's rows and how often gold read handed partials (once
-    per bucket)."""
+def _next_hour(landing: Path) -> None:
+    """Hour 30 of the four compressors, as the hourly run gets it: an outlier (COMP-0002) and
+    COMP-0003's readings arriving a day late (late rows)."""
+    rows = [reading(c, T0 + timedelta(hours=30, minutes=10 * i),
+                    oil_temp_f=280.0 if (c, i) == ("COMP-0002", 3) else 152.0 + i + 7 * n)
+            for n, c in enumerate(COMPRESSORS) if c != "COMP-0003" for i in range(6)]
+    write_landing(landing, rows, T0 + timedelta(hours=31, minutes=5))
+    write_landing(landing, [reading("COMP-0003", T0 + timedelta(hours=30, minutes=10 * i),
+                                    oil_temp_f=166.0 + i) for i in range(6)],
+                  T0 + timedelta(days=2, hours=6))
+
+
+def _count_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A counter of gold's reads of handed partials (once per bucket)."""
     import etl.handoff
 
-    _turn(knobs, monkeypatch)
     reads = [0]
     original = etl.handoff.Handoff.partials
 
@@ -74,6 +84,15 @@ def _run(settings: Settings, db_url: str, knobs: dict[str, int],
         return original(self, *args)
 
     monkeypatch.setattr(etl.handoff.Handoff, "partials", counted)
+    return reads
+
+
+def _run(settings: Settings, db_url: str, knobs: dict[str, int],
+         monkeypatch: pytest.MonkeyPatch) -> tuple[list[dict[str, Any]], int]:
+    """A bulk load with ``knobs``; gold's rows and how often gold read handed partials (once
+    per bucket)."""
+    _turn(knobs, monkeypatch)
+    reads = _count_reads(monkeypatch)
     _landing(settings.landing_path)
     summary = run_pipeline(settings, db_url)
     assert summary.rows_late == 36 and summary.rows_in == 4 * 26 * 6 + 36
@@ -104,6 +123,16 @@ def test_handed_partials_give_the_gold_of_silver_read_again(
     read, reads = _run(other, url, {**BULK, "HANDOFF": 0}, monkeypatch)
     assert reads == 0
 
+    _assert_same_gold(handed, read)
+    # the data exercised the handed flag counts: the outlier's hour, the late hours
+    oil = _oil(handed)
+    assert oil[("COMP-0002", 20)]["outliers"] == 1
+    assert [oil[(c, k)]["late"] for c in COMPRESSORS[:2] for k in range(3)] == [6] * 6
+    assert sum(r["late"] for r in handed) == sum(r["late"] for r in read) > 0
+
+
+def _assert_same_gold(handed: list[dict[str, Any]], read: list[dict[str, Any]]) -> None:
+    """The same rows: keys, counts, minimum, maximum and flags exactly, sums to 1e-9."""
     assert len(handed) == len(read) > 0
     exact = ("org_id", "compressor_id", "metric", "hour", "n", "min", "max", "outliers",
              "late", "flags", "date", "min_4h", "max_4h", "min_24h", "max_24h")
@@ -114,12 +143,54 @@ def test_handed_partials_give_the_gold_of_silver_read_again(
             assert (a[k] is None) == (b[k] is None), (k, a, b)
             if a[k] is not None:
                 assert a[k] == pytest.approx(b[k], rel=1e-9, abs=1e-9), (k, a, b)
-    # the data exercised the handed flag counts: the outlier's hour, the late hours
-    oil = {(r["compressor_id"], int((r["hour"] - T0) / timedelta(hours=1))): r
-           for r in handed if r["metric"] == "oil_temp_f"}
-    assert oil[("COMP-0002", 20)]["outliers"] == 1
-    assert [oil[(c, k)]["late"] for c in COMPRESSORS[:2] for k in range(3)] == [6] * 6
-    assert sum(r["late"] for r in handed) == sum(r["late"] for r in read) > 0
+
+
+def _oil(rows: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:
+    """The oil temperature rows by (compressor, hours since T0)."""
+    return {(r["compressor_id"], int((r["hour"] - T0) / timedelta(hours=1))): r
+            for r in rows if r["metric"] == "oil_temp_f"}
+
+
+def _hourly(settings: Settings, db_url: str, knobs: dict[str, int],
+            monkeypatch: pytest.MonkeyPatch) -> tuple[list[dict[str, Any]], int]:
+    """A first load (default paths), then the next hour's run with ``knobs``; gold's rows and
+    how often the hourly run's gold read handed partials."""
+    _landing(settings.landing_path)
+    run_pipeline(settings, db_url)
+    _turn(knobs, monkeypatch)
+    reads = _count_reads(monkeypatch)
+    _next_hour(settings.landing_path)
+    summary = run_pipeline(settings, db_url)
+    assert summary.rows_late == 6 and summary.rows_in == 4 * 6
+    monkeypatch.undo()
+    return _gold(settings.lake_path), reads[0]
+
+
+def test_the_hourly_runs_handed_partials_give_the_gold_of_silver_read_again(
+        settings: Settings, db_url: str, fleet: Any, tmp_path: Path, pg_server: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The next hour's batch: silver's baselines joined to the hot cache, gold's windows on
+    it; silver hands that batch's partials over too."""
+    from altaviz.fleet_store import load_fleet
+    from tests.conftest import _fresh_database, two_tenant_fleet
+
+    handed, reads = _hourly(settings, db_url, {"HANDOFF": 1, "HANDOFF_JOINED": 1},
+                            monkeypatch)
+    assert reads == 1, "the hourly run did not take silver's handed partials"
+    assert not (settings.lake_path / "_handoff").exists(), "gold left the handed files"
+
+    other = settings.model_copy(update={"lake_dir": tmp_path / "lake2",
+                                        "landing_dir": tmp_path / "landing2"})
+    url = _fresh_database(pg_server, "altaviz_test_template")
+    with psycopg.connect(url) as c:
+        load_fleet(c, two_tenant_fleet())
+    read, reads = _hourly(other, url, {"HANDOFF": 0, "HANDOFF_JOINED": 0}, monkeypatch)
+    assert reads == 0
+    _assert_same_gold(handed, read)
+    oil = _oil(handed)
+    assert oil[("COMP-0002", 30)]["outliers"] == 1 and oil[("COMP-0002", 30)]["late"] == 0
+    assert oil[("COMP-0003", 30)]["late"] == 6 and oil[("COMP-0003", 30)]["outliers"] == 0
+    assert oil[("COMP-0002", 30)]["max"] == 280.0 and oil[("COMP-0001", 30)]["min"] == 152.0
 
 
 def test_handed_partials_serve_only_their_own_batches(tmp_path: Path) -> None:
@@ -180,8 +251,7 @@ def test_partials_that_cannot_be_written_leave_gold_reading_silver(
     rows, reads = _run(settings, db_url, {**BULK, "HANDOFF": 1}, monkeypatch)
     assert reads == 0
     assert "cannot write the partials for gold" in caplog.text
-    oil = {(r["compressor_id"], int((r["hour"] - T0) / timedelta(hours=1))): r
-           for r in rows if r["metric"] == "oil_temp_f"}
+    oil = _oil(rows)
     assert len(oil) == 4 * 26 + 2 * 3 and oil[("COMP-0002", 20)]["outliers"] == 1
 
 
