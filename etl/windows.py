@@ -42,26 +42,44 @@ _US_PER_HOUR = 3_600_000_000
 FLAGS = ("outliers", "late", "incomplete", "spike")
 
 
-def _rolled(x: np.ndarray, op: np.ufunc) -> tuple[np.ndarray, np.ndarray]:
-    """``x`` combined over the 4 cells and the 24 cells ending at each cell (by ``op``)."""
-    four = x.copy()
+class Scratch:
+    """Two work grids of 8-byte cells, reused by every :func:`_windows_at` of one grid size
+    (viewed as the grid's dtype): a pair of new arrays per call (10 per metric in gold,
+    3 in silver's baselines) spent its time in page faults, grids of a week being MBs."""
+
+    def __init__(self, size: int) -> None:
+        self.four, self.day = np.empty(size), np.empty(size)
+
+    def pair(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The two grids, as ``x``'s dtype (which must have 8-byte items) and length."""
+        return (self.four[:len(x)].view(x.dtype), self.day[:len(x)].view(x.dtype))
+
+
+def _rolled(x: np.ndarray, op: np.ufunc, scratch: Scratch | None = None
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` combined over the 4 cells and the 24 cells ending at each cell (by ``op``), in
+    ``scratch``'s grids when given (overwritten by the next call)."""
+    four, day = scratch.pair(x) if scratch is not None else (np.empty_like(x), np.empty_like(x))
+    four[:] = x
     for k in range(1, 4):
         op(four[k:], x[:-k], out=four[k:])
-    day = four.copy()
+    day[:] = four
     for k in range(4, 24, 4):
         op(day[k:], four[:-k], out=day[k:])
     return four, day
 
 
-def _windows_at(x: np.ndarray, at: np.ndarray, op: np.ufunc) -> tuple[np.ndarray, np.ndarray]:
-    """``x`` combined over the 4 cells and the 24 cells ending at each cell of ``at``.
+def _windows_at(x: np.ndarray, at: np.ndarray, op: np.ufunc, scratch: Scratch | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` combined over the 4 cells and the 24 cells ending at each cell of ``at`` (new
+    arrays; ``scratch``: work grids to roll in).
 
     Few windows on a large grid (the hourly run: one new hour per compressor on ~48 cells
     each) are gathered, 24 cells per window; otherwise the whole grid is rolled
     (:func:`_rolled`). Rolling every cell for one in ~48 cost 0.2 s per stage for 4,500
     compressors."""
     if 3 * len(at) >= len(x):
-        four, day = _rolled(x, op)
+        four, day = _rolled(x, op, scratch)
         return four[at], day[at]
     cells = x[at[:, None] - np.arange(24)]      # PAD empty cells precede every block
     return op.reduce(cells[:, :4], axis=1), op.reduce(cells, axis=1)
@@ -206,6 +224,7 @@ def gold_batches(con: duckdb.DuckDBPyConnection, tables: list[str | pa.Table], s
     # view: the next metric refills them
     grids = {name: np.empty(size, dtype=np.int64 if name == "n" else np.float64)
              for name in fills}
+    scratch = Scratch(size)
     for i, metric in enumerate(METRICS):
         part = scan.read(f"n_{i}, s_{i}, q_{i}, lo_{i}, hi_{i}, o_{i}, l_{i}")
         n = pc.fill_null(part.column(f"n_{i}"), 0).to_numpy()
@@ -221,11 +240,11 @@ def gold_batches(con: duckdb.DuckDBPyConnection, tables: list[str | pa.Table], s
             continue
         rows = rows[np.argsort(rank[rows], kind="stable")]
         at = pos[rows]
-        n4, n24 = _windows_at(grids["n"], at, np.add)
-        s4, s24 = _windows_at(grids["s"], at, np.add)
-        q4, q24 = _windows_at(grids["q"], at, np.add)
-        lo4, lo24 = _windows_at(grids["lo"], at, np.minimum)
-        hi4, hi24 = _windows_at(grids["hi"], at, np.maximum)
+        n4, n24 = _windows_at(grids["n"], at, np.add, scratch)
+        s4, s24 = _windows_at(grids["s"], at, np.add, scratch)
+        q4, q24 = _windows_at(grids["q"], at, np.add, scratch)
+        lo4, lo24 = _windows_at(grids["lo"], at, np.minimum, scratch)
+        hi4, hi24 = _windows_at(grids["hi"], at, np.maximum, scratch)
         rn, rs, rq = grids["n"][at], grids["s"][at], grids["q"][at]
         prev_n, prev_s = grids["n"][at - 1], grids["s"][at - 1]
         mean = rs / rn
@@ -328,9 +347,10 @@ def trailing_sums(con: duckdb.DuckDBPyConnection, table: str, size: int, finish:
     pos = keys.column("pos").to_numpy()
     at = pos[pc.fill_null(keys.column("out"), False).to_numpy(zero_copy_only=False)]
     grids = {"n": np.empty(size, dtype=np.int64), "s": np.empty(size), "q": np.empty(size)}
+    scratch = Scratch(size)
     for i in range(len(METRICS)):
         part = scan.read(f"n_{i}, s_{i}, q_{i}")
         sums = [_windows_at(_grid(g, pos, part.column(f"{name}_{i}"), 0),
-                            at - 1, np.add)[1]      # the 24 h ending an hour before
+                            at - 1, np.add, scratch)[1]     # the 24 h ending an hour before
                 for name, g in grids.items()]
         finish(i, at, *sums)
