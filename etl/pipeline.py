@@ -115,6 +115,7 @@ def run_stage(stage: Stage, settings: Settings, db_url: str, *, landing: Path | 
     """
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
+    tune_allocator()
     ctx = _Context(settings, db_url, landing)
     with ctx.lake.writer_lock():
         ctx.lake.ensure()
@@ -156,6 +157,7 @@ def _stage_in_child(stage: Stage, settings: Settings, db_url: str, landing: Path
                     run_id: str, as_of: datetime | None, *, progress: Progress) -> BaseModel:
     """A stage's body in the child process: its own connections, no lock (the parent,
     which waits for it, holds the lake's writer lock)."""
+    tune_allocator()
     return _run_alone(stage, settings, db_url, landing, run_id, as_of, progress,
                       share=CHILD_MEMORY_SHARE.get(stage, 100))
 
@@ -231,6 +233,7 @@ def run_pipeline(settings: Settings, db_url: str, *, landing: Path | None = None
     Returns:
         The summary; ``changed`` lists the aggregate hours that changed, per compressor.
     """
+    tune_allocator()
     ctx = _Context(settings, db_url, landing)
     run_id = run_id or new_run_id()
     q = db.queries("etl")
@@ -346,6 +349,31 @@ def release_memory(con: Any) -> bool:
             con.execute(f'DROP TABLE IF EXISTS temp."{name.replace(chr(34), chr(34) * 2)}"')
     _trim()
     return closed
+
+
+#: glibc's ``mallopt`` parameters (malloc.h) and the values :func:`tune_allocator` sets: blocks
+#: up to 32 MB (glibc's upper limit) come from the heap instead of a mapping of their own,
+#: and up to 64 MB freed at the heap's top stay there for the next allocation.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD_BYTES, TRIM_THRESHOLD_BYTES = 32 << 20, 64 << 20
+
+
+def tune_allocator() -> None:
+    """Make glibc's malloc reuse freed blocks of the ETL's arrays instead of unmapping them.
+
+    Why: numpy's grids, Arrow conversions and delta-rs's buffers are MBs each, above glibc's
+    default mmap threshold, so each one was a new mapping whose every 4 kB page faulted on
+    first touch (about 2 us a fault on this machine's VM) and was unmapped when freed. A
+    week's load spent 17 of its ~100 CPU seconds in the kernel, mostly there; 360 window
+    rolls of a gold bucket took 1.8-2.2 s with the default and 0.4 s with these settings
+    (621,000 page faults against 1,800). Memory goes back between stages all the same:
+    :func:`release_memory` trims the heap (``malloc_trim``). No effect off glibc.
+    """
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None)
+            libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+            libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
 
 
 def _trim() -> None:
