@@ -100,14 +100,25 @@ def _run(settings: Settings, db_url: str, knobs: dict[str, int],
     return _gold(settings.lake_path), reads[0]
 
 
+def _second_lake(settings: Settings, tmp_path: Path, pg_server: Any) -> tuple[Settings, str]:
+    """Another lake and landing folder with a fresh database holding the same fleet, for the
+    run to compare with."""
+    from altaviz.fleet_store import load_fleet
+    from tests.conftest import _fresh_database, two_tenant_fleet
+
+    other = settings.model_copy(update={"lake_dir": tmp_path / "lake2",
+                                        "landing_dir": tmp_path / "landing2"})
+    url = _fresh_database(pg_server, "altaviz_test_template")
+    with psycopg.connect(url) as c:
+        load_fleet(c, two_tenant_fleet())
+    return other, url
+
+
 @pytest.mark.parametrize("buckets", [1, 3])
 def test_handed_partials_give_the_gold_of_silver_read_again(
         settings: Settings, db_url: str, fleet: Any, tmp_path: Path, pg_server: Any,
         monkeypatch: pytest.MonkeyPatch, buckets: int) -> None:
     """In one bucket of compressors, or three (each reads its own compressors' rows)."""
-    from altaviz.fleet_store import load_fleet
-    from tests.conftest import _fresh_database, two_tenant_fleet
-
     dirty_hours = 4 * 26 + 2 * 3
     handed, reads = _run(settings, db_url, {**BULK, "HANDOFF": 1,
                                             "BUCKET_HOURS": -(-dirty_hours // buckets)},
@@ -115,11 +126,7 @@ def test_handed_partials_give_the_gold_of_silver_read_again(
     assert reads == buckets, "the bulk load did not take silver's handed partials"
     assert not (settings.lake_path / "_handoff").exists(), "gold left the handed files"
 
-    other = settings.model_copy(update={"lake_dir": tmp_path / "lake2",
-                                        "landing_dir": tmp_path / "landing2"})
-    url = _fresh_database(pg_server, "altaviz_test_template")
-    with psycopg.connect(url) as c:
-        load_fleet(c, two_tenant_fleet())
+    other, url = _second_lake(settings, tmp_path, pg_server)
     read, reads = _run(other, url, {**BULK, "HANDOFF": 0}, monkeypatch)
     assert reads == 0
 
@@ -171,19 +178,12 @@ def test_the_hourly_runs_handed_partials_give_the_gold_of_silver_read_again(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The next hour's batch: silver's baselines joined to the hot cache, gold's windows on
     it; silver hands that batch's partials over too."""
-    from altaviz.fleet_store import load_fleet
-    from tests.conftest import _fresh_database, two_tenant_fleet
-
     handed, reads = _hourly(settings, db_url, {"HANDOFF": 1, "HANDOFF_JOINED": 1},
                             monkeypatch)
     assert reads == 1, "the hourly run did not take silver's handed partials"
     assert not (settings.lake_path / "_handoff").exists(), "gold left the handed files"
 
-    other = settings.model_copy(update={"lake_dir": tmp_path / "lake2",
-                                        "landing_dir": tmp_path / "landing2"})
-    url = _fresh_database(pg_server, "altaviz_test_template")
-    with psycopg.connect(url) as c:
-        load_fleet(c, two_tenant_fleet())
+    other, url = _second_lake(settings, tmp_path, pg_server)
     read, reads = _hourly(other, url, {"HANDOFF": 0, "HANDOFF_JOINED": 0}, monkeypatch)
     assert reads == 0
     _assert_same_gold(handed, read)
