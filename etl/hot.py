@@ -117,7 +117,11 @@ class HotPartials:
         last``, without the minimum and maximum columns (what the outlier baselines read):
         an Arrow table registered as ``hot_cached``. DuckDB converts every column it scans,
         and the 48 it never reads cost it ~0.1 s per scan."""
-        rows = self.table(meta, first, last)
+        return self.register(con, self.table(meta, first, last))
+
+    @staticmethod
+    def register(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> str:
+        """:meth:`relation` of rows read by :meth:`table`."""
         keep = [f.name for f in SCHEMA if not f.name.startswith(("lo_", "hi_"))]
         con.register("hot_cached", rows.select(keep))
         return "hot_cached"

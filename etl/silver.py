@@ -38,6 +38,7 @@ from etl.handoff import SUMS_SCHEMA, FlagTally, Handoff
 from etl.hot import HotPartials
 from etl.lake import QUARANTINE_SCHEMA, SILVER_SCHEMA, Lake, conform, conform_reader
 from etl.ledger import dates_between, sql_dates
+from etl.limits import trailing_limits
 from etl.metrics import (
     JOIN_MAX_HOURS,
     MIN_BASELINE_READINGS,
@@ -68,6 +69,9 @@ GRID_BASELINE = 1
 GRID_MAX_HOURS = 1_000_000
 #: The hourly run's partials go to gold (:class:`_JoinedPartials`; 0: gold reads silver).
 HANDOFF_JOINED = 1
+#: The hourly run's baselines summed in numpy from the hot cache (:mod:`etl.limits`; 0: the
+#: DuckDB join).
+LIMITS_IN_NUMPY = 1
 
 
 def _org_table(con: duckdb.DuckDBPyConnection, orgs: dict[str, str]) -> None:
@@ -266,7 +270,6 @@ def _flag_outliers(con: duckdb.DuckDBPyConnection, lake: Lake, late_arrival_minu
             FROM kept k JOIN grid_blocks b USING (compressor_id)
         """)
         return done
-    _limits_from_baseline(con)
     outside = [f"abs(k.{q(m.name)} - b.mu_{i}) > b.lim_{i}" for i, m in enumerate(METRICS)]
     names = ", ".join(f"CASE WHEN {o} THEN '{m.name}' END"
                       for o, m in zip(outside, METRICS, strict=True))
@@ -451,12 +454,13 @@ def _limits_from_baseline(con: duckdb.DuckDBPyConnection) -> None:
 
 def _baseline(con: duckdb.DuckDBPyConnection, lake: Lake, span: tuple[Any, ...],
               partial: str) -> _GridLimits | _JoinedPartials | None:
-    """Temp table ``baseline`` by the cheaper method for the kept span ``(first hour, last
+    """Temp table ``limits`` by the cheaper method for the kept span ``(first hour, last
     hour, compressor-hours, compressors)``; or, on the hour grid, the limits instead. Joined
     to the hot cache (the hourly run), the batch's partials go to gold: the returned
     :class:`_JoinedPartials`."""
     first, last = span[0] - timedelta(hours=24), span[1]
-    context = _wide_context(con, lake, first, last)   # once: it checks the lake's marks
+    # once: it checks the lake's marks
+    context, hot_rows = _wide_context(con, lake, first, last)
     few = span[2] <= JOIN_MAX_HOURS * span[3]
     # up to two days per compressor (a day's catch-up) the join of wide partials is cheaper
     # than 72 window aggregates (2-day load: 9.0 -> 5.2 CPU s); a week per compressor is
@@ -468,7 +472,8 @@ def _baseline(con: duckdb.DuckDBPyConnection, lake: Lake, span: tuple[Any, ...],
         # (etl.gold), which is when it can use these
         hand = bool(context) and bool(HANDOFF_JOINED)
         _baseline_by_join(con, lake, first, last, partial, context, kept=(
-            f"any_value(org_id) AS org_id, {partial_aggregates()}" if hand else partial))
+            f"any_value(org_id) AS org_id, {partial_aggregates()}" if hand else partial),
+            hot_rows=hot_rows)
         return _JoinedPartials(con, Handoff(lake.root)) if hand else None
     return _baseline_by_window(con, lake, span, partial)
 
@@ -493,43 +498,51 @@ def _unabsorbed_silver(lake: Lake, first: datetime, last: datetime, partial: str
 
 
 def _wide_context(con: duckdb.DuckDBPyConnection, lake: Lake, first: datetime,
-                  last: datetime) -> str | None:
-    """Gold's partials of hours ``first .. last`` as a wide relation (the hot cache); ``""``
-    when gold is still empty (a first load: the batch is its own only context); None when
-    neither holds and gold's long rows must be read.
+                  last: datetime) -> tuple[str | None, pa.Table | None]:
+    """Gold's partials of hours ``first .. last`` as a wide relation (the hot cache) and its
+    Arrow rows; ``""`` when gold is still empty (a first load: the batch is its own only
+    context); None when neither holds and gold's long rows must be read.
 
     Summing wide rows joined to each kept hour costs about half of 72 window aggregates even
     for a week per compressor, so whenever the context is available wide, the join is used."""
     hot = HotPartials(lake.root)
     if not hot.enabled():
-        return None
+        return None, None
     gold_mark = lake.batch_mark("gold")
     if gold_mark == 0:
-        return ""
+        return "", None
     meta = hot.usable(gold_mark, first)
-    return None if meta is None else hot.relation(con, meta, first, last)
+    if meta is None:
+        return None, None
+    rows = hot.table(meta, first, last)
+    return hot.register(con, rows), rows
 
 
 def _baseline_by_join(con: duckdb.DuckDBPyConnection, lake: Lake, first: datetime,
                       last: datetime, partial: str, context: str | None, *,
-                      kept: str | None = None) -> None:
-    """Temp table ``baseline`` (same columns as :func:`_baseline_by_window`) by joining each
+                      kept: str | None = None, hot_rows: pa.Table | None = None) -> None:
+    """Temp table ``limits`` (as :func:`_limits_from_baseline` makes it) by joining each
     kept compressor-hour to its own trailing 24 hourly partials, in long form straight from
     gold. For an hourly batch (one or two hours per compressor) this reads and sums ~25
     partials per kept hour instead of running 72 window aggregates over every context hour
     and pivoting gold's long rows first (about 9 s of a 4,500-unit hourly run).
     ``context``: :func:`_wide_context`'s answer (gold's partials wide, or None: read gold).
     ``kept``: the aggregates of ``kept_wide`` (default ``partial``; with the minimum and
-    maximum and the organization when they go to gold)."""
+    maximum and the organization when they go to gold). ``hot_rows``: the context's Arrow
+    rows, which :func:`etl.limits.trailing_limits` sums in numpy."""
     con.execute(f"""CREATE OR REPLACE TEMP TABLE kept_wide AS
                     SELECT compressor_id, hour, {kept or partial} FROM kept
                     GROUP BY compressor_id, hour""")
     unabsorbed = _unabsorbed_silver(lake, first, last, partial)
     if unabsorbed is not None:
         con.execute(f"CREATE OR REPLACE TEMP TABLE unabsorbed_wide AS {unabsorbed}")
+    sums = ", ".join(f"n_{i}, s_{i}, q_{i}" for i in range(len(METRICS)))
+    if context and hot_rows is not None and unabsorbed is None and LIMITS_IN_NUMPY:
+        kept_sums = con.execute(f"SELECT compressor_id, hour, {sums} FROM kept_wide")
+        table_from_arrow(con, "limits", trailing_limits(kept_sums.to_arrow_table(), hot_rows))
+        return
     if context is not None:
         # gold's partials of these hours are already wide (etl.hot), or there are none
-        sums = ", ".join(f"n_{i}, s_{i}, q_{i}" for i in range(len(METRICS)))
         parts = [f"SELECT compressor_id, hour, {sums} FROM kept_wide"]
         if context:
             parts.append(f"SELECT compressor_id, hour, {sums} FROM {context} "
@@ -546,6 +559,7 @@ def _baseline_by_join(con: duckdb.DuckDBPyConnection, lake: Lake, first: datetim
               AND p.hour >= k.hour - INTERVAL 24 HOURS AND p.hour <= k.hour - INTERVAL 1 HOUR
             GROUP BY k.compressor_id, k.hour
         """)
+        _limits_from_baseline(con)
         return
     sources = [unpivot_partials("kept_wide", sums_only=True), f"""
         SELECT compressor_id, metric, hour, n, sum, sumsq
@@ -574,11 +588,12 @@ def _baseline_by_join(con: duckdb.DuckDBPyConnection, lake: Lake, first: datetim
         )
         SELECT compressor_id, hour, {pivot} FROM b GROUP BY ALL
     """)
+    _limits_from_baseline(con)
 
 
 def _baseline_by_window(con: duckdb.DuckDBPyConnection, lake: Lake, span: tuple[Any, ...] | None,
                         partial: str) -> _GridLimits | None:
-    """Temp table ``baseline``: trailing 24 h sums per kept compressor-hour, by window
+    """Temp table ``limits`` from the trailing 24 h sums per kept compressor-hour, by window
     functions over wide hourly partials (cheapest when most hours are new, as in a first
     load); or, summed on the hour grid (up to :data:`GRID_MAX_HOURS`), the limits."""
     n_metrics = len(METRICS)
@@ -668,4 +683,5 @@ def _baseline_by_window(con: duckdb.DuckDBPyConnection, lake: Lake, span: tuple[
         WHERE out
     """)
     con.execute("DROP TABLE hourly")
+    _limits_from_baseline(con)
     return None
