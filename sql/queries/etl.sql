@@ -111,6 +111,11 @@ WHERE run_id = %(run_id)s
 -- One organization's checks of a run in one statement: one JSON array of check objects
 -- (compressor_id, check_type, measured, threshold, passed, details). One document instead of
 -- parallel arrays: adapting ~18,000 values per run element by element cost ~1 s of Python.
+-- A check the run already recorded (a retried stage) is skipped by the NOT EXISTS probe of the
+-- unique key. ON CONFLICT DO NOTHING did the same through speculative insertion: 64-93 ms
+-- for an organization's 3,283 checks against 50-54 ms this way. Only one run writes a lake's
+-- checks at a time (its writer lock); were two to race, the unique key still refuses the
+-- second row.
 INSERT INTO data_quality_checks (org_id, compressor_id, run_id, check_type, measured, threshold,
                                  passed, details)
 SELECT current_org(), t.compressor_id, %(run_id)s, t.check_type, t.measured, t.threshold,
@@ -118,7 +123,9 @@ SELECT current_org(), t.compressor_id, %(run_id)s, t.check_type, t.measured, t.t
 FROM jsonb_to_recordset(%(checks)s::jsonb)
      AS t(compressor_id text, check_type text, measured float8, threshold float8,
           passed boolean, details jsonb)
-ON CONFLICT (run_id, org_id, compressor_id, check_type) DO NOTHING
+WHERE NOT EXISTS (SELECT 1 FROM data_quality_checks d
+                  WHERE d.run_id = %(run_id)s AND d.org_id = current_org()
+                    AND d.compressor_id = t.compressor_id AND d.check_type = t.check_type)
 
 -- name: watermarks_of_org
 SELECT compressor_id, last_reading_at FROM etl_watermarks ORDER BY compressor_id
