@@ -7,7 +7,10 @@ the same over wide rows as over long ones, and a join of each hour to its 24 par
 the cost is in per-group aggregate state, 240 aggregates at a time. On a dense grid (one cell
 per compressor-hour, silent hours included, 24 empty cells between compressors so that no
 window reaches the previous compressor), a 4 h sum is three shifted vector additions and a 24 h
-sum is six shifted 4 h sums; the whole bucket takes well under a second in numpy.
+sum is six shifted 4 h sums; the whole bucket takes well under a second in numpy. Where few
+cells want windows (the hourly run: one new hour per compressor), no grid is filled: each
+window's 24 cells are gathered from the partials' own rows through a map from cell to row
+(:class:`_ByRow`), the same cells in the same order.
 
 How rows find their cells: :func:`grid_blocks` lays out each compressor's block from its
 hour span, the tables that feed the grid carry each row's cell (``pos``, :func:`cell_sql`)
