@@ -529,7 +529,8 @@ def _baseline_by_join(con: duckdb.DuckDBPyConnection, lake: Lake, first: datetim
     ``context``: :func:`_wide_context`'s answer (gold's partials wide, or None: read gold).
     ``kept``: the aggregates of ``kept_wide`` (default ``partial``; with the minimum and
     maximum and the organization when they go to gold). ``hot_rows``: the context's Arrow
-    rows, which :func:`etl.limits.trailing_limits` sums in numpy."""
+    rows; with them (the hourly run) there is no join: :func:`etl.limits.trailing_limits`
+    sums them and ``kept_wide``'s in numpy."""
     con.execute(f"""CREATE OR REPLACE TEMP TABLE kept_wide AS
                     SELECT compressor_id, hour, {kept or partial} FROM kept
                     GROUP BY compressor_id, hour""")
