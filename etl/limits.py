@@ -21,18 +21,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from altaviz.telemetry import METRICS
-from etl.lake import TS
 from etl.metrics import MIN_BASELINE_READINGS, OUTLIER_SIGMAS
-from etl.windows import sample_std
+from etl.windows import hours_since_epoch, sample_std
 
-_US_PER_HOUR = 3_600_000_000
 #: Hours in a baseline: the 24 before the reading's own.
 BASELINE_HOURS = 24
-
-
-def _hours(column: pa.ChunkedArray) -> np.ndarray:
-    """Whole hours since the epoch of a timestamp column."""
-    return np.asarray(pc.cast(pc.cast(column, TS), pa.int64()).to_numpy()) // _US_PER_HOUR
 
 
 def _column(table: pa.Table, name: str, dtype: type) -> np.ndarray:
@@ -56,7 +49,7 @@ def trailing_limits(kept: pa.Table, context: pa.Table) -> pa.Table:
     comps = pc.unique(kept.column("compressor_id").combine_chunks())
     k_comp = np.asarray(pc.index_in(kept.column("compressor_id"), value_set=comps).to_numpy(
         zero_copy_only=False), dtype=np.int64)
-    k_hour = _hours(kept.column("hour"))
+    k_hour = hours_since_epoch(kept.column("hour"))
     # each compressor's block of cells: from 24 hours before its first kept hour to its last
     first = np.full(len(comps), np.iinfo(np.int64).max, dtype=np.int64)
     last = np.full(len(comps), np.iinfo(np.int64).min, dtype=np.int64)
@@ -69,7 +62,8 @@ def trailing_limits(kept: pa.Table, context: pa.Table) -> pa.Table:
 
     found = pc.index_in(context.column("compressor_id"), value_set=comps)
     c_comp = np.asarray(pc.fill_null(found, 0).to_numpy(zero_copy_only=False), dtype=np.int64)
-    c_hour = _hours(context.column("hour")) if context.num_rows else np.empty(0, np.int64)
+    c_hour = (hours_since_epoch(context.column("hour")) if context.num_rows
+              else np.empty(0, np.int64))
     inside = (pc.is_valid(found).to_numpy(zero_copy_only=False)
               & (c_hour >= first[c_comp]) & (c_hour <= last[c_comp]))
     cells = np.concatenate((base[k_comp] + k_hour - first[k_comp],

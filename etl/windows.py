@@ -58,6 +58,22 @@ class Scratch:
         return (self.four[:len(x)].view(x.dtype), self.day[:len(x)].view(x.dtype))
 
 
+def hours_since_epoch(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Whole hours since the epoch of a timestamp column."""
+    return np.asarray(pc.cast(pc.cast(column, TS), pa.int64()).to_numpy()) // _US_PER_HOUR
+
+
+def _gathers(windows: int, cells: int) -> bool:
+    """Whether ``windows`` windows on a grid of ``cells`` cells are gathered, 24 cells each,
+    rather than rolled over the whole grid."""
+    return 3 * windows < cells
+
+
+def _reduced(cells: np.ndarray, op: np.ufunc) -> tuple[np.ndarray, np.ndarray]:
+    """The 4 h and 24 h windows of gathered cells (one row per window, its own cell first)."""
+    return op.reduce(cells[:, :4], axis=1), op.reduce(cells, axis=1)
+
+
 def _rolled(x: np.ndarray, op: np.ufunc, scratch: Scratch | None = None
             ) -> tuple[np.ndarray, np.ndarray]:
     """``x`` combined over the 4 cells and the 24 cells ending at each cell (by ``op``), in
@@ -81,11 +97,10 @@ def _windows_at(x: np.ndarray, at: np.ndarray, op: np.ufunc, scratch: Scratch | 
     each) are gathered, 24 cells per window; otherwise the whole grid is rolled
     (:func:`_rolled`). Rolling every cell for one in ~48 cost 0.2 s per stage for 4,500
     compressors."""
-    if 3 * len(at) >= len(x):
+    if not _gathers(len(at), len(x)):
         four, day = _rolled(x, op, scratch)
         return four[at], day[at]
-    cells = x[at[:, None] - np.arange(24)]      # PAD empty cells precede every block
-    return op.reduce(cells[:, :4], axis=1), op.reduce(cells, axis=1)
+    return _reduced(x[at[:, None] - np.arange(24)], op)  # PAD empty cells precede every block
 
 
 def sample_std(n: np.ndarray, s: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -212,10 +227,16 @@ class _OnGrid:
                       for name in _FILLS}
         self.scratch = Scratch(size)
         self.at = np.empty(0, dtype=np.int64)
+        #: the last ``have`` loaded with, its cells and its Arrow mask: a metric's five
+        #: partials share them
+        self._have: np.ndarray | None = None
+        self._cells, self._mask = self.at, pa.array([], pa.bool_())
 
     def load(self, name: str, values: pa.ChunkedArray, have: np.ndarray) -> None:
         """Metric values ``values`` (one per row) of partial ``name``, where ``have``."""
-        _grid(self.grids[name], self.pos[have], values.filter(pa.array(have)), _FILLS[name])
+        if have is not self._have:
+            self._have, self._cells, self._mask = have, self.pos[have], pa.array(have)
+        _grid(self.grids[name], self._cells, values.filter(self._mask), _FILLS[name])
 
     def aim(self, at: np.ndarray) -> None:
         """The cells whose windows the next calls give."""
@@ -254,7 +275,7 @@ class _ByRow:
         no window reads a cell two rows share (a grid keeps the last row with a reading of
         the metric, this map the last row). Rows without a cell of their own share the cell
         past the grid (:func:`cells_of`), which no window reads."""
-        if 3 * int(out.sum()) >= size:
+        if not _gathers(int(out.sum()), size):
             return False
         shared = np.flatnonzero(np.bincount(pos, minlength=size) > 1)
         if len(shared) == 0:
@@ -279,8 +300,7 @@ class _ByRow:
 
     def windows(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """As :meth:`_OnGrid.windows`."""
-        cells, op = self.values[name][self.window_rows], _OPS[name]
-        return op.reduce(cells[:, :4], axis=1), op.reduce(cells, axis=1)
+        return _reduced(self.values[name][self.window_rows], _OPS[name])
 
     def own(self, name: str) -> np.ndarray:
         """As :meth:`_OnGrid.own`."""
@@ -343,7 +363,7 @@ def gold_batches(con: duckdb.DuckDBPyConnection, tables: list[str | pa.Table], s
     rank[out_rows[pc.sort_indices(out_keys, sort_keys=[
         ("org_id", "ascending"), ("hour", "ascending"),
         ("compressor_id", "ascending")]).to_numpy()]] = np.arange(len(out_rows))
-    hours = pc.cast(pc.cast(keys.column("hour"), TS), pa.int64()).to_numpy() // _US_PER_HOUR
+    hours = hours_since_epoch(keys.column("hour"))
     uniq, day_index = np.unique(hours // 24, return_inverse=True)
     # the date partition of every row, formatted once per distinct day
     day_names = pa.array([np.datetime_as_string(np.datetime64(int(d), "D")) for d in uniq],
@@ -430,21 +450,18 @@ def cells_of(con: duckdb.DuckDBPyConnection, rows: pa.Table, size: int,
     grid = con.execute("SELECT compressor_id, h0, h1, base FROM grid_blocks").to_arrow_table()
     names = grid.column("compressor_id")
 
-    def hours(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-        return np.asarray(pc.cast(pc.cast(column, TS), pa.int64()).to_numpy()) // _US_PER_HOUR
-
     block = pc.index_in(rows.column("compressor_id"), value_set=names)
     found = pc.fill_null(pc.is_valid(block), False).to_numpy(zero_copy_only=False)
     b = pc.fill_null(block, 0).to_numpy(zero_copy_only=False).astype(np.int64)
-    h = hours(rows.column("hour"))
-    h0, h1 = hours(grid.column("h0"))[b], hours(grid.column("h1"))[b]
+    h = hours_since_epoch(rows.column("hour"))
+    h0, h1 = hours_since_epoch(grid.column("h0"))[b], hours_since_epoch(grid.column("h1"))[b]
     keep = found & (h >= h0) & (h <= h1)
     if exclude is not None:
         skip = con.execute(f"SELECT compressor_id, hour FROM {exclude}").to_arrow_table()
         s_block = pc.fill_null(pc.index_in(skip.column("compressor_id"), value_set=names), -1)
         keep &= ~np.isin(b * (1 << 32) + h,
                          s_block.to_numpy(zero_copy_only=False).astype(np.int64) * (1 << 32)
-                         + hours(skip.column("hour")))
+                         + hours_since_epoch(skip.column("hour")))
     cells: np.ndarray = np.where(keep, grid.column("base").to_numpy()[b] + h - h0, size)
     return cells
 
