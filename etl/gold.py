@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from altaviz.telemetry import METRICS, READINGS_PER_HOUR
+from etl.carry import MAX_GOLD_ROWS, Carried, Carry
 from etl.handoff import REMEDY, Handoff
 from etl.hot import HotPartials, Meta
 from etl.lake import GOLD_SCHEMA, Lake, conform_reader
@@ -87,8 +88,8 @@ def _std(n: str, s: str, q: str) -> str:
 
 
 def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
-                  progress: Progress | None = None, memory_mb: int | None = None
-                  ) -> GoldResult:
+                  progress: Progress | None = None, memory_mb: int | None = None,
+                  carry: Carry | None = None) -> GoldResult:
     """Recompute the gold rows touched by the silver batches gold still owes; idempotent.
 
     The work runs per bucket of compressors (``hash(compressor_id) % buckets``, about
@@ -101,6 +102,10 @@ def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
 
     ``memory_mb`` is the connection's DuckDB memory limit: a bulk load on the hour grid runs
     under :data:`GRID_MEMORY_SHARE` of it, and gives it back at the end.
+
+    ``carry``: when every recomputed row is new and there are at most
+    :data:`etl.carry.MAX_GOLD_ROWS` of them, a copy of what was written is left in
+    ``carry.gold`` for the aggregates stage of the same run (:mod:`etl.carry`).
     """
     lo, hi = lake.batch_mark("gold"), lake.batch_mark("silver")
     if hi <= lo:
@@ -154,6 +159,7 @@ def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
     cols = ", ".join(f.name for f in GOLD_SCHEMA)
     if fresh_only:
         counted = [0]
+        kept: list[pa.RecordBatch] | None = [] if carry is not None else None
         # a bulk load, or new hours whose context the hot cache holds (the hourly run)
         bulk = method == "window" and bool(GRID_WINDOWS)
         grid = bulk or ctx.hot is not None
@@ -164,6 +170,7 @@ def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
             con.execute(f"SET memory_limit = '{memory_mb * GRID_MEMORY_SHARE // 100}MB'")
 
         def batches() -> Iterator[pa.RecordBatch]:
+            nonlocal kept
             for b in range(buckets):
                 if grid:
                     rows = gold_batches(con, *ctx.grid_partials(b, handed), hi)
@@ -174,6 +181,10 @@ def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
                         GOLD_SCHEMA)
                 for batch in rows:
                     counted[0] += batch.num_rows
+                    if kept is not None:
+                        kept.append(batch)
+                        if counted[0] > MAX_GOLD_ROWS:
+                            kept = None
                     yield batch
                 hot_update.stage(con, ctx.fresh)
                 if progress:
@@ -186,6 +197,10 @@ def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
                 con.execute(f"SET memory_limit = '{memory_mb}MB'")
         hot_update.finish(con, lake, hi)
         handoff.discard()
+        if carry is not None and kept is not None:
+            # all of these compressor-hours' rows: no gold row lay in their hours before
+            carry.gold = Carried(lake.root, lo, hi,
+                                 pa.Table.from_batches(kept, schema=GOLD_SCHEMA))
         if progress:
             progress("gold", 1.0)
         return GoldResult(batches=list(range(lo + 1, hi + 1)), rows_written=counted[0])

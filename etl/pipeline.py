@@ -44,6 +44,7 @@ from altaviz.settings import Settings
 from etl import duck
 from etl.aggregates import compressor_orgs, stage_mark, upsert_aggregates
 from etl.bronze import bronze_ingest
+from etl.carry import Carry
 from etl.gold import gold_features
 from etl.lake import Lake
 from etl.ledger import LandingFile, pending
@@ -79,6 +80,8 @@ class _Context:
         self.lake = Lake(settings.lake_path)
         #: bronze's pending landing files, when sizing the stage already listed them
         self.pending: list[LandingFile] | None = None
+        #: rows the stages run in this process hand each other (etl.carry)
+        self.carry = Carry()
 
     def duck(self, share: int = 100, threads: int | None = None) -> Any:
         """A DuckDB connection limited to ``share`` percent of ``etl_memory_mb``."""
@@ -95,11 +98,13 @@ def _run(ctx: _Context, stage: Stage, con: Any, conn: psycopg.Connection[Any], r
         return bronze_ingest(con, ctx.lake, ctx.landing, progress, files=ctx.pending)
     if stage == "silver":
         return silver_transform(con, ctx.lake, compressor_orgs(conn), s.late_arrival_minutes,
-                                progress)
+                                progress, carry=ctx.carry)
     if stage == "gold":
-        return gold_features(con, ctx.lake, progress, memory_mb=s.etl_memory_mb)
+        return gold_features(con, ctx.lake, progress, memory_mb=s.etl_memory_mb,
+                             carry=ctx.carry)
     if stage == "aggregates":
-        return upsert_aggregates(con, ctx.lake, conn, ctx.db_url, run_id, progress)
+        return upsert_aggregates(con, ctx.lake, conn, ctx.db_url, run_id, progress,
+                                 carry=ctx.carry)
     return quality_checks(con, ctx.lake, conn, run_id, s.freshness_sla_minutes, as_of)
 
 

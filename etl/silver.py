@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from altaviz.telemetry import CHANNELS, METRICS
+from etl.carry import Carried, Carry
 from etl.duck import table_from_arrow
 from etl.handoff import SUMS_SCHEMA, FlagTally, Handoff
 from etl.hot import HotPartials
@@ -81,8 +82,8 @@ def _org_table(con: duckdb.DuckDBPyConnection, orgs: dict[str, str]) -> None:
 
 
 def silver_transform(con: duckdb.DuckDBPyConnection, lake: Lake, orgs: dict[str, str],
-                     late_arrival_minutes: int, progress: Progress | None = None
-                     ) -> SilverResult:
+                     late_arrival_minutes: int, progress: Progress | None = None,
+                     carry: Carry | None = None) -> SilverResult:
     """Validate, deduplicate and flag the bronze batches silver still owes; idempotent.
 
     Args:
@@ -91,6 +92,8 @@ def silver_transform(con: duckdb.DuckDBPyConnection, lake: Lake, orgs: dict[str,
         orgs: compressor_id -> org_id for every known compressor (from PostgreSQL).
         late_arrival_minutes: ``settings.late_arrival_minutes``.
         progress: optional callback ``(stage, fraction)``.
+        carry: where to leave each compressor's latest reading of the batches written, for
+            the aggregates stage of the same run (:mod:`etl.carry`).
     """
     lo, hi = lake.batch_mark("silver"), lake.batch_mark("bronze")
     if hi <= lo:
@@ -207,10 +210,13 @@ def silver_transform(con: duckdb.DuckDBPyConnection, lake: Lake, orgs: dict[str,
         rows = flagging.flagged(con.execute("SELECT * FROM flagged").to_arrow_reader(65_536))
     # counted while streaming: ``flagged`` is a view, a second pass would recompute it
     valid_rows = late_rows = outlier_rows = 0
+    stamps: list[pa.RecordBatch] = []
 
     def counted() -> Iterator[pa.RecordBatch]:
         nonlocal valid_rows, late_rows, outlier_rows
         for batch in rows:
+            if carry is not None:
+                stamps.append(batch.select(["org_id", "compressor_id", "ts"]))
             valid_rows += batch.num_rows
             late_rows += int(pc.sum(batch.column("late")).as_py() or 0)
             lengths = pc.fill_null(pc.list_value_length(batch.column("outlier_metrics")), 0)
@@ -218,6 +224,8 @@ def silver_transform(con: duckdb.DuckDBPyConnection, lake: Lake, orgs: dict[str,
             yield batch
 
     lake.append("silver", pa.RecordBatchReader.from_batches(SILVER_SCHEMA, counted()), hi)
+    if carry is not None:
+        carry.latest = Carried(lake.root, lo, hi, _latest(stamps))
     if flagging is not None:
         flagging.commit(lo, hi)   # the partials for gold, if any
     if progress:
@@ -383,6 +391,17 @@ def _give_up(handoff: Handoff | None, why: str, level: int = logging.WARNING) ->
     log.log(level, "silver: %s; gold will read silver instead", why)
     if handoff is not None:
         handoff.discard()
+
+
+def _latest(stamps: list[pa.RecordBatch]) -> pa.Table:
+    """``org_id, compressor_id, ts``: each compressor's latest reading among ``stamps``
+    (silver rows' keys), as :func:`etl.aggregates.latest_readings` reads them back."""
+    keys = pa.Table.from_batches(stamps, schema=pa.schema(
+        [SILVER_SCHEMA.field(n) for n in ("org_id", "compressor_id", "ts")]))
+    latest = keys.group_by(["org_id", "compressor_id"], use_threads=False).aggregate(
+        [("ts", "max")])
+    return latest.select(["org_id", "compressor_id", "ts_max"]).rename_columns(
+        ["org_id", "compressor_id", "ts"])
 
 
 class _JoinedPartials:
