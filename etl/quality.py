@@ -17,23 +17,29 @@ For the batches this stage has not checked yet (mark in ``etl_stage_progress``):
   stage advances the watermarks, and this stage must not depend on having run after it (the
   pipeline runs it beside the aggregates stage, see :mod:`etl.pipeline`).
 
-Rows are written per organization in a tenant transaction and keyed by run id (a retry of
-the same run inserts nothing twice).
+The checks are computed in DuckDB, their ``details`` as JSON text too, and written per
+organization in a tenant transaction (:func:`record_checks`), keyed by run id (a retry of the
+same run inserts nothing twice). ``last_reading_at`` in the freshness details is written in
+UTC (``+00:00``), whatever PostgreSQL's session time zone.
 """
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import duckdb
 import psycopg
-from psycopg.types.json import Jsonb
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyarrow import csv
 
 from altaviz.db import admin, queries, tenant
 from altaviz.errors import InputError
 from altaviz.telemetry import READINGS_PER_HOUR
 from etl.aggregates import set_stage_mark, stage_mark
+from etl.duck import table_from_arrow
 from etl.lake import Lake
 from etl.ledger import sql_dates
 from etl.metrics import hour_of
@@ -47,115 +53,201 @@ ACCURACY_MAX_SHARE = 0.01
 def quality_checks(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.Connection[Any],
                    run_id: str, freshness_sla_minutes: int, as_of: datetime | None = None
                    ) -> QualityResult:
-    """Measure and record the four checks for the batches not yet checked; idempotent."""
+    """Measure and record the four checks for the batches not yet checked; idempotent.
+
+    The checks are computed in DuckDB, their details as JSON text too, and each
+    organization's go to PostgreSQL as one CSV COPY (:func:`record_checks`). In the hourly run
+    this stage runs beside the aggregates stage, and the ~18,000 checks of a 4,500-unit fleet
+    built as Python dicts and sent as one JSON document per organization cost ~0.15 s of Python
+    (holding the GIL the aggregates' thread needs) and, in PostgreSQL, 150-200 ms to parse and
+    insert the largest organization's 5,716 checks, of which ~80 ms was parsing the JSON.
+    """
     as_of = as_of or datetime.now(UTC)
     lo, hi = stage_mark(conn, "quality"), lake.batch_mark("silver")
-    rows: dict[str, list[dict[str, Any]]] = {}
-    #: org -> compressor -> latest reading in the batches checked here
-    latest: dict[str, dict[str, datetime]] = {}
-
-    def add(org: str, comp: str, kind: str, measured: float, threshold: float,
-            details: dict[str, Any]) -> None:
-        rows.setdefault(org, []).append({
-            "compressor_id": comp, "check_type": kind,
-            "measured": float(measured), "threshold": float(threshold),
-            "passed": bool(measured <= threshold), "details": details})
-
+    con.execute(f"CREATE OR REPLACE TEMP TABLE dq_checks ({CHECK_TABLE})")
+    #: per compressor of the batches: readings, outliers, quarantined rows, latest reading
+    con.execute("CREATE OR REPLACE TEMP TABLE dq_per_comp (org_id VARCHAR, compressor_id "
+                "VARCHAR, n BIGINT, outliers BIGINT, bad BIGINT, last TIMESTAMPTZ)")
     if hi > lo:
-        silver, quarantine = lake.uri("silver"), lake.uri("quarantine")
-        s_dates = lake.partitions_for_batches("silver", lo, hi)
-        q_dates = lake.partitions_for_batches("quarantine", lo, hi)
-        con.execute(f"""
-            CREATE OR REPLACE TEMP TABLE dq_batch AS
-            SELECT org_id, compressor_id, ts, len(outlier_metrics) > 0 AS outlier
-            FROM delta_scan('{silver}')
-            WHERE date IN ({sql_dates(s_dates)}) AND batch_id > {lo} AND batch_id <= {hi}
-        """)
-        con.execute(f"""
-            CREATE OR REPLACE TEMP TABLE dq_quarantine AS
-            SELECT org_id, compressor_id, count(*) AS n FROM delta_scan('{quarantine}')
-            WHERE arrival_date IN ({sql_dates(q_dates)}) AND batch_id > {lo}
-              AND batch_id <= {hi} AND org_id IS NOT NULL
-            GROUP BY ALL
-        """)
-        # contiguous hour ranges per compressor, closed hours only
-        con.execute(f"""
-            CREATE OR REPLACE TEMP TABLE dq_hours AS
-            WITH r AS (
-                SELECT org_id, compressor_id, date_trunc('hour', min(ts)) AS h0,
-                       least(date_trunc('hour', max(ts)),
-                             '{as_of.isoformat()}'::TIMESTAMPTZ - INTERVAL 1 HOUR) AS h1
-                FROM dq_batch GROUP BY ALL
-            )
-            SELECT org_id, compressor_id, unnest(generate_series(
-                h0, date_trunc('hour', h1), INTERVAL 1 HOUR)) AS hour
-            FROM r WHERE h1 >= h0
-        """)
-        first = con.execute("SELECT min(hour), max(hour) FROM dq_hours").fetchone()
-        if first and first[0] is not None:
-            h_dates = {d[0] for d in con.execute(
-                "SELECT DISTINCT strftime(hour, '%Y-%m-%d') FROM dq_hours").fetchall()}
-            h_end = first[1] + timedelta(hours=1)
-            completeness = con.execute(f"""
-                WITH counts AS (
-                    SELECT compressor_id, {hour_of("ts")} AS hour,
-                           count(DISTINCT ts) AS n
-                    FROM delta_scan('{silver}')
-                    WHERE date IN ({sql_dates(h_dates)})
-                      AND ts >= '{first[0].isoformat()}'::TIMESTAMPTZ
-                      AND ts < '{h_end.isoformat()}'::TIMESTAMPTZ
-                      AND compressor_id IN (SELECT DISTINCT compressor_id FROM dq_hours)
-                    GROUP BY ALL
-                ), per_hour AS (
-                    SELECT h.org_id, h.compressor_id, h.hour,
-                           greatest(0, 1 - coalesce(c.n, 0) / {READINGS_PER_HOUR}) AS missing
-                    FROM dq_hours h LEFT JOIN counts c USING (compressor_id, hour)
-                )
-                SELECT org_id, compressor_id, avg(missing), count(*),
-                       count(*) FILTER (WHERE missing > {COMPLETENESS_MAX_MISSING}),
-                       list(strftime(hour, '%Y-%m-%dT%H:00Z') ORDER BY hour)
-                           FILTER (WHERE missing > {COMPLETENESS_MAX_MISSING})
-                FROM per_hour GROUP BY ALL
-            """).fetchall()
-            for org, comp, share, hours, flagged, flagged_hours in completeness:
-                add(org, comp, "completeness", share, COMPLETENESS_MAX_MISSING,
-                    {"hours": hours, "hours_flagged": flagged,
-                     "flagged_hours": (flagged_hours or [])[:24]})
-        per_comp = con.execute("""
-            WITH s AS (SELECT org_id, compressor_id, count(*) AS n,
-                              count(*) FILTER (WHERE outlier) AS outliers, max(ts) AS last
-                       FROM dq_batch GROUP BY ALL)
-            SELECT coalesce(s.org_id, q.org_id), coalesce(s.compressor_id, q.compressor_id),
-                   coalesce(s.n, 0), coalesce(s.outliers, 0), coalesce(q.n, 0), s.last
-            FROM s FULL JOIN dq_quarantine q USING (org_id, compressor_id)
-        """).fetchall()
-        for org, comp, n, outliers, bad, last in per_comp:
-            if last is not None:
-                latest.setdefault(org, {})[comp] = last
-            received = n + bad
-            add(org, comp, "consistency", bad / received if received else 0.0,
-                CONSISTENCY_MAX_SHARE, {"rows": received, "quarantined": bad})
-            add(org, comp, "accuracy", outliers / n if n else 0.0, ACCURACY_MAX_SHARE,
-                {"readings": n, "outliers": outliers})
-    q = queries("etl")
-    for org in sorted(set(_orgs(conn)) | set(latest)):
-        with tenant(conn, org):
-            marks = dict(conn.execute(q["watermarks_of_org"]).fetchall())
-        for comp, seen in latest.get(org, {}).items():
-            marks[comp] = max(marks.get(comp, seen), seen)
-        for comp, last in sorted(marks.items()):
-            minutes = max(0.0, (as_of - last).total_seconds() / 60)
-            add(org, comp, "freshness", minutes, freshness_sla_minutes,
-                {"last_reading_at": last.isoformat(), "as_of": as_of.isoformat()})
+        _batch_checks(con, lake, lo, hi, as_of)
+    _freshness(con, conn, as_of, freshness_sla_minutes)
     checks = failed = 0
-    for org, items in sorted(rows.items()):
-        with tenant(conn, org):
-            conn.execute(q["insert_quality_check"], {"run_id": run_id, "checks": Jsonb(items)})
-        checks += len(items)
-        failed += sum(1 for i in items if not i["passed"])
+    orgs = [r[0] for r in con.execute(
+        "SELECT DISTINCT org_id FROM dq_checks ORDER BY org_id").fetchall()]
+    for org in orgs:
+        table = con.execute(f"SELECT {', '.join(CHECK_COLUMNS)} FROM dq_checks "
+                            "WHERE org_id = ?", [org]).to_arrow_table()
+        record_checks(conn, org, run_id, table)
+        checks += table.num_rows
+        failed += table.num_rows - int(pc.sum(table.column("passed")).as_py() or 0)
     if hi > lo:
         set_stage_mark(conn, "quality", hi, run_id)
     return QualityResult(checks=checks, failed=failed)
+
+
+#: DuckDB's table of the run's checks; ``passed`` is ``measured <= threshold``.
+CHECK_TABLE = ("org_id VARCHAR, compressor_id VARCHAR, check_type VARCHAR, measured DOUBLE, "
+               "threshold DOUBLE, passed BOOLEAN, details VARCHAR")
+#: The columns :func:`record_checks` sends, in the order of ``create_quality_stage``.
+CHECK_COLUMNS = ("compressor_id", "check_type", "measured", "threshold", "passed", "details")
+
+
+def _batch_checks(con: duckdb.DuckDBPyConnection, lake: Lake, lo: int, hi: int,
+                  as_of: datetime) -> None:
+    """Completeness, consistency and accuracy of silver batches ``lo < batch <= hi`` into
+    ``dq_checks``, and ``dq_per_comp``."""
+    silver, quarantine = lake.uri("silver"), lake.uri("quarantine")
+    s_dates = lake.partitions_for_batches("silver", lo, hi)
+    q_dates = lake.partitions_for_batches("quarantine", lo, hi)
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE dq_batch AS
+        SELECT org_id, compressor_id, ts, len(outlier_metrics) > 0 AS outlier
+        FROM delta_scan('{silver}')
+        WHERE date IN ({sql_dates(s_dates)}) AND batch_id > {lo} AND batch_id <= {hi}
+    """)
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE dq_quarantine AS
+        SELECT org_id, compressor_id, count(*) AS n FROM delta_scan('{quarantine}')
+        WHERE arrival_date IN ({sql_dates(q_dates)}) AND batch_id > {lo}
+          AND batch_id <= {hi} AND org_id IS NOT NULL
+        GROUP BY ALL
+    """)
+    # contiguous hour ranges per compressor, closed hours only
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE dq_hours AS
+        WITH r AS (
+            SELECT org_id, compressor_id, date_trunc('hour', min(ts)) AS h0,
+                   least(date_trunc('hour', max(ts)),
+                         '{as_of.isoformat()}'::TIMESTAMPTZ - INTERVAL 1 HOUR) AS h1
+            FROM dq_batch GROUP BY ALL
+        )
+        SELECT org_id, compressor_id, unnest(generate_series(
+            h0, date_trunc('hour', h1), INTERVAL 1 HOUR)) AS hour
+        FROM r WHERE h1 >= h0
+    """)
+    first = con.execute("SELECT min(hour), max(hour) FROM dq_hours").fetchone()
+    if first and first[0] is not None:
+        h_dates = {d[0] for d in con.execute(
+            "SELECT DISTINCT strftime(hour, '%Y-%m-%d') FROM dq_hours").fetchall()}
+        h_end = first[1] + timedelta(hours=1)
+        over = COMPLETENESS_MAX_MISSING
+        con.execute(f"""
+            INSERT INTO dq_checks
+            WITH counts AS (
+                SELECT compressor_id, {hour_of("ts")} AS hour, count(DISTINCT ts) AS n
+                FROM delta_scan('{silver}')
+                WHERE date IN ({sql_dates(h_dates)})
+                  AND ts >= '{first[0].isoformat()}'::TIMESTAMPTZ
+                  AND ts < '{h_end.isoformat()}'::TIMESTAMPTZ
+                  AND compressor_id IN (SELECT DISTINCT compressor_id FROM dq_hours)
+                GROUP BY ALL
+            ), per_hour AS (
+                SELECT h.org_id, h.compressor_id, h.hour,
+                       greatest(0, 1 - coalesce(c.n, 0) / {READINGS_PER_HOUR}) AS missing
+                FROM dq_hours h LEFT JOIN counts c USING (compressor_id, hour)
+            ), shares AS (
+                SELECT org_id, compressor_id, avg(missing) AS share, count(*) AS hours,
+                       count(*) FILTER (WHERE missing > {over}) AS flagged,
+                       list(strftime(hour, '%Y-%m-%dT%H:00Z') ORDER BY hour)
+                           FILTER (WHERE missing > {over}) AS flagged_hours
+                FROM per_hour GROUP BY ALL
+            )
+            SELECT org_id, compressor_id, 'completeness', share, {over}, share <= {over},
+                   json_object('hours', hours, 'hours_flagged', flagged, 'flagged_hours',
+                               coalesce(flagged_hours, []::VARCHAR[])[1:24])::VARCHAR
+            FROM shares
+        """)
+    con.execute("""
+        INSERT INTO dq_per_comp
+        WITH s AS (SELECT org_id, compressor_id, count(*) AS n,
+                          count(*) FILTER (WHERE outlier) AS outliers, max(ts) AS last
+                   FROM dq_batch GROUP BY ALL)
+        SELECT coalesce(s.org_id, q.org_id), coalesce(s.compressor_id, q.compressor_id),
+               coalesce(s.n, 0), coalesce(s.outliers, 0), coalesce(q.n, 0), s.last
+        FROM s FULL JOIN dq_quarantine q USING (org_id, compressor_id)
+    """)
+    con.execute(f"""
+        INSERT INTO dq_checks
+        WITH c AS (
+            SELECT *, n + bad AS received,
+                   CASE WHEN n + bad > 0 THEN bad / (n + bad) ELSE 0.0 END AS bad_share,
+                   CASE WHEN n > 0 THEN outliers / n ELSE 0.0 END AS outlier_share
+            FROM dq_per_comp
+        )
+        SELECT org_id, compressor_id, 'consistency', bad_share, {CONSISTENCY_MAX_SHARE},
+               bad_share <= {CONSISTENCY_MAX_SHARE},
+               json_object('rows', received, 'quarantined', bad)::VARCHAR
+        FROM c
+        UNION ALL
+        SELECT org_id, compressor_id, 'accuracy', outlier_share, {ACCURACY_MAX_SHARE},
+               outlier_share <= {ACCURACY_MAX_SHARE},
+               json_object('readings', n, 'outliers', outliers)::VARCHAR
+        FROM c
+    """)
+
+
+def _freshness(con: duckdb.DuckDBPyConnection, conn: psycopg.Connection[Any],
+               as_of: datetime, sla_minutes: int) -> None:
+    """Freshness of every compressor with a watermark or a reading in the batches into
+    ``dq_checks``: its last reading is the later of the two."""
+    q = queries("etl")
+    batch_orgs = [r[0] for r in con.execute(
+        "SELECT DISTINCT org_id FROM dq_per_comp WHERE last IS NOT NULL").fetchall()]
+    marks: list[tuple[str, str, datetime]] = []
+    for org in sorted(set(_orgs(conn)) | set(batch_orgs)):
+        with tenant(conn, org):
+            marks.extend((org, comp, last) for comp, last in
+                         conn.execute(q["watermarks_of_org"]).fetchall())
+    table_from_arrow(con, "dq_marks", pa.table({
+        "org_id": pa.array([m[0] for m in marks], pa.string()),
+        "compressor_id": pa.array([m[1] for m in marks], pa.string()),
+        "last": pa.array([m[2] for m in marks], pa.timestamp("us", tz="UTC"))}))
+    as_of_us = (as_of - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    # the reading's time as Python's isoformat() writes a UTC time (microseconds only when
+    # there are some), so the details read as before
+    frac = "((epoch_us(last) % 1000000) + 1000000) % 1000000"
+    con.execute(f"""
+        INSERT INTO dq_checks
+        WITH lasts AS (
+            SELECT coalesce(m.org_id, b.org_id) AS org_id,
+                   coalesce(m.compressor_id, b.compressor_id) AS compressor_id,
+                   greatest(coalesce(m.last, b.last), coalesce(b.last, m.last)) AS last
+            FROM dq_marks m
+            FULL JOIN (SELECT org_id, compressor_id, last FROM dq_per_comp
+                       WHERE last IS NOT NULL) b USING (org_id, compressor_id)
+        ), f AS (
+            SELECT *, greatest(0, ({as_of_us} - epoch_us(last)) / 1000000 / 60) AS minutes
+            FROM lasts
+        )
+        SELECT org_id, compressor_id, 'freshness', minutes, {float(sla_minutes)},
+               minutes <= {float(sla_minutes)},
+               json_object('last_reading_at', strftime(last, '%Y-%m-%dT%H:%M:%S')
+                               || CASE WHEN {frac} = 0 THEN ''
+                                       ELSE '.' || lpad(({frac})::VARCHAR, 6, '0') END
+                               || '+00:00',
+                           'as_of', ?)::VARCHAR
+        FROM f
+    """, [as_of.isoformat()])
+
+
+def record_checks(conn: psycopg.Connection[Any], org: str, run_id: str, checks: pa.Table
+                  ) -> int:
+    """Record one organization's checks of a run (columns :data:`CHECK_COLUMNS`, ``details``
+    as JSON text) in one tenant transaction; returns how many rows were new.
+
+    The rows go as CSV (written by Arrow, off the GIL) through COPY into a temporary table,
+    then ``insert_quality_check`` moves those the run has not recorded yet: COPY cannot write
+    to a table under row-level security, the INSERT can, and RLS and the ownership check then
+    refuse a row of another organization."""
+    q = queries("etl")
+    data = io.BytesIO()
+    csv.write_csv(checks.select(list(CHECK_COLUMNS)), data,
+                  csv.WriteOptions(include_header=False))
+    with tenant(conn, org):
+        conn.execute(q["create_quality_stage"])
+        with conn.cursor().copy(q["copy_quality_stage"]) as copy:
+            copy.write(data.getbuffer())
+        return conn.execute(q["insert_quality_check"], {"run_id": run_id}).rowcount
 
 
 def _orgs(conn: psycopg.Connection[Any]) -> list[str]:

@@ -1,29 +1,27 @@
 """A retried quality stage records each check of its run once: checks the run already wrote
 keep their first values, the ones it had not reached are added, and another run's checks are
-its own (the insert_quality_check query)."""
+its own (etl.quality.record_checks and the insert_quality_check query)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import psycopg
-from psycopg.types.json import Jsonb
+import pyarrow as pa
 
 from altaviz import db
 from altaviz.fleet import Fleet
+from etl.quality import record_checks
 
 
 def _check(comp: str, kind: str, measured: float) -> dict[str, Any]:
     return {"compressor_id": comp, "check_type": kind, "measured": measured, "threshold": 1.0,
-            "passed": measured <= 1.0, "details": {"why": "test"}}
+            "passed": measured <= 1.0, "details": '{"why": "a, \\"quoted\\" test"}'}
 
 
 def _insert(conn: psycopg.Connection[Any], org: str, run_id: str,
             checks: list[dict[str, Any]]) -> int:
-    with db.tenant(conn, org):
-        cur = conn.execute(db.queries("etl")["insert_quality_check"],
-                           {"run_id": run_id, "checks": Jsonb(checks)})
-        return cur.rowcount
+    return record_checks(conn, org, run_id, pa.Table.from_pylist(checks))
 
 
 def _rows(conn: psycopg.Connection[Any]) -> dict[tuple[str, str, str], float]:
@@ -44,3 +42,6 @@ def test_a_retried_run_adds_only_the_checks_it_had_not_recorded(
     assert _rows(conn) == {
         ("run-1", "COMP-0001", "accuracy"): 0.5, ("run-1", "COMP-0001", "freshness"): 3.0,
         ("run-1", "COMP-0002", "accuracy"): 0.1, ("run-2", "COMP-0001", "accuracy"): 0.9}
+    with db.admin(conn):
+        details = [r[0] for r in conn.execute("SELECT details FROM data_quality_checks")]
+    assert details == [{"why": 'a, "quoted" test'}] * 4, "the CSV lost the JSON's quoting"

@@ -1,0 +1,100 @@
+"""The four data-quality checks, value by value, on hand-made landing files: completeness
+(missing share per compressor-hour, flagged hours listed), consistency (quarantined rows),
+accuracy (outliers) and freshness (the later of the watermark and the batch's last reading),
+with their thresholds, verdicts and details as `altaviz dq report` shows them."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from altaviz.fleet import Fleet
+from altaviz.settings import Settings
+from etl.pipeline import run_pipeline
+from tests.etl.landing import T0, reading, series, write_landing
+from tests.etl.test_pipeline import scenario
+
+
+def _gappy(landing: Path) -> None:
+    """COMP-0004 (bravo): hour 0 complete, hour 1 half, hour 2 silent, hour 3 complete with
+    its last reading a quarter second late."""
+    rows = [*series("COMP-0004", T0, 1),
+            *[reading("COMP-0004", T0 + timedelta(hours=1, minutes=10 * i)) for i in range(3)],
+            *[reading("COMP-0004", T0 + timedelta(hours=3, minutes=10 * i)) for i in range(5)],
+            reading("COMP-0004", T0 + timedelta(hours=3, minutes=50, milliseconds=250))]
+    write_landing(landing, rows, T0 + timedelta(hours=3, minutes=55), org="bravo")
+
+
+def _checks(conn: psycopg.Connection[Any], run_id: str) -> dict[tuple[str, str], Any]:
+    with conn.transaction():
+        rows = conn.execute(
+            "SELECT org_id, compressor_id, check_type, measured, threshold, passed, details "
+            "FROM data_quality_checks WHERE run_id = %s", [run_id]).fetchall()
+    return {(r[1], r[2]): (r[0], *r[3:]) for r in rows}
+
+
+def _fresh(org: str, last: datetime, as_of: datetime, stamp: str) -> tuple[Any, ...]:
+    minutes = (as_of - last).total_seconds() / 60
+    return (org, minutes, 15.0, minutes <= 15,
+            {"last_reading_at": stamp, "as_of": as_of.isoformat()})
+
+
+def test_each_check_measures_what_it_says(settings: Settings, db_url: str, fleet: Fleet,
+                                          conn: psycopg.Connection[Any]) -> None:
+    scenario(settings.landing_path)
+    _gappy(settings.landing_path)
+    as_of = T0 + timedelta(hours=4)
+    run_pipeline(settings, db_url, run_id="r1", as_of=as_of)
+    checks = _checks(conn, "r1")
+    three = {"hours": 3, "hours_flagged": 0, "flagged_hours": []}
+    last = T0 + timedelta(hours=2, minutes=50)
+    stamp = "2025-03-10T02:50:00+00:00"
+    assert checks == {
+        # 18 valid readings each; COMP-0001 also sent 4 rows quarantined with its organization
+        # (null oil temperature, speed out of range, a timestamp days ahead, a conflicting
+        # duplicate), COMP-0003 one (a text flow); the unknown and the null compressor have
+        # no organization to count against
+        ("COMP-0001", "completeness"): ("acme", 0.0, 0.05, True, three),
+        ("COMP-0001", "consistency"): ("acme", 4 / 22, 0.01, False,
+                                       {"rows": 22, "quarantined": 4}),
+        ("COMP-0001", "accuracy"): ("acme", 0.0, 0.01, True, {"readings": 18, "outliers": 0}),
+        ("COMP-0001", "freshness"): _fresh("acme", last, as_of, stamp),
+        ("COMP-0002", "completeness"): ("acme", 0.0, 0.05, True, three),
+        ("COMP-0002", "consistency"): ("acme", 0.0, 0.01, True, {"rows": 18, "quarantined": 0}),
+        ("COMP-0002", "accuracy"): ("acme", 0.0, 0.01, True, {"readings": 18, "outliers": 0}),
+        ("COMP-0002", "freshness"): _fresh("acme", last, as_of, stamp),
+        ("COMP-0003", "completeness"): ("bravo", 0.0, 0.05, True, three),
+        ("COMP-0003", "consistency"): ("bravo", 1 / 19, 0.01, False,
+                                       {"rows": 19, "quarantined": 1}),
+        ("COMP-0003", "accuracy"): ("bravo", 0.0, 0.01, True, {"readings": 18, "outliers": 0}),
+        ("COMP-0003", "freshness"): _fresh("bravo", last, as_of, stamp),
+        # hours 0-3: missing 0, 1/2, 1 and 0
+        ("COMP-0004", "completeness"): ("bravo", 1.5 / 4, 0.05, False, {
+            "hours": 4, "hours_flagged": 2,
+            "flagged_hours": ["2025-03-10T01:00Z", "2025-03-10T02:00Z"]}),
+        ("COMP-0004", "consistency"): ("bravo", 0.0, 0.01, True, {"rows": 15, "quarantined": 0}),
+        ("COMP-0004", "accuracy"): ("bravo", 0.0, 0.01, True, {"readings": 15, "outliers": 0}),
+        ("COMP-0004", "freshness"): _fresh(
+            "bravo", T0 + timedelta(hours=3, minutes=50, milliseconds=250), as_of,
+            "2025-03-10T03:50:00.250000+00:00"),
+    }
+
+    # the next run: only COMP-0004 reports; the others' freshness comes from the watermarks
+    write_landing(settings.landing_path, series("COMP-0004", T0 + timedelta(hours=4), 1),
+                  T0 + timedelta(hours=4, minutes=55), org="bravo")
+    later = T0 + timedelta(hours=5, minutes=7, seconds=30)
+    run_pipeline(settings, db_url, run_id="r2", as_of=later)
+    checks = _checks(conn, "r2")
+    assert checks == {
+        **{(c, "freshness"): _fresh(org, last, later, stamp)
+           for c, org in (("COMP-0001", "acme"), ("COMP-0002", "acme"), ("COMP-0003", "bravo"))},
+        ("COMP-0004", "freshness"): _fresh("bravo", T0 + timedelta(hours=4, minutes=50), later,
+                                           "2025-03-10T04:50:00+00:00"),
+        ("COMP-0004", "completeness"): ("bravo", 0.0, 0.05, True, {
+            "hours": 1, "hours_flagged": 0, "flagged_hours": []}),
+        ("COMP-0004", "consistency"): ("bravo", 0.0, 0.01, True, {"rows": 6, "quarantined": 0}),
+        ("COMP-0004", "accuracy"): ("bravo", 0.0, 0.01, True, {"readings": 6, "outliers": 0}),
+    }
