@@ -155,7 +155,7 @@ def _upsert(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.Connection
     pairs = con.execute("SELECT DISTINCT org_id, hour FROM agg_keys").fetchall()
     months = sorted({datetime(h.year, h.month, 1, tzinfo=UTC) for _, h in pairs})
     with admin(conn):
-        conn.execute(q["truncate_staging"])
+        _empty_staging(conn)
         # a month with no partition yet is loaded as a plain table and attached afterwards
         loading = {m: str(name) for m in months
                    if (name := _one(conn, q["begin_agg_month_load"], {"ts": m})) is not None}
@@ -223,7 +223,7 @@ def _upsert(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.Connection
         if progress:
             progress("aggregates", 0.6 + 0.4 * (i + 1) / len(orgs))
     with admin(conn):
-        conn.execute(q["truncate_staging"])
+        _empty_staging(conn)
     # Each organization's changed hours come from the gold rows of these batches (gold writes
     # only new or changed rows), not from what PostgreSQL reports as changed: after a crash
     # between the writes and the mark, the re-run finds the rows already there and changes
@@ -241,6 +241,14 @@ def _upsert(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.Connection
                for (org, comp), (first, last, rows) in sorted(ranges.items())]
     return AggregatesResult(batches=list(range(lo + 1, hi + 1)), rows_staged=copied + staged,
                             rows_upserted=sum(c.rows for c in changed), changed=changed)
+
+
+def _empty_staging(conn: psycopg.Connection[Any]) -> None:
+    """Empty ``etl_agg_staging`` (rows left by a crashed run, or this run's), truncating it
+    only when it holds rows (see ``staging_has_rows``)."""
+    q = queries("etl")
+    if _one(conn, q["staging_has_rows"], {}):
+        conn.execute(q["truncate_staging"])
 
 
 def _one(conn: psycopg.Connection[Any], query: str, params: dict[str, Any]) -> Any:

@@ -1,8 +1,8 @@
 """Rows carried from stage to stage in one run (etl/carry.py): the hourly run's aggregates
 stage, given gold's rows and silver's latest readings in memory, writes exactly what it
 writes when it reads them back from the lake, on both of its paths (new hours COPYed, hours
-PostgreSQL already has upserted); and carried rows serve only the batches they were written
-for."""
+PostgreSQL already has upserted); carried rows serve only the batches they were written
+for; and rows a crashed run left in the staging table are never upserted."""
 
 from __future__ import annotations
 
@@ -138,3 +138,25 @@ def test_carried_rows_serve_only_their_own_batches(tmp_path: Path) -> None:
     # the same folder by another path
     carry.gold = Carried(lake, 3, 5, table)
     assert carry.take_gold(tmp_path / "other" / ".." / "lake", 3, 5) is table
+
+
+def test_rows_a_crashed_run_left_staged_are_never_upserted(
+        settings: Settings, db_url: str, fleet: Any, conn: psycopg.Connection[Any]) -> None:
+    """The staging table is emptied before a run stages anything, though it is only
+    truncated when it holds rows (etl.aggregates._empty_staging)."""
+    _first_load(settings.landing_path)
+    run_pipeline(settings, db_url)
+    hour5 = T0 + timedelta(hours=5)
+    before = _postgres(db_url)[0]
+    with conn.transaction():
+        conn.execute("INSERT INTO etl_agg_staging (org_id, compressor_id, hour, n, mean, "
+                     "outliers, late) VALUES ('acme', 'COMP-0001', %s, array_fill(6, "
+                     "ARRAY[24]), array_fill(999.0::float8, ARRAY[24]), array_fill(0, "
+                     "ARRAY[24]), array_fill(0, ARRAY[24]))", [hour5])
+    _next_hour(settings.landing_path, late=False)
+    run_pipeline(settings, db_url)
+    after = _postgres(db_url)[0]
+    assert [r for r in after if r[2] == hour5] == [r for r in before if r[2] == hour5]
+    assert len(after) == len(before) + 4
+    with conn.transaction():
+        assert conn.execute("SELECT count(*) FROM etl_agg_staging").fetchone() == (0,)
