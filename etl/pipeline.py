@@ -80,8 +80,10 @@ class _Context:
         self.lake = Lake(settings.lake_path)
         #: bronze's pending landing files, when sizing the stage already listed them
         self.pending: list[LandingFile] | None = None
-        #: rows the stages run in this process hand each other (etl.carry)
-        self.carry = Carry()
+        #: rows the stages of one run hand each other in this process (etl.carry); only
+        #: :func:`run_pipeline` sets it: a stage run alone or in a child process has no next
+        #: stage here to take them
+        self.carry: Carry | None = None
 
     def duck(self, share: int = 100, threads: int | None = None) -> Any:
         """A DuckDB connection limited to ``share`` percent of ``etl_memory_mb``."""
@@ -249,6 +251,7 @@ def run_pipeline(settings: Settings, db_url: str, *, landing: Path | None = None
     """
     tune_allocator()
     ctx = _Context(settings, db_url, landing)
+    ctx.carry = Carry()
     run_id = run_id or new_run_id()
     q = db.queries("etl")
     started = time.perf_counter()
