@@ -47,7 +47,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from altaviz.db import admin, connect, queries, tenant
-from altaviz.telemetry import METRICS
 from etl.carry import Carry
 from etl.duck import table_from_arrow
 from etl.lake import Lake
@@ -55,7 +54,7 @@ from etl.ledger import sql_dates
 from etl.metrics import HOUR_US
 from etl.models import AggregatesResult, ChangedRange
 from etl.pgcopy import copy_rows
-from etl.pivot import STATISTICS, Pivoted, pivot_dense
+from etl.pivot import METRIC_NAMES, STATISTICS, Pivoted, pivot_dense
 
 Progress = Callable[[str, float], None]
 #: Parallel COPY streams of new hours (PostgreSQL backends), split by compressor. On a quiet
@@ -284,7 +283,7 @@ def _coding(con: duckdb.DuckDBPyConnection, hours: list[datetime], all_rows: boo
     comps = con.execute("SELECT DISTINCT compressor_id FROM agg_keys ORDER BY 1"
                         ).to_arrow_table()
     for name, values in (("agg_org_codes", orgs.column(0)), ("agg_comp_codes", comps.column(0)),
-                         ("agg_metric_codes", pa.array([m.name for m in METRICS]))):
+                         ("agg_metric_codes", METRIC_NAMES)):
         table_from_arrow(con, name, pa.table({"name": values.cast(pa.string()),
                                               "code": pa.array(range(len(values)), pa.int32())}),
                          temp=False)
@@ -330,10 +329,6 @@ def _coded_rows(con: duckdb.DuckDBPyConnection, gold: str, day: str, keys: str,
     """).to_arrow_table()
 
 
-#: The metrics' names in :data:`METRICS` order: a metric's position in the arrays.
-_METRIC_NAMES = pa.array([m.name for m in METRICS], pa.string())
-
-
 def _carried_codes(carried: pa.Table, day: str | None, coding: _Coding) -> pa.Table:
     """:func:`_coded_rows` of gold's carried rows (of date partition ``day``; None: all of
     them), when every one of them is to be written (``coding.all_rows``).
@@ -348,7 +343,7 @@ def _carried_codes(carried: pa.Table, day: str | None, coding: _Coding) -> pa.Ta
         "org": pc.index_in(rows.column("org_id"), value_set=coding.orgs),
         "comp": pc.index_in(rows.column("compressor_id"), value_set=coding.compressors),
         "hour": pa.array(hour_us // HOUR_US),
-        "pos": pc.index_in(rows.column("metric"), value_set=_METRIC_NAMES),
+        "pos": pc.index_in(rows.column("metric"), value_set=METRIC_NAMES),
         **{stat: rows.column(stat) for stat in STATISTICS}})
 
 

@@ -60,12 +60,14 @@ class Carry:
     def take_gold(self, lake: Path, after: int, upto: int) -> pa.Table | None:
         """Gold's rows if they are exactly those batches' (forgotten either way)."""
         carried, self.gold = self.gold, None
-        return carried.table if carried is not None and carried.fits(lake, after, upto) \
-            else None
+        return _if_fits(carried, lake, after, upto)
 
     def take_latest(self, lake: Path, after: int, upto: int) -> pa.Table | None:
         """Silver's latest readings if they are exactly those batches' (forgotten either
         way)."""
         carried, self.latest = self.latest, None
-        return carried.table if carried is not None and carried.fits(lake, after, upto) \
-            else None
+        return _if_fits(carried, lake, after, upto)
+
+
+def _if_fits(carried: Carried | None, lake: Path, after: int, upto: int) -> pa.Table | None:
+    return carried.table if carried is not None and carried.fits(lake, after, upto) else None

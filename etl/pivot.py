@@ -32,7 +32,8 @@ STATISTICS = ("n", "mean", "min", "max", "stddev", "mean_4h", "min_4h", "max_4h"
 INTEGER_STATISTICS = frozenset({"n", "outliers", "late"})
 #: Gold columns the pivot reads.
 LONG_COLUMNS = ("org_id", "compressor_id", "metric", "hour", *STATISTICS)
-_NAMES = pa.array([m.name for m in METRICS], pa.string())
+#: The metrics' names in :data:`METRICS` order: a metric's position in the arrays.
+METRIC_NAMES = pa.array([m.name for m in METRICS], pa.string())
 _US_PER_HOUR = 3_600_000_000
 #: Up to this many possible (organization, hour, compressor) keys, compressor-hours are
 #: numbered by marking them in a dense array (0.1 s for a day of the fleet) rather than by a
@@ -69,7 +70,7 @@ def pivot_long(long: pa.Table) -> Pivoted:
     codes = pa.table({
         "org": pa.array(_sorted_codes(org)), "comp": pa.array(_sorted_codes(comp)),
         "hour": pc.divide(hour, _US_PER_HOUR),
-        "pos": pc.index_in(metric, value_set=_NAMES),
+        "pos": pc.index_in(metric, value_set=METRIC_NAMES),
         **{s: long.column(s) for s in STATISTICS}})
     return pivot_dense(codes, org.dictionary.sort(), comp.dictionary.sort(),
                        unknown=lambda i: metric[i].as_py())
