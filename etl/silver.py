@@ -395,7 +395,7 @@ def _give_up(handoff: Handoff | None, why: str, level: int = logging.WARNING) ->
 
 def _latest(stamps: list[pa.RecordBatch]) -> pa.Table:
     """``org_id, compressor_id, ts``: each compressor's latest reading among ``stamps``
-    (silver rows' keys), as :func:`etl.aggregates.latest_readings` reads them back."""
+    (silver rows' keys), as :func:`etl.aggregates._watermarks` reads them back."""
     keys = pa.Table.from_batches(stamps, schema=pa.schema(
         [SILVER_SCHEMA.field(n) for n in ("org_id", "compressor_id", "ts")]))
     latest = keys.group_by(["org_id", "compressor_id"], use_threads=False).aggregate(
