@@ -181,12 +181,15 @@ DELETE FROM etl_unevaluated_hours RETURNING org_id, first_hour, last_hour
 -- completeness and consistency results however old (its freshness is re-checked every run).
 -- Runs as the owner (an operational, cross-tenant task), in batches so a year of history is
 -- not one transaction.
+-- Rows are picked by their primary key (migration 090).
 WITH doomed AS (
-    SELECT d.check_id FROM data_quality_checks d
+    SELECT d.run_id, d.org_id, d.compressor_id, d.check_type FROM data_quality_checks d
     WHERE d.checked_at < %(before)s
       AND EXISTS (SELECT 1 FROM data_quality_checks n
                   WHERE n.org_id = d.org_id AND n.compressor_id = d.compressor_id
                     AND n.check_type = d.check_type AND n.checked_at > d.checked_at)
     LIMIT %(batch)s
 )
-DELETE FROM data_quality_checks WHERE check_id IN (SELECT check_id FROM doomed)
+DELETE FROM data_quality_checks q USING doomed x
+WHERE (q.run_id, q.org_id, q.compressor_id, q.check_type)
+    = (x.run_id, x.org_id, x.compressor_id, x.check_type)
