@@ -4,20 +4,43 @@ The ledger *is* the bronze table: every bronze row carries its ``source_file`` a
 ``arrival_date`` partition it came from, and a file's rows land in one atomic Delta commit.
 A separate ledger (a PostgreSQL table or a second Delta table) would be a second commit that a
 crash can separate from the data, loading a file twice or never; reading the ledger from the
-data itself cannot disagree with it. The lookup stays cheap because it is pruned to the
-arrival-date partitions present in the landing folder and reads one dictionary-encoded column.
+data itself cannot disagree with it.
+
+Reading it from bronze, though, meant reading the ``source_file`` column of every bronze row of
+every arrival date still in the landing folder, at every run: 0.10-0.15 s for a week of a
+4,500-unit fleet on a 2-core machine (a twentieth of the hourly run's 3 s budget), growing with
+the folder's retention. So bronze's files are also kept in an index (:data:`INDEX_FILE`): the
+``(source_file, arrival_date)`` of every batch up to a mark, with the bronze table's id. Like
+the hot partials (:mod:`etl.hot`) it is a cache with a proof: a lookup trusts it only for the
+same table and a mark not past bronze's own, reads bronze only for the batches after it (one
+run's, pruned by their statistics), and writes it forward. A missing, unreadable or stale
+index (a restored bronze, another lake's file) is ignored and rebuilt from bronze; bronze stays
+the ledger.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from etl.lake import Lake
+from etl.lake import Lake, app_id
+
+log = logging.getLogger(__name__)
+
+#: The index of bronze's loaded files, relative to the lake's root (see the module docstring).
+INDEX_FILE = Path("_ledger") / "bronze_files.parquet"
+_INDEX_SCHEMA = pa.schema([pa.field("source_file", pa.string()),
+                           pa.field("arrival_date", pa.string())])
 
 _ARRIVAL_DIR = re.compile(r"^arrival_date=(\d{4}-\d{2}-\d{2})$")
 
@@ -59,11 +82,68 @@ def loaded_files(con: duckdb.DuckDBPyConnection, lake: Lake,
     """The ``source_file`` keys already in bronze for the given arrival dates."""
     if not arrival_dates:
         return set()
-    rows = con.execute(
-        f"SELECT DISTINCT source_file FROM delta_scan('{lake.uri('bronze')}') "
-        f"WHERE arrival_date IN ({sql_dates(arrival_dates)})"
-    ).fetchall()
-    return {r[0] for r in rows}
+    known = bronze_files(con, lake)
+    wanted = pc.is_in(known.column("arrival_date"), value_set=pa.array(sorted(arrival_dates)))
+    return set(known.filter(wanted).column("source_file").to_pylist())
+
+
+def bronze_files(con: duckdb.DuckDBPyConnection, lake: Lake) -> pa.Table:
+    """``source_file, arrival_date`` of every file bronze holds: the index, plus what bronze
+    committed after the index's mark (written forward into the index when there was any)."""
+    bronze = lake.table("bronze")
+    table_id = bronze.metadata().id
+    mark = int(bronze.transaction_version(app_id("bronze")) or 0)
+    indexed, upto = _read_index(lake.root / INDEX_FILE, table_id, mark)
+    if upto == mark:
+        return indexed
+    newer = con.execute(
+        f"SELECT DISTINCT source_file, arrival_date FROM delta_scan('{lake.uri('bronze')}') "
+        f"WHERE batch_id > {int(upto)}").to_arrow_table().cast(_INDEX_SCHEMA)
+    known = pa.concat_tables([indexed, newer])
+    _write_index(lake.root / INDEX_FILE, known, table_id, mark)
+    return known
+
+
+def _read_index(path: Path, table_id: str, mark: int) -> tuple[pa.Table, int]:
+    """The index's files and mark, if it is the index of bronze table ``table_id`` up to a
+    mark no later than bronze's ``mark``; else no files and mark 0 (read bronze whole)."""
+    nothing = (_INDEX_SCHEMA.empty_table(), 0)
+    try:
+        index = pq.read_table(path)
+    except FileNotFoundError:
+        return nothing
+    except (OSError, pa.ArrowException) as exc:
+        log.warning("ledger index %s is unreadable (%s); reading bronze instead", path, exc)
+        return nothing
+    meta = index.schema.metadata or {}
+    try:
+        indexed_id, upto = meta[b"table_id"].decode(), int(meta[b"mark"])
+        files = index.select(_INDEX_SCHEMA.names).cast(_INDEX_SCHEMA)
+    except (KeyError, ValueError, pa.ArrowException) as exc:
+        log.warning("ledger index %s is malformed (%s); reading bronze instead", path, exc)
+        return nothing
+    if indexed_id != table_id or upto > mark:
+        # another table (the lake was replaced) or a bronze rolled back past the index: files
+        # the index lists may not be in bronze, and would never be loaded
+        log.warning("ledger index %s is for bronze table %s up to batch %d, not table %s at "
+                    "batch %d; reading bronze instead", path, indexed_id, upto, table_id, mark)
+        return nothing
+    return files, upto
+
+
+def _write_index(path: Path, files: pa.Table, table_id: str, mark: int) -> None:
+    """Replace the index atomically (a reader sees the old file or the new one, whole). A
+    failure costs only the next run's speed: bronze stays the ledger."""
+    meta = {b"table_id": table_id.encode(), b"mark": str(mark).encode()}
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(files.replace_schema_metadata(meta), tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("cannot write the ledger index %s: %s", path, exc)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def dates_between(first: datetime, last: datetime) -> set[str]:
