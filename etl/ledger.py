@@ -91,7 +91,7 @@ def bronze_files(con: duckdb.DuckDBPyConnection, lake: Lake) -> pa.Table:
     """``source_file, arrival_date`` of every file bronze holds: the index, plus what bronze
     committed after the index's mark (written forward into the index when there was any)."""
     bronze = lake.table("bronze")
-    table_id = bronze.metadata().id
+    table_id = str(bronze.metadata().id)
     mark = int(bronze.transaction_version(app_id("bronze")) or 0)
     indexed, upto = _read_index(lake.root / INDEX_FILE, table_id, mark)
     if upto == mark:

@@ -61,7 +61,7 @@ def test_the_index_follows_bronze_batch_by_batch(settings: Settings) -> None:
     assert pending(con, lake, landing) == []
     names, meta = _index(lake)
     assert names == {first} and meta[b"mark"] == b"1"
-    assert meta[b"table_id"] == lake.table("bronze").metadata().id.encode()
+    assert meta[b"table_id"] == str(lake.table("bronze").metadata().id).encode()
     second = _write(landing, 1)
     bronze_ingest(con, lake, landing)       # lists the pending files itself
     third = _write(landing, 2)
@@ -82,7 +82,7 @@ def test_a_trusted_index_answers_for_the_batches_it_covers(settings: Settings) -
     loaded = _write(landing, 0)
     bronze_ingest(con, lake, landing)
     listed = _write(landing, 1)
-    table_id = lake.table("bronze").metadata().id
+    table_id = str(lake.table("bronze").metadata().id)
     _forge(lake, [loaded, listed], table_id, mark=1)
     assert pending(con, lake, landing) == []
 
@@ -95,7 +95,7 @@ def test_an_index_without_its_proof_is_ignored_and_rebuilt(settings: Settings,
     loaded = _write(landing, 0)
     bronze_ingest(con, lake, landing)
     new = _write(landing, 1)
-    table_id = lake.table("bronze").metadata().id
+    table_id = str(lake.table("bronze").metadata().id)
     path = lake.root / INDEX_FILE
     if proof == "later_mark":        # bronze restored to an earlier version than the index's
         _forge(lake, [loaded, new], table_id, mark=2)
