@@ -218,16 +218,15 @@ class Lake:
         Read from the Delta log's per-file statistics (no data is scanned), so the following
         query can name its partitions: DuckDB prunes Delta files by partition values.
         """
-        return {value for value, _ in self._files_for_batches(table, after, upto)}
+        return {value for value, _ in self.files_for_batches(table, after, upto)}
 
     def rows_for_batches(self, table: str, after: int, upto: int) -> int:
         """About how many rows batches ``after < batch_id <= upto`` hold, from the Delta log
         (no data is scanned): the rows of every file that may hold one of them, so a file
         compacted across batches counts whole. Sizes a stage before it runs."""
-        return sum(rows for _, rows in self._files_for_batches(table, after, upto))
+        return sum(rows for _, rows in self.files_for_batches(table, after, upto))
 
-    def _files_for_batches(self, table: str, after: int, upto: int
-                           ) -> list[tuple[str, int]]:
+    def files_for_batches(self, table: str, after: int, upto: int) -> list[tuple[str, int]]:
         """(partition value, row count) of every file that may hold a batch in the range;
         files without statistics are kept: pruning must never lose rows."""
         if upto <= after:

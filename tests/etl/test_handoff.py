@@ -152,6 +152,13 @@ def _assert_same_gold(handed: list[dict[str, Any]], read: list[dict[str, Any]]) 
                 assert a[k] == pytest.approx(b[k], rel=1e-9, abs=1e-9), (k, a, b)
 
 
+def _silver_flags(lake: Path) -> list[tuple[Any, ...]]:
+    """Every silver reading's ``(compressor_id, ts, late, outlier_metrics)``, sorted."""
+    rows = DeltaTable(str(lake / "silver")).to_pyarrow_table(
+        columns=["compressor_id", "ts", "late", "outlier_metrics"]).to_pylist()
+    return sorted((r["compressor_id"], r["ts"], r["late"], r["outlier_metrics"]) for r in rows)
+
+
 def _oil(rows: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:
     """The oil temperature rows by (compressor, hours since T0)."""
     return {(r["compressor_id"], int((r["hour"] - T0) / timedelta(hours=1))): r
@@ -184,9 +191,17 @@ def test_the_hourly_runs_handed_partials_give_the_gold_of_silver_read_again(
     assert not (settings.lake_path / "_handoff").exists(), "gold left the handed files"
 
     other, url = _second_lake(settings, tmp_path, pg_server)
-    read, reads = _hourly(other, url, {"HANDOFF": 0, "HANDOFF_JOINED": 0}, monkeypatch)
+    # the other lake's hourly run as for a large batch: bronze read by each query, partials
+    # grouped and readings flagged by DuckDB, gold reading silver
+    read, reads = _hourly(other, url, {"HANDOFF": 0, "HANDOFF_JOINED": 0,
+                                       "SMALL_BATCH_ROWS": 0}, monkeypatch)
     assert reads == 0
     _assert_same_gold(handed, read)
+    # silver's own flags too: compared in numpy on the handed path, in SQL on the other
+    flags = _silver_flags(settings.lake_path)
+    assert flags == _silver_flags(other.lake_path)
+    assert [f for f in flags if f[3] and f[1] >= T0 + timedelta(hours=30)] == [
+        ("COMP-0002", T0 + timedelta(hours=30, minutes=30), False, ["oil_temp_f"])]
     oil = _oil(handed)
     assert oil[("COMP-0002", 30)]["outliers"] == 1 and oil[("COMP-0002", 30)]["late"] == 0
     assert oil[("COMP-0003", 30)]["late"] == 6 and oil[("COMP-0003", 30)]["outliers"] == 0
