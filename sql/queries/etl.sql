@@ -82,11 +82,13 @@ SELECT coalesce(sum(cardinality(array_remove(n, NULL))), 0) FROM etl_agg_staging
 
 -- name: upsert_watermark
 -- One organization's watermarks in one statement (arrays of compressor ids and their latest
--- reading): one round trip instead of one per compressor.
+-- reading, in microseconds since the epoch: exact, and cheap to build in Python): one round
+-- trip instead of one per compressor.
 INSERT INTO etl_watermarks (org_id, compressor_id, last_reading_at, last_loaded_at)
-SELECT current_org(), t.compressor_id, t.last_reading_at, %(last_loaded_at)s
-FROM unnest(%(compressor_ids)s::text[], %(last_readings)s::timestamptz[])
-     AS t(compressor_id, last_reading_at)
+SELECT current_org(), t.compressor_id,
+       'epoch'::timestamptz + t.last_reading_us * interval '1 microsecond', %(last_loaded_at)s
+FROM unnest(%(compressor_ids)s::text[], %(last_reading_us)s::bigint[])
+     AS t(compressor_id, last_reading_us)
 ON CONFLICT (org_id, compressor_id) DO UPDATE SET
     last_reading_at = greatest(etl_watermarks.last_reading_at, EXCLUDED.last_reading_at),
     last_loaded_at = greatest(etl_watermarks.last_loaded_at, EXCLUDED.last_loaded_at)
