@@ -107,7 +107,8 @@ def _run(ctx: _Context, stage: Stage, con: Any, conn: psycopg.Connection[Any], r
     if stage == "aggregates":
         return upsert_aggregates(con, ctx.lake, conn, ctx.db_url, run_id, progress,
                                  carry=ctx.carry)
-    return quality_checks(con, ctx.lake, conn, run_id, s.freshness_sla_minutes, as_of)
+    return quality_checks(con, ctx.lake, conn, run_id, s.freshness_sla_minutes, as_of,
+                          db_url=ctx.db_url)
 
 
 def run_stage(stage: Stage, settings: Settings, db_url: str, *, landing: Path | None = None,

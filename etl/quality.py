@@ -25,7 +25,9 @@ UTC (``+00:00``), whatever PostgreSQL's session time zone.
 
 from __future__ import annotations
 
+import collections
 import io
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -35,7 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyarrow import csv
 
-from altaviz.db import admin, queries, tenant
+from altaviz.db import admin, connect, queries, tenant
 from altaviz.errors import InputError
 from altaviz.telemetry import READINGS_PER_HOUR
 from etl.aggregates import set_stage_mark, stage_mark
@@ -51,8 +53,8 @@ ACCURACY_MAX_SHARE = 0.01
 
 
 def quality_checks(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.Connection[Any],
-                   run_id: str, freshness_sla_minutes: int, as_of: datetime | None = None
-                   ) -> QualityResult:
+                   run_id: str, freshness_sla_minutes: int, as_of: datetime | None = None,
+                   db_url: str | None = None) -> QualityResult:
     """Measure and record the four checks for the batches not yet checked; idempotent.
 
     The checks are computed in DuckDB, their details as JSON text too, and each
@@ -74,10 +76,14 @@ def quality_checks(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.Con
     checks = failed = 0
     orgs = [r[0] for r in con.execute(
         "SELECT DISTINCT org_id FROM dq_checks ORDER BY org_id").fetchall()]
-    for org in orgs:
-        table = con.execute(f"SELECT {', '.join(CHECK_COLUMNS)} FROM dq_checks "
-                            "WHERE org_id = ?", [org]).to_arrow_table()
-        record_checks(conn, org, run_id, table)
+    tables = [(org, con.execute(f"SELECT {', '.join(CHECK_COLUMNS)} FROM dq_checks "
+                                "WHERE org_id = ?", [org]).to_arrow_table()) for org in orgs]
+    if db_url is not None and len(tables) > 1 and RECORD_BESIDE:
+        _record_side_by_side(conn, db_url, run_id, tables)
+    else:
+        for org, table in tables:
+            record_checks(conn, org, run_id, table)
+    for _, table in tables:
         checks += table.num_rows
         failed += table.num_rows - int(pc.sum(table.column("passed")).as_py() or 0)
     if hi > lo:
@@ -248,6 +254,41 @@ def record_checks(conn: psycopg.Connection[Any], org: str, run_id: str, checks: 
         with conn.cursor().copy(q["copy_quality_stage"]) as copy:
             copy.write(data.getbuffer())
         return conn.execute(q["insert_quality_check"], {"run_id": run_id}).rowcount
+
+
+#: Record the organizations' checks on two connections at once (0: one after the other on the
+#: stage's own).
+RECORD_BESIDE = 1
+
+
+def _record_side_by_side(conn: psycopg.Connection[Any], db_url: str, run_id: str,
+                         tables: list[tuple[str, pa.Table]]) -> None:
+    """:func:`record_checks` of each organization, on ``conn`` and a second connection at
+    once, largest organizations first.
+
+    Inserting the checks is PostgreSQL's work, one backend per connection: one after the
+    other, the four organizations of a 4,500-unit fleet took ~0.6 s, the end of the hourly
+    run, while the other core had finished the aggregates' COPY. Each organization is its
+    own tenant transaction, as before; the stage's mark is set only after all of them, so a
+    failure anywhere fails the stage and its retry skips the checks already recorded."""
+    queue = collections.deque(sorted(tables, key=lambda t: -t[1].num_rows))
+
+    def drain(c: psycopg.Connection[Any]) -> None:
+        while True:
+            try:
+                org, table = queue.popleft()   # atomic: each organization is taken once
+            except IndexError:
+                return
+            record_checks(c, org, run_id, table)
+
+    with connect(db_url) as other, ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="etl-dq-record") as pool:
+        beside = pool.submit(drain, other)
+        try:
+            drain(conn)
+        finally:
+            queue.clear()       # after a failure here, the other connection stops early
+            beside.result()
 
 
 def _orgs(conn: psycopg.Connection[Any]) -> list[str]:

@@ -8,6 +8,7 @@ from typing import Any
 
 import psycopg
 import pyarrow as pa
+import pytest
 
 from altaviz import db
 from altaviz.fleet import Fleet
@@ -45,3 +46,44 @@ def test_a_retried_run_adds_only_the_checks_it_had_not_recorded(
     with db.admin(conn):
         details = [r[0] for r in conn.execute("SELECT details FROM data_quality_checks")]
     assert details == [{"why": 'a, "quoted" test'}] * 4, "the CSV lost the JSON's quoting"
+
+
+def test_organizations_recorded_side_by_side_are_each_recorded_once(
+        conn: psycopg.Connection[Any], db_url: str, fleet: Fleet) -> None:
+    """The hourly run records organizations on two connections at once
+    (etl.quality._record_side_by_side): every organization's checks land, each under its own
+    organization, and a retry of the whole set adds nothing."""
+    from etl.quality import _record_side_by_side
+
+    tables = [("acme", pa.Table.from_pylist([_check("COMP-0001", "accuracy", 0.5),
+                                             _check("COMP-0002", "accuracy", 2.0)])),
+              ("bravo", pa.Table.from_pylist([_check("COMP-0003", "freshness", 0.25)])),
+              ("acme", pa.Table.from_pylist([_check("COMP-0001", "freshness", 0.75)]))]
+    _record_side_by_side(conn, db_url, "run-1", tables)
+    _record_side_by_side(conn, db_url, "run-1", tables)
+    assert _rows(conn) == {
+        ("run-1", "COMP-0001", "accuracy"): 0.5, ("run-1", "COMP-0002", "accuracy"): 2.0,
+        ("run-1", "COMP-0003", "freshness"): 0.25, ("run-1", "COMP-0001", "freshness"): 0.75}
+    with db.admin(conn):
+        owners = set(conn.execute("SELECT org_id, compressor_id FROM data_quality_checks"))
+    assert owners == {("acme", "COMP-0001"), ("acme", "COMP-0002"), ("bravo", "COMP-0003")}
+
+
+@pytest.mark.parametrize("bad_is_largest", [True, False])
+def test_a_refused_organization_fails_the_recording(
+        conn: psycopg.Connection[Any], db_url: str, fleet: Fleet, bad_is_largest: bool) -> None:
+    """A check filed under the wrong organization is refused whichever connection takes it
+    (the largest table is taken first), and the refusal reaches the caller: the stage fails
+    and its mark does not move. The other organization's checks are their own transaction."""
+    from etl.quality import _record_side_by_side
+
+    wrong = [_check("COMP-0003", "accuracy", 0.5)]          # bravo's compressor, under acme
+    right = [_check("COMP-0004", "accuracy", 0.5)]
+    if bad_is_largest:
+        wrong.append(_check("COMP-0003", "freshness", 0.5))
+    else:
+        right.append(_check("COMP-0004", "freshness", 0.5))
+    tables = [("acme", pa.Table.from_pylist(wrong)), ("bravo", pa.Table.from_pylist(right))]
+    with pytest.raises(psycopg.Error, match="COMP-0003"):
+        _record_side_by_side(conn, db_url, "run-1", tables)
+    assert {c for _, c, _ in _rows(conn)} <= {"COMP-0004"}
