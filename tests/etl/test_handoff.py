@@ -152,11 +152,14 @@ def _assert_same_gold(handed: list[dict[str, Any]], read: list[dict[str, Any]]) 
                 assert a[k] == pytest.approx(b[k], rel=1e-9, abs=1e-9), (k, a, b)
 
 
-def _silver_flags(lake: Path) -> list[tuple[Any, ...]]:
-    """Every silver reading's ``(compressor_id, ts, late, outlier_metrics)``, sorted."""
-    rows = DeltaTable(str(lake / "silver")).to_pyarrow_table(
-        columns=["compressor_id", "ts", "late", "outlier_metrics"]).to_pylist()
-    return sorted((r["compressor_id"], r["ts"], r["late"], r["outlier_metrics"]) for r in rows)
+#: Silver's flag columns, with each reading's key.
+FLAG_COLUMNS = ("compressor_id", "ts", "late", "outlier_metrics")
+
+
+def _silver_rows(lake: Path, columns: tuple[str, ...] = FLAG_COLUMNS) -> list[tuple[Any, ...]]:
+    """Every silver reading's ``columns``, as sorted tuples."""
+    rows = DeltaTable(str(lake / "silver")).to_pyarrow_table(columns=list(columns)).to_pylist()
+    return sorted(tuple(r[c] for c in columns) for r in rows)
 
 
 def _oil(rows: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:
@@ -198,8 +201,8 @@ def test_the_hourly_runs_handed_partials_give_the_gold_of_silver_read_again(
     assert reads == 0
     _assert_same_gold(handed, read)
     # silver's own flags too: compared in numpy on the handed path, in SQL on the other
-    flags = _silver_flags(settings.lake_path)
-    assert flags == _silver_flags(other.lake_path)
+    flags = _silver_rows(settings.lake_path)
+    assert flags == _silver_rows(other.lake_path)
     assert [f for f in flags if f[3] and f[1] >= T0 + timedelta(hours=30)] == [
         ("COMP-0002", T0 + timedelta(hours=30, minutes=30), False, ["oil_temp_f"])]
     oil = _oil(handed)

@@ -51,6 +51,18 @@ def _write(landing: Path, n: int) -> str:
     return f"{path.parent.name}/{path.name}"
 
 
+def _one_loaded(settings: Settings) -> tuple[duckdb.DuckDBPyConnection, Lake, Path, str, str,
+                                             str]:
+    """A lake whose bronze holds one landing file (batch 1) and a second file waiting:
+    ``(con, lake, landing, loaded, new, bronze's table id)``."""
+    con, lake = _lake(settings)
+    landing = settings.landing_path
+    loaded = _write(landing, 0)
+    bronze_ingest(con, lake, landing)
+    new = _write(landing, 1)
+    return con, lake, landing, loaded, new, str(lake.table("bronze").metadata().id)
+
+
 def test_the_index_follows_bronze_batch_by_batch(settings: Settings) -> None:
     con, lake = _lake(settings)
     landing = settings.landing_path
@@ -77,12 +89,7 @@ def test_the_index_follows_bronze_batch_by_batch(settings: Settings) -> None:
 def test_a_trusted_index_answers_for_the_batches_it_covers(settings: Settings) -> None:
     """The index is what the lookup reads up to its mark: a file it lists counts as loaded
     (this is why it must be exact, and why every other test here checks its proof)."""
-    con, lake = _lake(settings)
-    landing = settings.landing_path
-    loaded = _write(landing, 0)
-    bronze_ingest(con, lake, landing)
-    listed = _write(landing, 1)
-    table_id = str(lake.table("bronze").metadata().id)
+    con, lake, landing, loaded, listed, table_id = _one_loaded(settings)
     _forge(lake, [loaded, listed], table_id, mark=1)
     assert pending(con, lake, landing) == []
 
@@ -90,12 +97,7 @@ def test_a_trusted_index_answers_for_the_batches_it_covers(settings: Settings) -
 @pytest.mark.parametrize("proof", ["later_mark", "other_table", "no_metadata", "garbage"])
 def test_an_index_without_its_proof_is_ignored_and_rebuilt(settings: Settings,
                                                             proof: str) -> None:
-    con, lake = _lake(settings)
-    landing = settings.landing_path
-    loaded = _write(landing, 0)
-    bronze_ingest(con, lake, landing)
-    new = _write(landing, 1)
-    table_id = str(lake.table("bronze").metadata().id)
+    con, lake, landing, loaded, new, table_id = _one_loaded(settings)
     path = lake.root / INDEX_FILE
     if proof == "later_mark":        # bronze restored to an earlier version than the index's
         _forge(lake, [loaded, new], table_id, mark=2)
@@ -113,12 +115,8 @@ def test_an_index_without_its_proof_is_ignored_and_rebuilt(settings: Settings,
 
 
 def test_an_unwritable_index_costs_only_speed(settings: Settings) -> None:
-    con, lake = _lake(settings)
-    landing = settings.landing_path
-    loaded = _write(landing, 0)
-    bronze_ingest(con, lake, landing)
+    con, lake, landing, loaded, new, _ = _one_loaded(settings)
     (lake.root / INDEX_FILE.parent).write_text("a file where the index folder should be")
-    new = _write(landing, 1)
     assert [f.source_file for f in pending(con, lake, landing)] == [new]
     bronze_ingest(con, lake, landing)
     assert pending(con, lake, landing) == []

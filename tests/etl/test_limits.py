@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
-from deltalake import DeltaTable
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,7 +20,7 @@ from etl.limits import trailing_limits
 from etl.metrics import MIN_BASELINE_READINGS, OUTLIER_SIGMAS, VAR_EPS
 from etl.pipeline import run_pipeline
 from tests.etl.landing import T0
-from tests.etl.test_handoff import _landing, _next_hour, _second_lake, _turn
+from tests.etl.test_handoff import _landing, _next_hour, _second_lake, _silver_rows, _turn
 
 START = datetime(2026, 11, 2, tzinfo=UTC)
 
@@ -92,10 +91,8 @@ def test_a_kept_hour_with_no_earlier_readings_has_no_limits() -> None:
     assert all(got.column(f"mu_{i}")[0].as_py() is None for i in range(len(METRICS)))
 
 
-def _silver(lake: Path) -> list[tuple[str, datetime, list[str]]]:
-    table = DeltaTable(str(lake / "silver")).to_pyarrow_table(
-        columns=["compressor_id", "ts", "outlier_metrics"])
-    return sorted((r["compressor_id"], r["ts"], r["outlier_metrics"]) for r in table.to_pylist())
+def _silver(lake: Path) -> list[tuple[Any, ...]]:
+    return _silver_rows(lake, ("compressor_id", "ts", "outlier_metrics"))
 
 
 def _hourly(settings: Settings, db_url: str, numpy: int,
