@@ -178,7 +178,11 @@ def _both(conn: psycopg.Connection[Any], rs: RuleSet, org: str, first: int, last
     base_a = _baselines(conn)
     b = new.evaluate(conn, rs, org, (h(first), h(last)), compressors)
     base_b = _baselines(conn)
-    assert base_a == base_b
+    # The one intended difference: the current code also stores the baselines whose window
+    # held no running hour (n = 0, no median), which the reference left missing; both read
+    # as "no baseline", so the evaluations below must still agree row for row.
+    assert [r for r in base_b if r[6] > 0] == base_a
+    assert all(r[5] is None for r in base_b if r[6] == 0)
     return a, b
 
 

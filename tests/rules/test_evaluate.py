@@ -3,6 +3,9 @@ threshold, persistence, hysteresis, relative baselines, rate of change, no-data,
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from altaviz import db
 from rules.evaluate import evaluate
 from rules.loader import DEFAULT_RULES, load_org_rule_set, load_rule_set
 from tests.rules.helpers import COMMON, h, one_rule, put
@@ -134,6 +137,31 @@ def test_relative_rule_without_baseline_stays_silent(conn, fleet):
     only = rs.model_copy(update={"rules": (rs.rule("flow_deficit"),)})
     put(conn, "acme", "COMP-0001", "flow_mmscfd", 0, [0.1] * 6, column="mean_4h")
     assert evaluate(conn, only, "acme", (h(0), h(5))).breaches == []
+
+
+def test_baseline_without_data_is_stored_once(conn, fleet):
+    """A baseline whose window holds no running hour (here: no data before T0) is stored as
+    n = 0 with no median, so the next evaluation of that day finds nothing missing and does
+    not read the window again; the rule stays silent as without the row."""
+    rs = load_rule_set(DEFAULT_RULES)
+    only = rs.model_copy(update={"rules": (rs.rule("flow_deficit"),)})
+    put(conn, "acme", "COMP-0001", "flow_mmscfd", 0, [0.1] * 6, column="mean_4h")
+
+    def stored():
+        with db.admin(conn), conn.cursor() as cur:
+            cur.execute("SELECT compressor_id, metric, days, day, median, n, computed_at"
+                        " FROM rule_baselines WHERE org_id = 'acme' ORDER BY 1")
+            return cur.fetchall()
+
+    assert evaluate(conn, only, "acme", (h(5), h(5))).breaches == []
+    first = stored()
+    units = {r[0] for r in first}
+    assert "COMP-0001" in units and len(units) > 1  # every unit of acme, with data or not
+    # the evaluated day's, and the day before's that the episode history reaches
+    assert {r[3] for r in first} == {h(5).date(), h(5).date() - timedelta(days=1)}
+    assert all(r[1:3] == ("flow_mmscfd", 7) and r[4] is None and r[5] == 0 for r in first)
+    assert evaluate(conn, only, "acme", (h(5), h(5))).breaches == []
+    assert stored() == first  # nothing recomputed (computed_at unchanged), nothing added
 
 
 def test_either_direction_ratio_shift(conn, fleet):
