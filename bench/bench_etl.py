@@ -231,8 +231,9 @@ def _spark(landing: Path, fleet_json: Path, out_dir: Path) -> None:
                       "peak_rss_mb_python_plus_jvm": peak[0] / 2**20}))
 
 
-def _run_child(*args: str) -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, "-m", "bench.bench_etl", *args], cwd=ROOT,
+def _run_child(*args: str, module: str = "bench.bench_etl") -> dict[str, Any]:
+    """Run ``python -m module *args`` and return the JSON of its last output line."""
+    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT,
                           capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"child {args[:2]} failed:\n{proc.stderr[-4000:]}")
@@ -240,14 +241,20 @@ def _run_child(*args: str) -> dict[str, Any]:
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark and print (optionally append to docs/BENCHMARKS.md) the figures."""
-    parser = argparse.ArgumentParser(prog="bench.bench_etl", description=__doc__,
+def fleet_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
+    """The arguments every ETL benchmark takes: the simulated fleet and the work folder."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--compressors", type=int, default=4500)
     parser.add_argument("--days", type=int, default=7)
     parser.add_argument("--work", type=Path, default=Path("/tmp/altaviz-bench-etl"),
                         help="work folder (simulated files are cached here)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print (optionally append to docs/BENCHMARKS.md) the figures."""
+    parser = fleet_parser("bench.bench_etl", __doc__)
     parser.add_argument("--no-spark", action="store_true", help="skip the PySpark baseline")
     parser.add_argument("--child", nargs=4, metavar=("PHASE", "DB", "LANDING", "LAKE"),
                         help=argparse.SUPPRESS)

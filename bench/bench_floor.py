@@ -56,7 +56,7 @@ import pyarrow.parquet as pq
 from psycopg import sql
 
 from altaviz.telemetry import CHANNELS
-from bench.bench_etl import _run_child, _simulate, _split_landing
+from bench.bench_etl import _run_child, _simulate, _split_landing, fleet_parser
 
 _HZ = os.sysconf("SC_CLK_TCK")
 _NUMBER = r"^[-+]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][-+]?[0-9]+)?$"
@@ -124,7 +124,6 @@ def _timed(figures: dict[str, Any], name: str, work: Callable[[], Any],
     if watch is not None:
         out["server_cpu_seconds"] = round(watch.stop(), 2)
     figures[name] = out
-    print(f"  {name}: {json.dumps(out)}", file=sys.stderr, flush=True)
 
 
 def _bronze(landing: Path, lake: Any) -> int:
@@ -182,7 +181,6 @@ def _copy_table(source: Any, target: Any, table: str, figures: dict[str, Any]) -
         cpu += _own_cpu() - cpu0
         del data
     figures[table] = {"seconds": round(wall, 2), "cpu_seconds": round(cpu, 2), "rows": rows}
-    print(f"  {table}: {json.dumps(figures[table])}", file=sys.stderr, flush=True)
 
 
 def _quiet(conn: psycopg.Connection[Any], limit: float = 600.0) -> float:
@@ -271,21 +269,9 @@ def _floor_child(db_url: str, landing: Path, lake_dir: Path, work: Path) -> None
     print(json.dumps(figures))
 
 
-def _silver_rows(lake: Path) -> int:
-    from deltalake import DeltaTable
-
-    return int(pc.sum(pa.table(DeltaTable(str(lake / "silver")).get_add_actions(
-        flatten=True)).column("num_records")).as_py() or 0)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the real full load and the floor; print both (JSON, last line: the summary)."""
-    parser = argparse.ArgumentParser(prog="bench.bench_floor", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--compressors", type=int, default=4500)
-    parser.add_argument("--days", type=int, default=7)
-    parser.add_argument("--work", type=Path, default=Path("/tmp/altaviz-bench-etl"),
-                        help="work folder (simulated files are cached here)")
+    parser = fleet_parser("bench.bench_floor", __doc__)
     parser.add_argument("--floor-child", nargs=4, metavar=("DB", "LANDING", "LAKE", "WORK"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -311,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
             print("full:", json.dumps({k: full[k] for k in ("seconds", "stages",
                                                             "stage_cpu_seconds")}))
             print("the floor ...", file=sys.stderr, flush=True)
-            floor = _floor_child_run(url, landing, lake, work)
+            floor = _run_child("--floor-child", url, str(landing), str(lake), str(work),
+                               module="bench.bench_floor")
             print("floor:", json.dumps(floor))
     finally:
         shutil.rmtree(pgdata, ignore_errors=True)
@@ -322,29 +309,12 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{os.uname().machine}, {os.cpu_count()} cores",
-        "silver_rows": _silver_rows(lake),
+        "silver_rows": floor["silver"]["rows"],
         "full_load_s": round(full["seconds"], 1),
         "floor_s_one_after_another": round(wall, 1),
         "floor_cpu_s": round(cpu, 1),
         "floor_s_two_cores_at_best": round(cpu / 2, 1)}))
     return 0
-
-
-def _floor_child_run(db_url: str, landing: Path, lake: Path, work: Path) -> dict[str, Any]:
-    return _run_child_module("bench.bench_floor", "--floor-child", db_url, str(landing),
-                             str(lake), str(work))
-
-
-def _run_child_module(module: str, *args: str) -> dict[str, Any]:
-    import subprocess
-
-    proc = subprocess.run([sys.executable, "-m", module, *args], capture_output=True,
-                          text=True, check=False, cwd=Path(__file__).resolve().parent.parent)
-    sys.stderr.write(proc.stderr)
-    if proc.returncode != 0:
-        raise SystemExit(f"{module} {args[0]} failed:\n{proc.stderr[-4000:]}")
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
 
 
 if __name__ == "__main__":
