@@ -6,33 +6,44 @@ task queue. Several workers on the same queue share the work: Temporal hands eac
 activity task to exactly one of them, and every activity is idempotent, so a task retried on
 another worker after a crash does no harm.
 
-``altaviz worker`` (altaviz/commands/worker.py) runs :func:`run_worker`.
+This module is the composition root: :func:`compose` builds the worker with every real
+dependency (connection pool, ETL, rule engine, notifier) and :func:`run_worker` runs it.
+``altaviz up``, ``altaviz worker`` and the demo all reach it through
+``altaviz.app.runtime.Runtime``, so they run the same wiring; tests build workers with stand-in
+stages through :func:`build_worker`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psycopg
 from psycopg_pool import ConnectionPool
+from temporalio import activity
 from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.alerts import AlertActivities
+from activities.notify import NotificationActivities
 from activities.pipeline import EtlRunner, Evaluator, PipelineActivities
+from altaviz.core import db
+from altaviz.core.payloads import EtlSummary, Evaluation
+from altaviz.core.settings import Settings
+from etl.pipeline import run_pipeline
+from rules.evaluate import evaluate
+from rules.loader import load_rule_set
+from rules.store import latest_rule_set, save_rule_set
 from workflows.alert import AlertWorkflow
-from workflows.models import EtlSummary, Evaluation
 from workflows.pipeline import PipelineWorkflow
-
-if TYPE_CHECKING:
-    from altaviz.app import App
-    from altaviz.settings import Settings
 
 log = logging.getLogger("altaviz.worker")
 
@@ -40,8 +51,32 @@ log = logging.getLogger("altaviz.worker")
 #: run (a month-long backfill must not open alerts for last month's readings).
 MAX_REEVALUATION = timedelta(hours=24)
 
+#: How often the ETL activity heartbeats while the ETL runs. The pipeline's heartbeat timeout
+#: is 5 minutes, and one statement of a long catch-up (the COPY of a week's aggregates) can run
+#: longer than that: without beats in between, Temporal would time the attempt out and start
+#: another while the first is still working.
+ETL_HEARTBEAT_SECONDS = 30.0
 
-def rules_evaluator(settings: Settings, pool: ConnectionPool[Any] | None = None) -> Evaluator:
+#: Size of the worker's PostgreSQL pool and of the thread pool running synchronous activities.
+POOL_SIZE = 8
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """How a worker is wired, beyond the settings.
+
+    Attributes:
+        demo: sign links with the demo's generated secret (no ALTAVIZ_LINK_SECRET needed).
+        escalation_override_hours: the demo shortens every rule's escalation delay to this so
+            that a promotion happens while people watch; None keeps the rules' own delays.
+    """
+
+    demo: bool = False
+    escalation_override_hours: float | None = None
+
+
+def rules_evaluator(settings: Settings, pool: ConnectionPool[Any] | None = None,
+                    escalation_override_hours: float | None = None) -> Evaluator:
     """The real rule engine (``rules.evaluate``) as the pipeline's evaluator.
 
     Uses the organization's newest stored rule set, else the newest default set, else loads
@@ -50,9 +85,6 @@ def rules_evaluator(settings: Settings, pool: ConnectionPool[Any] | None = None)
     split over two connections; the second comes from ``pool`` (the worker's), whose
     backends have planned the statement before.
     """
-    from rules.evaluate import evaluate
-    from rules.loader import load_rule_set
-    from rules.store import latest_rule_set, save_rule_set
 
     def evaluate_org(conn: psycopg.Connection[Any], org_id: str,
                      hours: list[datetime]) -> Evaluation:
@@ -60,16 +92,13 @@ def rules_evaluator(settings: Settings, pool: ConnectionPool[Any] | None = None)
         if rule_set is None:
             rule_set = save_rule_set(conn, load_rule_set(settings.rules_file))
         result = evaluate(conn, rule_set, org_id, (min(hours), max(hours)), pool=pool)
-        return Evaluation(org_id=org_id, breaches=result.breaches, clears=result.clears)
+        breaches = result.breaches
+        if escalation_override_hours is not None:
+            breaches = [b.model_copy(update={"escalation_delay_hours": escalation_override_hours})
+                        for b in breaches]
+        return Evaluation(org_id=org_id, breaches=breaches, clears=result.clears)
 
     return evaluate_org
-
-
-#: How often the ETL activity heartbeats while the ETL runs. The pipeline's heartbeat timeout
-#: is 5 minutes, and one statement of a long catch-up (the COPY of a week's aggregates) runs
-#: longer than that: without beats in between, Temporal timed the attempt out and started
-#: another while the first was still working.
-ETL_HEARTBEAT_SECONDS = 30.0
 
 
 @contextlib.contextmanager
@@ -79,11 +108,6 @@ def heartbeating(every_s: float) -> Iterator[None]:
     A killed worker stops beating, so the heartbeat timeout still detects a dead worker; a
     live one beats however long a single ETL statement takes. Outside an activity: no-op.
     """
-    import contextvars
-    import threading
-
-    from temporalio import activity
-
     if not activity.in_activity():
         yield
         return
@@ -110,15 +134,11 @@ def etl_runner(settings: Settings, db_url: str,
     On a retried activity attempt the whole re-evaluation window is reported as changed: the
     failed attempt may have committed aggregate rows before it died (the database went away
     before the run ended, the worker was killed between stages), and the retry then finds them
-    identical and reports no change, so their hours would never be evaluated (found by the
-    PostgreSQL outage test). Evaluating too much is harmless: alerts ignore hours they have
-    seen. Hours changed by runs outside the schedule (``altaviz etl run``) are taken from
-    ``etl_unevaluated_hours``, where the aggregates stage records every run's changes.
+    identical and reports no change, so their hours would never be evaluated. Evaluating too
+    much is harmless: alerts ignore hours they have seen. Hours changed by runs outside the
+    schedule (``altaviz etl run``) are taken from ``etl_unevaluated_hours``, where the
+    aggregates stage records every run's changes.
     """
-    from temporalio import activity
-
-    from altaviz import db
-    from etl.pipeline import run_pipeline
 
     def run(hour: datetime) -> EtlSummary:
         with heartbeating(heartbeat_s):
@@ -142,16 +162,6 @@ def etl_runner(settings: Settings, db_url: str,
     return run
 
 
-def notification_activities(settings: Settings, db_url: str, *, demo: bool = False) -> Any:
-    """The sibling ``NotificationActivities`` (activities/notify.py), or None if absent."""
-    try:
-        from activities.notify import NotificationActivities
-    except ImportError:
-        log.warning("activities/notify.py not available: the notify activity is not registered")
-        return None
-    return NotificationActivities(db_url, settings, demo=demo)
-
-
 def build_worker(
     client: Client,
     *,
@@ -165,6 +175,9 @@ def build_worker(
     **worker_options: Any,
 ) -> Worker:
     """A worker for every Altaviz workflow and activity on ``task_queue``.
+
+    Production goes through :func:`compose`; tests and benchmarks call this directly to put
+    stand-ins in place of the ETL, the rule engine or the notifier.
 
     Args:
         client: connected with the pydantic data converter.
@@ -186,49 +199,40 @@ def build_worker(
     return Worker(
         client, task_queue=task_queue, workflows=[AlertWorkflow, PipelineWorkflow],
         activities=activities,
-        activity_executor=executor or ThreadPoolExecutor(max_workers=8),
+        activity_executor=executor or ThreadPoolExecutor(max_workers=POOL_SIZE),
         **worker_options)
 
 
-async def run_worker(app: App, *, stop: asyncio.Event | None = None,
-                     schedule: bool = True, demo: bool = False,
-                     evaluator: Evaluator | None = None,
-                     ready: asyncio.Event | None = None) -> None:
-    """Run a worker until ``stop`` is set (or the process is interrupted).
+def compose(client: Client, settings: Settings, db_url: str, *, pool: ConnectionPool[Any],
+            executor: ThreadPoolExecutor, options: WorkerOptions | None = None) -> Worker:
+    """The production worker: the real ETL, rule engine and notifier on the settings' queue."""
+    options = options or WorkerOptions()
+    notifier = NotificationActivities(db_url, settings, demo=options.demo)
+    return build_worker(
+        client, task_queue=settings.task_queue, pool=pool, notify=notifier.notify,
+        etl=etl_runner(settings, db_url),
+        evaluator=rules_evaluator(settings, pool, options.escalation_override_hours),
+        executor=executor)
 
-    Registers the search attributes (external servers; the embedded one gets them at start)
-    and, with ``schedule``, creates the hourly pipeline schedule if it does not exist yet.
+
+async def run_worker(client: Client, settings: Settings, db_url: str, *,
+                     options: WorkerOptions | None = None,
+                     stop: asyncio.Event | None = None,
+                     ready: Callable[[Worker], None] | None = None) -> None:
+    """Run the production worker until ``stop`` is set (or the task is cancelled).
 
     Args:
-        evaluator: the rule stage (default: :func:`rules_evaluator`); the demo wraps it to
-            shorten escalation delays.
-        ready: set once the worker polls its task queue.
+        ready: called with the worker once it polls its task queue.
     """
-    from altaviz import db
-    from altaviz.temporal_setup import ensure_schedule, ensure_search_attributes
-
-    settings = app.settings
-    db_url = app.database_url()
-    client = await app.temporal_client()
-    await ensure_search_attributes(client, settings.temporal_namespace)
-    if schedule:
-        await ensure_schedule(client, task_queue=settings.task_queue,
-                              reminder_minutes=settings.reminder_minutes)
-    notifier = notification_activities(settings, db_url, demo=demo)
-    with db.connection_pool(db_url, min_size=1, max_size=8) as pool, \
-            ThreadPoolExecutor(max_workers=8) as executor:
-        worker = build_worker(
-            client, task_queue=settings.task_queue, pool=pool,
-            notify=notifier.notify if notifier is not None else None,
-            etl=etl_runner(settings, db_url),
-            evaluator=evaluator or rules_evaluator(settings, pool),
-            executor=executor)
+    with db.connection_pool(db_url, min_size=1, max_size=POOL_SIZE) as pool, \
+            ThreadPoolExecutor(max_workers=POOL_SIZE) as executor:
+        worker = compose(client, settings, db_url, pool=pool, executor=executor,
+                         options=options)
         async with worker:
             log.info("worker polling task queue %s", settings.task_queue)
             if ready is not None:
-                ready.set()
+                ready(worker)
             if stop is None:
                 stop = asyncio.Event()
             with contextlib.suppress(asyncio.CancelledError):
                 await stop.wait()
-

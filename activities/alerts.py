@@ -23,9 +23,9 @@ from psycopg_pool import ConnectionPool
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from altaviz.db import queries, tenant
-from altaviz.errors import TerminalError
-from workflows.models import AlertState, AlertTransition, OpenAlertResult
+from altaviz.core.db import queries, tenant
+from altaviz.core.errors import TerminalError
+from altaviz.core.payloads import AlertState, AlertTransition, OpenAlertResult
 
 #: Activity names (the workflow refers to them by these strings).
 OPEN_ALERT = "open_alert"

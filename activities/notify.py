@@ -26,12 +26,12 @@ import apprise
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from altaviz.contacts import load_apprise, url_scheme
-from altaviz.db import connect, queries, tenant
-from altaviz.links import LinkSigner, ack_url, alert_url, signer_from_settings
-from altaviz.messages import Message, MessageContext, load_context, render
-from altaviz.settings import Settings
-from workflows.models import NotifyRequest, NotifyResult
+from altaviz.core.contacts import load_apprise, url_scheme
+from altaviz.core.db import connect, queries, tenant
+from altaviz.core.links import LinkSigner, ack_url, alert_url, signer_from_settings
+from altaviz.core.messages import Message, MessageContext, load_context, render
+from altaviz.core.payloads import NotifyRequest, NotifyResult
+from altaviz.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -28,9 +28,20 @@ from temporalio.common import TypedSearchAttributes
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from altaviz.db import org_ids, queries, tenant
-from altaviz.errors import TerminalError
-from rules.results import Breach, Clear
+from altaviz.core.db import org_ids, queries, tenant
+from altaviz.core.errors import TerminalError
+from altaviz.core.payloads import (
+    AlertInput,
+    Breach,
+    BreachBatch,
+    Clear,
+    ClearBatch,
+    DispatchResult,
+    EtlRequest,
+    EtlSummary,
+    EvaluateRequest,
+    Evaluation,
+)
 from workflows.alert import (
     SIGNAL_BREACH,
     SIGNAL_CLEAR,
@@ -38,16 +49,6 @@ from workflows.alert import (
     alert_workflow_id,
     initial_state,
     search_attribute_pairs,
-)
-from workflows.models import (
-    AlertInput,
-    BreachBatch,
-    ClearBatch,
-    DispatchResult,
-    EtlRequest,
-    EtlSummary,
-    EvaluateRequest,
-    Evaluation,
 )
 
 EtlRunner = Callable[[datetime], EtlSummary]

@@ -30,15 +30,14 @@ from psycopg_pool import ConnectionPool
 from temporalio import activity
 
 from activities.pipeline import start_or_update_alert
-from altaviz import db
-from altaviz.app import App
-from altaviz.fleet import Compressor, Fleet, Organization, Site
-from altaviz.fleet_store import load_fleet
-from altaviz.settings import Settings
-from altaviz.temporal_setup import ensure_search_attributes
-from rules.results import Breach
+from altaviz.app.context import App
+from altaviz.app.temporal_setup import ensure_search_attributes
+from altaviz.core import db
+from altaviz.core.fleet import Compressor, Fleet, Organization, Site
+from altaviz.core.fleet_store import load_fleet
+from altaviz.core.payloads import Breach, NotifyRequest, NotifyResult
+from altaviz.core.settings import Settings
 from worker import build_worker
-from workflows.models import NotifyRequest, NotifyResult
 
 HOUR = datetime(2026, 3, 2, 10, tzinfo=UTC)
 ORG = "bench"

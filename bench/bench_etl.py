@@ -30,6 +30,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from altaviz.core import db
+from altaviz.core.settings import Settings
+from altaviz.core.telemetry import CHANNELS, METRICS
+from altaviz.simulator import SimulationConfig, simulate
+from bench.fleet_postgres import fleet_postgres
+from etl.pipeline import run_pipeline
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -37,7 +44,6 @@ def _simulate(work: Path, compressors: int, days: int) -> Path:
     sim = work / f"sim-{compressors}x{days}"
     if (sim / "ground_truth.json").exists():
         return sim
-    from altaviz.simulator import SimulationConfig, simulate
 
     simulate(SimulationConfig(compressors=compressors, days=days, seed=42, out=sim,
                               overwrite=True))
@@ -105,8 +111,6 @@ def _child(phase: str, db_url: str, landing: Path, lake: Path) -> None:
     (``peak_rss_mb``), and as the bound no sampling can miss, this process's own peak plus the
     largest child's (``peak_rss_mb_bound``; a child only runs while this process waits).
     """
-    from altaviz.settings import Settings
-    from etl.pipeline import run_pipeline
 
     settings = Settings(data_dir=lake.parent, lake_dir=lake, landing_dir=landing,
                         late_arrival_minutes=90)
@@ -160,8 +164,6 @@ def _spark(landing: Path, fleet_json: Path, out_dir: Path) -> None:
     import pyarrow.parquet as pq
     from pyspark.sql import SparkSession, Window
     from pyspark.sql import functions as F
-
-    from altaviz.telemetry import CHANNELS, METRICS
 
     peak, done = _sample_tree_rss(0.2)
     started = time.perf_counter()
@@ -269,9 +271,6 @@ def main(argv: list[str] | None = None) -> int:
         landing, fleet, out = args.spark_child
         _spark(Path(landing), Path(fleet), Path(out))
         return 0
-
-    from altaviz import db
-    from bench.fleet_postgres import fleet_postgres
 
     work: Path = args.work
     work.mkdir(parents=True, exist_ok=True)

@@ -55,8 +55,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from psycopg import sql
 
-from altaviz.telemetry import CHANNELS
+from altaviz.core.telemetry import CHANNELS
 from bench.bench_etl import _run_child, _simulate, _split_landing, fleet_parser
+from bench.fleet_postgres import fleet_postgres
+from etl.lake import BRONZE_SCHEMA, Lake, conform
 
 _HZ = os.sysconf("SC_CLK_TCK")
 _NUMBER = r"^[-+]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][-+]?[0-9]+)?$"
@@ -129,7 +131,6 @@ def _timed(figures: dict[str, Any], name: str, work: Callable[[], Any],
 def _bronze(landing: Path, lake: Any) -> int:
     """Landing files to a bronze append, with nothing checked: each file read by pyarrow as
     delta-rs asks for the next batch, the bookkeeping columns added as constants."""
-    from etl.lake import BRONZE_SCHEMA, conform
 
     files = sorted(landing.glob("arrival_date=*/*.parquet"))
     loaded_at = pa.scalar(datetime.now(UTC), pa.timestamp("us", tz="UTC"))
@@ -254,7 +255,6 @@ def _postgres(db_url: str, work: Path, figures: dict[str, Any]) -> None:
 
 def _floor_child(db_url: str, landing: Path, lake_dir: Path, work: Path) -> None:
     """Measure the floor in this process; print its figures as JSON."""
-    from etl.lake import Lake
 
     real = Lake(lake_dir)
     scratch = Lake(work / "floor-lake")
@@ -279,8 +279,6 @@ def main(argv: list[str] | None = None) -> int:
         db_url, landing_dir, lake_dir, work_dir = args.floor_child
         _floor_child(db_url, Path(landing_dir), Path(lake_dir), Path(work_dir))
         return 0
-
-    from bench.fleet_postgres import fleet_postgres
 
     work: Path = args.work
     work.mkdir(parents=True, exist_ok=True)

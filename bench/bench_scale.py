@@ -58,7 +58,24 @@ from typing import Any
 
 import psycopg
 
-from workflows.models import NotifyRequest, NotifyResult
+from activities.pipeline import start_or_update_alert
+from altaviz.app.context import App
+from altaviz.app.services import EmbeddedTemporal
+from altaviz.app.temporal_setup import ensure_search_attributes
+from altaviz.core import db, duck
+from altaviz.core.fleet import Compressor, Fleet, Organization, Site
+from altaviz.core.fleet_store import load_fleet
+from altaviz.core.payloads import Breach, NotifyRequest, NotifyResult
+from altaviz.core.settings import Settings
+from altaviz.simulator import SimulationConfig, simulate
+from bench.fleet_postgres import fleet_postgres
+from etl.lake import Lake
+from etl.pipeline import run_pipeline
+from rules.backtest import backtest, read_ground_truth
+from rules.evaluate import evaluate
+from rules.loader import load_rule_set
+from worker import build_worker
+from workflows import SEARCH_ATTRIBUTES
 
 HOUR = datetime(2026, 3, 2, 10, tzinfo=UTC)
 ORG = "scale"
@@ -83,9 +100,6 @@ async def run_worker(db_url: str, address: str, task_queue: str, name: str) -> N
     from temporalio import activity
     from temporalio.client import Client
     from temporalio.contrib.pydantic import pydantic_data_converter
-
-    from altaviz import db
-    from worker import build_worker
 
     client = await Client.connect(address, data_converter=pydantic_data_converter)
 
@@ -142,14 +156,6 @@ async def wait_count(db_url: str, sql: str, target: int, timeout: float) -> floa
 
 
 async def scenario(args: argparse.Namespace) -> dict[str, Any]:
-    from activities.pipeline import start_or_update_alert
-    from altaviz.app import App
-    from altaviz.fleet import Compressor, Fleet, Organization, Site
-    from altaviz.fleet_store import load_fleet
-    from altaviz.settings import Settings
-    from altaviz.temporal_setup import ensure_search_attributes
-    from rules.results import Breach
-
     data_dir = Path(args.data_dir)
     shutil.rmtree(data_dir, ignore_errors=True)
     port = free_port()
@@ -256,8 +262,6 @@ async def restart_server(args: argparse.Namespace, settings: Any, db_url: str,
                          figures: dict[str, Any], t0: float) -> None:
     """Stop the embedded dev server, keep it down ``args.down_s``, start it again on the same
     state file and port; the worker process is left alone."""
-    from altaviz.services import EmbeddedTemporal
-    from workflows import SEARCH_ATTRIBUTES
 
     server = EmbeddedTemporal(settings.data_dir, port=settings.temporal_port,
                               ui_port=settings.temporal_ui_port,
@@ -324,7 +328,6 @@ def simulate_fleet(work: Path, compressors: int, days: int) -> Path:
     sim = work / f"sim-{compressors}x{days}"
     if (sim / "ground_truth.json").exists():
         return sim
-    from altaviz.simulator import SimulationConfig, simulate
 
     simulate(SimulationConfig(compressors=compressors, days=days, seed=FLEET_SEED, out=sim,
                               overwrite=True))
@@ -353,8 +356,6 @@ def etl_day_child(db_url: str, landing: Path, lake: Path, as_of: datetime) -> No
     """One ``run_pipeline`` call over whatever the landing folder holds that bronze has not
     seen (one arrival day); prints its figures as one JSON line. Runs in its own process so
     ``ru_maxrss`` is this run's peak alone."""
-    from altaviz.settings import Settings
-    from etl.pipeline import run_pipeline
 
     if (landing.parent / "stop").exists():
         # a long catch-up cut short between two days: the parent goes on to the rules and the
@@ -394,10 +395,6 @@ def rules_child(db_url: str, mode: str, sim: Path, gold_uri: str | None = None) 
     ground truth); ``latest`` evaluates the latest hour once, as the hourly pipeline does.
     ``gold_uri``: backtest in DuckDB over the gold table (``altaviz rules backtest``'s default
     engine when a lake exists) instead of in PostgreSQL."""
-    from altaviz import db
-    from rules.backtest import backtest, read_ground_truth
-    from rules.evaluate import evaluate
-    from rules.loader import load_rule_set
 
     rule_set = load_rule_set()  # rules/thresholds.yaml
     load_before = os.getloadavg()[0]
@@ -490,9 +487,6 @@ def _child_json(*args: str) -> dict[str, Any]:
 def integrity(db_url: str, lake_root: Path, duplicates: int) -> dict[str, Any]:
     """Counts that must agree after the catch-up: the lake's bronze rows are accounted for,
     nothing is doubled in silver or gold, and PostgreSQL holds one aggregate row per gold key."""
-    from altaviz import db
-    from etl import duck
-    from etl.lake import Lake
 
     lake = Lake(lake_root)
     con = duck.connect(temp_directory=lake_root / "_tmp")
@@ -543,8 +537,6 @@ def fleet_scenario(args: argparse.Namespace) -> dict[str, Any]:
     over the days done); ``--resume`` keeps the lake and database of the previous run and
     continues with the arrival days it has not done (an interrupted day is run again: every
     ETL stage catches up on what its predecessor left)."""
-    from altaviz import db
-    from bench.fleet_postgres import fleet_postgres
 
     work: Path = args.work
     work.mkdir(parents=True, exist_ok=True)

@@ -27,12 +27,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from altaviz.telemetry import CHANNELS, LANDING_SCHEMA
+from altaviz.core.telemetry import CHANNELS, LANDING_SCHEMA
+from altaviz.simulator import SimulationConfig, simulate
 
 
 def _child(compressors: int, days: int, out: str) -> None:
-    from altaviz.simulator import SimulationConfig, simulate
-
     began = time.perf_counter()
     result = simulate(SimulationConfig(compressors=compressors, days=days, seed=42, out=Path(out)))
     elapsed = time.perf_counter() - began

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import psycopg
 
-from altaviz import db
-from altaviz.fleet_store import load_fleet, read_fleet
-from altaviz.services import import_embedded_postgres, tune_embedded_postgres
+from altaviz.app.services import import_embedded_postgres, tune_embedded_postgres
+from altaviz.core import db
+from altaviz.core.fleet_store import load_fleet, read_fleet
 
 
 @contextlib.contextmanager

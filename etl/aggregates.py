@@ -3,7 +3,7 @@
 PostgreSQL keeps one row per organization, compressor and hour, each statistic an array over
 the metrics (migration 070; ``sensor_readings_agg`` is the long view of it that readers use).
 Gold is long (one row per metric), so each compressor-hour is pivoted here: element ``i`` of
-every array is metric ``i`` of :data:`altaviz.telemetry.METRICS`, NULL where the hour has no
+every array is metric ``i`` of :data:`altaviz.core.telemetry.METRICS`, NULL where the hour has no
 reading of it. A batch that changed some metrics of a compressor-hour rewrites the whole row,
 so the row is assembled from all of that hour's gold rows, not only the batch's.
 
@@ -46,9 +46,9 @@ import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from altaviz.db import admin, connect, queries, tenant
+from altaviz.core.db import admin, connect, queries, tenant
+from altaviz.core.duck import table_from_arrow
 from etl.carry import Carry
-from etl.duck import table_from_arrow
 from etl.lake import Lake
 from etl.ledger import sql_dates
 from etl.metrics import HOUR_US
@@ -103,7 +103,7 @@ def upsert_aggregates(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.
       staging table, per organization in a tenant transaction (RLS), as before.
 
     Args:
-        con: a DuckDB connection from :func:`etl.duck.connect`.
+        con: a DuckDB connection from :func:`altaviz.core.duck.connect`.
         lake: the lake.
         conn: a PostgreSQL connection as the owner (tenant work switches role per org).
         db_url: the same database, for the COPY streams' own connections.

@@ -22,7 +22,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from altaviz.telemetry import CHANNELS
+from altaviz.core.telemetry import CHANNELS
 from etl.lake import BRONZE_SCHEMA, Lake, conform
 from etl.ledger import LandingFile, pending
 from etl.models import BronzeResult
@@ -115,7 +115,7 @@ def bronze_ingest(con: duckdb.DuckDBPyConnection, lake: Lake, landing: Path,
     """Append every landing file not yet in bronze as one batch; idempotent.
 
     Args:
-        con: a connection from :func:`etl.duck.connect`.
+        con: a connection from :func:`altaviz.core.duck.connect`.
         lake: the lake (tables must exist: :meth:`Lake.ensure`).
         landing: the landing folder.
         progress: optional callback ``(stage, fraction)``.

@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from altaviz.telemetry import METRICS, READINGS_PER_HOUR
+from altaviz.core.telemetry import METRICS, READINGS_PER_HOUR
 from etl.carry import MAX_GOLD_ROWS, Carried, Carry
 from etl.handoff import REMEDY, Handoff
 from etl.hot import HotPartials, Meta

@@ -45,7 +45,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from altaviz.telemetry import METRICS
+from altaviz.core.telemetry import METRICS
 from etl.hot import SCHEMA as PARTIALS_SCHEMA
 from etl.hot import read_ipc
 from etl.lake import TS

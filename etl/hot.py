@@ -35,7 +35,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from altaviz.telemetry import METRICS
+from altaviz.core.telemetry import METRICS
 from etl.lake import Lake
 from etl.ledger import dates_between, sql_dates
 

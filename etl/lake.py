@@ -36,8 +36,8 @@ from deltalake import (
 )
 from filelock import FileLock, Timeout
 
-from altaviz.errors import TransientError
-from altaviz.telemetry import CHANNELS
+from altaviz.core.errors import TransientError
+from altaviz.core.telemetry import CHANNELS
 
 TS = pa.timestamp("us", tz="UTC")
 CHANNEL_FIELDS = [pa.field(c.name, pa.float64()) for c in CHANNELS]

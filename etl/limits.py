@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from altaviz.telemetry import METRICS
+from altaviz.core.telemetry import METRICS
 from etl.metrics import MIN_BASELINE_READINGS, OUTLIER_SIGMAS
 from etl.windows import hours_since_epoch, sample_std
 

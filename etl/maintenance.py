@@ -14,7 +14,7 @@ from pathlib import Path
 from deltalake.exceptions import DeltaError
 from pydantic import BaseModel, ConfigDict
 
-from altaviz.errors import InputError
+from altaviz.core.errors import InputError
 from etl.lake import SCHEMAS, TABLE_WRITER_PROPERTIES, Lake
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from altaviz.telemetry import CHANNELS, METRICS, Channel
+from altaviz.core.telemetry import CHANNELS, METRICS, Channel
 
 #: Minimum readings in the trailing 24 h before a reading can be called an outlier: with fewer,
 #: the baseline's standard deviation means little (two hours at the 10-minute cadence).

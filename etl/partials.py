@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from altaviz.telemetry import METRICS
+from altaviz.core.telemetry import METRICS
 from etl.windows import hours_since_epoch
 
 

@@ -30,7 +30,7 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
-from altaviz.telemetry import METRICS
+from altaviz.core.telemetry import METRICS
 from etl.pivot import INTEGER_STATISTICS, STATISTICS, Pivoted
 
 #: The columns written, in this order.

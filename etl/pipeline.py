@@ -39,9 +39,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel
 
-from altaviz import db
-from altaviz.settings import Settings
-from etl import duck
+from altaviz.core import db, duck
+from altaviz.core.settings import Settings
 from etl.aggregates import compressor_orgs, stage_mark, upsert_aggregates
 from etl.bronze import bronze_ingest
 from etl.carry import Carry

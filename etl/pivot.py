@@ -1,7 +1,7 @@
 """Long gold rows to ``agg_compressor_hours`` rows: one per compressor-hour, arrays over metrics.
 
 Gold holds one row per (compressor, metric, hour); PostgreSQL keeps one row per compressor-hour
-with each statistic an array in :data:`altaviz.telemetry.METRICS` order (migration 070). The
+with each statistic an array in :data:`altaviz.core.telemetry.METRICS` order (migration 070). The
 pivot is a scatter into dense ``(compressor-hours x metrics)`` numpy arrays: one sort of an
 integer key per batch, then one fancy-indexed assignment per statistic. The same pivot in DuckDB
 (``list()`` per statistic, then ``list_position`` per element) took 3.0-3.4 s for one day of
@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from altaviz.telemetry import METRICS
+from altaviz.core.telemetry import METRICS
 
 #: The per-metric statistics, each one array column of ``agg_compressor_hours``.
 STATISTICS = ("n", "mean", "min", "max", "stddev", "mean_4h", "min_4h", "max_4h", "stddev_4h",
@@ -152,7 +152,7 @@ def pivot_dense(codes: pa.Table, orgs: pa.Array, compressors: pa.Array,
     if (pos < 0).any():
         i = int(np.flatnonzero(pos < 0)[0])
         bad = unknown(i) if unknown else "?"
-        raise ValueError(f"gold holds metric {bad!r}, which altaviz.telemetry.METRICS (and "
+        raise ValueError(f"gold holds metric {bad!r}, which altaviz.core.telemetry.METRICS (and "
                          f"PostgreSQL's agg_metric_names()) does not list")
     for name in ("org", "comp", "hour"):
         if codes.column(name).null_count:

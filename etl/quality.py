@@ -37,11 +37,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyarrow import csv
 
-from altaviz.db import admin, connect, queries, tenant
-from altaviz.errors import InputError
-from altaviz.telemetry import READINGS_PER_HOUR
+from altaviz.core.db import admin, connect, queries, tenant
+from altaviz.core.duck import table_from_arrow
+from altaviz.core.errors import InputError
+from altaviz.core.telemetry import READINGS_PER_HOUR
 from etl.aggregates import set_stage_mark, stage_mark
-from etl.duck import table_from_arrow
 from etl.lake import Lake
 from etl.ledger import sql_dates
 from etl.metrics import hour_of

@@ -32,9 +32,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from altaviz.telemetry import CHANNELS, METRICS
+from altaviz.core.duck import table_from_arrow
+from altaviz.core.telemetry import CHANNELS, METRICS
 from etl.carry import Carried, Carry
-from etl.duck import table_from_arrow
 from etl.handoff import SUMS_SCHEMA, FlagTally, Handoff
 from etl.hot import HotPartials
 from etl.lake import QUARANTINE_SCHEMA, SILVER_SCHEMA, Lake, conform, conform_reader
@@ -98,7 +98,7 @@ def silver_transform(con: duckdb.DuckDBPyConnection, lake: Lake, orgs: dict[str,
     """Validate, deduplicate and flag the bronze batches silver still owes; idempotent.
 
     Args:
-        con: a connection from :func:`etl.duck.connect`.
+        con: a connection from :func:`altaviz.core.duck.connect`.
         lake: the lake.
         orgs: compressor_id -> org_id for every known compressor (from PostgreSQL).
         late_arrival_minutes: ``settings.late_arrival_minutes``.

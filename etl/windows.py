@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from altaviz.telemetry import METRICS, READINGS_PER_HOUR
+from altaviz.core.telemetry import METRICS, READINGS_PER_HOUR
 from etl.lake import GOLD_SCHEMA, TS
 from etl.metrics import VAR_EPS
 
@@ -169,7 +169,7 @@ class _Scan:
     same tables lists the same rows in the same order, so per-metric reads line up with one
     read of the keys.
 
-    The connections run with ``preserve_insertion_order = false`` (etl.duck); it is on only
+    The connections run with ``preserve_insertion_order = false`` (altaviz.core.duck); it is on only
     for these plain scans, which never filter or join.
     """
 

@@ -27,8 +27,9 @@ from typing import Any
 
 import psycopg
 
-from altaviz import db
-from altaviz.errors import InputError
+from altaviz.core import db
+from altaviz.core.errors import InputError
+from rules import duck_engine
 from rules.evaluate import Row, evaluate_rows, fill_baselines, history_start, variants_of
 from rules.evaluate import _hour as hour_of
 from rules.parallel import extra_connections, in_parallel
@@ -215,7 +216,6 @@ def episodes(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str, star
     range at the same time (the extra ones are opened like ``conn``; 1: ``conn`` alone).
     """
     if gold_uri is not None:
-        from rules import duck_engine
 
         rows = duck_engine.episode_rows(conn, rule_set, org_id, start, end, gold_uri,
                                         lookback_hours)

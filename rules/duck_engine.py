@@ -44,9 +44,10 @@ import numpy as np
 import psycopg
 import pyarrow as pa
 
-from altaviz import db
-from altaviz.errors import InputError
-from altaviz.telemetry import METRIC_BY_NAME
+from altaviz.core import db
+from altaviz.core.duck import connect as duck_connect
+from altaviz.core.errors import InputError
+from altaviz.core.telemetry import METRIC_BY_NAME
 from rules.evaluate import (
     DEFAULT_LOOKBACK_HOURS,
     Row,
@@ -484,8 +485,6 @@ def _rows(con: duckdb.DuckDBPyConnection, gold: str, units: pa.Table, rule_set: 
 
 def connect(threads: int | None = None, memory_limit: str = "4GB") -> duckdb.DuckDBPyConnection:
     """A DuckDB connection for backtests (delta extension loaded offline, UTC)."""
-    from etl.duck import connect as duck_connect
-
     return duck_connect(memory_limit=memory_limit, threads=threads)
 
 

@@ -52,11 +52,11 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from altaviz import db
-from altaviz.errors import InputError, ServiceError
-from altaviz.telemetry import METRIC_BY_NAME
+from altaviz.core import db
+from altaviz.core.errors import InputError, ServiceError
+from altaviz.core.payloads import Breach, Clear
+from altaviz.core.telemetry import METRIC_BY_NAME
 from rules.parallel import extra_connections, in_parallel
-from rules.results import Breach, Clear
 from rules.schema import (
     KNOWN_MODELS,
     RUNNING_SHARE,

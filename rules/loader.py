@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from altaviz.errors import RuleError
+from altaviz.core.errors import RuleError
 from rules.schema import (
     OVERRIDABLE_KEYS,
     RULE_CLASSES,

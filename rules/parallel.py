@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from altaviz import db
+from altaviz.core import db
 
 T = TypeVar("T")
 

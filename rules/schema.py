@@ -23,7 +23,7 @@ from pydantic import (
     StrictStr,
 )
 
-from altaviz.telemetry import METRIC_BY_NAME
+from altaviz.core.telemetry import METRIC_BY_NAME
 
 #: The compressor models rules may name: the one list (the simulator's model names). A rule
 #: naming any other model is rejected at load time, so a typo cannot silently match nothing.
@@ -53,8 +53,9 @@ Number = Annotated[float, BeforeValidator(_number)]
 
 def _known_metric(name: str) -> str:
     if name not in METRIC_BY_NAME:
-        raise ValueError(f"unknown metric {name!r} (expected one of altaviz.telemetry.METRICS, "
-                         f"e.g. {', '.join(sorted(METRIC_BY_NAME)[:4])}, ...)")
+        examples = ", ".join(sorted(METRIC_BY_NAME)[:4])
+        raise ValueError(f"unknown metric {name!r} (expected one of "
+                         f"altaviz.core.telemetry.METRICS, e.g. {examples}, ...)")
     return name
 
 

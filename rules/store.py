@@ -15,8 +15,8 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from altaviz import db
-from altaviz.errors import RuleError
+from altaviz.core import db
+from altaviz.core.errors import RuleError
 from rules.schema import RuleSet
 
 

@@ -20,9 +20,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from altaviz import db
-from altaviz.fleet import Compressor, Fleet, Organization, Site
-from altaviz.services import import_embedded_postgres
+from altaviz.app.services import import_embedded_postgres
+from altaviz.core import db
+from altaviz.core.fleet import Compressor, Fleet, Organization, Site
 
 TEMPLATE = "altaviz_test_template"
 _counter = itertools.count()
@@ -52,7 +52,7 @@ def _stop_at_once(server: Any, pgdata: Path) -> None:
     deleted right after. ``server.cleanup()`` then finds the server stopped and does nothing
     more; if this stop fails, it falls back to its own clean stop.
     """
-    from embedded_postgres._commands import pg_ctl
+    from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
 
     try:
         pg_ctl(["-w", "-m", "immediate", "stop"], pgdata=pgdata, user=server.system_user)
@@ -160,7 +160,7 @@ def two_tenant_fleet() -> Fleet:
 @pytest.fixture
 def fleet(conn: psycopg.Connection[Any]) -> Fleet:
     """The two-tenant fleet, loaded into the fresh database."""
-    from altaviz.fleet_store import load_fleet
+    from altaviz.core.fleet_store import load_fleet
 
     f = two_tenant_fleet()
     load_fleet(conn, f)

@@ -39,9 +39,7 @@ from temporalio.common import (
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from rules.results import Breach, Clear
-    from workflows import SEARCH_ATTRIBUTES
-    from workflows.models import (
+    from altaviz.core.payloads import (
         AckRequest,
         AlertCarry,
         AlertEventType,
@@ -49,11 +47,14 @@ with workflow.unsafe.imports_passed_through():
         AlertState,
         AlertTransition,
         Audience,
+        Breach,
+        Clear,
         NotifyRequest,
         NotifyResult,
         OpenAlertResult,
         ResolveRequest,
     )
+    from workflows import SEARCH_ATTRIBUTES
 
 #: Names other components use to talk to an alert workflow.
 WORKFLOW_NAME = "AlertWorkflow"

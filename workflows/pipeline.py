@@ -16,7 +16,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
 
 with workflow.unsafe.imports_passed_through():
-    from workflows.models import (
+    from altaviz.core.payloads import (
         BreachBatch,
         ClearBatch,
         DispatchResult,

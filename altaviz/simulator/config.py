@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from altaviz.telemetry import CADENCE_MINUTES
+from altaviz.core.telemetry import CADENCE_MINUTES
 
 #: Default window start: a Monday at midnight UTC.
 DEFAULT_START = datetime(2026, 11, 2, tzinfo=UTC)

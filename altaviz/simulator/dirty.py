@@ -13,8 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from altaviz.core.telemetry import CHANNELS, LANDING_SCHEMA, TEXT_LANDING_SCHEMA
 from altaviz.simulator.config import DirtyConfig
-from altaviz.telemetry import CHANNELS, LANDING_SCHEMA, TEXT_LANDING_SCHEMA
 
 REQUIRED_CHANNELS = tuple(c.name for c in CHANNELS if c.required)
 #: Values a broken sensor or gateway sends: outside every channel's plausibility range.

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from altaviz.errors import InputError
-from altaviz.fleet import Fleet
+from altaviz.core.errors import InputError
+from altaviz.core.fleet import Fleet
+from altaviz.core.telemetry import CADENCE_MINUTES, CHANNELS, READINGS_PER_HOUR
 from altaviz.simulator.config import SimulationConfig
 from altaviz.simulator.dirty import DefectCounts, IdPool, Rows, encode
 from altaviz.simulator.faults import STEPS_PER_DAY, Fault, plan_faults
@@ -32,7 +33,6 @@ from altaviz.simulator.physics.ambient import Ambient
 from altaviz.simulator.physics.channels import BlockInputs, generate_block
 from altaviz.simulator.schedule import NEVER, Schedule, build_schedule, gap_mask
 from altaviz.simulator.writer import LandingWriter
-from altaviz.telemetry import CADENCE_MINUTES, CHANNELS, READINGS_PER_HOUR
 
 SIMULATOR_VERSION = 1
 _STEP_US = CADENCE_MINUTES * 60 * 1_000_000

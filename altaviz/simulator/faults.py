@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from altaviz.core.telemetry import READINGS_PER_HOUR
 from altaviz.simulator.config import SimulationConfig
 from altaviz.simulator.fleet_gen import UnitTable
-from altaviz.telemetry import READINGS_PER_HOUR
 
 MODES = ("bearing_wear", "cooler_fouling", "valve_degradation", "oil_degradation")
 _MODE_WEIGHTS = (0.25, 0.2, 0.35, 0.2)

@@ -12,7 +12,7 @@ from datetime import date, timedelta
 
 import numpy as np
 
-from altaviz.fleet import Compressor, Fleet, Organization, Site
+from altaviz.core.fleet import Compressor, Fleet, Organization, Site
 from altaviz.simulator.catalog import BASINS, MODELS, STAGE_RATIO
 from altaviz.simulator.config import SimulationConfig
 

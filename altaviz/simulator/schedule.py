@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from altaviz.core.telemetry import READINGS_PER_HOUR
 from altaviz.simulator.config import SimulationConfig
 from altaviz.simulator.faults import STEPS_PER_DAY, Fault
-from altaviz.telemetry import READINGS_PER_HOUR
 
 NEVER = 2**40  # a step index beyond any window: "no end"
 

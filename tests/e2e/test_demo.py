@@ -15,11 +15,11 @@ from typing import Any
 import httpx
 import pytest
 
-from altaviz import db
-from altaviz.app import App
-from altaviz.demo import DemoOptions, format_report, run_demo
-from altaviz.links import signer_from_settings
-from altaviz.settings import load_settings
+from altaviz.app.context import App
+from altaviz.app.demo import DemoOptions, format_report, run_demo
+from altaviz.core import db
+from altaviz.core.links import signer_from_settings
+from altaviz.core.settings import load_settings
 
 
 def _free_port() -> int:

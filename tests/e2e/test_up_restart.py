@@ -19,10 +19,10 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from activities.pipeline import start_or_update_alert
-from altaviz import db
-from altaviz.app import App
-from altaviz.settings import load_settings
-from rules.results import Breach
+from altaviz.app.context import App
+from altaviz.core import db
+from altaviz.core.payloads import Breach
+from altaviz.core.settings import load_settings
 from tests.conftest import two_tenant_fleet
 
 ESCALATION_S = 20
@@ -35,7 +35,7 @@ def _free_port() -> int:
 
 
 def _start_up(env: dict[str, str], fleet: Path) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([sys.executable, "-m", "altaviz.cli", "up", "--fleet", str(fleet)],
+    proc = subprocess.Popen([sys.executable, "-m", "altaviz.app.cli", "up", "--fleet", str(fleet)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     deadline = time.monotonic() + 120

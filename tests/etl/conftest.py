@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from altaviz.settings import Settings
+from altaviz.core.settings import Settings
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from altaviz.telemetry import CHANNELS, LANDING_SCHEMA, TEXT_LANDING_SCHEMA
+from altaviz.core.telemetry import CHANNELS, LANDING_SCHEMA, TEXT_LANDING_SCHEMA
 
 T0 = datetime(2025, 3, 10, 0, 0, tzinfo=UTC)
 

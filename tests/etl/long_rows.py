@@ -9,7 +9,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from altaviz.telemetry import METRICS
+from altaviz.core.telemetry import METRICS
 from etl.pivot import INTEGER_STATISTICS, LONG_COLUMNS, STATISTICS
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)

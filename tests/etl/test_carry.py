@@ -15,8 +15,8 @@ import pyarrow as pa
 import pytest
 
 import etl.aggregates
-from altaviz.settings import Settings
-from altaviz.telemetry import METRICS
+from altaviz.core.settings import Settings
+from altaviz.core.telemetry import METRICS
 from etl.carry import Carried, Carry
 from etl.models import EtlSummary
 from etl.pipeline import run_pipeline

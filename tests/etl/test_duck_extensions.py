@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from altaviz.errors import ConfigError
-from etl import duck
+from altaviz.core import duck
+from altaviz.core.errors import ConfigError
 
 
 @pytest.fixture(autouse=True)

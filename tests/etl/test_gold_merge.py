@@ -10,9 +10,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from altaviz.fleet import Fleet
-from altaviz.settings import Settings
-from etl import duck
+from altaviz.core import duck
+from altaviz.core.fleet import Fleet
+from altaviz.core.settings import Settings
 from etl.lake import Lake
 from etl.pipeline import run_pipeline
 from tests.etl.landing import T0, reading, write_landing
@@ -56,7 +56,7 @@ def _gold_keys(lake_root: Path) -> tuple[int, int]:
 def test_crash_between_gold_merge_and_append_loses_and_doubles_nothing(
         settings: Settings, db_url: str, fleet: Fleet, conn: psycopg.Connection[Any],
         tmp_path: Path, pg_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from altaviz.fleet_store import load_fleet
+    from altaviz.core.fleet_store import load_fleet
     from tests.conftest import _fresh_database, two_tenant_fleet
 
     _batches(settings.landing_path, 0)

@@ -14,7 +14,7 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from altaviz.telemetry import METRICS
+from altaviz.core.telemetry import METRICS
 from etl.windows import PAD, _ByRow, _rolled, _windows_at, gold_batches
 
 blocks = st.lists(st.integers(1, 60), min_size=1, max_size=6)

@@ -9,9 +9,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from altaviz.fleet_store import load_fleet
-from altaviz.settings import Settings
-from etl.duck import connect as duck_connect
+from altaviz.core.duck import connect as duck_connect
+from altaviz.core.fleet_store import load_fleet
+from altaviz.core.settings import Settings
 from etl.lake import Lake
 from etl.pipeline import run_pipeline
 

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
-from altaviz.settings import Settings
+from altaviz.core.settings import Settings
 from etl.handoff import FLAGS_SCHEMA, SUMS_SCHEMA, FlagTally, Handoff
 from etl.pipeline import run_pipeline
 from tests.etl.landing import T0, reading, write_landing
@@ -103,7 +103,7 @@ def _run(settings: Settings, db_url: str, knobs: dict[str, int],
 def _second_lake(settings: Settings, tmp_path: Path, pg_server: Any) -> tuple[Settings, str]:
     """Another lake and landing folder with a fresh database holding the same fleet, for the
     run to compare with."""
-    from altaviz.fleet_store import load_fleet
+    from altaviz.core.fleet_store import load_fleet
     from tests.conftest import _fresh_database, two_tenant_fleet
 
     other = settings.model_copy(update={"lake_dir": tmp_path / "lake2",
@@ -214,7 +214,7 @@ def test_the_hourly_runs_handed_partials_give_the_gold_of_silver_read_again(
 def test_handed_partials_serve_only_their_own_batches(tmp_path: Path) -> None:
     import numpy as np
 
-    from altaviz.telemetry import METRICS
+    from altaviz.core.telemetry import METRICS
 
     handoff = Handoff(tmp_path)
     sums: dict[str, list[Any]] = {f.name: [None] for f in SUMS_SCHEMA}
@@ -240,7 +240,7 @@ def test_handed_partials_serve_only_their_own_batches(tmp_path: Path) -> None:
 def test_flag_tally_counts_per_compressor_hour_and_metric() -> None:
     import numpy as np
 
-    from altaviz.telemetry import METRICS
+    from altaviz.core.telemetry import METRICS
 
     ts = [T0 + timedelta(minutes=10 * i) for i in range(7)]          # 6 in hour 0, 1 in hour 1
     values: dict[str, list[float | None]] = {f"m_{i}": [1.0] * 7 for i in range(len(METRICS))}

@@ -11,9 +11,9 @@ import pyarrow as pa
 import pytest
 
 import etl.gold
-from altaviz.fleet import Fleet
-from altaviz.settings import Settings
-from etl import duck
+from altaviz.core import duck
+from altaviz.core.fleet import Fleet
+from altaviz.core.settings import Settings
 from etl.hot import SCHEMA, HotPartials
 from etl.lake import Lake
 from etl.pipeline import run_pipeline

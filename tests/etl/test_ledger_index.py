@@ -12,9 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from altaviz.settings import Settings
+from altaviz.core.duck import connect as duck_connect
+from altaviz.core.settings import Settings
 from etl.bronze import bronze_ingest
-from etl.duck import connect as duck_connect
 from etl.lake import Lake
 from etl.ledger import INDEX_FILE, discover, pending
 from tests.etl.landing import T0, series, write_landing

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from altaviz.settings import Settings
-from altaviz.telemetry import METRICS
+from altaviz.core.settings import Settings
+from altaviz.core.telemetry import METRICS
 from etl.limits import trailing_limits
 from etl.metrics import MIN_BASELINE_READINGS, OUTLIER_SIGMAS, VAR_EPS
 from etl.pipeline import run_pipeline

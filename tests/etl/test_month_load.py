@@ -10,9 +10,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from altaviz import db
-from altaviz.fleet import Fleet
-from altaviz.settings import Settings
+from altaviz.core import db
+from altaviz.core.fleet import Fleet
+from altaviz.core.settings import Settings
 from etl.pipeline import run_pipeline
 from tests.etl.landing import T0, series, write_landing
 
@@ -81,7 +81,7 @@ def test_what_a_crashed_load_left_is_discarded(
                              "'agg_compressor_hours%loading'").fetchall()
     assert names == []
     # the same as a clean run's
-    from altaviz.fleet_store import load_fleet
+    from altaviz.core.fleet_store import load_fleet
     from tests.conftest import _fresh_database, two_tenant_fleet
     clean_url = _fresh_database(pg_server, "altaviz_test_template")
     with psycopg.connect(clean_url) as clean:

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from deltalake import DeltaTable
 
-from altaviz.fleet import Fleet
-from altaviz.settings import Settings
+from altaviz.core.fleet import Fleet
+from altaviz.core.settings import Settings
 from etl.metrics import MIN_BASELINE_READINGS, OUTLIER_SIGMAS
 from etl.pipeline import run_pipeline
 from tests.etl.landing import T0, reading, write_landing

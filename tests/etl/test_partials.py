@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from altaviz.telemetry import METRICS
-from etl.duck import connect as duck_connect
+from altaviz.core.duck import connect as duck_connect
+from altaviz.core.telemetry import METRICS
 from etl.partials import hourly_partials
 
 START = datetime(2026, 11, 2, tzinfo=UTC)

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from altaviz.telemetry import METRICS
+from altaviz.core.telemetry import METRICS
 from etl.pgcopy import COLUMNS, copy_rows
 from etl.pivot import INTEGER_STATISTICS, pivot_long, to_arrow
 from tests.etl.long_rows import long_rows
@@ -69,8 +69,10 @@ def test_a_row_with_every_metric_present_and_one_with_none_of_a_statistic(
     dense = pivot_long(_long(every + one, 1))
     copy_rows(target, "copy_target", dense)
     with target.transaction():
-        n, mean = target.execute(
+        row = target.execute(
             "SELECT n, mean FROM copy_target WHERE compressor_id = 'C2'").fetchone()
+        assert row is not None
+        n, mean = row
         full = target.execute(
             "SELECT cardinality(array_remove(n, NULL)) FROM copy_target "
             "WHERE compressor_id = 'C1'").fetchone()

@@ -11,9 +11,9 @@ import duckdb
 import psycopg
 import pytest
 
-from altaviz.fleet import Fleet
-from altaviz.settings import Settings
-from etl.duck import connect as duck_connect
+from altaviz.core.duck import connect as duck_connect
+from altaviz.core.fleet import Fleet
+from altaviz.core.settings import Settings
 from etl.lake import Lake
 from etl.pipeline import run_pipeline
 from tests.etl.landing import T0, reading, series, write_landing
@@ -135,7 +135,7 @@ def test_crash_between_stages_then_rerun(settings: Settings, db_url: str, fleet:
     # one clean run over the same landing files in a fresh lake and database
     from tests.conftest import _fresh_database
     clean_url = _fresh_database(pg_server, "altaviz_test_template")
-    from altaviz.fleet_store import load_fleet
+    from altaviz.core.fleet_store import load_fleet
     from tests.conftest import two_tenant_fleet
     with psycopg.connect(clean_url) as clean_conn:
         load_fleet(clean_conn, two_tenant_fleet())
@@ -152,8 +152,8 @@ def test_crash_between_stages_then_rerun(settings: Settings, db_url: str, fleet:
 
 def test_cli_run_maintain_and_dq_report(settings: Settings, db_url: str, fleet: Fleet,
                                         capsys: pytest.CaptureFixture[str]) -> None:
-    from altaviz import app as app_module
-    from altaviz.cli import main
+    from altaviz.app import context as app_module
+    from altaviz.app.cli import main
 
     scenario(settings.landing_path)
     app_settings = settings.model_copy(update={"database_url": db_url})
@@ -291,7 +291,7 @@ def test_stages_in_child_processes_match_one_process(
     assert lake.rows_for_batches("bronze", 0, lake.batch_mark("bronze")) == bronze[0]
     assert lake.rows_for_batches("bronze", lake.batch_mark("bronze"),
                                  lake.batch_mark("bronze")) == 0
-    from altaviz.fleet_store import load_fleet
+    from altaviz.core.fleet_store import load_fleet
     from tests.conftest import _fresh_database, two_tenant_fleet
     clean_url = _fresh_database(pg_server, "altaviz_test_template")
     with psycopg.connect(clean_url) as clean_conn:

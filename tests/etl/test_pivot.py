@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from altaviz.telemetry import METRICS
+from altaviz.core.telemetry import METRICS
 from etl import pivot as pivot_module
 from etl.pivot import INTEGER_STATISTICS, LONG_COLUMNS, STATISTICS, pivot
 from tests.etl.long_rows import NAMES, long_rows

@@ -11,8 +11,8 @@ import psycopg
 import pytest
 
 import etl.pipeline
-from altaviz.fleet import Fleet
-from altaviz.settings import Settings
+from altaviz.core.fleet import Fleet
+from altaviz.core.settings import Settings
 from etl.pipeline import run_pipeline, run_stage
 from tests.etl.landing import T0, series, write_landing
 

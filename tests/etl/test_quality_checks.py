@@ -11,8 +11,8 @@ from typing import Any
 
 import psycopg
 
-from altaviz.fleet import Fleet
-from altaviz.settings import Settings
+from altaviz.core.fleet import Fleet
+from altaviz.core.settings import Settings
 from etl.pipeline import run_pipeline
 from tests.etl.landing import T0, reading, series, write_landing
 from tests.etl.test_pipeline import scenario

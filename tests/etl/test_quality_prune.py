@@ -9,9 +9,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from altaviz import db
-from altaviz.errors import InputError
-from altaviz.fleet import Fleet
+from altaviz.core import db
+from altaviz.core.errors import InputError
+from altaviz.core.fleet import Fleet
 from etl import quality
 
 NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)

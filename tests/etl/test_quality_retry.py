@@ -10,8 +10,8 @@ import psycopg
 import pyarrow as pa
 import pytest
 
-from altaviz import db
-from altaviz.fleet import Fleet
+from altaviz.core import db
+from altaviz.core.fleet import Fleet
 from etl.quality import record_checks
 
 

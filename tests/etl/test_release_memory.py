@@ -12,9 +12,9 @@ from typing import Any
 import duckdb
 import pytest
 
-from altaviz.fleet import Fleet
-from altaviz.settings import Settings
-from etl import duck
+from altaviz.core import duck
+from altaviz.core.fleet import Fleet
+from altaviz.core.settings import Settings
 from etl.pipeline import STAGES, release_memory, run_pipeline
 from tests.etl.landing import T0, series, write_landing
 

@@ -3,7 +3,7 @@ functions (which go through ICU on TIMESTAMPTZ and are several times slower)."""
 
 from __future__ import annotations
 
-from etl.duck import connect
+from altaviz.core.duck import connect
 from etl.metrics import hour_of, more_than_minutes_after, utc_date_of
 
 

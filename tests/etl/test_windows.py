@@ -11,8 +11,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from altaviz.fleet import Fleet
-from altaviz.settings import Settings
+from altaviz.core.fleet import Fleet
+from altaviz.core.settings import Settings
 from etl.pipeline import run_pipeline
 from tests.etl.landing import T0, reading, write_landing
 
@@ -109,7 +109,7 @@ def test_late_batch_updates_exactly_the_affected_hours(settings: Settings, db_ur
 
 def test_aggregates_are_scoped_by_organization(settings: Settings, db_url: str, fleet: Fleet,
                                                conn: psycopg.Connection[Any]) -> None:
-    from altaviz.db import queries, tenant
+    from altaviz.core.db import queries, tenant
 
     rows = [reading(c, T0 + timedelta(minutes=10 * i))
             for c in ("COMP-0001", "COMP-0003") for i in range(6)]
@@ -167,7 +167,7 @@ def test_compressor_buckets_give_the_same_rows(settings: Settings, db_url: str, 
     path of a late batch (a missing hour filled, readings added to an hour the next hour's
     windows reach) and the next hour's run."""
     import etl.gold
-    from altaviz.fleet_store import load_fleet
+    from altaviz.core.fleet_store import load_fleet
     from tests.conftest import _fresh_database, two_tenant_fleet
 
     def load(landing: Path) -> None:

@@ -11,8 +11,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from altaviz import db
-from altaviz.fleet import Fleet
+from altaviz.core import db
+from altaviz.core.fleet import Fleet
 
 ROW = ("INSERT INTO {table} (org_id, compressor_id, metric, hour, n) "
        "VALUES (%s, %s, 'oil_temp_f', %s, 6)")

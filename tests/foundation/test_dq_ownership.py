@@ -10,8 +10,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from altaviz import db
-from altaviz.fleet import Fleet
+from altaviz.core import db
+from altaviz.core.fleet import Fleet
 
 ROW = ("INSERT INTO data_quality_checks (org_id, compressor_id, run_id, check_type, measured, "
        "threshold, passed) VALUES (%s, %s, 'run-1', 'freshness', 1, 15, true)")

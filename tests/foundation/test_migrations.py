@@ -10,9 +10,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from altaviz import db
-from altaviz.errors import MigrationError
-from altaviz.telemetry import METRICS
+from altaviz.core import db
+from altaviz.core.errors import MigrationError
+from altaviz.core.telemetry import METRICS
 
 EXPECTED_TABLES = {
     "organizations", "sites", "compressors", "agg_compressor_hours", "alert_rule_sets",

@@ -16,7 +16,7 @@ import pytest
 
 ATTACH = """
 import json, sys
-from altaviz.app import App
+from altaviz.app.context import App
 app = App()
 url = app.database_url()
 info = app.temporal()
@@ -95,8 +95,8 @@ def test_two_processes_share_one_postgres_and_one_temporal(tmp_path: Path) -> No
 
 
 def test_postgres_state_survives_a_restart(tmp_path: Path) -> None:
-    from altaviz.app import App
-    from altaviz.settings import load_settings
+    from altaviz.app.context import App
+    from altaviz.core.settings import load_settings
 
     settings = load_settings(environ={"ALTAVIZ_DATA_DIR": str(tmp_path / "data")})
     app = App(settings=settings)
@@ -112,8 +112,8 @@ def test_postgres_state_survives_a_restart(tmp_path: Path) -> None:
 
 
 def test_configured_database_url_starts_nothing(tmp_path: Path, db_url: str) -> None:
-    from altaviz.app import App
-    from altaviz.settings import load_settings
+    from altaviz.app.context import App
+    from altaviz.core.settings import load_settings
 
     settings = load_settings(environ={"ALTAVIZ_DATA_DIR": str(tmp_path / "data"),
                                       "ALTAVIZ_DATABASE_URL": db_url,
@@ -130,7 +130,7 @@ def test_configured_database_url_starts_nothing(tmp_path: Path, db_url: str) -> 
 @pytest.mark.parametrize("command", [["services", "status"], ["--help"]])
 def test_cli_reports_services(tmp_path: Path, command: list[str]) -> None:
     env = {**os.environ, "ALTAVIZ_DATA_DIR": str(tmp_path / "data")}
-    out = subprocess.run([sys.executable, "-m", "altaviz.cli", *command], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "altaviz.app.cli", *command], capture_output=True,
                          text=True, env=env, timeout=60)
     assert out.returncode == 0, out.stderr
     if command[0] == "services":
@@ -147,7 +147,7 @@ def test_services_start_keeps_them_up_until_stop(tmp_path: Path) -> None:
            "ALTAVIZ_TEMPORAL_UI_PORT": str(_free_port())}
 
     def altaviz(*args: str) -> str:
-        out = subprocess.run([sys.executable, "-m", "altaviz.cli", *args], capture_output=True,
+        out = subprocess.run([sys.executable, "-m", "altaviz.app.cli", *args], capture_output=True,
                              text=True, env=env, timeout=120)
         assert out.returncode == 0, out.stderr
         return out.stdout

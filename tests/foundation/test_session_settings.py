@@ -8,8 +8,8 @@ from typing import Any
 
 import psycopg
 
-from altaviz import db
-from altaviz.fleet import Fleet
+from altaviz.core import db
+from altaviz.core.fleet import Fleet
 
 
 def _show(conn: psycopg.Connection[Any], name: str) -> str:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from altaviz.errors import ConfigError
-from altaviz.settings import Settings, load_settings
+from altaviz.core.errors import ConfigError
+from altaviz.core.settings import Settings, load_settings
 
 
 def test_defaults_and_environment() -> None:
@@ -20,7 +20,7 @@ def test_defaults_and_environment() -> None:
 
 
 def test_every_setting_has_one_environment_variable() -> None:
-    from altaviz.settings import ENV_HELP, env_name
+    from altaviz.core.settings import ENV_HELP, env_name
 
     for name in Settings.model_fields:
         assert env_name(name) in ENV_HELP
@@ -65,7 +65,7 @@ def test_secrets_are_never_echoed() -> None:
 
 
 def _altaviz(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "altaviz.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "altaviz.app.cli", *args], capture_output=True,
                           text=True, env={"PATH": "/usr/bin:/bin", **env}, cwd=cwd, timeout=60)
 
 

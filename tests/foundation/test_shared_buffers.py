@@ -7,7 +7,7 @@ from pathlib import Path
 
 import psycopg
 
-from altaviz.services import (
+from altaviz.app.services import (
     get_embedded_server,
     shared_buffers_for,
     start_settings,

@@ -4,8 +4,8 @@ from typing import Any
 
 import psycopg
 
-from altaviz import db
-from altaviz.fleet import Fleet
+from altaviz.core import db
+from altaviz.core.fleet import Fleet
 
 
 def test_fleet_fixture_loads_two_tenants(conn: psycopg.Connection[Any], fleet: Fleet) -> None:

@@ -8,8 +8,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from altaviz import db
-from altaviz.fleet import Fleet
+from altaviz.core import db
+from altaviz.core.fleet import Fleet
 
 TENANT_VIEWS = [
     "open_alerts", "fleet_health_by_site", "data_quality_summary", "sensor_readings_agg"]
@@ -167,14 +167,14 @@ def test_alert_events_refuses_update_and_delete(
 
 
 def test_invalid_org_id_is_refused_before_any_sql(conn: psycopg.Connection[Any]) -> None:
-    from altaviz.errors import TenantError
+    from altaviz.core.errors import TenantError
 
     with pytest.raises(TenantError), db.tenant(conn, "acme'; DROP TABLE sites; --"):
         pass
 
 
 def test_isolation_holds_on_postgresql_15(pg15_url: str) -> None:
-    from altaviz.fleet_store import load_fleet
+    from altaviz.core.fleet_store import load_fleet
     from tests.conftest import two_tenant_fleet
 
     db.migrate(pg15_url)

@@ -9,11 +9,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from altaviz.contacts import Contact, ContactsFile, load_contacts
-from altaviz.links import LinkSigner
-from altaviz.settings import Settings
+from altaviz.core.contacts import Contact, ContactsFile, load_contacts
+from altaviz.core.links import LinkSigner
+from altaviz.core.payloads import AlertState
+from altaviz.core.settings import Settings
 from tests.notify.receivers import HttpReceiver, SmtpSink, http_receiver, smtp_sink
-from workflows.models import AlertState
 
 SECRET = b"test-link-secret-0123456789abcdef"
 BREACH_HOUR = datetime(2026, 3, 2, 10, tzinfo=UTC)

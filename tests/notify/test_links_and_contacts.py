@@ -11,10 +11,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from altaviz.contacts import load_contacts, read_contacts
-from altaviz.errors import ConfigError, InputError
-from altaviz.links import LinkError, LinkSigner, load_secret
-from altaviz.settings import Settings
+from altaviz.core.contacts import load_contacts, read_contacts
+from altaviz.core.errors import ConfigError, InputError
+from altaviz.core.links import LinkError, LinkSigner, load_secret
+from altaviz.core.settings import Settings
 from tests.notify.conftest import SECRET
 
 

@@ -22,13 +22,13 @@ from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.notify import NotificationActivities
-from altaviz.contacts import ContactsFile
-from altaviz.links import LinkSigner
-from altaviz.messages import SMS_LIMIT, MessageContext, render
-from altaviz.settings import Settings
+from altaviz.core.contacts import ContactsFile
+from altaviz.core.links import LinkSigner
+from altaviz.core.messages import SMS_LIMIT, MessageContext, render
+from altaviz.core.payloads import AlertState, NotifyRequest, NotifyResult
+from altaviz.core.settings import Settings
 from tests.notify.conftest import insert_alert, insert_trend
 from tests.notify.receivers import HttpReceiver, SmtpSink
-from workflows.models import AlertState, NotifyRequest, NotifyResult
 
 LINK = re.compile(r"https://alerts\.example\.com/ack/(v1\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)")
 VIEW = re.compile(r"https://alerts\.example\.com/alerts/(\S+)\?token=(v1\.[A-Za-z0-9_.-]+)")

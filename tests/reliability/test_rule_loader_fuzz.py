@@ -19,7 +19,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from altaviz.errors import AltavizError, RuleError
+from altaviz.core.errors import AltavizError, RuleError
 from rules.loader import DEFAULT_RULES, RuleFileError, load_org_rule_set, load_rule_set
 from rules.schema import RuleSet
 

@@ -20,13 +20,13 @@ from typing import Any
 
 import pytest
 
-from altaviz import db
-from altaviz.app import App
-from altaviz.fleet_store import load_fleet
-from altaviz.settings import load_settings
+from altaviz.app.context import App
+from altaviz.core import db
+from altaviz.core.fleet_store import load_fleet
+from altaviz.core.payloads import PipelineInput, PipelineResult
+from altaviz.core.settings import load_settings
 from etl.pipeline import run_pipeline
 from tests.reliability.conftest import admin_rows, clean_env, free_port
-from workflows.models import PipelineInput, PipelineResult
 from workflows.pipeline import WORKFLOW_NAME
 
 simulator = pytest.importorskip("altaviz.simulator")
@@ -38,7 +38,7 @@ def _worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
     # Without the hourly schedule: it starts a pipeline at minute 5 of every hour, and this
     # test (over 5 minutes: the heartbeat timeout) then counted that run's ETL as a third
     # when it spanned one (seen once, 2026-11-26 22:05 UTC).
-    return subprocess.Popen([sys.executable, "-m", "altaviz.cli", "worker", "--no-schedule"],
+    return subprocess.Popen([sys.executable, "-m", "altaviz.app.cli", "worker", "--no-schedule"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

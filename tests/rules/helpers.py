@@ -7,7 +7,7 @@ from typing import Any
 
 import psycopg
 
-from altaviz import db
+from altaviz.core import db
 from rules.loader import load_rule_set
 from rules.schema import RuleSet
 

@@ -45,10 +45,10 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from altaviz import db
-from altaviz.errors import InputError
-from altaviz.telemetry import METRIC_BY_NAME
-from rules.results import Breach, Clear
+from altaviz.core import db
+from altaviz.core.errors import InputError
+from altaviz.core.payloads import Breach, Clear
+from altaviz.core.telemetry import METRIC_BY_NAME
 from rules.schema import (
     KNOWN_MODELS,
     RUNNING_SHARE,

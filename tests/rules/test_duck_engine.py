@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from altaviz import db
+from altaviz.core import db
 from rules import duck_engine
 from rules.backtest import episodes
 from rules.evaluate import evaluate_rows
@@ -102,7 +102,7 @@ def test_cli_backtest_and_diff_pick_the_engine(conn, fleet, db_url, tmp_path, mo
     as --engine postgres), PostgreSQL otherwise; --engine duckdb without gold is an error."""
     import json
 
-    from altaviz.cli import main
+    from altaviz.app.cli import main
     from rules.loader import DEFAULT_RULES
 
     rng = random.Random(5)
@@ -145,7 +145,8 @@ def test_baseline_median_interpolates_as_postgresql(conn, fleet, tmp_path: Path)
   baseline: {days: 1}
   warning: {delta: 1}
 """ + COMMON)
-    put(conn, "acme", "COMP-0001", "oil_temp_f", 0, [lo] * 12 + [hi] * 12)
+    day: list[float | None] = [*([lo] * 12), *([hi] * 12)]
+    put(conn, "acme", "COMP-0001", "oil_temp_f", 0, day)
     put(conn, "acme", "COMP-0001", "oil_temp_f", 48, [1e6] * 3)
     gold = gold_from_postgres(conn, tmp_path / "gold")
     want = _pg_rows(conn, rs, "acme", 48, 50)

@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from altaviz import db
+from altaviz.core import db
 from rules import evaluate as new
 from rules.backtest import episodes
 from rules.loader import load_rule_set
@@ -135,7 +135,7 @@ def _fill(conn: psycopg.Connection[Any], rng: random.Random) -> None:
     centre = {"oil_temp_f": (178, 15), "oil_pressure_psig": (50, 5),
               "bearing_temp_max_f": (190, 40), "stage2_ratio": (3.0, 0.3),
               "flow_mmscfd": (6.0, 0.8)}
-    rows = []
+    rows: list[tuple[Any, ...]] = []
     for org, comp, rated in (("acme", "COMP-0001", 1400), ("acme", "COMP-0002", 420),
                              ("bravo", "COMP-0003", 1200)):
         gap = rng.randint(10, HOURS - 10)     # a silent stretch: no aggregates at all
@@ -148,7 +148,7 @@ def _fill(conn: psycopg.Connection[Any], rng: random.Random) -> None:
             for metric, (mid, spread) in centre.items():
                 if rng.random() < 0.08:
                     continue
-                value = mid + rng.uniform(-spread, spread)
+                value: float | None = mid + rng.uniform(-spread, spread)
                 if rng.random() < 0.05:
                     value = None  # a row whose value is missing (bad readings filtered out)
                 rows.append((org, comp, metric, h(i), 6, value, value,
@@ -294,7 +294,7 @@ def test_one_hour_split_over_connections_equals_one_statement(conn, fleet, db_ur
             if pooled is not None:   # each evaluation borrowed the pool's connection
                 assert pool.get_stats().get("requests_num", 0) - lent == len(hours)
     # both chunks produced rows: the split really covered both units
-    units = {b.compressor_id for r in one for b in r.breaches + r.clears}   # type: ignore[operator]
+    units = {b.compressor_id for r in one for b in r.breaches + r.clears}
     assert units == {"COMP-0001", "COMP-0002"}, units
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from altaviz import db
+from altaviz.core import db
 from rules.evaluate import evaluate
 from rules.loader import DEFAULT_RULES, load_org_rule_set, load_rule_set
 from tests.rules.helpers import COMMON, h, one_rule, put

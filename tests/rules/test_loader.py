@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from altaviz.telemetry import METRIC_BY_NAME
+from altaviz.core.telemetry import METRIC_BY_NAME
 from rules.loader import DEFAULT_RULES, RuleFileError, load_org_rule_set, load_rule_set
 from rules.schema import KNOWN_MODELS, NoDataRule, ThresholdRule
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from altaviz.cli import main
+from altaviz.app.cli import main
 from rules.backtest import backtest, diff, read_ground_truth
 from rules.evaluate import evaluate
 from rules.loader import DEFAULT_RULES, load_org_rule_set, load_rule_set
@@ -43,7 +43,7 @@ def test_store_versions_by_content(conn, fleet):
     assert stored.version == 1 and stored.org_id == "acme"
     back = get_rule_set(conn, stored.rule_set_id, "acme")
     assert back.content_hash == org.content_hash
-    assert latest_rule_set(conn, None).version == 2  # type: ignore[union-attr]
+    assert latest_rule_set(conn, None).version == 2
     # Every result carries the rule version it came from.
     put(conn, "acme", "COMP-0001", "oil_temp_f", 0, [195])
     res = evaluate(conn, changed, "acme", (h(0), h(0)))

@@ -13,10 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from altaviz import db
-from altaviz.errors import InputError, TenantError
-from altaviz.fleet import Compressor, Fleet, Organization, Site
-from altaviz.fleet_store import load_fleet, read_fleet
+from altaviz.core import db
+from altaviz.core.errors import InputError, TenantError
+from altaviz.core.fleet import Compressor, Fleet, Organization, Site
+from altaviz.core.fleet_store import load_fleet, read_fleet
 
 HOSTILE = [
     "x'); DROP TABLE compressors; --",

@@ -26,7 +26,7 @@ class Run:
 
 def read_landing(result: SimulationResult) -> pa.Table:
     """All landing files as one typed table; unparseable text values become null."""
-    from altaviz.telemetry import LANDING_SCHEMA
+    from altaviz.core.telemetry import LANDING_SCHEMA
 
     tables = []
     for path in sorted(result.landing_dir.rglob("*.parquet")):

@@ -9,8 +9,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from altaviz.core.telemetry import CHANNELS, LANDING_SCHEMA, TEXT_LANDING_SCHEMA
 from altaviz.simulator import DirtyConfig
-from altaviz.telemetry import CHANNELS, LANDING_SCHEMA, TEXT_LANDING_SCHEMA
 
 REQUIRED = [c.name for c in CHANNELS if c.required]
 

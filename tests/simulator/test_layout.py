@@ -11,8 +11,8 @@ from datetime import datetime, timedelta
 import pyarrow.parquet as pq
 import pytest
 
-from altaviz.errors import InputError
-from altaviz.fleet import Fleet
+from altaviz.core.errors import InputError
+from altaviz.core.fleet import Fleet
 from altaviz.simulator import GroundTruth, SimulationConfig, simulate
 
 NAME = re.compile(

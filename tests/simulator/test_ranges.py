@@ -6,7 +6,7 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from altaviz.telemetry import CHANNELS, MAX_STAGES
+from altaviz.core.telemetry import CHANNELS, MAX_STAGES
 
 # model -> channel -> (low, high) for healthy units while running and warmed up.
 RANGES = {

@@ -26,12 +26,12 @@ from temporalio.worker import Worker
 from activities.alerts import AlertActivities
 from activities.notify import NotificationActivities
 from activities.pipeline import start_or_update_alert
-from altaviz.contacts import Contact, ContactsFile, load_contacts
-from altaviz.db import connect
-from altaviz.links import LinkSigner
-from altaviz.settings import Settings
-from altaviz.web import RedactTokens, create_app
-from rules.results import Breach
+from altaviz.app.web import RedactTokens, create_app
+from altaviz.core.contacts import Contact, ContactsFile, load_contacts
+from altaviz.core.db import connect
+from altaviz.core.links import LinkSigner
+from altaviz.core.payloads import Breach
+from altaviz.core.settings import Settings
 from tests.conftest import start_time_skipping_env
 from tests.notify.receivers import free_port
 from workflows.alert import AlertWorkflow

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from altaviz.links import LinkSigner
+from altaviz.core.links import LinkSigner
+from altaviz.core.payloads import AlertState, ResolveRequest
 from tests.notify.test_links_and_contacts import _alter
 from tests.web.conftest import SECRET, WebRig
-from workflows.models import AlertState, ResolveRequest
 
 
 async def _state(handle: Any) -> AlertState:

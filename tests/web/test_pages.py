@@ -14,8 +14,8 @@ import httpx
 import pytest
 from temporalio.client import Client
 
-from altaviz.links import LinkSigner
-from altaviz.web import create_app
+from altaviz.app.web import create_app
+from altaviz.core.links import LinkSigner
 from tests.notify.receivers import free_port
 from tests.web.conftest import SECRET, VIEW_LINK, WebRig, serve
 
@@ -125,7 +125,7 @@ async def test_healthz_and_secrets_never_leak(rig: WebRig, db_url: str,
 
 def test_serve_refuses_to_start_without_a_link_secret(tmp_path: Any,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    from altaviz.cli import main
+    from altaviz.app.cli import main
 
     code = main(["serve", "--port", str(free_port())])
     assert code == 1

@@ -12,8 +12,8 @@ from datetime import timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from altaviz.core.payloads import AlertInput, AlertState
     from workflows.alert import AlertWorkflow
-    from workflows.models import AlertInput, AlertState
 
 
 class _Changed(AlertWorkflow):

@@ -27,10 +27,9 @@ from temporalio.worker import Worker
 
 from activities.alerts import AlertActivities
 from activities.pipeline import start_or_update_alert
-from rules.results import Breach, Clear
+from altaviz.core.payloads import Breach, Clear, NotifyRequest, NotifyResult
 from tests.conftest import start_time_skipping_env
 from workflows.alert import AlertWorkflow, alert_workflow_id
-from workflows.models import NotifyRequest, NotifyResult
 
 
 @pytest.fixture(scope="session")
@@ -162,7 +161,7 @@ def make_breach(hour: datetime = HOUR0, *, severity: str = "warning", value: flo
     return Breach(org_id=org, compressor_id=compressor, site_id=site, rule_id=rule,
                   metric="discharge_temp", value=value,
                   threshold=350.0 if severity == "warning" else 375.0,
-                  severity=severity,  # type: ignore[arg-type]
+                  severity=severity,
                   hour=hour, rule_version=rule_version, escalation_delay_hours=delay)
 
 

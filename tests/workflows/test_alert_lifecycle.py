@@ -8,9 +8,9 @@ from datetime import timedelta
 import pytest
 from temporalio.client import WorkflowUpdateFailedError
 
+from altaviz.core.payloads import AckRequest, AlertState, ResolveRequest
 from tests.workflows.conftest import HOUR0, Rig, hours, make_breach, make_clear
 from workflows.alert import QUERY_STATE, UPDATE_ACK, UPDATE_RESOLVE, alert_id_for
-from workflows.models import AckRequest, AlertState, ResolveRequest
 
 WID = "alert/acme/COMP-0001/discharge_temp_high"
 
@@ -19,7 +19,7 @@ def ack(by: str = "tech.jane", org: str = "acme", **kw: object) -> AckRequest:
     return AckRequest(org_id=org, by=by, channel="cli", request_id=uuid.uuid4().hex, **kw)
 
 
-async def state_of(handle) -> AlertState:  # type: ignore[no-untyped-def]
+async def state_of(handle) -> AlertState:
     return await handle.query(QUERY_STATE, result_type=AlertState)
 
 

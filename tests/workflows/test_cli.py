@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
-from altaviz.cli import main
+from altaviz.app.cli import main
+from altaviz.core.payloads import AlertState
 from tests.workflows.conftest import Rig, hours, make_breach
 from workflows.alert import QUERY_STATE
-from workflows.models import AlertState
 
 
 @pytest.fixture

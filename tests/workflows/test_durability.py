@@ -8,9 +8,9 @@ from contextlib import asynccontextmanager
 
 from temporalio.client import WorkflowExecutionStatus
 
+from altaviz.core.payloads import AckRequest, AlertState
 from tests.workflows.conftest import HOUR0, Rig, hours, make_breach
 from workflows.alert import QUERY_STATE, UPDATE_ACK
-from workflows.models import AckRequest, AlertState
 
 ALERTS = [dict(org="acme", compressor="COMP-0001", site="PB-01"),
           dict(org="acme", compressor="COMP-0002", site="PB-01"),
@@ -18,7 +18,7 @@ ALERTS = [dict(org="acme", compressor="COMP-0001", site="PB-01"),
 
 
 @asynccontextmanager
-async def late_worker(rig: Rig, duration, delay_s: float = 1.0):  # type: ignore[no-untyped-def]
+async def late_worker(rig: Rig, duration, delay_s: float = 1.0):
     """Sleep on the server clock while no worker runs, then start one after ``delay_s``.
 
     The test server freezes its clock while a workflow task waits for a worker, so the sleep

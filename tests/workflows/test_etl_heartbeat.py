@@ -10,8 +10,8 @@ from typing import Any
 
 from temporalio.testing import ActivityEnvironment
 
-from altaviz.fleet import Fleet
-from altaviz.settings import Settings
+from altaviz.core.fleet import Fleet
+from altaviz.core.settings import Settings
 from tests.etl.landing import T0, series, write_landing
 from worker import etl_runner
 

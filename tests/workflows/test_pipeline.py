@@ -7,17 +7,17 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
-from altaviz.settings import Settings
+from altaviz.core.payloads import AlertState, PipelineInput, PipelineResult
+from altaviz.core.settings import Settings
 from tests.workflows.conftest import GRACEFUL, HOUR0, Rig, hours
 from worker import build_worker, rules_evaluator
 from workflows.alert import QUERY_STATE
-from workflows.models import AlertState, PipelineInput, PipelineResult
 from workflows.pipeline import PipelineWorkflow, hour_to_evaluate
 
 METRIC = "discharge_temp_max_f"   # rule discharge_temp_high: warning 330, critical 350
 
 
-def load_hours(rig: Rig, compressor: str, values: list[float], last_hour=HOUR0) -> None:  # type: ignore[no-untyped-def]
+def load_hours(rig: Rig, compressor: str, values: list[float], last_hour=HOUR0) -> None:
     """Hourly aggregates of the discharge temperature ending at ``last_hour``, with the unit
     running at 95 % of its rated speed (the rules judge only running hours)."""
     org = "acme" if compressor in ("COMP-0001", "COMP-0002") else "bravo"
@@ -47,7 +47,7 @@ def counts(rig: Rig) -> tuple[object, ...]:
             len(rig.notifier.calls))
 
 
-async def run_pipeline(rig: Rig, hour=HOUR0) -> PipelineResult:  # type: ignore[no-untyped-def]
+async def run_pipeline(rig: Rig, hour=HOUR0) -> PipelineResult:
     return await rig.client.execute_workflow(
         PipelineWorkflow.run, PipelineInput(hour=hour, run_etl=False, reminder_minutes=0),
         id=f"pipeline-{uuid.uuid4().hex[:8]}", task_queue=rig.task_queue)

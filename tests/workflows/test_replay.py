@@ -24,13 +24,13 @@ from temporalio.client import WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from altaviz.settings import Settings
+from altaviz.core.payloads import AckRequest, AlertState, PipelineInput, ResolveRequest
+from altaviz.core.settings import Settings
 from tests.workflows.changed_workflows import PatchedChange, UnpatchedChange
 from tests.workflows.conftest import GRACEFUL, HOUR0, Rig, hours, make_breach, make_clear
 from tests.workflows.test_pipeline import load_hours
 from worker import build_worker, rules_evaluator
 from workflows.alert import UPDATE_ACK, UPDATE_RESOLVE, AlertWorkflow
-from workflows.models import AckRequest, AlertState, PipelineInput, ResolveRequest
 from workflows.pipeline import PipelineWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from altaviz.core.telemetry import CADENCE_MINUTES
 from altaviz.simulator.catalog import BASINS
 from altaviz.simulator.config import SimulationConfig
-from altaviz.telemetry import CADENCE_MINUTES
 
 _STEPS_PER_DAY = 24 * 60 // CADENCE_MINUTES
 _PEAK_HOUR_UTC = 21.0      # about 15:00 Central time

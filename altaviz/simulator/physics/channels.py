@@ -11,12 +11,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from altaviz.core.telemetry import CHANNELS, MAX_STAGES, READINGS_PER_HOUR
 from altaviz.simulator.faults import STEPS_PER_DAY, Fault, apply_faults
 from altaviz.simulator.fleet_gen import UnitTable
 from altaviz.simulator.physics.ambient import Ambient
 from altaviz.simulator.physics.transients import Transients
 from altaviz.simulator.schedule import Schedule, block_state
-from altaviz.telemetry import CHANNELS, MAX_STAGES, READINGS_PER_HOUR
 
 ATM = 14.7
 RANKINE = 459.67

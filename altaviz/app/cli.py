@@ -1,0 +1,93 @@
+"""The ``altaviz`` command line.
+
+Sub-commands live in :mod:`altaviz.commands` (one module per area, discovered at start-up) so
+that each capability owns its own command without editing a central file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pkgutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from altaviz.app import commands
+from altaviz.app.context import App
+from altaviz.core.errors import AltavizError
+from altaviz.core.settings import ENV_HELP
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser, with every command module registered (in name order)."""
+    parser = argparse.ArgumentParser(
+        prog="altaviz",
+        description=(
+            "Altaviz turns compressor telemetry into alerts a technician can act on: "
+            "Delta Lake ETL, YAML threshold rules and durable Temporal alert workflows. "
+            "With no database URL or Temporal address configured it starts its own embedded "
+            "PostgreSQL and Temporal dev server under the data directory."
+        ),
+        epilog=ENV_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", type=Path, metavar="FILE",
+                        help="YAML settings file (keys as in the table below, lower case, "
+                             "without the ALTAVIZ_ prefix); environment variables win over it")
+    parser.add_argument("--debug", action="store_true",
+                        help="show full tracebacks and debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{commands.__name__}.{info.name}")
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``altaviz`` console script; returns the process exit code."""
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    app = App(config_file=args.config, debug=args.debug)
+    try:
+        code = handler(args, app)
+        return int(code or 0)
+    except AltavizError as exc:
+        _print_error(exc, debug=args.debug)
+        return 1
+    except KeyboardInterrupt:
+        print("altaviz: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        app.close()
+
+
+def _print_error(exc: BaseException, *, debug: bool) -> None:
+    if debug:
+        import traceback
+
+        traceback.print_exception(exc)
+        return
+    print(f"altaviz: error: {exc}", file=sys.stderr)
+    cause = exc.__cause__
+    seen = {id(exc)}
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        print(f"  caused by: {type(cause).__name__}: {cause}", file=sys.stderr)
+        cause = cause.__cause__
+
+
+if __name__ == "__main__":
+    sys.exit(main())

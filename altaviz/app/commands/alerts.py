@@ -1,0 +1,289 @@
+"""``altaviz alerts``: list, show, acknowledge and resolve alerts.
+
+Lists and timelines come from PostgreSQL (``alert_history``, ``alert_events``,
+``notifications``; each read in the organization's tenant transaction) plus the Temporal
+history of the alert's workflow runs. Acknowledging goes to the alert workflow as the update
+``acknowledge``; when no worker answers in time it falls back to the durable signal
+``ack_requested`` (same request id, so it is applied once), which the server accepts without a
+worker and which takes effect as soon as a worker runs again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from altaviz.app.context import App
+from altaviz.core.db import org_ids, queries, tenant
+from altaviz.core.errors import InputError, ServiceError
+from altaviz.core.payloads import AckRequest, AlertState, ResolveRequest
+from workflows.alert import SIGNAL_ACK, UPDATE_ACK, UPDATE_RESOLVE
+
+STATES = ("open", "acknowledged", "cleared_unacknowledged", "resolved", "all")
+UPDATE_TIMEOUT = timedelta(seconds=10)
+
+
+def register(sub: Any) -> None:
+    """Add ``alerts list|show|ack|resolve``."""
+    parser = sub.add_parser("alerts", help="list, show, acknowledge or resolve alerts",
+                            description="Alerts: one durable Temporal workflow each.")
+    a_sub = parser.add_subparsers(dest="alerts_command", metavar="ACTION", required=True)
+
+    p = a_sub.add_parser("list", help="list alerts (default: every alert not yet resolved)")
+    p.add_argument("--org", help="only this organization (default: every organization)")
+    p.add_argument("--state", choices=STATES,
+                   help="only alerts in this state ('all' includes resolved ones)")
+    p.add_argument("--severity", choices=("warning", "critical"), help="only this severity")
+    p.add_argument("--limit", type=int, default=200, help="at most this many per organization")
+    p.set_defaults(handler=_list)
+
+    p = a_sub.add_parser("show", help="an alert's full timeline: transitions, notifications, "
+                                      "acknowledgements and its Temporal history")
+    p.add_argument("alert_id", metavar="ID", help="the alert id (as printed by `alerts list`)")
+    p.add_argument("--org", help="organization of the alert (default: read from the id)")
+    p.add_argument("--no-temporal", action="store_true",
+                   help="skip the Temporal workflow history (PostgreSQL only)")
+    p.set_defaults(handler=_show)
+
+    p = a_sub.add_parser("ack", help="acknowledge an alert (stops its escalation)")
+    p.add_argument("alert_id", metavar="ID", help="the alert id")
+    p.add_argument("--by", required=True, help="who acknowledges (name or contact id)")
+    p.add_argument("--comment", help="optional note for the timeline")
+    p.add_argument("--org", help="your organization (default: read from the id); an "
+                                 "acknowledgement for another organization's alert is refused")
+    p.set_defaults(handler=_ack)
+
+    p = a_sub.add_parser("resolve", help="resolve an alert by hand, with a reason")
+    p.add_argument("alert_id", metavar="ID", help="the alert id")
+    p.add_argument("--by", required=True, help="who resolves it")
+    p.add_argument("--reason", required=True, help="why (kept in the timeline)")
+    p.add_argument("--org", help="your organization (default: read from the id)")
+    p.set_defaults(handler=_resolve)
+
+
+def org_of(alert_id: str, org: str | None) -> str:
+    """The organization named by ``--org``, else the one in the alert id."""
+    if org:
+        return str(org)
+    parts = alert_id.split("/")
+    if len(parts) >= 5 and parts[0] == "alert":
+        return parts[1]
+    raise InputError(f"cannot tell the organization of {alert_id!r}: pass --org")
+
+
+# --- list / show -------------------------------------------------------------------------------
+
+def _list(args: argparse.Namespace, app: App) -> int:
+    q = queries("alerts")["list_alerts"]
+    params = {"state": args.state, "severity": args.severity, "limit": args.limit}
+    rows: list[tuple[Any, ...]] = []
+    with app.connect() as conn:
+        orgs = [args.org] if args.org else org_ids(conn)
+        for org in orgs:
+            with tenant(conn, org):
+                rows += conn.execute(q, params).fetchall()
+    if not rows:
+        print("no alerts")
+        return 0
+    print(f"{'ALERT':<58} {'SEVERITY':<9} {'STATE':<23} {'VALUE':>9} OPENED")
+    for r in rows:
+        (alert_id, _org, _site, _comp, _rule, _metric, value, _threshold, severity, state,
+         _cond, _ack, opened_at, _esc, acked_by, _resolved) = r
+        who = f" (ack: {acked_by})" if acked_by else ""
+        shown = f"{value:>9.1f}" if value is not None else f"{'-':>9}"
+        print(f"{alert_id:<58} {severity:<9} {state:<23} {shown} "
+              f"{_fmt(opened_at)}{who}")
+    return 0
+
+
+def _fmt(ts: datetime | None) -> str:
+    return ts.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ") if ts else "-"
+
+
+def alert_row(conn: Any, org: str, alert_id: str) -> dict[str, Any]:
+    """The ``alert_history`` row as a dict, read as ``org``'s tenant."""
+    with tenant(conn, org):
+        cur = conn.execute(queries("alerts")["alert_by_id"], {"alert_id": alert_id})
+        row = cur.fetchone()
+    if row is None:
+        raise InputError(f"no alert {alert_id} in organization {org}")
+    return dict(zip([c.name for c in cur.description], row, strict=True))
+
+
+def timeline(conn: Any, org: str, alert_id: str) -> list[tuple[datetime, str, str]]:
+    """Every transition and notification attempt of the alert, in time order."""
+    q = queries("alerts")
+    items: list[tuple[datetime, str, str]] = []
+    with tenant(conn, org):
+        for occurred, event_type, actor, details, _key in conn.execute(
+                q["alert_events_of"], {"alert_id": alert_id}):
+            extra = {k: v for k, v in (details or {}).items() if k not in ("seq",)}
+            items.append((occurred, f"event {event_type}",
+                          f"by {actor or '-'} {json.dumps(extra, default=str)}"))
+        for at, step, contact, channel, attempt, status, error in conn.execute(
+                q["notifications_of"], {"alert_id": alert_id}):
+            err = f" ({error})" if error else ""
+            items.append((at, f"notify {step}",
+                          f"{contact} via {channel}: {status}, attempt {attempt}{err}"))
+    items.sort(key=lambda i: i[0])
+    return items
+
+
+async def temporal_history(client: Any, row: dict[str, Any]) -> list[tuple[datetime, str, str]]:
+    """The interesting events of the alert's workflow runs (signals, updates, timers, ...)."""
+    from temporalio.api.enums.v1 import EventType
+
+    runs: list[str] = []
+    try:
+        async for wf in client.list_workflows(f'AltavizAlertId = "{row["alert_id"]}"'):
+            runs.append(wf.run_id)
+    except Exception:
+        runs = []
+    if not runs and row.get("run_id"):
+        runs = [row["run_id"]]
+    items: list[tuple[datetime, str, str]] = []
+    for run_id in reversed(runs):
+        history = await client.get_workflow_handle(row["workflow_id"],
+                                                   run_id=run_id).fetch_history()
+        for e in history.events:
+            name = EventType.Name(e.event_type).removeprefix("EVENT_TYPE_")
+            what = _describe_event(e, name)
+            if what is not None:
+                items.append((e.event_time.ToDatetime(tzinfo=UTC), f"temporal {name.lower()}",
+                              what))
+    return items
+
+
+def _describe_event(e: Any, name: str) -> str | None:
+    if name == "WORKFLOW_EXECUTION_SIGNALED":
+        return f"signal {e.workflow_execution_signaled_event_attributes.signal_name}"
+    if name == "WORKFLOW_EXECUTION_UPDATE_ACCEPTED":
+        return f"update {e.workflow_execution_update_accepted_event_attributes.accepted_request.input.name}"  # noqa: E501
+    if name == "ACTIVITY_TASK_SCHEDULED":
+        return f"activity {e.activity_task_scheduled_event_attributes.activity_type.name}"
+    if name in ("TIMER_STARTED", "TIMER_FIRED", "TIMER_CANCELED"):
+        return ""
+    if name.startswith("WORKFLOW_EXECUTION_") and name not in (
+            "WORKFLOW_EXECUTION_UPDATE_COMPLETED",):
+        return ""
+    return None
+
+
+def _show(args: argparse.Namespace, app: App) -> int:
+    org = org_of(args.alert_id, args.org)
+    with app.connect() as conn:
+        row = alert_row(conn, org, args.alert_id)
+        items = timeline(conn, org, args.alert_id)
+    print(f"alert {row['alert_id']}")
+    print(f"  {row['org_id']} / {row['site_id'] or '-'} / {row['compressor_id']}  rule "
+          f"{row['rule_id']} (rule set {row['rule_set_id'] or '-'}, version "
+          f"{row['rule_version'] or '-'})")
+    print(f"  {row['severity']}, {row['state']} (condition {row['condition_state']}, "
+          f"{row['ack_state']}); {row['metric']} = {row['value']} (threshold "
+          f"{row['threshold']})")
+    print(f"  opened {_fmt(row['opened_at'])}, breach hour {_fmt(row['breach_hour'])}, last "
+          f"breach {_fmt(row['last_breach_hour'])}")
+    if row["acknowledged_by"]:
+        print(f"  acknowledged by {row['acknowledged_by']} via {row['ack_channel']} at "
+              f"{_fmt(row['acknowledged_at'])}"
+              + (f": {row['ack_comment']}" if row["ack_comment"] else ""))
+    if row["resolved_at"]:
+        print(f"  resolved by {row['resolved_by']} at {_fmt(row['resolved_at'])}: "
+              f"{row['resolve_reason']}")
+    if not args.no_temporal:
+        try:
+            items += asyncio.run(_with_client(app, lambda c: temporal_history(c, row)))
+        except ServiceError as exc:
+            print(f"  (Temporal history unavailable: {exc})")
+        items.sort(key=lambda i: i[0])
+    print("timeline:")
+    for at, kind, what in items:
+        print(f"  {_fmt(at)}  {kind:<42} {what}".rstrip())
+    return 0
+
+
+async def _with_client(app: App, fn: Any) -> Any:
+    client = await app.temporal_client()
+    return await fn(client)
+
+
+# --- ack / resolve -----------------------------------------------------------------------------
+
+async def acknowledge(client: Any, workflow_id: str, req: Any,
+                      timeout: timedelta = UPDATE_TIMEOUT) -> tuple[str, Any]:
+    """Acknowledge through the update, falling back to the signal when no worker answers.
+
+    Returns:
+        ``("acknowledged", state)`` or ``("queued", None)``.
+
+    Raises:
+        InputError: the workflow refused the acknowledgement (reason included).
+    """
+    from temporalio.client import WorkflowUpdateFailedError
+    from temporalio.service import RPCError
+
+    handle = client.get_workflow_handle(workflow_id)
+    try:
+        state = await asyncio.wait_for(
+            handle.execute_update(UPDATE_ACK, req, id=req.request_id, result_type=AlertState),
+            timeout.total_seconds())
+        return "acknowledged", state
+    except WorkflowUpdateFailedError as exc:
+        raise InputError(str(exc.cause or exc)) from None
+    except (TimeoutError, RPCError) as exc:
+        if isinstance(exc, RPCError) and "not found" in str(exc).lower():
+            raise InputError(f"the workflow of {req.alert_id} is not running (the alert is "
+                             f"resolved)") from None
+        await handle.signal(SIGNAL_ACK, req)
+        return "queued", None
+
+
+def _ack(args: argparse.Namespace, app: App) -> int:
+    org = org_of(args.alert_id, args.org)
+    with app.connect() as conn:
+        row = alert_row(conn, org, args.alert_id)
+    if row["state"] == "resolved":
+        raise InputError(f"alert {args.alert_id} is already resolved")
+    req = AckRequest(org_id=org, by=args.by, channel="cli", comment=args.comment,
+                     request_id=f"cli-{uuid.uuid4().hex}", requested_at=datetime.now(UTC),
+                     alert_id=args.alert_id)
+    outcome, state = asyncio.run(_with_client(
+        app, lambda c: acknowledge(c, row["workflow_id"], req)))
+    if outcome == "acknowledged":
+        print(f"acknowledged {args.alert_id} by {args.by}: now {state.state}")
+    else:
+        print(f"no worker answered: the acknowledgement of {args.alert_id} was queued and "
+              f"takes effect when a worker runs (`altaviz worker`)")
+    return 0
+
+
+def _resolve(args: argparse.Namespace, app: App) -> int:
+    from temporalio.client import WorkflowUpdateFailedError
+
+    org = org_of(args.alert_id, args.org)
+    with app.connect() as conn:
+        row = alert_row(conn, org, args.alert_id)
+    req = ResolveRequest(org_id=org, by=args.by, reason=args.reason,
+                         request_id=f"cli-{uuid.uuid4().hex}", alert_id=args.alert_id)
+
+    async def go(client: Any) -> AlertState:
+        handle = client.get_workflow_handle(row["workflow_id"])
+        try:
+            result: AlertState = await asyncio.wait_for(
+                handle.execute_update(UPDATE_RESOLVE, req, id=req.request_id,
+                                      result_type=AlertState),
+                UPDATE_TIMEOUT.total_seconds())
+        except WorkflowUpdateFailedError as exc:
+            raise InputError(str(exc.cause or exc)) from None
+        except TimeoutError:
+            raise ServiceError("no worker answered within 10 s: start `altaviz worker` and "
+                               "try again") from None
+        return result
+
+    state = asyncio.run(_with_client(app, go))
+    print(f"resolved {args.alert_id} by {args.by}: {state.state}")
+    return 0

@@ -1,0 +1,46 @@
+"""``altaviz db``: apply and inspect schema migrations."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from altaviz.app.context import App
+from altaviz.core.db import migrate, migration_status
+from altaviz.core.settings import mask_url
+
+
+def register(sub: Any) -> None:
+    """Add ``db migrate`` and ``db status``."""
+    parser = sub.add_parser("db", help="apply or inspect database migrations",
+                            description="Schema migrations (numbered SQL files in sql/migrations).")
+    db_sub = parser.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    p = db_sub.add_parser("migrate", help="apply pending migrations (re-running is a no-op)")
+    p.set_defaults(handler=_migrate)
+    p = db_sub.add_parser("status", help="list applied and pending migrations")
+    p.set_defaults(handler=_status)
+
+
+def _migrate(args: argparse.Namespace, app: App) -> int:
+    url = app.database_url(migrate=False)
+    applied = migrate(url)
+    where = "embedded PostgreSQL" if app.embedded_postgres else mask_url(url)
+    if applied:
+        for m in applied:
+            print(f"applied {m.path.name}")
+        print(f"{len(applied)} migration(s) applied to {where}")
+    else:
+        print(f"database is up to date ({where})")
+    return 0
+
+
+def _status(args: argparse.Namespace, app: App) -> int:
+    status = migration_status(app.database_url(migrate=False))
+    for version, name, applied_at in status.applied:
+        print(f"applied  {version:03d}_{name}  {applied_at}")
+    for m in status.pending:
+        print(f"pending  {m.path.name}")
+    for m in status.changed:
+        print(f"CHANGED  {m.path.name}: the file differs from the applied version")
+    print(f"{len(status.applied)} applied, {len(status.pending)} pending")
+    return 1 if status.changed else 0

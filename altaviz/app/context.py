@@ -1,0 +1,139 @@
+"""The application context: settings plus the services they point at, started on demand.
+
+Commands ask the :class:`App` for a database URL or a Temporal address; with none configured it
+starts (or attaches to) the embedded one under the data directory, and :meth:`App.close`
+detaches again, so one-shot commands and long-running ones share the same servers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from altaviz.app.services import EmbeddedPostgres, EmbeddedTemporal, TemporalServerInfo
+from altaviz.core.db import connect
+from altaviz.core.db import migrate as run_migrations
+from altaviz.core.errors import ConfigError, ServiceError
+from altaviz.core.settings import Settings, load_settings
+from workflows import SEARCH_ATTRIBUTES
+
+if TYPE_CHECKING:
+    import psycopg
+    from temporalio.client import Client
+
+
+class App:
+    """Lazily resolved settings and services for one Altaviz process."""
+
+    def __init__(self, config_file: Path | None = None, debug: bool = False,
+                 settings: Settings | None = None) -> None:
+        self._config_file = config_file
+        self.debug = debug
+        self._settings = settings
+        self._pg: EmbeddedPostgres | None = None
+        self._db_url: str | None = None
+        self._temporal: EmbeddedTemporal | None = None
+        self._temporal_info: TemporalServerInfo | None = None
+        self._client: Client | None = None
+
+    @property
+    def settings(self) -> Settings:
+        """The validated settings (loaded on first use; :class:`ConfigError` if invalid)."""
+        if self._settings is None:
+            if self._config_file is not None and not self._config_file.exists():
+                raise ConfigError(f"config file {self._config_file} does not exist")
+            self._settings = load_settings(self._config_file)
+        return self._settings
+
+    @property
+    def embedded_postgres(self) -> bool:
+        """Whether Altaviz runs its own PostgreSQL (no ALTAVIZ_DATABASE_URL)."""
+        return self.settings.database_url is None
+
+    @property
+    def embedded_temporal(self) -> bool:
+        """Whether Altaviz runs its own Temporal dev server (no ALTAVIZ_TEMPORAL_ADDRESS)."""
+        return self.settings.temporal_address is None
+
+    def database_url(self, *, migrate: bool = True) -> str:
+        """The database URL, starting the embedded server if none is configured.
+
+        Args:
+            migrate: apply pending migrations first (idempotent), so every command sees the
+                schema it expects.
+        """
+        if self._db_url is None:
+            url = self.settings.database_url
+            if url is None:
+                self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+                self._pg = EmbeddedPostgres(self.settings.data_dir)
+                url = self._pg.start()
+            if migrate:
+
+                run_migrations(url)
+            self._db_url = url
+        return self._db_url
+
+    def connect(self, **kwargs: Any) -> psycopg.Connection[Any]:
+        """A new connection to the database (see :meth:`database_url`)."""
+
+        return connect(self.database_url(), **kwargs)
+
+    def temporal(self) -> TemporalServerInfo | None:
+        """The embedded Temporal server (started if needed), or None when one is configured."""
+        if not self.embedded_temporal:
+            return None
+        if self._temporal_info is None:
+
+            s = self.settings
+            s.data_dir.mkdir(parents=True, exist_ok=True)
+            self._temporal = EmbeddedTemporal(
+                s.data_dir, port=s.temporal_port, ui_port=s.temporal_ui_port,
+                namespace=s.temporal_namespace, search_attributes=SEARCH_ATTRIBUTES)
+            self._temporal_info = self._temporal.start()
+        return self._temporal_info
+
+    def temporal_address(self) -> str:
+        """The Temporal frontend address, starting the embedded dev server if none is set."""
+        configured = self.settings.temporal_address
+        if configured is not None:
+            return configured
+        info = self.temporal()
+        assert info is not None
+        return info.address
+
+    def temporal_ui_url(self) -> str | None:
+        """The Temporal Web UI, when Altaviz runs the dev server (else the cluster's own UI)."""
+        info = self.temporal() if self.embedded_temporal else None
+        return info.ui_url if info else None
+
+    async def temporal_client(self) -> Client:
+        """A Temporal client with the pydantic data converter (one per process)."""
+        from temporalio.client import Client
+        from temporalio.contrib.pydantic import pydantic_data_converter
+
+        if self._client is not None:
+            return self._client
+        address = self.temporal_address()
+        try:
+            self._client = await Client.connect(
+                address, namespace=self.settings.temporal_namespace,
+                data_converter=pydantic_data_converter)
+        except RuntimeError as exc:
+            raise ServiceError(f"cannot connect to Temporal at {address}: {exc}") from None
+        return self._client
+
+    def close(self) -> None:
+        """Detach from embedded services (the last process attached stops them)."""
+        self._client = None
+        if self._temporal is not None:
+            with contextlib.suppress(Exception):
+                self._temporal.release()
+            self._temporal = None
+            self._temporal_info = None
+        if self._pg is not None:
+            with contextlib.suppress(Exception):
+                self._pg.release()
+            self._pg = None
+        self._db_url = None

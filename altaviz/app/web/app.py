@@ -1,0 +1,436 @@
+"""The acknowledgement server: one-tap ack links, alert history pages, health and demo inbox.
+
+Routes:
+
+* ``GET /ack/{token}``: the alert and a confirm button. Changes nothing, because mail scanners
+  and chat link previews open links by themselves.
+* ``POST /ack/{token}``: acknowledges through the alert workflow's ``acknowledge`` update. If no
+  worker answers within ``ack_timeout`` seconds, the same request goes to the workflow as the
+  ``ack_requested`` signal (Temporal accepts signals without a worker and keeps them in the
+  workflow's history), the token is recorded as ``queued``, and the page says it takes effect
+  when a worker is back: an acknowledgement is never lost.
+* ``GET /alerts/{alert_id}?token=...``: read-only alert page (signed "view" link) with the whole
+  timeline from ``alert_events``, ``notifications``, link uses and, when Temporal is reachable,
+  the workflow history; plus a link to the Temporal Web UI.
+* ``GET /healthz``: 200 when PostgreSQL and Temporal answer, else 503.
+* ``POST /inbox/receive[/{mailbox}]`` and ``GET /inbox``: the demo's local receiver (only with
+  ``inbox=True``): point a contact's Apprise URL at
+  ``json://HOST:PORT/inbox/receive/<mailbox>`` and read the messages, links clickable, at
+  ``/inbox``.
+
+Every bad link (malformed, forged or altered, expired, already used, wrong action, for an alert
+of another organization, for a resolved alert, of a deactivated contact) gets an HTML page that
+says what is wrong, with a 4xx status, and changes nothing. The server never logs tokens, the
+link secret or the database URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from temporalio.client import (
+    Client,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
+from temporalio.service import RPCError, RPCStatusCode
+
+from altaviz.app.web import pages, store
+from altaviz.core.links import LinkClaims, LinkError, LinkSigner, signer_from_settings
+from altaviz.core.payloads import AckRequest
+
+log = logging.getLogger(__name__)
+
+ACK_UPDATE = "acknowledge"
+ACK_SIGNAL = "ack_requested"
+_STATUS = {"malformed": 400, "forged": 403, "expired": 410, "wrong_action": 403,
+           "wrong_alert": 403}
+_TITLES = {"malformed": "Broken link", "forged": "Invalid link", "expired": "Link expired",
+           "wrong_action": "Wrong kind of link", "wrong_alert": "Link does not match"}
+_MAILBOX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$")
+_TOKEN_IN_TEXT = re.compile(r"(/ack/|token=)[A-Za-z0-9_.%=-]+")
+
+
+class RedactTokens(logging.Filter):
+    """Replaces link tokens in log records (e.g. uvicorn's access log) with ``***``.
+
+    A token is a bearer credential for one acknowledgement; access logs are read by more people
+    than should hold one.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args:
+            record.args = tuple(_TOKEN_IN_TEXT.sub(r"\1***", a) if isinstance(a, str) else a
+                                for a in (record.args if isinstance(record.args, tuple)
+                                          else (record.args,)))
+        if isinstance(record.msg, str):
+            record.msg = _TOKEN_IN_TEXT.sub(r"\1***", record.msg)
+        return True
+
+
+def _html(body: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(body, status_code=status, headers={
+        "Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
+        "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY"})
+
+
+def _problem(status: int, title: str, message: str, hint: str = "") -> HTMLResponse:
+    return _html(pages.problem_page(title, message, hint), status)
+
+
+def _link_problem(exc: LinkError) -> HTMLResponse:
+    hint = {"expired": "Acknowledge with `altaviz alerts ack` or ask your supervisor.",
+            "forged": "Use the link exactly as it arrived in your message."}.get(exc.problem, "")
+    return _problem(_STATUS[exc.problem], _TITLES[exc.problem], str(exc), hint)
+
+
+def create_app(*, database_url: str, signer: LinkSigner,
+               temporal: Callable[[], Awaitable[Client]],
+               temporal_ui_url: str | None = None, namespace: str = "default",
+               inbox: bool = False, ack_timeout: float = 5.0) -> FastAPI:
+    """The ASGI application.
+
+    Args:
+        database_url: PostgreSQL URL (never logged or shown).
+        signer: verifies links (the same secret the notify activity signs with).
+        temporal: returns a connected client with the pydantic data converter, e.g.
+            :meth:`altaviz.app.context.App.temporal_client`; called in the server's event loop at
+            start-up, and again later if Temporal was unreachable then.
+        temporal_ui_url: base URL of the Temporal Web UI, for links from alert pages.
+        namespace: the Temporal namespace of the alert workflows.
+        inbox: serve the demo inbox (``/inbox``, ``/inbox/receive``). Off outside demos: it
+            stores whatever is posted to it.
+        ack_timeout: seconds to wait for a worker to answer the ``acknowledge`` update before
+            falling back to the durable ``ack_requested`` signal.
+    """
+    client_lock = asyncio.Lock()
+    state: dict[str, Client | None] = {"client": None}
+
+    async def get_client() -> Client | None:
+        if state["client"] is not None:
+            return state["client"]
+        async with client_lock:
+            if state["client"] is None:
+                try:
+                    state["client"] = await asyncio.wait_for(temporal(), timeout=5)
+                except Exception as exc:  # reported by /healthz; links still verify
+                    log.warning("Temporal is not reachable: %s", type(exc).__name__)
+            return state["client"]
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await get_client()
+        yield
+
+    app = FastAPI(title="Altaviz", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+
+    def verify(token: str, action: str) -> LinkClaims:
+        return signer.verify(token, action=action)  # type: ignore[arg-type]
+
+    # --- acknowledgement links ------------------------------------------------------------
+
+    async def load(claims: LinkClaims) -> store.LinkView | HTMLResponse:
+        view = await asyncio.to_thread(store.link_view, database_url, claims)
+        if view.alert is None:
+            return _problem(404, "Alert not found", "This link does not match any alert of "
+                            "your organization.")
+        if view.contact is None or not view.contact["active"]:
+            return _problem(403, "Link no longer valid", "This link was issued to a contact "
+                            "who is no longer on the notification list.")
+        if view.use is not None and view.use["outcome"] != "released":
+            done = "queued for the alert workflow" if view.use["outcome"] == "queued" else \
+                "used"
+            return _problem(409, "Link already used", f"This link was already {done} on "
+                            f"{pages.when(view.use['used_at'])}. Each link works once.")
+        if view.alert["state"] == "resolved":
+            return _problem(410, "Alert already resolved", "This alert was resolved on "
+                            f"{pages.when(view.alert['resolved_at'])}: there is nothing left "
+                            "to acknowledge.")
+        if view.alert["ack_state"] == "acknowledged":
+            return _problem(409, "Already acknowledged", "This alert was acknowledged by "
+                            f"{view.alert['acknowledged_by']} on "
+                            f"{pages.when(view.alert['acknowledged_at'])}.")
+        return view
+
+    @app.get("/ack/{token}", response_class=HTMLResponse)
+    async def ack_form(token: str, request: Request) -> HTMLResponse:
+        try:
+            claims = verify(token, "ack")
+        except LinkError as exc:
+            return _link_problem(exc)
+        view = await load(claims)
+        if isinstance(view, HTMLResponse):
+            return view
+        assert view.alert is not None and view.contact is not None
+        return _html(pages.confirm_page(view.alert, view.contact["name"], f"/ack/{token}"))
+
+    @app.post("/ack/{token}", response_class=HTMLResponse)
+    async def ack_confirm(token: str) -> HTMLResponse:
+        try:
+            claims = verify(token, "ack")
+        except LinkError as exc:
+            return _link_problem(exc)
+        view = await load(claims)
+        if isinstance(view, HTMLResponse):
+            return view
+        assert view.alert is not None
+        if not await asyncio.to_thread(store.claim_token, database_url, claims):
+            return _problem(409, "Link already used", "This link has just been used. Each "
+                            "link works once.")
+        try:
+            return await acknowledge(claims, view.alert)
+        except BaseException:
+            # Whatever went wrong, the acknowledgement did not happen: free the link.
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(store.finish_token, database_url, claims, "released",
+                                        "server error")
+            raise
+
+    async def acknowledge(claims: LinkClaims, alert: dict[str, Any]) -> HTMLResponse:
+        req = AckRequest(org_id=claims.org_id, by=claims.contact_id, channel="link",
+                         request_id=claims.request_id, requested_at=datetime.now(UTC),
+                         alert_id=claims.alert_id)
+        client = await get_client()
+        if client is None:
+            await asyncio.to_thread(store.finish_token, database_url, claims, "released",
+                                    "temporal unreachable")
+            return _problem(503, "Try again in a minute", "The alert service cannot be reached "
+                            "right now, so the acknowledgement was not recorded.")
+        handle = client.get_workflow_handle(alert["workflow_id"])
+        try:
+            await asyncio.wait_for(
+                handle.execute_update(ACK_UPDATE, req, id=claims.request_id,
+                                      rpc_timeout=timedelta(seconds=ack_timeout)),
+                timeout=ack_timeout + 1)
+        except WorkflowUpdateFailedError as exc:
+            reason = str(exc.cause) if exc.cause else str(exc)
+            await asyncio.to_thread(store.finish_token, database_url, claims, "released",
+                                    reason[:500])
+            return _problem(409, "Not acknowledged", f"The alert refused the acknowledgement: "
+                            f"{reason}")
+        except RPCError as exc:
+            await asyncio.to_thread(store.finish_token, database_url, claims, "released",
+                                    exc.status.name)
+            if exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
+                return _problem(410, "Alert closed", "This alert's workflow has finished: "
+                                "there is nothing left to acknowledge.")
+            if exc.status not in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
+                return _problem(503, "Try again in a minute", "The alert service could not "
+                                "take the acknowledgement right now; nothing was recorded.")
+            return await queue_signal(handle, claims, alert, req)
+        except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+            return await queue_signal(handle, claims, alert, req)
+        await asyncio.to_thread(store.finish_token, database_url, claims, "acknowledged")
+        done = dict(alert, ack_state="acknowledged", state="acknowledged",
+                    acknowledged_by=claims.contact_id, acknowledged_at=datetime.now(UTC),
+                    ack_channel="link")
+        return _html(pages.result_page(
+            "Acknowledged", f"Thank you: {alert['compressor_id']} is acknowledged and the "
+            "escalation is stopped.", done, ok=True))
+
+    async def queue_signal(handle: Any, claims: LinkClaims, alert: dict[str, Any],
+                           req: AckRequest) -> HTMLResponse:
+        try:
+            await handle.signal(ACK_SIGNAL, req, rpc_timeout=timedelta(seconds=ack_timeout))
+        except RPCError as exc:
+            await asyncio.to_thread(store.finish_token, database_url, claims, "released",
+                                    f"signal {exc.status.name}")
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return _problem(410, "Alert closed", "This alert's workflow has finished: "
+                                "there is nothing left to acknowledge.")
+            return _problem(503, "Try again in a minute", "The alert service could not take "
+                            "the acknowledgement right now; nothing was recorded.")
+        await asyncio.to_thread(store.finish_token, database_url, claims, "queued",
+                                "no worker answered; sent as signal ack_requested")
+        log.info("acknowledgement of %s queued as a signal (no worker answered)",
+                 alert["alert_id"])
+        return _html(pages.result_page(
+            "Acknowledgement recorded", "Your acknowledgement is recorded and will take effect "
+            "as soon as the alert service's worker is back (no worker is running right now). "
+            "You do not need to do anything else.", alert, ok=True), 202)
+
+    # --- alert history page ---------------------------------------------------------------
+
+    @app.get("/alerts/{alert_id:path}", response_class=HTMLResponse)
+    async def alert_page(alert_id: str, token: str = "") -> HTMLResponse:
+        try:
+            claims = verify(token, "view")
+            if claims.alert_id != alert_id:
+                raise LinkError("wrong_alert", "This link was issued for another alert.")
+        except LinkError as exc:
+            return _link_problem(exc)
+        tl = await asyncio.to_thread(store.timeline, database_url, claims.org_id, alert_id)
+        if tl.alert is None:
+            return _problem(404, "Alert not found", "This link does not match any alert of "
+                            "your organization.")
+        entries = _db_entries(tl)
+        ui_url, note = None, ""
+        client = await get_client()
+        if client is None:
+            note = "The workflow history is not shown: Temporal is not reachable right now."
+        else:
+            try:
+                wf_entries, run_id = await asyncio.wait_for(
+                    _workflow_entries(client, tl.alert["workflow_id"]), timeout=5)
+                entries += wf_entries
+                if temporal_ui_url:
+                    ui_url = (f"{temporal_ui_url.rstrip('/')}/namespaces/{quote(namespace)}"
+                              f"/workflows/{quote(tl.alert['workflow_id'], safe='')}/"
+                              f"{quote(run_id, safe='')}/history")
+            except (RPCError, TimeoutError) as exc:
+                note = ("The workflow history is not shown: "
+                        + ("the workflow is no longer kept by Temporal (PostgreSQL's record "
+                           "above is complete)." if isinstance(exc, RPCError)
+                           and exc.status == RPCStatusCode.NOT_FOUND
+                           else "Temporal did not answer in time."))
+        if ui_url is None and temporal_ui_url:
+            query = quote(f'WorkflowId="{tl.alert["workflow_id"]}"', safe="")
+            ui_url = (f"{temporal_ui_url.rstrip('/')}/namespaces/{quote(namespace)}"
+                      f"/workflows?query={query}")
+        return _html(pages.timeline_page(tl.alert, entries, ui_url, note))
+
+    # --- health ---------------------------------------------------------------------------
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        checks = {"database": "ok", "temporal": "ok"}
+        try:
+            await asyncio.wait_for(asyncio.to_thread(store.ping, database_url), timeout=5)
+        except Exception:
+            checks["database"] = "unreachable"
+        client = await get_client()
+        try:
+            if client is None or not await client.service_client.check_health(
+                    timeout=timedelta(seconds=3)):
+                checks["temporal"] = "unreachable"
+        except Exception:
+            checks["temporal"] = "unreachable"
+        healthy = all(v == "ok" for v in checks.values())
+        return JSONResponse({"status": "ok" if healthy else "unavailable", **checks},
+                            status_code=200 if healthy else 503)
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> Any:
+        if inbox:
+            return RedirectResponse("/inbox")
+        return _html(pages.page("Altaviz", "<h1>Altaviz acknowledgement server</h1>"
+                                           "<p>Open the link from your notification.</p>"))
+
+    # --- demo inbox -----------------------------------------------------------------------
+
+    if inbox:
+        @app.post("/inbox/receive")
+        @app.post("/inbox/receive/{mailbox}")
+        async def inbox_receive(request: Request, mailbox: str = "inbox") -> JSONResponse:
+            if not _MAILBOX.match(mailbox):
+                return JSONResponse({"error": "invalid mailbox name"}, status_code=400)
+            try:
+                payload = await request.json()
+            except ValueError:
+                return JSONResponse({"error": "expected a JSON body (Apprise json://)"},
+                                    status_code=400)
+            if not isinstance(payload, dict) or not isinstance(payload.get("message"), str):
+                return JSONResponse({"error": "expected Apprise's JSON payload with 'message'"},
+                                    status_code=400)
+            title = payload.get("title")
+            message_id = await asyncio.to_thread(
+                store.inbox_store, database_url, mailbox,
+                title if isinstance(title, str) else "", payload["message"],
+                str(payload.get("type") or "") or None)
+            return JSONResponse({"message_id": message_id})
+
+        @app.get("/inbox", response_class=HTMLResponse)
+        async def inbox_list(mailbox: str | None = None) -> HTMLResponse:
+            messages = await asyncio.to_thread(store.inbox_messages, database_url, mailbox)
+            return _html(pages.inbox_page(messages, mailbox))
+
+    return app
+
+
+def _db_entries(tl: store.Timeline) -> list[tuple[datetime, str, str, str]]:
+    entries: list[tuple[datetime, str, str, str]] = []
+    for e in tl.events:
+        details = e["details"] or {}
+        detail = ", ".join(f"{k}={v}" for k, v in details.items()) if isinstance(
+            details, dict) else str(details)
+        actor = f"by {e['actor']}" if e["actor"] else ""
+        entries.append((e["occurred_at"], "alert", e["event_type"],
+                        " ".join(p for p in (actor, detail) if p)))
+    for n in tl.notifications:
+        who = f"{n['name'] or n['contact_id']} ({n['role'] or '?'})"
+        detail = f"step {n['step']}, attempt {n['attempt']}"
+        if n["error"]:
+            detail += f": {n['error']}"
+        entries.append((n["attempted_at"], "notification",
+                        f"{who} via {n['channel']} {n['status']}", detail))
+    for u in tl.link_uses:
+        who = u["name"] or u["contact_id"]
+        entries.append((u["used_at"], "link", f"{who} confirmed {u['action']} link",
+                        f"{u['outcome']}" + (f": {u['detail']}" if u["detail"] else "")))
+    return entries
+
+
+_SKIP_EVENTS = {"WORKFLOW_TASK_SCHEDULED", "WORKFLOW_TASK_STARTED", "WORKFLOW_TASK_COMPLETED",
+                "ACTIVITY_TASK_STARTED", "MARKER_RECORDED", "UPSERT_WORKFLOW_SEARCH_ATTRIBUTES"}
+
+
+async def _workflow_entries(client: Client, workflow_id: str
+                            ) -> tuple[list[tuple[datetime, str, str, str]], str]:
+    from temporalio.api.enums.v1 import EventType
+
+    handle = client.get_workflow_handle(workflow_id)
+    desc = await handle.describe()
+    run_handle = client.get_workflow_handle(workflow_id, run_id=desc.run_id)
+    out: list[tuple[datetime, str, str, str]] = []
+    async for ev in run_handle.fetch_history_events():
+        name = EventType.Name(ev.event_type).removeprefix("EVENT_TYPE_")
+        if name in _SKIP_EVENTS:
+            continue
+        detail = ""
+        if ev.HasField("activity_task_scheduled_event_attributes"):
+            detail = ev.activity_task_scheduled_event_attributes.activity_type.name
+        elif ev.HasField("workflow_execution_signaled_event_attributes"):
+            detail = ev.workflow_execution_signaled_event_attributes.signal_name
+        elif ev.HasField("workflow_execution_update_accepted_event_attributes"):
+            detail = ev.workflow_execution_update_accepted_event_attributes \
+                .accepted_request.input.name
+        elif ev.HasField("timer_started_event_attributes"):
+            secs = ev.timer_started_event_attributes.start_to_fire_timeout.seconds
+            detail = f"{secs / 3600:g} h" if secs >= 3600 else f"{secs} s"
+        elif ev.HasField("activity_task_failed_event_attributes"):
+            detail = ev.activity_task_failed_event_attributes.failure.message[:200]
+        out.append((ev.event_time.ToDatetime(tzinfo=UTC), "workflow",
+                    name.lower().replace("_", " "), detail))
+    return out, desc.run_id
+
+
+def app_for(altaviz_app: Any, *, demo: bool = False, inbox: bool = False,
+            ack_timeout: float = 5.0) -> FastAPI:
+    """The ASGI app wired from an :class:`altaviz.app.context.App` (settings, database,
+    Temporal), with tokens redacted from the server's logs; what ``altaviz serve`` and
+    ``altaviz up`` run.
+
+    Raises:
+        ConfigError: no link secret outside the demo.
+    """
+
+    settings = altaviz_app.settings
+    signer = signer_from_settings(settings, demo=demo)  # refuses without a secret
+    web = create_app(
+        database_url=altaviz_app.database_url(), signer=signer,
+        temporal=altaviz_app.temporal_client, temporal_ui_url=altaviz_app.temporal_ui_url(),
+        namespace=settings.temporal_namespace, inbox=demo or inbox, ack_timeout=ack_timeout)
+    for name in ("uvicorn.access", "uvicorn.error", "altaviz"):
+        logging.getLogger(name).addFilter(RedactTokens())
+    return web

@@ -1,0 +1,304 @@
+"""PostgreSQL access: connections, tenant transactions, named queries and migrations.
+
+Tenant work always runs in :func:`tenant`: a transaction that switches to the application role
+``altaviz_app`` and sets ``altaviz.org_id`` with ``SET LOCAL`` semantics, so row-level security
+confines it to one organization and nothing leaks to the next user of a pooled connection.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+import psycopg.conninfo
+from psycopg import sql
+
+from altaviz.core.errors import MigrationError, ServiceError, TenantError
+from altaviz.core.settings import mask_url
+
+if TYPE_CHECKING:
+    from psycopg_pool import ConnectionPool
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+MIGRATIONS_DIR = SQL_DIR / "migrations"
+QUERIES_DIR = SQL_DIR / "queries"
+APP_ROLE = "altaviz_app"
+_MIGRATION_LOCK = 0x414C5441  # advisory lock id ("ALTA"): one migrator at a time
+_ORG_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+#: Server settings of every Altaviz session. JIT off: the rule statements are large generated
+#: expressions that run for about a second; on a PostgreSQL built with LLVM (most distribution
+#: packages, ``jit = on`` by default) compiling them took ~10 s of the latest-hour evaluation
+#: (11.9 s with JIT, 1.1 s without, PostgreSQL 15, 4,500 units), and nothing here runs long
+#: enough to win it back.
+SESSION_SETTINGS = {"jit": "off"}
+
+
+def session_options(url: str) -> str:
+    """The ``options`` connection parameter for ``url``: its own options (if any) followed by
+    :data:`SESSION_SETTINGS`, so a user's ``?options=...`` is kept."""
+    own = psycopg.conninfo.conninfo_to_dict(url).get("options")
+    ours = " ".join(f"-c {k}={v}" for k, v in SESSION_SETTINGS.items())
+    return f"{own} {ours}" if own else ours
+
+
+def connection_pool(url: str, *, min_size: int = 1, max_size: int = 8) -> ConnectionPool[Any]:
+    """An open pool whose connections carry :data:`SESSION_SETTINGS` like :func:`connect`'s
+    (use it as a context manager: leaving it closes the pool)."""
+    from psycopg_pool import ConnectionPool
+
+    return ConnectionPool(url, min_size=min_size, max_size=max_size, open=True,
+                          kwargs={"options": session_options(url)})
+
+
+def connect(url: str, *, autocommit: bool = False, **kwargs: Any) -> psycopg.Connection[Any]:
+    """Open a connection, turning connection failures into a clear :class:`ServiceError`."""
+    kwargs.setdefault("options", session_options(url))
+    try:
+        return psycopg.connect(url, autocommit=autocommit, connect_timeout=10, **kwargs)
+    except psycopg.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise ServiceError(f"cannot connect to PostgreSQL at {mask_url(url)}: {reason}") from None
+
+
+@contextmanager
+def tenant(conn: psycopg.Connection[Any], org_id: str) -> Iterator[psycopg.Connection[Any]]:
+    """A transaction confined to one organization by row-level security.
+
+    Raises:
+        TenantError: ``org_id`` is not a valid organization id.
+    """
+    if not isinstance(org_id, str) or not _ORG_ID.match(org_id):
+        raise TenantError(f"invalid organization id {org_id!r}")
+    with conn.transaction():
+        conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(APP_ROLE)))
+        conn.execute("SELECT set_config('altaviz.org_id', %s, true)", [org_id])
+        yield conn
+
+
+@contextmanager
+def admin(conn: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:
+    """A transaction as the connecting (owner) role: for migrations, fleet loading and
+    cross-tenant operational reads such as listing organizations. Never for tenant requests."""
+    with conn.transaction():
+        yield conn
+
+
+def org_ids(conn: psycopg.Connection[Any]) -> list[str]:
+    """Every organization id (an operational, cross-tenant read)."""
+    with admin(conn):
+        return [r[0] for r in conn.execute("SELECT org_id FROM organizations ORDER BY org_id")]
+
+
+@cache
+def queries(area: str) -> dict[str, str]:
+    """Named queries of ``sql/queries/<area>.sql``, split on ``-- name: <query_name>`` headers."""
+    path = QUERIES_DIR / f"{area}.sql"
+    text = path.read_text()
+    found: dict[str, str] = {}
+    name: str | None = None
+    body: list[str] = []
+    for line in text.splitlines():
+        header = re.match(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", line)
+        if header:
+            if name is not None:
+                found[name] = "\n".join(body).strip()
+            name, body = header.group(1), []
+            if name in found:
+                raise ValueError(f"{path}: duplicate query name {name!r}")
+        elif name is not None:
+            body.append(line)
+    if name is not None:
+        found[name] = "\n".join(body).strip()
+    return found
+
+
+# --- migrations -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Migration:
+    """One numbered migration file."""
+
+    version: int
+    name: str
+    path: Path
+
+    @property
+    def checksum(self) -> str:
+        """SHA-256 of the file, recorded so an edited applied migration is noticed."""
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()
+
+
+def migration_files(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    """The migrations in ``directory``, ordered by number; duplicate numbers are an error."""
+    found: dict[int, Migration] = {}
+    for path in sorted(directory.glob("*.sql")):
+        match = re.match(r"^(\d+)_([a-z0-9_]+)\.sql$", path.name)
+        if not match:
+            raise MigrationError(f"{path}: migration files must be named NNN_name.sql")
+        version = int(match.group(1))
+        if version in found:
+            raise MigrationError(f"{path}: migration number {version} is used twice "
+                                 f"(also {found[version].path.name})")
+        found[version] = Migration(version, match.group(2), path)
+    return [found[v] for v in sorted(found)]
+
+
+_BOOKKEEPING = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version     integer PRIMARY KEY,
+    name        text NOT NULL,
+    checksum    text NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+@dataclass(frozen=True)
+class MigrationStatus:
+    """Applied and pending migrations of a database."""
+
+    applied: list[tuple[int, str, str]]   # version, name, applied_at (ISO)
+    pending: list[Migration]
+    changed: list[Migration]               # applied, but the file differs from what was applied
+
+
+def migration_status(url: str, directory: Path = MIGRATIONS_DIR) -> MigrationStatus:
+    """What is applied and what is pending, without changing anything."""
+    files = migration_files(directory)
+    with connect(url, autocommit=True) as conn:
+        exists = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+        rows: list[tuple[int, str, str, Any]] = []
+        if exists and exists[0]:
+            rows = conn.execute(
+                "SELECT version, name, checksum, applied_at FROM schema_migrations ORDER BY version"
+            ).fetchall()
+    applied = {r[0]: r for r in rows}
+    return MigrationStatus(
+        applied=[(r[0], r[1], r[3].isoformat()) for r in rows],
+        pending=[m for m in files if m.version not in applied],
+        changed=[m for m in files if m.version in applied and applied[m.version][2] != m.checksum],
+    )
+
+
+def migrate(url: str, directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    """Apply pending migrations in order, each in its own transaction; return those applied.
+
+    Concurrent migrators serialize on an advisory lock, so two processes starting at once apply
+    each file once. A failing file is rolled back completely and reported with its name, the
+    line of the failing statement and the server's message.
+
+    Raises:
+        MigrationError: a migration failed (the database is as it was before that file).
+    """
+    files = migration_files(directory)
+    applied_now: list[Migration] = []
+    with connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", [_MIGRATION_LOCK])
+        try:
+            conn.execute(_BOOKKEEPING)
+            done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+            for migration in files:
+                if migration.version in done:
+                    continue
+                _apply(conn, migration)
+                applied_now.append(migration)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", [_MIGRATION_LOCK])
+    return applied_now
+
+
+def split_statements(text: str) -> list[tuple[int, str]]:
+    """Split a SQL script into ``(first line, statement)`` pairs.
+
+    Understands quotes, dollar-quoted bodies and comments, so that each statement of a
+    migration can be run (and, when it fails, reported) on its own.
+    """
+    statements: list[tuple[int, str]] = []
+    i, n, start = 0, len(text), 0
+    while i < n:
+        ch = text[i]
+        if ch == "-" and text.startswith("--", i):
+            i = text.find("\n", i)
+            i = n if i < 0 else i
+        elif ch == "/" and text.startswith("/*", i):
+            end = text.find("*/", i + 2)
+            i = n if end < 0 else end + 2
+            continue
+        elif ch in "'\"":
+            end = i + 1
+            while end < n:
+                if text[end] == ch:
+                    if end + 1 < n and text[end + 1] == ch:
+                        end += 2
+                        continue
+                    break
+                end += 1
+            i = end + 1
+            continue
+        elif ch == "$":
+            tag = re.match(r"\$[A-Za-z_]*\$", text[i:])
+            if tag:
+                end = text.find(tag.group(0), i + len(tag.group(0)))
+                i = n if end < 0 else end + len(tag.group(0))
+                continue
+        elif ch == ";":
+            chunk = text[start:i]
+            if _has_code(chunk):
+                statements.append(_located(text, start, chunk))
+            start = i + 1
+        i += 1
+    tail = text[start:]
+    if _has_code(tail):
+        statements.append(_located(text, start, tail))
+    return statements
+
+
+def _has_code(chunk: str) -> bool:
+    stripped = re.sub(r"--[^\n]*", "", chunk)
+    stripped = re.sub(r"/\*.*?\*/", "", stripped, flags=re.S)
+    return bool(stripped.strip())
+
+
+def _located(text: str, start: int, chunk: str) -> tuple[int, str]:
+    lead = len(chunk) - len(chunk.lstrip())
+    body = chunk.strip()
+    # Skip leading comment lines so the reported line is the statement's own.
+    offset = start + lead
+    while body.startswith("--"):
+        nl = body.find("\n")
+        if nl < 0:
+            break
+        rest = body[nl + 1:]
+        offset += len(body) - len(rest.lstrip()) - 0
+        body = rest.lstrip()
+    return text.count("\n", 0, offset) + 1, body
+
+
+def _apply(conn: psycopg.Connection[Any], migration: Migration) -> None:
+    text = migration.path.read_text()
+    line_no, statement = 0, ""
+    try:
+        with conn.transaction():
+            for located in split_statements(text):
+                line_no, statement = located  # kept for the error report below
+                conn.execute(statement.encode())
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
+                [migration.version, migration.name, migration.checksum],
+            )
+    except psycopg.Error as exc:
+        message = (exc.diag.message_primary or str(exc)).strip()
+        first_line = statement.splitlines()[0][:80] if statement else ""
+        raise MigrationError(
+            f"migration {migration.path.name} failed at line {line_no} ({first_line!r}): "
+            f"{message}; rolled back, the database is unchanged by this file"
+        ) from None

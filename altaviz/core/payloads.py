@@ -1,0 +1,291 @@
+"""Payload models that cross Temporal: rule results, the alert lifecycle and the hourly pipeline.
+
+Shared by workflows, activities, the CLI and the web server, so they live in the core. The module
+is side-effect free, so workflows import it through ``imports_passed_through()``; fields are
+added compatibly (with defaults) so running workflows keep decoding their history.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Severity = Literal["warning", "critical"]
+ConditionState = Literal["active", "cleared"]
+AckState = Literal["unacknowledged", "acknowledged"]
+AlertStateName = Literal["open", "acknowledged", "cleared_unacknowledged", "resolved"]
+AckChannel = Literal["link", "cli", "api", "web"]
+
+
+class AlertState(BaseModel):
+    """The current state of one alert, as its workflow knows it (the query's answer)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    alert_id: str
+    workflow_id: str
+    org_id: str
+    compressor_id: str
+    site_id: str
+    rule_id: str
+    metric: str
+    value: float | None          # None for a data-missing alert
+    threshold: float | None
+    severity: Severity
+    condition_state: ConditionState = "active"
+    ack_state: AckState = "unacknowledged"
+    state: AlertStateName = "open"
+    breach_hour: datetime
+    last_breach_hour: datetime | None = None
+    opened_at: datetime
+    escalated_at: datetime | None = None
+    acknowledged_at: datetime | None = None
+    acknowledged_by: str | None = None
+    ack_channel: str | None = None
+    ack_comment: str | None = None
+    cleared_at: datetime | None = None
+    resolved_at: datetime | None = None
+    resolved_by: str | None = None
+    resolve_reason: str | None = None
+    rule_set_id: int | None = None
+    rule_version: int | None = None
+    escalation_delay_hours: float = 4.0
+    diagnosis: str = ""
+    #: The severity of the breach that ``threshold`` belongs to. After an escalation the alert
+    #: is critical while its threshold is still the warning limit; messages must say so.
+    threshold_severity: Severity | None = None
+
+
+class AckRequest(BaseModel):
+    """A technician acknowledges an alert (update ``acknowledge`` or signal ``ack_requested``).
+
+    ``request_id`` makes it idempotent: the same link confirmed twice is one acknowledgement.
+    """
+
+    org_id: str
+    by: str = Field(min_length=1, max_length=200)
+    channel: AckChannel = "cli"
+    comment: str | None = Field(default=None, max_length=2000)
+    request_id: str = Field(min_length=1, max_length=200)
+    requested_at: datetime | None = None
+    #: The alert the requester saw; when set, a request reaching a newer alert of the same
+    #: workflow id (the old one was resolved meanwhile) is rejected instead of applied to it.
+    alert_id: str | None = None
+
+
+class ResolveRequest(BaseModel):
+    """Someone resolves an alert by hand, with a reason (update ``resolve``)."""
+
+    org_id: str
+    by: str = Field(min_length=1, max_length=200)
+    reason: str = Field(min_length=1, max_length=2000)
+    request_id: str = Field(min_length=1, max_length=200)
+    #: As in :class:`AckRequest`: guards against resolving a newer alert by mistake.
+    alert_id: str | None = None
+
+
+Audience = Literal["technicians", "technicians_and_supervisors", "all_notified"]
+
+
+class NotifyRequest(BaseModel):
+    """One notification step of one alert (activity ``notify``).
+
+    ``step`` is unique per alert ("opened", "escalated", "reminder-2", "resolved", ...): the
+    activity delivers each (alert, step, contact, channel) at most once, even when retried.
+    """
+
+    alert: AlertState
+    step: str
+    audience: Audience
+    event: Literal["opened", "escalated", "severity_raised", "reminder", "cleared", "resolved"]
+
+
+class NotifyResult(BaseModel):
+    """What a notify activity did."""
+
+    delivered: int = 0
+    failed: int = 0
+    recipients: list[str] = Field(default_factory=list)
+
+
+# --- What rule evaluation returns: breaches and clears ----------------------------------------
+
+class Breach(BaseModel):
+    """A rule fired for one compressor at one hour (persistence already satisfied)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    org_id: str
+    compressor_id: str
+    site_id: str
+    rule_id: str
+    metric: str
+    value: float | None       # None for a data-missing breach: there is no observed value
+    threshold: float | None
+    severity: Severity
+    hour: datetime
+    rule_set_id: int | None = None
+    rule_version: int | None = None
+    escalation_delay_hours: float = 4.0
+    diagnosis: str = ""
+
+
+class Clear(BaseModel):
+    """A rule's condition has been back to normal for its required number of hours."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    org_id: str
+    compressor_id: str
+    rule_id: str
+    metric: str
+    value: float | None
+    hour: datetime
+    rule_set_id: int | None = None
+    rule_version: int | None = None
+
+
+# --- Alert workflow internals (all fields defaulted) --------------------------------------------
+
+AlertEventType = Literal[
+    "opened", "breach_repeated", "severity_raised", "escalated", "reminder", "acknowledged",
+    "ack_rejected", "cleared", "reactivated", "resolved", "notify_failed",
+]
+
+
+class AlertCarry(BaseModel):
+    """What an alert workflow carries across continue-as-new (its whole memory)."""
+
+    state: AlertState
+    seq: int = 0
+    critical_since: datetime | None = None
+    reminders_sent: int = 0
+    notified_steps: list[str] = Field(default_factory=list)
+    request_ids: list[str] = Field(default_factory=list)
+    pending_breaches: list[Breach] = Field(default_factory=list)
+    pending_clears: list[Clear] = Field(default_factory=list)
+    pending_acks: list[AckRequest] = Field(default_factory=list)
+
+
+class AlertInput(BaseModel):
+    """Input of ``AlertWorkflow``: the opening breach, or the carried state of a previous run.
+
+    ``reminder_minutes`` is passed in (not read from settings inside the workflow) so the
+    workflow stays deterministic; 0 turns reminders off.
+    """
+
+    breach: Breach
+    reminder_minutes: int = 60
+    max_history_events: int = 5000
+    carried: AlertCarry | None = None
+
+
+class AlertTransition(BaseModel):
+    """One transition to persist: the new current state plus the event that led to it.
+
+    ``seq`` numbers the alert's transitions; the event key ``{alert_id}:{seq}`` makes a
+    retried activity a no-op, and ``alert_history`` only moves forward (a late retry of an
+    older transition never overwrites a newer state).
+    """
+
+    state: AlertState
+    seq: int
+    event_type: AlertEventType
+    occurred_at: datetime
+    actor: str | None = None
+    details: dict[str, object] = Field(default_factory=dict)
+    run_id: str | None = None
+
+
+class OpenAlertResult(BaseModel):
+    """What ``open_alert`` found: a new alert, one to resume, or a stale breach to drop."""
+
+    status: Literal["opened", "resumed", "stale"]
+    seq: int = 0
+    state: AlertState | None = None
+    reason: str = ""
+
+
+# --- Hourly pipeline payloads ------------------------------------------------------------------
+
+
+class PipelineInput(BaseModel):
+    """Input of ``PipelineWorkflow``.
+
+    ``hour`` is the hour to evaluate; None when run by the Schedule, which then picks the hour
+    that ended before ``TemporalScheduledStartTime``. ``org_ids`` None means every organization.
+    """
+
+    hour: datetime | None = None
+    #: Evaluate these hours too (a backfill or the demo's replay of history); ``hour`` is
+    #: always included. Breaches and clears are reduced to the latest per compressor and rule.
+    hours: list[datetime] | None = None
+    org_ids: list[str] | None = None
+    run_etl: bool = True
+    reminder_minutes: int = 60
+    batch_size: int = Field(default=100, ge=1, le=1000)
+
+
+class EtlRequest(BaseModel):
+    """Input of activity ``run_etl``."""
+
+    hour: datetime
+
+
+class EtlSummary(BaseModel):
+    """What the ETL stage did; ``changed_hours`` are re-evaluated by the rules."""
+
+    ran: bool = True
+    run_id: str | None = None
+    changed_hours: list[datetime] = Field(default_factory=list)
+    detail: str = ""
+
+
+class EvaluateRequest(BaseModel):
+    """Input of activity ``evaluate_rules``: one organization, some hours."""
+
+    org_id: str
+    hours: list[datetime]
+
+
+class Evaluation(BaseModel):
+    """Breaches and clears of one organization's rule evaluation."""
+
+    org_id: str
+    breaches: list[Breach] = Field(default_factory=list)
+    clears: list[Clear] = Field(default_factory=list)
+
+
+class BreachBatch(BaseModel):
+    """Input of activity ``start_or_update_alerts``."""
+
+    breaches: list[Breach]
+    reminder_minutes: int = 60
+
+
+class ClearBatch(BaseModel):
+    """Input of activity ``signal_clears``."""
+
+    clears: list[Clear]
+
+
+class DispatchResult(BaseModel):
+    """How many workflows a dispatch activity reached (and how many it skipped)."""
+
+    sent: int = 0
+    skipped: int = 0
+
+
+class PipelineResult(BaseModel):
+    """Summary of one pipeline run."""
+
+    hour: datetime
+    etl: EtlSummary | None = None
+    organizations: int = 0
+    breaches: int = 0
+    clears: int = 0
+    alerts_signalled: int = 0
+    breaches_skipped: int = 0
+    clears_signalled: int = 0

@@ -1,0 +1,204 @@
+"""Altaviz's one settings model and where its values come from.
+
+Values are read, in increasing priority, from the defaults, a YAML file given with
+``--config`` and ``ALTAVIZ_*`` environment variables. Every value remembers its source, so an
+invalid one fails at start-up with a line naming the setting, the value and where it came from
+(instead of a traceback at 3 a.m.).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from altaviz.core.errors import ConfigError
+
+ENV_PREFIX = "ALTAVIZ_"
+
+
+class Settings(BaseModel):
+    """Every Altaviz setting. Each field ``x`` is set by ``ALTAVIZ_X`` or key ``x`` in --config."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    data_dir: Path = Field(
+        default=Path(".altaviz"),
+        description="where embedded services, Delta tables and landing files live")
+    database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL URL; unset: start an embedded PostgreSQL under data_dir")
+    temporal_address: str | None = Field(
+        default=None,
+        description="Temporal frontend host:port; unset: start the Temporal dev server")
+    temporal_namespace: str = Field(default="default", description="Temporal namespace")
+    task_queue: str = Field(default="altaviz", description="Temporal task queue of the workers")
+    temporal_port: int = Field(default=7233, ge=1, le=65535,
+                               description="port of the embedded Temporal dev server")
+    temporal_ui_port: int = Field(default=8233, ge=1, le=65535,
+                                  description="port of the embedded Temporal Web UI")
+    http_host: str = Field(default="127.0.0.1", description="acknowledgement server bind address")
+    http_port: int = Field(default=8765, ge=1, le=65535,
+                           description="acknowledgement server port")
+    public_url: str | None = Field(
+        default=None,
+        description="base URL of links in notifications; unset: http://HTTP_HOST:HTTP_PORT")
+    link_secret: SecretStr | None = Field(
+        default=None, description="HMAC secret signing acknowledgement links (required by serve)")
+    link_ttl_hours: float = Field(default=72.0, gt=0,
+                                  description="how long an acknowledgement link stays valid")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="log level: DEBUG, INFO, WARNING or ERROR")
+    landing_dir: Path | None = Field(
+        default=None, description="folder of incoming telemetry files; unset: DATA_DIR/landing")
+    lake_dir: Path | None = Field(
+        default=None, description="folder of the Delta tables; unset: DATA_DIR/lake")
+    rules_file: Path = Field(default=Path(__file__).resolve().parent.parent / "rules" /
+                             "thresholds.yaml", description="default rule set (YAML)")
+    rules_overrides_dir: Path | None = Field(
+        default=None, description="folder of per-organization override files <org_id>.yaml")
+    contacts_file: Path | None = Field(
+        default=None, description="contacts and routing file (YAML)")
+    late_arrival_minutes: int = Field(
+        default=90, ge=0,
+        description="a reading arriving later than this is flagged late (gateways upload "
+                    "hourly, so on-time readings are up to about 70 minutes old)")
+    freshness_sla_minutes: int = Field(
+        default=15, ge=1, description="data-quality freshness SLA")
+    etl_memory_mb: int = Field(
+        default=1536, ge=256,
+        description="DuckDB's memory limit for an ETL run (it spills to <lake>/_tmp beyond "
+                    "it); the run's peak RSS is about this plus 1-1.5 GB of Arrow and Delta "
+                    "buffers")
+    etl_child_process_rows: int = Field(
+        default=1_000_000, ge=0,
+        description="an ETL stage with more input rows than this (a first load, a backfill; "
+                    "the hourly run has ~30,000 readings) runs in a child process, so the "
+                    "memory its libraries keep goes back to the system when it ends")
+    reminder_minutes: int = Field(
+        default=60, ge=0, description="reminder interval while critical and unacknowledged; 0: off")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @property
+    def landing_path(self) -> Path:
+        """The landing folder (telemetry files arrive here)."""
+        return self.landing_dir or self.data_dir / "landing"
+
+    @property
+    def lake_path(self) -> Path:
+        """The folder holding the bronze/silver/gold/quarantine Delta tables."""
+        return self.lake_dir or self.data_dir / "lake"
+
+    @property
+    def base_url(self) -> str:
+        """Base URL used to build links that technicians open."""
+        return (self.public_url or f"http://{self.http_host}:{self.http_port}").rstrip("/")
+
+
+def env_name(field: str) -> str:
+    """The environment variable of a settings field."""
+    return ENV_PREFIX + field.upper()
+
+
+def _describe() -> str:
+    lines = ["settings (environment variable: meaning [default]):"]
+    for name, info in Settings.model_fields.items():
+        default = info.default
+        shown = "" if default is None else f" [{default}]"
+        if name == "rules_file":
+            shown = " [rules/thresholds.yaml]"
+        lines.append(f"  {env_name(name):<32} {info.description}{shown}")
+    return "\n".join(lines)
+
+
+ENV_HELP = _describe()
+
+
+def _mask(field: str, value: Any) -> str:
+    if field == "link_secret":
+        return "'***'"
+    if field == "database_url" and isinstance(value, str):
+        return repr(mask_url(value))
+    return repr(value)
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ``***``, safe to print or log."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
+
+
+def load_settings(
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Read settings from a YAML file and the environment, failing with one line per problem.
+
+    Raises:
+        ConfigError: a file that cannot be read, an unknown key or variable, or invalid values;
+            the message names each setting, its (masked) value and its source.
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    problems: list[str] = []
+    if config_file is not None:
+        try:
+            loaded = yaml.safe_load(config_file.read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {config_file}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {config_file} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {config_file}: expected a mapping of settings")
+        for key, value in loaded.items():
+            if key not in Settings.model_fields:
+                problems.append(f"{config_file}: unknown setting {key!r}")
+                continue
+            values[key] = value
+            sources[key] = f"config file {config_file}"
+    for var, value in env.items():
+        if not var.startswith(ENV_PREFIX):
+            continue
+        key = var[len(ENV_PREFIX):].lower()
+        if key not in Settings.model_fields:
+            problems.append(f"unknown environment variable {var} (see `altaviz --help`)")
+            continue
+        values[key] = value if value != "" else None
+        sources[key] = f"environment variable {var}"
+    if problems:
+        raise ConfigError("; ".join(problems))
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            shown = _mask(field, values.get(field))
+            lines.append(f"{env_name(field)}={shown} (from {sources.get(field, 'defaults')}): "
+                         f"{err['msg']}")
+        raise ConfigError("invalid settings: " + "; ".join(lines)) from None

@@ -1,5 +1,0 @@
-"""The acknowledgement web server (FastAPI): see :func:`altaviz.web.app.create_app`."""
-
-from altaviz.web.app import RedactTokens, app_for, create_app
-
-__all__ = ["RedactTokens", "app_for", "create_app"]
