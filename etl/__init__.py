@@ -3,9 +3,9 @@
 Public API (see each module for the details):
 
 * :func:`etl.pipeline.run_pipeline` ``(settings, db_url, *, landing=None, progress=None,
-  after_stage=None, run_id=None, as_of=None) -> EtlSummary``: the whole run (CLI: ``altaviz etl
-  run``). ``EtlSummary.changed`` lists ``ChangedRange(org_id, compressor_id, first_hour,
-  last_hour, rows)`` for rule evaluation.
+  after_stage=None, run_id=None, as_of=None) -> EtlRunReport``: the whole run (CLI:
+  ``altaviz etl run``). ``EtlRunReport.changed`` lists ``ChangedRange(org_id, compressor_id,
+  first_hour, last_hour, rows)`` for rule evaluation.
 * :func:`etl.pipeline.run_stage` ``(stage, settings, db_url, *, landing=None, run_id=None,
   as_of=None)``: one stage, for Temporal activities; stages are ``bronze``, ``silver``,
   ``gold``, ``aggregates``, ``quality``, each idempotent and catching up on its own.

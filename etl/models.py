@@ -73,7 +73,7 @@ class QualityResult(_Model):
     failed: int = 0
 
 
-class EtlSummary(_Model):
+class EtlRunReport(_Model):
     """One pipeline run, as recorded in ``etl_runs`` and printed on one line."""
 
     run_id: str

@@ -3,7 +3,7 @@
 Two ways in:
 
 * :func:`run_pipeline` runs every stage under the lake's writer lock, records the run in
-  ``etl_runs`` and returns an :class:`~etl.models.EtlSummary` (including the changed
+  ``etl_runs`` and returns an :class:`~etl.models.EtlRunReport` (including the changed
   ``(org, compressor, hour range)`` list for rule evaluation). ``altaviz etl run`` and the
   scheduled pipeline's ETL activity (``worker.etl_runner``) call it. In a small run (the
   hourly one) quality runs on its own thread beside the aggregates stage
@@ -50,7 +50,7 @@ from etl.ledger import LandingFile, pending
 from etl.models import (
     AggregatesResult,
     BronzeResult,
-    EtlSummary,
+    EtlRunReport,
     GoldResult,
     QualityResult,
     SilverResult,
@@ -232,7 +232,7 @@ def _input_rows(ctx: _Context, stage: Stage, con: Any, conn: psycopg.Connection[
 
 def run_pipeline(settings: Settings, db_url: str, *, landing: Path | None = None,
                  progress: Progress | None = None, after_stage: StageHook | None = None,
-                 run_id: str | None = None, as_of: datetime | None = None) -> EtlSummary:
+                 run_id: str | None = None, as_of: datetime | None = None) -> EtlRunReport:
     """Run every stage in order and record the run in ``etl_runs``; quality, which needs
     only silver, runs beside the aggregates stage when its input is small.
 
@@ -412,7 +412,7 @@ def _resident_bytes() -> int:
         return 0
 
 
-def _summary(run_id: str, results: dict[str, BaseModel], seconds: float) -> EtlSummary:
+def _summary(run_id: str, results: dict[str, BaseModel], seconds: float) -> EtlRunReport:
     bronze = results["bronze"]
     silver = results["silver"]
     aggregates = results["aggregates"]
@@ -420,7 +420,7 @@ def _summary(run_id: str, results: dict[str, BaseModel], seconds: float) -> EtlS
     assert isinstance(aggregates, AggregatesResult)
     assert isinstance(results["gold"], GoldResult)
     assert isinstance(results["quality"], QualityResult)
-    return EtlSummary(run_id=run_id, files=bronze.files, rows_in=silver.rows_in,
+    return EtlRunReport(run_id=run_id, files=bronze.files, rows_in=silver.rows_in,
                       rows_quarantined=silver.rows_quarantined, rows_late=silver.late,
                       duplicates=silver.duplicates, hours_upserted=aggregates.rows_upserted,
                       seconds=round(seconds, 3), quarantined=silver.quarantined,

@@ -26,7 +26,7 @@ from altaviz.core.settings import mask_url
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 MIGRATIONS_DIR = SQL_DIR / "migrations"
 QUERIES_DIR = SQL_DIR / "queries"
 APP_ROLE = "altaviz_app"

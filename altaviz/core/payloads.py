@@ -235,7 +235,11 @@ class EtlRequest(BaseModel):
 
 
 class EtlSummary(BaseModel):
-    """What the ETL stage did; ``changed_hours`` are re-evaluated by the rules."""
+    """What the ETL stage tells the pipeline workflow; ``changed_hours`` are re-evaluated.
+
+    The ETL's own record of a run is ``etl.models.EtlRunReport``; this is the part of it the
+    workflow needs, small enough for its history.
+    """
 
     ran: bool = True
     run_id: str | None = None

@@ -57,7 +57,7 @@ class Settings(BaseModel):
         default=None, description="folder of incoming telemetry files; unset: DATA_DIR/landing")
     lake_dir: Path | None = Field(
         default=None, description="folder of the Delta tables; unset: DATA_DIR/lake")
-    rules_file: Path = Field(default=Path(__file__).resolve().parent.parent / "rules" /
+    rules_file: Path = Field(default=Path(__file__).resolve().parents[2] / "rules" /
                              "thresholds.yaml", description="default rule set (YAML)")
     rules_overrides_dir: Path | None = Field(
         default=None, description="folder of per-organization override files <org_id>.yaml")

@@ -18,7 +18,7 @@ import etl.aggregates
 from altaviz.core.settings import Settings
 from altaviz.core.telemetry import METRICS
 from etl.carry import Carried, Carry
-from etl.models import EtlSummary
+from etl.models import EtlRunReport
 from etl.pipeline import run_pipeline
 from tests.etl.landing import T0, reading, write_landing
 from tests.etl.test_handoff import COMPRESSORS, _second_lake
@@ -61,7 +61,7 @@ def _postgres(db_url: str) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]
 
 
 def _hourly(settings: Settings, db_url: str, monkeypatch: pytest.MonkeyPatch, *,
-            carried: bool, late: bool) -> tuple[EtlSummary, list[str]]:
+            carried: bool, late: bool) -> tuple[EtlRunReport, list[str]]:
     """A first load, then the next hour's run with or without the carried rows; that run's
     summary and what its aggregates stage was handed ("gold", "latest") and coded in Arrow
     ("coded")."""
