@@ -42,7 +42,7 @@ import duckdb
 import psycopg
 from psycopg import sql
 
-from altaviz.app.context import services
+from altaviz.app import services
 from altaviz.app.services import get_embedded_server
 from altaviz.core import db
 from altaviz.core.duck import connect

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from altaviz.app.context import commands
+from altaviz.app import commands
 from altaviz.app.context import App
 from altaviz.core.errors import AltavizError
 from altaviz.core.settings import ENV_HELP

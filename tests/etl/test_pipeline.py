@@ -152,7 +152,7 @@ def test_crash_between_stages_then_rerun(settings: Settings, db_url: str, fleet:
 
 def test_cli_run_maintain_and_dq_report(settings: Settings, db_url: str, fleet: Fleet,
                                         capsys: pytest.CaptureFixture[str]) -> None:
-    from altaviz.app.context import context as app_module
+    from altaviz.app import context as app_module
     from altaviz.app.cli import main
 
     scenario(settings.landing_path)

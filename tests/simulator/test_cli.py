@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from altaviz.app.context import cli
+from altaviz.app import cli
 
 
 def test_simulate_command_runs(tmp_path, capsys):
