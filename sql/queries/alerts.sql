@@ -1,5 +1,5 @@
 -- Named queries of the alert lifecycle (activities/alerts.py, activities/pipeline.py,
--- altaviz/commands/alerts.py). Every one runs inside altaviz.db.tenant(), so row-level
+-- altaviz/app/commands/alerts.py). Every one runs inside altaviz.core.db.tenant(), so row-level
 -- security confines it to one organization.
 
 -- name: latest_alert_for_workflow
