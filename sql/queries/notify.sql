@@ -1,5 +1,5 @@
 -- Named queries of notifications, contacts, acknowledgement links and the demo inbox.
--- Tenant queries run inside altaviz.db.tenant(), so row-level security limits them to one
+-- Tenant queries run inside altaviz.core.db.tenant(), so row-level security limits them to one
 -- organization; none of them needs an org_id filter of its own.
 
 -- name: org_exists
