@@ -17,7 +17,7 @@ from pathlib import Path
 from altaviz.app import commands
 from altaviz.app.context import App
 from altaviz.core.errors import AltavizError
-from altaviz.core.settings import ENV_HELP
+from altaviz.core.settings import ENV_HELP, Settings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,9 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``altaviz`` console script; returns the process exit code."""
+def main(argv: Sequence[str] | None = None, *, settings: Settings | None = None) -> int:
+    """Entry point of the ``altaviz`` console script; returns the process exit code.
 
+    Args:
+        settings: use these instead of loading them from the environment and ``--config``
+            (for callers that embed the CLI, such as tests).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = getattr(args, "handler", None)
@@ -60,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.debug else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    app = App(config_file=args.config, debug=args.debug)
+    app = App(config_file=args.config, debug=args.debug, settings=settings)
     try:
         code = handler(args, app)
         return int(code or 0)

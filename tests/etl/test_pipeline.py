@@ -11,6 +11,7 @@ import duckdb
 import psycopg
 import pytest
 
+from altaviz.app.cli import main
 from altaviz.core.duck import connect as duck_connect
 from altaviz.core.fleet import Fleet
 from altaviz.core.settings import Settings
@@ -152,25 +153,12 @@ def test_crash_between_stages_then_rerun(settings: Settings, db_url: str, fleet:
 
 def test_cli_run_maintain_and_dq_report(settings: Settings, db_url: str, fleet: Fleet,
                                         capsys: pytest.CaptureFixture[str]) -> None:
-    from altaviz.app import context as app_module
-    from altaviz.app.cli import main
-
     scenario(settings.landing_path)
     app_settings = settings.model_copy(update={"database_url": db_url})
 
     def run(argv: list[str]) -> int:
-        """The real CLI, with an App built on these settings (instead of the environment)."""
-        real = app_module.App
-
-        class _App(real):  # type: ignore[misc, valid-type]
-            def __init__(self, *a: Any, **k: Any) -> None:
-                super().__init__(settings=app_settings)
-
-        app_module.App = _App  # type: ignore[misc]
-        try:
-            return main(argv)
-        finally:
-            app_module.App = real  # type: ignore[misc]
+        """The real CLI, on these settings (instead of the environment)."""
+        return main(argv, settings=app_settings)
 
     assert run(["etl", "run", "--quiet"]) == 0
     out = capsys.readouterr().out
