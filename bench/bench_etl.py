@@ -132,7 +132,7 @@ def _child(phase: str, db_url: str, landing: Path, lake: Path) -> None:
     def progress(stage: str, fraction: float) -> None:
         # CPU seconds of this process (all DuckDB threads; PostgreSQL's work is in its own
         # server process) next to wall seconds: on shared cores wall time mostly measures
-        # the other sessions' load
+        # whatever else runs on the machine
         if fraction == 0.0:
             marks[stage + "_start"] = time.perf_counter()
             cpu[stage + "_start"] = cpu_now()
@@ -255,7 +255,7 @@ def fleet_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark and print (optionally append to docs/BENCHMARKS.md) the figures."""
+    """Run the benchmark and print its figures (a Markdown table for docs/BENCHMARKS.md)."""
     parser = fleet_parser("bench.bench_etl", __doc__)
     parser.add_argument("--no-spark", action="store_true", help="skip the PySpark baseline")
     parser.add_argument("--child", nargs=4, metavar=("PHASE", "DB", "LANDING", "LAKE"),

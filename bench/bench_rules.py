@@ -301,7 +301,7 @@ def main() -> None:
     ap.add_argument("--postgres-backtest-compressors", type=int, default=450,
                     help="units of the PostgreSQL engine's backtest (the same-run baseline)")
     ap.add_argument("--backtest-days", type=int, default=30)
-    ap.add_argument("--previous", default="6e81a45", metavar="COMMIT",
+    ap.add_argument("--previous", default="", metavar="COMMIT",
                     help="git commit whose rules/evaluate.py is timed on the latest hour in the "
                          "same run as the baseline ('' to skip)")
     args = ap.parse_args()
