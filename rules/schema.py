@@ -54,8 +54,8 @@ Number = Annotated[float, BeforeValidator(_number)]
 def _known_metric(name: str) -> str:
     if name not in METRIC_BY_NAME:
         examples = ", ".join(sorted(METRIC_BY_NAME)[:4])
-        raise ValueError(f"unknown metric {name!r} (expected one of "
-                         f"altaviz.core.telemetry.METRICS, e.g. {examples}, ...)")
+        raise ValueError(f"unknown metric {name!r} (expected a metric of the telemetry "
+                         f"contract, altaviz/core/telemetry.py, e.g. {examples}, ...)")
     return name
 
 
