@@ -109,21 +109,12 @@ class App:
         return info.ui_url if info else None
 
     async def temporal_client(self) -> Client:
-        """A Temporal client with the pydantic data converter (one per process)."""
-        from temporalio.client import Client
-        from temporalio.contrib.pydantic import pydantic_data_converter
+        """A Temporal client with the pydantic data converter and the configured TLS and API
+        key (one per process; see :func:`altaviz.temporal_connect.connect`)."""
+        from altaviz.temporal_connect import connect
 
-        from altaviz.errors import ServiceError
-
-        if self._client is not None:
-            return self._client
-        address = self.temporal_address()
-        try:
-            self._client = await Client.connect(
-                address, namespace=self.settings.temporal_namespace,
-                data_converter=pydantic_data_converter)
-        except RuntimeError as exc:
-            raise ServiceError(f"cannot connect to Temporal at {address}: {exc}") from None
+        if self._client is None:
+            self._client = await connect(self.settings, self.temporal_address())
         return self._client
 
     def close(self) -> None:
