@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 from altaviz.app.services import EmbeddedPostgres, EmbeddedTemporal, TemporalServerInfo
 from altaviz.core.db import connect
 from altaviz.core.db import migrate as run_migrations
-from altaviz.core.errors import ConfigError, ServiceError
+from altaviz.core.errors import ConfigError
 from altaviz.core.settings import Settings, load_settings
+from altaviz.core.temporal_connect import connect as temporal_connect
 from workflows import SEARCH_ATTRIBUTES
 
 if TYPE_CHECKING:
@@ -109,19 +110,10 @@ class App:
         return info.ui_url if info else None
 
     async def temporal_client(self) -> Client:
-        """A Temporal client with the pydantic data converter (one per process)."""
-        from temporalio.client import Client
-        from temporalio.contrib.pydantic import pydantic_data_converter
-
-        if self._client is not None:
-            return self._client
-        address = self.temporal_address()
-        try:
-            self._client = await Client.connect(
-                address, namespace=self.settings.temporal_namespace,
-                data_converter=pydantic_data_converter)
-        except RuntimeError as exc:
-            raise ServiceError(f"cannot connect to Temporal at {address}: {exc}") from None
+        """A Temporal client with the pydantic data converter and the configured TLS and API
+        key (one per process; see :func:`altaviz.core.temporal_connect.connect`)."""
+        if self._client is None:
+            self._client = await temporal_connect(self.settings, self.temporal_address())
         return self._client
 
     def close(self) -> None:

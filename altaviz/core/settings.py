@@ -14,7 +14,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from altaviz.core.errors import ConfigError
 
@@ -36,6 +45,28 @@ class Settings(BaseModel):
         default=None,
         description="Temporal frontend host:port; unset: start the Temporal dev server")
     temporal_namespace: str = Field(default="default", description="Temporal namespace")
+    temporal_tls: bool | None = Field(
+        default=None,
+        description="connect to TEMPORAL_ADDRESS over TLS; unset: on when a server CA, server "
+                    "name, client certificate or API key is set")
+    temporal_tls_server_ca: Path | None = Field(
+        default=None,
+        description="PEM file of the CA that signed the Temporal server's certificate; unset: "
+                    "the system's trusted CAs")
+    temporal_tls_server_name: str | None = Field(
+        default=None,
+        description="name the Temporal server's certificate is checked against (and sent as "
+                    "SNI); unset: the host of TEMPORAL_ADDRESS")
+    temporal_tls_client_cert: Path | None = Field(
+        default=None,
+        description="PEM client certificate for mutual TLS (with TEMPORAL_TLS_CLIENT_KEY)")
+    temporal_tls_client_key: Path | None = Field(
+        default=None,
+        description="PEM private key of TEMPORAL_TLS_CLIENT_CERT")
+    temporal_api_key: SecretStr | None = Field(
+        default=None,
+        description="API key sent to Temporal as a bearer token (Temporal Cloud); turns "
+                    "TLS on unless TEMPORAL_TLS=false")
     task_queue: str = Field(default="altaviz", description="Temporal task queue of the workers")
     temporal_port: int = Field(default=7233, ge=1, le=65535,
                                description="port of the embedded Temporal dev server")
@@ -94,6 +125,48 @@ class Settings(BaseModel):
             raise ValueError("must be a postgresql:// URL")
         return value
 
+    @field_validator("temporal_tls_server_ca", "temporal_tls_client_cert",
+                     "temporal_tls_client_key")
+    @classmethod
+    def _pem_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        # Checked here, because the Temporal client reports an unreadable or swapped file
+        # only at connect time, as a TLS error that names neither the setting nor the file.
+        if value is None:
+            return None
+        try:
+            content = value.read_bytes()
+        except OSError as exc:
+            raise ValueError(f"cannot read {value}: {exc.strerror}") from None
+        if info.field_name == "temporal_tls_client_key":
+            if b"PRIVATE KEY-----" not in content:
+                raise ValueError(f"{value} holds no PEM private key")
+        elif b"-----BEGIN CERTIFICATE-----" not in content:
+            raise ValueError(f"{value} holds no PEM certificate")
+        return value
+
+    @model_validator(mode="after")
+    def _temporal_tls(self) -> Settings:
+        """Reject TLS options that would be ignored or contradict each other, so a worker
+        never silently connects with less protection than its operator configured."""
+        if (self.temporal_tls_client_cert is None) != (self.temporal_tls_client_key is None):
+            raise ValueError(
+                f"{env_name('temporal_tls_client_cert')} and "
+                f"{env_name('temporal_tls_client_key')} go together: set both (mutual TLS) "
+                "or neither")
+        tls_options = [env_name(name) for name in TLS_OPTIONS if getattr(self, name) is not None]
+        if self.temporal_address is None and (tls_options or self.temporal_tls):
+            given = tls_options or [env_name("temporal_tls")]
+            raise ValueError(
+                f"{', '.join(given)} only {'applies' if len(given) == 1 else 'apply'} to an "
+                f"external Temporal server: set {env_name('temporal_address')} too (the "
+                "embedded dev server takes neither TLS nor an API key)")
+        tls_files = [name for name in tls_options if name != env_name("temporal_api_key")]
+        if self.temporal_tls is False and tls_files:
+            raise ValueError(
+                f"{env_name('temporal_tls')} is false but {', '.join(tls_files)} "
+                f"{'is' if len(tls_files) == 1 else 'are'} set: remove one or the other")
+        return self
+
     @property
     def landing_path(self) -> Path:
         """The landing folder (telemetry files arrive here)."""
@@ -108,6 +181,14 @@ class Settings(BaseModel):
     def base_url(self) -> str:
         """Base URL used to build links that technicians open."""
         return (self.public_url or f"http://{self.http_host}:{self.http_port}").rstrip("/")
+
+
+TLS_OPTIONS = ("temporal_tls_server_ca", "temporal_tls_server_name", "temporal_tls_client_cert",
+               "temporal_tls_client_key", "temporal_api_key")
+"""Settings that secure the connection to an external Temporal server."""
+
+SECRETS = ("link_secret", "temporal_api_key")
+"""Settings whose values are never printed."""
 
 
 def env_name(field: str) -> str:
@@ -130,7 +211,7 @@ ENV_HELP = _describe()
 
 
 def _mask(field: str, value: Any) -> str:
-    if field == "link_secret":
+    if field in SECRETS:
         return "'***'"
     if field == "database_url" and isinstance(value, str):
         return repr(mask_url(value))
@@ -197,7 +278,10 @@ def load_settings(
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            field = str(err["loc"][0]) if err["loc"] else "?"
+            if not err["loc"]:  # a rule across settings: its message names them
+                lines.append(str(err.get("ctx", {}).get("error", err["msg"])))
+                continue
+            field = str(err["loc"][0])
             shown = _mask(field, values.get(field))
             lines.append(f"{env_name(field)}={shown} (from {sources.get(field, 'defaults')}): "
                          f"{err['msg']}")
