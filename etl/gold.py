@@ -63,18 +63,12 @@ REL_TOL = 1e-9
 #: 150,000 (6 buckets) it took 143 s. The hourly run is one bucket.
 BUCKET_HOURS = 300_000
 #: Windows of new hours by the window method are computed on a dense hour grid in numpy
-#: (:mod:`etl.windows`) rather than by DuckDB's window functions (0: the SQL path).
-GRID_WINDOWS = 1
-#: ... under this share (percent) of the DuckDB memory limit: the grid path keeps little in
-#: DuckDB (a bucket's wide partials, ~0.7 GB at most), but DuckDB holds on to what it freed
-#: up to its limit. A week's gold peaked at 2.5 GB sampled instead of 2.6-2.8, at the same
-#: speed. Only there: lowering the limit in the hourly run made its gold slower (0.63 ->
-#: 0.92 s in one run).
+#: (:mod:`etl.windows`), under this share (percent) of the DuckDB memory limit: the grid
+#: path keeps little in DuckDB (a bucket's wide partials, ~0.7 GB at most), but DuckDB holds
+#: on to what it freed up to its limit. A week's gold peaked at 2.5 GB sampled instead of
+#: 2.6-2.8, at the same speed. Only there: lowering the limit in the hourly run made its gold
+#: slower (0.63 -> 0.92 s in one run).
 GRID_MEMORY_SHARE = 67
-#: A bulk load, and the hourly run, take the hourly partials silver handed over
-#: (:mod:`etl.handoff`) when they are valid, instead of reading silver again (0: always read
-#: silver).
-HANDOFF = 1
 _IN_4H = "WHERE p.hour > o.hour - INTERVAL 4 HOURS"
 
 
@@ -161,11 +155,11 @@ def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
         counted = [0]
         kept: list[pa.RecordBatch] | None = [] if carry is not None else None
         # a bulk load, or new hours whose context the hot cache holds (the hourly run)
-        bulk = method == "window" and bool(GRID_WINDOWS)
+        bulk = method == "window"
         grid = bulk or ctx.hot is not None
         # silver's partials of exactly these batches, and no gold row in their hours: they
         # are the hours' complete partials (etl.handoff), and silver need not be read again
-        handed = handoff if grid and HANDOFF and handoff.usable(lo, hi) else None
+        handed = handoff if grid and handoff.usable(lo, hi) else None
         if bulk and memory_mb:
             con.execute(f"SET memory_limit = '{memory_mb * GRID_MEMORY_SHARE // 100}MB'")
 

@@ -78,7 +78,7 @@ def quality_checks(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.Con
         "SELECT DISTINCT org_id FROM dq_checks ORDER BY org_id").fetchall()]
     tables = [(org, con.execute(f"SELECT {', '.join(CHECK_COLUMNS)} FROM dq_checks "
                                 "WHERE org_id = ?", [org]).to_arrow_table()) for org in orgs]
-    if db_url is not None and len(tables) > 1 and RECORD_BESIDE:
+    if db_url is not None and len(tables) > 1:
         _record_side_by_side(conn, db_url, run_id, tables)
     else:
         for org, table in tables:
@@ -254,11 +254,6 @@ def record_checks(conn: psycopg.Connection[Any], org: str, run_id: str, checks: 
         with conn.cursor().copy(q["copy_quality_stage"]) as copy:
             copy.write(data.getbuffer())
         return conn.execute(q["insert_quality_check"], {"run_id": run_id}).rowcount
-
-
-#: Record the organizations' checks on two connections at once (0: one after the other on the
-#: stage's own).
-RECORD_BESIDE = 1
 
 
 def _record_side_by_side(conn: psycopg.Connection[Any], db_url: str, run_id: str,

@@ -62,11 +62,9 @@ from etl.windows import cell_sql, grid_blocks, marked_names, sample_std, trailin
 log = logging.getLogger(__name__)
 Progress = Callable[[str, float], None]
 #: Trailing baselines of many hours per compressor (a bulk load) are summed on a dense hour
-#: grid in numpy (:func:`etl.windows.trailing_sums`) rather than by DuckDB's window functions
-#: (0: the SQL path).
-GRID_BASELINE = 1
-#: ... up to this many kept compressor-hours: its limits (:class:`_GridLimits`, 48 doubles per
-#: grid cell, ~0.45 GB at the cap) live in Python memory, which cannot spill. A week of 4,500
+#: grid in numpy (:func:`etl.windows.trailing_sums`) up to this many kept compressor-hours:
+#: its limits (:class:`_GridLimits`, 48 doubles per grid cell, ~0.45 GB at the cap) live in
+#: Python memory, which cannot spill. A week of 4,500
 #: units is 756,000 (0.37 GB); larger loads take the window functions.
 GRID_MAX_HOURS = 1_000_000
 #: A batch of up to this many bronze rows (by the Delta log's counts; the hourly run's is
@@ -79,11 +77,6 @@ GRID_MAX_HOURS = 1_000_000
 SMALL_BATCH_ROWS = 250_000
 #: Metrics that are channels: a reading's value is its channel's column.
 _CHANNEL_NAMES = frozenset(c.name for c in CHANNELS) & frozenset(m.name for m in METRICS)
-#: The hourly run's partials go to gold (:class:`_JoinedPartials`; 0: gold reads silver).
-HANDOFF_JOINED = 1
-#: The hourly run's baselines summed in numpy from the hot cache (:mod:`etl.limits`; 0: the
-#: DuckDB join).
-LIMITS_IN_NUMPY = 1
 
 
 def _org_table(con: duckdb.DuckDBPyConnection, orgs: dict[str, str]) -> None:
@@ -547,7 +540,7 @@ def _baseline(con: duckdb.DuckDBPyConnection, lake: Lake, span: tuple[Any, ...],
     if few or (days and context is not None):
         # gold's hourly run takes its fresh partials on the same grid as the hot cache's
         # (etl.gold), which is when it can use these
-        hand = bool(context) and bool(HANDOFF_JOINED)
+        hand = bool(context)
         _baseline_by_join(con, lake, first, last, partial, context, hand=hand,
                           hot_rows=hot_rows, small=small)
         return _JoinedPartials(con, Handoff(lake.root)) if hand else None
@@ -622,7 +615,7 @@ def _baseline_by_join(con: duckdb.DuckDBPyConnection, lake: Lake, first: datetim
     if unabsorbed is not None:
         con.execute(f"CREATE OR REPLACE TEMP TABLE unabsorbed_wide AS {unabsorbed}")
     sums = ", ".join(f"n_{i}, s_{i}, q_{i}" for i in range(len(METRICS)))
-    if context and hot_rows is not None and unabsorbed is None and LIMITS_IN_NUMPY:
+    if context and hot_rows is not None and unabsorbed is None:
         kept_sums = con.execute(f"SELECT compressor_id, hour, {sums} FROM kept_wide")
         table_from_arrow(con, "limits", trailing_limits(kept_sums.to_arrow_table(), hot_rows))
         return
@@ -714,8 +707,7 @@ def _baseline_by_window(con: duckdb.DuckDBPyConnection, lake: Lake, span: tuple[
             context = unabsorbed if context is None else \
                 f"{context} UNION ALL BY NAME {unabsorbed}"
     # the grid's result lives in Python memory (unlike DuckDB's, which can spill): bounded
-    grid = (GRID_BASELINE and span is not None and span[0] is not None
-            and span[2] <= GRID_MAX_HOURS)
+    grid = span is not None and span[0] is not None and span[2] <= GRID_MAX_HOURS
     cell, block = "", ""
     if grid:
         assert span is not None

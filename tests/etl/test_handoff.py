@@ -5,6 +5,7 @@ run."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from tests.etl.landing import T0, reading, write_landing
 COMPRESSORS = ("COMP-0001", "COMP-0002", "COMP-0003", "COMP-0004")
 #: Every bulk path: trailing baselines and windows on the hour grid, no hot cache (a first
 #: load of a small fleet would otherwise take the join paths, which hand nothing over).
-BULK = {"JOIN_MAX_HOURS": 0, "HOT_HOURS": 0, "GRID_WINDOWS": 1, "GRID_BASELINE": 1}
+BULK = {"JOIN_MAX_HOURS": 0, "HOT_HOURS": 0}
 
 
 def _landing(landing: Path) -> None:
@@ -87,14 +88,25 @@ def _count_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return reads
 
 
+def _discard_after_silver(settings: Settings) -> Callable[[str], None]:
+    """An ``after_stage`` hook removing silver's handed partials, as a run that stopped
+    between silver and gold leaves them unusable: gold then reads silver."""
+    def hook(stage: str) -> None:
+        if stage == "silver":
+            Handoff(settings.lake_path).discard()
+    return hook
+
+
 def _run(settings: Settings, db_url: str, knobs: dict[str, int],
-         monkeypatch: pytest.MonkeyPatch) -> tuple[list[dict[str, Any]], int]:
+         monkeypatch: pytest.MonkeyPatch, *, discard: bool = False
+         ) -> tuple[list[dict[str, Any]], int]:
     """A bulk load with ``knobs``; gold's rows and how often gold read handed partials (once
-    per bucket)."""
+    per bucket). ``discard``: silver's handed partials are removed before gold runs."""
     _turn(knobs, monkeypatch)
     reads = _count_reads(monkeypatch)
     _landing(settings.landing_path)
-    summary = run_pipeline(settings, db_url)
+    summary = run_pipeline(settings, db_url,
+                           after_stage=_discard_after_silver(settings) if discard else None)
     assert summary.rows_late == 36 and summary.rows_in == 4 * 26 * 6 + 36
     monkeypatch.undo()
     return _gold(settings.lake_path), reads[0]
@@ -120,14 +132,13 @@ def test_handed_partials_give_the_gold_of_silver_read_again(
         monkeypatch: pytest.MonkeyPatch, buckets: int) -> None:
     """In one bucket of compressors, or three (each reads its own compressors' rows)."""
     dirty_hours = 4 * 26 + 2 * 3
-    handed, reads = _run(settings, db_url, {**BULK, "HANDOFF": 1,
-                                            "BUCKET_HOURS": -(-dirty_hours // buckets)},
+    handed, reads = _run(settings, db_url, {**BULK, "BUCKET_HOURS": -(-dirty_hours // buckets)},
                          monkeypatch)
     assert reads == buckets, "the bulk load did not take silver's handed partials"
     assert not (settings.lake_path / "_handoff").exists(), "gold left the handed files"
 
     other, url = _second_lake(settings, tmp_path, pg_server)
-    read, reads = _run(other, url, {**BULK, "HANDOFF": 0}, monkeypatch)
+    read, reads = _run(other, url, BULK, monkeypatch, discard=True)
     assert reads == 0
 
     _assert_same_gold(handed, read)
@@ -188,16 +199,15 @@ def test_the_hourly_runs_handed_partials_give_the_gold_of_silver_read_again(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The next hour's batch: silver's baselines joined to the hot cache, gold's windows on
     it; silver hands that batch's partials over too."""
-    handed, reads = _hourly(settings, db_url, {"HANDOFF": 1, "HANDOFF_JOINED": 1},
-                            monkeypatch)
+    handed, reads = _hourly(settings, db_url, {}, monkeypatch)
     assert reads == 1, "the hourly run did not take silver's handed partials"
     assert not (settings.lake_path / "_handoff").exists(), "gold left the handed files"
 
     other, url = _second_lake(settings, tmp_path, pg_server)
-    # the other lake's hourly run as for a large batch: bronze read by each query, partials
-    # grouped and readings flagged by DuckDB, gold reading silver
-    read, reads = _hourly(other, url, {"HANDOFF": 0, "HANDOFF_JOINED": 0,
-                                       "SMALL_BATCH_ROWS": 0}, monkeypatch)
+    # the other lake's hourly run as for a large batch without the hot cache: bronze read by
+    # each query, partials grouped by DuckDB, baselines joined to gold's long rows, readings
+    # flagged by DuckDB, nothing handed over, gold reading silver
+    read, reads = _hourly(other, url, {"HOT_HOURS": 0, "SMALL_BATCH_ROWS": 0}, monkeypatch)
     assert reads == 0
     _assert_same_gold(handed, read)
     # silver's own flags too: compared in numpy on the handed path, in SQL on the other
@@ -266,7 +276,7 @@ def test_partials_that_cannot_be_written_leave_gold_reading_silver(
     goes; a full disk alike) warns and goes on, and gold reads silver."""
     settings.lake_path.mkdir(parents=True, exist_ok=True)
     (settings.lake_path / "_handoff").write_text("in the way")
-    rows, reads = _run(settings, db_url, {**BULK, "HANDOFF": 1}, monkeypatch)
+    rows, reads = _run(settings, db_url, BULK, monkeypatch)
     assert reads == 0
     assert "cannot write the partials for gold" in caplog.text
     oil = _oil(rows)
@@ -277,7 +287,7 @@ def test_handed_partials_missing_an_hour_stop_gold_with_a_clear_error(
         settings: Settings, db_url: str, fleet: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Handed sums that lack one of the batch's compressor-hours (a damaged file) must not
     lose that hour: gold refuses them, naming the folder to remove, and writes nothing."""
-    _turn({**BULK, "HANDOFF": 1}, monkeypatch)
+    _turn(BULK, monkeypatch)
 
     def damage(stage: str) -> None:
         if stage != "silver":

@@ -41,11 +41,10 @@ def expected_outliers(values: dict[tuple[int, int], float]) -> set[tuple[int, in
 
 @pytest.mark.parametrize("knobs", [
     {},                                                                # per-hour join
-    {"JOIN_MAX_HOURS": 0, "HOT_HOURS": 0, "GRID_BASELINE": 1},         # hour grid (numpy)
-    {"JOIN_MAX_HOURS": 0, "HOT_HOURS": 0, "GRID_BASELINE": 0},         # window functions
+    {"JOIN_MAX_HOURS": 0, "HOT_HOURS": 0},                             # hour grid (numpy)
     # over the grid's size cap: window functions
-    {"JOIN_MAX_HOURS": 0, "HOT_HOURS": 0, "GRID_BASELINE": 1, "GRID_MAX_HOURS": 10},
-], ids=["join", "grid", "window-functions", "grid-cap"])
+    {"JOIN_MAX_HOURS": 0, "HOT_HOURS": 0, "GRID_MAX_HOURS": 10},
+], ids=["join", "grid", "window-functions"])
 def test_outlier_flags_match_the_trailing_24_hours(settings: Settings, db_url: str,
                                                    fleet: Fleet, knobs: dict[str, int],
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
@@ -93,5 +92,4 @@ def test_outlier_flags_match_the_trailing_24_hours(settings: Settings, db_url: s
            for r in silver if "oil_temp_f" in (r["outlier_metrics"] or [])}
     assert got == expected
     # the path named was taken
-    assert len(grid_calls) == (knobs.get("GRID_BASELINE", 0)
-                               and knobs.get("GRID_MAX_HOURS", HOURS) >= HOURS)
+    assert len(grid_calls) == (bool(knobs) and knobs.get("GRID_MAX_HOURS", HOURS) >= HOURS)

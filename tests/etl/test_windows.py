@@ -10,11 +10,13 @@ from typing import Any
 
 import psycopg
 import pytest
+from deltalake import DeltaTable
 
 from altaviz.fleet import Fleet
 from altaviz.settings import Settings
 from etl.pipeline import run_pipeline
 from tests.etl.landing import T0, reading, write_landing
+from tests.etl.oracles import FEATURES, window_features
 
 
 def hour_values(k: int) -> list[float]:
@@ -33,9 +35,8 @@ def agg(conn: psycopg.Connection[Any], metric: str) -> dict[datetime, tuple[Any,
 
 @pytest.mark.parametrize("knobs", [
     {},                                            # a few hours: each joined to its partials
-    {"JOIN_MAX_HOURS": 0, "GRID_WINDOWS": 1},      # a bulk load: windows on the hour grid
-    {"JOIN_MAX_HOURS": 0, "GRID_WINDOWS": 0},      # ... or by DuckDB's window functions
-], ids=["join", "grid", "window-functions"])
+    {"JOIN_MAX_HOURS": 0},                         # a bulk load: windows on the hour grid
+], ids=["join", "grid"])
 def test_golden_window_features(settings: Settings, db_url: str, fleet: Fleet,
                                 conn: psycopg.Connection[Any], knobs: dict[str, int],
                                 monkeypatch: pytest.MonkeyPatch) -> None:
@@ -137,6 +138,84 @@ def test_aggregates_are_scoped_by_organization(settings: Settings, db_url: str, 
         conn.execute(queries("etl")["upsert_aggregates"])
 
 
+def _load(landing: Path) -> None:
+    """30 hours of four compressors, hour 5 missing."""
+    rows = [reading(c, T0 + timedelta(hours=k, minutes=10 * i),
+                    oil_temp_f=150.0 + k + i + 7 * n)
+            for n, c in enumerate(("COMP-0001", "COMP-0002", "COMP-0003", "COMP-0004"))
+            for k in range(30) if k != 5 for i in range(6)]
+    write_landing(landing, rows, T0 + timedelta(hours=30, minutes=5))
+
+
+def _late(landing: Path) -> None:
+    """A day late: hour 5 of two compressors, and two readings added to hour 20 of a third."""
+    rows = [reading(c, T0 + timedelta(hours=5, minutes=10 * i), oil_temp_f=200.0)
+            for c in ("COMP-0001", "COMP-0004") for i in range(6)]
+    rows += [reading("COMP-0002", T0 + timedelta(hours=20, minutes=5 + 10 * i),
+                     oil_temp_f=190.0) for i in range(2)]
+    write_landing(landing, rows, T0 + timedelta(days=1, hours=6))
+
+
+def _next_hour(landing: Path) -> None:
+    """Hour 30 of the four compressors."""
+    rows = [reading(c, T0 + timedelta(hours=30, minutes=10 * i), oil_temp_f=180.0 + i)
+            for c in ("COMP-0001", "COMP-0002", "COMP-0003", "COMP-0004")
+            for i in range(6)]
+    write_landing(landing, rows, T0 + timedelta(days=1, hours=7))
+
+
+def _all_rows(c: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+    with c.transaction():
+        return c.execute(
+            "SELECT org_id, compressor_id, metric, hour, n, mean, min, max, stddev, "
+            "mean_4h, min_4h, max_4h, stddev_4h, mean_24h, min_24h, max_24h, stddev_24h, "
+            "rate_of_change, outliers, late FROM sensor_readings_agg "
+            "ORDER BY org_id, compressor_id, metric, hour").fetchall()
+
+
+def test_gold_features_equal_window_functions_over_its_partials(
+        settings: Settings, db_url: str, fleet: Fleet,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Gold's features from a bulk load on the hour grid, then a late batch merged and two
+    hourly runs (by the default methods), equal DuckDB's window functions over gold's own
+    hourly partials (tests/etl/oracles.py)."""
+    import etl.gold
+    import etl.hot
+    import etl.silver
+
+    for module in (etl.gold, etl.silver):
+        monkeypatch.setattr(module, "JOIN_MAX_HOURS", 0)
+    monkeypatch.setattr(etl.hot, "HOT_HOURS", 0)
+    _load(settings.landing_path)
+    run_pipeline(settings, db_url)
+    monkeypatch.undo()
+    _late(settings.landing_path)
+    run_pipeline(settings, db_url)
+    _next_hour(settings.landing_path)
+    run_pipeline(settings, db_url)
+    # and an hour whose mean jumps far beyond its trailing spread (a spike)
+    write_landing(settings.landing_path,
+                  [reading("COMP-0001", T0 + timedelta(hours=31, minutes=10 * i),
+                           oil_temp_f=300.0) for i in range(6)],
+                  T0 + timedelta(days=1, hours=8))
+    run_pipeline(settings, db_url)
+    expected = window_features(settings.lake_path)
+    gold = DeltaTable(str(settings.lake_path / "gold")).to_pyarrow_table(
+        columns=["compressor_id", "metric", "hour", *FEATURES, "flags"]).to_pylist()
+    assert len(gold) == len(expected) > 4 * 31 * 15
+    for row in gold:
+        key = (row["compressor_id"], row["metric"], row["hour"])
+        want = expected[key]
+        assert row["flags"] == want[-1], (key, row, want)
+        for name, e in zip(FEATURES, want[:-1], strict=True):
+            a = row[name]
+            assert (a is None) == (e is None), (key, name, row, want)
+            if e is not None:
+                assert a == pytest.approx(e, rel=1e-9, abs=1e-6), (key, name, row, want)
+    flagged = {f for v in expected.values() for f in v[-1]}
+    assert {"late", "spike"} <= flagged, flagged
+
+
 @pytest.mark.parametrize(("many", "one"), [
     # one bucket per dirty compressor-hour vs one bucket
     ({"BUCKET_HOURS": 20}, {"BUCKET_HOURS": 10**9}),
@@ -148,10 +227,10 @@ def test_aggregates_are_scoped_by_organization(settings: Settings, db_url: str, 
     ({"HOT_HOURS": 48, "JOIN_MAX_HOURS": 0}, {"HOT_HOURS": 0, "JOIN_MAX_HOURS": 0}),
     # new hours pushed to PostgreSQL by two parallel COPY streams vs one
     ({"COPY_STREAMS": 2}, {"COPY_STREAMS": 1}),
-    # a bulk load's windows and baselines on the dense hour grid (etl.windows) vs DuckDB's
-    # window functions
-    ({"GRID_WINDOWS": 1, "GRID_BASELINE": 1, "JOIN_MAX_HOURS": 0, "HOT_HOURS": 0},
-     {"GRID_WINDOWS": 0, "GRID_BASELINE": 0, "JOIN_MAX_HOURS": 0, "HOT_HOURS": 0}),
+    # a bulk load's baselines on the dense hour grid (etl.windows) vs DuckDB's window
+    # functions (over the grid's size cap)
+    ({"JOIN_MAX_HOURS": 0, "HOT_HOURS": 0},
+     {"JOIN_MAX_HOURS": 0, "HOT_HOURS": 0, "GRID_MAX_HOURS": 0}),
 ], ids=["buckets", "join-vs-window", "hot-join", "hot-window", "copy-streams",
         "grid-vs-window-functions"])
 def test_compressor_buckets_give_the_same_rows(settings: Settings, db_url: str, fleet: Fleet,
@@ -166,41 +245,12 @@ def test_compressor_buckets_give_the_same_rows(settings: Settings, db_url: str, 
     (etl.hot) equal those from gold. Covers the streaming first load, the compare-and-merge
     path of a late batch (a missing hour filled, readings added to an hour the next hour's
     windows reach) and the next hour's run."""
-    import etl.gold
-    from altaviz.fleet_store import load_fleet
-    from tests.conftest import _fresh_database, two_tenant_fleet
-
-    def load(landing: Path) -> None:
-        rows = [reading(c, T0 + timedelta(hours=k, minutes=10 * i),
-                        oil_temp_f=150.0 + k + i + 7 * n)
-                for n, c in enumerate(("COMP-0001", "COMP-0002", "COMP-0003", "COMP-0004"))
-                for k in range(30) if k != 5 for i in range(6)]
-        write_landing(landing, rows, T0 + timedelta(hours=30, minutes=5))
-
-    def late(landing: Path) -> None:
-        rows = [reading(c, T0 + timedelta(hours=5, minutes=10 * i), oil_temp_f=200.0)
-                for c in ("COMP-0001", "COMP-0004") for i in range(6)]
-        rows += [reading("COMP-0002", T0 + timedelta(hours=20, minutes=5 + 10 * i),
-                         oil_temp_f=190.0) for i in range(2)]
-        write_landing(landing, rows, T0 + timedelta(days=1, hours=6))
-
-    def all_rows(c: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
-        with c.transaction():
-            return c.execute(
-                "SELECT org_id, compressor_id, metric, hour, n, mean, min, max, stddev, "
-                "mean_4h, min_4h, max_4h, stddev_4h, mean_24h, min_24h, max_24h, stddev_24h, "
-                "rate_of_change, outliers, late FROM sensor_readings_agg "
-                "ORDER BY org_id, compressor_id, metric, hour").fetchall()
-
-    def next_hour(landing: Path) -> None:
-        rows = [reading(c, T0 + timedelta(hours=30, minutes=10 * i), oil_temp_f=180.0 + i)
-                for c in ("COMP-0001", "COMP-0002", "COMP-0003", "COMP-0004")
-                for i in range(6)]
-        write_landing(landing, rows, T0 + timedelta(days=1, hours=7))
-
     import etl.aggregates
+    import etl.gold
     import etl.hot
     import etl.silver
+    from altaviz.fleet_store import load_fleet
+    from tests.conftest import _fresh_database, two_tenant_fleet
 
     def turn(knobs: dict[str, int]) -> None:
         for knob, value in knobs.items():
@@ -211,26 +261,26 @@ def test_compressor_buckets_give_the_same_rows(settings: Settings, db_url: str, 
                 monkeypatch.setattr(module, knob, value)
 
     turn(many)
-    load(settings.landing_path)
+    _load(settings.landing_path)
     first = run_pipeline(settings, db_url)
-    late(settings.landing_path)
+    _late(settings.landing_path)
     second = run_pipeline(settings, db_url)
-    next_hour(settings.landing_path)
+    _next_hour(settings.landing_path)
     third = run_pipeline(settings, db_url)
-    bucketed = all_rows(conn)
+    bucketed = _all_rows(conn)
     turn(one)
     one_url = _fresh_database(pg_server, "altaviz_test_template")
     one_settings = settings.model_copy(update={"lake_dir": tmp_path / "one_bucket_lake",
                                                "landing_dir": tmp_path / "one_landing"})
-    load(one_settings.landing_path)
+    _load(one_settings.landing_path)
     with psycopg.connect(one_url) as one_conn:
         load_fleet(one_conn, two_tenant_fleet())
         one_first = run_pipeline(one_settings, one_url)
-        late(one_settings.landing_path)
+        _late(one_settings.landing_path)
         one_second = run_pipeline(one_settings, one_url)
-        next_hour(one_settings.landing_path)
+        _next_hour(one_settings.landing_path)
         one_third = run_pipeline(one_settings, one_url)
-        single = all_rows(one_conn)
+        single = _all_rows(one_conn)
     assert [r[:5] + r[-2:] for r in single] == [r[:5] + r[-2:] for r in bucketed]
     for a, b in zip(single, bucketed, strict=True):
         # the same partials summed in another order: equal to rounding (a constant channel's
