@@ -57,12 +57,6 @@ from etl.pgcopy import copy_rows
 from etl.pivot import METRIC_NAMES, STATISTICS, Pivoted, pivot_dense
 
 Progress = Callable[[str, float], None]
-#: Parallel COPY streams of new hours (PostgreSQL backends), split by compressor. On a quiet
-#: 2-core machine the hourly run's COPY of ~94,000 rows took 1.23-1.27 s with one stream and
-#: 0.98-1.00 s with two; a week's first load (15.7 M rows) took 108 s instead of 175 s, with
-#: this stage's resident size peaking at 870 MB either way (it once stacked on the earlier
-#: stages' leftovers, before etl.pipeline.release_memory closed their DuckDB connections).
-COPY_STREAMS = 2
 
 
 def compressor_orgs(conn: psycopg.Connection[Any]) -> dict[str, str]:
@@ -88,7 +82,7 @@ def set_stage_mark(conn: psycopg.Connection[Any], stage: str, batch_id: int, run
 
 def upsert_aggregates(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.Connection[Any],
                       db_url: str, run_id: str, progress: Progress | None = None,
-                      carry: Carry | None = None) -> AggregatesResult:
+                      carry: Carry | None = None, *, copy_streams: int) -> AggregatesResult:
     """Upsert the gold rows PostgreSQL has not seen; idempotent.
 
     Two paths, chosen per ``(org_id, hour)`` with one existence query per run:
@@ -110,6 +104,8 @@ def upsert_aggregates(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.
         run_id: recorded with the mark.
         carry: gold's rows and silver's latest readings of the same run (:mod:`etl.carry`),
             used instead of reading them back when they are exactly this stage's batches.
+        copy_streams: parallel COPY connections of new hours (``settings.etl_copy_streams``):
+            PostgreSQL's COPY is CPU-bound in one backend, so each stream is one more core.
     """
     lo, hi = stage_mark(conn, "aggregates"), lake.batch_mark("gold")
     if hi <= lo:
@@ -117,10 +113,12 @@ def upsert_aggregates(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.
     carried = carry.take_gold(lake.root, lo, hi) if carry is not None else None
     latest = carry.take_latest(lake.root, lo, hi) if carry is not None else None
     if carried is None:
-        return _upsert(con, lake, conn, db_url, run_id, lo, hi, progress, None, latest)
+        return _upsert(con, lake, conn, db_url, run_id, lo, hi, progress, None, latest,
+                       copy_streams)
     con.register(CARRIED, carried)
     try:
-        return _upsert(con, lake, conn, db_url, run_id, lo, hi, progress, carried, latest)
+        return _upsert(con, lake, conn, db_url, run_id, lo, hi, progress, carried, latest,
+                       copy_streams)
     finally:
         con.unregister(CARRIED)
 
@@ -131,7 +129,8 @@ CARRIED = "agg_carried"
 
 def _upsert(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.Connection[Any],
             db_url: str, run_id: str, lo: int, hi: int, progress: Progress | None,
-            carried: pa.Table | None, latest: pa.Table | None) -> AggregatesResult:
+            carried: pa.Table | None, latest: pa.Table | None, copy_streams: int
+            ) -> AggregatesResult:
     """:func:`upsert_aggregates` of gold batches ``lo < batch <= hi``. ``carried``: gold's
     rows of exactly those batches, all rows of their compressor-hours (registered in ``con``
     as :data:`CARRIED`); ``latest``: silver's latest reading per compressor of them."""
@@ -185,7 +184,7 @@ def _upsert(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.Connection
     # transaction (see the module docstring for why a crash between them is harmless).
     if copied:
         _copy_days(con, gold, dates, "agg_fresh_keys", coding, db_url,
-                   lambda day: partitions.get(_month_of(day)), COPY_STREAMS, carried)
+                   lambda day: partitions.get(_month_of(day)), copy_streams, carried)
     if progress:
         progress("aggregates", 0.5)
     if existing:

@@ -39,7 +39,6 @@ from etl.hot import HotPartials, Meta
 from etl.lake import GOLD_SCHEMA, Lake, conform_reader
 from etl.ledger import dates_between, sql_dates
 from etl.metrics import (
-    JOIN_MAX_HOURS,
     VAR_EPS,
     flag_aggregates,
     hour_of,
@@ -49,6 +48,7 @@ from etl.metrics import (
     utc_date_of,
 )
 from etl.models import GoldResult
+from etl.thresholds import DEFAULT_THRESHOLDS, Thresholds
 from etl.windows import cell_sql, cells_of, gold_batches, grid_blocks
 
 Progress = Callable[[str, float], None]
@@ -57,11 +57,6 @@ FEATURES = ("mean", "stddev", "mean_4h", "min_4h", "max_4h", "stddev_4h", "mean_
 #: Recomputed values within this relative tolerance count as unchanged (parallel sums may
 #: differ in the last bits between runs).
 REL_TOL = 1e-9
-#: Dirty compressor-hours per bucket (about 7 M long rows with 24 metrics): small enough for
-#: the partials and windows to stay mostly in DuckDB's 2 GB, large enough that the re-reads of
-#: silver (one per bucket) stay few. 4,500 compressors x 7 days: 3 buckets, gold 83 s; with
-#: 150,000 (6 buckets) it took 143 s. The hourly run is one bucket.
-BUCKET_HOURS = 300_000
 #: Windows of new hours by the window method are computed on a dense hour grid in numpy
 #: (:mod:`etl.windows`), under this share (percent) of the DuckDB memory limit: the grid
 #: path keeps little in DuckDB (a bucket's wide partials, ~0.7 GB at most), but DuckDB holds
@@ -83,11 +78,13 @@ def _std(n: str, s: str, q: str) -> str:
 
 def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
                   progress: Progress | None = None, memory_mb: int | None = None,
-                  carry: Carry | None = None) -> GoldResult:
+                  carry: Carry | None = None, *, bucket_hours: int,
+                  thresholds: Thresholds = DEFAULT_THRESHOLDS) -> GoldResult:
     """Recompute the gold rows touched by the silver batches gold still owes; idempotent.
 
     The work runs per bucket of compressors (``hash(compressor_id) % buckets``, about
-    :data:`BUCKET_HOURS` dirty compressor-hours each): a compressor's windows never reach
+    ``bucket_hours`` dirty compressor-hours each, ``settings.etl_bucket_hours``: the hourly
+    run is one bucket): a compressor's windows never reach
     another compressor's rows, so buckets are independent and each one's partials, windows
     and comparison fit in memory instead of spilling the whole fleet's. When no gold row lies
     in the hours to be recomputed (a first load, the next hour of the hourly run) every
@@ -96,6 +93,9 @@ def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
 
     ``memory_mb`` is the connection's DuckDB memory limit: a bulk load on the hour grid runs
     under :data:`GRID_MEMORY_SHARE` of it, and gives it back at the end.
+
+    ``thresholds``: the sizes at which gold changes method (the join of each output hour to
+    its partials, the hot cache's span).
 
     ``carry``: when every recomputed row is new and there are at most
     :data:`etl.carry.MAX_GOLD_ROWS` of them, a copy of what was written is left in
@@ -118,11 +118,11 @@ def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
     handoff = Handoff(lake.root)
     if span is None or span[0] is None:
         lake.append("gold", GOLD_SCHEMA.empty_table(), hi)
-        HotPartials(lake.root).advance(lo, hi)
+        HotPartials(lake.root, thresholds.hot_hours).advance(lo, hi)
         handoff.discard()
         return GoldResult(batches=list(range(lo + 1, hi + 1)))
     first, last, n_dirty = span
-    buckets = max(1, math.ceil(n_dirty / BUCKET_HOURS))
+    buckets = max(1, math.ceil(n_dirty / bucket_hours))
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE ranges AS
         SELECT compressor_id, min(hour) AS first_dirty, max(hour) AS last_dirty,
@@ -143,8 +143,9 @@ def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
     fresh_only = not existing or existing[0] == 0
     n_comp = con.execute("SELECT count(*) FROM ranges").fetchone()
     out_hours = n_dirty + (existing[0] if existing else 0) / len(METRICS)
-    method = "join" if out_hours <= JOIN_MAX_HOURS * (n_comp[0] if n_comp else 1) else "window"
-    hot = HotPartials(lake.root)
+    join_max = thresholds.join_max_hours * (n_comp[0] if n_comp else 1)
+    method = "join" if out_hours <= join_max else "window"
+    hot = HotPartials(lake.root, thresholds.hot_hours)
     ctx_first = first - timedelta(hours=23)
     meta = hot.usable(lo, ctx_first) if method == "join" and fresh_only else None
     ctx = _Context(con, silver, gold, hi, first, last, buckets, method,

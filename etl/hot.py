@@ -38,10 +38,8 @@ import pyarrow.compute as pc
 from altaviz.telemetry import METRICS
 from etl.lake import Lake
 from etl.ledger import dates_between, sql_dates
+from etl.thresholds import DEFAULT_THRESHOLDS
 
-#: Hours the cache keeps (``last - HOT_HOURS + 1 .. last``): the hourly run needs 24 behind the
-#: new hour; the rest lets batches arriving up to a day late use it too. 0 switches it off.
-HOT_HOURS = 48
 #: ``(prefix, type)`` of the wide partial columns, per metric index ``i``. Outlier and late
 #: counts are not kept: windows never combine them (each row carries its own).
 _PARTS = (("n", pa.int64()), ("s", pa.float64()), ("q", pa.float64()), ("lo", pa.float64()),
@@ -74,10 +72,12 @@ class Meta:
 
 
 class HotPartials:
-    """The cache of one lake (``<lake>/_hot``)."""
+    """The cache of one lake (``<lake>/_hot``), keeping ``hours`` hours (``last - hours + 1
+    .. last``, :attr:`etl.thresholds.Thresholds.hot_hours`; 0: no cache)."""
 
-    def __init__(self, lake_root: Path) -> None:
+    def __init__(self, lake_root: Path, hours: int = DEFAULT_THRESHOLDS.hot_hours) -> None:
         self.root = lake_root / "_hot"
+        self.hours = hours
 
     def _file(self, hour: datetime) -> Path:
         return self.root / f"hour-{hour:%Y-%m-%dT%H}{SUFFIX}"
@@ -94,14 +94,14 @@ class HotPartials:
             return None
 
     def enabled(self) -> bool:
-        """False when switched off (:data:`HOT_HOURS` = 0)."""
-        return HOT_HOURS > 0
+        """False when the cache keeps no hours."""
+        return self.hours > 0
 
     def usable(self, gold_mark: int, first: datetime) -> Meta | None:
         """The meta when the cache is valid for ``gold_mark`` and covers every hour from
         ``first`` on (gold has no row after ``last``), else None."""
         meta = self.meta()
-        if HOT_HOURS <= 0 or meta is None or meta.mark != gold_mark or first < meta.first:
+        if self.hours <= 0 or meta is None or meta.mark != gold_mark or first < meta.first:
             return None
         return meta
 
@@ -135,12 +135,12 @@ class HotPartials:
         latest hour the run recomputes.
         """
         meta = self.meta()
-        if meta is None and before == 0 and HOT_HOURS > 0:
+        if meta is None and before == 0 and self.hours > 0:
             # a new lake: gold is empty, so is the cache
-            empty = last_dirty - timedelta(hours=HOT_HOURS)
+            empty = last_dirty - timedelta(hours=self.hours)
             meta = Meta(0, empty, empty)
         self.invalidate()
-        valid = meta is not None and meta.mark == before and HOT_HOURS > 0
+        valid = meta is not None and meta.mark == before and self.hours > 0
         return Update(self, meta if valid else None, last_dirty)
 
     def advance(self, before: int, after: int) -> None:
@@ -157,13 +157,13 @@ class HotPartials:
         for stale in self.root.glob("hour-*.*"):
             stale.unlink()
         self.invalidate()
-        if HOT_HOURS <= 0:
+        if self.hours <= 0:
             return
         last = lake.max_value("gold", "hour")
         if last is None:
             return
         self.root.mkdir(parents=True, exist_ok=True)
-        first = last - timedelta(hours=HOT_HOURS - 1)
+        first = last - timedelta(hours=self.hours - 1)
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE hot_long AS
             SELECT org_id, compressor_id, metric, hour, n, sum, sumsq, min, max
@@ -254,7 +254,7 @@ class Update:
         self.hot, self.meta = hot, meta
         if meta is not None:
             self.last = max(meta.last, last_dirty)
-            self.first = max(meta.first, self.last - timedelta(hours=HOT_HOURS - 1))
+            self.first = max(meta.first, self.last - timedelta(hours=hot.hours - 1))
 
     def stage(self, con: duckdb.DuckDBPyConnection, fresh: str | pa.Table) -> None:
         """Put the recomputed compressor-hours of ``fresh`` (a DuckDB table or an Arrow

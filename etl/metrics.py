@@ -12,13 +12,6 @@ from altaviz.telemetry import CHANNELS, METRICS, Channel
 #: the baseline's standard deviation means little (two hours at the 10-minute cadence).
 MIN_BASELINE_READINGS = 12
 OUTLIER_SIGMAS = 4.0
-#: Output hours per compressor up to which windows (gold) and trailing baselines (silver's
-#: outlier flags) are computed by joining each output row to its own 24 h of partials instead
-#: of with window functions. The join costs about 0.15 us per (output row, context row) pair;
-#: a window pass about 3 us per row and aggregate, context rows included. Hourly run (1
-#: output hour, 23 context hours): the join is far cheaper; a first load of a week (168
-#: output hours each): window functions are.
-JOIN_MAX_HOURS = 12
 #: Relative rounding error of a sum of squares (double precision, a few hundred terms).
 VAR_EPS = 1e-10
 

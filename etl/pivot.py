@@ -48,20 +48,21 @@ SCHEMA = pa.schema([
       for s in STATISTICS)])
 
 
-def pivot(long: pa.Table) -> pa.Table:
+def pivot(long: pa.Table, *, dense_keys: int = DENSE_KEYS) -> pa.Table:
     """One row per ``(org_id, compressor_id, hour)`` of ``long`` (columns :data:`LONG_COLUMNS`,
     at most one row per metric of each), in primary-key order, each statistic a list
     with one element per metric of :data:`METRICS`, NULL where that metric has no row.
 
     Raises ValueError naming a metric that :data:`METRICS` does not list (PostgreSQL's arrays
     would have no place for it) or a key that appears twice for the same metric.
+    ``dense_keys``: see :func:`pivot_dense`.
     """
     if long.num_rows == 0:
         return SCHEMA.empty_table()
-    return to_arrow(pivot_long(long))
+    return to_arrow(pivot_long(long, dense_keys=dense_keys))
 
 
-def pivot_long(long: pa.Table) -> Pivoted:
+def pivot_long(long: pa.Table, *, dense_keys: int = DENSE_KEYS) -> Pivoted:
     """:func:`pivot` as dense arrays (:class:`Pivoted`)."""
     metric = long.column("metric").combine_chunks()
     org = pc.dictionary_encode(long.column("org_id").combine_chunks())
@@ -73,7 +74,7 @@ def pivot_long(long: pa.Table) -> Pivoted:
         "pos": pc.index_in(metric, value_set=METRIC_NAMES),
         **{s: long.column(s) for s in STATISTICS}})
     return pivot_dense(codes, org.dictionary.sort(), comp.dictionary.sort(),
-                       unknown=lambda i: metric[i].as_py())
+                       unknown=lambda i: metric[i].as_py(), dense_keys=dense_keys)
 
 
 @dataclass(frozen=True)
@@ -131,12 +132,15 @@ def to_arrow(p: Pivoted) -> pa.Table:
 
 
 def pivot_dense(codes: pa.Table, orgs: pa.Array, compressors: pa.Array,
-                unknown: Callable[[int], object] | None = None) -> Pivoted:
+                unknown: Callable[[int], object] | None = None, *,
+                dense_keys: int = DENSE_KEYS) -> Pivoted:
     """Pivot rows already coded as integers, which DuckDB computes far cheaper than Arrow
     strings cross into Python: ``org`` and ``comp`` (positions in the sorted arrays ``orgs``
     and ``compressors``), ``hour`` (hours since the epoch), ``pos`` (the metric's 0-based
     position in :data:`METRICS`, NULL for a metric it does not list), and
     :data:`STATISTICS`. ``unknown(row)`` names the metric of a row with no position.
+    Compressor-hours are numbered by marking them in a dense array when there are at most
+    ``dense_keys`` possible keys, else by a sort (the same numbers).
 
     Raises ValueError for a metric :data:`METRICS` does not list, a row without a code, or
     two rows for the same compressor, metric and hour.
@@ -165,7 +169,7 @@ def pivot_dense(codes: pa.Table, orgs: pa.Array, compressors: pa.Array,
     n_comp = len(compressors)
     grid = len(orgs) * span * n_comp
     key = (org_i * span + (hours - h0)) * n_comp + comp_i
-    if grid <= DENSE_KEYS:
+    if grid <= dense_keys:
         # a counting pass instead of a sort: mark the keys present, number them in key order
         occupied = np.zeros(grid, dtype=bool)
         occupied[key] = True

@@ -297,12 +297,13 @@ PRUNE_BATCH = 50_000
 
 
 def prune_quality_checks(conn: psycopg.Connection[Any], keep_days: int,
-                         now: datetime | None = None) -> int:
+                         now: datetime | None = None, *, batch: int = PRUNE_BATCH) -> int:
     """Delete data-quality rows older than ``keep_days``, keeping each (organization,
     compressor, check type)'s latest; returns how many were deleted.
 
     Every hourly run records four checks per compressor (~18,000 rows at 4,500 units, about
     160 million a year), and nothing else ever removes them. ``altaviz dq prune`` calls this.
+    ``batch``: rows deleted per transaction.
     """
     if keep_days < 1:
         raise InputError(f"--keep-days must be at least 1, got {keep_days}")
@@ -311,8 +312,8 @@ def prune_quality_checks(conn: psycopg.Connection[Any], keep_days: int,
     while True:
         with admin(conn):
             cur = conn.execute(queries("etl")["prune_quality_checks"],
-                               {"before": before, "batch": PRUNE_BATCH})
+                               {"before": before, "batch": batch})
             n = cur.rowcount
         deleted += n
-        if n < PRUNE_BATCH:
+        if n < batch:
             return deleted

@@ -41,7 +41,6 @@ from etl.lake import QUARANTINE_SCHEMA, SILVER_SCHEMA, Lake, conform, conform_re
 from etl.ledger import dates_between, sql_dates
 from etl.limits import trailing_limits
 from etl.metrics import (
-    JOIN_MAX_HOURS,
     MIN_BASELINE_READINGS,
     OUTLIER_SIGMAS,
     VAR_EPS,
@@ -57,24 +56,11 @@ from etl.metrics import (
 )
 from etl.models import SilverResult
 from etl.partials import hourly_partials
+from etl.thresholds import DEFAULT_THRESHOLDS, Thresholds
 from etl.windows import cell_sql, grid_blocks, marked_names, sample_std, trailing_sums
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, float], None]
-#: Trailing baselines of many hours per compressor (a bulk load) are summed on a dense hour
-#: grid in numpy (:func:`etl.windows.trailing_sums`) up to this many kept compressor-hours:
-#: its limits (:class:`_GridLimits`, 48 doubles per grid cell, ~0.45 GB at the cap) live in
-#: Python memory, which cannot spill. A week of 4,500
-#: units is 756,000 (0.37 GB); larger loads take the window functions.
-GRID_MAX_HOURS = 1_000_000
-#: A batch of up to this many bronze rows (by the Delta log's counts; the hourly run's is
-#: ~27,000 at 4,500 units) is small:
-#: - it is read from bronze once, into a temporary table, rather than by each of the ~9
-#:   queries over view ``valid``: each read of the hourly batch took 10-60 ms by the columns
-#:   it needed, copying it all ~45 ms. Bulk batches stay views: materializing every stage of
-#:   4.5 M wide rows spilled GBs (see :func:`silver_transform`);
-#: - its hourly partials are grouped in numpy (:mod:`etl.partials`), not by DuckDB.
-SMALL_BATCH_ROWS = 250_000
 #: Metrics that are channels: a reading's value is its channel's column.
 _CHANNEL_NAMES = frozenset(c.name for c in CHANNELS) & frozenset(m.name for m in METRICS)
 
@@ -87,7 +73,8 @@ def _org_table(con: duckdb.DuckDBPyConnection, orgs: dict[str, str]) -> None:
 
 def silver_transform(con: duckdb.DuckDBPyConnection, lake: Lake, orgs: dict[str, str],
                      late_arrival_minutes: int, progress: Progress | None = None,
-                     carry: Carry | None = None) -> SilverResult:
+                     carry: Carry | None = None,
+                     thresholds: Thresholds = DEFAULT_THRESHOLDS) -> SilverResult:
     """Validate, deduplicate and flag the bronze batches silver still owes; idempotent.
 
     Args:
@@ -98,6 +85,8 @@ def silver_transform(con: duckdb.DuckDBPyConnection, lake: Lake, orgs: dict[str,
         progress: optional callback ``(stage, fraction)``.
         carry: where to leave each compressor's latest reading of the batches written, for
             the aggregates stage of the same run (:mod:`etl.carry`).
+        thresholds: the sizes at which silver changes method (a small batch, the join of
+            each hour to its baseline, the hour grid, the hot cache's span).
     """
     lo, hi = lake.batch_mark("silver"), lake.batch_mark("bronze")
     if hi <= lo:
@@ -111,7 +100,7 @@ def silver_transform(con: duckdb.DuckDBPyConnection, lake: Lake, orgs: dict[str,
     in_batch = f"""(SELECT * EXCLUDE (loaded_at) FROM delta_scan('{lake.uri("bronze")}')
                  WHERE arrival_date IN ({sql_dates(dates)})
                    AND batch_id > {lo} AND batch_id <= {hi})"""
-    small = sum(n for _, n in files) <= SMALL_BATCH_ROWS
+    small = sum(n for _, n in files) <= thresholds.small_batch_rows
     if small:
         con.execute(f"CREATE OR REPLACE TEMP TABLE bronze_batch AS SELECT * FROM {in_batch}")
         in_batch = "bronze_batch"
@@ -180,7 +169,7 @@ def silver_transform(con: duckdb.DuckDBPyConnection, lake: Lake, orgs: dict[str,
     """)
     if progress:
         progress("silver", 0.4)
-    flagging = _flag_outliers(con, lake, late_arrival_minutes, small)
+    flagging = _flag_outliers(con, lake, late_arrival_minutes, thresholds, small)
     if progress:
         progress("silver", 0.7)
 
@@ -251,7 +240,8 @@ def silver_transform(con: duckdb.DuckDBPyConnection, lake: Lake, orgs: dict[str,
 
 
 def _flag_outliers(con: duckdb.DuckDBPyConnection, lake: Lake, late_arrival_minutes: int,
-                   small: bool = False) -> _GridLimits | _JoinedPartials | None:
+                   thresholds: Thresholds, small: bool = False
+                   ) -> _GridLimits | _JoinedPartials | None:
     """Create view ``flagged``: the kept rows with ``late`` and ``outlier_metrics``; or, when
     the baselines were summed on the hour grid (the returned limits), with ``late``, each
     row's cell ``pos`` and its metric values, from which :meth:`_GridLimits.flagged` makes
@@ -272,9 +262,9 @@ def _flag_outliers(con: duckdb.DuckDBPyConnection, lake: Lake, late_arrival_minu
     # list of names is built only for readings that are outliers somewhere (a small share).
     done: _GridLimits | _JoinedPartials | None
     if span is None or span[0] is None:
-        done = _baseline_by_window(con, lake, span, partial)   # nothing kept: empty
+        done = _baseline_by_window(con, lake, span, partial, thresholds)  # nothing kept
     else:
-        done = _baseline(con, lake, span, partial, small)
+        done = _baseline(con, lake, span, partial, thresholds, small)
     late = more_than_minutes_after("k.arrived_at", "k.ts", late_arrival_minutes)
     columns = (f"k.org_id, k.compressor_id, k.ts, k.arrived_at, "
                f"{', '.join('k.' + q(c.name) for c in CHANNELS)}, {late} AS late")
@@ -523,15 +513,16 @@ def _limits_from_baseline(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _baseline(con: duckdb.DuckDBPyConnection, lake: Lake, span: tuple[Any, ...],
-              partial: str, small: bool = False) -> _GridLimits | _JoinedPartials | None:
+              partial: str, thresholds: Thresholds, small: bool = False
+              ) -> _GridLimits | _JoinedPartials | None:
     """Temp table ``limits`` by the cheaper method for the kept span ``(first hour, last
     hour, compressor-hours, compressors)``; or, on the hour grid, the limits instead. Joined
     to the hot cache (the hourly run), the batch's partials go to gold: the returned
     :class:`_JoinedPartials`."""
     first, last = span[0] - timedelta(hours=24), span[1]
     # once: it checks the lake's marks
-    context, hot_rows = _wide_context(con, lake, first, last)
-    few = span[2] <= JOIN_MAX_HOURS * span[3]
+    context, hot_rows = _wide_context(con, lake, first, last, thresholds.hot_hours)
+    few = span[2] <= thresholds.join_max_hours * span[3]
     # up to two days per compressor (a day's catch-up) the join of wide partials is cheaper
     # than 72 window aggregates (2-day load: 9.0 -> 5.2 CPU s); a week per compressor is
     # left to the windows (the week's silver stage took 143 CPU s with the join against 103
@@ -544,7 +535,7 @@ def _baseline(con: duckdb.DuckDBPyConnection, lake: Lake, span: tuple[Any, ...],
         _baseline_by_join(con, lake, first, last, partial, context, hand=hand,
                           hot_rows=hot_rows, small=small)
         return _JoinedPartials(con, Handoff(lake.root)) if hand else None
-    return _baseline_by_window(con, lake, span, partial)
+    return _baseline_by_window(con, lake, span, partial, thresholds)
 
 
 def _unabsorbed_silver(lake: Lake, first: datetime, last: datetime, partial: str) -> str | None:
@@ -567,14 +558,14 @@ def _unabsorbed_silver(lake: Lake, first: datetime, last: datetime, partial: str
 
 
 def _wide_context(con: duckdb.DuckDBPyConnection, lake: Lake, first: datetime,
-                  last: datetime) -> tuple[str | None, pa.Table | None]:
+                  last: datetime, hot_hours: int) -> tuple[str | None, pa.Table | None]:
     """Gold's partials of hours ``first .. last`` as a wide relation (the hot cache) and its
     Arrow rows; ``""`` when gold is still empty (a first load: the batch is its own only
     context); None when neither holds and gold's long rows must be read.
 
     Summing wide rows joined to each kept hour costs about half of 72 window aggregates even
     for a week per compressor, so whenever the context is available wide, the join is used."""
-    hot = HotPartials(lake.root)
+    hot = HotPartials(lake.root, hot_hours)
     if not hot.enabled():
         return None, None
     gold_mark = lake.batch_mark("gold")
@@ -600,7 +591,7 @@ def _baseline_by_join(con: duckdb.DuckDBPyConnection, lake: Lake, first: datetim
     ``hand``: the partials go to gold (``kept_wide`` also has the minimum, the maximum and the
     organization). ``hot_rows``: the context's Arrow rows; with them (the hourly run) there
     is no join: :func:`etl.limits.trailing_limits` sums them and ``kept_wide``'s in numpy.
-    ``small``: a small batch (:data:`SMALL_BATCH_ROWS`), grouped in numpy."""
+    ``small``: a small batch (:attr:`Thresholds.small_batch_rows`), grouped in numpy."""
     if small:
         values = ", ".join(f"{q(m.name)} AS m_{i}" for i, m in enumerate(METRICS))
         rows = con.execute(f"SELECT compressor_id, hour, org_id, {values} FROM kept")
@@ -670,15 +661,16 @@ def _baseline_by_join(con: duckdb.DuckDBPyConnection, lake: Lake, first: datetim
 
 
 def _baseline_by_window(con: duckdb.DuckDBPyConnection, lake: Lake, span: tuple[Any, ...] | None,
-                        partial: str) -> _GridLimits | None:
+                        partial: str, thresholds: Thresholds) -> _GridLimits | None:
     """Temp table ``limits`` from the trailing 24 h sums per kept compressor-hour, by window
     functions over wide hourly partials (cheapest when most hours are new, as in a first
-    load); or, summed on the hour grid (up to :data:`GRID_MAX_HOURS`), the limits."""
+    load); or, summed on the hour grid (up to :attr:`Thresholds.grid_max_hours`), the
+    limits."""
     n_metrics = len(METRICS)
     context = None      # earlier hours' partials (gold, or silver gold has not absorbed)
     if span is not None and span[0] is not None:
         first, last = span[0] - timedelta(hours=24), span[1]
-        hot = HotPartials(lake.root)
+        hot = HotPartials(lake.root, thresholds.hot_hours)
         meta = hot.usable(lake.batch_mark("gold"), first)
         if meta is not None:
             # the same partials, already wide: no pivot of gold's long rows (a day's
@@ -707,7 +699,8 @@ def _baseline_by_window(con: duckdb.DuckDBPyConnection, lake: Lake, span: tuple[
             context = unabsorbed if context is None else \
                 f"{context} UNION ALL BY NAME {unabsorbed}"
     # the grid's result lives in Python memory (unlike DuckDB's, which can spill): bounded
-    grid = span is not None and span[0] is not None and span[2] <= GRID_MAX_HOURS
+    grid = (span is not None and span[0] is not None
+            and span[2] <= thresholds.grid_max_hours)
     cell, block = "", ""
     if grid:
         assert span is not None

@@ -1,16 +1,16 @@
 """Gold rows of new hours with their 1 h / 4 h / 24 h windows, computed on a dense hour grid.
 
-Why this exists: a week's first load (or any catch-up of more than :data:`~etl.metrics.
-JOIN_MAX_HOURS` hours per compressor) needs the windows of ~750,000 compressor-hours x 24
-metrics. DuckDB's window functions spent ~9 s per third of a 4,500-unit fleet on them, about
-the same over wide rows as over long ones, and a join of each hour to its 24 partials ~5.6 s:
-the cost is in per-group aggregate state, 240 aggregates at a time. On a dense grid (one cell
-per compressor-hour, silent hours included, 24 empty cells between compressors so that no
-window reaches the previous compressor), a 4 h sum is three shifted vector additions and a 24 h
-sum is six shifted 4 h sums; the whole bucket takes well under a second in numpy. Where few
-cells want windows (the hourly run: one new hour per compressor), no grid is filled: each
-window's 24 cells are gathered from the partials' own rows through a map from cell to row
-(:class:`_ByRow`), the same cells in the same order.
+Why this exists: a week's first load (or any catch-up of more than
+:attr:`~etl.thresholds.Thresholds.join_max_hours` hours per compressor) needs the windows of
+~750,000 compressor-hours x 24 metrics. DuckDB's window functions spent ~9 s per third of a
+4,500-unit fleet on them, about the same over wide rows as over long ones, and a join of each
+hour to its 24 partials ~5.6 s: the cost is in per-group aggregate state, 240 aggregates at a
+time. On a dense grid (one cell per compressor-hour, silent hours included, 24 empty cells
+between compressors so that no window reaches the previous compressor), a 4 h sum is three
+shifted vector additions and a 24 h sum is six shifted 4 h sums; the whole bucket takes well
+under a second in numpy. Where few cells want windows (the hourly run: one new hour per
+compressor), no grid is filled: each window's 24 cells are gathered from the partials' own rows
+through a map from cell to row (:class:`_ByRow`), the same cells in the same order.
 
 How rows find their cells: :func:`grid_blocks` lays out each compressor's block from its
 hour span, the tables that feed the grid carry each row's cell (``pos``, :func:`cell_sql`)

@@ -30,7 +30,6 @@ engines to the same rows on randomized data covering every rule shape.
 
 from __future__ import annotations
 
-import os
 import queue
 import re
 import threading
@@ -95,10 +94,6 @@ def _date_filter(alias: str, lo: datetime, hi: datetime) -> str:
 
 
 _NAN = float("nan")
-
-#: Threads for the numpy work (baselines, rules); DuckDB uses its own (one per core).
-THREADS = max(1, min(4, os.cpu_count() or 1))
-
 
 def _prefetched(reader: pa.RecordBatchReader, depth: int = 3) -> Iterator[pa.RecordBatch]:
     """The reader's batches, pulled by a thread so DuckDB computes the next ones while numpy
@@ -432,8 +427,10 @@ def _no_data_rows(r: NoDataRule, grid: _Grid, lo_j: int, start_j: int, end_j: in
 
 
 def _rows(con: duckdb.DuckDBPyConnection, gold: str, units: pa.Table, rule_set: RuleSet,
-          org_id: str, start: datetime, end: datetime, lookback_hours: int) -> list[Row]:
-    """Every firing/clear row: one scan into the grid, then each rule on arrays."""
+          org_id: str, start: datetime, end: datetime, lookback_hours: int,
+          threads: int) -> list[Row]:
+    """Every firing/clear row: one scan into the grid, then each rule on arrays, on
+    ``threads`` threads (numpy releases the GIL in sorts and ufuncs)."""
     variants = variants_of(rule_set)
     nd = [r for r in rule_set.rules if isinstance(r, NoDataRule) and r.enabled]
     firsts: list[datetime] = []
@@ -469,7 +466,7 @@ def _rows(con: duckdb.DuckDBPyConnection, gold: str, units: pa.Table, rule_set: 
     out: list[Row] = []
     if variants:
         running = grid.running()
-        with ThreadPoolExecutor(THREADS) as pool:   # numpy releases the GIL in sorts/ufuncs
+        with ThreadPoolExecutor(threads) as pool:
             bases = dict(zip(needs, pool.map(
                 lambda md: _baselines(grid, running, md[0], md[1], lo.date(), end.date()),
                 needs), strict=True))
@@ -493,12 +490,15 @@ def episode_rows(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str,
                  start: datetime, end: datetime, gold_uri: str,
                  lookback_hours: int = DEFAULT_LOOKBACK_HOURS,
                  compressors: list[str] | None = None,
-                 con: duckdb.DuckDBPyConnection | None = None) -> list[Row]:
+                 con: duckdb.DuckDBPyConnection | None = None, *,
+                 threads: int = 1) -> list[Row]:
     """Firing/clear rows of ``[start, end]`` for one organization, evaluated in DuckDB.
 
     The same rows as :func:`rules.evaluate.evaluate_rows` on the same aggregates (ordered by
     hour, compressor, rule), read from the gold Delta table at ``gold_uri`` instead of
     PostgreSQL; ``conn`` only supplies the organization's compressors. Writes nothing.
+    ``threads``: threads of the array work (``settings.rules_threads``); DuckDB's scan uses
+    its own.
     """
     start, end = hour_of(start), hour_of(end)
     if end < start:
@@ -514,7 +514,7 @@ def episode_rows(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str,
         duck.unregister("units_arrow")
         units = duck.execute("SELECT * FROM units ORDER BY idx").to_arrow_table()
         out = _rows(duck, _gold(gold_uri), units, rule_set, org_id, start, end,
-                    lookback_hours)
+                    lookback_hours, threads)
         out.sort(key=lambda r: (r.hour, r.compressor_id, r.rule_id))
         return out
     finally:

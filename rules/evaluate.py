@@ -70,9 +70,7 @@ from rules.schema import (
 
 log = logging.getLogger(__name__)
 DEFAULT_LOOKBACK_HOURS = 6
-#: Connections a one-hour evaluation is split over (one statement per core of this 2-core
-#: machine), and the fewest units per connection worth a second one.
-WORKERS = 2
+#: The fewest units per connection worth splitting a one-hour evaluation over another one.
 SPLIT_MIN_UNITS = 1000
 #: How long to wait for a pooled connection before evaluating on one (seconds).
 POOL_WAIT_S = 1.0
@@ -770,8 +768,8 @@ def evaluate_rows(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str,
 def evaluate(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str,
              hours: tuple[datetime, datetime], compressors: list[str] | None = None,
              *, lookback_hours: int = DEFAULT_LOOKBACK_HOURS,
-             workers: int = WORKERS, pool: ConnectionPool[Any] | None = None
-             ) -> EvaluationResult:
+             workers: int = 1, pool: ConnectionPool[Any] | None = None,
+             split_min_units: int = SPLIT_MIN_UNITS) -> EvaluationResult:
     """Evaluate ``rule_set`` for one organization over the hours ``[start, end]``.
 
     Runs in its own tenant transaction (row-level security confines it to ``org_id``) and
@@ -785,18 +783,20 @@ def evaluate(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str,
         hours: first and last hour (UTC, inclusive; truncated to the hour).
         compressors: restrict to these compressor ids (None: every compressor of the org).
         lookback_hours: history read before ``start`` to reconstruct episode state.
-        workers: connections a one-hour evaluation of at least ``workers *``
-            :data:`SPLIT_MIN_UNITS` units is split over (contiguous chunks of unit ids, each
-            in its own tenant transaction on its own connection, opened like ``conn``); 1:
-            ``conn`` alone. Units are independent, so the rows equal one statement's.
+        workers: connections a one-hour evaluation of at least ``workers *
+            split_min_units`` units is split over (contiguous chunks of unit ids, each in its
+            own tenant transaction on its own connection, opened like ``conn``); 1: ``conn``
+            alone. Units are independent, so the rows equal one statement's. The worker
+            passes ``settings.rules_connections``.
         pool: where the extra connections come from (the worker's pool); None: opened for
             this call and closed after it.
+        split_min_units: the fewest units per connection worth another connection.
     """
     start, end = hours
     by_id = {r.id: r for r in rule_set.rules}
     result = EvaluationResult()
     rows = _rows_in_chunks(conn, rule_set, org_id, start, end, compressors, lookback_hours,
-                           workers, pool)
+                           workers, pool, split_min_units)
     for row in rows:
         rule = by_id[row.rule_id]
         stamp = {"rule_set_id": rule_set.rule_set_id, "rule_version": rule_set.version}
@@ -818,7 +818,7 @@ def evaluate(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str,
 def _rows_in_chunks(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str,
                     start: datetime, end: datetime, compressors: list[str] | None,
                     lookback_hours: int, workers: int,
-                    pool: ConnectionPool[Any] | None) -> list[Row]:
+                    pool: ConnectionPool[Any] | None, split_min_units: int) -> list[Row]:
     """:func:`evaluate_rows` for the units, split over ``workers`` connections when it is
     one hour of enough units (one statement runs on one core: 4,500 units took ~1.0 s as
     one statement and ~0.7 s as two halves at once on 2 cores). The extra connections come
@@ -830,7 +830,7 @@ def _rows_in_chunks(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: st
         with db.tenant(conn, org_id):
             units = [r[0] for r in conn.execute(db.queries("rules")["org_units"])]
     with contextlib.ExitStack() as stack:
-        if split and units is not None and len(units) >= workers * SPLIT_MIN_UNITS:
+        if split and units is not None and len(units) >= workers * split_min_units:
             extra = _extra(stack, conn, pool, workers - 1, org_id)
             if extra:
                 return _split_rows([conn, *extra], rule_set, org_id, start, end, units,
@@ -876,6 +876,6 @@ def _split_rows(conns: list[psycopg.Connection[Any]], rule_set: RuleSet, org_id:
     return sorted((r for part in parts for r in part), key=_row_order)
 
 
-__all__ = ["KNOWN_MODELS", "SPLIT_MIN_UNITS", "WORKERS", "EvaluationResult", "LevelRule",
+__all__ = ["KNOWN_MODELS", "SPLIT_MIN_UNITS", "EvaluationResult", "LevelRule",
            "RateOfChangeRule", "Row", "Variant", "evaluate", "evaluate_rows", "fill_baselines",
            "history_start", "variants_of"]

@@ -20,8 +20,9 @@ from altaviz.telemetry import METRICS
 from etl.limits import trailing_limits
 from etl.metrics import MIN_BASELINE_READINGS, OUTLIER_SIGMAS, VAR_EPS
 from etl.pipeline import run_pipeline
+from etl.thresholds import Thresholds
 from tests.etl.landing import T0
-from tests.etl.test_handoff import _landing, _next_hour, _second_lake, _silver_rows, _turn
+from tests.etl.test_handoff import _landing, _next_hour, _second_lake, _silver_rows
 
 START = datetime(2026, 11, 2, tzinfo=UTC)
 
@@ -104,8 +105,6 @@ def _hourly(settings: Settings, db_url: str, hot: bool,
 
     _landing(settings.landing_path)
     run_pipeline(settings, db_url)
-    if not hot:
-        _turn({"HOT_HOURS": 0}, monkeypatch)
     calls = [0]
 
     def counted(*args: Any) -> pa.Table:
@@ -114,7 +113,7 @@ def _hourly(settings: Settings, db_url: str, hot: bool,
 
     monkeypatch.setattr(etl.silver, "trailing_limits", counted)
     _next_hour(settings.landing_path)
-    run_pipeline(settings, db_url)
+    run_pipeline(settings, db_url, thresholds=Thresholds() if hot else Thresholds(hot_hours=0))
     monkeypatch.undo()
     return _silver(settings.lake_path), calls[0]
 

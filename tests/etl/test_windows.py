@@ -15,6 +15,7 @@ from deltalake import DeltaTable
 from altaviz.fleet import Fleet
 from altaviz.settings import Settings
 from etl.pipeline import run_pipeline
+from etl.thresholds import Thresholds
 from tests.etl.landing import T0, reading, write_landing
 from tests.etl.oracles import FEATURES, window_features
 
@@ -33,22 +34,17 @@ def agg(conn: psycopg.Connection[Any], metric: str) -> dict[datetime, tuple[Any,
     return {r[0]: r[1:] for r in rows}
 
 
-@pytest.mark.parametrize("knobs", [
-    {},                                            # a few hours: each joined to its partials
-    {"JOIN_MAX_HOURS": 0},                         # a bulk load: windows on the hour grid
+@pytest.mark.parametrize("thresholds", [
+    Thresholds(),                                  # a few hours: each joined to its partials
+    Thresholds(join_max_hours=0),                  # a bulk load: windows on the hour grid
 ], ids=["join", "grid"])
 def test_golden_window_features(settings: Settings, db_url: str, fleet: Fleet,
-                                conn: psycopg.Connection[Any], knobs: dict[str, int],
-                                monkeypatch: pytest.MonkeyPatch) -> None:
-    import etl.gold
-
-    for knob, value in knobs.items():
-        monkeypatch.setattr(etl.gold, knob, value)
+                                conn: psycopg.Connection[Any], thresholds: Thresholds) -> None:
     hours = [0, 1, 2, 3, 4, 6, 30]      # hour 5 missing, hour 30 alone in its 24 h window
     rows = [reading("COMP-0001", T0 + timedelta(hours=k, minutes=10 * i), oil_temp_f=v)
             for k in hours for i, v in enumerate(hour_values(k))]
     write_landing(settings.landing_path, rows, T0 + timedelta(hours=31))
-    run_pipeline(settings, db_url)
+    run_pipeline(settings, db_url, thresholds=thresholds)
     got = agg(conn, "oil_temp_f")
     assert sorted(got) == [T0 + timedelta(hours=k) for k in hours]
 
@@ -164,6 +160,14 @@ def _next_hour(landing: Path) -> None:
     write_landing(landing, rows, T0 + timedelta(days=1, hours=7))
 
 
+def _configured(settings: Settings, knobs: dict[str, int]) -> tuple[Settings, Thresholds]:
+    """``settings`` and thresholds with ``knobs`` set: settings fields (``etl_*``) in the
+    settings, the rest in the thresholds."""
+    fields = {k: v for k, v in knobs.items() if k in Settings.model_fields}
+    return (settings.model_copy(update=fields),
+            Thresholds(**{k: v for k, v in knobs.items() if k not in fields}))
+
+
 def _all_rows(c: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
     with c.transaction():
         return c.execute(
@@ -174,21 +178,12 @@ def _all_rows(c: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
 
 
 def test_gold_features_equal_window_functions_over_its_partials(
-        settings: Settings, db_url: str, fleet: Fleet,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        settings: Settings, db_url: str, fleet: Fleet) -> None:
     """Gold's features from a bulk load on the hour grid, then a late batch merged and two
     hourly runs (by the default methods), equal DuckDB's window functions over gold's own
     hourly partials (tests/etl/oracles.py)."""
-    import etl.gold
-    import etl.hot
-    import etl.silver
-
-    for module in (etl.gold, etl.silver):
-        monkeypatch.setattr(module, "JOIN_MAX_HOURS", 0)
-    monkeypatch.setattr(etl.hot, "HOT_HOURS", 0)
     _load(settings.landing_path)
-    run_pipeline(settings, db_url)
-    monkeypatch.undo()
+    run_pipeline(settings, db_url, thresholds=Thresholds(join_max_hours=0, hot_hours=0))
     _late(settings.landing_path)
     run_pipeline(settings, db_url)
     _next_hour(settings.landing_path)
@@ -218,26 +213,25 @@ def test_gold_features_equal_window_functions_over_its_partials(
 
 @pytest.mark.parametrize(("many", "one"), [
     # one bucket per dirty compressor-hour vs one bucket
-    ({"BUCKET_HOURS": 20}, {"BUCKET_HOURS": 10**9}),
+    ({"etl_bucket_hours": 20}, {"etl_bucket_hours": 10**9}),
     # windows and baselines by join vs window functions
-    ({"JOIN_MAX_HOURS": 10**9}, {"JOIN_MAX_HOURS": 0}),
+    ({"join_max_hours": 10**9}, {"join_max_hours": 0}),
     # recent partials from the hot cache vs from gold, by join (the hourly run's method) ...
-    ({"HOT_HOURS": 48}, {"HOT_HOURS": 0}),
+    ({"hot_hours": 48}, {"hot_hours": 0}),
     # ... and by window functions (a day's catch-up)
-    ({"HOT_HOURS": 48, "JOIN_MAX_HOURS": 0}, {"HOT_HOURS": 0, "JOIN_MAX_HOURS": 0}),
+    ({"hot_hours": 48, "join_max_hours": 0}, {"hot_hours": 0, "join_max_hours": 0}),
     # new hours pushed to PostgreSQL by two parallel COPY streams vs one
-    ({"COPY_STREAMS": 2}, {"COPY_STREAMS": 1}),
+    ({"etl_copy_streams": 2}, {"etl_copy_streams": 1}),
     # a bulk load's baselines on the dense hour grid (etl.windows) vs DuckDB's window
     # functions (over the grid's size cap)
-    ({"JOIN_MAX_HOURS": 0, "HOT_HOURS": 0},
-     {"JOIN_MAX_HOURS": 0, "HOT_HOURS": 0, "GRID_MAX_HOURS": 0}),
+    ({"join_max_hours": 0, "hot_hours": 0},
+     {"join_max_hours": 0, "hot_hours": 0, "grid_max_hours": 0}),
 ], ids=["buckets", "join-vs-window", "hot-join", "hot-window", "copy-streams",
         "grid-vs-window-functions"])
 def test_compressor_buckets_give_the_same_rows(settings: Settings, db_url: str, fleet: Fleet,
                                                conn: psycopg.Connection[Any], tmp_path: Path,
-                                               pg_server: Any, monkeypatch: pytest.MonkeyPatch,
-                                               many: dict[str, int], one: dict[str, int]
-                                               ) -> None:
+                                               pg_server: Any, many: dict[str, int],
+                                               one: dict[str, int]) -> None:
     """Gold (and so PostgreSQL) computed one compressor bucket at a time equals the result of
     one bucket: buckets must never cut a compressor's windows. Likewise, the windows computed
     by joining each output row to its 24 h of partials (the hourly run's method) equal those of
@@ -245,41 +239,29 @@ def test_compressor_buckets_give_the_same_rows(settings: Settings, db_url: str, 
     (etl.hot) equal those from gold. Covers the streaming first load, the compare-and-merge
     path of a late batch (a missing hour filled, readings added to an hour the next hour's
     windows reach) and the next hour's run."""
-    import etl.aggregates
-    import etl.gold
-    import etl.hot
-    import etl.silver
     from altaviz.fleet_store import load_fleet
     from tests.conftest import _fresh_database, two_tenant_fleet
 
-    def turn(knobs: dict[str, int]) -> None:
-        for knob, value in knobs.items():
-            modules = [m for m in (etl.gold, etl.silver, etl.hot, etl.aggregates)
-                       if hasattr(m, knob)]
-            assert modules, knob
-            for module in modules:
-                monkeypatch.setattr(module, knob, value)
-
-    turn(many)
+    many_settings, many_thresholds = _configured(settings, many)
     _load(settings.landing_path)
-    first = run_pipeline(settings, db_url)
+    first = run_pipeline(many_settings, db_url, thresholds=many_thresholds)
     _late(settings.landing_path)
-    second = run_pipeline(settings, db_url)
+    second = run_pipeline(many_settings, db_url, thresholds=many_thresholds)
     _next_hour(settings.landing_path)
-    third = run_pipeline(settings, db_url)
+    third = run_pipeline(many_settings, db_url, thresholds=many_thresholds)
     bucketed = _all_rows(conn)
-    turn(one)
     one_url = _fresh_database(pg_server, "altaviz_test_template")
-    one_settings = settings.model_copy(update={"lake_dir": tmp_path / "one_bucket_lake",
-                                               "landing_dir": tmp_path / "one_landing"})
+    one_settings, one_thresholds = _configured(settings.model_copy(update={
+        "lake_dir": tmp_path / "one_bucket_lake", "landing_dir": tmp_path / "one_landing"}),
+        one)
     _load(one_settings.landing_path)
     with psycopg.connect(one_url) as one_conn:
         load_fleet(one_conn, two_tenant_fleet())
-        one_first = run_pipeline(one_settings, one_url)
+        one_first = run_pipeline(one_settings, one_url, thresholds=one_thresholds)
         _late(one_settings.landing_path)
-        one_second = run_pipeline(one_settings, one_url)
+        one_second = run_pipeline(one_settings, one_url, thresholds=one_thresholds)
         _next_hour(one_settings.landing_path)
-        one_third = run_pipeline(one_settings, one_url)
+        one_third = run_pipeline(one_settings, one_url, thresholds=one_thresholds)
         single = _all_rows(one_conn)
     assert [r[:5] + r[-2:] for r in single] == [r[:5] + r[-2:] for r in bucketed]
     for a, b in zip(single, bucketed, strict=True):
