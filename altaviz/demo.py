@@ -30,7 +30,7 @@ Say = Callable[[str], None]
 
 @dataclass(frozen=True)
 class DemoOptions:
-    """Knobs of the demo (the defaults finish in about two minutes on 2 cores)."""
+    """Knobs of the demo (the defaults keep a run to a few minutes)."""
 
     compressors: int = 24
     days: int = 10

@@ -128,7 +128,7 @@ def _child(phase: str, db_url: str, landing: Path, lake: Path) -> None:
     def progress(stage: str, fraction: float) -> None:
         # CPU seconds of this process (all DuckDB threads; PostgreSQL's work is in its own
         # server process) next to wall seconds: on shared cores wall time mostly measures
-        # the other sessions' load
+        # the load of whatever else shares them
         if fraction == 0.0:
             marks[stage + "_start"] = time.perf_counter()
             cpu[stage + "_start"] = cpu_now()

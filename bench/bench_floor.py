@@ -1,11 +1,11 @@
-"""The full load's floor: only the writes issue #4 prescribes, timed next to the real load.
+"""The full load's floor: only the prescribed writes, timed next to the real load.
 
 Run as ``.venv/bin/python -m bench.bench_floor`` (``--help`` for sizes). Why: the full-load
 target (4,500 compressors x 7 days, landing files to PostgreSQL aggregates, under 20 s on two
-cores) has been missed by the ETL in every session. This benchmark measures how long the
-storage the issue prescribes takes to *write* on this machine, with no validation, no
-deduplication, no baselines and no windows, so that what is left to optimise and what would
-need another design can be told apart.
+cores) is a target for the whole ETL. This benchmark measures how long the prescribed
+storage (the Delta tables and PostgreSQL's aggregates) takes to *write* on this machine,
+with no validation, no deduplication, no baselines and no windows, so that what is left to
+optimise and what would need another design can be told apart.
 
 In one run:
 

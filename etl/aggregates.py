@@ -89,12 +89,13 @@ def upsert_aggregates(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.
 
     * hours with no row yet (a first load, a new hour): plain binary COPY straight into the
       monthly partition, in primary-key order. No row of such an hour can conflict, so
-      ``ON CONFLICT`` and the staging table would only cost time (about half of it). The
+      ``ON CONFLICT`` and the staging table would only cost time (bench/bench_etl.py, full
+      phase, times the stage). The
       ownership check still runs after the COPY, so a row cannot claim a compressor of
       another organization. A conflicting row written meanwhile by someone else makes the COPY
       fail as a whole (unique violation): the stage is retried and then takes the other path.
     * hours that already have rows (late data, re-runs): the guarded upsert through the
-      staging table, per organization in a tenant transaction (RLS), as before.
+      staging table, per organization in a tenant transaction (RLS).
 
     Args:
         con: a DuckDB connection from :func:`etl.duck.connect`.
@@ -330,10 +331,10 @@ def _carried_codes(carried: pa.Table, day: str | None, coding: _Coding) -> pa.Ta
     """:func:`_coded_rows` of gold's carried rows (of date partition ``day``; None: all of
     them), when every one of them is to be written (``coding.all_rows``).
 
-    Coded in Arrow: the rows are in memory already, and DuckDB's scan of them with its three
-    joins to the code tables took 0.26 s of an hourly run on a slow machine, against ~0.03 s
-    for the same codes found by hashing here. A name the codes lack gets a null code, which
-    fails the pivot, as the joins' do."""
+    Coded in Arrow: the rows are in memory already, and hashing them here is far cheaper
+    than DuckDB's scan of them with its three joins to the code tables (bench/bench_etl.py,
+    hour phase). A name the codes lack gets a null code, which fails the pivot, as the
+    joins' do."""
     rows = carried if day is None else carried.filter(pc.equal(carried.column("date"), day))
     hour_us = rows.column("hour").cast(pa.int64()).to_numpy()
     return pa.table({
@@ -429,11 +430,10 @@ def _by_org(latest: pa.Table) -> dict[str, tuple[list[str], list[int]]]:
     """``org_id, compressor_id, ts`` rows as org_id -> (compressor ids, their latest readings
     in microseconds since the epoch).
 
-    Not as ``datetime``s: pyarrow builds a time-zone-aware ``datetime`` in Python code, ~12 us
-    each (55 ms for 4,500 units alone), and in the hourly run this stage shares the GIL with
-    quality's thread, which stretched it several times (py-spy: 0.15-0.3 s of a run at this
-    conversion). Integers and strings are built in C; PostgreSQL adds the microseconds to the
-    epoch exactly (``upsert_watermark``)."""
+    Not as ``datetime``s: pyarrow builds a time-zone-aware ``datetime`` in Python code, one
+    at a time, and in the hourly run this stage shares the GIL with quality's thread, which
+    stretches such Python work several times. Integers and strings are built in C;
+    PostgreSQL adds the microseconds to the epoch exactly (``upsert_watermark``)."""
     out: dict[str, tuple[list[str], list[int]]] = {}
     micros = pc.cast(pc.cast(latest.column("ts"), pa.timestamp("us", tz="UTC")), pa.int64())
     for org_id in pc.unique(latest.column("org_id")).to_pylist():

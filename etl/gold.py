@@ -59,10 +59,9 @@ FEATURES = ("mean", "stddev", "mean_4h", "min_4h", "max_4h", "stddev_4h", "mean_
 REL_TOL = 1e-9
 #: Windows of new hours by the window method are computed on a dense hour grid in numpy
 #: (:mod:`etl.windows`), under this share (percent) of the DuckDB memory limit: the grid
-#: path keeps little in DuckDB (a bucket's wide partials, ~0.7 GB at most), but DuckDB holds
-#: on to what it freed up to its limit. A week's gold peaked at 2.5 GB sampled instead of
-#: 2.6-2.8, at the same speed. Only there: lowering the limit in the hourly run made its gold
-#: slower (0.63 -> 0.92 s in one run).
+#: path keeps little in DuckDB (a bucket's wide partials), but DuckDB holds on to what it
+#: freed up to its limit, so a lower limit lowers a bulk load's peak at the same speed
+#: (bench/bench_etl.py, full phase). Only there: in the hourly run a lower limit slows gold.
 GRID_MEMORY_SHARE = 67
 _IN_4H = "WHERE p.hour > o.hour - INTERVAL 4 HOURS"
 
@@ -83,10 +82,10 @@ def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
     """Recompute the gold rows touched by the silver batches gold still owes; idempotent.
 
     The work runs per bucket of compressors (``hash(compressor_id) % buckets``, about
-    ``bucket_hours`` dirty compressor-hours each, ``settings.etl_bucket_hours``: the hourly
-    run is one bucket): a compressor's windows never reach
-    another compressor's rows, so buckets are independent and each one's partials, windows
-    and comparison fit in memory instead of spilling the whole fleet's. When no gold row lies
+    ``bucket_hours`` dirty compressor-hours each, ``settings.etl_bucket_hours``; the hourly
+    run is one bucket): a compressor's windows never reach another compressor's rows, so
+    buckets are independent and each one's partials, windows and comparison fit in memory
+    instead of spilling the whole fleet's. When no gold row lies
     in the hours to be recomputed (a first load, the next hour of the hourly run) every
     recomputed row is new: buckets stream straight into one Delta append. Otherwise the
     changed rows are collected and merged, then the new ones appended with the batch mark.
@@ -246,12 +245,12 @@ def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
         # appended with it. A crash in between leaves the mark behind: the retry finds the
         # merged rows unchanged and appends the new ones, so nothing is lost or doubled. The
         # MERGE's source is only the changed rows (a late batch's few hours and their
-        # windows), not the day of new rows that came with them: a catch-up day's MERGE
-        # peaked at 5-5.8 GB when it carried everything.
+        # windows), not the day of new rows that came with them, which would multiply the
+        # MERGE's memory.
         data = pa.concat_tables(parts)
         # The touched dates as literals: with only ``t.date = s.date`` delta-rs (1.6.6) scans
-        # every gold file for the join, so the MERGE's memory and time grew with the lake's
-        # history (5 GB with one day of gold, 10 GB with ten; delta-io/delta-rs#3786).
+        # every gold file for the join, so the MERGE's memory and time would grow with the
+        # lake's history (delta-io/delta-rs#3786).
         touched = sql_dates({str(d) for d in pc.unique(data.column("date")).to_pylist()})
         (lake.table("gold").merge(
             source=data, source_alias="s", target_alias="t",
@@ -281,8 +280,8 @@ class _Context:
                  every_hour_dirty: bool = False) -> None:
         self.con, self.silver, self.gold, self.hi = con, silver, gold, hi
         #: gold has absorbed no batch yet: every silver reading lies in a dirty hour, and
-        #: the readings need no check against ``dirty_b`` (a week's first load: ~0.35 s
-        #: per bucket)
+        #: the readings need no check against ``dirty_b`` (a first load: the semi-join is
+        #: skipped in every bucket)
         self.every_hour_dirty = every_hour_dirty
         self._flags_counted = False
         self.method = method
@@ -319,7 +318,7 @@ class _Context:
         tables: list[str | pa.Table] = [self.fresh]
         if self.hot is not None:
             # the hourly run: the context is already wide in the cache, and stays in Arrow
-            # (materializing ~100,000 wide rows in DuckDB took 0.6 s)
+            # (materializing it in DuckDB would be a large share of the hourly run's gold)
             tables.append(self._hot_context(*self.hot, size))
             return tables, size + 1
         has_ctx = con.execute("SELECT EXISTS (SELECT 1 FROM gold_ctx)").fetchone()
@@ -384,9 +383,9 @@ class _Context:
 
     def _flag_counts(self) -> None:
         """Temp table ``flag_counts``: the outlier and late counts of every dirty
-        compressor-hour with a flagged reading, for all buckets at once. Counted per bucket
-        it cost ~1.4 s each, nearly all of it reading silver's flags, whatever the number of
-        compressors (13,700 compressor-hours: 1.40-1.44 s; 42,600: 1.55-1.57 s)."""
+        compressor-hour with a flagged reading, for all buckets at once: counted per bucket,
+        each count would read silver's flags again, at nearly the same cost whatever the
+        number of compressors."""
         if self._flags_counted:
             return
         self.con.execute(f"""
@@ -444,9 +443,9 @@ class _Context:
         join_fresh = self.method == "join" and not table
         read = ("g.*" if table else "g.org_id, g.compressor_id, g.metric, g.hour, g.n, g.sum, "
                 "g.sumsq, g.min, g.max, g.outliers, g.late")
-        # The join method on new hours streams the context straight from gold into the join
-        # (a view, filtered only by the batch's hour span): materializing ~2.5 M long rows
-        # with their text keys was the largest cost of the hourly run. The per-compressor
+        # The join method on new hours streams the context straight from gold into the join (a
+        # view, filtered only by the batch's hour span): materializing millions of long rows
+        # with their text keys would be the largest cost of the hourly run. The per-compressor
         # ranges only shrink the context; the join's own window condition is exact.
         ranged = ("AND g.compressor_id IN (SELECT compressor_id FROM ranges_b)" if join_fresh
                   else "")
@@ -477,7 +476,7 @@ class _Context:
         if self.method == "join":
             # Few output hours per compressor (the hourly run): aggregate each output row's
             # own 24 h of partials. Window functions would compute every context row's
-            # windows too, and at ~3 us per row that was most of the hourly run's time.
+            # windows too, which would be most of the hourly run's time.
             con.execute(f"CREATE OR REPLACE TEMP VIEW partials_b AS {partials}")
             # the output rows: a new hour's are exactly its fresh partials (no gold row lies
             # in the recomputed hours); otherwise every partial in the compressor's range

@@ -3,13 +3,13 @@
 Why it exists: every hourly run needs the fleet's previous 24 hours of partials twice, for
 silver's trailing outlier baselines and for gold's 4 h / 24 h windows. In gold they are long
 rows, one per metric with text keys: about 2.2 million rows for 4,500 compressors, read from
-whole date partitions and joined on ``(compressor_id, metric)``. That was most of the hourly
-run's time. Here the same numbers are wide (``n_i, s_i, q_i, lo_i, hi_i`` per metric
+whole date partitions and joined on ``(compressor_id, metric)``, which would be most of the
+hourly run's time. Here the same numbers are wide (``n_i, s_i, q_i, lo_i, hi_i`` per metric
 ``i``, as :func:`etl.metrics.partial_aggregates` names them): about 108,000 rows for 24 hours,
-one small Arrow IPC file per hour under ``<lake>/_hot/``, memory-mapped when read. (They were
-Parquet: decoding 24 files of ~120 column chunks each took 0.5 s per read, and materializing
-the same rows in DuckDB 0.6 s, most of the hourly run's gold stage; mapped IPC files read in
-0.02 s.)
+one small Arrow IPC file per hour under ``<lake>/_hot/``, memory-mapped when read: mapping an
+IPC file costs next to nothing, where decoding Parquet's many column chunks or materializing
+the rows in DuckDB would be most of the hourly run's gold stage (bench/bench_etl.py, hour
+phase).
 
 Gold stays the only source of truth; this is a cache with a proof of freshness. ``meta.json``
 records the cache's format, the gold batch mark the files were written for and the hours they
@@ -116,7 +116,7 @@ class HotPartials:
         """Name of a relation on ``con`` holding the cached rows with ``first <= hour <=
         last``, without the minimum and maximum columns (what the outlier baselines read):
         an Arrow table registered as ``hot_cached``. DuckDB converts every column it scans,
-        and the 48 it never reads cost it ~0.1 s per scan."""
+        so the 48 it never reads are left out."""
         return self.register(con, self.table(meta, first, last))
 
     @staticmethod
@@ -152,7 +152,7 @@ class HotPartials:
     def rebuild(self, con: duckdb.DuckDBPyConnection, lake: Lake, after: int) -> None:
         """Write every covered hour's file from gold (after a crash or on a lake written
         before the cache existed). One join per metric: pivoting gold's long rows with one
-        filtered aggregate per metric and partial was ~8x slower."""
+        filtered aggregate per metric and partial is several times slower."""
         # every hour file, in this format or an earlier one
         for stale in self.root.glob("hour-*.*"):
             stale.unlink()

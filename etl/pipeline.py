@@ -152,8 +152,9 @@ def _execute(ctx: _Context, stage: Stage, con: Any, conn: psycopg.Connection[Any
     A bulk stage leaves hundreds of MB in the process that no trim returns (see
     :mod:`etl.stage_process`); in a child process they go back to the system when it exits,
     so a first load peaks at its largest stage, not at the sum of the leftovers. The hourly
-    run's stages are far below the threshold and stay here: starting a process and importing
-    DuckDB, Arrow and delta-rs again costs about a second per stage.
+    run's stages are far below the threshold and stay in this process: starting a process
+    and importing DuckDB, Arrow and delta-rs again would cost more than such a stage itself
+    (bench/bench_etl.py, hour phase).
 
     Returns the stage's result and the DuckDB connection to use next (None once closed).
     """
@@ -198,12 +199,10 @@ def _run_alone(stage: Stage, settings: Settings, db_url: str, landing: Path, run
 
 
 #: Share (percent) of ``etl_memory_mb`` DuckDB gets in a stage's child process. Silver's bulk
-#: write streams DuckDB's result into delta-rs, whose buffers are not DuckDB's to limit; at
-#: the full 1,536 MB a week's silver alone peaked at 2.48-3.25 GB (three runs, 50-57 s), at
-#: 1,024 MB at 1.96-2.06 GB (three runs, 59-62 s). Since silver keeps only its rejected rows
-#: in DuckDB (2026-11-26) the full limit gains nothing: 17.8 s at 1.61 GB against 17.7 s at
-#: 1.49 GB, the stage alone. Gold sets its own (``GRID_MEMORY_SHARE``);
-#: the aggregates stage keeps the full limit (1,152 MB made its COPY 25% slower).
+#: write streams DuckDB's result into delta-rs, whose buffers are not DuckDB's to limit, and
+#: silver keeps only its rejected rows in DuckDB, so a smaller limit lowers its peak at the
+#: same speed. Gold sets its own (``GRID_MEMORY_SHARE``); the aggregates stage keeps the full
+#: limit, as less slows its COPY (bench/bench_etl.py, full phase, measures both).
 CHILD_MEMORY_SHARE: dict[str, int] = {"silver": 67}
 
 
@@ -338,8 +337,8 @@ def _quality_beside(settings: Settings, db_url: str, landing: Path, run_id: str,
     and writes only its own rows and mark, so it need not wait for the later stages: in the
     hourly run most of its time is PostgreSQL inserting ~18,000 check rows, which overlaps
     the aggregates stage (itself mostly PostgreSQL's COPY) instead of following it. Started
-    right after silver it would compete with gold's DuckDB work for the cores: the hour took
-    2.48-2.87 s that way against 2.37-2.67 s from gold's end. Its freshness takes the batch's
+    right after silver it would compete with gold's DuckDB work for the cores instead
+    (bench/bench_etl.py, hour phase). Its freshness takes the batch's
     own latest readings into account, so it does not depend on the aggregates stage having
     advanced the watermarks first."""
     return _run_alone("quality", settings, db_url, landing, run_id, as_of, None,
@@ -350,9 +349,9 @@ def release_memory(con: Any, above_bytes: int) -> bool:
     """Give a finished stage's memory back to the system; True when ``con`` was closed.
 
     A DuckDB instance keeps what it allocated for a stage's scans and aggregations until it
-    closes, well beyond what ``duckdb_memory()`` reports: dropping every temp table left 1.8 GB
-    resident after a week's gold partials, closing the connection 0.13 GB. With one connection
-    for every stage, a week's first load peaked at 3.4 GB in gold on top of silver's leftovers.
+    closes, well beyond what ``duckdb_memory()`` reports and beyond what dropping its temp
+    tables gives back; with one connection for every stage, a first load's peak in gold would
+    sit on top of silver's leftovers (bench/bench_etl.py reports the full phase's peak RSS).
     So a connection is closed once the process holds more than ``above_bytes``
     (:attr:`Thresholds.reconnect_above_bytes`); every stage reads the lake and PostgreSQL, never
     an earlier stage's DuckDB tables, so nothing is lost. A kept connection's temp tables are
@@ -381,12 +380,11 @@ def tune_allocator() -> None:
     """Make glibc's malloc reuse freed blocks of the ETL's arrays instead of unmapping them.
 
     Why: numpy's grids, Arrow conversions and delta-rs's buffers are MBs each, above glibc's
-    default mmap threshold, so each one was a new mapping whose every 4 kB page faulted on
-    first touch (about 2 us a fault on this machine's VM) and was unmapped when freed. A
-    week's load spent 17 of its ~100 CPU seconds in the kernel, mostly there; 360 window
-    rolls of a gold bucket took 1.8-2.2 s with the default and 0.4 s with these settings
-    (621,000 page faults against 1,800). Memory goes back between stages all the same:
-    :func:`release_memory` trims the heap (``malloc_trim``). No effect off glibc.
+    default mmap threshold, so each one would be a new mapping whose every page faults on
+    first touch and is unmapped when freed: a bulk load would spend a noticeable share of its
+    CPU time in the kernel (bench/bench_etl.py, full phase, reports its CPU seconds). Memory goes
+    back between stages all the same: :func:`release_memory` trims the heap
+    (``malloc_trim``). No effect off glibc.
     """
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):

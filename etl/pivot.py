@@ -4,9 +4,9 @@ Gold holds one row per (compressor, metric, hour); PostgreSQL keeps one row per 
 with each statistic an array in :data:`altaviz.telemetry.METRICS` order (migration 070). The
 pivot is a scatter into dense ``(compressor-hours x metrics)`` numpy arrays: one sort of an
 integer key per batch, then one fancy-indexed assignment per statistic. The same pivot in DuckDB
-(``list()`` per statistic, then ``list_position`` per element) took 3.0-3.4 s for one day of
-the 4,500-unit fleet (2.26 M long rows, 108,000 compressor-hours) and could not spill: a week in
-one statement ran out of its 1.4 GB.
+(``list()`` per statistic, then ``list_position`` per element) is slower and cannot spill: a
+week in one statement runs out of memory (bench/bench_etl.py, full phase, times the
+aggregates stage).
 
 Rows come out in primary-key order (organization, hour, compressor). :mod:`etl.pgcopy` sends
 them grouped by their encoded length, each group in this order: a new hour's rows still land at
@@ -36,8 +36,8 @@ LONG_COLUMNS = ("org_id", "compressor_id", "metric", "hour", *STATISTICS)
 METRIC_NAMES = pa.array([m.name for m in METRICS], pa.string())
 _US_PER_HOUR = 3_600_000_000
 #: Up to this many possible (organization, hour, compressor) keys, compressor-hours are
-#: numbered by marking them in a dense array (0.1 s for a day of the fleet) rather than by a
-#: sort (0.4 s); beyond it (a long late backfill of a large fleet), by the sort.
+#: numbered by marking them in a dense array, several times cheaper than a sort; beyond it (a
+#: long late backfill of a large fleet, whose dense array would be too large), by the sort.
 DENSE_KEYS = 64_000_000
 _TS = pa.timestamp("us", tz="UTC")
 

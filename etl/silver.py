@@ -105,10 +105,10 @@ def silver_transform(con: duckdb.DuckDBPyConnection, lake: Lake, orgs: dict[str,
         con.execute(f"CREATE OR REPLACE TEMP TABLE bronze_batch AS SELECT * FROM {in_batch}")
         in_batch = "bronze_batch"
     # Only the rejected rows are kept (a small share); the valid ones are read from bronze by
-    # each query that needs them. Every row of a week's batch classified in one table (4.5 M
-    # wide rows, ~1.6 GB) spilled to disk beyond DuckDB's limit, and each of the five scans
-    # of it below read it back: silver took 26 s with it, against 20 s when it fit in memory
-    # (3.8 GB). The detail is computed for rejected rows only, by the quarantine query.
+    # each query that needs them. Every row of a bulk batch classified in one table would
+    # spill beyond DuckDB's limit, and each of the scans below would read it back from disk
+    # (bench/bench_etl.py, full phase). The detail is computed for rejected rows only, by
+    # the quarantine query.
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE rejected AS
         SELECT * FROM (SELECT b.*, o.org_id, {reason} AS reason
@@ -119,7 +119,7 @@ def silver_transform(con: duckdb.DuckDBPyConnection, lake: Lake, orgs: dict[str,
         progress("silver", 0.2)
     chan = channel_list()
     # valid rows, with a hash of their values to tell exact copies from conflicting readings;
-    # views, not copies: materialising every stage of 4.5 M wide rows made silver spill GBs.
+    # views, not copies: materialising every stage of millions of wide rows would spill GBs.
     # A row without a reason has a known compressor, so the join to ``orgs`` keeps it.
     con.execute(f"""
         CREATE OR REPLACE TEMP VIEW valid AS
@@ -198,8 +198,8 @@ def silver_transform(con: duckdb.DuckDBPyConnection, lake: Lake, orgs: dict[str,
         reader = con.execute(f"SELECT * FROM ({quarantine_sql}) WHERE batch_id > {int(q_mark)}"
                              ).to_arrow_reader(250_000)
         lake.append("quarantine", conform_reader(reader, QUARANTINE_SCHEMA), hi)
-    # batches of one Parquet row group: with 250,000 rows a week's silver peaked at 1.95-2.11 GB
-    # (2.56 GB once in the benchmark), with 65,536 at 1.75-1.83 GB, same speed (four runs each)
+    # batches of one Parquet row group: larger ones raise a bulk load's peak memory at the
+    # same speed (bench/bench_etl.py, full phase)
     if flagging is None:
         s_cols = ", ".join(f.name for f in SILVER_SCHEMA)
         rows = conform_reader(con.execute(f"SELECT {s_cols} FROM flagged")
@@ -281,8 +281,8 @@ def _flag_outliers(con: duckdb.DuckDBPyConnection, lake: Lake, late_arrival_minu
         # each reading's row of ``limits`` rather than its 48 columns, and only the metrics
         # that are not channels (a channel metric is its channel's column):
         # :meth:`_JoinedPartials.flagged` compares values and limits in numpy, as the grid
-        # path does. Carrying the 48 limits and 17 copies of channels through the join and
-        # into Arrow took ~0.04 s more of the hourly run's ~0.13 s query.
+        # path does, rather than carrying the 48 limits and copies of the channels through
+        # the join and into Arrow.
         derived = "".join(f", k.{q(m.name)} AS m_{i}" for i, m in enumerate(METRICS)
                           if m.name not in _CHANNEL_NAMES)
         con.execute(f"""
@@ -312,8 +312,8 @@ class _GridLimits:
     NaN where too thin or flat to judge) per metric, from :func:`etl.windows.trailing_sums`.
 
     Readings are flagged against them in numpy, by their cell, while silver streams to Delta:
-    a DuckDB join of a week's 4.5 M readings to 750,000 compressor-hours carrying 48 limit
-    columns took 10.5 s of thread time (the statement ~5 s), the gathers ~1 s.
+    gathering by cell is far cheaper than a DuckDB join of every reading to its
+    compressor-hour carrying 48 limit columns (bench/bench_etl.py, full phase).
     """
 
     def __init__(self, size: int) -> None:
@@ -421,9 +421,9 @@ class _JoinedPartials:
     squares, minimum and maximum of ``kept_wide``, and the flag counts, tallied as the rows
     stream to Delta (:meth:`flagged`).
 
-    Gold otherwise read the batch's readings back from silver for the same partials and
-    counts: 0.3 s of a 4,500-unit hourly run. A query of the flagged readings for the counts
-    took 0.09 s here, as long as gold's; the tally takes a few milliseconds."""
+    Gold would otherwise read the batch's readings back from silver for the same partials and
+    counts, a noticeable share of the hourly run; tallying the flags while the rows stream by is
+    cheaper than a query of the flagged readings (bench/bench_etl.py, hour phase)."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, handoff: Handoff) -> None:
         self.con, self.handoff = con, handoff
@@ -450,9 +450,9 @@ class _JoinedPartials:
 
         A value more than its hour's ``lim_i`` from its ``mu_i`` names its metric in
         ``outlier_metrics`` (in :data:`METRICS` order; empty when none), as the SQL path's
-        ``CASE`` and ``list_filter`` do, with the same doubles. In DuckDB those 24
-        comparisons, twice, and the list made the hourly run's flagged query ~0.1 s of a
-        1.3 s silver stage."""
+        ``CASE`` and ``list_filter`` do, with the same doubles; in numpy because those
+        comparisons and the list are a noticeable part of the hourly run's silver in DuckDB
+        (bench/bench_etl.py, hour phase)."""
         names = pa.array([m.name for m in METRICS], pa.string())
         for batch in reader:
             at = pc.fill_null(batch.column("limit_row"), self.mu.shape[1] - 1).to_numpy()
@@ -524,9 +524,8 @@ def _baseline(con: duckdb.DuckDBPyConnection, lake: Lake, span: tuple[Any, ...],
     context, hot_rows = _wide_context(con, lake, first, last, thresholds.hot_hours)
     few = span[2] <= thresholds.join_max_hours * span[3]
     # up to two days per compressor (a day's catch-up) the join of wide partials is cheaper
-    # than 72 window aggregates (2-day load: 9.0 -> 5.2 CPU s); a week per compressor is
-    # left to the windows (the week's silver stage took 143 CPU s with the join against 103
-    # in an earlier run with windows: not the same run, but no reason to risk it)
+    # than 72 window aggregates; a week per compressor is left to the windows, where the
+    # join showed no gain (bench/bench_etl.py, full phase)
     days = span[2] <= 48 * span[3]
     if few or (days and context is not None):
         # gold's hourly run takes its fresh partials on the same grid as the hot cache's
@@ -563,8 +562,8 @@ def _wide_context(con: duckdb.DuckDBPyConnection, lake: Lake, first: datetime,
     Arrow rows; ``""`` when gold is still empty (a first load: the batch is its own only
     context); None when neither holds and gold's long rows must be read.
 
-    Summing wide rows joined to each kept hour costs about half of 72 window aggregates even
-    for a week per compressor, so whenever the context is available wide, the join is used."""
+    Summing wide rows joined to each kept hour is cheaper than 72 window aggregates even for
+    a week per compressor, so whenever the context is available wide, the join is used."""
     hot = HotPartials(lake.root, hot_hours)
     if not hot.enabled():
         return None, None
@@ -586,7 +585,8 @@ def _baseline_by_join(con: duckdb.DuckDBPyConnection, lake: Lake, first: datetim
     kept compressor-hour to its own trailing 24 hourly partials, in long form straight from
     gold. For an hourly batch (one or two hours per compressor) this reads and sums ~25
     partials per kept hour instead of running 72 window aggregates over every context hour
-    and pivoting gold's long rows first (about 9 s of a 4,500-unit hourly run).
+    and pivoting gold's long rows first, which would dominate the hourly run
+    (bench/bench_etl.py, hour phase).
     ``context``: :func:`_wide_context`'s answer (gold's partials wide, or None: read gold).
     ``hand``: the partials go to gold (``kept_wide`` also has the minimum, the maximum and the
     organization). ``hot_rows``: the context's Arrow rows; with them (the hourly run) there
@@ -673,8 +673,8 @@ def _baseline_by_window(con: duckdb.DuckDBPyConnection, lake: Lake, span: tuple[
         hot = HotPartials(lake.root, thresholds.hot_hours)
         meta = hot.usable(lake.batch_mark("gold"), first)
         if meta is not None:
-            # the same partials, already wide: no pivot of gold's long rows (a day's
-            # catch-up spent most of its silver time there)
+            # the same partials, already wide: no pivot of gold's long rows (which would be
+            # most of a day's catch-up's silver time)
             sums_cols = ", ".join(f"n_{i}, s_{i}, q_{i}" for i in range(n_metrics))
             context = f"""
                 SELECT compressor_id, hour, {sums_cols} FROM {hot.relation(con, meta, first, last)}
@@ -716,8 +716,8 @@ def _baseline_by_window(con: duckdb.DuckDBPyConnection, lake: Lake, span: tuple[
     hours = f"SELECT compressor_id, hour, true AS out, {partial} FROM kept GROUP BY ALL"
     if context is not None:
         # an hour may have partials in both (late readings of an hour gold holds): added.
-        # Without context (a first load) this second aggregation, of 750,000 rows by 73
-        # aggregates summing into HUGEINT, took 3.9 of the statement's 9 s.
+        # Only then: without context (a first load) this second aggregation of 73 aggregates
+        # summing into HUGEINT would be a large share of the statement.
         sums = ", ".join(f"sum(n_{i})::BIGINT AS n_{i}, sum(s_{i}) AS s_{i}, sum(q_{i}) AS q_{i}"
                          for i in range(n_metrics))
         hours = f"""
@@ -730,10 +730,10 @@ def _baseline_by_window(con: duckdb.DuckDBPyConnection, lake: Lake, span: tuple[
     if grid:
         limits = _GridLimits(size)
         # the batch's hours' sums go to gold (etl.handoff); their minimum and maximum are
-        # taken as the readings stream by (_GridLimits.flagged). Minimum and maximum in this
-        # aggregation made it twice as slow (3 -> 6 s for a week of 4,500 compressors, its
-        # 120 aggregate states per group no longer fitting the caches); on the grid, 48
-        # ufunc.at passes over the readings cost about 1 s.
+        # taken as the readings stream by (_GridLimits.flagged): in this aggregation they
+        # would double its time (120 aggregate states per group no longer fit the caches),
+        # while 48 ufunc.at passes over the readings on the grid are cheap
+        # (bench/bench_etl.py, full phase).
         limits.hand_over(Handoff(lake.root), con.execute(
             f"SELECT {', '.join(SUMS_SCHEMA.names)} FROM hourly "
             "JOIN orgs USING (compressor_id) WHERE out").to_arrow_reader(65_536))

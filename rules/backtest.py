@@ -5,7 +5,7 @@ clears (or the end of the range, "open"). Two engines give the same firing/clear
 are stitched into episodes here: PostgreSQL (the pipeline's own SQL,
 :func:`rules.evaluate.evaluate_rows`, over ``sensor_readings_agg``), and, given the lake's gold
 table (``gold_uri``), rules/duck_engine.py, which reads the aggregates column-wise with DuckDB
-and is the one that backtests a fleet's month in seconds.
+and is the one for a fleet's month (bench/bench_rules.py, backtest part, times both).
 
 In PostgreSQL a long range is cut into ``workers`` consecutive chunks evaluated at the same
 time on their own connections (the missing baselines first, split by day, then the rules). The
@@ -210,7 +210,7 @@ def episodes(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str, star
     """Alert episodes of ``rule_set`` for one organization over ``[start, end]``.
 
     With ``gold_uri`` (the lake's gold Delta table) the rules are evaluated in DuckDB over
-    gold (rules/duck_engine.py: same rows, fleet-scale ranges in seconds, nothing written);
+    gold (rules/duck_engine.py: same rows, fleet-scale ranges, nothing written);
     without, in PostgreSQL, where ``workers`` connections evaluate consecutive chunks of the
     range at the same time (the extra ones are opened like ``conn``; 1: ``conn`` alone).
     ``workers`` and ``threads`` (the DuckDB engine's array work) come from the settings

@@ -1,20 +1,22 @@
 """Backtests evaluated over the gold Delta table: the fleet-scale engine.
 
 A 30-day backtest of 4,500 units reads ~78 million (unit, metric, hour) rows. Read out of
-PostgreSQL's long, row-wise ``sensor_readings_agg`` that took ~400 s here (plus ~1,500 s
-filling baselines); this engine reads the same aggregates column-wise from the ETL's gold table
+PostgreSQL's long, row-wise ``sensor_readings_agg`` (and with the baselines filled first)
+that takes far longer than the rules themselves (bench/bench_rules.py, backtest part, times
+both engines); this engine reads the same aggregates column-wise from the ETL's gold table
 (which holds exactly the rows and columns of ``sensor_readings_agg``, partitioned by date; see
 ``etl/gold.py``) with DuckDB, in one streaming scan filtered to the organization and the date
 partitions, and scatters them into dense (unit x hour) arrays.
 
 On the dense grid every "last N hours" count of the PostgreSQL engine's range path
 (:func:`rules.evaluate._range_branch`: ``cum - lag(cum, N)`` over each unit's hour rows) is a
-difference of cumulative sums along the hour axis, so each rule is a few dozen whole-array
-numpy operations instead of window passes (the DuckDB port of the same window SQL took ~10x
-longer). The flags are the same IEEE-754 operations in the same order as the generated SQL
-(``least``/``greatest`` ignore a missing baseline as PostgreSQL's ignore NULL: ``fmin``/``fmax``),
-so values and thresholds are bit-identical; ``tests/rules/test_duck_engine.py`` holds both
-engines to the same rows on randomized data covering every rule shape.
+difference of cumulative sums along the hour axis, so each rule is a few dozen whole-array numpy
+operations instead of window passes (a DuckDB port of the same window SQL is an order of
+magnitude slower). The flags are the same IEEE-754 operations in the same order as the generated
+SQL (``least``/``greatest`` ignore a missing baseline as PostgreSQL's ignore NULL:
+``fmin``/``fmax``), so values and thresholds are bit-identical;
+``tests/rules/test_duck_engine.py`` holds both engines to the same rows on randomized data
+covering every rule shape.
 
 * Units (model, site, rated speed) come from PostgreSQL's ``compressors`` in a tenant
   transaction; every gold read filters on ``org_id`` (tenant scoping).

@@ -140,8 +140,9 @@ def variants_of(rule_set: RuleSet) -> list[Variant]:
 
 
 def _num(x: float) -> sql.Composable:
-    # Typed like the float8 parameters the thresholds used to travel in, so every expression
-    # (e.g. percent / 100.0) is evaluated in the same type and gives the same bits.
+    # Typed float8 like the reference evaluation's parameters (tests/rules/reference_evaluate.py),
+    # so every expression (e.g. percent / 100.0) is evaluated in the same type and gives the
+    # same bits.
     return sql.SQL("{}::float8").format(sql.Literal(float(x)))
 
 
@@ -332,7 +333,8 @@ def _range_branch(v: Variant, wl_hours: int, pv: _Pivot, duck: bool = False) -> 
     The pivot has a row for every unit and hour (absent aggregates are placeholder rows that
     are neither beyond nor normal), so "the last N hours" is "the last N rows": each count is a
     difference of running counts, ``cum - lag(cum, N)``. That is two window passes over one
-    sort instead of one pass per frame length (several times faster, same counts).
+    sort instead of one pass per frame length (same counts; bench/bench_rules.py, backtest
+    part, measures the PostgreSQL engine).
     """
     cmp = v.rule.comparison
     lags = sql.SQL(", ").join(
@@ -659,10 +661,11 @@ def fill_baselines(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str
     needs = sorted(_relative_needs(rule_set).items())
     if not needs:
         return
-    # The planner cannot estimate how many baselines are missing (NOT EXISTS) and, guessing
-    # one, picks nested loops over millions of hours (150 s instead of ~40 s for a fleet day);
-    # the grouping sort also needs memory. Both settings are restored for the rest of the
-    # transaction, whose one-hour path relies on index nested loops.
+    # The planner cannot estimate how many baselines are missing (NOT EXISTS) and, guessing one,
+    # picks nested loops over millions of hours, several times slower for a fleet day
+    # (bench/bench_rules.py, daily baseline fill); the grouping sort also needs memory. Both
+    # settings are restored for the rest of the transaction, whose one-hour path relies on index
+    # nested loops.
     prev = conn.execute("SELECT current_setting('enable_nestloop'), "
                         "current_setting('work_mem')").fetchone()
     conn.execute("SET LOCAL enable_nestloop = off")
@@ -723,8 +726,8 @@ def evaluate_rows(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str,
         conn.execute("SET LOCAL work_mem = '64MB'")
         # The few hours read sit in cache (the ETL just wrote them): a random page costs about
         # what a sequential one does. With the default 4.0 PostgreSQL 18 chose a parallel
-        # sequential scan of the whole month partition for the one-hour path (1.8-2.6 s
-        # instead of 1.0 s at 4,500 units).
+        # sequential scan of the whole month partition for the one-hour path, slower than
+        # the index scan (bench/bench_rules.py, latest part).
         conn.execute("SET LOCAL random_page_cost = 1.1")
         single = start == end
         # The one-hour path reads only the hours its counts need; older episode evidence is
@@ -733,8 +736,8 @@ def evaluate_rows(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str,
                    if single else lo)
         # prepare=False: psycopg would prepare a statement run five times on a connection (the
         # hourly run on a pooled one), and PostgreSQL may then switch to a generic plan in
-        # which the unit list is a parameter, not a constant it can hash: measured 12.5 s
-        # instead of 0.7 s for half the fleet.
+        # which the unit list is a parameter, not a constant it can hash: an order of
+        # magnitude slower (bench/bench_rules.py, latest part, runs it five times).
         cur = conn.execute(level_rules_sql(variants, lookback_hours, single), {
             "org_id": org_id, "compressors": compressors, "running_share": RUNNING_SHARE,
             "lo": lo, "read_lo": read_lo, "hi": end, "start": start, "end": end},
@@ -820,10 +823,10 @@ def _rows_in_chunks(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: st
                     lookback_hours: int, workers: int,
                     pool: ConnectionPool[Any] | None, split_min_units: int) -> list[Row]:
     """:func:`evaluate_rows` for the units, split over ``workers`` connections when it is
-    one hour of enough units (one statement runs on one core: 4,500 units took ~1.0 s as
-    one statement and ~0.7 s as two halves at once on 2 cores). The extra connections come
-    from ``pool`` when given: a new backend also spends ~120 ms more planning the statement
-    (cold catalog caches) than one that planned it before."""
+    one hour of enough units: one statement runs on one core, so chunks on several
+    connections use several (bench/bench_rules.py, latest part, times both). The extra
+    connections come from ``pool`` when given: a new backend also spends longer planning the
+    statement (cold catalog caches) than one that planned it before."""
     units = compressors
     split = workers > 1 and _hour(start) == _hour(end)
     if split and units is None:
