@@ -91,7 +91,8 @@ def rules_evaluator(settings: Settings, pool: ConnectionPool[Any] | None = None,
         rule_set = latest_rule_set(conn, org_id) or latest_rule_set(conn, None)
         if rule_set is None:
             rule_set = save_rule_set(conn, load_rule_set(settings.rules_file))
-        result = evaluate(conn, rule_set, org_id, (min(hours), max(hours)), pool=pool)
+        result = evaluate(conn, rule_set, org_id, (min(hours), max(hours)),
+                          workers=settings.rules_connections, pool=pool)
         breaches = result.breaches
         if escalation_override_hours is not None:
             breaches = [b.model_copy(update={"escalation_delay_hours": escalation_override_hours})

@@ -46,6 +46,7 @@ from altaviz.app import services
 from altaviz.app.services import get_embedded_server
 from altaviz.core import db
 from altaviz.core.duck import connect
+from altaviz.core.settings import Settings
 from altaviz.core.telemetry import METRICS
 from etl.lake import GOLD_SCHEMA, PARTITIONS
 from etl.pivot import LONG_COLUMNS, STATISTICS, pivot
@@ -368,11 +369,14 @@ def latest(conn: Any, server: Any, pgdata: Path, rs: Any, args: Any, line: Any) 
         return (res.breaches, res.clears)
 
     url = server.get_uri("postgres")
-    # As the worker runs it: the second connection of the split comes from its pool.
-    with db.connection_pool(url, max_size=1) as pool:
-        tuned = runs(conn, evaluate_module, "**now** (2 connections, pooled)", True, pool=pool)
-    assert runs(conn, evaluate_module, "now, 2 connections, second one opened per call",
-                False) == tuned
+    workers = Settings().rules_connections   # the worker's default on this machine
+    # As the worker runs it: the split's other connections come from its pool.
+    with db.connection_pool(url, max_size=max(1, workers - 1)) as pool:
+        tuned = runs(conn, evaluate_module, f"**now** ({workers} connections, pooled)", True,
+                     pool=pool, workers=workers)
+    assert runs(conn, evaluate_module,
+                f"now, {workers} connections, the others opened per call", False,
+                workers=workers) == tuned
     assert runs(conn, evaluate_module, "now, one statement (workers=1)", False,
                 workers=1) == tuned
     if previous is not None:
@@ -415,22 +419,26 @@ def backtests(url: str, tmp: Path, rs: Any, args: Any, line: Any) -> None:
              f"{rows2:,} rows", f"{gen2:.1f} s + {load:.1f} s")
         first = BT_START + timedelta(days=8)
         end = first + timedelta(days=args.backtest_days) - timedelta(hours=1)
-        cold, pg_report = _timed(lambda: backtest(conn, rs, ["small"], first, end))
+        tuning = Settings()   # the defaults on this machine, as `altaviz rules backtest`
+        workers, threads = tuning.rules_connections, tuning.rules_threads
+        cold, pg_report = _timed(lambda: backtest(conn, rs, ["small"], first, end,
+                                                  workers=workers))
         line(f"backtest {args.backtest_days} days, PostgreSQL engine (incl. baselines)",
              f"{npg} units", f"{cold:.2f} s, {len(pg_report.episodes)} alerts; "
              f"x{nb / npg:g} linear: {cold * nb / npg:.0f} s")
-        warm, _ = _timed(lambda: backtest(conn, rs, ["small"], first, end))
+        warm, _ = _timed(lambda: backtest(conn, rs, ["small"], first, end, workers=workers))
         line(f"backtest {args.backtest_days} days, PostgreSQL engine (baselines stored)",
              f"{npg} units", f"{warm:.2f} s; x{nb / npg:g} linear: {warm * nb / npg:.0f} s")
         duck_s, duck_report = _timed(lambda: backtest(conn, rs, ["small"], first, end,
-                                                      gold_uri=uri))
+                                                      gold_uri=uri, threads=threads))
         assert duck_report.episodes == pg_report.episodes, "DuckDB episodes differ"
         line(f"backtest {args.backtest_days} days, DuckDB engine (incl. baselines)",
              f"{npg} units", f"{duck_s:.2f} s, {len(duck_report.episodes)} alerts, "
              "identical episodes")
         fulls = []
         for _ in range(2):
-            fulls.append(_timed(lambda: backtest(conn, rs, ["hist"], first, end, gold_uri=uri)))
+            fulls.append(_timed(lambda: backtest(conn, rs, ["hist"], first, end, gold_uri=uri,
+                                                 threads=threads)))
         line(f"**backtest {args.backtest_days} days, DuckDB engine** (incl. baselines)",
              f"{nb} units", f"**{min(t for t, _ in fulls):.2f} s** (runs: "
              f"{', '.join(f'{t:.2f}' for t, _ in fulls)}), {len(fulls[-1][1].episodes)} alerts")

@@ -397,6 +397,7 @@ def rules_child(db_url: str, mode: str, sim: Path, gold_uri: str | None = None) 
     engine when a lake exists) instead of in PostgreSQL."""
 
     rule_set = load_rule_set()  # rules/thresholds.yaml
+    tuning = Settings()         # the parallelism defaults on this machine, as the worker's
     load_before = os.getloadavg()[0]
     with db.connect(db_url) as conn:
         orgs = db.org_ids(conn)
@@ -411,14 +412,16 @@ def rules_child(db_url: str, mode: str, sim: Path, gold_uri: str | None = None) 
             report = backtest(conn, rule_set, orgs, first, last,
                               read_ground_truth(sim / "ground_truth.json"),
                               exclude_rules=tuple(r.id for r in rule_set.rules
-                                                  if r.kind == "no_data"), gold_uri=gold_uri)
+                                                  if r.kind == "no_data"), gold_uri=gold_uri,
+                              workers=tuning.rules_connections, threads=tuning.rules_threads)
             out["engine"] = "duckdb" if gold_uri else "postgres"
             out["alerts"] = len(report.episodes)
             out["report"] = report.summary()
         else:
             breaches = clears = 0
             for org in orgs:
-                res = evaluate(conn, rule_set, org, (last, last))
+                res = evaluate(conn, rule_set, org, (last, last),
+                               workers=tuning.rules_connections)
                 breaches += len(res.breaches)
                 clears += len(res.clears)
             out.update(breaches=breaches, clears=clears)

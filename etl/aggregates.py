@@ -57,12 +57,6 @@ from etl.pgcopy import copy_rows
 from etl.pivot import METRIC_NAMES, STATISTICS, Pivoted, pivot_dense
 
 Progress = Callable[[str, float], None]
-#: Parallel COPY streams of new hours (PostgreSQL backends), split by compressor. On a quiet
-#: 2-core machine the hourly run's COPY of ~94,000 rows took 1.23-1.27 s with one stream and
-#: 0.98-1.00 s with two; a week's first load (15.7 M rows) took 108 s instead of 175 s, with
-#: this stage's resident size peaking at 870 MB either way (it once stacked on the earlier
-#: stages' leftovers, before etl.pipeline.release_memory closed their DuckDB connections).
-COPY_STREAMS = 2
 
 
 def compressor_orgs(conn: psycopg.Connection[Any]) -> dict[str, str]:
@@ -88,19 +82,20 @@ def set_stage_mark(conn: psycopg.Connection[Any], stage: str, batch_id: int, run
 
 def upsert_aggregates(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.Connection[Any],
                       db_url: str, run_id: str, progress: Progress | None = None,
-                      carry: Carry | None = None) -> AggregatesResult:
+                      carry: Carry | None = None, *, copy_streams: int) -> AggregatesResult:
     """Upsert the gold rows PostgreSQL has not seen; idempotent.
 
     Two paths, chosen per ``(org_id, hour)`` with one existence query per run:
 
     * hours with no row yet (a first load, a new hour): plain binary COPY straight into the
       monthly partition, in primary-key order. No row of such an hour can conflict, so
-      ``ON CONFLICT`` and the staging table would only cost time (about half of it). The
+      ``ON CONFLICT`` and the staging table would only cost time (bench/bench_etl.py, full
+      phase, times the stage). The
       ownership check still runs after the COPY, so a row cannot claim a compressor of
       another organization. A conflicting row written meanwhile by someone else makes the COPY
       fail as a whole (unique violation): the stage is retried and then takes the other path.
     * hours that already have rows (late data, re-runs): the guarded upsert through the
-      staging table, per organization in a tenant transaction (RLS), as before.
+      staging table, per organization in a tenant transaction (RLS).
 
     Args:
         con: a DuckDB connection from :func:`altaviz.core.duck.connect`.
@@ -110,6 +105,8 @@ def upsert_aggregates(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.
         run_id: recorded with the mark.
         carry: gold's rows and silver's latest readings of the same run (:mod:`etl.carry`),
             used instead of reading them back when they are exactly this stage's batches.
+        copy_streams: parallel COPY connections of new hours (``settings.etl_copy_streams``):
+            PostgreSQL's COPY is CPU-bound in one backend, so each stream is one more core.
     """
     lo, hi = stage_mark(conn, "aggregates"), lake.batch_mark("gold")
     if hi <= lo:
@@ -117,10 +114,12 @@ def upsert_aggregates(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.
     carried = carry.take_gold(lake.root, lo, hi) if carry is not None else None
     latest = carry.take_latest(lake.root, lo, hi) if carry is not None else None
     if carried is None:
-        return _upsert(con, lake, conn, db_url, run_id, lo, hi, progress, None, latest)
+        return _upsert(con, lake, conn, db_url, run_id, lo, hi, progress, None, latest,
+                       copy_streams)
     con.register(CARRIED, carried)
     try:
-        return _upsert(con, lake, conn, db_url, run_id, lo, hi, progress, carried, latest)
+        return _upsert(con, lake, conn, db_url, run_id, lo, hi, progress, carried, latest,
+                       copy_streams)
     finally:
         con.unregister(CARRIED)
 
@@ -131,7 +130,8 @@ CARRIED = "agg_carried"
 
 def _upsert(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.Connection[Any],
             db_url: str, run_id: str, lo: int, hi: int, progress: Progress | None,
-            carried: pa.Table | None, latest: pa.Table | None) -> AggregatesResult:
+            carried: pa.Table | None, latest: pa.Table | None, copy_streams: int
+            ) -> AggregatesResult:
     """:func:`upsert_aggregates` of gold batches ``lo < batch <= hi``. ``carried``: gold's
     rows of exactly those batches, all rows of their compressor-hours (registered in ``con``
     as :data:`CARRIED`); ``latest``: silver's latest reading per compressor of them."""
@@ -185,7 +185,7 @@ def _upsert(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.Connection
     # transaction (see the module docstring for why a crash between them is harmless).
     if copied:
         _copy_days(con, gold, dates, "agg_fresh_keys", coding, db_url,
-                   lambda day: partitions.get(_month_of(day)), COPY_STREAMS, carried)
+                   lambda day: partitions.get(_month_of(day)), copy_streams, carried)
     if progress:
         progress("aggregates", 0.5)
     if existing:
@@ -331,10 +331,10 @@ def _carried_codes(carried: pa.Table, day: str | None, coding: _Coding) -> pa.Ta
     """:func:`_coded_rows` of gold's carried rows (of date partition ``day``; None: all of
     them), when every one of them is to be written (``coding.all_rows``).
 
-    Coded in Arrow: the rows are in memory already, and DuckDB's scan of them with its three
-    joins to the code tables took 0.26 s of an hourly run on a slow machine, against ~0.03 s
-    for the same codes found by hashing here. A name the codes lack gets a null code, which
-    fails the pivot, as the joins' do."""
+    Coded in Arrow: the rows are in memory already, and hashing them here is far cheaper
+    than DuckDB's scan of them with its three joins to the code tables (bench/bench_etl.py,
+    hour phase). A name the codes lack gets a null code, which fails the pivot, as the
+    joins' do."""
     rows = carried if day is None else carried.filter(pc.equal(carried.column("date"), day))
     hour_us = rows.column("hour").cast(pa.int64()).to_numpy()
     return pa.table({
@@ -430,11 +430,10 @@ def _by_org(latest: pa.Table) -> dict[str, tuple[list[str], list[int]]]:
     """``org_id, compressor_id, ts`` rows as org_id -> (compressor ids, their latest readings
     in microseconds since the epoch).
 
-    Not as ``datetime``s: pyarrow builds a time-zone-aware ``datetime`` in Python code, ~12 us
-    each (55 ms for 4,500 units alone), and in the hourly run this stage shares the GIL with
-    quality's thread, which stretched it several times (py-spy: 0.15-0.3 s of a run at this
-    conversion). Integers and strings are built in C; PostgreSQL adds the microseconds to the
-    epoch exactly (``upsert_watermark``)."""
+    Not as ``datetime``s: pyarrow builds a time-zone-aware ``datetime`` in Python code, one
+    at a time, and in the hourly run this stage shares the GIL with quality's thread, which
+    stretches such Python work several times. Integers and strings are built in C;
+    PostgreSQL adds the microseconds to the epoch exactly (``upsert_watermark``)."""
     out: dict[str, tuple[list[str], list[int]]] = {}
     micros = pc.cast(pc.cast(latest.column("ts"), pa.timestamp("us", tz="UTC")), pa.int64())
     for org_id in pc.unique(latest.column("org_id")).to_pylist():

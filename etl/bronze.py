@@ -136,7 +136,7 @@ def bronze_ingest(con: duckdb.DuckDBPyConnection, lake: Lake, landing: Path,
         try:
             with pq.ParquetFile(f.path) as parquet:
                 schema = parquet.schema_arrow
-                # Decode every page now (pyarrow, multi-threaded, a few ms per file): a corrupt
+                # Decode every page now (pyarrow, multi-threaded, cheap per file): a corrupt
                 # page found later, inside the Delta write, would fail the whole batch.
                 parquet.read()
         except (OSError, pa.ArrowException) as exc:

@@ -3,16 +3,16 @@
 The aggregates stage reads back from Delta what gold has just written (its rows, to pivot
 them into PostgreSQL's compressor-hour rows) and from silver the latest reading of each
 compressor (for the watermarks). In the hourly run gold and silver ran in the same process a
-moment before and had those rows in hand: reading them back cost ~0.45 s of a 4,500-unit
-hourly run on a slow 2-core machine (gold's rows 0.2-0.3 s with the scans that decide what to
-read, silver's latest readings 0.15 s), in the part of the run where the aggregates' COPY and
-the quality checks already compete for both cores.
+moment before and had those rows in hand: reading them back (with the scans that decide what
+to read) would be a sizeable share of the hourly run (bench/bench_etl.py, hour phase), in the
+part of the run where the aggregates' COPY and the quality checks already compete for the
+cores.
 
 A :class:`Carried` value says which lake and which batches (``after < batch <= upto``) it
 holds, and a stage takes it only when those are exactly the batches it is about to process:
 the other stage's own mark, read from the lake or PostgreSQL as always, decides. Anything else
 (a stage run on its own, a child process, a retry after a crash, another writer's batches in
-between) finds nothing that fits and reads the lake as before. Nothing here is persistent: a
+between) finds nothing that fits and reads the lake. Nothing here is persistent: a
 crash loses it and costs only the read.
 """
 

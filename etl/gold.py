@@ -39,7 +39,6 @@ from etl.hot import HotPartials, Meta
 from etl.lake import GOLD_SCHEMA, Lake, conform_reader
 from etl.ledger import dates_between, sql_dates
 from etl.metrics import (
-    JOIN_MAX_HOURS,
     VAR_EPS,
     flag_aggregates,
     hour_of,
@@ -49,6 +48,7 @@ from etl.metrics import (
     utc_date_of,
 )
 from etl.models import GoldResult
+from etl.thresholds import DEFAULT_THRESHOLDS, Thresholds
 from etl.windows import cell_sql, cells_of, gold_batches, grid_blocks
 
 Progress = Callable[[str, float], None]
@@ -57,24 +57,12 @@ FEATURES = ("mean", "stddev", "mean_4h", "min_4h", "max_4h", "stddev_4h", "mean_
 #: Recomputed values within this relative tolerance count as unchanged (parallel sums may
 #: differ in the last bits between runs).
 REL_TOL = 1e-9
-#: Dirty compressor-hours per bucket (about 7 M long rows with 24 metrics): small enough for
-#: the partials and windows to stay mostly in DuckDB's 2 GB, large enough that the re-reads of
-#: silver (one per bucket) stay few. 4,500 compressors x 7 days: 3 buckets, gold 83 s; with
-#: 150,000 (6 buckets) it took 143 s. The hourly run is one bucket.
-BUCKET_HOURS = 300_000
 #: Windows of new hours by the window method are computed on a dense hour grid in numpy
-#: (:mod:`etl.windows`) rather than by DuckDB's window functions (0: the SQL path).
-GRID_WINDOWS = 1
-#: ... under this share (percent) of the DuckDB memory limit: the grid path keeps little in
-#: DuckDB (a bucket's wide partials, ~0.7 GB at most), but DuckDB holds on to what it freed
-#: up to its limit. A week's gold peaked at 2.5 GB sampled instead of 2.6-2.8, at the same
-#: speed. Only there: lowering the limit in the hourly run made its gold slower (0.63 ->
-#: 0.92 s in one run).
+#: (:mod:`etl.windows`), under this share (percent) of the DuckDB memory limit: the grid
+#: path keeps little in DuckDB (a bucket's wide partials), but DuckDB holds on to what it
+#: freed up to its limit, so a lower limit lowers a bulk load's peak at the same speed
+#: (bench/bench_etl.py, full phase). Only there: in the hourly run a lower limit slows gold.
 GRID_MEMORY_SHARE = 67
-#: A bulk load, and the hourly run, take the hourly partials silver handed over
-#: (:mod:`etl.handoff`) when they are valid, instead of reading silver again (0: always read
-#: silver).
-HANDOFF = 1
 _IN_4H = "WHERE p.hour > o.hour - INTERVAL 4 HOURS"
 
 
@@ -89,19 +77,24 @@ def _std(n: str, s: str, q: str) -> str:
 
 def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
                   progress: Progress | None = None, memory_mb: int | None = None,
-                  carry: Carry | None = None) -> GoldResult:
+                  carry: Carry | None = None, *, bucket_hours: int,
+                  thresholds: Thresholds = DEFAULT_THRESHOLDS) -> GoldResult:
     """Recompute the gold rows touched by the silver batches gold still owes; idempotent.
 
     The work runs per bucket of compressors (``hash(compressor_id) % buckets``, about
-    :data:`BUCKET_HOURS` dirty compressor-hours each): a compressor's windows never reach
-    another compressor's rows, so buckets are independent and each one's partials, windows
-    and comparison fit in memory instead of spilling the whole fleet's. When no gold row lies
+    ``bucket_hours`` dirty compressor-hours each, ``settings.etl_bucket_hours``; the hourly
+    run is one bucket): a compressor's windows never reach another compressor's rows, so
+    buckets are independent and each one's partials, windows and comparison fit in memory
+    instead of spilling the whole fleet's. When no gold row lies
     in the hours to be recomputed (a first load, the next hour of the hourly run) every
     recomputed row is new: buckets stream straight into one Delta append. Otherwise the
     changed rows are collected and merged, then the new ones appended with the batch mark.
 
     ``memory_mb`` is the connection's DuckDB memory limit: a bulk load on the hour grid runs
     under :data:`GRID_MEMORY_SHARE` of it, and gives it back at the end.
+
+    ``thresholds``: the sizes at which gold changes method (the join of each output hour to
+    its partials, the hot cache's span).
 
     ``carry``: when every recomputed row is new and there are at most
     :data:`etl.carry.MAX_GOLD_ROWS` of them, a copy of what was written is left in
@@ -124,11 +117,11 @@ def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
     handoff = Handoff(lake.root)
     if span is None or span[0] is None:
         lake.append("gold", GOLD_SCHEMA.empty_table(), hi)
-        HotPartials(lake.root).advance(lo, hi)
+        HotPartials(lake.root, thresholds.hot_hours).advance(lo, hi)
         handoff.discard()
         return GoldResult(batches=list(range(lo + 1, hi + 1)))
     first, last, n_dirty = span
-    buckets = max(1, math.ceil(n_dirty / BUCKET_HOURS))
+    buckets = max(1, math.ceil(n_dirty / bucket_hours))
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE ranges AS
         SELECT compressor_id, min(hour) AS first_dirty, max(hour) AS last_dirty,
@@ -149,8 +142,9 @@ def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
     fresh_only = not existing or existing[0] == 0
     n_comp = con.execute("SELECT count(*) FROM ranges").fetchone()
     out_hours = n_dirty + (existing[0] if existing else 0) / len(METRICS)
-    method = "join" if out_hours <= JOIN_MAX_HOURS * (n_comp[0] if n_comp else 1) else "window"
-    hot = HotPartials(lake.root)
+    join_max = thresholds.join_max_hours * (n_comp[0] if n_comp else 1)
+    method = "join" if out_hours <= join_max else "window"
+    hot = HotPartials(lake.root, thresholds.hot_hours)
     ctx_first = first - timedelta(hours=23)
     meta = hot.usable(lo, ctx_first) if method == "join" and fresh_only else None
     ctx = _Context(con, silver, gold, hi, first, last, buckets, method,
@@ -161,11 +155,11 @@ def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
         counted = [0]
         kept: list[pa.RecordBatch] | None = [] if carry is not None else None
         # a bulk load, or new hours whose context the hot cache holds (the hourly run)
-        bulk = method == "window" and bool(GRID_WINDOWS)
+        bulk = method == "window"
         grid = bulk or ctx.hot is not None
         # silver's partials of exactly these batches, and no gold row in their hours: they
         # are the hours' complete partials (etl.handoff), and silver need not be read again
-        handed = handoff if grid and HANDOFF and handoff.usable(lo, hi) else None
+        handed = handoff if grid and handoff.usable(lo, hi) else None
         if bulk and memory_mb:
             con.execute(f"SET memory_limit = '{memory_mb * GRID_MEMORY_SHARE // 100}MB'")
 
@@ -251,12 +245,12 @@ def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
         # appended with it. A crash in between leaves the mark behind: the retry finds the
         # merged rows unchanged and appends the new ones, so nothing is lost or doubled. The
         # MERGE's source is only the changed rows (a late batch's few hours and their
-        # windows), not the day of new rows that came with them: a catch-up day's MERGE
-        # peaked at 5-5.8 GB when it carried everything.
+        # windows), not the day of new rows that came with them, which would multiply the
+        # MERGE's memory.
         data = pa.concat_tables(parts)
         # The touched dates as literals: with only ``t.date = s.date`` delta-rs (1.6.6) scans
-        # every gold file for the join, so the MERGE's memory and time grew with the lake's
-        # history (5 GB with one day of gold, 10 GB with ten; delta-io/delta-rs#3786).
+        # every gold file for the join, so the MERGE's memory and time would grow with the
+        # lake's history (delta-io/delta-rs#3786).
         touched = sql_dates({str(d) for d in pc.unique(data.column("date")).to_pylist()})
         (lake.table("gold").merge(
             source=data, source_alias="s", target_alias="t",
@@ -286,8 +280,8 @@ class _Context:
                  every_hour_dirty: bool = False) -> None:
         self.con, self.silver, self.gold, self.hi = con, silver, gold, hi
         #: gold has absorbed no batch yet: every silver reading lies in a dirty hour, and
-        #: the readings need no check against ``dirty_b`` (a week's first load: ~0.35 s
-        #: per bucket)
+        #: the readings need no check against ``dirty_b`` (a first load: the semi-join is
+        #: skipped in every bucket)
         self.every_hour_dirty = every_hour_dirty
         self._flags_counted = False
         self.method = method
@@ -324,7 +318,7 @@ class _Context:
         tables: list[str | pa.Table] = [self.fresh]
         if self.hot is not None:
             # the hourly run: the context is already wide in the cache, and stays in Arrow
-            # (materializing ~100,000 wide rows in DuckDB took 0.6 s)
+            # (materializing it in DuckDB would be a large share of the hourly run's gold)
             tables.append(self._hot_context(*self.hot, size))
             return tables, size + 1
         has_ctx = con.execute("SELECT EXISTS (SELECT 1 FROM gold_ctx)").fetchone()
@@ -389,9 +383,9 @@ class _Context:
 
     def _flag_counts(self) -> None:
         """Temp table ``flag_counts``: the outlier and late counts of every dirty
-        compressor-hour with a flagged reading, for all buckets at once. Counted per bucket
-        it cost ~1.4 s each, nearly all of it reading silver's flags, whatever the number of
-        compressors (13,700 compressor-hours: 1.40-1.44 s; 42,600: 1.55-1.57 s)."""
+        compressor-hour with a flagged reading, for all buckets at once: counted per bucket,
+        each count would read silver's flags again, at nearly the same cost whatever the
+        number of compressors."""
         if self._flags_counted:
             return
         self.con.execute(f"""
@@ -449,9 +443,9 @@ class _Context:
         join_fresh = self.method == "join" and not table
         read = ("g.*" if table else "g.org_id, g.compressor_id, g.metric, g.hour, g.n, g.sum, "
                 "g.sumsq, g.min, g.max, g.outliers, g.late")
-        # The join method on new hours streams the context straight from gold into the join
-        # (a view, filtered only by the batch's hour span): materializing ~2.5 M long rows
-        # with their text keys was the largest cost of the hourly run. The per-compressor
+        # The join method on new hours streams the context straight from gold into the join (a
+        # view, filtered only by the batch's hour span): materializing millions of long rows
+        # with their text keys would be the largest cost of the hourly run. The per-compressor
         # ranges only shrink the context; the join's own window condition is exact.
         ranged = ("AND g.compressor_id IN (SELECT compressor_id FROM ranges_b)" if join_fresh
                   else "")
@@ -482,7 +476,7 @@ class _Context:
         if self.method == "join":
             # Few output hours per compressor (the hourly run): aggregate each output row's
             # own 24 h of partials. Window functions would compute every context row's
-            # windows too, and at ~3 us per row that was most of the hourly run's time.
+            # windows too, which would be most of the hourly run's time.
             con.execute(f"CREATE OR REPLACE TEMP VIEW partials_b AS {partials}")
             # the output rows: a new hour's are exactly its fresh partials (no gold row lies
             # in the recomputed hours); otherwise every partial in the compressor's range

@@ -1,15 +1,15 @@
 """Silver's hourly partials of a batch, handed to gold so that gold need not rebuild them.
 
 Why it exists: gold's windows are built from hourly partials (n, sum, sum of squares, min,
-max, outlier and late counts per metric and compressor-hour), which it computed by reading
-every silver reading of the hours it recomputes. In a bulk load (a first load, a catch-up
-of new days) silver has just grouped the very same readings by compressor-hour for its
-outlier baselines (:func:`etl.silver._baseline_by_window`, on the hour grid), so gold's
-re-read repeated that work: about half of gold's time for 4,500 compressors x 7 days. The
+max, outlier and late counts per metric and compressor-hour), which it would otherwise
+compute by reading every silver reading of the hours it recomputes. In a bulk load (a first
+load, a catch-up of new days) silver has just grouped the very same readings by
+compressor-hour for its outlier baselines (:func:`etl.silver._baseline_by_window`, on the
+hour grid), so gold's re-read would repeat that work, a large share of gold's time; the
 hourly run's silver groups its batch too (:func:`etl.silver._baseline_by_join`, joined to
-the hot cache), and gold's re-read was 0.3 s of that run. Silver now keeps those partials,
-with min and max added, and counts the flags as it writes its rows; gold takes them from
-here.
+the hot cache). So silver keeps those partials, with min and max added, and counts the flags
+as it writes its rows; gold takes them from here (bench/bench_etl.py times gold in both
+phases).
 
 What the files hold, under ``<lake>/_handoff/``:
 
@@ -139,7 +139,7 @@ class Handoff:
 
         Read a record batch at a time, not memory-mapped: gold takes a bucket of compressors
         at a time, and a mapping of the whole set (about 750 MB for a week of 4,500
-        compressors) stayed resident on top of gold's own memory."""
+        compressors) would stay resident on top of gold's own memory."""
         parts: list[pa.Table] = []
         mismatch = f"{self.root}: the sums and the extremes do not match; {REMEDY}"
         with pa.OSFile(str(self.root / "sums.arrow")) as s_file, \

@@ -3,13 +3,13 @@
 Why it exists: every hourly run needs the fleet's previous 24 hours of partials twice, for
 silver's trailing outlier baselines and for gold's 4 h / 24 h windows. In gold they are long
 rows, one per metric with text keys: about 2.2 million rows for 4,500 compressors, read from
-whole date partitions and joined on ``(compressor_id, metric)``. That was most of the hourly
-run's time. Here the same numbers are wide (``n_i, s_i, q_i, lo_i, hi_i`` per metric
+whole date partitions and joined on ``(compressor_id, metric)``, which would be most of the
+hourly run's time. Here the same numbers are wide (``n_i, s_i, q_i, lo_i, hi_i`` per metric
 ``i``, as :func:`etl.metrics.partial_aggregates` names them): about 108,000 rows for 24 hours,
-one small Arrow IPC file per hour under ``<lake>/_hot/``, memory-mapped when read. (They were
-Parquet: decoding 24 files of ~120 column chunks each took 0.5 s per read, and materializing
-the same rows in DuckDB 0.6 s, most of the hourly run's gold stage; mapped IPC files read in
-0.02 s.)
+one small Arrow IPC file per hour under ``<lake>/_hot/``, memory-mapped when read: mapping an
+IPC file costs next to nothing, where decoding Parquet's many column chunks or materializing
+the rows in DuckDB would be most of the hourly run's gold stage (bench/bench_etl.py, hour
+phase).
 
 Gold stays the only source of truth; this is a cache with a proof of freshness. ``meta.json``
 records the cache's format, the gold batch mark the files were written for and the hours they
@@ -38,10 +38,8 @@ import pyarrow.compute as pc
 from altaviz.core.telemetry import METRICS
 from etl.lake import Lake
 from etl.ledger import dates_between, sql_dates
+from etl.thresholds import DEFAULT_THRESHOLDS
 
-#: Hours the cache keeps (``last - HOT_HOURS + 1 .. last``): the hourly run needs 24 behind the
-#: new hour; the rest lets batches arriving up to a day late use it too. 0 switches it off.
-HOT_HOURS = 48
 #: ``(prefix, type)`` of the wide partial columns, per metric index ``i``. Outlier and late
 #: counts are not kept: windows never combine them (each row carries its own).
 _PARTS = (("n", pa.int64()), ("s", pa.float64()), ("q", pa.float64()), ("lo", pa.float64()),
@@ -74,10 +72,12 @@ class Meta:
 
 
 class HotPartials:
-    """The cache of one lake (``<lake>/_hot``)."""
+    """The cache of one lake (``<lake>/_hot``), keeping ``hours`` hours (``last - hours + 1
+    .. last``, :attr:`etl.thresholds.Thresholds.hot_hours`; 0: no cache)."""
 
-    def __init__(self, lake_root: Path) -> None:
+    def __init__(self, lake_root: Path, hours: int = DEFAULT_THRESHOLDS.hot_hours) -> None:
         self.root = lake_root / "_hot"
+        self.hours = hours
 
     def _file(self, hour: datetime) -> Path:
         return self.root / f"hour-{hour:%Y-%m-%dT%H}{SUFFIX}"
@@ -94,14 +94,14 @@ class HotPartials:
             return None
 
     def enabled(self) -> bool:
-        """False when switched off (:data:`HOT_HOURS` = 0)."""
-        return HOT_HOURS > 0
+        """False when the cache keeps no hours."""
+        return self.hours > 0
 
     def usable(self, gold_mark: int, first: datetime) -> Meta | None:
         """The meta when the cache is valid for ``gold_mark`` and covers every hour from
         ``first`` on (gold has no row after ``last``), else None."""
         meta = self.meta()
-        if HOT_HOURS <= 0 or meta is None or meta.mark != gold_mark or first < meta.first:
+        if self.hours <= 0 or meta is None or meta.mark != gold_mark or first < meta.first:
             return None
         return meta
 
@@ -116,7 +116,7 @@ class HotPartials:
         """Name of a relation on ``con`` holding the cached rows with ``first <= hour <=
         last``, without the minimum and maximum columns (what the outlier baselines read):
         an Arrow table registered as ``hot_cached``. DuckDB converts every column it scans,
-        and the 48 it never reads cost it ~0.1 s per scan."""
+        so the 48 it never reads are left out."""
         return self.register(con, self.table(meta, first, last))
 
     @staticmethod
@@ -135,12 +135,12 @@ class HotPartials:
         latest hour the run recomputes.
         """
         meta = self.meta()
-        if meta is None and before == 0 and HOT_HOURS > 0:
+        if meta is None and before == 0 and self.hours > 0:
             # a new lake: gold is empty, so is the cache
-            empty = last_dirty - timedelta(hours=HOT_HOURS)
+            empty = last_dirty - timedelta(hours=self.hours)
             meta = Meta(0, empty, empty)
         self.invalidate()
-        valid = meta is not None and meta.mark == before and HOT_HOURS > 0
+        valid = meta is not None and meta.mark == before and self.hours > 0
         return Update(self, meta if valid else None, last_dirty)
 
     def advance(self, before: int, after: int) -> None:
@@ -152,18 +152,18 @@ class HotPartials:
     def rebuild(self, con: duckdb.DuckDBPyConnection, lake: Lake, after: int) -> None:
         """Write every covered hour's file from gold (after a crash or on a lake written
         before the cache existed). One join per metric: pivoting gold's long rows with one
-        filtered aggregate per metric and partial was ~8x slower."""
+        filtered aggregate per metric and partial is several times slower."""
         # every hour file, in this format or an earlier one
         for stale in self.root.glob("hour-*.*"):
             stale.unlink()
         self.invalidate()
-        if HOT_HOURS <= 0:
+        if self.hours <= 0:
             return
         last = lake.max_value("gold", "hour")
         if last is None:
             return
         self.root.mkdir(parents=True, exist_ok=True)
-        first = last - timedelta(hours=HOT_HOURS - 1)
+        first = last - timedelta(hours=self.hours - 1)
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE hot_long AS
             SELECT org_id, compressor_id, metric, hour, n, sum, sumsq, min, max
@@ -254,7 +254,7 @@ class Update:
         self.hot, self.meta = hot, meta
         if meta is not None:
             self.last = max(meta.last, last_dirty)
-            self.first = max(meta.first, self.last - timedelta(hours=HOT_HOURS - 1))
+            self.first = max(meta.first, self.last - timedelta(hours=hot.hours - 1))
 
     def stage(self, con: duckdb.DuckDBPyConnection, fresh: str | pa.Table) -> None:
         """Put the recomputed compressor-hours of ``fresh`` (a DuckDB table or an Arrow

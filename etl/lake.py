@@ -123,16 +123,15 @@ GOLD_SCHEMA = pa.schema([
 ])
 
 #: Row groups of 64 Ki rows: delta-rs keeps one open row group per partition being written,
-#: and a first load writes 7-8 date partitions at once (the gold write of a week peaked at
-#: 2.06 GB RSS with the default, 1.80 GB with this, and was faster); small row groups also let
-#: readers skip more by the hour statistics.
+#: and a first load writes 7-8 date partitions at once, so smaller row groups lower its peak
+#: (bench/bench_etl.py, full phase); they also let readers skip more by the hour statistics.
 WRITER_PROPERTIES = WriterProperties(max_row_group_size=64 * 1024)
 #: Gold's floating-point columns are written without dictionary encoding and compressed with
 #: LZ4: the Parquet writer first tries a dictionary for every column, and gold's partials and
-#: features are mostly distinct values. Two fleet-days of gold (4.5 M rows) took 2.11-2.35 s
-#: to write (334 MB) with the defaults, 1.69 s (313 MB) this way; without dictionaries but
-#: with snappy 1.32 s and 527 MB. Silver's channel values repeat, and its defaults are kept
-#: (its dictionaries make its files 2-4 times smaller at about the same speed).
+#: features are mostly distinct values, on which the dictionaries cost write time; without
+#: them LZ4 keeps the files as small as the defaults do, where snappy would make them much
+#: larger (bench/bench_floor.py times gold's writes). Silver's channel values repeat, and
+#: its defaults are kept: its dictionaries make its files much smaller at about the same speed.
 GOLD_WRITER_PROPERTIES = WriterProperties(
     max_row_group_size=64 * 1024, compression="LZ4_RAW",
     column_properties={f.name: ColumnProperties(dictionary_enabled=False)
@@ -142,10 +141,10 @@ GOLD_WRITER_PROPERTIES = WriterProperties(
 #: and compact with delta-rs's defaults.
 TABLE_WRITER_PROPERTIES = {"gold": GOLD_WRITER_PROPERTIES}
 #: Bytes per data file of an append. delta-rs keeps each partition's file open in memory until
-#: it reaches this size (default ~100 MB), so a week's first load into 7-8 date partitions held
-#: most of a gigabyte of Parquet buffers next to DuckDB's: gold's append peaked at 3,275 MB
-#: sampled RSS with the default, 2,608 MB with 32 MB. An hourly append is far smaller either
-#: way; ``altaviz etl maintain`` compacts the bulk load's smaller files.
+#: it reaches this size (default ~100 MB), so with the default a week's first load into 7-8
+#: date partitions would hold most of a gigabyte of Parquet buffers next to DuckDB's
+#: (bench/bench_etl.py, full phase, reports gold's peak). An hourly append is far smaller
+#: either way; ``altaviz etl maintain`` compacts the bulk load's smaller files.
 TARGET_FILE_SIZE = 32 * 1024 * 1024
 
 SCHEMAS = {"bronze": BRONZE_SCHEMA, "quarantine": QUARANTINE_SCHEMA,
@@ -154,8 +153,8 @@ PARTITIONS = {"bronze": ["arrival_date"], "quarantine": ["arrival_date"],
               "silver": ["date"], "gold": ["date"]}
 #: Columns with per-file statistics in the Delta log, where delta-rs's default (the first 32
 #: columns) misses ``batch_id``: silver and quarantine have 24 channel columns before it.
-#: Without them every file of these tables was "maybe in the batch", so the hourly run's gold,
-#: quality and watermark queries opened every date partition of silver.
+#: Without them every file of these tables would be "maybe in the batch", so the hourly run's
+#: gold, quality and watermark queries would open every date partition of silver.
 STATS_COLUMNS = {
     "silver": "org_id,compressor_id,ts,arrived_at,batch_id",
     "quarantine": "reason,org_id,compressor_id,ts,arrived_at,batch_id",

@@ -6,10 +6,10 @@ A separate ledger (a PostgreSQL table or a second Delta table) would be a second
 crash can separate from the data, loading a file twice or never; reading the ledger from the
 data itself cannot disagree with it.
 
-Reading it from bronze, though, meant reading the ``source_file`` column of every bronze row of
-every arrival date still in the landing folder, at every run: 0.10-0.15 s for a week of a
-4,500-unit fleet on a 2-core machine (a twentieth of the hourly run's 3 s budget), growing with
-the folder's retention. So bronze's files are also kept in an index (:data:`INDEX_FILE`): the
+Reading it from bronze, though, means reading the ``source_file`` column of every bronze row of
+every arrival date still in the landing folder, at every run: a cost that grows with the
+folder's retention and is paid by every hourly run (bench/bench_etl.py, hour phase). So
+bronze's files are also kept in an index (:data:`INDEX_FILE`): the
 ``(source_file, arrival_date)`` of every batch up to a mark, with the bronze table's id. Like
 the hot partials (:mod:`etl.hot`) it is a cache with a proof: a lookup trusts it only for the
 same table and a mark not past bronze's own, reads bronze only for the batches after it (one

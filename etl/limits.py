@@ -4,10 +4,10 @@ Why this exists: the hourly run flags each new reading against its compressor's 
 hours (hours ``h - 24 .. h - 1``). Those hours' partials are already wide in memory (the hot
 cache, :mod:`etl.hot`, ~100,000 rows for 4,500 compressors), and the batch's own hours are in
 ``kept_wide``. A DuckDB join of each kept hour to its 24 partials, a sum of 72 columns and a
-second statement for the limits took 0.26-0.45 s of the hourly run's silver on a slow 2-core
-machine; here each partial is added into a small per-compressor hour grid (``np.bincount``:
-rows of the same compressor-hour add up, as late readings of an hour gold holds must) and each
-kept hour's 24 cells are gathered and summed.
+second statement for the limits would be a large share of the hourly run's silver
+(bench/bench_etl.py, hour phase); here each partial is added into a small per-compressor hour
+grid (``np.bincount``: rows of the same compressor-hour add up, as late readings of an hour gold
+holds must) and each kept hour's 24 cells are gathered and summed.
 
 The limits are the SQL path's (:func:`etl.silver._limits_from_baseline`): the mean, and 4 sigma
 where at least 12 readings spread, null otherwise; sums are added in another order (so equal to

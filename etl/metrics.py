@@ -12,13 +12,6 @@ from altaviz.core.telemetry import CHANNELS, METRICS, Channel
 #: the baseline's standard deviation means little (two hours at the 10-minute cadence).
 MIN_BASELINE_READINGS = 12
 OUTLIER_SIGMAS = 4.0
-#: Output hours per compressor up to which windows (gold) and trailing baselines (silver's
-#: outlier flags) are computed by joining each output row to its own 24 h of partials instead
-#: of with window functions. The join costs about 0.15 us per (output row, context row) pair;
-#: a window pass about 3 us per row and aggregate, context rows included. Hourly run (1
-#: output hour, 23 context hours): the join is far cheaper; a first load of a week (168
-#: output hours each): window functions are.
-JOIN_MAX_HOURS = 12
 #: Relative rounding error of a sum of squares (double precision, a few hundred terms).
 VAR_EPS = 1e-10
 
@@ -38,7 +31,7 @@ def hour_of(ts: str) -> str:
 
     Integer arithmetic on the epoch microseconds instead of ``date_trunc('hour', ts)``:
     DuckDB computes ``date_trunc`` (and ``strftime``, ``+``/``-`` with intervals) on
-    ``TIMESTAMPTZ`` through ICU's calendar, 0.43 s against 0.04 s over a week's 4.5 M
+    ``TIMESTAMPTZ`` through ICU's calendar, an order of magnitude slower over a bulk load's
     readings. Exact for instants after 1970 (floor and truncation agree there); readings
     before 2000 never pass validation."""
     return f"make_timestamptz(epoch_us({ts}) // {HOUR_US} * {HOUR_US})"
@@ -46,15 +39,15 @@ def hour_of(ts: str) -> str:
 
 def utc_date_of(ts: str) -> str:
     """The UTC date (``YYYY-MM-DD`` text, the lake's partition value) of a ``TIMESTAMPTZ``:
-    formatted as a plain ``TIMESTAMP`` of the same microseconds, without ICU (0.15 s against
-    0.52 s for 4.5 M readings)."""
+    formatted as a plain ``TIMESTAMP`` of the same microseconds, without ICU's calendar (see
+    :func:`hour_of`)."""
     return f"strftime(make_timestamp(epoch_us({ts})), '%Y-%m-%d')"
 
 
 def more_than_minutes_after(later: str, earlier: str, minutes: int) -> str:
     """``later - earlier > minutes`` for two ``TIMESTAMPTZ`` expressions, on epoch
-    microseconds: the interval subtraction and comparison took 2.1 s for 4.5 M readings,
-    this 0.03 s."""
+    microseconds: an interval subtraction and comparison goes through ICU's calendar (see
+    :func:`hour_of`)."""
     return f"epoch_us({later}) - epoch_us({earlier}) > {int(minutes) * MINUTE_US}"
 
 
@@ -139,8 +132,8 @@ def flag_aggregates() -> str:
     """Outlier (``o_i``) and late (``l_i``) reading counts of every metric, over silver rows.
 
     Meant for the flagged rows only (``late OR len(outlier_metrics) > 0``, a small share):
-    evaluated over every reading, the 48 filtered counts cost more than all other partials
-    together (a third of a 4,500-unit fleet's week: 3.0 s instead of 1.3 s).
+    evaluated over every reading, the 48 filtered counts would cost more than all other
+    partials together.
     """
     return ", ".join(
         f"count({q(m.name)}) FILTER (WHERE list_contains(outlier_metrics, '{m.name}')) "

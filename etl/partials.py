@@ -3,9 +3,9 @@
 Why this exists: silver's hourly run groups the batch's ~27,000 kept readings (4,500 units)
 into ~4,500 compressor-hours of partials, count, sum, sum of squares, minimum and maximum of
 each of the 24 metrics (:func:`etl.metrics.partial_aggregates`). DuckDB's hash aggregate of
-those 120 aggregates took 0.17-0.23 s on one thread of a slow 2-core machine, a sixth of the
-silver stage. Here the rows are numbered by group once, and each aggregate is one
-``np.bincount`` or one sorted ``reduceat``.
+those 120 aggregates on one thread would be a sizeable share of the hourly run's silver
+(bench/bench_etl.py, hour phase). Here the rows are numbered by group once, and each
+aggregate is one ``np.bincount`` or one sorted ``reduceat``.
 
 The values are the SQL aggregates': counts exact, minimum and maximum exact, sums equal to
 rounding (added in another order; DuckDB's own order is not fixed either), and, as in SQL,

@@ -1,10 +1,9 @@
 """``agg_compressor_hours`` rows for PostgreSQL's binary COPY, encoded with numpy.
 
-Why not DuckDB's postgres extension (which wrote them before): it converts every array element
-on its own (108,000 rows x 16 arrays x 24 metrics a fleet-day), on the same two cores
-PostgreSQL needs to receive them. A week's aggregates stage used 11-21 CPU seconds less this
-way (45.6-47.8 against 58.7-66.9 with quality, alternating runs on one snapshot), and the
-extension no longer loads at all.
+Why not DuckDB's postgres extension: it converts every array element on its own (108,000
+rows x 16 arrays x 24 metrics a fleet-day), on the same cores PostgreSQL needs to receive
+them, and encoding whole grids of rows here takes far less CPU (bench/bench_etl.py, full
+phase, reports the aggregates stage's CPU seconds); the ETL need not load the extension.
 
 How: every field of the binary format after the text keys is a whole number of 4-byte words,
 so a chunk of rows is a grid of ``uint32`` words (a record view names the fields), filled from
@@ -36,8 +35,8 @@ from etl.pivot import INTEGER_STATISTICS, STATISTICS, Pivoted
 #: The columns written, in this order.
 COLUMNS = ("org_id", "compressor_id", "hour", *STATISTICS)
 #: Rows encoded and sent at a time: bounds the memory (~4.7 kB a row laid out). Arrays over
-#: 32 MB are fresh mappings every time (glibc), and their page faults showed: a fleet-day
-#: took 2.0-2.4 s at 8,192 rows a chunk, 1.4-1.5 s at 2,048 or 4,096.
+#: 32 MB are fresh mappings every time (glibc), whose page faults would slow the encoding:
+#: a chunk stays well under that.
 CHUNK_ROWS = 4096
 HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, no header extension
 TRAILER = b"\xff\xff"
@@ -78,7 +77,7 @@ _VALUE_WORD = {
     stat: (_FIELDS[f"{stat}.elements"][1] // 4
            + np.arange(_K) * (1 + _words(stat)) + 1) for stat in STATISTICS}
 #: Rows laid out at a time: the statistics' writes then stay within ~1 MB (a chunk's whole
-#: grid is ~10 MB, and writing it a statistic at a time missed the caches).
+#: grid is ~10 MB, and writing it a statistic at a time would miss the caches).
 _BLOCK_ROWS = 256
 
 
@@ -109,7 +108,7 @@ def encode(p: Pivoted, keys: list[bytes] | None = None) -> bytes:
 
     Rows come out grouped by their length (stable within a group): COPY does not care about
     order, and rows of equal key and body length are copied as one 2-D block, where joining
-    ~100,000 variable slices a day cost more than laying the rows out (:func:`_body`).
+    ~100,000 variable slices a day would cost more than laying the rows out (:func:`_body`).
     """
     n = p.rows
     if n == 0:
@@ -156,8 +155,8 @@ def _body(p: Pivoted, absent: dict[str, np.ndarray]) -> np.ndarray:
     """Every row's words after the text keys, concatenated (``uint32``, big-endian values).
 
     Laid out :data:`_BLOCK_ROWS` rows at a time: the template row, then each statistic's
-    values cast into its big-endian element records in one assignment (writing the value
-    words as separate ``uint32`` planes took 2-3 times as long). ``absent``: :func:`_absent`
+    values cast into its big-endian element records in one assignment (faster than writing
+    the value words as separate ``uint32`` planes). ``absent``: :func:`_absent`
     of ``p``.
     """
     n = p.rows

@@ -58,6 +58,7 @@ from etl.models import (
 from etl.quality import quality_checks
 from etl.silver import silver_transform
 from etl.stage_process import run_in_child
+from etl.thresholds import DEFAULT_THRESHOLDS, Thresholds
 
 log = logging.getLogger(__name__)
 Stage = Literal["bronze", "silver", "gold", "aggregates", "quality"]
@@ -72,9 +73,11 @@ def new_run_id() -> str:
 
 
 class _Context:
-    def __init__(self, settings: Settings, db_url: str, landing: Path | None) -> None:
+    def __init__(self, settings: Settings, db_url: str, landing: Path | None,
+                 thresholds: Thresholds = DEFAULT_THRESHOLDS) -> None:
         self.settings = settings
         self.db_url = db_url
+        self.thresholds = thresholds
         self.landing = landing or settings.landing_path
         self.lake = Lake(settings.lake_path)
         #: bronze's pending landing files, when sizing the stage already listed them
@@ -85,10 +88,11 @@ class _Context:
         self.carry: Carry | None = None
 
     def duck(self, share: int = 100, threads: int | None = None) -> Any:
-        """A DuckDB connection limited to ``share`` percent of ``etl_memory_mb``."""
+        """A DuckDB connection limited to ``share`` percent of ``etl_memory_mb``, on
+        ``threads`` threads (default: ``etl_threads``)."""
         return duck.connect(temp_directory=self.lake.root / "_tmp",
                             memory_limit=f"{self.settings.etl_memory_mb * share // 100}MB",
-                            threads=threads)
+                            threads=threads or self.settings.etl_threads)
 
 
 def _run(ctx: _Context, stage: Stage, con: Any, conn: psycopg.Connection[Any], run_id: str,
@@ -99,23 +103,25 @@ def _run(ctx: _Context, stage: Stage, con: Any, conn: psycopg.Connection[Any], r
         return bronze_ingest(con, ctx.lake, ctx.landing, progress, files=ctx.pending)
     if stage == "silver":
         return silver_transform(con, ctx.lake, compressor_orgs(conn), s.late_arrival_minutes,
-                                progress, carry=ctx.carry)
+                                progress, carry=ctx.carry, thresholds=ctx.thresholds)
     if stage == "gold":
         return gold_features(con, ctx.lake, progress, memory_mb=s.etl_memory_mb,
-                             carry=ctx.carry)
+                             carry=ctx.carry, bucket_hours=s.etl_bucket_hours,
+                             thresholds=ctx.thresholds)
     if stage == "aggregates":
         return upsert_aggregates(con, ctx.lake, conn, ctx.db_url, run_id, progress,
-                                 carry=ctx.carry)
+                                 carry=ctx.carry, copy_streams=s.etl_copy_streams)
     return quality_checks(con, ctx.lake, conn, run_id, s.freshness_sla_minutes, as_of,
                           db_url=ctx.db_url)
 
 
 def run_stage(stage: Stage, settings: Settings, db_url: str, *, landing: Path | None = None,
-              run_id: str | None = None, as_of: datetime | None = None) -> BaseModel:
+              run_id: str | None = None, as_of: datetime | None = None,
+              thresholds: Thresholds = DEFAULT_THRESHOLDS) -> BaseModel:
     """Run one stage (``bronze``, ``silver``, ``gold``, ``aggregates`` or ``quality``).
 
     A stage with more input rows than ``settings.etl_child_process_rows`` runs in a child
-    process (see :func:`_execute`).
+    process (see :func:`_execute`). ``thresholds``: where the stage changes method by size.
 
     Returns the stage's result model (:class:`BronzeResult`, :class:`SilverResult`,
     :class:`GoldResult`, :class:`AggregatesResult` or :class:`QualityResult`).
@@ -123,7 +129,7 @@ def run_stage(stage: Stage, settings: Settings, db_url: str, *, landing: Path | 
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
     tune_allocator()
-    ctx = _Context(settings, db_url, landing)
+    ctx = _Context(settings, db_url, landing, thresholds)
     with ctx.lake.writer_lock():
         ctx.lake.ensure()
         con = ctx.duck()
@@ -145,37 +151,44 @@ def _execute(ctx: _Context, stage: Stage, con: Any, conn: psycopg.Connection[Any
     A bulk stage leaves hundreds of MB in the process that no trim returns (see
     :mod:`etl.stage_process`); in a child process they go back to the system when it exits,
     so a first load peaks at its largest stage, not at the sum of the leftovers. The hourly
-    run's stages are far below the threshold and stay here: starting a process and importing
-    DuckDB, Arrow and delta-rs again costs about a second per stage.
+    run's stages are far below the threshold and stay in this process: starting a process
+    and importing DuckDB, Arrow and delta-rs again would cost more than such a stage itself
+    (bench/bench_etl.py, hour phase).
 
     Returns the stage's result and the DuckDB connection to use next (None once closed).
     """
     rows = _input_rows(ctx, stage, con, conn)
     if rows <= ctx.settings.etl_child_process_rows:
-        con.execute("SET threads = 1" if rows <= ONE_THREAD_ROWS else "RESET threads")
+        threads = 1 if rows <= ctx.thresholds.one_thread_rows else ctx.settings.etl_threads
+        con.execute(f"SET threads = {int(threads)}")
         return _run(ctx, stage, con, conn, run_id, progress, as_of), con
     log.info("ETL stage %s: ~%d input rows, running it in a child process", stage, rows)
     con.close()  # the child opens its own; this one's memory goes back first
     _trim()
     return run_in_child(stage, _stage_in_child, (
-        stage, ctx.settings, ctx.db_url, ctx.landing, run_id, as_of), progress), None
+        stage, ctx.settings, ctx.db_url, ctx.landing, run_id, as_of, ctx.thresholds),
+        progress), None
 
 
 def _stage_in_child(stage: Stage, settings: Settings, db_url: str, landing: Path,
-                    run_id: str, as_of: datetime | None, *, progress: Progress) -> BaseModel:
+                    run_id: str, as_of: datetime | None,
+                    thresholds: Thresholds = DEFAULT_THRESHOLDS, *,
+                    progress: Progress) -> BaseModel:
     """A stage's body in the child process: its own connections, no lock (the parent,
     which waits for it, holds the lake's writer lock)."""
     tune_allocator()
     return _run_alone(stage, settings, db_url, landing, run_id, as_of, progress,
-                      share=CHILD_MEMORY_SHARE.get(stage, 100))
+                      share=CHILD_MEMORY_SHARE.get(stage, 100), thresholds=thresholds)
 
 
 def _run_alone(stage: Stage, settings: Settings, db_url: str, landing: Path, run_id: str,
                as_of: datetime | None, progress: Progress | None, *, share: int,
-               threads: int | None = None) -> BaseModel:
+               threads: int | None = None,
+               thresholds: Thresholds = DEFAULT_THRESHOLDS) -> BaseModel:
     """Run one stage on DuckDB and PostgreSQL connections of its own (``share`` percent of
-    the DuckDB memory limit), closed afterwards."""
-    ctx = _Context(settings, db_url, landing)
+    the DuckDB memory limit, ``threads`` threads: default ``etl_threads``), closed
+    afterwards."""
+    ctx = _Context(settings, db_url, landing, thresholds)
     con = ctx.duck(share, threads)
     try:
         with db.connect(db_url) as conn:
@@ -184,21 +197,11 @@ def _run_alone(stage: Stage, settings: Settings, db_url: str, landing: Path, run
         con.close()
 
 
-#: Input rows up to which a stage's DuckDB work runs on one thread. The hourly run's statements
-#: are small (~30,000 readings, ~94,000 gold rows for 4,500 units): a second thread bought no
-#: time and cost CPU the other core's work (delta-rs's writer, PostgreSQL, the quality thread)
-#: needed. Alternating on a 2-core machine, the hourly run's silver took 0.79-0.88 s wall and
-#: CPU on one thread against 0.91-1.04 s wall and 1.04-1.21 s CPU on two.
-ONE_THREAD_ROWS = 250_000
-
-
 #: Share (percent) of ``etl_memory_mb`` DuckDB gets in a stage's child process. Silver's bulk
-#: write streams DuckDB's result into delta-rs, whose buffers are not DuckDB's to limit; at
-#: the full 1,536 MB a week's silver alone peaked at 2.48-3.25 GB (three runs, 50-57 s), at
-#: 1,024 MB at 1.96-2.06 GB (three runs, 59-62 s). Since silver keeps only its rejected rows
-#: in DuckDB (2026-11-26) the full limit gains nothing: 17.8 s at 1.61 GB against 17.7 s at
-#: 1.49 GB, the stage alone. Gold sets its own (``GRID_MEMORY_SHARE``);
-#: the aggregates stage keeps the full limit (1,152 MB made its COPY 25% slower).
+#: write streams DuckDB's result into delta-rs, whose buffers are not DuckDB's to limit, and
+#: silver keeps only its rejected rows in DuckDB, so a smaller limit lowers its peak at the
+#: same speed. Gold sets its own (``GRID_MEMORY_SHARE``); the aggregates stage keeps the full
+#: limit, as less slows its COPY (bench/bench_etl.py, full phase, measures both).
 CHILD_MEMORY_SHARE: dict[str, int] = {"silver": 67}
 
 
@@ -232,7 +235,8 @@ def _input_rows(ctx: _Context, stage: Stage, con: Any, conn: psycopg.Connection[
 
 def run_pipeline(settings: Settings, db_url: str, *, landing: Path | None = None,
                  progress: Progress | None = None, after_stage: StageHook | None = None,
-                 run_id: str | None = None, as_of: datetime | None = None) -> EtlRunReport:
+                 run_id: str | None = None, as_of: datetime | None = None,
+                 thresholds: Thresholds = DEFAULT_THRESHOLDS) -> EtlRunReport:
     """Run every stage in order and record the run in ``etl_runs``; quality, which needs
     only silver, runs beside the aggregates stage when its input is small.
 
@@ -245,12 +249,14 @@ def run_pipeline(settings: Settings, db_url: str, *, landing: Path | None = None
             crash the run between stages).
         run_id: the run id (default: :func:`new_run_id`).
         as_of: the time freshness is measured at (default: now).
+        thresholds: the sizes at which stages change method (tests pass small ones to take
+            a bulk path on a few rows).
 
     Returns:
         The summary; ``changed`` lists the aggregate hours that changed, per compressor.
     """
     tune_allocator()
-    ctx = _Context(settings, db_url, landing)
+    ctx = _Context(settings, db_url, landing, thresholds)
     ctx.carry = Carry()
     run_id = run_id or new_run_id()
     q = db.queries("etl")
@@ -281,7 +287,8 @@ def run_pipeline(settings: Settings, db_url: str, *, landing: Path | None = None
                                 con = ctx.duck()
                             results[stage], con = _execute(ctx, stage, con, conn, run_id,
                                                            progress, as_of)
-                            if con is not None and release_memory(con):
+                            if con is not None and release_memory(
+                                    con, thresholds.reconnect_above_bytes):
                                 con = None
                         if progress:
                             progress(stage, 1.0)
@@ -329,35 +336,28 @@ def _quality_beside(settings: Settings, db_url: str, landing: Path, run_id: str,
     and writes only its own rows and mark, so it need not wait for the later stages: in the
     hourly run most of its time is PostgreSQL inserting ~18,000 check rows, which overlaps
     the aggregates stage (itself mostly PostgreSQL's COPY) instead of following it. Started
-    right after silver it would compete with gold's DuckDB work for the cores: the hour took
-    2.48-2.87 s that way against 2.37-2.67 s from gold's end. Its freshness takes the batch's
+    right after silver it would compete with gold's DuckDB work for the cores instead
+    (bench/bench_etl.py, hour phase). Its freshness takes the batch's
     own latest readings into account, so it does not depend on the aggregates stage having
     advanced the watermarks first."""
     return _run_alone("quality", settings, db_url, landing, run_id, as_of, None,
                       share=QUALITY_BESIDE_MEMORY_SHARE, threads=1)
 
 
-#: Resident size above which a finished stage's DuckDB connection is closed (the next stage
-#: opens a new one). Below it (the hourly run, ~0.7 GB) there is little to give back and the
-#: connection is kept; a new instance per stage measured 2.52-2.80 s for the hourly run
-#: against 2.06-2.71 s with one, spreads that overlap, so no saving is claimed either way.
-RECONNECT_ABOVE_BYTES = 1 << 30
-
-
-def release_memory(con: Any) -> bool:
+def release_memory(con: Any, above_bytes: int) -> bool:
     """Give a finished stage's memory back to the system; True when ``con`` was closed.
 
     A DuckDB instance keeps what it allocated for a stage's scans and aggregations until it
-    closes, well beyond what ``duckdb_memory()`` reports: dropping every temp table left 1.8
-    GB resident after a week's gold partials, closing the connection 0.13 GB. With one
-    connection for every stage, a week's first load peaked at 3.4 GB in gold on top of
-    silver's leftovers. So a connection is closed once the process holds more than
-    :data:`RECONNECT_ABOVE_BYTES`; every stage reads the lake and PostgreSQL, never an
-    earlier stage's DuckDB tables, so nothing is lost. A kept connection's temp tables are
+    closes, well beyond what ``duckdb_memory()`` reports and beyond what dropping its temp
+    tables gives back; with one connection for every stage, a first load's peak in gold would
+    sit on top of silver's leftovers (bench/bench_etl.py reports the full phase's peak RSS).
+    So a connection is closed once the process holds more than ``above_bytes``
+    (:attr:`Thresholds.reconnect_above_bytes`); every stage reads the lake and PostgreSQL, never
+    an earlier stage's DuckDB tables, so nothing is lost. A kept connection's temp tables are
     dropped. Neither Arrow's allocator nor glibc's returns freed memory to the system on its
     own, so both are trimmed either way.
     """
-    closed = _resident_bytes() > RECONNECT_ABOVE_BYTES
+    closed = _resident_bytes() > above_bytes
     if closed:
         con.close()
     else:
@@ -379,12 +379,11 @@ def tune_allocator() -> None:
     """Make glibc's malloc reuse freed blocks of the ETL's arrays instead of unmapping them.
 
     Why: numpy's grids, Arrow conversions and delta-rs's buffers are MBs each, above glibc's
-    default mmap threshold, so each one was a new mapping whose every 4 kB page faulted on
-    first touch (about 2 us a fault on this machine's VM) and was unmapped when freed. A
-    week's load spent 17 of its ~100 CPU seconds in the kernel, mostly there; 360 window
-    rolls of a gold bucket took 1.8-2.2 s with the default and 0.4 s with these settings
-    (621,000 page faults against 1,800). Memory goes back between stages all the same:
-    :func:`release_memory` trims the heap (``malloc_trim``). No effect off glibc.
+    default mmap threshold, so each one would be a new mapping whose every page faults on
+    first touch and is unmapped when freed: a bulk load would spend a noticeable share of its
+    CPU time in the kernel (bench/bench_etl.py, full phase, reports its CPU seconds). Memory goes
+    back between stages all the same: :func:`release_memory` trims the heap
+    (``malloc_trim``). No effect off glibc.
     """
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):

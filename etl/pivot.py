@@ -4,9 +4,9 @@ Gold holds one row per (compressor, metric, hour); PostgreSQL keeps one row per 
 with each statistic an array in :data:`altaviz.core.telemetry.METRICS` order (migration 070). The
 pivot is a scatter into dense ``(compressor-hours x metrics)`` numpy arrays: one sort of an
 integer key per batch, then one fancy-indexed assignment per statistic. The same pivot in DuckDB
-(``list()`` per statistic, then ``list_position`` per element) took 3.0-3.4 s for one day of
-the 4,500-unit fleet (2.26 M long rows, 108,000 compressor-hours) and could not spill: a week in
-one statement ran out of its 1.4 GB.
+(``list()`` per statistic, then ``list_position`` per element) is slower and cannot spill: a
+week in one statement runs out of memory (bench/bench_etl.py, full phase, times the
+aggregates stage).
 
 Rows come out in primary-key order (organization, hour, compressor). :mod:`etl.pgcopy` sends
 them grouped by their encoded length, each group in this order: a new hour's rows still land at
@@ -36,8 +36,8 @@ LONG_COLUMNS = ("org_id", "compressor_id", "metric", "hour", *STATISTICS)
 METRIC_NAMES = pa.array([m.name for m in METRICS], pa.string())
 _US_PER_HOUR = 3_600_000_000
 #: Up to this many possible (organization, hour, compressor) keys, compressor-hours are
-#: numbered by marking them in a dense array (0.1 s for a day of the fleet) rather than by a
-#: sort (0.4 s); beyond it (a long late backfill of a large fleet), by the sort.
+#: numbered by marking them in a dense array, several times cheaper than a sort; beyond it (a
+#: long late backfill of a large fleet, whose dense array would be too large), by the sort.
 DENSE_KEYS = 64_000_000
 _TS = pa.timestamp("us", tz="UTC")
 
@@ -48,20 +48,21 @@ SCHEMA = pa.schema([
       for s in STATISTICS)])
 
 
-def pivot(long: pa.Table) -> pa.Table:
+def pivot(long: pa.Table, *, dense_keys: int = DENSE_KEYS) -> pa.Table:
     """One row per ``(org_id, compressor_id, hour)`` of ``long`` (columns :data:`LONG_COLUMNS`,
     at most one row per metric of each), in primary-key order, each statistic a list
     with one element per metric of :data:`METRICS`, NULL where that metric has no row.
 
     Raises ValueError naming a metric that :data:`METRICS` does not list (PostgreSQL's arrays
     would have no place for it) or a key that appears twice for the same metric.
+    ``dense_keys``: see :func:`pivot_dense`.
     """
     if long.num_rows == 0:
         return SCHEMA.empty_table()
-    return to_arrow(pivot_long(long))
+    return to_arrow(pivot_long(long, dense_keys=dense_keys))
 
 
-def pivot_long(long: pa.Table) -> Pivoted:
+def pivot_long(long: pa.Table, *, dense_keys: int = DENSE_KEYS) -> Pivoted:
     """:func:`pivot` as dense arrays (:class:`Pivoted`)."""
     metric = long.column("metric").combine_chunks()
     org = pc.dictionary_encode(long.column("org_id").combine_chunks())
@@ -73,7 +74,7 @@ def pivot_long(long: pa.Table) -> Pivoted:
         "pos": pc.index_in(metric, value_set=METRIC_NAMES),
         **{s: long.column(s) for s in STATISTICS}})
     return pivot_dense(codes, org.dictionary.sort(), comp.dictionary.sort(),
-                       unknown=lambda i: metric[i].as_py())
+                       unknown=lambda i: metric[i].as_py(), dense_keys=dense_keys)
 
 
 @dataclass(frozen=True)
@@ -131,12 +132,15 @@ def to_arrow(p: Pivoted) -> pa.Table:
 
 
 def pivot_dense(codes: pa.Table, orgs: pa.Array, compressors: pa.Array,
-                unknown: Callable[[int], object] | None = None) -> Pivoted:
+                unknown: Callable[[int], object] | None = None, *,
+                dense_keys: int = DENSE_KEYS) -> Pivoted:
     """Pivot rows already coded as integers, which DuckDB computes far cheaper than Arrow
     strings cross into Python: ``org`` and ``comp`` (positions in the sorted arrays ``orgs``
     and ``compressors``), ``hour`` (hours since the epoch), ``pos`` (the metric's 0-based
     position in :data:`METRICS`, NULL for a metric it does not list), and
     :data:`STATISTICS`. ``unknown(row)`` names the metric of a row with no position.
+    Compressor-hours are numbered by marking them in a dense array when there are at most
+    ``dense_keys`` possible keys, else by a sort (the same numbers).
 
     Raises ValueError for a metric :data:`METRICS` does not list, a row without a code, or
     two rows for the same compressor, metric and hour.
@@ -165,7 +169,7 @@ def pivot_dense(codes: pa.Table, orgs: pa.Array, compressors: pa.Array,
     n_comp = len(compressors)
     grid = len(orgs) * span * n_comp
     key = (org_i * span + (hours - h0)) * n_comp + comp_i
-    if grid <= DENSE_KEYS:
+    if grid <= dense_keys:
         # a counting pass instead of a sort: mark the keys present, number them in key order
         occupied = np.zeros(grid, dtype=bool)
         occupied[key] = True

@@ -59,10 +59,10 @@ def quality_checks(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.Con
 
     The checks are computed in DuckDB, their details as JSON text too, and each
     organization's go to PostgreSQL as one CSV COPY (:func:`record_checks`). In the hourly run
-    this stage runs beside the aggregates stage, and the ~18,000 checks of a 4,500-unit fleet
-    built as Python dicts and sent as one JSON document per organization cost ~0.15 s of Python
-    (holding the GIL the aggregates' thread needs) and, in PostgreSQL, 150-200 ms to parse and
-    insert the largest organization's 5,716 checks, of which ~80 ms was parsing the JSON.
+    this stage runs beside the aggregates stage, so the ~18,000 checks of a 4,500-unit fleet
+    are not built as Python dicts (which would hold the GIL the aggregates' thread needs) nor
+    sent as JSON (which PostgreSQL would spend much of the insert parsing);
+    bench/bench_etl.py, hour phase, measures the stage.
     """
     as_of = as_of or datetime.now(UTC)
     lo, hi = stage_mark(conn, "quality"), lake.batch_mark("silver")
@@ -78,7 +78,7 @@ def quality_checks(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.Con
         "SELECT DISTINCT org_id FROM dq_checks ORDER BY org_id").fetchall()]
     tables = [(org, con.execute(f"SELECT {', '.join(CHECK_COLUMNS)} FROM dq_checks "
                                 "WHERE org_id = ?", [org]).to_arrow_table()) for org in orgs]
-    if db_url is not None and len(tables) > 1 and RECORD_BESIDE:
+    if db_url is not None and len(tables) > 1:
         _record_side_by_side(conn, db_url, run_id, tables)
     else:
         for org, table in tables:
@@ -210,7 +210,7 @@ def _freshness(con: duckdb.DuckDBPyConnection, conn: psycopg.Connection[Any],
         "last": pa.array([m[2] for m in marks], pa.timestamp("us", tz="UTC"))}))
     as_of_us = (as_of - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
     # the reading's time as Python's isoformat() writes a UTC time (microseconds only when
-    # there are some), so the details read as before
+    # there are some), the form the details have always had
     frac = "((epoch_us(last) % 1000000) + 1000000) % 1000000"
     con.execute(f"""
         INSERT INTO dq_checks
@@ -256,20 +256,15 @@ def record_checks(conn: psycopg.Connection[Any], org: str, run_id: str, checks: 
         return conn.execute(q["insert_quality_check"], {"run_id": run_id}).rowcount
 
 
-#: Record the organizations' checks on two connections at once (0: one after the other on the
-#: stage's own).
-RECORD_BESIDE = 1
-
-
 def _record_side_by_side(conn: psycopg.Connection[Any], db_url: str, run_id: str,
                          tables: list[tuple[str, pa.Table]]) -> None:
     """:func:`record_checks` of each organization, on ``conn`` and a second connection at
     once, largest organizations first.
 
     Inserting the checks is PostgreSQL's work, one backend per connection: one after the
-    other, the four organizations of a 4,500-unit fleet took ~0.6 s, the end of the hourly
-    run, while the other core had finished the aggregates' COPY. Each organization is its
-    own tenant transaction, as before; the stage's mark is set only after all of them, so a
+    other, the organizations' inserts would be the end of the hourly run, with the other
+    core idle once the aggregates' COPY is done (bench/bench_etl.py, hour phase). Each
+    organization is its own tenant transaction; the stage's mark is set only after all of them, so a
     failure anywhere fails the stage and its retry skips the checks already recorded."""
     queue = collections.deque(sorted(tables, key=lambda t: -t[1].num_rows))
 
@@ -302,12 +297,13 @@ PRUNE_BATCH = 50_000
 
 
 def prune_quality_checks(conn: psycopg.Connection[Any], keep_days: int,
-                         now: datetime | None = None) -> int:
+                         now: datetime | None = None, *, batch: int = PRUNE_BATCH) -> int:
     """Delete data-quality rows older than ``keep_days``, keeping each (organization,
     compressor, check type)'s latest; returns how many were deleted.
 
     Every hourly run records four checks per compressor (~18,000 rows at 4,500 units, about
     160 million a year), and nothing else ever removes them. ``altaviz dq prune`` calls this.
+    ``batch``: rows deleted per transaction.
     """
     if keep_days < 1:
         raise InputError(f"--keep-days must be at least 1, got {keep_days}")
@@ -316,8 +312,8 @@ def prune_quality_checks(conn: psycopg.Connection[Any], keep_days: int,
     while True:
         with admin(conn):
             cur = conn.execute(queries("etl")["prune_quality_checks"],
-                               {"before": before, "batch": PRUNE_BATCH})
+                               {"before": before, "batch": batch})
             n = cur.rowcount
         deleted += n
-        if n < PRUNE_BATCH:
+        if n < batch:
             return deleted

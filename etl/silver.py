@@ -41,7 +41,6 @@ from etl.lake import QUARANTINE_SCHEMA, SILVER_SCHEMA, Lake, conform, conform_re
 from etl.ledger import dates_between, sql_dates
 from etl.limits import trailing_limits
 from etl.metrics import (
-    JOIN_MAX_HOURS,
     MIN_BASELINE_READINGS,
     OUTLIER_SIGMAS,
     VAR_EPS,
@@ -57,33 +56,13 @@ from etl.metrics import (
 )
 from etl.models import SilverResult
 from etl.partials import hourly_partials
+from etl.thresholds import DEFAULT_THRESHOLDS, Thresholds
 from etl.windows import cell_sql, grid_blocks, marked_names, sample_std, trailing_sums
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, float], None]
-#: Trailing baselines of many hours per compressor (a bulk load) are summed on a dense hour
-#: grid in numpy (:func:`etl.windows.trailing_sums`) rather than by DuckDB's window functions
-#: (0: the SQL path).
-GRID_BASELINE = 1
-#: ... up to this many kept compressor-hours: its limits (:class:`_GridLimits`, 48 doubles per
-#: grid cell, ~0.45 GB at the cap) live in Python memory, which cannot spill. A week of 4,500
-#: units is 756,000 (0.37 GB); larger loads take the window functions.
-GRID_MAX_HOURS = 1_000_000
-#: A batch of up to this many bronze rows (by the Delta log's counts; the hourly run's is
-#: ~27,000 at 4,500 units) is small:
-#: - it is read from bronze once, into a temporary table, rather than by each of the ~9
-#:   queries over view ``valid``: each read of the hourly batch took 10-60 ms by the columns
-#:   it needed, copying it all ~45 ms. Bulk batches stay views: materializing every stage of
-#:   4.5 M wide rows spilled GBs (see :func:`silver_transform`);
-#: - its hourly partials are grouped in numpy (:mod:`etl.partials`), not by DuckDB.
-SMALL_BATCH_ROWS = 250_000
 #: Metrics that are channels: a reading's value is its channel's column.
 _CHANNEL_NAMES = frozenset(c.name for c in CHANNELS) & frozenset(m.name for m in METRICS)
-#: The hourly run's partials go to gold (:class:`_JoinedPartials`; 0: gold reads silver).
-HANDOFF_JOINED = 1
-#: The hourly run's baselines summed in numpy from the hot cache (:mod:`etl.limits`; 0: the
-#: DuckDB join).
-LIMITS_IN_NUMPY = 1
 
 
 def _org_table(con: duckdb.DuckDBPyConnection, orgs: dict[str, str]) -> None:
@@ -94,7 +73,8 @@ def _org_table(con: duckdb.DuckDBPyConnection, orgs: dict[str, str]) -> None:
 
 def silver_transform(con: duckdb.DuckDBPyConnection, lake: Lake, orgs: dict[str, str],
                      late_arrival_minutes: int, progress: Progress | None = None,
-                     carry: Carry | None = None) -> SilverResult:
+                     carry: Carry | None = None,
+                     thresholds: Thresholds = DEFAULT_THRESHOLDS) -> SilverResult:
     """Validate, deduplicate and flag the bronze batches silver still owes; idempotent.
 
     Args:
@@ -105,6 +85,8 @@ def silver_transform(con: duckdb.DuckDBPyConnection, lake: Lake, orgs: dict[str,
         progress: optional callback ``(stage, fraction)``.
         carry: where to leave each compressor's latest reading of the batches written, for
             the aggregates stage of the same run (:mod:`etl.carry`).
+        thresholds: the sizes at which silver changes method (a small batch, the join of
+            each hour to its baseline, the hour grid, the hot cache's span).
     """
     lo, hi = lake.batch_mark("silver"), lake.batch_mark("bronze")
     if hi <= lo:
@@ -118,15 +100,15 @@ def silver_transform(con: duckdb.DuckDBPyConnection, lake: Lake, orgs: dict[str,
     in_batch = f"""(SELECT * EXCLUDE (loaded_at) FROM delta_scan('{lake.uri("bronze")}')
                  WHERE arrival_date IN ({sql_dates(dates)})
                    AND batch_id > {lo} AND batch_id <= {hi})"""
-    small = sum(n for _, n in files) <= SMALL_BATCH_ROWS
+    small = sum(n for _, n in files) <= thresholds.small_batch_rows
     if small:
         con.execute(f"CREATE OR REPLACE TEMP TABLE bronze_batch AS SELECT * FROM {in_batch}")
         in_batch = "bronze_batch"
     # Only the rejected rows are kept (a small share); the valid ones are read from bronze by
-    # each query that needs them. Every row of a week's batch classified in one table (4.5 M
-    # wide rows, ~1.6 GB) spilled to disk beyond DuckDB's limit, and each of the five scans
-    # of it below read it back: silver took 26 s with it, against 20 s when it fit in memory
-    # (3.8 GB). The detail is computed for rejected rows only, by the quarantine query.
+    # each query that needs them. Every row of a bulk batch classified in one table would
+    # spill beyond DuckDB's limit, and each of the scans below would read it back from disk
+    # (bench/bench_etl.py, full phase). The detail is computed for rejected rows only, by
+    # the quarantine query.
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE rejected AS
         SELECT * FROM (SELECT b.*, o.org_id, {reason} AS reason
@@ -137,7 +119,7 @@ def silver_transform(con: duckdb.DuckDBPyConnection, lake: Lake, orgs: dict[str,
         progress("silver", 0.2)
     chan = channel_list()
     # valid rows, with a hash of their values to tell exact copies from conflicting readings;
-    # views, not copies: materialising every stage of 4.5 M wide rows made silver spill GBs.
+    # views, not copies: materialising every stage of millions of wide rows would spill GBs.
     # A row without a reason has a known compressor, so the join to ``orgs`` keeps it.
     con.execute(f"""
         CREATE OR REPLACE TEMP VIEW valid AS
@@ -187,7 +169,7 @@ def silver_transform(con: duckdb.DuckDBPyConnection, lake: Lake, orgs: dict[str,
     """)
     if progress:
         progress("silver", 0.4)
-    flagging = _flag_outliers(con, lake, late_arrival_minutes, small)
+    flagging = _flag_outliers(con, lake, late_arrival_minutes, thresholds, small)
     if progress:
         progress("silver", 0.7)
 
@@ -216,8 +198,8 @@ def silver_transform(con: duckdb.DuckDBPyConnection, lake: Lake, orgs: dict[str,
         reader = con.execute(f"SELECT * FROM ({quarantine_sql}) WHERE batch_id > {int(q_mark)}"
                              ).to_arrow_reader(250_000)
         lake.append("quarantine", conform_reader(reader, QUARANTINE_SCHEMA), hi)
-    # batches of one Parquet row group: with 250,000 rows a week's silver peaked at 1.95-2.11 GB
-    # (2.56 GB once in the benchmark), with 65,536 at 1.75-1.83 GB, same speed (four runs each)
+    # batches of one Parquet row group: larger ones raise a bulk load's peak memory at the
+    # same speed (bench/bench_etl.py, full phase)
     if flagging is None:
         s_cols = ", ".join(f.name for f in SILVER_SCHEMA)
         rows = conform_reader(con.execute(f"SELECT {s_cols} FROM flagged")
@@ -258,7 +240,8 @@ def silver_transform(con: duckdb.DuckDBPyConnection, lake: Lake, orgs: dict[str,
 
 
 def _flag_outliers(con: duckdb.DuckDBPyConnection, lake: Lake, late_arrival_minutes: int,
-                   small: bool = False) -> _GridLimits | _JoinedPartials | None:
+                   thresholds: Thresholds, small: bool = False
+                   ) -> _GridLimits | _JoinedPartials | None:
     """Create view ``flagged``: the kept rows with ``late`` and ``outlier_metrics``; or, when
     the baselines were summed on the hour grid (the returned limits), with ``late``, each
     row's cell ``pos`` and its metric values, from which :meth:`_GridLimits.flagged` makes
@@ -279,9 +262,9 @@ def _flag_outliers(con: duckdb.DuckDBPyConnection, lake: Lake, late_arrival_minu
     # list of names is built only for readings that are outliers somewhere (a small share).
     done: _GridLimits | _JoinedPartials | None
     if span is None or span[0] is None:
-        done = _baseline_by_window(con, lake, span, partial)   # nothing kept: empty
+        done = _baseline_by_window(con, lake, span, partial, thresholds)  # nothing kept
     else:
-        done = _baseline(con, lake, span, partial, small)
+        done = _baseline(con, lake, span, partial, thresholds, small)
     late = more_than_minutes_after("k.arrived_at", "k.ts", late_arrival_minutes)
     columns = (f"k.org_id, k.compressor_id, k.ts, k.arrived_at, "
                f"{', '.join('k.' + q(c.name) for c in CHANNELS)}, {late} AS late")
@@ -298,8 +281,8 @@ def _flag_outliers(con: duckdb.DuckDBPyConnection, lake: Lake, late_arrival_minu
         # each reading's row of ``limits`` rather than its 48 columns, and only the metrics
         # that are not channels (a channel metric is its channel's column):
         # :meth:`_JoinedPartials.flagged` compares values and limits in numpy, as the grid
-        # path does. Carrying the 48 limits and 17 copies of channels through the join and
-        # into Arrow took ~0.04 s more of the hourly run's ~0.13 s query.
+        # path does, rather than carrying the 48 limits and copies of the channels through
+        # the join and into Arrow.
         derived = "".join(f", k.{q(m.name)} AS m_{i}" for i, m in enumerate(METRICS)
                           if m.name not in _CHANNEL_NAMES)
         con.execute(f"""
@@ -329,8 +312,8 @@ class _GridLimits:
     NaN where too thin or flat to judge) per metric, from :func:`etl.windows.trailing_sums`.
 
     Readings are flagged against them in numpy, by their cell, while silver streams to Delta:
-    a DuckDB join of a week's 4.5 M readings to 750,000 compressor-hours carrying 48 limit
-    columns took 10.5 s of thread time (the statement ~5 s), the gathers ~1 s.
+    gathering by cell is far cheaper than a DuckDB join of every reading to its
+    compressor-hour carrying 48 limit columns (bench/bench_etl.py, full phase).
     """
 
     def __init__(self, size: int) -> None:
@@ -438,9 +421,9 @@ class _JoinedPartials:
     squares, minimum and maximum of ``kept_wide``, and the flag counts, tallied as the rows
     stream to Delta (:meth:`flagged`).
 
-    Gold otherwise read the batch's readings back from silver for the same partials and
-    counts: 0.3 s of a 4,500-unit hourly run. A query of the flagged readings for the counts
-    took 0.09 s here, as long as gold's; the tally takes a few milliseconds."""
+    Gold would otherwise read the batch's readings back from silver for the same partials and
+    counts, a noticeable share of the hourly run; tallying the flags while the rows stream by is
+    cheaper than a query of the flagged readings (bench/bench_etl.py, hour phase)."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, handoff: Handoff) -> None:
         self.con, self.handoff = con, handoff
@@ -467,9 +450,9 @@ class _JoinedPartials:
 
         A value more than its hour's ``lim_i`` from its ``mu_i`` names its metric in
         ``outlier_metrics`` (in :data:`METRICS` order; empty when none), as the SQL path's
-        ``CASE`` and ``list_filter`` do, with the same doubles. In DuckDB those 24
-        comparisons, twice, and the list made the hourly run's flagged query ~0.1 s of a
-        1.3 s silver stage."""
+        ``CASE`` and ``list_filter`` do, with the same doubles; in numpy because those
+        comparisons and the list are a noticeable part of the hourly run's silver in DuckDB
+        (bench/bench_etl.py, hour phase)."""
         names = pa.array([m.name for m in METRICS], pa.string())
         for batch in reader:
             at = pc.fill_null(batch.column("limit_row"), self.mu.shape[1] - 1).to_numpy()
@@ -530,28 +513,28 @@ def _limits_from_baseline(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _baseline(con: duckdb.DuckDBPyConnection, lake: Lake, span: tuple[Any, ...],
-              partial: str, small: bool = False) -> _GridLimits | _JoinedPartials | None:
+              partial: str, thresholds: Thresholds, small: bool = False
+              ) -> _GridLimits | _JoinedPartials | None:
     """Temp table ``limits`` by the cheaper method for the kept span ``(first hour, last
     hour, compressor-hours, compressors)``; or, on the hour grid, the limits instead. Joined
     to the hot cache (the hourly run), the batch's partials go to gold: the returned
     :class:`_JoinedPartials`."""
     first, last = span[0] - timedelta(hours=24), span[1]
     # once: it checks the lake's marks
-    context, hot_rows = _wide_context(con, lake, first, last)
-    few = span[2] <= JOIN_MAX_HOURS * span[3]
+    context, hot_rows = _wide_context(con, lake, first, last, thresholds.hot_hours)
+    few = span[2] <= thresholds.join_max_hours * span[3]
     # up to two days per compressor (a day's catch-up) the join of wide partials is cheaper
-    # than 72 window aggregates (2-day load: 9.0 -> 5.2 CPU s); a week per compressor is
-    # left to the windows (the week's silver stage took 143 CPU s with the join against 103
-    # in an earlier run with windows: not the same run, but no reason to risk it)
+    # than 72 window aggregates; a week per compressor is left to the windows, where the
+    # join showed no gain (bench/bench_etl.py, full phase)
     days = span[2] <= 48 * span[3]
     if few or (days and context is not None):
         # gold's hourly run takes its fresh partials on the same grid as the hot cache's
         # (etl.gold), which is when it can use these
-        hand = bool(context) and bool(HANDOFF_JOINED)
+        hand = bool(context)
         _baseline_by_join(con, lake, first, last, partial, context, hand=hand,
                           hot_rows=hot_rows, small=small)
         return _JoinedPartials(con, Handoff(lake.root)) if hand else None
-    return _baseline_by_window(con, lake, span, partial)
+    return _baseline_by_window(con, lake, span, partial, thresholds)
 
 
 def _unabsorbed_silver(lake: Lake, first: datetime, last: datetime, partial: str) -> str | None:
@@ -574,14 +557,14 @@ def _unabsorbed_silver(lake: Lake, first: datetime, last: datetime, partial: str
 
 
 def _wide_context(con: duckdb.DuckDBPyConnection, lake: Lake, first: datetime,
-                  last: datetime) -> tuple[str | None, pa.Table | None]:
+                  last: datetime, hot_hours: int) -> tuple[str | None, pa.Table | None]:
     """Gold's partials of hours ``first .. last`` as a wide relation (the hot cache) and its
     Arrow rows; ``""`` when gold is still empty (a first load: the batch is its own only
     context); None when neither holds and gold's long rows must be read.
 
-    Summing wide rows joined to each kept hour costs about half of 72 window aggregates even
-    for a week per compressor, so whenever the context is available wide, the join is used."""
-    hot = HotPartials(lake.root)
+    Summing wide rows joined to each kept hour is cheaper than 72 window aggregates even for
+    a week per compressor, so whenever the context is available wide, the join is used."""
+    hot = HotPartials(lake.root, hot_hours)
     if not hot.enabled():
         return None, None
     gold_mark = lake.batch_mark("gold")
@@ -602,12 +585,13 @@ def _baseline_by_join(con: duckdb.DuckDBPyConnection, lake: Lake, first: datetim
     kept compressor-hour to its own trailing 24 hourly partials, in long form straight from
     gold. For an hourly batch (one or two hours per compressor) this reads and sums ~25
     partials per kept hour instead of running 72 window aggregates over every context hour
-    and pivoting gold's long rows first (about 9 s of a 4,500-unit hourly run).
+    and pivoting gold's long rows first, which would dominate the hourly run
+    (bench/bench_etl.py, hour phase).
     ``context``: :func:`_wide_context`'s answer (gold's partials wide, or None: read gold).
     ``hand``: the partials go to gold (``kept_wide`` also has the minimum, the maximum and the
     organization). ``hot_rows``: the context's Arrow rows; with them (the hourly run) there
     is no join: :func:`etl.limits.trailing_limits` sums them and ``kept_wide``'s in numpy.
-    ``small``: a small batch (:data:`SMALL_BATCH_ROWS`), grouped in numpy."""
+    ``small``: a small batch (:attr:`Thresholds.small_batch_rows`), grouped in numpy."""
     if small:
         values = ", ".join(f"{q(m.name)} AS m_{i}" for i, m in enumerate(METRICS))
         rows = con.execute(f"SELECT compressor_id, hour, org_id, {values} FROM kept")
@@ -622,7 +606,7 @@ def _baseline_by_join(con: duckdb.DuckDBPyConnection, lake: Lake, first: datetim
     if unabsorbed is not None:
         con.execute(f"CREATE OR REPLACE TEMP TABLE unabsorbed_wide AS {unabsorbed}")
     sums = ", ".join(f"n_{i}, s_{i}, q_{i}" for i in range(len(METRICS)))
-    if context and hot_rows is not None and unabsorbed is None and LIMITS_IN_NUMPY:
+    if context and hot_rows is not None and unabsorbed is None:
         kept_sums = con.execute(f"SELECT compressor_id, hour, {sums} FROM kept_wide")
         table_from_arrow(con, "limits", trailing_limits(kept_sums.to_arrow_table(), hot_rows))
         return
@@ -677,19 +661,20 @@ def _baseline_by_join(con: duckdb.DuckDBPyConnection, lake: Lake, first: datetim
 
 
 def _baseline_by_window(con: duckdb.DuckDBPyConnection, lake: Lake, span: tuple[Any, ...] | None,
-                        partial: str) -> _GridLimits | None:
+                        partial: str, thresholds: Thresholds) -> _GridLimits | None:
     """Temp table ``limits`` from the trailing 24 h sums per kept compressor-hour, by window
     functions over wide hourly partials (cheapest when most hours are new, as in a first
-    load); or, summed on the hour grid (up to :data:`GRID_MAX_HOURS`), the limits."""
+    load); or, summed on the hour grid (up to :attr:`Thresholds.grid_max_hours`), the
+    limits."""
     n_metrics = len(METRICS)
     context = None      # earlier hours' partials (gold, or silver gold has not absorbed)
     if span is not None and span[0] is not None:
         first, last = span[0] - timedelta(hours=24), span[1]
-        hot = HotPartials(lake.root)
+        hot = HotPartials(lake.root, thresholds.hot_hours)
         meta = hot.usable(lake.batch_mark("gold"), first)
         if meta is not None:
-            # the same partials, already wide: no pivot of gold's long rows (a day's
-            # catch-up spent most of its silver time there)
+            # the same partials, already wide: no pivot of gold's long rows (which would be
+            # most of a day's catch-up's silver time)
             sums_cols = ", ".join(f"n_{i}, s_{i}, q_{i}" for i in range(n_metrics))
             context = f"""
                 SELECT compressor_id, hour, {sums_cols} FROM {hot.relation(con, meta, first, last)}
@@ -714,8 +699,8 @@ def _baseline_by_window(con: duckdb.DuckDBPyConnection, lake: Lake, span: tuple[
             context = unabsorbed if context is None else \
                 f"{context} UNION ALL BY NAME {unabsorbed}"
     # the grid's result lives in Python memory (unlike DuckDB's, which can spill): bounded
-    grid = (GRID_BASELINE and span is not None and span[0] is not None
-            and span[2] <= GRID_MAX_HOURS)
+    grid = (span is not None and span[0] is not None
+            and span[2] <= thresholds.grid_max_hours)
     cell, block = "", ""
     if grid:
         assert span is not None
@@ -731,8 +716,8 @@ def _baseline_by_window(con: duckdb.DuckDBPyConnection, lake: Lake, span: tuple[
     hours = f"SELECT compressor_id, hour, true AS out, {partial} FROM kept GROUP BY ALL"
     if context is not None:
         # an hour may have partials in both (late readings of an hour gold holds): added.
-        # Without context (a first load) this second aggregation, of 750,000 rows by 73
-        # aggregates summing into HUGEINT, took 3.9 of the statement's 9 s.
+        # Only then: without context (a first load) this second aggregation of 73 aggregates
+        # summing into HUGEINT would be a large share of the statement.
         sums = ", ".join(f"sum(n_{i})::BIGINT AS n_{i}, sum(s_{i}) AS s_{i}, sum(q_{i}) AS q_{i}"
                          for i in range(n_metrics))
         hours = f"""
@@ -745,10 +730,10 @@ def _baseline_by_window(con: duckdb.DuckDBPyConnection, lake: Lake, span: tuple[
     if grid:
         limits = _GridLimits(size)
         # the batch's hours' sums go to gold (etl.handoff); their minimum and maximum are
-        # taken as the readings stream by (_GridLimits.flagged). Minimum and maximum in this
-        # aggregation made it twice as slow (3 -> 6 s for a week of 4,500 compressors, its
-        # 120 aggregate states per group no longer fitting the caches); on the grid, 48
-        # ufunc.at passes over the readings cost about 1 s.
+        # taken as the readings stream by (_GridLimits.flagged): in this aggregation they
+        # would double its time (120 aggregate states per group no longer fit the caches),
+        # while 48 ufunc.at passes over the readings on the grid are cheap
+        # (bench/bench_etl.py, full phase).
         limits.hand_over(Handoff(lake.root), con.execute(
             f"SELECT {', '.join(SUMS_SCHEMA.names)} FROM hourly "
             "JOIN orgs USING (compressor_id) WHERE out").to_arrow_reader(65_536))

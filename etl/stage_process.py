@@ -1,10 +1,11 @@
 """One ETL stage in a child process, so that the memory it used goes back to the system.
 
-Why: a bulk stage (a week's first load, a backfill) leaves 600-850 MB resident in the process
-after its DuckDB connection is closed and both allocators are trimmed (DuckDB's and delta-rs'
-caches, allocator fragmentation). The next stage's peak then sits on top of it: a week's load
-peaked at 2.8-3.4 GB although no stage alone needs more than ~2.7 GB. A child process returns
-everything to the system when it exits, whatever the libraries keep.
+Why: a bulk stage (a week's first load, a backfill) leaves hundreds of MB resident in the
+process after its DuckDB connection is closed and both allocators are trimmed (DuckDB's and
+delta-rs' caches, allocator fragmentation). The next stage's peak would then sit on top of
+it, above what any stage alone needs (bench/bench_etl.py, full phase, reports the peak per
+stage). A child process returns everything to the system when it exits, whatever the
+libraries keep.
 
 The child is a new interpreter (``python -c``, never ``fork``: the parent may be a Temporal
 worker or hold DuckDB and tokio threads, which a forked child would inherit in an undefined

@@ -1,16 +1,16 @@
 """Gold rows of new hours with their 1 h / 4 h / 24 h windows, computed on a dense hour grid.
 
-Why this exists: a week's first load (or any catch-up of more than :data:`~etl.metrics.
-JOIN_MAX_HOURS` hours per compressor) needs the windows of ~750,000 compressor-hours x 24
-metrics. DuckDB's window functions spent ~9 s per third of a 4,500-unit fleet on them, about
-the same over wide rows as over long ones, and a join of each hour to its 24 partials ~5.6 s:
-the cost is in per-group aggregate state, 240 aggregates at a time. On a dense grid (one cell
-per compressor-hour, silent hours included, 24 empty cells between compressors so that no
-window reaches the previous compressor), a 4 h sum is three shifted vector additions and a 24 h
-sum is six shifted 4 h sums; the whole bucket takes well under a second in numpy. Where few
-cells want windows (the hourly run: one new hour per compressor), no grid is filled: each
-window's 24 cells are gathered from the partials' own rows through a map from cell to row
-(:class:`_ByRow`), the same cells in the same order.
+Why this exists: a week's first load (or any catch-up of more than
+:attr:`~etl.thresholds.Thresholds.join_max_hours` hours per compressor) needs the windows of
+~750,000 compressor-hours x 24 metrics. DuckDB's window functions, over wide rows or long ones,
+and a join of each hour to its 24 partials both spend their time in per-group aggregate state,
+240 aggregates at a time. On a dense grid (one cell per compressor-hour, silent hours included,
+24 empty cells between compressors so that no window reaches the previous compressor), a 4 h sum
+is three shifted vector additions and a 24 h sum is six shifted 4 h sums, several times cheaper
+(bench/bench_etl.py, full phase, times gold). Where few cells want windows (the hourly run: one
+new hour per compressor), no grid is filled: each window's 24 cells are gathered from the
+partials' own rows through a map from cell to row (:class:`_ByRow`), the same cells in the same
+order.
 
 How rows find their cells: :func:`grid_blocks` lays out each compressor's block from its
 hour span, the tables that feed the grid carry each row's cell (``pos``, :func:`cell_sql`)
@@ -48,7 +48,8 @@ FLAGS = ("outliers", "late", "incomplete", "spike")
 class Scratch:
     """Two work grids of 8-byte cells, reused by every :func:`_windows_at` of one grid size
     (viewed as the grid's dtype): a pair of new arrays per call (10 per metric in gold,
-    3 in silver's baselines) spent its time in page faults, grids of a week being MBs."""
+    3 in silver's baselines) would spend its time in page faults, grids of a week being
+    large."""
 
     def __init__(self, size: int) -> None:
         self.four, self.day = np.empty(size), np.empty(size)
@@ -95,8 +96,8 @@ def _windows_at(x: np.ndarray, at: np.ndarray, op: np.ufunc, scratch: Scratch | 
 
     Few windows on a large grid (the hourly run: one new hour per compressor on ~48 cells
     each) are gathered, 24 cells per window; otherwise the whole grid is rolled
-    (:func:`_rolled`). Rolling every cell for one in ~48 cost 0.2 s per stage for 4,500
-    compressors."""
+    (:func:`_rolled`): rolling every cell for one window in ~48 would be a large share of the
+    hourly run's numpy time (bench/bench_etl.py, hour phase)."""
     if not _gathers(len(at), len(x)):
         four, day = _rolled(x, op, scratch)
         return four[at], day[at]
@@ -179,8 +180,8 @@ class _Scan:
     def read(self, columns: str) -> pa.Table:
         names = [c.strip() for c in columns.split(",")]
         if all(isinstance(t, pa.Table) for t in self.tables):
-            # the hourly run's tables are all Arrow: the two SETs per read cost more
-            # (~0.1 s of its gold) than the selects
+            # the hourly run's tables are all Arrow: the two SETs per read would cost more
+            # than the selects
             parts = [t.select(names) for t in self.tables if isinstance(t, pa.Table)]
         else:
             self.con.execute("SET preserve_insertion_order = true")
@@ -200,11 +201,10 @@ def _grid(g: np.ndarray, cells: np.ndarray, values: pa.ChunkedArray, fill: float
     """Grid ``g`` (overwritten) holding ``values`` at ``cells`` and ``fill`` elsewhere.
 
     The callers fill the same few buffers once per metric: a new array per grid and metric
-    (120 for the hourly run's 216,000 cells) spent most of its time in page faults, about
-    0.18 s of the hourly run's gold."""
+    (120 for the hourly run) would spend most of its time in page faults."""
     g.fill(fill)
     # cast first: a DuckDB sum of BIGINT arrives as decimal128, whose to_numpy() builds
-    # Python objects (50 ms per column of 750,000 rows)
+    # Python objects, one per value
     g[cells] = pc.fill_null(values, fill).cast(pa.from_numpy_dtype(g.dtype)).to_numpy()
     return g
 
@@ -258,7 +258,7 @@ class _OnGrid:
 class _ByRow:
     """One metric's partials left in row order, the windows' cells gathered through a map from
     cell to row: where few cells want windows (the hourly run, one new hour per compressor on
-    ~48 cells), filling five grids per metric was most of gold's numpy time (0.2 of 0.4 s).
+    ~48 cells), filling five grids per metric would be about half of gold's numpy time.
     Gives exactly :meth:`_OnGrid.windows`' gathered values: the same cells, in the same order.
     """
 
@@ -313,8 +313,8 @@ class _ByRow:
 
 def _raw_into(x: np.ndarray, values: pa.ChunkedArray) -> None:
     """Fill ``x`` with ``values``, read straight from the Arrow buffers where the types match:
-    a null's slot holds whatever its buffer holds, so callers overwrite them (a fill and a
-    cast per column cost ~0.05 s of the hourly run's gold). Otherwise (a DuckDB sum of BIGINT
+    a null's slot holds whatever its buffer holds, so callers overwrite them (cheaper than a
+    fill and a cast per column). Otherwise (a DuckDB sum of BIGINT
     arrives as decimal128, see :func:`_grid`) filled with 0 and cast."""
     arrow_type = pa.from_numpy_dtype(x.dtype)
     chunks = values.chunks
@@ -442,7 +442,8 @@ def cells_of(con: duckdb.DuckDBPyConnection, rows: pa.Table, size: int,
              exclude: str | None = None) -> np.ndarray:
     """Each of ``rows``' cell (by ``compressor_id, hour``) in the grid of :func:`grid_blocks`
     table ``grid_blocks`` holding ``size`` cells, as :func:`cell_sql` computes it, for rows
-    kept in Arrow (the hot partials: copying them into DuckDB cost more than the windows).
+    kept in Arrow (the hot partials: copying them into DuckDB would cost more than the
+    windows).
 
     Rows outside their compressor's block, or whose ``(compressor_id, hour)`` is in the
     DuckDB relation ``exclude``, get cell ``size``: one past the grid, where no window
@@ -480,8 +481,8 @@ def trailing_sums(con: duckdb.DuckDBPyConnection, table: str, size: int, finish:
             cells and, for each, the count, sum and sum of squares of metric ``i`` over
             the 24 hours before it.
 
-    Silver's trailing outlier baseline, as window functions over the hours give it (they
-    took 8 of a week's 47 s of silver for 4,500 compressors).
+    Silver's trailing outlier baseline, as window functions over the hours give it, which
+    were a large share of a bulk load's silver (bench/bench_etl.py, full phase).
     """
     scan = _Scan(con, [table])
     keys = scan.read("pos, out")

@@ -5,7 +5,7 @@ clears (or the end of the range, "open"). Two engines give the same firing/clear
 are stitched into episodes here: PostgreSQL (the pipeline's own SQL,
 :func:`rules.evaluate.evaluate_rows`, over ``sensor_readings_agg``), and, given the lake's gold
 table (``gold_uri``), rules/duck_engine.py, which reads the aggregates column-wise with DuckDB
-and is the one that backtests a fleet's month in seconds.
+and is the one for a fleet's month (bench/bench_rules.py, backtest part, times both).
 
 In PostgreSQL a long range is cut into ``workers`` consecutive chunks evaluated at the same
 time on their own connections (the missing baselines first, split by day, then the rules). The
@@ -162,7 +162,7 @@ def _chunks(start: datetime, end: datetime, n: int) -> list[tuple[datetime, date
 
 def episode_rows(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str,
                  start: datetime, end: datetime, lookback_hours: int = 6,
-                 workers: int = 2) -> list[Row]:
+                 workers: int = 1) -> list[Row]:
     """Firing/clear rows of ``[start, end]``, evaluated in up to ``workers`` parallel chunks.
 
     Breach/Clear flags equal one :func:`evaluate_rows` call over the whole range; only the
@@ -206,19 +206,21 @@ def episode_rows(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str,
 
 
 def episodes(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str, start: datetime,
-             end: datetime, lookback_hours: int = 6, workers: int = 2,
-             gold_uri: str | None = None) -> list[Episode]:
+             end: datetime, lookback_hours: int = 6, workers: int = 1,
+             gold_uri: str | None = None, *, threads: int = 1) -> list[Episode]:
     """Alert episodes of ``rule_set`` for one organization over ``[start, end]``.
 
     With ``gold_uri`` (the lake's gold Delta table) the rules are evaluated in DuckDB over
-    gold (rules/duck_engine.py: same rows, fleet-scale ranges in seconds, nothing written);
+    gold (rules/duck_engine.py: same rows, fleet-scale ranges, nothing written);
     without, in PostgreSQL, where ``workers`` connections evaluate consecutive chunks of the
     range at the same time (the extra ones are opened like ``conn``; 1: ``conn`` alone).
+    ``workers`` and ``threads`` (the DuckDB engine's array work) come from the settings
+    ``rules_connections`` and ``rules_threads``.
     """
     if gold_uri is not None:
 
         rows = duck_engine.episode_rows(conn, rule_set, org_id, start, end, gold_uri,
-                                        lookback_hours)
+                                        lookback_hours, threads=threads)
     else:
         rows = episode_rows(conn, rule_set, org_id, start, end, lookback_hours, workers)
     return stitch(org_id, rows)
@@ -248,19 +250,21 @@ def stitch(org_id: str, rows: list[Row]) -> list[Episode]:
 
 def backtest(conn: psycopg.Connection[Any], rule_set: RuleSet, org_ids: list[str],
              start: datetime, end: datetime, ground_truth: list[Fault] | None = None,
-             exclude_rules: tuple[str, ...] = (), workers: int = 2,
-             gold_uri: str | None = None) -> BacktestReport:
+             exclude_rules: tuple[str, ...] = (), workers: int = 1,
+             gold_uri: str | None = None, *, threads: int = 1) -> BacktestReport:
     """Replay ``rule_set`` over stored history for ``org_ids``.
 
     Faults count as caught when an episode of any rule (other than ``exclude_rules``, e.g. the
     data-missing rule) starts between onset and failure on that compressor; lead time is
     failure minus the first such start. Episodes on compressors without an injected fault are
-    false alerts. ``gold_uri``: evaluate in DuckDB over the gold table (see :func:`episodes`).
+    false alerts. ``gold_uri``: evaluate in DuckDB over the gold table; ``workers``,
+    ``threads``: see :func:`episodes`.
     """
     eps: list[Episode] = []
     n_comp = 0
     for org in org_ids:
-        eps += episodes(conn, rule_set, org, start, end, workers=workers, gold_uri=gold_uri)
+        eps += episodes(conn, rule_set, org, start, end, workers=workers, gold_uri=gold_uri,
+                        threads=threads)
         with db.tenant(conn, org):
             row = conn.execute("SELECT count(*) FROM compressors").fetchone()
         n_comp += int(row[0]) if row else 0
@@ -298,18 +302,21 @@ class Diff:
 
 
 def diff(conn: psycopg.Connection[Any], old: RuleSet, new: RuleSet, org_ids: list[str],
-         start: datetime, end: datetime, workers: int = 2, gold_uri: str | None = None) -> Diff:
+         start: datetime, end: datetime, workers: int = 1, gold_uri: str | None = None, *,
+         threads: int = 1) -> Diff:
     """Episodes gained and lost by changing ``old`` into ``new``.
 
     An old and a new episode of the same rule and compressor are the same alert when their
     time spans overlap (each matched at most once); the rest were gained or lost.
-    ``gold_uri``: evaluate in DuckDB over the gold table (see :func:`episodes`).
+    ``gold_uri``, ``workers``, ``threads``: see :func:`episodes`.
     """
     a: list[Episode] = []
     b: list[Episode] = []
     for org in org_ids:
-        a += episodes(conn, old, org, start, end, workers=workers, gold_uri=gold_uri)
-        b += episodes(conn, new, org, start, end, workers=workers, gold_uri=gold_uri)
+        a += episodes(conn, old, org, start, end, workers=workers, gold_uri=gold_uri,
+                      threads=threads)
+        b += episodes(conn, new, org, start, end, workers=workers, gold_uri=gold_uri,
+                      threads=threads)
     far = end + timedelta(days=3650)
 
     def unmatched(xs: list[Episode], ys: list[Episode]) -> list[Episode]:

@@ -1,20 +1,22 @@
 """Backtests evaluated over the gold Delta table: the fleet-scale engine.
 
 A 30-day backtest of 4,500 units reads ~78 million (unit, metric, hour) rows. Read out of
-PostgreSQL's long, row-wise ``sensor_readings_agg`` that took ~400 s here (plus ~1,500 s
-filling baselines); this engine reads the same aggregates column-wise from the ETL's gold table
+PostgreSQL's long, row-wise ``sensor_readings_agg`` (and with the baselines filled first)
+that takes far longer than the rules themselves (bench/bench_rules.py, backtest part, times
+both engines); this engine reads the same aggregates column-wise from the ETL's gold table
 (which holds exactly the rows and columns of ``sensor_readings_agg``, partitioned by date; see
 ``etl/gold.py``) with DuckDB, in one streaming scan filtered to the organization and the date
 partitions, and scatters them into dense (unit x hour) arrays.
 
 On the dense grid every "last N hours" count of the PostgreSQL engine's range path
 (:func:`rules.evaluate._range_branch`: ``cum - lag(cum, N)`` over each unit's hour rows) is a
-difference of cumulative sums along the hour axis, so each rule is a few dozen whole-array
-numpy operations instead of window passes (the DuckDB port of the same window SQL took ~10x
-longer). The flags are the same IEEE-754 operations in the same order as the generated SQL
-(``least``/``greatest`` ignore a missing baseline as PostgreSQL's ignore NULL: ``fmin``/``fmax``),
-so values and thresholds are bit-identical; ``tests/rules/test_duck_engine.py`` holds both
-engines to the same rows on randomized data covering every rule shape.
+difference of cumulative sums along the hour axis, so each rule is a few dozen whole-array numpy
+operations instead of window passes (a DuckDB port of the same window SQL is an order of
+magnitude slower). The flags are the same IEEE-754 operations in the same order as the generated
+SQL (``least``/``greatest`` ignore a missing baseline as PostgreSQL's ignore NULL:
+``fmin``/``fmax``), so values and thresholds are bit-identical;
+``tests/rules/test_duck_engine.py`` holds both engines to the same rows on randomized data
+covering every rule shape.
 
 * Units (model, site, rated speed) come from PostgreSQL's ``compressors`` in a tenant
   transaction; every gold read filters on ``org_id`` (tenant scoping).
@@ -30,7 +32,6 @@ engines to the same rows on randomized data covering every rule shape.
 
 from __future__ import annotations
 
-import os
 import queue
 import re
 import threading
@@ -96,10 +97,6 @@ def _date_filter(alias: str, lo: datetime, hi: datetime) -> str:
 
 
 _NAN = float("nan")
-
-#: Threads for the numpy work (baselines, rules); DuckDB uses its own (one per core).
-THREADS = max(1, min(4, os.cpu_count() or 1))
-
 
 def _prefetched(reader: pa.RecordBatchReader, depth: int = 3) -> Iterator[pa.RecordBatch]:
     """The reader's batches, pulled by a thread so DuckDB computes the next ones while numpy
@@ -433,8 +430,10 @@ def _no_data_rows(r: NoDataRule, grid: _Grid, lo_j: int, start_j: int, end_j: in
 
 
 def _rows(con: duckdb.DuckDBPyConnection, gold: str, units: pa.Table, rule_set: RuleSet,
-          org_id: str, start: datetime, end: datetime, lookback_hours: int) -> list[Row]:
-    """Every firing/clear row: one scan into the grid, then each rule on arrays."""
+          org_id: str, start: datetime, end: datetime, lookback_hours: int,
+          threads: int) -> list[Row]:
+    """Every firing/clear row: one scan into the grid, then each rule on arrays, on
+    ``threads`` threads (numpy releases the GIL in sorts and ufuncs)."""
     variants = variants_of(rule_set)
     nd = [r for r in rule_set.rules if isinstance(r, NoDataRule) and r.enabled]
     firsts: list[datetime] = []
@@ -470,7 +469,7 @@ def _rows(con: duckdb.DuckDBPyConnection, gold: str, units: pa.Table, rule_set: 
     out: list[Row] = []
     if variants:
         running = grid.running()
-        with ThreadPoolExecutor(THREADS) as pool:   # numpy releases the GIL in sorts/ufuncs
+        with ThreadPoolExecutor(threads) as pool:
             bases = dict(zip(needs, pool.map(
                 lambda md: _baselines(grid, running, md[0], md[1], lo.date(), end.date()),
                 needs), strict=True))
@@ -492,12 +491,15 @@ def episode_rows(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str,
                  start: datetime, end: datetime, gold_uri: str,
                  lookback_hours: int = DEFAULT_LOOKBACK_HOURS,
                  compressors: list[str] | None = None,
-                 con: duckdb.DuckDBPyConnection | None = None) -> list[Row]:
+                 con: duckdb.DuckDBPyConnection | None = None, *,
+                 threads: int = 1) -> list[Row]:
     """Firing/clear rows of ``[start, end]`` for one organization, evaluated in DuckDB.
 
     The same rows as :func:`rules.evaluate.evaluate_rows` on the same aggregates (ordered by
     hour, compressor, rule), read from the gold Delta table at ``gold_uri`` instead of
     PostgreSQL; ``conn`` only supplies the organization's compressors. Writes nothing.
+    ``threads``: threads of the array work (``settings.rules_threads``); DuckDB's scan uses
+    its own.
     """
     start, end = hour_of(start), hour_of(end)
     if end < start:
@@ -513,7 +515,7 @@ def episode_rows(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str,
         duck.unregister("units_arrow")
         units = duck.execute("SELECT * FROM units ORDER BY idx").to_arrow_table()
         out = _rows(duck, _gold(gold_uri), units, rule_set, org_id, start, end,
-                    lookback_hours)
+                    lookback_hours, threads)
         out.sort(key=lambda r: (r.hour, r.compressor_id, r.rule_id))
         return out
     finally:

@@ -70,9 +70,7 @@ from rules.schema import (
 
 log = logging.getLogger(__name__)
 DEFAULT_LOOKBACK_HOURS = 6
-#: Connections a one-hour evaluation is split over (one statement per core of this 2-core
-#: machine), and the fewest units per connection worth a second one.
-WORKERS = 2
+#: The fewest units per connection worth splitting a one-hour evaluation over another one.
 SPLIT_MIN_UNITS = 1000
 #: How long to wait for a pooled connection before evaluating on one (seconds).
 POOL_WAIT_S = 1.0
@@ -142,8 +140,9 @@ def variants_of(rule_set: RuleSet) -> list[Variant]:
 
 
 def _num(x: float) -> sql.Composable:
-    # Typed like the float8 parameters the thresholds used to travel in, so every expression
-    # (e.g. percent / 100.0) is evaluated in the same type and gives the same bits.
+    # Typed float8 like the reference evaluation's parameters (tests/rules/reference_evaluate.py),
+    # so every expression (e.g. percent / 100.0) is evaluated in the same type and gives the
+    # same bits.
     return sql.SQL("{}::float8").format(sql.Literal(float(x)))
 
 
@@ -334,7 +333,8 @@ def _range_branch(v: Variant, wl_hours: int, pv: _Pivot, duck: bool = False) -> 
     The pivot has a row for every unit and hour (absent aggregates are placeholder rows that
     are neither beyond nor normal), so "the last N hours" is "the last N rows": each count is a
     difference of running counts, ``cum - lag(cum, N)``. That is two window passes over one
-    sort instead of one pass per frame length (several times faster, same counts).
+    sort instead of one pass per frame length (same counts; bench/bench_rules.py, backtest
+    part, measures the PostgreSQL engine).
     """
     cmp = v.rule.comparison
     lags = sql.SQL(", ").join(
@@ -661,10 +661,11 @@ def fill_baselines(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str
     needs = sorted(_relative_needs(rule_set).items())
     if not needs:
         return
-    # The planner cannot estimate how many baselines are missing (NOT EXISTS) and, guessing
-    # one, picks nested loops over millions of hours (150 s instead of ~40 s for a fleet day);
-    # the grouping sort also needs memory. Both settings are restored for the rest of the
-    # transaction, whose one-hour path relies on index nested loops.
+    # The planner cannot estimate how many baselines are missing (NOT EXISTS) and, guessing one,
+    # picks nested loops over millions of hours, several times slower for a fleet day
+    # (bench/bench_rules.py, daily baseline fill); the grouping sort also needs memory. Both
+    # settings are restored for the rest of the transaction, whose one-hour path relies on index
+    # nested loops.
     prev = conn.execute("SELECT current_setting('enable_nestloop'), "
                         "current_setting('work_mem')").fetchone()
     conn.execute("SET LOCAL enable_nestloop = off")
@@ -725,8 +726,8 @@ def evaluate_rows(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str,
         conn.execute("SET LOCAL work_mem = '64MB'")
         # The few hours read sit in cache (the ETL just wrote them): a random page costs about
         # what a sequential one does. With the default 4.0 PostgreSQL 18 chose a parallel
-        # sequential scan of the whole month partition for the one-hour path (1.8-2.6 s
-        # instead of 1.0 s at 4,500 units).
+        # sequential scan of the whole month partition for the one-hour path, slower than
+        # the index scan (bench/bench_rules.py, latest part).
         conn.execute("SET LOCAL random_page_cost = 1.1")
         single = start == end
         # The one-hour path reads only the hours its counts need; older episode evidence is
@@ -735,8 +736,8 @@ def evaluate_rows(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str,
                    if single else lo)
         # prepare=False: psycopg would prepare a statement run five times on a connection (the
         # hourly run on a pooled one), and PostgreSQL may then switch to a generic plan in
-        # which the unit list is a parameter, not a constant it can hash: measured 12.5 s
-        # instead of 0.7 s for half the fleet.
+        # which the unit list is a parameter, not a constant it can hash: an order of
+        # magnitude slower (bench/bench_rules.py, latest part, runs it five times).
         cur = conn.execute(level_rules_sql(variants, lookback_hours, single), {
             "org_id": org_id, "compressors": compressors, "running_share": RUNNING_SHARE,
             "lo": lo, "read_lo": read_lo, "hi": end, "start": start, "end": end},
@@ -770,8 +771,8 @@ def evaluate_rows(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str,
 def evaluate(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str,
              hours: tuple[datetime, datetime], compressors: list[str] | None = None,
              *, lookback_hours: int = DEFAULT_LOOKBACK_HOURS,
-             workers: int = WORKERS, pool: ConnectionPool[Any] | None = None
-             ) -> EvaluationResult:
+             workers: int = 1, pool: ConnectionPool[Any] | None = None,
+             split_min_units: int = SPLIT_MIN_UNITS) -> EvaluationResult:
     """Evaluate ``rule_set`` for one organization over the hours ``[start, end]``.
 
     Runs in its own tenant transaction (row-level security confines it to ``org_id``) and
@@ -785,18 +786,20 @@ def evaluate(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str,
         hours: first and last hour (UTC, inclusive; truncated to the hour).
         compressors: restrict to these compressor ids (None: every compressor of the org).
         lookback_hours: history read before ``start`` to reconstruct episode state.
-        workers: connections a one-hour evaluation of at least ``workers *``
-            :data:`SPLIT_MIN_UNITS` units is split over (contiguous chunks of unit ids, each
-            in its own tenant transaction on its own connection, opened like ``conn``); 1:
-            ``conn`` alone. Units are independent, so the rows equal one statement's.
+        workers: connections a one-hour evaluation of at least ``workers *
+            split_min_units`` units is split over (contiguous chunks of unit ids, each in its
+            own tenant transaction on its own connection, opened like ``conn``); 1: ``conn``
+            alone. Units are independent, so the rows equal one statement's. The worker
+            passes ``settings.rules_connections``.
         pool: where the extra connections come from (the worker's pool); None: opened for
             this call and closed after it.
+        split_min_units: the fewest units per connection worth another connection.
     """
     start, end = hours
     by_id = {r.id: r for r in rule_set.rules}
     result = EvaluationResult()
     rows = _rows_in_chunks(conn, rule_set, org_id, start, end, compressors, lookback_hours,
-                           workers, pool)
+                           workers, pool, split_min_units)
     for row in rows:
         rule = by_id[row.rule_id]
         stamp = {"rule_set_id": rule_set.rule_set_id, "rule_version": rule_set.version}
@@ -818,19 +821,19 @@ def evaluate(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str,
 def _rows_in_chunks(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str,
                     start: datetime, end: datetime, compressors: list[str] | None,
                     lookback_hours: int, workers: int,
-                    pool: ConnectionPool[Any] | None) -> list[Row]:
+                    pool: ConnectionPool[Any] | None, split_min_units: int) -> list[Row]:
     """:func:`evaluate_rows` for the units, split over ``workers`` connections when it is
-    one hour of enough units (one statement runs on one core: 4,500 units took ~1.0 s as
-    one statement and ~0.7 s as two halves at once on 2 cores). The extra connections come
-    from ``pool`` when given: a new backend also spends ~120 ms more planning the statement
-    (cold catalog caches) than one that planned it before."""
+    one hour of enough units: one statement runs on one core, so chunks on several
+    connections use several (bench/bench_rules.py, latest part, times both). The extra
+    connections come from ``pool`` when given: a new backend also spends longer planning the
+    statement (cold catalog caches) than one that planned it before."""
     units = compressors
     split = workers > 1 and _hour(start) == _hour(end)
     if split and units is None:
         with db.tenant(conn, org_id):
             units = [r[0] for r in conn.execute(db.queries("rules")["org_units"])]
     with contextlib.ExitStack() as stack:
-        if split and units is not None and len(units) >= workers * SPLIT_MIN_UNITS:
+        if split and units is not None and len(units) >= workers * split_min_units:
             extra = _extra(stack, conn, pool, workers - 1, org_id)
             if extra:
                 return _split_rows([conn, *extra], rule_set, org_id, start, end, units,
@@ -876,6 +879,6 @@ def _split_rows(conns: list[psycopg.Connection[Any]], rule_set: RuleSet, org_id:
     return sorted((r for part in parts for r in part), key=_row_order)
 
 
-__all__ = ["KNOWN_MODELS", "SPLIT_MIN_UNITS", "WORKERS", "EvaluationResult", "LevelRule",
+__all__ = ["KNOWN_MODELS", "SPLIT_MIN_UNITS", "EvaluationResult", "LevelRule",
            "RateOfChangeRule", "Row", "Variant", "evaluate", "evaluate_rows", "fill_baselines",
            "history_start", "variants_of"]

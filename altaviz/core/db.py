@@ -35,10 +35,9 @@ _ORG_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
 #: Server settings of every Altaviz session. JIT off: the rule statements are large generated
-#: expressions that run for about a second; on a PostgreSQL built with LLVM (most distribution
-#: packages, ``jit = on`` by default) compiling them took ~10 s of the latest-hour evaluation
-#: (11.9 s with JIT, 1.1 s without, PostgreSQL 15, 4,500 units), and nothing here runs long
-#: enough to win it back.
+#: expressions; on a PostgreSQL built with LLVM (most distribution packages, ``jit = on`` by
+#: default) compiling them takes many times as long as running them (bench/bench_rules.py,
+#: latest part, against such a server), and nothing here runs long enough to win it back.
 SESSION_SETTINGS = {"jit": "off"}
 
 

@@ -6,10 +6,10 @@ auto-install/auto-load are switched off. Every connection runs with ``TimeZone='
 ``TIMESTAMPTZ`` values, hour truncation and date partitions all mean UTC.
 
 Integrity of the extension files: DuckDB's own signature check re-hashes the whole file on
-every ``LOAD`` (0.41 s per connection here for the 82 MB delta and 42 MB postgres binaries: a
-tenth of the hourly run's budget, paid again by every pipeline stage). Instead, each file is
-checked once per process against the SHA-256 that pip recorded when it installed the pinned
-wheel (``RECORD``; ~0.1 s for both), and the connection is opened with
+every ``LOAD`` (the delta and postgres binaries are tens of MB each), paid again by every
+pipeline stage's connection: a noticeable share of the hourly run (bench/bench_etl.py, hour
+phase). Instead, each file is checked once per process against the SHA-256 that pip recorded
+when it installed the pinned wheel (``RECORD``), and the connection is opened with
 ``allow_unsigned_extensions`` to load exactly those verified paths, nothing else: no SQL from
 outside ever reaches these connections. Where no recorded hash exists (an installer that writes
 none), DuckDB's signature check stays on. The renamed copy of the postgres extension lives in a

@@ -112,6 +112,30 @@ class Settings(BaseModel):
                     "memory its libraries keep goes back to the system when it ends")
     reminder_minutes: int = Field(
         default=60, ge=0, description="reminder interval while critical and unacknowledged; 0: off")
+    # Parallelism and memory bounds of the ETL and the rules; defaults follow the cores of the
+    # machine Altaviz runs on.
+    etl_threads: int = Field(
+        default=os.cpu_count() or 1, ge=1,
+        description="DuckDB threads of an ETL stage with more than 250,000 input rows "
+                    "(smaller stages, as in the hourly run, use one); default: this "
+                    "machine's cores")
+    etl_copy_streams: int = Field(
+        default=max(1, min(4, os.cpu_count() or 1)), ge=1,
+        description="parallel COPY connections writing new aggregate hours to PostgreSQL "
+                    "(each is one busy backend); default: this machine's cores, at most 4")
+    etl_bucket_hours: int = Field(
+        default=300_000, ge=1,
+        description="dirty compressor-hours gold recomputes at a time: bounds a bulk load's "
+                    "DuckDB memory (larger: fewer re-reads of silver, more memory)")
+    rules_connections: int = Field(
+        default=max(1, min(4, os.cpu_count() or 1)), ge=1,
+        description="PostgreSQL connections one rule evaluation is split over (the hourly "
+                    "evaluation of an organization with 1,000 units per connection, a "
+                    "backtest's hours); default: this machine's cores, at most 4")
+    rules_threads: int = Field(
+        default=max(1, min(4, os.cpu_count() or 1)), ge=1,
+        description="threads of the DuckDB backtest engine's array work (rules backtest "
+                    "over gold); default: this machine's cores, at most 4")
 
     @field_validator("log_level", mode="before")
     @classmethod

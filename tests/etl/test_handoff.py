@@ -5,6 +5,7 @@ run."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -17,12 +18,13 @@ from deltalake import DeltaTable
 from altaviz.core.settings import Settings
 from etl.handoff import FLAGS_SCHEMA, SUMS_SCHEMA, FlagTally, Handoff
 from etl.pipeline import run_pipeline
+from etl.thresholds import DEFAULT_THRESHOLDS, Thresholds
 from tests.etl.landing import T0, reading, write_landing
 
 COMPRESSORS = ("COMP-0001", "COMP-0002", "COMP-0003", "COMP-0004")
 #: Every bulk path: trailing baselines and windows on the hour grid, no hot cache (a first
 #: load of a small fleet would otherwise take the join paths, which hand nothing over).
-BULK = {"JOIN_MAX_HOURS": 0, "HOT_HOURS": 0, "GRID_WINDOWS": 1, "GRID_BASELINE": 1}
+BULK = Thresholds(join_max_hours=0, hot_hours=0)
 
 
 def _landing(landing: Path) -> None:
@@ -45,19 +47,6 @@ def _gold(lake: Path) -> list[dict[str, Any]]:
     table = DeltaTable(str(lake / "gold")).to_pyarrow_table()
     rows: list[dict[str, Any]] = table.drop_columns(["batch_id"]).to_pylist()
     return sorted(rows, key=lambda r: (r["compressor_id"], r["metric"], r["hour"]))
-
-
-def _turn(knobs: dict[str, int], monkeypatch: pytest.MonkeyPatch) -> None:
-    """Set each knob in the ETL modules that have it."""
-    import etl.gold
-    import etl.hot
-    import etl.silver
-
-    for knob, value in knobs.items():
-        modules = [m for m in (etl.gold, etl.silver, etl.hot) if hasattr(m, knob)]
-        assert modules, knob
-        for module in modules:
-            monkeypatch.setattr(module, knob, value)
 
 
 def _next_hour(landing: Path) -> None:
@@ -87,14 +76,23 @@ def _count_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return reads
 
 
-def _run(settings: Settings, db_url: str, knobs: dict[str, int],
-         monkeypatch: pytest.MonkeyPatch) -> tuple[list[dict[str, Any]], int]:
-    """A bulk load with ``knobs``; gold's rows and how often gold read handed partials (once
-    per bucket)."""
-    _turn(knobs, monkeypatch)
+def _discard_after_silver(settings: Settings) -> Callable[[str], None]:
+    """An ``after_stage`` hook removing silver's handed partials, as a run that stopped
+    between silver and gold leaves them unusable: gold then reads silver."""
+    def hook(stage: str) -> None:
+        if stage == "silver":
+            Handoff(settings.lake_path).discard()
+    return hook
+
+
+def _run(settings: Settings, db_url: str, monkeypatch: pytest.MonkeyPatch, *,
+         discard: bool = False) -> tuple[list[dict[str, Any]], int]:
+    """A bulk load (:data:`BULK`); gold's rows and how often gold read handed partials (once
+    per bucket). ``discard``: silver's handed partials are removed before gold runs."""
     reads = _count_reads(monkeypatch)
     _landing(settings.landing_path)
-    summary = run_pipeline(settings, db_url)
+    summary = run_pipeline(settings, db_url, thresholds=BULK,
+                           after_stage=_discard_after_silver(settings) if discard else None)
     assert summary.rows_late == 36 and summary.rows_in == 4 * 26 * 6 + 36
     monkeypatch.undo()
     return _gold(settings.lake_path), reads[0]
@@ -120,14 +118,13 @@ def test_handed_partials_give_the_gold_of_silver_read_again(
         monkeypatch: pytest.MonkeyPatch, buckets: int) -> None:
     """In one bucket of compressors, or three (each reads its own compressors' rows)."""
     dirty_hours = 4 * 26 + 2 * 3
-    handed, reads = _run(settings, db_url, {**BULK, "HANDOFF": 1,
-                                            "BUCKET_HOURS": -(-dirty_hours // buckets)},
-                         monkeypatch)
+    bucketed = settings.model_copy(update={"etl_bucket_hours": -(-dirty_hours // buckets)})
+    handed, reads = _run(bucketed, db_url, monkeypatch)
     assert reads == buckets, "the bulk load did not take silver's handed partials"
     assert not (settings.lake_path / "_handoff").exists(), "gold left the handed files"
 
     other, url = _second_lake(settings, tmp_path, pg_server)
-    read, reads = _run(other, url, {**BULK, "HANDOFF": 0}, monkeypatch)
+    read, reads = _run(other, url, monkeypatch, discard=True)
     assert reads == 0
 
     _assert_same_gold(handed, read)
@@ -168,16 +165,15 @@ def _oil(rows: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:
             for r in rows if r["metric"] == "oil_temp_f"}
 
 
-def _hourly(settings: Settings, db_url: str, knobs: dict[str, int],
+def _hourly(settings: Settings, db_url: str, thresholds: Thresholds,
             monkeypatch: pytest.MonkeyPatch) -> tuple[list[dict[str, Any]], int]:
-    """A first load (default paths), then the next hour's run with ``knobs``; gold's rows and
-    how often the hourly run's gold read handed partials."""
+    """A first load (default paths), then the next hour's run with ``thresholds``; gold's
+    rows and how often the hourly run's gold read handed partials."""
     _landing(settings.landing_path)
     run_pipeline(settings, db_url)
-    _turn(knobs, monkeypatch)
     reads = _count_reads(monkeypatch)
     _next_hour(settings.landing_path)
-    summary = run_pipeline(settings, db_url)
+    summary = run_pipeline(settings, db_url, thresholds=thresholds)
     assert summary.rows_late == 6 and summary.rows_in == 4 * 6
     monkeypatch.undo()
     return _gold(settings.lake_path), reads[0]
@@ -188,16 +184,15 @@ def test_the_hourly_runs_handed_partials_give_the_gold_of_silver_read_again(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The next hour's batch: silver's baselines joined to the hot cache, gold's windows on
     it; silver hands that batch's partials over too."""
-    handed, reads = _hourly(settings, db_url, {"HANDOFF": 1, "HANDOFF_JOINED": 1},
-                            monkeypatch)
+    handed, reads = _hourly(settings, db_url, DEFAULT_THRESHOLDS, monkeypatch)
     assert reads == 1, "the hourly run did not take silver's handed partials"
     assert not (settings.lake_path / "_handoff").exists(), "gold left the handed files"
 
     other, url = _second_lake(settings, tmp_path, pg_server)
-    # the other lake's hourly run as for a large batch: bronze read by each query, partials
-    # grouped and readings flagged by DuckDB, gold reading silver
-    read, reads = _hourly(other, url, {"HANDOFF": 0, "HANDOFF_JOINED": 0,
-                                       "SMALL_BATCH_ROWS": 0}, monkeypatch)
+    # the other lake's hourly run as for a large batch without the hot cache: bronze read by
+    # each query, partials grouped by DuckDB, baselines joined to gold's long rows, readings
+    # flagged by DuckDB, nothing handed over, gold reading silver
+    read, reads = _hourly(other, url, Thresholds(hot_hours=0, small_batch_rows=0), monkeypatch)
     assert reads == 0
     _assert_same_gold(handed, read)
     # silver's own flags too: compared in numpy on the handed path, in SQL on the other
@@ -266,7 +261,7 @@ def test_partials_that_cannot_be_written_leave_gold_reading_silver(
     goes; a full disk alike) warns and goes on, and gold reads silver."""
     settings.lake_path.mkdir(parents=True, exist_ok=True)
     (settings.lake_path / "_handoff").write_text("in the way")
-    rows, reads = _run(settings, db_url, {**BULK, "HANDOFF": 1}, monkeypatch)
+    rows, reads = _run(settings, db_url, monkeypatch)
     assert reads == 0
     assert "cannot write the partials for gold" in caplog.text
     oil = _oil(rows)
@@ -274,10 +269,9 @@ def test_partials_that_cannot_be_written_leave_gold_reading_silver(
 
 
 def test_handed_partials_missing_an_hour_stop_gold_with_a_clear_error(
-        settings: Settings, db_url: str, fleet: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        settings: Settings, db_url: str, fleet: Any) -> None:
     """Handed sums that lack one of the batch's compressor-hours (a damaged file) must not
     lose that hour: gold refuses them, naming the folder to remove, and writes nothing."""
-    _turn({**BULK, "HANDOFF": 1}, monkeypatch)
 
     def damage(stage: str) -> None:
         if stage != "silver":
@@ -291,5 +285,5 @@ def test_handed_partials_missing_an_hour_stop_gold_with_a_clear_error(
 
     _landing(settings.landing_path)
     with pytest.raises(Exception, match=r"do not match the silver batches' hours.*_handoff"):
-        run_pipeline(settings, db_url, after_stage=damage)
+        run_pipeline(settings, db_url, after_stage=damage, thresholds=BULK)
     assert DeltaTable(str(settings.lake_path / "gold")).to_pyarrow_table().num_rows == 0

@@ -17,6 +17,7 @@ from altaviz.core.settings import Settings
 from etl.hot import SCHEMA, HotPartials
 from etl.lake import Lake
 from etl.pipeline import run_pipeline
+from etl.thresholds import DEFAULT_THRESHOLDS, Thresholds
 from tests.etl.landing import T0, reading, write_landing
 
 COMPRESSORS = ("COMP-0001", "COMP-0002", "COMP-0003", "COMP-0004")
@@ -40,15 +41,17 @@ def _cached(root: Path) -> dict[tuple[str, Any], dict[str, Any]]:
     return rows
 
 
-def _assert_cache_equals_gold(lake_root: Path, tmp_path: Path) -> None:
-    """The incrementally maintained cache equals one rebuilt from gold alone."""
+def _assert_cache_equals_gold(lake_root: Path, tmp_path: Path,
+                              hours: int = DEFAULT_THRESHOLDS.hot_hours) -> None:
+    """The incrementally maintained cache equals one rebuilt from gold alone (``hours``: the
+    cache's span)."""
     lake = Lake(lake_root)
     kept = _cached(lake_root)
     fresh_root = tmp_path / "rebuilt"
     (fresh_root / "_hot").mkdir(parents=True, exist_ok=True)
     con = duck.connect()
     try:
-        rebuilt = HotPartials(fresh_root)
+        rebuilt = HotPartials(fresh_root, hours)
         # rebuild reads gold through the lake object; write its files elsewhere
         rebuilt.rebuild(con, lake, lake.batch_mark("gold"))
     finally:
@@ -109,34 +112,34 @@ def test_cache_follows_gold_and_the_hourly_run_reads_it(
     _assert_cache_equals_gold(settings.lake_path, tmp_path / "c")
 
 
-def _load_six_hours(settings: Settings, db_url: str) -> None:
+def _load_six_hours(settings: Settings, db_url: str,
+                    thresholds: Thresholds = DEFAULT_THRESHOLDS) -> None:
     """Hours 0-5 of every compressor, loaded as one batch."""
     rows = [reading(c, T0 + timedelta(hours=k, minutes=10 * i), oil_temp_f=150.0 + k)
             for c in COMPRESSORS for k in range(6) for i in range(6)]
     write_landing(settings.landing_path, rows, T0 + timedelta(hours=6, minutes=5))
-    run_pipeline(settings, db_url)
+    run_pipeline(settings, db_url, thresholds=thresholds)
 
 
 def test_hours_that_leave_the_window_are_deleted(
-        settings: Settings, db_url: str, fleet: Fleet, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """The cache keeps only its last HOT_HOURS hours on disk: an hour file older than the
+        settings: Settings, db_url: str, fleet: Fleet, tmp_path: Path) -> None:
+    """The cache keeps only its last ``hot_hours`` hours on disk: an hour file older than the
     recorded window is removed when the window moves on (else one file per hour would pile
     up forever, ~4 MB each at fleet size)."""
-    monkeypatch.setattr("etl.hot.HOT_HOURS", 4)
-    _load_six_hours(settings, db_url)
+    four = Thresholds(hot_hours=4)
+    _load_six_hours(settings, db_url, four)
     for k in (6, 7):
         write_landing(settings.landing_path,
                       [reading(c, T0 + timedelta(hours=k, minutes=10 * i), oil_temp_f=151.0)
                        for c in COMPRESSORS for i in range(6)],
                       T0 + timedelta(hours=k + 1, minutes=5))
-        run_pipeline(settings, db_url)
+        run_pipeline(settings, db_url, thresholds=four)
     hot = HotPartials(settings.lake_path)
     meta = hot.meta()
     assert meta is not None and meta.first == T0 + timedelta(hours=4)
     assert sorted(p.name for p in hot.root.glob("hour-*")) == [
         f"hour-{T0 + timedelta(hours=k):%Y-%m-%dT%H}.arrow" for k in (4, 5, 6, 7)]
-    _assert_cache_equals_gold(settings.lake_path, tmp_path / "moved")
+    _assert_cache_equals_gold(settings.lake_path, tmp_path / "moved", hours=4)
 
 
 def test_a_cache_left_behind_by_a_crash_is_never_read(

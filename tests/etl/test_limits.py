@@ -1,6 +1,7 @@
 """The hourly run's outlier limits summed in numpy (etl/limits.py): each kept hour's baseline
 is the 24 hours before it, of its own compressor, partials of one hour in two places added
-up; and the hourly run flags the same readings with them as with the DuckDB join."""
+up; and the hourly run flags the same readings with them as without the hot cache (a DuckDB
+join to gold's long rows)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ from altaviz.core.telemetry import METRICS
 from etl.limits import trailing_limits
 from etl.metrics import MIN_BASELINE_READINGS, OUTLIER_SIGMAS, VAR_EPS
 from etl.pipeline import run_pipeline
+from etl.thresholds import Thresholds
 from tests.etl.landing import T0
-from tests.etl.test_handoff import _landing, _next_hour, _second_lake, _silver_rows, _turn
+from tests.etl.test_handoff import _landing, _next_hour, _second_lake, _silver_rows
 
 START = datetime(2026, 11, 2, tzinfo=UTC)
 
@@ -95,15 +97,14 @@ def _silver(lake: Path) -> list[tuple[Any, ...]]:
     return _silver_rows(lake, ("compressor_id", "ts", "outlier_metrics"))
 
 
-def _hourly(settings: Settings, db_url: str, numpy: int,
+def _hourly(settings: Settings, db_url: str, hot: bool,
             monkeypatch: pytest.MonkeyPatch) -> tuple[list[Any], int]:
-    """A first load, then the next hour's run with the limits in numpy or not; silver's rows
-    and how often the numpy limits ran."""
+    """A first load, then the next hour's run with the hot cache (the limits summed in numpy)
+    or without it (joined in DuckDB); silver's rows and how often the numpy limits ran."""
     import etl.silver
 
     _landing(settings.landing_path)
     run_pipeline(settings, db_url)
-    _turn({"LIMITS_IN_NUMPY": numpy}, monkeypatch)
     calls = [0]
 
     def counted(*args: Any) -> pa.Table:
@@ -112,7 +113,7 @@ def _hourly(settings: Settings, db_url: str, numpy: int,
 
     monkeypatch.setattr(etl.silver, "trailing_limits", counted)
     _next_hour(settings.landing_path)
-    run_pipeline(settings, db_url)
+    run_pipeline(settings, db_url, thresholds=Thresholds() if hot else Thresholds(hot_hours=0))
     monkeypatch.undo()
     return _silver(settings.lake_path), calls[0]
 
@@ -120,10 +121,10 @@ def _hourly(settings: Settings, db_url: str, numpy: int,
 def test_the_hourly_run_flags_the_same_readings_as_the_join(
         settings: Settings, db_url: str, fleet: Any, tmp_path: Path, pg_server: Any,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    in_numpy, calls = _hourly(settings, db_url, 1, monkeypatch)
+    in_numpy, calls = _hourly(settings, db_url, True, monkeypatch)
     assert calls == 1, "the hourly run did not sum its baselines in numpy"
     other, url = _second_lake(settings, tmp_path, pg_server)
-    joined, calls = _hourly(other, url, 0, monkeypatch)
+    joined, calls = _hourly(other, url, False, monkeypatch)
     assert calls == 0
     assert in_numpy == joined
     outliers = [(c, ts) for c, ts, m in in_numpy if "oil_temp_f" in m]

@@ -14,6 +14,7 @@ from altaviz.core.fleet import Fleet
 from altaviz.core.settings import Settings
 from etl.metrics import MIN_BASELINE_READINGS, OUTLIER_SIGMAS
 from etl.pipeline import run_pipeline
+from etl.thresholds import Thresholds
 from tests.etl.landing import T0, reading, write_landing
 
 HOURS = 60   # more than two days: a first load of this many hours takes the bulk path
@@ -41,21 +42,16 @@ def expected_outliers(values: dict[tuple[int, int], float]) -> set[tuple[int, in
 
 @pytest.mark.parametrize("knobs", [
     {},                                                                # per-hour join
-    {"JOIN_MAX_HOURS": 0, "HOT_HOURS": 0, "GRID_BASELINE": 1},         # hour grid (numpy)
-    {"JOIN_MAX_HOURS": 0, "HOT_HOURS": 0, "GRID_BASELINE": 0},         # window functions
+    {"join_max_hours": 0, "hot_hours": 0},                             # hour grid (numpy)
     # over the grid's size cap: window functions
-    {"JOIN_MAX_HOURS": 0, "HOT_HOURS": 0, "GRID_BASELINE": 1, "GRID_MAX_HOURS": 10},
-], ids=["join", "grid", "window-functions", "grid-cap"])
+    {"join_max_hours": 0, "hot_hours": 0, "grid_max_hours": 10},
+], ids=["join", "grid", "window-functions"])
 def test_outlier_flags_match_the_trailing_24_hours(settings: Settings, db_url: str,
                                                    fleet: Fleet, knobs: dict[str, int],
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    import etl.hot
     import etl.silver
 
-    for knob, value in knobs.items():
-        for module in (etl.silver, etl.hot):
-            if hasattr(module, knob):
-                monkeypatch.setattr(module, knob, value)
+    thresholds = Thresholds(**knobs)
     grid_calls: list[int] = []
     trailing_sums = etl.silver.trailing_sums
 
@@ -82,10 +78,10 @@ def test_outlier_flags_match_the_trailing_24_hours(settings: Settings, db_url: s
         for k in range(0, HOURS, 10):
             write_landing(settings.landing_path, rows[6 * k:6 * (k + 10)],
                           T0 + timedelta(hours=k + 10, minutes=5))
-            run_pipeline(settings, db_url)
+            run_pipeline(settings, db_url, thresholds=thresholds)
     else:
         write_landing(settings.landing_path, rows, T0 + timedelta(hours=HOURS, minutes=5))
-        run_pipeline(settings, db_url)
+        run_pipeline(settings, db_url, thresholds=thresholds)
     silver = DeltaTable(str(settings.lake_path / "silver")).to_pyarrow_table(
         columns=["ts", "outlier_metrics"]).to_pylist()
     assert len(silver) == len(values)
@@ -93,5 +89,4 @@ def test_outlier_flags_match_the_trailing_24_hours(settings: Settings, db_url: s
            for r in silver if "oil_temp_f" in (r["outlier_metrics"] or [])}
     assert got == expected
     # the path named was taken
-    assert len(grid_calls) == (knobs.get("GRID_BASELINE", 0)
-                               and knobs.get("GRID_MAX_HOURS", HOURS) >= HOURS)
+    assert len(grid_calls) == (bool(knobs) and thresholds.grid_max_hours >= HOURS)

@@ -13,7 +13,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from altaviz.core.telemetry import METRICS
-from etl import pivot as pivot_module
 from etl.pivot import INTEGER_STATISTICS, LONG_COLUMNS, STATISTICS, pivot
 from tests.etl.long_rows import NAMES, long_rows
 
@@ -36,9 +35,7 @@ def _long(keys: list[tuple[str, str, int, int]], seed: int) -> pa.Table:
 def test_pivot_matches_a_plain_python_pivot(keys: list[tuple[str, str, int, int]], seed: int,
                                             dense: bool) -> None:
     long = _long(keys, seed)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(pivot_module, "DENSE_KEYS", 10**9 if dense else 0)
-        wide = pivot(long).to_pylist()
+    wide = pivot(long, dense_keys=10**9 if dense else 0).to_pylist()
     expected: dict[tuple[str, str, datetime], dict[str, list[Any]]] = {}
     for row in long.to_pylist():
         out = expected.setdefault((row["org_id"], row["compressor_id"], row["hour"]),

@@ -41,20 +41,18 @@ def _left(conn: psycopg.Connection[Any]) -> set[tuple[str, str, str, int]]:
     return {(o, c, k, (NOW - t).days) for o, c, k, t in rows}
 
 
-@pytest.mark.parametrize("batch", [50_000, 1])
+@pytest.mark.parametrize("batch", [50_000, 1])   # 1: every row its own transaction
 def test_old_checks_go_and_each_latest_stays(conn: psycopg.Connection[Any], fleet: Fleet,
-                                             monkeypatch: pytest.MonkeyPatch,
                                              batch: int) -> None:
-    monkeypatch.setattr(quality, "PRUNE_BATCH", batch)   # 1: every row its own transaction
     _seed(conn)
-    assert quality.prune_quality_checks(conn, keep_days=30, now=NOW) == 4
+    assert quality.prune_quality_checks(conn, keep_days=30, now=NOW, batch=batch) == 4
     assert _left(conn) == {
         ("acme", "COMP-0001", "accuracy", 1),
         ("acme", "COMP-0002", "completeness", 45),    # silent unit: its latest is kept
         ("bravo", "COMP-0003", "freshness", 2),
         ("bravo", "COMP-0003", "consistency", 10),
     }
-    assert quality.prune_quality_checks(conn, keep_days=30, now=NOW) == 0
+    assert quality.prune_quality_checks(conn, keep_days=30, now=NOW, batch=batch) == 0
 
 
 def test_a_retention_under_a_day_is_refused(conn: psycopg.Connection[Any]) -> None:

@@ -1,5 +1,5 @@
 """Between stages the pipeline gives memory back: a stage's DuckDB connection is closed once
-the process holds more than RECONNECT_ABOVE_BYTES (a DuckDB instance keeps what a stage's
+the process holds more than ``reconnect_above_bytes`` (a DuckDB instance keeps what a stage's
 scans allocated until it closes, so a week's first load stacked gold's peak on silver's
 leftovers); below it the connection is kept, with its temp tables dropped."""
 
@@ -16,6 +16,7 @@ from altaviz.core import duck
 from altaviz.core.fleet import Fleet
 from altaviz.core.settings import Settings
 from etl.pipeline import STAGES, release_memory, run_pipeline
+from etl.thresholds import Thresholds
 from tests.etl.landing import T0, series, write_landing
 
 
@@ -25,11 +26,13 @@ def test_stage_connections_are_closed_over_the_threshold(
         settings: Settings, db_url: str, fleet: Fleet, monkeypatch: pytest.MonkeyPatch,
         threshold: int, connections: int) -> None:
     """Quality, which runs beside the aggregates stage in a run this small, has its own
-    connection; every other stage's is the one kept or a new one after the last closed."""
+    connection; every other stage's is the one kept or a new one after the last closed. The
+    stages' connections have ``etl_threads`` threads, quality's beside them one."""
     import etl.pipeline
 
     opened: list[duckdb.DuckDBPyConnection] = []
     beside: list[duckdb.DuckDBPyConnection] = []
+    threads: dict[str, set[int | None]] = {"stages": set(), "beside": set()}
     connect = duck.connect
 
     def tracked(**kwargs: Any) -> duckdb.DuckDBPyConnection:
@@ -40,31 +43,29 @@ def test_stage_connections_are_closed_over_the_threshold(
                 con.execute("SELECT 1")
         con = connect(**kwargs)
         (beside if on_quality_thread else opened).append(con)
+        threads["beside" if on_quality_thread else "stages"].add(kwargs.get("threads"))
         return con
 
     monkeypatch.setattr(etl.pipeline.duck, "connect", tracked)
-    monkeypatch.setattr(etl.pipeline, "RECONNECT_ABOVE_BYTES", threshold)
     write_landing(settings.landing_path, series("COMP-0001", T0, 2),
                   T0 + timedelta(hours=2, minutes=5))
-    summary = run_pipeline(settings, db_url)
+    summary = run_pipeline(settings.model_copy(update={"etl_threads": 3}), db_url,
+                           thresholds=Thresholds(reconnect_above_bytes=threshold))
     assert summary.rows_in == 12 and summary.hours_upserted > 0
     assert len(opened) == connections and len(beside) == 1
+    assert threads == {"stages": {3}, "beside": {1}}
     for con in (opened[-1], beside[0]):
         with pytest.raises(duckdb.ConnectionException):   # the run closes what it opened
             con.execute("SELECT 1")
 
 
-def test_a_kept_connection_loses_its_temp_tables_and_stays_usable(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    import etl.pipeline
-
-    monkeypatch.setattr(etl.pipeline, "RECONNECT_ABOVE_BYTES", 1 << 50)
+def test_a_kept_connection_loses_its_temp_tables_and_stays_usable() -> None:
     con = duck.connect()
     try:
         con.execute("CREATE TEMP TABLE classified AS SELECT range AS x FROM range(100000)")
         con.execute('CREATE TEMP TABLE "odd ""name""" AS SELECT 1 AS y')
         con.execute("CREATE TABLE agg_existing AS SELECT 1 AS z")   # not temp: kept
-        assert release_memory(con) is False
+        assert release_memory(con, above_bytes=1 << 50) is False
         temp = con.execute(
             "SELECT count(*) FROM duckdb_tables() WHERE temporary").fetchone()
         kept = con.execute("SELECT count(*) FROM agg_existing").fetchone()
@@ -110,15 +111,15 @@ def test_a_bulk_gold_runs_under_its_share_of_the_memory_limit(
     import etl.gold
     import etl.pipeline
 
-    monkeypatch.setattr(etl.pipeline, "RECONNECT_ABOVE_BYTES", 1 << 50)   # one connection
-    monkeypatch.setattr(etl.gold, "JOIN_MAX_HOURS", 0)                   # the bulk path
     seen: dict[str, str] = {}
     _record_limits(monkeypatch, etl.gold, ["gold_batches"], seen)
     _record_limits(monkeypatch, etl.pipeline, ["upsert_aggregates", "quality_checks"], seen)
     settings = settings.model_copy(update={"etl_memory_mb": 1500})
     write_landing(settings.landing_path, series("COMP-0001", T0, 2),
                   T0 + timedelta(hours=2, minutes=5))
-    run_pipeline(settings, db_url)
+    # one connection, and the bulk path
+    run_pipeline(settings, db_url,
+                 thresholds=Thresholds(reconnect_above_bytes=1 << 50, join_max_hours=0))
     # quality, beside the aggregates stage in a run this small, has its own smaller instance
     share = etl.pipeline.QUALITY_BESIDE_MEMORY_SHARE
     assert seen == {"gold_batches": _spelled(1500 * etl.gold.GRID_MEMORY_SHARE // 100),

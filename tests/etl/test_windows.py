@@ -10,11 +10,14 @@ from typing import Any
 
 import psycopg
 import pytest
+from deltalake import DeltaTable
 
 from altaviz.core.fleet import Fleet
 from altaviz.core.settings import Settings
 from etl.pipeline import run_pipeline
+from etl.thresholds import Thresholds
 from tests.etl.landing import T0, reading, write_landing
+from tests.etl.oracles import FEATURES, window_features
 
 
 def hour_values(k: int) -> list[float]:
@@ -31,23 +34,17 @@ def agg(conn: psycopg.Connection[Any], metric: str) -> dict[datetime, tuple[Any,
     return {r[0]: r[1:] for r in rows}
 
 
-@pytest.mark.parametrize("knobs", [
-    {},                                            # a few hours: each joined to its partials
-    {"JOIN_MAX_HOURS": 0, "GRID_WINDOWS": 1},      # a bulk load: windows on the hour grid
-    {"JOIN_MAX_HOURS": 0, "GRID_WINDOWS": 0},      # ... or by DuckDB's window functions
-], ids=["join", "grid", "window-functions"])
+@pytest.mark.parametrize("thresholds", [
+    Thresholds(),                                  # a few hours: each joined to its partials
+    Thresholds(join_max_hours=0),                  # a bulk load: windows on the hour grid
+], ids=["join", "grid"])
 def test_golden_window_features(settings: Settings, db_url: str, fleet: Fleet,
-                                conn: psycopg.Connection[Any], knobs: dict[str, int],
-                                monkeypatch: pytest.MonkeyPatch) -> None:
-    import etl.gold
-
-    for knob, value in knobs.items():
-        monkeypatch.setattr(etl.gold, knob, value)
+                                conn: psycopg.Connection[Any], thresholds: Thresholds) -> None:
     hours = [0, 1, 2, 3, 4, 6, 30]      # hour 5 missing, hour 30 alone in its 24 h window
     rows = [reading("COMP-0001", T0 + timedelta(hours=k, minutes=10 * i), oil_temp_f=v)
             for k in hours for i, v in enumerate(hour_values(k))]
     write_landing(settings.landing_path, rows, T0 + timedelta(hours=31))
-    run_pipeline(settings, db_url)
+    run_pipeline(settings, db_url, thresholds=thresholds)
     got = agg(conn, "oil_temp_f")
     assert sorted(got) == [T0 + timedelta(hours=k) for k in hours]
 
@@ -137,28 +134,104 @@ def test_aggregates_are_scoped_by_organization(settings: Settings, db_url: str, 
         conn.execute(queries("etl")["upsert_aggregates"])
 
 
+def _load(landing: Path) -> None:
+    """30 hours of four compressors, hour 5 missing."""
+    rows = [reading(c, T0 + timedelta(hours=k, minutes=10 * i),
+                    oil_temp_f=150.0 + k + i + 7 * n)
+            for n, c in enumerate(("COMP-0001", "COMP-0002", "COMP-0003", "COMP-0004"))
+            for k in range(30) if k != 5 for i in range(6)]
+    write_landing(landing, rows, T0 + timedelta(hours=30, minutes=5))
+
+
+def _late(landing: Path) -> None:
+    """A day late: hour 5 of two compressors, and two readings added to hour 20 of a third."""
+    rows = [reading(c, T0 + timedelta(hours=5, minutes=10 * i), oil_temp_f=200.0)
+            for c in ("COMP-0001", "COMP-0004") for i in range(6)]
+    rows += [reading("COMP-0002", T0 + timedelta(hours=20, minutes=5 + 10 * i),
+                     oil_temp_f=190.0) for i in range(2)]
+    write_landing(landing, rows, T0 + timedelta(days=1, hours=6))
+
+
+def _next_hour(landing: Path) -> None:
+    """Hour 30 of the four compressors."""
+    rows = [reading(c, T0 + timedelta(hours=30, minutes=10 * i), oil_temp_f=180.0 + i)
+            for c in ("COMP-0001", "COMP-0002", "COMP-0003", "COMP-0004")
+            for i in range(6)]
+    write_landing(landing, rows, T0 + timedelta(days=1, hours=7))
+
+
+def _configured(settings: Settings, knobs: dict[str, int]) -> tuple[Settings, Thresholds]:
+    """``settings`` and thresholds with ``knobs`` set: settings fields (``etl_*``) in the
+    settings, the rest in the thresholds."""
+    fields = {k: v for k, v in knobs.items() if k in Settings.model_fields}
+    return (settings.model_copy(update=fields),
+            Thresholds(**{k: v for k, v in knobs.items() if k not in fields}))
+
+
+def _all_rows(c: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+    with c.transaction():
+        return c.execute(
+            "SELECT org_id, compressor_id, metric, hour, n, mean, min, max, stddev, "
+            "mean_4h, min_4h, max_4h, stddev_4h, mean_24h, min_24h, max_24h, stddev_24h, "
+            "rate_of_change, outliers, late FROM sensor_readings_agg "
+            "ORDER BY org_id, compressor_id, metric, hour").fetchall()
+
+
+def test_gold_features_equal_window_functions_over_its_partials(
+        settings: Settings, db_url: str, fleet: Fleet) -> None:
+    """Gold's features from a bulk load on the hour grid, then a late batch merged and two
+    hourly runs (by the default methods), equal DuckDB's window functions over gold's own
+    hourly partials (tests/etl/oracles.py)."""
+    _load(settings.landing_path)
+    run_pipeline(settings, db_url, thresholds=Thresholds(join_max_hours=0, hot_hours=0))
+    _late(settings.landing_path)
+    run_pipeline(settings, db_url)
+    _next_hour(settings.landing_path)
+    run_pipeline(settings, db_url)
+    # and an hour whose mean jumps far beyond its trailing spread (a spike)
+    write_landing(settings.landing_path,
+                  [reading("COMP-0001", T0 + timedelta(hours=31, minutes=10 * i),
+                           oil_temp_f=300.0) for i in range(6)],
+                  T0 + timedelta(days=1, hours=8))
+    run_pipeline(settings, db_url)
+    expected = window_features(settings.lake_path)
+    gold = DeltaTable(str(settings.lake_path / "gold")).to_pyarrow_table(
+        columns=["compressor_id", "metric", "hour", *FEATURES, "flags"]).to_pylist()
+    assert len(gold) == len(expected) > 4 * 31 * 15
+    for row in gold:
+        key = (row["compressor_id"], row["metric"], row["hour"])
+        want = expected[key]
+        assert row["flags"] == want[-1], (key, row, want)
+        for name, e in zip(FEATURES, want[:-1], strict=True):
+            a = row[name]
+            assert (a is None) == (e is None), (key, name, row, want)
+            if e is not None:
+                assert a == pytest.approx(e, rel=1e-9, abs=1e-6), (key, name, row, want)
+    flagged = {f for v in expected.values() for f in v[-1]}
+    assert {"late", "spike"} <= flagged, flagged
+
+
 @pytest.mark.parametrize(("many", "one"), [
     # one bucket per dirty compressor-hour vs one bucket
-    ({"BUCKET_HOURS": 20}, {"BUCKET_HOURS": 10**9}),
+    ({"etl_bucket_hours": 20}, {"etl_bucket_hours": 10**9}),
     # windows and baselines by join vs window functions
-    ({"JOIN_MAX_HOURS": 10**9}, {"JOIN_MAX_HOURS": 0}),
+    ({"join_max_hours": 10**9}, {"join_max_hours": 0}),
     # recent partials from the hot cache vs from gold, by join (the hourly run's method) ...
-    ({"HOT_HOURS": 48}, {"HOT_HOURS": 0}),
+    ({"hot_hours": 48}, {"hot_hours": 0}),
     # ... and by window functions (a day's catch-up)
-    ({"HOT_HOURS": 48, "JOIN_MAX_HOURS": 0}, {"HOT_HOURS": 0, "JOIN_MAX_HOURS": 0}),
+    ({"hot_hours": 48, "join_max_hours": 0}, {"hot_hours": 0, "join_max_hours": 0}),
     # new hours pushed to PostgreSQL by two parallel COPY streams vs one
-    ({"COPY_STREAMS": 2}, {"COPY_STREAMS": 1}),
-    # a bulk load's windows and baselines on the dense hour grid (etl.windows) vs DuckDB's
-    # window functions
-    ({"GRID_WINDOWS": 1, "GRID_BASELINE": 1, "JOIN_MAX_HOURS": 0, "HOT_HOURS": 0},
-     {"GRID_WINDOWS": 0, "GRID_BASELINE": 0, "JOIN_MAX_HOURS": 0, "HOT_HOURS": 0}),
+    ({"etl_copy_streams": 2}, {"etl_copy_streams": 1}),
+    # a bulk load's baselines on the dense hour grid (etl.windows) vs DuckDB's window
+    # functions (over the grid's size cap)
+    ({"join_max_hours": 0, "hot_hours": 0},
+     {"join_max_hours": 0, "hot_hours": 0, "grid_max_hours": 0}),
 ], ids=["buckets", "join-vs-window", "hot-join", "hot-window", "copy-streams",
         "grid-vs-window-functions"])
 def test_compressor_buckets_give_the_same_rows(settings: Settings, db_url: str, fleet: Fleet,
                                                conn: psycopg.Connection[Any], tmp_path: Path,
-                                               pg_server: Any, monkeypatch: pytest.MonkeyPatch,
-                                               many: dict[str, int], one: dict[str, int]
-                                               ) -> None:
+                                               pg_server: Any, many: dict[str, int],
+                                               one: dict[str, int]) -> None:
     """Gold (and so PostgreSQL) computed one compressor bucket at a time equals the result of
     one bucket: buckets must never cut a compressor's windows. Likewise, the windows computed
     by joining each output row to its 24 h of partials (the hourly run's method) equal those of
@@ -166,71 +239,30 @@ def test_compressor_buckets_give_the_same_rows(settings: Settings, db_url: str, 
     (etl.hot) equal those from gold. Covers the streaming first load, the compare-and-merge
     path of a late batch (a missing hour filled, readings added to an hour the next hour's
     windows reach) and the next hour's run."""
-    import etl.gold
     from altaviz.core.fleet_store import load_fleet
     from tests.conftest import _fresh_database, two_tenant_fleet
 
-    def load(landing: Path) -> None:
-        rows = [reading(c, T0 + timedelta(hours=k, minutes=10 * i),
-                        oil_temp_f=150.0 + k + i + 7 * n)
-                for n, c in enumerate(("COMP-0001", "COMP-0002", "COMP-0003", "COMP-0004"))
-                for k in range(30) if k != 5 for i in range(6)]
-        write_landing(landing, rows, T0 + timedelta(hours=30, minutes=5))
-
-    def late(landing: Path) -> None:
-        rows = [reading(c, T0 + timedelta(hours=5, minutes=10 * i), oil_temp_f=200.0)
-                for c in ("COMP-0001", "COMP-0004") for i in range(6)]
-        rows += [reading("COMP-0002", T0 + timedelta(hours=20, minutes=5 + 10 * i),
-                         oil_temp_f=190.0) for i in range(2)]
-        write_landing(landing, rows, T0 + timedelta(days=1, hours=6))
-
-    def all_rows(c: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
-        with c.transaction():
-            return c.execute(
-                "SELECT org_id, compressor_id, metric, hour, n, mean, min, max, stddev, "
-                "mean_4h, min_4h, max_4h, stddev_4h, mean_24h, min_24h, max_24h, stddev_24h, "
-                "rate_of_change, outliers, late FROM sensor_readings_agg "
-                "ORDER BY org_id, compressor_id, metric, hour").fetchall()
-
-    def next_hour(landing: Path) -> None:
-        rows = [reading(c, T0 + timedelta(hours=30, minutes=10 * i), oil_temp_f=180.0 + i)
-                for c in ("COMP-0001", "COMP-0002", "COMP-0003", "COMP-0004")
-                for i in range(6)]
-        write_landing(landing, rows, T0 + timedelta(days=1, hours=7))
-
-    import etl.aggregates
-    import etl.hot
-    import etl.silver
-
-    def turn(knobs: dict[str, int]) -> None:
-        for knob, value in knobs.items():
-            modules = [m for m in (etl.gold, etl.silver, etl.hot, etl.aggregates)
-                       if hasattr(m, knob)]
-            assert modules, knob
-            for module in modules:
-                monkeypatch.setattr(module, knob, value)
-
-    turn(many)
-    load(settings.landing_path)
-    first = run_pipeline(settings, db_url)
-    late(settings.landing_path)
-    second = run_pipeline(settings, db_url)
-    next_hour(settings.landing_path)
-    third = run_pipeline(settings, db_url)
-    bucketed = all_rows(conn)
-    turn(one)
+    many_settings, many_thresholds = _configured(settings, many)
+    _load(settings.landing_path)
+    first = run_pipeline(many_settings, db_url, thresholds=many_thresholds)
+    _late(settings.landing_path)
+    second = run_pipeline(many_settings, db_url, thresholds=many_thresholds)
+    _next_hour(settings.landing_path)
+    third = run_pipeline(many_settings, db_url, thresholds=many_thresholds)
+    bucketed = _all_rows(conn)
     one_url = _fresh_database(pg_server, "altaviz_test_template")
-    one_settings = settings.model_copy(update={"lake_dir": tmp_path / "one_bucket_lake",
-                                               "landing_dir": tmp_path / "one_landing"})
-    load(one_settings.landing_path)
+    one_settings, one_thresholds = _configured(settings.model_copy(update={
+        "lake_dir": tmp_path / "one_bucket_lake", "landing_dir": tmp_path / "one_landing"}),
+        one)
+    _load(one_settings.landing_path)
     with psycopg.connect(one_url) as one_conn:
         load_fleet(one_conn, two_tenant_fleet())
-        one_first = run_pipeline(one_settings, one_url)
-        late(one_settings.landing_path)
-        one_second = run_pipeline(one_settings, one_url)
-        next_hour(one_settings.landing_path)
-        one_third = run_pipeline(one_settings, one_url)
-        single = all_rows(one_conn)
+        one_first = run_pipeline(one_settings, one_url, thresholds=one_thresholds)
+        _late(one_settings.landing_path)
+        one_second = run_pipeline(one_settings, one_url, thresholds=one_thresholds)
+        _next_hour(one_settings.landing_path)
+        one_third = run_pipeline(one_settings, one_url, thresholds=one_thresholds)
+        single = _all_rows(one_conn)
     assert [r[:5] + r[-2:] for r in single] == [r[:5] + r[-2:] for r in bucketed]
     for a, b in zip(single, bucketed, strict=True):
         # the same partials summed in another order: equal to rounding (a constant channel's

@@ -267,8 +267,7 @@ rules:
         "COMP-0001", "COMP-0002"]
 
 
-def test_one_hour_split_over_connections_equals_one_statement(conn, fleet, db_url,
-                                                              monkeypatch):
+def test_one_hour_split_over_connections_equals_one_statement(conn, fleet, db_url):
     """The latest hour of a large organization is split into unit chunks on two connections
     (here: one unit each); rows and stored baselines equal one statement's, with the second
     connection opened for the call or borrowed from a pool."""
@@ -276,7 +275,6 @@ def test_one_hour_split_over_connections_equals_one_statement(conn, fleet, db_ur
     rs = _rule_set(rng)
     _fill(conn, rng)
     conn.commit()   # the second connection must see the aggregates
-    monkeypatch.setattr(new, "SPLIT_MIN_UNITS", 1)
     hours = rng.sample(range(50, HOURS), 10)
     one = []
     for i in hours:
@@ -287,7 +285,8 @@ def test_one_hour_split_over_connections_equals_one_statement(conn, fleet, db_ur
         for pooled in (None, pool):
             lent = pool.get_stats().get("requests_num", 0)
             for i, expected in zip(hours, one, strict=True):
-                got = new.evaluate(conn, rs, "acme", (h(i), h(i)), workers=2, pool=pooled)
+                got = new.evaluate(conn, rs, "acme", (h(i), h(i)), workers=2, pool=pooled,
+                                   split_min_units=1)
                 assert (got.breaches, got.clears) == (expected.breaches, expected.clears), i
             assert _baselines(conn) == base_one
             conn.commit()

@@ -114,7 +114,9 @@ def _backtest(args: argparse.Namespace, app: App) -> int:
     with app.connect() as conn:
         report = backtest(conn, rule_set, _orgs(args, conn), args.start, args.end, truth,
                           exclude_rules=tuple(r.id for r in rule_set.rules
-                                              if r.kind == "no_data"), gold_uri=gold)
+                                              if r.kind == "no_data"), gold_uri=gold,
+                          workers=app.settings.rules_connections,
+                          threads=app.settings.rules_threads)
     summary = report.summary()
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
@@ -146,7 +148,8 @@ def _diff(args: argparse.Namespace, app: App) -> int:
     old, new = check_file(args.old), check_file(args.new)
     gold = _gold_uri(args, app)
     with app.connect() as conn:
-        d = diff(conn, old, new, _orgs(args, conn), args.start, args.end, gold_uri=gold)
+        d = diff(conn, old, new, _orgs(args, conn), args.start, args.end, gold_uri=gold,
+                 workers=app.settings.rules_connections, threads=app.settings.rules_threads)
     if args.json:
         print(json.dumps({"counts": d.counts, "added": [e.__dict__ for e in d.added],
                           "removed": [e.__dict__ for e in d.removed]}, indent=2, default=str))
