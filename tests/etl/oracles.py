@@ -10,8 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from etl.duck import connect
-
+from altaviz.core.duck import connect
 from altaviz.core.telemetry import READINGS_PER_HOUR
 from etl.metrics import VAR_EPS
 
