@@ -2,8 +2,6 @@
 ones. The pipeline must never raise, every row of a readable file must be accounted for
 (silver + quarantine + duplicates), every unreadable file must be named in a warning and left
 in place, and every valid reading must reach silver and the PostgreSQL aggregates.
-
-Known-bad shapes that crash the bronze stage today are pinned as strict xfails at the end.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 run (each in its own process), the default rules replayed over the whole month and evaluated
 for the latest hour, then the counts that must agree. The full size (4,500 compressors x 30
 days) is the same code: ``.venv/bin/python -m bench.bench_scale fleet-30d`` (see
-docs/RELIABILITY.md for its figures).
+docs/BENCHMARKS.md, "Scale", for its figures).
 
 Run: ``.venv/bin/pytest -m slow tests/reliability/test_scale_fleet.py``."""
 
