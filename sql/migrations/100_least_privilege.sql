@@ -110,11 +110,6 @@ BEGIN
     EXECUTE format('GRANT USAGE, CREATE ON SCHEMA public TO %I', owner_role);
     EXECUTE format('GRANT CONNECT, TEMPORARY ON DATABASE %I TO %I', db, owner_role);
     EXECUTE format('GRANT CONNECT ON DATABASE %I TO %I', db, runtime_role);
-    IF me.rolsuper OR EXISTS (SELECT 1 FROM pg_database d WHERE d.datname = db
-                              AND pg_has_role(d.datdba, 'USAGE')) THEN
-        -- the runtime login creates nothing, not even temporary tables
-        EXECUTE format('REVOKE TEMPORARY ON DATABASE %I FROM PUBLIC', db);
-    END IF;
 END $$;
 
 -- The key of tenant seals: readable by the owner alone (no grant, no RLS needed).
