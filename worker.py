@@ -88,7 +88,7 @@ def rules_evaluator(settings: Settings, pool: ConnectionPool[Any] | None = None,
 
     def evaluate_org(conn: psycopg.Connection[Any], org_id: str,
                      hours: list[datetime]) -> Evaluation:
-        rule_set = latest_rule_set(conn, org_id) or latest_rule_set(conn, None)
+        rule_set = latest_rule_set(conn, org_id) or latest_rule_set(conn, None, reader=org_id)
         if rule_set is None:
             rule_set = save_rule_set(conn, load_rule_set(settings.rules_file))
         result = evaluate(conn, rule_set, org_id, (min(hours), max(hours)),
@@ -205,18 +205,24 @@ def build_worker(
 
 
 def compose(client: Client, settings: Settings, db_url: str, *, pool: ConnectionPool[Any],
-            executor: ThreadPoolExecutor, options: WorkerOptions | None = None) -> Worker:
-    """The production worker: the real ETL, rule engine and notifier on the settings' queue."""
+            executor: ThreadPoolExecutor, options: WorkerOptions | None = None,
+            etl_url: str | None = None) -> Worker:
+    """The production worker: the real ETL, rule engine and notifier on the settings' queue.
+
+    ``db_url`` is the runtime login (tenant work, notifications); ``etl_url`` the schema
+    owner's, which the ETL alone uses (default: ``db_url``).
+    """
     options = options or WorkerOptions()
     notifier = NotificationActivities(db_url, settings, demo=options.demo)
     return build_worker(
         client, task_queue=settings.task_queue, pool=pool, notify=notifier.notify,
-        etl=etl_runner(settings, db_url),
+        etl=etl_runner(settings, etl_url or db_url),
         evaluator=rules_evaluator(settings, pool, options.escalation_override_hours),
         executor=executor)
 
 
 async def run_worker(client: Client, settings: Settings, db_url: str, *,
+                     etl_url: str | None = None,
                      options: WorkerOptions | None = None,
                      stop: asyncio.Event | None = None,
                      ready: Callable[[Worker], None] | None = None) -> None:
@@ -228,7 +234,7 @@ async def run_worker(client: Client, settings: Settings, db_url: str, *,
     with db.connection_pool(db_url, min_size=1, max_size=POOL_SIZE) as pool, \
             ThreadPoolExecutor(max_workers=POOL_SIZE) as executor:
         worker = compose(client, settings, db_url, pool=pool, executor=executor,
-                         options=options)
+                         options=options, etl_url=etl_url)
         async with worker:
             log.info("worker polling task queue %s", settings.task_queue)
             if ready is not None:

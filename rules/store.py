@@ -73,9 +73,15 @@ def get_rule_set(conn: psycopg.Connection[Any], rule_set_id: int,
     return _from_row(row)
 
 
-def latest_rule_set(conn: psycopg.Connection[Any], org_id: str | None) -> RuleSet | None:
-    """The newest stored version of ``org_id``'s rule set (None: the default set)."""
-    with _transaction(conn, org_id):
+def latest_rule_set(conn: psycopg.Connection[Any], org_id: str | None,
+                    reader: str | None = None) -> RuleSet | None:
+    """The newest stored version of ``org_id``'s rule set (None: the default set).
+
+    Args:
+        reader: read the default set as this organization's tenant (every tenant may read
+            it; the runtime login reads nothing outside a tenant).
+    """
+    with db.tenant(conn, reader) if org_id is None and reader else _transaction(conn, org_id):
         row = conn.execute(db.queries("rules")["latest_rule_set"],
                            {"org_id": org_id}).fetchone()
     return _from_row(row) if row is not None else None

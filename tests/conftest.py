@@ -132,6 +132,8 @@ def pg15_url() -> Iterator[str]:
     yield f"postgresql://postgres@127.0.0.1:5432/{name}"
     with psycopg.connect(base, autocommit=True) as admin2:
         admin2.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        # roles are cluster-wide: the migrations' per-database roles go with the database
+        admin2.execute(f'DROP ROLE IF EXISTS "{name}_owner", "{name}_runtime"')
 
 
 def two_tenant_fleet() -> Fleet:

@@ -8,6 +8,7 @@ detaches again, so one-shot commands and long-running ones share the same server
 from __future__ import annotations
 
 import contextlib
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,8 @@ from altaviz.core.errors import ConfigError
 from altaviz.core.settings import Settings, load_settings
 from altaviz.core.temporal_connect import connect as temporal_connect
 from workflows import SEARCH_ATTRIBUTES
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import psycopg
@@ -34,6 +37,7 @@ class App:
         self._settings = settings
         self._pg: EmbeddedPostgres | None = None
         self._db_url: str | None = None
+        self._owner_url: str | None = None
         self._temporal: EmbeddedTemporal | None = None
         self._temporal_info: TemporalServerInfo | None = None
         self._client: Client | None = None
@@ -57,29 +61,46 @@ class App:
         """Whether Altaviz runs its own Temporal dev server (no ALTAVIZ_TEMPORAL_ADDRESS)."""
         return self.settings.temporal_address is None
 
-    def database_url(self, *, migrate: bool = True) -> str:
-        """The database URL, starting the embedded server if none is configured.
+    def database_url(self) -> str:
+        """The runtime login's URL (the worker, the web server and the CLI's reads and tenant
+        work), starting the embedded server and applying pending migrations if needed."""
+        if self._db_url is None:
+            owner_url = self.owner_database_url()
+            if self._pg is not None:
+                self._db_url = self._pg.role_urls()["runtime"]
+            else:
+                self._db_url = self.settings.database_url or owner_url
+                _warn_if_privileged(self._db_url)
+        return self._db_url
+
+    def owner_database_url(self, *, migrate: bool = True) -> str:
+        """The schema owner's URL (migrations, fleet loading, the ETL), starting the embedded
+        server if none is configured.
 
         Args:
             migrate: apply pending migrations first (idempotent), so every command sees the
                 schema it expects.
         """
-        if self._db_url is None:
-            url = self.settings.database_url
+        if self._owner_url is None:
+            url = self.settings.database_owner_url or self.settings.database_url
             if url is None:
                 self.settings.data_dir.mkdir(parents=True, exist_ok=True)
                 self._pg = EmbeddedPostgres(self.settings.data_dir)
-                url = self._pg.start()
+                url = self._pg.start()   # the superuser: migrations create the roles
             if migrate:
-
                 run_migrations(url)
-            self._db_url = url
-        return self._db_url
+                if self._pg is not None:
+                    url = self._pg.role_urls()["owner"]
+            self._owner_url = url
+        return self._owner_url
 
     def connect(self, **kwargs: Any) -> psycopg.Connection[Any]:
-        """A new connection to the database (see :meth:`database_url`)."""
-
+        """A new connection as the runtime login (see :meth:`database_url`)."""
         return connect(self.database_url(), **kwargs)
+
+    def connect_owner(self, **kwargs: Any) -> psycopg.Connection[Any]:
+        """A new connection as the schema owner (see :meth:`owner_database_url`)."""
+        return connect(self.owner_database_url(), **kwargs)
 
     def temporal(self) -> TemporalServerInfo | None:
         """The embedded Temporal server (started if needed), or None when one is configured."""
@@ -129,3 +150,19 @@ class App:
                 self._pg.release()
             self._pg = None
         self._db_url = None
+        self._owner_url = None
+
+
+def _warn_if_privileged(url: str) -> None:
+    """Say so when the runtime URL logs in with more than the runtime login needs (a single
+    owner URL for everything, as before the roles were split)."""
+    with connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT r.rolsuper OR r.rolbypassrls OR pg_has_role(current_user, c.relowner, "
+            "'USAGE'), current_user FROM pg_roles r, pg_class c "
+            "WHERE r.rolname = current_user AND c.oid = 'organizations'::regclass").fetchone()
+    if row is not None and row[0]:
+        log.warning("ALTAVIZ_DATABASE_URL logs in as %s, which owns the schema or bypasses "
+                    "row-level security: set ALTAVIZ_DATABASE_OWNER_URL to the owner and "
+                    "ALTAVIZ_DATABASE_URL to the runtime login (docs/OPERATIONS.md, "
+                    "\"Database roles\")", row[1])

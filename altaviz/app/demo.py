@@ -104,7 +104,7 @@ async def run_demo(app: App, options: DemoOptions, say: Say = print) -> tuple[Ru
         "landing_dir": demo_dir / "sim" / "landing", "lake_dir": demo_dir / "lake"})
 
     say("[1/7] starting PostgreSQL and Temporal")
-    db_url = await asyncio.to_thread(app.database_url)
+    db_url = await asyncio.to_thread(app.owner_database_url)   # loading and the report
     await asyncio.to_thread(app.temporal_address)
     report.temporal_ui_url = app.temporal_ui_url()
     say(f"      PostgreSQL ready, schema migrated; Temporal UI at {report.temporal_ui_url}")

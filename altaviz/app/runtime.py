@@ -86,6 +86,9 @@ class Runtime:
         """Prepare the Temporal server (search attributes, schedule), then run the worker."""
         settings = self.app.settings
         db_url = self.app.database_url()
+        etl_url = self.app.owner_database_url()
+        # the default rule set, stored by the owner (the runtime login cannot write it)
+        await asyncio.to_thread(load_reference_data, etl_url, None, None, settings.rules_file)
         client = await self.app.temporal_client()
         await ensure_search_attributes(client, settings.temporal_namespace)
         if self.options.schedule:
@@ -98,8 +101,8 @@ class Runtime:
             self.worker = worker
             self.worker_ready.set()
 
-        await run_worker(client, settings, db_url, options=options, stop=self._stop,
-                         ready=ready)
+        await run_worker(client, settings, db_url, etl_url=etl_url, options=options,
+                         stop=self._stop, ready=ready)
 
     async def _run_web(self) -> None:
         settings = self.app.settings

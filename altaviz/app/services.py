@@ -240,16 +240,65 @@ def tune_embedded_postgres(conn: Any) -> None:
         conn.execute("SELECT pg_reload_conf()")
 
 
+#: Client authentication of the embedded server: a password (SCRAM) for every role on its Unix
+#: socket (it listens on no TCP port). initdb's ``trust`` would let anyone who can reach the
+#: socket log in as the superuser.
+EMBEDDED_HBA = ("# written by Altaviz: every role logs in with its password\n"
+                "local all all scram-sha-256\n")
+
+#: The file (mode 0600, beside the server's folder) holding the embedded server's passwords.
+PASSWORDS_FILE = "postgres.passwords.json"
+
+#: The embedded database's roles (migration 100 creates them; names follow the database's).
+EMBEDDED_ROLES = {"owner": f"{DATABASE_NAME}_owner", "runtime": f"{DATABASE_NAME}_runtime"}
+
+
+def with_credentials(url: str, user: str, password: str) -> str:
+    """``url`` logging in as ``user`` with ``password`` (URL-encoded)."""
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    login = f"{quote(user, safe='')}:{quote(password, safe='')}"
+    return urlunsplit(parts._replace(netloc=f"{login}@{host}"))
+
+
+def _passwords(path: Path) -> dict[str, str]:
+    """The superuser's, owner's and runtime login's passwords, created on first use."""
+    import secrets
+
+    if path.exists():
+        found = json.loads(path.read_text())
+    else:
+        found = {}
+    wanted = {"postgres", *EMBEDDED_ROLES}
+    if not wanted <= found.keys():
+        found = {**{k: secrets.token_urlsafe(32) for k in wanted}, **found}
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(found, out)
+        tmp.replace(path)
+    return found
+
+
 class EmbeddedPostgres:
-    """A PostgreSQL 18 server whose data lives in ``DATA_DIR/postgres``."""
+    """A PostgreSQL 18 server whose data lives in ``DATA_DIR/postgres``; every role, the
+    superuser included, logs in with a password kept in ``DATA_DIR/postgres.passwords.json``."""
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self.pgdata = (data_dir / "postgres").resolve()
         self._server: Any = None
 
+    @property
+    def passwords(self) -> dict[str, str]:
+        """The server's passwords by login (``postgres``, ``owner``, ``runtime``)."""
+        return _passwords(self.data_dir / PASSWORDS_FILE)
+
     def start(self) -> str:
-        """Start (or attach to) the server and return the URL of the ``altaviz`` database."""
+        """Start (or attach to) the server and return the superuser's URL of the ``altaviz``
+        database (for migrations; :meth:`role_urls` gives the logins every process uses)."""
         # Create the folder ourselves: get_server's own exists()-then-mkdir races when two
         # processes start at once (seen in the shared-services test).
         self.pgdata.mkdir(parents=True, exist_ok=True)
@@ -257,13 +306,15 @@ class EmbeddedPostgres:
             with FileLock(str(self.pgdata.parent / "postgres.lock"), timeout=120):
                 self._server = get_embedded_server(
                     self.pgdata, cleanup_mode=None if pinned(self.data_dir) else "stop")
+                password = self.passwords["postgres"]   # created under the lock
         except Exception as exc:
             raise ServiceError(
                 f"could not start the embedded PostgreSQL in {self.pgdata}: {exc} "
                 f"(its log: {self.pgdata / 'log'})") from exc
-        admin_url = self._server.get_uri("postgres")
         import psycopg
+        from psycopg import sql
 
+        admin_url = with_credentials(self._server.get_uri("postgres"), "postgres", password)
         with psycopg.connect(admin_url, autocommit=True) as conn:
             # Two processes starting at once: serialize the create-if-missing.
             conn.execute("SELECT pg_advisory_lock(7233001)")
@@ -272,8 +323,38 @@ class EmbeddedPostgres:
             if not exists:
                 conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
             tune_embedded_postgres(conn)
+            hba = self.pgdata / "pg_hba.conf"
+            if hba.read_text() != EMBEDDED_HBA:
+                # the password first: the next connection needs it
+                conn.execute(sql.SQL("ALTER ROLE postgres PASSWORD {}").format(
+                    sql.Literal(password)))
+                hba.write_text(EMBEDDED_HBA)
+                conn.execute("SELECT pg_reload_conf()")
             conn.execute("SELECT pg_advisory_unlock(7233001)")
-        return str(self._server.get_uri(DATABASE_NAME))
+        return with_credentials(self._server.get_uri(DATABASE_NAME), "postgres", password)
+
+    def role_urls(self) -> dict[str, str]:
+        """The owner's and the runtime login's URLs (``owner``, ``runtime``), their passwords
+        set (once migrations have created the roles)."""
+        import psycopg
+        from psycopg import sql
+
+        assert self._server is not None, "start() first"
+        passwords = self.passwords
+        base = self._server.get_uri(DATABASE_NAME)
+        admin_url = with_credentials(base, "postgres", passwords["postgres"])
+        urls = {kind: with_credentials(base, role, passwords[kind])
+                for kind, role in EMBEDDED_ROLES.items()}
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute("SELECT pg_advisory_lock(7233001)")   # one process sets them
+            for kind, role in EMBEDDED_ROLES.items():
+                try:
+                    psycopg.connect(urls[kind], connect_timeout=10).close()
+                except psycopg.OperationalError:
+                    conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                        sql.Identifier(role), sql.Literal(passwords[kind])))
+            conn.execute("SELECT pg_advisory_unlock(7233001)")
+        return urls
 
     def running_url(self) -> str | None:
         """The URL if a server is already running on this data directory, without starting."""
@@ -284,7 +365,8 @@ class EmbeddedPostgres:
         if len(lines) < 5 or not lines[0].strip().isdigit() or not _pid_alive(int(lines[0])):
             return None
         socket_dir = lines[4].strip()
-        return f"postgresql://postgres@/{DATABASE_NAME}?host={socket_dir}"
+        return with_credentials(f"postgresql://postgres@/{DATABASE_NAME}?host={socket_dir}",
+                                "postgres", self.passwords["postgres"])
 
     def release(self) -> None:
         """Detach; the server stops when the last attached process has released it."""

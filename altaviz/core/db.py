@@ -1,8 +1,9 @@
 """PostgreSQL access: connections, tenant transactions, named queries and migrations.
 
-Tenant work always runs in :func:`tenant`: a transaction that switches to the application role
-``altaviz_app`` and sets ``altaviz.org_id`` with ``SET LOCAL`` semantics, so row-level security
-confines it to one organization and nothing leaks to the next user of a pooled connection.
+Tenant work always runs in :func:`tenant`: a transaction that switches to the tenant role
+``altaviz_app`` and enters one organization with ``enter_tenant`` (a sealed, transaction-local
+setting: see migration 100), so row-level security confines it to that organization, the
+transaction cannot switch to another, and nothing leaks to the next user of a pooled connection.
 """
 
 from __future__ import annotations
@@ -79,22 +80,31 @@ def tenant(conn: psycopg.Connection[Any], org_id: str) -> Iterator[psycopg.Conne
         raise TenantError(f"invalid organization id {org_id!r}")
     with conn.transaction():
         conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(APP_ROLE)))
-        conn.execute("SELECT set_config('altaviz.org_id', %s, true)", [org_id])
+        conn.execute("SELECT enter_tenant(%s)", [org_id])
         yield conn
 
 
 @contextmanager
 def admin(conn: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:
-    """A transaction as the connecting (owner) role: for migrations, fleet loading and
-    cross-tenant operational reads such as listing organizations. Never for tenant requests."""
+    """A transaction as the connecting role (the owner, for migrations, fleet loading and the
+    ETL). Never for tenant requests: the runtime login can read nothing outside a tenant."""
     with conn.transaction():
         yield conn
 
 
 def org_ids(conn: psycopg.Connection[Any]) -> list[str]:
-    """Every organization id (an operational, cross-tenant read)."""
-    with admin(conn):
-        return [r[0] for r in conn.execute("SELECT org_id FROM organizations ORDER BY org_id")]
+    """Every organization id (the one cross-tenant read the runtime login may make)."""
+    with conn.transaction():
+        return [r[0] for r in conn.execute("SELECT organization_ids()")]
+
+
+def role_names(conn: psycopg.Connection[Any]) -> dict[str, str]:
+    """The database's own roles by kind (``owner``, ``runtime``; migration 100), empty
+    before that migration."""
+    with conn.transaction():
+        if conn.execute("SELECT to_regclass('altaviz_roles')").fetchone() == (None,):
+            return {}
+        return dict(conn.execute("SELECT kind, rolname FROM altaviz_roles").fetchall())
 
 
 @cache
@@ -285,8 +295,12 @@ def _located(text: str, start: int, chunk: str) -> tuple[int, str]:
 def _apply(conn: psycopg.Connection[Any], migration: Migration) -> None:
     text = migration.path.read_text()
     line_no, statement = 0, ""
+    owner = role_names(conn).get("owner")
     try:
         with conn.transaction():
+            if owner is not None:
+                # objects of later migrations belong to the owner, whoever migrates
+                conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(owner)))
             for located in split_statements(text):
                 line_no, statement = located  # kept for the error report below
                 conn.execute(statement.encode())

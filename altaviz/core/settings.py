@@ -40,7 +40,8 @@ class Settings(BaseModel):
         description="where embedded services, Delta tables and landing files live")
     database_url: str | None = Field(
         default=None,
-        description="PostgreSQL URL; unset: start an embedded PostgreSQL under data_dir")
+        description="PostgreSQL URL of the runtime login (<database>_runtime) the worker, web "
+                    "server and CLI use; unset: start an embedded PostgreSQL under data_dir")
     temporal_address: str | None = Field(
         default=None,
         description="Temporal frontend host:port; unset: start the Temporal dev server")
@@ -136,13 +137,17 @@ class Settings(BaseModel):
         default=max(1, min(4, os.cpu_count() or 1)), ge=1,
         description="threads of the DuckDB backtest engine's array work (rules backtest "
                     "over gold); default: this machine's cores, at most 4")
+    database_owner_url: str | None = Field(
+        default=None,
+        description="PostgreSQL URL of the schema owner (<database>_owner, or a role that may "
+                    "become it): migrations, fleet loading and the ETL; unset: DATABASE_URL")
 
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("database_url")
+    @field_validator("database_url", "database_owner_url")
     @classmethod
     def _postgres_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("postgresql://", "postgres://")):
@@ -184,6 +189,10 @@ class Settings(BaseModel):
                 f"{', '.join(given)} only {'applies' if len(given) == 1 else 'apply'} to an "
                 f"external Temporal server: set {env_name('temporal_address')} too (the "
                 "embedded dev server takes neither TLS nor an API key)")
+        if self.database_owner_url is not None and self.database_url is None:
+            raise ValueError(
+                f"{env_name('database_owner_url')} applies to an external PostgreSQL: set "
+                f"{env_name('database_url')} (the runtime login) too")
         tls_files = [name for name in tls_options if name != env_name("temporal_api_key")]
         if self.temporal_tls is False and tls_files:
             raise ValueError(
@@ -237,7 +246,7 @@ ENV_HELP = _describe()
 def _mask(field: str, value: Any) -> str:
     if field in SECRETS:
         return "'***'"
-    if field == "database_url" and isinstance(value, str):
+    if field in ("database_url", "database_owner_url") and isinstance(value, str):
         return repr(mask_url(value))
     return repr(value)
 

@@ -49,7 +49,7 @@ async def test_demo_end_to_end(demo_app: App) -> None:
     runtime, report = await run_demo(demo_app, options, say=lines.append)
     try:
         summary = format_report(report)
-        db_url = demo_app.database_url()
+        db_url = demo_app.owner_database_url()
         with db.connect(db_url) as conn, db.admin(conn):
             alerts = conn.execute(
                 "SELECT alert_id, org_id, compressor_id, rule_id, severity, state, workflow_id,"

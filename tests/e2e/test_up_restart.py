@@ -81,7 +81,13 @@ async def test_up_restart_keeps_open_alerts_and_their_timers(tmp_path: Path) -> 
     settings = load_settings(environ={k: v for k, v in env.items() if k.startswith("ALTAVIZ_")})
     app = App(settings=settings)  # attaches to the running PostgreSQL only
     try:
-        db_url = app.database_url()
+        db_url = app.owner_database_url()
+        # the worker and the web server log in as the runtime login, never as the superuser
+        with db.connect(db_url, autocommit=True) as conn:
+            users = {r[0] for r in conn.execute(
+                "SELECT usename FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid()")}
+        assert "altaviz_runtime" in users and "postgres" not in users, users
         client = await Client.connect(f"127.0.0.1:{temporal_port}",
                                       data_converter=pydantic_data_converter)
         breach = Breach(org_id="acme", compressor_id="COMP-0001", site_id="PB-01",

@@ -10,9 +10,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from altaviz.core.db import tenant
 
 ATTACH = """
 import json, sys
@@ -22,9 +26,9 @@ url = app.database_url()
 info = app.temporal()
 import psycopg
 with psycopg.connect(url) as c:
-    pg_pid = c.execute("SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'"
-                       ).fetchone()[0]
-print(json.dumps({"url": url, "pg_checkpointer": pg_pid, "temporal_pid": info.pid,
+    pg_started, user = c.execute("SELECT pg_postmaster_start_time()::text, current_user"
+                                 ).fetchone()
+print(json.dumps({"url": url, "pg_started": pg_started, "user": user, "temporal_pid": info.pid,
                   "address": info.address, "ui": info.ui_url}), flush=True)
 sys.stdin.readline()
 app.close()
@@ -62,7 +66,9 @@ def test_two_processes_share_one_postgres_and_one_temporal(tmp_path: Path) -> No
             line = p.stdout.readline()
             assert line, p.stderr.read() if p.stderr else ""
             infos.append(json.loads(line))
-        assert infos[0]["pg_checkpointer"] == infos[1]["pg_checkpointer"]
+        assert infos[0]["pg_started"] == infos[1]["pg_started"]
+        # both log in as the runtime login, with its password, never as the superuser
+        assert infos[0]["user"] == infos[1]["user"] == "altaviz_runtime"
         assert infos[0]["temporal_pid"] == infos[1]["temporal_pid"]
         assert infos[0]["ui"].endswith(env["ALTAVIZ_TEMPORAL_UI_PORT"])
         state_file = tmp_path / "data" / "temporal" / "temporal.db"
@@ -100,15 +106,37 @@ def test_postgres_state_survives_a_restart(tmp_path: Path) -> None:
 
     settings = load_settings(environ={"ALTAVIZ_DATA_DIR": str(tmp_path / "data")})
     app = App(settings=settings)
-    with app.connect() as c, c.transaction():
+    with app.connect_owner() as c, c.transaction():
         c.execute("INSERT INTO organizations (org_id, name) VALUES ('keep', 'Kept')")
     app.close()
     app2 = App(settings=settings)
     try:
-        with app2.connect() as c:
+        with app2.connect() as c, tenant(c, "keep"):
             assert c.execute("SELECT name FROM organizations").fetchone() == ("Kept",)
     finally:
         app2.close()
+
+
+def test_embedded_postgres_asks_every_role_for_its_password(tmp_path: Path) -> None:
+    from altaviz.app.context import App
+    from altaviz.core.settings import load_settings
+
+    app = App(settings=load_settings(environ={"ALTAVIZ_DATA_DIR": str(tmp_path / "data")}))
+    try:
+        runtime: dict[str, Any] = conninfo_to_dict(app.database_url())
+        owner = conninfo_to_dict(app.owner_database_url())
+        assert (runtime["user"], owner["user"]) == ("altaviz_runtime", "altaviz_owner")
+        with psycopg.connect(make_conninfo("", **runtime)) as c:
+            assert c.execute("SELECT current_user").fetchone() == ("altaviz_runtime",)
+        for user in ("postgres", "altaviz_owner", "altaviz_runtime"):
+            for password in ("", "wrong"):
+                with pytest.raises(psycopg.OperationalError, match="password"):
+                    psycopg.connect(make_conninfo("", **{**runtime, "user": user,
+                                                     "password": password}))
+        mode = (tmp_path / "data" / "postgres.passwords.json").stat().st_mode & 0o777
+        assert mode == 0o600
+    finally:
+        app.close()
 
 
 def test_configured_database_url_starts_nothing(tmp_path: Path, db_url: str) -> None:

@@ -22,7 +22,7 @@ def register(sub: Any) -> None:
 
 
 def _migrate(args: argparse.Namespace, app: App) -> int:
-    url = app.database_url(migrate=False)
+    url = app.owner_database_url(migrate=False)
     applied = migrate(url)
     where = "embedded PostgreSQL" if app.embedded_postgres else mask_url(url)
     if applied:
@@ -35,7 +35,7 @@ def _migrate(args: argparse.Namespace, app: App) -> int:
 
 
 def _status(args: argparse.Namespace, app: App) -> int:
-    status = migration_status(app.database_url(migrate=False))
+    status = migration_status(app.owner_database_url(migrate=False))
     for version, name, applied_at in status.applied:
         print(f"applied  {version:03d}_{name}  {applied_at}")
     for m in status.pending:

@@ -36,7 +36,8 @@ def _report(args: argparse.Namespace, app: App) -> int:
     from rich.table import Table
 
     sql = queries("etl")["quality_summary"]
-    with app.connect() as conn:
+    # every organization at once is an operator's read, as the owner
+    with app.connect() if args.org else app.connect_owner() as conn:
         scope = tenant(conn, args.org) if args.org else admin(conn)
         with scope:
             rows = conn.execute(sql).fetchall()
@@ -63,7 +64,7 @@ def _report(args: argparse.Namespace, app: App) -> int:
 
 
 def _prune(args: argparse.Namespace, app: App) -> int:
-    with app.connect() as conn:
+    with app.connect_owner() as conn:
         deleted = prune_quality_checks(conn, args.keep_days)
     print(f"deleted {deleted} data-quality checks older than {args.keep_days} days")
     return 0

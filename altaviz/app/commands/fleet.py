@@ -22,7 +22,7 @@ def register(sub: Any) -> None:
 
 def _load(args: argparse.Namespace, app: App) -> int:
     fleet = read_fleet(args.file)
-    with app.connect() as conn:
+    with app.connect_owner() as conn:
         counts = load_fleet(conn, fleet)
     print(f"loaded {counts['organizations']} organizations, {counts['sites']} sites, "
           f"{counts['compressors']} compressors from {args.file}")

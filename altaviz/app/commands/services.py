@@ -34,7 +34,7 @@ def _status(args: argparse.Namespace, app: App) -> int:
         print(f"PostgreSQL: external {mask_url(s.database_url)}")
     else:
         url = EmbeddedPostgres(s.data_dir).running_url()
-        print(f"PostgreSQL: embedded, {'running at ' + url if url else 'not running'} "
+        print(f"PostgreSQL: embedded, {'running at ' + mask_url(url) if url else 'not running'} "
               f"(data {s.data_dir.resolve() / 'postgres'})")
     if s.temporal_address:
         print(f"Temporal:   external {s.temporal_address} (namespace {s.temporal_namespace})")
@@ -53,6 +53,7 @@ def _status(args: argparse.Namespace, app: App) -> int:
 def _start(args: argparse.Namespace, app: App) -> int:
     if app.embedded_postgres or app.embedded_temporal:
         set_pinned(app.settings.data_dir, True)
+    app.owner_database_url()
     url = app.database_url()
     print(f"PostgreSQL: {mask_url(url)} (schema up to date)")
     address = app.temporal_address()

@@ -43,8 +43,7 @@ def _up(args: argparse.Namespace, app: App) -> int:
     settings = app.settings
     if not args.no_web:
         signer_from_settings(settings, demo=False)  # refuse to start without a link secret
-    db_url = app.database_url()
-    loaded = _load(db_url, args.fleet, args.contacts or settings.contacts_file,
+    loaded = _load(app.owner_database_url(), args.fleet, args.contacts or settings.contacts_file,
                    settings.rules_file)
     print("altaviz up: " + "; ".join(loaded), flush=True)
     app.temporal_address()
