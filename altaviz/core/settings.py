@@ -112,6 +112,12 @@ class Settings(BaseModel):
                     "memory its libraries keep goes back to the system when it ends")
     reminder_minutes: int = Field(
         default=60, ge=0, description="reminder interval while critical and unacknowledged; 0: off")
+    escalation_policy_file: Path | None = Field(
+        default=None,
+        description="YAML escalation policy per organization (who hears about a new alert of "
+                    "each severity, escalations, reminders, the escalation chain and the "
+                    "fallback contact); default: critical alerts reach technicians and "
+                    "supervisors, warnings technicians, escalation after the rule's delay")
 
     @field_validator("log_level", mode="before")
     @classmethod

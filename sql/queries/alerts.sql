@@ -61,7 +61,9 @@ ORDER BY a.workflow_id, a.breach_hour DESC
 -- name: list_alerts
 SELECT a.alert_id, a.org_id, a.site_id, a.compressor_id, a.rule_id, a.metric, a.value,
        a.threshold, a.severity, a.state, a.condition_state, a.ack_state, a.opened_at,
-       a.escalated_at, a.acknowledged_by, a.resolved_at
+       a.escalated_at, a.acknowledged_by, a.resolved_at,
+       (SELECT count(*) FROM alert_events e
+        WHERE e.alert_id = a.alert_id AND e.event_type = 'delivery_failed') AS delivery_failures
 FROM alert_history a
 WHERE (%(state)s::text IS NULL AND a.state <> 'resolved' OR a.state = %(state)s::text
        OR %(state)s::text = 'all')
@@ -80,3 +82,9 @@ SELECT attempted_at, step, contact_id, channel, attempt, status, error
 FROM notifications
 WHERE alert_id = %(alert_id)s
 ORDER BY attempted_at, notification_id
+
+-- name: delivery_failures_of
+SELECT occurred_at, details
+FROM alert_events
+WHERE alert_id = %(alert_id)s AND event_type = 'delivery_failed'
+ORDER BY occurred_at, event_id

@@ -35,6 +35,18 @@ WHERE active AND role = ANY (%(roles)s::text[])
   AND (cardinality(site_ids) = 0 OR %(site_id)s = ANY (site_ids))
 ORDER BY role DESC, contact_id
 
+-- name: contacts_for_site
+-- Every active contact covering the site, of any role: a step's audience and the levels of its
+-- escalation chain.
+SELECT contact_id, name, role, apprise_urls
+FROM contacts
+WHERE active AND (cardinality(site_ids) = 0 OR %(site_id)s = ANY (site_ids))
+ORDER BY role DESC, contact_id
+
+-- name: contact_for_delivery
+SELECT contact_id, name, role, active, apprise_urls FROM contacts
+WHERE contact_id = %(contact_id)s
+
 -- name: recipients_notified
 -- Active contacts who were successfully notified about the alert at an earlier step.
 SELECT c.contact_id, c.name, c.role, c.apprise_urls

@@ -106,7 +106,7 @@ SCENARIOS: dict[str, Scenario] = {
 async def test_record(rig: Rig, name: str):
     """Run a scenario and store every run of its workflow (continue-as-new makes several)."""
     worker = build_worker(rig.client, task_queue=rig.task_queue, pool=rig.pool,
-                          notify=rig.notifier.notify, evaluator=rules_evaluator(Settings()),
+                          notify=rig.notifier.all(), evaluator=rules_evaluator(Settings()),
                           executor=ThreadPoolExecutor(4), **GRACEFUL)
     async with worker:
         handle = await SCENARIOS[name](rig)
