@@ -2,7 +2,9 @@
 
 Shared by workflows, activities, the CLI and the web server, so they live in the core. The module
 is side-effect free, so workflows import it through ``imports_passed_through()``; fields are
-added compatibly (with defaults) so running workflows keep decoding their history.
+added compatibly (with defaults) so running workflows keep decoding their history, and every
+model ignores fields it does not know (``extra="ignore"``), so during a rolling upgrade an older
+worker still decodes what a newer one wrote.
 """
 
 from __future__ import annotations
@@ -184,7 +186,7 @@ class NotifyStepResult(BaseModel):
 class Breach(BaseModel):
     """A rule fired for one compressor at one hour (persistence already satisfied)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
     org_id: str
     compressor_id: str
@@ -204,7 +206,7 @@ class Breach(BaseModel):
 class Clear(BaseModel):
     """A rule's condition has been back to normal for its required number of hours."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
     org_id: str
     compressor_id: str
