@@ -147,6 +147,9 @@ class AlertActivities:
 
     def _write(self, conn: psycopg.Connection[Any], t: AlertTransition) -> None:
         conn.execute(self._q["upsert_alert"], state_params(t.state, t.seq, t.run_id))
+        if t.run_id is not None:
+            conn.execute(self._q["add_run_id"], {"alert_id": t.state.alert_id,
+                                                 "run_id": t.run_id})
         conn.execute(self._q["insert_alert_event"], {
             "event_key": event_key(t.state.alert_id, t.seq, t.event_type),
             "alert_id": t.state.alert_id,

@@ -230,16 +230,17 @@ class AlertWorkflow:
 
     async def _finish(self, inp: AlertInput) -> AlertState:
         # Let queued handlers settle; a breach newer than this alert becomes a new alert.
+        # The run also ends only once its notification steps have: the resolution is then
+        # delivered (or recorded as a delivery failure) when the alert shows as closed in
+        # Temporal, and no step outlives its parent (which stalls the time-skipping test
+        # server's clock). Requests arriving meanwhile are still applied.
         while True:
             await workflow.wait_condition(
-                lambda: workflow.all_handlers_finished() or self._has_requests())
+                lambda: (workflow.all_handlers_finished()
+                         and all(h.done() for h in self._steps)) or self._has_requests())
             if not self._has_requests():
                 break
             await self._apply_next()
-        # The run ends once its notification steps have: the resolution is then delivered
-        # (or recorded as a delivery failure) when the alert shows as closed in Temporal, and
-        # no step outlives its parent (which stalls the time-skipping test server's clock).
-        await workflow.wait_condition(lambda: all(h.done() for h in self._steps))
         if self._next_alert is not None:
             workflow.continue_as_new(AlertInput(
                 breach=self._next_alert, reminder_minutes=self._reminder_minutes,

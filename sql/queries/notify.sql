@@ -101,7 +101,7 @@ ON CONFLICT (alert_id, step, contact_id, channel) WHERE status = 'sent' DO NOTHI
 SELECT a.alert_id, a.org_id, a.compressor_id, a.rule_id, a.metric, a.value, a.threshold,
        a.severity, a.state, a.condition_state, a.ack_state, a.breach_hour, a.opened_at,
        a.escalated_at, a.acknowledged_at, a.acknowledged_by, a.ack_channel, a.cleared_at,
-       a.resolved_at, a.resolved_by, a.resolve_reason, a.workflow_id,
+       a.resolved_at, a.resolved_by, a.resolve_reason, a.workflow_id, a.run_id, a.run_ids,
        s.site_id, s.name AS site_name, s.basin, c.model
 FROM alert_history a
 JOIN compressors c ON c.org_id = a.org_id AND c.compressor_id = a.compressor_id

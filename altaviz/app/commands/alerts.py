@@ -138,16 +138,19 @@ async def temporal_history(client: Any, row: dict[str, Any]) -> list[tuple[datet
     """The interesting events of the alert's workflow runs (signals, updates, timers, ...)."""
     from temporalio.api.enums.v1 import EventType
 
-    runs: list[str] = []
-    try:
-        async for wf in client.list_workflows(f'AltavizAlertId = "{row["alert_id"]}"'):
-            runs.append(wf.run_id)
-    except Exception:
-        runs = []
+    # The alert's own runs (recorded as they write), never the workflow id's latest run,
+    # which may belong to a later alert.
+    runs: list[str] = list(row.get("run_ids") or [])
+    if not runs:
+        try:
+            async for wf in client.list_workflows(f'AltavizAlertId = "{row["alert_id"]}"'):
+                runs.insert(0, wf.run_id)
+        except Exception:
+            runs = []
     if not runs and row.get("run_id"):
         runs = [row["run_id"]]
     items: list[tuple[datetime, str, str]] = []
-    for run_id in reversed(runs):
+    for run_id in runs:
         history = await client.get_workflow_handle(row["workflow_id"],
                                                    run_id=run_id).fetch_history()
         for e in history.events:
