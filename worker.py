@@ -1,10 +1,10 @@
 """The Altaviz worker: the one place that wires real implementations into Temporal.
 
-It registers ``AlertWorkflow`` and ``PipelineWorkflow`` and every activity they call
-(persistence, ETL, rule evaluation, dispatch of breaches and clears, and notification) on one
-task queue. Several workers on the same queue share the work: Temporal hands each workflow or
-activity task to exactly one of them, and every activity is idempotent, so a task retried on
-another worker after a crash does no harm.
+It registers ``AlertWorkflow``, ``NotifyStepWorkflow`` and ``PipelineWorkflow`` and every
+activity they call (persistence, ETL, rule evaluation, dispatch of breaches and clears, and
+notification) on one task queue. Several workers on the same queue share the work: Temporal
+hands each workflow or activity task to exactly one of them, and every activity is idempotent,
+so a task retried on another worker after a crash does no harm.
 
 This module is the composition root: :func:`compose` builds the worker with every real
 dependency (connection pool, ETL, rule engine, notifier) and :func:`run_worker` runs it.
@@ -37,12 +37,14 @@ from activities.notify import NotificationActivities
 from activities.pipeline import EtlRunner, Evaluator, PipelineActivities
 from altaviz.core import db
 from altaviz.core.payloads import EtlSummary, Evaluation
+from altaviz.core.policy import read_policy
 from altaviz.core.settings import Settings
 from etl.pipeline import run_pipeline
 from rules.evaluate import evaluate
 from rules.loader import load_rule_set
 from rules.store import latest_rule_set, save_rule_set
 from workflows.alert import AlertWorkflow
+from workflows.notify import NotifyStepWorkflow
 from workflows.pipeline import PipelineWorkflow
 
 log = logging.getLogger("altaviz.worker")
@@ -168,7 +170,7 @@ def build_worker(
     *,
     task_queue: str,
     pool: ConnectionPool[Any],
-    notify: Callable[..., Any] | None,
+    notify: Callable[..., Any] | Sequence[Callable[..., Any]] | None,
     etl: EtlRunner | None = None,
     evaluator: Evaluator | None = None,
     executor: ThreadPoolExecutor | None = None,
@@ -183,7 +185,9 @@ def build_worker(
     Args:
         client: connected with the pydantic data converter.
         pool: PostgreSQL pool used by the persistence and pipeline activities.
-        notify: the ``notify`` activity (``NotificationActivities(...).notify``).
+        notify: the notification activities (``NotificationActivities(...).all()``: the
+            ``plan_notification`` and ``deliver`` of notification steps, and ``notify``),
+            or stand-ins with those names.
         etl, evaluator: the pipeline's ETL and rule stages (None: ETL skipped, evaluation
             fails clearly).
         executor: thread pool of the synchronous (database) activities.
@@ -192,13 +196,16 @@ def build_worker(
     pipeline = PipelineActivities(client=client, pool=pool, task_queue=task_queue, etl=etl,
                                   evaluator=evaluator)
     activities: list[Callable[..., Any]] = [
-        alerts.open_alert, alerts.record_transition,
+        alerts.open_alert, alerts.record_transition, alerts.record_delivery_failure,
         pipeline.run_etl, pipeline.list_organizations, pipeline.evaluate_rules,
         pipeline.start_or_update_alerts, pipeline.signal_clears, *extra_activities]
-    if notify is not None:
+    if callable(notify):
         activities.append(notify)
+    elif notify is not None:
+        activities.extend(notify)
     return Worker(
-        client, task_queue=task_queue, workflows=[AlertWorkflow, PipelineWorkflow],
+        client, task_queue=task_queue,
+        workflows=[AlertWorkflow, NotifyStepWorkflow, PipelineWorkflow],
         activities=activities,
         activity_executor=executor or ThreadPoolExecutor(max_workers=POOL_SIZE),
         **worker_options)
@@ -213,9 +220,10 @@ def compose(client: Client, settings: Settings, db_url: str, *, pool: Connection
     owner's, which the ETL alone uses (default: ``db_url``).
     """
     options = options or WorkerOptions()
-    notifier = NotificationActivities(db_url, settings, demo=options.demo)
+    notifier = NotificationActivities(db_url, settings, demo=options.demo,
+                                      policy=read_policy(settings.escalation_policy_file))
     return build_worker(
-        client, task_queue=settings.task_queue, pool=pool, notify=notifier.notify,
+        client, task_queue=settings.task_queue, pool=pool, notify=notifier.all(),
         etl=etl_runner(settings, etl_url or db_url),
         evaluator=rules_evaluator(settings, pool, options.escalation_override_hours),
         executor=executor)

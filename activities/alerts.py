@@ -25,11 +25,12 @@ from temporalio.exceptions import ApplicationError
 
 from altaviz.core.db import queries, tenant
 from altaviz.core.errors import TerminalError
-from altaviz.core.payloads import AlertState, AlertTransition, OpenAlertResult
+from altaviz.core.payloads import AlertState, AlertTransition, DeliveryFailure, OpenAlertResult
 
 #: Activity names (the workflow refers to them by these strings).
 OPEN_ALERT = "open_alert"
 RECORD_TRANSITION = "record_transition"
+RECORD_DELIVERY_FAILURE = "record_delivery_failure"
 
 
 def event_key(alert_id: str, seq: int, event_type: str) -> str:
@@ -119,8 +120,36 @@ class AlertActivities:
             raise ApplicationError(str(exc), type=type(exc).__name__,
                                    non_retryable=True) from exc
 
+    @activity.defn(name=RECORD_DELIVERY_FAILURE)
+    def record_delivery_failure(self, failure: DeliveryFailure) -> None:
+        """Record that a notification step missed someone, as a ``delivery_failed`` event.
+
+        Keyed ``{alert_id}:delivery:{step}``: one event per step however often it is retried.
+        The alert's own transition numbering (``seq``) is not touched, because the step runs
+        beside the alert workflow, not in it.
+        """
+        alert = failure.alert
+        details: dict[str, Any] = {"step": failure.step, "reason": failure.reason,
+                                   "unreached": failure.unreached,
+                                   "fallback": failure.fallback,
+                                   "nobody_reached": failure.nobody_reached}
+        with self._pool.connection() as conn, tenant(conn, alert.org_id):
+            conn.execute(self._q["insert_alert_event"], {
+                "event_key": f"{alert.alert_id}:delivery:{failure.step}",
+                "alert_id": alert.alert_id, "org_id": alert.org_id,
+                "event_type": "delivery_failed",
+                "occurred_at": failure.occurred_at or datetime.now(UTC), "actor": "system",
+                "details": Jsonb(details)})
+        activity.logger.warning(
+            "alert %s step %s: %s (unreached: %s; told instead: %s)", alert.alert_id,
+            failure.step, failure.reason, ", ".join(failure.unreached) or "-",
+            ", ".join(failure.fallback) or "nobody")
+
     def _write(self, conn: psycopg.Connection[Any], t: AlertTransition) -> None:
         conn.execute(self._q["upsert_alert"], state_params(t.state, t.seq, t.run_id))
+        if t.run_id is not None:
+            conn.execute(self._q["add_run_id"], {"alert_id": t.state.alert_id,
+                                                 "run_id": t.run_id})
         conn.execute(self._q["insert_alert_event"], {
             "event_key": event_key(t.state.alert_id, t.seq, t.event_type),
             "alert_id": t.state.alert_id,

@@ -1,4 +1,13 @@
-"""The ``notify`` activity: route one alert step to its contacts and deliver it with Apprise.
+"""Notification activities: route an alert step to its contacts and deliver it with Apprise.
+
+``plan_notification`` and ``deliver`` are what ``workflows.notify.NotifyStepWorkflow`` runs:
+the plan names contacts and channels (URL schemes), and each ``deliver`` sends one step to one
+channel of one contact, reading the URL from PostgreSQL so that no URL (they carry credentials)
+ever enters workflow history. ``notify`` delivers a whole step in one activity; alerts started
+before notification steps became their own workflows still call it.
+
+Routing follows the organization's escalation policy (:mod:`altaviz.core.policy`): who hears
+about a new alert of each severity, an escalation and a reminder.
 
 Delivery guarantees, all enforced in PostgreSQL so they hold across retries and workers:
 
@@ -20,9 +29,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import apprise
+import psycopg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -30,16 +41,25 @@ from altaviz.core.contacts import load_apprise, url_scheme
 from altaviz.core.db import connect, queries, tenant
 from altaviz.core.links import LinkSigner, ack_url, alert_url, signer_from_settings
 from altaviz.core.messages import Message, MessageContext, load_context, render
-from altaviz.core.payloads import NotifyRequest, NotifyResult
+from altaviz.core.payloads import (
+    AlertState,
+    DeliveryOutcome,
+    DeliveryPlan,
+    DeliveryTarget,
+    NotifyRequest,
+    NotifyResult,
+    PlannedContact,
+)
+from altaviz.core.policy import PolicyFile
 from altaviz.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
 #: ApplicationError type raised when some channel failed (retryable).
 DELIVERY_FAILED = "NotificationDeliveryFailed"
+#: ApplicationError type of a delivery that can never succeed (invalid URL, contact gone).
+DELIVERY_REJECTED = "DeliveryRejected"
 
-_ROLES = {"technicians": ["technician"],
-          "technicians_and_supervisors": ["technician", "supervisor"]}
 _NOTIFY_TYPES = {"resolved": apprise.NotifyType.SUCCESS, "cleared": apprise.NotifyType.INFO}
 
 
@@ -108,6 +128,21 @@ def channels_of(urls: tuple[str, ...] | list[str]) -> list[tuple[str, str]]:
     return out
 
 
+def roles_for(req: NotifyRequest, policy: PolicyFile) -> list[str]:
+    """The roles a step goes to under the organization's policy (``all_notified``: none, the
+    step goes to whoever was notified before)."""
+    org = policy.for_org(req.alert.org_id)
+    if req.event == "opened":
+        return list(org.roles_at_open(req.alert.severity))
+    if req.event == "reminder":
+        return list(org.reminders_to)
+    if req.audience == "technicians":
+        return ["technician"]
+    if req.audience == "technicians_and_supervisors":
+        return list(dict.fromkeys([*org.escalate_to, "technician"]))
+    return []
+
+
 class NotificationActivities:
     """Notification delivery, with its dependencies given once at worker start-up.
 
@@ -117,17 +152,97 @@ class NotificationActivities:
         signer: the link signer; default: from ``settings`` (``ALTAVIZ_LINK_SECRET``, or with
             ``demo=True`` the demo's generated secret shared with ``altaviz serve --demo``).
         demo: allow the demo's generated link secret.
+        policy: the escalation policy (default: the built-in one).
     """
 
     def __init__(self, database_url: str, settings: Settings, *,
-                 signer: LinkSigner | None = None, demo: bool = False) -> None:
+                 signer: LinkSigner | None = None, demo: bool = False,
+                 policy: PolicyFile | None = None) -> None:
         self._url = database_url
         self._settings = settings
         self._signer = signer or signer_from_settings(settings, demo=demo)
         self._base_url = settings.base_url
+        self._policy = policy or PolicyFile()
 
     def __repr__(self) -> str:
         return "NotificationActivities()"
+
+    def all(self) -> list[Any]:
+        """Every notification activity, for a worker's registration."""
+        return [self.notify, self.plan_notification, self.deliver]
+
+    @activity.defn(name="plan_notification")
+    def plan_notification(self, req: NotifyRequest) -> DeliveryPlan:
+        """Who one step goes to, and who stands behind them in the escalation chain."""
+        q = queries("notify")
+        alert = req.alert
+        policy = self._policy.for_org(alert.org_id)
+        with connect(self._url) as conn, tenant(conn, alert.org_id):
+            site = [_planned(r) for r in conn.execute(
+                q["contacts_for_site"], {"site_id": alert.site_id}).fetchall()]
+            recipients = self._recipients(conn, req, site)
+            last = None
+            if policy.fallback_contact:
+                row = conn.execute(q["contact_for_delivery"],
+                                   {"contact_id": policy.fallback_contact}).fetchone()
+                if row is not None and row[3]:
+                    last = PlannedContact(contact_id=row[0], role=row[2],
+                                          channels=[c for c, _ in channels_of(row[4])])
+        levels: dict[str, list[PlannedContact]] = {}
+        for c in site:
+            levels.setdefault(c.role, []).append(c)
+        if req.event == "resolved":
+            levels = {}  # nothing to act on: an unreachable recipient is recorded, not replaced
+        return DeliveryPlan(recipients=recipients, levels=levels, chain=list(policy.chain),
+                            fallback_contact=last)
+
+    def _recipients(self, conn: psycopg.Connection[Any], req: NotifyRequest,
+                    site: list[PlannedContact]) -> list[PlannedContact]:
+        if req.audience == "all_notified":
+            rows = conn.execute(queries("notify")["recipients_notified"], {
+                "alert_id": req.alert.alert_id, "step": req.step}).fetchall()
+            return [PlannedContact(contact_id=r[0], role=r[2],
+                                   channels=[c for c, _ in channels_of(r[3])]) for r in rows]
+        roles = roles_for(req, self._policy)
+        return [c for c in site if c.role in roles]
+
+    @activity.defn(name="deliver")
+    def deliver(self, target: DeliveryTarget) -> DeliveryOutcome:
+        """Send one step to one channel of one contact, at most once.
+
+        Raises:
+            ApplicationError: ``NotificationDeliveryFailed`` (retryable) when the service did
+                not take the message; ``DeliveryRejected`` (not retryable) when it never will
+                (invalid URL, channel removed, contact deactivated). Every attempt is recorded
+                in ``notifications`` first.
+        """
+        q = queries("notify")
+        alert = target.alert
+        with connect(self._url) as conn, tenant(conn, alert.org_id):
+            row = conn.execute(q["contact_for_delivery"],
+                               {"contact_id": target.contact_id}).fetchone()
+            if row is None or not row[3]:
+                raise ApplicationError(f"contact {target.contact_id} is no longer active",
+                                       type=DELIVERY_REJECTED, non_retryable=True)
+            url = dict(channels_of(row[4])).get(target.channel)
+            if url is None:
+                raise ApplicationError(
+                    f"contact {target.contact_id} has no channel {target.channel} any more",
+                    type=DELIVERY_REJECTED, non_retryable=True)
+            ctx = load_context(conn, alert)
+        recipient = _Recipient(row[0], row[1], row[2], tuple(row[4]))
+        message = self._render(alert, target.event, recipient, ctx)
+        if target.note:
+            message = replace(message, full=f"{target.note}\n\n{message.full}")
+        t = _Target(target.contact_id, target.channel, url, message.title,
+                    message.body_for(target.channel.split("-")[0]))
+        outcome = self._deliver(alert, target.step, target.event, t)
+        if outcome.status == "failed":
+            raise ApplicationError(
+                f"{target.contact_id}/{target.channel}: {outcome.error}",
+                type=DELIVERY_FAILED if outcome.retryable else DELIVERY_REJECTED,
+                non_retryable=not outcome.retryable)
+        return DeliveryOutcome(status="skipped" if outcome.status == "skipped" else "sent")
 
     @activity.defn(name="notify")
     async def notify(self, req: NotifyRequest) -> NotifyResult:
@@ -140,12 +255,13 @@ class NotificationActivities:
         recipients, ctx = await asyncio.to_thread(self._plan, req)
         targets: list[_Target] = []
         for r in recipients:
-            message = self._message(req, r, ctx)
+            message = self._render(req.alert, req.event, r, ctx)
             for channel, url in channels_of(r.urls):
                 targets.append(_Target(r.contact_id, channel, url, message.title,
                                        message.body_for(channel.split("-")[0])))
         outcomes = await asyncio.gather(
-            *(asyncio.to_thread(self._deliver, req, t) for t in targets))
+            *(asyncio.to_thread(self._deliver, req.alert, req.step, req.event, t)
+              for t in targets))
         sent = sum(1 for o in outcomes if o.status in ("sent", "skipped"))
         failed = [o for o in outcomes if o.status == "failed"]
         result = NotifyResult(delivered=sent, failed=len(failed),
@@ -172,31 +288,30 @@ class NotificationActivities:
                                     {"alert_id": alert.alert_id, "step": req.step}).fetchall()
             else:
                 rows = conn.execute(q["recipients_by_role"],
-                                    {"roles": _ROLES[req.audience],
+                                    {"roles": roles_for(req, self._policy),
                                      "site_id": alert.site_id}).fetchall()
             ctx = load_context(conn, alert)
         return [_Recipient(r[0], r[1], r[2], tuple(r[3])) for r in rows], ctx
 
-    def _message(self, req: NotifyRequest, r: _Recipient, ctx: MessageContext) -> Message:
-        alert = req.alert
+    def _render(self, alert: AlertState, event: str, r: _Recipient,
+                ctx: MessageContext) -> Message:
         ack = None
-        if req.event != "resolved" and alert.ack_state != "acknowledged":
+        if event != "resolved" and alert.ack_state != "acknowledged":
             ack = ack_url(self._base_url, self._signer.issue(
                 org_id=alert.org_id, alert_id=alert.alert_id, contact_id=r.contact_id,
                 action="ack"))
         view = None
-        if r.role == "supervisor":
+        if r.role in ("supervisor", "manager"):
             view = alert_url(self._base_url, alert.alert_id, self._signer.issue(
                 org_id=alert.org_id, alert_id=alert.alert_id, contact_id=r.contact_id,
                 action="view"))
-        return render(alert, req.event, ctx, ack_url=ack, view_url=view)
+        return render(alert, event, ctx, ack_url=ack, view_url=view)
 
     # --- delivery ------------------------------------------------------------------------
 
-    def _deliver(self, req: NotifyRequest, t: _Target) -> _Outcome:
+    def _deliver(self, alert: AlertState, step: str, event: str, t: _Target) -> _Outcome:
         q = queries("notify")
-        alert = req.alert
-        key = {"alert_id": alert.alert_id, "step": req.step, "contact_id": t.contact_id,
+        key = {"alert_id": alert.alert_id, "step": step, "contact_id": t.contact_id,
                "channel": t.channel}
         with connect(self._url) as conn, tenant(conn, alert.org_id):
             conn.execute(q["delivery_lock"], {"key": "|".join(key.values())})
@@ -204,20 +319,20 @@ class NotificationActivities:
             attempts, already_sent = (int(row[0]), bool(row[1])) if row else (0, False)
             if already_sent:
                 return _Outcome(t.contact_id, t.channel, "skipped")
-            ok, retryable, error = self._send(t, req)
+            ok, retryable, error = self._send(t, alert, event)
             conn.execute(q["record_attempt"], {
                 **key, "attempt": attempts + 1, "status": "sent" if ok else "failed",
                 "error": error, "title": t.title})
         return _Outcome(t.contact_id, t.channel, "sent" if ok else "failed", retryable, error)
 
-    def _send(self, t: _Target, req: NotifyRequest) -> tuple[bool, bool, str | None]:
+    def _send(self, t: _Target, alert: AlertState, event: str) -> tuple[bool, bool, str | None]:
         """(delivered, worth retrying, error text) for one URL."""
         load_apprise()
         ap = apprise.Apprise()
         if not ap.add(t.url):
             return False, False, f"invalid or unsupported Apprise URL ({url_scheme(t.url)})"
-        notify_type = _NOTIFY_TYPES.get(req.event) or (
-            apprise.NotifyType.FAILURE if req.alert.severity == "critical"
+        notify_type = _NOTIFY_TYPES.get(event) or (
+            apprise.NotifyType.FAILURE if alert.severity == "critical"
             else apprise.NotifyType.WARNING)
         capture = _ThreadLogCapture()
         apprise_log = logging.getLogger("apprise")
@@ -239,3 +354,8 @@ class NotificationActivities:
             "Apprise returned None (no service matched)" if result is None
             else "Apprise returned False")
         return False, True, _scrub(detail, t.url)
+
+
+def _planned(row: tuple[Any, ...]) -> PlannedContact:
+    return PlannedContact(contact_id=row[0], role=row[2],
+                          channels=[c for c, _ in channels_of(row[3])])

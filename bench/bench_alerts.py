@@ -35,7 +35,15 @@ from altaviz.app.temporal_setup import ensure_search_attributes
 from altaviz.core import db
 from altaviz.core.fleet import Compressor, Fleet, Organization, Site
 from altaviz.core.fleet_store import load_fleet
-from altaviz.core.payloads import Breach, NotifyRequest, NotifyResult
+from altaviz.core.payloads import (
+    Breach,
+    DeliveryOutcome,
+    DeliveryPlan,
+    DeliveryTarget,
+    NotifyRequest,
+    NotifyResult,
+    PlannedContact,
+)
 from altaviz.core.settings import Settings
 from worker import build_worker
 
@@ -54,6 +62,22 @@ class CountingNotifier:
         """Count the call."""
         self.calls[req.step] = self.calls.get(req.step, 0) + 1
         return NotifyResult(delivered=1)
+
+    @activity.defn(name="plan_notification")
+    async def plan_notification(self, req: NotifyRequest) -> DeliveryPlan:
+        """Count the step; plan it for one recipient, delivered by :meth:`deliver`."""
+        self.calls[req.step] = self.calls.get(req.step, 0) + 1
+        return DeliveryPlan(recipients=[PlannedContact(contact_id="bench", role="technician",
+                                                       channels=["bench"])])
+
+    @activity.defn(name="deliver")
+    async def deliver(self, target: DeliveryTarget) -> DeliveryOutcome:
+        """Deliver nothing, successfully."""
+        return DeliveryOutcome()
+
+    def all(self) -> list[Any]:
+        """The stand-ins, for ``build_worker(notify=...)``."""
+        return [self.notify, self.plan_notification, self.deliver]
 
 
 def fleet(n: int) -> Fleet:
@@ -117,7 +141,7 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
                 load_fleet(conn, fleet(args.alerts))
             notifier = CountingNotifier()
             worker = build_worker(client, task_queue=settings.task_queue, pool=pool,
-                                  notify=notifier.notify, executor=executor,
+                                  notify=notifier.all(), executor=executor,
                                   max_concurrent_activities=16,
                                   max_concurrent_workflow_tasks=64)
             async with worker:

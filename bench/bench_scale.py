@@ -65,7 +65,15 @@ from altaviz.app.temporal_setup import ensure_search_attributes
 from altaviz.core import db, duck
 from altaviz.core.fleet import Compressor, Fleet, Organization, Site
 from altaviz.core.fleet_store import load_fleet
-from altaviz.core.payloads import Breach, NotifyRequest, NotifyResult
+from altaviz.core.payloads import (
+    Breach,
+    DeliveryOutcome,
+    DeliveryPlan,
+    DeliveryTarget,
+    NotifyRequest,
+    NotifyResult,
+    PlannedContact,
+)
 from altaviz.core.settings import Settings
 from altaviz.simulator import SimulationConfig, simulate
 from bench.fleet_postgres import fleet_postgres
@@ -116,7 +124,20 @@ async def run_worker(db_url: str, address: str, task_queue: str, name: str) -> N
             await asyncio.to_thread(insert)
             return NotifyResult(delivered=1)
 
-        worker = build_worker(client, task_queue=task_queue, pool=pool, notify=notify,
+        @activity.defn(name="plan_notification")
+        async def plan_notification(req: NotifyRequest) -> DeliveryPlan:
+            """Record the step as ``notify`` does; one recipient, delivered by ``deliver``."""
+            await notify(req)
+            return DeliveryPlan(recipients=[PlannedContact(
+                contact_id="bench", role="technician", channels=["bench"])])
+
+        @activity.defn(name="deliver")
+        async def deliver(target: DeliveryTarget) -> DeliveryOutcome:
+            """Deliver nothing, successfully."""
+            return DeliveryOutcome()
+
+        worker = build_worker(client, task_queue=task_queue, pool=pool,
+                              notify=[notify, plan_notification, deliver],
                               executor=executor, max_concurrent_activities=12,
                               max_concurrent_workflow_tasks=32)
         print("worker ready", flush=True)

@@ -12,7 +12,11 @@ The state keeps the condition (``active``/``cleared``) apart from the human side
 Persistence runs as *local* activities (short, idempotent database writes on the worker that
 runs the workflow task): about half the server round trips and history events of regular
 activities, which is what lets one evaluation's hundreds of breaches be applied quickly on the
-dev server. Notifications stay regular activities (slow, external, retried for minutes).
+dev server. Each notification step is its own child workflow (``workflows.notify``), started
+and not awaited, with parent-close policy ``ABANDON``: a channel retried for minutes, or a
+recipient replaced by the next level of the escalation chain, never holds up the alert's
+requests and timers, and a step outlives a run that continues as new. A resolved alert's run
+ends once its last steps have.
 
 Concurrency model: signal and update handlers only *queue* requests; the main loop applies
 them one at a time, in arrival order, between timers. Each transition is persisted (activity
@@ -36,7 +40,7 @@ from temporalio.common import (
     SearchAttributePair,
     SearchAttributeUpdate,
 )
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
     from altaviz.core.payloads import (
@@ -55,6 +59,8 @@ with workflow.unsafe.imports_passed_through():
         ResolveRequest,
     )
     from workflows import SEARCH_ATTRIBUTES
+    from workflows.notify import WORKFLOW_NAME as NOTIFY_WORKFLOW
+    from workflows.notify import notify_workflow_id
 
 #: Names other components use to talk to an alert workflow.
 WORKFLOW_NAME = "AlertWorkflow"
@@ -80,6 +86,10 @@ _NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=5), backoff_coeff
                             maximum_interval=timedelta(minutes=5), maximum_attempts=20)
 _MAX_REMEMBERED_REQUESTS = 500
 _RANK = {"warning": 0, "critical": 1}
+
+#: ``workflow.patched`` ids: each names a change of the command sequence (see
+#: docs/OPERATIONS.md, "Upgrading").
+PATCH_NOTIFY_CHILD = "notify-step-child-workflow"
 
 
 def alert_workflow_id(org_id: str, compressor_id: str, rule_id: str) -> str:
@@ -158,6 +168,7 @@ class AlertWorkflow:
             self._acks = list(carried.pending_acks)
         self._resolves: list[ResolveRequest] = []
         self._sa_sent: dict[str, str] = {}
+        self._steps: list[workflow.ChildWorkflowHandle[Any, Any]] = []
 
     # --- the main loop ----------------------------------------------------------------------
 
@@ -219,9 +230,14 @@ class AlertWorkflow:
 
     async def _finish(self, inp: AlertInput) -> AlertState:
         # Let queued handlers settle; a breach newer than this alert becomes a new alert.
+        # The run also ends only once its notification steps have: the resolution is then
+        # delivered (or recorded as a delivery failure) when the alert shows as closed in
+        # Temporal, and no step outlives its parent (which stalls the time-skipping test
+        # server's clock). Requests arriving meanwhile are still applied.
         while True:
             await workflow.wait_condition(
-                lambda: workflow.all_handlers_finished() or self._has_requests())
+                lambda: (workflow.all_handlers_finished()
+                         and all(h.done() for h in self._steps)) or self._has_requests())
             if not self._has_requests():
                 break
             await self._apply_next()
@@ -519,12 +535,21 @@ class AlertWorkflow:
         if step in self._notified:
             return
         self._notified.append(step)
+        req = NotifyRequest(alert=self._state.model_copy(), step=step, audience=audience,
+                            event=event)
+        if workflow.patched(PATCH_NOTIFY_CHILD):
+            try:
+                self._steps.append(await workflow.start_child_workflow(
+                    NOTIFY_WORKFLOW, req, id=notify_workflow_id(self._state.alert_id, step),
+                    task_queue=workflow.info().task_queue,
+                    parent_close_policy=workflow.ParentClosePolicy.ABANDON))
+            except WorkflowAlreadyStartedError:
+                pass  # a resumed alert asked again: the first one is still delivering
+            return
         try:
             await workflow.execute_activity(
-                "notify", NotifyRequest(alert=self._state.model_copy(), step=step,
-                                        audience=audience, event=event),
-                result_type=NotifyResult, start_to_close_timeout=timedelta(minutes=2),
-                retry_policy=_NOTIFY_RETRY)
+                "notify", req, result_type=NotifyResult,
+                start_to_close_timeout=timedelta(minutes=2), retry_policy=_NOTIFY_RETRY)
         except ActivityError as exc:
             # A notification that finally failed must not kill the alert: record it and go on.
             self._seq += 1

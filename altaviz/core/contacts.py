@@ -1,10 +1,11 @@
 """Contacts and routing: who is told about which compressor's alerts, and how.
 
-The routing file (YAML) lists each organization's contacts with a role (technician or
-supervisor), the sites they cover (none listed: every site) and one or more Apprise URLs.
-Loading it stores the contacts in PostgreSQL, where the notify activity reads them; a contact
-that disappears from the file is deactivated, not deleted, because the delivery log
-(``notifications``) keeps referring to it.
+The routing file (YAML) lists each organization's contacts with a role (technician, supervisor
+or manager: the levels of the escalation chain, see :mod:`altaviz.core.policy`), the sites
+they cover (none listed: every site) and one or more Apprise URLs. Loading it stores the
+contacts in PostgreSQL, where the notify activity reads them; a contact that disappears from
+the file is deactivated, not deleted, because the delivery log (``notifications``) keeps
+referring to it.
 
 Example::
 
@@ -38,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from altaviz.core.db import queries, tenant
 from altaviz.core.errors import InputError
 
-Role = Literal["technician", "supervisor"]
+Role = Literal["technician", "supervisor", "manager"]
 
 
 @cache

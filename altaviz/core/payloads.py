@@ -2,7 +2,9 @@
 
 Shared by workflows, activities, the CLI and the web server, so they live in the core. The module
 is side-effect free, so workflows import it through ``imports_passed_through()``; fields are
-added compatibly (with defaults) so running workflows keep decoding their history.
+added compatibly (with defaults) so running workflows keep decoding their history, and every
+model ignores fields it does not know (``extra="ignore"``), so during a rolling upgrade an older
+worker still decodes what a newer one wrote.
 """
 
 from __future__ import annotations
@@ -110,12 +112,81 @@ class NotifyResult(BaseModel):
     recipients: list[str] = Field(default_factory=list)
 
 
+class PlannedContact(BaseModel):
+    """A person a step may reach, and the channels (URL schemes, never URLs) to reach them by.
+
+    URLs stay in PostgreSQL: they often carry credentials and must not enter workflow history.
+    """
+
+    contact_id: str
+    role: str
+    channels: list[str] = Field(default_factory=list)
+
+
+class DeliveryPlan(BaseModel):
+    """Who a notification step goes to (activity ``plan_notification``).
+
+    ``recipients`` are the step's audience; ``levels`` every active contact of the site by
+    role, for falling back along ``chain`` when someone cannot be reached; ``fallback_contact``
+    the organization's last resort (None when its policy names none, or it is inactive).
+    """
+
+    recipients: list[PlannedContact] = Field(default_factory=list)
+    levels: dict[str, list[PlannedContact]] = Field(default_factory=dict)
+    chain: list[str] = Field(default_factory=list)
+    fallback_contact: PlannedContact | None = None
+
+
+class DeliveryTarget(BaseModel):
+    """One (alert, step, contact, channel) delivery (activity ``deliver``).
+
+    ``note`` is added to the message, e.g. why a fallback person receives it.
+    """
+
+    alert: AlertState
+    step: str
+    event: str
+    contact_id: str
+    channel: str
+    note: str = ""
+
+
+class DeliveryOutcome(BaseModel):
+    """What ``deliver`` did: ``sent`` now, or ``skipped`` because it was sent before."""
+
+    status: Literal["sent", "skipped"] = "sent"
+
+
+class DeliveryFailure(BaseModel):
+    """A step that did not reach everyone it should have (activity ``record_delivery_failure``).
+
+    ``unreached`` maps each contact to its channels' last errors; ``fallback`` lists who was
+    told instead; ``nobody_reached`` is true when no one at all got the step.
+    """
+
+    alert: AlertState
+    step: str
+    unreached: dict[str, dict[str, str]] = Field(default_factory=dict)
+    fallback: list[str] = Field(default_factory=list)
+    reason: str = ""
+    nobody_reached: bool = False
+    occurred_at: datetime | None = None
+
+
+class NotifyStepResult(BaseModel):
+    """What ``NotifyStepWorkflow`` did for one step."""
+
+    reached: list[str] = Field(default_factory=list)
+    unreached: list[str] = Field(default_factory=list)
+    fallback: list[str] = Field(default_factory=list)
+
+
 # --- What rule evaluation returns: breaches and clears ----------------------------------------
 
 class Breach(BaseModel):
     """A rule fired for one compressor at one hour (persistence already satisfied)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
     org_id: str
     compressor_id: str
@@ -135,7 +206,7 @@ class Breach(BaseModel):
 class Clear(BaseModel):
     """A rule's condition has been back to normal for its required number of hours."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
     org_id: str
     compressor_id: str
@@ -151,7 +222,7 @@ class Clear(BaseModel):
 
 AlertEventType = Literal[
     "opened", "breach_repeated", "severity_raised", "escalated", "reminder", "acknowledged",
-    "ack_rejected", "cleared", "reactivated", "resolved", "notify_failed",
+    "ack_rejected", "cleared", "reactivated", "resolved", "notify_failed", "delivery_failed",
 ]
 
 

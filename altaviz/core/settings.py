@@ -141,6 +141,12 @@ class Settings(BaseModel):
         default=None,
         description="PostgreSQL URL of the schema owner (<database>_owner, or a role that may "
                     "become it): migrations, fleet loading and the ETL; unset: DATABASE_URL")
+    escalation_policy_file: Path | None = Field(
+        default=None,
+        description="YAML escalation policy per organization (who hears about a new alert of "
+                    "each severity, escalations, reminders, the escalation chain and the "
+                    "fallback contact); default: critical alerts reach technicians and "
+                    "supervisors, warnings technicians, escalation after the rule's delay")
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -35,6 +35,18 @@ WHERE active AND role = ANY (%(roles)s::text[])
   AND (cardinality(site_ids) = 0 OR %(site_id)s = ANY (site_ids))
 ORDER BY role DESC, contact_id
 
+-- name: contacts_for_site
+-- Every active contact covering the site, of any role: a step's audience and the levels of its
+-- escalation chain.
+SELECT contact_id, name, role, apprise_urls
+FROM contacts
+WHERE active AND (cardinality(site_ids) = 0 OR %(site_id)s = ANY (site_ids))
+ORDER BY role DESC, contact_id
+
+-- name: contact_for_delivery
+SELECT contact_id, name, role, active, apprise_urls FROM contacts
+WHERE contact_id = %(contact_id)s
+
 -- name: recipients_notified
 -- Active contacts who were successfully notified about the alert at an earlier step.
 SELECT c.contact_id, c.name, c.role, c.apprise_urls
@@ -89,7 +101,7 @@ ON CONFLICT (alert_id, step, contact_id, channel) WHERE status = 'sent' DO NOTHI
 SELECT a.alert_id, a.org_id, a.compressor_id, a.rule_id, a.metric, a.value, a.threshold,
        a.severity, a.state, a.condition_state, a.ack_state, a.breach_hour, a.opened_at,
        a.escalated_at, a.acknowledged_at, a.acknowledged_by, a.ack_channel, a.cleared_at,
-       a.resolved_at, a.resolved_by, a.resolve_reason, a.workflow_id,
+       a.resolved_at, a.resolved_by, a.resolve_reason, a.workflow_id, a.run_id, a.run_ids,
        s.site_id, s.name AS site_name, s.basin, c.model
 FROM alert_history a
 JOIN compressors c ON c.org_id = a.org_id AND c.compressor_id = a.compressor_id

@@ -99,6 +99,7 @@ async def test_up_and_worker_run_the_same_wiring(dev_server: WorkflowEnvironment
     worker_wiring, worker_pooled = await _worker_of(worker_options, settings)
 
     assert up_wiring == worker_wiring
-    assert up_wiring["workflows"] == ["AlertWorkflow", "PipelineWorkflow"]
-    assert {"notify", "run_etl", "evaluate_rules", "open_alert"} <= set(up_wiring["activities"])
+    assert up_wiring["workflows"] == ["AlertWorkflow", "NotifyStepWorkflow", "PipelineWorkflow"]
+    assert {"notify", "plan_notification", "deliver", "record_delivery_failure", "run_etl",
+            "evaluate_rules", "open_alert"} <= set(up_wiring["activities"])
     assert up_pooled and worker_pooled, "the rule engine must get the worker's pool"

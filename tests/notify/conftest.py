@@ -60,7 +60,7 @@ def standard_contacts(receiver: HttpReceiver, smtp: SmtpSink | None = None) -> C
 def insert_alert(conn: psycopg.Connection[Any], *, org: str = "acme",
                  compressor: str = "COMP-0001", site: str = "PB-01",
                  rule: str = "vibration_frame_high", metric: str = "vibration_frame_mm_s",
-                 value: float = 12.6, threshold: float = 12.0, severity: str = "critical",
+                 value: float = 12.6, threshold: float = 12.0, severity: str = "warning",
                  diagnosis: str = "bearing wear suspected") -> AlertState:
     """An open alert as the alert workflow's persistence activity would have written it."""
     wf = f"alert/{org}/{compressor}/{rule}"

@@ -54,10 +54,10 @@ async def test_warning_reaches_site_technicians_by_http_and_email(
     assert result == NotifyResult(delivered=2, failed=0, recipients=["tech-a"])
 
     [msg] = receiver.messages("acme/tech-a")
-    assert msg["title"] == "COMP-0001 vibration critical - bearing wear suspected"
+    assert msg["title"] == "COMP-0001 vibration warning - bearing wear suspected"
     body = msg["message"]
     for expected in ["Site: Pecos 1, Permian - Ariel JGK/4",
-                     "vibration 12.6 mm/s RMS vs critical limit 12 mm/s RMS",
+                     "vibration 12.6 mm/s RMS vs warning limit 12 mm/s RMS",
                      "Trend (hourly mean, last 6 h): rising +2.8 mm/s RMS over 5 h",
                      "Recommended checks:", "Acknowledge (one tap): https://alerts.example.com/"]:
         assert expected in body
@@ -69,10 +69,10 @@ async def test_warning_reaches_site_technicians_by_http_and_email(
     assert receiver.messages("acme/sup-a") == [] and receiver.messages("bravo/tech-b") == []
 
     [mail] = smtp.messages
-    assert mail["Subject"] == "COMP-0001 vibration critical - bearing wear suspected"
+    assert mail["Subject"] == "COMP-0001 vibration warning - bearing wear suspected"
     assert mail["To"] == "tech-a@example.com"
     text = SmtpSink.text(mail)
-    assert "vibration 12.6 mm/s RMS vs critical limit 12 mm/s RMS" in text
+    assert "vibration 12.6 mm/s RMS vs warning limit 12 mm/s RMS" in text
     assert signer.verify(LINK.search(text).group(1), action="ack").contact_id == "tech-a"  # type: ignore[union-attr]
 
     assert _rows(conn) == [("opened", "tech-a", "json", 1, "sent"),
@@ -115,7 +115,7 @@ async def test_resolution_goes_to_everyone_notified_without_ack_link(
                                             audience="all_notified", event="resolved"))
     assert result.recipients == ["tech-a"]       # the supervisor was never notified
     last = receiver.messages("acme/tech-a")[-1]
-    assert last["title"].startswith("RESOLVED: COMP-0001 vibration critical")
+    assert last["title"].startswith("RESOLVED: COMP-0001 vibration warning")
     assert "Resolved by sup-a: bearing replaced" in last["message"]
     assert "/ack/" not in last["message"]
     assert len(smtp.messages) == 2

@@ -58,7 +58,17 @@ from activities.pipeline import latest_only, start_or_update_alert
 from altaviz.app.temporal_setup import ensure_search_attributes
 from altaviz.core import db
 from altaviz.core.fleet_store import load_fleet
-from altaviz.core.payloads import Breach, NotifyRequest, NotifyResult, PipelineInput, PipelineResult
+from altaviz.core.payloads import (
+    Breach,
+    DeliveryOutcome,
+    DeliveryPlan,
+    DeliveryTarget,
+    NotifyRequest,
+    NotifyResult,
+    PipelineInput,
+    PipelineResult,
+    PlannedContact,
+)
 from altaviz.core.settings import Settings
 from etl.pipeline import run_pipeline
 from tests.conftest import find_executable_or_skip
@@ -249,12 +259,24 @@ async def pg_outage(tmp: Path, *, outage_s: float, per_wave: int, escalation_s: 
             notified.append((req.alert.alert_id, req.step))
             return NotifyResult(delivered=1)
 
+        @activity.defn(name="plan_notification")
+        async def plan_notification(req: NotifyRequest) -> DeliveryPlan:
+            """Record the step as ``notify`` does; one recipient, delivered by ``deliver``."""
+            notified.append((req.alert.alert_id, req.step))
+            return DeliveryPlan(recipients=[PlannedContact(
+                contact_id="probe", role="technician", channels=["test"])])
+
+        @activity.defn(name="deliver")
+        async def deliver(target: DeliveryTarget) -> DeliveryOutcome:
+            return DeliveryOutcome()
+
         attempts = AttemptLog()
         last_hour = config.start + timedelta(days=config.days) - timedelta(hours=1)
         with ConnectionPool(url, min_size=2, max_size=8, open=True) as pool, \
                 ThreadPoolExecutor(max_workers=8) as executor:
             worker = build_worker(
-                client, task_queue=task_queue, pool=pool, notify=notify,
+                client, task_queue=task_queue, pool=pool,
+                notify=[notify, plan_notification, deliver],
                 etl=etl_runner(settings, url), evaluator=rules_evaluator(settings),
                 executor=executor, interceptors=[attempts])
             worker_task = asyncio.create_task(worker.run())

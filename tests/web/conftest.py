@@ -12,7 +12,7 @@ import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -31,10 +31,12 @@ from altaviz.core.contacts import Contact, ContactsFile, load_contacts
 from altaviz.core.db import connect
 from altaviz.core.links import LinkSigner
 from altaviz.core.payloads import Breach
+from altaviz.core.policy import PolicyFile
 from altaviz.core.settings import Settings
 from tests.conftest import start_time_skipping_env
 from tests.notify.receivers import free_port
 from workflows.alert import AlertWorkflow
+from workflows.notify import NotifyStepWorkflow
 
 SECRET = b"web-test-link-secret-abcdef0123456789"
 HOUR = datetime(2026, 3, 2, 10, tzinfo=UTC)
@@ -71,12 +73,22 @@ class WebRig:
     def client(self) -> Client:
         return self.env.client
 
-    def worker(self, **options: Any) -> Worker:
+    @contextlib.asynccontextmanager
+    async def worker(self, **options: Any) -> AsyncIterator[Worker]:
+        """A running worker; on leaving, the server settles first (notification steps run
+        beside the alert, and one left in flight would stall the test server's clock)."""
+        async with self._worker(**options) as w:
+            yield w
+            await self.env.sleep(timedelta(seconds=1))
+
+    def _worker(self, policy: PolicyFile | None = None, **options: Any) -> Worker:
         acts = AlertActivities(self.pool)
         notify = NotificationActivities(
-            self.db_url, Settings(public_url=self.base_url), signer=self.signer)
-        return Worker(self.client, task_queue=self.queue, workflows=[AlertWorkflow],
-                      activities=[acts.open_alert, acts.record_transition, notify.notify],
+            self.db_url, Settings(public_url=self.base_url), signer=self.signer, policy=policy)
+        return Worker(self.client, task_queue=self.queue,
+                      workflows=[AlertWorkflow, NotifyStepWorkflow],
+                      activities=[acts.open_alert, acts.record_transition,
+                                  acts.record_delivery_failure, *notify.all()],
                       activity_executor=ThreadPoolExecutor(4), **options)
 
     async def open_alert(self, severity: str = "critical") -> WorkflowHandle[Any, Any]:

@@ -27,9 +27,19 @@ from temporalio.worker import Worker
 
 from activities.alerts import AlertActivities
 from activities.pipeline import start_or_update_alert
-from altaviz.core.payloads import Breach, Clear, NotifyRequest, NotifyResult
+from altaviz.core.payloads import (
+    Breach,
+    Clear,
+    DeliveryOutcome,
+    DeliveryPlan,
+    DeliveryTarget,
+    NotifyRequest,
+    NotifyResult,
+    PlannedContact,
+)
 from tests.conftest import start_time_skipping_env
 from workflows.alert import AlertWorkflow, alert_workflow_id
+from workflows.notify import NotifyStepWorkflow
 
 
 @pytest.fixture(scope="session")
@@ -42,15 +52,33 @@ async def wf_env() -> AsyncIterator[WorkflowEnvironment]:
 
 @dataclass
 class NotifyRecorder:
-    """Stand-in for the sibling notify activity: records every call (in worker memory)."""
+    """Stand-in for the notification activities: records every step planned (in worker
+    memory) and delivers it to one imaginary recipient."""
 
     calls: list[NotifyRequest] = field(default_factory=list)
+    deliveries: list[DeliveryTarget] = field(default_factory=list)
 
     @activity.defn(name="notify")
     async def notify(self, req: NotifyRequest) -> NotifyResult:
         """Record the request (a retried call is recorded again, as a real one is retried)."""
         self.calls.append(req)
         return NotifyResult(delivered=1, recipients=[req.audience])
+
+    @activity.defn(name="plan_notification")
+    async def plan_notification(self, req: NotifyRequest) -> DeliveryPlan:
+        """Record the step; plan it for one recipient on one channel."""
+        self.calls.append(req)
+        who = PlannedContact(contact_id=req.audience, role="technician", channels=["test"])
+        return DeliveryPlan(recipients=[who], levels={"technician": [who]},
+                            chain=["technician"])
+
+    @activity.defn(name="deliver")
+    async def deliver(self, target: DeliveryTarget) -> DeliveryOutcome:
+        self.deliveries.append(target)
+        return DeliveryOutcome()
+
+    def all(self) -> list[Any]:
+        return [self.plan_notification, self.deliver]
 
     def steps(self, alert_id: str | None = None) -> list[str]:
         return [c.step for c in self.calls if alert_id is None or c.alert.alert_id == alert_id]
@@ -81,9 +109,10 @@ class Rig:
         """A worker for this test's queue (use as ``async with``)."""
         acts = AlertActivities(self.pool)
         return Worker(
-            self.client, task_queue=self.task_queue, workflows=[AlertWorkflow],
-            activities=[acts.open_alert, acts.record_transition, self.notifier.notify,
-                        *extra.pop("activities", [])],
+            self.client, task_queue=self.task_queue,
+            workflows=[AlertWorkflow, NotifyStepWorkflow, *extra.pop("workflows", [])],
+            activities=[acts.open_alert, acts.record_transition, acts.record_delivery_failure,
+                        *self.notifier.all(), *extra.pop("activities", [])],
             activity_executor=ThreadPoolExecutor(4), **{**GRACEFUL, **extra})
 
     @asynccontextmanager

@@ -58,7 +58,7 @@ async def test_list_show_ack_resolve(cli_env: Rig, capsys: pytest.CaptureFixture
         out = capsys.readouterr().out
     for expected in ("event opened", "event acknowledged", "event resolved", "tech.jane",
                      "valve cap hot", "valve replaced", "temporal workflow_execution_started",
-                     "update acknowledge", "signal breach", "activity notify"):
+                     "update acknowledge", "signal breach", "child NotifyStepWorkflow"):
         assert expected in out, (expected, out)
     assert await altaviz("alerts", "list", "--org", "acme", "--state", "resolved") == 0
     assert alert_id in capsys.readouterr().out

@@ -57,7 +57,7 @@ async def test_same_hour_twice_duplicates_nothing(rig: Rig):
     load_hours(rig, "COMP-0001", [300, 335, 340, 342])      # warning, firing 2 of 3
     load_hours(rig, "COMP-0003", [300, 352, 355, 360])      # critical (bravo)
     worker = build_worker(rig.client, task_queue=rig.task_queue, pool=rig.pool,
-                          notify=rig.notifier.notify, evaluator=rules_evaluator(Settings()),
+                          notify=rig.notifier.all(), evaluator=rules_evaluator(Settings()),
                           executor=ThreadPoolExecutor(4), **GRACEFUL)
     with rig.env.auto_time_skipping_disabled():
         async with worker:

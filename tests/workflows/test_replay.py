@@ -1,16 +1,20 @@
-"""Replay of recorded alert and pipeline histories against the current workflow code.
+"""Replay of recorded alert, notification-step and pipeline histories against the current code.
 
 A code change that would break running alerts (a new activity call, a reordered step, a timer
 added or removed) makes the replay fail with a nondeterminism error: wrap such changes in
-``workflow.patched("...")``. The histories in ``tests/workflows/histories`` were recorded on
-the time-skipping server by the scenarios below; regenerate them (only for a deliberate,
-compatible change of scenario) with::
+``workflow.patched("...")`` and record a new history for the changed code. Histories in
+``tests/workflows/histories`` are only ever added, never rewritten: ``MANIFEST.sha256`` holds
+the hash of each, and a test fails when a listed file changed, disappeared, or a new one is
+not listed. To record the histories of a new entry of ``RECORDINGS`` (existing files are left
+alone), then list them::
 
     RECORD_ALERT_HISTORIES=1 .venv/bin/pytest tests/workflows/test_replay.py -k record
+    cd tests/workflows/histories && sha256sum NEW_FILE.json >> MANIFEST.sha256
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import uuid
@@ -31,9 +35,11 @@ from tests.workflows.conftest import GRACEFUL, HOUR0, Rig, hours, make_breach, m
 from tests.workflows.test_pipeline import load_hours
 from worker import build_worker, rules_evaluator
 from workflows.alert import UPDATE_ACK, UPDATE_RESOLVE, AlertWorkflow
+from workflows.notify import NotifyStepWorkflow, notify_workflow_id
 from workflows.pipeline import PipelineWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"
+RECORDED_ID = "alert/acme/COMP-0001/discharge_temp_high"
 Scenario = Callable[[Rig], Awaitable[WorkflowHandle[Any, Any]]]
 
 
@@ -99,14 +105,33 @@ SCENARIOS: dict[str, Scenario] = {
     "pipeline_run": pipeline_run,
 }
 
+#: Recorded history (file stem) -> the scenario that produced it. The first five were recorded
+#: before notification steps became child workflows (``notify`` activity in the alert's own
+#: history); the ``_steps`` ones after (``patched("notify-step-child-workflow")``).
+RECORDINGS: dict[str, str] = {
+    **{name: name for name in SCENARIOS},
+    "escalated_with_reminders_steps": "escalated_with_reminders",
+    "acked_then_raised_then_cleared_steps": "acked_then_raised_then_cleared",
+    "resolved_then_new_breach_steps": "resolved_then_new_breach",
+}
+
+#: Child histories recorded with a scenario: file stem -> (recording, step).
+STEP_RECORDINGS: dict[str, tuple[str, str]] = {
+    "notify_step_escalated": ("escalated_with_reminders_steps", "escalated"),
+}
+
 
 @pytest.mark.skipif(not os.environ.get("RECORD_ALERT_HISTORIES"),
-                    reason="set RECORD_ALERT_HISTORIES=1 to re-record the histories")
-@pytest.mark.parametrize("name", sorted(SCENARIOS))
-async def test_record(rig: Rig, name: str):
-    """Run a scenario and store every run of its workflow (continue-as-new makes several)."""
+                    reason="set RECORD_ALERT_HISTORIES=1 to record missing histories")
+@pytest.mark.parametrize("stem", sorted(RECORDINGS))
+async def test_record(rig: Rig, stem: str):
+    """Run a scenario and store every run of its workflow (continue-as-new makes several),
+    unless its history is already recorded: recorded histories are never rewritten."""
+    if (HISTORIES / f"{stem}.json").exists():
+        pytest.skip(f"{stem} is recorded (histories are only added)")
+    name = RECORDINGS[stem]
     worker = build_worker(rig.client, task_queue=rig.task_queue, pool=rig.pool,
-                          notify=rig.notifier.notify, evaluator=rules_evaluator(Settings()),
+                          notify=rig.notifier.all(), evaluator=rules_evaluator(Settings()),
                           executor=ThreadPoolExecutor(4), **GRACEFUL)
     async with worker:
         handle = await SCENARIOS[name](rig)
@@ -119,11 +144,15 @@ async def test_record(rig: Rig, name: str):
         if latest not in runs:
             runs.append(latest)
         HISTORIES.mkdir(exist_ok=True)
-        for i, rid in enumerate(runs):
-            history = await rig.client.get_workflow_handle(handle.id,
-                                                           run_id=rid).fetch_history()
-            suffix = "" if i == 0 else "_run2"
-            (HISTORIES / f"{name}{suffix}.json").write_text(
+        targets: list[tuple[str, str | None, str]] = [
+            (handle.id, rid, f"{stem}{'' if i == 0 else '_run2'}") for i, rid in enumerate(runs)]
+        alert_ids = {c.alert.alert_id for c in rig.notifier.calls}
+        for child, (parent, step) in STEP_RECORDINGS.items():
+            if parent == stem:
+                targets += [(notify_workflow_id(a, step), None, child) for a in alert_ids]
+        for wid, rid, out in targets:
+            history = await rig.client.get_workflow_handle(wid, run_id=rid).fetch_history()
+            (HISTORIES / f"{out}.json").write_text(
                 json.dumps(json.loads(history.to_json()), indent=1) + "\n")
 
 
@@ -133,16 +162,34 @@ def _histories() -> list[Path]:
 
 def test_histories_are_recorded():
     names = {p.stem.removesuffix("_run2") for p in _histories()}
-    assert names == set(SCENARIOS), "re-record with RECORD_ALERT_HISTORIES=1"
+    assert names == set(RECORDINGS) | set(STEP_RECORDINGS), \
+        "record the missing ones with RECORD_ALERT_HISTORIES=1"
+
+
+def test_histories_are_only_added():
+    """Every listed history is unchanged, none disappeared, and every history is listed."""
+    listed: dict[str, str] = {}
+    for line in (HISTORIES / "MANIFEST.sha256").read_text().splitlines():
+        digest, name = line.split(maxsplit=1)
+        listed[name.lstrip("*")] = digest
+    for name, digest in sorted(listed.items()):
+        path = HISTORIES / name
+        assert path.exists(), f"{name} was removed: recorded histories are only ever added"
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == digest, (
+            f"{name} was rewritten: restore it (git checkout) and record the changed code's "
+            "behaviour as a new history, behind workflow.patched")
+    unlisted = sorted(p.name for p in _histories() if p.name not in listed)
+    assert not unlisted, f"list new histories in MANIFEST.sha256: {unlisted}"
 
 
 @pytest.mark.parametrize("path", _histories(), ids=lambda p: p.stem)
 async def test_replay(path: Path):
     from temporalio.client import WorkflowHistory
 
-    replayer = Replayer(workflows=[AlertWorkflow, PipelineWorkflow],
+    replayer = Replayer(workflows=[AlertWorkflow, NotifyStepWorkflow, PipelineWorkflow],
                         data_converter=pydantic_data_converter)
-    history = WorkflowHistory.from_json(f"replay-{path.stem}", path.read_text())
+    # the recording's own workflow id: alert and step ids are derived from it
+    history = WorkflowHistory.from_json(RECORDED_ID, path.read_text())
     await replayer.replay_workflow(history)
 
 

@@ -89,14 +89,15 @@ def _list(args: argparse.Namespace, app: App) -> int:
     if not rows:
         print("no alerts")
         return 0
-    print(f"{'ALERT':<58} {'SEVERITY':<9} {'STATE':<23} {'VALUE':>9} OPENED")
+    print(f"{'ALERT':<58} {'SEVERITY':<9} {'STATE':<23} {'VALUE':>9} {'OPENED':<20} DELIVERY")
     for r in rows:
         (alert_id, _org, _site, _comp, _rule, _metric, value, _threshold, severity, state,
-         _cond, _ack, opened_at, _esc, acked_by, _resolved) = r
+         _cond, _ack, opened_at, _esc, acked_by, _resolved, delivery_failures) = r
         who = f" (ack: {acked_by})" if acked_by else ""
         shown = f"{value:>9.1f}" if value is not None else f"{'-':>9}"
+        delivery = f"FAILED x{delivery_failures}" if delivery_failures else "ok"
         print(f"{alert_id:<58} {severity:<9} {state:<23} {shown} "
-              f"{_fmt(opened_at)}{who}")
+              f"{_fmt(opened_at):<20} {delivery}{who}")
     return 0
 
 
@@ -137,16 +138,19 @@ async def temporal_history(client: Any, row: dict[str, Any]) -> list[tuple[datet
     """The interesting events of the alert's workflow runs (signals, updates, timers, ...)."""
     from temporalio.api.enums.v1 import EventType
 
-    runs: list[str] = []
-    try:
-        async for wf in client.list_workflows(f'AltavizAlertId = "{row["alert_id"]}"'):
-            runs.append(wf.run_id)
-    except Exception:
-        runs = []
+    # The alert's own runs (recorded as they write), never the workflow id's latest run,
+    # which may belong to a later alert.
+    runs: list[str] = list(row.get("run_ids") or [])
+    if not runs:
+        try:
+            async for wf in client.list_workflows(f'AltavizAlertId = "{row["alert_id"]}"'):
+                runs.insert(0, wf.run_id)
+        except Exception:
+            runs = []
     if not runs and row.get("run_id"):
         runs = [row["run_id"]]
     items: list[tuple[datetime, str, str]] = []
-    for run_id in reversed(runs):
+    for run_id in runs:
         history = await client.get_workflow_handle(row["workflow_id"],
                                                    run_id=run_id).fetch_history()
         for e in history.events:
@@ -165,6 +169,9 @@ def _describe_event(e: Any, name: str) -> str | None:
         return f"update {e.workflow_execution_update_accepted_event_attributes.accepted_request.input.name}"  # noqa: E501
     if name == "ACTIVITY_TASK_SCHEDULED":
         return f"activity {e.activity_task_scheduled_event_attributes.activity_type.name}"
+    if name == "START_CHILD_WORKFLOW_EXECUTION_INITIATED":
+        a = e.start_child_workflow_execution_initiated_event_attributes
+        return f"child {a.workflow_type.name} {a.workflow_id.rsplit('/', 1)[-1]}"
     if name in ("TIMER_STARTED", "TIMER_FIRED", "TIMER_CANCELED"):
         return ""
     if name.startswith("WORKFLOW_EXECUTION_") and name not in (
@@ -178,6 +185,9 @@ def _show(args: argparse.Namespace, app: App) -> int:
     with app.connect() as conn:
         row = alert_row(conn, org, args.alert_id)
         items = timeline(conn, org, args.alert_id)
+        with tenant(conn, org):
+            failures = conn.execute(queries("alerts")["delivery_failures_of"],
+                                    {"alert_id": args.alert_id}).fetchall()
     print(f"alert {row['alert_id']}")
     print(f"  {row['org_id']} / {row['site_id'] or '-'} / {row['compressor_id']}  rule "
           f"{row['rule_id']} (rule set {row['rule_set_id'] or '-'}, version "
@@ -194,6 +204,11 @@ def _show(args: argparse.Namespace, app: App) -> int:
     if row["resolved_at"]:
         print(f"  resolved by {row['resolved_by']} at {_fmt(row['resolved_at'])}: "
               f"{row['resolve_reason']}")
+    for at, details in failures:
+        unreached = ", ".join(details.get("unreached") or {}) or "-"
+        told = ", ".join(details.get("fallback") or []) or "nobody"
+        print(f"  DELIVERY FAILED {_fmt(at)} step {details.get('step')}: "
+              f"{details.get('reason')}; unreached {unreached}; told instead {told}")
     if not args.no_temporal:
         try:
             items += asyncio.run(_with_client(app, lambda c: temporal_history(c, row)))

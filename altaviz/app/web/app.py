@@ -38,6 +38,7 @@ from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import (
     Client,
     WorkflowUpdateFailedError,
@@ -275,19 +276,23 @@ def create_app(*, database_url: str, signer: LinkSigner,
             return _problem(404, "Alert not found", "This link does not match any alert of "
                             "your organization.")
         entries = _db_entries(tl)
+        # This alert's own runs only: the workflow id is shared with earlier and later alerts.
+        run_ids = list(tl.alert.get("run_ids") or []) or (
+            [tl.alert["run_id"]] if tl.alert.get("run_id") else [])
         ui_url, note = None, ""
         client = await get_client()
         if client is None:
             note = "The workflow history is not shown: Temporal is not reachable right now."
+        elif not run_ids:
+            note = "The workflow history is not shown: no run of this alert is recorded."
         else:
             try:
-                wf_entries, run_id = await asyncio.wait_for(
-                    _workflow_entries(client, tl.alert["workflow_id"]), timeout=5)
-                entries += wf_entries
+                entries += await asyncio.wait_for(
+                    _workflow_entries(client, tl.alert["workflow_id"], run_ids), timeout=5)
                 if temporal_ui_url:
                     ui_url = (f"{temporal_ui_url.rstrip('/')}/namespaces/{quote(namespace)}"
                               f"/workflows/{quote(tl.alert['workflow_id'], safe='')}/"
-                              f"{quote(run_id, safe='')}/history")
+                              f"{quote(run_ids[-1], safe='')}/history")
             except (RPCError, TimeoutError) as exc:
                 note = ("The workflow history is not shown: "
                         + ("the workflow is no longer kept by Temporal (PostgreSQL's record "
@@ -295,7 +300,7 @@ def create_app(*, database_url: str, signer: LinkSigner,
                            and exc.status == RPCStatusCode.NOT_FOUND
                            else "Temporal did not answer in time."))
         if ui_url is None and temporal_ui_url:
-            query = quote(f'WorkflowId="{tl.alert["workflow_id"]}"', safe="")
+            query = quote(f'AltavizAlertId="{tl.alert["alert_id"]}"', safe="")
             ui_url = (f"{temporal_ui_url.rstrip('/')}/namespaces/{quote(namespace)}"
                       f"/workflows?query={query}")
         return _html(pages.timeline_page(tl.alert, entries, ui_url, note))
@@ -385,34 +390,35 @@ _SKIP_EVENTS = {"WORKFLOW_TASK_SCHEDULED", "WORKFLOW_TASK_STARTED", "WORKFLOW_TA
                 "ACTIVITY_TASK_STARTED", "MARKER_RECORDED", "UPSERT_WORKFLOW_SEARCH_ATTRIBUTES"}
 
 
-async def _workflow_entries(client: Client, workflow_id: str
-                            ) -> tuple[list[tuple[datetime, str, str, str]], str]:
-    from temporalio.api.enums.v1 import EventType
-
-    handle = client.get_workflow_handle(workflow_id)
-    desc = await handle.describe()
-    run_handle = client.get_workflow_handle(workflow_id, run_id=desc.run_id)
+async def _workflow_entries(client: Client, workflow_id: str, run_ids: list[str]
+                            ) -> list[tuple[datetime, str, str, str]]:
+    """The interesting events of the given runs of the workflow (the alert's own)."""
     out: list[tuple[datetime, str, str, str]] = []
-    async for ev in run_handle.fetch_history_events():
-        name = EventType.Name(ev.event_type).removeprefix("EVENT_TYPE_")
-        if name in _SKIP_EVENTS:
-            continue
-        detail = ""
-        if ev.HasField("activity_task_scheduled_event_attributes"):
-            detail = ev.activity_task_scheduled_event_attributes.activity_type.name
-        elif ev.HasField("workflow_execution_signaled_event_attributes"):
-            detail = ev.workflow_execution_signaled_event_attributes.signal_name
-        elif ev.HasField("workflow_execution_update_accepted_event_attributes"):
-            detail = ev.workflow_execution_update_accepted_event_attributes \
-                .accepted_request.input.name
-        elif ev.HasField("timer_started_event_attributes"):
-            secs = ev.timer_started_event_attributes.start_to_fire_timeout.seconds
-            detail = f"{secs / 3600:g} h" if secs >= 3600 else f"{secs} s"
-        elif ev.HasField("activity_task_failed_event_attributes"):
-            detail = ev.activity_task_failed_event_attributes.failure.message[:200]
-        out.append((ev.event_time.ToDatetime(tzinfo=UTC), "workflow",
-                    name.lower().replace("_", " "), detail))
-    return out, desc.run_id
+    for run_id in run_ids:
+        run_handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+        async for ev in run_handle.fetch_history_events():
+            name = EventType.Name(ev.event_type).removeprefix("EVENT_TYPE_")
+            if name in _SKIP_EVENTS:
+                continue
+            detail = ""
+            if ev.HasField("activity_task_scheduled_event_attributes"):
+                detail = ev.activity_task_scheduled_event_attributes.activity_type.name
+            elif ev.HasField("workflow_execution_signaled_event_attributes"):
+                detail = ev.workflow_execution_signaled_event_attributes.signal_name
+            elif ev.HasField("workflow_execution_update_accepted_event_attributes"):
+                detail = ev.workflow_execution_update_accepted_event_attributes \
+                    .accepted_request.input.name
+            elif ev.HasField("timer_started_event_attributes"):
+                secs = ev.timer_started_event_attributes.start_to_fire_timeout.seconds
+                detail = f"{secs / 3600:g} h" if secs >= 3600 else f"{secs} s"
+            elif ev.HasField("activity_task_failed_event_attributes"):
+                detail = ev.activity_task_failed_event_attributes.failure.message[:200]
+            elif ev.HasField("start_child_workflow_execution_initiated_event_attributes"):
+                detail = ev.start_child_workflow_execution_initiated_event_attributes \
+                    .workflow_id.rsplit("/", 1)[-1]
+            out.append((ev.event_time.ToDatetime(tzinfo=UTC), "workflow",
+                        name.lower().replace("_", " "), detail))
+    return out
 
 
 def app_for(altaviz_app: Any, *, demo: bool = False, inbox: bool = False,
