@@ -54,6 +54,7 @@ from temporalio.worker import (
 )
 
 import etl.pipeline
+from activities.etl import MAX_REEVALUATION
 from activities.pipeline import latest_only, start_or_update_alert
 from altaviz.app.temporal_setup import ensure_search_attributes
 from altaviz.core import db
@@ -63,7 +64,7 @@ from altaviz.core.settings import Settings
 from etl.pipeline import run_pipeline
 from tests.conftest import find_executable_or_skip
 from tests.reliability.conftest import OwnedPostgres, admin_rows
-from worker import MAX_REEVALUATION, build_worker, etl_runner, rules_evaluator
+from worker import build_worker, etl_runner, rules_evaluator
 from workflows.alert import alert_id_for, alert_workflow_id
 from workflows.pipeline import PipelineWorkflow
 
