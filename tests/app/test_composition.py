@@ -16,6 +16,7 @@ from types import MethodType
 from typing import Any, cast
 
 import pytest
+from temporalio.client import ScheduleActionStartWorkflow
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -24,6 +25,8 @@ from altaviz.app.commands import up, worker
 from altaviz.app.context import App
 from altaviz.app.runtime import Runtime, RuntimeOptions
 from altaviz.app.services import find_executable
+from altaviz.app.temporal_setup import ensure_schedule
+from altaviz.core.payloads import PipelineInput
 from altaviz.core.settings import Settings
 
 
@@ -143,3 +146,27 @@ async def test_worker_only_runs_one_kind(dev_server: WorkflowEnvironment, db_url
     by_setting = up.runtime_options(argparse.Namespace(no_web=True))
     alerts, etl, _ = await _workers_of(by_setting, settings.model_copy(update={"workers": only}))
     assert (alerts is not None, etl is not None) == (only == "alerts", only == "etl")
+
+
+async def test_the_schedule_carries_the_etl_queue_and_follows_a_change(
+        dev_server: WorkflowEnvironment, tmp_path: Path) -> None:
+    """The hourly schedule names the ETL queue in its input; an existing schedule gets the
+    current one at the next start and stays paused if an operator paused it."""
+    client = dev_server.client
+    schedule_id = f"pipeline-{tmp_path.name}"
+
+    async def etl_queue() -> tuple[str | None, bool]:
+        desc = await client.get_schedule_handle(schedule_id).describe()
+        action = desc.schedule.action
+        assert isinstance(action, ScheduleActionStartWorkflow)
+        [inp] = await client.data_converter.decode(action.args, [PipelineInput])
+        return inp.etl_task_queue, desc.schedule.state.paused
+
+    assert await ensure_schedule(client, task_queue="alerts", etl_task_queue="etl-a",
+                                 schedule_id=schedule_id)
+    assert await etl_queue() == ("etl-a", False)
+    await client.get_schedule_handle(schedule_id).pause(note="maintenance")
+    assert not await ensure_schedule(client, task_queue="alerts", etl_task_queue="etl-b",
+                                     schedule_id=schedule_id)
+    assert await etl_queue() == ("etl-b", True)
+    await client.get_schedule_handle(schedule_id).delete()
