@@ -55,6 +55,11 @@ from workflows.pipeline import PipelineWorkflow
 
 log = logging.getLogger("altaviz.worker")
 
+#: Activities one ETL worker runs at once: a stage, and a short ``etl_begin``/``etl_end`` or a
+#: second stage waiting for the lake's writer lock (which serializes the stages of one lake,
+#: so more would only wait; memory stays one stage's, bounded by ``etl_memory_mb``).
+ETL_SLOTS = 2
+
 #: Size of the worker's PostgreSQL pool and of the thread pool running synchronous activities.
 POOL_SIZE = 8
 
@@ -175,7 +180,7 @@ def compose(client: Client, settings: Settings, db_url: str, *, pool: Connection
 
 
 def build_etl_worker(client: Client, *, task_queue: str, db_url: str, stages: StageFn,
-                     concurrent: int = 1, heartbeat_s: float = ETL_HEARTBEAT_SECONDS,
+                     heartbeat_s: float = ETL_HEARTBEAT_SECONDS,
                      executor: ThreadPoolExecutor | None = None,
                      **worker_options: Any) -> Worker:
     """A worker for the ETL stage activities on ``task_queue`` (no workflows).
@@ -186,19 +191,16 @@ def build_etl_worker(client: Client, *, task_queue: str, db_url: str, stages: St
         client: connected with the pydantic data converter.
         db_url: PostgreSQL URL for the run's records (``etl_runs``, changed hours).
         stages: runs one stage.
-        concurrent: stage activities this worker runs at once.
         heartbeat_s: seconds between a running stage's heartbeats.
-        executor: thread pool of the stage activities (default: ``concurrent`` threads).
+        executor: thread pool of the activities (default: :data:`ETL_SLOTS` threads).
     """
     acts = EtlActivities(db_url=db_url, stages=stages, heartbeat_s=heartbeat_s)
-    # etl_begin and etl_end are short: room for them beside the running stages
-    slots = concurrent + 1
     return Worker(
         client, task_queue=task_queue,
         activities=[acts.etl_begin, acts.etl_bronze, acts.etl_silver, acts.etl_gold,
                     acts.etl_aggregates, acts.etl_quality, acts.etl_end],
-        activity_executor=executor or ThreadPoolExecutor(max_workers=slots),
-        max_concurrent_activities=slots, **worker_options)
+        activity_executor=executor or ThreadPoolExecutor(max_workers=ETL_SLOTS),
+        max_concurrent_activities=ETL_SLOTS, **worker_options)
 
 
 def compose_etl(client: Client, settings: Settings, db_url: str, *,
@@ -210,7 +212,7 @@ def compose_etl(client: Client, settings: Settings, db_url: str, *,
         return runner.run(name, run_id, progress=progress)
 
     return build_etl_worker(client, task_queue=settings.etl_queue, db_url=db_url,
-                            stages=stage, concurrent=settings.etl_concurrent_stages,
+                            stages=stage,
                             executor=executor)
 
 
@@ -248,7 +250,7 @@ async def run_worker(client: Client, settings: Settings, db_url: str, *,
             runner = StageRunner(settings, db_url)
             stack.callback(runner.close)
             etl_executor = stack.enter_context(ThreadPoolExecutor(
-                max_workers=settings.etl_concurrent_stages + 1, thread_name_prefix="etl"))
+                max_workers=ETL_SLOTS, thread_name_prefix="etl"))
             etl = compose_etl(client, settings, db_url, runner=runner, executor=etl_executor)
             workers.append(etl)
         async with contextlib.AsyncExitStack() as running:

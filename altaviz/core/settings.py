@@ -142,10 +142,6 @@ class Settings(BaseModel):
         description="which workers `altaviz up` and `altaviz worker` run: all, alerts (alert "
                     "and pipeline workflows, rules, notifications) or etl (the ETL stages); "
                     "scale each on its own")
-    etl_concurrent_stages: int = Field(
-        default=1, ge=1,
-        description="ETL stage activities one ETL worker runs at once, each within "
-                    "ETL_MEMORY_MB (stages of one lake wait for its writer lock)")
 
     @field_validator("log_level", mode="before")
     @classmethod
