@@ -1,45 +1,54 @@
-"""The Altaviz worker: the one place that wires real implementations into Temporal.
+"""The Altaviz workers: the one place that wires real implementations into Temporal.
 
-It registers ``AlertWorkflow``, ``NotifyStepWorkflow`` and ``PipelineWorkflow`` and every
-activity they call (persistence, ETL, rule evaluation, dispatch of breaches and clears, and
-notification) on one task queue. Several workers on the same queue share the work: Temporal
-hands each workflow or activity task to exactly one of them, and every activity is idempotent,
-so a task retried on another worker after a crash does no harm.
+Two workers on two task queues. The alerts worker registers ``AlertWorkflow``,
+``NotifyStepWorkflow`` and ``PipelineWorkflow`` and the activities they call on the workers'
+queue (persistence, rule evaluation, dispatch of breaches and clears, notification). The ETL
+worker registers the ETL
+stage activities (``activities/etl.py``) on the ETL queue, so a long backfill occupies ETL
+workers only and never holds up an alert's tasks. Several workers of either kind on one queue
+share the work: Temporal hands each workflow or activity task to exactly one of them, and every
+activity is idempotent, so a task retried on another worker after a crash does no harm.
 
-This module is the composition root: :func:`compose` builds the worker with every real
-dependency (connection pool, ETL, rule engine, notifier) and :func:`run_worker` runs it.
-``altaviz up``, ``altaviz worker`` and the demo all reach it through
-``altaviz.app.runtime.Runtime``, so they run the same wiring; tests build workers with stand-in
-stages through :func:`build_worker`.
+This module is the composition root: :func:`compose` and :func:`compose_etl` build the workers
+with every real dependency (connection pool, ETL, rule engine, notifier) and :func:`run_worker`
+runs them (both, or one: ``Settings.workers``). ``altaviz up``, ``altaviz worker`` and the demo
+all reach it through ``altaviz.app.runtime.Runtime``, so they run the same wiring; tests build
+workers with stand-in stages through :func:`build_worker` and :func:`build_etl_worker`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import logging
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 
 import psycopg
 from psycopg_pool import ConnectionPool
+from pydantic import BaseModel
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.alerts import AlertActivities
+from activities.etl import (
+    ETL_HEARTBEAT_SECONDS,
+    EtlActivities,
+    StageFn,
+    changed_hours,
+    heartbeating,
+)
 from activities.notify import NotificationActivities
 from activities.pipeline import EtlRunner, Evaluator, PipelineActivities
 from altaviz.core import db
-from altaviz.core.payloads import EtlSummary, Evaluation
+from altaviz.core.payloads import EtlStageName, EtlSummary, Evaluation
 from altaviz.core.policy import read_policy
 from altaviz.core.settings import Settings
-from etl.pipeline import run_pipeline
+from etl.pipeline import StageRunner, run_pipeline
 from rules.evaluate import evaluate
 from rules.loader import load_rule_set
 from rules.store import latest_rule_set, save_rule_set
@@ -49,15 +58,10 @@ from workflows.pipeline import PipelineWorkflow
 
 log = logging.getLogger("altaviz.worker")
 
-#: ETL changes older than this before the evaluated hour are not re-evaluated by the hourly
-#: run (a month-long backfill must not open alerts for last month's readings).
-MAX_REEVALUATION = timedelta(hours=24)
-
-#: How often the ETL activity heartbeats while the ETL runs. The pipeline's heartbeat timeout
-#: is 5 minutes, and one statement of a long catch-up (the COPY of a week's aggregates) can run
-#: longer than that: without beats in between, Temporal would time the attempt out and start
-#: another while the first is still working.
-ETL_HEARTBEAT_SECONDS = 30.0
+#: Activities one ETL worker runs at once: a stage, and a short ``etl_begin``/``etl_end`` or a
+#: second stage waiting for the lake's writer lock (which serializes the stages of one lake,
+#: so more would only wait; memory stays one stage's, bounded by ``etl_memory_mb``).
+ETL_SLOTS = 2
 
 #: Size of the worker's PostgreSQL pool and of the thread pool running synchronous activities.
 POOL_SIZE = 8
@@ -104,62 +108,22 @@ def rules_evaluator(settings: Settings, pool: ConnectionPool[Any] | None = None,
     return evaluate_org
 
 
-@contextlib.contextmanager
-def heartbeating(every_s: float) -> Iterator[None]:
-    """Heartbeat the current activity from a side thread until the block ends.
-
-    A killed worker stops beating, so the heartbeat timeout still detects a dead worker; a
-    live one beats however long a single ETL statement takes. Outside an activity: no-op.
-    """
-    if not activity.in_activity():
-        yield
-        return
-    stop = threading.Event()
-    context = contextvars.copy_context()  # the activity's context, for activity.heartbeat
-
-    def beat() -> None:
-        while not stop.wait(every_s):
-            context.run(activity.heartbeat, "etl running")
-
-    thread = threading.Thread(target=beat, name="etl-heartbeat", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-
-
 def etl_runner(settings: Settings, db_url: str,
                heartbeat_s: float = ETL_HEARTBEAT_SECONDS) -> EtlRunner:
-    """The real ETL (``etl.pipeline.run_pipeline``) as the pipeline's first stage.
+    """The whole ETL (``etl.pipeline.run_pipeline``) as one activity, ``run_etl``.
 
-    On a retried activity attempt the whole re-evaluation window is reported as changed: the
-    failed attempt may have committed aggregate rows before it died (the database went away
-    before the run ended, the worker was killed between stages), and the retry then finds them
-    identical and reports no change, so their hours would never be evaluated. Evaluating too
-    much is harmless: alerts ignore hours they have seen. Hours changed by runs outside the
-    schedule (``altaviz etl run``) are taken from ``etl_unevaluated_hours``, where the
-    aggregates stage records every run's changes.
+    Pipeline runs started before the ETL stages became activities of their own still call
+    it on the workers' queue. The hours it reports are those of
+    :func:`activities.etl.changed_hours`: on a retried attempt the whole re-evaluation window.
     """
 
     def run(hour: datetime) -> EtlSummary:
         with heartbeating(heartbeat_s):
             summary = run_pipeline(settings, db_url)
-        floor = hour - MAX_REEVALUATION
-        changed: set[datetime] = set()
-        if activity.in_activity() and activity.info().attempt > 1:
-            changed.update({floor, hour})
-        # this run's changes and those of runs outside the schedule (etl_unevaluated_hours)
-        with db.connect(db_url) as conn, db.admin(conn):
-            recorded = conn.execute(db.queries("etl")["take_unevaluated_hours"]).fetchall()
         spans = [(r.first_hour, r.last_hour) for r in summary.changed]
-        for first_hour, last_hour in [*spans, *((r[1], r[2]) for r in recorded)]:
-            first = max(first_hour.astimezone(UTC), floor)
-            last = min(last_hour.astimezone(UTC), hour)
-            if first <= last:
-                changed.update({first, last})
-        return EtlSummary(ran=True, run_id=summary.run_id, changed_hours=sorted(changed),
+        retried = activity.in_activity() and activity.info().attempt > 1
+        return EtlSummary(ran=True, run_id=summary.run_id,
+                          changed_hours=changed_hours(db_url, hour, spans, retried),
                           detail=summary.line())
 
     return run
@@ -229,24 +193,89 @@ def compose(client: Client, settings: Settings, db_url: str, *, pool: Connection
         executor=executor)
 
 
+def build_etl_worker(client: Client, *, task_queue: str, db_url: str, stages: StageFn,
+                     heartbeat_s: float = ETL_HEARTBEAT_SECONDS,
+                     executor: ThreadPoolExecutor | None = None,
+                     **worker_options: Any) -> Worker:
+    """A worker for the ETL stage activities on ``task_queue`` (no workflows).
+
+    Production goes through :func:`compose_etl`; tests pass stand-in ``stages``.
+
+    Args:
+        client: connected with the pydantic data converter.
+        db_url: PostgreSQL URL for the run's records (``etl_runs``, changed hours).
+        stages: runs one stage.
+        heartbeat_s: seconds between a running stage's heartbeats.
+        executor: thread pool of the activities (default: :data:`ETL_SLOTS` threads).
+    """
+    acts = EtlActivities(db_url=db_url, stages=stages, heartbeat_s=heartbeat_s)
+    return Worker(
+        client, task_queue=task_queue,
+        activities=[acts.etl_begin, acts.etl_bronze, acts.etl_silver, acts.etl_gold,
+                    acts.etl_aggregates, acts.etl_quality, acts.etl_end],
+        activity_executor=executor or ThreadPoolExecutor(max_workers=ETL_SLOTS),
+        max_concurrent_activities=ETL_SLOTS, **worker_options)
+
+
+def compose_etl(client: Client, settings: Settings, db_url: str, *,
+                runner: StageRunner, executor: ThreadPoolExecutor) -> Worker:
+    """The production ETL worker: the real stages on the settings' ETL queue."""
+
+    def stage(name: EtlStageName, run_id: str,
+              progress: Callable[[str, float], None]) -> BaseModel:
+        return runner.run(name, run_id, progress=progress)
+
+    return build_etl_worker(client, task_queue=settings.etl_queue, db_url=db_url,
+                            stages=stage,
+                            executor=executor)
+
+
+@dataclass(frozen=True)
+class Workers:
+    """The workers one process runs (None: not run here, see ``Settings.workers``)."""
+
+    alerts: Worker | None = None
+    etl: Worker | None = None
+
+
 async def run_worker(client: Client, settings: Settings, db_url: str, *,
                      etl_url: str | None = None,
                      options: WorkerOptions | None = None,
                      stop: asyncio.Event | None = None,
-                     ready: Callable[[Worker], None] | None = None) -> None:
-    """Run the production worker until ``stop`` is set (or the task is cancelled).
+                     ready: Callable[[Workers], None] | None = None,
+                     only: Literal["all", "alerts", "etl"] | None = None) -> None:
+    """Run the production workers until ``stop`` is set (or the task is cancelled).
 
     Args:
-        ready: called with the worker once it polls its task queue.
+        ready: called with the workers once they poll their task queues.
+        only: which workers to run (default: ``settings.workers``).
     """
-    with db.connection_pool(db_url, min_size=1, max_size=POOL_SIZE) as pool, \
-            ThreadPoolExecutor(max_workers=POOL_SIZE) as executor:
-        worker = compose(client, settings, db_url, pool=pool, executor=executor,
-                         options=options, etl_url=etl_url)
-        async with worker:
-            log.info("worker polling task queue %s", settings.task_queue)
+    which = only or settings.workers
+    with contextlib.ExitStack() as stack:
+        workers: list[Worker] = []
+        alerts = etl = None
+        if which in ("all", "alerts"):
+            pool = stack.enter_context(db.connection_pool(db_url, min_size=1,
+                                                          max_size=POOL_SIZE))
+            executor = stack.enter_context(ThreadPoolExecutor(max_workers=POOL_SIZE))
+            alerts = compose(client, settings, db_url, pool=pool, executor=executor,
+                             options=options, etl_url=etl_url)
+            workers.append(alerts)
+        if which in ("all", "etl"):
+            runner = StageRunner(settings, etl_url or db_url)
+            stack.callback(runner.close)
+            etl_executor = stack.enter_context(ThreadPoolExecutor(
+                max_workers=ETL_SLOTS, thread_name_prefix="etl"))
+            etl = compose_etl(client, settings, etl_url or db_url, runner=runner,
+                              executor=etl_executor)
+            workers.append(etl)
+        async with contextlib.AsyncExitStack() as running:
+            for w in workers:
+                await running.enter_async_context(w)
+            log.info("workers polling task queue(s) %s",
+                     ", ".join(w.task_queue for w in workers))
             if ready is not None:
-                ready(worker)
+                ready(Workers(alerts=alerts, etl=etl))
             if stop is None:
                 stop = asyncio.Event()
             with contextlib.suppress(asyncio.CancelledError):

@@ -106,10 +106,10 @@ def _sample_tree_rss(interval: float) -> tuple[list[int], threading.Event]:
 def _child(phase: str, db_url: str, landing: Path, lake: Path) -> None:
     """Run one ETL phase and print its figures as JSON.
 
-    Peak memory counts this process and the stages' child processes (a bulk load runs its
-    stages in children, see ``etl.stage_process``): sampled every 50 ms as their sum
+    Peak memory counts this process and any child processes: sampled every 50 ms as their sum
     (``peak_rss_mb``), and as the bound no sampling can miss, this process's own peak plus the
-    largest child's (``peak_rss_mb_bound``; a child only runs while this process waits).
+    largest child's (``peak_rss_mb_bound``). The stages run in this process, as in an ETL
+    worker, so both are this process's peak.
     """
 
     settings = Settings(data_dir=lake.parent, lake_dir=lake, landing_dir=landing,

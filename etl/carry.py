@@ -11,9 +11,9 @@ cores.
 A :class:`Carried` value says which lake and which batches (``after < batch <= upto``) it
 holds, and a stage takes it only when those are exactly the batches it is about to process:
 the other stage's own mark, read from the lake or PostgreSQL as always, decides. Anything else
-(a stage run on its own, a child process, a retry after a crash, another writer's batches in
-between) finds nothing that fits and reads the lake. Nothing here is persistent: a
-crash loses it and costs only the read.
+(a stage run on its own, a stage run by another ETL worker, a retry after a crash, another
+writer's batches in between) finds nothing that fits and reads the lake. Nothing here is
+persistent: a crash loses it and costs only the read.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from pathlib import Path
 import pyarrow as pa
 
 #: Gold rows up to which an in-process gold stage keeps a copy of what it wrote for the
-#: aggregates stage (an hour of 4,500 units is ~108,000 rows, ~25 MB). Larger runs, which only
-#: stay in process up to ``etl_child_process_rows`` readings (~4 M gold rows), read gold back.
+#: aggregates stage (an hour of 4,500 units is ~108,000 rows, ~25 MB). Larger runs (a
+#: backfill) read gold back, so a bulk load holds no second copy of its rows.
 MAX_GOLD_ROWS = 400_000
 
 

@@ -1,17 +1,20 @@
 """The medallion pipeline: landing -> bronze -> silver -> gold -> PostgreSQL -> data quality.
 
-Two ways in:
+Three ways in, one implementation (:class:`StageRunner`, every stage in this process):
 
-* :func:`run_pipeline` runs every stage under the lake's writer lock, records the run in
-  ``etl_runs`` and returns an :class:`~etl.models.EtlRunReport` (including the changed
-  ``(org, compressor, hour range)`` list for rule evaluation). ``altaviz etl run`` and the
-  scheduled pipeline's ETL activity (``worker.etl_runner``) call it. In a small run (the
-  hourly one) quality runs on its own thread beside the aggregates stage
-  (:func:`_quality_beside`).
+* the scheduled pipeline runs each stage as an activity of its own on the ETL worker's task
+  queue (``activities/etl.py``), one :class:`StageRunner` per worker;
+* :func:`run_pipeline` runs every stage in order under the lake's writer lock, records the run
+  in ``etl_runs`` and returns an :class:`~etl.models.EtlRunReport` (including the changed
+  ``(org, compressor, hour range)`` list for rule evaluation); ``altaviz etl run`` calls it;
 * :func:`run_stage` runs one stage on its own (its own connections and lock); the tests use
   it to run stages separately and out of order. Every stage is idempotent and catches up on
   whatever earlier stages produced that it has not seen, so a retried or re-ordered stage
   cannot lose or double anything.
+
+Memory is bounded by settings, not by processes: each stage's DuckDB instance is limited to
+``etl_memory_mb`` (it spills beyond), and :func:`release_memory` closes it between stages once
+the process holds more than :attr:`Thresholds.reconnect_above_bytes`.
 
 Stage bookkeeping: every Delta table records the last bronze batch it incorporated in its own
 commit (delta-rs app transactions) and the PostgreSQL stages record theirs in
@@ -26,10 +29,10 @@ import ctypes
 import logging
 import os
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -57,7 +60,6 @@ from etl.models import (
 )
 from etl.quality import quality_checks
 from etl.silver import silver_transform
-from etl.stage_process import run_in_child
 from etl.thresholds import DEFAULT_THRESHOLDS, Thresholds
 
 log = logging.getLogger(__name__)
@@ -82,17 +84,15 @@ class _Context:
         self.lake = Lake(settings.lake_path)
         #: bronze's pending landing files, when sizing the stage already listed them
         self.pending: list[LandingFile] | None = None
-        #: rows the stages of one run hand each other in this process (etl.carry); only
-        #: :func:`run_pipeline` sets it: a stage run alone or in a child process has no next
-        #: stage here to take them
+        #: rows the stages hand each other in this process (etl.carry), from the
+        #: :class:`StageRunner` that runs them
         self.carry: Carry | None = None
 
-    def duck(self, share: int = 100, threads: int | None = None) -> Any:
-        """A DuckDB connection limited to ``share`` percent of ``etl_memory_mb``, on
-        ``threads`` threads (default: ``etl_threads``)."""
+    def duck(self) -> Any:
+        """A DuckDB connection limited to ``etl_memory_mb``, on ``etl_threads`` threads."""
         return duck.connect(temp_directory=self.lake.root / "_tmp",
-                            memory_limit=f"{self.settings.etl_memory_mb * share // 100}MB",
-                            threads=threads or self.settings.etl_threads)
+                            memory_limit=f"{self.settings.etl_memory_mb}MB",
+                            threads=self.settings.etl_threads)
 
 
 def _run(ctx: _Context, stage: Stage, con: Any, conn: psycopg.Connection[Any], run_id: str,
@@ -115,94 +115,92 @@ def _run(ctx: _Context, stage: Stage, con: Any, conn: psycopg.Connection[Any], r
                           db_url=ctx.db_url)
 
 
+class StageRunner:
+    """Runs ETL stages, one per call, each under the lake's writer lock, in this process.
+
+    Why one object across calls: the stages hand each other rows in memory
+    (:class:`~etl.carry.Carry`, taken only when they are exactly the batches a stage is about
+    to process) and reuse an idle DuckDB connection, which the ETL worker's stage activities
+    and :func:`run_pipeline` both want; what a call cannot take from the previous one (another
+    worker ran that stage, a retry) it reads from the lake. Safe to call from several threads:
+    each call takes the idle connection or opens its own, and the writer lock serializes the
+    stages of one lake.
+
+    Args:
+        settings: lake and landing folders, DuckDB's memory limit and threads.
+        db_url: PostgreSQL URL (as the owner role; tenant work switches role per org).
+        landing: landing folder instead of ``settings.landing_path``.
+        thresholds: where stages change method by size.
+        lock: take the lake's writer lock per call (False: the caller holds it).
+    """
+
+    def __init__(self, settings: Settings, db_url: str, *, landing: Path | None = None,
+                 thresholds: Thresholds = DEFAULT_THRESHOLDS, lock: bool = True) -> None:
+        self.settings = settings
+        self.db_url = db_url
+        self.landing = landing or settings.landing_path
+        self.thresholds = thresholds
+        self.carry = Carry()
+        self._lock = lock
+        self._idle: Any = None
+        self._mutex = threading.Lock()
+
+    def run(self, stage: Stage, run_id: str, *, progress: Progress | None = None,
+            as_of: datetime | None = None) -> BaseModel:
+        """Run one stage (``bronze``, ``silver``, ``gold``, ``aggregates`` or ``quality``).
+
+        Args:
+            run_id: the run the stage's records belong to.
+            progress: ``(stage, fraction)`` callback.
+            as_of: the time freshness is measured at (default: now).
+
+        Returns:
+            The stage's result model (:class:`BronzeResult`, :class:`SilverResult`,
+            :class:`GoldResult`, :class:`AggregatesResult` or :class:`QualityResult`).
+        """
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
+        ctx = _Context(self.settings, self.db_url, self.landing, self.thresholds)
+        ctx.carry = self.carry
+        with ctx.lake.writer_lock() if self._lock else contextlib.nullcontext():
+            ctx.lake.ensure()
+            with self._mutex:
+                con, self._idle = self._idle, None
+            con = con or ctx.duck()
+            try:
+                with db.connect(self.db_url) as conn:
+                    rows = _input_rows(ctx, stage, con, conn)
+                    threads = (1 if rows <= self.thresholds.one_thread_rows
+                               else self.settings.etl_threads)
+                    con.execute(f"SET threads = {int(threads)}")
+                    result = _run(ctx, stage, con, conn, run_id, progress, as_of)
+            except BaseException:
+                con.close()
+                raise
+            if not release_memory(con, self.thresholds.reconnect_above_bytes):
+                with self._mutex:
+                    con, self._idle = self._idle, con
+                if con is not None:   # another call's connection went idle first
+                    con.close()
+            return result
+
+    def close(self) -> None:
+        """Close the idle DuckDB connection (the runner stays usable)."""
+        with self._mutex:
+            con, self._idle = self._idle, None
+        if con is not None:
+            con.close()
+
+
 def run_stage(stage: Stage, settings: Settings, db_url: str, *, landing: Path | None = None,
               run_id: str | None = None, as_of: datetime | None = None,
               thresholds: Thresholds = DEFAULT_THRESHOLDS) -> BaseModel:
-    """Run one stage (``bronze``, ``silver``, ``gold``, ``aggregates`` or ``quality``).
-
-    A stage with more input rows than ``settings.etl_child_process_rows`` runs in a child
-    process (see :func:`_execute`). ``thresholds``: where the stage changes method by size.
-
-    Returns the stage's result model (:class:`BronzeResult`, :class:`SilverResult`,
-    :class:`GoldResult`, :class:`AggregatesResult` or :class:`QualityResult`).
-    """
-    if stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
-    tune_allocator()
-    ctx = _Context(settings, db_url, landing, thresholds)
-    with ctx.lake.writer_lock():
-        ctx.lake.ensure()
-        con = ctx.duck()
-        try:
-            with db.connect(db_url) as conn:
-                result, con = _execute(ctx, stage, con, conn, run_id or new_run_id(), None,
-                                       as_of)
-                return result
-        finally:
-            if con is not None:
-                con.close()
-
-
-def _execute(ctx: _Context, stage: Stage, con: Any, conn: psycopg.Connection[Any],
-             run_id: str, progress: Progress | None, as_of: datetime | None
-             ) -> tuple[BaseModel, Any]:
-    """Run a stage in this process or, when its input is large, in a child process.
-
-    A bulk stage leaves hundreds of MB in the process that no trim returns (see
-    :mod:`etl.stage_process`); in a child process they go back to the system when it exits,
-    so a first load peaks at its largest stage, not at the sum of the leftovers. The hourly
-    run's stages are far below the threshold and stay in this process: starting a process
-    and importing DuckDB, Arrow and delta-rs again would cost more than such a stage itself
-    (bench/bench_etl.py, hour phase).
-
-    Returns the stage's result and the DuckDB connection to use next (None once closed).
-    """
-    rows = _input_rows(ctx, stage, con, conn)
-    if rows <= ctx.settings.etl_child_process_rows:
-        threads = 1 if rows <= ctx.thresholds.one_thread_rows else ctx.settings.etl_threads
-        con.execute(f"SET threads = {int(threads)}")
-        return _run(ctx, stage, con, conn, run_id, progress, as_of), con
-    log.info("ETL stage %s: ~%d input rows, running it in a child process", stage, rows)
-    con.close()  # the child opens its own; this one's memory goes back first
-    _trim()
-    return run_in_child(stage, _stage_in_child, (
-        stage, ctx.settings, ctx.db_url, ctx.landing, run_id, as_of, ctx.thresholds),
-        progress), None
-
-
-def _stage_in_child(stage: Stage, settings: Settings, db_url: str, landing: Path,
-                    run_id: str, as_of: datetime | None,
-                    thresholds: Thresholds = DEFAULT_THRESHOLDS, *,
-                    progress: Progress) -> BaseModel:
-    """A stage's body in the child process: its own connections, no lock (the parent,
-    which waits for it, holds the lake's writer lock)."""
-    tune_allocator()
-    return _run_alone(stage, settings, db_url, landing, run_id, as_of, progress,
-                      share=CHILD_MEMORY_SHARE.get(stage, 100), thresholds=thresholds)
-
-
-def _run_alone(stage: Stage, settings: Settings, db_url: str, landing: Path, run_id: str,
-               as_of: datetime | None, progress: Progress | None, *, share: int,
-               threads: int | None = None,
-               thresholds: Thresholds = DEFAULT_THRESHOLDS) -> BaseModel:
-    """Run one stage on DuckDB and PostgreSQL connections of its own (``share`` percent of
-    the DuckDB memory limit, ``threads`` threads: default ``etl_threads``), closed
-    afterwards."""
-    ctx = _Context(settings, db_url, landing, thresholds)
-    con = ctx.duck(share, threads)
+    """Run one stage on its own (see :meth:`StageRunner.run`)."""
+    runner = StageRunner(settings, db_url, landing=landing, thresholds=thresholds)
     try:
-        with db.connect(db_url) as conn:
-            return _run(ctx, stage, con, conn, run_id, progress, as_of)
+        return runner.run(stage, run_id or new_run_id(), as_of=as_of)
     finally:
-        con.close()
-
-
-#: Share (percent) of ``etl_memory_mb`` DuckDB gets in a stage's child process. Silver's bulk
-#: write streams DuckDB's result into delta-rs, whose buffers are not DuckDB's to limit, and
-#: silver keeps only its rejected rows in DuckDB, so a smaller limit lowers its peak at the
-#: same speed. Gold sets its own (``GRID_MEMORY_SHARE``); the aggregates stage keeps the full
-#: limit, as less slows its COPY (bench/bench_etl.py, full phase, measures both).
-CHILD_MEMORY_SHARE: dict[str, int] = {"silver": 67}
+        runner.close()
 
 
 #: Per stage: the table it reads (whose mark bounds its batches) and the table whose rows
@@ -237,8 +235,7 @@ def run_pipeline(settings: Settings, db_url: str, *, landing: Path | None = None
                  progress: Progress | None = None, after_stage: StageHook | None = None,
                  run_id: str | None = None, as_of: datetime | None = None,
                  thresholds: Thresholds = DEFAULT_THRESHOLDS) -> EtlRunReport:
-    """Run every stage in order and record the run in ``etl_runs``; quality, which needs
-    only silver, runs beside the aggregates stage when its input is small.
+    """Run every stage in order in this process and record the run in ``etl_runs``.
 
     Args:
         settings: lake_path, landing_path, late_arrival_minutes, freshness_sla_minutes.
@@ -255,93 +252,42 @@ def run_pipeline(settings: Settings, db_url: str, *, landing: Path | None = None
     Returns:
         The summary; ``changed`` lists the aggregate hours that changed, per compressor.
     """
-    tune_allocator()
-    ctx = _Context(settings, db_url, landing, thresholds)
-    ctx.carry = Carry()
     run_id = run_id or new_run_id()
     q = db.queries("etl")
     started = time.perf_counter()
     results: dict[str, BaseModel] = {}
-    with ctx.lake.writer_lock():
-        ctx.lake.ensure()
-        with db.connect(db_url) as conn:
-            with db.admin(conn):
-                closed = conn.execute(q["close_interrupted_runs"],
-                                      {"run_id": run_id}).fetchall()
-                conn.execute(q["start_run"], {"run_id": run_id})
-            if closed:
-                log.warning("marked %d interrupted ETL run(s) failed: %s", len(closed),
-                            ", ".join(r[0] for r in closed))
-            con = None
-            # leaving the block waits for quality when it runs beside the aggregates stage
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="etl-quality") as pool:
-                beside: Future[BaseModel] | None = None
-                try:
-                    for stage in STAGES:
-                        if stage == "quality" and beside is not None:
-                            results[stage] = beside.result()
-                        else:
-                            if progress:
-                                progress(stage, 0.0)
-                            if con is None:
-                                con = ctx.duck()
-                            results[stage], con = _execute(ctx, stage, con, conn, run_id,
-                                                           progress, as_of)
-                            if con is not None and release_memory(
-                                    con, thresholds.reconnect_above_bytes):
-                                con = None
-                        if progress:
-                            progress(stage, 1.0)
-                        if after_stage:
-                            after_stage(stage)
-                        if stage == "gold" and _quality_fits_beside(ctx, conn):
-                            if progress:
-                                progress("quality", 0.0)
-                            beside = pool.submit(_quality_beside, ctx.settings, db_url,
-                                                 ctx.landing, run_id, as_of)
-                except BaseException as exc:
-                    _record_failure(db_url, run_id, exc)
-                    raise
-                finally:
-                    if con is not None:
-                        con.close()
-            summary = _summary(run_id, results, time.perf_counter() - started)
-            with db.admin(conn):
-                conn.execute(q["finish_run"], {
-                    "run_id": run_id, "status": "succeeded", "files": summary.files,
-                    "rows_in": summary.rows_in, "rows_quarantined": summary.rows_quarantined,
-                    "rows_late": summary.rows_late, "hours_upserted": summary.hours_upserted,
-                    "error": None})
-            return summary
-
-
-#: Share (percent) of ``etl_memory_mb`` for the DuckDB instance of quality running beside
-#: the aggregates stage (:func:`_quality_beside`): its scans of one hour's batch need little,
-#: and the stages' own instance keeps the full limit.
-QUALITY_BESIDE_MEMORY_SHARE = 25
-
-
-def _quality_fits_beside(ctx: _Context, conn: psycopg.Connection[Any]) -> bool:
-    """Whether quality may run beside the aggregates stage: when it would run in this process
-    anyway (its input under ``etl_child_process_rows``, as in the hourly run). A bulk load
-    keeps one stage at a time, so two bulk stages never hold memory at once."""
-    return _input_rows(ctx, "quality", None, conn) <= ctx.settings.etl_child_process_rows
-
-
-def _quality_beside(settings: Settings, db_url: str, landing: Path, run_id: str,
-                    as_of: datetime | None) -> BaseModel:
-    """The quality stage on its own connections, in a thread beside the aggregates stage.
-
-    Quality reads only silver and quarantine, which are complete once silver has committed,
-    and writes only its own rows and mark, so it need not wait for the later stages: in the
-    hourly run most of its time is PostgreSQL inserting ~18,000 check rows, which overlaps
-    the aggregates stage (itself mostly PostgreSQL's COPY) instead of following it. Started
-    right after silver it would compete with gold's DuckDB work for the cores instead
-    (bench/bench_etl.py, hour phase). Its freshness takes the batch's
-    own latest readings into account, so it does not depend on the aggregates stage having
-    advanced the watermarks first."""
-    return _run_alone("quality", settings, db_url, landing, run_id, as_of, None,
-                      share=QUALITY_BESIDE_MEMORY_SHARE, threads=1)
+    lake = Lake(settings.lake_path)
+    with lake.writer_lock():
+        with db.connect(db_url) as conn, db.admin(conn):
+            closed = conn.execute(q["close_interrupted_runs"], {"run_id": run_id}).fetchall()
+            conn.execute(q["start_run"], {"run_id": run_id})
+        if closed:
+            log.warning("marked %d interrupted ETL run(s) failed: %s", len(closed),
+                        ", ".join(r[0] for r in closed))
+        runner = StageRunner(settings, db_url, landing=landing, thresholds=thresholds,
+                             lock=False)
+        try:
+            for stage in STAGES:
+                if progress:
+                    progress(stage, 0.0)
+                results[stage] = runner.run(stage, run_id, progress=progress, as_of=as_of)
+                if progress:
+                    progress(stage, 1.0)
+                if after_stage:
+                    after_stage(stage)
+        except BaseException as exc:
+            _record_failure(db_url, run_id, exc)
+            raise
+        finally:
+            runner.close()
+        summary = _summary(run_id, results, time.perf_counter() - started)
+        with db.connect(db_url) as conn, db.admin(conn):
+            conn.execute(q["finish_run"], {
+                "run_id": run_id, "status": "succeeded", "files": summary.files,
+                "rows_in": summary.rows_in, "rows_quarantined": summary.rows_quarantined,
+                "rows_late": summary.rows_late, "hours_upserted": summary.hours_upserted,
+                "error": None})
+        return summary
 
 
 def release_memory(con: Any, above_bytes: int) -> bool:
@@ -366,30 +312,6 @@ def release_memory(con: Any, above_bytes: int) -> bool:
             con.execute(f'DROP TABLE IF EXISTS temp."{name.replace(chr(34), chr(34) * 2)}"')
     _trim()
     return closed
-
-
-#: glibc's ``mallopt`` parameters (malloc.h) and the values :func:`tune_allocator` sets: blocks
-#: up to 32 MB (glibc's upper limit) come from the heap instead of a mapping of their own,
-#: and up to 64 MB freed at the heap's top stay there for the next allocation.
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-MMAP_THRESHOLD_BYTES, TRIM_THRESHOLD_BYTES = 32 << 20, 64 << 20
-
-
-def tune_allocator() -> None:
-    """Make glibc's malloc reuse freed blocks of the ETL's arrays instead of unmapping them.
-
-    Why: numpy's grids, Arrow conversions and delta-rs's buffers are MBs each, above glibc's
-    default mmap threshold, so each one would be a new mapping whose every page faults on
-    first touch and is unmapped when freed: a bulk load would spend a noticeable share of its
-    CPU time in the kernel (bench/bench_etl.py, full phase, reports its CPU seconds). Memory goes
-    back between stages all the same: :func:`release_memory` trims the heap
-    (``malloc_trim``). No effect off glibc.
-    """
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL(None)
-            libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
-            libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
 
 
 def _trim() -> None:

@@ -4,8 +4,7 @@ Every method gives the same rows (the tests hold them to each other and to indep
 oracles); a threshold only picks the one that is cheaper at a given size, as
 ``bench/bench_etl.py`` measures for the hourly run and a week's first load. The pipeline takes
 them as one :class:`Thresholds` value (``run_pipeline(..., thresholds=...)``), so a test takes a
-path on a few rows by passing another value, and a stage run in a child process gets the same
-values as its parent.
+path on a few rows by passing another value.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """``PipelineWorkflow``: the hourly pipeline run by a Temporal Schedule.
 
-ETL (one activity, heartbeating), then rule evaluation per organization, then breaches turned
-into started-or-updated alert workflows in batches, then clears delivered to open alerts. Every
+The ETL stages (bronze, silver, gold, aggregates, quality: one heartbeating activity each, on
+the ETL workers' task queue, so a long backfill never holds up the alert workflows' workers),
+then rule evaluation per organization, then breaches turned into started-or-updated alert
+workflows in batches, then clears delivered to open alerts. Every
 step is idempotent, so re-running an hour (a retried run, a manual re-run, the schedule's
 catch-up) opens no duplicate alert and sends no duplicate notification: the alert workflow
 ignores breach hours it has already seen and the dispatch skips hours already covered by a
@@ -14,19 +16,25 @@ from datetime import UTC, datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from altaviz.core.payloads import (
         BreachBatch,
         ClearBatch,
         DispatchResult,
+        EtlEndRequest,
         EtlRequest,
+        EtlStageName,
+        EtlStageRequest,
+        EtlStageResult,
         EtlSummary,
         EvaluateRequest,
         Evaluation,
         PipelineInput,
         PipelineResult,
     )
+    from altaviz.core.settings import etl_queue_of
 
 WORKFLOW_NAME = "PipelineWorkflow"
 SCHEDULED_START = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
@@ -36,6 +44,16 @@ _RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), backoff_coefficient=
                      non_retryable_error_types=["TerminalError", "ConfigError", "RuleError",
                                                 "InputError", "TenantError"])
 _PARALLEL_BATCHES = 4
+
+#: Pipeline runs from this patch on run the ETL as one activity per stage on the ETL task
+#: queue; runs started before it (one ``run_etl`` activity on the workflow's own queue) replay
+#: unchanged.
+ETL_STAGES_PATCH = "etl-stage-activities"
+ETL_STAGES: tuple[EtlStageName, ...] = ("bronze", "silver", "gold", "aggregates", "quality")
+#: A stage of a long backfill may run for hours; a dead worker is found by the heartbeat
+#: timeout long before this.
+_STAGE_TIMEOUT = timedelta(hours=6)
+_STAGE_HEARTBEAT = timedelta(minutes=5)
 
 
 def hour_to_evaluate(scheduled: datetime) -> datetime:
@@ -56,10 +74,13 @@ class PipelineWorkflow:
         hours = sorted({hour, *(h.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
                                 for h in inp.hours or [])})
         if inp.run_etl:
-            etl = await workflow.execute_activity(
-                "run_etl", EtlRequest(hour=hour), result_type=EtlSummary,
-                start_to_close_timeout=timedelta(minutes=50),
-                heartbeat_timeout=timedelta(minutes=5), retry_policy=_RETRY)
+            if workflow.patched(ETL_STAGES_PATCH):
+                etl = await self._etl_stages(hour, inp)
+            else:
+                etl = await workflow.execute_activity(
+                    "run_etl", EtlRequest(hour=hour), result_type=EtlSummary,
+                    start_to_close_timeout=timedelta(minutes=50),
+                    heartbeat_timeout=timedelta(minutes=5), retry_policy=_RETRY)
             result.etl = etl
             hours = sorted({*hours, *etl.changed_hours})
         orgs = inp.org_ids
@@ -82,6 +103,34 @@ class PipelineWorkflow:
             for sent in await self._dispatch_clears(evaluation, inp):
                 result.clears_signalled += sent.sent
         return result
+
+    async def _etl_stages(self, hour: datetime, inp: PipelineInput) -> EtlSummary:
+        """One activity per ETL stage on the ETL queue, between ``etl_begin`` and ``etl_end``
+        (which record the run and return the hours to evaluate); a failed stage is recorded
+        as the run's failure and fails the workflow."""
+        queue = inp.etl_task_queue or etl_queue_of(workflow.info().task_queue)
+        run_id = workflow.now().strftime("%Y%m%dT%H%M%SZ-") + workflow.uuid4().hex[:8]
+        req = EtlStageRequest(run_id=run_id)
+        await workflow.execute_activity(
+            "etl_begin", req, task_queue=queue, start_to_close_timeout=timedelta(minutes=2),
+            retry_policy=_RETRY)
+        stages: list[EtlStageResult] = []
+        for stage in ETL_STAGES:
+            try:
+                stages.append(await workflow.execute_activity(
+                    f"etl_{stage}", req, result_type=EtlStageResult, task_queue=queue,
+                    start_to_close_timeout=_STAGE_TIMEOUT, heartbeat_timeout=_STAGE_HEARTBEAT,
+                    retry_policy=_RETRY))
+            except ActivityError as exc:
+                await self._etl_end(EtlEndRequest(run_id=run_id, hour=hour, stages=stages,
+                                                   error=f"{stage}: {exc.cause or exc}"), queue)
+                raise
+        return await self._etl_end(EtlEndRequest(run_id=run_id, hour=hour, stages=stages), queue)
+
+    async def _etl_end(self, end: EtlEndRequest, queue: str) -> EtlSummary:
+        return await workflow.execute_activity(
+            "etl_end", end, result_type=EtlSummary, task_queue=queue,
+            start_to_close_timeout=timedelta(minutes=2), retry_policy=_RETRY)
 
     def _hour(self, inp: PipelineInput) -> datetime:
         if inp.hour is not None:

@@ -1,9 +1,10 @@
-"""Altaviz as a running service: a worker and the acknowledgement server in one process.
+"""Altaviz as a running service: the workers and the acknowledgement server in one process.
 
 ``altaviz up``, ``altaviz worker`` (without the web server) and ``altaviz demo`` run this, so
-all three get the worker that ``worker.compose`` wires. Everything durable lives in
-PostgreSQL, the Delta tables and Temporal, so stopping the process (Ctrl-C) loses nothing: open
-alerts wait on their timers inside Temporal and resume on the next start.
+all three get the workers that ``worker.compose`` and ``worker.compose_etl`` wire: the alerts
+worker, the ETL worker or both (``Settings.workers``, ``altaviz worker --only``). Everything
+durable lives in PostgreSQL, the Delta tables and Temporal, so stopping the process (Ctrl-C)
+loses nothing: open alerts wait on their timers inside Temporal and resume on the next start.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import asyncio
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import uvicorn
 from temporalio.worker import Worker
@@ -29,7 +30,7 @@ from altaviz.core.fleet_store import load_fleet
 from rules.loader import load_rule_set
 from rules.schema import RuleSet
 from rules.store import save_rule_set
-from worker import WorkerOptions, run_worker
+from worker import WorkerOptions, Workers, run_worker
 
 
 @dataclass
@@ -40,10 +41,11 @@ class RuntimeOptions:
     schedule: bool = True         # create the hourly pipeline schedule
     web: bool = True              # run the acknowledgement server
     escalation_override_hours: float | None = None  # demo: shorten every rule's delay
+    workers: Literal["all", "alerts", "etl"] | None = None  # None: the settings' choice
 
 
 class Runtime:
-    """A worker and the web server on one event loop; ``stop()`` shuts both down cleanly."""
+    """The workers and the web server on one event loop; ``stop()`` shuts all down cleanly."""
 
     def __init__(self, app: App, options: RuntimeOptions | None = None) -> None:
         self.app = app
@@ -52,8 +54,10 @@ class Runtime:
         self._tasks: list[asyncio.Task[Any]] = []
         self._server: Any = None
         self.worker_ready = asyncio.Event()
-        #: The running worker (set once it polls), for callers that inspect its registrations.
+        #: The running workers (set once they poll), for callers that inspect their
+        #: registrations: the alerts worker and the ETL worker (None where not run here).
         self.worker: Worker | None = None
+        self.etl_worker: Worker | None = None
         self.web_ready = asyncio.Event()
 
     @property
@@ -83,26 +87,31 @@ class Runtime:
             await asyncio.sleep(0.05)
 
     async def _run_worker(self) -> None:
-        """Prepare the Temporal server (search attributes, schedule), then run the worker."""
+        """Prepare the Temporal server (search attributes, schedule), then run the workers.
+
+        An ETL-only process leaves both to the alerts workers, which start the pipeline."""
         settings = self.app.settings
         db_url = self.app.database_url()
         etl_url = self.app.owner_database_url()
         # the default rule set, stored by the owner (the runtime login cannot write it)
         await asyncio.to_thread(load_reference_data, etl_url, None, None, settings.rules_file)
         client = await self.app.temporal_client()
-        await ensure_search_attributes(client, settings.temporal_namespace)
-        if self.options.schedule:
-            await ensure_schedule(client, task_queue=settings.task_queue,
-                                  reminder_minutes=settings.reminder_minutes)
+        only = self.options.workers or settings.workers
+        if only != "etl":
+            await ensure_search_attributes(client, settings.temporal_namespace)
+            if self.options.schedule:
+                await ensure_schedule(client, task_queue=settings.task_queue,
+                                      etl_task_queue=settings.etl_queue,
+                                      reminder_minutes=settings.reminder_minutes)
         options = WorkerOptions(demo=self.options.demo,
                                 escalation_override_hours=self.options.escalation_override_hours)
 
-        def ready(worker: Worker) -> None:
-            self.worker = worker
+        def ready(workers: Workers) -> None:
+            self.worker, self.etl_worker = workers.alerts, workers.etl
             self.worker_ready.set()
 
         await run_worker(client, settings, db_url, etl_url=etl_url, options=options,
-                         stop=self._stop, ready=ready)
+                         stop=self._stop, ready=ready, only=only)
 
     async def _run_web(self) -> None:
         settings = self.app.settings

@@ -7,6 +7,7 @@ Both functions are idempotent, so every worker can call them at start-up.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from datetime import timedelta
 
@@ -24,6 +25,8 @@ from temporalio.client import (
     ScheduleOverlapPolicy,
     SchedulePolicy,
     ScheduleSpec,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
 )
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -71,24 +74,29 @@ async def ensure_search_attributes(client: Client, namespace: str | None = None)
 
 
 async def ensure_schedule(client: Client, *, task_queue: str, reminder_minutes: int = 60,
+                          etl_task_queue: str | None = None,
                           schedule_id: str = PIPELINE_SCHEDULE_ID,
                           offset: timedelta = timedelta(minutes=5)) -> bool:
-    """Create the hourly pipeline schedule unless it already exists.
+    """Create the hourly pipeline schedule, or bring an existing one's action up to date.
 
     The run at HH:05 evaluates hour HH-1 (it reads ``TemporalScheduledStartTime``); a run still
     going when the next is due delays the next one (buffer one) rather than overlapping it.
+    An existing schedule keeps its state (paused or not) and gets the current action, so a
+    changed ETL task queue or reminder interval reaches the next run.
 
     Returns:
         True when it was created, False when it already existed.
     """
+    action = ScheduleActionStartWorkflow(
+        PipelineWorkflow.run,
+        PipelineInput(reminder_minutes=reminder_minutes, etl_task_queue=etl_task_queue),
+        id=f"pipeline/{schedule_id}", task_queue=task_queue,
+        execution_timeout=timedelta(hours=2))
     try:
         await client.create_schedule(
             schedule_id,
             Schedule(
-                action=ScheduleActionStartWorkflow(
-                    PipelineWorkflow.run, PipelineInput(reminder_minutes=reminder_minutes),
-                    id=f"pipeline/{schedule_id}", task_queue=task_queue,
-                    execution_timeout=timedelta(hours=2)),
+                action=action,
                 spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(hours=1),
                                                                   offset=offset)]),
                 policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.BUFFER_ONE,
@@ -96,6 +104,11 @@ async def ensure_schedule(client: Client, *, task_queue: str, reminder_minutes: 
             ),
         )
     except ScheduleAlreadyRunningError:
+        def updated(current: ScheduleUpdateInput) -> ScheduleUpdate:
+            return ScheduleUpdate(schedule=dataclasses.replace(
+                current.description.schedule, action=action))
+
+        await client.get_schedule_handle(schedule_id).update(updated)
         return False
     log.info("created schedule %s", schedule_id)
     return True

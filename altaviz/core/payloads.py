@@ -297,6 +297,9 @@ class PipelineInput(BaseModel):
     run_etl: bool = True
     reminder_minutes: int = 60
     batch_size: int = Field(default=100, ge=1, le=1000)
+    #: Task queue of the ETL stage activities; None: the workflow's own queue followed by
+    #: ``-etl`` (``altaviz.core.settings.etl_queue_of``), the default of ``ETL_TASK_QUEUE``.
+    etl_task_queue: str | None = None
 
 
 class EtlRequest(BaseModel):
@@ -316,6 +319,38 @@ class EtlSummary(BaseModel):
     run_id: str | None = None
     changed_hours: list[datetime] = Field(default_factory=list)
     detail: str = ""
+
+
+EtlStageName = Literal["bronze", "silver", "gold", "aggregates", "quality"]
+
+
+class EtlStageRequest(BaseModel):
+    """Input of the ETL stage activities (``etl_bronze`` ... ``etl_quality``) and of
+    ``etl_begin``: the run they belong to, recorded in ``etl_runs``."""
+
+    run_id: str
+
+
+class EtlStageResult(BaseModel):
+    """What one ETL stage did, small enough for the pipeline's history.
+
+    ``counts`` are the stage's figures that ``etl_runs`` records (files, rows_in,
+    rows_quarantined, rows_late, duplicates, hours_upserted); ``retried`` says the stage ran
+    on a retried attempt, so hours an earlier attempt committed may be unreported.
+    """
+
+    stage: EtlStageName
+    counts: dict[str, int] = Field(default_factory=dict)
+    retried: bool = False
+
+
+class EtlEndRequest(BaseModel):
+    """Input of ``etl_end``: the run's outcome, and the hour whose evaluation follows."""
+
+    run_id: str
+    hour: datetime
+    stages: list[EtlStageResult] = Field(default_factory=list)
+    error: str | None = None
 
 
 class EvaluateRequest(BaseModel):

@@ -106,11 +106,6 @@ class Settings(BaseModel):
         description="DuckDB's memory limit for an ETL run (it spills to <lake>/_tmp beyond "
                     "it); the run's peak RSS is about this plus 1-1.5 GB of Arrow and Delta "
                     "buffers")
-    etl_child_process_rows: int = Field(
-        default=1_000_000, ge=0,
-        description="an ETL stage with more input rows than this (a first load, a backfill; "
-                    "the hourly run has ~30,000 readings) runs in a child process, so the "
-                    "memory its libraries keep goes back to the system when it ends")
     reminder_minutes: int = Field(
         default=60, ge=0, description="reminder interval while critical and unacknowledged; 0: off")
     # Parallelism and memory bounds of the ETL and the rules; defaults follow the cores of the
@@ -147,6 +142,17 @@ class Settings(BaseModel):
                     "each severity, escalations, reminders, the escalation chain and the "
                     "fallback contact); default: critical alerts reach technicians and "
                     "supervisors, warnings technicians, escalation after the rule's delay")
+    # The ETL worker: ETL stages are activities on a task queue of their own, so a long
+    # backfill never holds up the alert workflows' tasks.
+    etl_task_queue: str | None = Field(
+        default=None,
+        description="Temporal task queue of the ETL stage activities; unset: TASK_QUEUE "
+                    "followed by -etl")
+    workers: Literal["all", "alerts", "etl"] = Field(
+        default="all",
+        description="which workers `altaviz up` and `altaviz worker` run: all, alerts (alert "
+                    "and pipeline workflows, rules, notifications) or etl (the ETL stages); "
+                    "scale each on its own")
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -217,9 +223,19 @@ class Settings(BaseModel):
         return self.lake_dir or self.data_dir / "lake"
 
     @property
+    def etl_queue(self) -> str:
+        """The ETL worker's task queue."""
+        return self.etl_task_queue or etl_queue_of(self.task_queue)
+
+    @property
     def base_url(self) -> str:
         """Base URL used to build links that technicians open."""
         return (self.public_url or f"http://{self.http_host}:{self.http_port}").rstrip("/")
+
+
+def etl_queue_of(task_queue: str) -> str:
+    """The ETL task queue that goes with a workers' task queue when none is set."""
+    return f"{task_queue}-etl"
 
 
 TLS_OPTIONS = ("temporal_tls_server_ca", "temporal_tls_server_name", "temporal_tls_client_cert",

@@ -109,6 +109,12 @@ RETURNING run_id
 -- name: start_run
 INSERT INTO etl_runs (run_id, status) VALUES (%(run_id)s, 'running')
 
+-- name: begin_run
+-- A run of the scheduled pipeline, whose stages are activities: a retried first activity
+-- finds its run already there.
+INSERT INTO etl_runs (run_id, status) VALUES (%(run_id)s, 'running')
+ON CONFLICT (run_id) DO NOTHING
+
 -- name: finish_run
 UPDATE etl_runs SET finished_at = now(), status = %(status)s, files = %(files)s,
     rows_in = %(rows_in)s, rows_quarantined = %(rows_quarantined)s, rows_late = %(rows_late)s,

@@ -1,9 +1,9 @@
-"""``altaviz up`` and ``altaviz worker`` run the same worker: one composition root.
+"""``altaviz up`` and ``altaviz worker`` run the same workers: one composition root.
 
 Each command's runtime is started for real (a Temporal dev server, the session's PostgreSQL)
-and the worker it built is described: its task queue, workflows, activities and each
-activity's dependencies, down to the ETL and rule-engine closures and whether the rule engine
-got the worker's connection pool for its second connection.
+and the workers it built are described: their task queues, workflows, activities and each
+activity's dependencies, down to the ETL stages and rule-engine closures and whether the rule
+engine got the worker's connection pool for its second connection.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from types import MethodType
 from typing import Any, cast
 
 import pytest
+from temporalio.client import ScheduleActionStartWorkflow
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -24,6 +25,8 @@ from altaviz.app.commands import up, worker
 from altaviz.app.context import App
 from altaviz.app.runtime import Runtime, RuntimeOptions
 from altaviz.app.services import find_executable
+from altaviz.app.temporal_setup import ensure_schedule
+from altaviz.core.payloads import PipelineInput
 from altaviz.core.settings import Settings
 
 
@@ -69,19 +72,28 @@ def _describe(w: Worker) -> dict[str, Any]:
             "activities": activities}
 
 
-async def _worker_of(options: RuntimeOptions, settings: Settings) -> tuple[dict[str, Any], bool]:
+async def _workers_of(options: RuntimeOptions, settings: Settings
+                     ) -> tuple[dict[str, Any] | None, dict[str, Any] | None, bool]:
+    """The alerts worker's and the ETL worker's wiring (None: not run), and whether the rule
+    engine got the alerts worker's pool."""
     runtime = Runtime(App(settings=settings), options)
     try:
         await runtime.start()
-        assert runtime.worker is not None
-        described = _describe(runtime.worker)
-        pipeline: Any = next(cast(MethodType, fn).__self__
-                        for fn in runtime.worker.config()["activities"]
-                        if fn.__name__ == "evaluate_rules")
-        pooled = _closure(pipeline._evaluator)["pool"] is pipeline._pool
-        return described, pooled
+        alerts = _describe(runtime.worker) if runtime.worker is not None else None
+        etl = _describe(runtime.etl_worker) if runtime.etl_worker is not None else None
+        pooled = False
+        if runtime.worker is not None:
+            pipeline: Any = next(cast(MethodType, fn).__self__
+                                 for fn in runtime.worker.config()["activities"]
+                                 if fn.__name__ == "evaluate_rules")
+            pooled = _closure(pipeline._evaluator)["pool"] is pipeline._pool
+        return alerts, etl, pooled
     finally:
         await runtime.stop()
+
+
+ETL_ACTIVITIES = {"etl_begin", "etl_bronze", "etl_silver", "etl_gold", "etl_aggregates",
+                  "etl_quality", "etl_end"}
 
 
 async def test_up_and_worker_run_the_same_wiring(dev_server: WorkflowEnvironment, db_url: str,
@@ -92,14 +104,70 @@ async def test_up_and_worker_run_the_same_wiring(dev_server: WorkflowEnvironment
         task_queue=f"composition-{tmp_path.name}", http_port=_free_port(),
         link_secret="a-test-secret-for-links-0123456789")
     up_options = up.runtime_options(argparse.Namespace(no_web=False))
-    worker_options = worker.runtime_options(argparse.Namespace(no_schedule=False, demo=False))
+    worker_options = worker.runtime_options(argparse.Namespace(no_schedule=False, demo=False,
+                                                               only=None))
     assert up_options.web and not worker_options.web
 
-    up_wiring, up_pooled = await _worker_of(up_options, settings)
-    worker_wiring, worker_pooled = await _worker_of(worker_options, settings)
+    up_alerts, up_etl, up_pooled = await _workers_of(up_options, settings)
+    worker_alerts, worker_etl, worker_pooled = await _workers_of(worker_options, settings)
 
-    assert up_wiring == worker_wiring
-    assert up_wiring["workflows"] == ["AlertWorkflow", "NotifyStepWorkflow", "PipelineWorkflow"]
+    assert up_alerts == worker_alerts and up_etl == worker_etl
+    assert up_alerts is not None and up_etl is not None
+    assert up_alerts["task_queue"] == settings.task_queue
+    assert up_alerts["workflows"] == ["AlertWorkflow", "NotifyStepWorkflow", "PipelineWorkflow"]
     assert {"notify", "plan_notification", "deliver", "record_delivery_failure", "run_etl",
-            "evaluate_rules", "open_alert"} <= set(up_wiring["activities"])
+            "evaluate_rules", "open_alert"} <= set(up_alerts["activities"])
+    assert not ETL_ACTIVITIES & set(up_alerts["activities"]), "ETL stages on the alerts queue"
     assert up_pooled and worker_pooled, "the rule engine must get the worker's pool"
+    # the ETL worker: the real stages on a queue of its own, no workflows
+    assert up_etl["task_queue"] == settings.etl_queue == f"{settings.task_queue}-etl"
+    assert up_etl["workflows"] == []
+    assert set(up_etl["activities"]) == ETL_ACTIVITIES
+    owner, deps = up_etl["activities"]["etl_silver"]
+    assert owner == "EtlActivities"
+    assert deps["_stages"] == ("compose_etl.<locals>.stage", [("runner", "StageRunner")])
+
+
+@pytest.mark.parametrize("only", ["alerts", "etl"])
+async def test_worker_only_runs_one_kind(dev_server: WorkflowEnvironment, db_url: str,
+                                         tmp_path: Path, only: str) -> None:
+    """``altaviz worker --only`` runs one worker, so operators scale the two kinds apart; the
+    setting does the same for ``altaviz up``."""
+    settings = Settings(
+        database_url=db_url, data_dir=tmp_path,
+        temporal_address=dev_server.client.service_client.config.target_host,
+        task_queue=f"only-{only}-{tmp_path.name}", etl_task_queue=f"etl-{tmp_path.name}",
+        http_port=_free_port(), link_secret="a-test-secret-for-links-0123456789")
+    options = worker.runtime_options(argparse.Namespace(no_schedule=True, demo=False,
+                                                        only=only))
+    alerts, etl, _ = await _workers_of(options, settings)
+    assert (alerts is not None, etl is not None) == (only == "alerts", only == "etl")
+    if etl is not None:
+        assert etl["task_queue"] == f"etl-{tmp_path.name}"
+    by_setting = up.runtime_options(argparse.Namespace(no_web=True))
+    alerts, etl, _ = await _workers_of(by_setting, settings.model_copy(update={"workers": only}))
+    assert (alerts is not None, etl is not None) == (only == "alerts", only == "etl")
+
+
+async def test_the_schedule_carries_the_etl_queue_and_follows_a_change(
+        dev_server: WorkflowEnvironment, tmp_path: Path) -> None:
+    """The hourly schedule names the ETL queue in its input; an existing schedule gets the
+    current one at the next start and stays paused if an operator paused it."""
+    client = dev_server.client
+    schedule_id = f"pipeline-{tmp_path.name}"
+
+    async def etl_queue() -> tuple[str | None, bool]:
+        desc = await client.get_schedule_handle(schedule_id).describe()
+        action = desc.schedule.action
+        assert isinstance(action, ScheduleActionStartWorkflow)
+        [inp] = await client.data_converter.decode(action.args, [PipelineInput])
+        return inp.etl_task_queue, desc.schedule.state.paused
+
+    assert await ensure_schedule(client, task_queue="alerts", etl_task_queue="etl-a",
+                                 schedule_id=schedule_id)
+    assert await etl_queue() == ("etl-a", False)
+    await client.get_schedule_handle(schedule_id).pause(note="maintenance")
+    assert not await ensure_schedule(client, task_queue="alerts", etl_task_queue="etl-b",
+                                     schedule_id=schedule_id)
+    assert await etl_queue() == ("etl-b", True)
+    await client.get_schedule_handle(schedule_id).delete()

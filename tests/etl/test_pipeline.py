@@ -16,6 +16,7 @@ from altaviz.core.duck import connect as duck_connect
 from altaviz.core.fleet import Fleet
 from altaviz.core.settings import Settings
 from etl.lake import Lake
+from etl.models import BronzeResult
 from etl.pipeline import run_pipeline
 from tests.etl.landing import T0, reading, series, write_landing
 
@@ -256,54 +257,39 @@ def test_hours_changed_outside_the_schedule_reach_the_next_scheduled_run(
     assert scheduled(T0 + timedelta(hours=30)).changed_hours == []
 
 
-def test_stages_in_child_processes_match_one_process(
+def test_stages_one_call_each_match_one_run(
         settings: Settings, db_url: str, fleet: Fleet, conn: psycopg.Connection[Any],
-        tmp_path: Path, pg_server: Any, caplog: pytest.LogCaptureFixture) -> None:
-    """A bulk load runs its stages in child processes: same lake, same PostgreSQL rows, same
-    summary as one process; the children's progress reaches the caller."""
+        tmp_path: Path, pg_server: Any) -> None:
+    """The stages run one call each, as the ETL worker's activities run them (a runner of
+    their own, the writer lock per stage), leave the same PostgreSQL rows as one
+    ``run_pipeline``; the stages' progress reaches the caller."""
+    from etl.pipeline import STAGES, StageRunner
+
     expected = scenario(settings.landing_path)
     seen: list[tuple[str, float]] = []
-    isolated = settings.model_copy(update={"etl_child_process_rows": 0})
-    with caplog.at_level("INFO", logger="etl.pipeline"):
-        summary = run_pipeline(isolated, db_url, progress=lambda s, f: seen.append((s, f)))
-    children = [r.getMessage().split()[2].rstrip(":") for r in caplog.records
-                if "child process" in r.getMessage()]
-    assert children == ["bronze", "silver", "gold", "aggregates", "quality"]
-    # reports from inside the children (the parent itself only reports 0 and 1)
+    runner = StageRunner(settings, db_url)
+    try:
+        results = {stage: runner.run(stage, "stages-run",
+                                     progress=lambda s, f: seen.append((s, f)))
+                   for stage in STAGES}
+    finally:
+        runner.close()
     assert {s for s, f in seen if 0 < f < 1} >= {"bronze", "silver", "gold", "aggregates"}
-    assert summary.files == expected["files"] and summary.rows_late == expected["late"]
-    con, lake = lake_con(settings)
-    bronze = con.execute(f"SELECT count(*) FROM delta_scan('{lake.uri('bronze')}')").fetchone()
-    assert bronze is not None
-    # the size estimate that chose the child process: the rows of bronze's one batch
-    assert lake.rows_for_batches("bronze", 0, lake.batch_mark("bronze")) == bronze[0]
-    assert lake.rows_for_batches("bronze", lake.batch_mark("bronze"),
-                                 lake.batch_mark("bronze")) == 0
+    bronze = results["bronze"]
+    assert isinstance(bronze, BronzeResult) and bronze.files == expected["files"]
     from altaviz.core.fleet_store import load_fleet
     from tests.conftest import _fresh_database, two_tenant_fleet
     clean_url = _fresh_database(pg_server, "altaviz_test_template")
     with psycopg.connect(clean_url) as clean_conn:
         load_fleet(clean_conn, two_tenant_fleet())
-        caplog.clear()
         one = run_pipeline(settings.model_copy(update={"lake_dir": tmp_path / "clean_lake"}),
                            clean_url)
-        assert not [r for r in caplog.records if "child process" in r.getMessage()]
+        assert one.files == expected["files"] and one.rows_late == expected["late"]
         assert [r[:-1] for r in agg_rows(clean_conn)] == [r[:-1] for r in agg_rows(conn)]
-    keep = {"run_id", "seconds"}
-    assert one.model_dump(exclude=keep) == summary.model_dump(exclude=keep)
     with conn.transaction():
-        dq = conn.execute("SELECT count(*) FROM data_quality_checks").fetchone()
+        dq = conn.execute("SELECT count(*) FROM data_quality_checks WHERE run_id = "
+                          "'stages-run'").fetchone()
     assert dq is not None and dq[0] > 0
-    # the next hour is small: every stage stays in this process, although silver as a whole
-    # (whose files carry no batch statistics) holds more rows than the threshold
-    write_landing(settings.landing_path, series("COMP-0001", T0 + timedelta(hours=4), 1),
-                  T0 + timedelta(hours=5, minutes=5), org="acme")
-    caplog.clear()
-    small = settings.model_copy(update={"etl_child_process_rows": 20})
-    with caplog.at_level("INFO", logger="etl.pipeline"):
-        nxt = run_pipeline(small, db_url)
-    assert nxt.rows_in == 6 and expected["valid"] > 20
-    assert not [r for r in caplog.records if "child process" in r.getMessage()]
 
 
 def test_silver_and_quarantine_files_carry_batch_statistics(

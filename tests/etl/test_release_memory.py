@@ -5,7 +5,6 @@ leftovers); below it the connection is kept, with its temp tables dropped."""
 
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 from typing import Any
 
@@ -20,30 +19,27 @@ from etl.thresholds import Thresholds
 from tests.etl.landing import T0, series, write_landing
 
 
-@pytest.mark.parametrize(("threshold", "connections"), [(0, len(STAGES) - 1), (1 << 50, 1)],
+@pytest.mark.parametrize(("threshold", "connections"), [(0, len(STAGES)), (1 << 50, 1)],
                          ids=["over-the-threshold", "under-it"])
 def test_stage_connections_are_closed_over_the_threshold(
         settings: Settings, db_url: str, fleet: Fleet, monkeypatch: pytest.MonkeyPatch,
         threshold: int, connections: int) -> None:
-    """Quality, which runs beside the aggregates stage in a run this small, has its own
-    connection; every other stage's is the one kept or a new one after the last closed. The
-    stages' connections have ``etl_threads`` threads, quality's beside them one."""
+    """Every stage's connection is the one kept or a new one after the last closed, with
+    ``etl_threads`` threads."""
     import etl.pipeline
 
     opened: list[duckdb.DuckDBPyConnection] = []
-    beside: list[duckdb.DuckDBPyConnection] = []
-    threads: dict[str, set[int | None]] = {"stages": set(), "beside": set()}
+    threads: set[int | None] = set()
     connect = duck.connect
 
     def tracked(**kwargs: Any) -> duckdb.DuckDBPyConnection:
-        on_quality_thread = threading.current_thread().name.startswith("etl-quality")
         # every earlier stage connection is closed by the time the next one opens
-        for con in [] if on_quality_thread else opened:
+        for con in opened:
             with pytest.raises(duckdb.ConnectionException):
                 con.execute("SELECT 1")
         con = connect(**kwargs)
-        (beside if on_quality_thread else opened).append(con)
-        threads["beside" if on_quality_thread else "stages"].add(kwargs.get("threads"))
+        opened.append(con)
+        threads.add(kwargs.get("threads"))
         return con
 
     monkeypatch.setattr(etl.pipeline.duck, "connect", tracked)
@@ -52,11 +48,10 @@ def test_stage_connections_are_closed_over_the_threshold(
     summary = run_pipeline(settings.model_copy(update={"etl_threads": 3}), db_url,
                            thresholds=Thresholds(reconnect_above_bytes=threshold))
     assert summary.rows_in == 12 and summary.hours_upserted > 0
-    assert len(opened) == connections and len(beside) == 1
-    assert threads == {"stages": {3}, "beside": {1}}
-    for con in (opened[-1], beside[0]):
-        with pytest.raises(duckdb.ConnectionException):   # the run closes what it opened
-            con.execute("SELECT 1")
+    assert len(opened) == connections
+    assert threads == {3}
+    with pytest.raises(duckdb.ConnectionException):   # the run closes what it opened
+        opened[-1].execute("SELECT 1")
 
 
 def test_a_kept_connection_loses_its_temp_tables_and_stays_usable() -> None:
@@ -120,30 +115,6 @@ def test_a_bulk_gold_runs_under_its_share_of_the_memory_limit(
     # one connection, and the bulk path
     run_pipeline(settings, db_url,
                  thresholds=Thresholds(reconnect_above_bytes=1 << 50, join_max_hours=0))
-    # quality, beside the aggregates stage in a run this small, has its own smaller instance
-    share = etl.pipeline.QUALITY_BESIDE_MEMORY_SHARE
     assert seen == {"gold_batches": _spelled(1500 * etl.gold.GRID_MEMORY_SHARE // 100),
-                    "upsert_aggregates": _spelled(1500),
-                    "quality_checks": _spelled(1500 * share // 100)}
+                    "upsert_aggregates": _spelled(1500), "quality_checks": _spelled(1500)}
     assert seen["gold_batches"] != seen["upsert_aggregates"]
-
-
-def test_a_silver_child_process_runs_under_its_share_of_the_memory_limit(
-        settings: Settings, db_url: str, fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
-    """In its child process (a bulk load), silver's DuckDB gets CHILD_MEMORY_SHARE of the
-    limit: delta-rs' write buffers sit beside DuckDB's memory. Other stages get all of it."""
-    import etl.pipeline
-    from etl.pipeline import CHILD_MEMORY_SHARE, _stage_in_child, run_stage
-
-    seen: dict[str, str] = {}
-    _record_limits(monkeypatch, etl.pipeline, ["silver_transform", "upsert_aggregates"], seen)
-    settings = settings.model_copy(update={"etl_memory_mb": 1500})
-    write_landing(settings.landing_path, series("COMP-0001", T0, 2),
-                  T0 + timedelta(hours=2, minutes=5))
-    run_stage("bronze", settings, db_url)
-    for stage in ("silver", "gold", "aggregates"):
-        _stage_in_child(stage, settings, db_url, settings.landing_path, "run", None,
-                        progress=lambda s, f: None)
-    assert seen == {"silver_transform": _spelled(1500 * CHILD_MEMORY_SHARE["silver"] // 100),
-                    "upsert_aggregates": _spelled(1500)}
-    assert seen["silver_transform"] != seen["upsert_aggregates"]

@@ -4,9 +4,10 @@ again on the same data folder and port: activities retry, and afterwards ``alert
 
 Everything is real: a PostgreSQL 18 this test owns (``OwnedPostgres``: fixed TCP port,
 ``pg_ctl stop -m fast`` / ``start``), the Temporal dev server, a worker built by
-``worker.build_worker`` with the real ETL (``worker.etl_runner``) and rule engine
-(``worker.rules_evaluator``), and simulator landing files. Only the notify activity is a
-stand-in that records its calls (delivery has its own outage test, F11).
+``worker.build_worker`` with the real rule engine (``worker.rules_evaluator``) and an ETL
+worker (``worker.build_etl_worker``) with the real stages, and simulator landing files. Only
+the notify activity is a stand-in that records its calls (delivery has its own outage test,
+F11).
 
 The scenario:
 
@@ -54,6 +55,7 @@ from temporalio.worker import (
 )
 
 import etl.pipeline
+from activities.etl import MAX_REEVALUATION
 from activities.pipeline import latest_only, start_or_update_alert
 from altaviz.app.temporal_setup import ensure_search_attributes
 from altaviz.core import db
@@ -70,10 +72,10 @@ from altaviz.core.payloads import (
     PlannedContact,
 )
 from altaviz.core.settings import Settings
-from etl.pipeline import run_pipeline
+from etl.pipeline import StageRunner, run_pipeline
 from tests.conftest import find_executable_or_skip
 from tests.reliability.conftest import OwnedPostgres, admin_rows
-from worker import MAX_REEVALUATION, build_worker, etl_runner, rules_evaluator
+from worker import build_etl_worker, build_worker, etl_runner, rules_evaluator
 from workflows.alert import alert_id_for, alert_workflow_id
 from workflows.pipeline import PipelineWorkflow
 
@@ -277,9 +279,16 @@ async def pg_outage(tmp: Path, *, outage_s: float, per_wave: int, escalation_s: 
             worker = build_worker(
                 client, task_queue=task_queue, pool=pool,
                 notify=[notify, plan_notification, deliver],
-                etl=etl_runner(settings, url), evaluator=rules_evaluator(settings),
-                executor=executor, interceptors=[attempts])
+                evaluator=rules_evaluator(settings), executor=executor,
+                interceptors=[attempts])
+            runner = StageRunner(settings, url)
+            etl_worker = build_etl_worker(
+                client, task_queue=settings.etl_queue, db_url=url,
+                stages=lambda stage, run_id, progress: runner.run(stage, run_id,
+                                                                  progress=progress),
+                interceptors=[attempts])
             worker_task = asyncio.create_task(worker.run())
+            etl_task = asyncio.create_task(etl_worker.run())
 
             async def signal(breaches: list[Breach]) -> None:
                 await asyncio.gather(*(start_or_update_alert(client, b, task_queue=task_queue,
@@ -329,6 +338,9 @@ async def pg_outage(tmp: Path, *, outage_s: float, per_wave: int, escalation_s: 
             history = await pipeline.fetch_history()
             await worker.shutdown()
             await worker_task
+            await etl_worker.shutdown()
+            await etl_task
+            runner.close()
 
         # the reference: one uninterrupted run over the same files, and the rules over it
         t0 = time.monotonic()
@@ -381,8 +393,8 @@ async def pg_outage(tmp: Path, *, outage_s: float, per_wave: int, escalation_s: 
                         for e in history.events
                         if e.HasField("activity_task_started_event_attributes")]
     figures["pipeline_max_attempt_in_history"] = max(started_attempts)
-    figures["etl_failed_attempts"] = attempts.failures("run_etl")
-    figures["etl_succeeded_on_attempt"] = attempts.max_successful_attempt("run_etl")
+    figures["etl_failed_attempts"] = attempts.failures("etl_aggregates")
+    figures["etl_succeeded_on_attempt"] = attempts.max_successful_attempt("etl_aggregates")
     for name in ("open_alert", "record_transition"):
         figures[f"{name}_failed_attempts"] = attempts.failures(name)
         figures[f"{name}_max_attempt"] = attempts.max_successful_attempt(name)

@@ -1,11 +1,13 @@
-"""The worker SIGKILLed while the hourly pipeline's ETL activity runs; a new worker started.
+"""The worker SIGKILLed while one of the hourly pipeline's ETL stage activities runs; a new
+worker started.
 
 Issue 9 asks for the worker to be killed "during a pipeline run" too: the pipeline must
 complete, and nothing may be lost or doubled. Real processes throughout: the Temporal dev
 server (this test's process holds it), `altaviz worker` processes with the real ETL and rules,
 the test PostgreSQL. The kill lands inside the ETL (the test waits for the run's row in
 `etl_runs`); the activity's attempt is then only retried after the pipeline's heartbeat
-timeout (5 minutes), so this is a slow test.
+timeout (5 minutes), so this is a slow test. The run is the workflow's: ``etl_begin`` recorded
+it and ``etl_end`` finishes it after the retried stage, so it ends as succeeded.
 """
 
 from __future__ import annotations
@@ -91,7 +93,7 @@ async def test_worker_killed_during_the_pipeline_etl_then_replaced(
         runs = admin_rows(db_url, "SELECT status, coalesce(error LIKE 'interrupted%', false) "
                              "FROM etl_runs "
                              "ORDER BY started_at")
-        assert runs == [("failed", True), ("succeeded", False)], runs
+        assert runs == [("succeeded", False)], runs
         assert result.etl is not None and result.etl.ran
         assert result.breaches > 0 and result.alerts_signalled > 0
         # every alert once, every lifecycle event once

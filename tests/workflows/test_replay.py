@@ -24,16 +24,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 from temporalio.client import WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from altaviz.core.payloads import AckRequest, AlertState, PipelineInput, ResolveRequest
-from altaviz.core.settings import Settings
+from altaviz.core.settings import Settings, etl_queue_of
+from etl.models import (
+    AggregatesResult,
+    BronzeResult,
+    GoldResult,
+    QualityResult,
+    SilverResult,
+)
 from tests.workflows.changed_workflows import PatchedChange, UnpatchedChange
 from tests.workflows.conftest import GRACEFUL, HOUR0, Rig, hours, make_breach, make_clear
 from tests.workflows.test_pipeline import load_hours
-from worker import build_worker, rules_evaluator
+from worker import build_etl_worker, build_worker, rules_evaluator
 from workflows.alert import UPDATE_ACK, UPDATE_RESOLVE, AlertWorkflow
 from workflows.notify import NotifyStepWorkflow, notify_workflow_id
 from workflows.pipeline import PipelineWorkflow
@@ -97,7 +105,22 @@ async def pipeline_run(rig: Rig) -> WorkflowHandle[Any, Any]:
         id=f"pipeline-{uuid.uuid4().hex[:8]}", task_queue=rig.task_queue)
 
 
+async def pipeline_run_etl_stages(rig: Rig) -> WorkflowHandle[Any, Any]:
+    load_hours(rig, "COMP-0001", [300, 335, 340, 342])
+    return await rig.client.start_workflow(
+        PipelineWorkflow.run, PipelineInput(hour=HOUR0, run_etl=True, reminder_minutes=0),
+        id=f"pipeline-{uuid.uuid4().hex[:8]}", task_queue=rig.task_queue)
+
+
+def stand_in_stage(stage: str, run_id: str, progress: Callable[[str, float], None]) -> BaseModel:
+    """An ETL stage that loads nothing (the recorded history is about the workflow)."""
+    progress(stage, 1.0)
+    return {"bronze": BronzeResult, "silver": SilverResult, "gold": GoldResult,
+            "aggregates": AggregatesResult, "quality": QualityResult}[stage]()
+
+
 SCENARIOS: dict[str, Scenario] = {
+    "pipeline_run_etl_stages": pipeline_run_etl_stages,
     "escalated_with_reminders": escalated_with_reminders,
     "acked_then_raised_then_cleared": acked_then_raised_then_cleared,
     "cleared_unacked_then_ack": cleared_unacked_then_ack,
@@ -120,6 +143,12 @@ STEP_RECORDINGS: dict[str, tuple[str, str]] = {
     "notify_step_escalated": ("escalated_with_reminders_steps", "escalated"),
 }
 
+#: Histories recorded by earlier versions of the workflows, which the current scenarios no
+#: longer produce: runs in flight during an upgrade must still replay.
+#: ``pipeline_run_etl_one_activity``: the ETL as one ``run_etl`` activity on the workflow's
+#: own queue, before the stages became activities on the ETL queue.
+LEGACY = {"pipeline_run_etl_one_activity"}
+
 
 @pytest.mark.skipif(not os.environ.get("RECORD_ALERT_HISTORIES"),
                     reason="set RECORD_ALERT_HISTORIES=1 to record missing histories")
@@ -133,9 +162,11 @@ async def test_record(rig: Rig, stem: str):
     worker = build_worker(rig.client, task_queue=rig.task_queue, pool=rig.pool,
                           notify=rig.notifier.all(), evaluator=rules_evaluator(Settings()),
                           executor=ThreadPoolExecutor(4), **GRACEFUL)
-    async with worker:
+    etl_worker = build_etl_worker(rig.client, task_queue=etl_queue_of(rig.task_queue),
+                                  db_url=rig.db_url, stages=stand_in_stage, **GRACEFUL)
+    async with worker, etl_worker:
         handle = await SCENARIOS[name](rig)
-        if name == "pipeline_run":
+        if name.startswith("pipeline_run"):
             await handle.result()
         await rig.settle()
         # The first run and, after continue-as-new, the latest one.
@@ -162,7 +193,7 @@ def _histories() -> list[Path]:
 
 def test_histories_are_recorded():
     names = {p.stem.removesuffix("_run2") for p in _histories()}
-    assert names == set(RECORDINGS) | set(STEP_RECORDINGS), \
+    assert names == set(RECORDINGS) | set(STEP_RECORDINGS) | LEGACY, \
         "record the missing ones with RECORD_ALERT_HISTORIES=1"
 
 

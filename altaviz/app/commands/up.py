@@ -73,8 +73,9 @@ async def _serve(app: App, options: RuntimeOptions) -> int:
     runtime = Runtime(app, options)
     await runtime.start()
     s = app.settings
-    print(f"  worker polling task queue {s.task_queue!r}; hourly pipeline scheduled "
-          f"(landing folder {s.landing_path})", flush=True)
+    queues = [w.task_queue for w in (runtime.worker, runtime.etl_worker) if w is not None]
+    print(f"  workers polling task queues {', '.join(map(repr, queues))}; hourly pipeline "
+          f"scheduled (landing folder {s.landing_path})", flush=True)
     if web:
         print(f"  acknowledgement server at http://{s.http_host}:{s.http_port} "
               f"(links use {s.base_url})", flush=True)
