@@ -137,7 +137,7 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
         await ensure_search_attributes(client)
         with db.connection_pool(db_url, min_size=2, max_size=16) as pool, \
                 ThreadPoolExecutor(max_workers=16) as executor:
-            with pool.connection() as conn:
+            with db.connect(app.owner_database_url()) as conn:   # fleet loading is the owner's
                 load_fleet(conn, fleet(args.alerts))
             notifier = CountingNotifier()
             worker = build_worker(client, task_queue=settings.task_queue, pool=pool,

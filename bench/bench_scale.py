@@ -187,7 +187,9 @@ async def scenario(args: argparse.Namespace) -> dict[str, Any]:
                                "escalation_delay_s": args.delay_s}
     workers: list[subprocess.Popen[str]] = []
     try:
-        db_url = app.database_url()
+        # the benchmark's own table, fleet and counts need the owner; its stand-in workers
+        # write to that table too, so they use the owner's URL as well
+        db_url = app.owner_database_url()
         address = app.temporal_address()
         client = await app.temporal_client()
         await ensure_search_attributes(client)
