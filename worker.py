@@ -4,9 +4,10 @@ Two workers on two task queues. The alerts worker registers ``AlertWorkflow``,
 ``NotifyStepWorkflow`` and ``PipelineWorkflow`` and the activities they call on the workers'
 queue (persistence, rule evaluation, dispatch of breaches and clears, notification). The ETL
 worker registers the ETL stage activities (``activities/etl.py``) on the ETL queue, so a long
-backfill occupies ETL workers only and never holds up an alert's tasks. Several workers of either kind on one queue
-share the work: Temporal hands each workflow or activity task to exactly one of them, and every
-activity is idempotent, so a task retried on another worker after a crash does no harm.
+backfill occupies ETL workers only and never holds up an alert's tasks. Several workers of
+either kind on one queue share the work: Temporal hands each workflow or activity task to
+exactly one of them, and every activity is idempotent, so a task retried on another worker
+after a crash does no harm.
 
 This module is the composition root: :func:`compose` and :func:`compose_etl` build the workers
 with every real dependency (connection pool, ETL, rule engine, notifier) and :func:`run_worker`
