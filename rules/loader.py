@@ -332,8 +332,9 @@ def load_rule_set(path: Path | str = DEFAULT_RULES, *, text: str | None = None,
         doc.problems.append(RuleProblem(name, doc.line(("format",)), None, "format",
                                         f"expected 1 (got {data.get('format')!r})"))
     rules = _rules(doc, data.get("rules", []), {}) if data else []
-    raw_rules = data.get("rules") if isinstance(data.get("rules"), list) else []
-    ids = {r["id"] for r in raw_rules if isinstance(r, dict) and isinstance(r.get("id"), str)}
+    raw_rules = data.get("rules")
+    ids = {r["id"] for r in raw_rules if isinstance(r, dict) and isinstance(r.get("id"), str)} \
+        if isinstance(raw_rules, list) else set()
     for model, entry in doc.catalog.compressors.items():
         for rule_id in entry.limits:
             if rule_id not in ids:
