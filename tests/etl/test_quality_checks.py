@@ -43,6 +43,20 @@ def _fresh(org: str, last: datetime, as_of: datetime, stamp: str) -> tuple[Any, 
             {"last_reading_at": stamp, "as_of": as_of.isoformat()})
 
 
+def _channels(org: str, readings: int, **missing: int) -> dict[tuple[str, Any], Any]:
+    """The channels and sensor-offline checks of a unit that ran for all its readings."""
+    worst = max(missing.values(), default=0) / readings
+    return {"channels": (org, worst, 0.05, worst <= 0.05,
+                         {"readings": readings, "missing": missing}),
+            "sensor_offline": (org, 0.0, 0.0, True,
+                               {"running_readings": readings, "offline": []})}
+
+
+def _with_channels(checks: dict[tuple[str, str], Any],
+                   units: dict[str, dict[tuple[str, Any], Any]]) -> dict[tuple[str, str], Any]:
+    return {**checks, **{(comp, kind): v for comp, c in units.items() for kind, v in c.items()}}
+
+
 def test_each_check_measures_what_it_says(settings: Settings, db_url: str, fleet: Fleet,
                                           conn: psycopg.Connection[Any]) -> None:
     scenario(settings.landing_path)
@@ -54,7 +68,7 @@ def test_each_check_measures_what_it_says(settings: Settings, db_url: str, fleet
     last = T0 + timedelta(hours=2, minutes=50)
     stamp = "2025-03-10T02:50:00+00:00"
     four = {"hours": 4, "hours_flagged": 1, "flagged_hours": ["2025-03-10T03:00Z"]}
-    assert checks == {
+    assert checks == _with_channels({
         # 18 valid readings each, plus readings with a channel missing (kept): COMP-0001 two
         # in hour 3 (null oil temperature, speed out of range), COMP-0003 one (a text flow).
         # COMP-0001 also sent 2 rows quarantined with its organization (a timestamp days
@@ -84,7 +98,13 @@ def test_each_check_measures_what_it_says(settings: Settings, db_url: str, fleet
         ("COMP-0004", "freshness"): _fresh(
             "bravo", T0 + timedelta(hours=3, minutes=50, milliseconds=250), as_of,
             "2025-03-10T03:50:00.250000+00:00"),
-    }
+    }, {
+        # the channels each unit left out of a kept reading; the reading without a speed
+        # counts as running by its flow
+        "COMP-0001": _channels("acme", 20, oil_temp_f=1, speed_rpm=1),
+        "COMP-0002": _channels("acme", 18),
+        "COMP-0003": _channels("bravo", 19, flow_mmscfd=1),
+        "COMP-0004": _channels("bravo", 15)})
 
     # the next run: only COMP-0004 reports; the others' freshness comes from the watermarks
     write_landing(settings.landing_path, series("COMP-0004", T0 + timedelta(hours=4), 1),
@@ -104,4 +124,5 @@ def test_each_check_measures_what_it_says(settings: Settings, db_url: str, fleet
             "hours": 1, "hours_flagged": 0, "flagged_hours": []}),
         ("COMP-0004", "consistency"): ("bravo", 0.0, 0.01, True, {"rows": 6, "quarantined": 0}),
         ("COMP-0004", "accuracy"): ("bravo", 0.0, 0.01, True, {"readings": 6, "outliers": 0}),
+        **{("COMP-0004", kind): v for kind, v in _channels("bravo", 6).items()},
     }
