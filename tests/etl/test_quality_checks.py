@@ -43,7 +43,7 @@ def _fresh(org: str, last: datetime, as_of: datetime, stamp: str) -> tuple[Any, 
             {"last_reading_at": stamp, "as_of": as_of.isoformat()})
 
 
-def _channels(org: str, readings: int, **missing: int) -> dict[tuple[str, Any], Any]:
+def _channels(org: str, readings: int, **missing: int) -> dict[str, Any]:
     """The channels and sensor-offline checks of a unit that ran for all its readings."""
     worst = max(missing.values(), default=0) / readings
     return {"channels": (org, worst, 0.05, worst <= 0.05,
@@ -53,7 +53,7 @@ def _channels(org: str, readings: int, **missing: int) -> dict[tuple[str, Any], 
 
 
 def _with_channels(checks: dict[tuple[str, str], Any],
-                   units: dict[str, dict[tuple[str, Any], Any]]) -> dict[tuple[str, str], Any]:
+                   units: dict[str, dict[str, Any]]) -> dict[tuple[str, str], Any]:
     return {**checks, **{(comp, kind): v for comp, c in units.items() for kind, v in c.items()}}
 
 
