@@ -4,6 +4,7 @@ located (file, line, key path), and each unit's channels follow its model, stage
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import psycopg
 import pytest
 
 from altaviz.app.cli import main
+from altaviz.core import db
 from altaviz.core.catalog import builtin_catalog, default_channels, load_catalog
 from altaviz.core.errors import ConfigError, InputError
 from altaviz.core.fleet_store import read_fleet
@@ -159,3 +161,29 @@ def test_rules_match_operator_models_and_take_their_limits(tmp_path: Path) -> No
     path.write_text(OPERATOR_CATALOG.replace("oil_temp_high:", "oil_temp_hi:"))
     with pytest.raises(RuleFileError, match=r"models.yaml:15: rule oil_temp_hi: .*no such rule"):
         load_rule_set(DEFAULT_RULES, catalog=load_catalog(path))
+
+
+def test_units_registered_before_the_catalog_get_its_channels(empty_db_url: str,
+                                                               tmp_path: Path) -> None:
+    """Migration 095 gives existing units the channels the built-in catalog gives their
+    package: the frame's, their stages' and, with a driver, the driver's."""
+    older = tmp_path / "migrations"
+    older.mkdir()
+    for path in db.migration_files():
+        if path.version < 95:
+            shutil.copy(path.path, older / path.path.name)
+    db.migrate(empty_db_url, older)
+    with psycopg.connect(empty_db_url) as c:
+        c.execute("INSERT INTO organizations (org_id, name) VALUES ('acme', 'Acme')")
+        c.execute("INSERT INTO sites (org_id, site_id, name, basin) "
+                  "VALUES ('acme', 'S', 'S', 'Permian')")
+        c.execute("INSERT INTO compressors (org_id, compressor_id, site_id, model, driver, "
+                  "rated_hp, rated_rpm, stages) VALUES "
+                  "('acme', 'A', 'S', 'Ajax DPC-360', NULL, 360, 420, 2), "
+                  "('acme', 'J', 'S', 'Ariel JGK/4', 'Caterpillar G3516B', 1380, 1400, 3)")
+    db.migrate(empty_db_url)
+    with psycopg.connect(empty_db_url) as c:
+        got = dict(c.execute("SELECT compressor_id, channels FROM compressors").fetchall())
+    catalog = builtin_catalog()
+    assert got == {"A": list(catalog.unit_channels("Ajax DPC-360", None, 2)),
+                   "J": list(catalog.unit_channels("Ariel JGK/4", "Caterpillar G3516B", 3))}
