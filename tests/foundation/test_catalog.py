@@ -183,7 +183,8 @@ def test_units_registered_before_the_catalog_get_its_channels(empty_db_url: str,
                   "('acme', 'J', 'S', 'Ariel JGK/4', 'Caterpillar G3516B', 1380, 1400, 3)")
     db.migrate(empty_db_url)
     with psycopg.connect(empty_db_url) as c:
-        got = dict(c.execute("SELECT compressor_id, channels FROM compressors").fetchall())
+        got: dict[str, list[str]] = dict(
+            c.execute("SELECT compressor_id, channels FROM compressors").fetchall())
     catalog = builtin_catalog()
     assert got == {"A": list(catalog.unit_channels("Ajax DPC-360", None, 2)),
                    "J": list(catalog.unit_channels("Ariel JGK/4", "Caterpillar G3516B", 3))}
