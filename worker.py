@@ -96,7 +96,8 @@ def rules_evaluator(settings: Settings, pool: ConnectionPool[Any] | None = None,
                      hours: list[datetime]) -> Evaluation:
         rule_set = latest_rule_set(conn, org_id) or latest_rule_set(conn, None, reader=org_id)
         if rule_set is None:
-            rule_set = save_rule_set(conn, load_rule_set(settings.rules_file))
+            rule_set = save_rule_set(conn, load_rule_set(settings.rules_file,
+                                                         catalog=settings.catalog))
         result = evaluate(conn, rule_set, org_id, (min(hours), max(hours)),
                           workers=settings.rules_connections, pool=pool)
         breaches = result.breaches

@@ -8,7 +8,7 @@ nothing and the retry picks up the same files; a crash after it finds them loade
 Gateways send typed files (``LANDING_SCHEMA``, channels float64) or text files
 (``TEXT_LANDING_SCHEMA``, channels as strings). Bronze keeps channels typed; a text value that
 does not parse as a number is kept verbatim in ``invalid_values`` (a JSON object) so nothing
-the gateway sent is lost, and silver quarantines the row as ``wrong_type``.
+the gateway sent is lost; silver then treats that channel as missing for the reading.
 """
 
 from __future__ import annotations

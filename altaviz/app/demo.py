@@ -126,7 +126,7 @@ async def run_demo(app: App, options: DemoOptions, say: Say = print) -> tuple[Ru
     say("[3/7] loading the fleet, contacts and rules")
     contacts = demo_contacts(sim.fleet, settings.base_url)
     rule_set = await asyncio.to_thread(load_reference_data, db_url, sim.fleet, contacts,
-                                       settings.rules_file)
+                                       settings.rules_file, settings.catalog)
     say(f"      {len(sim.fleet.organizations)} organizations, {len(sim.fleet.sites)} sites, "
         f"{len(contacts.contacts)} contacts, rule set v{rule_set.version} "
         f"({len(rule_set.rules)} rules)")

@@ -23,6 +23,7 @@ from altaviz.app.services import port_open
 from altaviz.app.temporal_setup import ensure_schedule, ensure_search_attributes
 from altaviz.app.web import app_for
 from altaviz.core import db
+from altaviz.core.catalog import Catalog
 from altaviz.core.contacts import ContactsFile, load_contacts
 from altaviz.core.errors import ServiceError
 from altaviz.core.fleet import Fleet
@@ -155,12 +156,13 @@ class Runtime:
 
 
 def load_reference_data(db_url: str, fleet: Fleet | None, contacts: ContactsFile | None,
-                        rules_file: Path) -> RuleSet:
+                        rules_file: Path, catalog: Catalog | None = None) -> RuleSet:
     """Load what a running Altaviz needs before its first pipeline run: the fleet and contacts
-    (upserts, when given) and the default rule set (stored once per content hash)."""
+    (upserts, when given) and the default rule set (stored once per content hash), its
+    models checked against ``catalog`` (default: the built-in one)."""
     with db.connect(db_url) as conn:
         if fleet is not None:
             load_fleet(conn, fleet)
         if contacts is not None:
             load_contacts(conn, contacts)
-        return save_rule_set(conn, load_rule_set(rules_file))
+        return save_rule_set(conn, load_rule_set(rules_file, catalog=catalog))

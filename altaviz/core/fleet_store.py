@@ -12,28 +12,35 @@ from typing import Any
 import psycopg
 from pydantic import ValidationError
 
+from altaviz.core.catalog import Catalog, builtin_catalog
 from altaviz.core.db import admin, queries
 from altaviz.core.errors import InputError
 from altaviz.core.fleet import Fleet
+from altaviz.core.located import key_lines, located
 
 
-def read_fleet(path: Path) -> Fleet:
-    """Read and validate a ``fleet.json`` file.
+def read_fleet(path: Path, catalog: Catalog | None = None) -> Fleet:
+    """Read and validate a ``fleet.json`` file against the model catalog.
+
+    Args:
+        path: the fleet file.
+        catalog: the models a compressor may name (default: the built-in catalog; pass
+            ``settings.catalog`` to accept an operator's models).
 
     Raises:
-        InputError: the file is missing, not JSON, or has an invalid record (named).
+        InputError: the file is missing, not JSON, or has an invalid record; the message
+            names the file, the line and the key path.
     """
     try:
         text = path.read_text()
     except OSError as exc:
         raise InputError(f"cannot read fleet file {path}: {exc.strerror}") from None
     try:
-        return Fleet.model_validate_json(text)
+        return Fleet.model_validate_json(text, context={"catalog": catalog or builtin_catalog()})
     except ValidationError as exc:
         first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        raise InputError(f"{path}: {loc}: {first['msg']} "
-                         f"({exc.error_count()} problem(s) in all)") from None
+        where = located(str(path), key_lines(text), tuple(first["loc"]), first["msg"])
+        raise InputError(f"{where} ({exc.error_count()} problem(s) in all)") from None
 
 
 def load_fleet(conn: psycopg.Connection[Any], fleet: Fleet) -> dict[str, int]:
@@ -43,6 +50,8 @@ def load_fleet(conn: psycopg.Connection[Any], fleet: Fleet) -> dict[str, int]:
         cur.executemany(q["upsert_organization"],
                         [o.model_dump() for o in fleet.organizations])
         cur.executemany(q["upsert_site"], [s.model_dump() for s in fleet.sites])
-        cur.executemany(q["upsert_compressor"], [c.model_dump() for c in fleet.compressors])
+        cur.executemany(q["upsert_compressor"],
+                        [{**c.model_dump(), "channels": list(c.channels)}
+                         for c in fleet.compressors])
     return {"organizations": len(fleet.organizations), "sites": len(fleet.sites),
             "compressors": len(fleet.compressors)}

@@ -25,7 +25,8 @@ from pydantic import (
     model_validator,
 )
 
-from altaviz.core.errors import ConfigError
+from altaviz.core.catalog import Catalog, load_catalog
+from altaviz.core.errors import ConfigError, InputError
 
 ENV_PREFIX = "ALTAVIZ_"
 
@@ -153,6 +154,11 @@ class Settings(BaseModel):
         description="which workers `altaviz up` and `altaviz worker` run: all, alerts (alert "
                     "and pipeline workflows, rules, notifications) or etl (the ETL stages); "
                     "scale each on its own")
+    # Field telemetry: which models exist and what they carry.
+    model_catalog_file: Path | None = Field(
+        default=None,
+        description="an operator's model catalog (YAML): compressor and driver models added "
+                    "to, or replacing, the built-in ones (see docs/OPERATIONS.md)")
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -183,6 +189,18 @@ class Settings(BaseModel):
                 raise ValueError(f"{value} holds no PEM private key")
         elif b"-----BEGIN CERTIFICATE-----" not in content:
             raise ValueError(f"{value} holds no PEM certificate")
+        return value
+
+    @field_validator("model_catalog_file")
+    @classmethod
+    def _catalog_file(cls, value: Path | None) -> Path | None:
+        # Checked here, so a bad catalog fails at start-up rather than at the first fleet
+        # load or rule check; the message names its file, line and key path.
+        if value is not None:
+            try:
+                load_catalog(value)
+            except InputError as exc:
+                raise ValueError(str(exc)) from None
         return value
 
     @model_validator(mode="after")
@@ -226,6 +244,12 @@ class Settings(BaseModel):
     def etl_queue(self) -> str:
         """The ETL worker's task queue."""
         return self.etl_task_queue or etl_queue_of(self.task_queue)
+
+    @property
+    def catalog(self) -> Catalog:
+        """The model catalog in force: the built-in models with ``model_catalog_file`` over
+        them."""
+        return load_catalog(self.model_catalog_file)
 
     @property
     def base_url(self) -> str:

@@ -8,20 +8,25 @@ the ETL's explicit bronze schema and the rules' metric names cannot drift apart.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import pyarrow as pa
 
 CADENCE_MINUTES = 10
 READINGS_PER_HOUR = 60 // CADENCE_MINUTES
 MAX_STAGES = 4
+ChannelGroup = Literal["frame", "stage", "driver"]
 
 
 @dataclass(frozen=True)
 class Channel:
     """One measured channel: its landing column, unit and physically possible range.
 
-    Values outside ``[low, high]`` cannot come from a working sensor and are quarantined by the
-    ETL as ``out_of_range``; this is a plausibility range, not an alarm threshold.
+    Values outside ``[low, high]`` cannot come from a working sensor: the ETL treats such a
+    value as the channel missing for that reading (the rest of the reading is kept); this is
+    a plausibility range, not an alarm threshold. ``group`` says what carries the channel: the
+    compressor frame, one of its stages, or the driver (see :mod:`altaviz.core.catalog` for
+    which models carry which).
     """
 
     name: str
@@ -29,7 +34,7 @@ class Channel:
     low: float
     high: float
     description: str
-    required: bool = True
+    group: ChannelGroup = "frame"
 
 
 def _stage_channels() -> list[Channel]:
@@ -37,17 +42,18 @@ def _stage_channels() -> list[Channel]:
     for s in range(1, MAX_STAGES + 1):
         channels += [
             Channel(f"stage{s}_suction_psig", "psig", -15.0, 3000.0,
-                    f"stage {s} suction pressure", required=False),
+                    f"stage {s} suction pressure", group="stage"),
             Channel(f"stage{s}_discharge_psig", "psig", -15.0, 3000.0,
-                    f"stage {s} discharge pressure", required=False),
+                    f"stage {s} discharge pressure", group="stage"),
             Channel(f"stage{s}_discharge_temp_f", "F", -40.0, 600.0,
-                    f"stage {s} discharge gas temperature", required=False),
+                    f"stage {s} discharge gas temperature", group="stage"),
         ]
     return channels
 
 
-#: Every channel a landing file may carry. Stage channels beyond a unit's stage count and the
-#: jacket-water channel of a driver without one are null; the others are required.
+#: Every channel a landing file may carry. A unit sends null for a channel it does not have
+#: (stages beyond its stage count, the jacket water of a driver without one); which channels
+#: a unit has comes from the model catalog (:mod:`altaviz.core.catalog`).
 CHANNELS: tuple[Channel, ...] = (
     Channel("vibration_frame_mm_s", "mm/s RMS", 0.0, 200.0, "frame vibration, top, rod direction"),
     Channel("vibration_cylinder_mm_s", "mm/s RMS", 0.0, 200.0, "cylinder vibration, lateral"),
@@ -62,7 +68,7 @@ CHANNELS: tuple[Channel, ...] = (
     Channel("bearing_temp_max_f", "F", -40.0, 400.0, "hottest main-bearing temperature"),
     Channel("bearing_temp_min_f", "F", -40.0, 400.0, "coolest main-bearing temperature"),
     Channel("jacket_water_temp_f", "F", -40.0, 350.0, "engine jacket-water outlet temperature",
-            required=False),
+            group="driver"),
     Channel("ambient_temp_f", "F", -60.0, 150.0, "ambient air temperature"),
 )
 
@@ -77,7 +83,7 @@ KEY_FIELDS: tuple[pa.Field, ...] = (
 )
 
 #: The typed landing schema. Some gateways send text instead (every channel as a string);
-#: the ETL accepts both and quarantines values that do not parse as ``wrong_type``.
+#: the ETL accepts both, and a value that does not parse is that channel missing.
 LANDING_SCHEMA = pa.schema([*KEY_FIELDS, *(pa.field(c.name, pa.float64()) for c in CHANNELS)])
 TEXT_LANDING_SCHEMA = pa.schema([*KEY_FIELDS, *(pa.field(c.name, pa.string()) for c in CHANNELS)])
 

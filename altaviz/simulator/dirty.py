@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 from altaviz.core.telemetry import CHANNELS, LANDING_SCHEMA, TEXT_LANDING_SCHEMA
 from altaviz.simulator.config import DirtyConfig
 
-REQUIRED_CHANNELS = tuple(c.name for c in CHANNELS if c.required)
+REQUIRED_CHANNELS = tuple(c.name for c in CHANNELS if c.group == "frame")
 #: Values a broken sensor or gateway sends: outside every channel's plausibility range.
 BAD_VALUES = np.array([-9999.0, -32768.0, 65535.0, 99999.0, 1.0e9])
 UNPARSEABLE = ("#VALUE!", "n/a", "ERR", "--")
@@ -36,6 +36,7 @@ class DefectCounts:
     out_of_range_values: int = 0
     out_of_range_rows: int = 0
     null_rows: int = 0
+    null_key_rows: int = 0
     wrong_type_files: int = 0
     wrong_type_rows: int = 0
     unknown_compressor_rows: int = 0
@@ -98,8 +99,10 @@ def encode(rows: Rows, arrived_us: int, pool: IdPool, dirt: DirtyConfig, text: b
         x = rng.random()
         if x < 0.1:
             id_null[r] = True
+            counts.null_key_rows += 1
         elif x < 0.2:
             ts_null[r] = True
+            counts.null_key_rows += 1
         else:
             values[REQUIRED_CHANNELS[rng.integers(len(REQUIRED_CHANNELS))]][r] = np.nan
     counts.null_rows += nulls.size

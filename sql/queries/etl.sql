@@ -201,3 +201,9 @@ WITH doomed AS (
 DELETE FROM data_quality_checks q USING doomed x
 WHERE (q.run_id, q.org_id, q.compressor_id, q.check_type)
     = (x.run_id, x.org_id, x.compressor_id, x.check_type)
+
+-- name: unit_channels
+-- The channels each compressor carries (null: registered before the catalog, see 095).
+SELECT org_id, compressor_id, channels, stages, driver IS NOT NULL AS has_driver
+FROM compressors
+WHERE compressor_id = ANY(%(compressors)s::text[])

@@ -14,14 +14,15 @@ WHERE (sites.name, sites.basin, sites.latitude, sites.longitude)
 
 -- name: upsert_compressor
 INSERT INTO compressors (org_id, compressor_id, site_id, model, driver, rated_hp, rated_rpm,
-                         stages, installed_on)
+                         stages, installed_on, channels)
 VALUES (%(org_id)s, %(compressor_id)s, %(site_id)s, %(model)s, %(driver)s, %(rated_hp)s,
-        %(rated_rpm)s, %(stages)s, %(installed_on)s)
+        %(rated_rpm)s, %(stages)s, %(installed_on)s, %(channels)s)
 ON CONFLICT (org_id, compressor_id) DO UPDATE
 SET site_id = EXCLUDED.site_id, model = EXCLUDED.model, driver = EXCLUDED.driver,
     rated_hp = EXCLUDED.rated_hp, rated_rpm = EXCLUDED.rated_rpm, stages = EXCLUDED.stages,
-    installed_on = EXCLUDED.installed_on
+    installed_on = EXCLUDED.installed_on, channels = EXCLUDED.channels
 WHERE (compressors.site_id, compressors.model, compressors.driver, compressors.rated_hp,
-       compressors.rated_rpm, compressors.stages, compressors.installed_on)
+       compressors.rated_rpm, compressors.stages, compressors.installed_on, compressors.channels)
       IS DISTINCT FROM (EXCLUDED.site_id, EXCLUDED.model, EXCLUDED.driver, EXCLUDED.rated_hp,
-                        EXCLUDED.rated_rpm, EXCLUDED.stages, EXCLUDED.installed_on)
+                        EXCLUDED.rated_rpm, EXCLUDED.stages, EXCLUDED.installed_on,
+                        EXCLUDED.channels)

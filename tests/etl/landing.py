@@ -24,6 +24,11 @@ BASE = {
 }
 
 
+#: The channels of the hand-made readings, which the test fleet's units carry
+#: (tests/conftest.py): two stages, no jacket water.
+CARRIED = tuple(c.name for c in CHANNELS if c.name in BASE)
+
+
 def reading(compressor_id: str | None, ts: datetime, **values: Any) -> dict[str, Any]:
     """A valid reading (every required channel, two stages) with ``values`` overriding."""
     row: dict[str, Any] = {"compressor_id": compressor_id, "ts": ts}

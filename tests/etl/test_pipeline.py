@@ -27,7 +27,7 @@ def scenario(landing: Path) -> dict[str, int]:
     acme = series("COMP-0001", T0, 3)
     write_landing(landing, [
         *acme,
-        reading("COMP-0001", T0 + timedelta(hours=3), oil_temp_f=None),       # null_required
+        reading("COMP-0001", T0 + timedelta(hours=3), oil_temp_f=None),       # channel missing
         reading("COMP-0001", T0 + timedelta(hours=3, minutes=10), speed_rpm=9999.0),  # range
         reading("COMP-9999", T0),                                                # unknown
         reading("COMP-0001", T0 + timedelta(days=2)),                            # bad ts
@@ -35,7 +35,7 @@ def scenario(landing: Path) -> dict[str, int]:
     ], arrive, org="acme")
     bravo = series("COMP-0003", T0, 3)
     bravo_rows = [*bravo,
-                  reading("COMP-0003", T0 + timedelta(hours=3), flow_mmscfd="abc")]  # wrong_type
+                  reading("COMP-0003", T0 + timedelta(hours=3), flow_mmscfd="abc")]  # not a number
     write_landing(landing, bravo_rows, arrive, org="bravo", text=True)
     # a re-sent copy of two acme rows (exact duplicates) and one conflicting reading
     write_landing(landing, [acme[0], acme[1], reading("COMP-0001", acme[2]["ts"],
@@ -44,8 +44,10 @@ def scenario(landing: Path) -> dict[str, int]:
     # COMP-0002: its first hour arrives 5 hours late
     write_landing(landing, series("COMP-0002", T0 + timedelta(hours=1), 2), arrive, org="acme")
     write_landing(landing, series("COMP-0002", T0, 1), T0 + timedelta(hours=6), org="acme")
-    return {"valid": 18 * 3, "null_required": 2, "out_of_range": 1, "unknown_compressor": 1,
-            "bad_timestamp": 1, "wrong_type": 1, "conflicting_duplicate": 1, "duplicates": 2,
+    # the null, out-of-range and unparseable channels are those channels missing: their
+    # readings are kept
+    return {"valid": 18 * 3 + 3, "null_required": 1, "unknown_compressor": 1,
+            "bad_timestamp": 1, "conflicting_duplicate": 1, "duplicates": 2,
             "late": 6, "files": 5}
 
 
@@ -68,8 +70,7 @@ def test_defects_land_where_they_should(settings: Settings, db_url: str, fleet: 
     summary = run_pipeline(settings, db_url)
     assert summary.files == expected["files"]
     assert summary.quarantined == {k: expected[k] for k in (
-        "null_required", "out_of_range", "unknown_compressor", "bad_timestamp", "wrong_type",
-        "conflicting_duplicate")}
+        "null_required", "unknown_compressor", "bad_timestamp", "conflicting_duplicate")}
     assert summary.duplicates == expected["duplicates"]
     assert summary.rows_late == expected["late"]
     con, lake = lake_con(settings)
@@ -81,11 +82,18 @@ def test_defects_land_where_they_should(settings: Settings, db_url: str, fleet: 
     bronze = con.execute(f"SELECT count(*) FROM delta_scan('{lake.uri('bronze')}')").fetchone()
     quarantined = sum(summary.quarantined.values())
     assert bronze == (expected["valid"] + quarantined + expected["duplicates"],)
-    # the text file's unparseable value is kept verbatim
-    detail = con.execute(f"SELECT detail, invalid_values FROM "
-                         f"delta_scan('{lake.uri('quarantine')}') "
-                         "WHERE reason = 'wrong_type'").fetchone()
-    assert detail == ('{"flow_mmscfd":"abc"}', '{"flow_mmscfd":"abc"}')
+    # the text file's unparseable value is kept verbatim in bronze; in silver the channel is
+    # missing and the rest of the reading kept, as for a null or out-of-range value
+    raw = con.execute(f"SELECT invalid_values FROM delta_scan('{lake.uri('bronze')}') "
+                      "WHERE invalid_values IS NOT NULL").fetchall()
+    assert raw == [('{"flow_mmscfd":"abc"}',)]
+    kept = con.execute(
+        f"SELECT compressor_id, ts, flow_mmscfd, oil_temp_f, speed_rpm "
+        f"FROM delta_scan('{lake.uri('silver')}') WHERE ts >= ? ORDER BY 1, 2",
+        [T0 + timedelta(hours=3)]).fetchall()
+    assert kept == [("COMP-0001", T0 + timedelta(hours=3), 6.0, None, 1200.0),
+                    ("COMP-0001", T0 + timedelta(hours=3, minutes=10), 6.0, 170.0, None),
+                    ("COMP-0003", T0 + timedelta(hours=3), None, 170.0, 1200.0)]
     rows = agg_rows(conn)
     by_comp = {(r[1], r[2], r[3]): r for r in rows}
     key = ("COMP-0001", "oil_temp_f", T0)
@@ -101,9 +109,12 @@ def test_defects_land_where_they_should(settings: Settings, db_url: str, fleet: 
         dq = conn.execute("SELECT org_id, compressor_id, check_type, passed FROM "
                           "data_quality_checks ORDER BY 1, 2, 3").fetchall()
     assert run == ("succeeded", 5, summary.rows_in, quarantined, 6, summary.hours_upserted)
-    assert marks[0] == ("COMP-0001", T0 + timedelta(hours=2, minutes=50))
+    assert marks[0] == ("COMP-0001", T0 + timedelta(hours=3, minutes=10))
     assert ("acme", "COMP-0001", "consistency", False) in dq
-    assert ("bravo", "COMP-0003", "completeness", True) in dq
+    # the unparseable flow value is not a schema violation of the reading; its hour 3 holds
+    # one reading of six
+    assert ("bravo", "COMP-0003", "consistency", True) in dq
+    assert ("bravo", "COMP-0003", "completeness", False) in dq
 
 
 def test_rerun_changes_nothing(settings: Settings, db_url: str, fleet: Fleet,
@@ -149,7 +160,7 @@ def test_crash_between_stages_then_rerun(settings: Settings, db_url: str, fleet:
     assert statuses == ["failed", "succeeded"]
     con, lake = lake_con(settings)
     assert con.execute(f"SELECT count(*) FROM delta_scan('{lake.uri('quarantine')}')"
-                       ).fetchone() == (7,)
+                       ).fetchone() == (4,)
 
 
 def test_cli_run_maintain_and_dq_report(settings: Settings, db_url: str, fleet: Fleet,
@@ -163,7 +174,7 @@ def test_cli_run_maintain_and_dq_report(settings: Settings, db_url: str, fleet: 
 
     assert run(["etl", "run", "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "5 files, 63 rows in, 7 quarantined, 2 duplicates, 6 late" in out
+    assert "5 files, 63 rows in, 4 quarantined, 2 duplicates, 6 late" in out
     assert run(["etl", "maintain", "--retention-hours", "0"]) == 1  # below table retention
     assert "vacuum of bronze refused" in capsys.readouterr().err
     assert run(["etl", "maintain"]) == 0
@@ -200,9 +211,9 @@ def test_crash_between_quarantine_and_silver_commits_then_new_files(
                       if k not in ("valid", "duplicates", "late", "files"))
     assert con.execute(f"SELECT count(*) FROM delta_scan('{lake.uri('quarantine')}')"
                        ).fetchone() == (quarantined,)
-    # a new file with one out-of-range reading arrives before the re-run
+    # a new file with one reading of an unknown compressor arrives before the re-run
     write_landing(settings.landing_path,
-                  [reading("COMP-0001", T0 + timedelta(hours=4), speed_rpm=9999.0)],
+                  [reading("COMP-9998", T0 + timedelta(hours=4))],
                   T0 + timedelta(hours=4, minutes=5), org="acme")
     summary = run_pipeline(settings, db_url)
     assert summary.files == 1
@@ -308,7 +319,7 @@ def test_silver_and_quarantine_files_carry_batch_statistics(
     run_pipeline(settings, db_url)
     write_landing(settings.landing_path, [
         *series("COMP-0001", T0 + timedelta(days=3), 1),
-        reading("COMP-0001", T0 + timedelta(days=3, minutes=5), speed_rpm=9999.0)],
+        reading("COMP-9999", T0 + timedelta(days=3, minutes=5))],
         T0 + timedelta(days=3, hours=1), org="acme")
     run_pipeline(settings, db_url)
     mark = lake.batch_mark("silver")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from altaviz.core.fleet import Fleet
 from altaviz.core.settings import Settings
@@ -42,6 +43,20 @@ def _fresh(org: str, last: datetime, as_of: datetime, stamp: str) -> tuple[Any, 
             {"last_reading_at": stamp, "as_of": as_of.isoformat()})
 
 
+def _channels(org: str, readings: int, **missing: int) -> dict[str, Any]:
+    """The channels and sensor-offline checks of a unit that ran for all its readings."""
+    worst = max(missing.values(), default=0) / readings
+    return {"channels": (org, worst, 0.05, worst <= 0.05,
+                         {"readings": readings, "missing": missing}),
+            "sensor_offline": (org, 0.0, 0.0, True,
+                               {"running_readings": readings, "offline": []})}
+
+
+def _with_channels(checks: dict[tuple[str, str], Any],
+                   units: dict[str, dict[str, Any]]) -> dict[tuple[str, str], Any]:
+    return {**checks, **{(comp, kind): v for comp, c in units.items() for kind, v in c.items()}}
+
+
 def test_each_check_measures_what_it_says(settings: Settings, db_url: str, fleet: Fleet,
                                           conn: psycopg.Connection[Any]) -> None:
     scenario(settings.landing_path)
@@ -52,25 +67,28 @@ def test_each_check_measures_what_it_says(settings: Settings, db_url: str, fleet
     three = {"hours": 3, "hours_flagged": 0, "flagged_hours": []}
     last = T0 + timedelta(hours=2, minutes=50)
     stamp = "2025-03-10T02:50:00+00:00"
-    assert checks == {
-        # 18 valid readings each; COMP-0001 also sent 4 rows quarantined with its organization
-        # (null oil temperature, speed out of range, a timestamp days ahead, a conflicting
-        # duplicate), COMP-0003 one (a text flow); the unknown and the null compressor have
-        # no organization to count against
-        ("COMP-0001", "completeness"): ("acme", 0.0, 0.05, True, three),
-        ("COMP-0001", "consistency"): ("acme", 4 / 22, 0.01, False,
-                                       {"rows": 22, "quarantined": 4}),
-        ("COMP-0001", "accuracy"): ("acme", 0.0, 0.01, True, {"readings": 18, "outliers": 0}),
-        ("COMP-0001", "freshness"): _fresh("acme", last, as_of, stamp),
+    four = {"hours": 4, "hours_flagged": 1, "flagged_hours": ["2025-03-10T03:00Z"]}
+    assert checks == _with_channels({
+        # 18 valid readings each, plus readings with a channel missing (kept): COMP-0001 two
+        # in hour 3 (null oil temperature, speed out of range), COMP-0003 one (a text flow).
+        # COMP-0001 also sent 2 rows quarantined with its organization (a timestamp days
+        # ahead, a conflicting duplicate); the unknown and the null compressor have no
+        # organization to count against
+        ("COMP-0001", "completeness"): ("acme", pytest.approx(1 / 6), 0.05, False, four),
+        ("COMP-0001", "consistency"): ("acme", 2 / 22, 0.01, False,
+                                       {"rows": 22, "quarantined": 2}),
+        ("COMP-0001", "accuracy"): ("acme", 0.0, 0.01, True, {"readings": 20, "outliers": 0}),
+        ("COMP-0001", "freshness"): _fresh("acme", T0 + timedelta(hours=3, minutes=10), as_of,
+                                           "2025-03-10T03:10:00+00:00"),
         ("COMP-0002", "completeness"): ("acme", 0.0, 0.05, True, three),
         ("COMP-0002", "consistency"): ("acme", 0.0, 0.01, True, {"rows": 18, "quarantined": 0}),
         ("COMP-0002", "accuracy"): ("acme", 0.0, 0.01, True, {"readings": 18, "outliers": 0}),
         ("COMP-0002", "freshness"): _fresh("acme", last, as_of, stamp),
-        ("COMP-0003", "completeness"): ("bravo", 0.0, 0.05, True, three),
-        ("COMP-0003", "consistency"): ("bravo", 1 / 19, 0.01, False,
-                                       {"rows": 19, "quarantined": 1}),
-        ("COMP-0003", "accuracy"): ("bravo", 0.0, 0.01, True, {"readings": 18, "outliers": 0}),
-        ("COMP-0003", "freshness"): _fresh("bravo", last, as_of, stamp),
+        ("COMP-0003", "completeness"): ("bravo", pytest.approx(5 / 24), 0.05, False, four),
+        ("COMP-0003", "consistency"): ("bravo", 0.0, 0.01, True, {"rows": 19, "quarantined": 0}),
+        ("COMP-0003", "accuracy"): ("bravo", 0.0, 0.01, True, {"readings": 19, "outliers": 0}),
+        ("COMP-0003", "freshness"): _fresh("bravo", T0 + timedelta(hours=3), as_of,
+                                           "2025-03-10T03:00:00+00:00"),
         # hours 0-3: missing 0, 1/2, 1 and 0
         ("COMP-0004", "completeness"): ("bravo", 1.5 / 4, 0.05, False, {
             "hours": 4, "hours_flagged": 2,
@@ -80,7 +98,13 @@ def test_each_check_measures_what_it_says(settings: Settings, db_url: str, fleet
         ("COMP-0004", "freshness"): _fresh(
             "bravo", T0 + timedelta(hours=3, minutes=50, milliseconds=250), as_of,
             "2025-03-10T03:50:00.250000+00:00"),
-    }
+    }, {
+        # the channels each unit left out of a kept reading; the reading without a speed
+        # counts as running by its flow
+        "COMP-0001": _channels("acme", 20, oil_temp_f=1, speed_rpm=1),
+        "COMP-0002": _channels("acme", 18),
+        "COMP-0003": _channels("bravo", 19, flow_mmscfd=1),
+        "COMP-0004": _channels("bravo", 15)})
 
     # the next run: only COMP-0004 reports; the others' freshness comes from the watermarks
     write_landing(settings.landing_path, series("COMP-0004", T0 + timedelta(hours=4), 1),
@@ -89,12 +113,16 @@ def test_each_check_measures_what_it_says(settings: Settings, db_url: str, fleet
     run_pipeline(settings, db_url, run_id="r2", as_of=later)
     checks = _checks(conn, "r2")
     assert checks == {
-        **{(c, "freshness"): _fresh(org, last, later, stamp)
-           for c, org in (("COMP-0001", "acme"), ("COMP-0002", "acme"), ("COMP-0003", "bravo"))},
+        ("COMP-0001", "freshness"): _fresh("acme", T0 + timedelta(hours=3, minutes=10), later,
+                                           "2025-03-10T03:10:00+00:00"),
+        ("COMP-0002", "freshness"): _fresh("acme", last, later, stamp),
+        ("COMP-0003", "freshness"): _fresh("bravo", T0 + timedelta(hours=3), later,
+                                           "2025-03-10T03:00:00+00:00"),
         ("COMP-0004", "freshness"): _fresh("bravo", T0 + timedelta(hours=4, minutes=50), later,
                                            "2025-03-10T04:50:00+00:00"),
         ("COMP-0004", "completeness"): ("bravo", 0.0, 0.05, True, {
             "hours": 1, "hours_flagged": 0, "flagged_hours": []}),
         ("COMP-0004", "consistency"): ("bravo", 0.0, 0.01, True, {"rows": 6, "quarantined": 0}),
         ("COMP-0004", "accuracy"): ("bravo", 0.0, 0.01, True, {"readings": 6, "outliers": 0}),
+        **{("COMP-0004", kind): v for kind, v in _channels("bravo", 6).items()},
     }

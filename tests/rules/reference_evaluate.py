@@ -50,7 +50,6 @@ from altaviz.core.errors import InputError
 from altaviz.core.payloads import Breach, Clear
 from altaviz.core.telemetry import METRIC_BY_NAME
 from rules.schema import (
-    KNOWN_MODELS,
     RUNNING_SHARE,
     Level,
     LevelRule,
@@ -513,5 +512,5 @@ def evaluate(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str,
     return result
 
 
-__all__ = ["KNOWN_MODELS", "EvaluationResult", "LevelRule", "RateOfChangeRule", "Row",
+__all__ = ["EvaluationResult", "LevelRule", "RateOfChangeRule", "Row",
            "evaluate", "evaluate_rows", "fill_baselines"]

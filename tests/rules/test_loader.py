@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from altaviz.core.catalog import builtin_catalog
 from altaviz.core.telemetry import METRIC_BY_NAME
 from rules.loader import DEFAULT_RULES, RuleFileError, load_org_rule_set, load_rule_set
-from rules.schema import KNOWN_MODELS, NoDataRule, ThresholdRule
+from rules.schema import NoDataRule, ThresholdRule
 
 BROKEN = sorted((Path(__file__).parent / "broken").glob("*.yaml"))
 
@@ -48,7 +49,7 @@ def test_default_rule_set_loads_and_covers_the_setpoint_table() -> None:
             assert "ISO 20816-8" in r.basis
     jw = rs.rule("jacket_water_temp_high")
     assert jw.applies_to.models == ("Ariel JGK/4",)
-    assert set(KNOWN_MODELS) == {"Ariel JGK/4", "Ajax DPC-360", "Ariel JGE/4"}
+    assert set(builtin_catalog().model_names) == {"Ariel JGK/4", "Ajax DPC-360", "Ariel JGE/4"}
     bearing = rs.rule("main_bearing_temp_high")
     assert isinstance(bearing, ThresholdRule) and bearing.warning is not None
     assert (bearing.warning.delta, bearing.warning.absolute) == (20, 220)

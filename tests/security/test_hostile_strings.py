@@ -84,7 +84,7 @@ def test_fleet_file_errors_name_the_record(tmp_path: Path) -> None:
     path = tmp_path / "fleet.json"
     path.write_text(json.dumps({"organizations": [{"org_id": "../etc", "name": "x"}],
                                 "sites": [], "compressors": []}))
-    with pytest.raises(InputError, match=r"fleet.json: organizations\.0\.org_id"):
+    with pytest.raises(InputError, match=r"fleet.json:1: organizations\[0\]\.org_id"):
         read_fleet(path)
 
 

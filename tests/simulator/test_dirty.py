@@ -12,7 +12,7 @@ import pytest
 from altaviz.core.telemetry import CHANNELS, LANDING_SCHEMA, TEXT_LANDING_SCHEMA
 from altaviz.simulator import DirtyConfig
 
-REQUIRED = [c.name for c in CHANNELS if c.required]
+REQUIRED = [c.name for c in CHANNELS if c.group == "frame"]
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +35,7 @@ def found(dirty_run):
         for r in rows:
             if r["compressor_id"] is None or r["ts"] is None or any(r[c] is None for c in REQUIRED):
                 counts["null_rows"] += 1
+                counts["null_key_rows"] += r["compressor_id"] is None or r["ts"] is None
             elif r["compressor_id"] not in known:
                 counts["unknown_compressor_rows"] += 1
             bad_values = wrong = 0
@@ -56,7 +57,7 @@ def found(dirty_run):
 
 
 @pytest.mark.parametrize("key", ["late_batches", "late_rows", "duplicate_rows", "null_rows",
-                                 "unknown_compressor_rows", "out_of_range_values",
+                                 "null_key_rows", "unknown_compressor_rows", "out_of_range_values",
                                  "out_of_range_rows", "wrong_type_rows", "wrong_type_files"])
 def test_ground_truth_counts_match_files(dirty_run, found, key):
     assert dirty_run.truth.defects[key] == found[key] > 0

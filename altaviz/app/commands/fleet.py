@@ -21,7 +21,7 @@ def register(sub: Any) -> None:
 
 
 def _load(args: argparse.Namespace, app: App) -> int:
-    fleet = read_fleet(args.file)
+    fleet = read_fleet(args.file, app.settings.catalog)
     with app.connect_owner() as conn:
         counts = load_fleet(conn, fleet)
     print(f"loaded {counts['organizations']} organizations, {counts['sites']} sites, "

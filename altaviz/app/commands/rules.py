@@ -91,7 +91,7 @@ def _check(args: argparse.Namespace, app: App) -> int:
     failed = 0
     for path in files:
         try:
-            rs = check_file(path)
+            rs = check_file(path, catalog=app.settings.catalog)
         except RuleFileError as exc:
             failed += 1
             for problem in exc.problems:
@@ -106,7 +106,7 @@ def _orgs(args: argparse.Namespace, conn: Any) -> list[str]:
 
 
 def _backtest(args: argparse.Namespace, app: App) -> int:
-    rule_set = check_file(args.file)
+    rule_set = check_file(args.file, catalog=app.settings.catalog)
     truth = read_ground_truth(args.ground_truth) if args.ground_truth else None
     if args.end < args.start:
         raise InputError("--to is before --from")
@@ -145,7 +145,8 @@ def _backtest(args: argparse.Namespace, app: App) -> int:
 
 
 def _diff(args: argparse.Namespace, app: App) -> int:
-    old, new = check_file(args.old), check_file(args.new)
+    catalog = app.settings.catalog
+    old, new = check_file(args.old, catalog=catalog), check_file(args.new, catalog=catalog)
     gold = _gold_uri(args, app)
     with app.connect() as conn:
         d = diff(conn, old, new, _orgs(args, conn), args.start, args.end, gold_uri=gold,

@@ -16,6 +16,7 @@ from typing import Any
 
 from altaviz.app.context import App
 from altaviz.app.runtime import Runtime, RuntimeOptions, load_reference_data
+from altaviz.core.catalog import Catalog
 from altaviz.core.contacts import read_contacts
 from altaviz.core.fleet_store import read_fleet
 from altaviz.core.links import signer_from_settings
@@ -44,7 +45,7 @@ def _up(args: argparse.Namespace, app: App) -> int:
     if not args.no_web:
         signer_from_settings(settings, demo=False)  # refuse to start without a link secret
     loaded = _load(app.owner_database_url(), args.fleet, args.contacts or settings.contacts_file,
-                   settings.rules_file)
+                   settings.rules_file, settings.catalog)
     print("altaviz up: " + "; ".join(loaded), flush=True)
     app.temporal_address()
     return asyncio.run(_serve(app, runtime_options(args)))
@@ -55,10 +56,11 @@ def runtime_options(args: argparse.Namespace) -> RuntimeOptions:
     return RuntimeOptions(schedule=True, web=not args.no_web)
 
 
-def _load(db_url: str, fleet: Path | None, contacts: Path | None, rules_file: Path) -> list[str]:
-    fleet_data = read_fleet(fleet) if fleet is not None else None
+def _load(db_url: str, fleet: Path | None, contacts: Path | None, rules_file: Path,
+          catalog: Catalog) -> list[str]:
+    fleet_data = read_fleet(fleet, catalog) if fleet is not None else None
     contacts_data = read_contacts(contacts) if contacts is not None else None
-    rule_set = load_reference_data(db_url, fleet_data, contacts_data, rules_file)
+    rule_set = load_reference_data(db_url, fleet_data, contacts_data, rules_file, catalog)
     done = []
     if fleet_data is not None:
         done.append(f"fleet: {len(fleet_data.compressors)} compressors")
