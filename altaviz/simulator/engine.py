@@ -241,13 +241,17 @@ def _nuisance(schedule: Schedule, field: FieldPlan | None, fleet: Fleet, units: 
     window = config.days * STEPS_PER_DAY
     startup = STARTUP_MINUTES // CADENCE_MINUTES
     rows: list[tuple[int, int, int, str, str | None, float | None]] = []
-    for s in schedule.stops:
+    stops = schedule.stops      # per unit, in time order
+    for i, s in enumerate(stops):
         if s.kind == "failure" or s.start >= window:
             continue
         rows.append((s.unit, s.start, s.end, _STOP_KINDS[s.kind], None, None))
         if s.end < window:
             hours_down = (s.end - s.start) * CADENCE_MINUTES / 60
-            rows.append((s.unit, s.end, s.end + startup, "startup", None, hours_down))
+            nxt = stops[i + 1].start if i + 1 < len(stops) and stops[i + 1].unit == s.unit \
+                else NEVER
+            rows.append((s.unit, s.end, min(s.end + startup, nxt), "startup", None,
+                         hours_down))
     for u, k in zip(*np.nonzero(schedule.gap_start < NEVER), strict=True):
         rows.append((int(u), int(schedule.gap_start[u, k]), int(schedule.gap_end[u, k]),
                      "comm_gap", None, None))

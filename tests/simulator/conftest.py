@@ -58,12 +58,12 @@ def excused(nulls, compressor_id, channel, ts) -> bool:
     return any(c == channel and s <= ts < e for c, s, e in nulls.get(compressor_id, ()))
 
 
-def sensor_trouble(truth, compressor_id, channel, start, end) -> bool:
+def sensor_trouble(truth, compressor_id, channel, start, end,
+                   kinds=("stuck_sensor", "sensor_dropout", "missing_channel")) -> bool:
     """True when a stuck, dropped or missing ``channel`` of the unit overlaps [start, end)."""
     return any(e.compressor_id == compressor_id and e.channel == channel
                and e.start < end and start < e.end
-               for e in truth.nuisance_events
-               if e.kind in ("stuck_sensor", "sensor_dropout", "missing_channel"))
+               for e in truth.nuisance_events if e.kind in kinds)
 
 
 def _run(tmp: Path, **kwargs) -> Run:
