@@ -45,7 +45,7 @@ def _simulate(work: Path, compressors: int, days: int) -> Path:
     if (sim / "ground_truth.json").exists():
         return sim
 
-    # calm profile: today's ETL quarantines a reading with a null channel, which field
+    # calm profile: the ETL quarantines a reading with a null required channel, which field
     # behaviour (dropouts, missing instruments) produces
     simulate(SimulationConfig(compressors=compressors, days=days, seed=42, out=sim,
                               overwrite=True, field=None))

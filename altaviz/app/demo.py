@@ -46,7 +46,7 @@ class DemoOptions:
     wait_for_escalation_s: float = 150.0
     chunk_hours: int = 24                # hours evaluated per pipeline run while replaying
     #: The calm simulator profile: field behaviour leaves channels null (dropouts, missing
-    #: instruments), and the ETL still quarantines a reading with a null channel.
+    #: instruments), and the ETL quarantines a reading with a null required channel.
     calm: bool = True
 
 

@@ -171,7 +171,7 @@ def simulate(config: SimulationConfig, progress: Progress | None = None) -> Simu
         defects=counts.as_dict(),
         operations=_operations(schedule, config),
         shutdowns=tuple(_shutdowns(schedule, fleet, units, config)),
-        nuisance_events=tuple(_nuisance(schedule, field, fleet, units, config)),
+        nuisance_events=tuple(_nuisance(schedule, field, stuck_values, fleet, units, config)),
     )
     fleet_path = out / "fleet.json"
     fleet_path.write_text(fleet.model_dump_json(indent=2) + "\n")
@@ -235,7 +235,8 @@ def _shutdowns(schedule: Schedule, fleet: Fleet, units: UnitTable,
 _STOP_KINDS = {"planned": "planned_stop", "cycling": "cycling_stop", "shut_in": "shut_in"}
 
 
-def _nuisance(schedule: Schedule, field: FieldPlan | None, fleet: Fleet, units: UnitTable,
+def _nuisance(schedule: Schedule, field: FieldPlan | None, stuck_values: dict[int, float],
+              fleet: Fleet, units: UnitTable,
               config: SimulationConfig) -> list[NuisanceRecord]:
     """Every non-fault event of the run with its window, in time order."""
     window = config.days * STEPS_PER_DAY
@@ -256,8 +257,8 @@ def _nuisance(schedule: Schedule, field: FieldPlan | None, fleet: Fleet, units: 
         rows.append((int(u), int(schedule.gap_start[u, k]), int(schedule.gap_end[u, k]),
                      "comm_gap", None, None))
     if field is not None:
-        for e in field.sensor_events:
-            rows.append((e.unit, e.start, e.end, e.kind, e.channel, None))
+        for i, e in enumerate(field.sensor_events):
+            rows.append((e.unit, e.start, e.end, e.kind, e.channel, stuck_values.get(i)))
         basin_of_unit = [units.site_basin[int(i)] for i in units.site_of]
         for spell in field.hot_spells:
             rows += [(u, spell.start, spell.end, "hot_spell", None, spell.rise_f)

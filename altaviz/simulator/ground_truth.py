@@ -67,12 +67,12 @@ class NuisanceRecord(_Record):
 
     Kinds: ``hot_spell`` (ambient ``magnitude`` F above normal at full strength, building and
     fading over 12 hours at each end), ``stuck_sensor`` (``channel`` repeats its reading at
-    ``start``), ``sensor_dropout`` (``channel`` null), ``missing_channel`` (the unit has no such
-    instrument: null for the whole window), ``planned_stop``, ``cycling_stop`` (process stops:
-    low suction and similar), ``shut_in`` (down for days, no gas to move), ``startup`` (values
-    recovering after a start, ``magnitude`` = hours the unit had been down) and ``comm_gap``
-    (no readings arrive). During a stop, speed and flow are zero and temperatures cool toward
-    ambient.
+    ``start``, which is ``magnitude``), ``sensor_dropout`` (``channel`` null),
+    ``missing_channel`` (the unit has no such instrument: null for the whole window),
+    ``planned_stop``, ``cycling_stop`` (process stops: low suction and similar), ``shut_in``
+    (down for days, no gas to move), ``startup`` (values recovering after a start,
+    ``magnitude`` = hours the unit had been down) and ``comm_gap`` (no readings arrive).
+    During a stop, speed and flow are zero and temperatures cool toward ambient.
     """
 
     org_id: str

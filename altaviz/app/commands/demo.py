@@ -40,8 +40,8 @@ def register(sub: Any) -> None:
                         "production rules use hours)")
     p.add_argument("--calm", action=argparse.BooleanOptionalAction, default=d.calm,
                    help="simulate the calm profile (speed carries the load, no nuisance "
-                        "events); --no-calm simulates ordinary field behaviour, whose null "
-                        f"channels the ETL quarantines today (default {d.calm})")
+                        "events); --no-calm simulates ordinary field behaviour, null channels "
+                        f"(dropouts, missing instruments) included (default {d.calm})")
     p.add_argument("--no-wait", action="store_true",
                    help="exit after the summary instead of serving the inbox until Ctrl-C")
     p.set_defaults(handler=_demo)
