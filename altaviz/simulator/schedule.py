@@ -2,8 +2,9 @@
 comm gaps.
 
 Everything with memory across day boundaries is planned here once, up front, as small
-per-unit arrays, so that the day-by-day generator stays stateless and any day can be
-produced on its own (the basis of chunked, constant-memory generation).
+per-unit arrays, so that the day-by-day generator stays stateless (but for the values stuck
+sensors froze at) and any day can be produced on its own (the basis of chunked,
+constant-memory generation).
 """
 
 from __future__ import annotations

@@ -116,9 +116,15 @@ def test_shut_in_unit_is_down_for_days(busy, con):
                    for s in busy.truth.shutdowns if s.compressor_id == e.compressor_id)
 
 
-def test_planned_stop_shows_zero_speed(busy, con):
-    for e in _events(busy, "planned_stop"):
+@pytest.mark.parametrize("kind", ["planned_stop", "cycling_stop"])
+def test_stops_show_zero_speed(busy, con, kind):
+    for e in _events(busy, kind):
         assert {r[0] for r in _window(con, e, "speed_rpm")} <= {0.0}, e
+
+
+def test_comm_gap_sends_no_readings(busy, con):
+    for e in _events(busy, "comm_gap"):
+        assert _window(con, e, "ts") == [], e
 
 
 def test_startup_after_a_shut_in_warms_up(busy, con):
