@@ -1,7 +1,8 @@
 """Simulator benchmark: 4,500 compressors x 7 days (time) and x 30 days (peak memory).
 
 Run: ``.venv/bin/python -m bench.bench_simulator`` (full size, about a minute on 2 cores) or
-``--quick`` (small fleet, seconds). Each size runs in its own child process so that its peak
+``--quick`` (small fleet, seconds); ``--calm`` measures the calm profile instead of the default
+field behaviour. Each size runs in its own child process so that its peak
 RSS (``ru_maxrss``) is its own. The baseline, measured in the same run, is a naive per-row
 Python generator (random.gauss per value, dict rows, one Parquet write) on a small slice,
 extrapolated linearly to the full size.
@@ -31,9 +32,11 @@ from altaviz.core.telemetry import CHANNELS, LANDING_SCHEMA
 from altaviz.simulator import SimulationConfig, simulate
 
 
-def _child(compressors: int, days: int, out: str) -> None:
+def _child(compressors: int, days: int, out: str, profile: str) -> None:
     began = time.perf_counter()
-    result = simulate(SimulationConfig(compressors=compressors, days=days, seed=42, out=Path(out)))
+    extra = {"field": None} if profile == "calm" else {}
+    result = simulate(SimulationConfig(compressors=compressors, days=days, seed=42, out=Path(out),
+                                       **extra))
     elapsed = time.perf_counter() - began
     size = sum(p.stat().st_size for p in result.files)
     print(json.dumps({
@@ -44,13 +47,13 @@ def _child(compressors: int, days: int, out: str) -> None:
     }))
 
 
-def run_size(compressors: int, days: int) -> dict[str, float]:
+def run_size(compressors: int, days: int, profile: str = "field") -> dict[str, float]:
     """Simulate in a child process; returns its timing and peak RSS."""
     out = tempfile.mkdtemp(prefix="altaviz-bench-sim-")
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "bench.bench_simulator", "--child",
-             str(compressors), str(days), out],
+             str(compressors), str(days), out, profile],
             check=True, capture_output=True, text=True)
         result: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
         return result
@@ -87,22 +90,27 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print a Markdown section for docs/BENCHMARKS.md."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
-    parser.add_argument("--child", nargs=3, metavar=("N", "DAYS", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--calm", action="store_true",
+                        help="the calm profile (no field behaviour)")
+    parser.add_argument("--child", nargs=4, metavar=("N", "DAYS", "OUT", "PROFILE"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        _child(int(args.child[0]), int(args.child[1]), args.child[2])
+        _child(int(args.child[0]), int(args.child[1]), args.child[2], args.child[3])
         return 0
     n = 300 if args.quick else 4500
-    week = run_size(n, 7)
-    month = run_size(n, 30)
-    small = run_size(50, 1)
+    profile = "calm" if args.calm else "field"
+    week = run_size(n, 7, profile)
+    month = run_size(n, 30, profile)
+    small = run_size(50, 1, profile)
     per_reading = naive_baseline(50, 1)
     naive_week = per_reading * week["readings"]
     print("## Simulator\n")
     print(f"Machine: {platform.node()} ({os.cpu_count()} cores, Python "
           f"{platform.python_version()}, {platform.machine()}), "
           f"{datetime.now(UTC):%Y-%m-%d}. Command: `.venv/bin/python -m bench.bench_simulator"
-          f"{' --quick' if args.quick else ''}`. Default dirty data, 10% faults, seed 42.\n")
+          f"{' --quick' if args.quick else ''}{' --calm' if args.calm else ''}`. Default dirty "
+          f"data, {'calm profile' if args.calm else 'field behaviour'}, 10% faults, seed 42.\n")
     print("| run | readings | rows written | files | landing MB | seconds | peak RSS MB |")
     print("|---|---|---|---|---|---|---|")
     for label, r in ((f"{n} x 7 days", week), (f"{n} x 30 days", month),

@@ -26,7 +26,7 @@ from altaviz.core.contacts import Contact, ContactsFile
 from altaviz.core.fleet import Fleet
 from altaviz.core.payloads import PipelineInput
 from altaviz.core.settings import Settings
-from altaviz.simulator import SimulationConfig, simulate
+from altaviz.simulator import FieldConfig, SimulationConfig, simulate
 from etl.pipeline import run_pipeline
 from rules.backtest import backtest, read_ground_truth
 from workflows.pipeline import PipelineWorkflow
@@ -45,6 +45,9 @@ class DemoOptions:
     escalation_minutes: float = 1.0      # every rule's escalation delay, shortened for the demo
     wait_for_escalation_s: float = 150.0
     chunk_hours: int = 24                # hours evaluated per pipeline run while replaying
+    #: The calm simulator profile: field behaviour leaves channels null (dropouts, missing
+    #: instruments), and the ETL quarantines a reading with a null required channel.
+    calm: bool = True
 
 
 @dataclass
@@ -115,10 +118,12 @@ async def run_demo(app: App, options: DemoOptions, say: Say = print) -> tuple[Ru
     start = now_hour - timedelta(days=options.days)
     end = now_hour - timedelta(hours=1)
     say(f"[2/7] simulating {options.compressors} compressors x {options.days} days "
-        f"(seed {options.seed}, {options.fault_share:.0%} with an injected fault)")
+        f"(seed {options.seed}, {options.fault_share:.0%} with an injected fault, "
+        f"{'calm' if options.calm else 'field behaviour'})")
     sim = await asyncio.to_thread(simulate, SimulationConfig(
         compressors=options.compressors, days=options.days, seed=options.seed, start=start,
-        out=demo_dir / "sim", fault_share=options.fault_share, overwrite=True))
+        out=demo_dir / "sim", fault_share=options.fault_share, overwrite=True,
+        field=None if options.calm else FieldConfig()))
     faults = sim.ground_truth.faults
     say(f"      {sim.rows_written:,} readings in {len(sim.files)} landing files; faults: "
         + ", ".join(f"{f.compressor_id} {f.mode}" for f in faults))

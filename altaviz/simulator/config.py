@@ -68,6 +68,67 @@ class DirtyConfig(BaseModel):
                    wrong_type_rate=0, unknown_compressor_rate=0)
 
 
+class FieldConfig(BaseModel):
+    """Ordinary operating variation of a real fleet, none of which is a machine fault.
+
+    Rates are per unit-day (``*_per_unit_day``) or per basin-day (hot spells); ``(low, high)``
+    pairs are ranges each event or unit draws from uniformly. Every kind of event is recorded in
+    the ground truth with its window, so a detector can be scored on what it raises for them.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    fixed_speed_share: float = Field(0.5, ge=0, le=1,
+                                     description="units that hold one speed setpoint all window")
+    suction_swing: tuple[float, float] = Field(
+        (0.03, 0.07), description="amplitude (fraction) of each unit's multi-day suction-pressure "
+                                  "cycles (pipeline nominations, gathering supply)")
+    line_swing: tuple[float, float] = Field(
+        (0.01, 0.03), description="amplitude (fraction) of discharge (line) pressure cycles")
+    swing_period_days: tuple[float, float] = (2.0, 9.0)
+    suction_drift_per_day: float = Field(0.002, ge=0, le=0.02,
+                                         description="largest suction-pressure drift (fraction "
+                                                     "per day, either sign)")
+    cooler_ambient_gain: tuple[float, float] = Field(
+        (0.25, 0.45), description="degrees F of interstage-cooler outlet per degree F of ambient")
+    hot_spells_per_basin_day: float = Field(0.03, ge=0, le=1)
+    hot_spell_f: tuple[float, float] = Field((15.0, 20.0), description="ambient rise, F")
+    hot_spell_days: tuple[float, float] = (2.0, 5.0)
+    stuck_sensors_per_unit_day: float = Field(0.015, ge=0, le=2,
+                                              description="transmitters that freeze on a value")
+    stuck_hours: tuple[float, float] = (6.0, 96.0)
+    dropouts_per_unit_day: float = Field(0.03, ge=0, le=5,
+                                         description="channels that report null for a stretch")
+    dropout_hours: tuple[float, float] = (1.0, 36.0)
+    shut_ins_per_unit_day: float = Field(0.004, ge=0, le=1,
+                                         description="units shut in for days (no gas to move)")
+    shut_in_days: tuple[float, float] = (2.0, 6.0)
+    missing_channel_unit_share: float = Field(0.1, ge=0, le=1,
+                                              description="units without one or two optional "
+                                                          "instruments (channel always null)")
+    fault_days: tuple[float, float] = Field((4.0, 12.0),
+                                            description="onset-to-failure duration of a fault")
+    fault_shape_weights: tuple[float, float, float] = Field(
+        (0.4, 0.3, 0.3), description="shares of gradual, step and accelerating faults")
+
+    @model_validator(mode="after")
+    def _ranges_ordered(self) -> FieldConfig:
+        for name in ("suction_swing", "line_swing", "swing_period_days", "cooler_ambient_gain",
+                     "hot_spell_f", "hot_spell_days", "stuck_hours", "dropout_hours",
+                     "shut_in_days", "fault_days"):
+            lo, hi = getattr(self, name)
+            if not 0 <= lo <= hi:
+                raise ValueError(f"{name} must be (low, high) with 0 <= low <= high")
+        for name in ("swing_period_days", "hot_spell_days", "stuck_hours", "dropout_hours",
+                     "shut_in_days", "fault_days"):
+            if getattr(self, name)[0] <= 0:
+                raise ValueError(f"{name} must be longer than zero")
+        w = self.fault_shape_weights
+        if min(w) < 0 or sum(w) <= 0:
+            raise ValueError("fault_shape_weights must be non-negative with a positive sum")
+        return self
+
+
 class SimulationConfig(BaseModel):
     """One simulation run. Same config (including ``seed``) -> byte-identical output files."""
 
@@ -83,6 +144,9 @@ class SimulationConfig(BaseModel):
     fault_share: float = Field(0.10, ge=0, le=1)
     dirty: DirtyConfig | None = Field(default_factory=DirtyConfig,
                                       description="None = clean data, no defects")
+    field: FieldConfig | None = Field(default_factory=FieldConfig,
+                                      description="None = calm: speed carries the load, flow "
+                                                  "stays flat, no nuisance events")
     planned_shutdowns_per_unit_day: float = Field(0.04, ge=0, le=2)
     cycling_unit_share: float = Field(0.2, ge=0, le=1,
                                       description="units that start and stop on process "

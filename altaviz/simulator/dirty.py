@@ -72,6 +72,13 @@ class IdPool:
         self.array = pa.array([*ids, *self.unknown], type=pa.string())
 
 
+def _reported(values: dict[str, np.ndarray], row: int) -> tuple[str, ...]:
+    """Required channels with a value in ``row``: a defect lands on a reported value, so a
+    reader can tell it from a channel the field left null (a dropout, a missing instrument)."""
+    present = tuple(c for c in REQUIRED_CHANNELS if not np.isnan(values[c][row]))
+    return present or REQUIRED_CHANNELS
+
+
 def encode(rows: Rows, arrived_us: int, pool: IdPool, dirt: DirtyConfig, text: bool,
            rng: np.random.Generator, counts: DefectCounts) -> pa.Table:
     """Inject row defects into ``rows`` and build the Arrow table of one landing file."""
@@ -87,10 +94,12 @@ def encode(rows: Rows, arrived_us: int, pool: IdPool, dirt: DirtyConfig, text: b
 
     oor = np.flatnonzero(category == 1)
     for r in oor:
-        picks = rng.choice(len(REQUIRED_CHANNELS), size=1 + int(rng.random() < 0.3),
+        reported = _reported(values, int(r))
+        picks = rng.choice(len(reported), size=min(len(reported),
+                                                   1 + int(rng.random() < 0.3)),
                            replace=False)
         for ch in picks:
-            values[REQUIRED_CHANNELS[ch]][r] = BAD_VALUES[rng.integers(BAD_VALUES.size)]
+            values[reported[ch]][r] = BAD_VALUES[rng.integers(BAD_VALUES.size)]
         counts.out_of_range_values += picks.size
     counts.out_of_range_rows += oor.size
 
@@ -104,7 +113,8 @@ def encode(rows: Rows, arrived_us: int, pool: IdPool, dirt: DirtyConfig, text: b
             ts_null[r] = True
             counts.null_key_rows += 1
         else:
-            values[REQUIRED_CHANNELS[rng.integers(len(REQUIRED_CHANNELS))]][r] = np.nan
+            reported = _reported(values, int(r))
+            values[reported[rng.integers(len(reported))]][r] = np.nan
     counts.null_rows += nulls.size
 
     unknown = np.flatnonzero(category == 3)
@@ -112,8 +122,11 @@ def encode(rows: Rows, arrived_us: int, pool: IdPool, dirt: DirtyConfig, text: b
     counts.unknown_compressor_rows += unknown.size
 
     wrong = np.flatnonzero(category == 4)
-    wrong_cells = [(int(r), REQUIRED_CHANNELS[rng.integers(len(REQUIRED_CHANNELS))],
-                    int(rng.integers(len(UNPARSEABLE) + 1))) for r in wrong]
+    wrong_cells = []
+    for r in wrong:
+        reported = _reported(values, int(r))
+        wrong_cells.append((int(r), reported[rng.integers(len(reported))],
+                            int(rng.integers(len(UNPARSEABLE) + 1))))
     counts.wrong_type_rows += wrong.size
 
     dup = category == 0

@@ -23,19 +23,22 @@ from altaviz.core.telemetry import CADENCE_MINUTES, CHANNELS, READINGS_PER_HOUR
 from altaviz.simulator.config import SimulationConfig
 from altaviz.simulator.dirty import DefectCounts, IdPool, Rows, encode
 from altaviz.simulator.faults import STEPS_PER_DAY, Fault, plan_faults
+from altaviz.simulator.field import FieldPlan, plan_field
 from altaviz.simulator.fleet_gen import UnitTable, generate_fleet
 from altaviz.simulator.ground_truth import (
     FaultRecord,
     GroundTruth,
+    NuisanceRecord,
     OperationCounts,
     ShutdownRecord,
 )
 from altaviz.simulator.physics.ambient import Ambient
 from altaviz.simulator.physics.channels import BlockInputs, generate_block
+from altaviz.simulator.physics.transients import STARTUP_MINUTES
 from altaviz.simulator.schedule import NEVER, Schedule, build_schedule, gap_mask
 from altaviz.simulator.writer import LandingWriter
 
-SIMULATOR_VERSION = 1
+SIMULATOR_VERSION = 2
 _STEP_US = CADENCE_MINUTES * 60 * 1_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -101,8 +104,11 @@ def simulate(config: SimulationConfig, progress: Progress | None = None) -> Simu
     _prepare_out(out, config.overwrite)
     fleet, units = generate_fleet(config)
     faults = plan_faults(config, units)
-    schedule = build_schedule(config, units.n, faults)
-    inputs = BlockInputs(units, schedule, faults, Ambient(config, units.site_basin), config.seed)
+    field = plan_field(config, units)
+    schedule = build_schedule(config, units.n, faults, field)
+    ambient = Ambient(config, units.site_basin, field.hot_spells if field else ())
+    inputs = BlockInputs(units, schedule, faults, ambient, config.seed, field)
+    stuck_values: dict[int, float] = {}
     writer = LandingWriter(out / "landing")
     counts = DefectCounts(comm_gaps=int((schedule.gap_start < NEVER).sum()))
     pool = IdPool(units.ids)
@@ -114,7 +120,7 @@ def simulate(config: SimulationConfig, progress: Progress | None = None) -> Simu
 
     with writer:
         for day in range(config.days):
-            block = generate_block(inputs, day)
+            block = generate_block(inputs, day, stuck_values)
             rng = np.random.default_rng([config.seed, 20, day])
             steps = np.arange(day * STEPS_PER_DAY, (day + 1) * STEPS_PER_DAY)
             lost = gap_mask(schedule, steps)
@@ -165,6 +171,7 @@ def simulate(config: SimulationConfig, progress: Progress | None = None) -> Simu
         defects=counts.as_dict(),
         operations=_operations(schedule, config),
         shutdowns=tuple(_shutdowns(schedule, fleet, units, config)),
+        nuisance_events=tuple(_nuisance(schedule, field, stuck_values, fleet, units, config)),
     )
     fleet_path = out / "fleet.json"
     fleet_path.write_text(fleet.model_dump_json(indent=2) + "\n")
@@ -196,6 +203,7 @@ def _fault_record(f: Fault, fleet: Fleet, units: UnitTable,
         onset=_ts(config.start, f.onset_step),
         failure=failure if f.failure_step < window else None,
         expected_failure=failure, stage=f.stage, channels=f.channels,
+        shape=f.shape,
     )
 
 
@@ -208,7 +216,7 @@ def _operations(schedule: Schedule, config: SimulationConfig) -> OperationCounts
     return OperationCounts(
         planned_shutdowns=kinds.count("planned"), cycling_stops=kinds.count("cycling"),
         failures=kinds.count("failure"), starts=starts, stops=stops,
-        start_stop_spikes=starts + stop_spikes,
+        start_stop_spikes=starts + stop_spikes, shut_ins=kinds.count("shut_in"),
     )
 
 
@@ -221,4 +229,45 @@ def _shutdowns(schedule: Schedule, fleet: Fleet, units: UnitTable,
                        start=_ts(config.start, s.start),
                        end=_ts(config.start, s.end) if s.end < NEVER else None)
         for s in schedule.stops if s.start < window
+    ]
+
+
+_STOP_KINDS = {"planned": "planned_stop", "cycling": "cycling_stop", "shut_in": "shut_in"}
+
+
+def _nuisance(schedule: Schedule, field: FieldPlan | None, stuck_values: dict[int, float],
+              fleet: Fleet, units: UnitTable,
+              config: SimulationConfig) -> list[NuisanceRecord]:
+    """Every non-fault event of the run with its window, in time order."""
+    window = config.days * STEPS_PER_DAY
+    startup = STARTUP_MINUTES // CADENCE_MINUTES
+    rows: list[tuple[int, int, int, str, str | None, float | None]] = []
+    stops = schedule.stops      # per unit, in time order
+    for i, s in enumerate(stops):
+        if s.kind == "failure" or s.start >= window:
+            continue
+        rows.append((s.unit, s.start, s.end, _STOP_KINDS[s.kind], None, None))
+        if s.end < window:
+            hours_down = (s.end - s.start) * CADENCE_MINUTES / 60
+            nxt = stops[i + 1].start if i + 1 < len(stops) and stops[i + 1].unit == s.unit \
+                else NEVER
+            rows.append((s.unit, s.end, min(s.end + startup, nxt), "startup", None,
+                         hours_down))
+    for u, k in zip(*np.nonzero(schedule.gap_start < NEVER), strict=True):
+        rows.append((int(u), int(schedule.gap_start[u, k]), int(schedule.gap_end[u, k]),
+                     "comm_gap", None, None))
+    if field is not None:
+        for i, e in enumerate(field.sensor_events):
+            rows.append((e.unit, e.start, e.end, e.kind, e.channel, stuck_values.get(i)))
+        basin_of_unit = [units.site_basin[int(i)] for i in units.site_of]
+        for spell in field.hot_spells:
+            rows += [(u, spell.start, spell.end, "hot_spell", None, spell.rise_f)
+                     for u in range(units.n) if basin_of_unit[u] == spell.basin]
+    rows.sort(key=lambda r: (r[1], r[0], r[3], r[4] or ""))
+    return [
+        NuisanceRecord(org_id=fleet.compressors[u].org_id, compressor_id=units.ids[u],
+                       kind=kind,
+                       start=_ts(config.start, start), end=_ts(config.start, end),
+                       channel=channel, magnitude=magnitude)
+        for u, start, end, kind, channel, magnitude in rows
     ]

@@ -3,7 +3,9 @@
 A fault has an onset and a (planned) failure time; between them its progress ``p`` goes from
 0 to 1 and drives the signature. Magnitudes are chosen so that each fault crosses a DOMAIN.md
 warning setpoint well before failure (hours to days of lead time) and a critical/shutdown
-level around failure, when the unit trips and stays down.
+level around failure, when the unit trips and stays down. With field behaviour on, faults
+also differ in shape (a gradual drift, a step at onset that then worsens, or a slow start that
+accelerates) and run 4 to 12 days from onset to failure, as field failures do.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from altaviz.simulator.config import SimulationConfig
 from altaviz.simulator.fleet_gen import UnitTable
 
 MODES = ("bearing_wear", "cooler_fouling", "valve_degradation", "oil_degradation")
+SHAPES = ("gradual", "step", "accelerating")
+#: Share of the full signature a step-shaped fault shows at once at its onset.
+_STEP_SHARE = 0.4
 _MODE_WEIGHTS = (0.25, 0.2, 0.35, 0.2)
 #: Onset-to-failure duration in days per mode (bearing heat lead 1-5 days; cooler fouling
 #: over weeks; valves and oil slower), capped at 70% of the window so failures fit in it.
@@ -39,6 +44,7 @@ class Fault:
     failure_step: int          # may lie beyond the window: then it is not reached
     stage: int | None
     channels: tuple[str, ...]
+    shape: str = "gradual"
 
 
 def _channels(mode: str, stage: int | None, stages: int) -> tuple[str, ...]:
@@ -58,15 +64,21 @@ def _channels(mode: str, stage: int | None, stages: int) -> tuple[str, ...]:
 def plan_faults(config: SimulationConfig, units: UnitTable) -> list[Fault]:
     """Pick ``round(fault_share * N)`` units and give each a mode, stage, onset and failure."""
     rng = np.random.default_rng([config.seed, 2])
+    shape_rng = np.random.default_rng([config.seed, 2, 1])
     count = round(config.fault_share * units.n)
     if count == 0:
         return []
     chosen = np.sort(rng.choice(units.n, size=count, replace=False))
     window = config.days * STEPS_PER_DAY
+    field = config.field
     faults: list[Fault] = []
     for u in chosen:
         mode = MODES[int(rng.choice(len(MODES), p=_MODE_WEIGHTS))]
-        lo, hi = _DURATION_DAYS[mode]
+        lo, hi = _DURATION_DAYS[mode] if field is None else field.fault_days
+        shape = "gradual"
+        if field is not None:
+            weights = np.array(field.fault_shape_weights)
+            shape = SHAPES[int(shape_rng.choice(len(SHAPES), p=weights / weights.sum()))]
         duration = min(rng.uniform(lo, hi) * STEPS_PER_DAY, 0.7 * window)
         duration = max(duration, 12.0)
         if rng.random() < _UNFINISHED_SHARE:
@@ -83,13 +95,22 @@ def plan_faults(config: SimulationConfig, units: UnitTable) -> list[Fault]:
         onset_step = int(onset)
         faults.append(Fault(unit=int(u), mode=mode, onset_step=onset_step,
                             failure_step=onset_step + int(duration), stage=stage,
-                            channels=_channels(mode, stage, stages)))
+                            channels=_channels(mode, stage, stages), shape=shape))
     return faults
 
 
 def _late_exp(p: np.ndarray) -> np.ndarray:
     """0 -> 0, 1 -> 1, flat early and steep late: late-stage exponential growth."""
     return np.expm1(5.0 * p) / np.expm1(5.0)
+
+
+def _shaped(p: np.ndarray, started: np.ndarray, shape: str) -> np.ndarray:
+    """Progress reshaped: a step jumps at onset, an accelerating fault starts slowly."""
+    if shape == "step":
+        return np.where(started, _STEP_SHARE + (1.0 - _STEP_SHARE) * p, 0.0)
+    if shape == "accelerating":
+        return np.expm1(2.0 * p) / np.expm1(2.0)
+    return p
 
 
 def apply_faults(values: dict[str, np.ndarray], pressures: list[np.ndarray],
@@ -104,8 +125,10 @@ def apply_faults(values: dict[str, np.ndarray], pressures: list[np.ndarray],
     for f in faults:
         span = max(1, f.failure_step - f.onset_step)
         p = np.clip((steps - f.onset_step) / span, 0.0, 1.0)
-        if not p.any():
+        started = steps >= f.onset_step
+        if not p.any() and not (f.shape == "step" and started.any()):
             continue
+        p = _shaped(p, started, f.shape)
         u = f.unit
         if f.mode == "bearing_wear":
             values["bearing_rise_extra"][:, u] += 45.0 * p**1.5

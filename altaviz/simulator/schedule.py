@@ -1,8 +1,10 @@
-"""Whole-window operating schedule: load levels, stops (planned, cycling, failure), comm gaps.
+"""Whole-window operating schedule: load levels, stops (planned, cycling, shut-in, failure),
+comm gaps.
 
 Everything with memory across day boundaries is planned here once, up front, as small
-per-unit arrays, so that the day-by-day generator stays stateless and any day can be
-produced on its own (the basis of chunked, constant-memory generation).
+per-unit arrays, so that the day-by-day generator stays stateless (but for the values stuck
+sensors froze at) and any day can be produced on its own (the basis of chunked,
+constant-memory generation).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 from altaviz.core.telemetry import READINGS_PER_HOUR
 from altaviz.simulator.config import SimulationConfig
 from altaviz.simulator.faults import STEPS_PER_DAY, Fault
+from altaviz.simulator.field import FieldPlan
 
 NEVER = 2**40  # a step index beyond any window: "no end"
 
@@ -23,7 +26,7 @@ class Stop:
     """One stopped interval of one unit, in steps ``[start, end)``; end NEVER = still down."""
 
     unit: int
-    kind: str      # planned | cycling | failure
+    kind: str      # planned | cycling | shut_in | failure
     start: int
     end: int
 
@@ -68,10 +71,17 @@ def _pad(rows: list[list[tuple[int, int]]]) -> tuple[np.ndarray, np.ndarray]:
     return start, end
 
 
-def build_schedule(config: SimulationConfig, n: int, faults: list[Fault]) -> Schedule:
-    """Plan load, stops and communication gaps for ``n`` units."""
+def build_schedule(config: SimulationConfig, n: int, faults: list[Fault],
+                   field: FieldPlan | None = None) -> Schedule:
+    """Plan load, stops and communication gaps for ``n`` units (with ``field``: fixed-speed
+    units hold their first load level, and shut-ins are stops too)."""
     rng = np.random.default_rng([config.seed, 3])
     load = _load(config, n, rng)
+    shut_ins: dict[int, list[tuple[int, int, str]]] = {}
+    if field is not None:
+        load[:, field.fixed_speed] = load[0, field.fixed_speed]
+        for u, s, e in field.shut_ins:
+            shut_ins.setdefault(u, []).append((s, e, "shut_in"))
     window = config.days * STEPS_PER_DAY
     failure_at = {f.unit: f.failure_step for f in faults if f.failure_step < window}
     cycling = rng.random(n) < config.cycling_unit_share
@@ -88,6 +98,7 @@ def build_schedule(config: SimulationConfig, n: int, faults: list[Fault]) -> Sch
         if cycling[u]:
             kinds += [(s, e, "cycling") for s, e in _intervals(
                 rng, config.cycling_stops_per_day, config.days, (3, 12))]
+        kinds += shut_ins.get(u, [])
         kinds.sort()
         fail = failure_at.get(u, NEVER)
         kept: list[tuple[int, int, str]] = []

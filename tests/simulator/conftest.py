@@ -44,6 +44,28 @@ def read_landing(result: SimulationResult) -> pa.Table:
     return pa.concat_tables(tables)
 
 
+def field_nulls(truth) -> dict[str, list[tuple[str, object, object]]]:
+    """compressor -> (channel, start, end) of every channel the field left null on purpose."""
+    out: dict[str, list[tuple[str, object, object]]] = {}
+    for e in truth.nuisance_events:
+        if e.kind in ("sensor_dropout", "missing_channel"):
+            out.setdefault(e.compressor_id, []).append((e.channel, e.start, e.end))
+    return out
+
+
+def excused(nulls, compressor_id, channel, ts) -> bool:
+    """True when ``channel`` of ``compressor_id`` is null at ``ts`` by field behaviour."""
+    return any(c == channel and s <= ts < e for c, s, e in nulls.get(compressor_id, ()))
+
+
+def sensor_trouble(truth, compressor_id, channel, start, end,
+                   kinds=("stuck_sensor", "sensor_dropout", "missing_channel")) -> bool:
+    """True when a stuck, dropped or missing ``channel`` of the unit overlaps [start, end)."""
+    return any(e.compressor_id == compressor_id and e.channel == channel
+               and e.start < end and start < e.end
+               for e in truth.nuisance_events if e.kind in kinds)
+
+
 def _run(tmp: Path, **kwargs) -> Run:
     result = simulate(SimulationConfig(out=tmp, **kwargs))
     return Run(result, read_landing(result), json.loads(result.fleet_path.read_text()))
@@ -54,6 +76,13 @@ def clean_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     """Clean data, many faults: for ranges and fault signatures."""
     return _run(tmp_path_factory.mktemp("clean"), compressors=150, days=10, seed=11,
                 dirty=None, fault_share=0.3, organizations=3)
+
+
+@pytest.fixture(scope="session")
+def calm_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    """The calm profile (no field behaviour): speed carries the load, flow stays flat."""
+    return _run(tmp_path_factory.mktemp("calm"), compressors=100, days=8, seed=11,
+                dirty=None, field=None, fault_share=0.3, organizations=3)
 
 
 @pytest.fixture(scope="session")

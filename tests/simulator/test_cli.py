@@ -21,6 +21,18 @@ def test_simulate_command_runs(tmp_path, capsys):
     truth = json.loads((out / "ground_truth.json").read_text())
     assert truth["window_start"] == "2026-07-01T00:00:00Z"
     assert len(truth["faults"]) == 3 and set(truth["defects"].values()) == {0}
+    assert truth["config"]["field"] is not None and "nuisance events" in lines[0]
+
+
+def test_calm_turns_field_behaviour_off(tmp_path, capsys):
+    out = tmp_path / "sim"
+    code = cli.main(["simulate", "--compressors", "30", "--days", "2", "--seed", "3",
+                     "--out", str(out), "--clean", "--calm", "--quiet"])
+    assert code == 0
+    truth = json.loads((out / "ground_truth.json").read_text())
+    assert truth["config"]["field"] is None
+    assert {e["kind"] for e in truth["nuisance_events"]} <= {"planned_stop", "cycling_stop",
+                                                           "startup"}
 
 
 @pytest.mark.parametrize(("args", "message"), [

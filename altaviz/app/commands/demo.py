@@ -38,6 +38,10 @@ def register(sub: Any) -> None:
                    help="escalation delay of every rule during the demo, so a promotion to "
                         f"critical shows within minutes (default {d.escalation_minutes:g}; "
                         "production rules use hours)")
+    p.add_argument("--calm", action=argparse.BooleanOptionalAction, default=d.calm,
+                   help="simulate the calm profile (speed carries the load, no nuisance "
+                        "events); --no-calm simulates ordinary field behaviour, null channels "
+                        f"(dropouts, missing instruments) included (default {d.calm})")
     p.add_argument("--no-wait", action="store_true",
                    help="exit after the summary instead of serving the inbox until Ctrl-C")
     p.set_defaults(handler=_demo)
@@ -52,7 +56,7 @@ def _demo(args: argparse.Namespace, app: App) -> int:
         raise InputError("--escalation-minutes must be positive")
     options = DemoOptions(compressors=args.compressors, days=args.days, seed=args.seed,
                           fault_share=args.fault_share,
-                          escalation_minutes=args.escalation_minutes)
+                          escalation_minutes=args.escalation_minutes, calm=args.calm)
     return asyncio.run(_run(app, options, wait=not args.no_wait))
 
 

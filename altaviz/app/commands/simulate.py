@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from altaviz.core.errors import InputError
-from altaviz.simulator import DirtyConfig, SimulationConfig, simulate
+from altaviz.simulator import DirtyConfig, FieldConfig, SimulationConfig, simulate
 
 
 def register(subparsers: Any) -> None:
@@ -20,8 +20,11 @@ def register(subparsers: Any) -> None:
         help="generate a simulated fleet's telemetry (with faults, dirty data and ground truth)",
         description=(
             "Write OUT/fleet.json, OUT/ground_truth.json and Parquet landing files under "
-            "OUT/landing/arrival_date=YYYY-MM-DD/, at a 10-minute cadence. The same seed "
-            "always gives byte-identical files."
+            "OUT/landing/arrival_date=YYYY-MM-DD/, at a 10-minute cadence. The fleet behaves "
+            "like a field (flow swings at constant speed, hot spells, stuck and dropped "
+            "sensors, missing instruments, planned stops, shut-ins), each event recorded in the "
+            "ground truth; --calm turns that off. The same seed always gives byte-identical "
+            "files."
         ),
     )
     p.add_argument("--compressors", type=int, required=True, metavar="N",
@@ -41,6 +44,9 @@ def register(subparsers: Any) -> None:
                    help="share of units that develop a fault, 0-1 (default 0.10)")
     p.add_argument("--clean", action="store_true",
                    help="no data defects (no gaps, late files, duplicates, bad values)")
+    p.add_argument("--calm", action="store_true",
+                   help="no field behaviour: speed carries the load, flow stays flat, no hot "
+                        "spells, stuck or dropped sensors, missing instruments or shut-ins")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a previous simulation in --out")
     p.add_argument("--quiet", action="store_true", help="no progress display")
@@ -68,7 +74,8 @@ def build_config(args: argparse.Namespace) -> Any:
         return SimulationConfig(
             compressors=args.compressors, days=args.days, seed=args.seed, start=start,
             out=args.out, organizations=args.organizations, fault_share=args.fault_share,
-            dirty=None if args.clean else DirtyConfig(), overwrite=args.overwrite,
+            dirty=None if args.clean else DirtyConfig(),
+            field=None if args.calm else FieldConfig(), overwrite=args.overwrite,
         )
     except ValidationError as exc:
         err = exc.errors()[0]
@@ -95,6 +102,7 @@ def handle(args: argparse.Namespace, app: object) -> int:
     print(f"simulated {truth.compressors} compressors x {config.days} days: "
           f"{result.rows_written:,} rows in {len(result.files)} files, "
           f"{len(truth.faults)} faults ({failed} failed), "
-          f"{sum(truth.defects.values()) - truth.defects['comm_gaps']:,} defects "
+          f"{sum(truth.defects.values()) - truth.defects['comm_gaps']:,} defects, "
+          f"{len(truth.nuisance_events):,} nuisance events "
           f"-> {result.out} ({result.elapsed_s:.1f} s)")
     return 0

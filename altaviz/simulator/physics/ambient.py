@@ -1,4 +1,5 @@
-"""Ambient temperature per site: basin climate, season, diurnal cycle and day-to-day weather.
+"""Ambient temperature per site: basin climate, season, diurnal cycle, day-to-day weather and
+(with field behaviour) hot spells over a basin.
 
 Ambient drives suction, cooler-outlet, oil, bearing and jacket-water temperatures, which is
 why cooler-fouling detection needs ambient correction (DOMAIN.md).
@@ -11,6 +12,7 @@ import numpy as np
 from altaviz.core.telemetry import CADENCE_MINUTES
 from altaviz.simulator.catalog import BASINS
 from altaviz.simulator.config import SimulationConfig
+from altaviz.simulator.field import HotSpell, hot_spell_rise
 
 _STEPS_PER_DAY = 24 * 60 // CADENCE_MINUTES
 _PEAK_HOUR_UTC = 21.0      # about 15:00 Central time
@@ -20,7 +22,10 @@ _WARMEST_DAY = 200.0       # mid-July
 class Ambient:
     """Ambient temperature model for every site of the fleet."""
 
-    def __init__(self, config: SimulationConfig, site_basin: tuple[str, ...]) -> None:
+    def __init__(self, config: SimulationConfig, site_basin: tuple[str, ...],
+                 hot_spells: tuple[HotSpell, ...] = ()) -> None:
+        self._site_basin = site_basin
+        self._hot_spells = hot_spells
         rng = np.random.default_rng([config.seed, 4])
         n = len(site_basin)
         climate = np.array([BASINS[b][:3] for b in site_basin]).reshape(n, 3)
@@ -47,4 +52,7 @@ class Ambient:
         frac = (day_f - k)[:, None]
         weather = self._weather[k] * (1 - frac) + self._weather[k + 1] * frac
         result: np.ndarray = self._mean + seasonal + diurnal + weather
+        rise = hot_spell_rise(self._hot_spells, self._site_basin, steps)
+        if rise is not None:
+            result += rise
         return result

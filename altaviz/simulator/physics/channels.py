@@ -1,8 +1,14 @@
 """One block (day) of channel values for every unit, vectorized over (steps, units).
 
 Healthy running values come from each unit's baseline (fleet_gen) modulated by ambient, load
-and noise; faults add their signatures; then stops, start-ups and spikes are applied. Arrays
-are (steps, units) so that one organization's hourly batch is a contiguous slice.
+and noise; faults add their signatures; then stops, start-ups and spikes are applied, and last
+the sensor trouble of the field plan (stuck, dropped, absent channels). Arrays are
+(steps, units) so that one organization's hourly batch is a contiguous slice.
+
+A calm run (no field plan) lets speed carry the load, so flow stays within a few percent of its
+median. With field behaviour, suction and line pressure swing with nominations and drift, and
+flow follows speed, suction pressure (gas density) and volumetric efficiency as a
+reciprocating cylinder does (DOMAIN.md): it swings by several percent at constant speed.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import numpy as np
 
 from altaviz.core.telemetry import CHANNELS, MAX_STAGES, READINGS_PER_HOUR
 from altaviz.simulator.faults import STEPS_PER_DAY, Fault, apply_faults
+from altaviz.simulator.field import GAS_K, FieldPlan, apply_sensor_events
 from altaviz.simulator.fleet_gen import UnitTable
 from altaviz.simulator.physics.ambient import Ambient
 from altaviz.simulator.physics.transients import Transients
@@ -34,10 +41,16 @@ class BlockInputs:
     faults: list[Fault]
     ambient: Ambient
     seed: int
+    field: FieldPlan | None = None
 
 
-def generate_block(inp: BlockInputs, day: int) -> dict[str, np.ndarray]:
-    """Channel name -> (steps, units) float64 array for day ``day``; NaN = channel absent."""
+def generate_block(inp: BlockInputs, day: int,
+                   carry: dict[int, float] | None = None) -> dict[str, np.ndarray]:
+    """Channel name -> (steps, units) float64 array for day ``day``; NaN = channel absent.
+
+    ``carry`` keeps the values of stuck sensors from one day to the next: pass the same dict
+    for every day, in order.
+    """
     u = inp.units
     steps = np.arange(day * STEPS_PER_DAY, (day + 1) * STEPS_PER_DAY)
     shape = (steps.size, u.n)
@@ -58,9 +71,10 @@ def generate_block(inp: BlockInputs, day: int) -> dict[str, np.ndarray]:
     load_dev = load - 0.85
 
     v: dict[str, np.ndarray] = {}
+    field = inp.field
     # Load is taken mostly by speed: a recip moves gas in proportion to rpm at fixed
-    # pressures, so healthy flow per unit stays within a few percent of its median and a
-    # flow-deficit rule (5% warning) does not fire on load changes.
+    # pressures. Calm, that is all, so healthy flow per unit stays within a few percent of its
+    # median; with field behaviour the pressures move too (below).
     speed_frac = u.speed_min_frac + (1 - u.speed_min_frac) * load
     v["speed_rpm"] = u.rated_rpm * speed_frac * (1 + noise(0.002))
     phase = np.arange(u.n) * 0.7
@@ -69,6 +83,10 @@ def generate_block(inp: BlockInputs, day: int) -> dict[str, np.ndarray]:
     p_out = (u.suction_psia * u.stage_ratio**u.stages
              * (1 + 0.008 * np.cos(2 * np.pi * steps[:, None] / (2.1 * STEPS_PER_DAY) + phase)
                 + noise(0.003)))
+    if field is not None:
+        suction_swing, line_swing = field.pressure_swings(steps)
+        p_in += u.suction_psia * suction_swing
+        p_out += u.suction_psia * u.stage_ratio**u.stages * line_swing
     total_ratio = p_out / p_in
     r_eff = total_ratio ** (1.0 / u.stages)
     pressures: list[np.ndarray] = [p_in]
@@ -77,15 +95,19 @@ def generate_block(inp: BlockInputs, day: int) -> dict[str, np.ndarray]:
         pressures.append(pb)
 
     suction_t = u.gas_temp + 0.3 * amb_dev + noise(0.6)
-    cooler_t = u.cooler_out + 0.2 * amb_dev
+    cooler_t = u.cooler_out + (0.2 if field is None else field.cooler_gain) * amb_dev
     heat = r_eff**u.temp_exponent * (1 + 0.03 * load_dev)
     for s in range(1, MAX_STAGES + 1):
         t_in = suction_t if s == 1 else cooler_t
         td = (t_in + RANKINE) * heat - RANKINE + noise(1.0)
         v[f"stage{s}_discharge_temp_f"] = np.where(s <= u.stages, td, np.nan)
     v["suction_temp_f"] = suction_t
-    v["flow_mmscfd"] = (u.rated_hp * 0.85 * speed_frac * u.flow_factor
-                        / (70.0 * np.log(total_ratio)) * (1 + noise(0.01)))
+    if field is None:
+        v["flow_mmscfd"] = (u.rated_hp * 0.85 * speed_frac * u.flow_factor
+                            / (70.0 * np.log(total_ratio)) * (1 + noise(0.01)))
+    else:
+        v["flow_mmscfd"] = _capacity(u, field, speed_frac, p_in, r_eff, suction_t) * (
+            1 + noise(0.01))
     vib_load = 0.85 + 0.15 * load
     v["vibration_frame_mm_s"] = u.vib_frame * vib_load * (1 + noise(0.04))
     v["vibration_cylinder_mm_s"] = u.vib_cylinder * vib_load * (1 + noise(0.04))
@@ -122,7 +144,23 @@ def generate_block(inp: BlockInputs, day: int) -> dict[str, np.ndarray]:
             np.maximum(arr, 0.0, out=arr)
         decimals = 2 if c.name.startswith("vibration") else _DECIMALS.get(c.name, 1)
         out[c.name] = np.round(arr, decimals)
+    if field is not None:
+        apply_sensor_events(out, field, steps, {} if carry is None else carry)
     return out
+
+
+def _capacity(u: UnitTable, field: FieldPlan, speed_frac: np.ndarray, p_in: np.ndarray,
+              r_eff: np.ndarray, suction_t: np.ndarray) -> np.ndarray:
+    """Standard flow a healthy unit moves now: its design flow scaled by speed, suction
+    density (pressure over absolute temperature) and first-stage volumetric efficiency,
+    VE = 1 - clearance x (r^(1/k) - 1) (DOMAIN.md, GPSA sec. 13)."""
+    design_ratio = u.stage_ratio
+    design = u.rated_hp * 0.85 * u.flow_factor / (70.0 * np.log(design_ratio**u.stages))
+    ve = 1 - field.clearance * (r_eff ** (1 / GAS_K) - 1)
+    ve_design = 1 - field.clearance * (design_ratio ** (1 / GAS_K) - 1)
+    density = (p_in / u.suction_psia) * ((u.gas_temp + RANKINE) / (suction_t + RANKINE))
+    result: np.ndarray = design * speed_frac * density * ve / ve_design
+    return result
 
 
 def _apply_state(v: dict[str, np.ndarray], pressures: list[np.ndarray], amb: np.ndarray,

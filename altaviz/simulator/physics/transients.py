@@ -13,6 +13,9 @@ import numpy as np
 from altaviz.simulator.schedule import BlockState
 
 _WARM_WINDOW_MIN = 600.0
+#: After a start, readings still recovering (five of the slowest warm-up time constants):
+#: the window the ground truth gives each start-up.
+STARTUP_MINUTES = 240
 
 
 class Transients:
