@@ -45,9 +45,9 @@ class DemoOptions:
     escalation_minutes: float = 1.0      # every rule's escalation delay, shortened for the demo
     wait_for_escalation_s: float = 150.0
     chunk_hours: int = 24                # hours evaluated per pipeline run while replaying
-    #: The calm simulator profile: field behaviour leaves channels null (dropouts, missing
-    #: instruments), and the ETL quarantines a reading with a null required channel.
-    calm: bool = True
+    #: The calm simulator profile (speed carries the load, no nuisance events); the default is
+    #: a fleet that behaves like a field: the ETL keeps a reading whose channel is missing.
+    calm: bool = False
 
 
 @dataclass
