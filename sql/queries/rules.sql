@@ -114,3 +114,31 @@ WHERE NOT EXISTS (
 -- Every unit of the tenant (row-level security), in id order: the latest-hour evaluation
 -- splits them into contiguous chunks, one per connection.
 SELECT compressor_id FROM compressors ORDER BY compressor_id;
+
+-- name: units
+-- The units of an evaluation (rules/sources.py), read through row-level security.
+SELECT compressor_id, site_id, model, rated_rpm FROM compressors
+WHERE org_id = %(org_id)s
+  AND (%(compressors)s::text[] IS NULL OR compressor_id = ANY(%(compressors)s::text[]))
+
+-- name: stored_baselines
+-- Stored baselines of the evaluated units and days as fixed-width binary rows for numpy:
+-- (need index, day index, unit index, median or NaN), needs given as parallel arrays.
+COPY (
+    SELECT (k.i - 1)::int4, (b.day - %(first)s::date)::int4, (u.idx - 1)::int4,
+           coalesce(b.median, 'NaN')
+    FROM rule_baselines b
+    JOIN unnest(%(units)s::text[]) WITH ORDINALITY AS u(compressor_id, idx)
+      ON u.compressor_id = b.compressor_id
+    JOIN unnest(%(metrics)s::text[], %(days)s::int[]) WITH ORDINALITY AS k(metric, days, i)
+      ON k.metric = b.metric AND k.days = b.days
+    WHERE b.org_id = %(org_id)s AND b.day >= %(first)s AND b.day <= %(last)s
+) TO STDOUT (FORMAT binary)
+
+-- name: store_baselines
+-- Newly computed baselines (parallel arrays); a concurrent evaluation may have stored some.
+INSERT INTO rule_baselines (org_id, compressor_id, metric, days, day, median, n)
+SELECT %(org_id)s, x.compressor_id, x.metric, x.days, x.day, x.median, x.n
+FROM unnest(%(ids)s::text[], %(metrics)s::text[], %(days)s::int[], %(day)s::date[],
+            %(median)s::float8[], %(n)s::int[]) AS x(compressor_id, metric, days, day, median, n)
+ON CONFLICT DO NOTHING
