@@ -212,6 +212,29 @@ class Grid:
         """The grid row of hour ``t``."""
         return int((t - self.t0).total_seconds() // 3600)
 
+    def widened(self, t0: datetime) -> Grid:
+        """This grid from the earlier hour ``t0``, the added hours without aggregates."""
+        extra = self.j(t0) * -1
+
+        def pad(a: np.ndarray, fill: object) -> np.ndarray:
+            out = np.full((extra + self.hours, self.units.n), fill, dtype=a.dtype)
+            out[extra:] = a
+            return out
+        return Grid(self.units, t0, self.hours + extra,
+                    {k: pad(a, _NAN) for k, a in self.values.items()},
+                    {k: pad(a, False) for k, a in self.present.items()},
+                    {k: pad(a, False) for k, a in self.data.items()})
+
+    def put(self, part: Grid, columns: np.ndarray) -> None:
+        """Copy ``part`` (the units at ``columns``, hours within this grid's) into the grid."""
+        rows = slice(self.j(part.t0), self.j(part.t0) + part.hours)
+        for pair, a in part.values.items():
+            self.values[pair][rows, columns] = a
+        for metric, b in part.present.items():
+            self.present[metric][rows, columns] = b
+        for watched, b in part.data.items():
+            self.data[watched][rows, columns] = b
+
     def running(self) -> np.ndarray:
         """Hours each unit ran steadily the last 4 hours (the running gate)."""
         rated = np.asarray(self.units.rated_rpm, dtype=np.float64)
@@ -236,6 +259,13 @@ class Plan:
     def span(self) -> int:
         """Hours of history each output hour of the level rules depends on."""
         return int((self.start - self.lo).total_seconds() // 3600)
+
+    @property
+    def recent_hours(self) -> int:
+        """The hours up to ``end`` that decide ``end``'s rows, except how far back a clearing
+        rule's breach lies and when a silence began (see :func:`history_dependent`)."""
+        r = max((max(v.m, v.k + 1) for v in self.variants), default=1)
+        return max(r, 2) if self.no_data else r
 
     @property
     def first_hour(self) -> datetime:
@@ -409,14 +439,28 @@ def in_scope(v: Variant | NoDataRule, units: Units) -> np.ndarray:
     return keep
 
 
-def _variant_rows(v: Variant, grid: Grid, running: np.ndarray | None,
-                  bases: dict[tuple[str, int], np.ndarray], p: Plan,
-                  hours: list[datetime]) -> list[Row]:
-    """The firing and clearing rows of one variant (one column per unit in scope)."""
+@dataclass
+class _State:
+    """One variant's per-hour flags over the grid hours ``lo ..`` (units in scope only)."""
+
+    units: np.ndarray          # grid columns of the units in scope
+    pres: np.ndarray
+    val: np.ndarray
+    bf: np.ndarray
+    firing: np.ndarray
+    crit: np.ndarray
+    clear: np.ndarray
+    undecided: np.ndarray      # would clear, given a breach before the grid's history
+    f_thr: np.ndarray | float
+    c_thr: np.ndarray | float
+
+
+def _state(v: Variant, grid: Grid, running: np.ndarray | None,
+           bases: dict[tuple[str, int], np.ndarray], p: Plan) -> _State | None:
     units = np.nonzero(in_scope(v, grid.units))[0]
     if units.size == 0:
-        return []
-    lo_j, start_j = grid.j(p.lo), grid.j(p.start)
+        return None
+    lo_j = grid.j(p.lo)
     rule, cmp = v.rule, v.rule.comparison
     cols = slice(None) if units.size == grid.units.n else units
     pres = grid.present[rule.metric][lo_j:, cols]
@@ -438,18 +482,32 @@ def _variant_rows(v: Variant, grid: Grid, running: np.ndarray | None,
     cbf, cbc = np.cumsum(bf, axis=0, dtype=np.int32), np.cumsum(bc, axis=0, dtype=np.int32)
     cnr, cband = np.cumsum(nr, axis=0, dtype=np.int32), np.cumsum(band, axis=0, dtype=np.int32)
     m, n, k = v.m, v.n, v.k
-    evidence = p.span + 1
     fire_cnt, crit_cnt = cbf - _lag(cbf, m), cbc - _lag(cbc, m)
     norm_cnt = cnr - _lag(cnr, k)
-    recent_bf = cbf - _lag(cbf, evidence)
+    recent_bf = cbf - _lag(cbf, p.span + 1)
     band_cnt = cband - _lag(cband, k + 1)
     prev_pres = np.zeros_like(pres)
     prev_pres[1:] = pres[:-1]
     prev_cleared = prev_pres & (_lag(cnr, 1) - _lag(cnr, k + 1) >= k)
     firing = (fire_cnt >= n) & (norm_cnt < k)
     crit = crit_cnt >= n
-    clear = (norm_cnt >= k) & ~prev_cleared & ((recent_bf > 0) | (band_cnt > 0))
-    out = pres & (firing | clear)
+    ending = (norm_cnt >= k) & ~prev_cleared
+    clear = ending & ((recent_bf > 0) | (band_cnt > 0))
+    undecided = pres & ending & (recent_bf == 0) & (band_cnt == 0)
+    return _State(units, pres, val, bf, firing, crit, clear, undecided, f_thr, c_thr)
+
+
+def _variant_rows(v: Variant, grid: Grid, running: np.ndarray | None,
+                  bases: dict[tuple[str, int], np.ndarray], p: Plan,
+                  hours: list[datetime]) -> list[Row]:
+    """The firing and clearing rows of one variant (one column per unit in scope)."""
+    st = _state(v, grid, running, bases, p)
+    if st is None:
+        return []
+    lo_j, start_j = grid.j(p.lo), grid.j(p.start)
+    rule, cmp, m = v.rule, v.rule.comparison, v.m
+    units, val, bf, firing, crit, clear = st.units, st.val, st.bf, st.firing, st.crit, st.clear
+    out = st.pres & (firing | clear)
     out[:start_j - lo_j] = False
     tj, ui = np.nonzero(out)
     if ui.size == 0:
@@ -467,8 +525,8 @@ def _variant_rows(v: Variant, grid: Grid, running: np.ndarray | None,
         worst_at = np.where(np.isinf(worst_at), _NAN, worst_at)
     fi, cr, cl = firing[tj, ui], crit[tj, ui], clear[tj, ui]
     value = np.where(fi, worst_at, val[tj, ui])
-    f_at = np.broadcast_to(f_thr, val.shape)[tj, ui]
-    c_at = np.broadcast_to(c_thr, val.shape)[tj, ui]
+    f_at = np.broadcast_to(st.f_thr, val.shape)[tj, ui]
+    c_at = np.broadcast_to(st.c_thr, val.shape)[tj, ui]
     thr = np.where(cr, c_at, f_at)
     comps, sites = grid.units.ids, grid.units.sites
     return [Row(rule.id, rule.metric, comps[u], sites[u], hours[t], x if x == x else None,
@@ -509,6 +567,31 @@ def _no_data_rows(r: NoDataRule, grid: Grid, p: Plan, hours: list[datetime]) -> 
                                         strict=True)]
 
 
+def history_dependent(p: Plan, grid: Grid, bases: dict[tuple[str, int], np.ndarray]
+                      ) -> np.ndarray:
+    """Units whose rows at ``end`` (a one-hour plan) may depend on hours before the last
+    :attr:`Plan.recent_hours`, judged on a grid that has those older hours empty.
+
+    Every count of a level rule at ``end`` looks at the recent hours only, except the breach
+    evidence of a Clear: a unit that would clear there but has no breach or band hour among
+    the recent hours is undecided. A no-data rule's gap is 0 now and an hour ago for a unit
+    with readings at both hours (no row); any other unit in scope is undecided.
+    """
+    if p.start != p.end:
+        raise ValueError("only a one-hour plan has recent hours")
+    deep = np.zeros(grid.units.n, dtype=bool)
+    running = grid.running() if SPEED in grid.values else None
+    for v in p.variants:
+        st = _state(v, grid, running, bases, p)
+        if st is not None:
+            deep[st.units[st.undecided[-1]]] = True
+    e = grid.j(p.end)
+    for r in p.no_data:
+        seen = grid.data[r.metric]
+        deep |= in_scope(r, grid.units) & ~(seen[e] & seen[e - 1])
+    return deep
+
+
 def _map(fn: Callable[..., T], items: Iterable[object], threads: int) -> list[T]:
     if threads <= 1:
         return [fn(x) for x in items]
@@ -538,5 +621,5 @@ def evaluate_grid(p: Plan, grid: Grid, bases: dict[tuple[str, int], np.ndarray],
 
 
 __all__ = ["DEFAULT_LOOKBACK_HOURS", "Grid", "Needs", "Plan", "Row", "Units", "Variant",
-           "daily_baselines", "evaluate_grid", "history_start", "hour_of", "hourly",
-           "in_scope", "plan", "variants_of"]
+           "daily_baselines", "evaluate_grid", "history_dependent", "history_start", "hour_of",
+           "hourly", "in_scope", "plan", "variants_of"]

@@ -45,6 +45,7 @@ from rules.engine import (
     Units,
     daily_baselines,
     evaluate_grid,
+    history_dependent,
     hourly,
     midnight,
     plan,
@@ -52,8 +53,6 @@ from rules.engine import (
 from rules.schema import RuleSet
 
 _NAN = float("nan")
-#: Bytes of COPY output parsed at a time (bounds the reader's buffer).
-_CHUNK = 1 << 25
 
 
 class Source(Protocol):
@@ -78,40 +77,64 @@ def read_units(conn: psycopg.Connection[Any], org_id: str,
                  [float(r[3]) for r in rows])
 
 
-def _binary_copy(conn: psycopg.Connection[Any], query: sql.Composed | str,
-                 params: dict[str, Any], dtype: np.dtype[Any]) -> Iterator[np.ndarray]:
-    """The rows of a binary ``COPY ... TO STDOUT`` whose every row has ``dtype``'s layout
-    (field count, then each field's length and value), parsed in chunks."""
-    size = dtype.itemsize
-    pending = bytearray()
-    header = 0           # bytes of the file header still to skip (0: not yet known)
-    started = False
+#: Element types of the arrays a rule query returns: PostgreSQL type oid -> numpy dtype.
+_ELEMENTS = {23: ">i4", 20: ">i8", 701: ">f8"}
+
+
+def _array(buf: bytes | bytearray, pos: int, length: int) -> np.ndarray:
+    """A one-dimensional binary array without NULL elements, as a native numpy array."""
+    if length == -1:
+        return np.empty(0)
+    ndim, hasnull, oid = (int.from_bytes(buf[pos + i:pos + i + 4], "big", signed=True)
+                          for i in (0, 4, 8))
+    if ndim == 0:
+        return np.empty(0)
+    if ndim != 1 or hasnull or oid not in _ELEMENTS:
+        raise RuntimeError(f"unexpected array in COPY output (ndim {ndim}, type {oid})")
+    size = int.from_bytes(buf[pos + 12:pos + 16], "big")
+    layout = np.dtype([("len", ">i4"), ("v", _ELEMENTS[oid])])
+    elements = np.frombuffer(bytes(buf[pos + 20:pos + 20 + size * layout.itemsize]), layout)
+    return elements["v"].astype(elements["v"].dtype.newbyteorder("="))
+
+
+def _arrays(conn: psycopg.Connection[Any], query: sql.Composed | str,
+            params: dict[str, Any]) -> Iterator[list[np.ndarray]]:
+    """The rows of a binary ``COPY ... TO STDOUT`` whose every field is an array (int4, int8
+    or float8, no NULL element), each row as numpy arrays.
+
+    The rules' queries aggregate their values into a few rows of long arrays (one per hour,
+    say): each row of a COPY costs the client a protocol message, and the arrays are read by
+    numpy whole, without a Python object per value.
+    """
+    buf = bytearray()
+    pos: int | None = None     # where the next row starts (None: the header is not read yet)
     with conn.cursor() as cur, cur.copy(query, params) as copy:
         for data in copy:
-            pending += data
-            if not started and len(pending) >= 19:
-                header = 19 + int.from_bytes(pending[15:19], "big")
-                started = True
-            if started and len(pending) - header >= _CHUNK:
-                whole = (len(pending) - header) // size * size
-                yield np.frombuffer(bytes(pending[header:header + whole]), dtype)
-                del pending[:header + whole]
-                header = 0
-    body = pending[header:]
-    if body[-2:] != b"\xff\xff" or (len(body) - 2) % size:
-        raise RuntimeError("unexpected COPY output (row layout)")
-    if len(body) > 2:
-        yield np.frombuffer(bytes(body[:-2]), dtype)
-
-
-def _layout(ints: int, floats: int) -> np.dtype[Any]:
-    """A binary COPY row of ``ints`` int4 then ``floats`` float8 fields, none NULL."""
-    fields: list[tuple[str, str]] = [("nf", ">i2")]
-    for i in range(ints):
-        fields += [(f"li{i}", ">i4"), (f"i{i}", ">i4")]
-    for i in range(floats):
-        fields += [(f"lf{i}", ">i4"), (f"f{i}", ">f8")]
-    return np.dtype(fields)
+            buf += data
+            if pos is None:
+                if len(buf) < 19:
+                    continue
+                pos = 19 + int.from_bytes(buf[15:19], "big")
+            while len(buf) >= pos + 2:
+                fields = int.from_bytes(buf[pos:pos + 2], "big", signed=True)
+                if fields == -1:       # the trailer (the loop reads on to the end of COPY)
+                    break
+                at, row = pos + 2, []
+                for _ in range(fields):
+                    if len(buf) < at + 4:
+                        break
+                    length = int.from_bytes(buf[at:at + 4], "big", signed=True)
+                    if len(buf) < at + 4 + max(length, 0):
+                        break
+                    row.append(_array(buf, at + 4, length))
+                    at += 4 + max(length, 0)
+                if len(row) < fields:  # the rest of the row is in the next message
+                    break
+                yield row
+                pos = at
+            if pos:
+                del buf[:pos]
+                pos = 0
 
 
 def _element(column: str, metric: str) -> sql.Composable:
@@ -134,36 +157,49 @@ class PostgresSource:
         hours = int((end - t0).total_seconds() // 3600) + 1
         grid = Grid(units, t0, hours)
         counted = sorted(set(needs.present) | {m for m in needs.data if m is not None})
-        ints: list[sql.Composable] = [sql.SQL("coalesce({}, -1)").format(_element("n", m))
-                                      for m in counted]
+        fields: list[sql.Composable] = [sql.SQL("coalesce({}, -1)").format(_element("n", m))
+                                        for m in counted]
         if None in needs.data:   # a reading of any metric
-            ints.append(sql.SQL("coalesce((0 < ANY(a.n))::int4, 0)"))
-        floats = [sql.SQL("coalesce({}, 'NaN')").format(_element(c, m)) for m, c in needs.values]
+            fields.append(sql.SQL("coalesce((0 < ANY(a.n))::int4, 0)"))
+        fields += [sql.SQL("coalesce({}, 'NaN')").format(_element(c, m))
+                   for m, c in needs.values]
+        # The elements are taken from each row first (MATERIALIZED: the planner otherwise
+        # joined and sorted the whole ~1 kB rows, spilling to disk), then the narrow rows get
+        # their unit's column by a hash join and are gathered into one row per hour.
         query = sql.SQL("""
 COPY (
-    SELECT (u.idx - 1)::int4,
-           (extract(epoch FROM a.hour - %(t0)s::timestamptz) / 3600)::int4{fields}
-    FROM agg_compressor_hours a
-    JOIN unnest(%(units)s::text[]) WITH ORDINALITY AS u(compressor_id, idx)
+    WITH a AS MATERIALIZED (
+        SELECT a.hour, a.compressor_id{fields}
+        FROM agg_compressor_hours a
+        WHERE a.org_id = %(org_id)s AND a.hour >= %(t0)s AND a.hour <= %(end)s
+    )
+    SELECT array_agg(((extract(epoch FROM a.hour - %(t0)s::timestamptz) / 3600)::int8
+                      * %(n)s + u.idx - 1)){aggs}
+    FROM a JOIN unnest(%(units)s::text[]) WITH ORDINALITY AS u(compressor_id, idx)
       ON u.compressor_id = a.compressor_id
-    WHERE a.org_id = %(org_id)s AND a.hour >= %(t0)s AND a.hour <= %(end)s
-) TO STDOUT (FORMAT binary)""").format(fields=sql.SQL("").join(
-            sql.SQL(", ") + f for f in [*ints, *floats]))
+    GROUP BY a.hour
+) TO STDOUT (FORMAT binary)""").format(
+            fields=sql.SQL("").join(sql.SQL(", {} AS {}").format(f, sql.Identifier(f"f{i}"))
+                                    for i, f in enumerate(fields)),
+            aggs=sql.SQL("").join(sql.SQL(", array_agg(a.{})").format(sql.Identifier(f"f{i}"))
+                                  for i in range(len(fields))))
         cells = hours * units.n
         n_counts = [np.full(cells, -1, dtype=np.int32) for _ in counted]
         anydata = np.zeros(cells, dtype=bool)
         values = [np.full(cells, _NAN) for _ in needs.values]
-        dtype = _layout(2 + len(ints), len(floats))
-        params = {"t0": t0, "end": end, "units": units.ids, "org_id": units.org_id}
+        params = {"t0": t0, "end": end, "n": units.n, "units": units.ids,
+                  "org_id": units.org_id}
         if units.n:
-            for part in _binary_copy(self.conn, query, params, dtype):
-                cell = part["i1"].astype(np.int64) * units.n + part["i0"]
+            # (transaction-local: the hourly evaluation's tenant transaction, or a backtest's)
+            self.conn.execute("SET LOCAL work_mem = '64MB'")
+            for row in _arrays(self.conn, query, params):
+                cell, rest = row[0], row[1:]
                 for i in range(len(counted)):
-                    n_counts[i][cell] = part[f"i{2 + i}"]
+                    n_counts[i][cell] = rest[i]
                 if None in needs.data:
-                    anydata[cell] = part[f"i{2 + len(counted)}"] > 0
-                for i in range(len(floats)):
-                    values[i][cell] = part[f"f{i}"]
+                    anydata[cell] = rest[len(counted)] > 0
+                for i, v in enumerate(rest[len(fields) - len(values):]):
+                    values[i][cell] = v
         shape = (hours, units.n)
         for m, n in zip(counted, n_counts, strict=True):
             grid.present[m] = (n >= 0).reshape(shape)
@@ -345,10 +381,8 @@ class BaselineStore:
             return med, found
         params = {"org_id": units.org_id, "units": units.ids, "first": first, "last": last,
                   "metrics": [m for m, _ in p.baselines], "days": [d for _, d in p.baselines]}
-        for part in _binary_copy(self.conn, db.queries("rules")["stored_baselines"], params,
-                                 _layout(3, 1)):
-            k, d, u = (part[f"i{i}"].astype(np.int64) for i in range(3))
-            med[k, d, u] = part["f0"]
+        for k, d, u, m in _arrays(self.conn, db.queries("rules")["stored_baselines"], params):
+            med[k, d, u] = m
             found[k, d, u] = True
         return med, found
 
@@ -394,6 +428,14 @@ def evaluation_rows(source: Source, rule_set: RuleSet, org_id: str, start: datet
     ``stored``: baselines from ``rule_baselines`` (the source is a :class:`PostgresSource`,
     in the organization's tenant transaction), computing and storing missing ones; otherwise
     computed from the history read, writing nothing.
+
+    One fast path, for a single hour with stored (or no) baselines, the hourly evaluation:
+    the recent hours of every unit are read first, the older ones only for the units whose
+    rows depend on them (:func:`rules.engine.history_dependent`: a unit clearing without a
+    recent breach, a unit without readings now or an hour ago). Its rows equal those of the
+    whole grid (tests/rules/test_equivalence.py evaluates single hours through it); it reads
+    :attr:`Plan.recent_hours` (5 with the default rules) instead of the 19 hours of the
+    no-data rules' history for nearly every unit (bench/bench_rules.py, latest part).
     """
     p = plan(rule_set, start, end, lookback_hours)
     if not p.variants and not p.no_data:
@@ -405,7 +447,11 @@ def evaluation_rows(source: Source, rule_set: RuleSet, org_id: str, start: datet
         needs = Needs(tuple(sorted(set(needs.values) | set(extra.values))), needs.present,
                       needs.data)
         t0 = min(t0, p.baseline_history_start())
-    grid = source.grid(units, t0, p.end, needs)
+    recent = p.end - timedelta(hours=p.recent_hours - 1)
+    one_hour = p.start == p.end and t0 == p.first_hour and recent > t0
+    grid = source.grid(units, recent if one_hour else t0, p.end, needs)
+    if one_hour:
+        grid = grid.widened(t0)
     if not p.baselines:
         bases: dict[tuple[str, int], np.ndarray] = {}
     elif stored:
@@ -413,6 +459,11 @@ def evaluation_rows(source: Source, rule_set: RuleSet, org_id: str, start: datet
         bases = BaselineStore(source.conn, source).baselines(p, grid)
     else:
         bases = computed_baselines(p, grid)
+    if one_hour:
+        deep = history_dependent(p, grid, bases)
+        if deep.any():
+            older = source.grid(units.subset(deep), t0, recent - timedelta(hours=1), needs)
+            grid.put(older, np.nonzero(deep)[0])
     return evaluate_grid(p, grid, bases, threads)
 
 

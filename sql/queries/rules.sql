@@ -122,17 +122,18 @@ WHERE org_id = %(org_id)s
   AND (%(compressors)s::text[] IS NULL OR compressor_id = ANY(%(compressors)s::text[]))
 
 -- name: stored_baselines
--- Stored baselines of the evaluated units and days as fixed-width binary rows for numpy:
--- (need index, day index, unit index, median or NaN), needs given as parallel arrays.
+-- Stored baselines of the evaluated units and days as binary arrays for numpy, one row per
+-- day: need index, day index, unit index, median (NaN: none); needs as parallel arrays.
 COPY (
-    SELECT (k.i - 1)::int4, (b.day - %(first)s::date)::int4, (u.idx - 1)::int4,
-           coalesce(b.median, 'NaN')
+    SELECT array_agg((k.i - 1)::int4), array_agg((b.day - %(first)s::date)::int4),
+           array_agg((u.idx - 1)::int4), array_agg(coalesce(b.median, 'NaN'))
     FROM rule_baselines b
     JOIN unnest(%(units)s::text[]) WITH ORDINALITY AS u(compressor_id, idx)
       ON u.compressor_id = b.compressor_id
     JOIN unnest(%(metrics)s::text[], %(days)s::int[]) WITH ORDINALITY AS k(metric, days, i)
       ON k.metric = b.metric AND k.days = b.days
     WHERE b.org_id = %(org_id)s AND b.day >= %(first)s AND b.day <= %(last)s
+    GROUP BY b.day
 ) TO STDOUT (FORMAT binary)
 
 -- name: store_baselines

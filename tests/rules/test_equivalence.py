@@ -357,7 +357,7 @@ def test_engine_equals_todays_engines(conn, fleet, tmp_path, seed):
     cases = [("acme", 50, HOURS - 1, None), ("bravo", 50, HOURS - 1, None),
              ("acme", 75, 100, ["COMP-0002"]), ("bravo", 30, 60, None)]
     cases += [(org, i, i, None) for org in ("acme", "bravo")
-              for i in rng.sample(range(30, HOURS), 8)]
+              for i in rng.sample(range(30, HOURS), 14)]
     compared = extra_clears = 0
     for org, first, last, comps in cases:
         with db.tenant(conn, org):
