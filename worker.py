@@ -81,15 +81,13 @@ class WorkerOptions:
     escalation_override_hours: float | None = None
 
 
-def rules_evaluator(settings: Settings, pool: ConnectionPool[Any] | None = None,
+def rules_evaluator(settings: Settings,
                     escalation_override_hours: float | None = None) -> Evaluator:
     """The real rule engine (``rules.evaluate``) as the pipeline's evaluator.
 
     Uses the organization's newest stored rule set, else the newest default set, else loads
     ``settings.rules_file`` and stores it (so ``rule_set_id``/``rule_version`` are always
-    stamped on breaches and pinned by the alerts they open). A large organization's hour is
-    split over two connections; the second comes from ``pool`` (the worker's), whose
-    backends have planned the statement before.
+    stamped on breaches and pinned by the alerts they open).
     """
 
     def evaluate_org(conn: psycopg.Connection[Any], org_id: str,
@@ -99,7 +97,7 @@ def rules_evaluator(settings: Settings, pool: ConnectionPool[Any] | None = None,
             rule_set = save_rule_set(conn, load_rule_set(settings.rules_file,
                                                          catalog=settings.catalog))
         result = evaluate(conn, rule_set, org_id, (min(hours), max(hours)),
-                          workers=settings.rules_connections, pool=pool)
+                          threads=settings.rules_threads)
         breaches = result.breaches
         if escalation_override_hours is not None:
             breaches = [b.model_copy(update={"escalation_delay_hours": escalation_override_hours})
@@ -190,7 +188,7 @@ def compose(client: Client, settings: Settings, db_url: str, *, pool: Connection
     return build_worker(
         client, task_queue=settings.task_queue, pool=pool, notify=notifier.all(),
         etl=etl_runner(settings, etl_url or db_url),
-        evaluator=rules_evaluator(settings, pool, options.escalation_override_hours),
+        evaluator=rules_evaluator(settings, options.escalation_override_hours),
         executor=executor)
 
 

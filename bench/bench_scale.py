@@ -418,8 +418,8 @@ def rules_child(db_url: str, mode: str, sim: Path, gold_uri: str | None = None) 
     """The default rules over the stored aggregates, as one JSON line: ``backtest`` replays the
     whole range (episodes = alerts it would have raised, faults caught against the simulator's
     ground truth); ``latest`` evaluates the latest hour once, as the hourly pipeline does.
-    ``gold_uri``: backtest in DuckDB over the gold table (``altaviz rules backtest``'s default
-    engine when a lake exists) instead of in PostgreSQL."""
+    ``gold_uri``: backtest reading the gold table (``altaviz rules backtest``'s default when a
+    lake exists) instead of PostgreSQL."""
 
     rule_set = load_rule_set()  # rules/thresholds.yaml
     tuning = Settings()         # the parallelism defaults on this machine, as the worker's
@@ -438,15 +438,14 @@ def rules_child(db_url: str, mode: str, sim: Path, gold_uri: str | None = None) 
                               read_ground_truth(sim / "ground_truth.json"),
                               exclude_rules=tuple(r.id for r in rule_set.rules
                                                   if r.kind == "no_data"), gold_uri=gold_uri,
-                              workers=tuning.rules_connections, threads=tuning.rules_threads)
+                              threads=tuning.rules_threads)
             out["engine"] = "duckdb" if gold_uri else "postgres"
             out["alerts"] = len(report.episodes)
             out["report"] = report.summary()
         else:
             breaches = clears = 0
             for org in orgs:
-                res = evaluate(conn, rule_set, org, (last, last),
-                               workers=tuning.rules_connections)
+                res = evaluate(conn, rule_set, org, (last, last), threads=tuning.rules_threads)
                 breaches += len(res.breaches)
                 clears += len(res.clears)
             out.update(breaches=breaches, clears=clears)

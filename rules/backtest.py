@@ -1,24 +1,18 @@
 """Backtesting rules over stored history: what alerts they would have raised.
 
 An *alert* is one episode: from the hour a rule starts firing for a compressor to the hour it
-clears (or the end of the range, "open"). Two engines give the same firing/clear rows, which
-are stitched into episodes here: PostgreSQL (the pipeline's own SQL,
-:func:`rules.evaluate.evaluate_rows`, over ``sensor_readings_agg``), and, given the lake's gold
-table (``gold_uri``), rules/duck_engine.py, which reads the aggregates column-wise with DuckDB
-and is the one for a fleet's month (bench/bench_rules.py, backtest part, times both).
-
-In PostgreSQL a long range is cut into ``workers`` consecutive chunks evaluated at the same
-time on their own connections (the missing baselines first, split by day, then the rules). The
-result is the same as one evaluation of the whole range: each output hour depends only on a
-bounded span of hours before it, which every chunk reads (see
-:func:`rules.evaluate.history_start`).
+clears (or the end of the range, "open"). The rows come from the one rule engine
+(rules/engine.py), the same as the hourly evaluation's, stitched into episodes here. The
+aggregates are read from the lake's gold table when given (``gold_uri``: column-wise with
+DuckDB, the one for a fleet's month, bench/bench_rules.py, backtest part) or from PostgreSQL
+under the organization's row-level security; either way the baselines are computed from the
+history read and nothing is written.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -29,14 +23,9 @@ import psycopg
 
 from altaviz.core import db
 from altaviz.core.errors import InputError
-from rules import duck_engine
-from rules.evaluate import Row, evaluate_rows, fill_baselines, history_start, variants_of
-from rules.evaluate import _hour as hour_of
-from rules.parallel import extra_connections, in_parallel
+from rules.engine import DEFAULT_LOOKBACK_HOURS, Row
 from rules.schema import RuleSet
-
-#: Chunks shorter than this are not worth a second connection.
-MIN_CHUNK_HOURS = 24
+from rules.sources import GoldSource, PostgresSource, connect_duckdb, evaluation_rows
 
 
 @dataclass(frozen=True)
@@ -144,86 +133,34 @@ def read_ground_truth(path: Path) -> list[Fault]:
         raise InputError(f"{path}: not a simulator ground_truth.json ({exc})") from exc
 
 
-def _chunks(start: datetime, end: datetime, n: int) -> list[tuple[datetime, datetime]]:
-    """``[start, end]`` cut into at most ``n`` consecutive hour ranges."""
-    hours = int((end - start).total_seconds() // 3600) + 1
-    if hours < 2 * MIN_CHUNK_HOURS or n <= 1:
-        return [(start, end)]   # (an inverted range goes to evaluate_rows, which rejects it)
-    n = min(n, hours // MIN_CHUNK_HOURS)
-    per = -(-hours // n)
-    out = []
-    s = start
-    while s <= end:
-        e = min(s + timedelta(hours=per - 1), end)
-        out.append((s, e))
-        s = e + timedelta(hours=1)
-    return out
-
-
 def episode_rows(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str,
-                 start: datetime, end: datetime, lookback_hours: int = 6,
-                 workers: int = 1) -> list[Row]:
-    """Firing/clear rows of ``[start, end]``, evaluated in up to ``workers`` parallel chunks.
-
-    Breach/Clear flags equal one :func:`evaluate_rows` call over the whole range; only the
-    value of a no-data row may differ (hours without data are counted from the chunk's own
-    history start), which episodes do not use.
-    """
-    start, end = hour_of(start), hour_of(end)   # (InputError for naive datetimes)
-    chunks = _chunks(start, end, workers)
-    extra = extra_connections(conn, len(chunks) - 1)
-    conns = [conn, *extra]
+                 start: datetime, end: datetime,
+                 lookback_hours: int = DEFAULT_LOOKBACK_HOURS, gold_uri: str | None = None,
+                 compressors: list[str] | None = None, *, threads: int = 1) -> list[Row]:
+    """Firing and clearing rows of ``[start, end]`` for one organization (ordered by hour,
+    compressor, rule), from gold (``gold_uri``) or PostgreSQL; writes nothing."""
+    if gold_uri is None:
+        with db.tenant(conn, org_id):
+            return evaluation_rows(PostgresSource(conn), rule_set, org_id, start, end,
+                                   compressors, lookback_hours, threads=threads)
+    duck = connect_duckdb()
     try:
-        variants = variants_of(rule_set)
-        if variants and len(chunks) > 1:
-            # Baselines first, each connection its own days (no two insert the same key).
-            first = history_start(variants, start, lookback_hours).date()
-            days = (end.date() - first).days + 1
-            per = -(-days // len(chunks))
-
-            def fill(i: int) -> Callable[[psycopg.Connection[Any]], None]:
-                def run(c: psycopg.Connection[Any]) -> None:
-                    lo = first + timedelta(days=i * per)
-                    hi = min(first + timedelta(days=(i + 1) * per - 1), end.date())
-                    if lo <= hi:
-                        with db.tenant(c, org_id):
-                            fill_baselines(c, rule_set, org_id, lo, hi)
-                return run
-
-            in_parallel(conns, [fill(i) for i in range(len(chunks))])
-
-        def evaluate(s: datetime, e: datetime) -> Callable[[psycopg.Connection[Any]], list[Row]]:
-            def run(c: psycopg.Connection[Any]) -> list[Row]:
-                with db.tenant(c, org_id):
-                    return evaluate_rows(c, rule_set, org_id, s, e, None, lookback_hours)
-            return run
-
-        parts = in_parallel(conns, [evaluate(s, e) for s, e in chunks])
+        return evaluation_rows(GoldSource(conn, duck, gold_uri), rule_set, org_id, start, end,
+                               compressors, lookback_hours, threads=threads)
     finally:
-        for c in extra:
-            c.close()
-    return [row for part in parts for row in part]
+        duck.close()
 
 
 def episodes(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str, start: datetime,
-             end: datetime, lookback_hours: int = 6, workers: int = 1,
+             end: datetime, lookback_hours: int = DEFAULT_LOOKBACK_HOURS,
              gold_uri: str | None = None, *, threads: int = 1) -> list[Episode]:
     """Alert episodes of ``rule_set`` for one organization over ``[start, end]``.
 
-    With ``gold_uri`` (the lake's gold Delta table) the rules are evaluated in DuckDB over
-    gold (rules/duck_engine.py: same rows, fleet-scale ranges, nothing written);
-    without, in PostgreSQL, where ``workers`` connections evaluate consecutive chunks of the
-    range at the same time (the extra ones are opened like ``conn``; 1: ``conn`` alone).
-    ``workers`` and ``threads`` (the DuckDB engine's array work) come from the settings
-    ``rules_connections`` and ``rules_threads``.
+    ``gold_uri``: read the aggregates from the lake's gold Delta table (else PostgreSQL);
+    ``threads``: threads of the array work (the setting ``rules_threads``).
     """
-    if gold_uri is not None:
-
-        rows = duck_engine.episode_rows(conn, rule_set, org_id, start, end, gold_uri,
-                                        lookback_hours, threads=threads)
-    else:
-        rows = episode_rows(conn, rule_set, org_id, start, end, lookback_hours, workers)
-    return stitch(org_id, rows)
+    return stitch(org_id, episode_rows(conn, rule_set, org_id, start, end, lookback_hours,
+                                       gold_uri, threads=threads))
 
 
 def stitch(org_id: str, rows: list[Row]) -> list[Episode]:
@@ -250,21 +187,19 @@ def stitch(org_id: str, rows: list[Row]) -> list[Episode]:
 
 def backtest(conn: psycopg.Connection[Any], rule_set: RuleSet, org_ids: list[str],
              start: datetime, end: datetime, ground_truth: list[Fault] | None = None,
-             exclude_rules: tuple[str, ...] = (), workers: int = 1,
-             gold_uri: str | None = None, *, threads: int = 1) -> BacktestReport:
+             exclude_rules: tuple[str, ...] = (), gold_uri: str | None = None, *,
+             threads: int = 1) -> BacktestReport:
     """Replay ``rule_set`` over stored history for ``org_ids``.
 
     Faults count as caught when an episode of any rule (other than ``exclude_rules``, e.g. the
     data-missing rule) starts between onset and failure on that compressor; lead time is
     failure minus the first such start. Episodes on compressors without an injected fault are
-    false alerts. ``gold_uri``: evaluate in DuckDB over the gold table; ``workers``,
-    ``threads``: see :func:`episodes`.
+    false alerts. ``gold_uri``, ``threads``: see :func:`episodes`.
     """
     eps: list[Episode] = []
     n_comp = 0
     for org in org_ids:
-        eps += episodes(conn, rule_set, org, start, end, workers=workers, gold_uri=gold_uri,
-                        threads=threads)
+        eps += episodes(conn, rule_set, org, start, end, gold_uri=gold_uri, threads=threads)
         with db.tenant(conn, org):
             row = conn.execute("SELECT count(*) FROM compressors").fetchone()
         n_comp += int(row[0]) if row else 0
@@ -302,21 +237,19 @@ class Diff:
 
 
 def diff(conn: psycopg.Connection[Any], old: RuleSet, new: RuleSet, org_ids: list[str],
-         start: datetime, end: datetime, workers: int = 1, gold_uri: str | None = None, *,
+         start: datetime, end: datetime, gold_uri: str | None = None, *,
          threads: int = 1) -> Diff:
     """Episodes gained and lost by changing ``old`` into ``new``.
 
     An old and a new episode of the same rule and compressor are the same alert when their
     time spans overlap (each matched at most once); the rest were gained or lost.
-    ``gold_uri``, ``workers``, ``threads``: see :func:`episodes`.
+    ``gold_uri``, ``threads``: see :func:`episodes`.
     """
     a: list[Episode] = []
     b: list[Episode] = []
     for org in org_ids:
-        a += episodes(conn, old, org, start, end, workers=workers, gold_uri=gold_uri,
-                      threads=threads)
-        b += episodes(conn, new, org, start, end, workers=workers, gold_uri=gold_uri,
-                      threads=threads)
+        a += episodes(conn, old, org, start, end, gold_uri=gold_uri, threads=threads)
+        b += episodes(conn, new, org, start, end, gold_uri=gold_uri, threads=threads)
     far = end + timedelta(days=3650)
 
     def unmatched(xs: list[Episode], ys: list[Episode]) -> list[Episode]:

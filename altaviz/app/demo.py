@@ -225,8 +225,7 @@ def _fill_report(report: DemoReport, db_url: str, rule_set: Any, start: datetime
             report.notifications_failed = int(sent.get("failed", 0))
         orgs = db.org_ids(conn)
         bt = backtest(conn, rule_set, orgs, start, end, read_ground_truth(ground_truth_path),
-                      exclude_rules=("data_missing",), workers=settings.rules_connections,
-                      threads=settings.rules_threads)
+                      exclude_rules=("data_missing",), threads=settings.rules_threads)
     report.faults = [FaultCaught(o.fault.compressor_id, o.fault.mode, o.caught, o.lead_hours,
                                  o.rules) for o in bt.faults]
     if bt.healthy_compressor_days:

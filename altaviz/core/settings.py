@@ -124,15 +124,10 @@ class Settings(BaseModel):
         default=300_000, ge=1,
         description="dirty compressor-hours gold recomputes at a time: bounds a bulk load's "
                     "DuckDB memory (larger: fewer re-reads of silver, more memory)")
-    rules_connections: int = Field(
-        default=max(1, min(4, os.cpu_count() or 1)), ge=1,
-        description="PostgreSQL connections one rule evaluation is split over (the hourly "
-                    "evaluation of an organization with 1,000 units per connection, a "
-                    "backtest's hours); default: this machine's cores, at most 4")
     rules_threads: int = Field(
         default=max(1, min(4, os.cpu_count() or 1)), ge=1,
-        description="threads of the DuckDB backtest engine's array work (rules backtest "
-                    "over gold); default: this machine's cores, at most 4")
+        description="threads of the rule engine's array work (the hourly evaluation, "
+                    "backtests); default: this machine's cores, at most 4")
     database_owner_url: str | None = Field(
         default=None,
         description="PostgreSQL URL of the schema owner (<database>_owner, or a role that may "

@@ -73,21 +73,14 @@ def _describe(w: Worker) -> dict[str, Any]:
 
 
 async def _workers_of(options: RuntimeOptions, settings: Settings
-                     ) -> tuple[dict[str, Any] | None, dict[str, Any] | None, bool]:
-    """The alerts worker's and the ETL worker's wiring (None: not run), and whether the rule
-    engine got the alerts worker's pool."""
+                      ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The alerts worker's and the ETL worker's wiring (None: not run)."""
     runtime = Runtime(App(settings=settings), options)
     try:
         await runtime.start()
         alerts = _describe(runtime.worker) if runtime.worker is not None else None
         etl = _describe(runtime.etl_worker) if runtime.etl_worker is not None else None
-        pooled = False
-        if runtime.worker is not None:
-            pipeline: Any = next(cast(MethodType, fn).__self__
-                                 for fn in runtime.worker.config()["activities"]
-                                 if fn.__name__ == "evaluate_rules")
-            pooled = _closure(pipeline._evaluator)["pool"] is pipeline._pool
-        return alerts, etl, pooled
+        return alerts, etl
     finally:
         await runtime.stop()
 
@@ -108,8 +101,8 @@ async def test_up_and_worker_run_the_same_wiring(dev_server: WorkflowEnvironment
                                                                only=None))
     assert up_options.web and not worker_options.web
 
-    up_alerts, up_etl, up_pooled = await _workers_of(up_options, settings)
-    worker_alerts, worker_etl, worker_pooled = await _workers_of(worker_options, settings)
+    up_alerts, up_etl = await _workers_of(up_options, settings)
+    worker_alerts, worker_etl = await _workers_of(worker_options, settings)
 
     assert up_alerts == worker_alerts and up_etl == worker_etl
     assert up_alerts is not None and up_etl is not None
@@ -118,7 +111,6 @@ async def test_up_and_worker_run_the_same_wiring(dev_server: WorkflowEnvironment
     assert {"notify", "plan_notification", "deliver", "record_delivery_failure", "run_etl",
             "evaluate_rules", "open_alert"} <= set(up_alerts["activities"])
     assert not ETL_ACTIVITIES & set(up_alerts["activities"]), "ETL stages on the alerts queue"
-    assert up_pooled and worker_pooled, "the rule engine must get the worker's pool"
     # the ETL worker: the real stages on a queue of its own, no workflows
     assert up_etl["task_queue"] == settings.etl_queue == f"{settings.task_queue}-etl"
     assert up_etl["workflows"] == []
@@ -140,12 +132,12 @@ async def test_worker_only_runs_one_kind(dev_server: WorkflowEnvironment, db_url
         http_port=_free_port(), link_secret="a-test-secret-for-links-0123456789")
     options = worker.runtime_options(argparse.Namespace(no_schedule=True, demo=False,
                                                         only=only))
-    alerts, etl, _ = await _workers_of(options, settings)
+    alerts, etl = await _workers_of(options, settings)
     assert (alerts is not None, etl is not None) == (only == "alerts", only == "etl")
     if etl is not None:
         assert etl["task_queue"] == f"etl-{tmp_path.name}"
     by_setting = up.runtime_options(argparse.Namespace(no_web=True))
-    alerts, etl, _ = await _workers_of(by_setting, settings.model_copy(update={"workers": only}))
+    alerts, etl = await _workers_of(by_setting, settings.model_copy(update={"workers": only}))
     assert (alerts is not None, etl is not None) == (only == "alerts", only == "etl")
 
 

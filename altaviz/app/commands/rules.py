@@ -63,9 +63,9 @@ def register(subparsers: Any) -> None:
                        help="organization(s) to replay (repeatable; default: all)")
         p.add_argument("--json", action="store_true", help="print the report as JSON")
         p.add_argument("--engine", choices=("auto", "duckdb", "postgres"), default="auto",
-                       help="where the rules are evaluated: duckdb reads the lake's gold Delta "
-                            "table column-wise (fleet-scale ranges in seconds, writes nothing); "
-                            "postgres reads sensor_readings_agg and stores missing baselines; "
+                       help="where the aggregates are read (the rules are the same): duckdb "
+                            "reads the lake's gold Delta table column-wise (fleet-scale ranges "
+                            "in seconds); postgres reads the hourly aggregates; neither writes; "
                             "auto (default): duckdb when the lake has a gold table "
                             "(ALTAVIZ_LAKE_DIR, default DATA_DIR/lake), else postgres")
         p.set_defaults(handler=_backtest if name == "backtest" else _diff)
@@ -115,7 +115,6 @@ def _backtest(args: argparse.Namespace, app: App) -> int:
         report = backtest(conn, rule_set, _orgs(args, conn), args.start, args.end, truth,
                           exclude_rules=tuple(r.id for r in rule_set.rules
                                               if r.kind == "no_data"), gold_uri=gold,
-                          workers=app.settings.rules_connections,
                           threads=app.settings.rules_threads)
     summary = report.summary()
     if args.json:
@@ -150,7 +149,7 @@ def _diff(args: argparse.Namespace, app: App) -> int:
     gold = _gold_uri(args, app)
     with app.connect() as conn:
         d = diff(conn, old, new, _orgs(args, conn), args.start, args.end, gold_uri=gold,
-                 workers=app.settings.rules_connections, threads=app.settings.rules_threads)
+                 threads=app.settings.rules_threads)
     if args.json:
         print(json.dumps({"counts": d.counts, "added": [e.__dict__ for e in d.added],
                           "removed": [e.__dict__ for e in d.removed]}, indent=2, default=str))

@@ -1,11 +1,9 @@
-"""The DuckDB backtest engine (rules/duck_engine.py) against the PostgreSQL engine.
+"""The engine's two sources: the gold Delta table (backtests) and PostgreSQL under RLS.
 
-The same randomized hand-made aggregates as test_equivalence.py (values around every
-threshold, missing hours and values, stopped hours, silent stretches, per-model values, scopes,
-relative baselines with caps, 'either' deviations, rate of change, no-data rules) are written
-into PostgreSQL and into a real Delta table on disk in the gold schema; both engines must give
-the same firing/clear rows (values and thresholds included) and the same episodes. Another
-organization's rows in the same gold table must never change an organization's result.
+The randomized comparison of both sources with the SQL oracle is in test_equivalence.py;
+here: episodes from either source are the same, another organization's rows never change an
+organization's result (the gold table holds every tenant; PostgreSQL's row-level security
+and filters), the CLI picks the source, and baselines interpolate as PostgreSQL's median.
 """
 
 from __future__ import annotations
@@ -14,51 +12,22 @@ import random
 from pathlib import Path
 from typing import Any
 
-import psycopg
-import pytest
-
 from altaviz.core import db
-from rules import duck_engine
-from rules.backtest import episodes
+from rules.backtest import episode_rows, episodes
 from rules.evaluate import evaluate_rows
+from tests.rules import reference_evaluate
 from tests.rules.helpers import gold_from_postgres, h
 from tests.rules.test_equivalence import HOURS, _fill, _rule_set
 
 
-def _pg_rows(conn: psycopg.Connection[Any], rs: Any, org: str, first: int, last: int,
-             compressors: list[str] | None = None) -> list[Any]:
-    with db.tenant(conn, org):
-        rows = evaluate_rows(conn, rs, org, h(first), h(last), compressors)
-    with db.admin(conn):
-        conn.execute("DELETE FROM rule_baselines")   # each engine computes its own
-    return rows
-
-
-@pytest.mark.parametrize("seed", [1, 2, 3, 4])
-def test_duckdb_rows_equal_postgres_rows(conn, fleet, tmp_path: Path, seed: int) -> None:
-    rng = random.Random(seed)
-    rs = _rule_set(rng)
-    _fill(conn, rng)
-    gold = gold_from_postgres(conn, tmp_path / "gold")
-    con = duck_engine.connect(threads=1)
-    seen: set[str] = set()
-    for org, first, last, comps in (("acme", 50, HOURS - 1, None), ("bravo", 50, HOURS - 1, None),
-                                    ("acme", 75, 100, ["COMP-0002"]), ("acme", 30, 60, None)):
-        want = _pg_rows(conn, rs, org, first, last, comps)
-        got = duck_engine.episode_rows(conn, rs, org, h(first), h(last), gold,
-                                       compressors=comps, con=con)
-        assert got == want, (org, first, last)
-        seen |= {r.rule_id for r in want}
-    assert seen == {r.id for r in rs.rules}, seen   # the data crosses every rule
-
-
-def test_duckdb_episodes_equal_and_tenants_are_isolated(conn, fleet, tmp_path: Path) -> None:
+def test_episodes_equal_from_either_source_and_tenants_are_isolated(
+        conn, fleet, tmp_path: Path) -> None:
     rng = random.Random(11)
     rs = _rule_set(rng)
     _fill(conn, rng)
     conn.commit()
     gold = gold_from_postgres(conn, tmp_path / "gold")
-    want = episodes(conn, rs, "acme", h(50), h(HOURS - 1), workers=1)
+    want = episodes(conn, rs, "acme", h(50), h(HOURS - 1))
     assert episodes(conn, rs, "acme", h(50), h(HOURS - 1), gold_uri=gold) == want
     assert len(want) > 5
     # Another organization's rows, extreme and even claiming acme's unit ids, in the same
@@ -68,6 +37,33 @@ def test_duckdb_episodes_equal_and_tenants_are_isolated(conn, fleet, tmp_path: P
     # (the poison is real: read as bravo's, the extreme rows do fire)
     assert episodes(conn, rs, "bravo", h(50), h(HOURS - 1), gold_uri=poisoned) != episodes(
         conn, rs, "bravo", h(50), h(HOURS - 1), gold_uri=gold)
+
+
+def test_postgres_source_sees_only_its_tenant(conn, fleet) -> None:
+    """bravo gets a unit with acme's id and extreme aggregates at the same hours: acme's rows
+    (read under row-level security) do not move, bravo's do fire."""
+    rng = random.Random(3)
+    rs = _rule_set(rng)
+    _fill(conn, rng)
+    with db.tenant(conn, "acme"):
+        want = evaluate_rows(conn, rs, "acme", h(50), h(HOURS - 1))
+    with db.admin(conn):
+        conn.execute("INSERT INTO compressors (org_id, compressor_id, site_id, model, rated_hp,"
+                     " rated_rpm, stages) VALUES ('bravo', 'COMP-0001', 'EF-01', 'Ariel JGK/4',"
+                     " 1380, 1400, 4)")
+        conn.execute("INSERT INTO sensor_readings_agg (org_id, compressor_id, metric, hour, n,"
+                     " mean, mean_4h, rate_of_change) SELECT 'bravo', 'COMP-0001', metric,"
+                     " hour, 6, 1e6, 1e6, 1e6 FROM sensor_readings_agg WHERE org_id = 'acme'"
+                     " AND compressor_id = 'COMP-0001' AND metric <> 'speed_rpm'")
+        conn.execute("INSERT INTO sensor_readings_agg (org_id, compressor_id, metric, hour, n,"
+                     " mean, min, min_4h) SELECT 'bravo', 'COMP-0001', metric, hour, n, mean,"
+                     " min, min_4h FROM sensor_readings_agg WHERE org_id = 'acme'"
+                     " AND compressor_id = 'COMP-0001' AND metric = 'speed_rpm'")
+    with db.tenant(conn, "acme"):
+        assert evaluate_rows(conn, rs, "acme", h(50), h(HOURS - 1)) == want
+    with db.tenant(conn, "bravo"):
+        assert any(r.compressor_id == "COMP-0001" and r.firing
+                   for r in episode_rows(conn, rs, "bravo", h(50), h(HOURS - 1)))
 
 
 def _poison(src: str, dst: Path) -> str:
@@ -96,9 +92,9 @@ def _poison(src: str, dst: Path) -> str:
     return str(dst)
 
 
-def test_cli_backtest_and_diff_pick_the_engine(conn, fleet, db_url, tmp_path, monkeypatch,
+def test_cli_backtest_and_diff_pick_the_source(conn, fleet, db_url, tmp_path, monkeypatch,
                                                capsys) -> None:
-    """`altaviz rules backtest/diff` use DuckDB when the lake has a gold table (the same report
+    """`altaviz rules backtest/diff` read gold when the lake has a gold table (the same report
     as --engine postgres), PostgreSQL otherwise; --engine duckdb without gold is an error."""
     import json
 
@@ -132,7 +128,9 @@ def test_cli_backtest_and_diff_pick_the_engine(conn, fleet, db_url, tmp_path, mo
 
 def test_baseline_median_interpolates_as_postgresql(conn, fleet, tmp_path: Path) -> None:
     """An even count's median is percentile_cont's ``lo + (hi - lo) * 0.5``, which differs in
-    the last bit from ``(lo + hi) / 2`` for these two values: thresholds must be bit-equal."""
+    the last bit from ``(lo + hi) / 2`` for these two values: thresholds must be bit-equal,
+    stored by the hourly evaluation, computed by a backtest from either source, and as the
+    SQL oracle's baseline fill stores them."""
     from tests.rules.helpers import COMMON, one_rule, put
 
     lo, hi = -995.7878932977786, 524.5601649158839
@@ -149,7 +147,15 @@ def test_baseline_median_interpolates_as_postgresql(conn, fleet, tmp_path: Path)
     put(conn, "acme", "COMP-0001", "oil_temp_f", 0, day)
     put(conn, "acme", "COMP-0001", "oil_temp_f", 48, [1e6] * 3)
     gold = gold_from_postgres(conn, tmp_path / "gold")
-    want = _pg_rows(conn, rs, "acme", 48, 50)
-    got = duck_engine.episode_rows(conn, rs, "acme", h(48), h(50), gold)
-    assert got == want and len(want) == 3
+    with db.tenant(conn, "acme"):
+        want = evaluate_rows(conn, rs, "acme", h(48), h(50))
+        query = "SELECT median, n FROM rule_baselines WHERE day = %s AND n > 0"
+        stored = conn.execute(query, [h(48).date()]).fetchall()
+        conn.execute("DELETE FROM rule_baselines")
+        reference_evaluate.fill_baselines(conn, rs, "acme", h(48).date(), h(48).date())
+        assert conn.execute(query, [h(48).date()]).fetchall() == stored
+        assert stored == [(lo + (hi - lo) * 0.5, 24)]
+    assert episode_rows(conn, rs, "acme", h(48), h(50), gold_uri=gold) == want
+    assert episode_rows(conn, rs, "acme", h(48), h(50)) == want
+    assert len(want) == 3
     assert want[0].threshold == lo + (hi - lo) * 0.5 + 1.0

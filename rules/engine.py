@@ -1,0 +1,625 @@
+"""The rule engine: every rule kind evaluated on dense (hour x unit) arrays in numpy.
+
+One implementation serves the hourly evaluation, ``rules backtest`` and ``rules diff``; only
+where the aggregates come from differs (rules/sources.py: PostgreSQL under the tenant's
+row-level security, or the lake's gold table). A source fills a :class:`Grid`: for each
+(metric, column) a rule reads, an array with one row per hour and one column per unit (NaN:
+no value), plus a presence mask per metric (an aggregate row exists, even with a NULL value)
+and a data mask per watched metric (a row with readings, what no-data rules count).
+
+On a dense grid "the last N hours" is a difference of cumulative sums along the hour axis, so
+persistence, clearing and hysteresis are a few whole-array operations per rule. The flags use
+the IEEE-754 operations of the SQL the engine replaced, in the same order (``least`` and
+``greatest`` ignore a missing baseline as ``fmin``/``fmax`` do), so values and thresholds are
+bit-identical to it; tests/rules/test_equivalence.py holds the engine to the SQL reference on
+randomized aggregates.
+
+Semantics, per (compressor, rule) and hour ``h`` (hours are the aggregate's hour-start):
+
+* *beyond(level)*: the rule's aggregate at ``h`` is at or past the level (``above``: >=,
+  ``below``: <=, ``either``: |value - baseline| >= offset). Relative levels use the baseline of
+  ``h``'s UTC day; "whichever comes first" combines absolute and relative. With the running
+  gate (``running_only``), an hour in which the unit had not run steadily for 4 hours has no
+  value: neither beyond nor normal.
+* *firing*: at least ``persistence.hours`` of the last ``persistence.of`` hours (present rows
+  only) are beyond the first level (warning, or critical when there is none); severity is
+  ``critical`` when as many are beyond critical.
+* *normal*: a row has a value on the normal side of the clear level (default: the warning).
+  Missing hours are never normal. *cleared*: the last ``clear_after_hours`` hours all normal.
+  Clearing dominates: an hour that is both firing and cleared counts as cleared.
+
+What is reported for the requested hours ``[start, end]`` (both inclusive), at hours where the
+rule's metric has a row:
+
+* a Breach row for every hour at which a rule is *firing* (for the latest hour: the breach
+  state at that hour; in the hysteresis band between clear and warning an open episode is
+  neither re-reported nor cleared);
+* a Clear row at the first *cleared* hour after an hour that was not cleared, when a breach
+  lies in the hours ``h - span .. h`` (``span``: ``lookback_hours`` plus the rule set's longest
+  persistence or clear window, see :func:`history_start`) or the hour before the clear window
+  was in the band. State before ``start`` is reconstructed from that history; consumers treat
+  a Clear for a rule without an open alert as a no-op;
+* no-data rules: a Breach row for each hour at which the compressor (or the rule's metric) has
+  had no aggregate with readings for ``warning_after_hours`` (value = hours without data,
+  counted from the hour before the history the evaluation reads when there is none), and a
+  Clear row at the first hour data is back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import TypeVar
+
+import numpy as np
+
+from altaviz.core.errors import InputError
+from rules.schema import (
+    RUNNING_SHARE,
+    Level,
+    LevelRule,
+    NoDataRule,
+    RuleSet,
+    ThresholdRule,
+)
+
+DEFAULT_LOOKBACK_HOURS = 6
+#: The running gate's input: the slowest speed of the last 4 hours.
+SPEED = ("speed_rpm", "min_4h")
+_NAN = float("nan")
+T = TypeVar("T")
+
+
+def hour_of(ts: datetime) -> datetime:
+    """``ts`` truncated to its UTC hour (a naive datetime is an error, not a guess)."""
+    if ts.tzinfo is None:
+        raise InputError(f"hour {ts.isoformat()} has no time zone; pass UTC datetimes")
+    return ts.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def midnight(day: date) -> datetime:
+    """The first hour of a UTC day."""
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One (rule, model variant): a rule with per-model overrides becomes one variant per
+    overridden model plus a default variant for every other model in its scope."""
+
+    rule: LevelRule
+    model: str | None                  # an overridden model, or None: the default variant
+    models: tuple[str, ...] | None     # default variant: the scope's models (None: all)
+    except_models: tuple[str, ...]     # default variant: models that have their own variant
+    first: Level
+    critical: Level | None
+    clear: Level
+
+    @property
+    def m(self) -> int:
+        return self.rule.persistence.of
+
+    @property
+    def n(self) -> int:
+        return self.rule.persistence.hours
+
+    @property
+    def k(self) -> int:
+        return self.rule.clear_after_hours
+
+    @property
+    def baseline_days(self) -> int | None:
+        rule = self.rule
+        return rule.baseline.days if isinstance(rule, ThresholdRule) and rule.baseline else None
+
+
+def variants_of(rule_set: RuleSet) -> list[Variant]:
+    """The enabled threshold and rate-of-change rules as variants (see :class:`Variant`)."""
+    out: list[Variant] = []
+    for rule in rule_set.rules:
+        if isinstance(rule, NoDataRule) or not rule.enabled:
+            continue
+        scope = rule.applies_to
+        choices: list[tuple[str | None, tuple[str, ...] | None]] = [
+            (m, None) for m in rule.models]
+        choices.append((None, tuple(scope.models) if scope.models is not None else None))
+        for model, models in choices:
+            warning, critical, clear = rule.levels_for(model)
+            first = warning if warning is not None else critical
+            assert first is not None
+            out.append(Variant(rule, model, models, tuple(rule.models), first, critical, clear))
+    return out
+
+
+def no_data_rules(rule_set: RuleSet) -> list[NoDataRule]:
+    """The enabled no-data rules."""
+    return [r for r in rule_set.rules if isinstance(r, NoDataRule) and r.enabled]
+
+
+def history_start(variants: list[Variant], start: datetime, lookback_hours: int) -> datetime:
+    """The first hour the threshold rules read to evaluate from ``start``: persistence and
+    clear windows plus ``lookback_hours`` of episode history. Every output hour depends only
+    on the rows of its own span, so a range can be evaluated in independent chunks."""
+    span = max(max(v.m, v.k + 1) for v in variants) + lookback_hours
+    return start - timedelta(hours=span)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One firing or clearing (compressor, rule, hour): a Breach, a Clear or both."""
+
+    rule_id: str
+    metric: str
+    compressor_id: str
+    site_id: str
+    hour: datetime
+    value: float | None
+    firing: bool
+    critical: bool
+    threshold: float | None
+    clear: bool
+
+
+def row_order(r: Row) -> tuple[datetime, str, str]:
+    """The order of evaluation rows: by hour, unit and rule."""
+    return r.hour, r.compressor_id, r.rule_id
+
+
+@dataclass(frozen=True)
+class Units:
+    """The organization's compressors an evaluation covers, in id order (grid columns)."""
+
+    org_id: str
+    ids: list[str]
+    sites: list[str]
+    models: list[str]
+    rated_rpm: list[float]
+
+    @property
+    def n(self) -> int:
+        return len(self.ids)
+
+    def subset(self, keep: np.ndarray) -> Units:
+        """The units where ``keep`` is true."""
+        idx = np.nonzero(keep)[0].tolist()
+        return Units(self.org_id, [self.ids[i] for i in idx], [self.sites[i] for i in idx],
+                     [self.models[i] for i in idx], [self.rated_rpm[i] for i in idx])
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a source must read for an evaluation."""
+
+    values: tuple[tuple[str, str], ...]    # (metric, column) pairs, each a value array
+    present: tuple[str, ...]               # metrics whose presence mask the rules use
+    data: tuple[str | None, ...]           # no-data rules' metrics (None: any metric)
+
+
+@dataclass
+class Grid:
+    """Aggregates of ``units`` for the hours ``t0 .. t0 + hours - 1`` as dense arrays."""
+
+    units: Units
+    t0: datetime
+    hours: int
+    values: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+    present: dict[str, np.ndarray] = field(default_factory=dict)
+    data: dict[str | None, np.ndarray] = field(default_factory=dict)
+
+    def j(self, t: datetime) -> int:
+        """The grid row of hour ``t``."""
+        return int((t - self.t0).total_seconds() // 3600)
+
+    def widened(self, t0: datetime) -> Grid:
+        """This grid from the earlier hour ``t0``, the added hours without aggregates."""
+        extra = self.j(t0) * -1
+
+        def pad(a: np.ndarray, fill: object) -> np.ndarray:
+            out = np.full((extra + self.hours, self.units.n), fill, dtype=a.dtype)
+            out[extra:] = a
+            return out
+        return Grid(self.units, t0, self.hours + extra,
+                    {k: pad(a, _NAN) for k, a in self.values.items()},
+                    {k: pad(a, False) for k, a in self.present.items()},
+                    {k: pad(a, False) for k, a in self.data.items()})
+
+    def put(self, part: Grid, columns: np.ndarray) -> None:
+        """Copy ``part`` (the units at ``columns``, hours within this grid's) into the grid."""
+        rows = slice(self.j(part.t0), self.j(part.t0) + part.hours)
+        for pair, a in part.values.items():
+            self.values[pair][rows, columns] = a
+        for metric, b in part.present.items():
+            self.present[metric][rows, columns] = b
+        for watched, b in part.data.items():
+            self.data[watched][rows, columns] = b
+
+    def running(self) -> np.ndarray:
+        """Hours each unit ran steadily the last 4 hours (the running gate)."""
+        rated = np.asarray(self.units.rated_rpm, dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            return np.asarray(self.values[SPEED] >= RUNNING_SHARE * rated[None, :])
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The hours and inputs of one evaluation of ``[start, end]``."""
+
+    variants: list[Variant]
+    no_data: list[NoDataRule]
+    start: datetime
+    end: datetime
+    lo: datetime              # first hour the level rules read
+    nd_lo: datetime           # first hour the no-data rules read
+    lookback_hours: int
+    baselines: tuple[tuple[str, int], ...]    # (metric, days) the relative rules need
+
+    @property
+    def span(self) -> int:
+        """Hours of history each output hour of the level rules depends on."""
+        return int((self.start - self.lo).total_seconds() // 3600)
+
+    @property
+    def recent_hours(self) -> int:
+        """The hours up to ``end`` that decide ``end``'s rows, except how far back a clearing
+        rule's breach lies and when a silence began (see :func:`history_dependent`)."""
+        r = max((max(v.m, v.k + 1) for v in self.variants), default=1)
+        return max(r, 2) if self.no_data else r
+
+    @property
+    def first_hour(self) -> datetime:
+        """The first hour any rule reads (baselines aside)."""
+        return min(self.lo, self.nd_lo)
+
+    def needs(self) -> Needs:
+        values = {(v.rule.metric, v.rule.column) for v in self.variants}
+        if any(v.rule.running_only for v in self.variants):
+            values.add(SPEED)
+        return Needs(tuple(sorted(values)), tuple(sorted({v.rule.metric for v in self.variants})),
+                     tuple(sorted({r.metric for r in self.no_data}, key=lambda m: m or "")))
+
+    def baseline_needs(self) -> Needs:
+        """What computing the baselines from the aggregates reads."""
+        return Needs(tuple(sorted({(m, "mean") for m, _ in self.baselines} | {SPEED})), (), ())
+
+    def baseline_history_start(self) -> datetime:
+        """The first hour whose 1h means enter a baseline of the evaluated days."""
+        back = max(d for _, d in self.baselines) + 1
+        return midnight(self.lo.date() - timedelta(days=back))
+
+
+def plan(rule_set: RuleSet, start: datetime, end: datetime,
+         lookback_hours: int = DEFAULT_LOOKBACK_HOURS) -> Plan:
+    """The evaluation of ``rule_set`` over the hours ``[start, end]`` (UTC, inclusive)."""
+    start, end = hour_of(start), hour_of(end)
+    if end < start:
+        raise InputError(f"end {end.isoformat()} is before start {start.isoformat()}")
+    variants = variants_of(rule_set)
+    nd = no_data_rules(rule_set)
+    lo = history_start(variants, start, lookback_hours) if variants else start
+    nd_lo = start
+    if nd:
+        span = max(r.critical_after_hours or r.warning_after_hours for r in nd) + lookback_hours
+        nd_lo = start - timedelta(hours=span)
+    bases = sorted({(v.rule.metric, d) for v in variants if (d := v.baseline_days) is not None})
+    return Plan(variants, nd, start, end, lo, nd_lo, lookback_hours, tuple(bases))
+
+
+# --- baselines ------------------------------------------------------------------------------
+
+def daily_baselines(grid: Grid, metric: str, days: int, first_day: date,
+                    last_day: date) -> tuple[np.ndarray, np.ndarray]:
+    """Each unit's baseline of ``metric`` for the UTC days ``first_day .. last_day``.
+
+    Day D's baseline is the median of the running hours' 1h means of days D-(days+1) .. D-2
+    (NaN under 24 such hours), interpolated as PostgreSQL's ``percentile_cont(0.5)``:
+    ``lo + (hi - lo) * 0.5``. The grid must start at a midnight at least ``days + 1`` days
+    before ``first_day``. Returns (medians, hours counted), each (days x units).
+    """
+    day0 = grid.t0.date()
+    if grid.t0 != midnight(day0) or (first_day - day0).days < days + 1:
+        raise ValueError("the grid does not hold the baseline windows")
+    units = grid.units.n
+    n_days = (last_day - day0).days
+    x = np.full((n_days * 24, units), _NAN)
+    take = min(grid.hours, n_days * 24)
+    x[:take] = np.where(grid.running()[:take], grid.values[(metric, "mean")][:take], _NAN)
+    # (unit, day, hour), each day's hours sorted (NaN last): a window is then a run of sorted
+    # days, which the stable (merging) sort exploits.
+    daily = np.sort(np.ascontiguousarray(x.T).reshape(units, n_days, 24), axis=2)
+    out_days = (last_day - first_day).days + 1
+    med = np.full((out_days, units), _NAN)
+    count = np.zeros((out_days, units), dtype=np.int64)
+    for i in range(out_days):
+        d = (first_day - day0).days + i
+        window = np.sort(daily[:, d - (days + 1):d - 1, :].reshape(units, -1), axis=1,
+                         kind="stable")
+        n = np.count_nonzero(~np.isnan(window), axis=1)
+        lo = np.take_along_axis(window, np.maximum((n - 1) // 2, 0)[:, None], axis=1)[:, 0]
+        hi = np.take_along_axis(window, (n // 2)[:, None].clip(max=window.shape[1] - 1),
+                                axis=1)[:, 0]
+        m = np.where(n % 2 == 1, lo, lo + (hi - lo) * 0.5)
+        med[i] = np.where(n >= 24, m, _NAN)
+        count[i] = n
+    return med, count
+
+
+def hourly(by_day: np.ndarray, first_day: date, grid: Grid) -> np.ndarray:
+    """A (days x units) array of day values spread over the grid's hours (NaN outside)."""
+    day_of = ((np.arange(grid.hours) + grid.t0.hour) // 24
+              + (grid.t0.date() - first_day).days)
+    ok = (day_of >= 0) & (day_of < by_day.shape[0])
+    out = np.full((grid.hours, grid.units.n), _NAN)
+    out[ok] = by_day[day_of[ok]]
+    return out
+
+
+# --- level rules ----------------------------------------------------------------------------
+
+def _offset(level: Level, base: np.ndarray | None) -> np.ndarray | float | None:
+    parts: list[np.ndarray | float] = []
+    if level.delta is not None:
+        parts.append(float(level.delta))
+    if level.percent is not None:
+        assert base is not None
+        parts.append(float(level.percent) / 100.0 * np.abs(base))
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else np.fmin(parts[0], parts[1])
+
+
+def _limit(level: Level, cmp: str, base: np.ndarray | None) -> np.ndarray | float:
+    """The level as a value for ``above``/``below`` (whichever of absolute/relative first)."""
+    off = _offset(level, base)
+    rel = None
+    if off is not None:
+        assert base is not None
+        rel = base + off if cmp == "above" else base - off
+    if level.absolute is None:
+        assert rel is not None
+        return rel
+    if rel is None:
+        return float(level.absolute)
+    return (np.fmin if cmp == "above" else np.fmax)(float(level.absolute), rel)
+
+
+def _beyond(level: Level, cmp: str, v: np.ndarray, base: np.ndarray | None,
+            normal: bool = False) -> np.ndarray:
+    """'v is beyond ``level``' (with ``normal``: strictly on the normal side); NaN: False."""
+    if cmp == "either":
+        off = _offset(level, base)
+        assert off is not None and base is not None
+        dev = np.abs(v - base)
+        return np.asarray(dev < off if normal else dev >= off)
+    lim = _limit(level, cmp, base)
+    if cmp == "above":
+        return np.asarray(v < lim if normal else v >= lim)
+    return np.asarray(v > lim if normal else v <= lim)
+
+
+def _threshold(level: Level | None, cmp: str, v: np.ndarray,
+               base: np.ndarray | None) -> np.ndarray | float:
+    """The threshold reported with a breach at this level."""
+    if level is None:
+        return _NAN
+    if cmp != "either":
+        return _limit(level, cmp, base)
+    off = _offset(level, base)
+    assert off is not None and base is not None
+    with np.errstate(invalid="ignore"):
+        return np.where(v >= base, base + off, base - off)
+
+
+def _lag(c: np.ndarray, n: int) -> np.ndarray:
+    """``c`` shifted ``n`` hours later along the hour axis, zero-filled."""
+    out = np.zeros_like(c)
+    if n < c.shape[0]:
+        out[n:] = c[:c.shape[0] - n]
+    return out
+
+
+def in_scope(v: Variant | NoDataRule, units: Units) -> np.ndarray:
+    """Which units a variant (or a no-data rule) applies to."""
+    model = np.array(units.models, dtype=object)
+    keep = np.ones(units.n, dtype=bool)
+    scope = v.rule.applies_to if isinstance(v, Variant) else v.applies_to
+    if isinstance(v, Variant) and v.model is not None:
+        keep &= model == v.model
+    else:
+        models = v.models if isinstance(v, Variant) else scope.models
+        if models is not None:
+            keep &= np.isin(model, list(models))
+        if isinstance(v, Variant) and v.except_models:
+            keep &= ~np.isin(model, list(v.except_models))
+    if scope.sites is not None:
+        keep &= np.isin(np.array(units.sites, dtype=object), list(scope.sites))
+    if scope.orgs is not None and units.org_id not in scope.orgs:
+        keep[:] = False
+    return keep
+
+
+@dataclass
+class _State:
+    """One variant's per-hour flags over the grid hours ``lo ..`` (units in scope only)."""
+
+    units: np.ndarray          # grid columns of the units in scope
+    pres: np.ndarray
+    val: np.ndarray
+    bf: np.ndarray
+    firing: np.ndarray
+    crit: np.ndarray
+    clear: np.ndarray
+    undecided: np.ndarray      # would clear, given a breach before the grid's history
+    f_thr: np.ndarray | float
+    c_thr: np.ndarray | float
+
+
+def _state(v: Variant, grid: Grid, running: np.ndarray | None,
+           bases: dict[tuple[str, int], np.ndarray], p: Plan) -> _State | None:
+    units = np.nonzero(in_scope(v, grid.units))[0]
+    if units.size == 0:
+        return None
+    lo_j = grid.j(p.lo)
+    rule, cmp = v.rule, v.rule.comparison
+    cols = slice(None) if units.size == grid.units.n else units
+    pres = grid.present[rule.metric][lo_j:, cols]
+    val = grid.values[(rule.metric, rule.column)][lo_j:, cols]
+    if rule.running_only:
+        assert running is not None
+        val = np.where(running[lo_j:, cols], val, _NAN)
+    days = v.baseline_days
+    base = bases[(rule.metric, days)][lo_j:, cols] if days is not None else None
+    with np.errstate(invalid="ignore"):
+        has_v = ~np.isnan(val)
+        bf = _beyond(v.first, cmp, val, base)
+        bc = (_beyond(v.critical, cmp, val, base) if v.critical is not None
+              else np.zeros_like(bf))
+        normal = _beyond(v.clear, cmp, val, base, normal=True)
+        nr, band = has_v & normal, has_v & ~normal
+        f_thr = _threshold(v.first, cmp, val, base)
+        c_thr = _threshold(v.critical, cmp, val, base)
+    cbf, cbc = np.cumsum(bf, axis=0, dtype=np.int32), np.cumsum(bc, axis=0, dtype=np.int32)
+    cnr, cband = np.cumsum(nr, axis=0, dtype=np.int32), np.cumsum(band, axis=0, dtype=np.int32)
+    m, n, k = v.m, v.n, v.k
+    fire_cnt, crit_cnt = cbf - _lag(cbf, m), cbc - _lag(cbc, m)
+    norm_cnt = cnr - _lag(cnr, k)
+    recent_bf = cbf - _lag(cbf, p.span + 1)
+    band_cnt = cband - _lag(cband, k + 1)
+    prev_pres = np.zeros_like(pres)
+    prev_pres[1:] = pres[:-1]
+    prev_cleared = prev_pres & (_lag(cnr, 1) - _lag(cnr, k + 1) >= k)
+    firing = (fire_cnt >= n) & (norm_cnt < k)
+    crit = crit_cnt >= n
+    ending = (norm_cnt >= k) & ~prev_cleared
+    clear = ending & ((recent_bf > 0) | (band_cnt > 0))
+    undecided = pres & ending & (recent_bf == 0) & (band_cnt == 0)
+    return _State(units, pres, val, bf, firing, crit, clear, undecided, f_thr, c_thr)
+
+
+def _variant_rows(v: Variant, grid: Grid, running: np.ndarray | None,
+                  bases: dict[tuple[str, int], np.ndarray], p: Plan,
+                  hours: list[datetime]) -> list[Row]:
+    """The firing and clearing rows of one variant (one column per unit in scope)."""
+    st = _state(v, grid, running, bases, p)
+    if st is None:
+        return []
+    lo_j, start_j = grid.j(p.lo), grid.j(p.start)
+    rule, cmp, m = v.rule, v.rule.comparison, v.m
+    units, val, bf, firing, crit, clear = st.units, st.val, st.bf, st.firing, st.crit, st.clear
+    out = st.pres & (firing | clear)
+    out[:start_j - lo_j] = False
+    tj, ui = np.nonzero(out)
+    if ui.size == 0:
+        return []
+    if cmp == "either":
+        worst_at = val[tj, ui]
+    else:   # the worst value beyond the first level in the persistence window
+        fill = -np.inf if cmp == "above" else np.inf
+        bfv = np.where(bf, val, fill)
+        pick = np.maximum if cmp == "above" else np.minimum
+        worst_at = bfv[tj, ui]
+        for s in range(1, m):
+            worst_at = np.where(tj >= s, pick(worst_at, bfv[np.maximum(tj - s, 0), ui]),
+                                worst_at)
+        worst_at = np.where(np.isinf(worst_at), _NAN, worst_at)
+    fi, cr, cl = firing[tj, ui], crit[tj, ui], clear[tj, ui]
+    value = np.where(fi, worst_at, val[tj, ui])
+    f_at = np.broadcast_to(st.f_thr, val.shape)[tj, ui]
+    c_at = np.broadcast_to(st.c_thr, val.shape)[tj, ui]
+    thr = np.where(cr, c_at, f_at)
+    comps, sites = grid.units.ids, grid.units.sites
+    return [Row(rule.id, rule.metric, comps[u], sites[u], hours[t], x if x == x else None,
+                f, c, th if th == th else None, e)
+            for u, t, x, f, c, th, e in zip(units[ui].tolist(), (tj + lo_j).tolist(),
+                                            value.tolist(), fi.tolist(), cr.tolist(),
+                                            thr.tolist(), cl.tolist(), strict=True)]
+
+
+def _no_data_rows(r: NoDataRule, grid: Grid, p: Plan, hours: list[datetime]) -> list[Row]:
+    """One no-data rule: hours since the last aggregate with readings (counted from the hour
+    before ``nd_lo`` when there is none), and a Clear at the first hour data is back."""
+    units = np.nonzero(in_scope(r, grid.units))[0]
+    if units.size == 0:
+        return []
+    lo_j, start_j, end_j = grid.j(p.nd_lo), grid.j(p.start), grid.j(p.end)
+    has = grid.data[r.metric][lo_j:end_j + 1, units]
+    idx = np.arange(has.shape[0])[:, None]
+    last = np.maximum.accumulate(np.where(has, idx, -1), axis=0)    # -1: none yet
+    prev = np.full_like(last, -1)
+    prev[1:] = last[:-1]
+    gap = idx - last
+    prev_gap = idx - prev - 1
+    warn, crit = r.warning_after_hours, r.critical_after_hours
+    firing = gap >= warn
+    is_crit = gap >= crit if crit is not None else np.zeros_like(firing)
+    clear = has & (prev_gap >= warn)
+    out = firing | clear
+    out[:start_j - lo_j] = False
+    tj, ui = np.nonzero(out)
+    metric = r.metric or "*"
+    comps, sites = grid.units.ids, grid.units.sites
+    return [Row(r.id, metric, comps[u], sites[u], hours[t], float(g), f, c,
+                float(crit if c and crit is not None else warn), e)
+            for u, t, g, f, c, e in zip(units[ui].tolist(), (tj + lo_j).tolist(),
+                                        gap[tj, ui].tolist(), firing[tj, ui].tolist(),
+                                        is_crit[tj, ui].tolist(), clear[tj, ui].tolist(),
+                                        strict=True)]
+
+
+def history_dependent(p: Plan, grid: Grid, bases: dict[tuple[str, int], np.ndarray]
+                      ) -> np.ndarray:
+    """Units whose rows at ``end`` (a one-hour plan) may depend on hours before the last
+    :attr:`Plan.recent_hours`, judged on a grid that has those older hours empty.
+
+    Every count of a level rule at ``end`` looks at the recent hours only, except the breach
+    evidence of a Clear: a unit that would clear there but has no breach or band hour among
+    the recent hours is undecided. A no-data rule's gap is 0 now and an hour ago for a unit
+    with readings at both hours (no row); any other unit in scope is undecided.
+    """
+    if p.start != p.end:
+        raise ValueError("only a one-hour plan has recent hours")
+    deep = np.zeros(grid.units.n, dtype=bool)
+    running = grid.running() if SPEED in grid.values else None
+    for v in p.variants:
+        st = _state(v, grid, running, bases, p)
+        if st is not None:
+            deep[st.units[st.undecided[-1]]] = True
+    e = grid.j(p.end)
+    for r in p.no_data:
+        seen = grid.data[r.metric]
+        deep |= in_scope(r, grid.units) & ~(seen[e] & seen[e - 1])
+    return deep
+
+
+def _map(fn: Callable[..., T], items: Iterable[object], threads: int) -> list[T]:
+    if threads <= 1:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(threads) as pool:   # numpy releases the GIL in ufuncs and sorts
+        return list(pool.map(fn, items))
+
+
+def evaluate_grid(p: Plan, grid: Grid, bases: dict[tuple[str, int], np.ndarray],
+                  threads: int = 1) -> list[Row]:
+    """Every firing and clearing row of the plan's hours, ordered by hour, unit and rule.
+
+    ``grid`` holds the plan's needs from at least :attr:`Plan.first_hour` to ``end``;
+    ``bases``: per (metric, days) of the plan, each hour's baseline (grid-shaped).
+    """
+    if grid.t0 > p.first_hour or grid.j(p.end) != grid.hours - 1:
+        raise ValueError("the grid does not cover the plan's hours")
+    hours = [grid.t0 + timedelta(hours=i) for i in range(grid.hours)]
+    running = grid.running() if SPEED in grid.values else None
+    out: list[Row] = []
+    for part in _map(lambda v: _variant_rows(v, grid, running, bases, p, hours),
+                     p.variants, threads):
+        out += part
+    for r in p.no_data:
+        out += _no_data_rows(r, grid, p, hours)
+    out.sort(key=row_order)
+    return out
+
+
+__all__ = ["DEFAULT_LOOKBACK_HOURS", "Grid", "Needs", "Plan", "Row", "Units", "Variant",
+           "daily_baselines", "evaluate_grid", "history_dependent", "history_start", "hour_of",
+           "hourly", "in_scope", "plan", "variants_of"]
