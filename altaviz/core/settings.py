@@ -8,6 +8,7 @@ invalid one fails at start-up with a line naming the setting, the value and wher
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,6 +30,7 @@ from altaviz.core.catalog import Catalog, load_catalog
 from altaviz.core.errors import ConfigError, InputError
 
 ENV_PREFIX = "ALTAVIZ_"
+log = logging.getLogger(__name__)
 
 
 class Settings(BaseModel):
@@ -307,6 +309,16 @@ def mask_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
 
 
+#: Settings that existed in earlier releases and no longer do, with what replaced them: an
+#: upgrade that still sets one starts with a warning instead of failing on it.
+RETIRED: dict[str, str] = {
+    "etl_child_process_rows": "ETL stages run as activities of the ETL worker, no child "
+                              "processes; memory is bounded by ALTAVIZ_ETL_MEMORY_MB",
+    "rules_connections": "the rule engine runs on one connection; ALTAVIZ_RULES_THREADS sizes "
+                         "its array work",
+}
+
+
 def load_settings(
     config_file: Path | None = None,
     environ: Mapping[str, str] | None = None,
@@ -331,6 +343,10 @@ def load_settings(
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {config_file}: expected a mapping of settings")
         for key, value in loaded.items():
+            if key in RETIRED:
+                log.warning("%s: setting %r is retired and ignored: %s", config_file, key,
+                            RETIRED[key])
+                continue
             if key not in Settings.model_fields:
                 problems.append(f"{config_file}: unknown setting {key!r}")
                 continue
@@ -340,6 +356,9 @@ def load_settings(
         if not var.startswith(ENV_PREFIX):
             continue
         key = var[len(ENV_PREFIX):].lower()
+        if key in RETIRED:
+            log.warning("environment variable %s is retired and ignored: %s", var, RETIRED[key])
+            continue
         if key not in Settings.model_fields:
             problems.append(f"unknown environment variable {var} (see `altaviz --help`)")
             continue

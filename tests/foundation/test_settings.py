@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -84,3 +85,16 @@ def test_cli_bad_settings_one_line_no_traceback(
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith("altaviz: error:")
     assert "pw@" not in result.stderr
+
+
+def test_a_retired_setting_warns_instead_of_failing(caplog: pytest.LogCaptureFixture) -> None:
+    """An upgrade that still sets a setting of an earlier release starts, with a warning that
+    says what replaced it; an unknown variable still fails."""
+    with caplog.at_level(logging.WARNING, logger="altaviz.core.settings"):
+        settings = load_settings(environ={"ALTAVIZ_RULES_CONNECTIONS": "2",
+                                          "ALTAVIZ_ETL_CHILD_PROCESS_ROWS": "1000"})
+    assert settings.rules_threads >= 1
+    assert "ALTAVIZ_RULES_CONNECTIONS is retired" in caplog.text
+    assert "ALTAVIZ_ETL_CHILD_PROCESS_ROWS is retired" in caplog.text
+    with pytest.raises(ConfigError, match="unknown environment variable ALTAVIZ_RULES_CONNECTION"):
+        load_settings(environ={"ALTAVIZ_RULES_CONNECTION": "2"})
