@@ -16,6 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from psycopg_pool import ConnectionPool
@@ -27,7 +28,16 @@ from temporalio.testing import WorkflowEnvironment
 from activities.pipeline import start_or_update_alert
 from altaviz.app.temporal_setup import ensure_search_attributes
 from altaviz.core.fleet import Fleet
-from altaviz.core.payloads import NotifyRequest, NotifyResult, PipelineInput, PipelineResult
+from altaviz.core.payloads import (
+    DeliveryOutcome,
+    DeliveryPlan,
+    DeliveryTarget,
+    NotifyRequest,
+    NotifyResult,
+    PipelineInput,
+    PipelineResult,
+    PlannedContact,
+)
 from altaviz.core.settings import Settings, etl_queue_of
 from tests.conftest import find_executable_or_skip
 from tests.workflows.conftest import GRACEFUL, HOUR0, make_breach
@@ -83,8 +93,23 @@ class Notified:
 
     @activity.defn(name="notify")
     async def notify(self, req: NotifyRequest) -> NotifyResult:
+        """Alerts started before notification steps became child workflows call this."""
         self.at.setdefault((req.alert.alert_id, req.step), time.monotonic())
         return NotifyResult(delivered=1, recipients=[req.audience])
+
+    @activity.defn(name="plan_notification")
+    async def plan_notification(self, req: NotifyRequest) -> DeliveryPlan:
+        """A notification step starts: when it is planned is when it was due."""
+        self.at.setdefault((req.alert.alert_id, req.step), time.monotonic())
+        return DeliveryPlan(recipients=[PlannedContact(
+            contact_id="probe", role="technician", channels=["test"])])
+
+    @activity.defn(name="deliver")
+    async def deliver(self, target: DeliveryTarget) -> DeliveryOutcome:
+        return DeliveryOutcome()
+
+    def all(self) -> list[Any]:
+        return [self.notify, self.plan_notification, self.deliver]
 
 
 async def test_an_escalation_fires_on_time_while_a_long_etl_stage_runs(
@@ -95,7 +120,7 @@ async def test_an_escalation_fires_on_time_while_a_long_etl_stage_runs(
     notified = Notified()
     with ConnectionPool(db_url, min_size=1, max_size=4, open=True) as pool, \
             ThreadPoolExecutor(max_workers=4) as executor:
-        alerts = build_worker(client, task_queue=queue, pool=pool, notify=notified.notify,
+        alerts = build_worker(client, task_queue=queue, pool=pool, notify=notified.all(),
                               evaluator=rules_evaluator(Settings()), executor=executor,
                               **GRACEFUL)
         etl_worker = build_etl_worker(client, task_queue=etl_queue_of(queue), db_url=db_url,
