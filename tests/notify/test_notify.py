@@ -30,8 +30,8 @@ from altaviz.core.settings import Settings
 from tests.notify.conftest import insert_alert, insert_trend
 from tests.notify.receivers import HttpReceiver, SmtpSink
 
-LINK = re.compile(r"https://alerts\.example\.com/ack/(v1\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)")
-VIEW = re.compile(r"https://alerts\.example\.com/alerts/(\S+)\?token=(v1\.[A-Za-z0-9_.-]+)")
+LINK = re.compile(r"https://alerts\.example\.com/ack/(v2\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)")
+VIEW = re.compile(r"https://alerts\.example\.com/alerts/(\S+)\?token=(v2\.[A-Za-z0-9_.-]+)")
 
 
 def _run(acts: NotificationActivities, req: NotifyRequest) -> Any:
