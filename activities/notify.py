@@ -28,9 +28,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import apprise
 import psycopg
@@ -89,30 +92,87 @@ class _Outcome:
     error: str | None = None
 
 
-class _ThreadLogCapture(logging.Handler):
-    """Collects Apprise's warnings of the current thread only (deliveries run concurrently)."""
+class _Capture:
+    """What Apprise logged while delivering to one URL, scrubbed, newest last."""
 
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.thread = threading.get_ident()
+    def __init__(self, url: str) -> None:
+        self.url = url
         self.messages: list[str] = []
 
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.thread == self.thread:
-            self.messages.append(record.getMessage())
+
+#: The delivery under way in this context. Apprise hands each service to a thread pool with a
+#: copy of the caller's context, so its worker threads see the delivery that started them.
+_DELIVERY: ContextVar[_Capture | None] = ContextVar("altaviz_delivery", default=None)
+#: Apprise's debug lines that carry the reason of a failure (an SMTP reply, a timeout).
+_REASON = re.compile(r"^[A-Za-z][A-Za-z ]* Exception\b")
+
+
+class _AppriseLog(logging.Filter):
+    """Takes Apprise's log records of a delivery out of the log and onto the delivery.
+
+    Apprise logs a failure's real reason (an HTTP status, an SMTP reply, a timeout) in the
+    thread that delivers, with phone numbers, addresses and tokens in it. During a delivery
+    every record of the ``apprise`` logger is scrubbed onto the delivery's capture and never
+    reaches a log handler; other records pass as they would have without this filter.
+    """
+
+    def __init__(self, passthrough: int) -> None:
+        super().__init__()
+        self.passthrough = passthrough
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        capture = _DELIVERY.get()
+        if capture is None:
+            level = self.passthrough or logging.getLogger().getEffectiveLevel()
+            return record.levelno >= level
+        text = record.getMessage()
+        if record.levelno >= logging.WARNING or _REASON.match(text):
+            capture.messages.append(_scrub(text, capture.url))
+        return False
+
+
+_install_lock = threading.Lock()
+
+
+def _capture_apprise_logs() -> None:
+    """Install :class:`_AppriseLog` once per process; the logger must pass DEBUG records for
+    the filter to see the reasons Apprise logs at that level."""
+    apprise_log = logging.getLogger("apprise")
+    with _install_lock:
+        if any(isinstance(f, _AppriseLog) for f in apprise_log.filters):
+            return
+        apprise_log.addFilter(_AppriseLog(apprise_log.level))
+        apprise_log.setLevel(logging.DEBUG)
+
+
+#: Apprise URL parameters that are delivery options, not credentials or recipients.
+_OPTIONS = frozenset({"format", "overflow", "emojis", "verify", "rto", "cto", "store", "tz",
+                      "method", "mode", "retry", "wait", "optional", "priority", "lang"})
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
+_PHONE = re.compile(r"\+?\d[\d ()-]{5,}\d")
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{24,}")
 
 
 def _scrub(text: str, url: str) -> str:
-    """An error text with the URL and its password removed (Apprise URLs carry secrets)."""
-    from urllib.parse import urlsplit
+    """An error text without the URL's secrets or anyone's address.
 
+    Apprise URLs carry passwords, API tokens and recipients (phone numbers, e-mail addresses)
+    in their user, password, path and query: all are removed, as are any e-mail address, phone
+    number or token-like string in the text itself.
+    """
     out = text.replace(url, f"{url_scheme(url)}://...")
     try:
-        password = urlsplit(url).password
+        parts = urlsplit(url)
+        hidden = [parts.password, parts.username, parts.hostname, str(parts.port or ""),
+                  *unquote(parts.path).split("/"),
+                  *(v for k, v in parse_qsl(parts.query) if k.lower() not in _OPTIONS)]
     except ValueError:
-        password = None
-    if password:
-        out = out.replace(password, "***")
+        hidden = []
+    for value in sorted((v for v in hidden if v and len(v) >= 3), key=len, reverse=True):
+        out = out.replace(value, "***")
+    out = _EMAIL.sub("<address>", out)
+    out = _PHONE.sub("<number>", out)
+    out = _TOKEN.sub("***", out)
     return out[:500]
 
 
@@ -328,32 +388,35 @@ class NotificationActivities:
     def _send(self, t: _Target, alert: AlertState, event: str) -> tuple[bool, bool, str | None]:
         """(delivered, worth retrying, error text) for one URL."""
         load_apprise()
-        ap = apprise.Apprise()
-        if not ap.add(t.url):
-            return False, False, f"invalid or unsupported Apprise URL ({url_scheme(t.url)})"
-        notify_type = _NOTIFY_TYPES.get(event) or (
-            apprise.NotifyType.FAILURE if alert.severity == "critical"
-            else apprise.NotifyType.WARNING)
-        capture = _ThreadLogCapture()
-        apprise_log = logging.getLogger("apprise")
-        apprise_log.addHandler(capture)
-        result: object
+        _capture_apprise_logs()
+        capture = _Capture(t.url)
+        token = _DELIVERY.set(capture)  # from here Apprise logs onto the delivery only
+        result: Any
         try:
+            ap = apprise.Apprise()
+            if not ap.add(t.url):
+                return False, False, f"invalid or unsupported Apprise URL ({url_scheme(t.url)})"
+            notify_type = _NOTIFY_TYPES.get(event) or (
+                apprise.NotifyType.FAILURE if alert.severity == "critical"
+                else apprise.NotifyType.WARNING)
             result = ap.notify(body=t.body, title=t.title, notify_type=notify_type,
                                body_format=apprise.NotifyFormat.TEXT)
         except Exception as exc:  # a plugin bug must not lose the attempt record
             result = False
-            capture.messages.append(f"{type(exc).__name__}: {exc}")
+            capture.messages.append(_scrub(f"{type(exc).__name__}: {exc}", t.url))
         finally:
-            apprise_log.removeHandler(capture)
+            _DELIVERY.reset(token)
         # Apprise 2 returns an AppriseResult (truthy on success); older ones True/False; None
         # when no service matched. Anything but a truthy, non-None result is a failure.
         if result is not None and bool(result):
             return True, False, None
-        detail = "; ".join(capture.messages[-3:]) or (
+        reasons = list(dict.fromkeys(capture.messages))[-4:]
+        if getattr(result, "timeout_count", 0):
+            reasons.insert(0, "timed out")
+        detail = "; ".join(reasons) or (
             "Apprise returned None (no service matched)" if result is None
             else "Apprise returned False")
-        return False, True, _scrub(detail, t.url)
+        return False, True, detail[:500]
 
 
 def _planned(row: tuple[Any, ...]) -> PlannedContact:

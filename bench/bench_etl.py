@@ -55,7 +55,7 @@ def _simulate(work: Path, compressors: int, days: int) -> Path:
 def _split_landing(sim: Path, work: Path) -> tuple[Path, int]:
     """A landing folder of symlinks to every file but the last arrival hour's."""
     landing = sim / "landing"
-    files = sorted(landing.glob("arrival_date=*/*.parquet"), key=lambda p: p.name)
+    files = sorted(landing.glob("**/arrival_date=*/*.parquet"), key=lambda p: p.name)
     last_hour = max(p.name[:11] for p in files)
     main = work / "landing-main"
     shutil.rmtree(main, ignore_errors=True)
@@ -64,7 +64,7 @@ def _split_landing(sim: Path, work: Path) -> tuple[Path, int]:
         if p.name[:11] == last_hour:
             held += 1
             continue
-        target = main / p.parent.name / p.name
+        target = main / p.relative_to(landing)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.symlink_to(p)
     return main, held
@@ -173,7 +173,7 @@ def _spark(landing: Path, fleet_json: Path, out_dir: Path) -> None:
              .config("spark.driver.memory", "2g").config("spark.sql.session.timeZone", "UTC")
              .config("spark.ui.enabled", "false").getOrCreate())
     spark.sparkContext.setLogLevel("ERROR")
-    files = sorted(str(p) for p in landing.glob("arrival_date=*/*.parquet"))
+    files = sorted(str(p) for p in landing.glob("**/arrival_date=*/*.parquet"))
     typed = [f for f in files if str(pq.read_schema(f).field("oil_temp_f").type) == "double"]
     text = [f for f in files if f not in set(typed)]
     cols = ["compressor_id", "ts", "arrived_at", *(c.name for c in CHANNELS)]

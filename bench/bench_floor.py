@@ -132,7 +132,7 @@ def _bronze(landing: Path, lake: Any) -> int:
     """Landing files to a bronze append, with nothing checked: each file read by pyarrow as
     delta-rs asks for the next batch, the bookkeeping columns added as constants."""
 
-    files = sorted(landing.glob("arrival_date=*/*.parquet"))
+    files = sorted(landing.glob("**/arrival_date=*/*.parquet"))
     loaded_at = pa.scalar(datetime.now(UTC), pa.timestamp("us", tz="UTC"))
     rows = [0]
 

@@ -361,11 +361,10 @@ def simulate_fleet(work: Path, compressors: int, days: int) -> Path:
 
 def arrival_days(sim: Path) -> list[tuple[str, list[Path]]]:
     """Landing files grouped by arrival date, in arrival order (names start with the time)."""
-    out = []
-    for folder in sorted((sim / "landing").glob("arrival_date=*")):
-        out.append((folder.name.split("=", 1)[1],
-                    sorted(folder.glob("*.parquet"), key=lambda p: p.name)))
-    return out
+    days: dict[str, list[Path]] = {}
+    for folder in (sim / "landing").glob("**/arrival_date=*"):   # flat or per organization
+        days.setdefault(folder.name.split("=", 1)[1], []).extend(folder.glob("*.parquet"))
+    return [(day, sorted(files, key=lambda p: p.name)) for day, files in sorted(days.items())]
 
 
 def _cpu_seconds() -> float:
@@ -609,7 +608,7 @@ def fleet_scenario(args: argparse.Namespace) -> dict[str, Any]:
                 if any(r["day"] == day for r in done):
                     continue
                 for p in files:   # the day's files arrive next to the earlier days' ones
-                    target = landing / p.parent.name / p.name
+                    target = landing / p.relative_to(sim / "landing")
                     target.parent.mkdir(parents=True, exist_ok=True)
                     if not target.is_symlink():
                         target.symlink_to(p)

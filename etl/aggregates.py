@@ -65,6 +65,12 @@ def compressor_orgs(conn: psycopg.Connection[Any]) -> dict[str, str]:
         return dict(conn.execute(queries("etl")["compressor_orgs"]).fetchall())
 
 
+def fleet_compressors(conn: psycopg.Connection[Any]) -> list[tuple[str, str]]:
+    """``(org_id, compressor_id)`` of every compressor of every organization."""
+    with admin(conn):
+        return [(r[0], r[1]) for r in conn.execute(queries("etl")["fleet_compressors"])]
+
+
 def stage_mark(conn: psycopg.Connection[Any], stage: str) -> int:
     """The last bronze batch a PostgreSQL stage (``aggregates`` or ``quality``) completed."""
     with admin(conn):

@@ -14,6 +14,7 @@ the gateway sent is lost; silver then treats that channel as missing for the rea
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +33,11 @@ Progress = Callable[[str, float], None]
 
 _TARGET = {"compressor_id": "VARCHAR", "ts": "TIMESTAMPTZ", "arrived_at": "TIMESTAMPTZ",
            **{c.name: "DOUBLE" for c in CHANNELS}}
+
+
+#: Characters DuckDB's file readers expand as a glob pattern; a path holding any of them is
+#: handed to DuckDB as an Arrow table instead, so it names exactly one file.
+_GLOB = re.compile(r"[*?\[\]{}]")
 
 
 def _q(name: str) -> str:
@@ -72,9 +78,13 @@ def _incompatible(schema: pa.Schema) -> str | None:
     return None
 
 
-def _select(files: list[LandingFile], signature: tuple[tuple[str, str], ...],
+def _select(source: str, signature: tuple[tuple[str, str], ...],
             landing_prefix: str, batch_id: int, loaded_at: datetime) -> str:
-    """The SELECT that maps one group of same-shaped files onto the bronze schema."""
+    """The SELECT that maps one group of same-shaped files onto the bronze schema.
+
+    ``source`` is the FROM clause: a ``read_parquet`` of plain paths, or a registered Arrow
+    table carrying the same ``filename`` and ``file_row_number`` columns (see :func:`_sources`).
+    """
     present = dict(signature)
     columns: list[str] = []
     invalid: list[str] = []
@@ -94,7 +104,6 @@ def _select(files: list[LandingFile], signature: tuple[tuple[str, str], ...],
         "CASE WHEN concat_ws(',', " + ", ".join(invalid) + ") <> '' THEN '{' || "
         "concat_ws(',', " + ", ".join(invalid) + ") || '}' END"
     ) if invalid else "NULL"
-    paths = ", ".join("'" + str(f.path).replace("'", "''") + "'" for f in files)
     prefix_len = len(landing_prefix) + 2  # 1-based, past the separating slash
     return f"""
         SELECT {", ".join(columns)},
@@ -104,9 +113,36 @@ def _select(files: list[LandingFile], signature: tuple[tuple[str, str], ...],
                {batch_id}::BIGINT AS batch_id,
                '{loaded_at.isoformat()}'::TIMESTAMPTZ AS loaded_at,
                regexp_extract(filename, 'arrival_date=([0-9-]+)', 1) AS arrival_date
-        FROM read_parquet([{paths}], filename = true, file_row_number = true,
-                          union_by_name = true)
+        FROM {source}
     """
+
+
+def _sources(con: duckdb.DuckDBPyConnection, files: list[LandingFile], tag: str,
+             registered: list[str]) -> list[str]:
+    """FROM clauses reading ``files``, each file exactly once, by its literal name.
+
+    DuckDB expands ``*``, ``?``, ``[...]`` and ``{...}`` in a path even inside a list, with no
+    escape: a landing file named ``*.parquet`` would read every file beside it. Those files are
+    read with pyarrow and registered as Arrow tables (landing files are small); the rest keep
+    the streaming ``read_parquet``. The names registered are added to ``registered``.
+    """
+    plain = [f for f in files if not _GLOB.search(str(f.path))]
+    out = []
+    if plain:
+        paths = ", ".join("'" + str(f.path).replace("'", "''") + "'" for f in plain)
+        out.append(f"read_parquet([{paths}], filename = true, file_row_number = true, "
+                   "union_by_name = true)")
+    for i, f in enumerate(f for f in files if _GLOB.search(str(f.path))):
+        table = pq.read_table(f.path)
+        table = table.append_column("filename", pa.array([str(f.path)] * table.num_rows,
+                                                         pa.string()))
+        table = table.append_column("file_row_number",
+                                    pa.array(range(table.num_rows), pa.int64()))
+        name = f"_landing_literal_{tag}_{i}"
+        con.register(name, table)
+        registered.append(name)
+        out.append(_q(name))
+    return out
 
 
 def bronze_ingest(con: duckdb.DuckDBPyConnection, lake: Lake, landing: Path,
@@ -159,8 +195,11 @@ def bronze_ingest(con: duckdb.DuckDBPyConnection, lake: Lake, landing: Path,
 
     def write(groups: dict[tuple[tuple[str, str], ...], list[LandingFile]]) -> None:
         nonlocal count
+        registered: list[str] = []
         query = " UNION ALL ".join(
-            _select(g, sig, landing_prefix, batch_id, loaded_at) for sig, g in groups.items())
+            _select(source, sig, landing_prefix, batch_id, loaded_at)
+            for n, (sig, g) in enumerate(groups.items())
+            for source in _sources(con, g, str(n), registered))
         count = 0
 
         def batches() -> Iterator[pa.RecordBatch]:
@@ -173,8 +212,12 @@ def bronze_ingest(con: duckdb.DuckDBPyConnection, lake: Lake, landing: Path,
                     progress("bronze", 0.5)
                 yield from table.to_batches()
 
-        lake.append("bronze", pa.RecordBatchReader.from_batches(BRONZE_SCHEMA, batches()),
-                    batch_id)
+        try:
+            lake.append("bronze", pa.RecordBatchReader.from_batches(BRONZE_SCHEMA, batches()),
+                        batch_id)
+        finally:
+            for name in registered:
+                con.unregister(name)
 
     write(groups)
     total = sum(len(g) for g in groups.values())

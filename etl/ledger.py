@@ -43,6 +43,8 @@ _INDEX_SCHEMA = pa.schema([pa.field("source_file", pa.string()),
                            pa.field("arrival_date", pa.string())])
 
 _ARRIVAL_DIR = re.compile(r"^arrival_date=(\d{4}-\d{2}-\d{2})$")
+#: An organization's landing prefix: its ``org_id`` (letters, digits, ``_ . -``).
+ORG_DIR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,9 @@ class LandingFile:
 
 
 def discover(landing: Path) -> list[LandingFile]:
-    """Every landing file in ``LANDING/arrival_date=YYYY-MM-DD/*.parquet``, oldest first.
+    """Every landing file in ``LANDING/<org_id>/arrival_date=YYYY-MM-DD/*.parquet`` (each
+    organization's own prefix: the organization its readings are attributed to) and in the
+    older flat ``LANDING/arrival_date=YYYY-MM-DD/*.parquet``, oldest first.
 
     File names start with a sortable arrival timestamp, so name order is arrival order.
     Files elsewhere in the folder do not follow the contract and are ignored.
@@ -66,15 +70,30 @@ def discover(landing: Path) -> list[LandingFile]:
     # absolute, not resolved: a landing folder of symlinks keeps its own relative paths
     landing = landing.absolute()
     found: list[LandingFile] = []
-    for folder in landing.iterdir():
-        match = _ARRIVAL_DIR.match(folder.name)
-        if not match or not folder.is_dir():
+    for top in landing.iterdir():
+        if not top.is_dir():
             continue
-        for path in folder.glob("*.parquet"):
-            found.append(LandingFile(path, f"{folder.name}/{path.name}",
-                                     match.group(1)))
-    found.sort(key=lambda f: (f.arrival_date, f.path.name))
+        if _ARRIVAL_DIR.match(top.name):
+            folders = [(top, top.name)]
+        elif ORG_DIR.match(top.name):
+            folders = [(f, f"{top.name}/{f.name}") for f in top.iterdir()
+                       if _ARRIVAL_DIR.match(f.name) and f.is_dir()]
+        else:
+            continue
+        for folder, key in folders:
+            match = _ARRIVAL_DIR.match(folder.name)
+            assert match is not None
+            for path in folder.glob("*.parquet"):
+                found.append(LandingFile(path, f"{key}/{path.name}", match.group(1)))
+    found.sort(key=lambda f: (f.arrival_date, f.path.name, f.source_file))
     return found
+
+
+def source_org_sql(source_file: str = "source_file") -> str:
+    """SQL: the organization a bronze row came from (its landing prefix), NULL for a file of
+    the flat layout."""
+    return (f"CASE WHEN {source_file} NOT LIKE 'arrival_date=%' "
+            f"THEN split_part({source_file}, '/', 1) END")
 
 
 def loaded_files(con: duckdb.DuckDBPyConnection, lake: Lake,

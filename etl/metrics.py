@@ -16,7 +16,8 @@ VAR_EPS = 1e-10
 #: Quarantine reasons, in the order they are checked (a row gets the first that applies). Only
 #: what cannot be placed is quarantined: a bad channel value is that channel missing for that
 #: reading (:func:`clean_channels`), the rest of the reading is kept.
-REASONS = ("null_required", "bad_timestamp", "unknown_compressor", "conflicting_duplicate")
+REASONS = ("null_required", "bad_timestamp", "unknown_compressor", "conflicting_duplicate",
+           "other_organization", "ambiguous_compressor")
 
 
 #: Microseconds per hour and per minute (timestamps are compared and bucketed as epoch
@@ -61,8 +62,9 @@ def channel_list(prefix: str = "") -> str:
 
 
 def reason_sql() -> tuple[str, str]:
-    """``(reason, detail)`` SQL expressions over a bronze row joined to ``org_id``: null when
-    the reading can be placed (a compressor we know, a plausible timestamp).
+    """``(reason, detail)`` SQL expressions over a bronze row joined to ``org_id``,
+    ``source_org`` and ``attribution`` (see :func:`etl.silver.attributed`): null when the
+    reading can be placed (a compressor we know, a plausible timestamp).
 
     A timestamp is bad when the gateway sent text that is not a timestamp, when it lies in
     the future of its own arrival (beyond 5 minutes of clock skew) or before 2000.
@@ -73,7 +75,7 @@ def reason_sql() -> tuple[str, str]:
     reason = f"""CASE
         WHEN compressor_id IS NULL OR ts IS NULL OR arrived_at IS NULL THEN 'null_required'
         WHEN {bad_ts} THEN 'bad_timestamp'
-        WHEN org_id IS NULL THEN 'unknown_compressor'
+        WHEN org_id IS NULL THEN coalesce(attribution, 'unknown_compressor')
     END"""
     detail = f"""CASE
         WHEN compressor_id IS NULL OR ts IS NULL OR arrived_at IS NULL THEN
@@ -82,7 +84,7 @@ def reason_sql() -> tuple[str, str]:
                            CASE WHEN arrived_at IS NULL THEN 'arrived_at' END)
         WHEN {bad_ts} THEN 'ts=' || coalesce(json_extract_string(invalid_values, '$.ts'),
                                              strftime(ts, '%Y-%m-%dT%H:%M:%SZ'))
-        WHEN org_id IS NULL THEN compressor_id
+        WHEN org_id IS NULL THEN concat_ws(': ', source_org, compressor_id)
     END"""
     return reason, detail
 

@@ -44,7 +44,7 @@ from pydantic import BaseModel
 
 from altaviz.core import db, duck
 from altaviz.core.settings import Settings
-from etl.aggregates import compressor_orgs, stage_mark, upsert_aggregates
+from etl.aggregates import compressor_orgs, fleet_compressors, stage_mark, upsert_aggregates
 from etl.bronze import bronze_ingest
 from etl.carry import Carry
 from etl.gold import gold_features
@@ -103,7 +103,8 @@ def _run(ctx: _Context, stage: Stage, con: Any, conn: psycopg.Connection[Any], r
         return bronze_ingest(con, ctx.lake, ctx.landing, progress, files=ctx.pending)
     if stage == "silver":
         return silver_transform(con, ctx.lake, compressor_orgs(conn), s.late_arrival_minutes,
-                                progress, carry=ctx.carry, thresholds=ctx.thresholds)
+                                progress, carry=ctx.carry, thresholds=ctx.thresholds,
+                                fleet=fleet_compressors(conn))
     if stage == "gold":
         return gold_features(con, ctx.lake, progress, memory_mb=s.etl_memory_mb,
                              carry=ctx.carry, bucket_hours=s.etl_bucket_hours,

@@ -41,7 +41,7 @@ from etl.carry import Carried, Carry
 from etl.handoff import SUMS_SCHEMA, FlagTally, Handoff
 from etl.hot import HotPartials
 from etl.lake import QUARANTINE_SCHEMA, SILVER_SCHEMA, Lake, conform, conform_reader
-from etl.ledger import dates_between, sql_dates
+from etl.ledger import dates_between, source_org_sql, sql_dates
 from etl.limits import trailing_limits
 from etl.metrics import (
     MIN_BASELINE_READINGS,
@@ -69,16 +69,47 @@ Progress = Callable[[str, float], None]
 _CHANNEL_NAMES = frozenset(c.name for c in CHANNELS) & frozenset(m.name for m in METRICS)
 
 
-def _org_table(con: duckdb.DuckDBPyConnection, orgs: dict[str, str]) -> None:
+def _org_table(con: duckdb.DuckDBPyConnection, orgs: dict[str, str],
+               fleet: list[tuple[str, str]]) -> None:
     table_from_arrow(con, "orgs", pa.table({
         "compressor_id": pa.array(list(orgs), pa.string()),
         "org_id": pa.array(list(orgs.values()), pa.string())}))
+    table_from_arrow(con, "fleet", pa.table({
+        "org_id": pa.array([f[0] for f in fleet], pa.string()),
+        "compressor_id": pa.array([f[1] for f in fleet], pa.string())}))
+
+
+def attributed(rows: str) -> str:
+    """SQL: bronze ``rows`` with the organization each reading belongs to.
+
+    A file under an organization's landing prefix (``LANDING/<org_id>/...``) speaks for that
+    organization only: its reading belongs to that organization's compressor of that id, and
+    a compressor of another organization is ``other_organization`` (nothing of the other's
+    changes). Silver keys readings by compressor id, so an id that two organizations share is
+    ``ambiguous_compressor`` rather than mixed. A file of the flat layout is attributed by a
+    compressor id that exactly one organization holds. Adds ``org_id`` (null: not
+    attributable), ``source_org`` and ``attribution`` (the reason when not attributable).
+    """
+    return f"""(SELECT b.* EXCLUDE (src),
+               CASE WHEN b.src IS NULL THEN o.org_id
+                    WHEN f.org_id IS NOT NULL AND n.orgs = 1 THEN f.org_id END AS org_id,
+               b.src AS source_org,
+               CASE WHEN b.src IS NOT NULL AND f.org_id IS NOT NULL AND n.orgs > 1
+                        THEN 'ambiguous_compressor'
+                    WHEN b.src IS NOT NULL AND f.org_id IS NULL AND n.orgs >= 1
+                        THEN 'other_organization' END AS attribution
+        FROM (SELECT *, {source_org_sql()} AS src FROM {rows}) b
+        LEFT JOIN fleet f ON f.org_id = b.src AND f.compressor_id = b.compressor_id
+        LEFT JOIN orgs o ON o.compressor_id = b.compressor_id
+        LEFT JOIN (SELECT compressor_id, count(*) AS orgs FROM fleet GROUP BY compressor_id) n
+               ON n.compressor_id = b.compressor_id)"""
 
 
 def silver_transform(con: duckdb.DuckDBPyConnection, lake: Lake, orgs: dict[str, str],
                      late_arrival_minutes: int, progress: Progress | None = None,
                      carry: Carry | None = None,
-                     thresholds: Thresholds = DEFAULT_THRESHOLDS) -> SilverResult:
+                     thresholds: Thresholds = DEFAULT_THRESHOLDS,
+                     fleet: list[tuple[str, str]] | None = None) -> SilverResult:
     """Validate, deduplicate and flag the bronze batches silver still owes; idempotent.
 
     Args:
@@ -91,6 +122,8 @@ def silver_transform(con: duckdb.DuckDBPyConnection, lake: Lake, orgs: dict[str,
             the aggregates stage of the same run (:mod:`etl.carry`).
         thresholds: the sizes at which silver changes method (a small batch, the join of
             each hour to its baseline, the hour grid, the hot cache's span).
+        fleet: ``(org_id, compressor_id)`` of every compressor (from PostgreSQL), for files
+            under an organization's landing prefix; default: the pairs of ``orgs``.
     """
     lo, hi = lake.batch_mark("silver"), lake.batch_mark("bronze")
     if hi <= lo:
@@ -99,7 +132,7 @@ def silver_transform(con: duckdb.DuckDBPyConnection, lake: Lake, orgs: dict[str,
     dates = {value for value, _ in files}
     handoff = Handoff(lake.root)
     handoff.discard()   # partials of earlier batches: never gold's to use now
-    _org_table(con, orgs)
+    _org_table(con, orgs, fleet if fleet is not None else [(o, c) for c, o in orgs.items()])
     reason, detail = reason_sql()
     in_batch = f"""(SELECT * EXCLUDE (loaded_at) FROM delta_scan('{lake.uri("bronze")}')
                  WHERE arrival_date IN ({sql_dates(dates)})
@@ -115,8 +148,7 @@ def silver_transform(con: duckdb.DuckDBPyConnection, lake: Lake, orgs: dict[str,
     # the quarantine query.
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE rejected AS
-        SELECT * FROM (SELECT b.*, o.org_id, {reason} AS reason
-                       FROM {in_batch} b LEFT JOIN orgs o USING (compressor_id))
+        SELECT * FROM (SELECT b.*, {reason} AS reason FROM {attributed(in_batch)} b)
         WHERE reason IS NOT NULL
     """)
     if progress:
@@ -129,9 +161,10 @@ def silver_transform(con: duckdb.DuckDBPyConnection, lake: Lake, orgs: dict[str,
     con.execute(f"""
         CREATE OR REPLACE TEMP VIEW valid AS
         SELECT c.*, hash({chan}) AS vhash, {utc_date_of("ts")} AS date
-        FROM (SELECT b.* REPLACE ({clean_channels("b.")}), o.org_id
-              FROM {in_batch} b JOIN orgs o USING (compressor_id)
-              ANTI JOIN rejected r USING (source_file, source_row)) c
+        FROM (SELECT b.* EXCLUDE (source_org, attribution) REPLACE ({clean_channels("b.")})
+              FROM {attributed(in_batch)} b
+              ANTI JOIN rejected r USING (source_file, source_row)
+              WHERE b.org_id IS NOT NULL) c
     """)
     by_date = con.execute("SELECT date, min(ts), max(ts) FROM valid GROUP BY date").fetchall()
     valid_dates = {r[0] for r in by_date}

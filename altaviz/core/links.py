@@ -6,8 +6,12 @@ signature covers every field, changing any of them (another alert, another recip
 turned into "ack", a later expiry) invalidates the link; the database never stores tokens, only
 the ids of used ones (table ``link_tokens_used``), which is what makes an ack link single-use.
 
-Format: ``v1.<payload>.<signature>``, both parts base64url without padding; the payload is
-compact JSON, so an SMS link stays around 200 characters.
+Format: ``v2.<key id>.<payload>.<signature>``, base64url without padding; the payload is
+compact JSON, so an SMS link stays around 200 characters. The key id is derived from the key
+(never the key itself), so two keys can be valid at once: the current one signs, the previous
+one (``ALTAVIZ_LINK_SECRET_PREVIOUS``) still verifies the links it signed until they expire.
+Tokens of the older ``v1.<payload>.<signature>`` format, which name no key, are checked
+against every configured key.
 """
 
 from __future__ import annotations
@@ -17,8 +21,12 @@ import binascii
 import hashlib
 import hmac
 import json
+import math
 import os
 import secrets
+import zlib
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,9 +38,11 @@ from altaviz.core.settings import Settings
 
 Action = Literal["ack", "view"]
 ACTIONS: tuple[Action, ...] = ("ack", "view")
-_VERSION = "v1"
+_VERSION = "v2"
+_LEGACY = "v1"
 _DOMAIN = b"altaviz-link-v1."   # separates link signatures from any other use of the secret
-MIN_SECRET_BYTES = 16
+_KID_DOMAIN = b"altaviz-link-key-id."
+MIN_SECRET_BYTES = 32
 DEMO_SECRET_FILE = "link_secret"
 
 LinkProblem = Literal["malformed", "forged", "expired", "wrong_action", "wrong_alert"]
@@ -71,26 +81,64 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def check_secret(value: bytes, name: str = "the link secret") -> None:
+    """Refuse a secret that is short or predictable, naming the setting ``name``.
+
+    Anyone who guesses the secret can acknowledge any alert. Length alone lets ``aaaa...``
+    through, so the value must also look random: its character statistics (Shannon estimate
+    of at least 128 bits) and its compressibility (repetitions shrink under zlib).
+
+    Raises:
+        ConfigError: shorter than :data:`MIN_SECRET_BYTES` or low in entropy.
+    """
+    fix = "use at least 32 random bytes, e.g. `openssl rand -hex 32`"
+    if len(value) < MIN_SECRET_BYTES:
+        raise ConfigError(f"{name} must be at least {MIN_SECRET_BYTES} bytes long: {fix}")
+    counts = Counter(value)
+    bits = -sum(n * math.log2(n / len(value)) for n in counts.values())
+    packed = len(zlib.compress(value, 9)) - 11  # zlib's header, trailer and block overhead
+    if bits < 128 or packed < 0.6 * len(value):
+        raise ConfigError(f"{name} is not random enough (repeated or too few distinct "
+                          f"characters): {fix}")
+
+
+def key_id(secret: bytes) -> str:
+    """The public id of a key: a hash of it, so tokens can name their key without revealing
+    it."""
+    return _b64(hashlib.sha256(_KID_DOMAIN + secret).digest()[:6])
+
+
 class LinkSigner:
-    """Issues and verifies link tokens under one secret.
+    """Issues links under the current key and verifies links of any configured key.
 
     Args:
-        secret: the server secret (``ALTAVIZ_LINK_SECRET``), at least 16 bytes.
+        secret: the current key (``ALTAVIZ_LINK_SECRET``): signs every new link.
         ttl: how long issued links stay valid.
+        previous: earlier keys (``ALTAVIZ_LINK_SECRET_PREVIOUS``) whose links still verify
+            until they expire, so a rotation breaks no link already sent.
     """
 
-    def __init__(self, secret: bytes, ttl: timedelta = timedelta(hours=72)) -> None:
-        if len(secret) < MIN_SECRET_BYTES:
-            raise ConfigError(f"the link secret must be at least {MIN_SECRET_BYTES} bytes long")
+    def __init__(self, secret: bytes, ttl: timedelta = timedelta(hours=72),
+                 previous: Sequence[bytes] = ()) -> None:
+        check_secret(secret)
+        for key in previous:
+            check_secret(key, "the previous link secret")
         self._secret = secret
+        self._kid = key_id(secret)
+        self._keys = {key_id(k): k for k in (*previous, secret)}
         self.ttl = ttl
 
     def __repr__(self) -> str:  # never show the secret, even in a debugger or a log line
-        return f"LinkSigner(ttl={self.ttl})"
+        return f"LinkSigner(key_id={self._kid!r}, keys={len(self._keys)}, ttl={self.ttl})"
 
-    def _sign(self, payload_b64: str) -> bytes:
-        return hmac.new(self._secret, _DOMAIN + payload_b64.encode("ascii"),
-                        hashlib.sha256).digest()
+    @property
+    def key_id(self) -> str:
+        """The id of the key new links are signed with."""
+        return self._kid
+
+    @staticmethod
+    def _mac(key: bytes, signed: str) -> bytes:
+        return hmac.new(key, _DOMAIN + signed.encode("ascii"), hashlib.sha256).digest()
 
     def issue(self, *, org_id: str, alert_id: str, contact_id: str, action: Action,
               now: datetime | None = None, ttl: timedelta | None = None) -> str:
@@ -102,28 +150,41 @@ class LinkSigner:
         payload = {"o": org_id, "a": alert_id, "r": contact_id, "x": action, "e": expires,
                    "n": secrets.token_urlsafe(12)}
         payload_b64 = _b64(json.dumps(payload, separators=(",", ":")).encode())
-        return f"{_VERSION}.{payload_b64}.{_b64(self._sign(payload_b64))}"
+        signed = f"{self._kid}.{payload_b64}"
+        return f"{_VERSION}.{signed}.{_b64(self._mac(self._secret, signed))}"
 
     def verify(self, token: str, *, action: Action, now: datetime | None = None) -> LinkClaims:
         """The claims of a genuine, unexpired token for ``action``.
 
-        The signature is checked (timing-safe) before anything in the payload is trusted.
+        The signature is checked (timing-safe) before anything in the payload is trusted. A
+        ``v2`` token is checked against the key it names (covered by the signature); a ``v1``
+        token, from before key ids, against each configured key.
 
         Raises:
-            LinkError: malformed, forged or altered, expired, or made for another action.
+            LinkError: malformed, forged or altered, signed by a key no longer configured,
+                expired, or made for another action.
         """
         parts = token.split(".")
-        if len(parts) != 3 or parts[0] != _VERSION or len(token) > 2048:
+        if len(token) > 2048 or not ((len(parts) == 4 and parts[0] == _VERSION)
+                                     or (len(parts) == 3 and parts[0] == _LEGACY)):
             raise LinkError("malformed", "This link is incomplete or damaged.")
         try:
-            given = _unb64(parts[2])
+            given = _unb64(parts[-1])
         except (binascii.Error, ValueError):
             raise LinkError("malformed", "This link is incomplete or damaged.") from None
-        if not hmac.compare_digest(given, self._sign(parts[1])):
+        payload_b64 = parts[-2]
+        if parts[0] == _VERSION:
+            signed = f"{parts[1]}.{payload_b64}"
+            key = self._keys.get(parts[1])
+            genuine = key is not None and hmac.compare_digest(given, self._mac(key, signed))
+        else:
+            genuine = any([hmac.compare_digest(given, self._mac(k, payload_b64))
+                           for k in self._keys.values()])
+        if not genuine:
             raise LinkError("forged", "This link was not issued by this server or has been "
                                       "altered.")
         try:
-            payload = json.loads(_unb64(parts[1]))
+            payload = json.loads(_unb64(payload_b64))
             claims = LinkClaims(
                 org_id=str(payload["o"]), alert_id=str(payload["a"]),
                 contact_id=str(payload["r"]), action=payload["x"],
@@ -161,13 +222,11 @@ def load_secret(settings: Settings, *, demo: bool = False) -> bytes:
     signs links, and the server, which verifies them, share it across restarts.
 
     Raises:
-        ConfigError: no secret is configured outside the demo, or it is too short.
+        ConfigError: no secret is configured outside the demo, or it is short or predictable.
     """
     if settings.link_secret is not None:
         value = settings.link_secret.get_secret_value().encode()
-        if len(value) < MIN_SECRET_BYTES:
-            raise ConfigError(f"ALTAVIZ_LINK_SECRET must be at least {MIN_SECRET_BYTES} "
-                              "characters long (e.g. `openssl rand -hex 32`)")
+        check_secret(value, "ALTAVIZ_LINK_SECRET")
         return value
     if not demo:
         raise ConfigError("ALTAVIZ_LINK_SECRET is not set: acknowledgement links cannot be "
@@ -183,9 +242,10 @@ def _demo_secret(path: Path) -> bytes:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         value = path.read_bytes().strip()
-        if len(value) < MIN_SECRET_BYTES:
-            raise ConfigError(f"{path} holds no usable link secret: delete it to make a new "
-                              "one") from None
+        try:
+            check_secret(value, str(path))
+        except ConfigError as exc:
+            raise ConfigError(f"{exc}; or delete the file to make a new one") from None
         return value
     value = secrets.token_hex(32).encode()
     with os.fdopen(fd, "wb") as f:
@@ -193,7 +253,21 @@ def _demo_secret(path: Path) -> bytes:
     return value
 
 
+def load_previous_secrets(settings: Settings) -> list[bytes]:
+    """The keys that still verify links (``ALTAVIZ_LINK_SECRET_PREVIOUS``), after a rotation.
+
+    Raises:
+        ConfigError: the previous secret is short or predictable.
+    """
+    if settings.link_secret_previous is None:
+        return []
+    value = settings.link_secret_previous.get_secret_value().encode()
+    check_secret(value, "ALTAVIZ_LINK_SECRET_PREVIOUS")
+    return [value]
+
+
 def signer_from_settings(settings: Settings, *, demo: bool = False) -> LinkSigner:
-    """A :class:`LinkSigner` with the configured secret and ``link_ttl_hours``."""
+    """A :class:`LinkSigner` with the configured secrets and ``link_ttl_hours``."""
     return LinkSigner(load_secret(settings, demo=demo),
-                      ttl=timedelta(hours=settings.link_ttl_hours))
+                      ttl=timedelta(hours=settings.link_ttl_hours),
+                      previous=load_previous_secrets(settings))

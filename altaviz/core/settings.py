@@ -156,6 +156,11 @@ class Settings(BaseModel):
         default=None,
         description="an operator's model catalog (YAML): compressor and driver models added "
                     "to, or replacing, the built-in ones (see docs/OPERATIONS.md)")
+    # Link key rotation: the previous key still verifies the links it signed.
+    link_secret_previous: SecretStr | None = Field(
+        default=None,
+        description="the link secret before the last rotation: links it signed stay valid "
+                    "until they expire (remove it LINK_TTL_HOURS after rotating)")
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -263,7 +268,7 @@ TLS_OPTIONS = ("temporal_tls_server_ca", "temporal_tls_server_name", "temporal_t
                "temporal_tls_client_key", "temporal_api_key")
 """Settings that secure the connection to an external Temporal server."""
 
-SECRETS = ("link_secret", "temporal_api_key")
+SECRETS = ("link_secret", "temporal_api_key", "link_secret_previous")
 """Settings whose values are never printed."""
 
 

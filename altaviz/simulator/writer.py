@@ -1,8 +1,10 @@
 """Landing-file naming and writing.
 
-Files are ``landing/arrival_date=YYYY-MM-DD/YYYYMMDDTHHMMSSZ-<org>-<seq>.parquet``: the
-partition and the name both start with the arrival time, so sorting paths sorts arrivals and
-an incremental loader can take "every file after the last one I loaded".
+Files are ``landing/<org>/arrival_date=YYYY-MM-DD/YYYYMMDDTHHMMSSZ-<org>-<seq>.parquet``:
+each organization's gateways write under its own prefix, which is what the ETL attributes
+their readings to; the partition and the name both start with the arrival time, so sorting
+names sorts arrivals and an incremental loader can take "every file after the last one I
+loaded".
 
 Parquet encoding releases the GIL, so files are written on a small thread pool while the
 next hour is generated; at most a few tables wait in memory, and every file's bytes depend
@@ -40,7 +42,7 @@ class LandingWriter:
     def write(self, table: pa.Table, arrived: datetime, org_id: str) -> Path:
         """Queue one batch file for writing; ``arrived`` is its (UTC) arrival time."""
         self._seq += 1
-        folder = self.landing / f"arrival_date={arrived:%Y-%m-%d}"
+        folder = self.landing / org_id / f"arrival_date={arrived:%Y-%m-%d}"
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{arrived:%Y%m%dT%H%M%SZ}-{org_id}-{self._seq:06d}.parquet"
         while len(self._pending) >= _MAX_PENDING:

@@ -6,6 +6,11 @@ FROM compressors
 GROUP BY compressor_id
 HAVING count(*) = 1
 
+-- name: fleet_compressors
+-- (org_id, compressor_id) of every compressor: a reading under an organization's landing
+-- prefix is attributed to that organization's compressor of that id, or to none.
+SELECT org_id, compressor_id FROM compressors
+
 -- name: get_stage_mark
 SELECT batch_id FROM etl_stage_progress WHERE stage = %(stage)s
 

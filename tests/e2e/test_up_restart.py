@@ -76,7 +76,7 @@ async def test_up_restart_keeps_open_alerts_and_their_timers(tmp_path: Path) -> 
            "ALTAVIZ_TEMPORAL_UI_PORT": str(_free_port()),
            "ALTAVIZ_HTTP_PORT": str(_free_port()),
            "ALTAVIZ_TASK_QUEUE": "up-restart",
-           "ALTAVIZ_LINK_SECRET": "test-secret-for-up-restart"}
+           "ALTAVIZ_LINK_SECRET": "test-secret-for-up-restart-83f1c6e2a9d4b0"}
     up = _start_up(env, fleet)
     settings = load_settings(environ={k: v for k, v in env.items() if k.startswith("ALTAVIZ_")})
     app = App(settings=settings)  # attaches to the running PostgreSQL only

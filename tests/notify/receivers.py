@@ -72,8 +72,11 @@ def http_receiver() -> Iterator[HttpReceiver]:
 
 @dataclass
 class SmtpSink:
+    """Records mail; with ``reject`` set, answers every message's DATA with that reply."""
+
     port: int
     messages: list[Message] = field(default_factory=list)
+    reject: str | None = None
 
     def url(self, to: str) -> str:
         return (f"mailto://127.0.0.1:{self.port}?to={to}&from=altaviz@example.com"
@@ -95,6 +98,8 @@ def smtp_sink() -> Iterator[SmtpSink]:
 
     class Handler:
         async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            if sink.reject is not None:
+                return sink.reject
             sink.messages.append(email.message_from_bytes(envelope.content))
             return "250 OK"
 

@@ -3,6 +3,7 @@ local SMTP server (mailto://), real PostgreSQL, and real Temporal retries."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -30,8 +31,8 @@ from altaviz.core.settings import Settings
 from tests.notify.conftest import insert_alert, insert_trend
 from tests.notify.receivers import HttpReceiver, SmtpSink
 
-LINK = re.compile(r"https://alerts\.example\.com/ack/(v1\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)")
-VIEW = re.compile(r"https://alerts\.example\.com/alerts/(\S+)\?token=(v1\.[A-Za-z0-9_.-]+)")
+LINK = re.compile(r"https://alerts\.example\.com/ack/(v2\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)")
+VIEW = re.compile(r"https://alerts\.example\.com/alerts/(\S+)\?token=(v2\.[A-Za-z0-9_.-]+)")
 
 
 def _run(acts: NotificationActivities, req: NotifyRequest) -> Any:
@@ -151,6 +152,36 @@ async def test_one_failing_channel_does_not_block_the_other(
     assert sorted(_rows(conn)) == [("opened", "tech-a", "json", 1, "failed"),
                                    ("opened", "tech-a", "json", 2, "sent"),
                                    ("opened", "tech-a", "mailto", 1, "sent")]
+
+
+async def test_failed_deliveries_record_the_real_reason_scrubbed_and_log_nothing_raw(
+        conn: psycopg.Connection[Any], loaded: ContactsFile, receiver: HttpReceiver,
+        smtp: SmtpSink, settings: Settings, signer: LinkSigner,
+        caplog: pytest.LogCaptureFixture) -> None:
+    alert = insert_alert(conn)
+    receiver.fail["/acme/tech-a"] = 1
+    smtp.reject = ("554 5.7.1 Message rejected: spam score too high for tech-a@example.com, "
+                   "call +1 (432) 555-0188")
+    caplog.set_level(logging.DEBUG)
+    acts = NotificationActivities(conn.info.dsn, settings, signer=signer)
+    req = NotifyRequest(alert=alert, step="opened", audience="technicians", event="opened")
+    with pytest.raises(ApplicationError) as err:
+        await _run(acts, req)
+    errors = dict(conn.execute("SELECT channel, error FROM notifications WHERE status = "
+                               "'failed'").fetchall())
+    assert set(errors) == {"json", "mailto"}
+    assert "error=500" in errors["json"], errors
+    assert "554" in errors["mailto"] and "spam score too high" in errors["mailto"], errors
+    personal = ["tech-a@example.com", "555-0188", "127.0.0.1", "acme/tech-a"]
+    # the worker's own log (the receivers' and HTTP library's debug lines are not ours)
+    ours = "\n".join(r.getMessage() for r in caplog.records
+                     if r.name.split(".")[0] in ("apprise", "activities", "altaviz",
+                                                 "temporalio"))
+    for text in [*errors.values(), str(err.value), ours]:
+        assert "Apprise returned False" not in text
+        for value in personal:
+            assert value not in text, (value, text)
+    assert not [r for r in caplog.records if r.name.startswith("apprise")]
 
 
 async def test_invalid_stored_url_is_recorded_and_not_retried(

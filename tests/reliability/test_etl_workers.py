@@ -59,7 +59,7 @@ async def test_two_etl_worker_processes_share_the_stages(
                     ALTAVIZ_TEMPORAL_PORT=str(free_port()),
                     ALTAVIZ_TEMPORAL_UI_PORT=str(free_port()),
                     ALTAVIZ_TASK_QUEUE="two-etl-workers",
-                    ALTAVIZ_LINK_SECRET="test-secret-for-two-etl-workers")
+                    ALTAVIZ_LINK_SECRET="test-secret-for-two-etl-workers-7d1c04e9b2")
     settings = load_settings(environ={k: v for k, v in env.items() if k.startswith("ALTAVIZ_")})
     app = App(settings=settings)
     workers: list[subprocess.Popen[bytes]] = []

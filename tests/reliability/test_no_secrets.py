@@ -15,7 +15,7 @@ import pytest
 from tests.reliability.conftest import clean_env, free_port
 
 PASSWORD = "Pw-d0nt-l3ak-7f3a9c"
-SECRET = "ls-d0nt-l3ak-" + "9" * 40
+SECRET = "ls-d0nt-l3ak-9c41e07b5fd2a8836e1b40c9d7f25a3e"
 SHORT_SECRET = "short-s3cr3t"
 
 

@@ -16,7 +16,8 @@ from altaviz.core.fleet import Fleet
 from altaviz.simulator import GroundTruth, SimulationConfig, simulate
 
 NAME = re.compile(
-    r"^arrival_date=(\d{4}-\d{2}-\d{2})/(\d{8}T\d{6}Z)-([a-z0-9-]+)-(\d{6})\.parquet$")
+    r"^([a-z0-9-]+)/arrival_date=(\d{4}-\d{2}-\d{2})/(\d{8}T\d{6}Z)-([a-z0-9-]+)-(\d{6})"
+    r"\.parquet$")
 
 
 def test_layout_and_ordering(dirty_run):
@@ -29,16 +30,18 @@ def test_layout_and_ordering(dirty_run):
     for path in paths:
         m = NAME.match(str(path.relative_to(result.landing_dir)))
         assert m, path
-        part, stamp, org, _ = m.groups()
-        assert org in org_ids
+        prefix, part, stamp, org, _ = m.groups()
+        assert org in org_ids and prefix == org
         arrived = pq.read_table(path, columns=["arrived_at"]).column(0)[0].as_py()
         assert arrived.strftime("%Y%m%dT%H%M%SZ") == stamp
         assert arrived.strftime("%Y-%m-%d") == part
         ids = set(pq.read_table(path, columns=["compressor_id"]).column(0).to_pylist())
         assert {i[:5] for i in ids if i} <= {"COMP-", "TEST-"}
-        arrivals.append(arrived)
+        arrivals.append((path.name, arrived))
         per_org_hour[(org, arrived.replace(minute=0, second=0))] += 1
-    assert arrivals == sorted(arrivals)     # path order is arrival order
+    # name order is arrival order (across the organizations' prefixes)
+    by_name = [a for _, a in sorted(arrivals)]
+    assert by_name == sorted(by_name)
     batches = 24 * 4 * len(org_ids)
     late = dirty_run.truth.defects["late_batches"]
     assert len(paths) <= batches + late

@@ -40,8 +40,8 @@ from workflows.notify import NotifyStepWorkflow
 
 SECRET = b"web-test-link-secret-abcdef0123456789"
 HOUR = datetime(2026, 3, 2, 10, tzinfo=UTC)
-ACK_LINK = re.compile(r"http://127\.0\.0\.1:\d+/ack/(v1\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)")
-VIEW_LINK = re.compile(r"(http://127\.0\.0\.1:\d+/alerts/\S+\?token=v1\.[A-Za-z0-9_.-]+)")
+ACK_LINK = re.compile(r"http://127\.0\.0\.1:\d+/ack/(v2\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)")
+VIEW_LINK = re.compile(r"(http://127\.0\.0\.1:\d+/alerts/\S+\?token=v2\.[A-Za-z0-9_.-]+)")
 
 
 @pytest.fixture(scope="session")

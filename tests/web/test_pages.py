@@ -70,7 +70,7 @@ async def test_supervisor_history_page_shows_the_whole_timeline_in_chromium(
                          "http://127.0.0.1:8233/namespaces/default/workflows/"]:
             assert expected in dom, expected
         # a wrong token for the page: 403, nothing shown
-        r = await rig.http.get(view_url.replace("token=v1.", "token=v1.x"))
+        r = await rig.http.get(view_url.replace("token=v2.", "token=v2.x"))
         assert r.status_code in (400, 403) and "COMP-0001" not in r.text
         other = view_url.split("?")[0].replace("vibration", "temperature") + "?" + \
             view_url.split("?")[1]

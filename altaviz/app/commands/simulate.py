@@ -20,8 +20,8 @@ def register(subparsers: Any) -> None:
         help="generate a simulated fleet's telemetry (with faults, dirty data and ground truth)",
         description=(
             "Write OUT/fleet.json, OUT/ground_truth.json and Parquet landing files under "
-            "OUT/landing/arrival_date=YYYY-MM-DD/, at a 10-minute cadence. The fleet behaves "
-            "like a field (flow swings at constant speed, hot spells, stuck and dropped "
+            "OUT/landing/<org_id>/arrival_date=YYYY-MM-DD/, at a 10-minute cadence. The fleet "
+            "behaves like a field (flow swings at constant speed, hot spells, stuck and dropped "
             "sensors, missing instruments, planned stops, shut-ins), each event recorded in the "
             "ground truth; --calm turns that off. The same seed always gives byte-identical "
             "files."

@@ -38,6 +38,8 @@ from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import (
     Client,
@@ -79,10 +81,58 @@ class RedactTokens(logging.Filter):
         return True
 
 
+#: Sent with every response (:class:`SecurityHeaders`). The pages have no script, one inline
+#: style sheet (allowed by hash) and one form posting to this server.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": f"default-src 'none'; style-src {pages.STYLE_SRC}; "
+                               "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+
+
+class SecurityHeaders:
+    """ASGI middleware putting :data:`SECURITY_HEADERS` on every response, errors included.
+
+    Pages carry bearer tokens in their URLs: a response without the policy (a JSON error, a
+    404, a crash) must not be the one a browser frames, caches or leaks by referrer.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_secured(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers[name] = value
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_secured)
+        except Exception:
+            # Starlette's own 500 response is sent outside this middleware: send it here.
+            if not started:
+                await HTMLResponse(pages.page("Server error", "<h1>Server error</h1><p>The "
+                                              "server could not answer. Try again in a minute."
+                                              "</p>"), 500)(scope, receive, send_secured)
+            raise
+
+
 def _html(body: str, status: int = 200) -> HTMLResponse:
-    return HTMLResponse(body, status_code=status, headers={
-        "Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
-        "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY"})
+    return HTMLResponse(body, status_code=status)
 
 
 def _problem(status: int, title: str, message: str, hint: str = "") -> HTMLResponse:
@@ -133,8 +183,11 @@ def create_app(*, database_url: str, signer: LinkSigner,
         await get_client()
         yield
 
+    # No trailing-slash redirects: Starlette builds their Location from the request's Host
+    # header, which a client chooses (and the URL holds a token).
     app = FastAPI(title="Altaviz", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  openapi_url=None)
+                  openapi_url=None, redirect_slashes=False)
+    app.add_middleware(SecurityHeaders)
 
     def verify(token: str, action: str) -> LinkClaims:
         return signer.verify(token, action=action)  # type: ignore[arg-type]
