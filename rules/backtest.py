@@ -12,6 +12,7 @@ history read and nothing is written.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -24,6 +25,7 @@ import psycopg
 
 from altaviz.core import db
 from altaviz.core.errors import InputError
+from altaviz.core.telemetry import CHANNELS, METRIC_BY_NAME
 from rules.engine import DEFAULT_LOOKBACK_HOURS, Row
 from rules.schema import RuleSet
 from rules.sources import GoldSource, PostgresSource, connect_duckdb, evaluation_rows
@@ -130,7 +132,8 @@ class BacktestReport:
     scores: dict[str, Score] = field(default_factory=dict)
     #: faults still developing at the end of the range (not in ``scores``)
     faults_open_at_end: int = 0
-    #: nuisance kind -> false alerts that started inside such an event of their unit
+    #: nuisance kind -> false alerts that started inside such an event of their unit (for a
+    #: stuck, dropped or missing sensor: alerts of rules that read that channel)
     nuisance_alerts: dict[str, int] = field(default_factory=dict)
     #: nuisance kind -> rule id -> those alerts
     nuisance_by_rule: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -297,14 +300,35 @@ def backtest(conn: psycopg.Connection[Any], rule_set: RuleSet, org_ids: list[str
     report = BacktestReport(start=start, end=end, episodes=eps, compressors=len(units))
     report.by_rule = dict(Counter((e.rule_id, e.severity) for e in eps))
     if ground_truth is not None:
-        score(report, units, ground_truth, nuisance or [], exclude_rules)
+        score(report, units, ground_truth, nuisance or [], exclude_rules,
+              rule_channels(rule_set))
     return report
 
 
+def rule_channels(rule_set: RuleSet) -> dict[str, frozenset[str]]:
+    """Rule id -> the channels its metric is computed from, plus speed (every rule judges only
+    running hours); empty for a rule on no one metric (a unit's data missing)."""
+    out: dict[str, frozenset[str]] = {}
+    for rule in rule_set.rules:
+        if rule.metric is None:
+            out[rule.id] = frozenset()
+            continue
+        sql = METRIC_BY_NAME[rule.metric].sql
+        out[rule.id] = frozenset({"speed_rpm"} | {
+            c.name for c in CHANNELS if re.search(rf"\b{c.name}\b", sql)})
+    return out
+
+
 def score(report: BacktestReport, units: list[tuple[str, str]], ground_truth: list[Fault],
-          nuisance: list[Nuisance], exclude_rules: tuple[str, ...] = ()) -> None:
+          nuisance: list[Nuisance], exclude_rules: tuple[str, ...] = (),
+          channels: dict[str, frozenset[str]] | None = None) -> None:
     """Fill ``report``'s detection and false-alert figures from the ground truth, for the
-    episodes and ``units`` (org id, compressor id) it covers."""
+    episodes and ``units`` (org id, compressor id) it covers.
+
+    An event of one channel (a stuck, dropped or missing sensor) is held to have raised only
+    the alerts of rules that read that channel (``channels``: see :func:`rule_channels`; a
+    rule not in it reads every channel).
+    """
     start, end = report.start, report.end
     stop = end + timedelta(hours=1)         # the range covers the whole last hour
     eps = report.episodes
@@ -356,8 +380,10 @@ def score(report: BacktestReport, units: list[tuple[str, str]], ground_truth: li
     report.false_by_rule = dict(Counter(e.rule_id for e in false).most_common())
     by_kind: dict[str, Counter[str]] = {}
     for e in false:
+        reads = (channels or {}).get(e.rule_id)
         for kind in {n.kind for n in events.get((e.org_id, e.compressor_id), ())
-                     if n.start <= e.start < n.end}:
+                     if n.start <= e.start < n.end
+                     and (n.channel is None or reads is None or n.channel in reads)}:
             by_kind.setdefault(kind, Counter())[e.rule_id] += 1
     report.nuisance_alerts = {k: sum(c.values()) for k, c in sorted(by_kind.items())}
     report.nuisance_by_rule = {k: dict(c.most_common()) for k, c in sorted(by_kind.items())}

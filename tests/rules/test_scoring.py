@@ -4,6 +4,7 @@ alerts per healthy compressor-day, alerts raised in nuisance events, alerts afte
 from __future__ import annotations
 
 import json
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from altaviz.app.cli import main
 from altaviz.core import db
 from altaviz.core.fleet_store import load_fleet
 from altaviz.core.settings import Settings
+from altaviz.core.telemetry import METRIC_BY_NAME
 from etl.pipeline import run_pipeline
 from rules.backtest import backtest, load_ground_truth
 from rules.loader import DEFAULT_RULES, load_rule_set
@@ -44,6 +46,7 @@ def test_cli_scores_naive_ground_truth_as_utc(conn, fleet, db_url, tmp_path, mon
                                               capsys) -> None:
     # COMP-0001: a false alert at h5 (before onset, in a hot spell), the fault caught at h20
     # (80 h before failure), an alert at h105 after the unit failed at h100.
+    # (a stuck flow sensor at the same time did not raise the oil-temperature alert)
     # COMP-0002: a false alert at h30 (a stuck oil-temperature sensor), the fault caught at
     # h60 (30 h before failure at h90), a planned stop that raised nothing.
     put(conn, "acme", "COMP-0001", "oil_temp_f", 0, _series((5, 20, 105)))
@@ -61,6 +64,8 @@ def test_cli_scores_naive_ground_truth_as_utc(conn, fleet, db_url, tmp_path, mon
         "nuisance_events": [
             {"org_id": "acme", "compressor_id": "COMP-0001", "kind": "hot_spell",
              "start": _naive(4), "end": _naive(8)},
+            {"org_id": "acme", "compressor_id": "COMP-0001", "kind": "stuck_sensor",
+             "start": _naive(4), "end": _naive(8), "channel": "flow_mmscfd"},
             {"org_id": "acme", "compressor_id": "COMP-0002", "kind": "hot_spell",
              "start": _naive(4), "end": _naive(8)},
             {"org_id": "acme", "compressor_id": "COMP-0002", "kind": "stuck_sensor",
@@ -114,7 +119,8 @@ def test_scores_on_a_simulated_field_fleet(tmp_path: Path, db_url: str,
     truth = load_ground_truth(result.ground_truth_path)
     gt = result.ground_truth
     start, end = gt.window_start, gt.window_end - timedelta(hours=1)
-    report = backtest(conn, load_rule_set(DEFAULT_RULES), db.org_ids(conn), start, end,
+    rule_set = load_rule_set(DEFAULT_RULES)
+    report = backtest(conn, rule_set, db.org_ids(conn), start, end,
                       truth.faults, exclude_rules=("data_missing",), nuisance=truth.nuisance)
 
     failed = [f for f in truth.faults if f.failure is not None]
@@ -151,10 +157,14 @@ def test_scores_on_a_simulated_field_fleet(tmp_path: Path, db_url: str,
     false = [e for e in report.episodes if not in_fault(e) and not after(e)]
     assert report.false_alerts == len(false)
     assert report.alerts_after_failure == sum(after(e) for e in report.episodes)
+    # an event of one sensor raises only the alerts of rules that read it
+    reads = {r.id: ([*re.findall(r"[a-z0-9_]+", METRIC_BY_NAME[r.metric].sql), "speed_rpm"]
+                    if r.metric else []) for r in rule_set.rules}
     kinds: dict[str, int] = {}
     for e in false:
         for kind in {n.kind for n in truth.nuisance if n.compressor_id == e.compressor_id
-                     and n.start <= e.start < n.end}:
+                     and n.start <= e.start < n.end
+                     and (n.channel is None or n.channel in reads[e.rule_id])}:
             kinds[kind] = kinds.get(kind, 0) + 1
     assert report.nuisance_alerts == dict(sorted(kinds.items()))
     assert report.summary()["nuisance_alerts"] == report.nuisance_alerts
