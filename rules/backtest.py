@@ -412,6 +412,12 @@ def diff(conn: psycopg.Connection[Any], old: RuleSet, new: RuleSet, org_ids: lis
     for org in org_ids:
         a += episodes(conn, old, org, start, end, gold_uri=gold_uri, threads=threads)
         b += episodes(conn, new, org, start, end, gold_uri=gold_uri, threads=threads)
+    return diff_episodes(a, b, end)
+
+
+def diff_episodes(a: list[Episode], b: list[Episode], end: datetime) -> Diff:
+    """The :class:`Diff` of old episodes ``a`` and new episodes ``b`` of a range ending at
+    ``end`` (see :func:`diff`)."""
     far = end + timedelta(days=3650)
 
     def unmatched(xs: list[Episode], ys: list[Episode]) -> list[Episode]:
@@ -460,4 +466,43 @@ def format_scores(report: BacktestReport) -> list[str]:
     for kind, rules in report.nuisance_by_rule.items():
         lines.append(f"    {kind}: " + ", ".join(f"{rule} {n}" for rule, n in rules.items()))
     lines.append(f"  alerts after a unit had failed: {report.alerts_after_failure}")
+    return lines
+
+
+def score_figures(report: BacktestReport) -> dict[str, float | None]:
+    """The ground-truth figures as one flat, ordered mapping (what ``rules diff`` compares)."""
+    out: dict[str, float | None] = {}
+    for mode, sc in report.scores.items():
+        out[f"{mode}: faults"] = sc.faults
+        out[f"{mode}: caught"] = sc.caught
+        out[f"{mode}: caught >= {EARLY_LEAD_HOURS:.0f} h"] = sc.caught_early
+        out[f"{mode}: median lead h"] = sc.median_lead_hours
+        out[f"{mode}: p10 lead h"] = sc.p10_lead_hours
+    out["false alerts"] = report.false_alerts
+    out["false alerts per 100 healthy compressor-days"] = (
+        report.false_alerts_per_100_compressor_days)
+    for kind, n in report.nuisance_alerts.items():
+        out[f"false alerts in {kind}"] = n
+    out["alerts after a unit had failed"] = report.alerts_after_failure
+    return out
+
+
+def format_score_diff(old: BacktestReport, new: BacktestReport) -> list[str]:
+    """What changing the rules gains and costs in the ground-truth figures, one line each
+    (a figure only one side has counts as 0 on the other, except leads)."""
+    a, b = score_figures(old), score_figures(new)
+    names = list(a) + [k for k in b if k not in a]
+
+    def show(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2f}".rstrip("0").rstrip(".")
+
+    lines = [f"  {'figure':<48} {'old':>8} {'new':>8}"]
+    for name in names:
+        lead = "lead" in name
+        x = a.get(name, None if lead else 0)
+        y = b.get(name, None if lead else 0)
+        change = ""
+        if x is not None and y is not None and x != y:
+            change = f"  ({'+' if y > x else ''}{show(y - x)})"
+        lines.append(f"  {name:<48} {show(x):>8} {show(y):>8}{change}")
     return lines

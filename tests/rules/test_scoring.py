@@ -168,3 +168,44 @@ def test_scores_on_a_simulated_field_fleet(tmp_path: Path, db_url: str,
             kinds[kind] = kinds.get(kind, 0) + 1
     assert report.nuisance_alerts == dict(sorted(kinds.items()))
     assert report.summary()["nuisance_alerts"] == report.nuisance_alerts
+
+
+def test_cli_diff_shows_what_a_change_gains_and_costs(conn, fleet, db_url, tmp_path,
+                                                      monkeypatch, capsys) -> None:
+    # COMP-0001: 182 F at h5 in a hot spell before onset (a false alert at 180, not at 185),
+    # 190 F at h20 after onset (the fault, caught 80 h ahead either way)
+    values = [170.0] * 120
+    values[5], values[20] = 182.0, 190.0
+    put(conn, "acme", "COMP-0001", "oil_temp_f", 0, values)
+    conn.commit()
+    old, new = tmp_path / "old.yaml", tmp_path / "new.yaml"
+    old.write_text(OIL)
+    new.write_text(OIL.replace("warning: 180", "warning: 185"))
+    truth = tmp_path / "ground_truth.json"
+    truth.write_text(json.dumps({
+        "faults": [{"org_id": "acme", "compressor_id": "COMP-0001", "mode": "bearing_wear",
+                    "onset": _naive(10), "failure": _naive(100)}],
+        "nuisance_events": [{"org_id": "acme", "compressor_id": "COMP-0001",
+                             "kind": "hot_spell", "start": _naive(4), "end": _naive(8)}]}))
+    monkeypatch.setenv("ALTAVIZ_DATABASE_URL", db_url)
+    monkeypatch.setenv("ALTAVIZ_DATA_DIR", str(tmp_path / "data"))
+    args = ["rules", "diff", str(old), str(new), "--from", _naive(0), "--to", _naive(119),
+            "--org", "acme", "--ground-truth", str(truth)]
+
+    assert main([*args, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    a, b = out["figures"]["old"], out["figures"]["new"]
+    assert a["all: caught >= 72 h"] == b["all: caught >= 72 h"] == 1
+    assert a["all: median lead h"] == b["all: median lead h"] == 80
+    assert (a["false alerts"], b["false alerts"]) == (1, 0)
+    assert (a["false alerts in hot_spell"], "false alerts in hot_spell" in b) == (1, False)
+    assert [e["start"] for e in out["removed"]] == [str(h(5))] and out["added"] == []
+
+    assert main(args) == 0
+    text = capsys.readouterr().out.splitlines()
+    assert any(line.split() == ["all:", "caught", ">=", "72", "h", "1", "1"] for line in text)
+    assert any(line.split() == ["false", "alerts", "in", "hot_spell", "1", "0", "(-1)"]
+               for line in text)
+    # healthy: COMP-0001's 10 hours before onset and COMP-0002's 120 hours
+    assert ["false", "alerts", "per", "100", "healthy", "compressor-days", "18.46", "0",
+            "(-18.46)"] in [line.split() for line in text]

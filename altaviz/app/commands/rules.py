@@ -10,7 +10,15 @@ from typing import TYPE_CHECKING, Any
 
 from altaviz.core import db
 from altaviz.core.errors import InputError
-from rules.backtest import backtest, diff, format_scores, load_ground_truth
+from rules.backtest import (
+    backtest,
+    diff,
+    diff_episodes,
+    format_score_diff,
+    format_scores,
+    load_ground_truth,
+    score_figures,
+)
 from rules.loader import DEFAULT_RULES, RuleFileError, check_file
 
 if TYPE_CHECKING:
@@ -58,6 +66,9 @@ def register(subparsers: Any) -> None:
         else:
             p.add_argument("old", type=Path, metavar="OLD", help="current rule file")
             p.add_argument("new", type=Path, metavar="NEW", help="proposed rule file")
+            p.add_argument("--ground-truth", type=Path, metavar="PATH",
+                           help="simulator ground_truth.json: also show what the change gains "
+                                "and costs in the figures of `rules backtest --ground-truth`")
         p.add_argument("--from", dest="start", type=_when, required=True, metavar="WHEN",
                        help="first hour to replay (ISO date/time, UTC if no zone)")
         p.add_argument("--to", dest="end", type=_when, required=True, metavar="WHEN",
@@ -146,14 +157,35 @@ def _backtest(args: argparse.Namespace, app: App) -> int:
 def _diff(args: argparse.Namespace, app: App) -> int:
     catalog = app.settings.catalog
     old, new = check_file(args.old, catalog=catalog), check_file(args.new, catalog=catalog)
+    truth = load_ground_truth(args.ground_truth) if args.ground_truth else None
+    if args.end < args.start:
+        raise InputError("--to is before --from")
     gold = _gold_uri(args, app)
+    threads = app.settings.rules_threads
+    reports = None
     with app.connect() as conn:
-        d = diff(conn, old, new, _orgs(args, conn), args.start, args.end, gold_uri=gold,
-                 threads=app.settings.rules_threads)
+        orgs = _orgs(args, conn)
+        if truth is None:
+            d = diff(conn, old, new, orgs, args.start, args.end, gold_uri=gold,
+                     threads=threads)
+        else:
+            reports = [backtest(conn, rs, orgs, args.start, args.end, truth.faults,
+                                exclude_rules=tuple(r.id for r in rs.rules
+                                                    if r.kind == "no_data"),
+                                gold_uri=gold, threads=threads, nuisance=truth.nuisance)
+                       for rs in (old, new)]
+            d = diff_episodes(reports[0].episodes, reports[1].episodes, args.end)
     if args.json:
-        print(json.dumps({"counts": d.counts, "added": [e.__dict__ for e in d.added],
-                          "removed": [e.__dict__ for e in d.removed]}, indent=2, default=str))
+        out: dict[str, Any] = {"counts": d.counts, "added": [e.__dict__ for e in d.added],
+                               "removed": [e.__dict__ for e in d.removed]}
+        if reports is not None:
+            out["figures"] = {"old": score_figures(reports[0]),
+                              "new": score_figures(reports[1])}
+        print(json.dumps(out, indent=2, default=str))
         return 0
+    if reports is not None:
+        print("\n".join(format_score_diff(*reports)))
+        print("  alerts by rule (old -> new):")
     for rule_id, (a, b) in d.counts.items():
         mark = "" if a == b else f"  ({b - a:+d})"
         print(f"  {rule_id:40} {a:5} -> {b:5}{mark}")
