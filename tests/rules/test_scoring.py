@@ -174,7 +174,7 @@ def test_cli_diff_shows_what_a_change_gains_and_costs(conn, fleet, db_url, tmp_p
                                                       monkeypatch, capsys) -> None:
     # COMP-0001: 182 F at h5 in a hot spell before onset (a false alert at 180, not at 185),
     # 190 F at h20 after onset (the fault, caught 80 h ahead either way)
-    values = [170.0] * 120
+    values: list[float | None] = [170.0] * 120
     values[5], values[20] = 182.0, 190.0
     put(conn, "acme", "COMP-0001", "oil_temp_f", 0, values)
     conn.commit()
