@@ -12,17 +12,20 @@ history read and nothing is written.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from statistics import median
 from typing import Any
 
+import numpy as np
 import psycopg
 
 from altaviz.core import db
 from altaviz.core.errors import InputError
+from altaviz.core.telemetry import CHANNELS, METRIC_BY_NAME
 from rules.engine import DEFAULT_LOOKBACK_HOURS, Row
 from rules.schema import RuleSet
 from rules.sources import GoldSource, PostgresSource, connect_duckdb, evaluation_rows
@@ -52,6 +55,55 @@ class Fault:
 
 
 @dataclass(frozen=True)
+class Nuisance:
+    """Ordinary field behaviour from the ground truth (a hot spell, a stuck sensor, a planned
+    stop, ...) over ``[start, end)`` of one unit: an alert raised in it is not a fault caught."""
+
+    org_id: str
+    compressor_id: str
+    kind: str
+    start: datetime
+    end: datetime
+    channel: str | None = None
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """What ``ground_truth.json`` says was injected: the faults and the nuisance events."""
+
+    faults: list[Fault]
+    nuisance: list[Nuisance] = field(default_factory=list)
+
+
+#: A fault counts as caught early when its first alert came at least this long before failure.
+EARLY_LEAD_HOURS = 72.0
+
+
+@dataclass(frozen=True)
+class Score:
+    """Detection figures of a group of faults that failed inside the range (one mode, or all).
+
+    Faults still developing at the end of the range are left out: whether they would have
+    been caught in time is not known yet.
+    """
+
+    faults: int
+    caught: int
+    caught_early: int                  # first alert >= EARLY_LEAD_HOURS before failure
+    median_lead_hours: float | None
+    p10_lead_hours: float | None       # 10th percentile of the lead over caught faults
+
+    @classmethod
+    def of(cls, outcomes: list[FaultOutcome]) -> Score:
+        """The figures of ``outcomes`` (faults that failed in the range)."""
+        leads = [o.lead_hours for o in outcomes if o.caught and o.lead_hours is not None]
+        return cls(faults=len(outcomes), caught=sum(o.caught for o in outcomes),
+                   caught_early=sum(lead >= EARLY_LEAD_HOURS for lead in leads),
+                   median_lead_hours=float(median(leads)) if leads else None,
+                   p10_lead_hours=float(np.percentile(leads, 10)) if leads else None)
+
+
+@dataclass(frozen=True)
 class FaultOutcome:
     """Whether a fault was caught (an episode between onset and failure) and how early."""
 
@@ -73,9 +125,20 @@ class BacktestReport:
     faults: list[FaultOutcome] = field(default_factory=list)
     healthy_compressor_days: float = 0.0
     false_alerts: int = 0
-    #: rule id -> episodes on units without an injected fault: which rules make the noise
+    #: rule id -> episodes on healthy units: which rules make the noise
     #: (a data-missing alert on a real communication gap counts here too)
     false_by_rule: dict[str, int] = field(default_factory=dict)
+    #: fault mode (and "all") -> detection figures over the faults that failed in the range
+    scores: dict[str, Score] = field(default_factory=dict)
+    #: faults still developing at the end of the range (not in ``scores``)
+    faults_open_at_end: int = 0
+    #: nuisance kind -> false alerts that started inside such an event of their unit (for a
+    #: stuck, dropped or missing sensor: alerts of rules that read that channel)
+    nuisance_alerts: dict[str, int] = field(default_factory=dict)
+    #: nuisance kind -> rule id -> those alerts
+    nuisance_by_rule: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: episodes that started after their unit had failed (it is down, nobody can act)
+    alerts_after_failure: int = 0
 
     @property
     def days(self) -> float:
@@ -101,7 +164,12 @@ class BacktestReport:
 
     @property
     def false_alerts_per_100_compressor_days(self) -> float | None:
-        """Episodes on units without an injected fault, per 100 compressor-days."""
+        """False alerts per 100 healthy compressor-days.
+
+        Healthy time is every unit's time in the range outside a fault's onset-to-failure
+        window and before its failure (a failed unit is down); a false alert is an episode
+        that started in healthy time.
+        """
         if not self.healthy_compressor_days:
             return None
         return 100 * self.false_alerts / self.healthy_compressor_days
@@ -118,19 +186,43 @@ class BacktestReport:
             "median_lead_hours": self.median_lead_hours,
             "false_alerts_per_100_compressor_days": self.false_alerts_per_100_compressor_days,
             "false_alerts_by_rule": self.false_by_rule,
+            "healthy_compressor_days": round(self.healthy_compressor_days, 3),
+            "false_alerts": self.false_alerts,
+            "scores": {mode: vars(sc) for mode, sc in self.scores.items()},
+            "faults_open_at_end": self.faults_open_at_end,
+            "nuisance_alerts": self.nuisance_alerts,
+            "nuisance_alerts_by_rule": self.nuisance_by_rule,
+            "alerts_after_failure": self.alerts_after_failure,
         }
+
+
+def _utc(text: str) -> datetime:
+    """A ground-truth timestamp; one without an offset is UTC, as ``--from``/``--to`` read."""
+    ts = datetime.fromisoformat(text)
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+def load_ground_truth(path: Path) -> GroundTruth:
+    """Faults and nuisance events from the simulator's ``ground_truth.json``
+    (``{"faults": [...], "nuisance_events": [...]}``; the events may be absent)."""
+    try:
+        data = json.loads(Path(path).read_text())
+        faults = [Fault(org_id=f["org_id"], compressor_id=f["compressor_id"], mode=f["mode"],
+                        onset=_utc(f["onset"]),
+                        failure=_utc(f["failure"]) if f.get("failure") else None)
+                  for f in data["faults"]]
+        nuisance = [Nuisance(org_id=e["org_id"], compressor_id=e["compressor_id"],
+                             kind=e["kind"], start=_utc(e["start"]), end=_utc(e["end"]),
+                             channel=e.get("channel"))
+                    for e in data.get("nuisance_events", ())]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{path}: not a simulator ground_truth.json ({exc})") from exc
+    return GroundTruth(faults, nuisance)
 
 
 def read_ground_truth(path: Path) -> list[Fault]:
     """Faults from the simulator's ``ground_truth.json`` (``{"faults": [...]}``)."""
-    try:
-        data = json.loads(Path(path).read_text())
-        return [Fault(org_id=f["org_id"], compressor_id=f["compressor_id"], mode=f["mode"],
-                      onset=datetime.fromisoformat(f["onset"]),
-                      failure=datetime.fromisoformat(f["failure"]) if f.get("failure") else None)
-                for f in data["faults"]]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"{path}: not a simulator ground_truth.json ({exc})") from exc
+    return load_ground_truth(path).faults
 
 
 def episode_rows(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str,
@@ -188,43 +280,113 @@ def stitch(org_id: str, rows: list[Row]) -> list[Episode]:
 def backtest(conn: psycopg.Connection[Any], rule_set: RuleSet, org_ids: list[str],
              start: datetime, end: datetime, ground_truth: list[Fault] | None = None,
              exclude_rules: tuple[str, ...] = (), gold_uri: str | None = None, *,
-             threads: int = 1) -> BacktestReport:
+             threads: int = 1, nuisance: list[Nuisance] | None = None) -> BacktestReport:
     """Replay ``rule_set`` over stored history for ``org_ids``.
 
     Faults count as caught when an episode of any rule (other than ``exclude_rules``, e.g. the
     data-missing rule) starts between onset and failure on that compressor; lead time is
-    failure minus the first such start. Episodes on compressors without an injected fault are
-    false alerts. ``gold_uri``, ``threads``: see :func:`episodes`.
+    failure minus the first such start. Episodes that start in a unit's healthy time (outside
+    every onset-to-failure window, before any failure) are false alerts; those that start
+    inside a ``nuisance`` event of their unit are also counted by the event's kind.
+    ``gold_uri``, ``threads``: see :func:`episodes`.
     """
     eps: list[Episode] = []
-    n_comp = 0
+    units: list[tuple[str, str]] = []
     for org in org_ids:
         eps += episodes(conn, rule_set, org, start, end, gold_uri=gold_uri, threads=threads)
         with db.tenant(conn, org):
-            row = conn.execute("SELECT count(*) FROM compressors").fetchone()
-        n_comp += int(row[0]) if row else 0
-    report = BacktestReport(start=start, end=end, episodes=eps, compressors=n_comp)
+            units += [(org, str(r[0])) for r in
+                      conn.execute("SELECT compressor_id FROM compressors").fetchall()]
+    report = BacktestReport(start=start, end=end, episodes=eps, compressors=len(units))
     report.by_rule = dict(Counter((e.rule_id, e.severity) for e in eps))
     if ground_truth is not None:
-        # Faults whose unit failed before the range, or that began after it, cannot be judged.
-        faults = [f for f in ground_truth if f.org_id in org_ids and f.onset <= end
-                  and (f.failure is None or f.failure >= start)]
-        faulty = {(f.org_id, f.compressor_id) for f in faults}
-        for f in faults:
-            hits = [e for e in eps if (e.org_id, e.compressor_id) == (f.org_id, f.compressor_id)
-                    and e.rule_id not in exclude_rules and f.onset <= e.start
-                    and (f.failure is None or e.start <= f.failure)]
-            first = min((e.start for e in hits), default=None)
-            report.faults.append(FaultOutcome(
-                f, first is not None,
-                (f.failure - first).total_seconds() / 3600
-                if first is not None and f.failure is not None else None,
-                tuple(sorted({e.rule_id for e in hits}))))
-        report.healthy_compressor_days = (n_comp - len(faulty)) * report.days
-        healthy = [e for e in eps if (e.org_id, e.compressor_id) not in faulty]
-        report.false_alerts = len(healthy)
-        report.false_by_rule = dict(Counter(e.rule_id for e in healthy).most_common())
+        score(report, units, ground_truth, nuisance or [], exclude_rules,
+              rule_channels(rule_set))
     return report
+
+
+def rule_channels(rule_set: RuleSet) -> dict[str, frozenset[str]]:
+    """Rule id -> the channels its metric is computed from, plus speed (every rule judges only
+    running hours); empty for a rule on no one metric (a unit's data missing)."""
+    out: dict[str, frozenset[str]] = {}
+    for rule in rule_set.rules:
+        if rule.metric is None:
+            out[rule.id] = frozenset()
+            continue
+        sql = METRIC_BY_NAME[rule.metric].sql
+        out[rule.id] = frozenset({"speed_rpm"} | {
+            c.name for c in CHANNELS if re.search(rf"\b{c.name}\b", sql)})
+    return out
+
+
+def score(report: BacktestReport, units: list[tuple[str, str]], ground_truth: list[Fault],
+          nuisance: list[Nuisance], exclude_rules: tuple[str, ...] = (),
+          channels: dict[str, frozenset[str]] | None = None) -> None:
+    """Fill ``report``'s detection and false-alert figures from the ground truth, for the
+    episodes and ``units`` (org id, compressor id) it covers.
+
+    An event of one channel (a stuck, dropped or missing sensor) is held to have raised only
+    the alerts of rules that read that channel (``channels``: see :func:`rule_channels`; a
+    rule not in it reads every channel).
+    """
+    start, end = report.start, report.end
+    stop = end + timedelta(hours=1)         # the range covers the whole last hour
+    eps = report.episodes
+    # Faults whose unit failed before the range, or that began after it, cannot be judged.
+    faults = [f for f in ground_truth if f.org_id in {o for o, _ in units} and f.onset <= end
+              and (f.failure is None or f.failure >= start)]
+    by_unit: dict[tuple[str, str], list[Fault]] = {}
+    for f in ground_truth:
+        by_unit.setdefault((f.org_id, f.compressor_id), []).append(f)
+    for f in faults:
+        hits = [e for e in eps if (e.org_id, e.compressor_id) == (f.org_id, f.compressor_id)
+                and e.rule_id not in exclude_rules and f.onset <= e.start
+                and (f.failure is None or e.start <= f.failure)]
+        first = min((e.start for e in hits), default=None)
+        report.faults.append(FaultOutcome(
+            f, first is not None,
+            (f.failure - first).total_seconds() / 3600
+            if first is not None and f.failure is not None else None,
+            tuple(sorted({e.rule_id for e in hits}))))
+    failed = [o for o in report.faults if o.fault.failure is not None and o.fault.failure <= stop]
+    report.faults_open_at_end = len(report.faults) - len(failed)
+    report.scores = {mode: Score.of([o for o in failed if o.fault.mode == mode])
+                     for mode in sorted({o.fault.mode for o in failed})}
+    report.scores["all"] = Score.of(failed)
+
+    def span(a: datetime, b: datetime) -> float:   # days of [a, b) inside the range
+        return max(0.0, (min(b, stop) - max(a, start)).total_seconds() / 86400)
+
+    healthy_days = 0.0
+    for unit in units:
+        down = min((f.failure for f in by_unit.get(unit, ()) if f.failure is not None),
+                   default=stop)
+        healthy_days += span(start, down) - sum(
+            span(f.onset, min(f.failure or stop, down)) for f in by_unit.get(unit, ()))
+    report.healthy_compressor_days = healthy_days
+
+    events: dict[tuple[str, str], list[Nuisance]] = {}
+    for n in nuisance:
+        events.setdefault((n.org_id, n.compressor_id), []).append(n)
+    false: list[Episode] = []
+    for e in eps:
+        unit_faults = by_unit.get((e.org_id, e.compressor_id), ())
+        if any(f.failure is not None and e.start > f.failure for f in unit_faults):
+            report.alerts_after_failure += 1
+        elif not any(f.onset <= e.start and (f.failure is None or e.start <= f.failure)
+                     for f in unit_faults):
+            false.append(e)
+    report.false_alerts = len(false)
+    report.false_by_rule = dict(Counter(e.rule_id for e in false).most_common())
+    by_kind: dict[str, Counter[str]] = {}
+    for e in false:
+        reads = (channels or {}).get(e.rule_id)
+        for kind in {n.kind for n in events.get((e.org_id, e.compressor_id), ())
+                     if n.start <= e.start < n.end
+                     and (n.channel is None or reads is None or n.channel in reads)}:
+            by_kind.setdefault(kind, Counter())[e.rule_id] += 1
+    report.nuisance_alerts = {k: sum(c.values()) for k, c in sorted(by_kind.items())}
+    report.nuisance_by_rule = {k: dict(c.most_common()) for k, c in sorted(by_kind.items())}
 
 
 @dataclass(frozen=True)
@@ -250,6 +412,12 @@ def diff(conn: psycopg.Connection[Any], old: RuleSet, new: RuleSet, org_ids: lis
     for org in org_ids:
         a += episodes(conn, old, org, start, end, gold_uri=gold_uri, threads=threads)
         b += episodes(conn, new, org, start, end, gold_uri=gold_uri, threads=threads)
+    return diff_episodes(a, b, end)
+
+
+def diff_episodes(a: list[Episode], b: list[Episode], end: datetime) -> Diff:
+    """The :class:`Diff` of old episodes ``a`` and new episodes ``b`` of a range ending at
+    ``end`` (see :func:`diff`)."""
     far = end + timedelta(days=3650)
 
     def unmatched(xs: list[Episode], ys: list[Episode]) -> list[Episode]:
@@ -270,3 +438,71 @@ def diff(conn: psycopg.Connection[Any], old: RuleSet, new: RuleSet, org_ids: lis
     ca, cb = Counter(e.rule_id for e in a), Counter(e.rule_id for e in b)
     return Diff(added=unmatched(b, a), removed=unmatched(a, b),
                 counts={r: (ca[r], cb[r]) for r in sorted(set(ca) | set(cb))})
+
+
+def format_scores(report: BacktestReport) -> list[str]:
+    """The ground-truth figures as a table for people (the CLI's and the demo's summary)."""
+
+    def hours(v: float | None) -> str:
+        return "-" if v is None else f"{v:.0f} h"
+
+    lines = [f"  {'fault mode':<20} {'faults':>6} {'caught':>6} "
+             f"{f'>={EARLY_LEAD_HOURS:.0f} h':>7} {'median lead':>11} {'p10 lead':>8}"]
+    for mode, sc in report.scores.items():
+        lines.append(f"  {mode:<20} {sc.faults:>6} {sc.caught:>6} {sc.caught_early:>7} "
+                     f"{hours(sc.median_lead_hours):>11} {hours(sc.p10_lead_hours):>8}")
+    if report.faults_open_at_end:
+        lines.append(f"  (not scored: {report.faults_open_at_end} fault(s) still developing "
+                     f"at the end of the range)")
+    rate = report.false_alerts_per_100_compressor_days
+    lines.append(f"  false alerts: {report.false_alerts} in "
+                 f"{report.healthy_compressor_days:.1f} healthy compressor-days = "
+                 f"{'-' if rate is None else f'{rate:.2f}'} per 100")
+    if report.false_by_rule:
+        lines.append("    by rule: " + ", ".join(
+            f"{rule} {n}" for rule, n in report.false_by_rule.items()))
+    lines.append("  false alerts raised in nuisance events: " + (", ".join(
+        f"{kind} {n}" for kind, n in report.nuisance_alerts.items()) or "none"))
+    for kind, rules in report.nuisance_by_rule.items():
+        lines.append(f"    {kind}: " + ", ".join(f"{rule} {n}" for rule, n in rules.items()))
+    lines.append(f"  alerts after a unit had failed: {report.alerts_after_failure}")
+    return lines
+
+
+def score_figures(report: BacktestReport) -> dict[str, float | None]:
+    """The ground-truth figures as one flat, ordered mapping (what ``rules diff`` compares)."""
+    out: dict[str, float | None] = {}
+    for mode, sc in report.scores.items():
+        out[f"{mode}: faults"] = sc.faults
+        out[f"{mode}: caught"] = sc.caught
+        out[f"{mode}: caught >= {EARLY_LEAD_HOURS:.0f} h"] = sc.caught_early
+        out[f"{mode}: median lead h"] = sc.median_lead_hours
+        out[f"{mode}: p10 lead h"] = sc.p10_lead_hours
+    out["false alerts"] = report.false_alerts
+    out["false alerts per 100 healthy compressor-days"] = (
+        report.false_alerts_per_100_compressor_days)
+    for kind, n in report.nuisance_alerts.items():
+        out[f"false alerts in {kind}"] = n
+    out["alerts after a unit had failed"] = report.alerts_after_failure
+    return out
+
+
+def format_score_diff(old: BacktestReport, new: BacktestReport) -> list[str]:
+    """What changing the rules gains and costs in the ground-truth figures, one line each
+    (a figure only one side has counts as 0 on the other, except leads)."""
+    a, b = score_figures(old), score_figures(new)
+    names = list(a) + [k for k in b if k not in a]
+
+    def show(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2f}".rstrip("0").rstrip(".")
+
+    lines = [f"  {'figure':<48} {'old':>8} {'new':>8}"]
+    for name in names:
+        lead = "lead" in name
+        x = a.get(name, None if lead else 0)
+        y = b.get(name, None if lead else 0)
+        change = ""
+        if x is not None and y is not None and x != y:
+            change = f"  ({'+' if y > x else ''}{show(y - x)})"
+        lines.append(f"  {name:<48} {show(x):>8} {show(y):>8}{change}")
+    return lines

@@ -28,7 +28,7 @@ from altaviz.core.payloads import PipelineInput
 from altaviz.core.settings import Settings
 from altaviz.simulator import FieldConfig, SimulationConfig, simulate
 from etl.pipeline import run_pipeline
-from rules.backtest import backtest, read_ground_truth
+from rules.backtest import BacktestReport, backtest, format_scores, load_ground_truth
 from workflows.pipeline import PipelineWorkflow
 
 Say = Callable[[str], None]
@@ -72,6 +72,8 @@ class DemoReport:
     faults: list[FaultCaught] = field(default_factory=list)
     false_alerts_per_100_days: float | None = None
     false_alerts_by_rule: dict[str, int] = field(default_factory=dict)
+    #: the backtest of the demo's range against the ground truth: the closing figures
+    backtest: BacktestReport | None = None
     inbox_url: str = ""
     temporal_ui_url: str | None = None
     seconds: float = 0.0
@@ -224,8 +226,11 @@ def _fill_report(report: DemoReport, db_url: str, rule_set: Any, start: datetime
             report.notifications_sent = int(sent.get("sent", 0))
             report.notifications_failed = int(sent.get("failed", 0))
         orgs = db.org_ids(conn)
-        bt = backtest(conn, rule_set, orgs, start, end, read_ground_truth(ground_truth_path),
-                      exclude_rules=("data_missing",), threads=settings.rules_threads)
+        truth = load_ground_truth(ground_truth_path)
+        bt = backtest(conn, rule_set, orgs, start, end, truth.faults,
+                      exclude_rules=tuple(r.id for r in rule_set.rules if r.kind == "no_data"),
+                      threads=settings.rules_threads, nuisance=truth.nuisance)
+    report.backtest = bt
     report.faults = [FaultCaught(o.fault.compressor_id, o.fault.mode, o.caught, o.lead_hours,
                                  o.rules) for o in bt.faults]
     if bt.healthy_compressor_days:
@@ -249,12 +254,10 @@ def format_report(report: DemoReport) -> str:
         rules = f" by {', '.join(f.rules)}" if f.rules else ""
         lines.append(f"  {f.compressor_id} {f.mode:<18} {'caught' if f.caught else 'MISSED':<7}"
                      f" {lead}{rules}")
-    if report.false_alerts_per_100_days is not None:
-        lines.append(f"false alerts on healthy units: {report.false_alerts_per_100_days:.1f} "
-                     f"per 100 compressor-days")
-        if report.false_alerts_by_rule:
-            lines.append("  by rule: " + ", ".join(
-                f"{rule} {n}" for rule, n in report.false_alerts_by_rule.items()))
+    if report.backtest is not None:
+        lines.append("against the ground truth (faults that failed in the range; healthy time: "
+                     "outside onset-to-failure, before failure):")
+        lines += format_scores(report.backtest)
     lines.append(f"inbox (click a link to acknowledge): {report.inbox_url}")
     if report.temporal_ui_url:
         lines.append(f"Temporal Web UI (each alert is a workflow): {report.temporal_ui_url}")

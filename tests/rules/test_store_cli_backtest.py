@@ -86,7 +86,9 @@ def test_backtest_episodes_fatigue_and_ground_truth(conn, fleet, tmp_path):
     assert report.faults[0].caught and report.faults[0].lead_hours == 6
     assert report.false_alerts == 1 and report.false_by_rule == {"oil_temp_high": 1}
     assert report.summary()["false_alerts_by_rule"] == {"oil_temp_high": 1}
-    assert report.false_alerts_per_100_compressor_days == pytest.approx(100 / (8 / 24))
+    # healthy: COMP-0002's 8 hours and COMP-0001's hour before onset (after failure it is down)
+    assert report.healthy_compressor_days == pytest.approx(9 / 24)
+    assert report.false_alerts_per_100_compressor_days == pytest.approx(100 / (9 / 24))
     assert report.alerts_per_compressor_week == pytest.approx(3 / (2 * (8 / 24) / 7))
     both = backtest(conn, rs, ["acme"], h(0), h(7), faults)
     assert [f.caught for f in both.faults] == [True, False]

@@ -10,7 +10,15 @@ from typing import TYPE_CHECKING, Any
 
 from altaviz.core import db
 from altaviz.core.errors import InputError
-from rules.backtest import backtest, diff, read_ground_truth
+from rules.backtest import (
+    backtest,
+    diff,
+    diff_episodes,
+    format_score_diff,
+    format_scores,
+    load_ground_truth,
+    score_figures,
+)
 from rules.loader import DEFAULT_RULES, RuleFileError, check_file
 
 if TYPE_CHECKING:
@@ -50,11 +58,17 @@ def register(subparsers: Any) -> None:
         if name == "backtest":
             p.add_argument("file", type=Path, metavar="FILE", help="rule file to replay")
             p.add_argument("--ground-truth", type=Path, metavar="PATH",
-                           help="simulator ground_truth.json: report faults caught and lead "
-                                "hours, and false alerts on healthy units")
+                           help="simulator ground_truth.json: per fault mode, faults caught "
+                                "(and >= 72 h before failure) with median and 10th-percentile "
+                                "lead; false alerts per 100 healthy compressor-days; alerts "
+                                "raised in nuisance events by kind and after a unit failed "
+                                "(timestamps without an offset are UTC)")
         else:
             p.add_argument("old", type=Path, metavar="OLD", help="current rule file")
             p.add_argument("new", type=Path, metavar="NEW", help="proposed rule file")
+            p.add_argument("--ground-truth", type=Path, metavar="PATH",
+                           help="simulator ground_truth.json: also show what the change gains "
+                                "and costs in the figures of `rules backtest --ground-truth`")
         p.add_argument("--from", dest="start", type=_when, required=True, metavar="WHEN",
                        help="first hour to replay (ISO date/time, UTC if no zone)")
         p.add_argument("--to", dest="end", type=_when, required=True, metavar="WHEN",
@@ -107,15 +121,17 @@ def _orgs(args: argparse.Namespace, conn: Any) -> list[str]:
 
 def _backtest(args: argparse.Namespace, app: App) -> int:
     rule_set = check_file(args.file, catalog=app.settings.catalog)
-    truth = read_ground_truth(args.ground_truth) if args.ground_truth else None
+    truth = load_ground_truth(args.ground_truth) if args.ground_truth else None
     if args.end < args.start:
         raise InputError("--to is before --from")
     gold = _gold_uri(args, app)
     with app.connect() as conn:
-        report = backtest(conn, rule_set, _orgs(args, conn), args.start, args.end, truth,
+        report = backtest(conn, rule_set, _orgs(args, conn), args.start, args.end,
+                          truth.faults if truth else None,
                           exclude_rules=tuple(r.id for r in rule_set.rules
                                               if r.kind == "no_data"), gold_uri=gold,
-                          threads=app.settings.rules_threads)
+                          threads=app.settings.rules_threads,
+                          nuisance=truth.nuisance if truth else None)
     summary = report.summary()
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
@@ -134,26 +150,42 @@ def _backtest(args: argparse.Namespace, app: App) -> int:
             else:
                 lead = f"{f.lead_hours:.0f} h before failure"
             print(f"  fault {f.fault.compressor_id} {f.fault.mode}: {lead} {','.join(f.rules)}")
-        print(f"  caught: {summary['caught_share']}, median lead hours: "
-              f"{summary['median_lead_hours']}, false alerts per 100 compressor-days: "
-              f"{summary['false_alerts_per_100_compressor_days']}")
-        if report.false_by_rule:
-            print("  false alerts by rule: " + ", ".join(
-                f"{rule} {n}" for rule, n in report.false_by_rule.items()))
+        print("\n".join(format_scores(report)))
     return 0
 
 
 def _diff(args: argparse.Namespace, app: App) -> int:
     catalog = app.settings.catalog
     old, new = check_file(args.old, catalog=catalog), check_file(args.new, catalog=catalog)
+    truth = load_ground_truth(args.ground_truth) if args.ground_truth else None
+    if args.end < args.start:
+        raise InputError("--to is before --from")
     gold = _gold_uri(args, app)
+    threads = app.settings.rules_threads
+    reports = None
     with app.connect() as conn:
-        d = diff(conn, old, new, _orgs(args, conn), args.start, args.end, gold_uri=gold,
-                 threads=app.settings.rules_threads)
+        orgs = _orgs(args, conn)
+        if truth is None:
+            d = diff(conn, old, new, orgs, args.start, args.end, gold_uri=gold,
+                     threads=threads)
+        else:
+            reports = [backtest(conn, rs, orgs, args.start, args.end, truth.faults,
+                                exclude_rules=tuple(r.id for r in rs.rules
+                                                    if r.kind == "no_data"),
+                                gold_uri=gold, threads=threads, nuisance=truth.nuisance)
+                       for rs in (old, new)]
+            d = diff_episodes(reports[0].episodes, reports[1].episodes, args.end)
     if args.json:
-        print(json.dumps({"counts": d.counts, "added": [e.__dict__ for e in d.added],
-                          "removed": [e.__dict__ for e in d.removed]}, indent=2, default=str))
+        out: dict[str, Any] = {"counts": d.counts, "added": [e.__dict__ for e in d.added],
+                               "removed": [e.__dict__ for e in d.removed]}
+        if reports is not None:
+            out["figures"] = {"old": score_figures(reports[0]),
+                              "new": score_figures(reports[1])}
+        print(json.dumps(out, indent=2, default=str))
         return 0
+    if reports is not None:
+        print("\n".join(format_score_diff(*reports)))
+        print("  alerts by rule (old -> new):")
     for rule_id, (a, b) in d.counts.items():
         mark = "" if a == b else f"  ({b - a:+d})"
         print(f"  {rule_id:40} {a:5} -> {b:5}{mark}")
