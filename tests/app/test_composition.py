@@ -171,3 +171,26 @@ async def test_the_schedule_carries_the_etl_queue_and_follows_a_change(
                                      schedule_id=schedule_id)
     assert await etl_queue() == ("etl-b", True)
     await client.get_schedule_handle(schedule_id).delete()
+
+
+async def test_a_changed_reminder_setting_reaches_the_existing_schedule(
+        dev_server: WorkflowEnvironment, tmp_path: Path) -> None:
+    """``ALTAVIZ_REMINDER_MINUTES`` changed between two starts: the schedule's next runs
+    open alerts with the new cadence."""
+    client = dev_server.client
+    schedule_id = f"reminders-{tmp_path.name}"
+
+    async def reminder_minutes() -> int:
+        desc = await client.get_schedule_handle(schedule_id).describe()
+        action = desc.schedule.action
+        assert isinstance(action, ScheduleActionStartWorkflow)
+        [inp] = await client.data_converter.decode(action.args, [PipelineInput])
+        return int(inp.reminder_minutes)
+
+    assert await ensure_schedule(client, task_queue="alerts", reminder_minutes=60,
+                                 schedule_id=schedule_id)
+    assert await reminder_minutes() == 60
+    assert not await ensure_schedule(client, task_queue="alerts", reminder_minutes=15,
+                                     schedule_id=schedule_id)
+    assert await reminder_minutes() == 15
+    await client.get_schedule_handle(schedule_id).delete()
