@@ -48,7 +48,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from altaviz.app.web import pages, store
 from altaviz.core.links import LinkClaims, LinkError, LinkSigner, signer_from_settings
-from altaviz.core.payloads import AckRequest
+from altaviz.core.payloads import AckRequest, AlertState
 
 log = logging.getLogger(__name__)
 
@@ -210,8 +210,9 @@ def create_app(*, database_url: str, signer: LinkSigner,
                             "right now, so the acknowledgement was not recorded.")
         handle = client.get_workflow_handle(alert["workflow_id"])
         try:
-            await asyncio.wait_for(
+            state = await asyncio.wait_for(
                 handle.execute_update(ACK_UPDATE, req, id=claims.request_id,
+                                      result_type=AlertState,
                                       rpc_timeout=timedelta(seconds=ack_timeout)),
                 timeout=ack_timeout + 1)
         except WorkflowUpdateFailedError as exc:
@@ -232,6 +233,14 @@ def create_app(*, database_url: str, signer: LinkSigner,
             return await queue_signal(handle, claims, alert, req)
         except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
             return await queue_signal(handle, claims, alert, req)
+        if (state.acknowledged_by, state.ack_channel) != (req.by, req.channel):
+            # Another acknowledgement was applied first (both passed the check before either
+            # was applied): this one changed nothing, and the page must say so.
+            first = f"{state.acknowledged_by} on {pages.when(state.acknowledged_at)}"
+            await asyncio.to_thread(store.finish_token, database_url, claims, "released",
+                                    f"already acknowledged by {first}"[:500])
+            return _problem(409, "Already acknowledged", "This alert was acknowledged by "
+                            f"{first}, just before you: your acknowledgement changed nothing.")
         await asyncio.to_thread(store.finish_token, database_url, claims, "acknowledged")
         done = dict(alert, ack_state="acknowledged", state="acknowledged",
                     acknowledged_by=claims.contact_id, acknowledged_at=datetime.now(UTC),
