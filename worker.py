@@ -44,6 +44,7 @@ from activities.etl import (
 )
 from activities.notify import NotificationActivities
 from activities.pipeline import EtlRunner, Evaluator, PipelineActivities
+from activities.reconcile import ReconcileActivities
 from altaviz.core import db
 from altaviz.core.payloads import EtlStageName, EtlSummary, Evaluation
 from altaviz.core.policy import PolicyFile, read_policy
@@ -55,6 +56,7 @@ from rules.store import latest_rule_set, save_rule_set
 from workflows.alert import AlertWorkflow
 from workflows.notify import NotifyStepWorkflow
 from workflows.pipeline import PipelineWorkflow
+from workflows.reconcile import ReconcileWorkflow
 
 log = logging.getLogger("altaviz.worker")
 
@@ -168,8 +170,10 @@ def build_worker(
     alerts = AlertActivities(pool)
     pipeline = PipelineActivities(client=client, pool=pool, task_queue=task_queue, etl=etl,
                                   evaluator=evaluator, policy=policy)
+    reconciler = ReconcileActivities(client=client, pool=pool)
     activities: list[Callable[..., Any]] = [
         alerts.open_alert, alerts.record_transition, alerts.record_delivery_failure,
+        reconciler.reconcile_alerts,
         pipeline.run_etl, pipeline.list_organizations, pipeline.evaluate_rules,
         pipeline.start_or_update_alerts, pipeline.signal_clears, *extra_activities]
     if callable(notify):
@@ -178,7 +182,7 @@ def build_worker(
         activities.extend(notify)
     return Worker(
         client, task_queue=task_queue,
-        workflows=[AlertWorkflow, NotifyStepWorkflow, PipelineWorkflow],
+        workflows=[AlertWorkflow, NotifyStepWorkflow, PipelineWorkflow, ReconcileWorkflow],
         activities=activities,
         activity_executor=executor or ThreadPoolExecutor(max_workers=POOL_SIZE),
         **worker_options)
