@@ -107,6 +107,11 @@ def alert_id_for(workflow_id: str, breach_hour: datetime) -> str:
     return f"{workflow_id}/{_utc(breach_hour):%Y%m%dT%H%MZ}"
 
 
+def workflow_id_of(alert_id: str) -> str:
+    """The workflow id of an alert, from its id (:func:`alert_id_for` appends the hour)."""
+    return alert_id.rsplit("/", 1)[0]
+
+
 def search_attribute_pairs(state: AlertState) -> list[SearchAttributePair[str]]:
     """Search attribute values describing an alert (used at start and for upserts)."""
     return [
