@@ -44,9 +44,10 @@ from activities.etl import (
 )
 from activities.notify import NotificationActivities
 from activities.pipeline import EtlRunner, Evaluator, PipelineActivities
+from activities.reconcile import ReconcileActivities
 from altaviz.core import db
 from altaviz.core.payloads import EtlStageName, EtlSummary, Evaluation
-from altaviz.core.policy import read_policy
+from altaviz.core.policy import PolicyFile, read_policy
 from altaviz.core.settings import Settings
 from etl.pipeline import StageRunner, run_pipeline
 from rules.evaluate import evaluate
@@ -55,6 +56,7 @@ from rules.store import latest_rule_set, save_rule_set
 from workflows.alert import AlertWorkflow
 from workflows.notify import NotifyStepWorkflow
 from workflows.pipeline import PipelineWorkflow
+from workflows.reconcile import ReconcileWorkflow
 
 log = logging.getLogger("altaviz.worker")
 
@@ -82,12 +84,15 @@ class WorkerOptions:
 
 
 def rules_evaluator(settings: Settings,
-                    escalation_override_hours: float | None = None) -> Evaluator:
+                    escalation_override_hours: float | None = None,
+                    policy: PolicyFile | None = None) -> Evaluator:
     """The real rule engine (``rules.evaluate``) as the pipeline's evaluator.
 
     Uses the organization's newest stored rule set, else the newest default set, else loads
     ``settings.rules_file`` and stores it (so ``rule_set_id``/``rule_version`` are always
-    stamped on breaches and pinned by the alerts they open).
+    stamped on breaches and pinned by the alerts they open). An organization whose
+    escalation ``policy`` sets ``escalate_after_hours`` gets that delay instead of the rules'
+    own (the demo's override wins over both).
     """
 
     def evaluate_org(conn: psycopg.Connection[Any], org_id: str,
@@ -99,6 +104,9 @@ def rules_evaluator(settings: Settings,
         result = evaluate(conn, rule_set, org_id, (min(hours), max(hours)),
                           threads=settings.rules_threads)
         breaches = result.breaches
+        after = policy.for_org(org_id).escalate_after_hours if policy is not None else None
+        if after is not None:
+            breaches = [b.model_copy(update={"escalation_delay_hours": after}) for b in breaches]
         if escalation_override_hours is not None:
             breaches = [b.model_copy(update={"escalation_delay_hours": escalation_override_hours})
                         for b in breaches]
@@ -138,6 +146,7 @@ def build_worker(
     evaluator: Evaluator | None = None,
     executor: ThreadPoolExecutor | None = None,
     extra_activities: Sequence[Callable[..., Any]] = (),
+    policy: PolicyFile | None = None,
     **worker_options: Any,
 ) -> Worker:
     """A worker for every Altaviz workflow and activity on ``task_queue``.
@@ -154,12 +163,15 @@ def build_worker(
         etl, evaluator: the pipeline's ETL and rule stages (None: ETL skipped, evaluation
             fails clearly).
         executor: thread pool of the synchronous (database) activities.
+        policy: the escalation policy (reminder cadence of the alerts the pipeline opens).
     """
     alerts = AlertActivities(pool)
     pipeline = PipelineActivities(client=client, pool=pool, task_queue=task_queue, etl=etl,
-                                  evaluator=evaluator)
+                                  evaluator=evaluator, policy=policy)
+    reconciler = ReconcileActivities(client=client, pool=pool)
     activities: list[Callable[..., Any]] = [
         alerts.open_alert, alerts.record_transition, alerts.record_delivery_failure,
+        reconciler.reconcile_alerts,
         pipeline.run_etl, pipeline.list_organizations, pipeline.evaluate_rules,
         pipeline.start_or_update_alerts, pipeline.signal_clears, *extra_activities]
     if callable(notify):
@@ -168,7 +180,7 @@ def build_worker(
         activities.extend(notify)
     return Worker(
         client, task_queue=task_queue,
-        workflows=[AlertWorkflow, NotifyStepWorkflow, PipelineWorkflow],
+        workflows=[AlertWorkflow, NotifyStepWorkflow, PipelineWorkflow, ReconcileWorkflow],
         activities=activities,
         activity_executor=executor or ThreadPoolExecutor(max_workers=POOL_SIZE),
         **worker_options)
@@ -183,13 +195,13 @@ def compose(client: Client, settings: Settings, db_url: str, *, pool: Connection
     owner's, which the ETL alone uses (default: ``db_url``).
     """
     options = options or WorkerOptions()
-    notifier = NotificationActivities(db_url, settings, demo=options.demo,
-                                      policy=read_policy(settings.escalation_policy_file))
+    policy = read_policy(settings.escalation_policy_file)
+    notifier = NotificationActivities(db_url, settings, demo=options.demo, policy=policy)
     return build_worker(
         client, task_queue=settings.task_queue, pool=pool, notify=notifier.all(),
         etl=etl_runner(settings, etl_url or db_url),
-        evaluator=rules_evaluator(settings, options.escalation_override_hours),
-        executor=executor)
+        evaluator=rules_evaluator(settings, options.escalation_override_hours, policy),
+        executor=executor, policy=policy)
 
 
 def build_etl_worker(client: Client, *, task_queue: str, db_url: str, stages: StageFn,

@@ -84,6 +84,11 @@ class AlertActivities:
                             return OpenAlertResult(
                                 status="stale", reason=f"alert {alert_id} is already resolved")
                         stored, stored_run = self._load(conn, alert_id)
+                        if int(seq) == 0 and transition.seq == 1:
+                            # A row the reconciler wrote for this run before it opened.
+                            self._write(conn, transition)
+                            return OpenAlertResult(status="opened", seq=transition.seq,
+                                                   state=state)
                         if (transition.run_id is not None and stored_run == transition.run_id
                                 and int(seq) == transition.seq):
                             # This run's own earlier attempt committed the opening but never
@@ -160,6 +165,41 @@ class AlertActivities:
             "details": Jsonb({"seq": t.seq, "state": t.state.state,
                               "severity": t.state.severity, **t.details}),
         })
+
+    def close_orphan(self, org_id: str, alert_id: str, reason: str) -> bool:
+        """Resolve an open alert whose workflow no longer runs (the reconciler's repair), with
+        a ``reconciled`` event giving ``reason``; False if it was closed meanwhile."""
+        now = datetime.now(UTC)
+        with self._pool.connection() as conn, tenant(conn, org_id):
+            row = conn.execute(self._q["lock_alert"], {"alert_id": alert_id}).fetchone()
+            if row is None or row[1] == "resolved":
+                return False
+            seq = int(row[0])
+            state, run_id = self._load(conn, alert_id)
+            state = state.model_copy(update={
+                "state": "resolved", "resolved_at": now, "resolved_by": "reconciler",
+                "resolve_reason": reason})
+            self._write(conn, AlertTransition(
+                state=state, seq=seq + 1, event_type="reconciled", occurred_at=now,
+                actor="reconciler", details={"repair": "closed", "reason": reason},
+                run_id=run_id))
+        return True
+
+    def reattach(self, state: AlertState, run_id: str) -> bool:
+        """Write the row of a running alert that PostgreSQL does not know (seq 0, so every
+        transition of the workflow overwrites it), with a ``reconciled`` event; False if a
+        row exists."""
+        now = datetime.now(UTC)
+        with self._pool.connection() as conn, tenant(conn, state.org_id):
+            if conn.execute(self._q["alert_exists"], {"alert_id": state.alert_id}).fetchone():
+                return False
+            self._write(conn, AlertTransition(
+                state=state, seq=0, event_type="reconciled", occurred_at=now,
+                actor="reconciler", details={
+                    "repair": "reattached",
+                    "reason": "the workflow was running but PostgreSQL had no row for it"},
+                run_id=run_id))
+        return True
 
     def _load(self, conn: psycopg.Connection[Any], alert_id: str
               ) -> tuple[AlertState, str | None]:

@@ -42,6 +42,7 @@ from altaviz.core.payloads import (
     EvaluateRequest,
     Evaluation,
 )
+from altaviz.core.policy import PolicyFile
 from workflows.alert import (
     SIGNAL_BREACH,
     SIGNAL_CLEAR,
@@ -117,8 +118,10 @@ class PipelineActivities:
     """The pipeline's activities; dependencies come in through ``__init__``."""
 
     def __init__(self, *, client: Client, pool: ConnectionPool[Any], task_queue: str,
-                 etl: EtlRunner | None = None, evaluator: Evaluator | None = None) -> None:
+                 etl: EtlRunner | None = None, evaluator: Evaluator | None = None,
+                 policy: PolicyFile | None = None) -> None:
         self._client = client
+        self._policy = policy or PolicyFile()
         self._pool = pool
         self._task_queue = task_queue
         self._etl = etl
@@ -167,6 +170,9 @@ class PipelineActivities:
     async def start_or_update_alerts(self, batch: BreachBatch) -> DispatchResult:
         """Signal-with-start one alert workflow per breach, concurrently.
 
+        The organization's escalation policy sets the reminder cadence of the alerts it opens
+        (its ``reminder_minutes``, else the pipeline's, from ``ALTAVIZ_REMINDER_MINUTES``).
+
         Breaches already covered by a resolved alert (an old hour evaluated again) are skipped
         here, so a re-run does not even start a short-lived workflow.
         """
@@ -176,9 +182,12 @@ class PipelineActivities:
 
         async def one(b: Breach) -> None:
             nonlocal done
+            org = self._policy.for_org(b.org_id)
+            reminder = (batch.reminder_minutes if org.reminder_minutes is None
+                        else org.reminder_minutes)
             async with sem:
                 await start_or_update_alert(self._client, b, task_queue=self._task_queue,
-                                            reminder_minutes=batch.reminder_minutes)
+                                            reminder_minutes=reminder)
             done += 1
             if done % 50 == 0:
                 activity.heartbeat(done)

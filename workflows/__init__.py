@@ -22,3 +22,6 @@ SEARCH_ATTRIBUTES: dict[str, str] = {
 
 #: Id of the Temporal Schedule that runs the hourly pipeline.
 PIPELINE_SCHEDULE_ID = "altaviz-hourly-pipeline"
+
+#: Id of the Temporal Schedule that reconciles open alerts with running alert workflows.
+RECONCILE_SCHEDULE_ID = "altaviz-alert-reconciler"

@@ -90,6 +90,7 @@ _RANK = {"warning": 0, "critical": 1}
 #: ``workflow.patched`` ids: each names a change of the command sequence (see
 #: docs/OPERATIONS.md, "Upgrading").
 PATCH_NOTIFY_CHILD = "notify-step-child-workflow"
+PATCH_RESUME_CRITICAL = "resume-critical-reminders"
 
 
 def alert_workflow_id(org_id: str, compressor_id: str, rule_id: str) -> str:
@@ -104,6 +105,11 @@ def _utc(value: datetime) -> datetime:
 def alert_id_for(workflow_id: str, breach_hour: datetime) -> str:
     """The id of the alert opened by a breach at ``breach_hour`` (unique per alert)."""
     return f"{workflow_id}/{_utc(breach_hour):%Y%m%dT%H%MZ}"
+
+
+def workflow_id_of(alert_id: str) -> str:
+    """The workflow id of an alert, from its id (:func:`alert_id_for` appends the hour)."""
+    return alert_id.rsplit("/", 1)[0]
 
 
 def search_attribute_pairs(state: AlertState) -> list[SearchAttributePair[str]]:
@@ -224,6 +230,8 @@ class AlertWorkflow:
         if result.status == "resumed" and result.state is not None:
             self._seq = result.seq
             self._state = result.state
+            if workflow.patched(PATCH_RESUME_CRITICAL):
+                self._resume_reminders()
             return True
         await self._notify("opened", "technicians", "opened")
         return True
@@ -472,6 +480,18 @@ class AlertWorkflow:
             step = timedelta(minutes=self._reminder_minutes)
             return self._critical_since + step * (self._reminders_sent + 1)
         return None
+
+    def _resume_reminders(self) -> None:
+        """A resumed critical alert keeps reminding on the cadence it had before (counted from
+        when it became critical), and never repeats a reminder number already sent."""
+        s = self._state
+        if s.severity != "critical":
+            self._critical_since = None
+            return
+        self._critical_since = _utc(s.escalated_at or s.opened_at)
+        if self._reminder_minutes > 0:
+            elapsed = workflow.now() - self._critical_since
+            self._reminders_sent = max(0, int(elapsed / timedelta(minutes=self._reminder_minutes)))
 
     def _next_timer(self) -> tuple[str, datetime | None]:
         escalation = self._escalation_due()

@@ -10,7 +10,9 @@ import argparse
 import importlib
 import logging
 import pkgutil
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -65,6 +67,7 @@ def main(argv: Sequence[str] | None = None, *, settings: Settings | None = None)
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     app = App(config_file=args.config, debug=args.debug, settings=settings)
+    previous = _stop_on_sigterm()
     try:
         code = handler(args, app)
         return int(code or 0)
@@ -74,8 +77,49 @@ def main(argv: Sequence[str] | None = None, *, settings: Settings | None = None)
     except KeyboardInterrupt:
         print("altaviz: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("altaviz: stopped (SIGTERM)", file=sys.stderr)
+        return 0
     finally:
-        app.close()
+        # A second Ctrl-C or SIGTERM must not cut the release of the embedded services short.
+        ignored = _ignore_stop_signals()
+        try:
+            app.close()
+        finally:
+            _restore(ignored)
+            _restore(previous)
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: unwind like Ctrl-C so the embedded services are released."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
+def _stop_on_sigterm() -> dict[int, object]:
+    """Make SIGTERM (what systemd, Docker and ``kill`` send) unwind the command like Ctrl-C:
+    Python's default would end the process without releasing the embedded services. Commands
+    with their own handler (``up``, ``worker``) stop gracefully before this one is reached."""
+    if not _main_thread():
+        return {}
+    return {signal.SIGTERM: signal.signal(signal.SIGTERM, _raise_terminated)}
+
+
+def _ignore_stop_signals() -> dict[int, object]:
+    if not _main_thread():
+        return {}
+    return {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore(handlers: dict[int, object]) -> None:
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)  # type: ignore[arg-type]
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
 def _print_error(exc: BaseException, *, debug: bool) -> None:

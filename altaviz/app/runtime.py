@@ -20,7 +20,11 @@ from temporalio.worker import Worker
 
 from altaviz.app.context import App
 from altaviz.app.services import port_open
-from altaviz.app.temporal_setup import ensure_schedule, ensure_search_attributes
+from altaviz.app.temporal_setup import (
+    ensure_reconcile_schedule,
+    ensure_schedule,
+    ensure_search_attributes,
+)
 from altaviz.app.web import app_for
 from altaviz.core import db
 from altaviz.core.catalog import Catalog
@@ -104,6 +108,7 @@ class Runtime:
                 await ensure_schedule(client, task_queue=settings.task_queue,
                                       etl_task_queue=settings.etl_queue,
                                       reminder_minutes=settings.reminder_minutes)
+                await ensure_reconcile_schedule(client, task_queue=settings.task_queue)
         options = WorkerOptions(demo=self.options.demo,
                                 escalation_override_hours=self.options.escalation_override_hours)
 

@@ -32,8 +32,9 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from altaviz.core.errors import ServiceError
 from altaviz.core.payloads import PipelineInput
-from workflows import PIPELINE_SCHEDULE_ID, SEARCH_ATTRIBUTES
+from workflows import PIPELINE_SCHEDULE_ID, RECONCILE_SCHEDULE_ID, SEARCH_ATTRIBUTES
 from workflows.pipeline import PipelineWorkflow
+from workflows.reconcile import ReconcileWorkflow
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,39 @@ async def ensure_schedule(client: Client, *, task_queue: str, reminder_minutes: 
         def updated(current: ScheduleUpdateInput) -> ScheduleUpdate:
             return ScheduleUpdate(schedule=dataclasses.replace(
                 current.description.schedule, action=action))
+
+        await client.get_schedule_handle(schedule_id).update(updated)
+        return False
+    log.info("created schedule %s", schedule_id)
+    return True
+
+
+#: How often the reconciler compares open alerts with running alert workflows.
+RECONCILE_EVERY = timedelta(minutes=10)
+
+
+async def ensure_reconcile_schedule(client: Client, *, task_queue: str,
+                                    schedule_id: str = RECONCILE_SCHEDULE_ID,
+                                    every: timedelta = RECONCILE_EVERY) -> bool:
+    """Create the reconciler's schedule, or bring an existing one's action and interval up to
+    date (keeping it paused if an operator paused it).
+
+    Returns:
+        True when it was created, False when it already existed.
+    """
+    action = ScheduleActionStartWorkflow(
+        ReconcileWorkflow.run, id=f"reconcile/{schedule_id}", task_queue=task_queue,
+        execution_timeout=timedelta(minutes=30))
+    spec = ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)])
+    try:
+        await client.create_schedule(
+            schedule_id,
+            Schedule(action=action, spec=spec,
+                     policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP)))
+    except ScheduleAlreadyRunningError:
+        def updated(current: ScheduleUpdateInput) -> ScheduleUpdate:
+            return ScheduleUpdate(schedule=dataclasses.replace(
+                current.description.schedule, action=action, spec=spec))
 
         await client.get_schedule_handle(schedule_id).update(updated)
         return False

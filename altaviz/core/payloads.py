@@ -223,6 +223,7 @@ class Clear(BaseModel):
 AlertEventType = Literal[
     "opened", "breach_repeated", "severity_raised", "escalated", "reminder", "acknowledged",
     "ack_rejected", "cleared", "reactivated", "resolved", "notify_failed", "delivery_failed",
+    "reconciled",
 ]
 
 
@@ -386,6 +387,16 @@ class DispatchResult(BaseModel):
 
     sent: int = 0
     skipped: int = 0
+
+
+class ReconcileResult(BaseModel):
+    """What one reconciliation of open alerts and running alert workflows did."""
+
+    checked: int = 0
+    #: Alert ids whose row was open while no workflow ran for them (closed).
+    closed: list[str] = Field(default_factory=list)
+    #: Alert ids of running workflows that had no row (the row written from the workflow).
+    reattached: list[str] = Field(default_factory=list)
 
 
 class PipelineResult(BaseModel):

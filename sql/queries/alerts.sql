@@ -94,3 +94,15 @@ SELECT occurred_at, details
 FROM alert_events
 WHERE alert_id = %(alert_id)s AND event_type = 'delivery_failed'
 ORDER BY occurred_at, event_id
+
+-- name: open_alerts
+SELECT alert_id, workflow_id, opened_at
+FROM alert_history
+WHERE state <> 'resolved'
+ORDER BY alert_id
+
+-- name: alert_exists
+SELECT 1 FROM alert_history WHERE alert_id = %(alert_id)s
+
+-- name: lock_alert
+SELECT seq, state FROM alert_history WHERE alert_id = %(alert_id)s FOR UPDATE

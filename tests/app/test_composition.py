@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import socket
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from types import MethodType
 from typing import Any, cast
@@ -25,7 +26,7 @@ from altaviz.app.commands import up, worker
 from altaviz.app.context import App
 from altaviz.app.runtime import Runtime, RuntimeOptions
 from altaviz.app.services import find_executable
-from altaviz.app.temporal_setup import ensure_schedule
+from altaviz.app.temporal_setup import ensure_reconcile_schedule, ensure_schedule
 from altaviz.core.payloads import PipelineInput
 from altaviz.core.settings import Settings
 
@@ -107,9 +108,10 @@ async def test_up_and_worker_run_the_same_wiring(dev_server: WorkflowEnvironment
     assert up_alerts == worker_alerts and up_etl == worker_etl
     assert up_alerts is not None and up_etl is not None
     assert up_alerts["task_queue"] == settings.task_queue
-    assert up_alerts["workflows"] == ["AlertWorkflow", "NotifyStepWorkflow", "PipelineWorkflow"]
+    assert up_alerts["workflows"] == ["AlertWorkflow", "NotifyStepWorkflow", "PipelineWorkflow",
+                                      "ReconcileWorkflow"]
     assert {"notify", "plan_notification", "deliver", "record_delivery_failure", "run_etl",
-            "evaluate_rules", "open_alert"} <= set(up_alerts["activities"])
+            "evaluate_rules", "open_alert", "reconcile_alerts"} <= set(up_alerts["activities"])
     assert not ETL_ACTIVITIES & set(up_alerts["activities"]), "ETL stages on the alerts queue"
     # the ETL worker: the real stages on a queue of its own, no workflows
     assert up_etl["task_queue"] == settings.etl_queue == f"{settings.task_queue}-etl"
@@ -162,4 +164,43 @@ async def test_the_schedule_carries_the_etl_queue_and_follows_a_change(
     assert not await ensure_schedule(client, task_queue="alerts", etl_task_queue="etl-b",
                                      schedule_id=schedule_id)
     assert await etl_queue() == ("etl-b", True)
+    await client.get_schedule_handle(schedule_id).delete()
+
+
+async def test_a_changed_reminder_setting_reaches_the_existing_schedule(
+        dev_server: WorkflowEnvironment, tmp_path: Path) -> None:
+    """``ALTAVIZ_REMINDER_MINUTES`` changed between two starts: the schedule's next runs
+    open alerts with the new cadence."""
+    client = dev_server.client
+    schedule_id = f"reminders-{tmp_path.name}"
+
+    async def reminder_minutes() -> int:
+        desc = await client.get_schedule_handle(schedule_id).describe()
+        action = desc.schedule.action
+        assert isinstance(action, ScheduleActionStartWorkflow)
+        [inp] = await client.data_converter.decode(action.args, [PipelineInput])
+        return int(inp.reminder_minutes)
+
+    assert await ensure_schedule(client, task_queue="alerts", reminder_minutes=60,
+                                 schedule_id=schedule_id)
+    assert await reminder_minutes() == 60
+    assert not await ensure_schedule(client, task_queue="alerts", reminder_minutes=15,
+                                     schedule_id=schedule_id)
+    assert await reminder_minutes() == 15
+    await client.get_schedule_handle(schedule_id).delete()
+
+
+async def test_the_reconciler_runs_on_its_own_schedule(
+        dev_server: WorkflowEnvironment, tmp_path: Path) -> None:
+    client = dev_server.client
+    schedule_id = f"reconcile-{tmp_path.name}"
+    assert await ensure_reconcile_schedule(client, task_queue="alerts", schedule_id=schedule_id)
+    assert not await ensure_reconcile_schedule(client, task_queue="alerts",
+                                               schedule_id=schedule_id,
+                                               every=timedelta(minutes=5))
+    desc = await client.get_schedule_handle(schedule_id).describe()
+    action = desc.schedule.action
+    assert isinstance(action, ScheduleActionStartWorkflow)
+    assert action.workflow == "ReconcileWorkflow" and action.task_queue == "alerts"
+    assert [i.every for i in desc.schedule.spec.intervals] == [timedelta(minutes=5)]
     await client.get_schedule_handle(schedule_id).delete()

@@ -93,3 +93,24 @@ async def test_long_lived_alert_continues_as_new_with_its_state(rig: Rig):
     assert seqs == list(range(1, len(seqs) + 1))  # numbering continued across runs
     assert rig.rows("SELECT count(*) FROM alert_history") == [(1,)]
     assert rig.notifier.steps() == ["opened"]
+
+
+async def test_resumed_critical_alert_keeps_reminding(rig: Rig):
+    """A warning escalated to critical, its workflow terminated and started again by the next
+    breach (the row is still open, so the new run resumes it): reminders go on, numbered after
+    those already sent, on the cadence counted from the escalation."""
+    async with rig.running():
+        first = await rig.breach(make_breach(), reminder_minutes=60)
+        await rig.env.sleep(hours(5.5))        # escalated at 4 h, reminder-1 at 5 h
+        await first.terminate(reason="operator")
+        resumed = await rig.breach(make_breach(), reminder_minutes=60)  # its hour evaluated again
+        await rig.env.sleep(hours(2.2))        # reminder-2 at 6 h, reminder-3 at 7 h
+        s = await resumed.query(QUERY_STATE, result_type=AlertState)
+        await resumed.execute_update(
+            UPDATE_ACK, AckRequest(org_id="acme", by="tech", request_id="a1"),
+            result_type=AlertState)
+    assert s.severity == "critical"
+    assert rig.rows("SELECT alert_id FROM alert_history") == [(s.alert_id,)]
+    assert rig.notifier.steps() == ["opened", "escalated", "reminder-1", "reminder-2",
+                                    "reminder-3"]
+    assert rig.rows("SELECT count(*) FROM alert_events WHERE event_type = 'reminder'") == [(3,)]

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from altaviz.core.payloads import AlertState, PipelineInput, PipelineResult
+from altaviz.core.policy import OrgPolicy, PolicyFile
 from altaviz.core.settings import Settings
 from tests.workflows.conftest import GRACEFUL, HOUR0, Rig, hours
 from worker import build_worker, rules_evaluator
@@ -89,3 +90,32 @@ def test_scheduled_run_evaluates_the_hour_that_ended():
     from datetime import UTC, datetime
 
     assert hour_to_evaluate(datetime(2026, 3, 2, 11, 5, tzinfo=UTC)) == HOUR0
+
+
+async def test_the_policy_sets_escalation_delay_and_reminder_cadence(rig: Rig):
+    """An organization's escalate_after_hours and reminder_minutes reach the alerts the
+    pipeline opens; another organization keeps the rule's 4 hours and the pipeline's cadence."""
+    load_hours(rig, "COMP-0001", [300, 335, 340, 342])      # acme: warning
+    load_hours(rig, "COMP-0004", [300, 335, 340, 342])      # bravo: warning
+    policy = PolicyFile(organizations={"acme": OrgPolicy(escalate_after_hours=1,
+                                                         reminder_minutes=20)})
+    worker = build_worker(rig.client, task_queue=rig.task_queue, pool=rig.pool,
+                          notify=rig.notifier.all(),
+                          evaluator=rules_evaluator(Settings(), policy=policy),
+                          executor=ThreadPoolExecutor(4), policy=policy, **GRACEFUL)
+    async with worker:
+        await run_pipeline(rig)
+        await rig.env.sleep(hours(1.75))
+        states = {}
+        for org, comp in (("acme", "COMP-0001"), ("bravo", "COMP-0004")):
+            h = rig.client.get_workflow_handle(f"alert/{org}/{comp}/discharge_temp_high")
+            states[org] = await h.query(QUERY_STATE, result_type=AlertState)
+        await rig.settle()
+    acme, bravo = states["acme"], states["bravo"]
+    assert acme.escalation_delay_hours == 1 and acme.severity == "critical"
+    assert acme.escalated_at is not None
+    assert abs((acme.escalated_at - acme.opened_at) - hours(1)) < hours(0.01)
+    assert rig.notifier.steps(acme.alert_id) == ["opened", "escalated", "reminder-1",
+                                                  "reminder-2"]
+    assert bravo.severity == "warning" and bravo.escalation_delay_hours == 4
+    assert rig.notifier.steps(bravo.alert_id) == ["opened"]

@@ -98,6 +98,16 @@ async def resolved_then_new_breach(rig: Rig) -> WorkflowHandle[Any, Any]:
     return h
 
 
+async def resumed_critical_reminds(rig: Rig) -> WorkflowHandle[Any, Any]:
+    first = await rig.breach(make_breach(), reminder_minutes=60)
+    await rig.env.sleep(hours(5.5))
+    await first.terminate(reason="operator")
+    h = await rig.breach(make_breach(), reminder_minutes=60)   # resumes the open row
+    await rig.env.sleep(hours(2.2))
+    await h.execute_update(UPDATE_ACK, _ack("a1"), result_type=AlertState)
+    return h
+
+
 async def pipeline_run(rig: Rig) -> WorkflowHandle[Any, Any]:
     load_hours(rig, "COMP-0001", [300, 335, 340, 342])
     return await rig.client.start_workflow(
@@ -126,6 +136,7 @@ SCENARIOS: dict[str, Scenario] = {
     "cleared_unacked_then_ack": cleared_unacked_then_ack,
     "resolved_then_new_breach": resolved_then_new_breach,
     "pipeline_run": pipeline_run,
+    "resumed_critical_reminds": resumed_critical_reminds,
 }
 
 #: Recorded history (file stem) -> the scenario that produced it. The first five were recorded

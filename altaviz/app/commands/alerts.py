@@ -233,7 +233,8 @@ async def acknowledge(client: Any, workflow_id: str, req: Any,
     """Acknowledge through the update, falling back to the signal when no worker answers.
 
     Returns:
-        ``("acknowledged", state)`` or ``("queued", None)``.
+        ``("acknowledged", state)``, ``("already", state)`` when another acknowledgement was
+        applied first (``state`` says whose), or ``("queued", None)``.
 
     Raises:
         InputError: the workflow refused the acknowledgement (reason included).
@@ -246,6 +247,8 @@ async def acknowledge(client: Any, workflow_id: str, req: Any,
         state = await asyncio.wait_for(
             handle.execute_update(UPDATE_ACK, req, id=req.request_id, result_type=AlertState),
             timeout.total_seconds())
+        if (state.acknowledged_by, state.ack_channel) != (req.by, req.channel):
+            return "already", state
         return "acknowledged", state
     except WorkflowUpdateFailedError as exc:
         raise InputError(str(exc.cause or exc)) from None
@@ -270,6 +273,11 @@ def _ack(args: argparse.Namespace, app: App) -> int:
         app, lambda c: acknowledge(c, row["workflow_id"], req)))
     if outcome == "acknowledged":
         print(f"acknowledged {args.alert_id} by {args.by}: now {state.state}")
+    elif outcome == "already":
+        print(f"not acknowledged by {args.by}: {args.alert_id} was acknowledged by "
+              f"{state.acknowledged_by} via {state.ack_channel} at {state.acknowledged_at} "
+              f"just before")
+        return 1
     else:
         print(f"no worker answered: the acknowledgement of {args.alert_id} was queued and "
               f"takes effect when a worker runs (`altaviz worker`)")

@@ -36,6 +36,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from starlette.datastructures import MutableHeaders
@@ -49,12 +50,16 @@ from temporalio.client import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from altaviz.app.web import pages, store
+from altaviz.core.errors import ServiceError
 from altaviz.core.links import LinkClaims, LinkError, LinkSigner, signer_from_settings
-from altaviz.core.payloads import AckRequest
+from altaviz.core.payloads import AckRequest, AlertState
+from workflows.alert import QUERY_STATE, workflow_id_of
 
 log = logging.getLogger(__name__)
 
 ACK_UPDATE = "acknowledge"
+#: What reading PostgreSQL raises when it cannot be reached (refused, or lost mid-request).
+DATABASE_DOWN = (ServiceError, psycopg.OperationalError)
 ACK_SIGNAL = "ack_requested"
 _STATUS = {"malformed": 400, "forged": 403, "expired": 410, "wrong_action": 403,
            "wrong_alert": 403}
@@ -223,7 +228,10 @@ def create_app(*, database_url: str, signer: LinkSigner,
             claims = verify(token, "ack")
         except LinkError as exc:
             return _link_problem(exc)
-        view = await load(claims)
+        try:
+            view = await load(claims)
+        except DATABASE_DOWN:
+            return await confirm_offline(claims, token)
         if isinstance(view, HTMLResponse):
             return view
         assert view.alert is not None and view.contact is not None
@@ -235,11 +243,15 @@ def create_app(*, database_url: str, signer: LinkSigner,
             claims = verify(token, "ack")
         except LinkError as exc:
             return _link_problem(exc)
-        view = await load(claims)
-        if isinstance(view, HTMLResponse):
-            return view
-        assert view.alert is not None
-        if not await asyncio.to_thread(store.claim_token, database_url, claims):
+        try:
+            view = await load(claims)
+            if isinstance(view, HTMLResponse):
+                return view
+            assert view.alert is not None
+            claimed = await asyncio.to_thread(store.claim_token, database_url, claims)
+        except DATABASE_DOWN:
+            return await acknowledge_offline(claims)
+        if not claimed:
             return _problem(409, "Link already used", "This link has just been used. Each "
                             "link works once.")
         try:
@@ -263,8 +275,9 @@ def create_app(*, database_url: str, signer: LinkSigner,
                             "right now, so the acknowledgement was not recorded.")
         handle = client.get_workflow_handle(alert["workflow_id"])
         try:
-            await asyncio.wait_for(
+            state = await asyncio.wait_for(
                 handle.execute_update(ACK_UPDATE, req, id=claims.request_id,
+                                      result_type=AlertState,
                                       rpc_timeout=timedelta(seconds=ack_timeout)),
                 timeout=ack_timeout + 1)
         except WorkflowUpdateFailedError as exc:
@@ -285,6 +298,14 @@ def create_app(*, database_url: str, signer: LinkSigner,
             return await queue_signal(handle, claims, alert, req)
         except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
             return await queue_signal(handle, claims, alert, req)
+        if (state.acknowledged_by, state.ack_channel) != (req.by, req.channel):
+            # Another acknowledgement was applied first (both passed the check before either
+            # was applied): this one changed nothing, and the page must say so.
+            first = f"{state.acknowledged_by} on {pages.when(state.acknowledged_at)}"
+            await asyncio.to_thread(store.finish_token, database_url, claims, "released",
+                                    f"already acknowledged by {first}"[:500])
+            return _problem(409, "Already acknowledged", "This alert was acknowledged by "
+                            f"{first}, just before you: your acknowledgement changed nothing.")
         await asyncio.to_thread(store.finish_token, database_url, claims, "acknowledged")
         done = dict(alert, ack_state="acknowledged", state="acknowledged",
                     acknowledged_by=claims.contact_id, acknowledged_at=datetime.now(UTC),
@@ -292,6 +313,69 @@ def create_app(*, database_url: str, signer: LinkSigner,
         return _html(pages.result_page(
             "Acknowledged", f"Thank you: {alert['compressor_id']} is acknowledged and the "
             "escalation is stopped.", done, ok=True))
+
+    # PostgreSQL down: the signed link names the alert (and so its workflow) and the workflow
+    # decides; the update's id, the link's request id, keeps one link from acting twice.
+
+    async def confirm_offline(claims: LinkClaims, token: str) -> HTMLResponse:
+        client = await get_client()
+        try:
+            if client is None:
+                raise RuntimeError("Temporal unreachable")
+            handle = client.get_workflow_handle(workflow_id_of(claims.alert_id))
+            state = await asyncio.wait_for(handle.query(QUERY_STATE, result_type=AlertState),
+                                           timeout=ack_timeout + 1)
+        except Exception:
+            return _problem(503, "Try again in a minute", "The alert service cannot be reached "
+                            "right now.")
+        if state.alert_id != claims.alert_id or state.org_id != claims.org_id:
+            return _problem(410, "Alert closed", "This alert is no longer open.")
+        return _html(pages.confirm_page(state.model_dump(), claims.contact_id, f"/ack/{token}"))
+
+    async def acknowledge_offline(claims: LinkClaims) -> HTMLResponse:
+        req = AckRequest(org_id=claims.org_id, by=claims.contact_id, channel="link",
+                         request_id=claims.request_id, requested_at=datetime.now(UTC),
+                         alert_id=claims.alert_id)
+        client = await get_client()
+        if client is None:
+            return _problem(503, "Try again in a minute", "The alert service cannot be reached "
+                            "right now, so the acknowledgement was not recorded.")
+        handle = client.get_workflow_handle(workflow_id_of(claims.alert_id))
+        state: AlertState | None = None
+        try:
+            state = await asyncio.wait_for(
+                handle.execute_update(ACK_UPDATE, req, id=claims.request_id,
+                                      result_type=AlertState,
+                                      rpc_timeout=timedelta(seconds=ack_timeout)),
+                timeout=ack_timeout + 1)
+        except WorkflowUpdateFailedError as exc:
+            return _problem(409, "Not acknowledged", "The alert refused the acknowledgement: "
+                            f"{exc.cause or exc}")
+        except RPCError as exc:
+            if exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
+                return _problem(410, "Alert closed", "This alert's workflow has finished: "
+                                "there is nothing left to acknowledge.")
+            if exc.status not in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
+                return _problem(503, "Try again in a minute", "The alert service could not "
+                                "take the acknowledgement right now; nothing was recorded.")
+        except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+            pass
+        if state is None:
+            try:
+                await handle.signal(ACK_SIGNAL, req, rpc_timeout=timedelta(seconds=ack_timeout))
+            except RPCError:
+                return _problem(503, "Try again in a minute", "The alert service could not "
+                                "take the acknowledgement right now; nothing was recorded.")
+            return _html(pages.result_page(
+                "Acknowledgement recorded", "Your acknowledgement is recorded and takes "
+                "effect as soon as the alert service can apply it. You do not need to do "
+                "anything else.", None, ok=True), 202)
+        if (state.acknowledged_by, state.ack_channel) != (req.by, req.channel):
+            return _problem(409, "Already acknowledged", "This alert was acknowledged by "
+                            f"{state.acknowledged_by} on {pages.when(state.acknowledged_at)}.")
+        return _html(pages.result_page(
+            "Acknowledged", f"Thank you: {state.compressor_id} is acknowledged and the "
+            "escalation is stopped.", state.model_dump(), ok=True))
 
     async def queue_signal(handle: Any, claims: LinkClaims, alert: dict[str, Any],
                            req: AckRequest) -> HTMLResponse:
