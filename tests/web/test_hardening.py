@@ -51,7 +51,9 @@ async def test_host_header_never_reflected_and_every_response_secured(rig: WebRi
     assert page.status_code == 200 and f"action='/ack/{token}'" in page.text
 
 
-async def test_a_crash_still_carries_the_headers(db_url: str, fleet: Any) -> None:
+async def test_a_failure_still_carries_the_headers(db_url: str, fleet: Any) -> None:
+    """Neither PostgreSQL nor Temporal reachable: the error answer carries the headers too."""
+
     async def no_temporal() -> Any:
         raise RuntimeError("connection refused")
 
@@ -64,7 +66,7 @@ async def test_a_crash_still_carries_the_headers(db_url: str, fleet: Any) -> Non
             token = LinkSigner(SECRET).issue(org_id="acme", alert_id="a", contact_id="t",
                                              action="ack")
             r = await http.get(f"/ack/{token}", headers={"Host": EVIL})
-            assert r.status_code == 500
+            assert r.status_code >= 500
             _check(r)
     finally:
         server.should_exit = True
