@@ -263,6 +263,15 @@ def create_app(*, database_url: str, signer: LinkSigner,
                                         "server error")
             raise
 
+    async def send_ack(handle: Any, req: AckRequest, claims: LinkClaims) -> AlertState:
+        """The acknowledge update, bounded by ``ack_timeout`` (the link's request id makes a
+        retried tap act once)."""
+        return await asyncio.wait_for(
+            handle.execute_update(ACK_UPDATE, req, id=claims.request_id,
+                                  result_type=AlertState,
+                                  rpc_timeout=timedelta(seconds=ack_timeout)),
+            timeout=ack_timeout + 1)
+
     async def acknowledge(claims: LinkClaims, alert: dict[str, Any]) -> HTMLResponse:
         req = AckRequest(org_id=claims.org_id, by=claims.contact_id, channel="link",
                          request_id=claims.request_id, requested_at=datetime.now(UTC),
@@ -275,11 +284,7 @@ def create_app(*, database_url: str, signer: LinkSigner,
                             "right now, so the acknowledgement was not recorded.")
         handle = client.get_workflow_handle(alert["workflow_id"])
         try:
-            state = await asyncio.wait_for(
-                handle.execute_update(ACK_UPDATE, req, id=claims.request_id,
-                                      result_type=AlertState,
-                                      rpc_timeout=timedelta(seconds=ack_timeout)),
-                timeout=ack_timeout + 1)
+            state = await send_ack(handle, req, claims)
         except WorkflowUpdateFailedError as exc:
             reason = str(exc.cause) if exc.cause else str(exc)
             await asyncio.to_thread(store.finish_token, database_url, claims, "released",
@@ -343,11 +348,7 @@ def create_app(*, database_url: str, signer: LinkSigner,
         handle = client.get_workflow_handle(workflow_id_of(claims.alert_id))
         state: AlertState | None = None
         try:
-            state = await asyncio.wait_for(
-                handle.execute_update(ACK_UPDATE, req, id=claims.request_id,
-                                      result_type=AlertState,
-                                      rpc_timeout=timedelta(seconds=ack_timeout)),
-                timeout=ack_timeout + 1)
+            state = await send_ack(handle, req, claims)
         except WorkflowUpdateFailedError as exc:
             return _problem(409, "Not acknowledged", "The alert refused the acknowledgement: "
                             f"{exc.cause or exc}")
