@@ -124,6 +124,12 @@ class AlertActivities:
         except TerminalError as exc:
             raise ApplicationError(str(exc), type=type(exc).__name__,
                                    non_retryable=True) from exc
+        if transition.event_type in ("acknowledged", "resolved", "escalated"):
+            s = transition.state
+            activity.logger.info("alert %s %s by %s%s", s.alert_id, transition.event_type,
+                                 transition.actor or "system",
+                                 f" via {s.ack_channel}" if transition.event_type
+                                 == "acknowledged" and s.ack_channel else "")
 
     @activity.defn(name=RECORD_DELIVERY_FAILURE)
     def record_delivery_failure(self, failure: DeliveryFailure) -> None:

@@ -383,6 +383,13 @@ class NotificationActivities:
             conn.execute(q["record_attempt"], {
                 **key, "attempt": attempts + 1, "status": "sent" if ok else "failed",
                 "error": error, "title": t.title})
+        if not ok:
+            # One line per failed delivery; the target is named by contact and scheme only
+            # (its URL may hold a password or a recipient), the reason is scrubbed.
+            log.warning("delivery failed: alert %s step %s to %s/%s (%s://...) attempt %d: "
+                        "%s%s", alert.alert_id, step, t.contact_id, t.channel,
+                        url_scheme(t.url), attempts + 1, error,
+                        "" if retryable else " (not retried)")
         return _Outcome(t.contact_id, t.channel, "sent" if ok else "failed", retryable, error)
 
     def _send(self, t: _Target, alert: AlertState, event: str) -> tuple[bool, bool, str | None]:

@@ -102,6 +102,14 @@ class PipelineWorkflow:
                 result.breaches_skipped += sent.skipped
             for sent in await self._dispatch_clears(evaluation, inp):
                 result.clears_signalled += sent.sent
+        # One line per run for the operator's log (not written while a history replays).
+        took = (workflow.now() - workflow.info().start_time).total_seconds()
+        workflow.logger.info(
+            "pipeline run for hour %s: %s; %d organizations, %d breaches (%d alerts opened or "
+            "updated, %d already covered), %d clears signalled, %.1f s",
+            f"{hour:%Y-%m-%d %H:00}Z", result.etl.detail if result.etl else "no ETL",
+            result.organizations, result.breaches, result.alerts_signalled,
+            result.breaches_skipped, result.clears_signalled, took)
         return result
 
     async def _etl_stages(self, hour: datetime, inp: PipelineInput) -> EtlSummary:

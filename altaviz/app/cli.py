@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import pkgutil
 import signal
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from altaviz.app import commands
 from altaviz.app.context import App
+from altaviz.core import logs
 from altaviz.core.errors import AltavizError
 from altaviz.core.settings import ENV_HELP, Settings
 
@@ -62,11 +62,8 @@ def main(argv: Sequence[str] | None = None, *, settings: Settings | None = None)
     if handler is None:
         parser.print_help()
         return 2
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     app = App(config_file=args.config, debug=args.debug, settings=settings)
+    configure_logging(app, debug=args.debug)
     previous = _stop_on_sigterm()
     try:
         code = handler(args, app)
@@ -120,6 +117,19 @@ def _restore(handlers: dict[int, object]) -> None:
 
 def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
+
+
+def configure_logging(app: App, *, debug: bool = False) -> None:
+    """Logging as ``ALTAVIZ_LOG_LEVEL`` and ``ALTAVIZ_LOG_FORMAT`` say (``--debug``: DEBUG).
+
+    Invalid settings leave it at WARNING: the command then fails with their one-line error when
+    it needs them, and a command that does not need them still runs.
+    """
+    try:
+        level, fmt = app.settings.log_level, app.settings.log_format
+    except AltavizError:
+        level, fmt = "WARNING", "text"
+    logs.configure("DEBUG" if debug else level, fmt)
 
 
 def _print_error(exc: BaseException, *, debug: bool) -> None:

@@ -213,6 +213,9 @@ def migrate(url: str, directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     with connect(url, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", [_MIGRATION_LOCK])
         try:
+            problem = claim_app_role(conn)
+            if problem is not None:
+                raise MigrationError(problem)
             conn.execute(_BOOKKEEPING)
             done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
             for migration in files:
@@ -223,6 +226,38 @@ def migrate(url: str, directory: Path = MIGRATIONS_DIR) -> list[Migration]:
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", [_MIGRATION_LOCK])
     return applied_now
+
+
+def app_role_problem(conn: psycopg.Connection[Any], role: str | None = None) -> str | None:
+    """Why ``role`` (default: the connecting one) cannot work as the tenant role, or None.
+
+    Every tenant transaction switches to :data:`APP_ROLE`; a login that is neither a superuser
+    nor a member of it fails each one with "permission denied to set role". The answer names
+    the statement that fixes it. None too while the tenant role does not exist yet (migration
+    002 creates it).
+    """
+    row = conn.execute(
+        "SELECT r.rolsuper, pg_has_role(r.oid, a.oid, 'MEMBER'), r.rolname "
+        "FROM pg_roles r, pg_roles a WHERE r.rolname = coalesce(%s, current_user) "
+        "AND a.rolname = %s", [role, APP_ROLE]).fetchone()
+    if row is None or row[0] or row[1]:
+        return None
+    return (f"role {row[2]} is not a member of the tenant role {APP_ROLE}, so every tenant "
+            f"transaction fails with \"permission denied to set role\"; as a superuser run "
+            f"GRANT {APP_ROLE} TO {row[2]} WITH ADMIN OPTION; then `altaviz db migrate` again")
+
+
+def claim_app_role(conn: psycopg.Connection[Any]) -> str | None:
+    """Make the migrating role a member of an existing tenant role, as migration 002 intends,
+    and say why not when it may not (the role was created by someone else: the grant needs
+    a superuser). Returns :func:`app_role_problem`'s answer after trying."""
+    if app_role_problem(conn) is None:
+        return None
+    try:
+        conn.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(APP_ROLE)))
+    except psycopg.errors.InsufficientPrivilege:
+        pass
+    return app_role_problem(conn)
 
 
 def split_statements(text: str) -> list[tuple[int, str]]:

@@ -88,6 +88,9 @@ class Settings(BaseModel):
                                   description="how long an acknowledgement link stays valid")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="log level: DEBUG, INFO, WARNING or ERROR")
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="log format: text (one readable line per record) or json "
+                                    "(one JSON object per line, for log shippers)")
     landing_dir: Path | None = Field(
         default=None, description="folder of incoming telemetry files; unset: DATA_DIR/landing")
     lake_dir: Path | None = Field(
@@ -166,6 +169,11 @@ class Settings(BaseModel):
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
 
     @field_validator("database_url", "database_owner_url")
     @classmethod

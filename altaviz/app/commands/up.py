@@ -14,6 +14,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from altaviz.app.commands.doctor import preflight
 from altaviz.app.context import App
 from altaviz.app.runtime import Runtime, RuntimeOptions, load_reference_data
 from altaviz.core.catalog import Catalog
@@ -44,6 +45,8 @@ def _up(args: argparse.Namespace, app: App) -> int:
     settings = app.settings
     if not args.no_web:
         signer_from_settings(settings, demo=False)  # refuse to start without a link secret
+    # every prerequisite first: nothing is written to a database whose Temporal is unreachable
+    preflight(app, web=not args.no_web)
     loaded = _load(app.owner_database_url(), args.fleet, args.contacts or settings.contacts_file,
                    settings.rules_file, settings.catalog)
     print("altaviz up: " + "; ".join(loaded), flush=True)
