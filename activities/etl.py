@@ -17,10 +17,12 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import threading
+import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
+from psycopg.types.json import Jsonb
 from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -35,10 +37,6 @@ from altaviz.core.payloads import (
     EtlSummary,
 )
 from etl.models import AggregatesResult, BronzeResult, QualityResult, SilverResult
-
-#: ETL changes older than this before the evaluated hour are not re-evaluated by the hourly
-#: run (a month-long backfill must not open alerts for last month's readings).
-MAX_REEVALUATION = timedelta(hours=24)
 
 #: How often an ETL activity heartbeats while its stage runs. The pipeline's heartbeat timeout
 #: is 5 minutes, and one statement of a long catch-up (the COPY of a week's aggregates) can run
@@ -89,25 +87,40 @@ def changed_hours(db_url: str, hour: datetime, spans: list[tuple[datetime, datet
 
     ``spans`` are the run's own changes; the hours the aggregates stage recorded in
     ``etl_unevaluated_hours`` (this run's and those of runs outside the schedule, ``altaviz
-    etl run``) are taken (removed) here. Everything is clipped to the
-    :data:`MAX_REEVALUATION` window before ``hour``. ``widen`` reports the whole window: a
-    retried attempt may follow one that committed aggregate rows (or took the recorded hours)
-    before it died, and then finds them identical and reports no change, so their hours
-    would never be evaluated. Evaluating too much is harmless: alerts ignore hours they have
-    seen.
+    etl run``) are taken here, whatever their age: a unit whose gateway was offline for days
+    uploads a backlog whose hours deserve their alerts (marked late in the notification). The
+    work is bounded by what arrived, not by a window. Only hours after ``hour`` (not ended
+    yet) wait for a later run.
+
+    Taking marks the rows with the activity's key, the same for each of its retries, so an
+    attempt that took them and died before reporting back does not lose them: the retry reads
+    them again. ``widen`` (a retried attempt) adds ``hour`` itself, which a retry that finds
+    its predecessor's aggregate rows identical would otherwise not report.
     """
-    floor = hour - MAX_REEVALUATION
     changed: set[datetime] = set()
     if widen:
-        changed.update({floor, hour})
+        changed.add(hour)
     with db.connect(db_url) as conn, db.admin(conn):
-        recorded = conn.execute(db.queries("etl")["take_unevaluated_hours"]).fetchall()
+        recorded = conn.execute(db.queries("etl")["take_unevaluated_hours"],
+                                {"taken_by": _taker()}).fetchall()
     for first_hour, last_hour in [*spans, *((r[1], r[2]) for r in recorded)]:
-        first = max(first_hour.astimezone(UTC), floor)
+        first = first_hour.astimezone(UTC)
         last = min(last_hour.astimezone(UTC), hour)
         if first <= last:
             changed.update({first, last})
     return sorted(changed)
+
+
+def _taker() -> str:
+    """The key that takes recorded hours: the activity (same for each retry), else unique."""
+    if activity.in_activity():
+        info = activity.info()
+        return f"{info.workflow_run_id}/{info.activity_id}"
+    return f"call/{uuid.uuid4().hex}"
+
+
+#: Prefix of a stage count that is one quarantine reason's rows (``quarantined:bad_timestamp``).
+QUARANTINED = "quarantined:"
 
 
 def stage_counts(result: BaseModel) -> dict[str, int]:
@@ -116,7 +129,8 @@ def stage_counts(result: BaseModel) -> dict[str, int]:
         return {"files": result.files}
     if isinstance(result, SilverResult):
         return {"rows_in": result.rows_in, "rows_quarantined": result.rows_quarantined,
-                "rows_late": result.late, "duplicates": result.duplicates}
+                "rows_late": result.late, "duplicates": result.duplicates,
+                **{f"{QUARANTINED}{reason}": n for reason, n in result.quarantined.items()}}
     if isinstance(result, AggregatesResult):
         return {"hours_upserted": result.rows_upserted}
     if isinstance(result, QualityResult):
@@ -187,6 +201,11 @@ class EtlActivities:
             conn.execute(self._q["finish_run"], {
                 "run_id": req.run_id, "status": "failed" if req.error else "succeeded",
                 "error": req.error[:2000] if req.error else None, **figures})
+            reasons = {k.removeprefix(QUARANTINED): n for k, n in counts.items()
+                       if k.startswith(QUARANTINED)}
+            if reasons:
+                conn.execute(self._q["record_quarantine_reasons"],
+                             {"run_id": req.run_id, "reasons": Jsonb(reasons)})
         if req.error:
             return EtlSummary(ran=False, run_id=req.run_id, detail=req.error)
         widen = activity.info().attempt > 1 or any(s.retried for s in req.stages)

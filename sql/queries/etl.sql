@@ -126,6 +126,10 @@ UPDATE etl_runs SET finished_at = now(), status = %(status)s, files = %(files)s,
     hours_upserted = %(hours_upserted)s, error = %(error)s
 WHERE run_id = %(run_id)s
 
+-- name: record_quarantine_reasons
+-- A finished run's quarantined rows by reason ({"unknown_compressor": 3, ...}).
+UPDATE etl_runs SET quarantined_by_reason = %(reasons)s WHERE run_id = %(run_id)s
+
 -- name: create_quality_stage
 -- One organization's checks of a run on their way in (etl.quality.record_checks): COPY cannot
 -- write to a table under row-level security, so they are copied here first. Temporary, and
@@ -184,9 +188,18 @@ FROM unnest(%(orgs)s::text[], %(firsts)s::timestamptz[], %(lasts)s::timestamptz[
     AS t(org_id, first_hour, last_hour)
 
 -- name: take_unevaluated_hours
--- Every recorded range, removed as it is read: the caller evaluates them (the scheduled
--- pipeline's ETL activity; a retried attempt re-evaluates its whole window anyway).
-DELETE FROM etl_unevaluated_hours RETURNING org_id, first_hour, last_hour
+-- Every recorded range not taken yet, or taken by this reader's key %(taken_by)s (a retry
+-- of the same activity reads them again), marked as taken by it; ranges an earlier reader
+-- took are deleted (migration 160). The caller evaluates them.
+WITH done AS (
+    DELETE FROM etl_unevaluated_hours
+    WHERE taken_by IS NOT NULL AND taken_by <> %(taken_by)s
+), taken AS (
+    UPDATE etl_unevaluated_hours SET taken_by = %(taken_by)s
+    WHERE taken_by IS NULL OR taken_by = %(taken_by)s
+    RETURNING org_id, first_hour, last_hour
+)
+SELECT org_id, first_hour, last_hour FROM taken
 
 -- name: prune_quality_checks
 -- Up to %(batch)s data-quality rows checked before %(before)s, except each (organization,

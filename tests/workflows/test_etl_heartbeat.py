@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.etl import MAX_REEVALUATION, EtlActivities
+from activities.etl import EtlActivities, changed_hours
 from altaviz.core import db
 from altaviz.core.errors import InputError
 from altaviz.core.fleet import Fleet
@@ -66,7 +66,7 @@ def test_a_stage_activity_heartbeats_its_progress_and_classifies_failures() -> N
     result = env.run(acts.etl_silver, EtlStageRequest(run_id="r1"))
     assert result.stage == "silver" and not result.retried
     assert result.counts == {"rows_in": 12, "rows_quarantined": 1, "rows_late": 2,
-                             "duplicates": 0}
+                             "duplicates": 0, "quarantined:null_required": 1}
     assert beats[0] == ("silver", 0.0) and ("silver", 0.5) in beats
     with pytest.raises(ApplicationError) as failed:
         env.run(acts.etl_silver, EtlStageRequest(run_id="bad"))
@@ -76,8 +76,8 @@ def test_a_stage_activity_heartbeats_its_progress_and_classifies_failures() -> N
 def test_etl_end_records_the_run_and_takes_the_recorded_hours(db_url: str,
                                                               fleet: Fleet) -> None:
     """``etl_end`` finishes the run ``etl_begin`` recorded and returns the hours the
-    aggregates stage left for the rules, within the re-evaluation window; a failed run is
-    recorded as failed."""
+    aggregates stage left for the rules, however old (a backlog 30 hours back is evaluated
+    whole); a failed run is recorded as failed."""
     acts = EtlActivities(db_url=db_url, stages=lambda *_: SilverResult())
     env = ActivityEnvironment()
     hour = T0 + timedelta(hours=30)
@@ -91,10 +91,16 @@ def test_etl_end_records_the_run_and_takes_the_recorded_hours(db_url: str,
               EtlStageResult(stage="aggregates", counts={"hours_upserted": 40})]
     summary = env.run(acts.etl_end, EtlEndRequest(run_id="ok", hour=hour, stages=stages))
     assert summary.ran and summary.run_id == "ok"
-    assert summary.changed_hours == [hour - MAX_REEVALUATION, T0 + timedelta(hours=29)]
+    assert summary.changed_hours == [T0, T0 + timedelta(hours=29)]
+    # a retry of the same activity (same key) reads the hours it took again; another
+    # reader does not see them any more
+    again = env.run(acts.etl_end, EtlEndRequest(run_id="ok", hour=hour, stages=stages))
+    assert again.changed_hours == [T0, T0 + timedelta(hours=29)]
     failed = env.run(acts.etl_end, EtlEndRequest(run_id="broken", hour=hour,
                                                  error="silver: disk full"))
     assert not failed.ran and failed.changed_hours == []
+    # the next reader (another key) finds nothing left and clears the taken rows
+    assert changed_hours(db_url, hour, [], False) == []
     with db.connect(db_url) as conn, db.admin(conn):
         runs = conn.execute("SELECT run_id, status, files, hours_upserted, error "
                             "FROM etl_runs ORDER BY run_id").fetchall()
