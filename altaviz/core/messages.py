@@ -122,6 +122,27 @@ def _with_unit(value: float | None, unit: str) -> str:
     return f"{_num(value)} {unit}" if unit not in ("F",) else f"{_num(value)} F"
 
 
+#: An hour evaluated this long after it ended came from a backlog (a gateway offline, files
+#: dropped late): the hourly run evaluates an hour about five minutes after it ends.
+LATE_AFTER = timedelta(hours=2)
+
+
+def late_phrase(breach_hour: datetime, noticed_at: datetime) -> str:
+    """``data arrived 2 days late`` for an alert opened long after its breach hour, else ``""``.
+
+    A technician must know that the reading is old, and the escalation clock runs from the
+    notification (the alert's opening), not from the breach hour.
+    """
+    late = noticed_at - (breach_hour + timedelta(hours=1))
+    if late < LATE_AFTER:
+        return ""
+    if late >= timedelta(days=1):
+        days = round(late / timedelta(days=1))
+        return f"data arrived {days} day{'s' if days != 1 else ''} late"
+    hours = round(late / timedelta(hours=1))
+    return f"data arrived {hours} hours late"
+
+
 def title_for(alert: AlertState, event: str) -> str:
     """``COMP-0003 vibration critical - bearing wear suspected`` (prefixed for the end states)."""
     head = f"{alert.compressor_id} {metric_label(alert.metric)} {alert.severity}"
@@ -188,6 +209,8 @@ def render(alert: AlertState, event: str, ctx: MessageContext, *,
         f"Site: {where}" + (f" - {ctx.model}" if ctx.model else ""),
         f"Observed: {observed} (hour {hour:%Y-%m-%d %H:%M} UTC)",
     ]
+    if late := late_phrase(alert.breach_hour, alert.opened_at):
+        lines.append(f"Late: {late}; the escalation clock started with this notification")
     if ctx.basis:
         lines.append(f"Rule {alert.rule_id}: {ctx.basis}")
     else:
@@ -210,6 +233,8 @@ def render(alert: AlertState, event: str, ctx: MessageContext, *,
     short_parts = [title, f"{_with_unit(alert.value, unit)} vs {_with_unit(alert.threshold, unit)}"]
     if ctx.site_name or alert.site_id:
         short_parts.append(ctx.site_name or alert.site_id)
+    if late:
+        short_parts.append(late)
     if event == "resolved":
         short_parts.append("resolved")
     short = ". ".join(short_parts)

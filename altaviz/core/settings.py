@@ -88,6 +88,9 @@ class Settings(BaseModel):
                                   description="how long an acknowledgement link stays valid")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="log level: DEBUG, INFO, WARNING or ERROR")
+    metrics_token: SecretStr | None = Field(
+        default=None, description="bearer token a Prometheus scrape of /metrics must send; "
+                                  "unset: /metrics answers requests from this machine only")
     log_format: Literal["text", "json"] = Field(
         default="text", description="log format: text (one readable line per record) or json "
                                     "(one JSON object per line, for log shippers)")
@@ -276,7 +279,7 @@ TLS_OPTIONS = ("temporal_tls_server_ca", "temporal_tls_server_name", "temporal_t
                "temporal_tls_client_key", "temporal_api_key")
 """Settings that secure the connection to an external Temporal server."""
 
-SECRETS = ("link_secret", "temporal_api_key", "link_secret_previous")
+SECRETS = ("link_secret", "temporal_api_key", "link_secret_previous", "metrics_token")
 """Settings whose values are never printed."""
 
 

@@ -17,6 +17,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
+
 from altaviz.app.context import App
 from altaviz.core.db import org_ids, queries, tenant
 from altaviz.core.errors import InputError, ServiceError
@@ -25,6 +27,8 @@ from workflows.alert import SIGNAL_ACK, UPDATE_ACK, UPDATE_RESOLVE
 
 STATES = ("open", "acknowledged", "cleared_unacknowledged", "resolved", "all")
 UPDATE_TIMEOUT = timedelta(seconds=10)
+#: How much longer a resolution waits for a busy workflow before it reports failure.
+BUSY_GRACE = timedelta(seconds=20)
 
 
 def register(sub: Any) -> None:
@@ -252,11 +256,17 @@ async def acknowledge(client: Any, workflow_id: str, req: Any,
         return "acknowledged", state
     except WorkflowUpdateFailedError as exc:
         raise InputError(str(exc.cause or exc)) from None
-    except (TimeoutError, RPCError) as exc:
+    except (TimeoutError, RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
+        # a busy workflow (the server gave up waiting for the update) or no worker at all:
+        # the durable signal, with the same request id, is applied once either way
         if isinstance(exc, RPCError) and "not found" in str(exc).lower():
             raise InputError(f"the workflow of {req.alert_id} is not running (the alert is "
                              f"resolved)") from None
-        await handle.signal(SIGNAL_ACK, req)
+        try:
+            await handle.signal(SIGNAL_ACK, req)
+        except RPCError as failed:
+            raise ServiceError(f"cannot queue the acknowledgement of {req.alert_id}: "
+                               f"{failed.message}") from None
         return "queued", None
 
 
@@ -279,13 +289,15 @@ def _ack(args: argparse.Namespace, app: App) -> int:
               f"just before")
         return 1
     else:
-        print(f"no worker answered: the acknowledgement of {args.alert_id} was queued and "
-              f"takes effect when a worker runs (`altaviz worker`)")
+        print(f"no answer within {UPDATE_TIMEOUT.total_seconds():.0f} s (the alert's workflow "
+              f"is busy, or no worker runs): the acknowledgement of {args.alert_id} was queued "
+              f"and takes effect as soon as the workflow processes it")
     return 0
 
 
 def _resolve(args: argparse.Namespace, app: App) -> int:
     from temporalio.client import WorkflowUpdateFailedError
+    from temporalio.service import RPCError
 
     org = org_of(args.alert_id, args.org)
     with app.connect() as conn:
@@ -302,9 +314,21 @@ def _resolve(args: argparse.Namespace, app: App) -> int:
                 UPDATE_TIMEOUT.total_seconds())
         except WorkflowUpdateFailedError as exc:
             raise InputError(str(exc.cause or exc)) from None
-        except TimeoutError:
-            raise ServiceError("no worker answered within 10 s: start `altaviz worker` and "
-                               "try again") from None
+        except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+            # Busy rather than gone? The update keeps its id: wait for its outcome a while
+            # longer before calling it a failure.
+            try:
+                result = await asyncio.wait_for(
+                    handle.get_update_handle(req.request_id, result_type=AlertState).result(),
+                    BUSY_GRACE.total_seconds())
+            except WorkflowUpdateFailedError as exc:
+                raise InputError(str(exc.cause or exc)) from None
+            except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError, RPCError):
+                raise ServiceError(
+                    f"the alert's workflow did not answer within "
+                    f"{(UPDATE_TIMEOUT + BUSY_GRACE).total_seconds():.0f} s (no worker "
+                    f"running, or busy): {args.alert_id} is not resolved yet; check "
+                    f"`altaviz doctor` and try again") from None
         return result
 
     state = asyncio.run(_with_client(app, go))

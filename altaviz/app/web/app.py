@@ -49,6 +49,7 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
+from altaviz.app.metrics import metrics_app
 from altaviz.app.web import pages, store
 from altaviz.core.errors import ServiceError
 from altaviz.core.links import LinkClaims, LinkError, LinkSigner, signer_from_settings
@@ -577,4 +578,7 @@ def app_for(altaviz_app: Any, *, demo: bool = False, inbox: bool = False,
         namespace=settings.temporal_namespace, inbox=demo or inbox, ack_timeout=ack_timeout)
     for name in ("uvicorn.access", "uvicorn.error", "altaviz"):
         logging.getLogger(name).addFilter(RedactTokens())
+    token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+    web.mount("/metrics", metrics_app(altaviz_app.owner_database_url(), settings.landing_path,
+                                      token))
     return web
