@@ -40,6 +40,7 @@ import psycopg
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from starlette.datastructures import MutableHeaders
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import (
@@ -579,6 +580,6 @@ def app_for(altaviz_app: Any, *, demo: bool = False, inbox: bool = False,
     for name in ("uvicorn.access", "uvicorn.error", "altaviz"):
         logging.getLogger(name).addFilter(RedactTokens())
     token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
-    web.mount("/metrics", metrics_app(altaviz_app.owner_database_url(), settings.landing_path,
-                                      token))
+    web.router.routes.append(Route("/metrics", metrics_app(
+        altaviz_app.owner_database_url(), settings.landing_path, token)))
     return web
