@@ -40,8 +40,9 @@ import psycopg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from altaviz.core.contacts import load_apprise, url_scheme
+from altaviz.core.contacts import expand_secrets, load_apprise, url_scheme
 from altaviz.core.db import connect, queries, tenant
+from altaviz.core.errors import InputError
 from altaviz.core.links import LinkSigner, ack_url, alert_url, signer_from_settings
 from altaviz.core.messages import Message, MessageContext, load_context, render
 from altaviz.core.payloads import (
@@ -396,12 +397,16 @@ class NotificationActivities:
         """(delivered, worth retrying, error text) for one URL."""
         load_apprise()
         _capture_apprise_logs()
-        capture = _Capture(t.url)
+        try:
+            url = expand_secrets(t.url)   # ${NAME} from the worker's environment
+        except InputError as exc:
+            return False, False, str(exc)
+        capture = _Capture(url)
         token = _DELIVERY.set(capture)  # from here Apprise logs onto the delivery only
         result: Any
         try:
             ap = apprise.Apprise()
-            if not ap.add(t.url):
+            if not ap.add(url):
                 return False, False, f"invalid or unsupported Apprise URL ({url_scheme(t.url)})"
             notify_type = _NOTIFY_TYPES.get(event) or (
                 apprise.NotifyType.FAILURE if alert.severity == "critical"
@@ -410,7 +415,7 @@ class NotificationActivities:
                                body_format=apprise.NotifyFormat.TEXT)
         except Exception as exc:  # a plugin bug must not lose the attempt record
             result = False
-            capture.messages.append(_scrub(f"{type(exc).__name__}: {exc}", t.url))
+            capture.messages.append(_scrub(f"{type(exc).__name__}: {exc}", url))
         finally:
             _DELIVERY.reset(token)
         # Apprise 2 returns an AppriseResult (truthy on success); older ones True/False; None

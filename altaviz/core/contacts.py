@@ -16,21 +16,27 @@ Example::
         role: technician
         sites: [PB-01]
         apprise_urls:
-          - mailto://alerts:PASSWORD@smtp.example.com?to=jo@example.com
+          - mailtos://alerts:${SMTP_PASSWORD}@smtp.example.com?to=jo@example.com
           - sns://...            # SMS (gets the short form)
 
 Apprise URLs often embed credentials, so no error message or log line here prints one: a URL
-is referred to by its position and scheme only.
+is referred to by its position and scheme only. Keep secrets out of the file: ``${NAME}`` in a
+URL is replaced, at delivery, by the worker's environment variable ``NAME``
+(:func:`expand_secrets`).
 """
 
 from __future__ import annotations
 
+import os
+import re
 import warnings
 from collections import defaultdict
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal
+from urllib.parse import quote
 
 import psycopg
 import yaml
@@ -57,6 +63,29 @@ def load_apprise() -> ModuleType:
         apprise.Apprise().add("json://localhost")
         import apprise.plugins.email
     return apprise
+
+
+_SECRET_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_secrets(url: str, environ: Mapping[str, str] | None = None) -> str:
+    """The URL with each ``${NAME}`` replaced by the environment variable ``NAME``.
+
+    The contacts file and the database keep the reference; only the worker that delivers
+    reads the secret (an SMTP password, an API token), from its own environment.
+
+    Raises:
+        InputError: a referenced variable is not set (named; the URL is not shown).
+    """
+    env = os.environ if environ is None else environ
+
+    def value(m: re.Match[str]) -> str:
+        if m.group(1) not in env:
+            raise InputError(f"environment variable {m.group(1)} (referenced by a "
+                             f"{url_scheme(url)}:// URL) is not set")
+        return quote(env[m.group(1)], safe="")
+
+    return _SECRET_REF.sub(value, url)
 
 
 def url_scheme(url: str) -> str:

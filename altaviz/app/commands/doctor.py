@@ -31,7 +31,7 @@ from temporalio.client import Client
 
 from altaviz.app.context import App
 from altaviz.core import db
-from altaviz.core.contacts import load_apprise, read_contacts, url_scheme
+from altaviz.core.contacts import expand_secrets, load_apprise, read_contacts, url_scheme
 from altaviz.core.errors import AltavizError, InputError, ServiceError
 from altaviz.core.links import check_secret
 from altaviz.core.settings import Settings, mask_url
@@ -304,10 +304,19 @@ def contact_checks(app: App, *, database: bool) -> list[Check]:
                                             "load them with `altaviz contacts load FILE`"))
     apprise = load_apprise()
     for org, contact, urls in rows:
-        bad = [f"#{i} ({url_scheme(u)}://...)" for i, u in enumerate(urls, 1)
-               if not apprise.Apprise().add(u)]
+        bad, unset = [], []
+        for i, u in enumerate(urls, 1):
+            try:
+                if not apprise.Apprise().add(expand_secrets(u)):
+                    bad.append(f"#{i} ({url_scheme(u)}://...)")
+            except InputError as exc:
+                unset.append(f"#{i}: {exc}")
         schemes = ", ".join(url_scheme(u) for u in urls)
-        if bad:
+        if unset:
+            out.append(Check(f"contact {org}/{contact}", False,
+                             f"{'; '.join(unset)} here: set it where the workers run (and "
+                             "here, to check)"))
+        elif bad:
             out.append(Check(f"contact {org}/{contact}", False,
                              f"channel {', '.join(bad)} is not a valid Apprise URL: fix it in "
                              "the contacts file and load it again"))
@@ -334,6 +343,12 @@ def send_test(app: App, who: str) -> list[Check]:
     out = []
     for i, url in enumerate(urls, 1):
         ap = apprise.Apprise()
+        try:
+            url = expand_secrets(url)
+        except InputError as exc:
+            out.append(Check(f"test to {org}/{contact} #{i} ({url_scheme(url)})", False,
+                             str(exc)))
+            continue
         ok = bool(ap.add(url)) and bool(ap.notify(
             title="Altaviz test notification",
             body=f"Test from `altaviz doctor` for {org}/{contact}: this channel works.",
