@@ -110,7 +110,6 @@ def test_backlog_alert_is_late_run_now_runs_once_logs_and_metrics(tmp_path: Path
                 assert "Traceback" not in r.stderr
             ids = [r.stdout.splitlines()[0].split()[-1] for r in both]
             assert ids[0] == ids[1], [r.stdout for r in both]
-            assert any(r.stdout.startswith("joined") for r in both)
             assert any(" 1 files, " in r.stdout for r in both), both[0].stdout
 
             owner_url = attached.owner_database_url()
@@ -131,12 +130,12 @@ def test_backlog_alert_is_late_run_now_runs_once_logs_and_metrics(tmp_path: Path
                 return [m["message"] for m in receiver.messages("tech")
                         if "COMP-0003" in m.get("title", "")]
 
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 180
             while not hot_messages() and time.monotonic() < deadline:
                 time.sleep(0.5)
             assert "Late: data arrived 2 days late" in hot_messages()[0]
             # the second channel is down: the failures are recorded
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 180
             while time.monotonic() < deadline and not _admin(
                     owner_url, "SELECT 1 FROM notifications WHERE status = 'failed'"):
                 time.sleep(0.5)

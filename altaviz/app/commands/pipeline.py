@@ -89,6 +89,7 @@ async def run_now(client: Client, schedule_id: str = PIPELINE_SCHEDULE_ID,
         return running[-1], True
     seen = {a.action.workflow_id for a in desc.info.recent_actions
             if isinstance(a.action, ScheduleActionExecutionStartWorkflow)}
+    skipped = desc.info.num_actions_skipped_overlap
     # SKIP: if another trigger (or the hourly run) started one in between, this one is dropped
     # and the run found below is that one.
     await handle.trigger(overlap=ScheduleOverlapPolicy.SKIP)
@@ -96,13 +97,15 @@ async def run_now(client: Client, schedule_id: str = PIPELINE_SCHEDULE_ID,
     deadline = loop.time() + within.total_seconds()
     while loop.time() < deadline:
         desc = await handle.describe()
+        # our trigger was skipped: the run found was started by another one
+        joined = desc.info.num_actions_skipped_overlap > skipped
         for a in desc.info.running_actions:
             if isinstance(a, ScheduleActionExecutionStartWorkflow):
-                return a.workflow_id, a.workflow_id in seen
+                return a.workflow_id, joined or a.workflow_id in seen
         for r in reversed(desc.info.recent_actions):
             if (isinstance(r.action, ScheduleActionExecutionStartWorkflow)
                     and r.action.workflow_id not in seen):
-                return r.action.workflow_id, False
+                return r.action.workflow_id, joined
         await asyncio.sleep(poll.total_seconds())
     raise ServiceError(f"schedule {schedule_id} started no run within {within}; is it paused? "
                        f"(`temporal schedule describe --schedule-id {schedule_id}`)")
