@@ -4,6 +4,9 @@ Routes:
 
 * ``GET /ack/{token}``: the alert and a confirm button. Changes nothing, because mail scanners
   and chat link previews open links by themselves.
+* ``GET /a/{org_id}/{code}`` and ``POST``: the same for the short link messages carry; the
+  code's claims are read from ``short_links`` and its signature checked against them. With
+  PostgreSQL unreachable a short link cannot be read: the page says to try again.
 * ``POST /ack/{token}``: acknowledges through the alert workflow's ``acknowledge`` update. If no
   worker answers within ``ack_timeout`` seconds, the same request goes to the workflow as the
   ``ack_requested`` signal (Temporal accepts signals without a worker and keeps them in the
@@ -66,7 +69,7 @@ _STATUS = {"malformed": 400, "forged": 403, "expired": 410, "wrong_action": 403,
 _TITLES = {"malformed": "Broken link", "forged": "Invalid link", "expired": "Link expired",
            "wrong_action": "Wrong kind of link", "wrong_alert": "Link does not match"}
 _MAILBOX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$")
-_TOKEN_IN_TEXT = re.compile(r"(/ack/|token=)[A-Za-z0-9_.%=-]+")
+_TOKEN_IN_TEXT = re.compile(r"(/ack/|/a/[A-Za-z0-9_-]+/|token=)[A-Za-z0-9_.%=-]+")
 
 
 class RedactTokens(logging.Filter):
@@ -223,19 +226,12 @@ def create_app(*, database_url: str, signer: LinkSigner,
         return view
 
     @app.get("/ack/{token}", response_class=HTMLResponse)
-    async def ack_form(token: str, request: Request) -> HTMLResponse:
+    async def ack_form(token: str) -> HTMLResponse:
         try:
             claims = verify(token, "ack")
         except LinkError as exc:
             return _link_problem(exc)
-        try:
-            view = await load(claims)
-        except DATABASE_DOWN:
-            return await confirm_offline(claims, token)
-        if isinstance(view, HTMLResponse):
-            return view
-        assert view.alert is not None and view.contact is not None
-        return _html(pages.confirm_page(view.alert, view.contact["name"], f"/ack/{token}"))
+        return await confirm_form(claims, f"/ack/{token}")
 
     @app.post("/ack/{token}", response_class=HTMLResponse)
     async def ack_confirm(token: str) -> HTMLResponse:
@@ -243,6 +239,44 @@ def create_app(*, database_url: str, signer: LinkSigner,
             claims = verify(token, "ack")
         except LinkError as exc:
             return _link_problem(exc)
+        return await confirm(claims)
+
+    async def short_claims(org_id: str, code: str) -> LinkClaims | HTMLResponse:
+        try:
+            record = await asyncio.to_thread(store.short_link, database_url, org_id, code)
+            return signer.verify_short(org_id, code, record, action="ack")
+        except LinkError as exc:
+            return _link_problem(exc)
+        except DATABASE_DOWN:
+            return _problem(503, "Try again in a minute", "This link cannot be read right now "
+                            "(the database is not reachable).", "Acknowledge with `altaviz "
+                            "alerts ack` if it is urgent.")
+
+    @app.get("/a/{org_id}/{code}", response_class=HTMLResponse)
+    async def short_ack_form(org_id: str, code: str) -> HTMLResponse:
+        claims = await short_claims(org_id, code)
+        if isinstance(claims, HTMLResponse):
+            return claims
+        return await confirm_form(claims, f"/a/{quote(org_id, safe='')}/{code}")
+
+    @app.post("/a/{org_id}/{code}", response_class=HTMLResponse)
+    async def short_ack_confirm(org_id: str, code: str) -> HTMLResponse:
+        claims = await short_claims(org_id, code)
+        if isinstance(claims, HTMLResponse):
+            return claims
+        return await confirm(claims)
+
+    async def confirm_form(claims: LinkClaims, action_path: str) -> HTMLResponse:
+        try:
+            view = await load(claims)
+        except DATABASE_DOWN:
+            return await confirm_offline(claims, action_path)
+        if isinstance(view, HTMLResponse):
+            return view
+        assert view.alert is not None and view.contact is not None
+        return _html(pages.confirm_page(view.alert, view.contact["name"], action_path))
+
+    async def confirm(claims: LinkClaims) -> HTMLResponse:
         try:
             view = await load(claims)
             if isinstance(view, HTMLResponse):
@@ -322,7 +356,7 @@ def create_app(*, database_url: str, signer: LinkSigner,
     # PostgreSQL down: the signed link names the alert (and so its workflow) and the workflow
     # decides; the update's id, the link's request id, keeps one link from acting twice.
 
-    async def confirm_offline(claims: LinkClaims, token: str) -> HTMLResponse:
+    async def confirm_offline(claims: LinkClaims, action_path: str) -> HTMLResponse:
         client = await get_client()
         try:
             if client is None:
@@ -335,7 +369,7 @@ def create_app(*, database_url: str, signer: LinkSigner,
                             "right now.")
         if state.alert_id != claims.alert_id or state.org_id != claims.org_id:
             return _problem(410, "Alert closed", "This alert is no longer open.")
-        return _html(pages.confirm_page(state.model_dump(), claims.contact_id, f"/ack/{token}"))
+        return _html(pages.confirm_page(state.model_dump(), claims.contact_id, action_path))
 
     async def acknowledge_offline(claims: LinkClaims) -> HTMLResponse:
         req = AckRequest(org_id=claims.org_id, by=claims.contact_id, channel="link",
