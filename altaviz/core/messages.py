@@ -223,15 +223,15 @@ def trend_text(trend: tuple[tuple[datetime, float], ...], metric: str) -> str:
     first, last = values[0], values[-1]
     delta = last - first
     scale = max(abs(first), abs(last), 1e-9)
+    hours = duration((trend[-1][0] - trend[0][0]) / timedelta(hours=1))
     if abs(delta) / scale < 0.02:
-        direction = "steady →"
+        direction = f"steady over {hours}"
     else:
-        direction = f"rising ↑ {number(abs(delta))}" if delta > 0 else \
-            f"falling ↓ {number(abs(delta))}"
-    hours = (trend[-1][0] - trend[0][0]) / timedelta(hours=1)
+        direction = (f"rising ↑ {number(abs(delta))}" if delta > 0 else
+                     f"falling ↓ {number(abs(delta))}") + f" in {hours}"
     unit = metric_unit(metric)
     points = " → ".join(number(v) for v in values) + (f" {unit}" if unit else "")
-    return f"{points}, {direction} in {duration(hours)}"
+    return f"{points}, {direction}"
 
 
 def _lead(alert: AlertState, event: str) -> str:
@@ -240,8 +240,9 @@ def _lead(alert: AlertState, event: str) -> str:
         return (f"Not acknowledged after {duration(alert.escalation_delay_hours)}: "
                 "sent to supervisors.")
     if event == "resolved":
-        return ("Resolved" + (f" by {alert.resolved_by}" if alert.resolved_by else "")
-                + (f": {alert.resolve_reason}" if alert.resolve_reason else "."))
+        text = ("Resolved" + (f" by {alert.resolved_by}" if alert.resolved_by else "")
+                + (f": {alert.resolve_reason}" if alert.resolve_reason else ""))
+        return text.rstrip(".") + "."
     return {
         "opened": "New alert.",
         "severity_raised": "Raised to critical.",
@@ -268,7 +269,10 @@ def _observed(alert: AlertState, kind: str) -> str:
 def _meaning(alert: AlertState, kind: str) -> str:
     """What the alert likely means, as the rule's diagnosis says it."""
     if alert.diagnosis:
-        return "Likely: " + alert.diagnosis.rstrip(".") + "."
+        text = alert.diagnosis.strip().rstrip(".")
+        if text[:2].istitle():  # "No hourly ..." reads on as "no hourly ...", "ISO" stays
+            text = text[0].lower() + text[1:]
+        return f"Likely: {text}."
     if kind == "data_missing":
         return "Likely: the gateway, its link or the unit is down. Missing data is never normal."
     if kind == "sensor_missing":

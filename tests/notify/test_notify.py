@@ -10,6 +10,7 @@ import shutil
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -25,11 +26,11 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from activities.notify import NotificationActivities
 from altaviz.core.contacts import ContactsFile
 from altaviz.core.db import tenant
-from altaviz.core.links import LinkClaims, LinkSigner, find_short_link
-from altaviz.core.messages import SMS_LIMIT, MessageContext, render
+from altaviz.core.links import LinkClaims, LinkError, LinkSigner, find_short_link
+from altaviz.core.messages import SMS_LIMIT, MessageContext, load_context, render
 from altaviz.core.payloads import AlertState, NotifyRequest, NotifyResult
 from altaviz.core.settings import Settings
-from tests.notify.conftest import insert_alert, insert_trend
+from tests.notify.conftest import SECRET, insert_alert, insert_trend
 from tests.notify.receivers import HttpReceiver, SmtpSink
 
 LINK = re.compile(r"https://alerts\.example\.com/a/([a-z0-9_-]+)/([A-Za-z0-9_-]{24})(?:\s|$)")
@@ -319,3 +320,72 @@ async def test_receiver_failing_twice_gives_three_attempts_one_delivery(
     json_rows = conn.execute("SELECT attempt, status FROM notifications WHERE channel = 'json' "
                              "ORDER BY attempt").fetchall()
     assert json_rows == [(1, "failed"), (2, "failed"), (3, "sent")]
+
+
+async def test_trend_leaves_out_the_hour_the_unit_stopped(
+        conn: psycopg.Connection[Any], loaded: ContactsFile, receiver: HttpReceiver,
+        settings: Settings, signer: LinkSigner) -> None:
+    """Vibration near zero in the hour a unit stops is not the trend falling."""
+    alert = insert_alert(conn, value=12.6, threshold=12.0)
+    insert_trend(conn, [10.3, 10.8, 11.2, 11.7, 12.6, 0.02], stopped=frozenset({5}))
+    with tenant(conn, "acme"):
+        ctx = load_context(conn, alert.model_copy(update={
+            "last_breach_hour": alert.breach_hour}))
+    assert [v for _, v in ctx.trend] == [10.3, 10.8, 11.2, 11.7, 12.6]
+    acts = NotificationActivities(conn.info.dsn, settings, signer=signer)
+    await _run(acts, NotifyRequest(alert=alert, step="opened", audience="technicians",
+                                   event="opened"))
+    body = receiver.messages("acme/tech-a")[0]["message"]
+    assert "Trend over running hours: 10.3 → 10.8 → 11.2 → 11.7 → 12.6 mm/s, rising ↑ 2.3" \
+        in body
+    assert "0.02" not in body and "falling" not in body and " > " not in body
+
+
+async def test_short_link_is_signed_single_use_and_refuses_alterations(
+        conn: psycopg.Connection[Any], loaded: ContactsFile, receiver: HttpReceiver,
+        settings: Settings, signer: LinkSigner) -> None:
+    alert = insert_alert(conn)
+    acts = NotificationActivities(conn.info.dsn, settings, signer=signer)
+    await _run(acts, NotifyRequest(alert=alert, step="opened", audience="technicians",
+                                   event="opened"))
+    body = receiver.messages("acme/tech-a")[0]["message"]
+    m = LINK.search(body)
+    assert m is not None
+    org, code = m.group(1), m.group(2)
+    claims = _claims(conn, signer, body)
+    assert claims.token_id.startswith("s-") and claims.contact_id == "tech-a"
+    with tenant(conn, org):
+        record = find_short_link(conn, code)
+    assert record is not None
+    # the table holds no signature: its row alone does not make the link
+    assert code[12:] not in str(conn.execute("SELECT * FROM short_links").fetchall())
+    problems = {
+        "another signature": (org, code[:12] + ("A" if code[12] != "A" else "B") + code[13:],
+                              record),
+        "row altered to another recipient": (org, code, replace(record, contact_id="sup-a")),
+        "row altered to a later expiry": (org, code, replace(
+            record, expires_at=record.expires_at + timedelta(days=30))),
+        "another organization in the path": ("bravo", code, record),
+        "unknown id": (org, code, None),
+        "key no longer configured": (org, code, replace(record, key_id="gone")),
+    }
+    for name, (o, c, r) in problems.items():
+        with pytest.raises(LinkError) as info:
+            signer.verify_short(o, c, r, action="ack")
+        assert info.value.problem == "forged", name
+    with pytest.raises(LinkError) as info:
+        signer.verify_short(org, code, record, action="ack",
+                             now=record.expires_at + timedelta(seconds=1))
+    assert info.value.problem == "expired"
+    with pytest.raises(LinkError) as info:
+        signer.verify_short(org, code, record, action="view")
+    assert info.value.problem == "wrong_action"
+    with pytest.raises(LinkError) as info:
+        signer.verify_short(org, code[:-1], record, action="ack")
+    assert info.value.problem == "malformed"
+    # a rotated key still verifies the links it signed
+    rotated = LinkSigner(b"a-brand-new-link-secret-0123456789abcdef", previous=[SECRET])
+    assert rotated.verify_short(org, code, record, action="ack").contact_id == "tech-a"
+    # another organization reads nothing of acme's short links
+    with tenant(conn, "bravo"):
+        assert find_short_link(conn, code) is None
