@@ -102,8 +102,11 @@ class Settings(BaseModel):
         default=90, ge=0,
         description="a reading arriving later than this is flagged late (gateways upload "
                     "hourly, so on-time readings are up to about 70 minutes old)")
-    freshness_sla_minutes: int = Field(
-        default=15, ge=1, description="data-quality freshness SLA")
+    freshness_grace_minutes: int = Field(
+        default=30, ge=0,
+        description="a unit's data is fresh while its last reading is at most its "
+                    "organization's gateway upload cadence (fleet file, default 60 minutes) "
+                    "plus this")
     etl_memory_mb: int = Field(
         default=1536, ge=256,
         description="DuckDB's memory limit for an ETL run (it spills to <lake>/_tmp beyond "
