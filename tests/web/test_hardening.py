@@ -72,3 +72,28 @@ async def test_a_failure_still_carries_the_headers(db_url: str, fleet: Any) -> N
     finally:
         server.should_exit = True
         await task
+
+
+async def test_trailing_slash_redirects_to_the_configured_public_url(
+        db_url: str, fleet: Any) -> None:
+    """A link with a slash added (some mail clients do) still opens, and the redirect goes to
+    the configured public URL, whatever Host header the request names."""
+
+    async def no_temporal() -> Any:
+        raise RuntimeError("connection refused")
+
+    app = create_app(database_url=db_url, signer=LinkSigner(SECRET), temporal=no_temporal,
+                     public_url="https://alerts.example.com/")
+    token = LinkSigner(SECRET).issue(org_id="acme", alert_id="a", contact_id="t", action="ack")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://127.0.0.1") as http:
+        for path, target in [(f"/ack/{token}/", f"/ack/{token}"),
+                             ("/a/acme/8vfu0KdbVl-n8Mr05YUJqtKx/",
+                              "/a/acme/8vfu0KdbVl-n8Mr05YUJqtKx"),
+                             ("/healthz/", "/healthz")]:
+            r = await http.get(path, headers={"Host": EVIL})
+            assert r.status_code == 308, (path, r.text)
+            assert r.headers["location"] == f"https://alerts.example.com{target}"
+            _check(r)
+        r = await http.get("/nothing/here/", headers={"Host": EVIL})
+        assert r.status_code == 404 and "location" not in r.headers

@@ -41,8 +41,9 @@ from urllib.parse import quote
 
 import psycopg
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.datastructures import MutableHeaders
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import (
@@ -156,7 +157,8 @@ def _link_problem(exc: LinkError) -> HTMLResponse:
 def create_app(*, database_url: str, signer: LinkSigner,
                temporal: Callable[[], Awaitable[Client]],
                temporal_ui_url: str | None = None, namespace: str = "default",
-               inbox: bool = False, ack_timeout: float = 5.0) -> FastAPI:
+               inbox: bool = False, ack_timeout: float = 5.0,
+               public_url: str | None = None) -> FastAPI:
     """The ASGI application.
 
     Args:
@@ -171,6 +173,9 @@ def create_app(*, database_url: str, signer: LinkSigner,
             stores whatever is posted to it.
         ack_timeout: seconds to wait for a worker to answer the ``acknowledge`` update before
             falling back to the durable ``ack_requested`` signal.
+        public_url: the server's configured public URL (``ALTAVIZ_PUBLIC_URL``): a page asked
+            for with a trailing slash is redirected there, never to the request's Host header
+            (which the client chooses); without it the redirect is a relative path.
     """
     client_lock = asyncio.Lock()
     state: dict[str, Client | None] = {"client": None}
@@ -191,11 +196,25 @@ def create_app(*, database_url: str, signer: LinkSigner,
         await get_client()
         yield
 
-    # No trailing-slash redirects: Starlette builds their Location from the request's Host
-    # header, which a client chooses (and the URL holds a token).
+    # Starlette's own trailing-slash redirects build their Location from the request's Host
+    # header, which a client chooses (and the URL holds a token): off, and done below from
+    # the configured public URL instead.
     app = FastAPI(title="Altaviz", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None, redirect_slashes=False)
     app.add_middleware(SecurityHeaders)
+    base = (public_url or "").rstrip("/")
+
+    @app.exception_handler(404)
+    async def not_found(request: Request, exc: Exception) -> Response:
+        path = request.url.path
+        if path != "/" and path.endswith("/"):
+            target = path.rstrip("/")
+            scope = {"type": "http", "path": target, "root_path": "",
+                     "method": request.method}
+            if any(r.matches(scope)[0] == Match.FULL for r in app.router.routes):
+                query = f"?{request.url.query}" if request.url.query else ""
+                return RedirectResponse(f"{base}{target}{query}", status_code=308)
+        return JSONResponse({"detail": "Not Found"}, status_code=404)
 
     def verify(token: str, action: str) -> LinkClaims:
         return signer.verify(token, action=action)  # type: ignore[arg-type]
@@ -608,7 +627,8 @@ def app_for(altaviz_app: Any, *, demo: bool = False, inbox: bool = False,
     web = create_app(
         database_url=altaviz_app.database_url(), signer=signer,
         temporal=altaviz_app.temporal_client, temporal_ui_url=altaviz_app.temporal_ui_url(),
-        namespace=settings.temporal_namespace, inbox=demo or inbox, ack_timeout=ack_timeout)
+        namespace=settings.temporal_namespace, inbox=demo or inbox, ack_timeout=ack_timeout,
+        public_url=settings.base_url)
     for name in ("uvicorn.access", "uvicorn.error", "altaviz"):
         logging.getLogger(name).addFilter(RedactTokens())
     return web
