@@ -44,7 +44,6 @@ from altaviz.core.contacts import load_apprise, url_scheme
 from altaviz.core.db import connect, queries, tenant
 from altaviz.core.links import (
     LinkSigner,
-    alert_url,
     short_url,
     signer_from_settings,
     store_short_link,
@@ -373,9 +372,11 @@ class NotificationActivities:
             ack = short_url(self._base_url, alert.org_id, code)
         view = None
         if r.role in ("supervisor", "manager"):
-            view = alert_url(self._base_url, alert.alert_id, self._signer.issue(
+            code, record = self._signer.issue_short(
                 org_id=alert.org_id, alert_id=alert.alert_id, contact_id=r.contact_id,
-                action="view"))
+                action="view")
+            store_short_link(conn, record)
+            view = short_url(self._base_url, alert.org_id, code)
         return render(alert, event, ctx, ack_url=ack, view_url=view)
 
     # --- delivery ------------------------------------------------------------------------

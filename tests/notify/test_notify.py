@@ -34,7 +34,7 @@ from tests.notify.conftest import SECRET, insert_alert, insert_trend
 from tests.notify.receivers import HttpReceiver, SmtpSink
 
 LINK = re.compile(r"https://alerts\.example\.com/a/([a-z0-9_-]+)/([A-Za-z0-9_-]{24})(?:\s|$)")
-VIEW = re.compile(r"https://alerts\.example\.com/alerts/(\S+)\?token=(v2\.[A-Za-z0-9_.-]+)")
+VIEW = re.compile(r"History: https://alerts\.example\.com/a/([a-z0-9_-]+)/([A-Za-z0-9_-]{24})")
 
 
 def _claims(conn: psycopg.Connection[Any], signer: LinkSigner, text: str) -> LinkClaims:
@@ -109,7 +109,9 @@ async def test_escalation_adds_supervisors_with_signed_history_link(
     assert "Not acknowledged after 4 hours: sent to supervisors." in sup["message"]
     m = VIEW.search(sup["message"])
     assert m is not None
-    claims = signer.verify(m.group(2), action="view")
+    with tenant(conn, m.group(1)):
+        record = find_short_link(conn, m.group(2))
+    claims = signer.verify_short(m.group(1), m.group(2), record, action="view")
     assert claims.contact_id == "sup-a" and claims.alert_id == alert.alert_id
     assert LINK.search(sup["message"])      # the supervisor may acknowledge too, with his own link
     [tech] = receiver.messages("acme/tech-a")

@@ -41,7 +41,7 @@ from workflows.notify import NotifyStepWorkflow
 SECRET = b"web-test-link-secret-abcdef0123456789"
 HOUR = datetime(2026, 3, 2, 10, tzinfo=UTC)
 ACK_LINK = re.compile(r"http://127\.0\.0\.1:\d+(/a/([a-z0-9_-]+)/([A-Za-z0-9_-]{24}))(?:\s|$)")
-VIEW_LINK = re.compile(r"(http://127\.0\.0\.1:\d+/alerts/\S+\?token=v2\.[A-Za-z0-9_.-]+)")
+VIEW_LINK = re.compile(r"History: http://127\.0\.0\.1:\d+(/a/[a-z0-9_-]+/[A-Za-z0-9_-]{24})")
 
 
 @pytest.fixture(scope="session")

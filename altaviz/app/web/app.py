@@ -5,7 +5,8 @@ Routes:
 * ``GET /ack/{token}``: the alert and a confirm button. Changes nothing, because mail scanners
   and chat link previews open links by themselves.
 * ``GET /a/{org_id}/{code}`` and ``POST``: the same for the short link messages carry; the
-  code's claims are read from ``short_links`` and its signature checked against them. With
+  code's claims are read from ``short_links`` and its signature checked against them. A short
+  history link (action "view") redirects to the alert page. With
   PostgreSQL unreachable a short link cannot be read: the page says to try again.
 * ``POST /ack/{token}``: acknowledges through the alert workflow's ``acknowledge`` update. If no
   worker answers within ``ack_timeout`` seconds, the same request goes to the workflow as the
@@ -55,7 +56,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from altaviz.app.web import pages, store
 from altaviz.core.errors import ServiceError
-from altaviz.core.links import LinkClaims, LinkError, LinkSigner, signer_from_settings
+from altaviz.core.links import Action, LinkClaims, LinkError, LinkSigner, signer_from_settings
 from altaviz.core.payloads import AckRequest, AlertState
 from workflows.alert import QUERY_STATE, workflow_id_of
 
@@ -260,10 +261,13 @@ def create_app(*, database_url: str, signer: LinkSigner,
             return _link_problem(exc)
         return await confirm(claims)
 
-    async def short_claims(org_id: str, code: str) -> LinkClaims | HTMLResponse:
+    async def short_claims(org_id: str, code: str, *, view: bool = False
+                           ) -> LinkClaims | HTMLResponse:
         try:
             record = await asyncio.to_thread(store.short_link, database_url, org_id, code)
-            return signer.verify_short(org_id, code, record, action="ack")
+            action: Action = "view" if view and record is not None \
+                and record.action == "view" else "ack"
+            return signer.verify_short(org_id, code, record, action=action)
         except LinkError as exc:
             return _link_problem(exc)
         except DATABASE_DOWN:
@@ -272,10 +276,18 @@ def create_app(*, database_url: str, signer: LinkSigner,
                             "alerts ack` if it is urgent.")
 
     @app.get("/a/{org_id}/{code}", response_class=HTMLResponse)
-    async def short_ack_form(org_id: str, code: str) -> HTMLResponse:
-        claims = await short_claims(org_id, code)
+    async def short_ack_form(org_id: str, code: str) -> Response:
+        claims = await short_claims(org_id, code, view=True)
         if isinstance(claims, HTMLResponse):
             return claims
+        if claims.action == "view":
+            # a short history link opens the alert page under a long view token that
+            # expires when the short link does
+            token = signer.issue(org_id=claims.org_id, alert_id=claims.alert_id,
+                                 contact_id=claims.contact_id, action="view",
+                                 ttl=claims.expires_at - datetime.now(UTC))
+            return RedirectResponse(f"{base}/alerts/{quote(claims.alert_id, safe='')}"
+                                    f"?token={token}", status_code=303)
         return await confirm_form(claims, f"/a/{quote(org_id, safe='')}/{code}")
 
     @app.post("/a/{org_id}/{code}", response_class=HTMLResponse)
