@@ -107,20 +107,20 @@ def _report(args: argparse.Namespace, app: App) -> int:
         k for k in set(passed) | set(failed) if k not in CHECK_ORDER)
     units = {(c["org_id"], c["compressor_id"]) for c in checks}
     bad_units = {(c["org_id"], c["compressor_id"]) for c in checks if not c["passed"]}
+    print(f"data quality: {len(units) - len(bad_units)} of {len(units)} units pass every "
+          "check\n")
     print_table(("check", "units", "ok", "failed"),
                 [(k, str(passed[k] + failed[k]), str(passed[k]),
                   f"[red]{failed[k]}[/]" if failed[k] else "0") for k in kinds],
-                title=f"data quality: {len(units) - len(bad_units)} of {len(units)} units "
-                      "pass every check", right=("units", "ok", "failed"))
+                right=("units", "ok", "failed"))
     every = args.all and not args.failed
     listed = [(c, r[7]) for c, r in zip(checks, rows, strict=True) if every or not c["passed"]]
     if listed:
-        print()
+        print("\nevery check:\n" if every else "\nfailing checks:\n")
         print_table(("org", "compressor", "check", "ok", "reason", "checked at"),
                     [(c["org_id"], c["compressor_id"], c["check"],
                       "yes" if c["passed"] else "[red]NO[/]", c["reason"], _when(at))
-                     for c, at in listed],
-                    title="every check" if every else "failing checks")
+                     for c, at in listed])
     print(f"\n{len(checks)} checks of {len(units)} units, {sum(failed.values())} failed")
     return 0
 
