@@ -324,6 +324,8 @@ RETIRED: dict[str, str] = {
                               "processes; memory is bounded by ALTAVIZ_ETL_MEMORY_MB",
     "rules_connections": "the rule engine runs on one connection; ALTAVIZ_RULES_THREADS sizes "
                          "its array work",
+    "freshness_sla_minutes": "freshness is judged against each organization's upload cadence "
+                             "plus ALTAVIZ_FRESHNESS_GRACE_MINUTES",
 }
 
 
