@@ -43,7 +43,12 @@ from temporalio.exceptions import ApplicationError
 from altaviz.core.contacts import expand_secrets, load_apprise, url_scheme
 from altaviz.core.db import connect, queries, tenant
 from altaviz.core.errors import InputError
-from altaviz.core.links import LinkSigner, ack_url, alert_url, signer_from_settings
+from altaviz.core.links import (
+    LinkSigner,
+    short_url,
+    signer_from_settings,
+    store_short_link,
+)
 from altaviz.core.messages import Message, MessageContext, load_context, render
 from altaviz.core.payloads import (
     AlertState,
@@ -291,8 +296,8 @@ class NotificationActivities:
                     f"contact {target.contact_id} has no channel {target.channel} any more",
                     type=DELIVERY_REJECTED, non_retryable=True)
             ctx = load_context(conn, alert)
-        recipient = _Recipient(row[0], row[1], row[2], tuple(row[4]))
-        message = self._render(alert, target.event, recipient, ctx)
+            recipient = _Recipient(row[0], row[1], row[2], tuple(row[4]))
+            message = self._render(conn, alert, target.event, recipient, ctx)
         if target.note:
             message = replace(message, full=f"{target.note}\n\n{message.full}")
         t = _Target(target.contact_id, target.channel, url, message.title,
@@ -313,10 +318,9 @@ class NotificationActivities:
             ApplicationError: (retryable, type ``NotificationDeliveryFailed``) some channel
                 failed transiently; everything delivered is recorded and will not be resent.
         """
-        recipients, ctx = await asyncio.to_thread(self._plan, req)
+        recipients, messages = await asyncio.to_thread(self._plan, req)
         targets: list[_Target] = []
-        for r in recipients:
-            message = self._render(req.alert, req.event, r, ctx)
+        for r, message in zip(recipients, messages, strict=True):
             for channel, url in channels_of(r.urls):
                 targets.append(_Target(r.contact_id, channel, url, message.title,
                                        message.body_for(channel.split("-")[0])))
@@ -340,7 +344,7 @@ class NotificationActivities:
 
     # --- planning ------------------------------------------------------------------------
 
-    def _plan(self, req: NotifyRequest) -> tuple[list[_Recipient], MessageContext]:
+    def _plan(self, req: NotifyRequest) -> tuple[list[_Recipient], list[Message]]:
         q = queries("notify")
         alert = req.alert
         with connect(self._url) as conn, tenant(conn, alert.org_id):
@@ -352,20 +356,28 @@ class NotificationActivities:
                                     {"roles": roles_for(req, self._policy),
                                      "site_id": alert.site_id}).fetchall()
             ctx = load_context(conn, alert)
-        return [_Recipient(r[0], r[1], r[2], tuple(r[3])) for r in rows], ctx
+            recipients = [_Recipient(r[0], r[1], r[2], tuple(r[3])) for r in rows]
+            messages = [self._render(conn, alert, req.event, r, ctx) for r in recipients]
+        return recipients, messages
 
-    def _render(self, alert: AlertState, event: str, r: _Recipient,
-                ctx: MessageContext) -> Message:
+    def _render(self, conn: psycopg.Connection[Any], alert: AlertState, event: str,
+                r: _Recipient, ctx: MessageContext) -> Message:
+        """The message for one recipient, with their own short acknowledgement link (stored
+        in the alert's tenant transaction ``conn``)."""
         ack = None
         if event != "resolved" and alert.ack_state != "acknowledged":
-            ack = ack_url(self._base_url, self._signer.issue(
+            code, record = self._signer.issue_short(
                 org_id=alert.org_id, alert_id=alert.alert_id, contact_id=r.contact_id,
-                action="ack"))
+                action="ack")
+            store_short_link(conn, record)
+            ack = short_url(self._base_url, alert.org_id, code)
         view = None
         if r.role in ("supervisor", "manager"):
-            view = alert_url(self._base_url, alert.alert_id, self._signer.issue(
+            code, record = self._signer.issue_short(
                 org_id=alert.org_id, alert_id=alert.alert_id, contact_id=r.contact_id,
-                action="view"))
+                action="view")
+            store_short_link(conn, record)
+            view = short_url(self._base_url, alert.org_id, code)
         return render(alert, event, ctx, ack_url=ack, view_url=view)
 
     # --- delivery ------------------------------------------------------------------------

@@ -112,7 +112,7 @@ def _run(ctx: _Context, stage: Stage, con: Any, conn: psycopg.Connection[Any], r
     if stage == "aggregates":
         return upsert_aggregates(con, ctx.lake, conn, ctx.db_url, run_id, progress,
                                  carry=ctx.carry, copy_streams=s.etl_copy_streams)
-    return quality_checks(con, ctx.lake, conn, run_id, s.freshness_sla_minutes, as_of,
+    return quality_checks(con, ctx.lake, conn, run_id, s.freshness_grace_minutes, as_of,
                           db_url=ctx.db_url)
 
 
@@ -239,7 +239,7 @@ def run_pipeline(settings: Settings, db_url: str, *, landing: Path | None = None
     """Run every stage in order in this process and record the run in ``etl_runs``.
 
     Args:
-        settings: lake_path, landing_path, late_arrival_minutes, freshness_sla_minutes.
+        settings: lake_path, landing_path, late_arrival_minutes, freshness_grace_minutes.
         db_url: PostgreSQL URL (as the owner role; tenant work switches role per org).
         landing: landing folder instead of ``settings.landing_path``.
         progress: ``(stage, fraction)`` callback for a progress display.

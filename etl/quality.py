@@ -20,7 +20,10 @@ For the batches this stage has not checked yet (mark in ``etl_stage_progress``):
   many; any fails: a dead sensor is a notice for the technician, not silence.
 * **freshness** (every compressor with a watermark, not only those in the batches, because a
   silent compressor is exactly what it must catch): minutes from its last reading to
-  ``as_of`` (default: now), failing above ``freshness_sla_minutes``. The last reading is the
+  ``as_of`` (default: now), failing above its organization's gateway upload cadence
+  (``organizations.upload_cadence_minutes``, hourly by default) plus
+  ``freshness_grace_minutes``: between two uploads a healthy unit's last reading is up to a
+  cadence old. The last reading is the
   later of its watermark and its latest reading in the batches checked here: the aggregates
   stage advances the watermarks, and this stage must not depend on having run after it (the
   pipeline runs it beside the aggregates stage, see :mod:`etl.pipeline`).
@@ -60,13 +63,15 @@ COMPLETENESS_MAX_MISSING = 0.05
 CONSISTENCY_MAX_SHARE = 0.01
 ACCURACY_MAX_SHARE = 0.01
 CHANNELS_MAX_MISSING = 0.05
+#: Gateways upload hourly unless their organization says otherwise (``organizations``).
+DEFAULT_UPLOAD_CADENCE = 60
 #: Readings while running before a channel with no value in any of them counts as offline:
 #: half an hour, so one reading lost in transit is not a dead sensor.
 OFFLINE_MIN_RUNNING = READINGS_PER_HOUR // 2
 
 
 def quality_checks(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.Connection[Any],
-                   run_id: str, freshness_sla_minutes: int, as_of: datetime | None = None,
+                   run_id: str, freshness_grace_minutes: int, as_of: datetime | None = None,
                    db_url: str | None = None) -> QualityResult:
     """Measure and record the four checks for the batches not yet checked; idempotent.
 
@@ -86,7 +91,7 @@ def quality_checks(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.Con
     if hi > lo:
         _batch_checks(con, lake, lo, hi, as_of)
         _channel_checks(con, lake, conn, lo, hi)
-    _freshness(con, conn, as_of, freshness_sla_minutes)
+    _freshness(con, conn, as_of, freshness_grace_minutes)
     checks = failed = 0
     orgs = [r[0] for r in con.execute(
         "SELECT DISTINCT org_id FROM dq_checks ORDER BY org_id").fetchall()]
@@ -266,17 +271,24 @@ def _channel_checks(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.Co
 
 
 def _freshness(con: duckdb.DuckDBPyConnection, conn: psycopg.Connection[Any],
-               as_of: datetime, sla_minutes: int) -> None:
+               as_of: datetime, grace_minutes: int) -> None:
     """Freshness of every compressor with a watermark or a reading in the batches into
-    ``dq_checks``: its last reading is the later of the two."""
+    ``dq_checks``: its last reading is the later of the two, and its limit its
+    organization's upload cadence plus ``grace_minutes``."""
     q = queries("etl")
     batch_orgs = [r[0] for r in con.execute(
         "SELECT DISTINCT org_id FROM dq_per_comp WHERE last IS NOT NULL").fetchall()]
     marks: list[tuple[str, str, datetime]] = []
+    limits: dict[str, float] = {}
     for org in sorted(set(_orgs(conn)) | set(batch_orgs)):
         with tenant(conn, org):
             marks.extend((org, comp, last) for comp, last in
                          conn.execute(q["watermarks_of_org"]).fetchall())
+            row = conn.execute(q["upload_cadence_of_org"], {"org_id": org}).fetchone()
+            limits[org] = float((row[0] if row else DEFAULT_UPLOAD_CADENCE) + grace_minutes)
+    table_from_arrow(con, "dq_limits", pa.table({
+        "org_id": pa.array(list(limits), pa.string()),
+        "limit_minutes": pa.array(list(limits.values()), pa.float64())}))
     table_from_arrow(con, "dq_marks", pa.table({
         "org_id": pa.array([m[0] for m in marks], pa.string()),
         "compressor_id": pa.array([m[1] for m in marks], pa.string()),
@@ -298,14 +310,15 @@ def _freshness(con: duckdb.DuckDBPyConnection, conn: psycopg.Connection[Any],
             SELECT *, greatest(0, ({as_of_us} - epoch_us(last)) / 1000000 / 60) AS minutes
             FROM lasts
         )
-        SELECT org_id, compressor_id, 'freshness', minutes, {float(sla_minutes)},
-               minutes <= {float(sla_minutes)},
+        SELECT org_id, compressor_id, 'freshness', minutes, lim, minutes <= lim,
                json_object('last_reading_at', strftime(last, '%Y-%m-%dT%H:%M:%S')
                                || CASE WHEN {frac} = 0 THEN ''
                                        ELSE '.' || lpad(({frac})::VARCHAR, 6, '0') END
                                || '+00:00',
-                           'as_of', ?)::VARCHAR
-        FROM f
+                           'as_of', ?, 'grace_minutes', {int(grace_minutes)})::VARCHAR
+        FROM (SELECT f.*, coalesce(l.limit_minutes,
+                                   {float(DEFAULT_UPLOAD_CADENCE + grace_minutes)}) AS lim
+              FROM f LEFT JOIN dq_limits l USING (org_id))
     """, [as_of.isoformat()])
 
 

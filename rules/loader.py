@@ -211,11 +211,15 @@ def _validate_rule(doc: _Doc, raw: Any, base: Path_, rule_id: str | None,
         return None
     kind = raw.get("kind")
     cls = RULE_CLASSES.get(kind) if isinstance(kind, str) else None
+    kind_ok = cls is not None
     if cls is None:
         doc.problems.append(RuleProblem(
             doc.file, doc.line(where(("kind",))), rule_id, "kind",
             f"expected one of {', '.join(repr(k) for k in RULE_CLASSES)} (got {kind!r})"))
-        return None
+        # go on as the kind the other keys suggest, so every other error shows now too
+        guess = "no_data" if "warning_after_hours" in raw else "threshold"
+        cls = RULE_CLASSES[guess]
+        raw = {**raw, "kind": guess}
     raw, from_catalog = _with_catalog_limits(doc, raw, cls, rule_id)
 
     def problem(loc: Path_, message: str) -> RuleProblem:
@@ -227,17 +231,32 @@ def _validate_rule(doc: _Doc, raw: Any, base: Path_, rule_id: str | None,
                                f"{message} (a limit of the model catalog for rule {rule_id})")
         return RuleProblem(doc.file, doc.line(where(loc)), rule_id, format_path(loc), message)
 
+    context = {"models": doc.catalog.model_names}
     try:
-        rule = cls.model_validate(raw, context={"models": doc.catalog.model_names})
+        rule = cls.model_validate(raw, context=context)
     except ValidationError as exc:
+        failed: set[str | int] = set()
         for err in exc.errors():
             loc = tuple(p for p in err["loc"] if p != "[key]")
             doc.problems.append(problem(loc, _message(err, cls, loc)))
+            if loc:
+                failed.add(loc[0])
+        # The cross-field checks of the keys that are valid, at once rather than after the
+        # author fixed the rest: without the failing keys (when none is required), validate
+        # again and keep what the checks say about the remaining keys.
+        rest = {k: v for k, v in raw.items() if k not in failed}
+        try:
+            partial = cls.model_validate(rest, context=context)
+        except ValidationError:
+            return None
+        for loc, msg in check_rule(partial):
+            if loc and loc[0] not in failed:
+                doc.problems.append(problem(loc, msg))
         return None
     problems: list[Problem] = check_rule(rule)
     for loc, msg in problems:
         doc.problems.append(problem(loc, msg))
-    return None if problems else rule
+    return None if problems or not kind_ok else rule
 
 
 def _with_catalog_limits(doc: _Doc, raw: dict[str, Any], cls: type[BaseModel],

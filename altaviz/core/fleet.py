@@ -36,6 +36,9 @@ class Organization(_Record):
 
     org_id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     name: str = Field(min_length=1, max_length=200)
+    #: How often the organization's gateways upload their buffered readings; data freshness
+    #: is judged against it (plus ALTAVIZ_FRESHNESS_GRACE_MINUTES).
+    upload_cadence_minutes: int = Field(default=60, ge=1, le=1440)
 
 
 class Site(_Record):

@@ -12,6 +12,12 @@ compact JSON, so an SMS link stays around 200 characters. The key id is derived 
 one (``ALTAVIZ_LINK_SECRET_PREVIOUS``) still verifies the links it signed until they expire.
 Tokens of the older ``v1.<payload>.<signature>`` format, which name no key, are checked
 against every configured key.
+
+Messages carry a *short* link instead, ``/a/<org_id>/<code>``: the code is a random id and a
+signature of that id together with the claims, which are stored server-side in
+``short_links`` under the id (:func:`store_short_link`). Verifying looks the claims up and
+checks the signature against them, so a short link is as signed, expiring and single-use as a
+long one (its ``token_id`` is what ``link_tokens_used`` records), but about 25 characters.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import hmac
 import json
 import math
 import os
+import re
 import secrets
 import zlib
 from collections import Counter
@@ -30,9 +37,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import quote
 
+import psycopg
+
+from altaviz.core.db import queries
 from altaviz.core.errors import ConfigError, TerminalError
 from altaviz.core.settings import Settings
 
@@ -42,6 +52,9 @@ _VERSION = "v2"
 _LEGACY = "v1"
 _DOMAIN = b"altaviz-link-v1."   # separates link signatures from any other use of the secret
 _KID_DOMAIN = b"altaviz-link-key-id."
+_SHORT_DOMAIN = b"altaviz-short-link-v1."
+#: A short link's code: a 12-character random id, then a 12-character signature.
+SHORT_CODE = re.compile(r"^([A-Za-z0-9_-]{12})([A-Za-z0-9_-]{12})$")
 MIN_SECRET_BYTES = 32
 DEMO_SECRET_FILE = "link_secret"
 
@@ -71,6 +84,26 @@ class LinkClaims:
     def request_id(self) -> str:
         """The idempotency key of the acknowledgement this link makes (one per token)."""
         return f"link-{self.token_id}"
+
+
+@dataclass(frozen=True)
+class ShortLink:
+    """The claims of a short link, as stored under its id (the signature is only in the
+    link)."""
+
+    short_id: str
+    org_id: str
+    alert_id: str
+    contact_id: str
+    action: Action
+    expires_at: datetime
+    key_id: str
+
+    def signed_text(self) -> bytes:
+        """What the code's signature covers: the id and every claim, unambiguously."""
+        return _SHORT_DOMAIN + json.dumps(
+            [self.short_id, self.org_id, self.alert_id, self.contact_id, self.action,
+             int(self.expires_at.timestamp())], separators=(",", ":")).encode()
 
 
 def _b64(data: bytes) -> str:
@@ -153,6 +186,59 @@ class LinkSigner:
         signed = f"{self._kid}.{payload_b64}"
         return f"{_VERSION}.{signed}.{_b64(self._mac(self._secret, signed))}"
 
+    def issue_short(self, *, org_id: str, alert_id: str, contact_id: str, action: Action,
+                    now: datetime | None = None, ttl: timedelta | None = None
+                    ) -> tuple[str, ShortLink]:
+        """A short link's code and the record to store under its id (:func:`store_short_link`)."""
+        if action not in ACTIONS:
+            raise ValueError(f"unknown link action {action!r}")
+        issued = now or datetime.now(UTC)
+        expires = datetime.fromtimestamp(int((issued + (ttl or self.ttl)).timestamp()), UTC)
+        record = ShortLink(short_id=_b64(secrets.token_bytes(9)), org_id=org_id,
+                           alert_id=alert_id, contact_id=contact_id, action=action,
+                           expires_at=expires, key_id=self._kid)
+        mac = hmac.new(self._secret, record.signed_text(), hashlib.sha256).digest()[:9]
+        return record.short_id + _b64(mac), record
+
+    def verify_short(self, org_id: str, code: str, record: ShortLink | None, *,
+                     action: Action, now: datetime | None = None) -> LinkClaims:
+        """The claims of a genuine, unexpired short link for ``action``.
+
+        Args:
+            org_id: the organization named in the link's path.
+            code: the link's code (id and signature).
+            record: what is stored under the code's id (None: nothing is).
+
+        Raises:
+            LinkError: malformed, unknown, forged or altered (the stored claims or the link),
+                signed by a key no longer configured, expired, or made for another action.
+        """
+        m = SHORT_CODE.match(code)
+        if m is None:
+            raise LinkError("malformed", "This link is incomplete or damaged.")
+        if record is None or record.short_id != m.group(1) or record.org_id != org_id:
+            raise LinkError("forged", "This link was not issued by this server or has been "
+                                      "altered.")
+        key = self._keys.get(record.key_id)
+        expected = b"" if key is None else \
+            hmac.new(key, record.signed_text(), hashlib.sha256).digest()[:9]
+        try:
+            given = _unb64(m.group(2))
+        except (binascii.Error, ValueError):
+            raise LinkError("malformed", "This link is incomplete or damaged.") from None
+        if not hmac.compare_digest(given, expected):
+            raise LinkError("forged", "This link was not issued by this server or has been "
+                                      "altered.")
+        if record.action != action:
+            raise LinkError("wrong_action", f"This is a link to {_describe(record.action)}, "
+                                            f"not to {_describe(action)}.")
+        if (now or datetime.now(UTC)) >= record.expires_at:
+            raise LinkError("expired", "This link expired on "
+                            f"{record.expires_at:%Y-%m-%d %H:%M} UTC.")
+        return LinkClaims(org_id=record.org_id, alert_id=record.alert_id,
+                          contact_id=record.contact_id, action=record.action,
+                          expires_at=record.expires_at, token_id=f"s-{record.short_id}")
+
     def verify(self, token: str, *, action: Action, now: datetime | None = None) -> LinkClaims:
         """The claims of a genuine, unexpired token for ``action``.
 
@@ -208,6 +294,33 @@ def _describe(action: str) -> str:
 def ack_url(base_url: str, token: str) -> str:
     """``{base_url}/ack/{token}``."""
     return f"{base_url.rstrip('/')}/ack/{token}"
+
+
+def short_url(base_url: str, org_id: str, code: str) -> str:
+    """``{base_url}/a/{org_id}/{code}``: the link messages carry."""
+    return f"{base_url.rstrip('/')}/a/{quote(org_id, safe='')}/{code}"
+
+
+def store_short_link(conn: psycopg.Connection[Any], record: ShortLink) -> None:
+    """Store a short link's claims; must run inside the tenant transaction of its
+    organization."""
+    conn.execute(queries("links")["insert_short_link"], {
+        "short_id": record.short_id, "org_id": record.org_id, "alert_id": record.alert_id,
+        "contact_id": record.contact_id, "action": record.action,
+        "expires_at": record.expires_at, "key_id": record.key_id})
+
+
+def find_short_link(conn: psycopg.Connection[Any], code: str) -> ShortLink | None:
+    """The stored claims of a short link's code (None: malformed or unknown); must run
+    inside the tenant transaction of the organization the link names."""
+    m = SHORT_CODE.match(code)
+    if m is None:
+        return None
+    row = conn.execute(queries("links")["short_link"], {"short_id": m.group(1)}).fetchone()
+    if row is None:
+        return None
+    return ShortLink(short_id=row[0], org_id=row[1], alert_id=row[2], contact_id=row[3],
+                     action=row[4], expires_at=row[5], key_id=row[6])
 
 
 def alert_url(base_url: str, alert_id: str, token: str) -> str:

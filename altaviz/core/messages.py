@@ -1,14 +1,19 @@
-"""Notification messages written for a technician in a truck between sites.
+"""Notification messages written for a technician reading a phone in a truck between sites.
 
-Every message leads with what and where (``COMP-0003 vibration critical - bearing wear
-suspected``), then the number against its limit and why the limit exists, whether it is getting
-worse, what to check, and the one link to tap. Two forms: a short one that fits an SMS, and a
-full one for email, chat and webhooks. Rendering is pure (no I/O); :func:`load_context` reads
-what it needs from PostgreSQL.
+The title is the headline, ``COMP-0022 frame vibration CRITICAL 12.6 mm/s (limit 12)``: unit,
+what, how bad, the reading and its limit, in the names and units technicians use. The body
+does not repeat it; it says what happened to the alert, what the reading likely means, the
+trend over the hours the unit ran (arrows between points; the direction always matches the
+values), where, what to check, and one short acknowledgement link. Durations are written in
+minutes, hours or days. A no-data rule's value is hours without data, never a reading of its
+metric, so data-missing and data-quality notices have their own wording. Two forms: a short
+one for SMS and pagers, and a full one for email, chat and webhooks. Rendering is pure (no
+I/O); :func:`load_context` reads what it needs from PostgreSQL.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,7 +25,12 @@ from altaviz.core.payloads import AlertState
 from altaviz.core.telemetry import METRIC_BY_NAME
 
 TREND_HOURS = 6
-SMS_LIMIT = 320  # two concatenated SMS segments; the link alone takes about 200 of them
+#: A unit ran through an hour when its slowest speed in it was at least this share of rated
+#: (the rules' running gate uses the same share).
+RUNNING_SHARE = 0.5
+SMS_LIMIT = 320  # two concatenated SMS segments
+#: Metrics a no-data rule watches to notice a silent unit or gateway (every metric stops).
+UNIT_SILENCE_METRICS = frozenset({"speed_rpm", "*"})
 
 #: Apprise schemes that end up as an SMS or a pager line: they get the short form.
 SHORT_FORM_SCHEMES = frozenset({
@@ -32,11 +42,11 @@ SHORT_FORM_SCHEMES = frozenset({
 
 # Short names technicians use, for the metrics whose full description is too long for a title.
 _SHORT_NAMES = {
-    "vibration_frame_mm_s": "vibration",
+    "vibration_frame_mm_s": "frame vibration",
     "vibration_cylinder_mm_s": "cylinder vibration",
     "vibration_skid_mm_s": "skid vibration",
     "bearing_temp_max_f": "main-bearing temp",
-    "bearing_temp_min_f": "main-bearing temp (coolest)",
+    "bearing_temp_min_f": "coolest main-bearing temp",
     "bearing_spread_f": "main-bearing spread",
     "oil_pressure_psig": "oil pressure",
     "oil_temp_f": "oil temp",
@@ -47,7 +57,11 @@ _SHORT_NAMES = {
     "flow_mmscfd": "flow",
     "speed_rpm": "speed",
     "suction_temp_f": "suction temp",
+    "ambient_temp_f": "ambient temp",
 }
+
+#: Units as written in a message (the telemetry catalogue's ``mm/s RMS`` is implied).
+_UNITS = {"mm/s RMS": "mm/s", "F": "°F"}
 
 # Checks by metric family, from docs/DOMAIN.md, used when the rule names none of its own.
 _DEFAULT_CHECKS: list[tuple[str, str]] = [
@@ -67,7 +81,12 @@ _DEFAULT_CHECKS: list[tuple[str, str]] = [
 
 @dataclass(frozen=True)
 class MessageContext:
-    """Everything a message says beyond the alert itself (read by :func:`load_context`)."""
+    """Everything a message says beyond the alert itself (read by :func:`load_context`).
+
+    ``trend`` holds hourly means of hours the unit ran (a stopped unit's near-zero hour is not
+    a trend); ``rule_kind`` tells a no-data rule, whose value is hours without data, from a
+    level rule.
+    """
 
     site_name: str = ""
     basin: str = ""
@@ -75,11 +94,16 @@ class MessageContext:
     basis: str = ""
     checks: tuple[str, ...] = ()
     trend: tuple[tuple[datetime, float], ...] = ()
+    rule_kind: str = ""
 
 
 @dataclass(frozen=True)
 class Message:
-    """One notification, in both forms."""
+    """One notification, in both forms.
+
+    The title is the headline; neither body repeats it, because Apprise shows the title above
+    the body (or, for services without titles such as SMS, puts it in front of the body).
+    """
 
     title: str
     short: str
@@ -92,34 +116,169 @@ class Message:
 
 
 def metric_label(metric: str) -> str:
-    """What technicians call a metric (``vibration``, ``oil pressure``, ``stage 2 ratio``)."""
+    """What technicians call a metric (``frame vibration``, ``oil pressure``, ``stage 2
+    ratio``)."""
     if metric in _SHORT_NAMES:
         return _SHORT_NAMES[metric]
-    if metric.startswith("stage") and metric.endswith("_ratio"):
-        return f"stage {metric[5:-6]} ratio"
-    if metric.startswith("stage") and metric.endswith("_discharge_temp_f"):
-        return f"stage {metric[5:6]} discharge temp"
+    m = re.fullmatch(r"stage(\d+)_(ratio|discharge_temp_f|suction_psig|discharge_psig)", metric)
+    if m:
+        what = {"ratio": "ratio", "discharge_temp_f": "discharge temp",
+                "suction_psig": "suction pressure", "discharge_psig": "discharge pressure"}
+        return f"stage {m.group(1)} {what[m.group(2)]}"
     meta = METRIC_BY_NAME.get(metric)
     return meta.description if meta else metric.replace("_", " ")
 
 
 def metric_unit(metric: str) -> str:
-    """The metric's unit (``mm/s RMS``, ``F``, ``psig``), or an empty string."""
+    """The metric's unit as people write it (``mm/s``, ``°F``, ``psig``), or an empty string
+    for a ratio."""
     meta = METRIC_BY_NAME.get(metric)
-    return "" if meta is None or meta.unit == "ratio" else meta.unit
+    if meta is None or meta.unit == "ratio":
+        return ""
+    return _UNITS.get(meta.unit, meta.unit)
 
 
-def _num(value: float) -> str:
-    text = f"{value:.2f}" if abs(value) < 10 else f"{value:.1f}"
-    return text.rstrip("0").rstrip(".") if "." in text else text
+def number(value: float) -> str:
+    """A reading rounded as a gauge shows it: three significant figures at most, no trailing
+    zeros (``12.6``, ``12``, ``215``, ``0.02``, ``3.14``)."""
+    if value != value:  # NaN
+        return "?"
+    magnitude = abs(value)
+    decimals = 0 if magnitude >= 100 else 1 if magnitude >= 10 else 2
+    text = f"{value:.{decimals}f}"
+    text = text.rstrip("0").rstrip(".") if "." in text else text
+    return "0" if text in ("-0", "") else text
 
 
-def _with_unit(value: float | None, unit: str) -> str:
-    if value is None or value != value:  # a data-missing alert has no observed value
+def format_value(value: float | None, metric: str) -> str:
+    """A value of a metric with its unit (``12.6 mm/s``, ``215 °F``, ``3.1``); ``no data``
+    for a missing value."""
+    if value is None or value != value:
         return "no data"
-    if not unit:
-        return _num(value)
-    return f"{_num(value)} {unit}" if unit not in ("F",) else f"{_num(value)} F"
+    unit = metric_unit(metric)
+    return f"{number(value)} {unit}" if unit else number(value)
+
+
+def duration(hours: float) -> str:
+    """A duration in the unit people say: ``1 minute``, ``45 minutes``, ``4 hours``, ``1.5
+    hours``, ``3 days``."""
+    minutes = round(hours * 60)
+    if minutes < 60:
+        return _plural(max(minutes, 0), "minute")
+    if hours < 48:
+        return _plural(round(hours * 2) / 2, "hour")
+    return _plural(round(hours / 24 * 2) / 2, "day")
+
+
+def _plural(n: float, word: str) -> str:
+    shown = number(n)
+    return f"{shown} {word}" if shown == "1" else f"{shown} {word}s"
+
+
+def _kind(alert: AlertState, ctx: MessageContext) -> str:
+    """``data_missing`` (the unit or its gateway is silent), ``sensor_missing`` (one channel
+    of a reporting unit is silent: a data-quality notice) or ``level`` (a reading crossed a
+    limit)."""
+    if ctx.rule_kind != "no_data" and alert.metric != "*":
+        return "level"
+    return "data_missing" if alert.metric in UNIT_SILENCE_METRICS else "sensor_missing"
+
+
+def title_for(alert: AlertState, event: str, ctx: MessageContext | None = None) -> str:
+    """The headline: ``COMP-0022 frame vibration CRITICAL 12.6 mm/s (limit 12)``, with a
+    prefix for the events that are not news of a breach (``RESOLVED``, ``REMINDER``, ...)."""
+    kind = _kind(alert, ctx or MessageContext())
+    severity = alert.severity.upper()
+    if kind == "level":
+        # promoted to critical by the timer, the reading still crossed only the warning limit
+        which = f"{alert.threshold_severity} " if alert.threshold_severity not in (
+            None, alert.severity) else ""
+        limit = "" if alert.threshold is None else \
+            f" ({which}limit {number(alert.threshold)})"
+        head = (f"{alert.compressor_id} {metric_label(alert.metric)} {severity} "
+                f"{format_value(alert.value, alert.metric)}{limit}")
+    else:
+        hours = "" if alert.value is None else f" for {duration(alert.value)}"
+        what = "no data" if kind == "data_missing" else \
+            f"no {metric_label(alert.metric)} data"
+        head = f"{alert.compressor_id} {what}{hours} {severity}"
+    prefix = _TITLE_PREFIX.get(event, "")
+    return f"{prefix}{head}"
+
+
+_TITLE_PREFIX = {"resolved": "RESOLVED ", "cleared": "BACK TO NORMAL ",
+                 "reminder": "REMINDER ", "escalated": "ESCALATED "}
+
+
+def trend_text(trend: tuple[tuple[datetime, float], ...], metric: str) -> str:
+    """``10.3 → 10.8 → 11.2 → 11.7 → 12.6 mm/s, rising ↑ 2.3 in 4 hours``.
+
+    The direction comes from the values shown (first to last, within 2 % is steady), so it
+    can never contradict them; arrows separate the points because ``>`` reads as "greater
+    than".
+    """
+    if len(trend) < 2:
+        return ""
+    values = [v for _, v in trend]
+    first, last = values[0], values[-1]
+    delta = last - first
+    scale = max(abs(first), abs(last), 1e-9)
+    hours = duration((trend[-1][0] - trend[0][0]) / timedelta(hours=1))
+    if abs(delta) / scale < 0.02:
+        direction = f"steady over {hours}"
+    else:
+        direction = (f"rising ↑ {number(abs(delta))}" if delta > 0 else
+                     f"falling ↓ {number(abs(delta))}") + f" in {hours}"
+    unit = metric_unit(metric)
+    points = " → ".join(number(v) for v in values) + (f" {unit}" if unit else "")
+    return f"{points}, {direction}"
+
+
+def _lead(alert: AlertState, event: str) -> str:
+    """What happened to the alert, in one sentence."""
+    if event == "escalated":
+        return (f"Not acknowledged after {duration(alert.escalation_delay_hours)}: "
+                "sent to supervisors.")
+    if event == "resolved":
+        text = ("Resolved" + (f" by {alert.resolved_by}" if alert.resolved_by else "")
+                + (f": {alert.resolve_reason}" if alert.resolve_reason else ""))
+        return text.rstrip(".") + "."
+    return {
+        "opened": "New alert.",
+        "severity_raised": "Raised to critical.",
+        "reminder": "Still critical and not acknowledged.",
+        "cleared": "Back to normal, but nobody acknowledged the alert.",
+    }.get(event, "")
+
+
+def _observed(alert: AlertState, kind: str) -> str:
+    """The reading against the limit it crossed, or the silence against its limit."""
+    limit_severity = alert.threshold_severity or alert.severity
+    if kind == "level":
+        return (f"{metric_label(alert.metric)} {format_value(alert.value, alert.metric)}, "
+                f"{limit_severity} limit {format_value(alert.threshold, alert.metric)}")
+    silent = "no data" if alert.value is None else duration(alert.value)
+    limit = "" if alert.threshold is None else \
+        f" ({limit_severity} after {duration(alert.threshold)})"
+    if kind == "data_missing":
+        return f"No readings from the unit for {silent}{limit}."
+    return (f"Data quality: the {metric_label(alert.metric)} sensor has sent nothing for "
+            f"{silent}{limit}.")
+
+
+def _meaning(alert: AlertState, kind: str) -> str:
+    """What the alert likely means, as the rule's diagnosis says it."""
+    if alert.diagnosis:
+        text = alert.diagnosis.strip().rstrip(".")
+        if text[:2].istitle():  # "No hourly ..." reads on as "no hourly ...", "ISO" stays
+            text = text[0].lower() + text[1:]
+        return f"Likely: {text}."
+    if kind == "data_missing":
+        return "Likely: the gateway, its link or the unit is down. Missing data is never normal."
+    if kind == "sensor_missing":
+        return ("Likely: a failed sensor or loose wiring; this reading is not watched while it "
+                "is missing.")
+    return ""
 
 
 #: An hour evaluated this long after it ended came from a backlog (a gateway offline, files
@@ -143,113 +302,80 @@ def late_phrase(breach_hour: datetime, noticed_at: datetime) -> str:
     return f"data arrived {hours} hours late"
 
 
-def title_for(alert: AlertState, event: str) -> str:
-    """``COMP-0003 vibration critical - bearing wear suspected`` (prefixed for the end states)."""
-    head = f"{alert.compressor_id} {metric_label(alert.metric)} {alert.severity}"
-    if alert.diagnosis:
-        head += f" - {alert.diagnosis}"
-    if event == "resolved":
-        return f"RESOLVED: {head}"
-    if event == "cleared":
-        return f"Back to normal, not acknowledged: {head}"
-    if event == "reminder":
-        return f"REMINDER: {head}"
-    return head
-
-
-def _trend_text(ctx: MessageContext, unit: str) -> str:
-    if len(ctx.trend) < 2:
-        return ""
-    first, last = ctx.trend[0][1], ctx.trend[-1][1]
-    hours = round((ctx.trend[-1][0] - ctx.trend[0][0]) / timedelta(hours=1))
-    delta = last - first
-    scale = max(abs(first), abs(last), 1e-9)
-    direction = "steady" if abs(delta) / scale < 0.02 else ("rising" if delta > 0 else "falling")
-    sign = "+" if delta >= 0 else "-"
-    return (f"{direction} {sign}{_with_unit(abs(delta), unit)} over {hours} h "
-            f"({' > '.join(_num(v) for _, v in ctx.trend)})")
-
-
 def render(alert: AlertState, event: str, ctx: MessageContext, *,
            ack_url: str | None = None, view_url: str | None = None) -> Message:
     """Both forms of the message for one alert event.
 
+    The full form is a list of lines, each added (or left out when empty) in reading order,
+    so another sentence is one more ``add(...)``.
+
     Args:
         alert: the alert as its workflow knows it.
         event: opened, escalated, severity_raised, reminder, cleared or resolved.
-        ctx: site, rule basis, checks and recent trend.
-        ack_url: the recipient's own acknowledgement link (omitted once nothing is to be
-            acknowledged).
+        ctx: site, rule basis, checks and recent running-hours trend.
+        ack_url: the recipient's own (short) acknowledgement link; left out once nothing is
+            to be acknowledged.
         view_url: the signed read-only history link (supervisors).
     """
-    unit = metric_unit(alert.metric)
-    label = metric_label(alert.metric)
-    title = title_for(alert, event)
-    where = ", ".join(p for p in (ctx.site_name or alert.site_id, ctx.basin) if p)
-    observed = (f"{label} {_with_unit(alert.value, unit)} "
-                f"vs {alert.threshold_severity or alert.severity} limit "
-                f"{_with_unit(alert.threshold, unit)}")
-    trend = _trend_text(ctx, unit)
-    checks = list(ctx.checks) or default_checks(alert.metric)
-
-    lead = {
-        "opened": "New alert.",
-        "severity_raised": "Alert raised to critical.",
-        "escalated": (f"Not acknowledged after {_num(alert.escalation_delay_hours)} h: "
-                      "escalated to supervisors."),
-        "reminder": "Still critical and not acknowledged.",
-        "cleared": "The reading is back to normal, but nobody acknowledged the alert.",
-        "resolved": "Resolved" + (f" by {alert.resolved_by}" if alert.resolved_by else "")
-                    + (f": {alert.resolve_reason}" if alert.resolve_reason else "."),
-    }.get(event, "")
-
+    kind = _kind(alert, ctx)
+    title = title_for(alert, event, ctx)
     hour = (alert.last_breach_hour or alert.breach_hour).astimezone(UTC)
-    lines = [title, "", lead] if lead else [title, ""]
-    lines += [
-        f"Site: {where}" + (f" - {ctx.model}" if ctx.model else ""),
-        f"Observed: {observed} (hour {hour:%Y-%m-%d %H:%M} UTC)",
-    ]
-    if late := late_phrase(alert.breach_hour, alert.opened_at):
-        lines.append(f"Late: {late}; the escalation clock started with this notification")
-    if ctx.basis:
-        lines.append(f"Rule {alert.rule_id}: {ctx.basis}")
-    else:
-        lines.append(f"Rule: {alert.rule_id}")
-    if trend:
-        lines.append(f"Trend (hourly mean, last {TREND_HOURS} h): {trend}")
-    if alert.acknowledged_by and event in ("resolved", "cleared"):
-        lines.append(f"Acknowledged by {alert.acknowledged_by}")
+    where = ", ".join(p for p in (ctx.site_name or alert.site_id, ctx.basin) if p)
+    checks = list(ctx.checks) or default_checks(alert.metric, kind)
+    ack = ack_url if event != "resolved" and alert.ack_state != "acknowledged" else None
+    lines: list[str] = []
+
+    def add(*texts: str | None) -> None:
+        lines.extend(t for t in texts if t is not None)
+
+    add(_lead(alert, event))
+    add(_meaning(alert, kind) or None)
+    add(_observed(alert, kind) if kind != "level" else None)
+    add(f"Trend over running hours: {trend_text(ctx.trend, alert.metric)}"
+        if kind == "level" and len(ctx.trend) >= 2 else None)
+    add(f"Where: {where}" + (f" ({ctx.model})" if ctx.model else ""))
+    add(f"Hour: {hour:%Y-%m-%d %H:%M} UTC")
+    late = late_phrase(alert.breach_hour, alert.opened_at)
+    add(f"Late: {late}; the escalation clock started with this notification" if late else None)
+    add(f"Acknowledged by {alert.acknowledged_by}."
+        if alert.acknowledged_by and event in ("resolved", "cleared") else None)
     if event != "resolved":
-        lines += ["", "Recommended checks:", *(f"- {c}" for c in checks)]
+        add("", "Check:", *(f"- {c}" for c in checks))
+    add(f"Why this limit: {ctx.basis}" if ctx.basis and event != "resolved" else None)
     links: dict[str, str] = {}
-    if ack_url and event != "resolved":
-        links["ack"] = ack_url
-        lines += ["", f"Acknowledge (one tap): {ack_url}"]
+    if ack:
+        links["ack"] = ack
+        add("", f"Acknowledge: {ack}")
     if view_url:
         links["view"] = view_url
-        lines += ["", f"Alert history: {view_url}"]
+        add("" if not ack else None, f"History: {view_url}")
     full = "\n".join(lines).strip() + "\n"
-
-    short_parts = [title, f"{_with_unit(alert.value, unit)} vs {_with_unit(alert.threshold, unit)}"]
-    if ctx.site_name or alert.site_id:
-        short_parts.append(ctx.site_name or alert.site_id)
-    if late:
-        short_parts.append(late)
-    if event == "resolved":
-        short_parts.append("resolved")
-    short = ". ".join(short_parts)
-    if ack_url and event != "resolved":
-        room = SMS_LIMIT - len(ack_url) - len(" Ack: ")
-        if len(short) > room:
-            short = short[: max(room - 3, 20)].rstrip() + "..."
-        short += f" Ack: {ack_url}"
-    elif len(short) > SMS_LIMIT:
-        short = short[: SMS_LIMIT - 3] + "..."
-    return Message(title=title, short=short, full=full, links=links)
+    return Message(title=title, short=_short(alert, event, ctx, kind, ack), full=full,
+                   links=links)
 
 
-def default_checks(metric: str) -> list[str]:
+def _short(alert: AlertState, event: str, ctx: MessageContext, kind: str,
+           ack: str | None) -> str:
+    """The SMS form: lead, likely meaning and site, cut to fit, then the link whole."""
+    parts = [p for p in (_lead(alert, event), _meaning(alert, kind),
+                         ctx.site_name or alert.site_id,
+                         late_phrase(alert.breach_hour, alert.opened_at)) if p]
+    text = " ".join(p if p.endswith(".") else p + "." for p in parts)
+    tail = f" Ack: {ack}" if ack else ""
+    room = SMS_LIMIT - len(tail)
+    if len(text) > room:
+        text = text[: max(room - 3, 0)].rstrip() + "..."
+    return (text + tail).strip()
+
+
+def default_checks(metric: str, kind: str = "level") -> list[str]:
     """The generic checks for a metric family (docs/DOMAIN.md), when the rule gives none."""
+    if kind == "data_missing":
+        return ["Check the field gateway and its link.",
+                "Call the site to confirm whether the unit is running."]
+    if kind == "sensor_missing":
+        return [f"Check the {metric_label(metric)} sensor, its wiring and the gateway's "
+                "channel configuration."]
     for key, text in _DEFAULT_CHECKS:
         if key in metric:
             return [text]
@@ -274,7 +400,10 @@ def _rule_text(definition: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
 
 def load_context(conn: psycopg.Connection[Any], alert: AlertState,
                  hours: int = TREND_HOURS) -> MessageContext:
-    """Site, rule basis and checks, and the recent hourly trend of the alert's metric.
+    """Site, rule basis, checks and kind, and the recent trend of the alert's metric.
+
+    The trend keeps only hours the unit ran throughout (its slowest speed in the hour at least
+    :data:`RUNNING_SHARE` of rated): the hour a unit stops reads near zero and is not a trend.
 
     Must run inside :func:`altaviz.core.db.tenant` for the alert's organization. Missing pieces
     (a rule set not in the database, no aggregates yet) leave those lines out of the message
@@ -284,11 +413,14 @@ def load_context(conn: psycopg.Connection[Any], alert: AlertState,
     comp = conn.execute(q["compressor_context"], {"compressor_id": alert.compressor_id}).fetchone()
     row = conn.execute(q["rule_definition"], {"rule_id": alert.rule_id,
                                                "rule_set_id": alert.rule_set_id}).fetchone()
-    basis, checks = _rule_text(row[0]) if row and isinstance(row[0], dict) else ("", ())
+    definition = row[0] if row and isinstance(row[0], dict) else {}
+    basis, checks = _rule_text(definition)
     until = alert.last_breach_hour or alert.breach_hour
     trend = tuple((r[0], float(r[1])) for r in conn.execute(
-        q["recent_trend"], {"compressor_id": alert.compressor_id, "metric": alert.metric,
-                            "until": until, "hours": hours}) if r[1] is not None)
+        queries("messages")["running_trend"],
+        {"compressor_id": alert.compressor_id, "metric": alert.metric, "until": until,
+         "hours": hours, "running_share": RUNNING_SHARE}) if r[1] is not None)
     return MessageContext(
         site_name=comp[1] if comp else "", basin=comp[2] if comp else "",
-        model=comp[3] if comp else "", basis=basis, checks=checks, trend=trend)
+        model=comp[3] if comp else "", basis=basis, checks=checks, trend=trend,
+        rule_kind=str(definition.get("kind") or ""))

@@ -108,8 +108,11 @@ class Settings(BaseModel):
         default=90, ge=0,
         description="a reading arriving later than this is flagged late (gateways upload "
                     "hourly, so on-time readings are up to about 70 minutes old)")
-    freshness_sla_minutes: int = Field(
-        default=15, ge=1, description="data-quality freshness SLA")
+    freshness_grace_minutes: int = Field(
+        default=30, ge=0,
+        description="a unit's data is fresh while its last reading is at most its "
+                    "organization's gateway upload cadence (fleet file, default 60 minutes) "
+                    "plus this")
     etl_memory_mb: int = Field(
         default=1536, ge=256,
         description="DuckDB's memory limit for an ETL run (it spills to <lake>/_tmp beyond "
@@ -332,6 +335,8 @@ RETIRED: dict[str, str] = {
                               "processes; memory is bounded by ALTAVIZ_ETL_MEMORY_MB",
     "rules_connections": "the rule engine runs on one connection; ALTAVIZ_RULES_THREADS sizes "
                          "its array work",
+    "freshness_sla_minutes": "freshness is judged against each organization's upload cadence "
+                             "plus ALTAVIZ_FRESHNESS_GRACE_MINUTES",
 }
 
 

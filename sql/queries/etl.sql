@@ -225,3 +225,6 @@ WHERE (q.run_id, q.org_id, q.compressor_id, q.check_type)
 SELECT org_id, compressor_id, channels, stages, driver IS NOT NULL AS has_driver
 FROM compressors
 WHERE compressor_id = ANY(%(compressors)s::text[])
+
+-- name: upload_cadence_of_org
+SELECT upload_cadence_minutes FROM organizations WHERE org_id = %(org_id)s

@@ -1,7 +1,10 @@
 -- name: upsert_organization
-INSERT INTO organizations (org_id, name) VALUES (%(org_id)s, %(name)s)
-ON CONFLICT (org_id) DO UPDATE SET name = EXCLUDED.name
-WHERE organizations.name IS DISTINCT FROM EXCLUDED.name
+INSERT INTO organizations (org_id, name, upload_cadence_minutes)
+VALUES (%(org_id)s, %(name)s, %(upload_cadence_minutes)s)
+ON CONFLICT (org_id) DO UPDATE
+SET name = EXCLUDED.name, upload_cadence_minutes = EXCLUDED.upload_cadence_minutes
+WHERE (organizations.name, organizations.upload_cadence_minutes)
+      IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.upload_cadence_minutes)
 
 -- name: upsert_site
 INSERT INTO sites (org_id, site_id, name, basin, latitude, longitude)

@@ -18,7 +18,7 @@ import pytest
 from altaviz.app.context import App
 from altaviz.app.demo import DemoOptions, format_report, run_demo
 from altaviz.core import db
-from altaviz.core.links import signer_from_settings
+from altaviz.core.links import find_short_link, signer_from_settings
 from altaviz.core.settings import load_settings
 
 
@@ -79,8 +79,11 @@ async def test_demo_end_to_end(demo_app: App) -> None:
         signer = signer_from_settings(demo_app.settings, demo=True)
         link = None
         for _, _, body in inbox:
-            for url in re.findall(r"https?://\S+/ack/[A-Za-z0-9_.=-]+", body):
-                claims = signer.verify(url.rsplit("/", 1)[1], action="ack")
+            for url, org, code in re.findall(
+                    r"(https?://\S+/a/([a-z0-9_-]+)/([A-Za-z0-9_-]{24}))(?:\s|$)", body):
+                with db.connect(db_url) as conn, db.tenant(conn, org):
+                    record = find_short_link(conn, code)
+                claims = signer.verify_short(org, code, record, action="ack")
                 if claims.alert_id in open_alerts:
                     link = url
                     break

@@ -3,6 +3,7 @@ lost, re-runs change nothing, and each organization's aggregates stay its own.""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -179,9 +180,24 @@ def test_cli_run_maintain_and_dq_report(settings: Settings, db_url: str, fleet: 
     assert "vacuum of bronze refused" in capsys.readouterr().err
     assert run(["etl", "maintain"]) == 0
     assert "compacted" in capsys.readouterr().out
-    assert run(["dq", "report", "--org", "bravo"]) == 0
+    assert run(["dq", "report", "--org", "bravo", "--all"]) == 0
     out = capsys.readouterr().out
     assert "COMP-0003" in out and "COMP-0001" not in out
+    assert out.splitlines()[0].startswith("data quality: ")       # the summary comes first
+    assert run(["dq", "report", "--json"]) == 0
+    checks = json.loads(capsys.readouterr().out)
+    assert {c["compressor_id"] for c in checks} >= {"COMP-0001", "COMP-0003"}
+    failing = [c for c in checks if not c["passed"]]
+    assert all(c["reason"] for c in checks)
+    assert run(["dq", "report"]) == 0
+    out = capsys.readouterr().out
+    for c in failing:                 # every failing unit is listed with its reason
+        assert any(c["compressor_id"] in line and c["reason"] in line
+                   for line in out.splitlines()), c
+    assert f"{len(checks)} checks of " in out and f"{len(failing)} failed" in out
+    assert run(["dq", "report", "--org", "nosuch"]) == 1
+    err = capsys.readouterr().err
+    assert "unknown organization 'nosuch'" in err and "Error:" not in err
     assert run(["dq", "prune", "--keep-days", "30"]) == 0   # every check is this run's
     assert "deleted 0 data-quality checks older than 30 days" in capsys.readouterr().out
     assert run(["dq", "prune", "--keep-days", "0"]) != 0

@@ -39,8 +39,9 @@ def _checks(conn: psycopg.Connection[Any], run_id: str) -> dict[tuple[str, str],
 
 def _fresh(org: str, last: datetime, as_of: datetime, stamp: str) -> tuple[Any, ...]:
     minutes = (as_of - last).total_seconds() / 60
-    return (org, minutes, 15.0, minutes <= 15,
-            {"last_reading_at": stamp, "as_of": as_of.isoformat()})
+    limit = 60.0 + 30.0   # the default hourly upload cadence plus the default grace
+    return (org, minutes, limit, minutes <= limit,
+            {"last_reading_at": stamp, "as_of": as_of.isoformat(), "grace_minutes": 30})
 
 
 def _channels(org: str, readings: int, **missing: int) -> dict[str, Any]:

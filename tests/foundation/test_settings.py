@@ -92,8 +92,11 @@ def test_a_retired_setting_warns_instead_of_failing(caplog: pytest.LogCaptureFix
     says what replaced it; an unknown variable still fails."""
     with caplog.at_level(logging.WARNING, logger="altaviz.core.settings"):
         settings = load_settings(environ={"ALTAVIZ_RULES_CONNECTIONS": "2",
-                                          "ALTAVIZ_ETL_CHILD_PROCESS_ROWS": "1000"})
+                                          "ALTAVIZ_ETL_CHILD_PROCESS_ROWS": "1000",
+                                          "ALTAVIZ_FRESHNESS_SLA_MINUTES": "15"})
     assert settings.rules_threads >= 1
+    assert "ALTAVIZ_FRESHNESS_SLA_MINUTES is retired" in caplog.text
+    assert settings.freshness_grace_minutes == 30
     assert "ALTAVIZ_RULES_CONNECTIONS is retired" in caplog.text
     assert "ALTAVIZ_ETL_CHILD_PROCESS_ROWS is retired" in caplog.text
     with pytest.raises(ConfigError, match="unknown environment variable ALTAVIZ_RULES_CONNECTION"):

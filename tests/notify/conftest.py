@@ -82,13 +82,24 @@ def insert_alert(conn: psycopg.Connection[Any], *, org: str = "acme",
 
 
 def insert_trend(conn: psycopg.Connection[Any], values: list[float], *, org: str = "acme",
-                 compressor: str = "COMP-0001", metric: str = "vibration_frame_mm_s") -> None:
+                 compressor: str = "COMP-0001", metric: str = "vibration_frame_mm_s",
+                 stopped: frozenset[int] = frozenset()) -> None:
+    """Hourly means ending at the breach hour; the unit runs at rated speed through each hour
+    except the indexes in ``stopped``, where it stops."""
     with conn.transaction():
+        row = conn.execute("SELECT rated_rpm FROM compressors WHERE compressor_id = %s",
+                           [compressor]).fetchone()
+        rated = float(row[0]) if row else 1200.0
         for i, v in enumerate(values):
             hour = BREACH_HOUR - timedelta(hours=len(values) - 1 - i)
             conn.execute(
                 "INSERT INTO sensor_readings_agg (org_id, compressor_id, metric, hour, n, mean,"
                 " max) VALUES (%s,%s,%s,%s,6,%s,%s)", [org, compressor, metric, hour, v, v])
+            speed = 0.0 if i in stopped else rated
+            conn.execute(
+                "INSERT INTO sensor_readings_agg (org_id, compressor_id, metric, hour, n, mean,"
+                " min, max) VALUES (%s,%s,'speed_rpm',%s,6,%s,%s,%s)",
+                [org, compressor, hour, speed, speed, rated])
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import shutil
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -24,15 +25,26 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.notify import NotificationActivities
 from altaviz.core.contacts import ContactsFile
-from altaviz.core.links import LinkSigner
-from altaviz.core.messages import SMS_LIMIT, MessageContext, render
+from altaviz.core.db import tenant
+from altaviz.core.links import LinkClaims, LinkError, LinkSigner, find_short_link
+from altaviz.core.messages import SMS_LIMIT, MessageContext, load_context, render
 from altaviz.core.payloads import AlertState, NotifyRequest, NotifyResult
 from altaviz.core.settings import Settings
-from tests.notify.conftest import insert_alert, insert_trend
+from tests.notify.conftest import SECRET, insert_alert, insert_trend
 from tests.notify.receivers import HttpReceiver, SmtpSink
 
-LINK = re.compile(r"https://alerts\.example\.com/ack/(v2\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)")
-VIEW = re.compile(r"https://alerts\.example\.com/alerts/(\S+)\?token=(v2\.[A-Za-z0-9_.-]+)")
+LINK = re.compile(r"https://alerts\.example\.com/a/([a-z0-9_-]+)/([A-Za-z0-9_-]{24})(?:\s|$)")
+VIEW = re.compile(r"History: https://alerts\.example\.com/a/([a-z0-9_-]+)/([A-Za-z0-9_-]{24})")
+
+
+def _claims(conn: psycopg.Connection[Any], signer: LinkSigner, text: str) -> LinkClaims:
+    """The claims of the short acknowledgement link in a message, verified as the server
+    does."""
+    m = LINK.search(text)
+    assert m is not None, text
+    with tenant(conn, m.group(1)):
+        record = find_short_link(conn, m.group(2))
+    return signer.verify_short(m.group(1), m.group(2), record, action="ack")
 
 
 def _run(acts: NotificationActivities, req: NotifyRequest) -> Any:
@@ -55,26 +67,27 @@ async def test_warning_reaches_site_technicians_by_http_and_email(
     assert result == NotifyResult(delivered=2, failed=0, recipients=["tech-a"])
 
     [msg] = receiver.messages("acme/tech-a")
-    assert msg["title"] == "COMP-0001 vibration warning - bearing wear suspected"
+    assert msg["title"] == "COMP-0001 frame vibration WARNING 12.6 mm/s (limit 12)"
     body = msg["message"]
-    for expected in ["Site: Pecos 1, Permian - Ariel JGK/4",
-                     "vibration 12.6 mm/s RMS vs warning limit 12 mm/s RMS",
-                     "Trend (hourly mean, last 6 h): rising +2.8 mm/s RMS over 5 h",
-                     "Recommended checks:", "Acknowledge (one tap): https://alerts.example.com/"]:
+    for expected in ["Where: Pecos 1, Permian (Ariel JGK/4)",
+                     "Likely: bearing wear suspected.",
+                     "Trend over running hours: 9.8 → 10.4 → 11.1 → 11.9 → 12.3 → 12.6 mm/s, "
+                     "rising ↑ 2.8 in 5 hours",
+                     "Check:", "Acknowledge: https://alerts.example.com/a/acme/"]:
         assert expected in body
-    assert "Alert history" not in body          # technicians get no history link
-    claims = signer.verify(LINK.search(body).group(1), action="ack")  # type: ignore[union-attr]
+    assert "History" not in body          # technicians get no history link
+    claims = _claims(conn, signer, body)
     assert (claims.org_id, claims.alert_id, claims.contact_id) == ("acme", alert.alert_id,
                                                                   "tech-a")
     # nobody else: not the supervisor (warning step), not the other org
     assert receiver.messages("acme/sup-a") == [] and receiver.messages("bravo/tech-b") == []
 
     [mail] = smtp.messages
-    assert mail["Subject"] == "COMP-0001 vibration warning - bearing wear suspected"
+    assert mail["Subject"] == "COMP-0001 frame vibration WARNING 12.6 mm/s (limit 12)"
     assert mail["To"] == "tech-a@example.com"
     text = SmtpSink.text(mail)
-    assert "vibration 12.6 mm/s RMS vs warning limit 12 mm/s RMS" in text
-    assert signer.verify(LINK.search(text).group(1), action="ack").contact_id == "tech-a"  # type: ignore[union-attr]
+    assert "Likely: bearing wear suspected." in text
+    assert _claims(conn, signer, text).contact_id == "tech-a"
 
     assert _rows(conn) == [("opened", "tech-a", "json", 1, "sent"),
                            ("opened", "tech-a", "mailto", 1, "sent")] or sorted(_rows(conn)) == \
@@ -92,15 +105,17 @@ async def test_escalation_adds_supervisors_with_signed_history_link(
     await _run(acts, NotifyRequest(alert=alert, step="escalated",
                                    audience="technicians_and_supervisors", event="escalated"))
     [sup] = receiver.messages("acme/sup-a")
-    assert sup["title"] == "COMP-0001 vibration warning - bearing wear suspected"
-    assert "Not acknowledged after 4 h: escalated to supervisors." in sup["message"]
+    assert sup["title"] == "ESCALATED COMP-0001 frame vibration WARNING 9.1 mm/s (limit 8)"
+    assert "Not acknowledged after 4 hours: sent to supervisors." in sup["message"]
     m = VIEW.search(sup["message"])
     assert m is not None
-    claims = signer.verify(m.group(2), action="view")
+    with tenant(conn, m.group(1)):
+        record = find_short_link(conn, m.group(2))
+    claims = signer.verify_short(m.group(1), m.group(2), record, action="view")
     assert claims.contact_id == "sup-a" and claims.alert_id == alert.alert_id
     assert LINK.search(sup["message"])      # the supervisor may acknowledge too, with his own link
     [tech] = receiver.messages("acme/tech-a")
-    assert "Alert history" not in tech["message"]
+    assert "History" not in tech["message"]
 
 
 async def test_resolution_goes_to_everyone_notified_without_ack_link(
@@ -116,9 +131,9 @@ async def test_resolution_goes_to_everyone_notified_without_ack_link(
                                             audience="all_notified", event="resolved"))
     assert result.recipients == ["tech-a"]       # the supervisor was never notified
     last = receiver.messages("acme/tech-a")[-1]
-    assert last["title"].startswith("RESOLVED: COMP-0001 vibration warning")
+    assert last["title"].startswith("RESOLVED COMP-0001 frame vibration WARNING")
     assert "Resolved by sup-a: bearing replaced" in last["message"]
-    assert "/ack/" not in last["message"]
+    assert "/a/" not in last["message"] and "Acknowledge" not in last["message"]
     assert len(smtp.messages) == 2
 
 
@@ -208,13 +223,16 @@ def test_short_form_fits_an_sms_and_keeps_the_link(signer: LinkSigner) -> None:
                        metric="vibration_frame_mm_s", value=12.6, threshold=12.0,
                        severity="critical", breach_hour=BREACH_HOUR, opened_at=BREACH_HOUR,
                        diagnosis="bearing wear suspected " * 8)
-    url = "https://alerts.example.com/ack/" + signer.issue(
-        org_id="acme", alert_id=alert.alert_id, contact_id="tech-with-a-long-id",
-        action="ack")
+    code, _ = signer.issue_short(org_id="acme", alert_id=alert.alert_id,
+                                 contact_id="tech-with-a-long-id", action="ack")
+    url = f"https://alerts.example.com/a/acme/{code}"
     msg = render(alert, "opened", MessageContext(site_name="Karnes 1", basin="Eagle Ford"),
                  ack_url=url)
-    assert len(msg.short) <= SMS_LIMIT and msg.short.endswith(url)
-    assert msg.short.startswith("COMP-0003 vibration critical - bearing wear")
+    assert len(msg.short) <= SMS_LIMIT and msg.short.endswith(f" Ack: {url}")
+    assert len(url) < 60
+    # Apprise puts the title in front of an SMS: the body does not repeat it
+    assert msg.short.startswith("New alert. Likely: bearing wear") and "COMP-0003" not in \
+        msg.short
     assert msg.body_for("sns") == msg.short and msg.body_for("mailto") == msg.full
 
 
@@ -229,9 +247,9 @@ def test_escalated_alert_names_the_limit_its_value_crossed() -> None:
                        breach_hour=BREACH_HOUR, opened_at=BREACH_HOUR,
                        escalated_at=BREACH_HOUR)
     msg = render(alert, "escalated", MessageContext(site_name="Karnes 1", basin="Eagle Ford"))
-    assert "vs warning limit 20" in msg.full
-    assert "critical limit 20" not in msg.full
-    assert msg.title.startswith("COMP-0003")
+    assert msg.title == ("ESCALATED COMP-0003 main-bearing spread CRITICAL 27.2 °F "
+                         "(warning limit 20)")
+    assert "critical limit" not in msg.title + msg.full
 
 
 async def test_rule_basis_and_checks_come_from_the_loaded_rule(
@@ -252,7 +270,7 @@ async def test_rule_basis_and_checks_come_from_the_loaded_rule(
     await _run(acts, NotifyRequest(alert=alert, step="opened", audience="technicians",
                                    event="opened"))
     body = receiver.messages("acme/tech-a")[0]["message"]
-    assert "Rule vibration_frame_high: Brun & Kurz (2019) p.182, ISO 20816-8 lineage" in body
+    assert "Why this limit: Brun & Kurz (2019) p.182, ISO 20816-8 lineage" in body
     assert "- Check frame bolts\n- Pull an oil sample" in body
 
 
@@ -304,3 +322,72 @@ async def test_receiver_failing_twice_gives_three_attempts_one_delivery(
     json_rows = conn.execute("SELECT attempt, status FROM notifications WHERE channel = 'json' "
                              "ORDER BY attempt").fetchall()
     assert json_rows == [(1, "failed"), (2, "failed"), (3, "sent")]
+
+
+async def test_trend_leaves_out_the_hour_the_unit_stopped(
+        conn: psycopg.Connection[Any], loaded: ContactsFile, receiver: HttpReceiver,
+        settings: Settings, signer: LinkSigner) -> None:
+    """Vibration near zero in the hour a unit stops is not the trend falling."""
+    alert = insert_alert(conn, value=12.6, threshold=12.0)
+    insert_trend(conn, [10.3, 10.8, 11.2, 11.7, 12.6, 0.02], stopped=frozenset({5}))
+    with tenant(conn, "acme"):
+        ctx = load_context(conn, alert.model_copy(update={
+            "last_breach_hour": alert.breach_hour}))
+    assert [v for _, v in ctx.trend] == [10.3, 10.8, 11.2, 11.7, 12.6]
+    acts = NotificationActivities(conn.info.dsn, settings, signer=signer)
+    await _run(acts, NotifyRequest(alert=alert, step="opened", audience="technicians",
+                                   event="opened"))
+    body = receiver.messages("acme/tech-a")[0]["message"]
+    assert "Trend over running hours: 10.3 → 10.8 → 11.2 → 11.7 → 12.6 mm/s, rising ↑ 2.3" \
+        in body
+    assert "0.02" not in body and "falling" not in body and " > " not in body
+
+
+async def test_short_link_is_signed_single_use_and_refuses_alterations(
+        conn: psycopg.Connection[Any], loaded: ContactsFile, receiver: HttpReceiver,
+        settings: Settings, signer: LinkSigner) -> None:
+    alert = insert_alert(conn)
+    acts = NotificationActivities(conn.info.dsn, settings, signer=signer)
+    await _run(acts, NotifyRequest(alert=alert, step="opened", audience="technicians",
+                                   event="opened"))
+    body = receiver.messages("acme/tech-a")[0]["message"]
+    m = LINK.search(body)
+    assert m is not None
+    org, code = m.group(1), m.group(2)
+    claims = _claims(conn, signer, body)
+    assert claims.token_id.startswith("s-") and claims.contact_id == "tech-a"
+    with tenant(conn, org):
+        record = find_short_link(conn, code)
+    assert record is not None
+    # the table holds no signature: its row alone does not make the link
+    assert code[12:] not in str(conn.execute("SELECT * FROM short_links").fetchall())
+    problems = {
+        "another signature": (org, code[:12] + ("A" if code[12] != "A" else "B") + code[13:],
+                              record),
+        "row altered to another recipient": (org, code, replace(record, contact_id="sup-a")),
+        "row altered to a later expiry": (org, code, replace(
+            record, expires_at=record.expires_at + timedelta(days=30))),
+        "another organization in the path": ("bravo", code, record),
+        "unknown id": (org, code, None),
+        "key no longer configured": (org, code, replace(record, key_id="gone")),
+    }
+    for name, (o, c, r) in problems.items():
+        with pytest.raises(LinkError) as info:
+            signer.verify_short(o, c, r, action="ack")
+        assert info.value.problem == "forged", name
+    with pytest.raises(LinkError) as info:
+        signer.verify_short(org, code, record, action="ack",
+                             now=record.expires_at + timedelta(seconds=1))
+    assert info.value.problem == "expired"
+    with pytest.raises(LinkError) as info:
+        signer.verify_short(org, code, record, action="view")
+    assert info.value.problem == "wrong_action"
+    with pytest.raises(LinkError) as info:
+        signer.verify_short(org, code[:-1], record, action="ack")
+    assert info.value.problem == "malformed"
+    # a rotated key still verifies the links it signed
+    rotated = LinkSigner(b"a-brand-new-link-secret-0123456789abcdef", previous=[SECRET])
+    assert rotated.verify_short(org, code, record, action="ack").contact_id == "tech-a"
+    # another organization reads nothing of acme's short links
+    with tenant(conn, "bravo"):
+        assert find_short_link(conn, code) is None

@@ -109,3 +109,34 @@ def test_org_override_errors_point_into_the_override_file(text: str, expected: s
     with pytest.raises(RuleFileError) as info:
         load_org_rule_set("acme.yaml", base, text=text)
     assert str(info.value.problems[0]).startswith(expected)
+
+
+def test_every_error_of_a_file_is_reported_at_once() -> None:
+    """A missing kind does not hide the rule's other errors, and a key that fails its own
+    validation does not hide what the cross-field checks say about the keys that passed."""
+    text = """format: 1
+rules:
+  - id: no_kind
+    metric: vibration_frame_mm_s
+    comparison: above
+    warning: {absolute: 8}
+    diagnosis: ""
+    checks: [Check bolts]
+    basis: b
+  - id: layered
+    kind: threshold
+    metric: vibration_frame_mm_s
+    comparison: above
+    warning: {absolute: 12}
+    critical: {absolute: 8}
+    diagnosis: d
+    checks: [c]
+    basis: b
+    bogus_key: 1
+"""
+    with pytest.raises(RuleFileError) as info:
+        load_rule_set("all.yaml", text=text)
+    found = [(p.line, p.rule_id, p.key_path) for p in info.value.problems]
+    assert found == [(3, "no_kind", "kind"), (7, "no_kind", "diagnosis"),
+                     (14, "layered", "warning"), (19, "layered", "bogus_key")]
+    assert "must be below critical (got 12 >= 8)" in str(info.value)

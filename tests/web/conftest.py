@@ -40,8 +40,8 @@ from workflows.notify import NotifyStepWorkflow
 
 SECRET = b"web-test-link-secret-abcdef0123456789"
 HOUR = datetime(2026, 3, 2, 10, tzinfo=UTC)
-ACK_LINK = re.compile(r"http://127\.0\.0\.1:\d+/ack/(v2\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)")
-VIEW_LINK = re.compile(r"(http://127\.0\.0\.1:\d+/alerts/\S+\?token=v2\.[A-Za-z0-9_.-]+)")
+ACK_LINK = re.compile(r"http://127\.0\.0\.1:\d+(/a/([a-z0-9_-]+)/([A-Za-z0-9_-]{24}))(?:\s|$)")
+VIEW_LINK = re.compile(r"History: http://127\.0\.0\.1:\d+(/a/[a-z0-9_-]+/[A-Za-z0-9_-]{24})")
 
 
 @pytest.fixture(scope="session")
@@ -102,10 +102,22 @@ class WebRig:
         return self.rows("SELECT title, body FROM demo_inbox WHERE mailbox = %s "
                          "ORDER BY message_id", mailbox)
 
-    def ack_token(self, mailbox: str = "tech-a") -> str:
+    def ack_link(self, mailbox: str = "tech-a") -> str:
+        """The path of the short acknowledgement link in the mailbox's last message."""
         m = ACK_LINK.search(self.inbox(mailbox)[-1][1])
         assert m is not None
         return m.group(1)
+
+    def ack_token(self, mailbox: str = "tech-a") -> str:
+        """A long (self-contained) token for the same alert and recipient as the mailbox's
+        last short link: what links sent before short links existed carry."""
+        m = ACK_LINK.search(self.inbox(mailbox)[-1][1])
+        assert m is not None
+        [(org_id, alert_id, contact_id)] = self.rows(
+            "SELECT org_id, alert_id, contact_id FROM short_links WHERE short_id = %s",
+            m.group(3)[:12])
+        return self.signer.issue(org_id=org_id, alert_id=alert_id, contact_id=contact_id,
+                                 action="ack")
 
     def rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         with self.pool.connection() as conn:

@@ -29,9 +29,9 @@ async def test_second_concurrent_link_ack_is_told_who_was_first(rig: WebRig) -> 
     async with rig.worker(max_cached_workflows=0):   # no sticky queue left behind
         handle = await rig.open_alert("critical")
         await rig.wait_for(lambda: rig.inbox("sup-a"))
-    tokens = {who: rig.ack_token(who) for who in ("tech-a", "sup-a")}
+    tokens = {who: rig.ack_link(who) for who in ("tech-a", "sup-a")}
     # No worker while both arrive: the server hands both to the next workflow task together.
-    posts = {who: asyncio.create_task(rig.http.post(f"/ack/{t}")) for who, t in tokens.items()}
+    posts = {who: asyncio.create_task(rig.http.post(t)) for who, t in tokens.items()}
     await asyncio.sleep(0.3)
     async with rig.worker():
         pages = {who: await task for who, task in posts.items()}

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
 from altaviz.app.cli import main
+from altaviz.app.commands.alerts import readable
 from altaviz.core.payloads import AlertState
 from tests.workflows.conftest import Rig, hours, make_breach
 from workflows.alert import QUERY_STATE
@@ -36,8 +38,17 @@ async def test_list_show_ack_resolve(cli_env: Rig, capsys: pytest.CaptureFixture
         assert await altaviz("alerts", "list", "--org", "acme") == 0
         out = capsys.readouterr().out
         assert alert_id in out and "warning" in out and "open" in out
+        header, line = out.splitlines()[:2]
+        # aligned columns: every header starts where its value starts
+        assert line.index("warning") == header.index("severity")
+        assert line.index("open") == header.index("state")
+        assert "breach (UTC)" in header and "2026-03-02 10:00" in line     # the breach hour
         assert await altaviz("alerts", "list", "--org", "bravo") == 0
         assert capsys.readouterr().out.strip() == "no alerts"
+        assert await altaviz("alerts", "list", "--org", "nosuch") == 1
+        err = capsys.readouterr().err
+        assert err.strip() == ("altaviz: error: unknown organization 'nosuch': `altaviz fleet` "
+                               "lists them")
 
         # Another organization cannot even see it (row-level security).
         assert await altaviz("alerts", "ack", alert_id, "--by", "eve", "--org", "bravo") == 1
@@ -47,7 +58,10 @@ async def test_list_show_ack_resolve(cli_env: Rig, capsys: pytest.CaptureFixture
                              "--comment", "valve cap hot") == 0
         assert "acknowledged" in capsys.readouterr().out
         assert await altaviz("alerts", "ack", alert_id, "--by", "tech.joe") == 1
-        assert "already acknowledged by tech.jane" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert "already acknowledged by tech.jane" in err
+        assert len(err.strip().splitlines()) == 1 and "Error" not in err
+        assert not re.search(r"\d{2}:\d{2}:\d{2}\.\d", err)        # no microseconds
 
         assert await altaviz("alerts", "resolve", alert_id, "--by", "sup.bob",
                              "--reason", "valve replaced") == 0
@@ -62,3 +76,11 @@ async def test_list_show_ack_resolve(cli_env: Rig, capsys: pytest.CaptureFixture
         assert expected in out, (expected, out)
     assert await altaviz("alerts", "list", "--org", "acme", "--state", "resolved") == 0
     assert alert_id in capsys.readouterr().out
+
+
+def test_a_workflow_refusal_reads_as_one_plain_line() -> None:
+    assert readable("ValueError: rejected: alert alert/acme/COMP-0001/r/20260302T10 was "
+                    "already acknowledged by tech.jane at 2026-03-02 10:05:12.123456+00:00") \
+        == ("alert alert/acme/COMP-0001/r/20260302T10 was already acknowledged by tech.jane "
+            "at 2026-03-02 10:05 UTC")
+    assert readable("rejected: alert a is already resolved") == "alert a is already resolved"

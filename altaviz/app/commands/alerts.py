@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
 
+from altaviz.app.commands.tables import print_table
 from altaviz.app.context import App
 from altaviz.core.db import org_ids, queries, tenant
 from altaviz.core.errors import InputError, ServiceError
+from altaviz.core.messages import duration, format_value, metric_label, number
 from altaviz.core.payloads import AckRequest, AlertState, ResolveRequest
 from workflows.alert import SIGNAL_ACK, UPDATE_ACK, UPDATE_RESOLVE
 
@@ -82,31 +84,51 @@ def org_of(alert_id: str, org: str | None) -> str:
 # --- list / show -------------------------------------------------------------------------------
 
 def _list(args: argparse.Namespace, app: App) -> int:
-    q = queries("alerts")["list_alerts"]
+    q = queries("cli")["alerts_table"]
     params = {"state": args.state, "severity": args.severity, "limit": args.limit}
     rows: list[tuple[Any, ...]] = []
     with app.connect() as conn:
-        orgs = [args.org] if args.org else org_ids(conn)
-        for org in orgs:
+        known = org_ids(conn)
+        if args.org and args.org not in known:
+            raise InputError(f"unknown organization {args.org!r}: `altaviz fleet` lists them")
+        for org in [args.org] if args.org else known:
             with tenant(conn, org):
                 rows += conn.execute(q, params).fetchall()
     if not rows:
         print("no alerts")
         return 0
-    print(f"{'ALERT':<58} {'SEVERITY':<9} {'STATE':<23} {'VALUE':>9} {'OPENED':<20} DELIVERY")
-    for r in rows:
-        (alert_id, _org, _site, _comp, _rule, _metric, value, _threshold, severity, state,
-         _cond, _ack, opened_at, _esc, acked_by, _resolved, delivery_failures) = r
-        who = f" (ack: {acked_by})" if acked_by else ""
-        shown = f"{value:>9.1f}" if value is not None else f"{'-':>9}"
-        delivery = f"FAILED x{delivery_failures}" if delivery_failures else "ok"
-        print(f"{alert_id:<58} {severity:<9} {state:<23} {shown} "
-              f"{_fmt(opened_at):<20} {delivery}{who}")
+    rows.sort(key=lambda r: (r[7], r[0]), reverse=True)
+    table = []
+    for (alert_id, _comp, metric, value, threshold, severity, state, breach_hour, acked_by,
+         delivery_failures, kind) in rows:
+        no_data = kind == "no_data" or metric == "*"
+        table.append((
+            alert_id, severity, state, "no data" if no_data else metric_label(metric),
+            _value(value, metric, no_data), _limit(threshold, metric, no_data),
+            _fmt(breach_hour, seconds=False),
+            f"FAILED x{delivery_failures}" if delivery_failures else "ok", acked_by or ""))
+    print_table(("alert", "severity", "state", "metric", "value", "limit", "breach (UTC)",
+                 "delivery", "acknowledged by"), table, right=("value", "limit"))
     return 0
 
 
-def _fmt(ts: datetime | None) -> str:
-    return ts.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ") if ts else "-"
+def _value(value: float | None, metric: str, no_data: bool) -> str:
+    """A reading with its unit; a no-data alert's value is hours without data."""
+    if value is None:
+        return "-"
+    return duration(value) if no_data else format_value(value, metric)
+
+
+def _limit(threshold: float | None, metric: str, no_data: bool) -> str:
+    if threshold is None:
+        return "-"
+    return duration(threshold) if no_data else format_value(threshold, metric)
+
+
+def _fmt(ts: datetime | None, *, seconds: bool = True) -> str:
+    if ts is None:
+        return "-"
+    return ts.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ" if seconds else "%Y-%m-%d %H:%M")
 
 
 def alert_row(conn: Any, org: str, alert_id: str) -> dict[str, Any]:
@@ -128,7 +150,7 @@ def timeline(conn: Any, org: str, alert_id: str) -> list[tuple[datetime, str, st
                 q["alert_events_of"], {"alert_id": alert_id}):
             extra = {k: v for k, v in (details or {}).items() if k not in ("seq",)}
             items.append((occurred, f"event {event_type}",
-                          f"by {actor or '-'} {json.dumps(extra, default=str)}"))
+                          f"by {actor or '-'} {_details(extra)}".rstrip()))
         for at, step, contact, channel, attempt, status, error in conn.execute(
                 q["notifications_of"], {"alert_id": alert_id}):
             err = f" ({error})" if error else ""
@@ -184,6 +206,34 @@ def _describe_event(e: Any, name: str) -> str | None:
     return None
 
 
+_ISO = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?")
+
+
+def _details(details: dict[str, Any]) -> str:
+    """An event's details for people: rounded numbers, durations for ``*_hours``, times to
+    the minute."""
+    parts = []
+    for key, value in details.items():
+        if isinstance(value, float) and key.endswith("_hours"):
+            shown = duration(value)
+        elif isinstance(value, float):
+            shown = number(value)
+        elif isinstance(value, str):
+            shown = _ISO.sub(lambda m: m.group(0).replace("T", " ")[:16], value)
+        else:
+            shown = str(value)
+        parts.append(f"{key}={shown}")
+    return ", ".join(parts)
+
+
+def readable(text: str) -> str:
+    """A workflow's refusal as one line for people: no exception class name, no
+    ``rejected:`` prefix, times to the minute in UTC."""
+    text = re.sub(r"^(?:[A-Za-z_.]+(?:Error|Exception)): ", "", text.strip())
+    text = text.removeprefix("rejected: ")
+    return _ISO.sub(lambda m: m.group(0).replace("T", " ")[:16] + " UTC", text)
+
+
 def _show(args: argparse.Namespace, app: App) -> int:
     org = org_of(args.alert_id, args.org)
     with app.connect() as conn:
@@ -192,13 +242,17 @@ def _show(args: argparse.Namespace, app: App) -> int:
         with tenant(conn, org):
             failures = conn.execute(queries("alerts")["delivery_failures_of"],
                                     {"alert_id": args.alert_id}).fetchall()
+            kind = conn.execute(queries("cli")["rule_kind_of_alert"],
+                                {"alert_id": args.alert_id}).fetchone()
     print(f"alert {row['alert_id']}")
     print(f"  {row['org_id']} / {row['site_id'] or '-'} / {row['compressor_id']}  rule "
           f"{row['rule_id']} (rule set {row['rule_set_id'] or '-'}, version "
           f"{row['rule_version'] or '-'})")
+    no_data = (kind is not None and kind[0] == "no_data") or row["metric"] == "*"
+    what = "no data for" if no_data else metric_label(row["metric"])
     print(f"  {row['severity']}, {row['state']} (condition {row['condition_state']}, "
-          f"{row['ack_state']}); {row['metric']} = {row['value']} (threshold "
-          f"{row['threshold']})")
+          f"{row['ack_state']}); {what} {_value(row['value'], row['metric'], no_data)} "
+          f"(limit {_limit(row['threshold'], row['metric'], no_data)})")
     print(f"  opened {_fmt(row['opened_at'])}, breach hour {_fmt(row['breach_hour'])}, last "
           f"breach {_fmt(row['last_breach_hour'])}")
     if row["acknowledged_by"]:
@@ -255,7 +309,7 @@ async def acknowledge(client: Any, workflow_id: str, req: Any,
             return "already", state
         return "acknowledged", state
     except WorkflowUpdateFailedError as exc:
-        raise InputError(str(exc.cause or exc)) from None
+        raise InputError(readable(str(exc.cause or exc))) from None
     except (TimeoutError, RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as exc:
         # a busy workflow (the server gave up waiting for the update) or no worker at all:
         # the durable signal, with the same request id, is applied once either way
@@ -276,6 +330,10 @@ def _ack(args: argparse.Namespace, app: App) -> int:
         row = alert_row(conn, org, args.alert_id)
     if row["state"] == "resolved":
         raise InputError(f"alert {args.alert_id} is already resolved")
+    if row["ack_state"] == "acknowledged":
+        at = _fmt(row["acknowledged_at"], seconds=False)
+        raise InputError(f"alert {args.alert_id} is already acknowledged by "
+                         f"{row['acknowledged_by']} at {at} UTC")
     req = AckRequest(org_id=org, by=args.by, channel="cli", comment=args.comment,
                      request_id=f"cli-{uuid.uuid4().hex}", requested_at=datetime.now(UTC),
                      alert_id=args.alert_id)
@@ -284,10 +342,9 @@ def _ack(args: argparse.Namespace, app: App) -> int:
     if outcome == "acknowledged":
         print(f"acknowledged {args.alert_id} by {args.by}: now {state.state}")
     elif outcome == "already":
-        print(f"not acknowledged by {args.by}: {args.alert_id} was acknowledged by "
-              f"{state.acknowledged_by} via {state.ack_channel} at {state.acknowledged_at} "
-              f"just before")
-        return 1
+        raise InputError(f"not acknowledged by {args.by}: {args.alert_id} was acknowledged by "
+                         f"{state.acknowledged_by} via {state.ack_channel} at "
+                         f"{_fmt(state.acknowledged_at, seconds=False)} UTC just before")
     else:
         print(f"no answer within {UPDATE_TIMEOUT.total_seconds():.0f} s (the alert's workflow "
               f"is busy, or no worker runs): the acknowledgement of {args.alert_id} was queued "
@@ -313,7 +370,7 @@ def _resolve(args: argparse.Namespace, app: App) -> int:
                                       result_type=AlertState),
                 UPDATE_TIMEOUT.total_seconds())
         except WorkflowUpdateFailedError as exc:
-            raise InputError(str(exc.cause or exc)) from None
+            raise InputError(readable(str(exc.cause or exc))) from None
         except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
             # Busy rather than gone? The update keeps its id: wait for its outcome a while
             # longer before calling it a failure.
@@ -322,7 +379,7 @@ def _resolve(args: argparse.Namespace, app: App) -> int:
                     handle.get_update_handle(req.request_id, result_type=AlertState).result(),
                     BUSY_GRACE.total_seconds())
             except WorkflowUpdateFailedError as exc:
-                raise InputError(str(exc.cause or exc)) from None
+                raise InputError(readable(str(exc.cause or exc))) from None
             except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError, RPCError):
                 raise ServiceError(
                     f"the alert's workflow did not answer within "

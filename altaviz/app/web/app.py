@@ -4,6 +4,10 @@ Routes:
 
 * ``GET /ack/{token}``: the alert and a confirm button. Changes nothing, because mail scanners
   and chat link previews open links by themselves.
+* ``GET /a/{org_id}/{code}`` and ``POST``: the same for the short link messages carry; the
+  code's claims are read from ``short_links`` and its signature checked against them. A short
+  history link (action "view") redirects to the alert page. With
+  PostgreSQL unreachable a short link cannot be read: the page says to try again.
 * ``POST /ack/{token}``: acknowledges through the alert workflow's ``acknowledge`` update. If no
   worker answers within ``ack_timeout`` seconds, the same request goes to the workflow as the
   ``ack_requested`` signal (Temporal accepts signals without a worker and keeps them in the
@@ -38,9 +42,9 @@ from urllib.parse import quote
 
 import psycopg
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.datastructures import MutableHeaders
-from starlette.routing import Route
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import (
@@ -53,7 +57,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from altaviz.app.metrics import metrics_app
 from altaviz.app.web import pages, store
 from altaviz.core.errors import ServiceError
-from altaviz.core.links import LinkClaims, LinkError, LinkSigner, signer_from_settings
+from altaviz.core.links import Action, LinkClaims, LinkError, LinkSigner, signer_from_settings
 from altaviz.core.payloads import AckRequest, AlertState
 from workflows.alert import QUERY_STATE, workflow_id_of
 
@@ -68,7 +72,7 @@ _STATUS = {"malformed": 400, "forged": 403, "expired": 410, "wrong_action": 403,
 _TITLES = {"malformed": "Broken link", "forged": "Invalid link", "expired": "Link expired",
            "wrong_action": "Wrong kind of link", "wrong_alert": "Link does not match"}
 _MAILBOX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$")
-_TOKEN_IN_TEXT = re.compile(r"(/ack/|token=)[A-Za-z0-9_.%=-]+")
+_TOKEN_IN_TEXT = re.compile(r"(/ack/|/a/[A-Za-z0-9_-]+/|token=)[A-Za-z0-9_.%=-]+")
 
 
 class RedactTokens(logging.Filter):
@@ -155,7 +159,8 @@ def _link_problem(exc: LinkError) -> HTMLResponse:
 def create_app(*, database_url: str, signer: LinkSigner,
                temporal: Callable[[], Awaitable[Client]],
                temporal_ui_url: str | None = None, namespace: str = "default",
-               inbox: bool = False, ack_timeout: float = 5.0) -> FastAPI:
+               inbox: bool = False, ack_timeout: float = 5.0,
+               public_url: str | None = None) -> FastAPI:
     """The ASGI application.
 
     Args:
@@ -170,6 +175,9 @@ def create_app(*, database_url: str, signer: LinkSigner,
             stores whatever is posted to it.
         ack_timeout: seconds to wait for a worker to answer the ``acknowledge`` update before
             falling back to the durable ``ack_requested`` signal.
+        public_url: the server's configured public URL (``ALTAVIZ_PUBLIC_URL``): a page asked
+            for with a trailing slash is redirected there, never to the request's Host header
+            (which the client chooses); without it the redirect is a relative path.
     """
     client_lock = asyncio.Lock()
     state: dict[str, Client | None] = {"client": None}
@@ -190,11 +198,25 @@ def create_app(*, database_url: str, signer: LinkSigner,
         await get_client()
         yield
 
-    # No trailing-slash redirects: Starlette builds their Location from the request's Host
-    # header, which a client chooses (and the URL holds a token).
+    # Starlette's own trailing-slash redirects build their Location from the request's Host
+    # header, which a client chooses (and the URL holds a token): off, and done below from
+    # the configured public URL instead.
     app = FastAPI(title="Altaviz", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None, redirect_slashes=False)
     app.add_middleware(SecurityHeaders)
+    base = (public_url or "").rstrip("/")
+
+    @app.exception_handler(404)
+    async def not_found(request: Request, exc: Exception) -> Response:
+        path = request.url.path
+        if path != "/" and path.endswith("/"):
+            target = path.rstrip("/")
+            scope = {"type": "http", "path": target, "root_path": "",
+                     "method": request.method}
+            if any(r.matches(scope)[0] == Match.FULL for r in app.router.routes):
+                query = f"?{request.url.query}" if request.url.query else ""
+                return RedirectResponse(f"{base}{target}{query}", status_code=308)
+        return JSONResponse({"detail": "Not Found"}, status_code=404)
 
     def verify(token: str, action: str) -> LinkClaims:
         return signer.verify(token, action=action)  # type: ignore[arg-type]
@@ -225,19 +247,12 @@ def create_app(*, database_url: str, signer: LinkSigner,
         return view
 
     @app.get("/ack/{token}", response_class=HTMLResponse)
-    async def ack_form(token: str, request: Request) -> HTMLResponse:
+    async def ack_form(token: str) -> HTMLResponse:
         try:
             claims = verify(token, "ack")
         except LinkError as exc:
             return _link_problem(exc)
-        try:
-            view = await load(claims)
-        except DATABASE_DOWN:
-            return await confirm_offline(claims, token)
-        if isinstance(view, HTMLResponse):
-            return view
-        assert view.alert is not None and view.contact is not None
-        return _html(pages.confirm_page(view.alert, view.contact["name"], f"/ack/{token}"))
+        return await confirm_form(claims, f"/ack/{token}")
 
     @app.post("/ack/{token}", response_class=HTMLResponse)
     async def ack_confirm(token: str) -> HTMLResponse:
@@ -245,6 +260,55 @@ def create_app(*, database_url: str, signer: LinkSigner,
             claims = verify(token, "ack")
         except LinkError as exc:
             return _link_problem(exc)
+        return await confirm(claims)
+
+    async def short_claims(org_id: str, code: str, *, view: bool = False
+                           ) -> LinkClaims | HTMLResponse:
+        try:
+            record = await asyncio.to_thread(store.short_link, database_url, org_id, code)
+            action: Action = "view" if view and record is not None \
+                and record.action == "view" else "ack"
+            return signer.verify_short(org_id, code, record, action=action)
+        except LinkError as exc:
+            return _link_problem(exc)
+        except DATABASE_DOWN:
+            return _problem(503, "Try again in a minute", "This link cannot be read right now "
+                            "(the database is not reachable).", "Acknowledge with `altaviz "
+                            "alerts ack` if it is urgent.")
+
+    @app.get("/a/{org_id}/{code}", response_class=HTMLResponse)
+    async def short_ack_form(org_id: str, code: str) -> Response:
+        claims = await short_claims(org_id, code, view=True)
+        if isinstance(claims, HTMLResponse):
+            return claims
+        if claims.action == "view":
+            # a short history link opens the alert page under a long view token that
+            # expires when the short link does
+            token = signer.issue(org_id=claims.org_id, alert_id=claims.alert_id,
+                                 contact_id=claims.contact_id, action="view",
+                                 ttl=claims.expires_at - datetime.now(UTC))
+            return RedirectResponse(f"{base}/alerts/{quote(claims.alert_id, safe='')}"
+                                    f"?token={token}", status_code=303)
+        return await confirm_form(claims, f"/a/{quote(org_id, safe='')}/{code}")
+
+    @app.post("/a/{org_id}/{code}", response_class=HTMLResponse)
+    async def short_ack_confirm(org_id: str, code: str) -> HTMLResponse:
+        claims = await short_claims(org_id, code)
+        if isinstance(claims, HTMLResponse):
+            return claims
+        return await confirm(claims)
+
+    async def confirm_form(claims: LinkClaims, action_path: str) -> HTMLResponse:
+        try:
+            view = await load(claims)
+        except DATABASE_DOWN:
+            return await confirm_offline(claims, action_path)
+        if isinstance(view, HTMLResponse):
+            return view
+        assert view.alert is not None and view.contact is not None
+        return _html(pages.confirm_page(view.alert, view.contact["name"], action_path))
+
+    async def confirm(claims: LinkClaims) -> HTMLResponse:
         try:
             view = await load(claims)
             if isinstance(view, HTMLResponse):
@@ -324,7 +388,7 @@ def create_app(*, database_url: str, signer: LinkSigner,
     # PostgreSQL down: the signed link names the alert (and so its workflow) and the workflow
     # decides; the update's id, the link's request id, keeps one link from acting twice.
 
-    async def confirm_offline(claims: LinkClaims, token: str) -> HTMLResponse:
+    async def confirm_offline(claims: LinkClaims, action_path: str) -> HTMLResponse:
         client = await get_client()
         try:
             if client is None:
@@ -337,7 +401,7 @@ def create_app(*, database_url: str, signer: LinkSigner,
                             "right now.")
         if state.alert_id != claims.alert_id or state.org_id != claims.org_id:
             return _problem(410, "Alert closed", "This alert is no longer open.")
-        return _html(pages.confirm_page(state.model_dump(), claims.contact_id, f"/ack/{token}"))
+        return _html(pages.confirm_page(state.model_dump(), claims.contact_id, action_path))
 
     async def acknowledge_offline(claims: LinkClaims) -> HTMLResponse:
         req = AckRequest(org_id=claims.org_id, by=claims.contact_id, channel="link",
@@ -576,7 +640,8 @@ def app_for(altaviz_app: Any, *, demo: bool = False, inbox: bool = False,
     web = create_app(
         database_url=altaviz_app.database_url(), signer=signer,
         temporal=altaviz_app.temporal_client, temporal_ui_url=altaviz_app.temporal_ui_url(),
-        namespace=settings.temporal_namespace, inbox=demo or inbox, ack_timeout=ack_timeout)
+        namespace=settings.temporal_namespace, inbox=demo or inbox, ack_timeout=ack_timeout,
+        public_url=settings.base_url)
     for name in ("uvicorn.access", "uvicorn.error", "altaviz"):
         logging.getLogger(name).addFilter(RedactTokens())
     token = settings.metrics_token.get_secret_value() if settings.metrics_token else None

@@ -14,7 +14,8 @@ from typing import Any
 from psycopg.rows import dict_row
 
 from altaviz.core.db import admin, connect, queries, tenant
-from altaviz.core.links import LinkClaims
+from altaviz.core.errors import TenantError
+from altaviz.core.links import SHORT_CODE, LinkClaims, ShortLink, find_short_link
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,17 @@ def link_view(url: str, claims: LinkClaims) -> LinkView:
         contact = conn.execute(q["contact_by_id"], {"contact_id": claims.contact_id}).fetchone()
         use = conn.execute(q["link_token_use"], {"token_id": claims.token_id}).fetchone()
     return LinkView(alert, contact, use)
+
+
+def short_link(url: str, org_id: str, code: str) -> ShortLink | None:
+    """The stored claims of a short link of ``org_id`` (None: no such link or organization)."""
+    if not SHORT_CODE.match(code):
+        return None
+    try:
+        with connect(url) as conn, tenant(conn, org_id):
+            return find_short_link(conn, code)
+    except TenantError:
+        return None
 
 
 def claim_token(url: str, claims: LinkClaims) -> bool:
