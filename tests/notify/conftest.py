@@ -96,6 +96,8 @@ def insert_trend(conn: psycopg.Connection[Any], values: list[float], *, org: str
                 "INSERT INTO sensor_readings_agg (org_id, compressor_id, metric, hour, n, mean,"
                 " max) VALUES (%s,%s,%s,%s,6,%s,%s)", [org, compressor, metric, hour, v, v])
             speed = 0.0 if i in stopped else rated
+            if metric == "speed_rpm":
+                continue
             conn.execute(
                 "INSERT INTO sensor_readings_agg (org_id, compressor_id, metric, hour, n, mean,"
                 " min, max) VALUES (%s,%s,'speed_rpm',%s,6,%s,%s,%s)",

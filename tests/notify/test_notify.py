@@ -391,3 +391,31 @@ async def test_short_link_is_signed_single_use_and_refuses_alterations(
     # another organization reads nothing of acme's short links
     with tenant(conn, "bravo"):
         assert find_short_link(conn, code) is None
+
+
+async def test_a_data_missing_alert_reads_as_hours_without_data(
+        conn: psycopg.Connection[Any], loaded: ContactsFile, receiver: HttpReceiver,
+        settings: Settings, signer: LinkSigner) -> None:
+    """The rule's kind comes from the loaded rule set: a no-data rule's value is hours
+    without data, never a speed, and a silent unit has no trend."""
+    with conn.transaction():
+        rs = conn.execute(
+            "INSERT INTO alert_rule_sets (org_id, version, content_hash, source, content) "
+            "VALUES (NULL, 1, 'h', 'test', '{}') RETURNING rule_set_id").fetchone()
+        assert rs is not None
+        conn.execute(
+            "INSERT INTO alert_rules VALUES (%s, 'data_missing', 'speed_rpm', 'no_data', %s)",
+            [rs[0], '{"kind": "no_data", "basis": "3 h without data warns", '
+                    '"checks": ["Check the field gateway"]}'])
+    alert = insert_alert(conn, rule="data_missing", metric="speed_rpm", value=3.0,
+                         threshold=3.0, diagnosis="").model_copy(
+                             update={"rule_set_id": rs[0]})
+    insert_trend(conn, [1180.0, 1190.0], metric="speed_rpm")
+    acts = NotificationActivities(conn.info.dsn, settings, signer=signer)
+    await _run(acts, NotifyRequest(alert=alert, step="opened", audience="technicians",
+                                   event="opened"))
+    [msg] = receiver.messages("acme/tech-a")
+    assert msg["title"] == "COMP-0001 no data for 3 hours WARNING"
+    assert "No readings from the unit for 3 hours (warning after 3 hours)." in msg["message"]
+    assert "rpm" not in msg["title"] + msg["message"]
+    assert "Trend" not in msg["message"]

@@ -145,3 +145,30 @@ async def test_every_bad_link_is_a_clear_4xx_page_and_changes_nothing(rig: WebRi
             assert r.status_code == 410 and "already resolved" in r.text
         assert rig.snapshot() == resolved
         assert (await _state(handle)).resolved_by == "sup-a"
+
+
+async def test_a_bad_short_link_is_a_clear_4xx_page_and_changes_nothing(rig: WebRig) -> None:
+    async with rig.worker():
+        handle = await rig.open_alert()
+        link = rig.ack_link()
+        _, _, org, code = link.split("/")
+        altered = code[:12] + ("A" if code[12] != "A" else "B") + code[13:]
+        other_id = ("A" if code[0] != "A" else "B") + code[1:]
+        cases = {
+            "another signature": (f"/a/{org}/{altered}", 403, "not issued by this server"),
+            "unknown id": (f"/a/{org}/{other_id}", 403, "not issued by this server"),
+            "another organization": (f"/a/bravo/{code}", 403, "not issued by this server"),
+            "not an organization": (f"/a/NO%20SUCH/{code}", 403, "not issued by this server"),
+            "cut short": (f"/a/{org}/{code[:-3]}", 400, "incomplete or damaged"),
+        }
+        before = rig.snapshot()
+        state_before = await _state(handle)
+        for kind, (path, status, text) in cases.items():
+            for method in ("get", "post"):
+                r = await getattr(rig.http, method)(path)
+                assert r.status_code == status, (kind, method, r.text)
+                assert text in r.text and "Nothing was changed." in r.text, kind
+        assert rig.snapshot() == before
+        assert await _state(handle) == state_before
+        # the genuine link still works after all that
+        assert (await rig.http.post(link)).status_code == 200
