@@ -107,3 +107,21 @@ def test_label_text_is_escaped() -> None:
 def test_values_are_rounded_to_three_significant_figures() -> None:
     assert [fmt_value(v) for v in (10.823333333333332, 350.0, 0.016666666, 12.0, 0.0,
                                    1234.4)] == ["10.8", "350", "0.0167", "12", "0", "1234"]
+
+
+def test_alert_window_keeps_the_breach_and_a_timely_acknowledgement_in_view() -> None:
+    from altaviz.app.web.console_store import alert_window
+
+    breach = T0 + timedelta(hours=100)
+    # newest data 5 h after the breach: the window ends there
+    assert alert_window(breach, breach + timedelta(hours=5)) == (
+        breach - timedelta(hours=67), breach + timedelta(hours=5))
+    # an acknowledgement after the newest data stretches the window to show it
+    ack = breach + timedelta(hours=9)
+    assert alert_window(breach, breach + timedelta(hours=5), ack)[1] == ack
+    # data long after the breach: the breach stays in view, 48 h from the end
+    assert alert_window(breach, breach + timedelta(days=30))[1] == breach + timedelta(hours=48)
+    # an acknowledgement months later does not move the window
+    assert alert_window(breach, breach, breach + timedelta(days=90))[1] == breach
+    # no data at all: the window ends at the breach
+    assert alert_window(breach, None) == (breach - timedelta(hours=72), breach)

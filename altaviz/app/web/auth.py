@@ -114,22 +114,18 @@ class RateLimiter:
             q.popleft()
         return q
 
-    def retry_after(self, *keys: str) -> int:
-        """Seconds until the keys may try again (0: allowed now)."""
+    def retry_after(self, key: str) -> int:
+        """Seconds until the key may try again (0: allowed now)."""
         now = time.monotonic()
-        wait = 0.0
         with self._lock:
-            for key in keys:
-                q = self._recent(key, now)
-                if len(q) >= self.limit:
-                    wait = max(wait, self.window_s - (now - q[0]))
+            q = self._recent(key, now)
+            wait = self.window_s - (now - q[0]) if len(q) >= self.limit else 0.0
         return int(wait) + (1 if wait else 0)
 
-    def failed(self, *keys: str) -> None:
+    def failed(self, key: str) -> None:
         now = time.monotonic()
         with self._lock:
-            for key in keys:
-                self._recent(key, now).append(now)
+            self._recent(key, now).append(now)
 
     def succeeded(self, key: str) -> None:
         with self._lock:

@@ -40,7 +40,8 @@ def _opt(value: str | None) -> str | None:
 
 
 def console_router(*, database_url: str, sessions: auth.SessionSigner,
-                   limiter: auth.RateLimiter | None = None, secure_cookies: bool = True,
+                   login_limit: auth.RateLimiter | None = None,
+                   address_limit: auth.RateLimiter | None = None, secure_cookies: bool = True,
                    temporal_url: Callable[[dict[str, Any]], str | None] = lambda _a: None
                    ) -> APIRouter:
     """The console's routes.
@@ -48,13 +49,16 @@ def console_router(*, database_url: str, sessions: auth.SessionSigner,
     Args:
         database_url: the runtime login's PostgreSQL URL.
         sessions: signs and verifies session cookies.
-        limiter: failed sign-ins allowed per login and client address (default 5 in 15 min).
+        login_limit: failed sign-ins allowed per login (default 5 in 15 min).
+        address_limit: failed sign-ins allowed per client address (default 20 in 15 min: a
+            site's people may share one address).
         secure_cookies: mark the session cookie Secure (browsers then send it over HTTPS
             only); off only for a server reached over plain HTTP on a loopback address.
         temporal_url: the alert's workflow in the Temporal Web UI, for its page.
     """
     router = APIRouter(prefix=_PAGE)
-    limits = limiter or auth.RateLimiter()
+    per_login = login_limit or auth.RateLimiter(limit=5)
+    per_address = address_limit or auth.RateLimiter(limit=20)
 
     def html(body: str, status: int = 200) -> HTMLResponse:
         return HTMLResponse(body, status_code=status)
@@ -96,8 +100,7 @@ def console_router(*, database_url: str, sessions: auth.SessionSigner,
                       next: str = Form("")) -> Response:
         login = login.strip().lower()
         client = request.client.host if request.client else "unknown"
-        keys = (f"login:{login}", f"addr:{client}")
-        wait = limits.retry_after(*keys)
+        wait = max(per_login.retry_after(login), per_address.retry_after(client))
         if wait:
             return html(views.render(
                 "sign_in.html", next=_safe_next(next), login=login,
@@ -107,10 +110,11 @@ def console_router(*, database_url: str, sessions: auth.SessionSigner,
         ok = await asyncio.to_thread(auth.check_password,
                                      row["password_hash"] if row else None, password)
         if row is None or not ok:
-            limits.failed(*keys)
+            per_login.failed(login)
+            per_address.failed(client)
             return html(views.render("sign_in.html", next=_safe_next(next), login=login,
                                      error="Wrong login or password."), 401)
-        limits.succeeded(f"login:{login}")
+        per_login.succeeded(login)
         new_hash = auth.hash_password(password) if auth.needs_rehash(
             row["password_hash"]) and len(password) >= auth.MIN_PASSWORD else None
         await asyncio.to_thread(console_store.record_sign_in, database_url, row["org_id"],

@@ -152,10 +152,15 @@ def _series(conn: psycopg.Connection[Any], compressor_id: str, metric: str, star
     return Series(metric, [(r["hour"], r["mean"]) for r in rows], start, end, warning, critical)
 
 
-def alert_window(breach_hour: datetime, latest: datetime | None) -> tuple[datetime, datetime]:
-    """The chart's 72 hours: up to the newest data, but always with the breach hour in view
-    (at most 48 h after it, so the hours before the breach show too)."""
-    end = max(breach_hour, min(latest or breach_hour, breach_hour + timedelta(hours=48)))
+def alert_window(breach_hour: datetime, latest: datetime | None,
+                 acknowledged_at: datetime | None = None) -> tuple[datetime, datetime]:
+    """The chart's 72 hours: up to the newest data (or the acknowledgement, if later and
+    within 48 h of the breach), but always with the breach hour in view (at most 48 h after
+    it, so the hours before the breach show too)."""
+    cap = breach_hour + timedelta(hours=48)
+    ack = acknowledged_at if acknowledged_at is not None and acknowledged_at <= cap else None
+    last = max([t for t in (latest, ack) if t is not None], default=breach_hour)
+    end = max(breach_hour, min(last, cap))
     return end - timedelta(hours=CHART_HOURS), end
 
 
@@ -173,13 +178,15 @@ def alert_detail(url: str, org_id: str, alert_id: str) -> AlertDetail | None:
             "rule_set_id": rule_set["rule_set_id"] if rule_set else None}).fetchone()
         warning, critical = _limits(rule["definition"] if rule else None)
         if warning is None and critical is None and alert.get("threshold") is not None:
-            if alert["severity"] == "critical":
+            # an escalated alert keeps the warning threshold it opened on
+            if alert["severity"] == "critical" and alert.get("escalated_at") is None:
                 critical = float(alert["threshold"])
             else:
                 warning = float(alert["threshold"])
         latest = conn.execute(_q("latest_hour"), {
             "compressor_id": alert["compressor_id"], "until": datetime.now(UTC)}).fetchone()
-        start, end = alert_window(alert["breach_hour"], latest["max"] if latest else None)
+        start, end = alert_window(alert["breach_hour"], latest["max"] if latest else None,
+                                  alert.get("acknowledged_at"))
         series = _series(conn, alert["compressor_id"], alert["metric"], start, end, warning,
                          critical)
         return AlertDetail(alert, conn.execute(n["alert_events_for_alert"], p).fetchall(),

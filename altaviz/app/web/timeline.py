@@ -67,6 +67,21 @@ def channel_name(scheme: str | None) -> str:
     return _CHANNELS.get(scheme, scheme)
 
 
+def _about(step: str) -> str:
+    """What a notification step was about, for "Notified X by email<about>"."""
+    if step in ("", "opened"):
+        return ""
+    if step == "escalated":
+        return " about the escalation"
+    if step.startswith("reminder"):
+        return f" with reminder {step.removeprefix('reminder').strip('-')}".rstrip()
+    if step == "cleared":
+        return " that the condition cleared"
+    if step == "resolved":
+        return " that the alert is resolved"
+    return f" ({step})"
+
+
 def build(alert: dict[str, Any], events: list[dict[str, Any]],
           notifications: list[dict[str, Any]], link_uses: list[dict[str, Any]],
           names: dict[str, str] | None = None) -> list[Entry]:
@@ -143,8 +158,7 @@ def build(alert: dict[str, Any], events: list[dict[str, Any]],
             out.append(Entry(at, kind, kind.replace("_", " ").capitalize()))
     for n in notifications:
         person = f"{n.get('name') or n['contact_id']} ({n.get('role') or 'contact'})"
-        step = str(n.get("step") or "")
-        about = f" about the {step.replace('-', ' ')}" if step and step != "opened" else ""
+        about = _about(str(n.get("step") or ""))
         if n["status"] == "sent":
             out.append(Entry(n["attempted_at"], "notified",
                              f"Notified {person} by {channel_name(n['channel'])}{about}: "
