@@ -46,10 +46,12 @@ SELECT name FROM organizations WHERE org_id = current_org()
 -- resolved. Critical first, then the newest breach.
 SELECT a.alert_id, a.compressor_id, a.rule_id, a.metric, a.value, a.threshold, a.severity,
        a.state, a.ack_state, a.condition_state, a.breach_hour, a.opened_at, a.acknowledged_at,
-       a.acknowledged_by, a.resolved_at, c.site_id, s.name AS site_name
+       coalesce(p.name, a.acknowledged_by) AS acknowledged_by, a.resolved_at, c.site_id,
+       s.name AS site_name
 FROM alert_history a
 JOIN compressors c ON c.org_id = a.org_id AND c.compressor_id = a.compressor_id
 JOIN sites s ON s.org_id = c.org_id AND s.site_id = c.site_id
+LEFT JOIN contacts p ON p.org_id = a.org_id AND p.contact_id = a.acknowledged_by
 WHERE (%(severity)s::text IS NULL OR a.severity = %(severity)s::text)
   AND (%(state)s::text IS NULL OR a.state = %(state)s::text
        OR (%(state)s::text = 'active' AND a.state <> 'resolved'))
@@ -120,10 +122,12 @@ WHERE c.compressor_id = %(compressor_id)s
 -- name: compressor_alerts
 SELECT a.alert_id, a.compressor_id, a.rule_id, a.metric, a.value, a.threshold, a.severity,
        a.state, a.ack_state, a.condition_state, a.breach_hour, a.opened_at, a.acknowledged_at,
-       a.acknowledged_by, a.resolved_at, c.site_id, s.name AS site_name
+       coalesce(p.name, a.acknowledged_by) AS acknowledged_by, a.resolved_at, c.site_id,
+       s.name AS site_name
 FROM alert_history a
 JOIN compressors c ON c.org_id = a.org_id AND c.compressor_id = a.compressor_id
 JOIN sites s ON s.org_id = c.org_id AND s.site_id = c.site_id
+LEFT JOIN contacts p ON p.org_id = a.org_id AND p.contact_id = a.acknowledged_by
 WHERE a.compressor_id = %(compressor_id)s
 ORDER BY (a.state = 'resolved'), a.breach_hour DESC
 LIMIT 100

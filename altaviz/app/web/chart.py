@@ -14,9 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-WIDTH, HEIGHT = 640, 240
+#: A small view box with large text: on a 360 px phone the chart is drawn at about 0.7 scale,
+#: and its labels must still read; wide screens cap it (``svg.chart`` max-width in the CSS).
+WIDTH, HEIGHT = 480, 230
 #: Plot area inside the SVG's view box: room for the value axis on the left and times below.
-LEFT, RIGHT, TOP, BOTTOM = 52, 10, 12, 30
+LEFT, RIGHT, TOP, BOTTOM = 46, 8, 12, 28
+FONT = 13
 
 WARNING_COLOUR = "#ef8f00"
 CRITICAL_COLOUR = "#c62828"
@@ -123,15 +126,18 @@ def render_chart(points: Sequence[tuple[datetime, float | None]], *, start: date
     for v in _ticks(scale.low, scale.high):
         y = scale.y(v)
         parts.append(f"<line x1='{LEFT}' x2='{WIDTH - RIGHT}' y1='{y}' y2='{y}' "
-                     f"stroke='#e3e6ea'/><text x='{LEFT - 4}' y='{y + 4}' font-size='11' "
+                     f"stroke='#e3e6ea'/><text x='{LEFT - 4}' y='{y + 4}' font-size='{FONT}' "
                      f"text-anchor='end' fill='#5b6475'>{esc(fmt_value(v))}</text>")
     day = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-    every = 12 if (end - start) <= timedelta(hours=80) else 24
+    short = (end - start) <= timedelta(hours=24)
     while day <= end:
-        if day >= start and day.hour % every == 0:
+        if start <= day and (day.hour % 6 == 0 if short else day.hour == 0):
             x = scale.x(day)
-            parts.append(f"<text x='{x}' y='{HEIGHT - 10}' font-size='11' text-anchor='middle' "
-                         f"fill='#5b6475'>{day:%b %d %H:%M}</text>")
+            parts.append(f"<line x1='{x}' x2='{x}' y1='{HEIGHT - BOTTOM}' "
+                         f"y2='{HEIGHT - BOTTOM + 4}' stroke='#5b6475'/>"
+                         f"<text x='{x}' y='{HEIGHT - 8}' font-size='{FONT}' "
+                         f"text-anchor='middle' fill='#5b6475'>"
+                         f"{day.strftime('%H:%M' if short else '%b %d')}</text>")
         day += timedelta(hours=1)
     for name, value, colour in (("warning", warning, WARNING_COLOUR),
                                 ("critical", critical, CRITICAL_COLOUR)):
@@ -141,7 +147,7 @@ def render_chart(points: Sequence[tuple[datetime, float | None]], *, start: date
         parts.append(f"<line class='limit {name}' data-value='{value}' x1='{LEFT}' "
                      f"x2='{WIDTH - RIGHT}' y1='{y}' y2='{y}' stroke='{colour}' "
                      f"stroke-width='1.5' stroke-dasharray='6 4'/>"
-                     f"<text x='{WIDTH - RIGHT - 4}' y='{y - 4}' font-size='11' "
+                     f"<text x='{WIDTH - RIGHT - 4}' y='{y - 4}' font-size='{FONT}' "
                      f"text-anchor='end' fill='{colour}'>{name} {esc(fmt_value(value))}</text>")
     for marker, t, colour in (("breach", breach_hour, CRITICAL_COLOUR),
                               ("ack", acknowledged_at, "#2e7d32")):
@@ -149,10 +155,14 @@ def render_chart(points: Sequence[tuple[datetime, float | None]], *, start: date
             continue
         x = scale.x(t)
         text = "breach" if marker == "breach" else "acknowledged"
+        # the label on the side with room: left of a line in the right half
+        right_half = x > (LEFT + WIDTH - RIGHT) / 2
         parts.append(f"<line class='marker {marker}' x1='{x}' x2='{x}' y1='{TOP}' "
                      f"y2='{HEIGHT - BOTTOM}' stroke='{colour}' stroke-width='1.5'/>"
-                     f"<text x='{x + 3}' y='{TOP + 12 + (14 if marker == 'ack' else 0)}' "
-                     f"font-size='11' fill='{colour}'>{text}</text>")
+                     f"<text x='{x - 4 if right_half else x + 4}' "
+                     f"y='{TOP + 14 + (16 if marker == 'ack' else 0)}' font-size='{FONT}' "
+                     f"text-anchor='{'end' if right_half else 'start'}' "
+                     f"fill='{colour}'>{text}</text>")
     for run in _segments(inside):
         coords = " ".join(f"{scale.x(t)},{scale.y(v)}" for t, v in run)
         if len(run) == 1:

@@ -34,7 +34,7 @@ td,th{text-align:left;padding:6px 8px;border-bottom:1px solid #e3e6ea;vertical-a
 .sent{background:#c8e6c9}.failed{background:#ffcdd2}.src{color:#5b6475;font-size:.85rem}
 pre{white-space:pre-wrap;word-break:break-word;font-size:.9rem;margin:.4rem 0}
 a{color:#1565c0}
-svg.chart{display:block;width:100%;height:auto;max-width:100%}
+svg.chart{display:block;width:100%;height:auto;max-width:720px}
 nav.top{background:#1d2330;color:#fff;padding:8px 12px;display:flex;flex-wrap:wrap;gap:6px 16px;
 align-items:center}nav.top a{color:#fff;text-decoration:none}nav.top form{margin:0 0 0 auto}
 nav.top button{font-size:.85rem;padding:4px 10px;background:#3b4457;width:auto}
