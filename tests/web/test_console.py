@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import psycopg
 import pytest
 from temporalio.client import Client
 
@@ -239,3 +240,37 @@ def test_users_cli_adds_lists_and_removes(db_url: str, fleet: Any,
     with __import__("psycopg").connect(db_url) as conn:
         (hashed,) = conn.execute("SELECT password_hash FROM console_users").fetchone()
     assert hashed.startswith("$argon2id$") and "long-enough-pass" not in hashed
+
+
+def test_the_runtime_login_signs_in_and_reads_only_its_organization(db_url: str,
+                                                                   fleet: Any) -> None:
+    """The web server logs in as the runtime role (no table access outside a tenant): the
+    sign-in lookup works through migration 180's function, and the console's reads see one
+    organization."""
+    from altaviz.app.web import console_store
+    from altaviz.core import db
+    from tests.security.test_least_privilege import as_role
+
+    seed(db_url)
+    with db.connect(db_url) as conn:
+        runtime = db.role_names(conn)["runtime"]
+    url = as_role(db_url, runtime)
+    found = console_store.sign_in_lookup(url, ACME_LOGIN)
+    assert found is not None and found["org_id"] == "acme"
+    assert found["password_hash"].startswith("$argon2id$")
+    assert console_store.sign_in_lookup(url, "nobody@acme.example") is None
+    with db.connect(url) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute("SELECT * FROM console_users")
+    user = console_store.session_user(url, "acme", ACME_LOGIN)
+    assert user is not None and user["org_name"] == "Acme Midstream"
+    assert console_store.session_user(url, "acme", BRAVO_LOGIN) is None
+    assert console_store.alert_detail(url, "acme", BRAVO_ALERT) is None
+    assert console_store.alert_detail(url, "bravo", BRAVO_ALERT) is not None
+    rows, _, choices = console_store.alert_list(url, "acme", console_store.Filters(state=None))
+    assert {r["compressor_id"] for r in rows} == {"COMP-0002"}
+    assert [v for v, _ in choices["site"]] == ["PB-01"]
+    _, failures = console_store.quality_summary(url, "acme")
+    assert [f["compressor_id"] for f in failures] == ["COMP-0002"]
+    console_store.end_sessions(url, "acme", ACME_LOGIN)
+    after = console_store.session_user(url, "acme", ACME_LOGIN)
+    assert after is not None and after["session_epoch"] == user["session_epoch"] + 1
