@@ -149,3 +149,7 @@ FROM data_quality_summary q
 JOIN compressors c ON c.org_id = q.org_id AND c.compressor_id = q.compressor_id
 WHERE NOT q.passed
 ORDER BY q.compressor_id, q.check_type
+
+-- name: contact_names
+-- Display names of the people an alert's timeline mentions (acknowledged, resolved by).
+SELECT contact_id, name FROM contacts WHERE contact_id = ANY (%(ids)s::text[])

@@ -66,6 +66,8 @@ class AlertDetail:
     notifications: list[dict[str, Any]]
     link_uses: list[dict[str, Any]]
     series: Series
+    #: display names by contact id of everyone the alert's records name
+    names: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -189,9 +191,13 @@ def alert_detail(url: str, org_id: str, alert_id: str) -> AlertDetail | None:
                                   alert.get("acknowledged_at"))
         series = _series(conn, alert["compressor_id"], alert["metric"], start, end, warning,
                          critical)
-        return AlertDetail(alert, conn.execute(n["alert_events_for_alert"], p).fetchall(),
-                           conn.execute(n["notifications_for_alert"], p).fetchall(),
-                           conn.execute(n["link_uses_for_alert"], p).fetchall(), series)
+        events = conn.execute(n["alert_events_for_alert"], p).fetchall()
+        ids = sorted({e["actor"] for e in events if e["actor"]}
+                     | {alert[k] for k in ("acknowledged_by", "resolved_by") if alert.get(k)})
+        names = {r["contact_id"]: r["name"]
+                 for r in conn.execute(_q("contact_names"), {"ids": ids}).fetchall()}
+        return AlertDetail(alert, events, conn.execute(n["notifications_for_alert"], p).fetchall(),
+                           conn.execute(n["link_uses_for_alert"], p).fetchall(), series, names)
 
 
 def compressor_detail(url: str, org_id: str, compressor_id: str) -> CompressorDetail | None:

@@ -81,7 +81,8 @@ def alert_page(detail: AlertDetail, *, temporal_url: str | None, user: Any = Non
                ack_action: str | None = None, contact_name: str | None = None) -> str:
     """The alert page: summary, chart, domain timeline, and (for an ack link) the button."""
     alert = detail.alert
-    names = {n["contact_id"]: n["name"] for n in detail.notifications if n.get("name")}
+    names = {**{n["contact_id"]: n["name"] for n in detail.notifications if n.get("name")},
+             **detail.names}
     entries = timeline.build(alert, detail.events, detail.notifications, detail.link_uses,
                              names)
     acked_by = alert.get("acknowledged_by")
