@@ -47,11 +47,17 @@ SELECT name FROM organizations WHERE org_id = current_org()
 SELECT a.alert_id, a.compressor_id, a.rule_id, a.metric, a.value, a.threshold, a.severity,
        a.state, a.ack_state, a.condition_state, a.breach_hour, a.opened_at, a.acknowledged_at,
        coalesce(p.name, a.acknowledged_by) AS acknowledged_by, a.resolved_at, c.site_id,
-       s.name AS site_name
+       s.name AS site_name, k.rule_kind
 FROM alert_history a
 JOIN compressors c ON c.org_id = a.org_id AND c.compressor_id = a.compressor_id
 JOIN sites s ON s.org_id = c.org_id AND s.site_id = c.site_id
 LEFT JOIN contacts p ON p.org_id = a.org_id AND p.contact_id = a.acknowledged_by
+LEFT JOIN LATERAL (
+    SELECT r.kind AS rule_kind
+    FROM alert_rules r JOIN alert_rule_sets rs ON rs.rule_set_id = r.rule_set_id
+    WHERE r.rule_id = a.rule_id AND (a.rule_set_id IS NULL OR r.rule_set_id = a.rule_set_id)
+    ORDER BY (rs.org_id IS NULL), rs.version DESC
+    LIMIT 1) k ON true
 WHERE (%(severity)s::text IS NULL OR a.severity = %(severity)s::text)
   AND (%(state)s::text IS NULL OR a.state = %(state)s::text
        OR (%(state)s::text = 'active' AND a.state <> 'resolved'))
@@ -123,11 +129,17 @@ WHERE c.compressor_id = %(compressor_id)s
 SELECT a.alert_id, a.compressor_id, a.rule_id, a.metric, a.value, a.threshold, a.severity,
        a.state, a.ack_state, a.condition_state, a.breach_hour, a.opened_at, a.acknowledged_at,
        coalesce(p.name, a.acknowledged_by) AS acknowledged_by, a.resolved_at, c.site_id,
-       s.name AS site_name
+       s.name AS site_name, k.rule_kind
 FROM alert_history a
 JOIN compressors c ON c.org_id = a.org_id AND c.compressor_id = a.compressor_id
 JOIN sites s ON s.org_id = c.org_id AND s.site_id = c.site_id
 LEFT JOIN contacts p ON p.org_id = a.org_id AND p.contact_id = a.acknowledged_by
+LEFT JOIN LATERAL (
+    SELECT r.kind AS rule_kind
+    FROM alert_rules r JOIN alert_rule_sets rs ON rs.rule_set_id = r.rule_set_id
+    WHERE r.rule_id = a.rule_id AND (a.rule_set_id IS NULL OR r.rule_set_id = a.rule_set_id)
+    ORDER BY (rs.org_id IS NULL), rs.version DESC
+    LIMIT 1) k ON true
 WHERE a.compressor_id = %(compressor_id)s
 ORDER BY (a.state = 'resolved'), a.breach_hour DESC
 LIMIT 100

@@ -20,6 +20,7 @@ BRAVO_LOGIN = "kim@bravo.example"
 BRAVO_ALERT = "alert/bravo/COMP-0003/oil_pressure_low/2026-03-02T08:00:00+00:00"
 ACME_WARNING = "alert/acme/COMP-0002/bearing_temp_high/2026-03-01T06:00:00+00:00"
 ACME_RESOLVED = "alert/acme/COMP-0002/discharge_temp_high/2026-02-28T04:00:00+00:00"
+ACME_NO_DATA = "alert/acme/COMP-0002/data_missing/2026-03-02T09:00:00+00:00"
 
 
 def _alert(org: str, comp: str, rule: str, metric: str, value: float, threshold: float,
@@ -32,6 +33,30 @@ def _alert(org: str, comp: str, rule: str, metric: str, value: float, threshold:
             "opened_at": hour + timedelta(minutes=5),
             "resolved_at": hour + timedelta(hours=3) if state == "resolved" else None,
             "workflow_id": f"alert/{org}/{comp}/{rule}"}
+
+
+def seed_rules(db_url: str) -> None:
+    """A default rule set with a threshold rule on frame vibration (warning 8, critical 12)
+    and a no-data rule watching speed, plus an open no-data alert of COMP-0002."""
+    with connect(db_url) as conn, conn.transaction():
+        (set_id,) = conn.execute(
+            "INSERT INTO alert_rule_sets (org_id, version, content_hash, source, content) "
+            "VALUES (NULL, 1, 'test', 'test', '{}') RETURNING rule_set_id").fetchone()
+        for rule_id, metric, kind, definition in (
+                ("vibration_frame_high", "vibration_frame_mm_s", "threshold",
+                 {"kind": "threshold", "warning": 8, "critical": 12}),
+                ("data_missing", "speed_rpm", "no_data",
+                 {"kind": "no_data", "warning_after_hours": 3, "critical_after_hours": 12})):
+            conn.execute("INSERT INTO alert_rules (rule_set_id, rule_id, metric, kind, "
+                         "definition) VALUES (%s, %s, %s, %s, %s)",
+                         [set_id, rule_id, metric, kind, Jsonb(definition)])
+        conn.execute(
+            "INSERT INTO alert_history (alert_id, org_id, compressor_id, rule_id, metric, "
+            "value, threshold, severity, condition_state, ack_state, state, breach_hour, "
+            "opened_at, workflow_id) VALUES (%s, 'acme', 'COMP-0002', 'data_missing', "
+            "'speed_rpm', 5, 3, 'warning', 'active', 'unacknowledged', 'open', %s, %s, "
+            "'alert/acme/COMP-0002/data_missing')",
+            [ACME_NO_DATA, HOUR - timedelta(hours=1), HOUR])
 
 
 def seed(db_url: str) -> None:

@@ -20,12 +20,14 @@ from tests.notify.receivers import free_port
 from tests.web.conftest import SECRET, WebRig, serve
 from tests.web.console_data import (
     ACME_LOGIN,
+    ACME_NO_DATA,
     ACME_RESOLVED,
     ACME_WARNING,
     BRAVO_ALERT,
     BRAVO_LOGIN,
     PASSWORD,
     seed,
+    seed_rules,
 )
 
 
@@ -177,6 +179,29 @@ async def test_alert_page_shows_chart_and_domain_timeline(rig: WebRig) -> None:
     comp = (await rig.http.get("/console/compressors/COMP-0001")).text
     assert "Key metrics" in comp and comp.count("<svg") == 2        # vibration, bearing temp
     assert "freshness" in comp and "pass" in comp
+
+
+async def test_limits_come_from_threshold_rules_and_data_missing_reads_as_hours(
+        rig: WebRig) -> None:
+    async with rig.worker():
+        await rig.open_alert("critical")
+    seed(rig.db_url)
+    seed_rules(rig.db_url)
+    alert_id = rig.rows("SELECT alert_id FROM alert_history WHERE compressor_id = "
+                        "'COMP-0001'")[0][0]
+    assert (await _sign_in(rig.http)).status_code == 303
+    page = (await rig.http.get(href(alert_id))).text
+    assert "class='limit warning' data-value='8.0'" in page
+    assert "class='limit critical' data-value='12.0'" in page
+    no_data = (await rig.http.get(href(ACME_NO_DATA))).text
+    assert "COMP-0002 data missing WARNING no data for 5 h" in no_data
+    assert "no data for 5 h (limit 3 h)" in no_data
+    assert "rpm" not in no_data.split("<svg")[0]            # never "speed 5 rpm"
+    assert "class='limit" not in no_data                    # hours are not a speed level
+    listing = (await rig.http.get("/console/alerts")).text
+    assert "data missing WARNING" in listing and "no data for 5 h" in listing
+    comp = (await rig.http.get("/console/compressors/COMP-0001")).text
+    assert "class='limit critical' data-value='12.0'" in comp
 
 
 async def test_quality_summary_by_check_with_failing_units(rig: WebRig) -> None:

@@ -77,3 +77,15 @@ def test_queued_and_refused_link_uses_are_shown() -> None:
     entries = build(ALERT, [], [], uses)
     assert [e.kind for e in entries] == ["queued", "refused"]
     assert entries[0].text.startswith("Jo Rivera tapped the acknowledge link: queued")
+
+
+def test_a_data_missing_alert_reads_as_hours_without_data_not_as_its_channel() -> None:
+    from altaviz.app.web.timeline import observed
+
+    alert = {"metric": "speed_rpm", "value": 5.0, "threshold": 3.0, "severity": "warning",
+             "rule_kind": "no_data"}
+    assert observed(alert) == ("no data for 5 h", "3 h")
+    (entry,) = build(alert, [{"event_type": "opened", "occurred_at": T, "actor": "rules",
+                              "details": {"value": 5.0, "threshold": 3.0}}], [], [])
+    assert entry.text == "Opened: no data for 5 h (the warning limit is 3 h)"
+    assert "rpm" not in entry.text

@@ -178,8 +178,13 @@ def alert_detail(url: str, org_id: str, alert_id: str) -> AlertDetail | None:
         rule = conn.execute(_q("rule_limits"), {
             "rule_id": alert["rule_id"],
             "rule_set_id": rule_set["rule_set_id"] if rule_set else None}).fetchone()
-        warning, critical = _limits(rule["definition"] if rule else None)
-        if warning is None and critical is None and alert.get("threshold") is not None:
+        definition = rule["definition"] if rule and isinstance(rule["definition"], dict) else {}
+        kind = definition.get("kind")
+        alert["rule_kind"] = kind
+        # Only a threshold rule's limits are levels of the charted mean (a rate-of-change
+        # limit is per hour, a no-data limit is hours without data).
+        warning, critical = _limits(definition) if kind == "threshold" else (None, None)
+        if kind is None and alert.get("threshold") is not None:
             # an escalated alert keeps the warning threshold it opened on
             if alert["severity"] == "critical" and alert.get("escalated_at") is None:
                 critical = float(alert["threshold"])
@@ -213,6 +218,9 @@ def compressor_detail(url: str, org_id: str, compressor_id: str) -> CompressorDe
                                      + list(KEY_METRICS)))
         limits: dict[str, tuple[float | None, float | None]] = {}
         for r in conn.execute(_q("metric_rules"), {"metrics": metrics}).fetchall():
+            if not isinstance(r["definition"], dict) or r["definition"].get("kind") != \
+                    "threshold":
+                continue
             w, c = _limits(r["definition"])
             if (w, c) != (None, None) and r["metric"] not in limits:
                 limits[r["metric"]] = (w, c)

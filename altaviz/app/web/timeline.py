@@ -47,6 +47,18 @@ def duration(hours: float) -> str:
     return f"{days:.0f} days" if abs(days - round(days)) < 0.05 else f"{days:.1f} days"
 
 
+def observed(alert: dict[str, Any], value: Any = None, limit: Any = None) -> tuple[str, str]:
+    """The alert's value and limit as people read them: hours without data for a no-data
+    rule (``no data for 5 h``, ``3 h``), else the metric's value with its unit."""
+    value = alert.get("value") if value is None else value
+    limit = alert.get("threshold") if limit is None else limit
+    if alert.get("rule_kind") == "no_data":
+        def hours(v: Any) -> str:
+            return duration(float(v)) if isinstance(v, int | float) and v == v else "?"
+        return f"no data for {hours(value)}", hours(limit)
+    return with_unit(value, alert["metric"]), with_unit(limit, alert["metric"])
+
+
 def with_unit(value: float | None, metric: str) -> str:
     """A value rounded for reading, with the metric's unit (``12.6 mm/s RMS``)."""
     if value is None or value != value:
@@ -113,11 +125,14 @@ def build(alert: dict[str, Any], events: list[dict[str, Any]],
         assert isinstance(d, dict)
         kind, at, actor = e["event_type"], e["occurred_at"], e.get("actor")
         if kind == "opened":
-            value = d.get("value", alert.get("value"))
-            limit = d.get("threshold", alert.get("threshold"))
+            value, limit = observed(alert, d.get("value"), d.get("threshold"))
             sev = d.get("severity", alert.get("severity"))
-            out.append(Entry(at, "opened", f"Opened: {label} {with_unit(value, metric)} "
-                                           f"over the {sev} limit {with_unit(limit, metric)}"))
+            if alert.get("rule_kind") == "no_data":
+                out.append(Entry(at, "opened", f"Opened: {value} (the {sev} limit is "
+                                               f"{limit})"))
+            else:
+                out.append(Entry(at, "opened", f"Opened: {label} {value} over the {sev} limit "
+                                               f"{limit}"))
         elif kind == "escalated":
             after = d.get("after_hours")
             when = f" after {duration(float(after))}" if isinstance(after, int | float) else ""

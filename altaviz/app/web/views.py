@@ -40,6 +40,13 @@ def chart_svg(series: Series, *, breach_hour: datetime | None = None,
         breach_hour=breach_hour, acknowledged_at=acknowledged_at))
 
 
+def what(alert: dict[str, Any]) -> str:
+    """What the alert is about: the metric's name, or "data missing" for a no-data rule (whose
+    metric is only the channel it watches)."""
+    return "data missing" if alert.get("rule_kind") == "no_data" else metric_label(
+        alert["metric"])
+
+
 def _env() -> Environment:
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(
         default=True, default_for_string=True), undefined=StrictUndefined,
@@ -48,7 +55,9 @@ def _env() -> Environment:
         "when": short_when, "full_when": pages.when, "label": metric_label,
         "value": lambda v, metric: timeline.with_unit(v, metric), "num": fmt_value,
         "state": lambda s: STATE_WORDS.get(s, s), "path": lambda s: quote(str(s), safe="/"),
-        "q": lambda s: quote(str(s), safe=""), "channel": timeline.channel_name})
+        "q": lambda s: quote(str(s), safe=""), "channel": timeline.channel_name,
+        "what": what, "observed": lambda a: timeline.observed(a)[0],
+        "limit": lambda a: timeline.observed(a)[1]})
     env.globals["css"] = Markup(pages.CSS)
     return env
 
@@ -86,7 +95,7 @@ def alert_page(detail: AlertDetail, *, temporal_url: str | None, user: Any = Non
     entries = timeline.build(alert, detail.events, detail.notifications, detail.link_uses,
                              names)
     acked_by = alert.get("acknowledged_by")
-    head = f"{alert['compressor_id']} {metric_label(alert['metric'])} {alert['severity'].upper()}"
+    head = f"{alert['compressor_id']} {what(alert)} {alert['severity'].upper()}"
     return render("alert.html", alert=alert, entries=entries, head=head,
                   chart=chart_svg(detail.series, breach_hour=alert["breach_hour"],
                                   acknowledged_at=alert.get("acknowledged_at")),
