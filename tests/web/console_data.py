@@ -39,9 +39,11 @@ def seed_rules(db_url: str) -> None:
     """A default rule set with a threshold rule on frame vibration (warning 8, critical 12)
     and a no-data rule watching speed, plus an open no-data alert of COMP-0002."""
     with connect(db_url) as conn, conn.transaction():
-        (set_id,) = conn.execute(
+        row = conn.execute(
             "INSERT INTO alert_rule_sets (org_id, version, content_hash, source, content) "
             "VALUES (NULL, 1, 'test', 'test', '{}') RETURNING rule_set_id").fetchone()
+        assert row is not None
+        set_id = row[0]
         for rule_id, metric, kind, definition in (
                 ("vibration_frame_high", "vibration_frame_mm_s", "threshold",
                  {"kind": "threshold", "warning": 8, "critical": 12}),
