@@ -18,8 +18,8 @@ from datetime import UTC, datetime, timedelta
 #: and its labels must still read; wide screens cap it (``svg.chart`` max-width in the CSS).
 WIDTH, HEIGHT = 480, 230
 #: Plot area inside the SVG's view box: room for the value axis on the left and times below.
-LEFT, RIGHT, TOP, BOTTOM = 46, 8, 12, 28
-FONT = 13
+LEFT, RIGHT, TOP, BOTTOM = 50, 8, 12, 30
+FONT = 15
 
 WARNING_COLOUR = "#ef8f00"
 CRITICAL_COLOUR = "#c62828"
