@@ -125,3 +125,4 @@ def test_alert_window_keeps_the_breach_and_a_timely_acknowledgement_in_view() ->
     assert alert_window(breach, breach, breach + timedelta(days=90))[1] == breach
     # no data at all: the window ends at the breach
     assert alert_window(breach, None) == (breach - timedelta(hours=72), breach)
+

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+from datetime import UTC
 from typing import Any
 
 import psycopg
@@ -99,7 +100,8 @@ def _list(args: argparse.Namespace, app: App) -> int:
         print(f"no console users in {args.org}")
     width = max([len(r[0]) for r in rows] + [5])
     for login, name, active, last, _created in rows:
-        seen = f"last sign-in {last:%Y-%m-%d %H:%M} UTC" if last else "never signed in"
+        seen = (f"last sign-in {last.astimezone(UTC):%Y-%m-%d %H:%M} UTC" if last
+                else "never signed in")
         print(f"{login:<{width}}  {'active' if active else 'removed':<7}  {seen:<32}  {name}")
     return 0
 

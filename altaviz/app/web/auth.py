@@ -102,6 +102,10 @@ class RateLimiter:
     what it is for; a restart forgets it.
     """
 
+    #: Keys kept at most; beyond it, keys whose failures have all expired are forgotten, so a
+    #: stream of made-up logins cannot grow the server's memory without bound.
+    MAX_KEYS = 10_000
+
     def __init__(self, limit: int = 5, window_s: float = 900.0) -> None:
         self.limit = limit
         self.window_s = window_s
@@ -126,6 +130,10 @@ class RateLimiter:
         now = time.monotonic()
         with self._lock:
             self._recent(key, now).append(now)
+            if len(self._failures) > self.MAX_KEYS:
+                for stale in [k for k, q in self._failures.items()
+                              if not q or now - q[-1] > self.window_s]:
+                    del self._failures[stale]
 
     def succeeded(self, key: str) -> None:
         with self._lock:
