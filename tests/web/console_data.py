@@ -96,17 +96,19 @@ def seed(db_url: str) -> None:
                         "INSERT INTO sensor_readings_agg (org_id, compressor_id, metric, hour, "
                         "n, mean, min, max, outliers, late) VALUES (%s, %s, %s, %s, 6, %s, %s, "
                         "%s, 0, 0)", [org, comp, metric, hour, mean, mean - 0.2, mean + 0.2])
-            for org, comp, check, measured, threshold, passed, reason in (
-                    ("acme", "COMP-0001", "freshness", 0.5, 1.25, True, None),
-                    ("acme", "COMP-0001", "completeness", 0.99, 0.95, True, None),
-                    ("acme", "COMP-0002", "freshness", 7.0, 1.25, False,
-                     "no reading for 7 h (upload cadence 1 h + grace)"),
-                    ("acme", "COMP-0002", "completeness", 0.97, 0.95, True, None),
-                    ("bravo", "COMP-0004", "freshness", 30.0, 1.25, False,
-                     "bravo-only reason")):
+            # the shapes etl/quality.py writes (freshness in minutes, shares, channel names)
+            for org, comp, check, measured, threshold, passed, details in (
+                    ("acme", "COMP-0001", "freshness", 30.0, 75.0, True, {}),
+                    ("acme", "COMP-0001", "completeness", 0.01, 0.05, True, {}),
+                    ("acme", "COMP-0002", "freshness", 420.0, 75.0, False, {}),
+                    ("acme", "COMP-0002", "completeness", 0.032, 0.05, True, {}),
+                    ("acme", "COMP-0002", "sensor_offline", 1.0, 0.0, False,
+                     {"running_readings": 36, "offline": ["oil_temp_f"]}),
+                    ("bravo", "COMP-0004", "freshness", 1800.0, 75.0, False, {}),
+                    ("bravo", "COMP-0004", "sensor_offline", 1.0, 0.0, False,
+                     {"running_readings": 36, "offline": ["jacket_water_temp_f"]})):
                 conn.execute(
                     "INSERT INTO data_quality_checks (org_id, compressor_id, run_id, "
                     "check_type, measured, threshold, passed, details) VALUES (%s, %s, 'r1', "
                     "%s, %s, %s, %s, %s)",
-                    [org, comp, check, measured, threshold, passed,
-                     Jsonb({"reason": reason} if reason else {})])
+                    [org, comp, check, measured, threshold, passed, Jsonb(details)])

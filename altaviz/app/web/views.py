@@ -40,6 +40,38 @@ def chart_svg(series: Series, *, breach_hour: datetime | None = None,
         breach_hour=breach_hour, acknowledged_at=acknowledged_at))
 
 
+def _pct(share: float) -> str:
+    return f"{fmt_value(share * 100)}%"
+
+
+def check_text(row: dict[str, Any]) -> str:
+    """A data-quality check's measurement in words (``last reading 2 h ago (limit 1 h 15
+    min)``, ``3.2% of readings missing (limit 5%)``); the unit depends on the check."""
+    kind, m, t = row["check_type"], float(row["measured"]), float(row["threshold"])
+    details = row.get("details") if isinstance(row.get("details"), dict) else {}
+    assert isinstance(details, dict)
+    if kind == "channels" and isinstance(details.get("missing"), dict) and details["missing"]:
+        worst = sorted(details["missing"].items(), key=lambda kv: -float(kv[1] or 0))[:2]
+        return (f"{_pct(m)} of readings missing (limit {_pct(t)}), worst: "
+                + ", ".join(metric_label(str(c)) for c, _ in worst))
+    if kind == "sensor_offline" and details.get("offline"):
+        return "silent while running: " + ", ".join(
+            metric_label(str(c)) for c in details["offline"])
+    if kind == "freshness":
+        return (f"last reading {timeline.duration(m / 60)} ago "
+                f"(limit {timeline.duration(t / 60)})")
+    if kind in ("completeness", "channels"):
+        return f"{_pct(m)} of readings missing (limit {_pct(t)})"
+    if kind == "consistency":
+        return f"{_pct(m)} of rows quarantined (limit {_pct(t)})"
+    if kind == "accuracy":
+        return f"{_pct(m)} of readings outliers (limit {_pct(t)})"
+    if kind == "sensor_offline":
+        n = int(m)
+        return f"{n} carried channel{'' if n == 1 else 's'} silent while running"
+    return f"{fmt_value(m)} (limit {fmt_value(t)})"
+
+
 def what(alert: dict[str, Any]) -> str:
     """What the alert is about: the metric's name, or "data missing" for a no-data rule (whose
     metric is only the channel it watches)."""
@@ -56,7 +88,7 @@ def _env() -> Environment:
         "value": lambda v, metric: timeline.with_unit(v, metric), "num": fmt_value,
         "state": lambda s: STATE_WORDS.get(s, s), "path": lambda s: quote(str(s), safe="/"),
         "q": lambda s: quote(str(s), safe=""), "channel": timeline.channel_name,
-        "what": what, "observed": lambda a: timeline.observed(a)[0],
+        "check": check_text, "what": what, "observed": lambda a: timeline.observed(a)[0],
         "limit": lambda a: timeline.observed(a)[1]})
     env.globals["css"] = Markup(pages.CSS)
     return env
