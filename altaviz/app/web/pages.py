@@ -49,6 +49,8 @@ select,input{font-size:1rem;padding:6px;min-width:0;max-width:100%;width:100%}
 ul.alerts{list-style:none;padding:0;margin:0}ul.alerts li{margin:8px 0}
 ul.alerts a{display:block;text-decoration:none;color:inherit}
 .row{display:flex;flex-wrap:wrap;gap:4px 12px;align-items:baseline}
+.failing{padding:8px 0;border-bottom:1px solid #e3e6ea}
+td:first-child,th:first-child{width:42%}
 """
 
 #: The one style sheet of every page (server pages and console templates alike).
