@@ -21,6 +21,8 @@ from typing import Any
 
 from altaviz.app.context import App
 from altaviz.app.runtime import Runtime, RuntimeOptions, load_reference_data
+from altaviz.app.web.auth import hash_password
+from altaviz.app.web.console_store import upsert_user
 from altaviz.core import db
 from altaviz.core.contacts import Contact, ContactsFile
 from altaviz.core.fleet import Fleet
@@ -75,6 +77,9 @@ class DemoReport:
     #: the backtest of the demo's range against the ground truth: the closing figures
     backtest: BacktestReport | None = None
     inbox_url: str = ""
+    #: the supervisor console and its demo sign-ins (login, password), one per organization
+    console_url: str = ""
+    console_logins: list[tuple[str, str]] = field(default_factory=list)
     temporal_ui_url: str | None = None
     seconds: float = 0.0
 
@@ -96,6 +101,23 @@ def demo_contacts(fleet: Fleet, base_url: str) -> ContactsFile:
                                 name=f"Supervisor {org.name}", role="supervisor",
                                 apprise_urls=(f"json://{host}/inbox/receive/{cid}",)))
     return ContactsFile(contacts=tuple(contacts))
+
+
+#: The demo's console password: a local demo on a loopback address, not a secret.
+DEMO_CONSOLE_PASSWORD = "altaviz-demo"
+
+
+def demo_console_users(db_url: str, fleet: Fleet) -> list[tuple[str, str]]:
+    """A console user per organization (``supervisor@<org>``, :data:`DEMO_CONSOLE_PASSWORD`),
+    so the demo's supervisor can sign in to ``/console`` at once."""
+    hashed = hash_password(DEMO_CONSOLE_PASSWORD)
+    logins: list[tuple[str, str]] = []
+    with db.connect(db_url) as conn:
+        for org in fleet.organizations:
+            login = f"supervisor@{org.org_id}"
+            upsert_user(conn, org.org_id, login, f"Supervisor {org.name}", hashed)
+            logins.append((login, DEMO_CONSOLE_PASSWORD))
+    return logins
 
 
 async def run_demo(app: App, options: DemoOptions, say: Say = print) -> tuple[Runtime, DemoReport]:
@@ -144,6 +166,8 @@ async def run_demo(app: App, options: DemoOptions, say: Say = print) -> tuple[Ru
         escalation_override_hours=options.escalation_minutes / 60))
     await runtime.start()
     report.inbox_url = f"{settings.base_url}/inbox"
+    report.console_url = f"{settings.base_url}/console"
+    report.console_logins = await asyncio.to_thread(demo_console_users, db_url, sim.fleet)
     say(f"      worker polling task queue {settings.task_queue!r}; inbox at {report.inbox_url}")
 
     try:
@@ -259,6 +283,10 @@ def format_report(report: DemoReport) -> str:
                      "outside onset-to-failure, before failure):")
         lines += format_scores(report.backtest)
     lines.append(f"inbox (click a link to acknowledge): {report.inbox_url}")
+    if report.console_logins:
+        login, password = report.console_logins[0]
+        lines.append(f"supervisor console: {report.console_url} (sign in as {login}, password "
+                     f"{password}; each organization has its supervisor@<org>)")
     if report.temporal_ui_url:
         lines.append(f"Temporal Web UI (each alert is a workflow): {report.temporal_ui_url}")
     lines.append(f"done in {report.seconds:.0f} s")

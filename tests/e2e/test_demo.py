@@ -108,5 +108,24 @@ async def test_demo_end_to_end(demo_app: App) -> None:
                 "   AND e.event_type = 'acknowledged')"
                 " FROM alert_history a WHERE a.ack_state = 'acknowledged'").fetchall()
         assert len(acked) == 1 and acked[0][1] == "link" and acked[0][2] == 1
+
+        # The demo's supervisor signs in to the console and sees the acknowledgement.
+        login, password = report.console_logins[0]
+        assert f"sign in as {login}" in summary
+        org = login.split("@", 1)[1]
+        async with httpx.AsyncClient(base_url=report.console_url.removesuffix("/console"),
+                                     timeout=60) as http:
+            signed = await http.post("/console/sign-in", data={
+                "login": login, "password": password, "next": ""})
+            assert signed.status_code == 303, signed.text[:500]
+            listing = await http.get("/console/alerts", params={"state": "all"})
+            assert listing.status_code == 200 and "alerts shown" in listing.text
+            own = [a[0] for a in alerts if a[1] == org]
+            if acked[0][0] in own:
+                page = await http.get(f"/console/alerts/{acked[0][0]}")
+                assert page.status_code == 200 and "Acknowledged by" in page.text
+            foreign = [a[0] for a in alerts if a[1] != org]
+            if foreign:
+                assert (await http.get(f"/console/alerts/{foreign[0]}")).status_code == 404
     finally:
         await runtime.stop()

@@ -47,11 +47,13 @@ async def test_each_alert_page_shows_only_its_own_runs(rig: WebRig) -> None:
     one_runs, two_runs = runs[one.alert_id], runs[two_id]
     assert len(one_runs) >= 2, one_runs          # the first alert continued as new
     assert not set(one_runs) & set(two_runs)
-    assert page_one.count(">workflow execution started<") == len(one_runs)
-    assert page_one.count(">workflow execution continued as new<") == len(one_runs)
+    # the timeline is the alert's own (PostgreSQL's record), its workflow link the alert's own
+    # latest run; the raw workflow events are in the Temporal Web UI, not on the page
     assert f"/{one_runs[-1]}/history" in page_one
     assert not any(r in page_one for r in two_runs)
-    assert page_two.count(">workflow execution started<") == len(two_runs)
+    assert "workflow execution" not in page_one
+    assert page_one.count("Opened: ") == 1 and "Resolved by Sam Okafor" in page_one
     assert f"/{two_runs[-1]}/history" in page_two
+    assert page_two.count("Opened: ") == 1 and "Resolved by" not in page_two
     assert not any(r in page_two for r in one_runs)
     assert "valve replaced" in page_one and "valve replaced" not in page_two

@@ -13,9 +13,11 @@ Routes:
   ``ack_requested`` signal (Temporal accepts signals without a worker and keeps them in the
   workflow's history), the token is recorded as ``queued``, and the page says it takes effect
   when a worker is back: an acknowledgement is never lost.
-* ``GET /alerts/{alert_id}?token=...``: read-only alert page (signed "view" link) with the whole
-  timeline from ``alert_events``, ``notifications``, link uses and, when Temporal is reachable,
-  the workflow history; plus a link to the Temporal Web UI.
+* ``GET /alerts/{alert_id}?token=...``: read-only alert page (signed "view" link): the metric's
+  last 72 h as an inline SVG chart and the timeline in domain terms from ``alert_events``,
+  ``notifications`` and link uses; the raw workflow events are one link away, in the Temporal
+  Web UI.
+* ``/console/...``: the supervisor console (:mod:`altaviz.app.web.console`).
 * ``GET /healthz``: 200 when PostgreSQL and Temporal answer, else 503.
 * ``POST /inbox/receive[/{mailbox}]`` and ``GET /inbox``: the demo's local receiver (only with
   ``inbox=True``): point a contact's Apprise URL at
@@ -34,11 +36,12 @@ import asyncio
 import contextlib
 import logging
 import re
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import psycopg
 from fastapi import FastAPI, Request
@@ -46,7 +49,6 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from starlette.datastructures import MutableHeaders
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from temporalio.api.enums.v1 import EventType
 from temporalio.client import (
     Client,
     WorkflowUpdateFailedError,
@@ -55,9 +57,17 @@ from temporalio.client import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from altaviz.app.metrics import metrics_app
-from altaviz.app.web import pages, store
+from altaviz.app.web import auth, console_store, pages, store, views
+from altaviz.app.web.console import console_router
 from altaviz.core.errors import ServiceError
-from altaviz.core.links import Action, LinkClaims, LinkError, LinkSigner, signer_from_settings
+from altaviz.core.links import (
+    Action,
+    LinkClaims,
+    LinkError,
+    LinkSigner,
+    load_secret,
+    signer_from_settings,
+)
 from altaviz.core.payloads import AckRequest, AlertState
 from workflows.alert import QUERY_STATE, workflow_id_of
 
@@ -160,7 +170,8 @@ def create_app(*, database_url: str, signer: LinkSigner,
                temporal: Callable[[], Awaitable[Client]],
                temporal_ui_url: str | None = None, namespace: str = "default",
                inbox: bool = False, ack_timeout: float = 5.0,
-               public_url: str | None = None) -> FastAPI:
+               public_url: str | None = None,
+               session_secret: bytes | None = None, secure_cookies: bool = True) -> FastAPI:
     """The ASGI application.
 
     Args:
@@ -178,6 +189,9 @@ def create_app(*, database_url: str, signer: LinkSigner,
         public_url: the server's configured public URL (``ALTAVIZ_PUBLIC_URL``): a page asked
             for with a trailing slash is redirected there, never to the request's Host header
             (which the client chooses); without it the redirect is a relative path.
+        session_secret: key material of the console's session cookies (a random key when
+            None: sessions then end when the server restarts).
+        secure_cookies: mark session cookies Secure (see :mod:`altaviz.app.web.console`).
     """
     client_lock = asyncio.Lock()
     state: dict[str, Client | None] = {"client": None}
@@ -217,6 +231,10 @@ def create_app(*, database_url: str, signer: LinkSigner,
                 query = f"?{request.url.query}" if request.url.query else ""
                 return RedirectResponse(f"{base}{target}{query}", status_code=308)
         return JSONResponse({"detail": "Not Found"}, status_code=404)
+    app.include_router(console_router(
+        database_url=database_url, secure_cookies=secure_cookies,
+        sessions=auth.SessionSigner(session_secret or secrets.token_bytes(32)),
+        temporal_url=lambda alert: views.temporal_link(temporal_ui_url, namespace, alert)))
 
     def verify(token: str, action: str) -> LinkClaims:
         return signer.verify(token, action=action)  # type: ignore[arg-type]
@@ -306,7 +324,13 @@ def create_app(*, database_url: str, signer: LinkSigner,
         if isinstance(view, HTMLResponse):
             return view
         assert view.alert is not None and view.contact is not None
-        return _html(pages.confirm_page(view.alert, view.contact["name"], action_path))
+        detail = await asyncio.to_thread(console_store.alert_detail, database_url,
+                                         claims.org_id, claims.alert_id)
+        if detail is None:
+            return _problem(404, "Alert not found", "This link does not match any alert of "
+                            "your organization.")
+        return _html(views.alert_page(detail, temporal_url=None, ack_action=action_path,
+                                      contact_name=view.contact["name"]))
 
     async def confirm(claims: LinkClaims) -> HTMLResponse:
         try:
@@ -321,7 +345,8 @@ def create_app(*, database_url: str, signer: LinkSigner,
             return _problem(409, "Link already used", "This link has just been used. Each "
                             "link works once.")
         try:
-            return await acknowledge(claims, view.alert)
+            assert view.contact is not None
+            return await acknowledge(claims, view.alert, view.contact["name"])
         except BaseException:
             # Whatever went wrong, the acknowledgement did not happen: free the link.
             with contextlib.suppress(Exception):
@@ -338,7 +363,8 @@ def create_app(*, database_url: str, signer: LinkSigner,
                                   rpc_timeout=timedelta(seconds=ack_timeout)),
             timeout=ack_timeout + 1)
 
-    async def acknowledge(claims: LinkClaims, alert: dict[str, Any]) -> HTMLResponse:
+    async def acknowledge(claims: LinkClaims, alert: dict[str, Any], who: str
+                          ) -> HTMLResponse:
         req = AckRequest(org_id=claims.org_id, by=claims.contact_id, channel="link",
                          request_id=claims.request_id, requested_at=datetime.now(UTC),
                          alert_id=claims.alert_id)
@@ -379,7 +405,7 @@ def create_app(*, database_url: str, signer: LinkSigner,
                             f"{first}, just before you: your acknowledgement changed nothing.")
         await asyncio.to_thread(store.finish_token, database_url, claims, "acknowledged")
         done = dict(alert, ack_state="acknowledged", state="acknowledged",
-                    acknowledged_by=claims.contact_id, acknowledged_at=datetime.now(UTC),
+                    acknowledged_by=who, acknowledged_at=datetime.now(UTC),
                     ack_channel="link")
         return _html(pages.result_page(
             "Acknowledged", f"Thank you: {alert['compressor_id']} is acknowledged and the "
@@ -475,39 +501,13 @@ def create_app(*, database_url: str, signer: LinkSigner,
                 raise LinkError("wrong_alert", "This link was issued for another alert.")
         except LinkError as exc:
             return _link_problem(exc)
-        tl = await asyncio.to_thread(store.timeline, database_url, claims.org_id, alert_id)
-        if tl.alert is None:
+        detail = await asyncio.to_thread(console_store.alert_detail, database_url,
+                                         claims.org_id, alert_id)
+        if detail is None:
             return _problem(404, "Alert not found", "This link does not match any alert of "
                             "your organization.")
-        entries = _db_entries(tl)
-        # This alert's own runs only: the workflow id is shared with earlier and later alerts.
-        run_ids = list(tl.alert.get("run_ids") or []) or (
-            [tl.alert["run_id"]] if tl.alert.get("run_id") else [])
-        ui_url, note = None, ""
-        client = await get_client()
-        if client is None:
-            note = "The workflow history is not shown: Temporal is not reachable right now."
-        elif not run_ids:
-            note = "The workflow history is not shown: no run of this alert is recorded."
-        else:
-            try:
-                entries += await asyncio.wait_for(
-                    _workflow_entries(client, tl.alert["workflow_id"], run_ids), timeout=5)
-                if temporal_ui_url:
-                    ui_url = (f"{temporal_ui_url.rstrip('/')}/namespaces/{quote(namespace)}"
-                              f"/workflows/{quote(tl.alert['workflow_id'], safe='')}/"
-                              f"{quote(run_ids[-1], safe='')}/history")
-            except (RPCError, TimeoutError) as exc:
-                note = ("The workflow history is not shown: "
-                        + ("the workflow is no longer kept by Temporal (PostgreSQL's record "
-                           "above is complete)." if isinstance(exc, RPCError)
-                           and exc.status == RPCStatusCode.NOT_FOUND
-                           else "Temporal did not answer in time."))
-        if ui_url is None and temporal_ui_url:
-            query = quote(f'AltavizAlertId="{tl.alert["alert_id"]}"', safe="")
-            ui_url = (f"{temporal_ui_url.rstrip('/')}/namespaces/{quote(namespace)}"
-                      f"/workflows?query={query}")
-        return _html(pages.timeline_page(tl.alert, entries, ui_url, note))
+        return _html(views.alert_page(
+            detail, temporal_url=views.temporal_link(temporal_ui_url, namespace, detail.alert)))
 
     # --- health ---------------------------------------------------------------------------
 
@@ -567,62 +567,11 @@ def create_app(*, database_url: str, signer: LinkSigner,
     return app
 
 
-def _db_entries(tl: store.Timeline) -> list[tuple[datetime, str, str, str]]:
-    entries: list[tuple[datetime, str, str, str]] = []
-    for e in tl.events:
-        details = e["details"] or {}
-        detail = ", ".join(f"{k}={v}" for k, v in details.items()) if isinstance(
-            details, dict) else str(details)
-        actor = f"by {e['actor']}" if e["actor"] else ""
-        entries.append((e["occurred_at"], "alert", e["event_type"],
-                        " ".join(p for p in (actor, detail) if p)))
-    for n in tl.notifications:
-        who = f"{n['name'] or n['contact_id']} ({n['role'] or '?'})"
-        detail = f"step {n['step']}, attempt {n['attempt']}"
-        if n["error"]:
-            detail += f": {n['error']}"
-        entries.append((n["attempted_at"], "notification",
-                        f"{who} via {n['channel']} {n['status']}", detail))
-    for u in tl.link_uses:
-        who = u["name"] or u["contact_id"]
-        entries.append((u["used_at"], "link", f"{who} confirmed {u['action']} link",
-                        f"{u['outcome']}" + (f": {u['detail']}" if u["detail"] else "")))
-    return entries
-
-
-_SKIP_EVENTS = {"WORKFLOW_TASK_SCHEDULED", "WORKFLOW_TASK_STARTED", "WORKFLOW_TASK_COMPLETED",
-                "ACTIVITY_TASK_STARTED", "MARKER_RECORDED", "UPSERT_WORKFLOW_SEARCH_ATTRIBUTES"}
-
-
-async def _workflow_entries(client: Client, workflow_id: str, run_ids: list[str]
-                            ) -> list[tuple[datetime, str, str, str]]:
-    """The interesting events of the given runs of the workflow (the alert's own)."""
-    out: list[tuple[datetime, str, str, str]] = []
-    for run_id in run_ids:
-        run_handle = client.get_workflow_handle(workflow_id, run_id=run_id)
-        async for ev in run_handle.fetch_history_events():
-            name = EventType.Name(ev.event_type).removeprefix("EVENT_TYPE_")
-            if name in _SKIP_EVENTS:
-                continue
-            detail = ""
-            if ev.HasField("activity_task_scheduled_event_attributes"):
-                detail = ev.activity_task_scheduled_event_attributes.activity_type.name
-            elif ev.HasField("workflow_execution_signaled_event_attributes"):
-                detail = ev.workflow_execution_signaled_event_attributes.signal_name
-            elif ev.HasField("workflow_execution_update_accepted_event_attributes"):
-                detail = ev.workflow_execution_update_accepted_event_attributes \
-                    .accepted_request.input.name
-            elif ev.HasField("timer_started_event_attributes"):
-                secs = ev.timer_started_event_attributes.start_to_fire_timeout.seconds
-                detail = f"{secs / 3600:g} h" if secs >= 3600 else f"{secs} s"
-            elif ev.HasField("activity_task_failed_event_attributes"):
-                detail = ev.activity_task_failed_event_attributes.failure.message[:200]
-            elif ev.HasField("start_child_workflow_execution_initiated_event_attributes"):
-                detail = ev.start_child_workflow_execution_initiated_event_attributes \
-                    .workflow_id.rsplit("/", 1)[-1]
-            out.append((ev.event_time.ToDatetime(tzinfo=UTC), "workflow",
-                        name.lower().replace("_", " "), detail))
-    return out
+def _plain_http_loopback(url: str) -> bool:
+    """Whether the server's public URL is plain HTTP on this machine (the demo): browsers
+    would drop a Secure cookie there, and nothing leaves the machine."""
+    parts = urlsplit(url)
+    return parts.scheme == "http" and (parts.hostname or "") in ("127.0.0.1", "localhost", "::1")
 
 
 def app_for(altaviz_app: Any, *, demo: bool = False, inbox: bool = False,
@@ -641,7 +590,9 @@ def app_for(altaviz_app: Any, *, demo: bool = False, inbox: bool = False,
         database_url=altaviz_app.database_url(), signer=signer,
         temporal=altaviz_app.temporal_client, temporal_ui_url=altaviz_app.temporal_ui_url(),
         namespace=settings.temporal_namespace, inbox=demo or inbox, ack_timeout=ack_timeout,
-        public_url=settings.base_url)
+        public_url=settings.base_url,
+        session_secret=load_secret(settings, demo=demo),
+        secure_cookies=not _plain_http_loopback(settings.base_url))
     for name in ("uvicorn.access", "uvicorn.error", "altaviz"):
         logging.getLogger(name).addFilter(RedactTokens())
     token = settings.metrics_token.get_secret_value() if settings.metrics_token else None

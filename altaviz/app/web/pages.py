@@ -12,24 +12,49 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from altaviz.app.web.timeline import with_unit
+from altaviz.core.messages import metric_label
+
 _CSS = """
+*{box-sizing:border-box}
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f4f5f7;
-color:#1d2330}
-main{max-width:880px;margin:0 auto;padding:16px}
-h1{font-size:1.35rem;margin:.4rem 0 1rem}
-.card{background:#fff;border-radius:8px;padding:16px;margin:12px 0;box-shadow:0 1px 3px #0002}
+color:#1d2330;overflow-wrap:anywhere}
+main{max-width:880px;margin:0 auto;padding:12px}
+h1{font-size:1.3rem;margin:.4rem 0 .8rem}h2{font-size:1.1rem;margin:.2rem 0 .6rem}
+.card{background:#fff;border-radius:8px;padding:14px;margin:12px 0;box-shadow:0 1px 3px #0002}
 .critical{border-left:6px solid #c62828}.warning{border-left:6px solid #ef8f00}
 .ok{border-left:6px solid #2e7d32}.bad{border-left:6px solid #6d4c41}
-dl{display:grid;grid-template-columns:max-content 1fr;gap:4px 16px;margin:0}dt{color:#5b6475}
-button{font-size:1.2rem;padding:14px 28px;border:0;border-radius:6px;background:#1565c0;
+dl{display:grid;grid-template-columns:max-content minmax(0,1fr);gap:4px 14px;margin:0}
+dt{color:#5b6475}dd{margin:0;min-width:0}
+button{font-size:1.1rem;padding:12px 24px;border:0;border-radius:6px;background:#1565c0;
 color:#fff;width:100%;max-width:420px}
-table{border-collapse:collapse;width:100%;font-size:.92rem}
+table{border-collapse:collapse;width:100%;font-size:.92rem;table-layout:fixed}
 td,th{text-align:left;padding:6px 8px;border-bottom:1px solid #e3e6ea;vertical-align:top}
 .tag{display:inline-block;padding:1px 8px;border-radius:10px;font-size:.8rem;background:#e3e6ea}
-.sent{background:#c8e6c9}.failed{background:#ffcdd2}.src{color:#5b6475;font-size:.8rem}
+.sent{background:#c8e6c9}.failed{background:#ffcdd2}.src{color:#5b6475;font-size:.85rem}
 pre{white-space:pre-wrap;word-break:break-word;font-size:.9rem;margin:.4rem 0}
 a{color:#1565c0}
+svg.chart{display:block;width:100%;height:auto;max-width:720px}
+nav.top{background:#1d2330;color:#fff;padding:8px 12px;display:flex;flex-wrap:wrap;gap:6px 16px;
+align-items:center}nav.top a{color:#fff;text-decoration:none}nav.top form{margin:0 0 0 auto}
+nav.top button{font-size:.85rem;padding:4px 10px;background:#3b4457;width:auto}
+ol.tl{list-style:none;padding:0;margin:0}ol.tl li{padding:6px 0 6px 12px;border-left:3px solid
+#d5d9e0;margin-left:4px}ol.tl li.acknowledged,ol.tl li.resolved{border-left-color:#2e7d32}
+ol.tl li.failed,ol.tl li.refused{border-left-color:#c62828}ol.tl li.escalated{border-left-color:
+#ef8f00}ol.tl time{display:block;color:#5b6475;font-size:.8rem}
+.filters{display:grid;grid-template-columns:repeat(auto-fit,minmax(140px,1fr));gap:8px}
+.filters label{display:flex;flex-direction:column;font-size:.85rem;color:#5b6475}
+select,input{font-size:1rem;padding:6px;min-width:0;max-width:100%;width:100%}
+.counts{display:flex;flex-wrap:wrap;gap:6px;margin:6px 0}
+ul.alerts{list-style:none;padding:0;margin:0}ul.alerts li{margin:8px 0}
+ul.alerts a{display:block;text-decoration:none;color:inherit}
+.row{display:flex;flex-wrap:wrap;gap:4px 12px;align-items:baseline}
+.failing{padding:8px 0;border-bottom:1px solid #e3e6ea}
+td:first-child,th:first-child{width:42%}
 """
+
+#: The one style sheet of every page (server pages and console templates alike).
+CSS = _CSS
 
 #: The Content-Security-Policy source allowing exactly this style sheet (by its hash), so the
 #: policy needs no ``'unsafe-inline'``.
@@ -65,13 +90,13 @@ def problem_page(title: str, message: str, hint: str = "") -> str:
 
 
 def alert_summary(alert: dict[str, Any]) -> str:
-    """The alert's key facts as a definition list."""
+    """The alert's key facts as a definition list, in human metric names and units."""
+    metric = alert["metric"]
     rows = [
         ("Compressor", f"{alert['compressor_id']} ({alert.get('model') or ''})"),
         ("Site", f"{alert.get('site_name') or alert.get('site_id')}, {alert.get('basin') or ''}"),
-        ("Rule", alert["rule_id"]),
-        ("Observed", f"{alert['metric']} = {_num(alert.get('value'))} "
-                     f"(limit {_num(alert.get('threshold'))})"),
+        ("Observed", f"{metric_label(metric)} {with_unit(alert.get('value'), metric)} "
+                     f"(limit {with_unit(alert.get('threshold'), metric)})"),
         ("Severity", alert["severity"]),
         ("State", f"{alert['state']} ({alert['ack_state']}, condition {alert['condition_state']})"),
         ("Opened", when(alert.get("opened_at"))),
@@ -87,20 +112,17 @@ def alert_summary(alert: dict[str, Any]) -> str:
     return "<dl>" + "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in rows) + "</dl>"
 
 
-def _num(value: Any) -> str:
-    if value is None:
-        return "?"
-    return f"{float(value):.4g}"
-
-
 def confirm_page(alert: dict[str, Any], contact_name: str, action_path: str) -> str:
     """GET /ack/...: the alert and one button; opening it changes nothing."""
-    title = f"Acknowledge {alert['compressor_id']} {alert['metric']} {alert['severity']}"
+    title = (f"Acknowledge {alert['compressor_id']} {metric_label(alert['metric'])} "
+             f"{alert['severity']}")
+    effect = ("records that you saw it and closes the alert (the condition has cleared)"
+              if alert.get("condition_state") == "cleared"
+              else "tells everyone you are on it and stops the escalation")
     return page(title, (
         f"<div class='card {esc(alert['severity'])}'><h1>{esc(title)}</h1>"
         f"{alert_summary(alert)}</div>"
-        f"<div class=card><p>Acknowledging as <b>{esc(contact_name)}</b> tells everyone you "
-        f"are on it and stops the escalation.</p>"
+        f"<div class=card><p>Acknowledging as <b>{esc(contact_name)}</b> {effect}.</p>"
         f"<form method=post action='{esc(action_path)}'>"
         f"<button type=submit>Confirm acknowledgement</button></form></div>"))
 
@@ -110,38 +132,6 @@ def result_page(title: str, message: str, alert: dict[str, Any] | None, *, ok: b
     summary = alert_summary(alert) if alert else ""
     return page(title, f"<div class='card {'ok' if ok else 'bad'}'><h1>{esc(title)}</h1>"
                        f"<p>{esc(message)}</p>{summary}</div>")
-
-
-def timeline_page(alert: dict[str, Any], entries: list[tuple[datetime, str, str, str]],
-                  temporal_url: str | None, temporal_note: str) -> str:
-    """GET /alerts/...: the alert and its whole timeline, oldest first.
-
-    Args:
-        entries: (time, source, what, detail) rows.
-        temporal_url: the alert's workflow in the Temporal Web UI, if known.
-        temporal_note: why the workflow history is missing, if it is.
-    """
-    title = f"{alert['compressor_id']} {alert['metric']} {alert['severity']}"
-    rows = "".join(
-        f"<tr><td>{esc(when(t))}</td><td><span class=src>{esc(src)}</span></td>"
-        f"<td>{_tagged(what)}</td><td>{esc(detail)}</td></tr>"
-        for t, src, what, detail in sorted(entries, key=lambda e: e[0]))
-    ui = (f"<p><a href='{esc(temporal_url)}' target=_blank rel=noopener>Open this alert's "
-          f"workflow in the Temporal Web UI</a></p>") if temporal_url else ""
-    note = f"<p class=src>{esc(temporal_note)}</p>" if temporal_note else ""
-    return page(f"Alert {title}", (
-        f"<div class='card {esc(alert['severity'])}'><h1>Alert {esc(title)}</h1>"
-        f"{alert_summary(alert)}{ui}</div>"
-        f"<div class=card><h2>Timeline</h2><table id=timeline><thead><tr><th>When</th>"
-        f"<th>Source</th><th>What</th><th>Details</th></tr></thead><tbody>{rows}</tbody>"
-        f"</table>{note}</div>"))
-
-
-def _tagged(what: str) -> str:
-    for status in ("sent", "failed"):
-        if what.endswith(f" {status}"):
-            return f"{esc(what[: -len(status)])}<span class='tag {status}'>{status}</span>"
-    return esc(what)
 
 
 _URL = re.compile(r"https?://[^\s<>\"']+")

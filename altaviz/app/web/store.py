@@ -65,29 +65,6 @@ def finish_token(url: str, claims: LinkClaims, outcome: str, detail: str | None 
                      {"token_id": claims.token_id, "outcome": outcome, "detail": detail})
 
 
-@dataclass(frozen=True)
-class Timeline:
-    """An alert with its events, deliveries and link uses."""
-
-    alert: dict[str, Any] | None
-    events: list[dict[str, Any]]
-    notifications: list[dict[str, Any]]
-    link_uses: list[dict[str, Any]]
-
-
-def timeline(url: str, org_id: str, alert_id: str) -> Timeline:
-    """Everything PostgreSQL knows about one alert of one organization."""
-    q = queries("notify")
-    p = {"alert_id": alert_id}
-    with connect(url, row_factory=dict_row) as conn, tenant(conn, org_id):
-        alert = conn.execute(q["alert_for_link"], p).fetchone()
-        if alert is None:
-            return Timeline(None, [], [], [])
-        return Timeline(alert, conn.execute(q["alert_events_for_alert"], p).fetchall(),
-                        conn.execute(q["notifications_for_alert"], p).fetchall(),
-                        conn.execute(q["link_uses_for_alert"], p).fetchall())
-
-
 def ping(url: str) -> None:
     """Raise unless the database answers."""
     with connect(url) as conn:
