@@ -83,7 +83,7 @@ async def test_console_and_alert_pages_in_chromium(rig: WebRig, shots: Path) -> 
                     # open the alert from the list
                     await page.click("ul.alerts a")
                     await page.wait_for_url(re.compile(r".*/console/alerts/alert/acme/.*"))
-                    assert "COMP-0001 vibration WARNING" in await page.inner_text(
+                    assert "COMP-0001 frame vibration WARNING" in await page.inner_text(
                         "#alert-title")
                     assert await page.locator("svg.chart polyline").count() == 1
                     assert await page.locator("svg.chart line.limit").count() >= 1
@@ -106,7 +106,7 @@ async def test_console_and_alert_pages_in_chromium(rig: WebRig, shots: Path) -> 
                     await page.goto(f"{base}/console/alerts/{quote(alert_id, safe='/')}")
                     timeline = await page.inner_text("#timeline")
                     assert "Acknowledged by Jo Rivera via link" in timeline
-                    assert "Opened: vibration 12.6 mm/s RMS" in timeline
+                    assert "Opened: frame vibration 12.6 mm/s" in timeline
                     assert "Notified Jo Rivera (technician) by webhook" in timeline
                     assert "acknowledged" in await page.inner_text("#alert-state")
                     await _no_sideways_scroll(page, width, shots, "alert-acknowledged")

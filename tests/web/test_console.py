@@ -166,7 +166,7 @@ async def test_alert_page_shows_chart_and_domain_timeline(rig: WebRig) -> None:
                         "'COMP-0001'")[0][0]
     assert (await _sign_in(rig.http)).status_code == 303
     page = (await rig.http.get(f"/console/alerts/{quote(alert_id, safe='/')}")).text
-    assert "COMP-0001 vibration CRITICAL 12.6 mm/s RMS" in page
+    assert "COMP-0001 frame vibration CRITICAL 12.6 mm/s" in page
     assert "<svg" in page and "<polyline class=series" in page
     # the acknowledgement came long after the breach (the test server's clock): only the
     # breach is inside the chart's window

@@ -65,8 +65,8 @@ async def test_supervisor_history_page_shows_the_whole_timeline_in_chromium(
         dom = await _chromium(view_url, shot)
         assert shot.exists() and shot.stat().st_size > 10_000
         (ARTIFACTS / "alert_page.html").write_text(dom)
-        for expected in ["COMP-0001 vibration CRITICAL 12.6 mm/s RMS", "id=\"timeline\"",
-                         "Opened: vibration 12.6 mm/s RMS over the warning limit 8 mm/s RMS",
+        for expected in ["COMP-0001 frame vibration CRITICAL 12.6 mm/s", "id=\"timeline\"",
+                         "Opened: frame vibration 12.6 mm/s over the warning limit 8 mm/s",
                          "Escalated to supervisors: not acknowledged after 4 h",
                          "Acknowledged by Jo Rivera via link",
                          "Notified Jo Rivera (technician) by webhook: delivered",

@@ -22,7 +22,7 @@ def test_durations_are_minutes_hours_or_days() -> None:
 
 
 def test_values_are_rounded_with_units_and_channels_named_as_people_say() -> None:
-    assert with_unit(10.823333333333332, "vibration_frame_mm_s") == "10.8 mm/s RMS"
+    assert with_unit(10.823333333333332, "vibration_frame_mm_s") == "10.8 mm/s"
     assert with_unit(None, "speed_rpm") == "no data"
     assert [channel_name(c) for c in ("mailto", "json", "slack", None)] == [
         "email", "webhook", "slack", "unknown channel"]
@@ -52,13 +52,13 @@ def test_every_record_becomes_one_sentence_in_time_order() -> None:
     ]
     entries = build(ALERT, events, notifications, [])
     assert [(e.kind, e.text) for e in entries] == [
-        ("opened", "Opened: vibration 10.8 mm/s RMS over the warning limit 8 mm/s RMS"),
+        ("opened", "Opened: frame vibration 10.8 mm/s over the warning limit 8 mm/s"),
         ("notified", "Notified Jo Rivera (technician) by email: delivered"),
         ("escalated", "Escalated to supervisors: not acknowledged after 1 min"),
         ("failed", "Notifying Sam Okafor (supervisor) by webhook about the escalation failed "
                    "(attempt 1)"),
         ("acknowledged", "Acknowledged by Sam Okafor via link"),
-        ("cleared", "Cleared: vibration back within limits"),
+        ("cleared", "Cleared: frame vibration back within limits"),
         ("resolved", "Resolved by Sam Okafor"),
     ]
     assert entries[3].detail == "HTTP 502"

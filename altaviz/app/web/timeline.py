@@ -60,7 +60,7 @@ def observed(alert: dict[str, Any], value: Any = None, limit: Any = None) -> tup
 
 
 def with_unit(value: float | None, metric: str) -> str:
-    """A value rounded for reading, with the metric's unit (``12.6 mm/s RMS``)."""
+    """A value rounded for reading, with the metric's unit (``12.6 mm/s``)."""
     if value is None or value != value:
         return "no data"
     unit = metric_unit(metric)
