@@ -149,6 +149,18 @@ def _trend_text(ctx: MessageContext, unit: str) -> str:
             f"({' > '.join(_num(v) for _, v in ctx.trend)})")
 
 
+def held_phrase(alert: AlertState) -> str:
+    """``Silenced for 2 h, breach began at 2026-03-01 10:00 UTC (3 h ago).``: a notification
+    held back by a silence or maintenance window says how long the problem has been going on."""
+    if alert.held_since is None or alert.held_until is None:
+        return ""
+    held = (alert.held_until - alert.held_since) / timedelta(hours=1)
+    began = alert.breach_hour.astimezone(UTC)
+    ago = (alert.held_until - alert.breach_hour) / timedelta(hours=1)
+    return (f"Silenced for {_num(round(held, 1))} h, breach began at {began:%Y-%m-%d %H:%M} UTC "
+            f"({_num(round(ago, 1))} h ago).")
+
+
 def render(alert: AlertState, event: str, ctx: MessageContext, *,
            ack_url: str | None = None, view_url: str | None = None) -> Message:
     """Both forms of the message for one alert event.
@@ -182,6 +194,8 @@ def render(alert: AlertState, event: str, ctx: MessageContext, *,
                     + (f": {alert.resolve_reason}" if alert.resolve_reason else "."),
     }.get(event, "")
 
+    if alert.held_since is not None and alert.held_until is not None:
+        lead = (held_phrase(alert) + " " + lead).strip()
     hour = (alert.last_breach_hour or alert.breach_hour).astimezone(UTC)
     lines = [title, "", lead] if lead else [title, ""]
     lines += [
