@@ -15,7 +15,15 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
 
 Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 WEEKDAYS: tuple[str, ...] = ("monday", "tuesday", "wednesday", "thursday", "friday",
@@ -160,12 +168,14 @@ class Recurrence(BaseModel):
     every_weeks: Annotated[StrictInt, Field(ge=1, le=52)] | None = None
     nth_of_month: Annotated[StrictInt, Field(ge=-1, le=5)] | None = None
 
-    def model_post_init(self, _context: object) -> None:
+    @model_validator(mode="after")
+    def _one_cadence(self) -> Recurrence:
         """Exactly one of ``every_weeks`` and ``nth_of_month``; ``nth_of_month`` never 0."""
         if (self.every_weeks is None) == (self.nth_of_month is None):
             raise ValueError("give exactly one of every_weeks and nth_of_month")
         if self.nth_of_month == 0:
             raise ValueError("nth_of_month: 1-5, or -1 for the last one of the month")
+        return self
 
     def _days(self, first: date, last: date, anchor: date) -> list[date]:
         wd = WEEKDAYS.index(self.weekday)
