@@ -94,11 +94,13 @@ def test_a_stopped_unit_inhibits_its_flow_alerts(conn: psycopg.Connection[Any],
         "    diagnosis: Flow")
     rules = load_rule_set("rules.yaml", text=text)
     # COMP-0001 runs 10 days at 6 MMSCFD, then stops at hour 240: speed and flow drop to 0
-    put(conn, "acme", "COMP-0001", "speed_rpm", 0, [1200.0] * 240 + [0.0] * 6, running=False)
-    put(conn, "acme", "COMP-0001", "speed_rpm", 0, [1200.0] * 240 + [0.0] * 6, "min_4h",
+    speed: list[float | None] = [1200.0] * 240 + [0.0] * 6
+    flow: list[float | None] = [6.0] * 240 + [0.0] * 6
+    put(conn, "acme", "COMP-0001", "speed_rpm", 0, speed, running=False)
+    put(conn, "acme", "COMP-0001", "speed_rpm", 0, speed, "min_4h",
         running=False)
-    put(conn, "acme", "COMP-0001", "flow_mmscfd", 0, [6.0] * 240 + [0.0] * 6, running=False)
-    put(conn, "acme", "COMP-0001", "flow_mmscfd", 0, [6.0] * 240 + [0.0] * 6, "mean_4h",
+    put(conn, "acme", "COMP-0001", "flow_mmscfd", 0, flow, running=False)
+    put(conn, "acme", "COMP-0001", "flow_mmscfd", 0, flow, "mean_4h",
         running=False)
     conn.commit()
     result = evaluate(conn, rules, "acme", (h(238), h(245)))
