@@ -94,8 +94,8 @@ def test_a_stopped_unit_inhibits_its_flow_alerts(conn: psycopg.Connection[Any],
         "    diagnosis: Flow")
     rules = load_rule_set("rules.yaml", text=text)
     # COMP-0001 runs 10 days at 6 MMSCFD, then stops at hour 240: speed and flow drop to 0
-    speed: list[float | None] = [1200.0] * 240 + [0.0] * 6
-    flow: list[float | None] = [6.0] * 240 + [0.0] * 6
+    speed: list[float | None] = [*([1200.0] * 240), *([0.0] * 6)]
+    flow: list[float | None] = [*([6.0] * 240), *([0.0] * 6)]
     put(conn, "acme", "COMP-0001", "speed_rpm", 0, speed, running=False)
     put(conn, "acme", "COMP-0001", "speed_rpm", 0, speed, "min_4h",
         running=False)
