@@ -24,34 +24,16 @@ from altaviz.core.silences import (
     HoldDecision,
     HoldQuery,
     MaintenanceWindow,
-    Matchers,
-    Recurrence,
     Silence,
     in_window,
+    silence_from_row,
     silenced_until,
+    window_from_row,
     window_until,
 )
 
 #: Activity name (the alert workflow refers to it by this string).
 CHECK_SILENCE = "check_silence"
-
-
-def silence_from_row(row: tuple[Any, ...]) -> Silence:
-    """A :class:`Silence` from a ``list_silences``/``silences_for_unit`` row."""
-    (sid, org, comps, sites, rules, sevs, starts, ends, by, comment, expired_by) = row
-    return Silence(silence_id=sid, org_id=org, matchers=Matchers(
-        compressor_ids=tuple(comps) if comps else None, site_ids=tuple(sites) if sites else None,
-        rule_ids=tuple(rules) if rules else None, severities=tuple(sevs) if sevs else None),
-        starts_at=starts, ends_at=ends, created_by=by, comment=comment, expired_by=expired_by)
-
-
-def window_from_row(row: tuple[Any, ...]) -> MaintenanceWindow:
-    """A :class:`MaintenanceWindow` from a ``list_windows``/``windows_between`` row."""
-    (wid, org, comp, site, starts, ends, reason, by, recurrence) = row
-    return MaintenanceWindow(
-        window_id=wid, org_id=org, compressor_id=comp, site_id=site, starts_at=starts,
-        ends_at=ends, reason=reason, created_by=by,
-        recurrence=Recurrence.model_validate(recurrence) if recurrence else None)
 
 
 def windows_between(conn: psycopg.Connection[Any], start: datetime, end: datetime

@@ -19,10 +19,16 @@ import yaml
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 
-from activities.holds import silence_from_row, window_from_row
 from altaviz.core.db import queries, tenant
 from altaviz.core.errors import InputError
-from altaviz.core.silences import MaintenanceWindow, Matchers, Recurrence, Silence
+from altaviz.core.silences import (
+    MaintenanceWindow,
+    Matchers,
+    Recurrence,
+    Silence,
+    silence_from_row,
+    window_from_row,
+)
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([mhdw])\s*$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}

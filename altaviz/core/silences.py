@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -288,6 +288,24 @@ def in_window(windows: Sequence[MaintenanceWindow], compressor_id: str, site_id:
         if w.covers_unit(compressor_id, site_id) and w.spans((h, h + timedelta(hours=1))):
             return w
     return None
+
+
+def silence_from_row(row: tuple[Any, ...]) -> Silence:
+    """A :class:`Silence` from a ``list_silences``/``silences_for_unit`` row."""
+    (sid, org, comps, sites, rules, sevs, starts, ends, by, comment, expired_by) = row
+    return Silence(silence_id=sid, org_id=org, matchers=Matchers(
+        compressor_ids=tuple(comps) if comps else None, site_ids=tuple(sites) if sites else None,
+        rule_ids=tuple(rules) if rules else None, severities=tuple(sevs) if sevs else None),
+        starts_at=starts, ends_at=ends, created_by=by, comment=comment, expired_by=expired_by)
+
+
+def window_from_row(row: tuple[Any, ...]) -> MaintenanceWindow:
+    """A :class:`MaintenanceWindow` from a ``list_windows``/``windows_between`` row."""
+    (wid, org, comp, site, starts, ends, reason, by, recurrence) = row
+    return MaintenanceWindow(
+        window_id=wid, org_id=org, compressor_id=comp, site_id=site, starts_at=starts,
+        ends_at=ends, reason=reason, created_by=by,
+        recurrence=Recurrence.model_validate(recurrence) if recurrence else None)
 
 
 def parse_matchers(specs: Sequence[str], *, known_rules: Iterable[str] | None = None

@@ -12,14 +12,15 @@ import psycopg
 import pytest
 
 from activities.holds import apply_windows
-from altaviz.app.holds import add_window, held_counts
+from altaviz.app.holds import add_silence, add_window, held_counts
 from altaviz.core.fleet_store import load_fleet
 from altaviz.core.payloads import Evaluation
 from altaviz.core.settings import Settings
-from altaviz.core.silences import MaintenanceWindow
+from altaviz.core.silences import MaintenanceWindow, parse_matchers
 from altaviz.simulator import SimulationConfig, simulate
 from altaviz.simulator.config import DirtyConfig, FieldConfig
 from etl.pipeline import run_pipeline
+from rules.backtest import backtest
 from rules.evaluate import evaluate
 from rules.loader import DEFAULT_RULES, load_rule_set
 from tests.rules.helpers import h, put
@@ -79,6 +80,10 @@ def test_planned_stop_with_and_without_a_window(stopped_fleet: Any,
     assert {h.breach.rule_id for h in planned.held if h.held_by == "maintenance"} == {
         "unit_stopped"}
     assert held_counts(conn, org).get("maintenance") == len(stopped_hours)
+    # the backtest counts the same stop as one alert held back by the window
+    report = backtest(conn, load_rule_set(DEFAULT_RULES), [org], start, end)
+    assert report.held_back == {"maintenance": 1, "inhibited": 0, "silence": 0}
+    assert not [e for e in report.episodes if e.compressor_id == unit]
     # other units are untouched by the window
     assert ({(b.compressor_id, b.rule_id) for b in planned.breaches}
             == {(b.compressor_id, b.rule_id) for b in bare.breaches if b.compressor_id != unit})
@@ -108,3 +113,9 @@ def test_a_stopped_unit_inhibits_its_flow_alerts(conn: psycopg.Connection[Any],
         "unit_stopped"}
     held = {(x.breach.rule_id, x.held_by) for x in result.held}
     assert held == {("flow_deficit", "inhibited")}
+    # the backtest: one flow alert inhibited; the stop's alert opened inside a silence
+    add_silence(conn, "acme", parse_matchers(["compressor=COMP-0001", "rule=unit_stopped"]),
+                starts_at=h(239), ends_at=h(250), created_by="sup.amy", comment="known")
+    report = backtest(conn, rules, ["acme"], h(238), h(245))
+    assert report.held_back == {"maintenance": 0, "inhibited": 1, "silence": 1}
+    assert report.summary()["held_back"] == report.held_back
