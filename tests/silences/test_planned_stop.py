@@ -13,6 +13,7 @@ import pytest
 
 from activities.holds import apply_windows
 from altaviz.app.holds import add_silence, add_window, held_counts
+from altaviz.core import db
 from altaviz.core.fleet_store import load_fleet
 from altaviz.core.payloads import Evaluation
 from altaviz.core.settings import Settings
@@ -119,3 +120,27 @@ def test_a_stopped_unit_inhibits_its_flow_alerts(conn: psycopg.Connection[Any],
     report = backtest(conn, rules, ["acme"], h(238), h(245))
     assert report.held_back == {"maintenance": 0, "inhibited": 1, "silence": 1}
     assert report.summary()["held_back"] == report.held_back
+
+
+def test_a_unit_that_stopped_and_went_silent_raises_no_data_alert(
+        conn: psycopg.Connection[Any], fleet: Any) -> None:
+    """While the unit's unit_stopped alert is open and active, its data-missing breaches are
+    inhibited (a stopped unit with its gateway off has no data to clear the stop); another
+    unit's are not."""
+    rules = load_rule_set(DEFAULT_RULES)
+    running: list[float | None] = [1200.0] * 24
+    for comp in ("COMP-0001", "COMP-0002"):
+        put(conn, "acme", comp, "speed_rpm", 0, running, running=False)
+        put(conn, "acme", comp, "speed_rpm", 0, running, "min_4h", running=False)
+    with db.admin(conn):
+        conn.execute(
+            "INSERT INTO alert_history (alert_id, org_id, compressor_id, rule_id, metric,"
+            " severity, condition_state, ack_state, state, breach_hour, opened_at, workflow_id)"
+            " VALUES ('a1', 'acme', 'COMP-0001', 'unit_stopped', 'speed_rpm', 'warning',"
+            " 'active', 'unacknowledged', 'open', %s, %s, 'w1')", (h(24), h(24)))
+    conn.commit()
+    result = evaluate(conn, rules, "acme", (h(30), h(30)))
+    assert {(b.compressor_id, b.rule_id) for b in result.breaches} == {
+        ("COMP-0002", "data_missing")}
+    assert {(x.breach.compressor_id, x.breach.rule_id, x.held_by) for x in result.held} == {
+        ("COMP-0001", "data_missing", "inhibited")}
