@@ -20,13 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from altaviz.app.context import App
+from altaviz.app.holds import add_window
 from altaviz.app.runtime import Runtime, RuntimeOptions, load_reference_data
 from altaviz.core import db
 from altaviz.core.contacts import Contact, ContactsFile
 from altaviz.core.fleet import Fleet
 from altaviz.core.payloads import PipelineInput
 from altaviz.core.settings import Settings
+from altaviz.core.silences import MaintenanceWindow
 from altaviz.simulator import FieldConfig, SimulationConfig, simulate
+from altaviz.simulator.ground_truth import GroundTruth
 from etl.pipeline import run_pipeline
 from rules.backtest import BacktestReport, backtest, format_scores, load_ground_truth
 from workflows.pipeline import PipelineWorkflow
@@ -81,6 +84,18 @@ class DemoReport:
     inbox_url: str = ""
     temporal_ui_url: str | None = None
     seconds: float = 0.0
+
+
+def load_planned_stops(db_url: str, truth: GroundTruth) -> int:
+    """Enter the simulator's planned stops as the maintenance windows an operator would have
+    planned for them; shut-ins and other stops stay unplanned (each raises one stop alert)."""
+    stops = [e for e in truth.nuisance_events if e.kind == "planned_stop"]
+    with db.connect(db_url) as conn:
+        for e in stops:
+            add_window(conn, MaintenanceWindow(
+                org_id=e.org_id, compressor_id=e.compressor_id, starts_at=e.start,
+                ends_at=e.end, reason="planned maintenance", created_by="demo"))
+    return len(stops)
 
 
 def demo_contacts(fleet: Fleet, base_url: str) -> ContactsFile:
@@ -141,6 +156,8 @@ async def run_demo(app: App, options: DemoOptions, say: Say = print) -> tuple[Ru
     say(f"      {len(sim.fleet.organizations)} organizations, {len(sim.fleet.sites)} sites, "
         f"{len(contacts.contacts)} contacts, rule set v{rule_set.version} "
         f"({len(rule_set.rules)} rules)")
+    planned = await asyncio.to_thread(load_planned_stops, db_url, sim.ground_truth)
+    say(f"      {planned} planned stops entered as maintenance windows (no alerts for them)")
 
     say("[4/7] starting the worker and the acknowledgement server")
     runtime = Runtime(app, RuntimeOptions(
