@@ -42,6 +42,7 @@ from activities.etl import (
     changed_hours,
     heartbeating,
 )
+from activities.holds import HoldActivities
 from activities.notify import NotificationActivities
 from activities.pipeline import EtlRunner, Evaluator, PipelineActivities
 from activities.reconcile import ReconcileActivities
@@ -110,7 +111,8 @@ def rules_evaluator(settings: Settings,
         if escalation_override_hours is not None:
             breaches = [b.model_copy(update={"escalation_delay_hours": escalation_override_hours})
                         for b in breaches]
-        return Evaluation(org_id=org_id, breaches=breaches, clears=result.clears)
+        return Evaluation(org_id=org_id, breaches=breaches, clears=result.clears,
+                          held=result.held)
 
     return evaluate_org
 
@@ -171,7 +173,7 @@ def build_worker(
     reconciler = ReconcileActivities(client=client, pool=pool)
     activities: list[Callable[..., Any]] = [
         alerts.open_alert, alerts.record_transition, alerts.record_delivery_failure,
-        reconciler.reconcile_alerts,
+        HoldActivities(pool).check_silence, reconciler.reconcile_alerts,
         pipeline.run_etl, pipeline.list_organizations, pipeline.evaluate_rules,
         pipeline.start_or_update_alerts, pipeline.signal_clears, *extra_activities]
     if callable(notify):

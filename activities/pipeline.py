@@ -28,6 +28,7 @@ from temporalio.common import TypedSearchAttributes
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.holds import apply_windows
 from altaviz.core.db import org_ids, queries, tenant
 from altaviz.core.errors import TerminalError
 from altaviz.core.payloads import (
@@ -153,7 +154,11 @@ class PipelineActivities:
 
     @activity.defn(name="evaluate_rules")
     def evaluate_rules(self, req: EvaluateRequest) -> Evaluation:
-        """Evaluate one organization's rules over some hours (inside its tenant transaction)."""
+        """Evaluate one organization's rules over some hours (inside its tenant transaction).
+
+        Breaches of units in a maintenance window, or explained by the unit's stop (a rule's
+        ``inhibits:``), open no alert: they are recorded in ``held_breaches`` instead.
+        """
         activity.heartbeat(req.org_id)
         if self._evaluator is None:
             raise ApplicationError("no rule evaluator configured in this worker",
@@ -161,6 +166,8 @@ class PipelineActivities:
         try:
             with self._pool.connection() as conn:
                 evaluation = self._evaluator(conn, req.org_id, list(req.hours))
+                # Units in a maintenance window open no alerts; every held breach is recorded.
+                evaluation = apply_windows(conn, evaluation)
         except TerminalError as exc:
             raise ApplicationError(str(exc), type=type(exc).__name__,
                                    non_retryable=True) from exc

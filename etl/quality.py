@@ -6,6 +6,9 @@ For the batches this stage has not checked yet (mark in ``etl_stage_progress``):
   per compressor so wholly silent hours count too, and only hours already over (``hour + 1 h
   <= as_of``). Missing share = 1 - readings/6 per hour; ``measured`` is the share over the
   range, failing above 5%, with the number of compressor-hours above 5% in ``details``.
+  Hours inside a maintenance window of the unit (its own, its site's) are planned downtime,
+  not missing data: they count as complete, and ``details`` gives ``planned_hours`` (when
+  there are any).
 * **consistency**: schema violations, i.e. quarantined rows / rows received for the
   compressor (rows whose compressor is unknown cannot be attributed to an organization and
   are only counted in the run summary). Fails above 1%.
@@ -52,6 +55,7 @@ from altaviz.core.catalog import default_channels
 from altaviz.core.db import admin, connect, queries, tenant
 from altaviz.core.duck import table_from_arrow
 from altaviz.core.errors import InputError
+from altaviz.core.silences import window_from_row
 from altaviz.core.telemetry import CHANNELS, READINGS_PER_HOUR
 from etl.aggregates import set_stage_mark, stage_mark
 from etl.lake import Lake
@@ -89,7 +93,7 @@ def quality_checks(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.Con
     con.execute("CREATE OR REPLACE TEMP TABLE dq_per_comp (org_id VARCHAR, compressor_id "
                 "VARCHAR, n BIGINT, outliers BIGINT, bad BIGINT, last TIMESTAMPTZ)")
     if hi > lo:
-        _batch_checks(con, lake, lo, hi, as_of)
+        _batch_checks(con, lake, lo, hi, as_of, conn)
         _channel_checks(con, lake, conn, lo, hi)
     _freshness(con, conn, as_of, freshness_grace_minutes)
     checks = failed = 0
@@ -117,8 +121,37 @@ CHECK_TABLE = ("org_id VARCHAR, compressor_id VARCHAR, check_type VARCHAR, measu
 CHECK_COLUMNS = ("compressor_id", "check_type", "measured", "threshold", "passed", "details")
 
 
+def _planned_hours(con: duckdb.DuckDBPyConnection, conn: psycopg.Connection[Any],
+                   start: datetime, end: datetime) -> None:
+    """``dq_planned``: the (organization, compressor, hour) of ``[start, end)`` inside a
+    maintenance window of the unit (one-off or recurring in the site's time)."""
+    with admin(conn):
+        windows = [window_from_row(r) for r in conn.execute(
+            queries("silences")["windows_between"], {"start": start, "end": end}).fetchall()]
+        units = conn.execute("SELECT org_id, compressor_id, site_id FROM compressors"
+                             ).fetchall() if windows else []
+    rows: dict[str, list[Any]] = {"org_id": [], "compressor_id": [], "hour": []}
+    for org, comp, site in units:
+        mine = [w for w in windows if w.org_id == org and w.covers_unit(comp, site)]
+        planned: set[datetime] = set()
+        for w in mine:
+            for b, f in w.spans((start, end)):
+                hour = b.replace(minute=0, second=0, microsecond=0)
+                while hour < f:
+                    planned.add(hour)
+                    hour += timedelta(hours=1)
+        for hour in sorted(planned):
+            rows["org_id"].append(org)
+            rows["compressor_id"].append(comp)
+            rows["hour"].append(hour)
+    table = pa.table({"org_id": pa.array(rows["org_id"], pa.string()),
+                      "compressor_id": pa.array(rows["compressor_id"], pa.string()),
+                      "hour": pa.array(rows["hour"], pa.timestamp("us", tz="UTC"))})
+    table_from_arrow(con, "dq_planned", table)
+
+
 def _batch_checks(con: duckdb.DuckDBPyConnection, lake: Lake, lo: int, hi: int,
-                  as_of: datetime) -> None:
+                  as_of: datetime, conn: psycopg.Connection[Any]) -> None:
     """Completeness, consistency and accuracy of silver batches ``lo < batch <= hi`` into
     ``dq_checks``, and ``dq_per_comp``."""
     silver, quarantine = lake.uri("silver"), lake.uri("quarantine")
@@ -155,6 +188,7 @@ def _batch_checks(con: duckdb.DuckDBPyConnection, lake: Lake, lo: int, hi: int,
         h_dates = {d[0] for d in con.execute(
             "SELECT DISTINCT strftime(hour, '%Y-%m-%d') FROM dq_hours").fetchall()}
         h_end = first[1] + timedelta(hours=1)
+        _planned_hours(con, conn, first[0], h_end)
         over = COMPLETENESS_MAX_MISSING
         con.execute(f"""
             INSERT INTO dq_checks
@@ -167,19 +201,27 @@ def _batch_checks(con: duckdb.DuckDBPyConnection, lake: Lake, lo: int, hi: int,
                   AND compressor_id IN (SELECT DISTINCT compressor_id FROM dq_hours)
                 GROUP BY ALL
             ), per_hour AS (
-                SELECT h.org_id, h.compressor_id, h.hour,
-                       greatest(0, 1 - coalesce(c.n, 0) / {READINGS_PER_HOUR}) AS missing
+                SELECT h.org_id, h.compressor_id, h.hour, p.hour IS NOT NULL AS planned,
+                       CASE WHEN p.hour IS NOT NULL THEN 0 ELSE
+                       greatest(0, 1 - coalesce(c.n, 0) / {READINGS_PER_HOUR}) END AS missing
                 FROM dq_hours h LEFT JOIN counts c USING (compressor_id, hour)
+                LEFT JOIN dq_planned p USING (org_id, compressor_id, hour)
             ), shares AS (
                 SELECT org_id, compressor_id, avg(missing) AS share, count(*) AS hours,
+                       count(*) FILTER (WHERE planned) AS planned_hours,
                        count(*) FILTER (WHERE missing > {over}) AS flagged,
                        list(strftime(hour, '%Y-%m-%dT%H:00Z') ORDER BY hour)
                            FILTER (WHERE missing > {over}) AS flagged_hours
                 FROM per_hour GROUP BY ALL
             )
             SELECT org_id, compressor_id, 'completeness', share, {over}, share <= {over},
+                   CASE WHEN planned_hours = 0 THEN
                    json_object('hours', hours, 'hours_flagged', flagged, 'flagged_hours',
                                coalesce(flagged_hours, []::VARCHAR[])[1:24])::VARCHAR
+                   ELSE
+                   json_object('hours', hours, 'hours_flagged', flagged, 'flagged_hours',
+                               coalesce(flagged_hours, []::VARCHAR[])[1:24],
+                               'planned_hours', planned_hours)::VARCHAR END
             FROM shares
         """)
     con.execute("""

@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 from statistics import median
 from typing import Any
@@ -25,6 +26,13 @@ import psycopg
 
 from altaviz.core import db
 from altaviz.core.errors import InputError
+from altaviz.core.silences import (
+    MaintenanceWindow,
+    in_window,
+    inhibited,
+    silence_from_row,
+    window_from_row,
+)
 from altaviz.core.telemetry import CHANNELS, METRIC_BY_NAME
 from rules.engine import DEFAULT_LOOKBACK_HOURS, Row
 from rules.schema import RuleSet
@@ -139,6 +147,11 @@ class BacktestReport:
     nuisance_by_rule: dict[str, dict[str, int]] = field(default_factory=dict)
     #: episodes that started after their unit had failed (it is down, nobody can act)
     alerts_after_failure: int = 0
+    #: alerts held back, by what: ``maintenance`` (a window: never opened), ``inhibited`` (a
+    #: stop of the unit explained them: never opened), ``silence`` (opened in a matching
+    #: silence: notified only at its end). The first two are not in ``episodes``.
+    held_back: dict[str, int] = field(default_factory=lambda: {
+        "maintenance": 0, "inhibited": 0, "silence": 0})
 
     @property
     def days(self) -> float:
@@ -193,6 +206,7 @@ class BacktestReport:
             "nuisance_alerts": self.nuisance_alerts,
             "nuisance_alerts_by_rule": self.nuisance_by_rule,
             "alerts_after_failure": self.alerts_after_failure,
+            "held_back": self.held_back,
         }
 
 
@@ -292,17 +306,76 @@ def backtest(conn: psycopg.Connection[Any], rule_set: RuleSet, org_ids: list[str
     """
     eps: list[Episode] = []
     units: list[tuple[str, str]] = []
+    held = {"maintenance": 0, "inhibited": 0, "silence": 0}
+    q = db.queries("silences")
     for org in org_ids:
-        eps += episodes(conn, rule_set, org, start, end, gold_uri=gold_uri, threads=threads)
+        rows = episode_rows(conn, rule_set, org, start, end, gold_uri=gold_uri,
+                            threads=threads)
         with db.tenant(conn, org):
             units += [(org, str(r[0])) for r in
                       conn.execute("SELECT compressor_id FROM compressors").fetchall()]
-    report = BacktestReport(start=start, end=end, episodes=eps, compressors=len(units))
+            span = {"start": start, "end": end + timedelta(hours=1)}
+            windows = [window_from_row(r) for r in
+                       conn.execute(q["windows_between"], span).fetchall()]
+            silences = [silence_from_row(r) for r in conn.execute(
+                q["list_silences"], {"now": start, "all": True}).fetchall()]
+        kept, inhibited_rows, window_rows = hold_rows(rows, rule_set, windows)
+        held["inhibited"] += count_runs(inhibited_rows)
+        held["maintenance"] += count_runs(window_rows)
+        org_eps = stitch(org, kept)
+        site_of = {r.compressor_id: r.site_id for r in rows}
+        held["silence"] += sum(1 for e in org_eps if any(
+            s.active_at(e.start) and s.matchers.matches(
+                compressor_id=e.compressor_id, site_id=site_of.get(e.compressor_id, ""),
+                rule_id=e.rule_id, severity=e.severity) for s in silences))
+        eps += org_eps
+    report = BacktestReport(start=start, end=end, episodes=eps, compressors=len(units),
+                            held_back=held)
     report.by_rule = dict(Counter((e.rule_id, e.severity) for e in eps))
     if ground_truth is not None:
         score(report, units, ground_truth, nuisance or [], exclude_rules,
               rule_channels(rule_set))
     return report
+
+
+def hold_rows(rows: list[Row], rule_set: RuleSet, windows: list[MaintenanceWindow]
+              ) -> tuple[list[Row], list[Row], list[Row]]:
+    """Split firing rows as the hourly pipeline would: kept, inhibited by a stop of the unit at
+    the same hour (a rule's ``inhibits``), and held by a maintenance window. Clear rows are
+    always kept (an alert already open may clear)."""
+    inhibits = {r.id: r.inhibits for r in rule_set.rules if r.inhibits}
+    firing = [i for i, r in enumerate(rows) if r.firing]
+    drop = {firing[j] for j in inhibited(
+        [(rows[i].compressor_id, rows[i].rule_id, rows[i].hour) for i in firing], inhibits)}
+    kept: list[Row] = []
+    by_stop: list[Row] = []
+    by_window: list[Row] = []
+    for i, r in enumerate(rows):
+        if not r.firing:
+            kept.append(r)
+        elif in_window(windows, r.compressor_id, r.site_id, r.hour) is not None:
+            by_window.append(r)
+            if r.clear:
+                kept.append(replace(r, firing=False))
+        elif i in drop:
+            by_stop.append(r)
+            if r.clear:
+                kept.append(replace(r, firing=False))
+        else:
+            kept.append(r)
+    return kept, by_stop, by_window
+
+
+def count_runs(rows: list[Row]) -> int:
+    """Alerts the rows would have made: runs of consecutive hours per compressor and rule."""
+    hours: dict[tuple[str, str], list[datetime]] = {}
+    for r in rows:
+        hours.setdefault((r.compressor_id, r.rule_id), []).append(r.hour)
+    runs = 0
+    for hs in hours.values():
+        hs.sort()
+        runs += 1 + sum(1 for a, b in pairwise(hs) if b - a > timedelta(hours=1))
+    return runs
 
 
 def rule_channels(rule_set: RuleSet) -> dict[str, frozenset[str]]:

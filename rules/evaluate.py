@@ -16,7 +16,8 @@ from typing import Any
 import psycopg
 
 from altaviz.core import db
-from altaviz.core.payloads import Breach, Clear
+from altaviz.core.payloads import Breach, Clear, HeldBreach
+from altaviz.core.silences import inhibited
 from rules.engine import DEFAULT_LOOKBACK_HOURS, Row
 from rules.schema import RuleSet
 from rules.sources import PostgresSource, evaluation_rows
@@ -28,6 +29,8 @@ class EvaluationResult:
 
     breaches: list[Breach] = field(default_factory=list)
     clears: list[Clear] = field(default_factory=list)
+    #: Breaches explained by another rule firing on the unit at the same hour (``inhibits``).
+    held: list[HeldBreach] = field(default_factory=list)
 
 
 def evaluate_rows(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str,
@@ -62,9 +65,14 @@ def evaluate(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str,
     start, end = hours
     by_id = {r.id: r for r in rule_set.rules}
     result = EvaluationResult()
+    inhibiting = [r.id for r in rule_set.rules if r.inhibits]
+    stopped: dict[str, datetime] = {}
     with db.tenant(conn, org_id):
         rows = evaluate_rows(conn, rule_set, org_id, start, end, compressors, lookback_hours,
                              threads=threads)
+        if inhibiting:
+            stopped = dict(conn.execute(db.queries("silences")["open_stops"],
+                                        {"rule_ids": inhibiting}).fetchall())
     stamp = {"rule_set_id": rule_set.rule_set_id, "rule_version": rule_set.version}
     for row in rows:
         rule = by_id[row.rule_id]
@@ -80,7 +88,39 @@ def evaluate(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str,
             result.clears.append(Clear(
                 org_id=org_id, compressor_id=row.compressor_id, rule_id=row.rule_id,
                 metric=row.metric, value=row.value, hour=row.hour, **stamp))
-    return result
+    return hold_inhibited(rule_set, result, stopped)
+
+
+def hold_inhibited(rule_set: RuleSet, result: EvaluationResult,
+                   stopped: dict[str, datetime] | None = None) -> EvaluationResult:
+    """Move breaches that a stop of their unit explains to ``held``.
+
+    A unit that stops says so once (the inhibiting rule's alert); the rules it ``inhibits``
+    open nothing for that unit while the inhibiting rule fires at the same hour, or while its
+    alert is still open and active (``stopped``: compressor -> first hour of the stop; a unit
+    that went silent after stopping has no data to clear it). Breaches before the stop are
+    untouched.
+    """
+    inhibits = {r.id: r.inhibits for r in rule_set.rules if r.inhibits}
+    if not inhibits:
+        return result
+    keys = [(b.compressor_id, b.rule_id, b.hour) for b in result.breaches]
+    drop = inhibited(keys, inhibits)
+    targets = {t for ts in inhibits.values() for t in ts}
+    for i, b in enumerate(result.breaches):
+        since = (stopped or {}).get(b.compressor_id)
+        if b.rule_id in targets and since is not None and b.hour >= since:
+            drop.add(i)
+    if not drop:
+        return result
+    by = {(b.compressor_id, b.hour): b.rule_id for b in result.breaches if b.rule_id in inhibits}
+    return EvaluationResult(
+        breaches=[b for i, b in enumerate(result.breaches) if i not in drop],
+        clears=result.clears,
+        held=[*result.held, *(HeldBreach(
+            breach=b, held_by="inhibited",
+            detail=f"unit stopped ({by.get((b.compressor_id, b.hour), 'stop')})")
+            for i, b in enumerate(result.breaches) if i in drop)])
 
 
 __all__ = ["EvaluationResult", "Row", "evaluate", "evaluate_rows"]

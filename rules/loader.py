@@ -333,6 +333,23 @@ def _rules(doc: _Doc, raw_rules: Any, seen: dict[str, int]) -> list[Rule]:
     return out
 
 
+def _check_inhibits(doc: _Doc, rules: list[Rule], raw_rules: Any, ids: set[str]) -> None:
+    """``inhibits:`` names rules of the same set, never the rule itself."""
+    index = {r.get("id"): i for i, r in enumerate(raw_rules)
+             if isinstance(r, dict)} if isinstance(raw_rules, list) else {}
+    for rule in rules:
+        for j, target in enumerate(rule.inhibits):
+            path: Path_ = ("rules", index.get(rule.id, 0), "inhibits", j)
+            if target == rule.id:
+                message = "a rule cannot inhibit itself"
+            elif target not in ids:
+                message = f"unknown rule {target!r} (no rule with this id in the file)"
+            else:
+                continue
+            doc.problems.append(RuleProblem(doc.file, doc.line(path), rule.id,
+                                            f"inhibits.{j}", message))
+
+
 def load_rule_set(path: Path | str = DEFAULT_RULES, *, text: str | None = None,
                   catalog: Catalog | None = None) -> RuleSet:
     """Load and validate a rule file (the default set or any complete set).
@@ -354,6 +371,7 @@ def load_rule_set(path: Path | str = DEFAULT_RULES, *, text: str | None = None,
     raw_rules = data.get("rules")
     ids = {r["id"] for r in raw_rules if isinstance(r, dict) and isinstance(r.get("id"), str)} \
         if isinstance(raw_rules, list) else set()
+    _check_inhibits(doc, rules, raw_rules, ids)
     for model, entry in doc.catalog.compressors.items():
         for rule_id in entry.limits:
             if rule_id not in ids:

@@ -143,6 +143,10 @@ class _RuleBase(_Model):
     escalation_delay_hours: Annotated[Number, Field(gt=0, le=168)] = 4.0
     applies_to: AppliesTo = AppliesTo()
     enabled: StrictBool = True
+    #: Rules this one explains while it fires on a unit: their breaches of the same unit at
+    #: the same hour open no alert (e.g. a stopped unit's flow and data alerts). Checked
+    #: against the set's rule ids when the file is loaded.
+    inhibits: tuple[RuleId, ...] = ()
 
 
 class _LevelRule(_RuleBase):
@@ -236,8 +240,10 @@ class RuleSet(_Model):
 
     def canonical(self) -> dict[str, Any]:
         """The content that identifies the set (what is hashed and stored)."""
+        # ``inhibits`` only when given: sets without it keep the hash they always had.
         return {"org_id": self.org_id,
-                "rules": [r.model_dump(mode="json") for r in self.rules]}
+                "rules": [r.model_dump(mode="json", exclude=None if r.inhibits
+                                       else {"inhibits"}) for r in self.rules]}
 
     @property
     def content_hash(self) -> str:

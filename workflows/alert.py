@@ -58,6 +58,7 @@ with workflow.unsafe.imports_passed_through():
         OpenAlertResult,
         ResolveRequest,
     )
+    from altaviz.core.silences import HoldDecision, HoldQuery
     from workflows import SEARCH_ATTRIBUTES
     from workflows.notify import WORKFLOW_NAME as NOTIFY_WORKFLOW
     from workflows.notify import notify_workflow_id
@@ -91,6 +92,13 @@ _RANK = {"warning": 0, "critical": 1}
 #: docs/OPERATIONS.md, "Upgrading").
 PATCH_NOTIFY_CHILD = "notify-step-child-workflow"
 PATCH_RESUME_CRITICAL = "resume-critical-reminders"
+PATCH_HOLDS = "silences-and-maintenance-holds"
+
+#: Activity asked before every notification whether a silence or window holds it back.
+CHECK_HOLD = "check_silence"
+#: While held back, the hold is checked again this often, so a silence expired early (or a
+#: window cut short) releases the alert within this time, not at the end first planned.
+HOLD_RECHECK = timedelta(minutes=15)
 
 
 def alert_workflow_id(org_id: str, compressor_id: str, rule_id: str) -> str:
@@ -173,6 +181,14 @@ class AlertWorkflow:
             self._clears = list(carried.pending_clears)
             self._acks = list(carried.pending_acks)
         self._resolves: list[ResolveRequest] = []
+        # Silences and maintenance windows (see _held): decided by an activity, so replay
+        # and restarts see the same answer; off until run() knows whether the patch applies.
+        self._holds_on = False
+        self._held_until = carried.held_until if carried is not None else None
+        self._held_since = carried.held_since if carried is not None else None
+        self._held_steps = list(carried.held_steps) if carried is not None else []
+        self._released_at = carried.released_at if carried is not None else None
+        self._hold_recheck: datetime | None = None
         self._sa_sent: dict[str, str] = {}
         self._steps: list[workflow.ChildWorkflowHandle[Any, Any]] = []
 
@@ -181,6 +197,7 @@ class AlertWorkflow:
     @workflow.run
     async def run(self, inp: AlertInput) -> AlertState:
         """Open the alert, then apply requests and timers until it is resolved."""
+        self._holds_on = workflow.patched(PATCH_HOLDS)
         if not self._opened:
             if not await self._open():
                 return await self._finish(inp)
@@ -470,6 +487,13 @@ class AlertWorkflow:
         s = self._state
         if (s.severity == "warning" and s.ack_state == "unacknowledged"
                 and s.condition_state == "active" and s.state == "open"):
+            if self._holds_on:
+                # Held back: nobody was told, so nobody can have failed to acknowledge; the
+                # delay counts from the end of the hold.
+                if self._held_until is not None:
+                    return None
+                start = max(s.opened_at, self._released_at or s.opened_at)
+                return start + timedelta(hours=s.escalation_delay_hours)
             return s.opened_at + timedelta(hours=s.escalation_delay_hours)
         return None
 
@@ -494,6 +518,15 @@ class AlertWorkflow:
             self._reminders_sent = max(0, int(elapsed / timedelta(minutes=self._reminder_minutes)))
 
     def _next_timer(self) -> tuple[str, datetime | None]:
+        if self._holds_on and self._held_until is not None and self._state.state != "resolved":
+            recheck = self._hold_recheck or workflow.now()
+            due: list[tuple[datetime, str]] = [(min(self._held_until, recheck), "hold_end")]
+            for kind, when in (("escalation", self._escalation_due()),
+                               ("reminder", self._reminder_due())):
+                if when is not None:
+                    due.append((when, kind))
+            when, kind = min(due)
+            return kind, when
         escalation = self._escalation_due()
         if escalation is not None:
             return "escalation", escalation
@@ -504,7 +537,9 @@ class AlertWorkflow:
 
     async def _fire(self, kind: str) -> None:
         s = self._state
-        if kind == "escalation" and self._escalation_due() is not None:
+        if kind == "hold_end":
+            await self._hold_end()
+        elif kind == "escalation" and self._escalation_due() is not None:
             s.severity = "critical"
             s.escalated_at = workflow.now()
             self._critical_since = s.escalated_at
@@ -551,12 +586,15 @@ class AlertWorkflow:
             start_to_close_timeout=timedelta(seconds=30), retry_policy=_DB_RETRY)
         self._upsert_search_attributes()
 
-    async def _notify(self, step: str, audience: Audience, event: Any) -> None:
+    async def _notify(self, step: str, audience: Audience, event: Any,
+                      alert: AlertState | None = None) -> None:
         if step in self._notified:
             return
+        if self._holds_on and await self._held(step):
+            return
         self._notified.append(step)
-        req = NotifyRequest(alert=self._state.model_copy(), step=step, audience=audience,
-                            event=event)
+        req = NotifyRequest(alert=alert or self._state.model_copy(), step=step,
+                            audience=audience, event=event)
         if workflow.patched(PATCH_NOTIFY_CHILD):
             try:
                 self._steps.append(await workflow.start_child_workflow(
@@ -575,6 +613,66 @@ class AlertWorkflow:
             self._seq += 1
             await self._record("notify_failed", actor="system", details={
                 "step": step, "error": str(exc.cause or exc)})
+
+    # --- silences and maintenance windows --------------------------------------------------
+
+    async def _check_hold(self) -> HoldDecision:
+        s = self._state
+        return await workflow.execute_local_activity(
+            CHECK_HOLD, HoldQuery(org_id=s.org_id, compressor_id=s.compressor_id,
+                                  site_id=s.site_id, rule_id=s.rule_id, severity=s.severity,
+                                  at=workflow.now()),
+            result_type=HoldDecision, start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=_DB_RETRY)
+
+    async def _held(self, step: str) -> bool:
+        """Whether a silence or window holds this step back; if so it is recorded on the
+        timeline (never sent later: the end of the hold sends one notification instead) and a
+        durable timer re-checks at the hold's end."""
+        now = workflow.now()
+        decision = await self._check_hold()
+        if decision.until is None or _utc(decision.until) <= now:
+            return False
+        self._notified.append(step)
+        self._held_steps.append(step)
+        self._held_until = _utc(decision.until)
+        if self._held_since is None:
+            self._held_since = now
+        self._hold_recheck = now + HOLD_RECHECK
+        self._seq += 1
+        await self._record("notify_held", actor="system", details={
+            "step": step, "held_by": decision.reason, "until": self._held_until.isoformat(),
+            "silence_ids": decision.silence_ids, "window_ids": decision.window_ids,
+            "detail": decision.detail})
+        return True
+
+    async def _hold_end(self) -> None:
+        """The hold's end or a re-check: still held (extended, or a new silence), wait again;
+        otherwise notify once, as if the alert had just opened, if it still needs someone."""
+        decision = await self._check_hold()
+        now = workflow.now()
+        if decision.until is not None and _utc(decision.until) > now:
+            self._held_until = _utc(decision.until)
+            self._hold_recheck = now + HOLD_RECHECK
+            return
+        s = self._state
+        held_since = self._held_since or now
+        steps = self._held_steps
+        self._held_until, self._held_since, self._held_steps = None, None, []
+        self._released_at = now
+        self._seq += 1
+        await self._record("unsilenced", actor="system", details={
+            "held_since": held_since.isoformat(), "held_steps": steps})
+        if s.state == "resolved":
+            return
+        alert = s.model_copy(update={"held_since": held_since, "held_until": now})
+        step = f"unsilenced-{self._seq}"
+        if s.condition_state == "cleared":
+            await self._notify(step, "all_notified", "cleared", alert)
+        elif s.severity == "critical":
+            await self._notify(step, "technicians_and_supervisors", "severity_raised", alert)
+        else:
+            await self._notify(step, "technicians", "opened", alert)
 
     def _upsert_search_attributes(self) -> None:
         if self._stale:
@@ -602,4 +700,6 @@ class AlertWorkflow:
                 state=self._state, seq=self._seq, critical_since=self._critical_since,
                 reminders_sent=self._reminders_sent, notified_steps=self._notified,
                 request_ids=self._request_ids, pending_breaches=self._breaches,
-                pending_clears=self._clears, pending_acks=self._acks))
+                pending_clears=self._clears, pending_acks=self._acks,
+                held_until=self._held_until, held_since=self._held_since,
+                held_steps=self._held_steps, released_at=self._released_at))

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from altaviz.app.context import App
+from altaviz.app.holds import add_window
 from altaviz.app.runtime import Runtime, RuntimeOptions, load_reference_data
 from altaviz.app.web.auth import hash_password
 from altaviz.app.web.console_store import upsert_user
@@ -28,7 +29,9 @@ from altaviz.core.contacts import Contact, ContactsFile
 from altaviz.core.fleet import Fleet
 from altaviz.core.payloads import PipelineInput
 from altaviz.core.settings import Settings
+from altaviz.core.silences import MaintenanceWindow
 from altaviz.simulator import FieldConfig, SimulationConfig, simulate
+from altaviz.simulator.ground_truth import GroundTruth
 from etl.pipeline import run_pipeline
 from rules.backtest import BacktestReport, backtest, format_scores, load_ground_truth
 from workflows.pipeline import PipelineWorkflow
@@ -76,12 +79,28 @@ class DemoReport:
     false_alerts_by_rule: dict[str, int] = field(default_factory=dict)
     #: the backtest of the demo's range against the ground truth: the closing figures
     backtest: BacktestReport | None = None
+    #: what silences, maintenance windows and unit stops held back in this run: breaches kept
+    #: from opening alerts (``maintenance``, ``inhibited``) and notifications held
+    #: (``silence_notifications``, ``maintenance_notifications``)
+    held_back: dict[str, int] = field(default_factory=dict)
     inbox_url: str = ""
     #: the supervisor console and its demo sign-ins (login, password), one per organization
     console_url: str = ""
     console_logins: list[tuple[str, str]] = field(default_factory=list)
     temporal_ui_url: str | None = None
     seconds: float = 0.0
+
+
+def load_planned_stops(db_url: str, truth: GroundTruth) -> int:
+    """Enter the simulator's planned stops as the maintenance windows an operator would have
+    planned for them; shut-ins and other stops stay unplanned (each raises one stop alert)."""
+    stops = [e for e in truth.nuisance_events if e.kind == "planned_stop"]
+    with db.connect(db_url) as conn:
+        for e in stops:
+            add_window(conn, MaintenanceWindow(
+                org_id=e.org_id, compressor_id=e.compressor_id, starts_at=e.start,
+                ends_at=e.end, reason="planned maintenance", created_by="demo"))
+    return len(stops)
 
 
 def demo_contacts(fleet: Fleet, base_url: str) -> ContactsFile:
@@ -159,6 +178,8 @@ async def run_demo(app: App, options: DemoOptions, say: Say = print) -> tuple[Ru
     say(f"      {len(sim.fleet.organizations)} organizations, {len(sim.fleet.sites)} sites, "
         f"{len(contacts.contacts)} contacts, rule set v{rule_set.version} "
         f"({len(rule_set.rules)} rules)")
+    planned = await asyncio.to_thread(load_planned_stops, db_url, sim.ground_truth)
+    say(f"      {planned} planned stops entered as maintenance windows (no alerts for them)")
 
     say("[4/7] starting the worker and the acknowledgement server")
     runtime = Runtime(app, RuntimeOptions(
@@ -249,6 +270,13 @@ def _fill_report(report: DemoReport, db_url: str, rule_set: Any, start: datetime
                 "SELECT status, count(*) FROM notifications GROUP BY 1").fetchall()))
             report.notifications_sent = int(sent.get("sent", 0))
             report.notifications_failed = int(sent.get("failed", 0))
+            held = {str(k): int(v) for k, v in conn.execute(
+                "SELECT held_by, count(*) FROM held_breaches GROUP BY 1").fetchall()}
+            for by, n in conn.execute(
+                    "SELECT details ->> 'held_by', count(*) FROM alert_events"
+                    " WHERE event_type = 'notify_held' GROUP BY 1").fetchall():
+                held[f"{by}_notifications"] = int(n)
+            report.held_back = held
         orgs = db.org_ids(conn)
         truth = load_ground_truth(ground_truth_path)
         bt = backtest(conn, rule_set, orgs, start, end, truth.faults,
@@ -262,6 +290,15 @@ def _fill_report(report: DemoReport, db_url: str, rule_set: Any, start: datetime
     report.false_alerts_by_rule = bt.false_by_rule
 
 
+def held_back_line(held: dict[str, int]) -> str:
+    """``held back: 3 breaches in maintenance windows, 5 by unit stops; 2 notifications by
+    silences, 1 by windows``: counted apart, so a quiet run is never mistaken for a calm one."""
+    return (f"held back: {held.get('maintenance', 0)} breaches in maintenance windows, "
+            f"{held.get('inhibited', 0)} by unit stops; "
+            f"{held.get('silence_notifications', 0)} notifications by silences, "
+            f"{held.get('maintenance_notifications', 0)} by windows")
+
+
 def format_report(report: DemoReport) -> str:
     """The end-of-demo summary, for people."""
     lines = ["", "Altaviz demo summary", "--------------------", "alerts (severity / state):"]
@@ -270,6 +307,7 @@ def format_report(report: DemoReport) -> str:
     lines.append(f"  escalated to critical: {report.escalated}")
     lines.append(f"notifications: {report.notifications_sent} delivered, "
                  f"{report.notifications_failed} failed attempts")
+    lines.append(held_back_line(report.held_back))
     caught = [f for f in report.faults if f.caught]
     lines.append(f"faults caught: {len(caught)} of {len(report.faults)}")
     for f in report.faults:
@@ -282,6 +320,10 @@ def format_report(report: DemoReport) -> str:
         lines.append("against the ground truth (faults that failed in the range; healthy time: "
                      "outside onset-to-failure, before failure):")
         lines += format_scores(report.backtest)
+        held = report.backtest.held_back
+        lines.append(f"  backtest, held back: {held['maintenance']} alerts by maintenance "
+                     f"windows, {held['inhibited']} by unit stops (never opened); "
+                     f"{held['silence']} opened inside a silence")
     lines.append(f"inbox (click a link to acknowledge): {report.inbox_url}")
     if report.console_logins:
         login, password = report.console_logins[0]

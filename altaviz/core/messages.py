@@ -281,6 +281,19 @@ def _meaning(alert: AlertState, kind: str) -> str:
     return ""
 
 
+def held_phrase(alert: AlertState) -> str:
+    """``Silenced for 2 hours, breach began at 2026-03-01 10:00 UTC (3 hours ago).``: a
+    notification held back by a silence or maintenance window says how long the problem has
+    been going on."""
+    if alert.held_since is None or alert.held_until is None:
+        return ""
+    held = (alert.held_until - alert.held_since) / timedelta(hours=1)
+    began = alert.breach_hour.astimezone(UTC)
+    ago = (alert.held_until - alert.breach_hour) / timedelta(hours=1)
+    return (f"Silenced for {duration(held)}, breach began at {began:%Y-%m-%d %H:%M} UTC "
+            f"({duration(ago)} ago).")
+
+
 #: An hour evaluated this long after it ended came from a backlog (a gateway offline, files
 #: dropped late): the hourly run evaluates an hour about five minutes after it ends.
 LATE_AFTER = timedelta(hours=2)
@@ -328,6 +341,7 @@ def render(alert: AlertState, event: str, ctx: MessageContext, *,
     def add(*texts: str | None) -> None:
         lines.extend(t for t in texts if t is not None)
 
+    add(held_phrase(alert) or None)
     add(_lead(alert, event))
     add(_meaning(alert, kind) or None)
     add(_observed(alert, kind) if kind != "level" else None)

@@ -58,6 +58,10 @@ class AlertState(BaseModel):
     #: The severity of the breach that ``threshold`` belongs to. After an escalation the alert
     #: is critical while its threshold is still the warning limit; messages must say so.
     threshold_severity: Severity | None = None
+    #: Set on the notification sent when a silence or maintenance window stops holding the
+    #: alert back: held from ``held_since`` to ``held_until`` (messages show the time elapsed).
+    held_since: datetime | None = None
+    held_until: datetime | None = None
 
 
 class AckRequest(BaseModel):
@@ -223,7 +227,7 @@ class Clear(BaseModel):
 AlertEventType = Literal[
     "opened", "breach_repeated", "severity_raised", "escalated", "reminder", "acknowledged",
     "ack_rejected", "cleared", "reactivated", "resolved", "notify_failed", "delivery_failed",
-    "reconciled",
+    "reconciled", "notify_held", "unsilenced",
 ]
 
 
@@ -239,6 +243,12 @@ class AlertCarry(BaseModel):
     pending_breaches: list[Breach] = Field(default_factory=list)
     pending_clears: list[Clear] = Field(default_factory=list)
     pending_acks: list[AckRequest] = Field(default_factory=list)
+    #: Notifications held back by a silence or maintenance window until ``held_until``, and
+    #: when the last hold ended (the escalation delay counts from it).
+    held_until: datetime | None = None
+    held_since: datetime | None = None
+    held_steps: list[str] = Field(default_factory=list)
+    released_at: datetime | None = None
 
 
 class AlertInput(BaseModel):
@@ -361,12 +371,22 @@ class EvaluateRequest(BaseModel):
     hours: list[datetime]
 
 
+class HeldBreach(BaseModel):
+    """A breach kept from opening an alert: its unit was in a maintenance window
+    (``maintenance``) or stopped, the stop explaining it (``inhibited``)."""
+
+    breach: Breach
+    held_by: Literal["maintenance", "inhibited"]
+    detail: str = ""
+
+
 class Evaluation(BaseModel):
     """Breaches and clears of one organization's rule evaluation."""
 
     org_id: str
     breaches: list[Breach] = Field(default_factory=list)
     clears: list[Clear] = Field(default_factory=list)
+    held: list[HeldBreach] = Field(default_factory=list)
 
 
 class BreachBatch(BaseModel):

@@ -32,3 +32,11 @@ def test_summary_shows_scores_nuisance_and_after_failure() -> None:
     assert "    by rule: oil_temp_high 1, flow_deficit 1" in lines
     assert "  false alerts raised in nuisance events: hot_spell 1" in lines
     assert "  alerts after a unit had failed: 1" in lines
+
+
+def test_summary_counts_held_back_alerts_separately() -> None:
+    report = DemoReport(held_back={"maintenance": 3, "inhibited": 5,
+                                   "silence_notifications": 2,
+                                   "maintenance_notifications": 1})
+    assert ("held back: 3 breaches in maintenance windows, 5 by unit stops; "
+            "2 notifications by silences, 1 by windows") in format_report(report).splitlines()

@@ -127,3 +127,19 @@ def test_each_check_measures_what_it_says(settings: Settings, db_url: str, fleet
         ("COMP-0004", "accuracy"): ("bravo", 0.0, 0.01, True, {"readings": 6, "outliers": 0}),
         **{("COMP-0004", kind): v for kind, v in _channels("bravo", 6).items()},
     }
+
+
+def test_hours_of_a_maintenance_window_are_planned_downtime_not_missing(
+        settings: Settings, db_url: str, fleet: Fleet, conn: psycopg.Connection[Any]) -> None:
+    """COMP-0004's half and silent hours (1 and 2) fall in its maintenance window: the
+    completeness check passes and says how many hours were planned downtime."""
+    _gappy(settings.landing_path)
+    with conn.transaction():
+        conn.execute("INSERT INTO maintenance_windows (org_id, compressor_id, starts_at,"
+                     " ends_at, reason, created_by) VALUES ('bravo', 'COMP-0004', %s, %s,"
+                     " 'overhaul', 'sup.amy')", (T0 + timedelta(hours=1),
+                                                 T0 + timedelta(hours=3)))
+    run_pipeline(settings, db_url, run_id="r1", as_of=T0 + timedelta(hours=4))
+    checks = _checks(conn, "r1")
+    assert checks[("COMP-0004", "completeness")] == ("bravo", 0.0, 0.05, True, {
+        "hours": 4, "hours_flagged": 0, "flagged_hours": [], "planned_hours": 2})

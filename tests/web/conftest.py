@@ -24,6 +24,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.alerts import AlertActivities
+from activities.holds import HoldActivities
 from activities.notify import NotificationActivities
 from activities.pipeline import start_or_update_alert
 from altaviz.app.web import RedactTokens, create_app
@@ -88,7 +89,8 @@ class WebRig:
         return Worker(self.client, task_queue=self.queue,
                       workflows=[AlertWorkflow, NotifyStepWorkflow],
                       activities=[acts.open_alert, acts.record_transition,
-                                  acts.record_delivery_failure, *notify.all()],
+                                  acts.record_delivery_failure,
+                                  HoldActivities(self.pool).check_silence, *notify.all()],
                       activity_executor=ThreadPoolExecutor(4), **options)
 
     async def open_alert(self, severity: str = "critical") -> WorkflowHandle[Any, Any]:

@@ -26,6 +26,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.alerts import AlertActivities
+from activities.holds import HoldActivities
 from activities.pipeline import start_or_update_alert
 from altaviz.core.payloads import (
     Breach,
@@ -112,6 +113,7 @@ class Rig:
             self.client, task_queue=self.task_queue,
             workflows=[AlertWorkflow, NotifyStepWorkflow, *extra.pop("workflows", [])],
             activities=[acts.open_alert, acts.record_transition, acts.record_delivery_failure,
+                        HoldActivities(self.pool).check_silence,
                         *self.notifier.all(), *extra.pop("activities", [])],
             activity_executor=ThreadPoolExecutor(4), **{**GRACEFUL, **extra})
 

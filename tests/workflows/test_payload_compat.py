@@ -37,6 +37,7 @@ def _example(model: type[BaseModel]) -> dict[str, object]:
         "hour": HOUR.isoformat(), "hours": [HOUR.isoformat()], "compressor_id": "C",
         "rule_id": "r", "metric": "m", "value": 1.0, "contact_id": "c", "role": "technician",
         "channel": "json", "run_id": "20260302T100000Z-1", "stage": "bronze",
+        "held_by": "maintenance",
         **{k: v for k, v in state.items() if k not in ("value",)}}
     fields = model.model_fields
     data = {name: values[name] for name, f in fields.items() if f.is_required()}

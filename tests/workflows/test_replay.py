@@ -29,6 +29,7 @@ from temporalio.client import WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from altaviz.core.db import tenant
 from altaviz.core.payloads import AckRequest, AlertState, PipelineInput, ResolveRequest
 from altaviz.core.settings import Settings, etl_queue_of
 from etl.models import (
@@ -108,6 +109,23 @@ async def resumed_critical_reminds(rig: Rig) -> WorkflowHandle[Any, Any]:
     return h
 
 
+async def silenced_then_released(rig: Rig) -> WorkflowHandle[Any, Any]:
+    """A silence holds the opening and the promotion to critical back; its end notifies once
+    (``patched("silences-and-maintenance-holds")``)."""
+    now = await rig.env.get_current_time()
+    with rig.pool.connection() as conn, tenant(conn, "acme"):
+        conn.execute("INSERT INTO silences (org_id, compressor_ids, starts_at, ends_at,"
+                     " created_by, comment) VALUES ('acme', '{COMP-0001}', %s, %s, 'sup.amy',"
+                     " 'valve job')", (now, now + hours(2)))
+    h = await rig.breach(make_breach(), reminder_minutes=60)
+    await rig.env.sleep(hours(0.5))
+    await rig.breach(make_breach(HOUR0 + hours(1), severity="critical", value=380),
+                     reminder_minutes=60)
+    await rig.env.sleep(hours(2))
+    await h.execute_update(UPDATE_ACK, _ack("a1"), result_type=AlertState)
+    return h
+
+
 async def pipeline_run(rig: Rig) -> WorkflowHandle[Any, Any]:
     load_hours(rig, "COMP-0001", [300, 335, 340, 342])
     return await rig.client.start_workflow(
@@ -137,6 +155,7 @@ SCENARIOS: dict[str, Scenario] = {
     "resolved_then_new_breach": resolved_then_new_breach,
     "pipeline_run": pipeline_run,
     "resumed_critical_reminds": resumed_critical_reminds,
+    "silenced_then_released": silenced_then_released,
 }
 
 #: Recorded history (file stem) -> the scenario that produced it. The first five were recorded

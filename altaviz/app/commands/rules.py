@@ -141,6 +141,9 @@ def _backtest(args: argparse.Namespace, app: App) -> int:
     for key, n in summary["by_rule"].items():
         print(f"  {key:48} {n}")
     print(f"  alerts per compressor per week: {report.alerts_per_compressor_week:.3f}")
+    held = report.held_back
+    print(f"  held back: {held['maintenance']} by maintenance windows, {held['inhibited']} "
+          f"inhibited by unit stops (never opened); {held['silence']} opened in a silence")
     if truth is not None:
         for f in report.faults:
             if not f.caught:
