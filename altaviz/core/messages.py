@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 
 from altaviz.core.db import queries
+from altaviz.core.forecast_text import ForecastNote, forecast_line, load_forecast
 from altaviz.core.payloads import AlertState
 from altaviz.core.telemetry import METRIC_BY_NAME
 
@@ -75,6 +76,7 @@ class MessageContext:
     basis: str = ""
     checks: tuple[str, ...] = ()
     trend: tuple[tuple[datetime, float], ...] = ()
+    forecast: ForecastNote | None = None
 
 
 @dataclass(frozen=True)
@@ -194,6 +196,7 @@ def render(alert: AlertState, event: str, ctx: MessageContext, *,
         lines.append(f"Rule: {alert.rule_id}")
     if trend:
         lines.append(f"Trend (hourly mean, last {TREND_HOURS} h): {trend}")
+    lines += forecast_line(ctx.forecast if event != "resolved" else None)
     if alert.acknowledged_by and event in ("resolved", "cleared"):
         lines.append(f"Acknowledged by {alert.acknowledged_by}")
     if event != "resolved":
@@ -266,4 +269,6 @@ def load_context(conn: psycopg.Connection[Any], alert: AlertState,
                             "until": until, "hours": hours}) if r[1] is not None)
     return MessageContext(
         site_name=comp[1] if comp else "", basin=comp[2] if comp else "",
-        model=comp[3] if comp else "", basis=basis, checks=checks, trend=trend)
+        model=comp[3] if comp else "", basis=basis, checks=checks, trend=trend,
+        forecast=load_forecast(conn, alert.compressor_id, alert.rule_id, until,
+                               metric_unit(alert.metric)))
