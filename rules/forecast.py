@@ -7,9 +7,9 @@ other metrics follow a robust straight line (a Huber fit: a few outlying hours w
 and vibration grows exponentially (the same fit on its logarithm, as late bearing distress
 grows). The time to the rule's critical level (absolute part) is where the line meets it;
 the 80% band comes from the slope's uncertainty: its standard error, widened for the
-residuals' hour-to-hour correlation (a daily cycle makes 72 hourly means worth fewer
-independent ones) and scaled by :data:`BAND_SCALE`, chosen on simulated fleets that are not the
-ones ``rules backtest --ground-truth`` reports (docs/BENCHMARKS.md).
+residuals' hour-to-hour correlation (a daily cycle makes hourly means worth fewer independent
+ones), then stretched by :data:`BAND_LOW_FACTOR` and :data:`BAND_HIGH_FACTOR`, chosen on
+simulated fleets that are not the ones reported (docs/BENCHMARKS.md, "Failure forecast").
 
 No forecast at all (never a spurious "fails in 3 days") when: the unit is not running at the
 evaluated hour; it ran fewer than :data:`MIN_RUNNING_HOURS` of the hours read; the slope is not
@@ -35,18 +35,21 @@ import numpy as np
 import psycopg
 from psycopg.types.json import Jsonb
 
+from altaviz.core import db
 from altaviz.core.db import queries
 from altaviz.core.forecast_text import FORECAST_RULE_SUFFIX, ForecastNote
 from altaviz.core.payloads import Breach, Clear
 from altaviz.core.telemetry import METRIC_BY_NAME
 from rules.engine import SPEED, Grid, Needs, Units, in_scope, variants_of
 from rules.schema import RuleSet, ThresholdRule
-from rules.sources import Source
+from rules.sources import PostgresSource, Source
 
 Model = Literal["linear", "exponential"]
 
 #: Running hours a trend is fitted over (the most recent ones), and the fewest accepted.
-WINDOW_RUNNING_HOURS = 72
+#: 48 rather than 72: a fault's trend is young when its first alert opens, and older flat
+#: hours would pull the slope down (chosen on the tuning fleets, docs/BENCHMARKS.md).
+WINDOW_RUNNING_HOURS = 48
 MIN_RUNNING_HOURS = 24
 #: Wall-clock hours read back from the evaluated hour to find those running hours.
 READ_HOURS = 120
@@ -56,9 +59,13 @@ MIN_T = 4.0
 HORIZON_HOURS = 21 * 24.0
 #: Two-sided 80% quantile of the normal distribution.
 Z80 = 1.2816
-#: Widening of the slope's interval so that the 80% band holds about 80% of true failures
-#: (chosen on tuning seeds, docs/BENCHMARKS.md "Failure forecast").
-BAND_SCALE = 1.0
+#: Stretch of the slope's 80% interval (earliest hours x LOW, latest x HIGH) so that the band
+#: holds about 80% of true failures: the trend is seldom a straight line to the end (faults
+#: accelerate, a unit trips some time after its critical level), which the slope's own
+#: uncertainty does not know. Chosen on simulated tuning fleets, never on the reported ones
+#: (docs/BENCHMARKS.md, "Failure forecast").
+BAND_LOW_FACTOR = 1.0
+BAND_HIGH_FACTOR = 1.0
 #: Huber's tuning constant (95% efficiency on normal residuals) and its iterations.
 _HUBER_C = 1.345
 _ITERATIONS = 5
@@ -172,8 +179,7 @@ def fit_trend(y: np.ndarray, running: np.ndarray) -> tuple[np.ndarray, ...]:
 
 
 def forecast_series(y: np.ndarray, running: np.ndarray, limit: np.ndarray,
-                    comparison: str, model: Model, *,
-                    band_scale: float = BAND_SCALE) -> SeriesForecast:
+                    comparison: str, model: Model) -> SeriesForecast:
     """Time to ``limit`` of each column of ``y`` (hours x series) at its last row.
 
     ``running``: hours the unit ran steadily (same shape). Columns whose last hour is not
@@ -198,10 +204,10 @@ def forecast_series(y: np.ndarray, running: np.ndarray, limit: np.ndarray,
         hours = np.where(ok, gap / rate, np.nan)
         ok &= hours <= HORIZON_HOURS
         hours = np.where(ok, hours, np.nan)
-        fast = rate + Z80 * band_scale * se
-        slow = rate - Z80 * band_scale * se
-        low = np.where(ok, gap / fast, np.nan)
-        high = np.where(ok, np.where(slow > 0, gap / slow, np.inf), np.nan)
+        fast = rate + Z80 * se
+        slow = rate - Z80 * se
+        low = np.where(ok, gap / fast * BAND_LOW_FACTOR, np.nan)
+        high = np.where(ok, np.where(slow > 0, gap / slow * BAND_HIGH_FACTOR, np.inf), np.nan)
     if model == "exponential":
         level = np.exp(level)
     return SeriesForecast(hours, low, high, level, slope, n, first)
@@ -366,6 +372,19 @@ def forecast_alerts(rule_set: RuleSet, org_id: str, hour: datetime,
     return breaches, clears
 
 
+def forecast_hour(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str,
+                  hour: datetime) -> tuple[list[Forecast], list[Breach], list[Clear]]:
+    """The hourly run's forecasting for one organization: compute the forecasts of ``hour``,
+    store them (replacing any of the same hour) and return them with the forecast-driven
+    warnings and clears. Runs in its own tenant transaction."""
+    with db.tenant(conn, org_id):
+        items = forecasts(PostgresSource(conn), rule_set, org_id, hour)
+        before = previously_alerting(conn, hour)
+        store(conn, org_id, hour, items)
+    breaches, clears = forecast_alerts(rule_set, org_id, hour, items, before)
+    return items, breaches, clears
+
+
 def _has(rule_set: RuleSet, rule_id: str) -> bool:
     return any(r.id == rule_id for r in rule_set.rules)
 
@@ -374,6 +393,7 @@ def _metric(rule_set: RuleSet, rule_id: str) -> str:
     return rule_set.rule(rule_id).metric or ""
 
 
-__all__ = ["BAND_SCALE", "FORECAST_RULE_SUFFIX", "Forecast", "SeriesForecast", "Target",
-           "fit_trend", "forecast_alerts", "forecast_grid", "forecast_series", "forecasts",
-           "model_for", "naive_hours", "previously_alerting", "store", "targets"]
+__all__ = ["BAND_HIGH_FACTOR", "BAND_LOW_FACTOR", "FORECAST_RULE_SUFFIX", "Forecast",
+           "SeriesForecast", "Target", "fit_trend", "forecast_alerts", "forecast_grid",
+           "forecast_hour", "forecast_series", "forecasts", "model_for", "naive_hours",
+           "previously_alerting", "store", "targets"]

@@ -40,7 +40,7 @@ ALTER TABLE predictions ENABLE ROW LEVEL SECURITY;
 ALTER TABLE predictions FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON predictions TO altaviz_app
     USING (org_id = (SELECT current_org())) WITH CHECK (org_id = (SELECT current_org()));
-GRANT SELECT, INSERT, DELETE ON predictions TO altaviz_app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON predictions TO altaviz_app;
 
 -- The owner works across organizations only outside a tenant transaction (migration 100).
 DO $$

@@ -9,6 +9,7 @@ from altaviz.core.forecast_text import ForecastNote, forecast_line
 from rules.forecast import (
     HORIZON_HOURS,
     MIN_RUNNING_HOURS,
+    WINDOW_RUNNING_HOURS,
     forecast_series,
     model_for,
     naive_hours,
@@ -33,7 +34,7 @@ def test_linear_rise_meets_the_analytic_time() -> None:
     truth = (350.0 - (250.0 + 0.5 * t[-1])) / 0.5      # 101 h
     assert f.hours[0] == pytest.approx(truth, rel=0.05)
     assert f.low[0] < truth < f.high[0]
-    assert f.running_hours[0] == 72
+    assert f.running_hours[0] == WINDOW_RUNNING_HOURS
 
 
 def test_falling_pressure_toward_a_low_limit() -> None:
