@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
+from psycopg.rows import tuple_row
 
 from altaviz.core.db import queries
 
@@ -64,9 +65,10 @@ def load_forecast(conn: psycopg.Connection[Any], compressor_id: str, rule_id: st
     """The stored forecast of a unit's rule (or of the rule a forecast-driven warning
     belongs to) at ``until`` or up to a day before; None without one. Runs inside
     :func:`altaviz.core.db.tenant`."""
-    row = conn.execute(queries("predictions")["forecast_for_alert"], {
-        "compressor_id": compressor_id, "rule_id": rule_id.removesuffix(FORECAST_RULE_SUFFIX),
-        "until": until}).fetchone()
+    with conn.cursor(row_factory=tuple_row) as cur:
+        row = cur.execute(queries("predictions")["forecast_for_alert"], {
+            "compressor_id": compressor_id,
+            "rule_id": rule_id.removesuffix(FORECAST_RULE_SUFFIX), "until": until}).fetchone()
     if row is None:
         return None
     limit, name, _metric, predicted, low, high, hour = row

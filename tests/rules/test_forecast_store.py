@@ -9,10 +9,12 @@ from typing import Any
 import psycopg
 import pytest
 
+from altaviz.app.web.pages import alert_summary
 from altaviz.core import db
 from altaviz.core.messages import load_context, render
 from altaviz.core.payloads import AlertState
 from rules.forecast import forecast_hour
+from rules.loader import RuleFileError
 from tests.rules.helpers import COMMON, h, one_rule, put
 from tests.security.test_least_privilege import as_role
 
@@ -113,8 +115,6 @@ def test_forecast_driven_warning_opens_and_clears(conn, fleet) -> None:
 
 
 def test_a_rule_without_an_absolute_critical_level_cannot_ask_for_a_forecast() -> None:
-    from rules.loader import RuleFileError
-
     with pytest.raises(RuleFileError, match="forecast"):
         one_rule("""
 - id: oil_temp_high
@@ -124,3 +124,14 @@ def test_a_rule_without_an_absolute_critical_level_cannot_ask_for_a_forecast() -
   warning: 180
   forecast: {warn_within_hours: 24}
 """ + COMMON)
+
+
+def test_alert_page_shows_the_forecast_with_its_band() -> None:
+    alert = {"compressor_id": "COMP-0001", "rule_id": "oil_temp_high", "metric": "oil_temp_f",
+             "value": 181.2, "threshold": 180.0, "severity": "warning", "state": "open",
+             "ack_state": "unacknowledged", "condition_state": "active",
+             "forecast": "at this rate reaches 190 F (shutdown) in about 2.7 days (2.2-3.4)"}
+    html = alert_summary(alert)
+    assert ("<dt>Forecast</dt><dd>at this rate reaches 190 F (shutdown) in about 2.7 days "
+            "(2.2-3.4) (80% band, running time)</dd>") in html
+    assert "Forecast" not in alert_summary({**alert, "forecast": None})

@@ -14,7 +14,9 @@ from typing import Any
 from psycopg.rows import dict_row
 
 from altaviz.core.db import admin, connect, queries, tenant
+from altaviz.core.forecast_text import load_forecast
 from altaviz.core.links import LinkClaims
+from altaviz.core.messages import metric_unit
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,10 @@ def timeline(url: str, org_id: str, alert_id: str) -> Timeline:
         alert = conn.execute(q["alert_for_link"], p).fetchone()
         if alert is None:
             return Timeline(None, [], [], [])
+        note = load_forecast(conn, alert["compressor_id"], alert["rule_id"],
+                             alert.get("last_breach_hour") or alert["breach_hour"],
+                             metric_unit(alert["metric"]))
+        alert["forecast"] = note.sentence() if note is not None else None
         return Timeline(alert, conn.execute(q["alert_events_for_alert"], p).fetchall(),
                         conn.execute(q["notifications_for_alert"], p).fetchall(),
                         conn.execute(q["link_uses_for_alert"], p).fetchall())
