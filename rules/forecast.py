@@ -68,7 +68,7 @@ BAND_LOW_FACTOR = 1.0
 BAND_HIGH_FACTOR = 1.0
 #: Huber's tuning constant (95% efficiency on normal residuals) and its iterations.
 _HUBER_C = 1.345
-_ITERATIONS = 5
+_ITERATIONS = 4
 
 
 def model_for(metric: str) -> Model:
@@ -131,7 +131,8 @@ class SeriesForecast:
     first: np.ndarray        # row of the first running hour fitted (index into the window)
 
 
-def fit_trend(y: np.ndarray, running: np.ndarray) -> tuple[np.ndarray, ...]:
+def fit_trend(y: np.ndarray, running: np.ndarray,
+              iterations: int = _ITERATIONS) -> tuple[np.ndarray, ...]:
     """Robust straight lines through columns of ``y`` over their running hours.
 
     Rows are consecutive hours ending at the evaluated one. The x axis counts running hours,
@@ -150,7 +151,7 @@ def fit_trend(y: np.ndarray, running: np.ndarray) -> tuple[np.ndarray, ...]:
     a = b = np.zeros(y.shape[1])
     scale = None
     with np.errstate(invalid="ignore", divide="ignore"):
-        for _ in range(_ITERATIONS):
+        for _ in range(iterations):
             sw = w.sum(axis=0)
             xm = (w * x).sum(axis=0) / sw
             ym = (w * yz).sum(axis=0) / sw
@@ -178,6 +179,25 @@ def fit_trend(y: np.ndarray, running: np.ndarray) -> tuple[np.ndarray, ...]:
     return level, b, se, n, first, rho
 
 
+def _ordinary_fit(y: np.ndarray, running: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Least squares over the same hours as :func:`fit_trend`, from sums only (the cheap
+    screen): level at the last row, slope and its plain standard error."""
+    from_end = np.cumsum(running[::-1], axis=0)[::-1]
+    use = running & (from_end <= WINDOW_RUNNING_HOURS)
+    x = np.cumsum(use, axis=0) * use
+    yz = np.where(use, y, 0.0)
+    n = use.sum(axis=0).astype(np.float64)
+    sx, sy = x.sum(axis=0, dtype=np.float64), yz.sum(axis=0)
+    sxx = (x * x).sum(axis=0, dtype=np.float64) - sx * sx / n
+    sxy = (x * yz).sum(axis=0) - sx * sy / n
+    syy = (yz * yz).sum(axis=0) - sy * sy / n
+    with np.errstate(invalid="ignore", divide="ignore"):
+        b = sxy / sxx
+        se = np.sqrt(np.maximum(syy - b * sxy, 0.0) / np.maximum(n - 2, 1) / sxx)
+        level = sy / n + b * (n - sx / n)
+    return level, b, se
+
+
 def forecast_series(y: np.ndarray, running: np.ndarray, limit: np.ndarray,
                     comparison: str, model: Model) -> SeriesForecast:
     """Time to ``limit`` of each column of ``y`` (hours x series) at its last row.
@@ -193,7 +213,28 @@ def forecast_series(y: np.ndarray, running: np.ndarray, limit: np.ndarray,
         with np.errstate(invalid="ignore", divide="ignore"):
             y = np.where(y > 0, np.log(y), np.nan)
             limit = np.where(limit > 0, np.log(limit), np.nan)
-    level, slope, se, n, first, _ = fit_trend(y, running)
+    sign = 1.0 if comparison == "above" else -1.0
+    width = y.shape[1]
+    level, slope, se = (np.full(width, np.nan) for _ in range(3))
+    n, first = np.zeros(width), np.zeros(width, dtype=np.int64)
+    run = running & np.isfinite(y)
+    idx = np.nonzero(run[-1] & np.isfinite(limit)
+                     & (run.sum(axis=0) >= MIN_RUNNING_HOURS))[0]
+    if idx.size:
+        yc, rc = y[:, idx], run[:, idx]
+        # only the rows some column fits: the most recent WINDOW_RUNNING_HOURS running hours
+        from_end = np.cumsum(rc[::-1], axis=0)[::-1]
+        top = int(np.argmax((rc & (from_end <= WINDOW_RUNNING_HOURS)).any(axis=1)))
+        yc, rc = yc[top:], rc[top:]
+        # a cheap first pass (one ordinary fit) drops the many flat series before the robust
+        # fit: half the required t-value leaves room for the robust fit to differ
+        lv0, b0, se0 = _ordinary_fit(yc, rc)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            keep = (sign * b0 / se0 >= MIN_T / 2) & (sign * (limit[idx] - lv0) > 0)
+        if keep.any():
+            cols = idx[keep]
+            lv, b, s_e, nn, fr, _ = fit_trend(yc[:, keep], rc[:, keep])
+            level[cols], slope[cols], se[cols], n[cols], first[cols] = lv, b, s_e, nn, fr + top
     sign = 1.0 if comparison == "above" else -1.0
     with np.errstate(invalid="ignore", divide="ignore"):
         gap = sign * (limit - level)               # > 0: not reached yet
