@@ -97,7 +97,8 @@ class ForecastReport:
                 for point, by_mode in self.scores.items()}
 
 
-def _groups(items: list[PointForecast]) -> dict[str, ForecastScore]:
+def group_scores(items: list[PointForecast]) -> dict[str, ForecastScore]:
+    """Scores by fault mode, all, and faults with more than 72 h of lead."""
     out = {mode: ForecastScore.of([p for p in items if p.mode == mode])
            for mode in sorted({p.mode for p in items})}
     out["all"] = ForecastScore.of(items)
@@ -134,7 +135,7 @@ def score_forecasts(conn: psycopg.Connection[Any], rule_set: RuleSet, report: Ba
         if duck is not None:
             duck.close()
     for point, _ in POINTS:
-        out.scores[point] = _groups([p for p in out.points if p.point == point])
+        out.scores[point] = group_scores([p for p in out.points if p.point == point])
     return out
 
 
@@ -209,4 +210,4 @@ def format_forecast_scores(fr: ForecastReport) -> list[str]:
 
 
 __all__ = ["ForecastReport", "ForecastScore", "PointForecast", "format_forecast_scores",
-           "score_forecasts"]
+           "group_scores", "score_forecasts"]
