@@ -51,7 +51,7 @@ from altaviz.core.policy import PolicyFile, read_policy
 from altaviz.core.settings import Settings
 from etl.pipeline import StageRunner, run_pipeline
 from rules.evaluate import evaluate
-from rules.forecast import forecast_hour
+from rules.forecast import GridCache, forecast_hour
 from rules.loader import load_rule_set
 from rules.store import latest_rule_set, save_rule_set
 from workflows.alert import AlertWorkflow
@@ -96,6 +96,8 @@ def rules_evaluator(settings: Settings,
     own (the demo's override wins over both).
     """
 
+    forecast_inputs = GridCache()
+
     def evaluate_org(conn: psycopg.Connection[Any], org_id: str,
                      hours: list[datetime]) -> Evaluation:
         rule_set = latest_rule_set(conn, org_id) or latest_rule_set(conn, None, reader=org_id)
@@ -106,7 +108,8 @@ def rules_evaluator(settings: Settings,
                           threads=settings.rules_threads)
         breaches, clears = result.breaches, result.clears
         try:   # a forecast that cannot be made must not hold back the rules' own alerts
-            _, warned, ended = forecast_hour(conn, rule_set, org_id, max(hours))
+            _, warned, ended = forecast_hour(conn, rule_set, org_id, max(hours),
+                                             cache=forecast_inputs, changed=hours)
             breaches, clears = breaches + warned, clears + ended
         except Exception:
             log.exception("failure forecasts of %s at %s failed; alerts go out without them",

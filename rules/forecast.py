@@ -26,6 +26,7 @@ rule with ``forecast: {warn_within_hours: N}`` raises a warning of its own (rule
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -52,7 +53,7 @@ Model = Literal["linear", "exponential"]
 WINDOW_RUNNING_HOURS = 48
 MIN_RUNNING_HOURS = 24
 #: Wall-clock hours read back from the evaluated hour to find those running hours.
-READ_HOURS = 120
+READ_HOURS = 96
 #: The slope must be at least this many (correlation-corrected) standard errors from zero.
 MIN_T = 4.0
 #: Forecasts beyond this many hours are not made: a month-long extrapolation is a guess.
@@ -166,7 +167,9 @@ def fit_trend(y: np.ndarray, running: np.ndarray,
             u = np.abs(np.nan_to_num(r)) / (_HUBER_C * scale)
             w = np.where(use, np.where(u <= 1.0, 1.0, 1.0 / np.maximum(u, 1e-12)), 0.0)
         r0 = np.where(use, yz - a - b * x, 0.0)
-        sigma2 = (w * r0 * r0).sum(axis=0) / np.maximum(w.sum(axis=0) - 2, 1)
+        # the residuals' robust scale (MAD): one odd hour must not swamp the slope's error
+        mad = 1.4826 * np.nanmedian(np.where(use, np.abs(r0), np.nan), axis=0)
+        sigma2 = np.maximum(mad, 1e-9) ** 2 * n / np.maximum(n - 2, 1)
         # lag-1 correlation of consecutive used residuals (within the window)
         both = use[1:] & use[:-1]
         num = (np.where(both, r0[1:] * r0[:-1], 0.0)).sum(axis=0)
@@ -226,9 +229,14 @@ def forecast_series(y: np.ndarray, running: np.ndarray, limit: np.ndarray,
         from_end = np.cumsum(rc[::-1], axis=0)[::-1]
         top = int(np.argmax((rc & (from_end <= WINDOW_RUNNING_HOURS)).any(axis=1)))
         yc, rc = yc[top:], rc[top:]
-        # a cheap first pass (one ordinary fit) drops the many flat series before the robust
-        # fit: half the required t-value leaves room for the robust fit to differ
-        lv0, b0, se0 = _ordinary_fit(yc, rc)
+        # a cheap first pass drops the many flat series before the robust fit: an ordinary
+        # fit through the running median of 3 hours (so one odd hour cannot hide a trend),
+        # asking half the t-value, which leaves room for the robust fit to differ
+        ys = np.where(rc, yc, np.nan)
+        lo3, hi3 = np.fmin(ys[:-2], ys[1:-1]), np.fmax(ys[:-2], ys[1:-1])
+        med3 = np.maximum(lo3, np.minimum(hi3, ys[2:]))      # NaN next to any gap
+        ok3 = np.isfinite(med3)
+        lv0, b0, se0 = _ordinary_fit(np.where(ok3, med3, 0.0), ok3)
         with np.errstate(invalid="ignore", divide="ignore"):
             keep = (sign * b0 / se0 >= MIN_T / 2) & (sign * (limit[idx] - lv0) > 0)
         if keep.any():
@@ -342,16 +350,59 @@ def needs_of(rule_targets: Sequence[Target]) -> Needs:
     return Needs(tuple(sorted(values)), (), ())
 
 
+class GridCache:
+    """Each organization's recent forecast inputs, kept by one worker process between hourly
+    runs so that an hour reads only its new hour (and the hours the ETL changed) instead of
+    the whole window again (bench/bench_forecast.py). A different unit list, different
+    metrics or a gap falls back to reading the window; nothing is shared between processes."""
+
+    def __init__(self) -> None:
+        self._grids: dict[str, tuple[Grid, Needs]] = {}
+        self._lock = threading.Lock()
+
+    def grid(self, source: Source, units: Units, hour: datetime, needs: Needs,
+             changed: Sequence[datetime] = ()) -> Grid:
+        """The hours ``hour - READ_HOURS + 1 .. hour`` of ``units``; ``changed``: hours whose
+        aggregates may differ from what was read before (they are read again)."""
+        t0 = hour - timedelta(hours=READ_HOURS - 1)
+        with self._lock:
+            cached = self._grids.get(units.org_id)
+        grid = None
+        if cached is not None and cached[1] == needs and cached[0].units == units:
+            old = cached[0]
+            old_end = old.t0 + timedelta(hours=old.hours - 1)
+            redo = [h for h in changed if t0 <= h <= old_end]
+            if t0 <= old_end + timedelta(hours=1) and old_end <= hour and old.t0 <= t0:
+                first = min([old_end + timedelta(hours=1), *redo])
+                grid = Grid(units, t0, READ_HOURS,
+                            {k: np.full((READ_HOURS, units.n), np.nan) for k in needs.values})
+                keep = old.j(first) - old.j(t0)        # rows of the old grid still valid
+                for k in needs.values:
+                    grid.values[k][:keep] = old.values[k][old.j(t0):old.j(t0) + keep]
+                if first <= hour:
+                    grid.put(source.grid(units, first, hour, needs),
+                             np.arange(units.n))
+        if grid is None:
+            grid = source.grid(units, t0, hour, needs)
+        with self._lock:
+            self._grids[units.org_id] = (grid, needs)
+        return grid
+
+
 def forecasts(source: Source, rule_set: RuleSet, org_id: str, hour: datetime,
-              compressors: list[str] | None = None) -> list[Forecast]:
+              compressors: list[str] | None = None, *, cache: GridCache | None = None,
+              changed: Sequence[datetime] = ()) -> list[Forecast]:
     """The forecasts of one organization at ``hour`` from ``source`` (inside its tenant
-    transaction for a PostgreSQL source)."""
+    transaction for a PostgreSQL source); ``cache``/``changed``: see :class:`GridCache`."""
     units = source.units(org_id, compressors)
     rule_targets = targets(rule_set, units)
     if not rule_targets or not units.n:
         return []
-    grid = source.grid(units, hour - timedelta(hours=READ_HOURS - 1), hour,
-                       needs_of(rule_targets))
+    needs = needs_of(rule_targets)
+    if cache is not None:
+        grid = cache.grid(source, units, hour, needs, changed)
+    else:
+        grid = source.grid(units, hour - timedelta(hours=READ_HOURS - 1), hour, needs)
     return forecast_grid(grid, rule_targets, hour)
 
 
@@ -414,12 +465,16 @@ def forecast_alerts(rule_set: RuleSet, org_id: str, hour: datetime,
 
 
 def forecast_hour(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str,
-                  hour: datetime) -> tuple[list[Forecast], list[Breach], list[Clear]]:
+                  hour: datetime, *, cache: GridCache | None = None,
+                  changed: Sequence[datetime] = ()
+                  ) -> tuple[list[Forecast], list[Breach], list[Clear]]:
     """The hourly run's forecasting for one organization: compute the forecasts of ``hour``,
     store them (replacing any of the same hour) and return them with the forecast-driven
-    warnings and clears. Runs in its own tenant transaction."""
+    warnings and clears. Runs in its own tenant transaction; ``cache``, ``changed``: see
+    :class:`GridCache`."""
     with db.tenant(conn, org_id):
-        items = forecasts(PostgresSource(conn), rule_set, org_id, hour)
+        items = forecasts(PostgresSource(conn), rule_set, org_id, hour, cache=cache,
+                          changed=changed)
         before = previously_alerting(conn, hour)
         store(conn, org_id, hour, items)
     breaches, clears = forecast_alerts(rule_set, org_id, hour, items, before)
@@ -434,7 +489,7 @@ def _metric(rule_set: RuleSet, rule_id: str) -> str:
     return rule_set.rule(rule_id).metric or ""
 
 
-__all__ = ["BAND_HIGH_FACTOR", "BAND_LOW_FACTOR", "FORECAST_RULE_SUFFIX", "Forecast",
+__all__ = ["BAND_HIGH_FACTOR", "BAND_LOW_FACTOR", "FORECAST_RULE_SUFFIX", "Forecast", "GridCache",
            "SeriesForecast", "Target", "fit_trend", "forecast_alerts", "forecast_grid",
            "forecast_hour", "forecast_series", "forecasts", "model_for", "naive_hours",
            "previously_alerting", "store", "targets"]

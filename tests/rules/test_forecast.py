@@ -124,3 +124,12 @@ def test_forecast_wording_is_pinned() -> None:
         "Forecast: at this rate reaches 45 psig (critical) in about 20 h (at least 15), "
         "80% band, counting running time only."]
     assert forecast_line(None) == []
+
+
+def test_one_odd_hour_neither_hides_nor_bends_a_trend() -> None:
+    t = np.arange(HOURS, dtype=float)
+    y = 150 + 0.25 * t + np.where(t % 2 == 1, 0.3, -0.3)
+    clean = _run(y, 190.0)
+    y[-12] = 400.0                                        # a sensor glitch in one hourly mean
+    glitch = _run(y, 190.0)
+    assert glitch.hours[0] == pytest.approx(clean.hours[0], rel=0.03)

@@ -13,7 +13,7 @@ from altaviz.app.web.pages import alert_summary
 from altaviz.core import db
 from altaviz.core.messages import load_context, render
 from altaviz.core.payloads import AlertState
-from rules.forecast import forecast_hour
+from rules.forecast import GridCache, forecast_hour
 from rules.loader import RuleFileError
 from tests.rules.helpers import COMMON, h, one_rule, put
 from tests.security.test_least_privilege import as_role
@@ -135,3 +135,25 @@ def test_alert_page_shows_the_forecast_with_its_band() -> None:
     assert ("<dt>Forecast</dt><dd>at this rate reaches 190 F (shutdown) in about 2.7 days "
             "(2.2-3.4) (80% band, running time)</dd>") in html
     assert "Forecast" not in alert_summary({**alert, "forecast": None})
+
+
+def test_cached_inputs_give_the_forecasts_of_a_full_read(conn, fleet) -> None:
+    _rising(conn)
+    cache = GridCache()
+    first, _, _ = forecast_hour(conn, OIL, "acme", h(HOURS - 2), cache=cache,
+                                changed=[h(HOURS - 2)])
+    assert len(first) == 1
+    # a late correction of an older hour and the new hour arrive; only those are read again
+    put(conn, "acme", "COMP-0001", "oil_temp_f", HOURS - 10, [150.0 + 0.25 * (HOURS - 10) + 5])
+    cached, _, _ = forecast_hour(conn, OIL, "acme", h(HOURS - 1), cache=cache,
+                                 changed=[h(HOURS - 10), h(HOURS - 1)])
+    full, _, _ = forecast_hour(conn, OIL, "acme", h(HOURS - 1))
+    assert [(f.compressor_id, f.hours, f.low_hours, f.level) for f in cached] == [
+        (f.compressor_id, f.hours, f.low_hours, f.level) for f in full]
+    # without telling the cache about the corrected hour it would not have seen it
+    put(conn, "acme", "COMP-0001", "oil_temp_f", HOURS - 12, [400.0])
+    stale, _, _ = forecast_hour(conn, OIL, "acme", h(HOURS - 1), cache=cache,
+                                changed=[h(HOURS - 1)])
+    fresh, _, _ = forecast_hour(conn, OIL, "acme", h(HOURS - 1))
+    assert (len(stale), len(fresh)) == (1, 1), (stale, fresh)
+    assert stale[0].level != fresh[0].level or stale[0].slope != fresh[0].slope
