@@ -69,7 +69,7 @@ BAND_LOW_FACTOR = 1.0
 BAND_HIGH_FACTOR = 1.0
 #: Huber's tuning constant (95% efficiency on normal residuals) and its iterations.
 _HUBER_C = 1.345
-_ITERATIONS = 4
+_ITERATIONS = 6
 
 
 def model_for(metric: str) -> Model:
@@ -150,7 +150,6 @@ def fit_trend(y: np.ndarray, running: np.ndarray,
     yz = np.where(use, y, 0.0)
     w = use.astype(np.float64)
     a = b = np.zeros(y.shape[1])
-    scale = None
     with np.errstate(invalid="ignore", divide="ignore"):
         for _ in range(iterations):
             sw = w.sum(axis=0)
@@ -161,9 +160,10 @@ def fit_trend(y: np.ndarray, running: np.ndarray,
             b = (w * dx * (yz - ym)).sum(axis=0) / sxx
             a = ym - b * xm
             r = np.where(use, yz - a - b * x, np.nan)
-            if scale is None:   # robust residual scale (MAD) of the first, ordinary fit
-                scale = 1.4826 * np.nanmedian(np.abs(r), axis=0)
-                scale = np.where(scale > 0, scale, np.nanstd(r, axis=0) + 1e-12)
+            # robust residual scale (MAD) of the current fit: an odd hour that bent the
+            # first, ordinary fit loses its weight as the fit straightens
+            scale = 1.4826 * np.nanmedian(np.abs(r), axis=0)
+            scale = np.where(scale > 0, scale, np.nanstd(r, axis=0) + 1e-12)
             u = np.abs(np.nan_to_num(r)) / (_HUBER_C * scale)
             w = np.where(use, np.where(u <= 1.0, 1.0, 1.0 / np.maximum(u, 1e-12)), 0.0)
         r0 = np.where(use, yz - a - b * x, 0.0)
