@@ -8,7 +8,9 @@ in 50 drifts hot, so some forecasts are made). Times, for the latest hour:
 
 * ``rules.forecast.forecast_hour``: what the hourly evaluation adds per organization (read the
   last ``READ_HOURS`` hours of the forecast metrics and speed under row-level security, fit
-  every unit and rule, store the forecasts, derive forecast-driven warnings);
+  every unit and rule, store the forecasts, derive forecast-driven warnings), on a worker's
+  first hour (the whole window read) and in its steady state (the inputs kept from the
+  previous hour by ``GridCache``, only the new hour read);
 * the fitting alone on the grid already in memory (``forecast_grid``);
 * the hourly rule evaluation itself, for scale.
 
@@ -33,7 +35,14 @@ from altaviz.app.services import get_embedded_server
 from altaviz.core import db
 from bench.bench_rules import START, _load, setup
 from rules.evaluate import evaluate
-from rules.forecast import READ_HOURS, forecast_grid, forecast_hour, needs_of, targets
+from rules.forecast import (
+    READ_HOURS,
+    GridCache,
+    forecast_grid,
+    forecast_hour,
+    needs_of,
+    targets,
+)
 from rules.loader import load_rule_set
 from rules.sources import PostgresSource
 
@@ -80,9 +89,18 @@ def main() -> None:
         line(f"rule evaluation, latest hour, {n} units (for scale)",
              f"median {median(ev):.3f} s (runs: {', '.join(f'{x:.3f}' for x in ev)})")
         fh, out = _timed(lambda: forecast_hour(conn, rs, "latest", last), args.runs)
-        line(f"forecast_hour: read {READ_HOURS} h, fit, store, warnings; {n} units, "
+        line(f"forecast_hour, first hour of a worker: read {READ_HOURS} h, fit, store, "
+             f"warnings; {n} units, "
              f"{len(out[0])} forecasts",
              f"median {median(fh):.3f} s (runs: {', '.join(f'{x:.3f}' for x in fh)})")
+        cache = GridCache()
+        forecast_hour(conn, rs, "latest", last - timedelta(hours=1), cache=cache,
+                      changed=[last - timedelta(hours=1)])
+        fc, out = _timed(lambda: forecast_hour(conn, rs, "latest", last, cache=cache,
+                                               changed=[last]), args.runs)
+        line(f"forecast_hour, the worker's steady state (inputs kept from the previous hour, "
+             f"the new hour read); {n} units, {len(out[0])} forecasts",
+             f"median {median(fc):.3f} s (runs: {', '.join(f'{x:.3f}' for x in fc)})")
         with db.tenant(conn, "latest"):
             src = PostgresSource(conn)
             units = src.units("latest", None)

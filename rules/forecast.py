@@ -65,8 +65,8 @@ Z80 = 1.2816
 #: accelerate, a unit trips some time after its critical level), which the slope's own
 #: uncertainty does not know. Chosen on simulated tuning fleets, never on the reported ones
 #: (docs/BENCHMARKS.md, "Failure forecast").
-BAND_LOW_FACTOR = 1.0
-BAND_HIGH_FACTOR = 1.0
+BAND_LOW_FACTOR = 0.53
+BAND_HIGH_FACTOR = 2.8
 #: Huber's tuning constant (95% efficiency on normal residuals) and its iterations.
 _HUBER_C = 1.345
 _ITERATIONS = 6
