@@ -98,13 +98,15 @@ def _table(title: str, points: list[PointForecast]) -> None:
 
     print(f"\n#### {title}\n")
     print("| point | fault mode | faults | with forecast | median abs. error | in 80% band | "
-          "naive: with forecast | naive: median abs. error |\n|---|---|---|---|---|---|---|---|")
+          "naive: with forecast | naive: median abs. error | faults both forecast: model / naive "
+          "median abs. error |\n|---|---|---|---|---|---|---|---|---|")
     for point, _ in POINTS:
         for mode, sc in group_scores([p for p in points if p.point == point]).items():
             band = "-" if sc.inside_band is None else f"{100 * sc.inside_band:.0f}%"
             print(f"| {point} | {mode} | {sc.faults} | {sc.with_forecast} | "
                   f"{h(sc.median_abs_error_h)} | {band} | {sc.naive_with_forecast} | "
-                  f"{h(sc.naive_median_abs_error_h)} |", flush=True)
+                  f"{h(sc.naive_median_abs_error_h)} | {h(sc.same_faults_median_abs_error_h)} / "
+                  f"{h(sc.naive_same_faults_median_abs_error_h)} |", flush=True)
 
 
 if __name__ == "__main__":

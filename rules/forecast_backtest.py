@@ -67,6 +67,9 @@ class ForecastScore:
     inside_band: float | None          # share of forecasts whose band held the truth
     naive_with_forecast: int
     naive_median_abs_error_h: float | None
+    #: the naive baseline on the faults the model forecast (both made one): like for like
+    naive_same_faults_median_abs_error_h: float | None = None
+    same_faults_median_abs_error_h: float | None = None
 
     @classmethod
     def of(cls, items: Sequence[PointForecast]) -> ForecastScore:
@@ -75,7 +78,12 @@ class ForecastScore:
         errors = [abs(p.hours - p.true_hours) for p in ours if p.hours is not None]
         nerrors = [abs(p.naive_hours - p.true_hours) for p in naive
                    if p.naive_hours is not None]
+        both = [p for p in ours if p.naive_hours is not None and p.hours is not None]
+        mine = [abs(p.hours - p.true_hours) for p in both if p.hours is not None]
+        theirs = [abs(p.naive_hours - p.true_hours) for p in both if p.naive_hours is not None]
         return cls(
+            naive_same_faults_median_abs_error_h=float(median(theirs)) if theirs else None,
+            same_faults_median_abs_error_h=float(median(mine)) if mine else None,
             faults=len(items), with_forecast=len(ours),
             median_abs_error_h=float(median(errors)) if errors else None,
             inside_band=(sum(bool(p.inside) for p in ours) / len(ours)) if ours else None,
@@ -200,12 +208,16 @@ def format_forecast_scores(fr: ForecastReport) -> list[str]:
     lines = ["  time-to-failure forecast vs true failure (80% band; naive: line through the "
              "last 6 hourly means)",
              f"  {'point':<9} {'fault mode':<20} {'faults':>6} {'forecast':>8} "
-             f"{'median err':>10} {'in band':>7} {'naive':>5} {'naive err':>9}"]
+             f"{'median err':>10} {'in band':>7} {'naive':>5} {'naive err':>9} "
+             f"{'both: err / naive err':>21}"]
     for point, by_mode in fr.scores.items():
         for mode, sc in by_mode.items():
+            both = (f"{h(sc.same_faults_median_abs_error_h)} / "
+                    f"{h(sc.naive_same_faults_median_abs_error_h)}")
             lines.append(f"  {point:<9} {mode:<20} {sc.faults:>6} {sc.with_forecast:>8} "
                          f"{h(sc.median_abs_error_h):>10} {share(sc.inside_band):>7} "
-                         f"{sc.naive_with_forecast:>5} {h(sc.naive_median_abs_error_h):>9}")
+                         f"{sc.naive_with_forecast:>5} {h(sc.naive_median_abs_error_h):>9} "
+                         f"{both:>21}")
     return lines
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import numpy as np
 import pytest
 
@@ -14,6 +16,7 @@ from rules.forecast import (
     model_for,
     naive_hours,
 )
+from rules.forecast_backtest import ForecastScore, PointForecast, group_scores
 
 HOURS = 120
 
@@ -133,3 +136,27 @@ def test_one_odd_hour_neither_hides_nor_bends_a_trend() -> None:
     y[-12] = 400.0                                        # a sensor glitch in one hourly mean
     glitch = _run(y, 190.0)
     assert glitch.hours[0] == pytest.approx(clean.hours[0], rel=0.03)
+
+
+def test_forecast_scores_count_errors_band_and_the_naive_baseline_like_for_like() -> None:
+    t0 = datetime(2026, 11, 10, tzinfo=UTC)
+
+    def p(true: float, hours: float | None, low: float | None, high: float | None,
+          naive: float | None, mode: str = "bearing_wear") -> PointForecast:
+        return PointForecast(compressor_id="C", mode=mode, point="open", hour=t0,
+                             true_hours=true, lead_hours=true, hours=hours, low=low,
+                             high=high, rule_id="r" if hours else None, naive_hours=naive)
+
+    items = [p(100, 90, 70, 130, 40),       # error 10, inside; naive error 60
+             p(100, 150, 120, 200, 110),    # error 50, outside (truth below the band)
+             p(100, 80, 60, None, None),    # error 20, inside an open-ended band
+             p(100, None, None, None, 100)]  # no forecast: not an error
+    sc = ForecastScore.of(items)
+    assert (sc.faults, sc.with_forecast, sc.naive_with_forecast) == (4, 3, 3)
+    assert sc.median_abs_error_h == 20 and sc.inside_band == pytest.approx(2 / 3)
+    assert sc.naive_median_abs_error_h == 10                 # over its own 3 forecasts
+    assert sc.same_faults_median_abs_error_h == 30           # the two both forecast
+    assert sc.naive_same_faults_median_abs_error_h == 35
+    groups = group_scores([*items, p(50, 45, 40, 60, 49, "oil_degradation")])
+    assert set(groups) == {"bearing_wear", "oil_degradation", "all", "lead > 72 h"}
+    assert groups["lead > 72 h"].faults == 4

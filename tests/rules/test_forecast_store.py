@@ -4,11 +4,13 @@ open and clear."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import psycopg
 import pytest
 
+from altaviz.app.cli import main
 from altaviz.app.web.pages import alert_summary
 from altaviz.core import db
 from altaviz.core.messages import load_context, render
@@ -157,3 +159,41 @@ def test_cached_inputs_give_the_forecasts_of_a_full_read(conn, fleet) -> None:
     fresh, _, _ = forecast_hour(conn, OIL, "acme", h(HOURS - 1))
     assert (len(stale), len(fresh)) == (1, 1), (stale, fresh)
     assert stale[0].level != fresh[0].level or stale[0].slope != fresh[0].slope
+
+
+def test_backtest_scores_the_forecast_against_the_true_failure(conn, fleet, db_url, tmp_path,
+                                                               monkeypatch, capsys) -> None:
+    # COMP-0001 warms 0.4 F an hour from 150 F: warning 180 F at h75 (the alert opens), the
+    # unit fails at h100 as it reaches 190 F. COMP-0002 stays flat.
+    put(conn, "acme", "COMP-0001", "oil_temp_f", 0,
+        [150 + 0.4 * i + (0.2 if i % 2 else -0.2) for i in range(120)])
+    put(conn, "acme", "COMP-0002", "oil_temp_f", 0, [165.0] * 120)
+    conn.commit()
+    rules = tmp_path / "oil.yaml"
+    rules.write_text("""rules:
+- id: oil_temp_high
+  kind: threshold
+  metric: oil_temp_f
+  comparison: above
+  warning: 180
+  critical: 190
+  persistence: {hours: 1, of: 1}
+""" + COMMON.lstrip("\n"))
+    truth = tmp_path / "ground_truth.json"
+    truth.write_text(json.dumps({"faults": [
+        {"org_id": "acme", "compressor_id": "COMP-0001", "mode": "oil_degradation",
+         "onset": h(0).isoformat(), "failure": h(100).isoformat()}]}))
+    monkeypatch.setenv("ALTAVIZ_DATABASE_URL", db_url)
+    monkeypatch.setenv("ALTAVIZ_DATA_DIR", str(tmp_path / "data"))
+    args = ["rules", "backtest", str(rules), "--from", h(0).isoformat(), "--to",
+            h(119).isoformat(), "--org", "acme", "--ground-truth", str(truth)]
+    assert main([*args, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)["forecast"]
+    at_open = out["open"]["oil_degradation"]
+    assert (at_open["faults"], at_open["with_forecast"], at_open["inside_band"]) == (1, 1, 1.0)
+    assert at_open["median_abs_error_h"] < 2.0            # 25 h forecast for 25 h to failure
+    assert at_open["naive_with_forecast"] == 1
+    later = out["open+24h"]["oil_degradation"]
+    assert later["with_forecast"] == 1 and later["median_abs_error_h"] < 1.0
+    assert main(args) == 0
+    assert "time-to-failure forecast vs true failure" in capsys.readouterr().out
