@@ -354,7 +354,8 @@ class GridCache:
     """Each organization's recent forecast inputs, kept by one worker process between hourly
     runs so that an hour reads only its new hour (and the hours the ETL changed) instead of
     the whole window again (bench/bench_forecast.py). A different unit list, different
-    metrics or a gap falls back to reading the window; nothing is shared between processes."""
+    metrics, or an hour this process did not follow directly (another worker ran the hours
+    between) falls back to reading the window; nothing is shared between processes."""
 
     def __init__(self) -> None:
         self._grids: dict[str, tuple[Grid, Needs]] = {}
@@ -372,7 +373,9 @@ class GridCache:
             old = cached[0]
             old_end = old.t0 + timedelta(hours=old.hours - 1)
             redo = [h for h in changed if t0 <= h <= old_end]
-            if t0 <= old_end + timedelta(hours=1) and old_end <= hour and old.t0 <= t0:
+            # only when this process read the hour before (or this hour): otherwise another
+            # worker ran the hours between and their changed hours are unknown here
+            if hour - timedelta(hours=1) <= old_end <= hour and old.t0 <= t0:
                 first = min([old_end + timedelta(hours=1), *redo])
                 grid = Grid(units, t0, READ_HOURS,
                             {k: np.full((READ_HOURS, units.n), np.nan) for k in needs.values})

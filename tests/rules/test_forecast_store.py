@@ -197,3 +197,16 @@ def test_backtest_scores_the_forecast_against_the_true_failure(conn, fleet, db_u
     assert later["with_forecast"] == 1 and later["median_abs_error_h"] < 1.0
     assert main(args) == 0
     assert "time-to-failure forecast vs true failure" in capsys.readouterr().out
+
+
+def test_a_worker_that_missed_an_hour_reads_the_whole_window(conn, fleet) -> None:
+    _rising(conn)
+    cache = GridCache()
+    forecast_hour(conn, OIL, "acme", h(HOURS - 3), cache=cache, changed=[h(HOURS - 3)])
+    # another worker ran h(HOURS - 2), whose run carried a late correction of an older hour
+    put(conn, "acme", "COMP-0001", "oil_temp_f", HOURS - 20, [150.0 + 0.25 * (HOURS - 20) + 4])
+    mine, _, _ = forecast_hour(conn, OIL, "acme", h(HOURS - 1), cache=cache,
+                               changed=[h(HOURS - 1)])
+    full, _, _ = forecast_hour(conn, OIL, "acme", h(HOURS - 1))
+    assert [(f.hours, f.level, f.slope) for f in mine] == [
+        (f.hours, f.level, f.slope) for f in full]
