@@ -52,6 +52,7 @@ from altaviz.core.policy import PolicyFile, read_policy
 from altaviz.core.settings import Settings
 from etl.pipeline import StageRunner, run_pipeline
 from rules.evaluate import evaluate
+from rules.forecast import GridCache, forecast_hour
 from rules.loader import load_rule_set
 from rules.store import latest_rule_set, save_rule_set
 from workflows.alert import AlertWorkflow
@@ -96,6 +97,8 @@ def rules_evaluator(settings: Settings,
     own (the demo's override wins over both).
     """
 
+    forecast_inputs = GridCache()
+
     def evaluate_org(conn: psycopg.Connection[Any], org_id: str,
                      hours: list[datetime]) -> Evaluation:
         rule_set = latest_rule_set(conn, org_id) or latest_rule_set(conn, None, reader=org_id)
@@ -104,14 +107,21 @@ def rules_evaluator(settings: Settings,
                                                          catalog=settings.catalog))
         result = evaluate(conn, rule_set, org_id, (min(hours), max(hours)),
                           threads=settings.rules_threads)
-        breaches = result.breaches
+        breaches, clears = result.breaches, result.clears
+        try:   # a forecast that cannot be made must not hold back the rules' own alerts
+            _, warned, ended = forecast_hour(conn, rule_set, org_id, max(hours),
+                                             cache=forecast_inputs, changed=hours)
+            breaches, clears = breaches + warned, clears + ended
+        except Exception:
+            log.exception("failure forecasts of %s at %s failed; alerts go out without them",
+                          org_id, max(hours))
         after = policy.for_org(org_id).escalate_after_hours if policy is not None else None
         if after is not None:
             breaches = [b.model_copy(update={"escalation_delay_hours": after}) for b in breaches]
         if escalation_override_hours is not None:
             breaches = [b.model_copy(update={"escalation_delay_hours": escalation_override_hours})
                         for b in breaches]
-        return Evaluation(org_id=org_id, breaches=breaches, clears=result.clears,
+        return Evaluation(org_id=org_id, breaches=breaches, clears=clears,
                           held=result.held)
 
     return evaluate_org

@@ -134,6 +134,17 @@ class LevelsOverride(_Model):
     clear: LevelSpec | None = None
 
 
+class ForecastOption(_Model):
+    """A rule's failure forecast (rules/forecast.py): how its critical level is named in the
+    sentence ("reaches 350 F (shutdown)") and, optionally, a warning of its own while the
+    forecast to critical is under ``warn_within_hours`` (rule id ``<rule>_forecast``), so a
+    fast-rising metric can page before it crosses a fixed threshold."""
+
+    enabled: StrictBool = True
+    limit_name: Annotated[StrictStr, Field(min_length=1, max_length=40)] = "critical"
+    warn_within_hours: Annotated[Number, Field(gt=0, le=720)] | None = None
+
+
 class _RuleBase(_Model):
     id: RuleId
     metric: MetricName
@@ -163,6 +174,9 @@ class _LevelRule(_RuleBase):
     #: normal (like missing data). Without this, start/stop cycles make many false alerts
     #: (a backtest of the simulated fleet, bench/bench_scale.py fleet-30d, counts them).
     running_only: StrictBool = True
+    #: Failure forecast options (rules/forecast.py); absent: forecast to "critical", no
+    #: forecast-driven warning.
+    forecast: ForecastOption | None = None
 
     def levels_for(self, model: str | None) -> tuple[Level | None, Level | None, Level]:
         """Warning, critical and clear levels for a model (clear defaults to warning, or
@@ -225,7 +239,7 @@ RULE_CLASSES: dict[str, type[ThresholdRule] | type[RateOfChangeRule] | type[NoDa
 OVERRIDABLE_KEYS: frozenset[str] = frozenset({
     "warning", "critical", "clear", "persistence", "clear_after_hours", "escalation_delay_hours",
     "models", "applies_to", "enabled", "warning_after_hours", "critical_after_hours",
-    "diagnosis", "checks", "baseline", "running_only",
+    "diagnosis", "checks", "baseline", "running_only", "forecast",
 })
 
 
@@ -240,10 +254,13 @@ class RuleSet(_Model):
 
     def canonical(self) -> dict[str, Any]:
         """The content that identifies the set (what is hashed and stored)."""
-        # ``inhibits`` only when given: sets without it keep the hash they always had.
-        return {"org_id": self.org_id,
-                "rules": [r.model_dump(mode="json", exclude=None if r.inhibits
-                                       else {"inhibits"}) for r in self.rules]}
+        # ``inhibits`` and ``forecast`` only when given: sets without them keep the hash they
+        # always had.
+        def dump(r: Any) -> dict[str, Any]:
+            unset = {k for k in ("inhibits", "forecast") if not getattr(r, k, None)}
+            return r.model_dump(mode="json", exclude=unset or None)
+
+        return {"org_id": self.org_id, "rules": [dump(r) for r in self.rules]}
 
     @property
     def content_hash(self) -> str:
@@ -338,6 +355,10 @@ def check_rule(rule: Rule) -> list[Problem]:
                          f"must not exceed persistence.of (got {rule.persistence.hours} > "
                          f"{rule.persistence.of})"))
     problems += _check_levels(rule, rule.warning, rule.critical, rule.clear, ())
+    if rule.forecast is not None and (rule.critical is None or rule.critical.absolute is None
+                                      or rule.comparison == "either"):
+        problems.append((("forecast",), "a forecast needs an absolute critical level on an "
+                                        "'above' or 'below' rule"))
     allowed = rule.applies_to.models
     for model in rule.models:
         if allowed is not None and model not in allowed:

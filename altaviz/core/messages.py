@@ -21,6 +21,7 @@ from typing import Any
 import psycopg
 
 from altaviz.core.db import queries
+from altaviz.core.forecast_text import ForecastNote, forecast_line, load_forecast
 from altaviz.core.payloads import AlertState
 from altaviz.core.telemetry import METRIC_BY_NAME
 
@@ -95,6 +96,7 @@ class MessageContext:
     checks: tuple[str, ...] = ()
     trend: tuple[tuple[datetime, float], ...] = ()
     rule_kind: str = ""
+    forecast: ForecastNote | None = None
 
 
 @dataclass(frozen=True)
@@ -347,6 +349,7 @@ def render(alert: AlertState, event: str, ctx: MessageContext, *,
     add(_observed(alert, kind) if kind != "level" else None)
     add(f"Trend over running hours: {trend_text(ctx.trend, alert.metric)}"
         if kind == "level" and len(ctx.trend) >= 2 else None)
+    add(*forecast_line(ctx.forecast if event != "resolved" else None))
     add(f"Where: {where}" + (f" ({ctx.model})" if ctx.model else ""))
     add(f"Hour: {hour:%Y-%m-%d %H:%M} UTC")
     late = late_phrase(alert.breach_hour, alert.opened_at)
@@ -437,4 +440,6 @@ def load_context(conn: psycopg.Connection[Any], alert: AlertState,
     return MessageContext(
         site_name=comp[1] if comp else "", basin=comp[2] if comp else "",
         model=comp[3] if comp else "", basis=basis, checks=checks, trend=trend,
-        rule_kind=str(definition.get("kind") or ""))
+        rule_kind=str(definition.get("kind") or ""),
+        forecast=load_forecast(conn, alert.compressor_id, alert.rule_id, until,
+                               metric_unit(alert.metric)))

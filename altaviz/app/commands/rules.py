@@ -19,6 +19,7 @@ from rules.backtest import (
     load_ground_truth,
     score_figures,
 )
+from rules.forecast_backtest import format_forecast_scores, score_forecasts
 from rules.loader import DEFAULT_RULES, RuleFileError, check_file
 
 if TYPE_CHECKING:
@@ -61,7 +62,9 @@ def register(subparsers: Any) -> None:
                            help="simulator ground_truth.json: per fault mode, faults caught "
                                 "(and >= 72 h before failure) with median and 10th-percentile "
                                 "lead; false alerts per 100 healthy compressor-days; alerts "
-                                "raised in nuisance events by kind and after a unit failed "
+                                "raised in nuisance events by kind and after a unit failed; "
+                                "the time-to-failure forecast's error at each fault's first "
+                                "alert and 24 h later, against a naive 6-hour line "
                                 "(timestamps without an offset are UTC)")
         else:
             p.add_argument("old", type=Path, metavar="OLD", help="current rule file")
@@ -132,7 +135,11 @@ def _backtest(args: argparse.Namespace, app: App) -> int:
                                               if r.kind == "no_data"), gold_uri=gold,
                           threads=app.settings.rules_threads,
                           nuisance=truth.nuisance if truth else None)
+        forecast = (score_forecasts(conn, rule_set, report, gold_uri=gold)
+                    if truth is not None else None)
     summary = report.summary()
+    if forecast is not None:
+        summary["forecast"] = forecast.summary()
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
         return 0
@@ -154,6 +161,8 @@ def _backtest(args: argparse.Namespace, app: App) -> int:
                 lead = f"{f.lead_hours:.0f} h before failure"
             print(f"  fault {f.fault.compressor_id} {f.fault.mode}: {lead} {','.join(f.rules)}")
         print("\n".join(format_scores(report)))
+        if forecast is not None:
+            print("\n".join(format_forecast_scores(forecast)))
     return 0
 
 

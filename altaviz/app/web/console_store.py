@@ -15,6 +15,8 @@ import psycopg
 from psycopg.rows import dict_row
 
 from altaviz.core.db import connect, queries, tenant
+from altaviz.core.forecast_text import load_forecast
+from altaviz.core.messages import metric_unit
 
 CHART_HOURS = 72
 #: Charted on a compressor's page, besides the metrics of its open alerts.
@@ -196,6 +198,10 @@ def alert_detail(url: str, org_id: str, alert_id: str) -> AlertDetail | None:
                                   alert.get("acknowledged_at"))
         series = _series(conn, alert["compressor_id"], alert["metric"], start, end, warning,
                          critical)
+        note = load_forecast(conn, alert["compressor_id"], alert["rule_id"],
+                             alert.get("last_breach_hour") or alert["breach_hour"],
+                             metric_unit(alert["metric"]))
+        alert["forecast"] = note.sentence() if note is not None else None
         events = conn.execute(n["alert_events_for_alert"], p).fetchall()
         ids = sorted({e["actor"] for e in events if e["actor"]}
                      | {alert[k] for k in ("acknowledged_by", "resolved_by") if alert.get(k)})

@@ -101,6 +101,8 @@ def alert_summary(alert: dict[str, Any]) -> str:
         ("State", f"{alert['state']} ({alert['ack_state']}, condition {alert['condition_state']})"),
         ("Opened", when(alert.get("opened_at"))),
     ]
+    if alert.get("forecast"):
+        rows.append(("Forecast", f"{alert['forecast']} (80% band, running time)"))
     if alert.get("acknowledged_at"):
         rows.append(("Acknowledged", f"{when(alert['acknowledged_at'])} by "
                                      f"{alert.get('acknowledged_by') or '?'} "
