@@ -83,7 +83,7 @@ def test_forecast_is_stored_per_organization_and_quoted_by_the_message(conn, fle
     assert ctx.forecast is not None
     message = render(alert, "opened", ctx)
     line = next(x for x in message.full.splitlines() if x.startswith("Forecast:"))
-    assert line.startswith("Forecast: at this rate reaches 190 F (shutdown) in about 2.7 days (")
+    assert line.startswith("Forecast: at this rate reaches 190 °F (shutdown) in about 2.7 days (")
     assert line.endswith("), 80% band, counting running time only.")
 
 
