@@ -8,7 +8,7 @@ behind the newest landing file, and rows quarantined by reason.
 
 Organization ids are tenant data: the endpoint answers a request that carries
 ``Authorization: Bearer <ALTAVIZ_METRICS_TOKEN>``, and, with no token set, only requests from
-this machine.
+this machine that no proxy relayed (no ``X-Forwarded-For`` or ``Forwarded`` header).
 """
 
 from __future__ import annotations
@@ -136,6 +136,9 @@ class _Guard:
             headers = dict(scope.get("headers") or [])
             given = headers.get(b"authorization", b"").decode("latin-1")
             return hmac.compare_digest(given, f"Bearer {self._token}")
+        headers = dict(scope.get("headers") or [])
+        if b"x-forwarded-for" in headers or b"forwarded" in headers:
+            return False  # relayed by a proxy on this machine: the client is elsewhere
         client = scope.get("client")
         try:
             return client is not None and ipaddress.ip_address(client[0]).is_loopback

@@ -90,3 +90,31 @@ def test_secrets_come_from_the_environment_and_a_missing_one_is_named() -> None:
     assert "SMTP_PASSWORD" in str(missing.value) and "smtp.example.com" not in str(missing.value)
     relay = "mailto://relay.internal:25?mode=insecure&from=altaviz@example.com&to=jo@example.com"
     assert expand_secrets(relay, {}) == relay and load_apprise().Apprise().add(relay)
+
+
+async def test_metrics_need_the_token_or_an_unrelayed_local_client(tmp_path) -> None:
+    from altaviz.app.metrics import metrics_app
+
+    async def status(app, client: str, headers: list[tuple[bytes, bytes]]) -> int:
+        sent: list[dict] = []
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        await app({"type": "http", "method": "GET", "path": "/metrics", "headers": headers,
+                   "query_string": b"", "client": (client, 5000), "root_path": ""},
+                  receive, send)
+        return next(m["status"] for m in sent if m["type"] == "http.response.start")
+
+    unreachable = "postgresql://nobody@127.0.0.1:9/none"
+    open_app = metrics_app(unreachable, tmp_path)
+    assert await status(open_app, "127.0.0.1", []) == 200
+    assert await status(open_app, "10.0.0.7", []) == 403
+    assert await status(open_app, "127.0.0.1", [(b"x-forwarded-for", b"203.0.113.9")]) == 403
+    guarded = metrics_app(unreachable, tmp_path, token="s3cret-token")
+    assert await status(guarded, "127.0.0.1", []) == 403
+    assert await status(guarded, "10.0.0.7",
+                        [(b"authorization", b"Bearer s3cret-token")]) == 200

@@ -60,6 +60,9 @@ def test_migrate_fails_with_the_one_line_fix_and_doctor_reports_it(
     with db.connect(trapped_url, autocommit=True) as conn:
         assert conn.execute("SELECT to_regclass('schema_migrations')").fetchone() == (None,)
 
+    assert main(["db", "status"], settings=settings) == 1
+    assert f"GRANT altaviz_app TO {login}" in capsys.readouterr().out
+
     assert main(["doctor"], settings=settings) == 1
     out = capsys.readouterr().out
     roles = next(line for line in out.splitlines() if "  roles:" in line)

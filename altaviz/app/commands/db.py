@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from altaviz.app.context import App
-from altaviz.core.db import migrate, migration_status
+from altaviz.core.db import app_role_problem, connect, migrate, migration_status
 from altaviz.core.settings import mask_url
 
 
@@ -17,7 +17,8 @@ def register(sub: Any) -> None:
     db_sub = parser.add_subparsers(dest="db_command", metavar="ACTION", required=True)
     p = db_sub.add_parser("migrate", help="apply pending migrations (re-running is a no-op)")
     p.set_defaults(handler=_migrate)
-    p = db_sub.add_parser("status", help="list applied and pending migrations")
+    p = db_sub.add_parser("status", help="list applied and pending migrations (and whether "
+                                         "the login may act as the tenant role)")
     p.set_defaults(handler=_status)
 
 
@@ -35,7 +36,8 @@ def _migrate(args: argparse.Namespace, app: App) -> int:
 
 
 def _status(args: argparse.Namespace, app: App) -> int:
-    status = migration_status(app.owner_database_url(migrate=False))
+    url = app.owner_database_url(migrate=False)
+    status = migration_status(url)
     for version, name, applied_at in status.applied:
         print(f"applied  {version:03d}_{name}  {applied_at}")
     for m in status.pending:
@@ -43,4 +45,8 @@ def _status(args: argparse.Namespace, app: App) -> int:
     for m in status.changed:
         print(f"CHANGED  {m.path.name}: the file differs from the applied version")
     print(f"{len(status.applied)} applied, {len(status.pending)} pending")
-    return 1 if status.changed else 0
+    with connect(url, autocommit=True) as conn:
+        problem = app_role_problem(conn)
+    if problem is not None:
+        print(f"PROBLEM  {problem}")
+    return 1 if status.changed or problem else 0
