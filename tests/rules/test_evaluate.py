@@ -159,7 +159,10 @@ def test_baseline_without_data_is_stored_once(conn, fleet):
     assert "COMP-0001" in units and len(units) > 1  # every unit of acme, with data or not
     # the evaluated day's, and the day before's that the episode history reaches
     assert {r[3] for r in first} == {h(5).date(), h(5).date() - timedelta(days=1)}
-    assert all(r[1:3] == ("flow_mmscfd", 7) and r[4] is None and r[5] == 0 for r in first)
+    # flow is judged against its model (intercept and two slopes, each stored as a baseline)
+    assert {r[1] for r in first} == {f"flow_mmscfd~speed_rpm+stage1_ratio~log#{i}"
+                                     for i in range(3)}
+    assert all(r[2] == 7 and r[4] is None and r[5] == 0 for r in first)
     assert evaluate(conn, only, "acme", (h(5), h(5))).breaches == []
     assert stored() == first  # nothing recomputed (computed_at unchanged), nothing added
 

@@ -140,7 +140,7 @@ def test_baseline_median_interpolates_as_postgresql(conn, fleet, tmp_path: Path)
   kind: threshold
   metric: oil_temp_f
   comparison: above
-  baseline: {days: 1}
+  baseline: {days: 1, min_hours: 24}
   warning: {delta: 1}
 """ + COMMON)
     day: list[float | None] = [*([lo] * 12), *([hi] * 12)]
