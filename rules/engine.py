@@ -69,6 +69,9 @@ from rules.schema import (
 DEFAULT_LOOKBACK_HOURS = 6
 #: The running gate's input: the slowest speed of the last 4 hours.
 SPEED = ("speed_rpm", "min_4h")
+#: A transmitter frozen on one value (a stuck sensor) reports a standard deviation of exactly
+#: zero over 4 hours; a live one on a running unit never does at the reported resolution.
+FLAT = "stddev_4h"
 _NAN = float("nan")
 T = TypeVar("T")
 
@@ -313,6 +316,7 @@ class Plan:
             if isinstance(v.rule, ThresholdRule) and v.rule.baseline is not None \
                     and v.rule.baseline.expected is not None:
                 values |= {(x, v.rule.column) for x in v.rule.baseline.expected.inputs}
+                values |= {(x, FLAT) for x in (v.rule.metric, *v.rule.baseline.expected.inputs)}
         if any(v.rule.running_only for v in self.variants):
             values.add(SPEED)
         return Needs(tuple(sorted(values)), tuple(sorted({v.rule.metric for v in self.variants})),
@@ -479,7 +483,8 @@ def baseline_values(grid: Grid, key: str, days: int, first_day: date, last_day: 
 def expected_baseline(rule: ThresholdRule, grid: Grid,
                       bases: dict[tuple[str, int], np.ndarray]) -> np.ndarray | None:
     """The rule's baseline per grid hour: the median, or its model at each hour's inputs;
-    NaN where the window held fewer than ``min_hours`` running hours."""
+    NaN where the window held fewer than ``min_hours`` running hours, and for a model where
+    the metric or an input was flat (stuck) over the last 4 hours."""
     spec = rule.baseline
     if spec is None:
         return None
@@ -497,6 +502,11 @@ def expected_baseline(rule: ThresholdRule, grid: Grid,
             base += bases[(key, spec.days)] * x
         if spec.expected.log:
             base = np.exp(base)
+        # A stuck metric or input says nothing about the machine: no expectation then.
+        for name in (rule.metric, *spec.expected.inputs):
+            flat = grid.values.get((name, FLAT))
+            if flat is not None:
+                base = np.where(flat == 0.0, _NAN, base)
     with np.errstate(invalid="ignore"):
         return np.where(count >= spec.min_hours, base, _NAN)
 
