@@ -84,9 +84,11 @@ def progress() -> np.ndarray:
 
 
 def run(rule_set: RuleSet, values: dict[str, np.ndarray], first_day: int = 17,
-        stopped_before: int | None = None) -> list[Row]:
+        stopped_before: int | None = None,
+        stuck: dict[str, np.ndarray] | None = None) -> list[Row]:
     """The rule set's rows over days ``first_day`` .. end; ``stopped_before``: the units did
-    not run before that hour (a unit that just started)."""
+    not run before that hour (a unit that just started); ``stuck``: metric -> hours (x units)
+    its transmitter was frozen, whose 4-hour standard deviation is then zero."""
     p = plan(rule_set, h(first_day * 24), h(HOURS - 1))
     t0 = min(p.first_hour, p.baseline_history_start()) if p.baselines else p.first_hour
     assert t0 >= T0
@@ -97,6 +99,8 @@ def run(rule_set: RuleSet, values: dict[str, np.ndarray], first_day: int = 17,
         v = values[metric].copy()
         if metric == "speed_rpm" and stopped_before is not None:
             v[:stopped_before] = 0.0
+        if column == "stddev_4h":
+            v = np.where((stuck or {}).get(metric, False), 0.0, 0.5)
         grid.values[(metric, column)] = v
     for metric in {m for m, _ in wanted} | set(needs.present):
         grid.present[metric] = np.ones((HOURS, UNITS.n), dtype=bool)
@@ -241,3 +245,22 @@ comparison: below
 baseline: {days: 7, expected: {inputs: [flow_mmscfd]}}
 warning: {percent: 5}
 """ + COMMON)
+
+
+def test_a_frozen_input_raises_no_machine_alert() -> None:
+    """An oil-temperature transmitter frozen at its morning value through a hot spell: the
+    bearing, judged against the frozen oil, would look hot; with the input flat for 4 hours
+    there is no expectation, so no machine alert, and the fault on the other unit is caught."""
+    values = field()
+    frozen = np.zeros((HOURS, UNITS.n), dtype=bool)
+    frozen[HOT[0]:HOT[1] + 24, 0] = True
+    values["oil_temp_f"][:, 0] = np.where(frozen[:, 0], values["oil_temp_f"][HOT[0], 0],
+                                          values["oil_temp_f"][:, 0])
+    values["bearing_temp_max_f"] = values["bearing_temp_max_f"] + 45 * progress()
+    # the healthy unit's bearing follows the real oil, which the hot spell warms
+    values["bearing_temp_max_f"][:, 0] += np.where(frozen[:, 0], 6.0, 0.0)
+    rs = default("bearing_temp_over_expected")
+    assert fired(run(rs, values), "COMP-A"), "without the flat-line check the alert is raised"
+    rows = run(rs, values, stuck={"oil_temp_f": frozen})
+    assert fired(rows, "COMP-A") == []
+    assert fired(rows, "COMP-B")
