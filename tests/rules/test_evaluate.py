@@ -8,7 +8,7 @@ from datetime import timedelta
 from altaviz.core import db
 from rules.evaluate import evaluate
 from rules.loader import DEFAULT_RULES, load_org_rule_set, load_rule_set
-from rules.schema import Baseline, Level
+from rules.schema import Baseline, Level, Persistence
 from tests.rules.helpers import COMMON, h, one_rule, put
 
 OIL = one_rule("""
@@ -171,9 +171,10 @@ def test_baseline_without_data_is_stored_once(conn, fleet):
 def test_either_direction_ratio_shift(conn, fleet):
     rs = load_rule_set(DEFAULT_RULES)
     # The 'either' comparison on a plain 7-day median (the default judges the ratio against
-    # the neighbouring stage's, tests/rules/test_precision.py), at 5% / 10%.
+    # the neighbouring stage's, tests/rules/test_precision.py), at 5% / 10%, 3 of 4 hours.
     rule = rs.rule("stage2_ratio_shift").model_copy(update={
-        "baseline": Baseline(days=7), "warning": Level(percent=5), "clear": Level(percent=3)})
+        "baseline": Baseline(days=7), "warning": Level(percent=5), "clear": Level(percent=3),
+        "persistence": Persistence(hours=3, of=4)})
     only = rs.model_copy(update={"rules": (rule,)})
     # Baselines are medians of 1h means; the rule compares the 4h mean with it.
     put(conn, "acme", "COMP-0001", "stage2_ratio", 0, [3.0] * 168)
