@@ -180,23 +180,26 @@ def test_expected_value_rows_equal_stored_computed_and_from_gold(conn, fleet,
   persistence: {hours: 2, of: 3}
 """ + COMMON)
     hours = 6 * 24
-    speed = [900 + 80 * ((i // 7) % 3) for i in range(hours)]
-    ratio = [3.0 * (1 + 0.05 * ((i // 11) % 4 - 1.5) / 1.5) for i in range(hours)]
-    flow = [6.0 * (s / 900) * (3.0 / r) ** 1.4 * (1 + 0.002 * ((i * 7) % 5 - 2))
-            for i, (s, r) in enumerate(zip(speed, ratio, strict=True))]
-    for i in range(4 * 24 + 5, hours):   # a leak from day 5, hour 5: 12% less flow
-        flow[i] *= 0.88
-    stuck = [0.5 if not 4 * 24 <= i < 4 * 24 + 12 else 0.0 for i in range(hours)]
+    speed: list[float | None] = [900.0 + 80 * ((i // 7) % 3) for i in range(hours)]
+    ratio: list[float | None] = [3.0 * (1 + 0.05 * ((i // 11) % 4 - 1.5) / 1.5)
+                                 for i in range(hours)]
+    flow: list[float | None] = [
+        6.0 * (s / 900) * (3.0 / r) ** 1.4 * (1 + 0.002 * ((i * 7) % 5 - 2))
+        * (0.88 if i >= 4 * 24 + 5 else 1.0)     # a leak from day 5, hour 5: 12% less flow
+        for i, (s, r) in enumerate(zip(speed, ratio, strict=True)) if s and r]
+    live: list[float | None] = [0.5] * hours
+    stuck: list[float | None] = [0.5 if not 4 * 24 <= i < 4 * 24 + 12 else 0.0
+                                 for i in range(hours)]
     for comp in ("COMP-0001", "COMP-0002"):
         for column in ("mean", "mean_4h", "min_4h"):
-            put(conn, "acme", comp, "speed_rpm", 0, list(map(float, speed)), column=column)
+            put(conn, "acme", comp, "speed_rpm", 0, speed, column=column)
         for column in ("mean", "mean_4h"):
             put(conn, "acme", comp, "flow_mmscfd", 0, flow, column=column)
             put(conn, "acme", comp, "stage1_ratio", 0, ratio, column=column)
-        put(conn, "acme", comp, "flow_mmscfd", 0, [0.5] * hours, column="stddev_4h")
-        put(conn, "acme", comp, "speed_rpm", 0, [0.5] * hours, column="stddev_4h")
-        put(conn, "acme", comp, "stage1_ratio", 0,
-            stuck if comp == "COMP-0002" else [0.5] * hours, column="stddev_4h")
+        put(conn, "acme", comp, "flow_mmscfd", 0, live, column="stddev_4h")
+        put(conn, "acme", comp, "speed_rpm", 0, live, column="stddev_4h")
+        put(conn, "acme", comp, "stage1_ratio", 0, stuck if comp == "COMP-0002" else live,
+            column="stddev_4h")
     conn.commit()
     gold = gold_from_postgres(conn, tmp_path / "gold")
     with db.tenant(conn, "acme"):
