@@ -134,8 +134,12 @@ class BacktestReport:
     healthy_compressor_days: float = 0.0
     false_alerts: int = 0
     #: rule id -> episodes on healthy units: which rules make the noise
-    #: (a data-missing alert on a real communication gap counts here too)
     false_by_rule: dict[str, int] = field(default_factory=dict)
+    #: data-quality notices (the excluded rules: a unit's data missing) that started in
+    #: healthy time: they tell the technician about the data, not about a machine fault, so
+    #: they are counted here and not as false alerts
+    data_notices: int = 0
+    data_notices_by_rule: dict[str, int] = field(default_factory=dict)
     #: fault mode (and "all") -> detection figures over the faults that failed in the range
     scores: dict[str, Score] = field(default_factory=dict)
     #: faults still developing at the end of the range (not in ``scores``)
@@ -201,6 +205,8 @@ class BacktestReport:
             "false_alerts_by_rule": self.false_by_rule,
             "healthy_compressor_days": round(self.healthy_compressor_days, 3),
             "false_alerts": self.false_alerts,
+            "data_notices": self.data_notices,
+            "data_notices_by_rule": self.data_notices_by_rule,
             "scores": {mode: vars(sc) for mode, sc in self.scores.items()},
             "faults_open_at_end": self.faults_open_at_end,
             "nuisance_alerts": self.nuisance_alerts,
@@ -297,11 +303,12 @@ def backtest(conn: psycopg.Connection[Any], rule_set: RuleSet, org_ids: list[str
              threads: int = 1, nuisance: list[Nuisance] | None = None) -> BacktestReport:
     """Replay ``rule_set`` over stored history for ``org_ids``.
 
-    Faults count as caught when an episode of any rule (other than ``exclude_rules``, e.g. the
-    data-missing rule) starts between onset and failure on that compressor; lead time is
-    failure minus the first such start. Episodes that start in a unit's healthy time (outside
-    every onset-to-failure window, before any failure) are false alerts; those that start
-    inside a ``nuisance`` event of their unit are also counted by the event's kind.
+    Faults count as caught when an episode of any rule (other than ``exclude_rules``, the
+    data-quality rules such as data-missing) starts between onset and failure on that
+    compressor; lead time is failure minus the first such start. Episodes that start in a
+    unit's healthy time (outside every onset-to-failure window, before any failure) are false
+    alerts, except those of ``exclude_rules``, which are data-quality notices; false alerts
+    that start inside a ``nuisance`` event of their unit are also counted by the event's kind.
     ``gold_uri``, ``threads``: see :func:`episodes`.
     """
     eps: list[Episode] = []
@@ -442,13 +449,19 @@ def score(report: BacktestReport, units: list[tuple[str, str]], ground_truth: li
     for n in nuisance:
         events.setdefault((n.org_id, n.compressor_id), []).append(n)
     false: list[Episode] = []
+    notices: list[Episode] = []
     for e in eps:
         unit_faults = by_unit.get((e.org_id, e.compressor_id), ())
         if any(f.failure is not None and e.start > f.failure for f in unit_faults):
             report.alerts_after_failure += 1
         elif not any(f.onset <= e.start and (f.failure is None or e.start <= f.failure)
                      for f in unit_faults):
-            false.append(e)
+            if e.rule_id in exclude_rules:
+                notices.append(e)
+            else:
+                false.append(e)
+    report.data_notices = len(notices)
+    report.data_notices_by_rule = dict(Counter(e.rule_id for e in notices).most_common())
     report.false_alerts = len(false)
     report.false_by_rule = dict(Counter(e.rule_id for e in false).most_common())
     by_kind: dict[str, Counter[str]] = {}
@@ -534,6 +547,10 @@ def format_scores(report: BacktestReport) -> list[str]:
     if report.false_by_rule:
         lines.append("    by rule: " + ", ".join(
             f"{rule} {n}" for rule, n in report.false_by_rule.items()))
+    if report.data_notices:
+        lines.append(f"  data-quality notices in healthy time (not counted as false alerts): "
+                     f"{report.data_notices} (" + ", ".join(
+                         f"{rule} {n}" for rule, n in report.data_notices_by_rule.items()) + ")")
     lines.append("  false alerts raised in nuisance events: " + (", ".join(
         f"{kind} {n}" for kind, n in report.nuisance_alerts.items()) or "none"))
     for kind, rules in report.nuisance_by_rule.items():
@@ -554,6 +571,7 @@ def score_figures(report: BacktestReport) -> dict[str, float | None]:
     out["false alerts"] = report.false_alerts
     out["false alerts per 100 healthy compressor-days"] = (
         report.false_alerts_per_100_compressor_days)
+    out["data-quality notices"] = report.data_notices
     for kind, n in report.nuisance_alerts.items():
         out[f"false alerts in {kind}"] = n
     out["alerts after a unit had failed"] = report.alerts_after_failure

@@ -58,6 +58,7 @@ import numpy as np
 from altaviz.core.errors import InputError
 from rules.schema import (
     RUNNING_SHARE,
+    Expected,
     Level,
     LevelRule,
     NoDataRule,
@@ -68,6 +69,9 @@ from rules.schema import (
 DEFAULT_LOOKBACK_HOURS = 6
 #: The running gate's input: the slowest speed of the last 4 hours.
 SPEED = ("speed_rpm", "min_4h")
+#: A transmitter frozen on one value (a stuck sensor) reports a standard deviation of exactly
+#: zero over 4 hours; a live one on a running unit never does at the reported resolution.
+FLAT = "stddev_4h"
 _NAN = float("nan")
 T = TypeVar("T")
 
@@ -113,6 +117,40 @@ class Variant:
     def baseline_days(self) -> int | None:
         rule = self.rule
         return rule.baseline.days if isinstance(rule, ThresholdRule) and rule.baseline else None
+
+    @property
+    def baseline_keys(self) -> tuple[str, ...]:
+        """The baseline values the variant reads (see :func:`baseline_keys`)."""
+        rule = self.rule
+        if not isinstance(rule, ThresholdRule) or rule.baseline is None:
+            return ()
+        return baseline_keys(rule.metric, rule.baseline.expected)
+
+
+def model_key(metric: str, expected: Expected) -> str:
+    """The name of a fitted expected-value model (``metric~input+input[~log]``)."""
+    return f"{metric}~{'+'.join(expected.inputs)}" + ("~log" if expected.log else "")
+
+
+def baseline_keys(metric: str, expected: Expected | None) -> tuple[str, ...]:
+    """The per-day baseline values of a rule: the metric's median, or its fitted model's
+    intercept (``KEY#0``) and slopes (``KEY#1`` ...), each stored as one baseline."""
+    if expected is None:
+        return (metric,)
+    key = model_key(metric, expected)
+    return tuple(f"{key}#{i}" for i in range(len(expected.inputs) + 1))
+
+
+def parse_model(key: str) -> tuple[str, tuple[str, ...], bool, int]:
+    """(metric, inputs, log, component) of a model component key (see :func:`baseline_keys`)."""
+    body, component = key.rsplit("#", 1)
+    parts = body.split("~")
+    return parts[0], tuple(parts[1].split("+")), len(parts) > 2, int(component)
+
+
+def count_key(key: str) -> str:
+    """The entry of a baseline's running-hour count beside its value in a bases mapping."""
+    return key + "|n"
 
 
 def variants_of(rule_set: RuleSet) -> list[Variant]:
@@ -253,7 +291,7 @@ class Plan:
     lo: datetime              # first hour the level rules read
     nd_lo: datetime           # first hour the no-data rules read
     lookback_hours: int
-    baselines: tuple[tuple[str, int], ...]    # (metric, days) the relative rules need
+    baselines: tuple[tuple[str, int], ...]    # (key, days) the relative rules need
 
     @property
     def span(self) -> int:
@@ -274,6 +312,11 @@ class Plan:
 
     def needs(self) -> Needs:
         values = {(v.rule.metric, v.rule.column) for v in self.variants}
+        for v in self.variants:
+            if isinstance(v.rule, ThresholdRule) and v.rule.baseline is not None \
+                    and v.rule.baseline.expected is not None:
+                values |= {(x, v.rule.column) for x in v.rule.baseline.expected.inputs}
+                values |= {(x, FLAT) for x in (v.rule.metric, *v.rule.baseline.expected.inputs)}
         if any(v.rule.running_only for v in self.variants):
             values.add(SPEED)
         return Needs(tuple(sorted(values)), tuple(sorted({v.rule.metric for v in self.variants})),
@@ -281,7 +324,14 @@ class Plan:
 
     def baseline_needs(self) -> Needs:
         """What computing the baselines from the aggregates reads."""
-        return Needs(tuple(sorted({(m, "mean") for m, _ in self.baselines} | {SPEED})), (), ())
+        metrics: set[str] = set()
+        for key, _ in self.baselines:
+            if "#" in key:
+                metric, inputs, _, _ = parse_model(key)
+                metrics |= {metric, *inputs}
+            else:
+                metrics.add(key)
+        return Needs(tuple(sorted({(m, "mean") for m in metrics} | {SPEED})), (), ())
 
     def baseline_history_start(self) -> datetime:
         """The first hour whose 1h means enter a baseline of the evaluated days."""
@@ -302,7 +352,8 @@ def plan(rule_set: RuleSet, start: datetime, end: datetime,
     if nd:
         span = max(r.critical_after_hours or r.warning_after_hours for r in nd) + lookback_hours
         nd_lo = start - timedelta(hours=span)
-    bases = sorted({(v.rule.metric, d) for v in variants if (d := v.baseline_days) is not None})
+    bases = sorted({(key, d) for v in variants if (d := v.baseline_days) is not None
+                    for key in v.baseline_keys})
     return Plan(variants, nd, start, end, lo, nd_lo, lookback_hours, tuple(bases))
 
 
@@ -322,9 +373,7 @@ def daily_baselines(grid: Grid, metric: str, days: int, first_day: date,
         raise ValueError("the grid does not hold the baseline windows")
     units = grid.units.n
     n_days = (last_day - day0).days
-    x = np.full((n_days * 24, units), _NAN)
-    take = min(grid.hours, n_days * 24)
-    x[:take] = np.where(grid.running()[:take], grid.values[(metric, "mean")][:take], _NAN)
+    x = _running_means(grid, metric, n_days)
     # (unit, day, hour), each day's hours sorted (NaN last): a window is then a run of sorted
     # days, which the stable (merging) sort exploits.
     daily = np.sort(np.ascontiguousarray(x.T).reshape(units, n_days, 24), axis=2)
@@ -343,6 +392,123 @@ def daily_baselines(grid: Grid, metric: str, days: int, first_day: date,
         med[i] = np.where(n >= 24, m, _NAN)
         count[i] = n
     return med, count
+
+
+def _running_means(grid: Grid, metric: str, n_days: int) -> np.ndarray:
+    """The running hours' 1h means of ``metric`` over the grid's first ``n_days`` days."""
+    x = np.full((n_days * 24, grid.units.n), _NAN)
+    take = min(grid.hours, n_days * 24)
+    x[:take] = np.where(grid.running()[:take], grid.values[(metric, "mean")][:take], _NAN)
+    return x
+
+
+#: Spread (fraction of the input's level; in log space, a fraction) below which an input of a
+#: model is treated as constant: a fixed-speed unit's speed noise must not be fitted as a
+#: cause of its flow. A ridge term of this size per input keeps such slopes near zero.
+_MODEL_FLOOR = 0.005
+
+
+def daily_model(grid: Grid, metric: str, inputs: tuple[str, ...], log: bool, days: int,
+                first_day: date, last_day: date) -> tuple[np.ndarray, np.ndarray]:
+    """Each unit's expected-value model of ``metric`` for the days ``first_day .. last_day``.
+
+    Day D's model is fitted on the running hours of days D-(days+1) .. D-2 at which the metric
+    and every input have a 1h mean (logarithms with ``log``; non-positive values left out):
+    least-squares slopes on the centred inputs (a small ridge, :data:`_MODEL_FLOOR`, keeps
+    an input that hardly moved from getting a slope), and as intercept the median residual,
+    so a few unusual hours do not move it. Returns (coefficients: intercept then slopes,
+    each days x units; NaN under 24 hours) and the hours used (days x units).
+    """
+    day0 = grid.t0.date()
+    if grid.t0 != midnight(day0) or (first_day - day0).days < days + 1:
+        raise ValueError("the grid does not hold the baseline windows")
+    units, k = grid.units.n, len(inputs)
+    n_days = (last_day - day0).days
+    series = [_running_means(grid, m, n_days) for m in (metric, *inputs)]
+    if log:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            series = [np.where(a > 0, np.log(a), _NAN) for a in series]
+    stack = np.stack(series)                      # (1 + k, hours, units)
+    valid = ~np.isnan(stack).any(axis=0)
+    out_days = (last_day - first_day).days + 1
+    coef = np.full((k + 1, out_days, units), _NAN)
+    count = np.zeros((out_days, units), dtype=np.int64)
+    for i in range(out_days):
+        d = (first_day - day0).days + i
+        rows = slice((d - (days + 1)) * 24, (d - 1) * 24)
+        ok = valid[rows]
+        n = ok.sum(axis=0)
+        w = np.where(ok, stack[:, rows], 0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = w.sum(axis=1) / n                              # (1 + k, units)
+            c = np.where(ok, stack[:, rows] - mean[:, None, :], 0.0)
+            xx = np.einsum("ihu,jhu->uij", c[1:], c[1:])          # (units, k, k)
+            xy = np.einsum("ihu,hu->ui", c[1:], c[0])             # (units, k)
+            floor = _MODEL_FLOOR * (np.ones_like(mean[1:]) if log
+                                    else np.maximum(np.abs(mean[1:]), 1.0))
+            ridge = (n[:, None] * (floor.T ** 2))                 # (units, k)
+            a = xx + np.einsum("ui,ij->uij", ridge, np.eye(k))
+            fit = n >= 24
+            slopes = np.full((units, k), _NAN)
+            if fit.any():
+                slopes[fit] = np.linalg.solve(a[fit], xy[fit][..., None])[..., 0]
+            resid = stack[0, rows] - np.einsum("uk,khu->hu", slopes, stack[1:, rows])
+            resid = np.where(ok, resid, _NAN)
+            intercept = np.full(units, _NAN)
+            if fit.any():
+                intercept[fit] = np.nanmedian(resid[:, fit], axis=0)
+        coef[0, i] = intercept
+        coef[1:, i] = slopes.T
+        count[i] = n
+    return coef, count
+
+
+def baseline_values(grid: Grid, key: str, days: int, first_day: date, last_day: date,
+                    fits: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """One baseline value per unit and day (a median, or a model component, see
+    :func:`baseline_keys`) and the running hours behind it; ``fits`` caches a model's fit
+    across its components."""
+    if "#" not in key:
+        return daily_baselines(grid, key, days, first_day, last_day)
+    metric, inputs, log, component = parse_model(key)
+    cache = fits if fits is not None else {}
+    name = f"{key.rsplit('#', 1)[0]}/{days}"
+    if name not in cache:
+        cache[name] = daily_model(grid, metric, inputs, log, days, first_day, last_day)
+    coef, count = cache[name]
+    return coef[component], count
+
+
+def expected_baseline(rule: ThresholdRule, grid: Grid,
+                      bases: dict[tuple[str, int], np.ndarray]) -> np.ndarray | None:
+    """The rule's baseline per grid hour: the median, or its model at each hour's inputs;
+    NaN where the window held fewer than ``min_hours`` running hours, and for a model where
+    the metric or an input was flat (stuck) over the last 4 hours."""
+    spec = rule.baseline
+    if spec is None:
+        return None
+    keys = baseline_keys(rule.metric, spec.expected)
+    count = bases[(count_key(keys[0]), spec.days)]
+    if spec.expected is None:
+        base = bases[(keys[0], spec.days)]
+    else:
+        base = bases[(keys[0], spec.days)].copy()
+        for key, name in zip(keys[1:], spec.expected.inputs, strict=True):
+            x = grid.values[(name, rule.column)]
+            if spec.expected.log:
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    x = np.where(x > 0, np.log(x), _NAN)
+            base += bases[(key, spec.days)] * x
+        if spec.expected.log:
+            base = np.exp(base)
+        # A stuck metric or input says nothing about the machine: no expectation then.
+        for name in (rule.metric, *spec.expected.inputs):
+            flat = grid.values.get((name, FLAT))
+            if flat is not None:
+                base = np.where(flat == 0.0, _NAN, base)
+    with np.errstate(invalid="ignore"):
+        return np.where(count >= spec.min_hours, base, _NAN)
 
 
 def hourly(by_day: np.ndarray, first_day: date, grid: Grid) -> np.ndarray:
@@ -468,8 +634,8 @@ def _state(v: Variant, grid: Grid, running: np.ndarray | None,
     if rule.running_only:
         assert running is not None
         val = np.where(running[lo_j:, cols], val, _NAN)
-    days = v.baseline_days
-    base = bases[(rule.metric, days)][lo_j:, cols] if days is not None else None
+    full = expected_baseline(rule, grid, bases) if isinstance(rule, ThresholdRule) else None
+    base = full[lo_j:, cols] if full is not None else None
     with np.errstate(invalid="ignore"):
         has_v = ~np.isnan(val)
         bf = _beyond(v.first, cmp, val, base)
@@ -604,7 +770,8 @@ def evaluate_grid(p: Plan, grid: Grid, bases: dict[tuple[str, int], np.ndarray],
     """Every firing and clearing row of the plan's hours, ordered by hour, unit and rule.
 
     ``grid`` holds the plan's needs from at least :attr:`Plan.first_hour` to ``end``;
-    ``bases``: per (metric, days) of the plan, each hour's baseline (grid-shaped).
+    ``bases``: per (key, days) of the plan, each hour's baseline value (grid-shaped), and
+    under (:func:`count_key`, days) the running hours behind it.
     """
     if grid.t0 > p.first_hour or grid.j(p.end) != grid.hours - 1:
         raise ValueError("the grid does not cover the plan's hours")
@@ -621,5 +788,6 @@ def evaluate_grid(p: Plan, grid: Grid, bases: dict[tuple[str, int], np.ndarray],
 
 
 __all__ = ["DEFAULT_LOOKBACK_HOURS", "Grid", "Needs", "Plan", "Row", "Units", "Variant",
-           "daily_baselines", "evaluate_grid", "history_dependent", "history_start", "hour_of",
-           "hourly", "in_scope", "plan", "variants_of"]
+           "baseline_keys", "baseline_values", "count_key", "daily_baselines", "daily_model",
+           "evaluate_grid", "expected_baseline", "history_dependent", "history_start",
+           "hour_of", "hourly", "in_scope", "model_key", "parse_model", "plan", "variants_of"]

@@ -30,6 +30,10 @@ from altaviz.core.telemetry import METRIC_BY_NAME
 #: last 4 hours reached this share of its rated speed (compressors.rated_rpm). (proposed)
 RUNNING_SHARE = 0.5
 
+#: Running hours a baseline window must hold before relative levels may fire: three days.
+#: (proposed; backtest in docs/BENCHMARKS.md, "Rules: scored against a field-like fleet")
+BASELINE_MIN_HOURS = 72
+
 #: Window name -> suffix of the ``sensor_readings_agg`` columns holding it.
 WINDOW_SUFFIX: dict[str, str] = {"1h": "", "4h": "_4h", "24h": "_24h"}
 
@@ -111,11 +115,32 @@ class Persistence(_Model):
     of: Annotated[StrictInt, Field(ge=1, le=24)] = 1
 
 
+class Expected(_Model):
+    """Measured against expected (DOMAIN.md, "Normal operating variation"): per unit and day, a
+    least-squares fit over the baseline window's running hours of the metric's 1h means on
+    the ``inputs``' 1h means; the baseline at an hour is the fit evaluated at that hour's
+    inputs (the rule's aggregate and window), its intercept the median residual. ``log``:
+    fit logarithms (a product of powers, as flow is of speed and pressures). An hour whose
+    inputs are missing has no baseline: neither beyond nor normal.
+    """
+
+    inputs: Annotated[tuple[MetricName, ...], Field(min_length=1, max_length=3)]
+    log: StrictBool = False
+
+
 class Baseline(_Model):
     """The unit's own normal: the median of its 1h means over ``days`` full UTC days, ending
-    one full day before the evaluated hour's day (so the last 24 to 48 hours never count)."""
+    one full day before the evaluated hour's day (so the last 24 to 48 hours never count).
+
+    ``min_hours``: running hours the window must hold before the relative levels may fire; a
+    baseline of one day's running is a guess, and a unit fresh from a stop or a shut-in has not
+    yet shown its normal. ``expected``: judge the value against what the unit should show
+    under the present conditions instead of against a flat median (see :class:`Expected`).
+    """
 
     days: Annotated[StrictInt, Field(ge=1, le=30)] = 7
+    min_hours: Annotated[StrictInt, Field(ge=24, le=720)] = BASELINE_MIN_HOURS
+    expected: Expected | None = None
 
 
 class AppliesTo(_Model):
@@ -359,6 +384,13 @@ def check_rule(rule: Rule) -> list[Problem]:
                                       or rule.comparison == "either"):
         problems.append((("forecast",), "a forecast needs an absolute critical level on an "
                                         "'above' or 'below' rule"))
+    spec = rule.baseline if isinstance(rule, ThresholdRule) else None
+    if spec is not None and spec.expected is not None:
+        if rule.metric in spec.expected.inputs:
+            problems.append((("baseline", "expected", "inputs"),
+                             f"must not list the rule's own metric {rule.metric!r}"))
+        if len(set(spec.expected.inputs)) < len(spec.expected.inputs):
+            problems.append((("baseline", "expected", "inputs"), "lists a metric twice"))
     allowed = rule.applies_to.models
     for model in rule.models:
         if allowed is not None and model not in allowed:

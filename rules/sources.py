@@ -43,7 +43,8 @@ from rules.engine import (
     Plan,
     Row,
     Units,
-    daily_baselines,
+    baseline_values,
+    count_key,
     evaluate_grid,
     history_dependent,
     hourly,
@@ -258,7 +259,7 @@ class GoldSource:
         """One streaming scan of the organization's rows in the grid's date partitions.
 
         DuckDB (all cores) gives each row its cell number (metric, hour, unit) and the values
-        of the metric's needed columns (at most two); numpy scatters whole batches at once.
+        of the metric's needed columns; numpy scatters whole batches at once.
         Hour-major cells keep the scatter cache-friendly: gold is in hour order.
         """
         hours = int((end - t0).total_seconds() // 3600) + 1
@@ -270,30 +271,32 @@ class GoldSource:
         if not metrics or units.n == 0:
             return grid
         cols_of = {m: [c for mm, c in needs.values if mm == m] for m in metrics}
-        if max((len(c) for c in cols_of.values()), default=0) > 2:
-            raise ValueError("a metric needs more than two aggregate columns")  # (none does)
         slots = max((len(c) for c in cols_of.values()), default=0)
         n, cells = units.n, units.n * hours
         present = np.zeros(len(metrics) * cells, dtype=bool)
         data = np.zeros(len(metrics) * cells, dtype=bool)
-        first = np.full(len(metrics) * cells, _NAN)
-        second_of = np.full(len(metrics), -1, dtype=np.int64)
-        seconds = [i for i, m in enumerate(metrics) if len(cols_of[m]) > 1]
-        second_of[seconds] = np.arange(len(seconds))
-        second = np.full(len(seconds) * cells, _NAN) if seconds else None
+        # Slot s holds the s-th needed column of every metric that needs more than s columns
+        # (slot 0 is dense over all metrics, most need one; later slots only over those).
+        slot_of = np.full((slots, len(metrics)), -1, dtype=np.int64)
+        blocks: list[np.ndarray] = []
+        for s in range(slots):
+            takers = [i for i, m in enumerate(metrics) if s == 0 or len(cols_of[m]) > s]
+            slot_of[s, takers] = np.arange(len(takers))
+            blocks.append(np.full(len(takers) * cells, _NAN))
         columns = sorted({c for _, c in needs.values})
         mrows = ", ".join(
             "(" + ", ".join([_quote(m), str(i), "true" if m in watched else "false"] + [
                 str(columns.index(cols_of[m][s])) if s < len(cols_of[m]) else "NULL"
-                for s in range(2)]) + ")" for i, m in enumerate(metrics))
+                for s in range(max(slots, 1))]) + ")" for i, m in enumerate(metrics))
+        cnames = ", ".join(f"c{s}" for s in range(max(slots, 1)))
         self.duck.register("units_arrow", pa.table({
             "compressor_id": pa.array(units.ids, pa.string()),
             "idx": pa.array(range(n), pa.int64())}))
         # One hash join of every row with the (unit, metric) table gives its cell base.
         self.duck.execute(f"""
 CREATE OR REPLACE TEMP TABLE um AS
-SELECT u.compressor_id, mt.metric, mt.mi * {cells} + u.idx AS base, mt.nd, mt.c0, mt.c1
-FROM units_arrow u CROSS JOIN (VALUES {mrows}) AS mt(metric, mi, nd, c0, c1)""")
+SELECT u.compressor_id, mt.metric, mt.mi * {cells} + u.idx AS base, mt.nd, {cnames}
+FROM units_arrow u CROSS JOIN (VALUES {mrows}) AS mt(metric, mi, nd, {cnames})""")
         self.duck.unregister("units_arrow")
         vcols = "".join(
             f", coalesce(CASE um.c{s} "
@@ -314,21 +317,21 @@ WHERE a.org_id = $org AND a.date >= $dlo AND a.date <= $dhi
             if watched:
                 data[cell[(code & 1).astype(bool)]] = True
             if slots:
-                first[cell] = batch.column("v0").to_numpy()
-            if second is not None:
+                blocks[0][cell] = batch.column("v0").to_numpy()
+            if slots > 1:
                 mi = cell // cells
-                k = second_of[mi]
-                ok = k >= 0
-                second[k[ok] * cells + (cell[ok] - mi[ok] * cells)] = (
-                    batch.column("v1").to_numpy()[ok])
+                within = cell - mi * cells
+                for s in range(1, slots):
+                    k = slot_of[s, mi]
+                    ok = k >= 0
+                    blocks[s][k[ok] * cells + within[ok]] = batch.column(f"v{s}").to_numpy()[ok]
         shape = (hours, n)
         for i, m in enumerate(metrics):
             grid.present[m] = present[i * cells:(i + 1) * cells].reshape(shape)
             grid.data[m] = data[i * cells:(i + 1) * cells].reshape(shape)
             for s, c in enumerate(cols_of[m]):
-                block, j = (first, i) if s == 0 else (second, int(second_of[i]))
-                assert block is not None
-                grid.values[(m, c)] = block[j * cells:(j + 1) * cells].reshape(shape)
+                j = int(slot_of[s, i])
+                grid.values[(m, c)] = blocks[s][j * cells:(j + 1) * cells].reshape(shape)
         if None in needs.data:
             anydata = np.zeros(shape, dtype=bool)
             for m in METRIC_BY_NAME:
@@ -341,9 +344,11 @@ def computed_baselines(p: Plan, grid: Grid) -> dict[tuple[str, int], np.ndarray]
     """The plan's baselines computed from the grid (which starts at
     :meth:`Plan.baseline_history_start`), per hour of the grid."""
     out: dict[tuple[str, int], np.ndarray] = {}
-    for metric, days in p.baselines:
-        med, _ = daily_baselines(grid, metric, days, p.lo.date(), p.end.date())
-        out[(metric, days)] = hourly(med, p.lo.date(), grid)
+    fits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for key, days in p.baselines:
+        med, n = baseline_values(grid, key, days, p.lo.date(), p.end.date(), fits)
+        out[(key, days)] = hourly(med, p.lo.date(), grid)
+        out[(count_key(key), days)] = hourly(n.astype(np.float64), p.lo.date(), grid)
     return out
 
 
@@ -365,28 +370,35 @@ class BaselineStore:
         if not p.baselines:
             return {}
         first, last = p.lo.date(), p.end.date()
-        med, found = self._read(p, grid.units, first, last)
+        med, count, found = self._read(p, grid.units, first, last)
         missing = ~found
         if missing.any():
-            self._fill(p, grid.units, first, med, missing)
-        return {need: hourly(med[i], first, grid) for i, need in enumerate(p.baselines)}
+            self._fill(p, grid.units, first, med, count, missing)
+        out = {need: hourly(med[i], first, grid) for i, need in enumerate(p.baselines)}
+        for i, (key, days) in enumerate(p.baselines):
+            out[(count_key(key), days)] = hourly(count[i], first, grid)
+        return out
 
     def _read(self, p: Plan, units: Units, first: date,
-              last: date) -> tuple[np.ndarray, np.ndarray]:
-        """Stored medians (need x day x unit; NaN: none) and whether a row exists."""
+              last: date) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Stored values (need x day x unit; NaN: none), their running hours and whether a
+        row exists."""
         n_days = (last - first).days + 1
         med = np.full((len(p.baselines), n_days, units.n), _NAN)
+        count = np.zeros(med.shape)
         found = np.zeros(med.shape, dtype=bool)
         if units.n == 0:
-            return med, found
+            return med, count, found
         params = {"org_id": units.org_id, "units": units.ids, "first": first, "last": last,
                   "metrics": [m for m, _ in p.baselines], "days": [d for _, d in p.baselines]}
-        for k, d, u, m in _arrays(self.conn, db.queries("rules")["stored_baselines"], params):
+        for k, d, u, m, n in _arrays(self.conn, db.queries("rules")["stored_baselines"],
+                                     params):
             med[k, d, u] = m
+            count[k, d, u] = n
             found[k, d, u] = True
-        return med, found
+        return med, count, found
 
-    def _fill(self, p: Plan, units: Units, first: date, med: np.ndarray,
+    def _fill(self, p: Plan, units: Units, first: date, med: np.ndarray, count: np.ndarray,
               missing: np.ndarray) -> None:
         """Compute the missing baselines (into ``med``) and store them."""
         days_missing = np.nonzero(missing.any(axis=(0, 2)))[0]
@@ -401,14 +413,16 @@ class BaselineStore:
         cols = np.nonzero(which)[0]
         rows: dict[str, list[Any]] = {k: [] for k in ("ids", "metrics", "days", "day",
                                                         "median", "n")}
+        fits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for k, (metric, days) in enumerate(p.baselines):
-            m, n = daily_baselines(history, metric, days, lo_day, hi_day)
+            m, n = baseline_values(history, metric, days, lo_day, hi_day, fits)
             off = (lo_day - first).days
             for d in range(m.shape[0]):
                 gap = missing[k, off + d, cols]
                 if not gap.any():
                     continue
                 med[k, off + d, cols[gap]] = m[d, gap]
+                count[k, off + d, cols[gap]] = n[d, gap]
                 rows["ids"] += [subset.ids[i] for i in np.nonzero(gap)[0].tolist()]
                 rows["metrics"] += [metric] * int(gap.sum())
                 rows["days"] += [days] * int(gap.sum())

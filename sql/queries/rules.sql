@@ -35,10 +35,12 @@ WHERE org_id = %(org_id)s
 
 -- name: stored_baselines
 -- Stored baselines of the evaluated units and days as binary arrays for numpy, one row per
--- day: need index, day index, unit index, median (NaN: none); needs as parallel arrays.
+-- day: need index, day index, unit index, median (NaN: none), running hours behind it;
+-- needs as parallel arrays.
 COPY (
     SELECT array_agg((k.i - 1)::int4), array_agg((b.day - %(first)s::date)::int4),
-           array_agg((u.idx - 1)::int4), array_agg(coalesce(b.median, 'NaN'))
+           array_agg((u.idx - 1)::int4), array_agg(coalesce(b.median, 'NaN')),
+           array_agg(b.n)
     FROM rule_baselines b
     JOIN unnest(%(units)s::text[]) WITH ORDINALITY AS u(compressor_id, idx)
       ON u.compressor_id = b.compressor_id

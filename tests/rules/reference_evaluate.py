@@ -146,6 +146,8 @@ def level_variants(rule_set: RuleSet) -> list[dict[str, Any]]:
                 "running": rule.running_only,
                 "bdays": rule.baseline.days
                 if isinstance(rule, ThresholdRule) and rule.baseline else None,
+                "bmin": rule.baseline.min_hours
+                if isinstance(rule, ThresholdRule) and rule.baseline else None,
             })
     return rows
 
@@ -154,7 +156,7 @@ _RECORD = sql.SQL(
     "vid int, rule_id text, metric text, col text, cmp text, model text, models text[], "
     "except_models text[], sites text[], orgs text[], f_abs float8, f_delta float8, "
     "f_pct float8, c_abs float8, c_delta float8, c_pct float8, r_abs float8, r_delta float8, "
-    "r_pct float8, has_c bool, n int, m int, k int, running bool, bdays int")
+    "r_pct float8, has_c bool, n int, m int, k int, running bool, bdays int, bmin int")
 
 
 def _beyond(level: str, normal: bool = False) -> sql.Composable:
@@ -289,7 +291,7 @@ WITH p AS (
      AND (p.sites IS NULL OR c.site_id = ANY(p.sites))
      AND (p.orgs IS NULL OR c.org_id = ANY(p.orgs))
 ), bl AS MATERIALIZED (
-    SELECT compressor_id, metric, days, day, median FROM rule_baselines
+    SELECT compressor_id, metric, days, day, median, n FROM rule_baselines
     WHERE org_id = %(org_id)s AND day >= (%(lo)s AT TIME ZONE 'UTC')::date
       AND day <= (%(hi)s AT TIME ZONE 'UTC')::date
 ), o AS (
@@ -308,6 +310,7 @@ WITH p AS (
      AND sp.metric = 'speed_rpm' AND sp.hour = a.hour
     LEFT JOIN bl b
       ON b.compressor_id = t.compressor_id AND b.metric = t.metric AND b.days = t.bdays
+     AND b.n >= t.bmin
      AND b.day = (a.hour AT TIME ZONE 'UTC')::date
 ), f AS (
     -- Only narrow rows go through the window stages (wide rows made them several times slower).

@@ -68,7 +68,7 @@ rules:
     kind: threshold
     metric: bearing_temp_max_f
     comparison: above
-    baseline: {{days: 2}}
+    baseline: {{days: 2, min_hours: 24}}
     warning: {{delta: 20, absolute: 220}}
     critical: {{delta: 30, percent: 20}}
     clear: {{delta: 15}}
@@ -83,7 +83,7 @@ rules:
     aggregate: mean
     window: 4h
     comparison: either
-    baseline: {{days: 2}}
+    baseline: {{days: 2, min_hours: 24}}
     warning: {{percent: 5}}
     critical: {{delta: 0.3, percent: 12}}
     persistence: {{hours: 3, of: 4}}
@@ -95,7 +95,7 @@ rules:
     kind: threshold
     metric: flow_mmscfd
     comparison: below
-    baseline: {{days: 2}}
+    baseline: {{days: 2, min_hours: 24}}
     warning: {{percent: 10}}
     persistence: {{hours: 1, of: 2}}
     clear_after_hours: 1

@@ -8,6 +8,7 @@ from datetime import timedelta
 from altaviz.core import db
 from rules.evaluate import evaluate
 from rules.loader import DEFAULT_RULES, load_org_rule_set, load_rule_set
+from rules.schema import Baseline, Level, Persistence
 from tests.rules.helpers import COMMON, h, one_rule, put
 
 OIL = one_rule("""
@@ -159,14 +160,22 @@ def test_baseline_without_data_is_stored_once(conn, fleet):
     assert "COMP-0001" in units and len(units) > 1  # every unit of acme, with data or not
     # the evaluated day's, and the day before's that the episode history reaches
     assert {r[3] for r in first} == {h(5).date(), h(5).date() - timedelta(days=1)}
-    assert all(r[1:3] == ("flow_mmscfd", 7) and r[4] is None and r[5] == 0 for r in first)
+    # flow is judged against its model (intercept and two slopes, each stored as a baseline)
+    assert {r[1] for r in first} == {f"flow_mmscfd~speed_rpm+stage1_ratio~log#{i}"
+                                     for i in range(3)}
+    assert all(r[2] == 14 and r[4] is None and r[5] == 0 for r in first)
     assert evaluate(conn, only, "acme", (h(5), h(5))).breaches == []
     assert stored() == first  # nothing recomputed (computed_at unchanged), nothing added
 
 
 def test_either_direction_ratio_shift(conn, fleet):
     rs = load_rule_set(DEFAULT_RULES)
-    only = rs.model_copy(update={"rules": (rs.rule("stage2_ratio_shift"),)})
+    # The 'either' comparison on a plain 7-day median (the default judges the ratio against
+    # the neighbouring stage's, tests/rules/test_precision.py), at 5% / 10%, 3 of 4 hours.
+    rule = rs.rule("stage2_ratio_shift").model_copy(update={
+        "baseline": Baseline(days=7), "warning": Level(percent=5), "clear": Level(percent=3),
+        "persistence": Persistence(hours=3, of=4)})
+    only = rs.model_copy(update={"rules": (rule,)})
     # Baselines are medians of 1h means; the rule compares the 4h mean with it.
     put(conn, "acme", "COMP-0001", "stage2_ratio", 0, [3.0] * 168)
     put(conn, "acme", "COMP-0002", "stage2_ratio", 0, [3.0] * 168)

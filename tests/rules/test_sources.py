@@ -140,7 +140,7 @@ def test_baseline_median_interpolates_as_postgresql(conn, fleet, tmp_path: Path)
   kind: threshold
   metric: oil_temp_f
   comparison: above
-  baseline: {days: 1}
+  baseline: {days: 1, min_hours: 24}
   warning: {delta: 1}
 """ + COMMON)
     day: list[float | None] = [*([lo] * 12), *([hi] * 12)]
@@ -159,3 +159,59 @@ def test_baseline_median_interpolates_as_postgresql(conn, fleet, tmp_path: Path)
     assert episode_rows(conn, rs, "acme", h(48), h(50)) == want
     assert len(want) == 3
     assert want[0].threshold == lo + (hi - lo) * 0.5 + 1.0
+
+
+def test_expected_value_rows_equal_stored_computed_and_from_gold(conn, fleet,
+                                                                  tmp_path: Path) -> None:
+    """A rule judged against its fitted expectation gives the same rows with the fit stored
+    by the hourly evaluation (as baselines), computed from PostgreSQL, and computed from gold;
+    a frozen input (4-hour standard deviation zero) silences it in all three."""
+    from tests.rules.helpers import COMMON, one_rule, put
+
+    rs = one_rule("""
+- id: flow_vs_expected
+  kind: threshold
+  metric: flow_mmscfd
+  window: 4h
+  comparison: below
+  baseline: {days: 3, min_hours: 24, expected: {inputs: [speed_rpm, stage1_ratio], log: true}}
+  warning: {percent: 7}
+  clear: {percent: 4}
+  persistence: {hours: 2, of: 3}
+""" + COMMON)
+    hours = 6 * 24
+    speed: list[float | None] = [900.0 + 80 * ((i // 7) % 3) for i in range(hours)]
+    ratio: list[float | None] = [3.0 * (1 + 0.05 * ((i // 11) % 4 - 1.5) / 1.5)
+                                 for i in range(hours)]
+    flow: list[float | None] = [
+        6.0 * (s / 900) * (3.0 / r) ** 1.4 * (1 + 0.002 * ((i * 7) % 5 - 2))
+        * (0.88 if i >= 4 * 24 + 5 else 1.0)     # a leak from day 5, hour 5: 12% less flow
+        for i, (s, r) in enumerate(zip(speed, ratio, strict=True)) if s and r]
+    live: list[float | None] = [0.5] * hours
+    stuck: list[float | None] = [0.5 if not 4 * 24 <= i < 4 * 24 + 12 else 0.0
+                                 for i in range(hours)]
+    for comp in ("COMP-0001", "COMP-0002"):
+        for column in ("mean", "mean_4h", "min_4h"):
+            put(conn, "acme", comp, "speed_rpm", 0, speed, column=column)
+        for column in ("mean", "mean_4h"):
+            put(conn, "acme", comp, "flow_mmscfd", 0, flow, column=column)
+            put(conn, "acme", comp, "stage1_ratio", 0, ratio, column=column)
+        put(conn, "acme", comp, "flow_mmscfd", 0, live, column="stddev_4h")
+        put(conn, "acme", comp, "speed_rpm", 0, live, column="stddev_4h")
+        put(conn, "acme", comp, "stage1_ratio", 0, stuck if comp == "COMP-0002" else live,
+            column="stddev_4h")
+    conn.commit()
+    gold = gold_from_postgres(conn, tmp_path / "gold")
+    with db.tenant(conn, "acme"):
+        want = evaluate_rows(conn, rs, "acme", h(4 * 24), h(hours - 1))
+    assert episode_rows(conn, rs, "acme", h(4 * 24), h(hours - 1), gold_uri=gold) == want
+    assert episode_rows(conn, rs, "acme", h(4 * 24), h(hours - 1)) == want
+    first = {c: min((r.hour for r in want if r.firing and r.compressor_id == c), default=None)
+             for c in ("COMP-0001", "COMP-0002")}
+    assert first["COMP-0001"] is not None and h(4 * 24 + 5) < first["COMP-0001"] < h(4 * 24 + 9)
+    # stage 1's ratio frozen for the first 12 hours of day 5: no judgement until it moves
+    assert first["COMP-0002"] is not None and first["COMP-0002"] >= h(4 * 24 + 12)
+    with db.tenant(conn, "acme"):
+        stored = conn.execute("SELECT DISTINCT metric FROM rule_baselines").fetchall()
+    assert {m for (m,) in stored} == {f"flow_mmscfd~speed_rpm+stage1_ratio~log#{i}"
+                                      for i in range(3)}
