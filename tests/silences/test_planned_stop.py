@@ -94,10 +94,24 @@ def test_a_stopped_unit_inhibits_its_flow_alerts(conn: psycopg.Connection[Any],
                                                  fleet: Any) -> None:
     """A sensor rule that fires on a stopped unit (it does not wait for the running gate) is
     held back as inhibited while unit_stopped fires at the same hour."""
+    # The default flow rule judges flow against what the unit should move at its speed, so it
+    # has no expectation once the unit stops; an absolute low-flow rule without the running
+    # gate, listed in unit_stopped's `inhibits`, stands for any consequence of a stop.
     text = DEFAULT_RULES.read_text().replace(
-        "    persistence: {hours: 3, of: 4}\n    clear_after_hours: 4\n    diagnosis: Flow",
-        "    persistence: {hours: 3, of: 4}\n    clear_after_hours: 4\n    running_only: false\n"
-        "    diagnosis: Flow")
+        "inhibits: [flow_deficit,", "inhibits: [flow_low, flow_deficit,") + """
+  - id: flow_low
+    kind: threshold
+    metric: flow_mmscfd
+    aggregate: mean
+    window: 1h
+    comparison: below
+    warning: 1
+    persistence: {hours: 1, of: 1}
+    running_only: false
+    diagnosis: Flow lost.
+    checks: [Check the unit.]
+    basis: (test) flow under 1 MMSCFD
+"""
     rules = load_rule_set("rules.yaml", text=text)
     # COMP-0001 runs 10 days at 6 MMSCFD, then stops at hour 240: speed and flow drop to 0
     speed: list[float | None] = [*([1200.0] * 240), *([0.0] * 6)]
@@ -113,7 +127,7 @@ def test_a_stopped_unit_inhibits_its_flow_alerts(conn: psycopg.Connection[Any],
     assert {b.rule_id for b in result.breaches if b.compressor_id == "COMP-0001"} == {
         "unit_stopped"}
     held = {(x.breach.rule_id, x.held_by) for x in result.held}
-    assert held == {("flow_deficit", "inhibited")}
+    assert held == {("flow_low", "inhibited")}
     # the backtest: one flow alert inhibited; the stop's alert opened inside a silence
     add_silence(conn, "acme", parse_matchers(["compressor=COMP-0001", "rule=unit_stopped"]),
                 starts_at=h(239), ends_at=h(250), created_by="sup.amy", comment="known")
