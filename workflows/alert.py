@@ -143,7 +143,8 @@ def initial_state(breach: Breach, workflow_id: str, now: datetime) -> AlertState
         threshold=breach.threshold, threshold_severity=breach.severity, severity=breach.severity,
         breach_hour=hour, last_breach_hour=hour, opened_at=now, rule_set_id=breach.rule_set_id,
         rule_version=breach.rule_version,
-        escalation_delay_hours=breach.escalation_delay_hours, diagnosis=breach.diagnosis)
+        escalation_delay_hours=breach.escalation_delay_hours, diagnosis=breach.diagnosis,
+        stop=breach.stop)
 
 
 @workflow.defn(name=WORKFLOW_NAME)
