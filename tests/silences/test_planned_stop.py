@@ -28,6 +28,7 @@ from rules.evaluate import evaluate
 from rules.loader import DEFAULT_RULES, load_rule_set
 from rules.stops import SilverStops, find_stop, with_stops
 from tests.rules.helpers import h, put
+from worker import rules_evaluator
 from workflows.alert import initial_state
 
 
@@ -221,6 +222,12 @@ def test_the_stop_alert_says_when_the_unit_stopped_from_its_readings(
         "discharge temperature ")
     # a lake without the table leaves the breach as it was: the alert still goes out
     assert with_stops([first], rules, SilverStops(str(tmp_path / "nowhere"))) == [first]
+    # the worker's evaluator (what the evaluate_rules activity runs) sets it the same way
+    evaluator = rules_evaluator(Settings(data_dir=tmp_path, lake_dir=tmp_path / "lake"))
+    ev = evaluator(conn, stop.org_id, [first.hour])
+    [live] = [b for b in ev.breaches
+              if b.compressor_id == stop.compressor_id and b.rule_id == "unit_stopped"]
+    assert live.stop == described.stop
 
 
 def test_find_stop() -> None:
