@@ -111,7 +111,8 @@ def rules_evaluator(settings: Settings,
                                                          catalog=settings.catalog))
         result = evaluate(conn, rule_set, org_id, (min(hours), max(hours)),
                           threads=settings.rules_threads)
-        breaches, clears = with_stops(result.breaches, rule_set, stops), result.clears
+        breaches = with_stops(result.breaches, rule_set, stops, open_stops=result.stopped)
+        clears = result.clears
         try:   # a forecast that cannot be made must not hold back the rules' own alerts
             _, warned, ended = forecast_hour(conn, rule_set, org_id, max(hours),
                                              cache=forecast_inputs, changed=hours)

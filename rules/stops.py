@@ -14,7 +14,7 @@ goes out with the reading and limit instead, never later or not at all.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
 
 import duckdb
@@ -94,13 +94,18 @@ class SilverStops:
                                        end - STOP_LOOKBACK, end), breach.threshold)
 
 
-def with_stops(breaches: list[Breach], rule_set: RuleSet, reader: StopReader) -> list[Breach]:
+def with_stops(breaches: list[Breach], rule_set: RuleSet, reader: StopReader,
+               open_stops: Collection[str] = ()) -> list[Breach]:
     """``breaches`` with the stop detail set on those of stop rules (rules that ``inhibits``
-    others); a stop that cannot be read leaves its breach unchanged (logged)."""
+    others); a stop that cannot be read leaves its breach unchanged (logged).
+
+    Units in ``open_stops`` already have their stop's alert open, which keeps the stop of its
+    opening breach: a unit down for days is read once, not every hour.
+    """
     stop_rules = {r.id for r in rule_set.rules if r.inhibits}
     out: list[Breach] = []
     for b in breaches:
-        if b.rule_id in stop_rules and b.stop is None:
+        if b.rule_id in stop_rules and b.stop is None and b.compressor_id not in open_stops:
             try:
                 stop = reader(b)
             except (duckdb.Error, OSError) as exc:

@@ -16,7 +16,7 @@ from altaviz.app.holds import add_silence, add_window, held_counts
 from altaviz.core import db
 from altaviz.core.fleet_store import load_fleet
 from altaviz.core.messages import title_for
-from altaviz.core.payloads import Evaluation
+from altaviz.core.payloads import Breach, Evaluation, UnitStop
 from altaviz.core.settings import Settings
 from altaviz.core.silences import MaintenanceWindow, parse_matchers
 from altaviz.simulator import SimulationConfig, simulate
@@ -240,4 +240,21 @@ def test_find_stop() -> None:
     assert (found.stopped_at, found.speed_rpm, found.discharge_temp_f) == (t[3], 0.0, 348.0)
     assert find_stop([(t[0], 0.0, 90.0), (t[1], 0.0, 90.0)], 50.0) is None   # never ran
     assert find_stop(run[:2], 50.0) is None                                   # still running
+
+
+def test_a_unit_whose_stop_alert_is_open_is_not_read_again() -> None:
+    rules = load_rule_set(DEFAULT_RULES)
+    breach = Breach(org_id="acme", compressor_id="COMP-0001", site_id="PB-01",
+                    rule_id="unit_stopped", metric="speed_rpm", value=0.0, threshold=50.0,
+                    severity="warning", hour=h(30))
+    reads: list[str] = []
+
+    def reader(b: Breach) -> UnitStop | None:
+        reads.append(b.compressor_id)
+        return UnitStop(stopped_at=h(29))
+
+    assert with_stops([breach], rules, reader, open_stops={"COMP-0001"}) == [breach]
+    assert reads == []
+    [described] = with_stops([breach], rules, reader)
+    assert reads == ["COMP-0001"] and described.stop == UnitStop(stopped_at=h(29))
     # a reading without speed (t[2]) is not known to have run: its temperature is not used
