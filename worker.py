@@ -50,10 +50,12 @@ from altaviz.core import db
 from altaviz.core.payloads import EtlStageName, EtlSummary, Evaluation
 from altaviz.core.policy import PolicyFile, read_policy
 from altaviz.core.settings import Settings
+from etl.lake import Lake
 from etl.pipeline import StageRunner, run_pipeline
 from rules.evaluate import evaluate
 from rules.forecast import GridCache, forecast_hour
 from rules.loader import load_rule_set
+from rules.stops import SilverStops, with_stops
 from rules.store import latest_rule_set, save_rule_set
 from workflows.alert import AlertWorkflow
 from workflows.notify import NotifyStepWorkflow
@@ -94,10 +96,12 @@ def rules_evaluator(settings: Settings,
     ``settings.rules_file`` and stores it (so ``rule_set_id``/``rule_version`` are always
     stamped on breaches and pinned by the alerts they open). An organization whose
     escalation ``policy`` sets ``escalate_after_hours`` gets that delay instead of the rules'
-    own (the demo's override wins over both).
+    own (the demo's override wins over both). A stop rule's breach carries when and how the
+    unit stopped, read from the lake's silver readings (``rules.stops``).
     """
 
     forecast_inputs = GridCache()
+    stops = SilverStops(Lake(settings.lake_path).uri("silver"))
 
     def evaluate_org(conn: psycopg.Connection[Any], org_id: str,
                      hours: list[datetime]) -> Evaluation:
@@ -107,7 +111,8 @@ def rules_evaluator(settings: Settings,
                                                          catalog=settings.catalog))
         result = evaluate(conn, rule_set, org_id, (min(hours), max(hours)),
                           threads=settings.rules_threads)
-        breaches, clears = result.breaches, result.clears
+        breaches = with_stops(result.breaches, rule_set, stops, open_stops=result.stopped)
+        clears = result.clears
         try:   # a forecast that cannot be made must not hold back the rules' own alerts
             _, warned, ended = forecast_hour(conn, rule_set, org_id, max(hours),
                                              cache=forecast_inputs, changed=hours)

@@ -28,9 +28,11 @@ from altaviz.core import db
 from altaviz.core.errors import InputError
 from altaviz.core.silences import (
     MaintenanceWindow,
+    in_stop,
     in_window,
     inhibited,
     silence_from_row,
+    stop_spans,
     window_from_row,
 )
 from altaviz.core.telemetry import CHANNELS, METRIC_BY_NAME
@@ -347,13 +349,22 @@ def backtest(conn: psycopg.Connection[Any], rule_set: RuleSet, org_ids: list[str
 
 def hold_rows(rows: list[Row], rule_set: RuleSet, windows: list[MaintenanceWindow]
               ) -> tuple[list[Row], list[Row], list[Row]]:
-    """Split firing rows as the hourly pipeline would: kept, inhibited by a stop of the unit at
-    the same hour (a rule's ``inhibits``), and held by a maintenance window. Clear rows are
-    always kept (an alert already open may clear)."""
+    """Split firing rows as the hourly pipeline would: kept, inhibited by a stop of the unit
+    (a rule's ``inhibits``: at the same hour, or while the stop's alert is still open and
+    active, :func:`~altaviz.core.silences.stop_spans`), and held by a maintenance window.
+    Clear rows are always kept (an alert already open may clear)."""
     inhibits = {r.id: r.inhibits for r in rule_set.rules if r.inhibits}
     firing = [i for i, r in enumerate(rows) if r.firing]
     drop = {firing[j] for j in inhibited(
         [(rows[i].compressor_id, rows[i].rule_id, rows[i].hour) for i in firing], inhibits)}
+    # the stop's alert opens outside any window (a planned stop opens none), like live
+    spans = stop_spans(((r.compressor_id, r.rule_id, r.hour, r.firing, r.clear) for r in rows
+                        if in_window(windows, r.compressor_id, r.site_id, r.hour) is None),
+                       inhibits)
+    targets = {t for ts in inhibits.values() for t in ts}
+    drop |= {i for i in firing if rows[i].rule_id in targets
+             and rows[i].rule_id not in inhibits
+             and in_stop(spans, rows[i].compressor_id, rows[i].hour)}
     kept: list[Row] = []
     by_stop: list[Row] = []
     by_window: list[Row] = []

@@ -31,6 +31,8 @@ class EvaluationResult:
     clears: list[Clear] = field(default_factory=list)
     #: Breaches explained by another rule firing on the unit at the same hour (``inhibits``).
     held: list[HeldBreach] = field(default_factory=list)
+    #: Compressors whose stop alert is open and active -> the first hour of the stop.
+    stopped: dict[str, datetime] = field(default_factory=dict)
 
 
 def evaluate_rows(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str,
@@ -88,6 +90,7 @@ def evaluate(conn: psycopg.Connection[Any], rule_set: RuleSet, org_id: str,
             result.clears.append(Clear(
                 org_id=org_id, compressor_id=row.compressor_id, rule_id=row.rule_id,
                 metric=row.metric, value=row.value, hour=row.hour, **stamp))
+    result.stopped = stopped
     return hold_inhibited(rule_set, result, stopped)
 
 
@@ -116,7 +119,7 @@ def hold_inhibited(rule_set: RuleSet, result: EvaluationResult,
     by = {(b.compressor_id, b.hour): b.rule_id for b in result.breaches if b.rule_id in inhibits}
     return EvaluationResult(
         breaches=[b for i, b in enumerate(result.breaches) if i not in drop],
-        clears=result.clears,
+        clears=result.clears, stopped=result.stopped,
         held=[*result.held, *(HeldBreach(
             breach=b, held_by="inhibited",
             detail=f"unit stopped ({by.get((b.compressor_id, b.hour), 'stop')})")

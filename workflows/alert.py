@@ -68,6 +68,8 @@ WORKFLOW_NAME = "AlertWorkflow"
 SIGNAL_BREACH = "breach"
 SIGNAL_CLEAR = "clear"
 SIGNAL_ACK = "ack_requested"
+#: A silence of the alert's organization was added or expired: check the hold now.
+SIGNAL_HOLDS = "holds_changed"
 UPDATE_ACK = "acknowledge"
 UPDATE_RESOLVE = "resolve"
 QUERY_STATE = "state"
@@ -93,6 +95,7 @@ _RANK = {"warning": 0, "critical": 1}
 PATCH_NOTIFY_CHILD = "notify-step-child-workflow"
 PATCH_RESUME_CRITICAL = "resume-critical-reminders"
 PATCH_HOLDS = "silences-and-maintenance-holds"
+PATCH_HOLD_SIGNAL = "holds-changed-signal"
 
 #: Activity asked before every notification whether a silence or window holds it back.
 CHECK_HOLD = "check_silence"
@@ -143,7 +146,8 @@ def initial_state(breach: Breach, workflow_id: str, now: datetime) -> AlertState
         threshold=breach.threshold, threshold_severity=breach.severity, severity=breach.severity,
         breach_hour=hour, last_breach_hour=hour, opened_at=now, rule_set_id=breach.rule_set_id,
         rule_version=breach.rule_version,
-        escalation_delay_hours=breach.escalation_delay_hours, diagnosis=breach.diagnosis)
+        escalation_delay_hours=breach.escalation_delay_hours, diagnosis=breach.diagnosis,
+        stop=breach.stop)
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -189,6 +193,7 @@ class AlertWorkflow:
         self._held_steps = list(carried.held_steps) if carried is not None else []
         self._released_at = carried.released_at if carried is not None else None
         self._hold_recheck: datetime | None = None
+        self._holds_changed = False
         self._sa_sent: dict[str, str] = {}
         self._steps: list[workflow.ChildWorkflowHandle[Any, Any]] = []
 
@@ -294,6 +299,13 @@ class AlertWorkflow:
         """
         self._acks.append(req)
 
+    @workflow.signal(name=SIGNAL_HOLDS)
+    def holds_changed(self) -> None:
+        """A silence was added or expired early (``altaviz silence``): a held alert re-checks
+        its hold at once rather than at the next 15-minute re-check. A signal, so it is
+        accepted with no worker running and applied when one comes back."""
+        self._holds_changed = True
+
     @workflow.update(name=UPDATE_ACK)
     async def acknowledge(self, req: AckRequest) -> AlertState:
         """Acknowledge the alert (stops escalation; resolves a cleared one)."""
@@ -356,7 +368,8 @@ class AlertWorkflow:
     # --- applying requests ------------------------------------------------------------------
 
     def _has_requests(self) -> bool:
-        return bool(self._breaches or self._clears or self._acks or self._resolves)
+        return bool(self._breaches or self._clears or self._acks or self._resolves
+                    or self._holds_changed)
 
     async def _apply_next(self) -> None:
         # Humans first: an acknowledgement queued together with a breach or a timer wins.
@@ -368,6 +381,13 @@ class AlertWorkflow:
             await self._apply_breach(self._breaches.pop(0))
         elif self._clears:
             await self._apply_clear(self._clears.pop(0))
+        elif self._holds_changed:
+            self._holds_changed = False
+            # only a held alert has anything to re-check (every notification asks anyway)
+            if (self._holds_on and self._held_until is not None
+                    and self._state.state != "resolved"
+                    and workflow.patched(PATCH_HOLD_SIGNAL)):
+                await self._hold_end()
 
     def _remember(self, request_id: str) -> None:
         self._request_ids.append(request_id)

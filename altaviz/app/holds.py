@@ -18,6 +18,8 @@ import psycopg
 import yaml
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 
 from altaviz.core.db import queries, tenant
 from altaviz.core.errors import InputError
@@ -29,6 +31,7 @@ from altaviz.core.silences import (
     silence_from_row,
     window_from_row,
 )
+from workflows.alert import SIGNAL_HOLDS
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([mhdw])\s*$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -113,8 +116,8 @@ def list_silences(conn: psycopg.Connection[Any], org: str, *, now: datetime,
 
 def expire_silence(conn: psycopg.Connection[Any], org: str, silence_id: int, *, by: str,
                    now: datetime) -> datetime:
-    """End a silence now; returns its new end. Alerts it held are released within the
-    workflow's re-check interval."""
+    """End a silence now; returns its new end. Alerts it held are released when told
+    (:func:`signal_holds_changed`), else within the workflow's re-check interval."""
     q = queries("silences")
     with tenant(conn, org):
         row = conn.execute(q["expire_silence"], {"silence_id": silence_id, "by": by,
@@ -128,6 +131,40 @@ def expire_silence(conn: psycopg.Connection[Any], org: str, silence_id: int, *, 
                              f"{known[0].astimezone(UTC):%Y-%m-%d %H:%M}Z")
     ended: datetime = row[1]
     return ended
+
+
+def silence_of(conn: psycopg.Connection[Any], org: str, silence_id: int) -> Silence | None:
+    """One silence of ``org`` (ended or not), or None."""
+    return next((s for s in list_silences(conn, org, now=datetime.now(UTC), every=True)
+                 if s.silence_id == silence_id), None)
+
+
+def matching_workflows(conn: psycopg.Connection[Any], org: str,
+                       matchers: Matchers) -> list[str]:
+    """The workflow ids of the organization's unresolved alerts that ``matchers`` match."""
+    with tenant(conn, org):
+        rows = conn.execute(queries("silences")["open_alert_workflows"]).fetchall()
+    return sorted({wid for wid, comp, site, rule, severity in rows if matchers.matches(
+        compressor_id=comp, site_id=site, rule_id=rule, severity=severity)})
+
+
+async def signal_holds_changed(client: Client, workflow_ids: Sequence[str]
+                               ) -> tuple[int, list[str]]:
+    """Tell these alert workflows that a silence changed, so a held alert re-checks now.
+
+    A signal, not an update: the server accepts it with no worker running, and the workflow
+    applies it when one comes back. Returns how many were told and the ids that could not be
+    (an alert that resolved meanwhile is not an error: it has nothing to release).
+    """
+    told, failed = 0, []
+    for wid in workflow_ids:
+        try:
+            await client.get_workflow_handle(wid).signal(SIGNAL_HOLDS)
+            told += 1
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                failed.append(wid)
+    return told, failed
 
 
 # --- maintenance windows ----------------------------------------------------------------------

@@ -191,7 +191,9 @@ def title_for(alert: AlertState, event: str, ctx: MessageContext | None = None) 
     prefix for the events that are not news of a breach (``RESOLVED``, ``REMINDER``, ...)."""
     kind = _kind(alert, ctx or MessageContext())
     severity = alert.severity.upper()
-    if kind == "level":
+    if alert.stop is not None:
+        head = stop_headline(alert)
+    elif kind == "level":
         # promoted to critical by the timer, the reading still crossed only the warning limit
         which = f"{alert.threshold_severity} " if alert.threshold_severity not in (
             None, alert.severity) else ""
@@ -206,6 +208,23 @@ def title_for(alert: AlertState, event: str, ctx: MessageContext | None = None) 
         head = f"{alert.compressor_id} {what}{hours} {severity}"
     prefix = _TITLE_PREFIX.get(event, "")
     return f"{prefix}{head}"
+
+
+def stop_headline(alert: AlertState) -> str:
+    """``COMP-0012 shut down at 14:20 UTC: speed 0 rpm, last discharge temperature 348 °F``:
+    a stop rule's alert says when the unit stopped (to the 10-minute reading) and how hot it
+    ran, which is what the site is called about, instead of an hourly mean speed."""
+    stop = alert.stop
+    assert stop is not None
+    at = stop.stopped_at.astimezone(UTC)
+    when = f"{at:%H:%M} UTC" if at.date() == alert.breach_hour.astimezone(UTC).date() else \
+        f"{at:%Y-%m-%d %H:%M} UTC"
+    temp = format_value(stop.discharge_temp_f, "discharge_temp_max_f")
+    facts = [f"speed {format_value(stop.speed_rpm, 'speed_rpm')}"
+             if stop.speed_rpm is not None else "",
+             f"last discharge temperature {temp}" if stop.discharge_temp_f is not None else ""]
+    detail = ", ".join(f for f in facts if f)
+    return f"{alert.compressor_id} shut down at {when}" + (f": {detail}" if detail else "")
 
 
 _TITLE_PREFIX = {"resolved": "RESOLVED ", "cleared": "BACK TO NORMAL ",

@@ -21,6 +21,18 @@ AlertStateName = Literal["open", "acknowledged", "cleared_unacknowledged", "reso
 AckChannel = Literal["link", "cli", "api", "web"]
 
 
+class UnitStop(BaseModel):
+    """When a unit stopped, from its 10-minute readings: the first reading under the stop
+    rule's limit after the last one above it, its speed, and the last discharge temperature
+    read (hottest stage) while the unit ran. Carried by a stop rule's breach and its alert."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    stopped_at: datetime
+    speed_rpm: float | None = None
+    discharge_temp_f: float | None = None
+
+
 class AlertState(BaseModel):
     """The current state of one alert, as its workflow knows it (the query's answer)."""
 
@@ -62,6 +74,8 @@ class AlertState(BaseModel):
     #: alert back: held from ``held_since`` to ``held_until`` (messages show the time elapsed).
     held_since: datetime | None = None
     held_until: datetime | None = None
+    #: A stop rule's alert: when and how the unit stopped (from the opening breach).
+    stop: UnitStop | None = None
 
 
 class AckRequest(BaseModel):
@@ -205,6 +219,8 @@ class Breach(BaseModel):
     rule_version: int | None = None
     escalation_delay_hours: float = 4.0
     diagnosis: str = ""
+    #: Set on a stop rule's breach (``inhibits:``) when the 10-minute readings show the stop.
+    stop: UnitStop | None = None
 
 
 class Clear(BaseModel):

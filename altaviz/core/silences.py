@@ -362,3 +362,37 @@ def inhibited(breaches: Sequence[tuple[str, str, datetime]],
             stopped.setdefault((comp, _utc(hour)), set()).add(target)
     return {i for i, (comp, rule, hour) in enumerate(breaches)
             if rule not in inhibits and rule in stopped.get((comp, _utc(hour)), set())}
+
+
+def stop_spans(rows: Iterable[tuple[str, str, datetime, bool, bool]],
+               inhibiting: Iterable[str]) -> dict[str, list[tuple[datetime, datetime | None]]]:
+    """When each compressor's stop alert is open and active, from evaluation rows
+    (compressor, rule, hour, firing, clear) of the inhibiting rules.
+
+    A span opens at the first hour an inhibiting rule fires on the unit and ends at the hour
+    it clears (None: still open), as the stop's alert does in the hourly pipeline: its
+    inhibited rules open nothing while it is open and active, even in hours it has no row
+    (a unit that stopped and went silent has no data to clear the stop).
+    """
+    rules = set(inhibiting)
+    spans: dict[str, list[tuple[datetime, datetime | None]]] = {}
+    open_at: dict[str, datetime] = {}
+    for comp, _rule, hour, firing, clear in sorted(
+            (r for r in rows if r[1] in rules), key=lambda r: (_utc(r[2]), r[0])):
+        at = _utc(hour)
+        if firing and comp not in open_at:
+            open_at[comp] = at
+        elif clear and not firing and comp in open_at:
+            spans.setdefault(comp, []).append((open_at.pop(comp), at))
+    for comp, at in open_at.items():
+        spans.setdefault(comp, []).append((at, None))
+    return spans
+
+
+def in_stop(spans: dict[str, list[tuple[datetime, datetime | None]]], compressor_id: str,
+            hour: datetime) -> bool:
+    """Whether the unit's stop alert is open and active at ``hour`` (its clear hour
+    included: the pipeline reads the open stops before it applies that hour's clears)."""
+    at = _utc(hour)
+    return any(start <= at and (end is None or at <= end)
+               for start, end in spans.get(compressor_id, ()))

@@ -83,3 +83,12 @@ SELECT compressor_id, min(breach_hour)
 FROM alert_history
 WHERE rule_id = ANY (%(rule_ids)s) AND state <> 'resolved' AND condition_state = 'active'
 GROUP BY compressor_id
+
+-- name: open_alert_workflows
+-- The organization's alerts not yet resolved, with the labels a silence matches, so that a
+-- silence added or expired can tell the workflows it concerns at once.
+SELECT DISTINCT a.workflow_id, a.compressor_id, c.site_id, a.rule_id, a.severity
+FROM alert_history a
+JOIN compressors c ON c.org_id = a.org_id AND c.compressor_id = a.compressor_id
+WHERE a.state <> 'resolved'
+ORDER BY a.workflow_id

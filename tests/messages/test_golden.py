@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from altaviz.core.messages import MessageContext, render
-from altaviz.core.payloads import AlertState
+from altaviz.core.payloads import AlertState, UnitStop
 
 GOLDEN = Path(__file__).parent / "golden"
 HOUR = datetime(2026, 3, 2, 10, tzinfo=UTC)
@@ -88,6 +88,19 @@ CASES: dict[str, tuple[AlertState, str, MessageContext, str | None, str | None]]
         _alert(rule_id="bearing_sensor_silent", metric="bearing_temp_max_f", value=5.0,
                threshold=4.0, severity="warning", diagnosis=""),
         "opened", MessageContext(site_name="Pecos 1", rule_kind="no_data"), ACK, None),
+    "unit_stopped": (
+        _alert(rule_id="unit_stopped", metric="speed_rpm", value=0.0, threshold=50.0,
+               severity="warning", breach_hour=HOUR + timedelta(hours=5),
+               opened_at=HOUR + timedelta(hours=6, minutes=5),
+               diagnosis="Unit stopped outside a planned maintenance window.",
+               stop=UnitStop(stopped_at=HOUR + timedelta(hours=4, minutes=20), speed_rpm=0.0,
+                             discharge_temp_f=348.4)),
+        "opened", MessageContext(
+            site_name="Pecos 1", basin="Permian", model="Ariel JGK/4", rule_kind="threshold",
+            checks=("Call the site to confirm why the unit stopped (shutdown alarm, trip, "
+                    "operator stop).",
+                    "Check the panel's first-out annunciator before restarting."),
+            trend=_trend(1180, 1190, 1185)), ACK, None),
 }
 
 

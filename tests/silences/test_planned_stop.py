@@ -15,16 +15,21 @@ from activities.holds import apply_windows
 from altaviz.app.holds import add_silence, add_window, held_counts
 from altaviz.core import db
 from altaviz.core.fleet_store import load_fleet
-from altaviz.core.payloads import Evaluation
+from altaviz.core.messages import title_for
+from altaviz.core.payloads import Breach, Evaluation, UnitStop
 from altaviz.core.settings import Settings
 from altaviz.core.silences import MaintenanceWindow, parse_matchers
 from altaviz.simulator import SimulationConfig, simulate
 from altaviz.simulator.config import DirtyConfig, FieldConfig
+from etl.lake import Lake
 from etl.pipeline import run_pipeline
 from rules.backtest import backtest
 from rules.evaluate import evaluate
 from rules.loader import DEFAULT_RULES, load_rule_set
+from rules.stops import SilverStops, find_stop, with_stops
 from tests.rules.helpers import h, put
+from worker import rules_evaluator
+from workflows.alert import initial_state
 
 
 @pytest.fixture
@@ -158,3 +163,112 @@ def test_a_unit_that_stopped_and_went_silent_raises_no_data_alert(
         ("COMP-0002", "data_missing")}
     assert {(x.breach.compressor_id, x.breach.rule_id, x.held_by) for x in result.held} == {
         ("COMP-0001", "data_missing", "inhibited")}
+
+
+def test_a_long_stop_inhibits_its_consequences_across_hours_live_and_in_the_backtest(
+        conn: psycopg.Connection[Any], fleet: Any) -> None:
+    """A unit stops for two hours, then its gateway goes quiet for eight: the data-missing
+    breaches come hours after the stop's own alert opened, in hours unit_stopped has no row.
+    The hourly pipeline holds them back while the stop's alert is open and active; the
+    backtest replays the same and counts the same alerts (one stop, nothing else)."""
+    rules = load_rule_set(DEFAULT_RULES)
+    speed: list[float | None] = [*([1200.0] * 24), 0.0, 0.0, *([None] * 8)]
+    for comp in ("COMP-0001", "COMP-0002"):
+        put(conn, "acme", comp, "speed_rpm", 0, speed if comp == "COMP-0001" else
+            [1200.0] * 24, running=False)
+        put(conn, "acme", comp, "speed_rpm", 0, speed if comp == "COMP-0001" else
+            [1200.0] * 24, "min_4h", running=False)
+    conn.commit()
+    # live: hour by hour, the stop's alert recorded as its workflow records it when it opens
+    opened: set[tuple[str, str]] = set()
+    held: set[tuple[str, str]] = set()
+    for i in range(24, 34):
+        result = evaluate(conn, rules, "acme", (h(i), h(i)))
+        for b in result.breaches:
+            if (b.compressor_id, b.rule_id) in opened:
+                continue
+            opened.add((b.compressor_id, b.rule_id))
+            if b.rule_id == "unit_stopped":
+                with db.admin(conn):
+                    conn.execute(
+                        "INSERT INTO alert_history (alert_id, org_id, compressor_id, rule_id,"
+                        " metric, severity, condition_state, ack_state, state, breach_hour,"
+                        " opened_at, workflow_id) VALUES (%s, 'acme', %s, 'unit_stopped',"
+                        " 'speed_rpm', 'warning', 'active', 'unacknowledged', 'open', %s, %s,"
+                        " %s)", (f"a-{b.compressor_id}", b.compressor_id, b.hour, b.hour,
+                                 f"w-{b.compressor_id}"))
+                conn.commit()
+        held |= {(x.breach.compressor_id, x.breach.rule_id) for x in result.held}
+    assert {o for o in opened if o[0] == "COMP-0001"} == {("COMP-0001", "unit_stopped")}
+    assert ("COMP-0001", "data_missing") in held   # hours after the stop began
+    # the backtest over the same hours agrees: one alert for the unit, data-missing inhibited
+    report = backtest(conn, rules, ["acme"], h(24), h(33))
+    assert {(e.compressor_id, e.rule_id) for e in report.episodes} == opened
+    assert report.held_back["inhibited"] == 1
+
+
+def test_the_stop_alert_says_when_the_unit_stopped_from_its_readings(
+        stopped_fleet: Any, conn: psycopg.Connection[Any], tmp_path: Path) -> None:
+    """The stop rule's breach carries the stop as the 10-minute readings in the lake's silver
+    table show it: the simulator's stop time, speed 0 and the discharge temperature just
+    before; the message's headline says so."""
+    stops = [n for n in stopped_fleet.ground_truth.nuisance_events
+             if n.kind == "planned_stop" and n.end - n.start >= timedelta(hours=3)]
+    stop = stops[-1]
+    rules = load_rule_set(DEFAULT_RULES)
+    start, end = _hour(stop.start), _hour(stop.start) + timedelta(hours=2)
+    result = evaluate(conn, rules, stop.org_id, (start, end))
+    first = min((b for b in result.breaches if b.compressor_id == stop.compressor_id
+                 and b.rule_id == "unit_stopped"), key=lambda b: b.hour)
+    assert first.stop is None  # the hourly aggregates cannot say when in the hour
+    reader = SilverStops(Lake(tmp_path / "lake").uri("silver"))
+    [described] = with_stops([first], rules, reader)
+    assert described.stop is not None
+    assert described.stop.stopped_at == stop.start
+    assert described.stop.speed_rpm is not None and described.stop.speed_rpm < 50
+    readings = reader.readings(stop.org_id, stop.compressor_id,
+                               stop.start - timedelta(hours=1), stop.start)
+    assert described.stop.discharge_temp_f == [r[2] for r in readings if r[2] is not None][-1]
+    assert described.stop.discharge_temp_f > 150  # a running unit's, not a cooled one's
+    alert = initial_state(described, "w", described.hour)
+    assert title_for(alert, "opened").startswith(
+        f"{stop.compressor_id} shut down at {stop.start:%H:%M} UTC: speed 0 rpm, last "
+        "discharge temperature ")
+    # a lake without the table leaves the breach as it was: the alert still goes out
+    assert with_stops([first], rules, SilverStops(str(tmp_path / "nowhere"))) == [first]
+    # the worker's evaluator (what the evaluate_rules activity runs) sets it the same way
+    evaluator = rules_evaluator(Settings(data_dir=tmp_path, lake_dir=tmp_path / "lake"))
+    ev = evaluator(conn, stop.org_id, [first.hour])
+    [live] = [b for b in ev.breaches
+              if b.compressor_id == stop.compressor_id and b.rule_id == "unit_stopped"]
+    assert live.stop == described.stop
+
+
+def test_find_stop() -> None:
+    t = [h(0) + timedelta(minutes=10 * i) for i in range(6)]
+    run: list[tuple[datetime, float | None, float | None]] = [
+        (t[0], 1200.0, 340.0), (t[1], 1190.0, 348.0), (t[2], None, 349.0),
+        (t[3], 0.0, 300.0), (t[4], 0.0, 280.0)]
+    found = find_stop(run, 50.0)
+    assert found is not None
+    assert (found.stopped_at, found.speed_rpm, found.discharge_temp_f) == (t[3], 0.0, 348.0)
+    assert find_stop([(t[0], 0.0, 90.0), (t[1], 0.0, 90.0)], 50.0) is None   # never ran
+    assert find_stop(run[:2], 50.0) is None                                   # still running
+
+
+def test_a_unit_whose_stop_alert_is_open_is_not_read_again() -> None:
+    rules = load_rule_set(DEFAULT_RULES)
+    breach = Breach(org_id="acme", compressor_id="COMP-0001", site_id="PB-01",
+                    rule_id="unit_stopped", metric="speed_rpm", value=0.0, threshold=50.0,
+                    severity="warning", hour=h(30))
+    reads: list[str] = []
+
+    def reader(b: Breach) -> UnitStop | None:
+        reads.append(b.compressor_id)
+        return UnitStop(stopped_at=h(29))
+
+    assert with_stops([breach], rules, reader, open_stops={"COMP-0001"}) == [breach]
+    assert reads == []
+    [described] = with_stops([breach], rules, reader)
+    assert reads == ["COMP-0001"] and described.stop == UnitStop(stopped_at=h(29))
+    # a reading without speed (t[2]) is not known to have run: its temperature is not used

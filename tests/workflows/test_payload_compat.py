@@ -37,7 +37,7 @@ def _example(model: type[BaseModel]) -> dict[str, object]:
         "hour": HOUR.isoformat(), "hours": [HOUR.isoformat()], "compressor_id": "C",
         "rule_id": "r", "metric": "m", "value": 1.0, "contact_id": "c", "role": "technician",
         "channel": "json", "run_id": "20260302T100000Z-1", "stage": "bronze",
-        "held_by": "maintenance",
+        "held_by": "maintenance", "stopped_at": HOUR.isoformat(),
         **{k: v for k, v in state.items() if k not in ("value",)}}
     fields = model.model_fields
     data = {name: values[name] for name, f in fields.items() if f.is_required()}
@@ -52,3 +52,11 @@ def test_a_newer_field_is_ignored_by_an_older_worker(model: type[BaseModel]) -> 
     [decoded] = pydantic_data_converter.payload_converter.from_payloads([payload], [model])
     assert isinstance(decoded, model)
     assert "added_by_a_newer_version" not in decoded.model_dump()
+
+
+def test_a_breach_and_alert_from_before_stop_details_decode_without_one() -> None:
+    for model in (payloads.Breach, payloads.AlertState):
+        data = _example(model)
+        payload = Payload(metadata={"encoding": b"json/plain"}, data=json.dumps(data).encode())
+        [decoded] = pydantic_data_converter.payload_converter.from_payloads([payload], [model])
+        assert decoded.stop is None

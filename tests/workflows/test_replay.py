@@ -43,7 +43,7 @@ from tests.workflows.changed_workflows import PatchedChange, UnpatchedChange
 from tests.workflows.conftest import GRACEFUL, HOUR0, Rig, hours, make_breach, make_clear
 from tests.workflows.test_pipeline import load_hours
 from worker import build_etl_worker, build_worker, rules_evaluator
-from workflows.alert import UPDATE_ACK, UPDATE_RESOLVE, AlertWorkflow
+from workflows.alert import SIGNAL_HOLDS, UPDATE_ACK, UPDATE_RESOLVE, AlertWorkflow
 from workflows.notify import NotifyStepWorkflow, notify_workflow_id
 from workflows.pipeline import PipelineWorkflow
 
@@ -126,6 +126,25 @@ async def silenced_then_released(rig: Rig) -> WorkflowHandle[Any, Any]:
     return h
 
 
+async def silence_expired_by_signal(rig: Rig) -> WorkflowHandle[Any, Any]:
+    """A silence expired early, the held alert told by the ``holds_changed`` signal: it is
+    released at once, between two re-checks (``patched("holds-changed-signal")``)."""
+    now = await rig.env.get_current_time()
+    with rig.pool.connection() as conn, tenant(conn, "acme"):
+        conn.execute("INSERT INTO silences (org_id, compressor_ids, starts_at, ends_at,"
+                     " created_by, comment) VALUES ('acme', '{COMP-0001}', %s, %s, 'sup.amy',"
+                     " 'valve job')", (now, now + hours(24)))
+    h = await rig.breach(make_breach(), reminder_minutes=60)
+    await rig.env.sleep(hours(0.6))
+    with rig.pool.connection() as conn, tenant(conn, "acme"):
+        conn.execute("UPDATE silences SET ends_at = %s, expired_by = 'sup.amy'",
+                     (now + hours(0.6),))
+    await h.signal(SIGNAL_HOLDS)
+    await rig.env.sleep(hours(0.05))
+    await h.execute_update(UPDATE_ACK, _ack("a1"), result_type=AlertState)
+    return h
+
+
 async def pipeline_run(rig: Rig) -> WorkflowHandle[Any, Any]:
     load_hours(rig, "COMP-0001", [300, 335, 340, 342])
     return await rig.client.start_workflow(
@@ -156,6 +175,7 @@ SCENARIOS: dict[str, Scenario] = {
     "pipeline_run": pipeline_run,
     "resumed_critical_reminds": resumed_critical_reminds,
     "silenced_then_released": silenced_then_released,
+    "silence_expired_by_signal": silence_expired_by_signal,
 }
 
 #: Recorded history (file stem) -> the scenario that produced it. The first five were recorded

@@ -4,11 +4,14 @@ escalation counted from its end, organizations kept apart, a worker away when it
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
 from psycopg.types.json import Jsonb
 
+from altaviz.app.cli import main
 from altaviz.core import db
 from altaviz.core.payloads import AlertState
 from tests.workflows.conftest import HOUR0, Rig, hours, make_breach
@@ -147,3 +150,39 @@ async def test_open_alert_in_a_maintenance_window_stays_open_but_silent(rig: Rig
     assert held == [("maintenance", "escalated")]
     steps = rig.notifier.steps()
     assert steps[0] == "opened" and steps[1].startswith("unsilenced-") and len(steps) == 2
+
+
+async def test_silence_expire_and_add_tell_the_open_alerts_at_once(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    """``altaviz silence expire`` signals the alerts the silence held: the held alert is
+    notified within minutes, not at its next 15-minute re-check; ``silence add`` tells the
+    matching open alerts too (a held one takes the new end at once), and never another
+    organization's."""
+    monkeypatch.setenv("ALTAVIZ_DATABASE_URL", rig.db_url)
+    monkeypatch.setenv("ALTAVIZ_TEMPORAL_ADDRESS", rig.client.service_client.config.target_host)
+    now = await rig.env.get_current_time()
+    sid = add_silence(rig, "acme", now, now + hours(24), compressor_ids=["COMP-0001"])
+    async with rig.running():
+        handle = await rig.breach(make_breach())
+        await rig.env.sleep(timedelta(minutes=65))   # re-checks at :15 :30 :45 :60, next :75
+        assert rig.notifier.steps() == []
+        capsys.readouterr()
+        assert await asyncio.to_thread(main, ["silence", "expire", str(sid), "--org", "acme",
+                                               "--by", "sup.amy"]) == 0
+        assert "1 open alert(s) told to apply it now" in capsys.readouterr().out
+        await rig.env.sleep(timedelta(minutes=2))
+        steps = rig.notifier.steps()
+        assert len(steps) == 1 and steps[0].startswith("unsilenced-"), steps
+        s = await handle.query(QUERY_STATE, result_type=AlertState)
+        assert events(rig, s.alert_id).count("unsilenced") == 1
+        # a new silence: told to the matching open alert of acme only (bravo has none open)
+        assert await asyncio.to_thread(main, [
+            "silence", "add", "--org", "acme", "--by", "sup.amy", "--comment", "valve job",
+            "--duration", "2h", "compressor=COMP-0001"]) == 0
+        assert "1 open alert(s) told to apply it now" in capsys.readouterr().out
+        assert await asyncio.to_thread(main, [
+            "silence", "add", "--org", "bravo", "--by", "sup.bo", "--comment", "x",
+            "--duration", "2h", "site=EF-01"]) == 0
+        assert "told" not in capsys.readouterr().out
+        await rig.env.sleep(timedelta(minutes=5))
+    assert len(rig.notifier.steps()) == 1   # the signal re-checks; it never notifies twice

@@ -9,6 +9,7 @@ were held.
 from __future__ import annotations
 
 import argparse
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,11 +18,14 @@ from altaviz.app.holds import (
     add_silence,
     expire_silence,
     list_silences,
+    matching_workflows,
     parse_duration,
     parse_time,
+    signal_holds_changed,
+    silence_of,
 )
 from altaviz.core.db import org_ids
-from altaviz.core.errors import InputError
+from altaviz.core.errors import InputError, ServiceError
 from altaviz.core.silences import parse_matchers
 from rules.loader import load_rule_set
 from rules.store import latest_rule_set
@@ -73,7 +77,7 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=_list)
 
     p = s_sub.add_parser("expire", help="end a silence now (alerts it held are notified "
-                                        "within 15 minutes if still active)")
+                                        "at once if still active)")
     p.add_argument("silence_id", type=int, metavar="ID", help="as printed by `silence list`")
     p.add_argument("--org", required=True, help="organization id")
     p.add_argument("--by", required=True, help="who ends it")
@@ -101,8 +105,10 @@ def _add(args: argparse.Namespace, app: App) -> int:
             raise InputError(str(exc)) from None
         sid = add_silence(conn, args.org, matchers, starts_at=start, ends_at=end,
                           created_by=args.by, comment=args.comment)
+        wids = matching_workflows(conn, args.org, matchers)
     print(f"silence {sid}: {matchers.describe()} from {start.astimezone(UTC):%Y-%m-%d %H:%M}Z "
           f"to {end.astimezone(UTC):%Y-%m-%d %H:%M}Z ({args.org})")
+    _tell(app, wids)
     return 0
 
 
@@ -126,5 +132,29 @@ def _expire(args: argparse.Namespace, app: App) -> int:
         known_org(conn, args.org)
         end = expire_silence(conn, args.org, args.silence_id, by=args.by,
                              now=datetime.now(UTC))
+        silence = silence_of(conn, args.org, args.silence_id)
+        wids = matching_workflows(conn, args.org, silence.matchers) if silence else []
     print(f"silence {args.silence_id} ended at {end.astimezone(UTC):%Y-%m-%d %H:%M:%S}Z")
+    _tell(app, wids)
     return 0
+
+
+def _tell(app: App, workflow_ids: list[str]) -> None:
+    """Signal the open alerts a silence concerns, so it takes effect at once; when Temporal
+    cannot be reached the silence still holds (it is in PostgreSQL) and the alerts re-check
+    it within 15 minutes, which the line printed says."""
+    if not workflow_ids:
+        return
+
+    async def go() -> tuple[int, list[str]]:
+        return await signal_holds_changed(await app.temporal_client(), workflow_ids)
+
+    try:
+        told, failed = asyncio.run(go())
+    except ServiceError as exc:
+        print(f"{len(workflow_ids)} open alert(s) not told ({exc}): they apply the change "
+              "within 15 minutes")
+        return
+    print(f"{told} open alert(s) told to apply it now" + (
+        f"; {len(failed)} not reached, they apply it within 15 minutes: {', '.join(failed)}"
+        if failed else ""))
