@@ -335,8 +335,9 @@ def _rules(doc: _Doc, raw_rules: Any, seen: dict[str, int]) -> list[Rule]:
 
 def _check_inhibits(doc: _Doc, rules: list[Rule], raw_rules: Any, ids: set[str]) -> None:
     """``inhibits:`` names rules of the same set, never the rule itself."""
-    index = {r.get("id"): i for i, r in enumerate(raw_rules)
-             if isinstance(r, dict)} if isinstance(raw_rules, list) else {}
+    index = {r["id"]: i for i, r in enumerate(raw_rules)
+             if isinstance(r, dict) and isinstance(r.get("id"), str)} \
+        if isinstance(raw_rules, list) else {}
     for rule in rules:
         for j, target in enumerate(rule.inhibits):
             path: Path_ = ("rules", index.get(rule.id, 0), "inhibits", j)

@@ -64,8 +64,9 @@ def test_cli_never_prints_the_password_or_the_link_secret(
             assert secret not in out, f"{label}: secret printed:\n{out[-3000:]}"
     codes = dict(outcomes)
     # the commands really ran: successes succeed, failures fail (not a blanket crash)
-    assert codes["db status"] == 0 and codes["alerts list"] == 0
-    assert all(codes[k] != 0 for k in codes if k not in ("db status", "alerts list"))
+    # ("alerts list" names an organization that does not exist: a one-line refusal, exit 1)
+    assert codes["db status"] == 0
+    assert all(codes[k] != 0 for k in codes if k != "db status")
 
 
 @pytest.mark.parametrize("field", ["database_url", "link_secret"])
