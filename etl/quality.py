@@ -13,18 +13,19 @@ For the batches this stage has not checked yet (mark in ``etl_stage_progress``):
   compressor (rows whose compressor is unknown cannot be attributed to an organization and
   are only counted in the run summary). Fails above 1%.
 * **accuracy**: values a unit got wrong, per channel, judged only where the physics says a
-  value should be steady: readings taken while the unit runs, at least
-  :data:`SETTLE_READINGS` readings (the start-up recovery) after it last ran and not the last
-  reading before a stop (start-up warm-up and cool-down move every temperature far from its
+  value should be steady: readings taken while the unit runs, more than
+  :data:`SETTLE_READINGS` readings (the start-up recovery) after it was last stopped and not
+  the last reading before a stop (warm-up and cool-down move every temperature far from its
   running baseline). A channel's value is wrong when silver flagged it as a 4-sigma outlier
-  (speed excepted: the operator moves it with load, which is operation, not bad data) or
-  when the channel repeats one value for :data:`STUCK_READINGS` readings while the unit runs
-  (a frozen transmitter; live values vary). ``measured`` is the worst channel's share of
-  the judged readings, counting only channels with at least :data:`ACCURACY_MIN_WRONG`
-  wrong values (an isolated flag is noise); fails above 2%. ``details`` names each wrong
-  channel with its outlier and stuck counts (and the stuck value). The judged readings
-  are the batches' plus :data:`CONTEXT_HOURS` before them from silver, so an hourly run sees
-  the start-up it is in and a stuck run longer than its own hour.
+  (speed and flow excepted: the operator moves them with load, which is operation, not bad
+  data) or when the channel has repeated one value for :data:`STUCK_READINGS` readings while
+  the unit ran (a frozen transmitter; live values vary). ``measured`` is the worst channel's
+  share of the judged readings, counting only channels with at least
+  :data:`ACCURACY_MIN_WRONG` wrong values (an isolated flag is noise); fails above 2%.
+  ``details`` names each wrong channel with its outlier and stuck counts (and the stuck
+  value) and the worst one. The judged readings are the batches' plus
+  :data:`CONTEXT_HOURS` of silver before them, so an hourly run sees the start-up it is in
+  and a stuck run longer than its own hour.
 * **channels**: the share of readings missing a channel the unit carries (null, NaN, out of
   range or unparseable: silver keeps the reading without it), for the worst such channel.
   Fails above 5%; ``details`` counts the missing readings per channel. A channel the unit
@@ -90,8 +91,9 @@ SETTLE_READINGS = 24
 STUCK_READINGS = 24
 #: Hours of silver before the batches read for the settle and stuck windows.
 CONTEXT_HOURS = 5
-#: Channels not judged for outliers: speed follows the load the operator sets.
-ACCURACY_EXEMPT = frozenset({"speed_rpm"})
+#: Channels not judged for outliers: speed and flow follow the load the operator sets, and a
+#: step in load is operation, not bad data (a stuck value of them still counts).
+ACCURACY_EXEMPT = frozenset({"speed_rpm", "flow_mmscfd"})
 CHANNELS_MAX_MISSING = 0.05
 #: Gateways upload hourly unless their organization says otherwise (``organizations``).
 DEFAULT_UPLOAD_CADENCE = 60

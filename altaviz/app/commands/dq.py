@@ -70,8 +70,8 @@ def accuracy_reason(measured: float, threshold: float, details: dict[str, Any]) 
         what.append(f"stuck at {value} for {c['stuck']} readings")
     if c.get("outliers"):
         what.append(f"{c['outliers']} outliers")
-    return (f"{metric_label(worst)} {' and '.join(what)} of {judged} steady running readings "
-            f"({measured:.1%}, limit {threshold:.0%})")
+    return (f"{metric_label(worst)}: {' and '.join(what)} ({measured:.1%} of {judged} steady "
+            f"running readings, limit {threshold:.0%})")
 
 
 def reason(kind: str, measured: float, threshold: float, details: dict[str, Any]) -> str:
