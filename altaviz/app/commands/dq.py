@@ -69,7 +69,7 @@ def accuracy_reason(measured: float, threshold: float, details: dict[str, Any]) 
         value = number(float(c.get("stuck_value", 0.0)))
         what.append(f"stuck at {value} for {c['stuck']} readings")
     if c.get("outliers"):
-        what.append(f"{c['outliers']} outliers")
+        what.append(f"{c['outliers']} outlier{'' if c['outliers'] == 1 else 's'}")
     return (f"{metric_label(worst)}: {' and '.join(what)} ({measured:.1%} of {judged} steady "
             f"running readings, limit {threshold:.0%})")
 
