@@ -1,6 +1,7 @@
 """The accuracy check judges values, not operation: a healthy simulated fleet (load changes,
 stops and starts, hot spells, row defects) passes, while a stuck transmitter, a spiking channel
-and a channel that changes its unit fail with a reason naming the channel and what is wrong."""
+and a channel that changes its unit fail with a reason naming the channel and what is wrong.
+Each row defect the simulator injects fails the check that measures it on the unit it hit."""
 
 from __future__ import annotations
 
@@ -9,15 +10,20 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psycopg
+import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
-from altaviz.app.commands.dq import accuracy_reason
+from altaviz.app.commands.dq import accuracy_reason, reason
 from altaviz.core.fleet import Fleet
 from altaviz.core.fleet_store import load_fleet
 from altaviz.core.settings import Settings
+from altaviz.core.telemetry import CHANNELS
 from altaviz.simulator import FieldConfig, SimulationConfig, simulate
+from altaviz.simulator.config import DirtyConfig
+from altaviz.simulator.dirty import REQUIRED_CHANNELS, DefectCounts, IdPool, Rows, encode
 from etl.pipeline import run_pipeline
 from etl.quality import ACCURACY_MAX_SHARE
 from tests.etl.landing import BASE, T0, reading, write_landing
@@ -189,3 +195,58 @@ def test_an_hourly_run_sees_a_stuck_run_longer_than_its_hour(
     assert details["worst_channel"] == "vibration_frame_mm_s"
     assert details["channels"]["vibration_frame_mm_s"]["stuck_value"] == 3.01
     assert "frame vibration: stuck at 3.01 for" in accuracy_reason(measured, threshold, details)
+
+
+def _all_checks(conn: psycopg.Connection[Any], run_id: str, comp: str
+                ) -> dict[str, tuple[Any, ...]]:
+    with conn.transaction():
+        rows = conn.execute(
+            "SELECT check_type, measured, threshold, passed, details FROM data_quality_checks "
+            "WHERE run_id = %s AND compressor_id = %s", [run_id, comp]).fetchall()
+    return {r[0]: tuple(r[1:]) for r in rows}
+
+
+@pytest.mark.parametrize(("kind", "fails"), [
+    ("out_of_range_rate", {"channels"}),        # a broken sensor's -9999: channel missing
+    # null values (channel missing) and null keys (the reading lost to quarantine): one
+    # channel or the readings' count, whichever the draw hit harder
+    ("null_rate", {"channels", "completeness"}),
+    ("wrong_type_rate", {"channels"}),          # '#VALUE!' in a text file
+    ("unknown_compressor_rate", {"completeness"}),  # its readings filed under another id
+    ("duplicate_rate", set()),                  # exact copies: dropped, nothing wrong
+])
+def test_each_row_defect_of_the_simulator_shows_on_the_unit_it_hit(
+        settings: Settings, db_url: str, fleet: Fleet, conn: psycopg.Connection[Any],
+        kind: str, fails: set[str]) -> None:
+    rng = random.Random(5)
+    clean = _noisy("COMP-0001", 6, rng)
+    rows = Rows(unit=np.zeros(len(clean), dtype=np.int64),
+                ts_us=np.array([int(r["ts"].timestamp() * 1e6) for r in clean], dtype=np.int64),
+                values={c.name: np.array([np.nan if r[c.name] is None else r[c.name]
+                                          for r in clean]) for c in CHANNELS})
+    dirt = DirtyConfig.none().model_copy(update={kind: 0.2})
+    counts = DefectCounts()
+    arrived = T0 + timedelta(hours=6, minutes=5)
+    table = encode(rows, int(arrived.timestamp() * 1e6), IdPool(("COMP-0001",)), dirt,
+                   kind == "wrong_type_rate", np.random.default_rng(1), counts)
+    folder = settings.landing_path / f"arrival_date={arrived.date().isoformat()}"
+    folder.mkdir(parents=True)
+    pq.write_table(table, folder / f"{arrived:%Y%m%dT%H%M%S}-gw-000001.parquet")
+    summary = run_pipeline(settings, db_url, run_id="dirty", as_of=T0 + timedelta(hours=7))
+    checks = _all_checks(conn, "dirty", "COMP-0001")
+    failed = {k for k, v in checks.items() if not v[2]}
+    if not fails:
+        assert failed == set()
+        assert summary.duplicates == counts.duplicate_rows > 0
+        return
+    assert failed and failed <= fails
+    for check in failed:
+        measured, threshold, _, details = checks[check]
+        text = reason(check, measured, threshold, details)
+        if check == "channels":
+            # the reason names the worst channel, one the defect hit
+            worst = max(details["missing"].items(), key=lambda kv: kv[1])[0]
+            assert worst in REQUIRED_CHANNELS
+            assert "of readings miss a channel" in text
+        else:
+            assert "of readings missing" in text
