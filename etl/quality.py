@@ -117,9 +117,9 @@ def quality_checks(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.Con
     as_of = as_of or datetime.now(UTC)
     lo, hi = stage_mark(conn, "quality"), lake.batch_mark("silver")
     con.execute(f"CREATE OR REPLACE TEMP TABLE dq_checks ({CHECK_TABLE})")
-    #: per compressor of the batches: readings, outliers, quarantined rows, latest reading
+    #: per compressor of the batches: readings, quarantined rows, latest reading
     con.execute("CREATE OR REPLACE TEMP TABLE dq_per_comp (org_id VARCHAR, compressor_id "
-                "VARCHAR, n BIGINT, outliers BIGINT, bad BIGINT, last TIMESTAMPTZ)")
+                "VARCHAR, n BIGINT, bad BIGINT, last TIMESTAMPTZ)")
     if hi > lo:
         _batch_checks(con, lake, lo, hi, as_of, conn)
         _channel_checks(con, lake, conn, lo, hi)
@@ -187,7 +187,7 @@ def _batch_checks(con: duckdb.DuckDBPyConnection, lake: Lake, lo: int, hi: int,
     q_dates = lake.partitions_for_batches("quarantine", lo, hi)
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE dq_batch AS
-        SELECT org_id, compressor_id, ts, len(outlier_metrics) > 0 AS outlier
+        SELECT org_id, compressor_id, ts
         FROM delta_scan('{silver}')
         WHERE date IN ({sql_dates(s_dates)}) AND batch_id > {lo} AND batch_id <= {hi}
     """)
@@ -254,19 +254,17 @@ def _batch_checks(con: duckdb.DuckDBPyConnection, lake: Lake, lo: int, hi: int,
         """)
     con.execute("""
         INSERT INTO dq_per_comp
-        WITH s AS (SELECT org_id, compressor_id, count(*) AS n,
-                          count(*) FILTER (WHERE outlier) AS outliers, max(ts) AS last
+        WITH s AS (SELECT org_id, compressor_id, count(*) AS n, max(ts) AS last
                    FROM dq_batch GROUP BY ALL)
         SELECT coalesce(s.org_id, q.org_id), coalesce(s.compressor_id, q.compressor_id),
-               coalesce(s.n, 0), coalesce(s.outliers, 0), coalesce(q.n, 0), s.last
+               coalesce(s.n, 0), coalesce(q.n, 0), s.last
         FROM s FULL JOIN dq_quarantine q USING (org_id, compressor_id)
     """)
     con.execute(f"""
         INSERT INTO dq_checks
         WITH c AS (
             SELECT *, n + bad AS received,
-                   CASE WHEN n + bad > 0 THEN bad / (n + bad) ELSE 0.0 END AS bad_share,
-                   CASE WHEN n > 0 THEN outliers / n ELSE 0.0 END AS outlier_share
+                   CASE WHEN n + bad > 0 THEN bad / (n + bad) ELSE 0.0 END AS bad_share
             FROM dq_per_comp
         )
         SELECT org_id, compressor_id, 'consistency', bad_share, {CONSISTENCY_MAX_SHARE},
