@@ -1,7 +1,8 @@
 """The four data-quality checks, value by value, on hand-made landing files: completeness
 (missing share per compressor-hour, flagged hours listed), consistency (quarantined rows),
-accuracy (outliers) and freshness (the later of the watermark and the batch's last reading),
-with their thresholds, verdicts and details as `altaviz dq report` shows them."""
+accuracy (wrong values per channel in steady running) and freshness (the later of the
+watermark and the batch's last reading), with their thresholds, verdicts and details as
+`altaviz dq report` shows them."""
 
 from __future__ import annotations
 
@@ -53,6 +54,12 @@ def _channels(org: str, readings: int, **missing: int) -> dict[str, Any]:
                                {"running_readings": readings, "offline": []})}
 
 
+def _accurate(org: str, readings: int) -> tuple[Any, ...]:
+    """The accuracy check of a unit that ran steadily for all its readings, no value wrong."""
+    return (org, 0.0, 0.02, True, {"readings": readings, "judged": readings,
+                                   "worst_channel": None, "channels": {}})
+
+
 def _with_channels(checks: dict[tuple[str, str], Any],
                    units: dict[str, dict[str, Any]]) -> dict[tuple[str, str], Any]:
     return {**checks, **{(comp, kind): v for comp, c in units.items() for kind, v in c.items()}}
@@ -78,16 +85,16 @@ def test_each_check_measures_what_it_says(settings: Settings, db_url: str, fleet
         ("COMP-0001", "completeness"): ("acme", pytest.approx(1 / 6), 0.05, False, four),
         ("COMP-0001", "consistency"): ("acme", 2 / 22, 0.01, False,
                                        {"rows": 22, "quarantined": 2}),
-        ("COMP-0001", "accuracy"): ("acme", 0.0, 0.01, True, {"readings": 20, "outliers": 0}),
+        ("COMP-0001", "accuracy"): _accurate("acme", 20),
         ("COMP-0001", "freshness"): _fresh("acme", T0 + timedelta(hours=3, minutes=10), as_of,
                                            "2025-03-10T03:10:00+00:00"),
         ("COMP-0002", "completeness"): ("acme", 0.0, 0.05, True, three),
         ("COMP-0002", "consistency"): ("acme", 0.0, 0.01, True, {"rows": 18, "quarantined": 0}),
-        ("COMP-0002", "accuracy"): ("acme", 0.0, 0.01, True, {"readings": 18, "outliers": 0}),
+        ("COMP-0002", "accuracy"): _accurate("acme", 18),
         ("COMP-0002", "freshness"): _fresh("acme", last, as_of, stamp),
         ("COMP-0003", "completeness"): ("bravo", pytest.approx(5 / 24), 0.05, False, four),
         ("COMP-0003", "consistency"): ("bravo", 0.0, 0.01, True, {"rows": 19, "quarantined": 0}),
-        ("COMP-0003", "accuracy"): ("bravo", 0.0, 0.01, True, {"readings": 19, "outliers": 0}),
+        ("COMP-0003", "accuracy"): _accurate("bravo", 19),
         ("COMP-0003", "freshness"): _fresh("bravo", T0 + timedelta(hours=3), as_of,
                                            "2025-03-10T03:00:00+00:00"),
         # hours 0-3: missing 0, 1/2, 1 and 0
@@ -95,7 +102,7 @@ def test_each_check_measures_what_it_says(settings: Settings, db_url: str, fleet
             "hours": 4, "hours_flagged": 2,
             "flagged_hours": ["2025-03-10T01:00Z", "2025-03-10T02:00Z"]}),
         ("COMP-0004", "consistency"): ("bravo", 0.0, 0.01, True, {"rows": 15, "quarantined": 0}),
-        ("COMP-0004", "accuracy"): ("bravo", 0.0, 0.01, True, {"readings": 15, "outliers": 0}),
+        ("COMP-0004", "accuracy"): _accurate("bravo", 15),
         ("COMP-0004", "freshness"): _fresh(
             "bravo", T0 + timedelta(hours=3, minutes=50, milliseconds=250), as_of,
             "2025-03-10T03:50:00.250000+00:00"),
@@ -124,7 +131,8 @@ def test_each_check_measures_what_it_says(settings: Settings, db_url: str, fleet
         ("COMP-0004", "completeness"): ("bravo", 0.0, 0.05, True, {
             "hours": 1, "hours_flagged": 0, "flagged_hours": []}),
         ("COMP-0004", "consistency"): ("bravo", 0.0, 0.01, True, {"rows": 6, "quarantined": 0}),
-        ("COMP-0004", "accuracy"): ("bravo", 0.0, 0.01, True, {"readings": 6, "outliers": 0}),
+        # judged with the 15 readings of the 5 hours before it, already in silver
+        ("COMP-0004", "accuracy"): _accurate("bravo", 6 + 15),
         **{("COMP-0004", kind): v for kind, v in _channels("bravo", 6).items()},
     }
 

@@ -52,6 +52,28 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=_prune)
 
 
+def accuracy_reason(measured: float, threshold: float, details: dict[str, Any]) -> str:
+    """The accuracy check in words: the worst channel and what is wrong with it (stuck on a
+    value, steady-state outliers), so a technician knows which transmitter to look at."""
+    judged = details.get("judged", details.get("readings", "?"))
+    if "channels" not in details:    # checks recorded before channels were judged
+        return (f"{details.get('outliers', 0)} of {details.get('readings', '?')} readings "
+                f"are outliers ({measured:.1%}, limit {threshold:.0%})")
+    channels: dict[str, Any] = details.get("channels") or {}
+    worst = details.get("worst_channel")
+    if not worst or worst not in channels:
+        return f"no channel wrong in {judged} steady running readings (limit {threshold:.0%})"
+    c = channels[worst]
+    what = []
+    if c.get("stuck"):
+        value = number(float(c.get("stuck_value", 0.0)))
+        what.append(f"stuck at {value} for {c['stuck']} readings")
+    if c.get("outliers"):
+        what.append(f"{c['outliers']} outlier{'' if c['outliers'] == 1 else 's'}")
+    return (f"{metric_label(worst)}: {' and '.join(what)} ({measured:.1%} of {judged} steady "
+            f"running readings, limit {threshold:.0%})")
+
+
 def reason(kind: str, measured: float, threshold: float, details: dict[str, Any]) -> str:
     """What a check found, in words, against its limit."""
     if kind == "freshness":
@@ -65,8 +87,7 @@ def reason(kind: str, measured: float, threshold: float, details: dict[str, Any]
         return (f"{details.get('quarantined', 0)} of {details.get('rows', '?')} rows "
                 f"quarantined ({measured:.1%}, limit {threshold:.0%})")
     if kind == "accuracy":
-        return (f"{details.get('outliers', 0)} of {details.get('readings', '?')} readings "
-                f"are outliers ({measured:.1%}, limit {threshold:.0%})")
+        return accuracy_reason(measured, threshold, details)
     if kind == "channels":
         missing = details.get("missing") or {}
         worst = max(missing.items(), key=lambda kv: kv[1], default=None)

@@ -65,7 +65,14 @@ def check_text(row: dict[str, Any]) -> str:
     if kind == "consistency":
         return f"{_pct(m)} of rows quarantined (limit {_pct(t)})"
     if kind == "accuracy":
-        return f"{_pct(m)} of readings outliers (limit {_pct(t)})"
+        channel = details.get("worst_channel")
+        wrong = (details.get("channels") or {}).get(channel) if channel else None
+        if wrong:
+            value = float(wrong.get("stuck_value", 0.0))
+            what = f"stuck at {fmt_value(value)}" if wrong.get("stuck") else "outliers"
+            return (f"{metric_label(str(channel))} {what}: {_pct(m)} of readings "
+                    f"(limit {_pct(t)})")
+        return f"{_pct(m)} of readings wrong (limit {_pct(t)})"
     if kind == "sensor_offline":
         n = int(m)
         return f"{n} carried channel{'' if n == 1 else 's'} silent while running"
