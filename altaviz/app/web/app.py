@@ -234,7 +234,8 @@ def create_app(*, database_url: str, signer: LinkSigner,
     app.include_router(console_router(
         database_url=database_url, secure_cookies=secure_cookies,
         sessions=auth.SessionSigner(session_secret or secrets.token_bytes(32)),
-        temporal_url=lambda alert: views.temporal_link(temporal_ui_url, namespace, alert)))
+        temporal_url=lambda alert: views.temporal_link(temporal_ui_url, namespace, alert),
+        public_url=public_url))
 
     def verify(token: str, action: str) -> LinkClaims:
         return signer.verify(token, action=action)  # type: ignore[arg-type]
