@@ -175,7 +175,7 @@ async def test_maintenance_windows_listed_with_next_occurrence_in_site_time(
     assert "bravo overhaul" not in page
 
 
-def _prediction(org: str, comp: str, rule: str, metric: str, hour: datetime, hours: float,
+def prediction(org: str, comp: str, rule: str, metric: str, hour: datetime, hours: float,
                 low: float, high: float | None, limit: float, name: str) -> list[Any]:
     return [org, comp, rule, metric, hour, "linear", hour - timedelta(hours=48), hour, 48,
             1.0, 0.1, limit, name, hour + timedelta(hours=hours),
@@ -183,23 +183,28 @@ def _prediction(org: str, comp: str, rule: str, metric: str, hour: datetime, hou
             hour + timedelta(hours=high) if high is not None else None, Jsonb({})]
 
 
-async def test_forecast_lists_units_by_shortest_forecast(rig: WebRig) -> None:
-    seed(rig.db_url)
-    hour = datetime(2026, 3, 2, 10, tzinfo=UTC)
-    with connect(rig.db_url) as conn, conn.transaction():
-        for row in (
-                _prediction("acme", "COMP-0002", "discharge_temp_high",
-                            "discharge_temp_max_f", hour, 60.0, 43.0, 82.0, 350.0,
-                            "shutdown"),
-                _prediction("acme", "COMP-0001", "vibration_frame_high",
-                            "vibration_frame_mm_s", hour, 10.0, 6.0, None, 12.0, "critical"),
-                _prediction("bravo", "COMP-0003", "oil_pressure_low", "oil_pressure_psig",
-                            hour, 2.0, 1.0, 3.0, 25.0, "critical")):
+def insert_predictions(conn: Any, rows: list[list[Any]]) -> None:
+    """Rows of ``predictions`` as the hourly run stores them."""
+    with conn.transaction():
+        for row in rows:
             conn.execute(
                 "INSERT INTO predictions (org_id, compressor_id, rule_id, metric, hour, model, "
                 "input_start, input_end, running_hours, level, slope, limit_value, "
                 "limit_name, predicted_at, low_at, high_at, details) VALUES (%s, %s, %s, %s, "
                 "%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)", row)
+
+
+async def test_forecast_lists_units_by_shortest_forecast(rig: WebRig) -> None:
+    seed(rig.db_url)
+    hour = datetime(2026, 3, 2, 10, tzinfo=UTC)
+    with connect(rig.db_url) as conn:
+        insert_predictions(conn, [
+            prediction("acme", "COMP-0002", "discharge_temp_high", "discharge_temp_max_f",
+                        hour, 60.0, 43.0, 82.0, 350.0, "shutdown"),
+            prediction("acme", "COMP-0001", "vibration_frame_high", "vibration_frame_mm_s",
+                        hour, 10.0, 6.0, None, 12.0, "critical"),
+            prediction("bravo", "COMP-0003", "oil_pressure_low", "oil_pressure_psig", hour,
+                        2.0, 1.0, 3.0, 25.0, "critical")])
     async with _signed_in(rig) as http:
         r = await http.get("/console/forecast")
     assert r.status_code == 200
