@@ -9,20 +9,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import psycopg
+import pytest
 from psycopg.types.json import Jsonb
 
+from altaviz.app.cli import main
+from altaviz.app.demo import demo_console_users, demo_contacts
 from altaviz.app.holds import add_silence, add_window
+from altaviz.app.web import console_plans, sign_in_link
 from altaviz.app.web.sign_in_link import set_user_contact
+from altaviz.core import db
+from altaviz.core.contacts import Contact, ContactsFile, load_contacts
 from altaviz.core.db import connect
+from altaviz.core.errors import InputError
+from altaviz.core.settings import Settings
 from altaviz.core.silences import MaintenanceWindow, Matchers, Recurrence
 from rules.loader import load_rule_set
 from rules.store import save_rule_set
+from tests.security.test_least_privilege import as_role
 from tests.web.conftest import WebRig
 from tests.web.console_data import ACME_LOGIN, BRAVO_LOGIN, PASSWORD, seed
 
@@ -288,3 +299,76 @@ async def test_expired_sign_in_link_is_refused_and_requests_are_rate_limited(
             r = await http.post("/console/sign-in/link", data={"login": login})
             assert r.status_code == 429 and "Too many requests" in r.text
     assert rig.rows("SELECT count(*) FROM console_sign_in_links") <= [(5,)]
+
+
+def test_demo_supervisors_get_sign_in_links_in_their_inbox(db_url: str, fleet: Any) -> None:
+    with connect(db_url) as conn:
+        load_contacts(conn, demo_contacts(fleet, "http://127.0.0.1:8765"))
+    demo_console_users(db_url, fleet)
+    with connect(db_url) as conn:
+        rows = conn.execute("SELECT login, contact_id FROM console_users ORDER BY 1").fetchall()
+        assert rows == [("supervisor@acme", "sup-acme"), ("supervisor@bravo", "sup-bravo")]
+        # the lookup a link request makes finds them (an active contact to send to)
+        assert conn.execute("SELECT org_id FROM console_link_lookup('supervisor@bravo')"
+                            ).fetchall() == [("bravo",)]
+
+
+def test_the_runtime_login_serves_links_silences_and_forecasts_of_one_organization(
+        db_url: str, fleet: Any) -> None:
+    """The web server's login (no table access outside a tenant) reaches the sign-in link
+    lookup through migration 190's function, and every other read and write of these pages
+    only within the person's organization."""
+    seed(db_url)
+    _rules(db_url)
+    bravo_id = _bravo_silence(db_url)
+    now = datetime.now(UTC)
+    with connect(db_url) as conn:
+        load_contacts(conn, ContactsFile(contacts=(
+            Contact(org_id="acme", contact_id="sup-a", name="Sam Okafor", role="supervisor",
+                    apprise_urls=("json://127.0.0.1:9/inbox/receive/sup-a",)),)))
+        set_user_contact(conn, "acme", ACME_LOGIN, "sup-a")
+        runtime = db.role_names(conn)["runtime"]
+    url = as_role(db_url, runtime)
+
+    found = sign_in_link.prepare_link(url, ACME_LOGIN, now)
+    assert found is not None
+    org, link_id, name, urls = found
+    assert (org, name, urls) == ("acme", "Sam Okafor", ["json://127.0.0.1:9/inbox/receive/sup-a"])
+    assert sign_in_link.prepare_link(url, BRAVO_LOGIN, now) is None  # no contact named
+    assert sign_in_link.prepare_link(url, "nobody@acme.example", now) is None
+    assert sign_in_link.use_link(url, "bravo", link_id) is None  # another tenant: not found
+    assert sign_in_link.use_link(url, "acme", link_id) == (ACME_LOGIN, 0)
+    assert sign_in_link.use_link(url, "acme", link_id) is None  # once
+    with connect(url) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute("SELECT * FROM console_sign_in_links")
+
+    sid = console_plans.create(url, "acme", specs=["compressor=COMP-0001"], start="now",
+                               until="1h", comment="job", by=ACME_LOGIN, now=now)
+    rows, _windows, rules = console_plans.page_data(url, "acme", now)
+    assert [r.silence.silence_id for r in rows] == [sid] and "vibration_frame_high" in rules
+    with pytest.raises(InputError, match=f"no silence {bravo_id} in organization acme"):
+        console_plans.expire(url, "acme", bravo_id, by=ACME_LOGIN, now=now)
+    console_plans.expire(url, "acme", sid, by=ACME_LOGIN, now=now + timedelta(minutes=1))
+    assert console_plans.forecasts(url, "acme") == []
+
+
+def test_users_add_names_the_contact_of_sign_in_links(
+        db_url: str, fleet: Any, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    settings = Settings(database_url=db_url)
+    with connect(db_url) as conn:
+        load_contacts(conn, ContactsFile(contacts=(
+            Contact(org_id="acme", contact_id="sup-a", name="Sam Okafor", role="supervisor",
+                    apprise_urls=("json://127.0.0.1:9/inbox/receive/sup-a",)),)))
+
+    def run(*argv: str) -> int:
+        monkeypatch.setattr("sys.stdin", io.StringIO("long-enough-pass\n"))
+        return main(list(argv), settings=settings)
+
+    args = ("users", "add", "--org", "acme", "--login", "sam@acme.example", "--name", "Sam",
+            "--password-stdin")
+    assert run(*args, "--contact", "sup-a") == 0
+    assert run(*args, "--contact", "nobody") == 1
+    assert "no contact 'nobody' in organization acme" in capsys.readouterr().err
+    with connect(db_url) as conn:
+        assert conn.execute("SELECT contact_id FROM console_users").fetchall() == [("sup-a",)]
