@@ -21,7 +21,7 @@ from rules.store import save_rule_set
 from tests.browser.test_console_browser import CHROMIUM, WIDTHS, _no_sideways_scroll
 from tests.web.conftest import WebRig
 from tests.web.console_data import ACME_LOGIN, PASSWORD, seed
-from tests.web.test_console_plans import insert_predictions, prediction
+from tests.web.test_console_plans import insert_predictions, link_server, prediction
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
                                 reason="/usr/bin/chromium is missing (apt-get install chromium)")
@@ -63,7 +63,7 @@ async def test_silences_forecast_and_link_pages_in_chromium(rig: WebRig, shots: 
 
     bravo_silence = _data(rig.db_url)
     base = rig.base_url
-    async with async_playwright() as pw:
+    async with link_server(rig) as link_base, async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
         try:
             for width in WIDTHS:
@@ -130,7 +130,7 @@ async def test_silences_forecast_and_link_pages_in_chromium(rig: WebRig, shots: 
             # the sign-in link, on a phone: asked for, read in the inbox, opened
             ctx = await browser.new_context(viewport={"width": 360, "height": 800})
             page = await ctx.new_page()
-            await page.goto(f"{base}/console/sign-in")
+            await page.goto(f"{link_base}/console/sign-in")
             await page.click("text=Send me a sign-in link instead")
             await page.fill("input[name=login]", ACME_LOGIN)
             await page.click("main button[type=submit]")

@@ -172,7 +172,7 @@ async def rig(web_env: WorkflowEnvironment, db_url: str, fleet: Any) -> AsyncIte
 
     app = create_app(database_url=db_url, signer=signer, temporal=temporal,
                      temporal_ui_url="http://127.0.0.1:8233", inbox=True, ack_timeout=1.5,
-                     secure_cookies=False, public_url=base)
+                     secure_cookies=False)
     redact = RedactTokens()
     import logging
     logging.getLogger("uvicorn.access").addFilter(redact)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import logging
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -23,7 +24,7 @@ from psycopg.types.json import Jsonb
 from altaviz.app.cli import main
 from altaviz.app.demo import demo_console_users, demo_contacts
 from altaviz.app.holds import add_silence, add_window
-from altaviz.app.web import console_plans, sign_in_link
+from altaviz.app.web import RedactTokens, console_plans, create_app, sign_in_link
 from altaviz.app.web.sign_in_link import set_user_contact
 from altaviz.core import db
 from altaviz.core.contacts import Contact, ContactsFile, load_contacts
@@ -33,8 +34,9 @@ from altaviz.core.settings import Settings
 from altaviz.core.silences import MaintenanceWindow, Matchers, Recurrence
 from rules.loader import load_rule_set
 from rules.store import save_rule_set
+from tests.notify.receivers import free_port
 from tests.security.test_least_privilege import as_role
-from tests.web.conftest import WebRig
+from tests.web.conftest import WebRig, serve
 from tests.web.console_data import ACME_LOGIN, BRAVO_LOGIN, PASSWORD, seed
 
 TOKEN = re.compile(r'name=token value="([0-9a-f]{32})"')
@@ -56,6 +58,26 @@ async def _token(http: httpx.AsyncClient) -> str:
     m = TOKEN.search(r.text)
     assert m is not None
     return m.group(1)
+
+
+@contextlib.asynccontextmanager
+async def link_server(rig: WebRig) -> AsyncIterator[str]:
+    """The web app configured with its public URL (``ALTAVIZ_PUBLIC_URL``), which sign-in
+    links need; the contacts' messages still go to the rig's demo inbox."""
+
+    async def temporal() -> Any:
+        return rig.client
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    app = create_app(database_url=rig.db_url, signer=rig.signer, temporal=temporal,
+                     public_url=base, secure_cookies=False)
+    server, task = await serve(app, port)
+    try:
+        yield base
+    finally:
+        server.should_exit = True
+        await task
 
 
 def _rules(db_url: str) -> None:
@@ -234,7 +256,7 @@ async def test_sign_in_link_is_sent_to_the_contact_and_works_once(rig: WebRig) -
     seed(rig.db_url)
     with connect(rig.db_url) as conn:
         set_user_contact(conn, "acme", ACME_LOGIN, "sup-a")
-    async with httpx.AsyncClient(base_url=rig.base_url, timeout=30) as http:
+    async with link_server(rig) as base, httpx.AsyncClient(base_url=base, timeout=30) as http:
         known = await http.post("/console/sign-in/link", data={"login": ACME_LOGIN})
         unknown = await http.post("/console/sign-in/link",
                                   data={"login": "nobody@acme.example"})
@@ -265,13 +287,13 @@ async def test_sign_in_link_is_sent_to_the_contact_and_works_once(rig: WebRig) -
         assert "altaviz_session=" in r.headers["set-cookie"]
         assert (await http.get("/console/alerts")).status_code == 200
         assert "Sam Okafor" in (await http.get("/console/alerts")).text
-    async with httpx.AsyncClient(base_url=rig.base_url, timeout=30) as again:
-        r = await again.post(link)
-        assert r.status_code == 410 and "already used" in r.text
-        assert "altaviz_session" not in r.headers.get("set-cookie", "")
-        # a tampered link is refused too
-        r = await again.post(link[:-3] + "abc")
-        assert r.status_code == 410
+        async with httpx.AsyncClient(base_url=base, timeout=30) as again:
+            r = await again.post(link)
+            assert r.status_code == 410 and "already used" in r.text
+            assert "altaviz_session" not in r.headers.get("set-cookie", "")
+            # a tampered link is refused too
+            r = await again.post(link[:-3] + "abc")
+            assert r.status_code == 410
 
 
 async def test_expired_sign_in_link_is_refused_and_requests_are_rate_limited(
@@ -279,7 +301,7 @@ async def test_expired_sign_in_link_is_refused_and_requests_are_rate_limited(
     seed(rig.db_url)
     with connect(rig.db_url) as conn:
         set_user_contact(conn, "acme", ACME_LOGIN, "sup-a")
-    async with httpx.AsyncClient(base_url=rig.base_url, timeout=30) as http:
+    async with link_server(rig) as base, httpx.AsyncClient(base_url=base, timeout=30) as http:
         assert (await http.post("/console/sign-in/link",
                                 data={"login": ACME_LOGIN})).status_code == 200
         [(_, body)] = await rig.wait_for(lambda: rig.inbox("sup-a"))
@@ -372,3 +394,11 @@ def test_users_add_names_the_contact_of_sign_in_links(
     assert "no contact 'nobody' in organization acme" in capsys.readouterr().err
     with connect(db_url) as conn:
         assert conn.execute("SELECT contact_id FROM console_users").fetchall() == [("sup-a",)]
+
+
+def test_sign_in_link_tokens_are_redacted_from_logs() -> None:
+    token = sign_in_link.LinkTokens(b"k" * 32).issue("acme", "A" * 22)
+    record = logging.LogRecord("uvicorn.access", logging.INFO, "", 0, '%s - "%s %s"',
+                               ("127.0.0.1", "POST", f"/console/sign-in/link/{token}"), None)
+    RedactTokens().filter(record)
+    assert record.args == ("127.0.0.1", "POST", "/console/sign-in/link/***")
