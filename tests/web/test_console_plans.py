@@ -282,7 +282,13 @@ async def test_sign_in_link_is_sent_to_the_contact_and_works_once(rig: WebRig) -
         r = await http.get(link)
         assert r.status_code == 200 and f'action="{link}"' in r.text
         assert "altaviz_session" not in r.headers.get("set-cookie", "")
-        r = await http.post(link)
+        # posted from another site: refused, and the link is not spent
+        for headers in ({"Origin": "https://evil.example"},
+                        {"Origin": "null", "Sec-Fetch-Site": "cross-site"}):
+            r = await http.post(link, headers=headers)
+            assert r.status_code == 403 and "altaviz_session" not in r.headers.get(
+                "set-cookie", "")
+        r = await http.post(link, headers={"Origin": base})
         assert r.status_code == 303 and r.headers["location"] == "/console/alerts"
         assert "altaviz_session=" in r.headers["set-cookie"]
         assert (await http.get("/console/alerts")).status_code == 200

@@ -9,7 +9,8 @@ tell either; requests are rate-limited per login and per client address like pas
 The link points to the configured public URL (never the request's Host header, which a client
 chooses) and carries a signed, timestamped id of a ``console_sign_in_links`` row. Opening it
 shows a button; only posting that button uses the link (a mail scanner that fetches links does
-not spend it) and starts a session.
+not spend it) and starts a session. A post whose Origin is another site is refused, so a page
+elsewhere cannot sign its visitor in as someone else.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 from fastapi import APIRouter, Form, Request
@@ -199,6 +201,11 @@ def add_routes(router: APIRouter, *, database_url: str, public_url: str | None,
     @router.post("/sign-in/link/{token}")
     async def link_use(request: Request, token: str) -> Response:
         client = request.client.host if request.client else "unknown"
+        if _cross_site(request, public_url):
+            # another site posting someone's link would sign its visitor in as that person
+            return page("sign_in_link.html", 403, login="", message=None,
+                        error="Open the sign-in link from your message, not from another "
+                              "site.")
         claims = signer.verify(token)
         used = await asyncio.to_thread(use_link, database_url, *claims) if claims else None
         if claims is None or used is None:
@@ -210,6 +217,18 @@ def add_routes(router: APIRouter, *, database_url: str, public_url: str | None,
         login_limit.succeeded(login)
         await asyncio.to_thread(_record, database_url, claims[0], login)
         return start_session("/console/alerts", auth.Session(claims[0], login, epoch))
+
+
+def _cross_site(request: Request, public_url: str | None) -> bool:
+    """Whether the browser says the post came from another site: ``Sec-Fetch-Site`` other
+    than same-origin, or an ``Origin`` that is not the public URL's (browsers send
+    ``Origin: null`` under the pages' no-referrer policy, which says nothing either way)."""
+    fetch_site = request.headers.get("sec-fetch-site")
+    if fetch_site is not None and fetch_site not in ("same-origin", "none"):
+        return True
+    origin = request.headers.get("origin") or "null"
+    parts = urlsplit(public_url or "")
+    return origin != "null" and origin.rstrip("/") != f"{parts.scheme}://{parts.netloc}"
 
 
 def _record(url: str, org_id: str, login: str) -> None:
