@@ -85,9 +85,13 @@ async def test_silences_forecast_and_link_pages_in_chromium(rig: WebRig, shots: 
                 assert "unknown rule 'no_such_rule'" in await page.inner_text("#error")
                 await _no_sideways_scroll(page, width, shots, "silences-error")
 
-                # create one through the form
-                await page.fill("input[name=rules]", "")
+                # create one through the form, started from the compressor's page
+                await page.goto(f"{base}/console/compressors/COMP-0001")
+                await page.click("#silence-unit")
+                await page.wait_for_url(re.compile(r".*/console/silences\?compressor=.*"))
+                assert await page.input_value("input[name=compressors]") == "COMP-0001"
                 await page.fill("input[name=compressors]", "COMP-0001,COMP-0002")
+                await page.fill("input[name=comment]", f"job at {width}")
                 await page.select_option("select[name=severity]", ["critical"])
                 await page.fill("input[name=until]", "3h")
                 await page.click("#silence-form button[type=submit]")

@@ -44,6 +44,8 @@ EXPIRED_SHOWN = timedelta(days=30)
 FORECAST_LIMIT = 100
 _DURATION = re.compile(r"^\s*\d+(?:\.\d+)?\s*[mhdw]\s*$")
 _PAGE = "/console"
+_EMPTY_FORM: dict[str, Any] = {"compressors": "", "sites": "", "rules": "", "severities": [],
+                               "start": "now", "until": "2h", "comment": ""}
 
 
 @dataclass(frozen=True)
@@ -194,9 +196,8 @@ def add_routes(router: APIRouter, *, database_url: str, sessions: auth.SessionSi
         token = sessions.form_token(request.cookies.get(auth.COOKIE, ""))
         return HTMLResponse(views.render(
             "silences.html", user=user, silences=rows, windows=windows, rules=rules,
-            token=token, error=error, done=done,
-            form=form or {"compressors": "", "sites": "", "rules": "", "severities": [],
-                          "start": "now", "until": "2h", "comment": ""}), status_code=status)
+            token=token, error=error, done=done, form=form or _EMPTY_FORM),
+            status_code=status)
 
     def refused(user: dict[str, Any]) -> Response:
         return HTMLResponse(views.render(
@@ -204,10 +205,11 @@ def add_routes(router: APIRouter, *, database_url: str, sessions: auth.SessionSi
             "again)"), status_code=403)
 
     @router.get("/silences", response_class=HTMLResponse)
-    async def silences(request: Request, done: str = "") -> Response:
+    async def silences(request: Request, done: str = "", compressor: str = "") -> Response:
         async def page(user: dict[str, Any]) -> Response:
             shown = done if re.fullmatch(r"(created|expired) silence \d{1,12}", done) else None
-            return await silences_page(request, user, done=shown)
+            form = {**_EMPTY_FORM, "compressors": compressor[:200]}
+            return await silences_page(request, user, done=shown, form=form)
 
         return await signed_in(request, page)
 
