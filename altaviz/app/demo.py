@@ -11,6 +11,7 @@ escalation delay; every other step is the production code path.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -24,8 +25,10 @@ from altaviz.app.holds import add_window
 from altaviz.app.runtime import Runtime, RuntimeOptions, load_reference_data
 from altaviz.app.web.auth import hash_password
 from altaviz.app.web.console_store import upsert_user
+from altaviz.app.web.sign_in_link import set_user_contact
 from altaviz.core import db
 from altaviz.core.contacts import Contact, ContactsFile
+from altaviz.core.errors import InputError
 from altaviz.core.fleet import Fleet
 from altaviz.core.payloads import PipelineInput
 from altaviz.core.settings import Settings
@@ -135,6 +138,9 @@ def demo_console_users(db_url: str, fleet: Fleet) -> list[tuple[str, str]]:
         for org in fleet.organizations:
             login = f"supervisor@{org.org_id}"
             upsert_user(conn, org.org_id, login, f"Supervisor {org.name}", hashed)
+            # sign-in links reach the supervisor's inbox (demo_contacts' sup-<org>)
+            with contextlib.suppress(InputError):
+                set_user_contact(conn, org.org_id, login, f"sup-{org.org_id}")
             logins.append((login, DEMO_CONSOLE_PASSWORD))
     return logins
 

@@ -13,6 +13,7 @@ import psycopg
 from altaviz.app.context import App
 from altaviz.app.web.auth import MIN_PASSWORD, hash_password
 from altaviz.app.web.console_store import upsert_user
+from altaviz.app.web.sign_in_link import set_user_contact
 from altaviz.core.db import queries, tenant
 from altaviz.core.errors import InputError
 
@@ -20,6 +21,8 @@ _EPILOG = """examples:
   altaviz users add --org acme --login sam@acme.example --name "Sam Okafor"
   printf '%s\\n' "$PASSWORD" | altaviz users add --org acme --login sam@acme.example \\
       --name "Sam Okafor" --password-stdin
+  # sign-in links sent to the channels of contact sam-okafor (from the contacts file)
+  altaviz users add --org acme --login sam@acme.example --name "Sam Okafor" --contact sam-okafor
   altaviz users list --org acme
   altaviz users remove --org acme --login sam@acme.example
 """
@@ -43,6 +46,10 @@ def register(sub: Any) -> None:
     p.add_argument("--password-stdin", action="store_true",
                    help="read the password from the first line of standard input instead of "
                         f"asking (at least {MIN_PASSWORD} characters)")
+    p.add_argument("--contact", metavar="CONTACT_ID",
+                   help="the contact (of the contacts file) whose channels receive the "
+                        "user's one-time sign-in links; without it the user signs in with "
+                        "the password only")
     p.set_defaults(handler=_add)
     p = u_sub.add_parser("list", help="list an organization's console users")
     p.add_argument("--org", required=True, help="organization id")
@@ -86,6 +93,8 @@ def _add(args: argparse.Namespace, app: App) -> int:
         except psycopg.errors.CheckViolation:
             raise InputError(f"login {login!r} is not valid: use lower-case letters, digits "
                              "and . _ @ + - (up to 100 characters)") from None
+        if args.contact:
+            set_user_contact(conn, args.org, login, args.contact.strip())
     print(f"{'created' if created else 'updated'} console user {login} of {args.org}; "
           f"sign in at {app.settings.base_url}/console")
     return 0

@@ -82,7 +82,7 @@ _STATUS = {"malformed": 400, "forged": 403, "expired": 410, "wrong_action": 403,
 _TITLES = {"malformed": "Broken link", "forged": "Invalid link", "expired": "Link expired",
            "wrong_action": "Wrong kind of link", "wrong_alert": "Link does not match"}
 _MAILBOX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$")
-_TOKEN_IN_TEXT = re.compile(r"(/ack/|/a/[A-Za-z0-9_-]+/|token=)[A-Za-z0-9_.%=-]+")
+_TOKEN_IN_TEXT = re.compile(r"(/ack/|/a/[A-Za-z0-9_-]+/|/sign-in/link/|token=)[A-Za-z0-9_.%=-]+")
 
 
 class RedactTokens(logging.Filter):
@@ -234,7 +234,8 @@ def create_app(*, database_url: str, signer: LinkSigner,
     app.include_router(console_router(
         database_url=database_url, secure_cookies=secure_cookies,
         sessions=auth.SessionSigner(session_secret or secrets.token_bytes(32)),
-        temporal_url=lambda alert: views.temporal_link(temporal_ui_url, namespace, alert)))
+        temporal_url=lambda alert: views.temporal_link(temporal_ui_url, namespace, alert),
+        public_url=public_url))
 
     def verify(token: str, action: str) -> LinkClaims:
         return signer.verify(token, action=action)  # type: ignore[arg-type]

@@ -74,6 +74,10 @@ class SessionSigner:
     def __init__(self, secret: bytes, max_age_hours: int = SESSION_HOURS) -> None:
         key = hmac.new(secret, b"altaviz console session v1", hashlib.sha256).digest()
         self._serializer = URLSafeTimedSerializer(key, salt="console-session")
+        self._form_key = hmac.new(secret, b"altaviz console form v1", hashlib.sha256).digest()
+        #: the key of one-time sign-in links (:mod:`altaviz.app.web.sign_in_link`)
+        self.link_key = hmac.new(secret, b"altaviz console sign-in link v1",
+                                 hashlib.sha256).digest()
         self.max_age = max_age_hours * 3600
 
     def __repr__(self) -> str:
@@ -81,6 +85,15 @@ class SessionSigner:
 
     def issue(self, session: Session) -> str:
         return self._serializer.dumps([session.org_id, session.login, session.epoch])
+
+    def form_token(self, cookie: str) -> str:
+        """The hidden field every console form that changes something carries: bound to the
+        session cookie, so another site cannot post one (on top of SameSite=Lax)."""
+        return hmac.new(self._form_key, cookie.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def form_ok(self, cookie: str | None, token: str) -> bool:
+        """Whether a posted form's token belongs to this session cookie."""
+        return bool(cookie) and hmac.compare_digest(self.form_token(cookie or ""), token)
 
     def verify(self, cookie: str | None) -> Session | None:
         """The session of a valid, unexpired cookie, else None."""

@@ -19,7 +19,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from altaviz.app.web import auth, console_store, views
+from altaviz.app.web import auth, console_plans, console_store, sign_in_link, views
 from altaviz.app.web.console_store import Filters
 
 PERIODS = ((24, "24 hours"), (24 * 7, "7 days"), (24 * 30, "30 days"))
@@ -42,8 +42,8 @@ def _opt(value: str | None) -> str | None:
 def console_router(*, database_url: str, sessions: auth.SessionSigner,
                    login_limit: auth.RateLimiter | None = None,
                    address_limit: auth.RateLimiter | None = None, secure_cookies: bool = True,
-                   temporal_url: Callable[[dict[str, Any]], str | None] = lambda _a: None
-                   ) -> APIRouter:
+                   temporal_url: Callable[[dict[str, Any]], str | None] = lambda _a: None,
+                   public_url: str | None = None) -> APIRouter:
     """The console's routes.
 
     Args:
@@ -55,6 +55,8 @@ def console_router(*, database_url: str, sessions: auth.SessionSigner,
         secure_cookies: mark the session cookie Secure (browsers then send it over HTTPS
             only); off only for a server reached over plain HTTP on a loopback address.
         temporal_url: the alert's workflow in the Temporal Web UI, for its page.
+        public_url: the server's configured public URL, which one-time sign-in links point
+            to (never the request's Host header); without it no link is sent.
     """
     router = APIRouter(prefix=_PAGE)
     per_login = login_limit or auth.RateLimiter(limit=5)
@@ -119,12 +121,14 @@ def console_router(*, database_url: str, sessions: auth.SessionSigner,
             row["password_hash"]) and len(password) >= auth.MIN_PASSWORD else None
         await asyncio.to_thread(console_store.record_sign_in, database_url, row["org_id"],
                                 login, new_hash)
-        response = RedirectResponse(_safe_next(next), 303)
+        return start_session(_safe_next(next), auth.Session(row["org_id"], login,
+                                                            row["session_epoch"]))
+
+    def start_session(target: str, session: auth.Session) -> Response:
+        response = RedirectResponse(target, 303)
         response.set_cookie(
-            auth.COOKIE, sessions.issue(auth.Session(row["org_id"], login,
-                                                     row["session_epoch"])),
-            max_age=sessions.max_age, path=_PAGE, secure=secure_cookies, httponly=True,
-            samesite="lax")
+            auth.COOKIE, sessions.issue(session), max_age=sessions.max_age, path=_PAGE,
+            secure=secure_cookies, httponly=True, samesite="lax")
         return response
 
     @router.post("/sign-out")
@@ -204,4 +208,10 @@ def console_router(*, database_url: str, sessions: auth.SessionSigner,
 
         return await signed_in(request, page)
 
+    console_plans.add_routes(router, database_url=database_url, sessions=sessions,
+                             signed_in=signed_in)
+    sign_in_link.add_routes(router, database_url=database_url, public_url=public_url,
+                            start_session=start_session, login_limit=auth.RateLimiter(limit=5),
+                            address_limit=auth.RateLimiter(limit=20),
+                            tokens=sign_in_link.LinkTokens(sessions.link_key))
     return router
