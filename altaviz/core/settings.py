@@ -87,7 +87,8 @@ class Settings(BaseModel):
     link_ttl_hours: float = Field(default=72.0, gt=0,
                                   description="how long an acknowledgement link stays valid")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        default="INFO", description="log level: DEBUG, INFO, WARNING or ERROR")
+        default="INFO", description="log level: DEBUG, INFO, WARNING or ERROR (unset: INFO "
+                                    "for up, worker and serve, WARNING for other commands)")
     metrics_token: SecretStr | None = Field(
         default=None, description="bearer token a Prometheus scrape of /metrics must send; "
                                   "unset: /metrics answers requests from this machine only")

