@@ -125,25 +125,6 @@ JOIN sites s ON s.org_id = c.org_id AND s.site_id = c.site_id
 LEFT JOIN etl_watermarks w ON w.org_id = c.org_id AND w.compressor_id = c.compressor_id
 WHERE c.compressor_id = %(compressor_id)s
 
--- name: compressor_alerts
-SELECT a.alert_id, a.compressor_id, a.rule_id, a.metric, a.value, a.threshold, a.severity,
-       a.state, a.ack_state, a.condition_state, a.breach_hour, a.opened_at, a.acknowledged_at,
-       coalesce(p.name, a.acknowledged_by) AS acknowledged_by, a.resolved_at, c.site_id,
-       s.name AS site_name, k.rule_kind
-FROM alert_history a
-JOIN compressors c ON c.org_id = a.org_id AND c.compressor_id = a.compressor_id
-JOIN sites s ON s.org_id = c.org_id AND s.site_id = c.site_id
-LEFT JOIN contacts p ON p.org_id = a.org_id AND p.contact_id = a.acknowledged_by
-LEFT JOIN LATERAL (
-    SELECT r.kind AS rule_kind
-    FROM alert_rules r JOIN alert_rule_sets rs ON rs.rule_set_id = r.rule_set_id
-    WHERE r.rule_id = a.rule_id AND (a.rule_set_id IS NULL OR r.rule_set_id = a.rule_set_id)
-    ORDER BY (rs.org_id IS NULL), rs.version DESC
-    LIMIT 1) k ON true
-WHERE a.compressor_id = %(compressor_id)s
-ORDER BY (a.state = 'resolved'), a.breach_hour DESC
-LIMIT 100
-
 -- name: compressor_quality
 SELECT check_type, measured, threshold, passed, details, checked_at
 FROM data_quality_summary WHERE compressor_id = %(compressor_id)s

@@ -112,8 +112,8 @@ async def test_silences_forecast_and_link_pages_in_chromium(rig: WebRig, shots: 
                                         "WHERE silence_id = %s", sid)
                 assert ends <= datetime.now(UTC) and by == ACME_LOGIN
 
-                # another organization's silence, posted with this session's own token:
-                # refused, and left as it was
+                # another organization's silence, posted with the signed-in supervisor's own
+                # form token: refused, and left as it was
                 await page.evaluate(
                     """id => { const f = document.querySelector('#silence-form');
                                f.action = '/console/silences/' + id + '/expire'; f.submit(); }""",

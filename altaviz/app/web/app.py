@@ -156,6 +156,19 @@ def _html(body: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(body, status_code=status)
 
 
+def _rpc_problem(exc: RPCError) -> HTMLResponse | None:
+    """The page for an acknowledge update Temporal refused: 410 when the workflow has finished,
+    503 for any other refusal, None when it only timed out (the caller then queues the signal,
+    which is applied once)."""
+    if exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
+        return _problem(410, "Alert closed", "This alert's workflow has finished: "
+                        "there is nothing left to acknowledge.")
+    if exc.status not in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
+        return _problem(503, "Try again in a minute", "The alert service could not "
+                        "take the acknowledgement right now; nothing was recorded.")
+    return None
+
+
 def _problem(status: int, title: str, message: str, hint: str = "") -> HTMLResponse:
     return _html(pages.problem_page(title, message, hint), status)
 
@@ -387,12 +400,9 @@ def create_app(*, database_url: str, signer: LinkSigner,
         except RPCError as exc:
             await asyncio.to_thread(store.finish_token, database_url, claims, "released",
                                     exc.status.name)
-            if exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
-                return _problem(410, "Alert closed", "This alert's workflow has finished: "
-                                "there is nothing left to acknowledge.")
-            if exc.status not in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
-                return _problem(503, "Try again in a minute", "The alert service could not "
-                                "take the acknowledgement right now; nothing was recorded.")
+            problem = _rpc_problem(exc)
+            if problem is not None:
+                return problem
             return await queue_signal(handle, claims, alert, req)
         except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
             return await queue_signal(handle, claims, alert, req)
@@ -446,12 +456,9 @@ def create_app(*, database_url: str, signer: LinkSigner,
             return _problem(409, "Not acknowledged", "The alert refused the acknowledgement: "
                             f"{exc.cause or exc}")
         except RPCError as exc:
-            if exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
-                return _problem(410, "Alert closed", "This alert's workflow has finished: "
-                                "there is nothing left to acknowledge.")
-            if exc.status not in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
-                return _problem(503, "Try again in a minute", "The alert service could not "
-                                "take the acknowledgement right now; nothing was recorded.")
+            problem = _rpc_problem(exc)
+            if problem is not None:
+                return problem
         except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
             pass
         if state is None:

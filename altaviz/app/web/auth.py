@@ -92,7 +92,7 @@ class SessionSigner:
         return hmac.new(self._form_key, cookie.encode(), hashlib.sha256).hexdigest()[:32]
 
     def form_ok(self, cookie: str | None, token: str) -> bool:
-        """Whether a posted form's token belongs to this session cookie."""
+        """Whether a posted form's token belongs to the signed-in person's cookie."""
         return bool(cookie) and hmac.compare_digest(self.form_token(cookie or ""), token)
 
     def verify(self, cookie: str | None) -> Session | None:

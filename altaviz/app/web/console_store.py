@@ -218,7 +218,10 @@ def compressor_detail(url: str, org_id: str, compressor_id: str) -> CompressorDe
         comp = conn.execute(_q("compressor"), p).fetchone()
         if comp is None:
             return None
-        alerts = conn.execute(_q("compressor_alerts"), p).fetchall()
+        # the alert list's query, filtered to this compressor alone
+        alerts = conn.execute(_q("alerts"), {
+            "severity": None, "state": None, "site": None, "compressor": compressor_id,
+            "rule": None, "since": None, "limit": 100}).fetchall()
         quality = conn.execute(_q("compressor_quality"), p).fetchall()
         metrics = list(dict.fromkeys([a["metric"] for a in alerts if a["state"] != "resolved"]
                                      + list(KEY_METRICS)))
