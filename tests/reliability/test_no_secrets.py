@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -55,9 +56,18 @@ def _cases(db_url: str, tmp: Path) -> list[tuple[str, list[str], dict[str, str]]
 
 def test_cli_never_prints_the_password_or_the_link_secret(
         db_url: str, tmp_path: Path) -> None:
+    cases = _cases(db_url, tmp_path)
+
+    def run(i: int) -> subprocess.CompletedProcess[str]:
+        # each command gets a data directory of its own, so they can run side by side
+        _, args, extra = cases[i]
+        return _altaviz(args, clean_env(**{**extra, "ALTAVIZ_DATA_DIR": str(tmp_path / f"d{i}")}),
+                        tmp_path)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        procs = list(pool.map(run, range(len(cases))))
     outcomes = []
-    for label, args, extra in _cases(db_url, tmp_path):
-        proc = _altaviz(args, clean_env(**extra), tmp_path)
+    for (label, _, _), proc in zip(cases, procs, strict=True):
         out = proc.stdout + proc.stderr
         outcomes.append((label, proc.returncode))
         for secret in (PASSWORD, SECRET, SHORT_SECRET):
