@@ -634,9 +634,10 @@ def _baseline_by_join(con: duckdb.DuckDBPyConnection, lake: Lake, first: datetim
     and pivoting gold's long rows first, which would dominate the hourly run
     (bench/bench_etl.py, hour phase).
     ``context``: :func:`_wide_context`'s answer (gold's partials wide, or None: read gold).
-    ``hand``: the partials go to gold (``kept_wide`` also has the minimum, the maximum and the
-    organization). ``hot_rows``: the context's Arrow rows; with them (the hourly run) there
-    is no join: :func:`etl.limits.trailing_limits` sums them and ``kept_wide``'s in numpy.
+    ``hand``: the partials go to gold (``kept_wide`` also has the minimum and the maximum).
+    Every partial is keyed by ``(org_id, compressor_id, hour)``. ``hot_rows``: the context's
+    Arrow rows; with them (the hourly run) there is no join:
+    :func:`etl.limits.trailing_limits` sums them and ``kept_wide``'s in numpy.
     ``small``: a small batch (:attr:`Thresholds.small_batch_rows`), grouped in numpy."""
     if small:
         values = ", ".join(f"{q(m.name)} AS m_{i}" for i, m in enumerate(METRICS))
