@@ -4,6 +4,7 @@ organization only. Real files, real lake, real PostgreSQL."""
 from __future__ import annotations
 
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -20,6 +21,7 @@ from etl.pipeline import run_pipeline
 from rules.evaluate import evaluate
 from rules.loader import load_rule_set
 from tests.etl.landing import CARRIED, T0, series, write_landing
+from tests.etl.test_hot import _assert_cache_equals_gold
 
 
 def _hours(conn: psycopg.Connection[Any], org: str, compressor: str) -> list[Any]:
@@ -159,10 +161,11 @@ def test_two_organizations_with_the_same_compressor_id_both_get_aggregates_and_a
 
 
 def test_a_late_reading_of_one_organization_leaves_the_other_as_it_was(
-        settings: Settings, db_url: str, fleet: Fleet, conn: psycopg.Connection[Any]) -> None:
+        settings: Settings, db_url: str, fleet: Fleet, conn: psycopg.Connection[Any],
+        tmp_path: Path) -> None:
     """A late batch for an hour gold already holds (the merge path) rewrites that
-    organization's compressor-hour only; a duplicate ts in the other organization is no
-    duplicate."""
+    organization's compressor-hour only, in gold and in the hot cache; a duplicate ts in the
+    other organization is no duplicate."""
     _share_comp_0001(conn, fleet)
     landing = settings.landing_path
     arrive = T0 + timedelta(hours=3, minutes=5)
@@ -180,6 +183,7 @@ def test_a_late_reading_of_one_organization_leaves_the_other_as_it_was(
     assert _means(conn, "bravo", "oil_temp_f") == {T0: 160.0,
                                                    h1: pytest.approx((5 * 160 + 172) / 6)}
     assert {(c.org_id, c.compressor_id) for c in summary.changed} == {("bravo", "COMP-0001")}
+    _assert_cache_equals_gold(settings.lake_path, tmp_path / "cache")
 
 
 def test_an_id_two_organizations_share_in_a_flat_file_is_held_back(
