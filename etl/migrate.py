@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import duckdb
 import pyarrow as pa
-from deltalake import write_deltalake
+from deltalake import DeltaTable, write_deltalake
 from pydantic import BaseModel, ConfigDict
 
 from altaviz.core.duck import table_from_arrow
@@ -56,7 +56,7 @@ def tables_to_migrate(lake: Lake) -> list[str]:
     """The keyed tables of ``lake`` without an ``org_id`` column (none: nothing to do)."""
     out = []
     for name in KEYED:
-        if not lake.path(name).exists():
+        if not DeltaTable.is_deltatable(lake.uri(name)):
             continue
         if "org_id" not in pa.schema(lake.table(name).schema().to_arrow()).names:
             out.append(name)
