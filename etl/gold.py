@@ -49,7 +49,7 @@ from etl.metrics import (
 )
 from etl.models import GoldResult
 from etl.thresholds import DEFAULT_THRESHOLDS, Thresholds
-from etl.windows import cell_sql, cells_of, gold_batches, grid_blocks
+from etl.windows import cell_sql, cells_of, gold_batches, grid_blocks, unit_keys
 
 Progress = Callable[[str, float], None]
 FEATURES = ("mean", "stddev", "mean_4h", "min_4h", "max_4h", "stddev_4h", "mean_24h",
@@ -81,7 +81,9 @@ def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
                   thresholds: Thresholds = DEFAULT_THRESHOLDS) -> GoldResult:
     """Recompute the gold rows touched by the silver batches gold still owes; idempotent.
 
-    The work runs per bucket of compressors (``hash(compressor_id) % buckets``, about
+    The work runs per bucket of compressors (``hash(compressor_id) % buckets``: every
+    organization's compressor of one id in the same bucket, so a bucket's readings can be
+    picked by compressor id alone; about
     ``bucket_hours`` dirty compressor-hours each, ``settings.etl_bucket_hours``; the hourly
     run is one bucket): a compressor's windows never reach another compressor's rows, so
     buckets are independent and each one's partials, windows and comparison fit in memory
@@ -109,7 +111,7 @@ def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
     batch_dates = lake.partitions_for_batches("silver", lo, hi)
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE dirty AS
-        SELECT DISTINCT compressor_id, {hour_of("ts")} AS hour
+        SELECT DISTINCT org_id, compressor_id, {hour_of("ts")} AS hour
         FROM delta_scan('{silver}')
         WHERE date IN ({sql_dates(batch_dates)}) AND batch_id > {lo} AND batch_id <= {hi}
     """)
@@ -124,16 +126,16 @@ def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
     buckets = max(1, math.ceil(n_dirty / bucket_hours))
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE ranges AS
-        SELECT compressor_id, min(hour) AS first_dirty, max(hour) AS last_dirty,
+        SELECT org_id, compressor_id, min(hour) AS first_dirty, max(hour) AS last_dirty,
                hash(compressor_id) % {buckets} AS bucket
-        FROM dirty GROUP BY compressor_id
+        FROM dirty GROUP BY org_id, compressor_id
     """)
     # Can any existing gold row be rewritten? Only rows in a compressor's recomputed hours
     # (first dirty .. last dirty + 23 h) can; if there are none, everything is new.
     out_last = last + timedelta(hours=23)
     existing = con.execute(f"""
         SELECT count(*) FROM delta_scan('{gold}') g
-        JOIN ranges r ON g.compressor_id = r.compressor_id
+        JOIN ranges r ON g.compressor_id = r.compressor_id AND g.org_id = r.org_id
           AND g.hour >= r.first_dirty AND g.hour <= r.last_dirty + INTERVAL 23 HOURS
         WHERE g.date IN ({sql_dates(dates_between(first, out_last))})
           AND g.hour >= '{first.isoformat()}'::TIMESTAMPTZ
@@ -206,7 +208,7 @@ def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
     change = " OR ".join(
         [differs(c) for c in ("sum", "sumsq", *FEATURES)]
         + [f"r.{c} IS DISTINCT FROM o.{c}" for c in
-           ("org_id", "n", "min", "max", "outliers", "late", "flags")])
+           ("n", "min", "max", "outliers", "late", "flags")])
     parts: list[pa.Table] = []
     written = total = 0
     for b in range(buckets):
@@ -215,13 +217,14 @@ def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
         con.execute("""
             CREATE OR REPLACE TEMP TABLE old AS
             SELECT g.* FROM gold_ctx g
-            JOIN ranges_b r ON g.compressor_id = r.compressor_id
+            JOIN ranges_b r ON g.compressor_id = r.compressor_id AND g.org_id = r.org_id
               AND g.hour >= r.first_dirty AND g.hour <= r.last_dirty + INTERVAL 23 HOURS
         """)
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE to_write AS
             SELECT r.*, o.n IS NOT NULL AS existed
             FROM recomputed r LEFT JOIN old o ON r.compressor_id = o.compressor_id
+                AND r.org_id = o.org_id
                 AND r.metric = o.metric AND r.hour = o.hour
             WHERE o.n IS NULL OR {change}
         """)
@@ -255,7 +258,7 @@ def gold_features(con: duckdb.DuckDBPyConnection, lake: Lake,
         (lake.table("gold").merge(
             source=data, source_alias="s", target_alias="t",
             predicate=(f"t.date IN ({touched}) AND t.date = s.date "
-                       "AND t.compressor_id = s.compressor_id "
+                       "AND t.org_id = s.org_id AND t.compressor_id = s.compressor_id "
                        "AND t.metric = s.metric AND t.hour = s.hour"))
          .when_matched_update_all().when_not_matched_insert_all().execute())
         del data, parts
@@ -335,9 +338,9 @@ class _Context:
                 CREATE OR REPLACE TEMP TABLE ctx_wide AS
                 SELECT {cell_sql("c.hour", "b")} AS pos, false AS out, c.*
                 FROM (SELECT org_id, compressor_id, hour, {pivot}
-                      FROM gold_ctx ANTI JOIN dirty_b USING (compressor_id, hour)
+                      FROM gold_ctx ANTI JOIN dirty_b USING (org_id, compressor_id, hour)
                       GROUP BY ALL) c
-                JOIN grid_blocks b USING (compressor_id)""")
+                JOIN grid_blocks b USING (org_id, compressor_id)""")
             tables.append("ctx_wide")
         return tables, size
 
@@ -345,12 +348,12 @@ class _Context:
         """The bucket's rows of silver's handed partials as the fresh partials: each row's
         cell (``pos``), ``out`` true, and the outlier and late counts (zero where the flag
         counts have no row)."""
-        comps = self.con.execute("SELECT compressor_id FROM ranges_b").to_arrow_table().column(0)
-        comps = comps.combine_chunks()
-        rows = handoff.partials(comps)
+        units = unit_keys(self.con.execute("SELECT org_id, compressor_id FROM ranges_b")
+                          .to_arrow_table())
+        rows = handoff.partials(units)
         pos = cells_of(self.con, rows, size)
         flags = handoff.flags()
-        flagged = flags.filter(pc.is_in(flags.column("compressor_id"), value_set=comps))
+        flagged = flags.filter(pc.is_in(unit_keys(flags), value_set=units))
         row_at = np.full(size + 1, -1, dtype=np.int64)
         row_at[pos] = np.arange(len(pos))
         at = row_at[cells_of(self.con, flagged, size)]
@@ -371,7 +374,10 @@ class _Context:
 
     def _readings(self, ranges: str, dirty: str, where: str = "") -> str:
         """Silver's readings (with ``hour`` and the metric columns) of the compressors in
-        table ``ranges`` in the hours of table ``dirty`` (``where``: a further condition)."""
+        table ``ranges`` in the hours of table ``dirty`` (``where``: a further condition).
+        Picked by compressor id, then by ``dirty``'s ``(org_id, compressor_id, hour)``; when
+        every hour is dirty, every organization's compressor of a picked id is in the same
+        bucket (:func:`gold_features`), so the id alone picks exactly the bucket's."""
         first, last = self.first, self.last
         return f"""(SELECT s.*, {hour_of("s.ts")} AS hour, {metric_columns()}
               FROM delta_scan('{self.silver}') s
@@ -379,7 +385,8 @@ class _Context:
                 AND s.ts >= '{first.isoformat()}'::TIMESTAMPTZ
                 AND s.ts < '{(last + timedelta(hours=1)).isoformat()}'::TIMESTAMPTZ
                 AND s.compressor_id IN (SELECT compressor_id FROM {ranges}) {where})
-        {"" if self.every_hour_dirty else f"SEMI JOIN {dirty} USING (compressor_id, hour)"}"""
+        {"" if self.every_hour_dirty
+         else f"SEMI JOIN {dirty} USING (org_id, compressor_id, hour)"}"""
 
     def _flag_counts(self) -> None:
         """Temp table ``flag_counts``: the outlier and late counts of every dirty
@@ -390,7 +397,7 @@ class _Context:
             return
         self.con.execute(f"""
             CREATE OR REPLACE TEMP TABLE flag_counts AS
-            SELECT compressor_id, hour, {flag_aggregates()}
+            SELECT org_id, compressor_id, hour, {flag_aggregates()}
             FROM {self._readings("ranges", "dirty",
                                  "AND (s.late OR len(s.outlier_metrics) > 0)")}
             GROUP BY ALL
@@ -407,11 +414,12 @@ class _Context:
         con, first, last = self.con, self.first, self.last
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE ranges_b AS
-            SELECT compressor_id, first_dirty, last_dirty FROM ranges WHERE bucket = {bucket}
+            SELECT org_id, compressor_id, first_dirty, last_dirty FROM ranges
+            WHERE bucket = {bucket}
         """)
         con.execute("""
             CREATE OR REPLACE TEMP TABLE dirty_b AS
-            SELECT d.* FROM dirty d SEMI JOIN ranges_b USING (compressor_id)
+            SELECT d.* FROM dirty d SEMI JOIN ranges_b USING (org_id, compressor_id)
         """)
         # 1. fresh partials of the dirty hours, from every silver reading of those hours;
         # outlier and late counts from the flagged readings alone (see flag_aggregates)
@@ -423,17 +431,18 @@ class _Context:
         if grid:
             # only new hours are written on the grid (no gold row lies in the 23 h after
             # them), so their windows need the 23 h before and no hour after
-            size = grid_blocks(con, "SELECT compressor_id, first_dirty - INTERVAL 23 HOURS AS h0, "
+            size = grid_blocks(con, "SELECT org_id, compressor_id, "
+                               "first_dirty - INTERVAL 23 HOURS AS h0, "
                              "last_dirty AS h1 FROM ranges_b")
             cell = f"{cell_sql('p.hour', 'b')} AS pos, true AS out, "
-            block = "JOIN grid_blocks b USING (compressor_id)"
+            block = "JOIN grid_blocks b USING (org_id, compressor_id)"
         if not handed:
             con.execute(f"""
                 CREATE OR REPLACE TEMP TABLE fresh_wide AS
                 SELECT {cell}p.*, {flag_counts}
                 FROM (SELECT org_id, compressor_id, hour, {partial_aggregates()}
                       FROM {self._readings("ranges_b", "dirty_b")} GROUP BY ALL) p
-                LEFT JOIN flag_counts f USING (compressor_id, hour)
+                LEFT JOIN flag_counts f USING (org_id, compressor_id, hour)
                 {block}
             """)
         # 2. neighbouring partials from gold (23 h either side), only the partial columns
@@ -450,7 +459,7 @@ class _Context:
         ranged = ("AND g.compressor_id IN (SELECT compressor_id FROM ranges_b)" if join_fresh
                   else "")
         join_ranges = "" if join_fresh else """
-            JOIN ranges_b r ON g.compressor_id = r.compressor_id
+            JOIN ranges_b r ON g.compressor_id = r.compressor_id AND g.org_id = r.org_id
               AND g.hour >= r.first_dirty - INTERVAL 23 HOURS
               AND g.hour <= r.last_dirty + INTERVAL 23 HOURS"""
         con.execute(f"""
@@ -472,7 +481,7 @@ class _Context:
                 UNION ALL
                 SELECT org_id, compressor_id, metric, hour, n, sum, sumsq, min, max, outliers,
                        late
-                FROM gold_ctx o ANTI JOIN dirty_b d USING (compressor_id, hour)"""
+                FROM gold_ctx o ANTI JOIN dirty_b d USING (org_id, compressor_id, hour)"""
         if self.method == "join":
             # Few output hours per compressor (the hourly run): aggregate each output row's
             # own 24 h of partials. Window functions would compute every context row's
@@ -482,6 +491,7 @@ class _Context:
             # in the recomputed hours); otherwise every partial in the compressor's range
             outputs = unpivot_partials("fresh_wide") if not table else """
                 SELECT p.* FROM partials_b p JOIN ranges_b r ON p.compressor_id = r.compressor_id
+                  AND p.org_id = r.org_id
                   AND p.hour >= r.first_dirty AND p.hour <= r.last_dirty + INTERVAL 23 HOURS"""
             con.execute(f"CREATE OR REPLACE TEMP TABLE out_b AS {outputs}")
             win = f"""
@@ -501,12 +511,13 @@ class _Context:
                         AS prev_mean
                 FROM out_b o
                 JOIN partials_b p ON p.compressor_id = o.compressor_id AND p.metric = o.metric
+                  AND p.org_id = o.org_id
                   AND p.hour > o.hour - INTERVAL 24 HOURS AND p.hour <= o.hour
                 GROUP BY o.org_id, o.compressor_id, o.metric, o.hour"""
         else:
-            w4 = ("OVER (PARTITION BY compressor_id, metric ORDER BY hour "
+            w4 = ("OVER (PARTITION BY org_id, compressor_id, metric ORDER BY hour "
                   "RANGE BETWEEN INTERVAL 3 HOURS PRECEDING AND CURRENT ROW)")
-            w24 = ("OVER (PARTITION BY compressor_id, metric ORDER BY hour "
+            w24 = ("OVER (PARTITION BY org_id, compressor_id, metric ORDER BY hour "
                    "RANGE BETWEEN INTERVAL 23 HOURS PRECEDING AND CURRENT ROW)")
             win = f"""
                 SELECT *,
@@ -514,9 +525,9 @@ class _Context:
                     min(min) {w4} AS min_4h, max(max) {w4} AS max_4h,
                     sum(n) {w24} AS n24, sum(sum) {w24} AS s24, sum(sumsq) {w24} AS q24,
                     min(min) {w24} AS min_24h, max(max) {w24} AS max_24h,
-                    lag(hour) OVER (PARTITION BY compressor_id, metric ORDER BY hour)
+                    lag(hour) OVER (PARTITION BY org_id, compressor_id, metric ORDER BY hour)
                         AS prev_hour,
-                    lag(sum / n) OVER (PARTITION BY compressor_id, metric ORDER BY hour)
+                    lag(sum / n) OVER (PARTITION BY org_id, compressor_id, metric ORDER BY hour)
                         AS prev_mean
                 FROM ({partials})"""
         kind = "TABLE" if table else "VIEW"
@@ -540,5 +551,6 @@ class _Context:
                 ], x -> x IS NOT NULL) AS flags,
                 {self.hi}::BIGINT AS batch_id, {utc_date_of("hour")} AS date
             FROM feat f JOIN ranges_b r ON f.compressor_id = r.compressor_id
+              AND f.org_id = r.org_id
               AND f.hour >= r.first_dirty AND f.hour <= r.last_dirty + INTERVAL 23 HOURS
         """)

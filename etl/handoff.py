@@ -19,8 +19,8 @@ What the files hold, under ``<lake>/_handoff/``:
   aggregation gives them;
 * ``extremes.arrow``: ``lo_i, hi_i`` (minimum and maximum) of the same rows in the same
   order, taken by silver as its rows stream to Delta;
-* ``flags.arrow``: the compressor-hours with an outlier or a late reading, with ``o_i`` and
-  ``l_i`` (:func:`etl.metrics.flag_aggregates`'s counts);
+* ``flags.arrow``: the compressor-hours (``org_id, compressor_id, hour``) with an outlier or
+  a late reading, with ``o_i`` and ``l_i`` (:func:`etl.metrics.flag_aggregates`'s counts);
 * ``meta.json``: the format and ``lo``, ``hi``, written last, after silver's commit.
 
 When gold may use them (:meth:`Handoff.usable`): its own pending batches are exactly ``lo <
@@ -50,9 +50,10 @@ from etl.hot import SCHEMA as PARTIALS_SCHEMA
 from etl.hot import read_ipc
 from etl.lake import TS
 from etl.metrics import HOUR_US
+from etl.windows import unit_keys
 
 #: The files' format, recorded in ``meta.json`` (another format is never used).
-FORMAT = "silver-partials-2"
+FORMAT = "silver-partials-3"
 #: The sums' columns.
 SUMS_SCHEMA = pa.schema([
     pa.field("org_id", pa.string()), pa.field("compressor_id", pa.string()),
@@ -66,7 +67,8 @@ EXTREMES_SCHEMA = pa.schema([pa.field(f"{p}_{i}", pa.float64())
 REMEDY = "remove the lake's _handoff folder (gold then reads silver)"
 #: The flag counts' columns.
 FLAGS_SCHEMA = pa.schema([
-    pa.field("compressor_id", pa.string()), pa.field("hour", TS),
+    pa.field("org_id", pa.string()), pa.field("compressor_id", pa.string()),
+    pa.field("hour", TS),
     *(pa.field(f"{p}_{i}", pa.int64()) for i in range(len(METRICS)) for p in ("o", "l"))])
 
 
@@ -134,8 +136,9 @@ class Handoff:
         return (isinstance(raw, dict) and raw.get("format") == FORMAT
                 and raw.get("lo") == lo and raw.get("hi") == hi)
 
-    def partials(self, compressors: pa.Array | None = None) -> pa.Table:
-        """The handed partials (:data:`PARTIALS_SCHEMA`) of ``compressors`` (default: all).
+    def partials(self, units: pa.Array | None = None) -> pa.Table:
+        """The handed partials (:data:`PARTIALS_SCHEMA`) of ``units`` (default: all), the
+        compressors' :func:`etl.windows.unit_keys`.
 
         Read a record batch at a time, not memory-mapped: gold takes a bucket of compressors
         at a time, and a mapping of the whole set (about 750 MB for a week of 4,500
@@ -151,8 +154,8 @@ class Handoff:
                 s, e = sums.get_batch(i), extremes.get_batch(i)
                 if s.num_rows != e.num_rows:
                     raise RuntimeError(mismatch)
-                if compressors is not None:
-                    keep = pc.is_in(s.column("compressor_id"), value_set=compressors)
+                if units is not None:
+                    keep = pc.is_in(unit_keys(s), value_set=units)
                     s, e = s.filter(keep), e.filter(keep)
                 parts.append(pa.Table.from_arrays(
                     [(s if f.name in SUMS_SCHEMA.names else e).column(f.name)
@@ -179,8 +182,8 @@ class FlagTally:
         self._parts: list[pa.Table] = []
 
     def add(self, batch: pa.RecordBatch, outliers: np.ndarray) -> None:
-        """Count ``batch``'s flagged rows (columns ``compressor_id, ts, late`` and the metric
-        values ``m_i``; a late reading counts for each metric it has a value of).
+        """Count ``batch``'s flagged rows (columns ``org_id, compressor_id, ts, late`` and
+        the metric values ``m_i``; a late reading counts for each metric it has a value of).
 
         Args:
             batch: silver rows.
@@ -193,6 +196,7 @@ class FlagTally:
         take = pa.array(rows)
         ts = pc.cast(pc.cast(batch.column("ts").take(take), TS), pa.int64()).to_numpy()
         columns: dict[str, pa.Array] = {
+            "org_id": batch.column("org_id").take(take).cast(pa.string()),
             "compressor_id": batch.column("compressor_id").take(take).cast(pa.string()),
             "hour": pa.array(ts // HOUR_US * HOUR_US, pa.int64()).cast(TS)}
         for i in range(len(METRICS)):
@@ -207,8 +211,8 @@ class FlagTally:
         if not self._parts:
             return FLAGS_SCHEMA.empty_table()
         rows = pa.concat_tables(self._parts)
-        counts = [c for c in FLAGS_SCHEMA.names if c not in ("compressor_id", "hour")]
-        summed = rows.group_by(["compressor_id", "hour"]).aggregate(
+        counts = [c for c in FLAGS_SCHEMA.names if c not in ("org_id", "compressor_id", "hour")]
+        summed = rows.group_by(["org_id", "compressor_id", "hour"]).aggregate(
             [(c, "sum") for c in counts])
         return summed.rename_columns([n.removesuffix("_sum") for n in summed.column_names]
                                      ).select(FLAGS_SCHEMA.names).cast(FLAGS_SCHEMA)

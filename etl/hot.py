@@ -39,6 +39,7 @@ from altaviz.core.telemetry import METRICS
 from etl.lake import Lake
 from etl.ledger import dates_between, sql_dates
 from etl.thresholds import DEFAULT_THRESHOLDS
+from etl.windows import unit_keys
 
 #: ``(prefix, type)`` of the wide partial columns, per metric index ``i``. Outlier and late
 #: counts are not kept: windows never combine them (each row carries its own).
@@ -216,10 +217,10 @@ def read_ipc(path: Path) -> pa.Table:
 
 
 def _write(rows: pa.Table, path: Path) -> None:
-    """Replace ``path`` atomically with ``rows`` sorted by compressor."""
+    """Replace ``path`` atomically with ``rows`` sorted by organization and compressor."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    rows = rows.sort_by("compressor_id")
+    rows = rows.sort_by([("org_id", "ascending"), ("compressor_id", "ascending")])
     with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, SCHEMA) as writer:
         writer.write_table(rows)
     os.replace(tmp, path)
@@ -273,10 +274,9 @@ class Update:
         for hour, new in _by_hour(rows):
             path = self.hot._file(hour)
             if path.exists():
-                # the hour's other compressors stay as they were
+                # the hour's other compressors (of every organization) stay as they were
                 old = read_ipc(path)
-                kept = old.filter(pc.invert(pc.is_in(old.column("compressor_id"),
-                                                     value_set=new.column("compressor_id"))))
+                kept = old.filter(pc.invert(pc.is_in(unit_keys(old), value_set=unit_keys(new))))
                 new = pa.concat_tables([new, kept])
             _write(new, path)
 

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 
 from altaviz.core.telemetry import METRICS
 from etl.metrics import MIN_BASELINE_READINGS, OUTLIER_SIGMAS
-from etl.windows import hours_since_epoch, sample_std
+from etl.windows import hours_since_epoch, sample_std, unit_keys
 
 #: Hours in a baseline: the 24 before the reading's own.
 BASELINE_HOURS = 24
@@ -38,16 +38,18 @@ def trailing_limits(kept: pa.Table, context: pa.Table) -> pa.Table:
     """Each row of ``kept``'s baseline mean (``mu_i``) and outlier distance (``lim_i``).
 
     Args:
-        kept: the batch's hourly partials, one row per compressor-hour: ``compressor_id,
-            hour`` and ``n_i, s_i, q_i`` per metric index ``i``.
+        kept: the batch's hourly partials, one row per compressor-hour: ``org_id,
+            compressor_id, hour`` and ``n_i, s_i, q_i`` per metric index ``i``.
         context: partials of other hours in the same form (the hot cache); rows of other
             compressors, or outside the hours any kept hour's baseline reaches, are ignored.
 
     Returns:
-        ``compressor_id, hour, mu_0, lim_0, ...``, one row per row of ``kept``, in its order.
+        ``org_id, compressor_id, hour, mu_0, lim_0, ...``, one row per row of ``kept``, in
+        its order.
     """
-    comps = pc.unique(kept.column("compressor_id").combine_chunks())
-    k_comp = np.asarray(pc.index_in(kept.column("compressor_id"), value_set=comps).to_numpy(
+    units = unit_keys(kept)
+    comps = pc.unique(units)
+    k_comp = np.asarray(pc.index_in(units, value_set=comps).to_numpy(
         zero_copy_only=False), dtype=np.int64)
     k_hour = hours_since_epoch(kept.column("hour"))
     # each compressor's block of cells: from 24 hours before its first kept hour to its last
@@ -60,7 +62,7 @@ def trailing_limits(kept: pa.Table, context: pa.Table) -> pa.Table:
     base = np.concatenate(([0], np.cumsum(width)[:-1])).astype(np.int64)
     size = int(width.sum()) if len(width) else 0
 
-    found = pc.index_in(context.column("compressor_id"), value_set=comps)
+    found = pc.index_in(unit_keys(context), value_set=comps)
     c_comp = np.asarray(pc.fill_null(found, 0).to_numpy(zero_copy_only=False), dtype=np.int64)
     c_hour = (hours_since_epoch(context.column("hour")) if context.num_rows
               else np.empty(0, np.int64))
@@ -89,7 +91,8 @@ def trailing_limits(kept: pa.Table, context: pa.Table) -> pa.Table:
         return x[gather].sum(axis=1)
 
     columns: dict[str, pa.Array | pa.ChunkedArray] = {
-        "compressor_id": kept.column("compressor_id"), "hour": kept.column("hour")}
+        "org_id": kept.column("org_id"), "compressor_id": kept.column("compressor_id"),
+        "hour": kept.column("hour")}
     for i in range(len(METRICS)):
         n, s, q = (window_sums(f"{p}_{i}", dtype)
                    for p, dtype in (("n", np.int64), ("s", np.float64), ("q", np.float64)))

@@ -133,14 +133,14 @@ def flag_aggregates() -> str:
 def unpivot_partials(source: str, sums_only: bool = False) -> str:
     """Long rows (one per metric with n > 0) from the wide partials in ``source``.
 
-    With ``sums_only``: only ``compressor_id, metric, hour, n, sum, sumsq`` (what a trailing
-    baseline needs; ``source`` then needs only the ``n_i, s_i, q_i`` columns)."""
+    With ``sums_only``: only ``org_id, compressor_id, metric, hour, n, sum, sumsq`` (what a
+    trailing baseline needs; ``source`` then needs only the keys and ``n_i, s_i, q_i``)."""
     arms = []
     for i, m in enumerate(METRICS):
         rest = ("" if sums_only else
                 f", lo_{i} AS min, hi_{i} AS max, o_{i} AS outliers, l_{i} AS late")
         arms.append(
-            f"SELECT {'' if sums_only else 'org_id, '}compressor_id, '{m.name}' AS metric, "
+            f"SELECT org_id, compressor_id, '{m.name}' AS metric, "
             f"hour, n_{i} AS n, s_{i} AS sum, q_{i} AS sumsq{rest} FROM {source} "
             f"WHERE n_{i} > 0")
     return " UNION ALL ".join(arms)

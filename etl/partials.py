@@ -19,24 +19,24 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from altaviz.core.telemetry import METRICS
-from etl.windows import hours_since_epoch
+from etl.windows import hours_since_epoch, unit_keys
 
 
-def hourly_partials(rows: pa.Table, *, extremes: bool, org: bool) -> pa.Table:
-    """One row per ``(compressor_id, hour)`` of ``rows``, with each metric's partials.
+def hourly_partials(rows: pa.Table, *, extremes: bool) -> pa.Table:
+    """One row per ``(org_id, compressor_id, hour)`` of ``rows``, with each metric's
+    partials.
 
     Args:
-        rows: ``compressor_id, hour`` (an hour-truncated timestamp), ``org_id`` when ``org``,
-            and each metric's value ``m_i`` (null: no value).
+        rows: ``org_id, compressor_id, hour`` (an hour-truncated timestamp) and each
+            metric's value ``m_i`` (null: no value).
         extremes: also the minimum and maximum (``lo_i, hi_i``).
-        org: also ``org_id`` (a compressor's organization, the same on all its rows).
 
     Returns:
-        ``compressor_id, hour, [org_id,] n_i, s_i, q_i[, lo_i, hi_i]`` per metric index
+        ``org_id, compressor_id, hour, n_i, s_i, q_i[, lo_i, hi_i]`` per metric index
         ``i`` (metrics in :data:`METRICS` order), groups in no particular order.
     """
-    comps = pc.unique(rows.column("compressor_id").combine_chunks())
-    comp = np.asarray(pc.index_in(rows.column("compressor_id"), value_set=comps).to_numpy(
+    units = unit_keys(rows)
+    comp = np.asarray(pc.index_in(units, value_set=pc.unique(units)).to_numpy(
         zero_copy_only=False), dtype=np.int64)
     hour = hours_since_epoch(rows.column("hour"))
     first = int(hour.min()) if len(hour) else 0
@@ -48,10 +48,9 @@ def hourly_partials(rows: pa.Table, *, extremes: bool, org: bool) -> pa.Table:
     starts = np.flatnonzero(np.r_[True, np.diff(group[order]) != 0]) if len(order) else order
     lead = pa.array(order[starts])
     columns: dict[str, pa.Array | pa.ChunkedArray] = {
+        "org_id": rows.column("org_id").take(lead),
         "compressor_id": rows.column("compressor_id").take(lead),
         "hour": rows.column("hour").take(lead)}
-    if org:
-        columns["org_id"] = rows.column("org_id").take(lead)
     for i in range(len(METRICS)):
         x = np.asarray(pc.fill_null(rows.column(f"m_{i}").cast(pa.float64()), np.nan)
                        .to_numpy(), dtype=np.float64)

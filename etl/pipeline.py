@@ -50,6 +50,7 @@ from etl.carry import Carry
 from etl.gold import gold_features
 from etl.lake import Lake
 from etl.ledger import LandingFile, pending
+from etl.migrate import migrate_lake, tables_to_migrate
 from etl.models import (
     AggregatesResult,
     BronzeResult,
@@ -143,6 +144,8 @@ class StageRunner:
         self.thresholds = thresholds
         self.carry = Carry()
         self._lock = lock
+        #: the lake's tables are known to be keyed by organization (etl.migrate)
+        self._keyed = False
         self._idle: Any = None
         self._mutex = threading.Lock()
 
@@ -164,12 +167,14 @@ class StageRunner:
         ctx = _Context(self.settings, self.db_url, self.landing, self.thresholds)
         ctx.carry = self.carry
         with ctx.lake.writer_lock() if self._lock else contextlib.nullcontext():
-            ctx.lake.ensure()
             with self._mutex:
                 con, self._idle = self._idle, None
             con = con or ctx.duck()
             try:
                 with db.connect(self.db_url) as conn:
+                    if not self._keyed:
+                        self._upgrade(ctx.lake, con, conn)
+                    ctx.lake.ensure()
                     rows = _input_rows(ctx, stage, con, conn)
                     threads = (1 if rows <= self.thresholds.one_thread_rows
                                else self.settings.etl_threads)
@@ -184,6 +189,15 @@ class StageRunner:
                 if con is not None:   # another call's connection went idle first
                     con.close()
             return result
+
+    def _upgrade(self, lake: Lake, con: Any, conn: psycopg.Connection[Any]) -> None:
+        """Give a lake written before organization keys its ``org_id`` columns
+        (:mod:`etl.migrate`), once per runner: the stages read and join on them."""
+        if lake.root.exists() and tables_to_migrate(lake):
+            for t in migrate_lake(con, lake, fleet_compressors(conn)):
+                log.warning("lake upgraded: %s rewritten with org_id (%d rows, batch mark %d)",
+                            t.table, t.rows, t.batch_mark)
+        self._keyed = True
 
     def close(self) -> None:
         """Close the idle DuckDB connection (the runner stays usable)."""

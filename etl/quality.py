@@ -221,7 +221,7 @@ def _batch_checks(con: duckdb.DuckDBPyConnection, lake: Lake, lo: int, hi: int,
         con.execute(f"""
             INSERT INTO dq_checks
             WITH counts AS (
-                SELECT compressor_id, {hour_of("ts")} AS hour, count(DISTINCT ts) AS n
+                SELECT org_id, compressor_id, {hour_of("ts")} AS hour, count(DISTINCT ts) AS n
                 FROM delta_scan('{silver}')
                 WHERE date IN ({sql_dates(h_dates)})
                   AND ts >= '{first[0].isoformat()}'::TIMESTAMPTZ
@@ -232,7 +232,7 @@ def _batch_checks(con: duckdb.DuckDBPyConnection, lake: Lake, lo: int, hi: int,
                 SELECT h.org_id, h.compressor_id, h.hour, p.hour IS NOT NULL AS planned,
                        CASE WHEN p.hour IS NOT NULL THEN 0 ELSE
                        greatest(0, 1 - coalesce(c.n, 0) / {READINGS_PER_HOUR}) END AS missing
-                FROM dq_hours h LEFT JOIN counts c USING (compressor_id, hour)
+                FROM dq_hours h LEFT JOIN counts c USING (org_id, compressor_id, hour)
                 LEFT JOIN dq_planned p USING (org_id, compressor_id, hour)
             ), shares AS (
                 SELECT org_id, compressor_id, avg(missing) AS share, count(*) AS hours,
@@ -328,12 +328,12 @@ def _accuracy(con: duckdb.DuckDBPyConnection, lake: Lake, lo: int, hi: int,
         ), c AS (
             SELECT *, running AND min(running::INT) OVER settle = 1 AS steady, {changed}
             FROM r
-            WINDOW settle AS (PARTITION BY compressor_id ORDER BY ts
+            WINDOW settle AS (PARTITION BY org_id, compressor_id ORDER BY ts
                               ROWS BETWEEN {SETTLE_READINGS} PRECEDING AND 1 FOLLOWING),
-                   byts AS (PARTITION BY compressor_id ORDER BY ts)
+                   byts AS (PARTITION BY org_id, compressor_id ORDER BY ts)
         ), w AS (
             SELECT *, {stuck} FROM c
-            WINDOW run AS (PARTITION BY compressor_id ORDER BY ts
+            WINDOW run AS (PARTITION BY org_id, compressor_id ORDER BY ts
                            ROWS BETWEEN {STUCK_READINGS - 2} PRECEDING AND CURRENT ROW)
         ), per AS (
             SELECT org_id, compressor_id, count(*) AS n,

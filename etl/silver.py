@@ -10,7 +10,7 @@ mark``), in one pass:
    plausibility range is that channel missing for that reading
    (:func:`etl.metrics.clean_channels`); the rest of the reading is kept, and the data-quality
    stage counts the missing channel.
-2. **Deduplicate** on (compressor_id, ts), against the batch and against silver: an exact
+2. **Deduplicate** on (org_id, compressor_id, ts), against the batch and against silver: an exact
    copy (same channel values) is dropped and counted; a different reading for an instant
    already held is quarantined as ``conflicting_duplicate`` (never silently dropped).
 3. **Flag**: ``late`` when ``arrived_at - ts`` exceeds ``late_arrival_minutes``;
@@ -83,19 +83,19 @@ def attributed(rows: str) -> str:
     """SQL: bronze ``rows`` with the organization each reading belongs to.
 
     A file under an organization's landing prefix (``LANDING/<org_id>/...``) speaks for that
-    organization only: its reading belongs to that organization's compressor of that id, and
-    a compressor of another organization is ``other_organization`` (nothing of the other's
-    changes). Silver keys readings by compressor id, so an id that two organizations share is
-    ``ambiguous_compressor`` rather than mixed. A file of the flat layout is attributed by a
-    compressor id that exactly one organization holds. Adds ``org_id`` (null: not
-    attributable), ``source_org`` and ``attribution`` (the reason when not attributable).
+    organization only: its reading belongs to that organization's compressor of that id
+    (compressor ids are unique within an organization only, and the lake keys every reading
+    by ``(org_id, compressor_id)``), and a compressor of another organization is
+    ``other_organization`` (nothing of the other's changes). A file of the flat (legacy)
+    layout has no tenant identity: it is attributed by a compressor id that exactly one
+    organization holds, and an id two organizations share is ``ambiguous_compressor``. Adds
+    ``org_id`` (null: not attributable), ``source_org`` and ``attribution`` (the reason when
+    not attributable).
     """
     return f"""(SELECT b.* EXCLUDE (src),
-               CASE WHEN b.src IS NULL THEN o.org_id
-                    WHEN f.org_id IS NOT NULL AND n.orgs = 1 THEN f.org_id END AS org_id,
+               CASE WHEN b.src IS NULL THEN o.org_id ELSE f.org_id END AS org_id,
                b.src AS source_org,
-               CASE WHEN b.src IS NOT NULL AND f.org_id IS NOT NULL AND n.orgs > 1
-                        THEN 'ambiguous_compressor'
+               CASE WHEN b.src IS NULL AND n.orgs > 1 THEN 'ambiguous_compressor'
                     WHEN b.src IS NOT NULL AND f.org_id IS NULL AND n.orgs >= 1
                         THEN 'other_organization' END AS attribution
         FROM (SELECT *, {source_org_sql()} AS src FROM {rows}) b
@@ -174,29 +174,34 @@ def silver_transform(con: duckdb.DuckDBPyConnection, lake: Lake, orgs: dict[str,
                if by_date else "")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE existing AS
-        SELECT compressor_id, ts, hash({chan}) AS vhash
+        SELECT org_id, compressor_id, ts, hash({chan}) AS vhash
         FROM delta_scan('{lake.uri("silver")}')
         WHERE date IN ({sql_dates(valid_dates)}) {span_ts}
           AND compressor_id IN (SELECT DISTINCT compressor_id FROM valid)
     """)
-    # only keys seen more than once need ranking (a small share of rows)
+    # only keys seen more than once need ranking (a small share of rows); ``existing`` may
+    # hold readings of another organization's compressor of the same id: they never share
+    # a key with the batch's
     con.execute("""
         CREATE OR REPLACE TEMP TABLE ranked AS
         WITH keys AS (
-            SELECT compressor_id, ts FROM (
-                SELECT compressor_id, ts FROM valid UNION ALL SELECT compressor_id, ts FROM existing
+            SELECT org_id, compressor_id, ts FROM (
+                SELECT org_id, compressor_id, ts FROM valid
+                UNION ALL SELECT org_id, compressor_id, ts FROM existing
             ) GROUP BY ALL HAVING count(*) > 1
         ), cand AS (
-            SELECT e.compressor_id, e.ts, e.vhash, 0 AS is_new, NULL::TIMESTAMPTZ AS arrived_at,
-                   NULL::VARCHAR AS source_file, NULL::BIGINT AS source_row
-            FROM existing e SEMI JOIN keys USING (compressor_id, ts)
+            SELECT e.org_id, e.compressor_id, e.ts, e.vhash, 0 AS is_new,
+                   NULL::TIMESTAMPTZ AS arrived_at, NULL::VARCHAR AS source_file,
+                   NULL::BIGINT AS source_row
+            FROM existing e SEMI JOIN keys USING (org_id, compressor_id, ts)
             UNION ALL
-            SELECT v.compressor_id, v.ts, v.vhash, 1, v.arrived_at, v.source_file, v.source_row
-            FROM valid v SEMI JOIN keys USING (compressor_id, ts)
+            SELECT v.org_id, v.compressor_id, v.ts, v.vhash, 1, v.arrived_at, v.source_file,
+                   v.source_row
+            FROM valid v SEMI JOIN keys USING (org_id, compressor_id, ts)
         )
         SELECT *, row_number() OVER w AS rn, first_value(vhash) OVER w AS first_hash
         FROM cand
-        WINDOW w AS (PARTITION BY compressor_id, ts
+        WINDOW w AS (PARTITION BY org_id, compressor_id, ts
                      ORDER BY is_new, arrived_at, source_file, source_row)
     """)
     con.execute("""
@@ -294,8 +299,9 @@ def _flag_outliers(con: duckdb.DuckDBPyConnection, lake: Lake, late_arrival_minu
     partial = ", ".join(
         f"count({q(m.name)}) AS n_{i}, sum({q(m.name)}) AS s_{i}, "
         f"sum({q(m.name)} * {q(m.name)}) AS q_{i}" for i, m in enumerate(METRICS))
-    span = con.execute("SELECT min(hour), max(hour), count(DISTINCT (compressor_id, hour)), "
-                       "count(DISTINCT compressor_id) FROM kept").fetchone()
+    span = con.execute("SELECT min(hour), max(hour), "
+                       "count(DISTINCT (org_id, compressor_id, hour)), "
+                       "count(DISTINCT (org_id, compressor_id)) FROM kept").fetchone()
     # Each compressor-hour's baseline mean and outlier distance (4 sigma; null when the
     # baseline is too thin or flat to judge) are computed once, not once per reading; the
     # list of names is built only for readings that are outliers somewhere (a small share).
@@ -313,7 +319,7 @@ def _flag_outliers(con: duckdb.DuckDBPyConnection, lake: Lake, late_arrival_minu
             CREATE OR REPLACE TEMP VIEW flagged AS
             SELECT {columns}, k.source_file, k.batch_id, k.date,
                    {cell_sql("k.hour", "b")} AS pos, {metrics}
-            FROM kept k JOIN grid_blocks b USING (compressor_id)
+            FROM kept k JOIN grid_blocks b USING (org_id, compressor_id)
         """)
         return done
     if isinstance(done, _JoinedPartials):
@@ -328,7 +334,7 @@ def _flag_outliers(con: duckdb.DuckDBPyConnection, lake: Lake, late_arrival_minu
             CREATE OR REPLACE TEMP VIEW flagged AS
             SELECT {columns}, k.source_file, k.batch_id, k.date,
                    b.rowid AS limit_row{derived}
-            FROM kept k LEFT JOIN limits b USING (compressor_id, hour)
+            FROM kept k LEFT JOIN limits b USING (org_id, compressor_id, hour)
         """)
         done.take_limits(con)
         return done
@@ -341,7 +347,7 @@ def _flag_outliers(con: duckdb.DuckDBPyConnection, lake: Lake, late_arrival_minu
     con.execute(f"""
         CREATE OR REPLACE TEMP VIEW flagged AS
         SELECT {columns}, {outliers} AS outlier_metrics, k.source_file, k.batch_id, k.date
-        FROM kept k LEFT JOIN limits b USING (compressor_id, hour)
+        FROM kept k LEFT JOIN limits b USING (org_id, compressor_id, hour)
     """)
     return done
 
@@ -505,8 +511,9 @@ class _JoinedPartials:
                     # as NULL does in SQL
                     marks[:, i] = np.abs(x - self.mu[i, at]) > self.lim[i, at]
             self.tally.add(pa.RecordBatch.from_arrays(
-                [batch.column(c) for c in ("compressor_id", "ts", "late")] + values,
-                names=["compressor_id", "ts", "late"] + [f"m_{i}" for i in range(len(values))]),
+                [batch.column(c) for c in ("org_id", "compressor_id", "ts", "late")] + values,
+                names=["org_id", "compressor_id", "ts", "late"]
+                + [f"m_{i}" for i in range(len(values))]),
                 marks)
             columns = {name: batch.column(name) for name in batch.schema.names}
             columns["outlier_metrics"] = marked_names(marks, names)
@@ -533,7 +540,7 @@ class _JoinedPartials:
 
 
 def _limits_from_baseline(con: duckdb.DuckDBPyConnection) -> None:
-    """Temp table ``limits`` (``compressor_id, hour, mu_i, lim_i``) from ``baseline``'s
+    """Temp table ``limits`` (``org_id, compressor_id, hour, mu_i, lim_i``) from ``baseline``'s
     trailing sums: the mean, and 4 sigma where at least 12 readings spread (else null).
     :meth:`_GridLimits.store` computes the same from the hour grid's sums."""
     limits = []
@@ -546,7 +553,7 @@ def _limits_from_baseline(con: duckdb.DuckDBPyConnection) -> None:
                       f"AND {var} > 0 THEN {OUTLIER_SIGMAS} * sqrt({var}) END AS lim_{i}")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE limits AS
-        SELECT compressor_id, hour, {", ".join(limits)} FROM baseline
+        SELECT org_id, compressor_id, hour, {", ".join(limits)} FROM baseline
     """)
     con.execute("DROP TABLE baseline")
 
@@ -584,7 +591,7 @@ def _unabsorbed_silver(lake: Lake, first: datetime, last: datetime, partial: str
     if lake.batch_mark("silver") <= gold_mark:
         return None
     return f"""
-        SELECT compressor_id, {hour_of("ts")} AS hour, {partial}
+        SELECT org_id, compressor_id, {hour_of("ts")} AS hour, {partial}
         FROM (SELECT *, {metric_columns()} FROM delta_scan('{lake.uri("silver")}')
               WHERE date IN ({sql_dates(dates_between(first, last))})
                 AND batch_id > {int(gold_mark)}
@@ -627,50 +634,52 @@ def _baseline_by_join(con: duckdb.DuckDBPyConnection, lake: Lake, first: datetim
     and pivoting gold's long rows first, which would dominate the hourly run
     (bench/bench_etl.py, hour phase).
     ``context``: :func:`_wide_context`'s answer (gold's partials wide, or None: read gold).
-    ``hand``: the partials go to gold (``kept_wide`` also has the minimum, the maximum and the
-    organization). ``hot_rows``: the context's Arrow rows; with them (the hourly run) there
-    is no join: :func:`etl.limits.trailing_limits` sums them and ``kept_wide``'s in numpy.
+    ``hand``: the partials go to gold (``kept_wide`` also has the minimum and the maximum).
+    Every partial is keyed by ``(org_id, compressor_id, hour)``. ``hot_rows``: the context's
+    Arrow rows; with them (the hourly run) there is no join:
+    :func:`etl.limits.trailing_limits` sums them and ``kept_wide``'s in numpy.
     ``small``: a small batch (:attr:`Thresholds.small_batch_rows`), grouped in numpy."""
     if small:
         values = ", ".join(f"{q(m.name)} AS m_{i}" for i, m in enumerate(METRICS))
-        rows = con.execute(f"SELECT compressor_id, hour, org_id, {values} FROM kept")
+        rows = con.execute(f"SELECT org_id, compressor_id, hour, {values} FROM kept")
         table_from_arrow(con, "kept_wide", hourly_partials(rows.to_arrow_table(),
-                                                           extremes=hand, org=hand))
+                                                           extremes=hand))
     else:
-        kept = f"any_value(org_id) AS org_id, {partial_aggregates()}" if hand else partial
+        kept = partial_aggregates() if hand else partial
         con.execute(f"""CREATE OR REPLACE TEMP TABLE kept_wide AS
-                        SELECT compressor_id, hour, {kept} FROM kept
-                        GROUP BY compressor_id, hour""")
+                        SELECT org_id, compressor_id, hour, {kept} FROM kept
+                        GROUP BY org_id, compressor_id, hour""")
     unabsorbed = _unabsorbed_silver(lake, first, last, partial)
     if unabsorbed is not None:
         con.execute(f"CREATE OR REPLACE TEMP TABLE unabsorbed_wide AS {unabsorbed}")
     sums = ", ".join(f"n_{i}, s_{i}, q_{i}" for i in range(len(METRICS)))
     if context and hot_rows is not None and unabsorbed is None:
-        kept_sums = con.execute(f"SELECT compressor_id, hour, {sums} FROM kept_wide")
+        kept_sums = con.execute(f"SELECT org_id, compressor_id, hour, {sums} FROM kept_wide")
         table_from_arrow(con, "limits", trailing_limits(kept_sums.to_arrow_table(), hot_rows))
         return
     if context is not None:
         # gold's partials of these hours are already wide (etl.hot), or there are none
-        parts = [f"SELECT compressor_id, hour, {sums} FROM kept_wide"]
+        parts = [f"SELECT org_id, compressor_id, hour, {sums} FROM kept_wide"]
         if context:
-            parts.append(f"SELECT compressor_id, hour, {sums} FROM {context} "
+            parts.append(f"SELECT org_id, compressor_id, hour, {sums} FROM {context} "
                          f"WHERE compressor_id IN (SELECT compressor_id FROM kept_wide)")
         if unabsorbed is not None:
-            parts.append(f"SELECT compressor_id, hour, {sums} FROM unabsorbed_wide")
+            parts.append(f"SELECT org_id, compressor_id, hour, {sums} FROM unabsorbed_wide")
         totals = ", ".join(f"sum(p.n_{i}) AS bn_{i}, sum(p.s_{i}) AS bs_{i}, "
                            f"sum(p.q_{i}) AS bq_{i}" for i in range(len(METRICS)))
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE baseline AS
-            SELECT k.compressor_id, k.hour, {totals}
-            FROM (SELECT DISTINCT compressor_id, hour FROM kept_wide) k
+            SELECT k.org_id, k.compressor_id, k.hour, {totals}
+            FROM (SELECT DISTINCT org_id, compressor_id, hour FROM kept_wide) k
             JOIN ({" UNION ALL ".join(parts)}) p ON p.compressor_id = k.compressor_id
+              AND p.org_id = k.org_id
               AND p.hour >= k.hour - INTERVAL 24 HOURS AND p.hour <= k.hour - INTERVAL 1 HOUR
-            GROUP BY k.compressor_id, k.hour
+            GROUP BY k.org_id, k.compressor_id, k.hour
         """)
         _limits_from_baseline(con)
         return
     sources = [unpivot_partials("kept_wide", sums_only=True), f"""
-        SELECT compressor_id, metric, hour, n, sum, sumsq
+        SELECT org_id, compressor_id, metric, hour, n, sum, sumsq
         FROM delta_scan('{lake.uri("gold")}')
         WHERE date IN ({sql_dates(dates_between(first, last))})
           AND hour >= '{first.isoformat()}'::TIMESTAMPTZ
@@ -687,14 +696,15 @@ def _baseline_by_join(con: duckdb.DuckDBPyConnection, lake: Lake, first: datetim
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE baseline AS
         WITH b AS (
-            SELECT k.compressor_id, k.hour, p.metric, sum(p.n) AS bn, sum(p.sum) AS bs,
-                   sum(p.sumsq) AS bq
-            FROM (SELECT DISTINCT compressor_id, hour FROM kept_wide) k
+            SELECT k.org_id, k.compressor_id, k.hour, p.metric, sum(p.n) AS bn,
+                   sum(p.sum) AS bs, sum(p.sumsq) AS bq
+            FROM (SELECT DISTINCT org_id, compressor_id, hour FROM kept_wide) k
             JOIN ({" UNION ALL ".join(sources)}) p ON p.compressor_id = k.compressor_id
+              AND p.org_id = k.org_id
               AND p.hour >= k.hour - INTERVAL 24 HOURS AND p.hour <= k.hour - INTERVAL 1 HOUR
             GROUP BY ALL
         )
-        SELECT compressor_id, hour, {pivot} FROM b GROUP BY ALL
+        SELECT org_id, compressor_id, hour, {pivot} FROM b GROUP BY ALL
     """)
     _limits_from_baseline(con)
 
@@ -716,7 +726,8 @@ def _baseline_by_window(con: duckdb.DuckDBPyConnection, lake: Lake, span: tuple[
             # most of a day's catch-up's silver time)
             sums_cols = ", ".join(f"n_{i}, s_{i}, q_{i}" for i in range(n_metrics))
             context = f"""
-                SELECT compressor_id, hour, {sums_cols} FROM {hot.relation(con, meta, first, last)}
+                SELECT org_id, compressor_id, hour, {sums_cols}
+                FROM {hot.relation(con, meta, first, last)}
                 WHERE compressor_id IN (SELECT DISTINCT compressor_id FROM kept)"""
         elif lake.batch_mark("gold") > 0:
             pivot = ", ".join(
@@ -725,7 +736,7 @@ def _baseline_by_window(con: duckdb.DuckDBPyConnection, lake: Lake, span: tuple[
                 f"sum(sumsq) FILTER (WHERE metric = '{m.name}') AS q_{i}"
                 for i, m in enumerate(METRICS))
             context = f"""
-                SELECT compressor_id, hour, {pivot}
+                SELECT org_id, compressor_id, hour, {pivot}
                 FROM delta_scan('{lake.uri("gold")}')
                 WHERE date IN ({sql_dates(dates_between(first, last))})
                   AND hour >= '{first.isoformat()}'::TIMESTAMPTZ
@@ -746,13 +757,13 @@ def _baseline_by_window(con: duckdb.DuckDBPyConnection, lake: Lake, span: tuple[
         # each compressor's hours from 24 before its first kept hour to its last: context
         # outside them reaches no kept hour's baseline and is left out
         size = grid_blocks(con, """
-            SELECT compressor_id, min(hour) - INTERVAL 24 HOURS AS h0, max(hour) AS h1
-            FROM kept GROUP BY compressor_id""")
+            SELECT org_id, compressor_id, min(hour) - INTERVAL 24 HOURS AS h0, max(hour) AS h1
+            FROM kept GROUP BY org_id, compressor_id""")
         cell = f"{cell_sql('h.hour', 'b')} AS pos, "
-        block = ("JOIN grid_blocks b USING (compressor_id) "
+        block = ("JOIN grid_blocks b USING (org_id, compressor_id) "
                  "WHERE h.hour >= b.h0 AND h.hour <= b.h1")
     # every compressor-hour's sums, ``out`` where the batch has readings (the hours to flag)
-    hours = f"SELECT compressor_id, hour, true AS out, {partial} FROM kept GROUP BY ALL"
+    hours = f"SELECT org_id, compressor_id, hour, true AS out, {partial} FROM kept GROUP BY ALL"
     if context is not None:
         # an hour may have partials in both (late readings of an hour gold holds): added.
         # Only then: without context (a first load) this second aggregation of 73 aggregates
@@ -760,11 +771,11 @@ def _baseline_by_window(con: duckdb.DuckDBPyConnection, lake: Lake, span: tuple[
         sums = ", ".join(f"sum(n_{i})::BIGINT AS n_{i}, sum(s_{i}) AS s_{i}, sum(q_{i}) AS q_{i}"
                          for i in range(n_metrics))
         hours = f"""
-            SELECT compressor_id, hour, bool_or(out) AS out, {sums} FROM (
+            SELECT org_id, compressor_id, hour, bool_or(out) AS out, {sums} FROM (
                 {hours}
                 UNION ALL BY NAME
                 SELECT *, false AS out FROM ({context})
-            ) GROUP BY compressor_id, hour"""
+            ) GROUP BY org_id, compressor_id, hour"""
     con.execute(f"CREATE OR REPLACE TEMP TABLE hourly AS SELECT {cell}h.* FROM ({hours}) h {block}")
     if grid:
         limits = _GridLimits(size)
@@ -775,11 +786,11 @@ def _baseline_by_window(con: duckdb.DuckDBPyConnection, lake: Lake, span: tuple[
         # (bench/bench_etl.py, full phase).
         limits.hand_over(Handoff(lake.root), con.execute(
             f"SELECT {', '.join(SUMS_SCHEMA.names)} FROM hourly "
-            "JOIN orgs USING (compressor_id) WHERE out").to_arrow_reader(65_536))
+            "WHERE out").to_arrow_reader(65_536))
         trailing_sums(con, "hourly", size, limits.store)
         con.execute("DROP TABLE hourly")
         return limits
-    window = ("OVER (PARTITION BY compressor_id ORDER BY hour RANGE BETWEEN "
+    window = ("OVER (PARTITION BY org_id, compressor_id ORDER BY hour RANGE BETWEEN "
               "INTERVAL 24 HOURS PRECEDING AND INTERVAL 1 HOUR PRECEDING)")
     base = ", ".join(
         f"sum(n_{i}) {window} AS bn_{i}, sum(s_{i}) {window} AS bs_{i}, "
@@ -788,7 +799,7 @@ def _baseline_by_window(con: duckdb.DuckDBPyConnection, lake: Lake, span: tuple[
     # that reach the baseline through gold (the hourly case).
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE baseline AS
-        SELECT * EXCLUDE (out) FROM (SELECT compressor_id, hour, out, {base} FROM hourly)
+        SELECT * EXCLUDE (out) FROM (SELECT org_id, compressor_id, hour, out, {base} FROM hourly)
         WHERE out
     """)
     con.execute("DROP TABLE hourly")

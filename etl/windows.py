@@ -134,10 +134,20 @@ def marked_names(marks: np.ndarray, names: pa.Array) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(offsets), pc.take(names, pa.array(codes)))
 
 
+def unit_keys(rows: pa.Table | pa.RecordBatch) -> pa.Array:
+    """One text key per row for its ``(org_id, compressor_id)``: compressor ids are unique
+    within an organization only, and Arrow's hash kernels (``index_in``, ``is_in``,
+    ``unique``) take one column, not a pair."""
+    org, comp = rows.column("org_id"), rows.column("compressor_id")
+    key = pc.binary_join_element_wise(org.cast(pa.string()), comp.cast(pa.string()), "\x1f")
+    return key.combine_chunks() if isinstance(key, pa.ChunkedArray) else key
+
+
 def grid_blocks(con: duckdb.DuckDBPyConnection, spans: str, name: str = "grid_blocks") -> int:
-    """Create DuckDB table ``name`` (``compressor_id, h0, h1, base``): each compressor's block of
-    the grid, from ``spans`` (a relation of ``compressor_id, h0, h1``: first and last hour,
-    several rows per compressor allowed); returns the number of cells.
+    """Create DuckDB table ``name`` (``org_id, compressor_id, h0, h1, base``): each
+    compressor's block of the grid, from ``spans`` (a relation of ``org_id, compressor_id, h0,
+    h1``: first and last hour, several rows per compressor allowed); returns the number of
+    cells.
 
     Each block holds the compressor's hours ``h0 .. h1`` and is preceded by :data:`PAD`
     empty cells: a row's cell is ``base + hours since h0`` (:func:`cell_sql`). Rows outside
@@ -146,12 +156,13 @@ def grid_blocks(con: duckdb.DuckDBPyConnection, spans: str, name: str = "grid_bl
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE {name} AS
         WITH span AS (
-            SELECT compressor_id, min(h0) AS h0, max(h1) AS h1,
+            SELECT org_id, compressor_id, min(h0) AS h0, max(h1) AS h1,
                    (epoch(max(h1)) - epoch(min(h0)))::BIGINT // 3600 + 1 AS hours
-            FROM ({spans}) GROUP BY compressor_id
+            FROM ({spans}) GROUP BY org_id, compressor_id
         )
-        SELECT compressor_id, h0, h1,
-               (sum(hours + {PAD}) OVER (ORDER BY compressor_id))::BIGINT - hours AS base,
+        SELECT org_id, compressor_id, h0, h1,
+               (sum(hours + {PAD}) OVER (ORDER BY org_id, compressor_id))::BIGINT - hours
+                   AS base,
                (sum(hours + {PAD}) OVER ())::BIGINT AS size
         FROM span
     """)
@@ -161,7 +172,7 @@ def grid_blocks(con: duckdb.DuckDBPyConnection, spans: str, name: str = "grid_bl
 
 def cell_sql(hour: str, block: str) -> str:
     """SQL of a row's grid cell, given its ``hour`` and its compressor's row ``block`` of
-    :func:`grid_blocks` (joined on ``compressor_id``)."""
+    :func:`grid_blocks` (joined on ``org_id, compressor_id``)."""
     return f"({block}.base + (epoch({hour}) - epoch({block}.h0))::BIGINT // 3600)"
 
 
@@ -440,26 +451,27 @@ Finish = Callable[[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray], None]
 
 def cells_of(con: duckdb.DuckDBPyConnection, rows: pa.Table, size: int,
              exclude: str | None = None) -> np.ndarray:
-    """Each of ``rows``' cell (by ``compressor_id, hour``) in the grid of :func:`grid_blocks`
-    table ``grid_blocks`` holding ``size`` cells, as :func:`cell_sql` computes it, for rows
-    kept in Arrow (the hot partials: copying them into DuckDB would cost more than the
-    windows).
+    """Each of ``rows``' cell (by ``org_id, compressor_id, hour``) in the grid of
+    :func:`grid_blocks` table ``grid_blocks`` holding ``size`` cells, as :func:`cell_sql`
+    computes it, for rows kept in Arrow (the hot partials: copying them into DuckDB would
+    cost more than the windows).
 
-    Rows outside their compressor's block, or whose ``(compressor_id, hour)`` is in the
+    Rows outside their compressor's block, or whose ``(org_id, compressor_id, hour)`` is in the
     DuckDB relation ``exclude``, get cell ``size``: one past the grid, where no window
     reaches (the grid must then have ``size + 1`` cells)."""
-    grid = con.execute("SELECT compressor_id, h0, h1, base FROM grid_blocks").to_arrow_table()
-    names = grid.column("compressor_id")
+    grid = con.execute("SELECT org_id, compressor_id, h0, h1, base FROM grid_blocks"
+                       ).to_arrow_table()
+    names = unit_keys(grid)
 
-    block = pc.index_in(rows.column("compressor_id"), value_set=names)
+    block = pc.index_in(unit_keys(rows), value_set=names)
     found = pc.fill_null(pc.is_valid(block), False).to_numpy(zero_copy_only=False)
     b = pc.fill_null(block, 0).to_numpy(zero_copy_only=False).astype(np.int64)
     h = hours_since_epoch(rows.column("hour"))
     h0, h1 = hours_since_epoch(grid.column("h0"))[b], hours_since_epoch(grid.column("h1"))[b]
     keep = found & (h >= h0) & (h <= h1)
     if exclude is not None:
-        skip = con.execute(f"SELECT compressor_id, hour FROM {exclude}").to_arrow_table()
-        s_block = pc.fill_null(pc.index_in(skip.column("compressor_id"), value_set=names), -1)
+        skip = con.execute(f"SELECT org_id, compressor_id, hour FROM {exclude}").to_arrow_table()
+        s_block = pc.fill_null(pc.index_in(unit_keys(skip), value_set=names), -1)
         keep &= ~np.isin(b * (1 << 32) + h,
                          s_block.to_numpy(zero_copy_only=False).astype(np.int64) * (1 << 32)
                          + hours_since_epoch(skip.column("hour")))

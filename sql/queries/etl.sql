@@ -1,6 +1,7 @@
 -- name: compressor_orgs
--- compressor_id -> org_id. Landing rows carry no org_id; an id held by two organizations
--- cannot be attributed and is left out (its rows are quarantined as unknown_compressor).
+-- compressor_id -> org_id, for files of the flat (legacy) landing layout, which carry no
+-- organization: an id held by two organizations cannot be attributed and is left out (its
+-- rows there are quarantined as ambiguous_compressor).
 SELECT compressor_id, min(org_id) AS org_id
 FROM compressors
 GROUP BY compressor_id

@@ -241,7 +241,7 @@ def test_flag_tally_counts_per_compressor_hour_and_metric() -> None:
     values: dict[str, list[float | None]] = {f"m_{i}": [1.0] * 7 for i in range(len(METRICS))}
     values["m_5"][2] = None                                          # late, but no value
     batch = pa.RecordBatch.from_pydict({
-        "compressor_id": ["C1"] * 7, "ts": ts,
+        "org_id": ["acme"] * 7, "compressor_id": ["C1"] * 7, "ts": ts,
         "late": [True, False, True, False, False, False, True], **values})
     outliers = np.zeros((7, len(METRICS)), dtype=bool)
     outliers[1, 2] = outliers[3, 2] = outliers[6, 0] = True

@@ -23,18 +23,19 @@ from tests.etl.landing import T0, reading, write_landing
 COMPRESSORS = ("COMP-0001", "COMP-0002", "COMP-0003", "COMP-0004")
 
 
-def _cached(root: Path) -> dict[tuple[str, Any], dict[str, Any]]:
-    """Every cached row by (compressor, hour), from the files the meta says are covered."""
+def _cached(root: Path) -> dict[tuple[str, str, Any], dict[str, Any]]:
+    """Every cached row by (organization, compressor, hour), from the files the meta says
+    are covered."""
     hot = HotPartials(root)
     meta = hot.meta()
     assert meta is not None
-    rows: dict[tuple[str, Any], dict[str, Any]] = {}
+    rows: dict[tuple[str, str, Any], dict[str, Any]] = {}
     for path in sorted(hot.root.glob("hour-*.arrow")):
         with pa.memory_map(str(path)) as source:
             table = pa.ipc.open_file(source).read_all()
         assert table.schema.equals(SCHEMA), path
         for row in table.to_pylist():
-            key = (row["compressor_id"], row["hour"])
+            key = (row["org_id"], row["compressor_id"], row["hour"])
             assert key not in rows, f"{key} cached twice"
             assert meta.first <= row["hour"] <= meta.last
             rows[key] = row
@@ -59,7 +60,7 @@ def _assert_cache_equals_gold(lake_root: Path, tmp_path: Path,
     meta, again = HotPartials(lake_root).meta(), HotPartials(fresh_root).meta()
     assert meta is not None and again is not None
     assert (meta.mark, meta.last) == (again.mark, again.last)
-    expected = {k: v for k, v in _cached(fresh_root).items() if k[1] >= meta.first}
+    expected = {k: v for k, v in _cached(fresh_root).items() if k[2] >= meta.first}
     assert set(kept) == set(expected)
     for key, row in kept.items():
         for column, value in row.items():

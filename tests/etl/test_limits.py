@@ -30,7 +30,8 @@ START = datetime(2026, 11, 2, tzinfo=UTC)
 def _partials(rng: np.random.Generator, keys: list[tuple[str, int]]) -> pa.Table:
     """Wide sums (``n_i, s_i, q_i``) for ``(compressor, hour)`` keys; some metrics absent."""
     rows = len(keys)
-    table = pa.table({"compressor_id": pa.array([c for c, _ in keys], pa.string()),
+    table = pa.table({"org_id": pa.array(["acme"] * rows, pa.string()),
+                      "compressor_id": pa.array([c for c, _ in keys], pa.string()),
                       "hour": pa.array([START + timedelta(hours=h) for _, h in keys],
                                        pa.timestamp("us", tz="UTC"))})
     for i in range(len(METRICS)):

@@ -8,12 +8,17 @@ from pathlib import Path
 from typing import Any
 
 from altaviz.app.context import App
+from altaviz.core import db, duck
+from altaviz.core.errors import InputError
+from etl.aggregates import fleet_compressors
+from etl.lake import Lake
 from etl.maintenance import maintain
+from etl.migrate import migrate_lake, tables_to_migrate
 from etl.pipeline import STAGES, run_pipeline
 
 
 def register(sub: Any) -> None:
-    """Add ``etl run`` and ``etl maintain``."""
+    """Add ``etl run``, ``etl maintain`` and ``etl migrate``."""
     parser = sub.add_parser(
         "etl", help="load landing files into the lake and hourly aggregates",
         description="Landing files -> Delta bronze/silver/gold -> PostgreSQL hourly aggregates "
@@ -30,6 +35,17 @@ def register(sub: Any) -> None:
     p.add_argument("--retention-hours", type=int, default=168, metavar="H",
                    help="delete files unreferenced for longer than H hours (default 168)")
     p.set_defaults(handler=_maintain)
+    p = e_sub.add_parser(
+        "migrate", help="give a lake written before organization keys its org_id columns",
+        description="Rewrite silver and gold tables that have no org_id column, each row "
+                    "taking the organization of its compressor from the fleet (an id exactly "
+                    "one organization holds). The ETL does the same on its first run; this "
+                    "does it ahead of time, and takes --assign for ids the fleet cannot "
+                    "place. A lake that is already keyed is left as it is.")
+    p.add_argument("--assign", action="append", default=[], metavar="COMPRESSOR=ORG",
+                   help="the organization of a compressor id two organizations (or none) "
+                        "hold; repeatable")
+    p.set_defaults(handler=_migrate)
 
 
 def _run(args: argparse.Namespace, app: App) -> int:
@@ -49,6 +65,30 @@ def _run(args: argparse.Namespace, app: App) -> int:
 
             summary = run_pipeline(settings, db_url, landing=args.landing, progress=progress)
     print(summary.line())
+    return 0
+
+
+def _migrate(args: argparse.Namespace, app: App) -> int:
+    assign: dict[str, str] = {}
+    for item in args.assign:
+        comp, sep, org = item.partition("=")
+        if not sep or not comp or not org:
+            raise InputError(f"--assign {item!r}: expected COMPRESSOR=ORG")
+        assign[comp] = org
+    lake = Lake(app.settings.lake_path)
+    if not lake.root.exists() or not tables_to_migrate(lake):
+        print(f"{lake.root}: already keyed by organization; nothing to do")
+        return 0
+    with lake.writer_lock(), db.connect(app.owner_database_url()) as conn:
+        con = duck.connect(temp_directory=lake.root / "_tmp",
+                           memory_limit=f"{app.settings.etl_memory_mb}MB",
+                           threads=app.settings.etl_threads)
+        try:
+            done = migrate_lake(con, lake, fleet_compressors(conn), assign)
+        finally:
+            con.close()
+    for t in done:
+        print(f"{t.table:<7} rewritten with org_id: {t.rows} rows, batch mark {t.batch_mark}")
     return 0
 
 
