@@ -22,7 +22,7 @@ per ``(org_id, hour)`` by one existence query:
   refuses a compressor the organization does not own.
 * **hours that already have rows** (late data, re-computed windows, re-runs): binary COPY
   into the unlogged ``etl_agg_staging`` table, then moved one organization at a time in a
-  tenant transaction (the ETL's tenant role ``altaviz_etl``, RLS) with
+  tenant transaction (the ETL's tenant role ``altaviz_etl_tenant``, RLS) with
   ``INSERT ... ON CONFLICT DO UPDATE`` guarded by ``IS DISTINCT FROM``: the database itself
   refuses a row of another organization (RLS WITH CHECK) or of a compressor the organization
   does not own (the ownership check).

@@ -1,7 +1,7 @@
 """PostgreSQL access: connections, tenant transactions, named queries and migrations.
 
 Tenant work always runs in :func:`tenant`: a transaction that switches to a tenant role
-(``altaviz_app`` for the application, ``altaviz_etl`` for the ETL's per-organization writes)
+(``altaviz_app`` for the application, ``altaviz_etl_tenant`` for the ETL's per-organization writes)
 and enters one organization with ``enter_tenant`` (a sealed, transaction-local setting: see
 migration 100), so row-level security confines it to that organization, the transaction cannot
 switch to another, and nothing leaks to the next user of a pooled connection.
@@ -33,7 +33,7 @@ MIGRATIONS_DIR = SQL_DIR / "migrations"
 QUERIES_DIR = SQL_DIR / "queries"
 APP_ROLE = "altaviz_app"
 #: The ETL's tenant role (migration 200): its per-organization writes, and nothing else.
-ETL_ROLE = "altaviz_etl"
+ETL_ROLE = "altaviz_etl_tenant"
 _MIGRATION_LOCK = 0x414C5441  # advisory lock id ("ALTA"): one migrator at a time
 _ORG_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 

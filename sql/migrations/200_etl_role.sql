@@ -6,16 +6,17 @@
 -- tenant data it does not load (console users, alerts, contacts, notifications...). After
 -- this migration:
 --
--- * <database>_etl (LOGIN, NOINHERIT, no other attribute) is a member of altaviz_etl only.
---   Outside a tenant transaction it holds exactly what the load needs across organizations:
+-- * <database>_etl (LOGIN, NOINHERIT, no other attribute) is a member of altaviz_etl_tenant
+--   only. Outside a tenant transaction it holds exactly what the load needs across organizations:
 --   the compressors' and maintenance windows' columns the ETL reads, the (org_id, hour) of
 --   existing aggregates (the existence probe), INSERT into the monthly partitions (the COPY
 --   of new hours), the staging table, and its bookkeeping (etl_runs, etl_stage_progress,
 --   etl_unevaluated_hours). Existing roles are checked as in migration 100: the migration
 --   fails, naming the role and the fix, if either has SUPERUSER, BYPASSRLS, CREATEROLE,
---   CREATEDB or REPLICATION, or a membership beyond altaviz_etl (so it can never become the
---   owner, the runtime login or the tenant role altaviz_app).
--- * altaviz_etl (NOLOGIN, cluster-wide like altaviz_app) is the ETL's tenant role: the ETL's
+--   CREATEDB or REPLICATION, or a membership beyond altaviz_etl_tenant (so it can never
+--   become the owner, the runtime login or the tenant role altaviz_app).
+-- * altaviz_etl_tenant (NOLOGIN, cluster-wide like altaviz_app; not altaviz_etl, which is the
+--   ETL login of a database named altaviz) is the ETL's tenant role: the ETL's
 --   per-organization writes (the guarded upsert of changed hours, watermarks, data-quality
 --   checks) switch to it and enter the organization with enter_tenant, so row-level security
 --   (WITH CHECK) refuses a row of another organization, exactly as for the application. It
@@ -58,17 +59,17 @@ DECLARE
 BEGIN
     RESET ROLE;   -- the migrating login (this transaction runs as the owner)
     SELECT * INTO me FROM pg_roles WHERE rolname = current_user;
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'altaviz_etl') THEN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'altaviz_etl_tenant') THEN
         IF NOT (me.rolsuper OR me.rolcreaterole) THEN
-            RAISE EXCEPTION 'role altaviz_etl does not exist and % may not create roles',
+            RAISE EXCEPTION 'role altaviz_etl_tenant does not exist and % may not create roles',
                             current_user
-                USING HINT = 'create it first: CREATE ROLE altaviz_etl NOLOGIN NOINHERIT '
+                USING HINT = 'create it first: CREATE ROLE altaviz_etl_tenant NOLOGIN NOINHERIT '
                              '(docs/OPERATIONS.md, "Database roles")';
         END IF;
-        CREATE ROLE altaviz_etl NOLOGIN NOINHERIT NOSUPERUSER NOBYPASSRLS NOCREATEDB
+        CREATE ROLE altaviz_etl_tenant NOLOGIN NOINHERIT NOSUPERUSER NOBYPASSRLS NOCREATEDB
             NOCREATEROLE NOREPLICATION;
     END IF;
-    problem := altaviz_role_problem('altaviz_etl', '{}', false);
+    problem := altaviz_role_problem('altaviz_etl_tenant', '{}', false);
     IF problem IS NOT NULL THEN
         RAISE EXCEPTION '%', problem USING ERRCODE = 'insufficient_privilege';
     END IF;
@@ -83,23 +84,23 @@ BEGIN
         EXECUTE format('CREATE ROLE %I LOGIN NOINHERIT NOSUPERUSER NOBYPASSRLS NOCREATEDB '
                        'NOCREATEROLE NOREPLICATION', etl_role);
     END IF;
-    problem := altaviz_role_problem(etl_role, ARRAY['altaviz_etl'], true);
+    problem := altaviz_role_problem(etl_role, ARRAY['altaviz_etl_tenant'], true);
     IF problem IS NOT NULL THEN
         RAISE EXCEPTION '%', problem USING ERRCODE = 'insufficient_privilege';
     END IF;
     INSERT INTO altaviz_roles VALUES ('etl', etl_role);
     -- the owner may run the ETL too (an installation without an ETL URL), as before
-    IF NOT pg_has_role(etl_role, 'altaviz_etl', 'MEMBER') THEN
-        EXECUTE format('GRANT altaviz_etl TO %I', etl_role);
+    IF NOT pg_has_role(etl_role, 'altaviz_etl_tenant', 'MEMBER') THEN
+        EXECUTE format('GRANT altaviz_etl_tenant TO %I', etl_role);
     END IF;
-    IF NOT pg_has_role(owner_role, 'altaviz_etl', 'MEMBER') THEN
-        EXECUTE format('GRANT altaviz_etl TO %I', owner_role);
+    IF NOT pg_has_role(owner_role, 'altaviz_etl_tenant', 'MEMBER') THEN
+        EXECUTE format('GRANT altaviz_etl_tenant TO %I', owner_role);
     END IF;
     EXECUTE format('GRANT CONNECT ON DATABASE %I TO %I', db, etl_role);
     EXECUTE format('SET LOCAL ROLE %I', owner_role);
 END $$;
 
-GRANT EXECUTE ON FUNCTION enter_tenant(text) TO altaviz_etl;
+GRANT EXECUTE ON FUNCTION enter_tenant(text) TO altaviz_etl_tenant;
 
 -- The month functions, owned by the owner and run with its rights (see the header).
 CREATE OR REPLACE FUNCTION agg_month_of(ts timestamptz, OUT part_name text,
@@ -210,20 +211,20 @@ DROP POLICY owner_access ON etl_agg_staging;
 ALTER TABLE etl_agg_staging NO FORCE ROW LEVEL SECURITY;
 ALTER TABLE etl_agg_staging DISABLE ROW LEVEL SECURITY;
 REVOKE ALL ON etl_agg_staging FROM altaviz_app;
-GRANT SELECT ON etl_agg_staging TO altaviz_etl;
+GRANT SELECT ON etl_agg_staging TO altaviz_etl_tenant;
 
 -- The ETL's tenant role: what one organization's writes need, confined by RLS.
-GRANT SELECT, INSERT, UPDATE ON agg_compressor_hours, etl_watermarks TO altaviz_etl;
-GRANT SELECT, INSERT ON data_quality_checks TO altaviz_etl;
-GRANT SELECT (org_id, upload_cadence_minutes) ON organizations TO altaviz_etl;
-GRANT SELECT (org_id, compressor_id) ON compressors TO altaviz_etl;
+GRANT SELECT, INSERT, UPDATE ON agg_compressor_hours, etl_watermarks TO altaviz_etl_tenant;
+GRANT SELECT, INSERT ON data_quality_checks TO altaviz_etl_tenant;
+GRANT SELECT (org_id, upload_cadence_minutes) ON organizations TO altaviz_etl_tenant;
+GRANT SELECT (org_id, compressor_id) ON compressors TO altaviz_etl_tenant;
 DO $$
 DECLARE
     t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['agg_compressor_hours', 'etl_watermarks', 'data_quality_checks',
                              'organizations', 'compressors'] LOOP
-        EXECUTE format('CREATE POLICY etl_tenant ON %I TO altaviz_etl '
+        EXECUTE format('CREATE POLICY etl_tenant ON %I TO altaviz_etl_tenant '
                        'USING (org_id = (SELECT current_org())) '
                        'WITH CHECK (org_id = (SELECT current_org()))', t);
     END LOOP;
