@@ -244,3 +244,20 @@ def test_migration_refuses_an_etl_role_that_can_become_the_owner(empty_db_url: s
     finally:
         with psycopg.connect(empty_db_url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(etl)))
+
+
+def test_migration_refuses_an_etl_tenant_role_that_bypasses_row_level_security(
+        empty_db_url: str) -> None:
+    """The tenant role is cluster-wide: one created (or altered) by someone else is checked."""
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE "
+                             "rolname = {0}) THEN CREATE ROLE {1} NOLOGIN; END IF; END $$"
+                             ).format(sql.Literal(db.ETL_ROLE), sql.Identifier(db.ETL_ROLE)))
+        conn.execute(sql.SQL("ALTER ROLE {} BYPASSRLS").format(sql.Identifier(db.ETL_ROLE)))
+    try:
+        with pytest.raises(MigrationError, match=f"{db.ETL_ROLE} has BYPASSRLS"):
+            db.migrate(empty_db_url)
+    finally:
+        with psycopg.connect(empty_db_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("ALTER ROLE {} NOBYPASSRLS").format(
+                sql.Identifier(db.ETL_ROLE)))
