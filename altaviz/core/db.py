@@ -1,10 +1,10 @@
 """PostgreSQL access: connections, tenant transactions, named queries and migrations.
 
 Tenant work always runs in :func:`tenant`: a transaction that switches to a tenant role
-(``altaviz_app`` for the application, ``altaviz_etl_tenant`` for the ETL's per-organization writes)
-and enters one organization with ``enter_tenant`` (a sealed, transaction-local setting: see
-migration 100), so row-level security confines it to that organization, the transaction cannot
-switch to another, and nothing leaks to the next user of a pooled connection.
+(``altaviz_app`` for the application, ``altaviz_etl_tenant`` for the ETL's per-organization
+writes) and enters one organization with ``enter_tenant`` (a sealed, transaction-local setting:
+see migration 100), so row-level security confines it to that organization, the transaction
+cannot switch to another, and nothing leaks to the next user of a pooled connection.
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ class Login:
     """Who a connection logs in as, and the powers beyond a tenant's it holds."""
 
     name: str
-    powers: list[str]   # e.g. "is a superuser", "owns the schema"; empty: none
+    powers: tuple[str, ...]   # e.g. "is a superuser", "owns the schema"; empty: none
 
 
 def login_powers(conn: psycopg.Connection[Any]) -> Login:
@@ -143,10 +143,10 @@ def login_powers(conn: psycopg.Connection[Any]) -> Login:
             "pg_has_role(current_user, c.relowner, 'USAGE') FROM pg_roles r, pg_class c "
             "WHERE r.rolname = current_user AND c.oid = 'organizations'::regclass").fetchone()
     if row is None:
-        return Login(name="?", powers=[])
-    powers = [what for what, has in (("is a superuser", row[1]),
-                                     ("bypasses row-level security", row[2]),
-                                     ("owns the schema", row[3])) if has]
+        return Login(name="?", powers=())
+    powers = tuple(what for what, has in (("is a superuser", row[1]),
+                                          ("bypasses row-level security", row[2]),
+                                          ("owns the schema", row[3])) if has)
     return Login(name=row[0], powers=powers)
 
 
