@@ -42,8 +42,9 @@
 --   refuses any other.
 -- * Roles are created by the migrating login's own rights (this file runs as the owner,
 --   which may not create roles): the block below steps back to the migrating login for the
---   role work and returns to the owner at its end. A login that may not create roles needs
---   the two roles created first (docs/OPERATIONS.md, "Database roles").
+--   role work and returns to the owner at its end. A login that may not create or grant
+--   roles stops here with the statements a superuser runs first, then migrates again (after
+--   migration 100 has run: the owner may not be a member of altaviz_etl_tenant before it).
 
 ALTER TABLE altaviz_roles DROP CONSTRAINT altaviz_roles_kind_check;
 ALTER TABLE altaviz_roles ADD CONSTRAINT altaviz_roles_kind_check
@@ -56,15 +57,19 @@ DECLARE
     owner_role text := (SELECT rolname FROM altaviz_roles WHERE kind = 'owner');
     me pg_roles%ROWTYPE;
     problem text;
+    fix text;
 BEGIN
     RESET ROLE;   -- the migrating login (this transaction runs as the owner)
     SELECT * INTO me FROM pg_roles WHERE rolname = current_user;
+    fix := format('as a superuser: CREATE ROLE altaviz_etl_tenant NOLOGIN NOINHERIT; CREATE '
+                  'ROLE %I LOGIN NOINHERIT PASSWORD ''...''; GRANT altaviz_etl_tenant TO %I, '
+                  '%I; then `altaviz db migrate` again (docs/OPERATIONS.md, "Database roles")',
+                  etl_role, etl_role, owner_role);
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'altaviz_etl_tenant') THEN
         IF NOT (me.rolsuper OR me.rolcreaterole) THEN
-            RAISE EXCEPTION 'role altaviz_etl_tenant does not exist and % may not create roles',
-                            current_user
-                USING HINT = 'create it first: CREATE ROLE altaviz_etl_tenant NOLOGIN NOINHERIT '
-                             '(docs/OPERATIONS.md, "Database roles")';
+            RAISE EXCEPTION 'role altaviz_etl_tenant does not exist and % may not create '
+                            'roles: %', current_user, fix
+                USING ERRCODE = 'insufficient_privilege';
         END IF;
         CREATE ROLE altaviz_etl_tenant NOLOGIN NOINHERIT NOSUPERUSER NOBYPASSRLS NOCREATEDB
             NOCREATEROLE NOREPLICATION;
@@ -75,11 +80,8 @@ BEGIN
     END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = etl_role) THEN
         IF NOT (me.rolsuper OR me.rolcreaterole) THEN
-            RAISE EXCEPTION 'role % does not exist and % may not create roles', etl_role,
-                            current_user
-                USING HINT = format('create it first: CREATE ROLE %I LOGIN NOINHERIT '
-                                    'PASSWORD ... (docs/OPERATIONS.md, "Database roles")',
-                                    etl_role);
+            RAISE EXCEPTION 'role % does not exist and % may not create roles: %', etl_role,
+                            current_user, fix USING ERRCODE = 'insufficient_privilege';
         END IF;
         EXECUTE format('CREATE ROLE %I LOGIN NOINHERIT NOSUPERUSER NOBYPASSRLS NOCREATEDB '
                        'NOCREATEROLE NOREPLICATION', etl_role);
@@ -89,14 +91,24 @@ BEGIN
         RAISE EXCEPTION '%', problem USING ERRCODE = 'insufficient_privilege';
     END IF;
     INSERT INTO altaviz_roles VALUES ('etl', etl_role);
-    -- the owner may run the ETL too (an installation without an ETL URL), as before
+    -- the ETL login enters tenants as altaviz_etl_tenant; so may the owner (an installation
+    -- without an ETL URL runs the ETL as the owner, as before)
+    IF NOT (pg_has_role(etl_role, 'altaviz_etl_tenant', 'MEMBER')
+            AND pg_has_role(owner_role, 'altaviz_etl_tenant', 'MEMBER'))
+       AND NOT pg_has_role(current_user, 'altaviz_etl_tenant', 'MEMBER WITH ADMIN OPTION')
+    THEN
+        RAISE EXCEPTION '% may not grant altaviz_etl_tenant to % and %: %', current_user,
+                        etl_role, owner_role, fix USING ERRCODE = 'insufficient_privilege';
+    END IF;
     IF NOT pg_has_role(etl_role, 'altaviz_etl_tenant', 'MEMBER') THEN
         EXECUTE format('GRANT altaviz_etl_tenant TO %I', etl_role);
     END IF;
     IF NOT pg_has_role(owner_role, 'altaviz_etl_tenant', 'MEMBER') THEN
         EXECUTE format('GRANT altaviz_etl_tenant TO %I', owner_role);
     END IF;
-    EXECUTE format('GRANT CONNECT ON DATABASE %I TO %I', db, etl_role);
+    IF NOT has_database_privilege(etl_role, db, 'CONNECT') THEN
+        EXECUTE format('GRANT CONNECT ON DATABASE %I TO %I', db, etl_role);
+    END IF;
     EXECUTE format('SET LOCAL ROLE %I', owner_role);
 END $$;
 

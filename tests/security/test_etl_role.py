@@ -261,3 +261,38 @@ def test_migration_refuses_an_etl_tenant_role_that_bypasses_row_level_security(
         with psycopg.connect(empty_db_url, autocommit=True) as conn:
             conn.execute(sql.SQL("ALTER ROLE {} NOBYPASSRLS").format(
                 sql.Identifier(db.ETL_ROLE)))
+
+
+def test_a_migrating_owner_that_may_not_create_roles_is_told_what_to_run(
+        empty_db_url: str) -> None:
+    """The managed-service set-up: the owner migrates and may not create roles. Migration 200
+    stops with the statements a superuser runs; after them it applies."""
+    name = psycopg.conninfo.conninfo_to_dict(empty_db_url)["dbname"]
+    owner, runtime, etl = (f"{name}_{k}" for k in ("owner", "runtime", "etl"))
+    with psycopg.connect(empty_db_url, autocommit=True) as su:
+        su.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(owner)))
+        su.execute(sql.SQL("CREATE ROLE {} LOGIN NOINHERIT").format(sql.Identifier(runtime)))
+        su.execute(sql.SQL("GRANT {} TO {} WITH ADMIN OPTION").format(
+            sql.Identifier(db.APP_ROLE), sql.Identifier(owner)))
+        su.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
+            sql.Identifier(name), sql.Identifier(owner)))
+    owner_url = as_role(empty_db_url, owner)
+    try:
+        with pytest.raises(MigrationError, match=f"role {etl} does not exist and {owner} may "
+                           f"not create roles: as a superuser: .*GRANT {db.ETL_ROLE} TO "
+                           f"{etl}, {owner}; then `altaviz db migrate` again"):
+            db.migrate(owner_url)
+        with psycopg.connect(owner_url) as conn:
+            assert conn.execute("SELECT max(version) FROM schema_migrations").fetchone() == (
+                max(m.version for m in db.migration_files() if m.version < 200),)
+        with psycopg.connect(empty_db_url, autocommit=True) as su:
+            su.execute(sql.SQL("CREATE ROLE {} LOGIN NOINHERIT").format(sql.Identifier(etl)))
+            su.execute(sql.SQL("GRANT {} TO {}, {}").format(
+                sql.Identifier(db.ETL_ROLE), sql.Identifier(etl), sql.Identifier(owner)))
+        applied = db.migrate(owner_url)
+        assert applied and applied[0].version == 200
+        assert _roles(owner_url)["etl"] == etl
+    finally:
+        with psycopg.connect(empty_db_url, autocommit=True) as su:
+            su.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(etl)))
+            su.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(etl)))
