@@ -267,7 +267,7 @@ def test_a_migrating_owner_that_may_not_create_roles_is_told_what_to_run(
         empty_db_url: str) -> None:
     """The managed-service set-up: the owner migrates and may not create roles. Migration 200
     stops with the statements a superuser runs; after them it applies."""
-    name = psycopg.conninfo.conninfo_to_dict(empty_db_url)["dbname"]
+    name = str(psycopg.conninfo.conninfo_to_dict(empty_db_url)["dbname"])
     owner, runtime, etl = (f"{name}_{k}" for k in ("owner", "runtime", "etl"))
     with psycopg.connect(empty_db_url, autocommit=True) as su:
         su.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(owner)))
