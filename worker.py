@@ -208,8 +208,8 @@ def compose(client: Client, settings: Settings, db_url: str, *, pool: Connection
             etl_url: str | None = None) -> Worker:
     """The production worker: the real ETL, rule engine and notifier on the settings' queue.
 
-    ``db_url`` is the runtime login (tenant work, notifications); ``etl_url`` the schema
-    owner's, which the ETL alone uses (default: ``db_url``).
+    ``db_url`` is the runtime login (tenant work, notifications); ``etl_url`` the ETL
+    login's (``<database>_etl``), which the ETL alone uses (default: ``db_url``).
     """
     options = options or WorkerOptions()
     policy = read_policy(settings.escalation_policy_file)

@@ -146,7 +146,7 @@ class EtlActivities:
     """The ETL worker's activities; the stages come in through ``__init__``.
 
     Args:
-        db_url: PostgreSQL URL (as the owner role) for the run's records.
+        db_url: PostgreSQL URL (the ETL login) for the run's records.
         stages: runs one stage (the worker wires ``etl.pipeline.StageRunner.run``).
         heartbeat_s: seconds between heartbeats while a stage runs.
     """

@@ -22,9 +22,10 @@ per ``(org_id, hour)`` by one existence query:
   refuses a compressor the organization does not own.
 * **hours that already have rows** (late data, re-computed windows, re-runs): binary COPY
   into the unlogged ``etl_agg_staging`` table, then moved one organization at a time in a
-  tenant transaction (role ``altaviz_app``, RLS) with ``INSERT ... ON CONFLICT DO UPDATE``
-  guarded by ``IS DISTINCT FROM``: the database itself refuses a row of another organization
-  (RLS WITH CHECK) or of a compressor the organization does not own (the ownership check).
+  tenant transaction (the ETL's tenant role ``altaviz_etl_tenant``, RLS) with
+  ``INSERT ... ON CONFLICT DO UPDATE`` guarded by ``IS DISTINCT FROM``: the database itself
+  refuses a row of another organization (RLS WITH CHECK) or of a compressor the organization
+  does not own (the ownership check).
 
 Only rows inserted or really changed are reported; they become the
 :class:`~etl.models.ChangedRange` list that rule evaluation targets (``rows`` counts
@@ -46,7 +47,7 @@ import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from altaviz.core.db import admin, connect, queries, tenant
+from altaviz.core.db import ETL_ROLE, admin, connect, queries, tenant
 from altaviz.core.duck import table_from_arrow
 from etl.carry import Carry
 from etl.lake import Lake
@@ -106,7 +107,8 @@ def upsert_aggregates(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.
     Args:
         con: a DuckDB connection from :func:`altaviz.core.duck.connect`.
         lake: the lake.
-        conn: a PostgreSQL connection as the owner (tenant work switches role per org).
+        conn: a PostgreSQL connection as the ETL login (or the owner); tenant work switches
+            to the ETL's tenant role per organization.
         db_url: the same database, for the COPY streams' own connections.
         run_id: recorded with the mark.
         carry: gold's rows and silver's latest readings of the same run (:mod:`etl.carry`),
@@ -213,7 +215,7 @@ def _upsert(con: duckdb.DuckDBPyConnection, lake: Lake, conn: psycopg.Connection
     loaded_at = datetime.now(UTC)
     orgs = sorted(set(staged_orgs) | set(watermarks))
     for i, org_id in enumerate(orgs):
-        with tenant(conn, org_id):
+        with tenant(conn, org_id, role=ETL_ROLE):
             if org_id in staged_orgs:
                 for comp, first, last, rows in conn.execute(q["upsert_aggregates"]).fetchall():
                     ranges[(org_id, comp)] = _merge(ranges.get((org_id, comp)),

@@ -130,7 +130,8 @@ class StageRunner:
 
     Args:
         settings: lake and landing folders, DuckDB's memory limit and threads.
-        db_url: PostgreSQL URL (as the owner role; tenant work switches role per org).
+        db_url: PostgreSQL URL (the ETL login, or the owner; tenant work switches to the
+            ETL's tenant role per org).
         landing: landing folder instead of ``settings.landing_path``.
         thresholds: where stages change method by size.
         lock: take the lake's writer lock per call (False: the caller holds it).
@@ -254,7 +255,8 @@ def run_pipeline(settings: Settings, db_url: str, *, landing: Path | None = None
 
     Args:
         settings: lake_path, landing_path, late_arrival_minutes, freshness_grace_minutes.
-        db_url: PostgreSQL URL (as the owner role; tenant work switches role per org).
+        db_url: PostgreSQL URL (the ETL login, or the owner; tenant work switches to the
+            ETL's tenant role per org).
         landing: landing folder instead of ``settings.landing_path``.
         progress: ``(stage, fraction)`` callback for a progress display.
         after_stage: called with each stage's name after it committed (tests use it to

@@ -65,7 +65,7 @@ import pyarrow.compute as pc
 from pyarrow import csv
 
 from altaviz.core.catalog import default_channels
-from altaviz.core.db import admin, connect, queries, tenant
+from altaviz.core.db import ETL_ROLE, admin, connect, queries, tenant
 from altaviz.core.duck import table_from_arrow
 from altaviz.core.errors import InputError
 from altaviz.core.silences import window_from_row
@@ -436,7 +436,7 @@ def _freshness(con: duckdb.DuckDBPyConnection, conn: psycopg.Connection[Any],
     marks: list[tuple[str, str, datetime]] = []
     limits: dict[str, float] = {}
     for org in sorted(set(_orgs(conn)) | set(batch_orgs)):
-        with tenant(conn, org):
+        with tenant(conn, org, role=ETL_ROLE):
             marks.extend((org, comp, last) for comp, last in
                          conn.execute(q["watermarks_of_org"]).fetchall())
             row = conn.execute(q["upload_cadence_of_org"], {"org_id": org}).fetchone()
@@ -490,7 +490,7 @@ def record_checks(conn: psycopg.Connection[Any], org: str, run_id: str, checks: 
     data = io.BytesIO()
     csv.write_csv(checks.select(list(CHECK_COLUMNS)), data,
                   csv.WriteOptions(include_header=False))
-    with tenant(conn, org):
+    with tenant(conn, org, role=ETL_ROLE):
         conn.execute(q["create_quality_stage"])
         with conn.cursor().copy(q["copy_quality_stage"]) as copy:
             copy.write(data.getbuffer())

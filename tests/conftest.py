@@ -134,7 +134,7 @@ def pg15_url() -> Iterator[str]:
     with psycopg.connect(base, autocommit=True) as admin2:
         admin2.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         # roles are cluster-wide: the migrations' per-database roles go with the database
-        admin2.execute(f'DROP ROLE IF EXISTS "{name}_owner", "{name}_runtime"')
+        admin2.execute(f'DROP ROLE IF EXISTS "{name}_owner", "{name}_runtime", "{name}_etl"')
 
 
 def two_tenant_fleet() -> Fleet:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from altaviz.app.services import EmbeddedPostgres, EmbeddedTemporal, TemporalServerInfo
-from altaviz.core.db import connect
+from altaviz.core.db import connect, login_powers
 from altaviz.core.db import migrate as run_migrations
 from altaviz.core.errors import ConfigError
 from altaviz.core.settings import Settings, load_settings
@@ -38,6 +38,7 @@ class App:
         self._pg: EmbeddedPostgres | None = None
         self._db_url: str | None = None
         self._owner_url: str | None = None
+        self._etl_url: str | None = None
         self._temporal: EmbeddedTemporal | None = None
         self._temporal_info: TemporalServerInfo | None = None
         self._client: Client | None = None
@@ -74,7 +75,7 @@ class App:
         return self._db_url
 
     def owner_database_url(self, *, migrate: bool = True) -> str:
-        """The schema owner's URL (migrations, fleet loading, the ETL), starting the embedded
+        """The schema owner's URL (migrations, fleet loading), starting the embedded
         server if none is configured.
 
         Args:
@@ -93,6 +94,23 @@ class App:
                     url = self._pg.role_urls()["owner"]
             self._owner_url = url
         return self._owner_url
+
+    def etl_database_url(self) -> str:
+        """The ETL login's URL (``altaviz etl run``, the ETL worker): the embedded server's
+        ``<database>_etl``, ALTAVIZ_ETL_DATABASE_URL, or else the owner's URL (an external
+        server set up before the ETL had a role of its own), with a warning."""
+        if self._etl_url is None:
+            owner_url = self.owner_database_url()
+            if self._pg is not None:
+                self._etl_url = self._pg.role_urls()["etl"]
+            elif self.settings.etl_database_url is not None:
+                self._etl_url = self.settings.etl_database_url
+            else:
+                log.warning("ALTAVIZ_ETL_DATABASE_URL is not set: the ETL logs in as the schema "
+                            "owner; set it to the ETL login <database>_etl (docs/OPERATIONS.md, "
+                            "\"Database roles\")")
+                self._etl_url = owner_url
+        return self._etl_url
 
     def connect(self, **kwargs: Any) -> psycopg.Connection[Any]:
         """A new connection as the runtime login (see :meth:`database_url`)."""
@@ -151,18 +169,16 @@ class App:
             self._pg = None
         self._db_url = None
         self._owner_url = None
+        self._etl_url = None
 
 
 def _warn_if_privileged(url: str) -> None:
     """Say so when the runtime URL logs in with more than the runtime login needs (a single
     owner URL for everything, as before the roles were split)."""
     with connect(url, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT r.rolsuper OR r.rolbypassrls OR pg_has_role(current_user, c.relowner, "
-            "'USAGE'), current_user FROM pg_roles r, pg_class c "
-            "WHERE r.rolname = current_user AND c.oid = 'organizations'::regclass").fetchone()
-    if row is not None and row[0]:
+        who = login_powers(conn)
+    if who.powers:
         log.warning("ALTAVIZ_DATABASE_URL logs in as %s, which owns the schema or bypasses "
                     "row-level security: set ALTAVIZ_DATABASE_OWNER_URL to the owner and "
                     "ALTAVIZ_DATABASE_URL to the runtime login (docs/OPERATIONS.md, "
-                    "\"Database roles\")", row[1])
+                    "\"Database roles\")", who.name)

@@ -199,7 +199,8 @@ async def run_demo(app: App, options: DemoOptions, say: Say = print) -> tuple[Ru
 
     try:
         say("[5/7] ETL: landing files -> bronze -> silver -> gold -> hourly aggregates")
-        summary = await asyncio.to_thread(run_pipeline, settings, db_url)
+        etl_url = await asyncio.to_thread(app.etl_database_url)
+        summary = await asyncio.to_thread(run_pipeline, settings, etl_url)
         say(f"      {summary.line()}")
 
         say(f"[6/7] replaying {options.days * 24} hours of history through the pipeline "

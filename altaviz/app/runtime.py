@@ -97,9 +97,10 @@ class Runtime:
         An ETL-only process leaves both to the alerts workers, which start the pipeline."""
         settings = self.app.settings
         db_url = self.app.database_url()
-        etl_url = self.app.owner_database_url()
+        etl_url = self.app.etl_database_url()
         # the default rule set, stored by the owner (the runtime login cannot write it)
-        await asyncio.to_thread(load_reference_data, etl_url, None, None, settings.rules_file)
+        await asyncio.to_thread(load_reference_data, self.app.owner_database_url(), None, None,
+                                settings.rules_file)
         client = await self.app.temporal_client()
         only = self.options.workers or settings.workers
         if only != "etl":

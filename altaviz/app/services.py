@@ -249,8 +249,10 @@ EMBEDDED_HBA = ("# written by Altaviz: every role logs in with its password\n"
 #: The file (mode 0600, beside the server's folder) holding the embedded server's passwords.
 PASSWORDS_FILE = "postgres.passwords.json"
 
-#: The embedded database's roles (migration 100 creates them; names follow the database's).
-EMBEDDED_ROLES = {"owner": f"{DATABASE_NAME}_owner", "runtime": f"{DATABASE_NAME}_runtime"}
+#: The embedded database's logins (migrations 100 and 200 create them; names follow the
+#: database's).
+EMBEDDED_ROLES = {"owner": f"{DATABASE_NAME}_owner", "runtime": f"{DATABASE_NAME}_runtime",
+                  "etl": f"{DATABASE_NAME}_etl"}
 
 
 def with_credentials(url: str, user: str, password: str) -> str:
@@ -264,7 +266,8 @@ def with_credentials(url: str, user: str, password: str) -> str:
 
 
 def _passwords(path: Path) -> dict[str, str]:
-    """The superuser's, owner's and runtime login's passwords, created on first use."""
+    """The superuser's, owner's, runtime login's and ETL login's passwords, created on first
+    use (one missing from an older file is added, the others kept)."""
     import secrets
 
     if path.exists():
@@ -293,7 +296,7 @@ class EmbeddedPostgres:
 
     @property
     def passwords(self) -> dict[str, str]:
-        """The server's passwords by login (``postgres``, ``owner``, ``runtime``)."""
+        """The server's passwords by login (``postgres``, ``owner``, ``runtime``, ``etl``)."""
         return _passwords(self.data_dir / PASSWORDS_FILE)
 
     def start(self) -> str:
@@ -334,8 +337,8 @@ class EmbeddedPostgres:
         return with_credentials(self._server.get_uri(DATABASE_NAME), "postgres", password)
 
     def role_urls(self) -> dict[str, str]:
-        """The owner's and the runtime login's URLs (``owner``, ``runtime``), their passwords
-        set (once migrations have created the roles)."""
+        """The owner's, the runtime login's and the ETL login's URLs (``owner``, ``runtime``,
+        ``etl``), their passwords set (once migrations have created the roles)."""
         import psycopg
         from psycopg import sql
 

@@ -1,9 +1,10 @@
 """PostgreSQL access: connections, tenant transactions, named queries and migrations.
 
-Tenant work always runs in :func:`tenant`: a transaction that switches to the tenant role
-``altaviz_app`` and enters one organization with ``enter_tenant`` (a sealed, transaction-local
-setting: see migration 100), so row-level security confines it to that organization, the
-transaction cannot switch to another, and nothing leaks to the next user of a pooled connection.
+Tenant work always runs in :func:`tenant`: a transaction that switches to a tenant role
+(``altaviz_app`` for the application, ``altaviz_etl_tenant`` for the ETL's per-organization
+writes) and enters one organization with ``enter_tenant`` (a sealed, transaction-local setting:
+see migration 100), so row-level security confines it to that organization, the transaction
+cannot switch to another, and nothing leaks to the next user of a pooled connection.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 MIGRATIONS_DIR = SQL_DIR / "migrations"
 QUERIES_DIR = SQL_DIR / "queries"
 APP_ROLE = "altaviz_app"
+#: The ETL's tenant role (migration 200): its per-organization writes, and nothing else.
+ETL_ROLE = "altaviz_etl_tenant"
 _MIGRATION_LOCK = 0x414C5441  # advisory lock id ("ALTA"): one migrator at a time
 _ORG_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
@@ -70,8 +73,15 @@ def connect(url: str, *, autocommit: bool = False, **kwargs: Any) -> psycopg.Con
 
 
 @contextmanager
-def tenant(conn: psycopg.Connection[Any], org_id: str) -> Iterator[psycopg.Connection[Any]]:
+def tenant(conn: psycopg.Connection[Any], org_id: str, *, role: str = APP_ROLE
+           ) -> Iterator[psycopg.Connection[Any]]:
     """A transaction confined to one organization by row-level security.
+
+    Args:
+        conn: the connection (its login must be a member of ``role``).
+        org_id: the organization.
+        role: the tenant role to act as: :data:`APP_ROLE` (the application) or
+            :data:`ETL_ROLE` (the ETL, whose login may not become the application's role).
 
     Raises:
         TenantError: ``org_id`` is not a valid organization id.
@@ -79,15 +89,16 @@ def tenant(conn: psycopg.Connection[Any], org_id: str) -> Iterator[psycopg.Conne
     if not isinstance(org_id, str) or not _ORG_ID.match(org_id):
         raise TenantError(f"invalid organization id {org_id!r}")
     with conn.transaction():
-        conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(APP_ROLE)))
+        conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role)))
         conn.execute("SELECT enter_tenant(%s)", [org_id])
         yield conn
 
 
 @contextmanager
 def admin(conn: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:
-    """A transaction as the connecting role (the owner, for migrations, fleet loading and the
-    ETL). Never for tenant requests: the runtime login can read nothing outside a tenant."""
+    """A transaction as the connecting role (the owner, for migrations and fleet loading; the
+    ETL login, for its cross-organization reads and bookkeeping). Never for tenant requests:
+    the runtime login can read nothing outside a tenant."""
     with conn.transaction():
         yield conn
 
@@ -99,12 +110,44 @@ def org_ids(conn: psycopg.Connection[Any]) -> list[str]:
 
 
 def role_names(conn: psycopg.Connection[Any]) -> dict[str, str]:
-    """The database's own roles by kind (``owner``, ``runtime``; migration 100), empty
-    before that migration."""
+    """The database's own roles by kind (``owner``, ``runtime``: migration 100; ``etl``:
+    migration 200), empty before migration 100."""
     with conn.transaction():
         if conn.execute("SELECT to_regclass('altaviz_roles')").fetchone() == (None,):
             return {}
         return dict(conn.execute("SELECT kind, rolname FROM altaviz_roles").fetchall())
+
+
+def etl_role_problem(conn: psycopg.Connection[Any], role: str) -> str | None:
+    """Why ``role`` may not serve as the ETL login (a dangerous attribute, a membership beyond
+    :data:`ETL_ROLE`: migration 200's own check), or None."""
+    row = conn.execute("SELECT altaviz_role_problem(%s, ARRAY[%s], true)",
+                       [role, ETL_ROLE]).fetchone()
+    return row[0] if row else None
+
+
+@dataclass(frozen=True)
+class Login:
+    """Who a connection logs in as, and the powers beyond a tenant's it holds."""
+
+    name: str
+    powers: tuple[str, ...]   # e.g. "is a superuser", "owns the schema"; empty: none
+
+
+def login_powers(conn: psycopg.Connection[Any]) -> Login:
+    """The connecting login and what it may do that the runtime and ETL logins must not:
+    be a superuser, bypass row-level security, or own (or become the owner of) the schema."""
+    with conn.transaction():
+        row = conn.execute(
+            "SELECT r.rolname, r.rolsuper, r.rolbypassrls, "
+            "pg_has_role(current_user, c.relowner, 'USAGE') FROM pg_roles r, pg_class c "
+            "WHERE r.rolname = current_user AND c.oid = 'organizations'::regclass").fetchone()
+    if row is None:
+        return Login(name="?", powers=())
+    powers = tuple(what for what, has in (("is a superuser", row[1]),
+                                          ("bypasses row-level security", row[2]),
+                                          ("owns the schema", row[3])) if has)
+    return Login(name=row[0], powers=powers)
 
 
 @cache

@@ -143,7 +143,12 @@ class Settings(BaseModel):
     database_owner_url: str | None = Field(
         default=None,
         description="PostgreSQL URL of the schema owner (<database>_owner, or a role that may "
-                    "become it): migrations, fleet loading and the ETL; unset: DATABASE_URL")
+                    "become it): migrations and fleet loading; unset: DATABASE_URL")
+    etl_database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL URL of the ETL login (<database>_etl): `altaviz etl run` and "
+                    "the ETL worker load with it, neither owner nor tenant; unset: "
+                    "DATABASE_OWNER_URL (or DATABASE_URL)")
     escalation_policy_file: Path | None = Field(
         default=None,
         description="YAML escalation policy per organization (who hears about a new alert of "
@@ -182,7 +187,7 @@ class Settings(BaseModel):
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
 
-    @field_validator("database_url", "database_owner_url")
+    @field_validator("database_url", "database_owner_url", "etl_database_url")
     @classmethod
     def _postgres_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("postgresql://", "postgres://")):
@@ -236,10 +241,11 @@ class Settings(BaseModel):
                 f"{', '.join(given)} only {'applies' if len(given) == 1 else 'apply'} to an "
                 f"external Temporal server: set {env_name('temporal_address')} too (the "
                 "embedded dev server takes neither TLS nor an API key)")
-        if self.database_owner_url is not None and self.database_url is None:
-            raise ValueError(
-                f"{env_name('database_owner_url')} applies to an external PostgreSQL: set "
-                f"{env_name('database_url')} (the runtime login) too")
+        for name in ("database_owner_url", "etl_database_url"):
+            if getattr(self, name) is not None and self.database_url is None:
+                raise ValueError(
+                    f"{env_name(name)} applies to an external PostgreSQL: set "
+                    f"{env_name('database_url')} (the runtime login) too")
         tls_files = [name for name in tls_options if name != env_name("temporal_api_key")]
         if self.temporal_tls is False and tls_files:
             raise ValueError(
@@ -309,7 +315,8 @@ ENV_HELP = _describe()
 def _mask(field: str, value: Any) -> str:
     if field in SECRETS:
         return "'***'"
-    if field in ("database_url", "database_owner_url") and isinstance(value, str):
+    if field in ("database_url", "database_owner_url", "etl_database_url") and isinstance(
+            value, str):
         return repr(mask_url(value))
     return repr(value)
 

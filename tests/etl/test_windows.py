@@ -106,7 +106,7 @@ def test_late_batch_updates_exactly_the_affected_hours(settings: Settings, db_ur
 
 def test_aggregates_are_scoped_by_organization(settings: Settings, db_url: str, fleet: Fleet,
                                                conn: psycopg.Connection[Any]) -> None:
-    from altaviz.core.db import queries, tenant
+    from altaviz.core.db import ETL_ROLE, queries, tenant
 
     rows = [reading(c, T0 + timedelta(minutes=10 * i))
             for c in ("COMP-0001", "COMP-0003") for i in range(6)]
@@ -124,13 +124,14 @@ def test_aggregates_are_scoped_by_organization(settings: Settings, db_url: str, 
              "VALUES (%s, %s, %s, '{1}', '{0}', '{0}')")
     with conn.transaction():
         conn.execute(stage, ["bravo", "COMP-0004", T0])
-    with tenant(conn, "acme"):
+    with tenant(conn, "acme", role=ETL_ROLE):
         assert conn.execute(queries("etl")["upsert_aggregates"]).fetchall() == []
     # ... and a row claiming acme owns bravo's compressor is refused by the database
     with conn.transaction():
         conn.execute("TRUNCATE etl_agg_staging")
         conn.execute(stage, ["acme", "COMP-0003", T0 + timedelta(hours=2)])
-    with pytest.raises(psycopg.errors.ForeignKeyViolation), tenant(conn, "acme"):
+    with pytest.raises(psycopg.errors.ForeignKeyViolation), tenant(conn, "acme",
+                                                                   role=ETL_ROLE):
         conn.execute(queries("etl")["upsert_aggregates"])
 
 

@@ -125,10 +125,14 @@ def test_embedded_postgres_asks_every_role_for_its_password(tmp_path: Path) -> N
     try:
         runtime: dict[str, Any] = conninfo_to_dict(app.database_url())
         owner = conninfo_to_dict(app.owner_database_url())
-        assert (runtime["user"], owner["user"]) == ("altaviz_runtime", "altaviz_owner")
+        etl = conninfo_to_dict(app.etl_database_url())
+        assert (runtime["user"], owner["user"], etl["user"]) == (
+            "altaviz_runtime", "altaviz_owner", "altaviz_etl")
         with psycopg.connect(make_conninfo("", **runtime)) as c:
             assert c.execute("SELECT current_user").fetchone() == ("altaviz_runtime",)
-        for user in ("postgres", "altaviz_owner", "altaviz_runtime"):
+        with psycopg.connect(make_conninfo("", **etl)) as c:
+            assert c.execute("SELECT current_user").fetchone() == ("altaviz_etl",)
+        for user in ("postgres", "altaviz_owner", "altaviz_runtime", "altaviz_etl"):
             for password in ("", "wrong"):
                 with pytest.raises(psycopg.OperationalError, match="password"):
                     psycopg.connect(make_conninfo("", **{**runtime, "user": user,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -115,3 +116,42 @@ def test_doctor_names_a_weak_link_secret_and_an_unreachable_public_url(
     assert public.startswith("FAIL") and "ALTAVIZ_PUBLIC_URL" in public
     assert next(line for line in out.splitlines() if "row-level security:" in line
                 ).startswith("ok")
+
+
+def test_doctor_and_db_status_report_the_etl_login(
+        db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with db.connect(db_url) as conn:
+        roles = db.role_names(conn)
+
+    def as_user(role: str) -> str:   # a URL, as the settings want (the test server trusts)
+        parts = urlsplit(db_url)
+        return urlunsplit(parts._replace(netloc=f"{role}@{parts.netloc.rsplit('@', 1)[-1]}"))
+
+    etl_url, owner_url, runtime_url = (as_user(roles[k]) for k in ("etl", "owner", "runtime"))
+
+    def run(command: str, etl: str | None) -> tuple[int, list[str]]:
+        settings = Settings(database_url=runtime_url, database_owner_url=db_url,
+                            etl_database_url=etl, temporal_address="127.0.0.1:9",
+                            data_dir=tmp_path, link_secret=SECRET)
+        code = main(command.split(), settings=settings)
+        return code, capsys.readouterr().out.splitlines()
+
+    _, out = run("doctor", etl_url)
+    line = next(x for x in out if "ETL login:" in x)
+    assert line.startswith("ok") and f"as {roles['etl']}, neither owner" in line
+    assert f"ETL {roles['etl']}, a member of {db.ETL_ROLE} only" in next(
+        x for x in out if "  roles:" in x)
+    # the owner's URL given as the ETL's is named for what it is
+    _, out = run("doctor", owner_url)
+    line = next(x for x in out if "ETL login:" in x)
+    assert line.startswith("FAIL") and "owns the schema" in line
+    _, out = run("doctor", None)
+    line = next(x for x in out if "ETL login:" in x)
+    assert line.startswith("ok") and "ALTAVIZ_ETL_DATABASE_URL is unset" in line
+
+    code, out = run("db status", etl_url)
+    assert code == 0
+    shown = {x.split()[1]: x for x in out if x.startswith("role ")}
+    assert set(shown) == {"owner", "etl", "runtime"}
+    assert f"{roles['etl']}: " in shown["etl"] and f"//{roles['etl']}@" in shown["etl"]
+    assert "ETL worker" in shown["etl"] and "migrations" in shown["owner"]

@@ -52,13 +52,16 @@ def test_roles_have_no_dangerous_attributes_and_own_what_they_should(
             "WHERE n.nspname = 'public' AND c.relrowsecurity AND NOT c.relforcerowsecurity"
         ).fetchall()
         assert unforced == []
-        # every tenant table (an org_id column) is under forced row-level security
+        # every tenant table (an org_id column) is under forced row-level security, but the
+        # ETL's staging table, which no tenant role may read and COPY could not fill under RLS
         tenant_unforced = conn.execute(
             "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'org_id' "
             "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition "
             "AND c.relname NOT LIKE '%\\_loading' AND NOT c.relforcerowsecurity").fetchall()
-        assert tenant_unforced == []
+        assert tenant_unforced == [("etl_agg_staging",)]
+        assert conn.execute("SELECT has_table_privilege(%s, 'etl_agg_staging', 'SELECT')",
+                            [db.APP_ROLE]).fetchone() == (False,)
 
 
 def _attack(url: str) -> None:

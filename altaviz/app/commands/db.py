@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from altaviz.app.context import App
-from altaviz.core.db import app_role_problem, connect, migrate, migration_status
+from altaviz.core.db import app_role_problem, connect, migrate, migration_status, role_names
 from altaviz.core.settings import mask_url
 
 
@@ -47,6 +47,26 @@ def _status(args: argparse.Namespace, app: App) -> int:
     print(f"{len(status.applied)} applied, {len(status.pending)} pending")
     with connect(url, autocommit=True) as conn:
         problem = app_role_problem(conn)
+        roles = role_names(conn)
+    for kind, used_by in (("owner", "migrations, fleet loading"),
+                          ("etl", "altaviz etl run, the ETL worker"),
+                          ("runtime", "worker, web server, CLI")):
+        print(f"role     {kind:<8} {roles.get(kind, '(not created yet)')}: {used_by}; "
+              f"{_login_of(app, kind)}")
     if problem is not None:
         print(f"PROBLEM  {problem}")
     return 1 if status.changed or problem else 0
+
+
+def _login_of(app: App, kind: str) -> str:
+    """Which URL logs in as the role of ``kind``, as the settings say (without starting or
+    migrating anything)."""
+    if app.embedded_postgres:
+        return "embedded PostgreSQL, with its own password"
+    s = app.settings
+    url = {"owner": s.database_owner_url or s.database_url,
+           "etl": s.etl_database_url, "runtime": s.database_url}[kind]
+    if url is None:
+        return ("ALTAVIZ_ETL_DATABASE_URL unset: the ETL logs in with the owner's URL"
+                if kind == "etl" else "unset")
+    return f"URL {mask_url(url)}"

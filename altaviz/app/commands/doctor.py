@@ -135,6 +135,7 @@ def database_checks(app: App) -> list[Check]:
         out.append(_rls_check(conn))
     if not app.embedded_postgres and app.settings.database_url:
         out.append(_runtime_login_check(app.settings.database_url))
+        out.append(_etl_login_check(app.settings.etl_database_url))
     return out
 
 
@@ -150,13 +151,19 @@ def _roles_check(conn: Any, settings: Settings) -> Check:
             problem = db.app_role_problem(conn, name)
             if problem is not None:
                 problems.append(problem)
+    if "etl" in roles:
+        problem = db.etl_role_problem(conn, roles["etl"])
+        if problem is not None:
+            problems.append(problem)
     if problems:
         return Check("roles", False, "; ".join(problems))
     if not roles:
         return Check("roles", False, "the owner and runtime roles are not set up yet: run "
                                      "`altaviz db migrate`")
+    etl = (f"; ETL {roles['etl']}, a member of {db.ETL_ROLE} only" if "etl" in roles
+           else "; no ETL role yet: run `altaviz db migrate`")
     return Check("roles", True, f"owner {roles['owner']}, runtime {roles['runtime']}, both "
-                                f"members of {db.APP_ROLE}")
+                                f"members of {db.APP_ROLE}{etl}")
 
 
 def _rls_check(conn: Any) -> Check:
@@ -188,6 +195,33 @@ def _runtime_login_check(runtime_url: str) -> Check:
                      f"{message}; run `altaviz db migrate` as the owner (it grants "
                      f"{db.APP_ROLE} to the runtime role)")
     return Check("runtime login", True, f"{mask_url(runtime_url)} enters a tenant")
+
+
+def _etl_login_check(etl_url: str | None) -> Check:
+    """The ETL login is neither owner nor superuser and enters a tenant as the ETL's tenant
+    role (what the ETL's per-organization writes do)."""
+    if etl_url is None:
+        return Check("ETL login", True, "ALTAVIZ_ETL_DATABASE_URL is unset: the ETL logs in "
+                     "as the schema owner; set it to the ETL login <database>_etl, which "
+                     "cannot alter the schema (docs/OPERATIONS.md, \"Database roles\")")
+    try:
+        with db.connect(etl_url) as conn:
+            who = db.login_powers(conn)
+            if who.powers:
+                return Check("ETL login", False, f"{mask_url(etl_url)} logs in as {who.name}, "
+                             f"which {' and '.join(who.powers)}: set ALTAVIZ_ETL_DATABASE_URL "
+                             f"to the ETL login <database>_etl")
+            with db.tenant(conn, "doctor-check", role=db.ETL_ROLE):
+                conn.execute("SELECT count(*) FROM etl_watermarks").fetchone()
+    except AltavizError as exc:
+        return Check("ETL login", False, f"{exc}")
+    except Exception as exc:  # the server's refusal, e.g. permission denied to set role
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return Check("ETL login", False, f"{mask_url(etl_url)} cannot enter a tenant as "
+                     f"{db.ETL_ROLE}: {message}; run `altaviz db migrate` as the owner (it "
+                     f"creates the ETL login and grants it {db.ETL_ROLE})")
+    return Check("ETL login", True, f"{mask_url(etl_url)} logs in as {who.name}, neither owner "
+                 f"nor superuser, and enters a tenant as {db.ETL_ROLE}")
 
 
 # --- Temporal ---------------------------------------------------------------------------------

@@ -50,7 +50,7 @@ def register(sub: Any) -> None:
 
 def _run(args: argparse.Namespace, app: App) -> int:
     settings = app.settings
-    db_url = app.owner_database_url()
+    db_url = app.etl_database_url()
     if args.quiet or not sys.stderr.isatty():
         summary = run_pipeline(settings, db_url, landing=args.landing)
     else:
