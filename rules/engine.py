@@ -56,6 +56,7 @@ from typing import TypeVar
 import numpy as np
 
 from altaviz.core.errors import InputError
+from altaviz.core.telemetry import METRIC_SOURCES
 from rules.schema import (
     RUNNING_SHARE,
     Expected,
@@ -63,6 +64,7 @@ from rules.schema import (
     LevelRule,
     NoDataRule,
     RuleSet,
+    StuckRule,
     ThresholdRule,
 )
 
@@ -146,6 +148,15 @@ def parse_model(key: str) -> tuple[str, tuple[str, ...], bool, int]:
     body, component = key.rsplit("#", 1)
     parts = body.split("~")
     return parts[0], tuple(parts[1].split("+")), len(parts) > 2, int(component)
+
+
+def frozen_watch(rule: ThresholdRule) -> tuple[str, ...]:
+    """The metrics whose freezing voids an expected-value rule's expectation: its metric, its
+    model's inputs and the channels each is computed from (a stage ratio's two pressures: a
+    frozen one leaves the ratio moving with the other, wrong but not flat)."""
+    spec = rule.baseline
+    names = (rule.metric, *(spec.expected.inputs if spec and spec.expected else ()))
+    return tuple(dict.fromkeys(x for n in names for x in (n, *METRIC_SOURCES.get(n, ()))))
 
 
 def count_key(key: str) -> str:
@@ -312,11 +323,13 @@ class Plan:
 
     def needs(self) -> Needs:
         values = {(v.rule.metric, v.rule.column) for v in self.variants}
+        values |= {(v.rule.metric, "mean") for v in self.variants
+                   if isinstance(v.rule, StuckRule)}
         for v in self.variants:
             if isinstance(v.rule, ThresholdRule) and v.rule.baseline is not None \
                     and v.rule.baseline.expected is not None:
                 values |= {(x, v.rule.column) for x in v.rule.baseline.expected.inputs}
-                values |= {(x, FLAT) for x in (v.rule.metric, *v.rule.baseline.expected.inputs)}
+                values |= {(x, FLAT) for x in frozen_watch(v.rule)}
         if any(v.rule.running_only for v in self.variants):
             values.add(SPEED)
         return Needs(tuple(sorted(values)), tuple(sorted({v.rule.metric for v in self.variants})),
@@ -503,7 +516,7 @@ def expected_baseline(rule: ThresholdRule, grid: Grid,
         if spec.expected.log:
             base = np.exp(base)
         # A stuck metric or input says nothing about the machine: no expectation then.
-        for name in (rule.metric, *spec.expected.inputs):
+        for name in frozen_watch(rule):
             flat = grid.values.get((name, FLAT))
             if flat is not None:
                 base = np.where(flat == 0.0, _NAN, base)
@@ -694,6 +707,9 @@ def _variant_rows(v: Variant, grid: Grid, running: np.ndarray | None,
     f_at = np.broadcast_to(st.f_thr, val.shape)[tj, ui]
     c_at = np.broadcast_to(st.c_thr, val.shape)[tj, ui]
     thr = np.where(cr, c_at, f_at)
+    if isinstance(rule, StuckRule):     # the frozen reading, not its zero spread
+        value = grid.values[(rule.metric, "mean")][tj + lo_j, units[ui]]
+        thr = np.full_like(value, _NAN)
     comps, sites = grid.units.ids, grid.units.sites
     return [Row(rule.id, rule.metric, comps[u], sites[u], hours[t], x if x == x else None,
                 f, c, th if th == th else None, e)

@@ -96,11 +96,13 @@ def run(rule_set: RuleSet, values: dict[str, np.ndarray], first_day: int = 17,
     needs = p.needs()
     wanted = set(needs.values) | set(p.baseline_needs().values if p.baselines else ())
     for metric, column in wanted:
+        if column == "stddev_4h":   # also of the channels a metric is computed from
+            grid.values[(metric, column)] = np.where(
+                (stuck or {}).get(metric, np.zeros((HOURS, UNITS.n), dtype=bool)), 0.0, 0.5)
+            continue
         v = values[metric].copy()
         if metric == "speed_rpm" and stopped_before is not None:
             v[:stopped_before] = 0.0
-        if column == "stddev_4h":
-            v = np.where((stuck or {}).get(metric, False), 0.0, 0.5)
         grid.values[(metric, column)] = v
     for metric in {m for m, _ in wanted} | set(needs.present):
         grid.present[metric] = np.ones((HOURS, UNITS.n), dtype=bool)
