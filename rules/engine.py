@@ -155,7 +155,11 @@ def frozen_watch(rule: ThresholdRule) -> tuple[str, ...]:
     model's inputs and the channels each is computed from (a stage ratio's two pressures: a
     frozen one leaves the ratio moving with the other, wrong but not flat)."""
     spec = rule.baseline
-    names = (rule.metric, *(spec.expected.inputs if spec and spec.expected else ()))
+    return _watched((rule.metric, *(spec.expected.inputs if spec and spec.expected else ())))
+
+
+def _watched(names: tuple[str, ...]) -> tuple[str, ...]:
+    """``names`` and the metrics each is computed from (see :func:`frozen_watch`)."""
     return tuple(dict.fromkeys(x for n in names for x in (n, *METRIC_SOURCES.get(n, ()))))
 
 
@@ -338,13 +342,16 @@ class Plan:
     def baseline_needs(self) -> Needs:
         """What computing the baselines from the aggregates reads."""
         metrics: set[str] = set()
+        flat: set[str] = set()
         for key, _ in self.baselines:
             if "#" in key:
                 metric, inputs, _, _ = parse_model(key)
                 metrics |= {metric, *inputs}
+                flat |= set(_watched((metric, *inputs)))
             else:
                 metrics.add(key)
-        return Needs(tuple(sorted({(m, "mean") for m in metrics} | {SPEED})), (), ())
+        return Needs(tuple(sorted({(m, "mean") for m in metrics} | {(m, FLAT) for m in flat}
+                                  | {SPEED})), (), ())
 
     def baseline_history_start(self) -> datetime:
         """The first hour whose 1h means enter a baseline of the evaluated days."""
@@ -426,7 +433,10 @@ def daily_model(grid: Grid, metric: str, inputs: tuple[str, ...], log: bool, day
     """Each unit's expected-value model of ``metric`` for the days ``first_day .. last_day``.
 
     Day D's model is fitted on the running hours of days D-(days+1) .. D-2 at which the metric
-    and every input have a 1h mean (logarithms with ``log``; non-positive values left out):
+    and every input have a 1h mean and none of them, nor a channel either is computed from,
+    was frozen (4-hour standard deviation zero, when the grid holds it: a stuck transmitter
+    would teach the model a relation the machine does not have; logarithms with ``log``;
+    non-positive values left out):
     least-squares slopes on the centred inputs (a small ridge, :data:`_MODEL_FLOOR`, keeps
     an input that hardly moved from getting a slope), and as intercept the median residual,
     so a few unusual hours do not move it. Returns (coefficients: intercept then slopes,
@@ -443,6 +453,11 @@ def daily_model(grid: Grid, metric: str, inputs: tuple[str, ...], log: bool, day
             series = [np.where(a > 0, np.log(a), _NAN) for a in series]
     stack = np.stack(series)                      # (1 + k, hours, units)
     valid = ~np.isnan(stack).any(axis=0)
+    for name in _watched((metric, *inputs)):
+        flat = grid.values.get((name, FLAT))
+        if flat is not None:
+            take = min(grid.hours, n_days * 24)
+            valid[:take] &= flat[:take] != 0.0
     out_days = (last_day - first_day).days + 1
     coef = np.full((k + 1, out_days, units), _NAN)
     count = np.zeros((out_days, units), dtype=np.int64)

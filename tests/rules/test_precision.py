@@ -85,10 +85,11 @@ def progress() -> np.ndarray:
 
 def run(rule_set: RuleSet, values: dict[str, np.ndarray], first_day: int = 17,
         stopped_before: int | None = None,
-        stuck: dict[str, np.ndarray] | None = None) -> list[Row]:
+        stuck: dict[str, np.ndarray] | None = None, fit_flat: bool = True) -> list[Row]:
     """The rule set's rows over days ``first_day`` .. end; ``stopped_before``: the units did
     not run before that hour (a unit that just started); ``stuck``: metric -> hours (x units)
-    its transmitter was frozen, whose 4-hour standard deviation is then zero."""
+    its transmitter was frozen, whose 4-hour standard deviation is then zero; without
+    ``fit_flat`` the baselines are fitted as if no transmitter had been frozen."""
     p = plan(rule_set, h(first_day * 24), h(HOURS - 1))
     t0 = min(p.first_hour, p.baseline_history_start()) if p.baselines else p.first_hour
     assert t0 >= T0
@@ -107,7 +108,11 @@ def run(rule_set: RuleSet, values: dict[str, np.ndarray], first_day: int = 17,
     for metric in {m for m, _ in wanted} | set(needs.present):
         grid.present[metric] = np.ones((HOURS, UNITS.n), dtype=bool)
         grid.data[metric] = grid.present[metric]
-    return evaluate_grid(p, grid, computed_baselines(p, grid))
+    fit_grid = grid
+    if not fit_flat:
+        fit_grid = Grid(UNITS, T0, HOURS, {k: v for k, v in grid.values.items()
+                                           if k[1] != "stddev_4h"}, grid.present, grid.data)
+    return evaluate_grid(p, grid, computed_baselines(p, fit_grid))
 
 
 def fired(rows: list[Row], unit: str, after: int = 0) -> list[Row]:
@@ -266,3 +271,23 @@ def test_a_frozen_input_raises_no_machine_alert() -> None:
     rows = run(rs, values, stuck={"oil_temp_f": frozen})
     assert fired(rows, "COMP-A") == []
     assert fired(rows, "COMP-B")
+
+
+def test_hours_with_a_frozen_pressure_are_left_out_of_the_fit() -> None:
+    """COMP-A's stage 2 suction transmitter was frozen for six days of the fit window: its
+    stage 2 ratio, computed from the frozen pressure, moved with the discharge pressure only.
+    Fitted on those hours, the relation of the two ratios is wrong and a healthy unit fires
+    once the transmitter is fixed; left out, the fit holds and nothing fires."""
+    values = field()
+    frozen = np.zeros((HOURS, UNITS.n), dtype=bool)
+    frozen[4 * 24:10 * 24, 0] = True
+    p_in = 1000 / values["stage1_ratio"][:, 0] ** 2        # stage 1 suction (psia)
+    inter = np.sqrt(p_in * 1000)
+    stuck_at = inter[4 * 24]
+    values["stage2_ratio"][:, 0] = np.where(frozen[:, 0], 1000 / stuck_at,
+                                            values["stage2_ratio"][:, 0])
+    rs = default("stage1_ratio_shift")
+    flat = {"stage2_suction_psig": frozen}
+    assert fired(run(rs, values, stuck=flat, fit_flat=False), "COMP-A"), \
+        "fitted on the frozen hours, the healthy unit fires"
+    assert fired(run(rs, values, stuck=flat), "COMP-A") == []
