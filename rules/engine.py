@@ -130,8 +130,9 @@ class Variant:
 
 
 def model_key(metric: str, expected: Expected) -> str:
-    """The name of a fitted expected-value model (``metric~input+input[~log]``)."""
-    return f"{metric}~{'+'.join(expected.inputs)}" + ("~log" if expected.log else "")
+    """The name of a fitted expected-value model (``metric~input+input[~log][~prop]``)."""
+    return (f"{metric}~{'+'.join(expected.inputs)}" + ("~log" if expected.log else "")
+            + ("~prop" if expected.proportional else ""))
 
 
 def baseline_keys(metric: str, expected: Expected | None) -> tuple[str, ...]:
@@ -143,11 +144,13 @@ def baseline_keys(metric: str, expected: Expected | None) -> tuple[str, ...]:
     return tuple(f"{key}#{i}" for i in range(len(expected.inputs) + 1))
 
 
-def parse_model(key: str) -> tuple[str, tuple[str, ...], bool, int]:
-    """(metric, inputs, log, component) of a model component key (see :func:`baseline_keys`)."""
+def parse_model(key: str) -> tuple[str, tuple[str, ...], bool, bool, int]:
+    """(metric, inputs, log, proportional, component) of a model component key (see
+    :func:`baseline_keys`)."""
     body, component = key.rsplit("#", 1)
     parts = body.split("~")
-    return parts[0], tuple(parts[1].split("+")), len(parts) > 2, int(component)
+    return (parts[0], tuple(parts[1].split("+")), "log" in parts[2:], "prop" in parts[2:],
+            int(component))
 
 
 def frozen_watch(rule: ThresholdRule) -> tuple[str, ...]:
@@ -345,7 +348,7 @@ class Plan:
         flat: set[str] = set()
         for key, _ in self.baselines:
             if "#" in key:
-                metric, inputs, _, _ = parse_model(key)
+                metric, inputs, _, _, _ = parse_model(key)
                 metrics |= {metric, *inputs}
                 flat |= set(_watched((metric, *inputs)))
             else:
@@ -429,7 +432,8 @@ _MODEL_FLOOR = 0.005
 
 
 def daily_model(grid: Grid, metric: str, inputs: tuple[str, ...], log: bool, days: int,
-                first_day: date, last_day: date) -> tuple[np.ndarray, np.ndarray]:
+                first_day: date, last_day: date, proportional: bool = False
+                ) -> tuple[np.ndarray, np.ndarray]:
     """Each unit's expected-value model of ``metric`` for the days ``first_day .. last_day``.
 
     Day D's model is fitted on the running hours of days D-(days+1) .. D-2 at which the metric
@@ -439,7 +443,9 @@ def daily_model(grid: Grid, metric: str, inputs: tuple[str, ...], log: bool, day
     non-positive values left out):
     least-squares slopes on the centred inputs (a small ridge, :data:`_MODEL_FLOOR`, keeps
     an input that hardly moved from getting a slope), and as intercept the median residual,
-    so a few unusual hours do not move it. Returns (coefficients: intercept then slopes,
+    so a few unusual hours do not move it; with ``proportional`` the slope is one (the metric
+    moves in proportion to its one input) and only the intercept is fitted, which a few
+    days of a steady input already fix. Returns (coefficients: intercept then slopes,
     each days x units; NaN under 24 hours) and the hours used (days x units).
     """
     day0 = grid.t0.date()
@@ -478,7 +484,9 @@ def daily_model(grid: Grid, metric: str, inputs: tuple[str, ...], log: bool, day
             a = xx + np.einsum("ui,ij->uij", ridge, np.eye(k))
             fit = n >= 24
             slopes = np.full((units, k), _NAN)
-            if fit.any():
+            if proportional:    # the slope is one: only the factor (the intercept) is fitted
+                slopes[fit] = 1.0
+            elif fit.any():
                 slopes[fit] = np.linalg.solve(a[fit], xy[fit][..., None])[..., 0]
             resid = stack[0, rows] - np.einsum("uk,khu->hu", slopes, stack[1:, rows])
             resid = np.where(ok, resid, _NAN)
@@ -499,11 +507,12 @@ def baseline_values(grid: Grid, key: str, days: int, first_day: date, last_day: 
     across its components."""
     if "#" not in key:
         return daily_baselines(grid, key, days, first_day, last_day)
-    metric, inputs, log, component = parse_model(key)
+    metric, inputs, log, proportional, component = parse_model(key)
     cache = fits if fits is not None else {}
     name = f"{key.rsplit('#', 1)[0]}/{days}"
     if name not in cache:
-        cache[name] = daily_model(grid, metric, inputs, log, days, first_day, last_day)
+        cache[name] = daily_model(grid, metric, inputs, log, days, first_day, last_day,
+                                  proportional)
     coef, count = cache[name]
     return coef[component], count
 

@@ -127,6 +127,11 @@ class Expected(_Model):
 
     inputs: Annotated[tuple[MetricName, ...], Field(min_length=1, max_length=3)]
     log: StrictBool = False
+    #: The metric moves in proportion to its one input (``log`` with a slope of one): only the
+    #: factor is fitted, the median of metric / input over the window. For quantities the
+    #: physics ties together, such as neighbouring stages' pressure ratios, whose fitted slope
+    #: is unreliable while the input has hardly moved.
+    proportional: StrictBool = False
 
 
 class Baseline(_Model):
@@ -346,11 +351,15 @@ class RuleSet(_Model):
 
     def canonical(self) -> dict[str, Any]:
         """The content that identifies the set (what is hashed and stored)."""
-        # ``inhibits`` and ``forecast`` only when given: sets without them keep the hash they
-        # always had.
+        # ``inhibits``, ``forecast`` and a model's ``proportional`` only when given: sets
+        # without them keep the hash they always had.
         def dump(r: Any) -> dict[str, Any]:
             unset = {k for k in ("inhibits", "forecast") if not getattr(r, k, None)}
-            return r.model_dump(mode="json", exclude=unset or None)
+            out: dict[str, Any] = r.model_dump(mode="json", exclude=unset or None)
+            expected = (out.get("baseline") or {}).get("expected")
+            if expected is not None and not expected.get("proportional"):
+                del expected["proportional"]
+            return out
 
         return {"org_id": self.org_id, "rules": [dump(r) for r in self.rules]}
 
@@ -458,6 +467,10 @@ def check_rule(rule: Rule) -> list[Problem]:
                              f"must not list the rule's own metric {rule.metric!r}"))
         if len(set(spec.expected.inputs)) < len(spec.expected.inputs):
             problems.append((("baseline", "expected", "inputs"), "lists a metric twice"))
+        if spec.expected.proportional and (not spec.expected.log
+                                           or len(spec.expected.inputs) != 1):
+            problems.append((("baseline", "expected", "proportional"),
+                             "needs log: true and exactly one input"))
     allowed = rule.applies_to.models
     for model in rule.models:
         if allowed is not None and model not in allowed:
