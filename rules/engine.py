@@ -74,6 +74,9 @@ SPEED = ("speed_rpm", "min_4h")
 #: A transmitter frozen on one value (a stuck sensor) reports a standard deviation of exactly
 #: zero over 4 hours; a live one on a running unit never does at the reported resolution.
 FLAT = "stddev_4h"
+#: Hours of :data:`FLAT`'s window: a stuck rule trusts it only when each of them has a row
+#: (at the start of a unit's history or after a gap, fewer hours would look frozen sooner).
+STUCK_WINDOW = 4
 _NAN = float("nan")
 T = TypeVar("T")
 
@@ -114,6 +117,12 @@ class Variant:
     @property
     def k(self) -> int:
         return self.rule.clear_after_hours
+
+    @property
+    def reach(self) -> int:
+        """Hours of rows a firing decision reads: the persistence window, and for a stuck
+        rule the 3 hours before it that its first flat 4-hour window must hold rows for."""
+        return self.m + (STUCK_WINDOW - 1 if isinstance(self.rule, StuckRule) else 0)
 
     @property
     def baseline_days(self) -> int | None:
@@ -198,7 +207,7 @@ def history_start(variants: list[Variant], start: datetime, lookback_hours: int)
     """The first hour the threshold rules read to evaluate from ``start``: persistence and
     clear windows plus ``lookback_hours`` of episode history. Every output hour depends only
     on the rows of its own span, so a range can be evaluated in independent chunks."""
-    span = max(max(v.m, v.k + 1) for v in variants) + lookback_hours
+    span = max(max(v.reach, v.k + 1) for v in variants) + lookback_hours
     return start - timedelta(hours=span)
 
 
@@ -320,7 +329,7 @@ class Plan:
     def recent_hours(self) -> int:
         """The hours up to ``end`` that decide ``end``'s rows, except how far back a clearing
         rule's breach lies and when a silence began (see :func:`history_dependent`)."""
-        r = max((max(v.m, v.k + 1) for v in self.variants), default=1)
+        r = max((max(v.reach, v.k + 1) for v in self.variants), default=1)
         return max(r, 2) if self.no_data else r
 
     @property
@@ -671,6 +680,9 @@ def _state(v: Variant, grid: Grid, running: np.ndarray | None,
     if rule.running_only:
         assert running is not None
         val = np.where(running[lo_j:, cols], val, _NAN)
+    if isinstance(rule, StuckRule):
+        cp = np.cumsum(pres, axis=0, dtype=np.int32)
+        val = np.where(cp - _lag(cp, STUCK_WINDOW) >= STUCK_WINDOW, val, _NAN)
     full = expected_baseline(rule, grid, bases) if isinstance(rule, ThresholdRule) else None
     base = full[lo_j:, cols] if full is not None else None
     with np.errstate(invalid="ignore"):

@@ -92,3 +92,11 @@ def test_a_frozen_suction_transmitter_raises_a_notice_not_a_ratio_alert(
     # no machine alert on either unit: the ratio from the frozen pressure has no expectation
     assert {f for f in fired if f[1] not in notices} == set()
     assert not {f for f in fired if f[0] == "COMP-0002"}
+
+    # the hourly run's single-hour evaluation raises the same notices hour by hour
+    for i in range(3, 10):
+        at = freeze_hour + timedelta(hours=i)
+        one = evaluate(conn, rule_set, "acme", (at, at))
+        assert {(b.compressor_id, b.rule_id) for b in one.breaches if b.rule_id in notices} \
+            == {(b.compressor_id, b.rule_id) for b in result.breaches
+                if b.rule_id in notices and b.hour == at}
