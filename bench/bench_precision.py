@@ -9,8 +9,9 @@ own commands: ``altaviz simulate`` (field behaviour and nuisance events on), ``f
 ``etl run``, then ``rules backtest --ground-truth --json`` over the whole window.
 
 Prints, per seed and as mean and worst seed: faults caught >= 72 h before failure (per fault
-mode and all), median lead, false alerts per 100 healthy compressor-days, data-quality
-notices, and false alerts raised in nuisance events by kind.
+mode and all), median lead, false alerts per 100 healthy compressor-days, notices by kind
+(data missing, stuck sensor, unit stopped; counted apart from false alerts), and false alerts
+raised in nuisance events by kind.
 """
 
 from __future__ import annotations
