@@ -9,8 +9,9 @@ own commands: ``altaviz simulate`` (field behaviour and nuisance events on), ``f
 ``etl run``, then ``rules backtest --ground-truth --json`` over the whole window.
 
 Prints, per seed and as mean and worst seed: faults caught >= 72 h before failure (per fault
-mode and all), median lead, false alerts per 100 healthy compressor-days, data-quality
-notices, and false alerts raised in nuisance events by kind.
+mode and all), median lead, false alerts per 100 healthy compressor-days, notices by kind
+(data missing, stuck sensor, unit stopped; counted apart from false alerts), and false alerts
+raised in nuisance events by kind.
 """
 
 from __future__ import annotations
@@ -57,6 +58,15 @@ def seed_report(work: Path, seed: int, compressors: int, days: int, rules: str) 
     return report
 
 
+def _notice_groups(report: dict[str, Any]) -> dict[str, int]:
+    """A seed's notices by what they tell (every ``*_stuck`` rule is one group)."""
+    out: dict[str, int] = {}
+    for rule, n in report["data_notices_by_rule"].items():
+        group = "stuck sensor" if rule.endswith("_stuck") else rule.replace("_", " ")
+        out[group] = out.get(group, 0) + n
+    return out
+
+
 def _share(n: int, of: int) -> float:
     return n / of if of else 1.0
 
@@ -78,8 +88,11 @@ def summarize(reports: dict[int, dict[str, Any]]) -> list[str]:
     lines.append(f"false alerts per 100 healthy compressor-days: mean {mean(rates):.2f}, "
                  f"worst {max(rates):.2f}")
     notices = [r["data_notices"] / r["healthy_compressor_days"] * 100 for r in reports.values()]
-    lines.append(f"data-quality notices per 100 healthy compressor-days: mean "
+    lines.append(f"notices (data quality, unit stopped) per 100 healthy compressor-days: mean "
                  f"{mean(notices):.2f}, worst {max(notices):.2f}")
+    for group in sorted({g for r in reports.values() for g in _notice_groups(r)}):
+        n = [_notice_groups(r).get(group, 0) for r in reports.values()]
+        lines.append(f"  {group}: mean {mean(n):.1f}, worst {max(n)}")
     kinds = sorted({k for r in reports.values() for k in r["nuisance_alerts"]})
     for kind in kinds:
         counts = [r["nuisance_alerts"].get(kind, 0) for r in reports.values()]
@@ -110,7 +123,8 @@ def main() -> None:
               f">= 72 h, median lead {a['median_lead_hours'] or 0:.0f} h; "
               f"{r['false_alerts']} false alerts = "
               f"{r['false_alerts_per_100_compressor_days']:.2f} per 100 healthy "
-              f"compressor-days; {r['data_notices']} data-quality notices", flush=True)
+              f"compressor-days; notices: " + ", ".join(
+                  f"{g} {n}" for g, n in sorted(_notice_groups(r).items())), flush=True)
     print("\n".join(summarize(reports)))
     if args.json:
         print(json.dumps(reports, indent=1))

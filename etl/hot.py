@@ -46,8 +46,9 @@ from etl.windows import unit_keys
 _PARTS = (("n", pa.int64()), ("s", pa.float64()), ("q", pa.float64()), ("lo", pa.float64()),
           ("hi", pa.float64()))
 #: The files' format, recorded in ``meta.json``: a cache in any other format (the Parquet
-#: files of earlier versions) is stale, and the next gold run rebuilds it.
-FORMAT = "arrow-ipc-1"
+#: files of earlier versions, the 24-metric files from before the stage pressures were
+#: aggregated) is stale, and the next gold run rebuilds it.
+FORMAT = "arrow-ipc-2"
 #: The columns of every file, in this order and with these types.
 SCHEMA = pa.schema([
     pa.field("org_id", pa.string()), pa.field("compressor_id", pa.string()),

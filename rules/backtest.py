@@ -137,7 +137,7 @@ class BacktestReport:
     false_alerts: int = 0
     #: rule id -> episodes on healthy units: which rules make the noise
     false_by_rule: dict[str, int] = field(default_factory=dict)
-    #: data-quality notices (the excluded rules: a unit's data missing) that started in
+    #: notices (the excluded rules: data missing, a stuck sensor, a unit stopped) that started in
     #: healthy time: they tell the technician about the data, not about a machine fault, so
     #: they are counted here and not as false alerts
     data_notices: int = 0
@@ -306,10 +306,11 @@ def backtest(conn: psycopg.Connection[Any], rule_set: RuleSet, org_ids: list[str
     """Replay ``rule_set`` over stored history for ``org_ids``.
 
     Faults count as caught when an episode of any rule (other than ``exclude_rules``, the
-    data-quality rules such as data-missing) starts between onset and failure on that
+    notice rules such as data-missing) starts between onset and failure on that
     compressor; lead time is failure minus the first such start. Episodes that start in a
     unit's healthy time (outside every onset-to-failure window, before any failure) are false
-    alerts, except those of ``exclude_rules``, which are data-quality notices; false alerts
+    alerts, except those of ``exclude_rules``, which are notices (data quality, unit stopped:
+    :func:`rules.schema.notice_rule_ids`); false alerts
     that start inside a ``nuisance`` event of their unit are also counted by the event's kind.
     ``gold_uri``, ``threads``: see :func:`episodes`.
     """
@@ -559,7 +560,8 @@ def format_scores(report: BacktestReport) -> list[str]:
         lines.append("    by rule: " + ", ".join(
             f"{rule} {n}" for rule, n in report.false_by_rule.items()))
     if report.data_notices:
-        lines.append(f"  data-quality notices in healthy time (not counted as false alerts): "
+        lines.append(f"  notices in healthy time (data quality, unit stopped; not counted as "
+                     f"false alerts): "
                      f"{report.data_notices} (" + ", ".join(
                          f"{rule} {n}" for rule, n in report.data_notices_by_rule.items()) + ")")
     lines.append("  false alerts raised in nuisance events: " + (", ".join(

@@ -56,6 +56,7 @@ from typing import TypeVar
 import numpy as np
 
 from altaviz.core.errors import InputError
+from altaviz.core.telemetry import METRIC_SOURCES
 from rules.schema import (
     RUNNING_SHARE,
     Expected,
@@ -63,6 +64,7 @@ from rules.schema import (
     LevelRule,
     NoDataRule,
     RuleSet,
+    StuckRule,
     ThresholdRule,
 )
 
@@ -72,6 +74,9 @@ SPEED = ("speed_rpm", "min_4h")
 #: A transmitter frozen on one value (a stuck sensor) reports a standard deviation of exactly
 #: zero over 4 hours; a live one on a running unit never does at the reported resolution.
 FLAT = "stddev_4h"
+#: Hours of :data:`FLAT`'s window: a stuck rule trusts it only when each of them has a row
+#: (at the start of a unit's history or after a gap, fewer hours would look frozen sooner).
+STUCK_WINDOW = 4
 _NAN = float("nan")
 T = TypeVar("T")
 
@@ -114,6 +119,12 @@ class Variant:
         return self.rule.clear_after_hours
 
     @property
+    def reach(self) -> int:
+        """Hours of rows a firing decision reads: the persistence window, and for a stuck
+        rule the 3 hours before it that its first flat 4-hour window must hold rows for."""
+        return self.m + (STUCK_WINDOW - 1 if isinstance(self.rule, StuckRule) else 0)
+
+    @property
     def baseline_days(self) -> int | None:
         rule = self.rule
         return rule.baseline.days if isinstance(rule, ThresholdRule) and rule.baseline else None
@@ -128,8 +139,9 @@ class Variant:
 
 
 def model_key(metric: str, expected: Expected) -> str:
-    """The name of a fitted expected-value model (``metric~input+input[~log]``)."""
-    return f"{metric}~{'+'.join(expected.inputs)}" + ("~log" if expected.log else "")
+    """The name of a fitted expected-value model (``metric~input+input[~log][~prop]``)."""
+    return (f"{metric}~{'+'.join(expected.inputs)}" + ("~log" if expected.log else "")
+            + ("~prop" if expected.proportional else ""))
 
 
 def baseline_keys(metric: str, expected: Expected | None) -> tuple[str, ...]:
@@ -141,11 +153,26 @@ def baseline_keys(metric: str, expected: Expected | None) -> tuple[str, ...]:
     return tuple(f"{key}#{i}" for i in range(len(expected.inputs) + 1))
 
 
-def parse_model(key: str) -> tuple[str, tuple[str, ...], bool, int]:
-    """(metric, inputs, log, component) of a model component key (see :func:`baseline_keys`)."""
+def parse_model(key: str) -> tuple[str, tuple[str, ...], bool, bool, int]:
+    """(metric, inputs, log, proportional, component) of a model component key (see
+    :func:`baseline_keys`)."""
     body, component = key.rsplit("#", 1)
     parts = body.split("~")
-    return parts[0], tuple(parts[1].split("+")), len(parts) > 2, int(component)
+    return (parts[0], tuple(parts[1].split("+")), "log" in parts[2:], "prop" in parts[2:],
+            int(component))
+
+
+def frozen_watch(rule: ThresholdRule) -> tuple[str, ...]:
+    """The metrics whose freezing voids an expected-value rule's expectation: its metric, its
+    model's inputs and the channels each is computed from (a stage ratio's two pressures: a
+    frozen one leaves the ratio moving with the other, wrong but not flat)."""
+    spec = rule.baseline
+    return _watched((rule.metric, *(spec.expected.inputs if spec and spec.expected else ())))
+
+
+def _watched(names: tuple[str, ...]) -> tuple[str, ...]:
+    """``names`` and the metrics each is computed from (see :func:`frozen_watch`)."""
+    return tuple(dict.fromkeys(x for n in names for x in (n, *METRIC_SOURCES.get(n, ()))))
 
 
 def count_key(key: str) -> str:
@@ -180,7 +207,7 @@ def history_start(variants: list[Variant], start: datetime, lookback_hours: int)
     """The first hour the threshold rules read to evaluate from ``start``: persistence and
     clear windows plus ``lookback_hours`` of episode history. Every output hour depends only
     on the rows of its own span, so a range can be evaluated in independent chunks."""
-    span = max(max(v.m, v.k + 1) for v in variants) + lookback_hours
+    span = max(max(v.reach, v.k + 1) for v in variants) + lookback_hours
     return start - timedelta(hours=span)
 
 
@@ -302,7 +329,7 @@ class Plan:
     def recent_hours(self) -> int:
         """The hours up to ``end`` that decide ``end``'s rows, except how far back a clearing
         rule's breach lies and when a silence began (see :func:`history_dependent`)."""
-        r = max((max(v.m, v.k + 1) for v in self.variants), default=1)
+        r = max((max(v.reach, v.k + 1) for v in self.variants), default=1)
         return max(r, 2) if self.no_data else r
 
     @property
@@ -312,11 +339,13 @@ class Plan:
 
     def needs(self) -> Needs:
         values = {(v.rule.metric, v.rule.column) for v in self.variants}
+        values |= {(v.rule.metric, "mean") for v in self.variants
+                   if isinstance(v.rule, StuckRule)}
         for v in self.variants:
             if isinstance(v.rule, ThresholdRule) and v.rule.baseline is not None \
                     and v.rule.baseline.expected is not None:
                 values |= {(x, v.rule.column) for x in v.rule.baseline.expected.inputs}
-                values |= {(x, FLAT) for x in (v.rule.metric, *v.rule.baseline.expected.inputs)}
+                values |= {(x, FLAT) for x in frozen_watch(v.rule)}
         if any(v.rule.running_only for v in self.variants):
             values.add(SPEED)
         return Needs(tuple(sorted(values)), tuple(sorted({v.rule.metric for v in self.variants})),
@@ -325,13 +354,16 @@ class Plan:
     def baseline_needs(self) -> Needs:
         """What computing the baselines from the aggregates reads."""
         metrics: set[str] = set()
+        flat: set[str] = set()
         for key, _ in self.baselines:
             if "#" in key:
-                metric, inputs, _, _ = parse_model(key)
+                metric, inputs, _, _, _ = parse_model(key)
                 metrics |= {metric, *inputs}
+                flat |= set(_watched((metric, *inputs)))
             else:
                 metrics.add(key)
-        return Needs(tuple(sorted({(m, "mean") for m in metrics} | {SPEED})), (), ())
+        return Needs(tuple(sorted({(m, "mean") for m in metrics} | {(m, FLAT) for m in flat}
+                                  | {SPEED})), (), ())
 
     def baseline_history_start(self) -> datetime:
         """The first hour whose 1h means enter a baseline of the evaluated days."""
@@ -409,14 +441,20 @@ _MODEL_FLOOR = 0.005
 
 
 def daily_model(grid: Grid, metric: str, inputs: tuple[str, ...], log: bool, days: int,
-                first_day: date, last_day: date) -> tuple[np.ndarray, np.ndarray]:
+                first_day: date, last_day: date, proportional: bool = False
+                ) -> tuple[np.ndarray, np.ndarray]:
     """Each unit's expected-value model of ``metric`` for the days ``first_day .. last_day``.
 
     Day D's model is fitted on the running hours of days D-(days+1) .. D-2 at which the metric
-    and every input have a 1h mean (logarithms with ``log``; non-positive values left out):
+    and every input have a 1h mean and none of them, nor a channel either is computed from,
+    was frozen (4-hour standard deviation zero, when the grid holds it: a stuck transmitter
+    would teach the model a relation the machine does not have; logarithms with ``log``;
+    non-positive values left out):
     least-squares slopes on the centred inputs (a small ridge, :data:`_MODEL_FLOOR`, keeps
     an input that hardly moved from getting a slope), and as intercept the median residual,
-    so a few unusual hours do not move it. Returns (coefficients: intercept then slopes,
+    so a few unusual hours do not move it; with ``proportional`` the slope is one (the metric
+    moves in proportion to its one input) and only the intercept is fitted, which a few
+    days of a steady input already fix. Returns (coefficients: intercept then slopes,
     each days x units; NaN under 24 hours) and the hours used (days x units).
     """
     day0 = grid.t0.date()
@@ -430,6 +468,11 @@ def daily_model(grid: Grid, metric: str, inputs: tuple[str, ...], log: bool, day
             series = [np.where(a > 0, np.log(a), _NAN) for a in series]
     stack = np.stack(series)                      # (1 + k, hours, units)
     valid = ~np.isnan(stack).any(axis=0)
+    for name in _watched((metric, *inputs)):
+        flat = grid.values.get((name, FLAT))
+        if flat is not None:
+            take = min(grid.hours, n_days * 24)
+            valid[:take] &= flat[:take] != 0.0
     out_days = (last_day - first_day).days + 1
     coef = np.full((k + 1, out_days, units), _NAN)
     count = np.zeros((out_days, units), dtype=np.int64)
@@ -450,7 +493,9 @@ def daily_model(grid: Grid, metric: str, inputs: tuple[str, ...], log: bool, day
             a = xx + np.einsum("ui,ij->uij", ridge, np.eye(k))
             fit = n >= 24
             slopes = np.full((units, k), _NAN)
-            if fit.any():
+            if proportional:    # the slope is one: only the factor (the intercept) is fitted
+                slopes[fit] = 1.0
+            elif fit.any():
                 slopes[fit] = np.linalg.solve(a[fit], xy[fit][..., None])[..., 0]
             resid = stack[0, rows] - np.einsum("uk,khu->hu", slopes, stack[1:, rows])
             resid = np.where(ok, resid, _NAN)
@@ -471,11 +516,12 @@ def baseline_values(grid: Grid, key: str, days: int, first_day: date, last_day: 
     across its components."""
     if "#" not in key:
         return daily_baselines(grid, key, days, first_day, last_day)
-    metric, inputs, log, component = parse_model(key)
+    metric, inputs, log, proportional, component = parse_model(key)
     cache = fits if fits is not None else {}
     name = f"{key.rsplit('#', 1)[0]}/{days}"
     if name not in cache:
-        cache[name] = daily_model(grid, metric, inputs, log, days, first_day, last_day)
+        cache[name] = daily_model(grid, metric, inputs, log, days, first_day, last_day,
+                                  proportional)
     coef, count = cache[name]
     return coef[component], count
 
@@ -503,7 +549,7 @@ def expected_baseline(rule: ThresholdRule, grid: Grid,
         if spec.expected.log:
             base = np.exp(base)
         # A stuck metric or input says nothing about the machine: no expectation then.
-        for name in (rule.metric, *spec.expected.inputs):
+        for name in frozen_watch(rule):
             flat = grid.values.get((name, FLAT))
             if flat is not None:
                 base = np.where(flat == 0.0, _NAN, base)
@@ -634,6 +680,9 @@ def _state(v: Variant, grid: Grid, running: np.ndarray | None,
     if rule.running_only:
         assert running is not None
         val = np.where(running[lo_j:, cols], val, _NAN)
+    if isinstance(rule, StuckRule):
+        cp = np.cumsum(pres, axis=0, dtype=np.int32)
+        val = np.where(cp - _lag(cp, STUCK_WINDOW) >= STUCK_WINDOW, val, _NAN)
     full = expected_baseline(rule, grid, bases) if isinstance(rule, ThresholdRule) else None
     base = full[lo_j:, cols] if full is not None else None
     with np.errstate(invalid="ignore"):
@@ -694,6 +743,9 @@ def _variant_rows(v: Variant, grid: Grid, running: np.ndarray | None,
     f_at = np.broadcast_to(st.f_thr, val.shape)[tj, ui]
     c_at = np.broadcast_to(st.c_thr, val.shape)[tj, ui]
     thr = np.where(cr, c_at, f_at)
+    if isinstance(rule, StuckRule):     # the frozen reading, not its zero spread
+        value = grid.values[(rule.metric, "mean")][tj + lo_j, units[ui]]
+        thr = np.full_like(value, _NAN)
     comps, sites = grid.units.ids, grid.units.sites
     return [Row(rule.id, rule.metric, comps[u], sites[u], hours[t], x if x == x else None,
                 f, c, th if th == th else None, e)

@@ -22,6 +22,7 @@ from pydantic import (
     StrictInt,
     StrictStr,
     ValidationInfo,
+    model_validator,
 )
 
 from altaviz.core.telemetry import METRIC_BY_NAME
@@ -126,6 +127,11 @@ class Expected(_Model):
 
     inputs: Annotated[tuple[MetricName, ...], Field(min_length=1, max_length=3)]
     log: StrictBool = False
+    #: The metric moves in proportion to its one input (``log`` with a slope of one): only the
+    #: factor is fitted, the median of metric / input over the window. For quantities the
+    #: physics ties together, such as neighbouring stages' pressure ratios, whose fitted slope
+    #: is unreliable while the input has hardly moved.
+    proportional: StrictBool = False
 
 
 class Baseline(_Model):
@@ -240,6 +246,60 @@ class RateOfChangeRule(_LevelRule):
         return "rate_of_change"
 
 
+#: A stuck rule's keys that follow from ``unchanged_hours`` (see :class:`StuckRule`).
+_STUCK_FIXED = ("comparison", "aggregate", "window", "warning", "critical", "clear",
+                "persistence", "clear_after_hours", "running_only", "baseline", "models",
+                "forecast")
+
+
+class StuckRule(ThresholdRule):
+    """A transmitter frozen on one value while the unit runs: a data-quality notice to the
+    technician ("stage 2 suction pressure reads 263 psig unchanged for 6 hours"), never a
+    machine alert, and while it lasts the expected-value rules reading the channel have no
+    expectation (rules/engine.py, ``frozen_watch``).
+
+    Evaluated as the threshold rule it implies, so the engine has one implementation of
+    persistence and clearing: the 4-hour standard deviation of the metric at zero (a live
+    transmitter on a running unit always moves at its reported resolution; a quantized value
+    repeats for about an hour at most, etl/quality.py) for ``unchanged_hours - 3`` running
+    hours in a row (the first flat 4-hour window already holds 4 unchanged hours), cleared by
+    the first hour it moves. The breach's value is the frozen reading (the hour's mean), not
+    the standard deviation, and it has no threshold.
+    """
+
+    kind: Literal["stuck"]  # type: ignore[assignment]
+    unchanged_hours: Annotated[StrictInt, Field(ge=5, le=24)] = 6
+
+    @model_validator(mode="before")
+    @classmethod
+    def _implied(cls, data: Any) -> Any:
+        """Fill the threshold keys ``unchanged_hours`` implies; refuse others given for them
+        (a rule read back from the database carries the same values, which pass)."""
+        if not isinstance(data, dict):
+            return data
+        hours = data.get("unchanged_hours", 6)
+        if isinstance(hours, bool) or not isinstance(hours, int):
+            return data     # the field's own validation reports it
+        n = min(max(hours - 3, 1), 24)
+        fixed: dict[str, Any] = {
+            "comparison": "below", "aggregate": "stddev", "window": "4h",
+            "warning": Level(absolute=0.0), "critical": None, "clear": None,
+            "persistence": Persistence(hours=n, of=n), "clear_after_hours": 1,
+            "running_only": True, "baseline": None, "models": {}, "forecast": None}
+        for key in _STUCK_FIXED:
+            if key not in data:
+                continue
+            given, want = data[key], fixed[key]
+            if isinstance(want, Level) and given is not None:
+                given = Level.model_validate(_level(given))
+            elif isinstance(want, Persistence) and isinstance(given, dict):
+                given = Persistence.model_validate(given)
+            if given != want and not (want == {} and given is None):
+                raise ValueError(f"a stuck rule sets {key!r} itself (from unchanged_hours); "
+                                 "leave it out")
+        return {**data, **fixed}
+
+
 class NoDataRule(_RuleBase):
     """A compressor (or one of its metrics) whose hourly aggregates stop arriving.
 
@@ -253,11 +313,23 @@ class NoDataRule(_RuleBase):
     critical_after_hours: Annotated[StrictInt, Field(ge=1, le=720)] | None = None
 
 
-Rule = ThresholdRule | RateOfChangeRule | NoDataRule
+Rule = ThresholdRule | StuckRule | RateOfChangeRule | NoDataRule
 LevelRule = ThresholdRule | RateOfChangeRule
 RULE_CLASSES: dict[str, type[ThresholdRule] | type[RateOfChangeRule] | type[NoDataRule]] = {
     "threshold": ThresholdRule, "rate_of_change": RateOfChangeRule, "no_data": NoDataRule,
+    "stuck": StuckRule,
 }
+#: Rule kinds whose alerts are data-quality notices for the technician (the data or a sensor
+#: is wrong), not news of the machine: scored apart from machine alerts by backtests.
+NOTICE_KINDS: frozenset[str] = frozenset({"no_data", "stuck"})
+
+
+def notice_rule_ids(rule_set: RuleSet) -> tuple[str, ...]:
+    """The ids of the rules whose alerts are notices, not news of a machine going wrong:
+    data-quality notices (:data:`NOTICE_KINDS`) and the stop rule's "unit down" notice (a
+    rule that ``inhibits`` others; DOMAIN.md: a stop without a planned window deserves one
+    notice). Backtests count them apart from false alerts and never as a fault caught."""
+    return tuple(r.id for r in rule_set.rules if r.kind in NOTICE_KINDS or r.inhibits)
 
 #: Keys an organization's override file may change; identity and meaning (id, kind, metric,
 #: aggregate, window, comparison) stay those of the default set.
@@ -279,11 +351,15 @@ class RuleSet(_Model):
 
     def canonical(self) -> dict[str, Any]:
         """The content that identifies the set (what is hashed and stored)."""
-        # ``inhibits`` and ``forecast`` only when given: sets without them keep the hash they
-        # always had.
+        # ``inhibits``, ``forecast`` and a model's ``proportional`` only when given: sets
+        # without them keep the hash they always had.
         def dump(r: Any) -> dict[str, Any]:
             unset = {k for k in ("inhibits", "forecast") if not getattr(r, k, None)}
-            return r.model_dump(mode="json", exclude=unset or None)
+            out: dict[str, Any] = r.model_dump(mode="json", exclude=unset or None)
+            expected = (out.get("baseline") or {}).get("expected")
+            if expected is not None and not expected.get("proportional"):
+                del expected["proportional"]
+            return out
 
         return {"org_id": self.org_id, "rules": [dump(r) for r in self.rules]}
 
@@ -391,6 +467,10 @@ def check_rule(rule: Rule) -> list[Problem]:
                              f"must not list the rule's own metric {rule.metric!r}"))
         if len(set(spec.expected.inputs)) < len(spec.expected.inputs):
             problems.append((("baseline", "expected", "inputs"), "lists a metric twice"))
+        if spec.expected.proportional and (not spec.expected.log
+                                           or len(spec.expected.inputs) != 1):
+            problems.append((("baseline", "expected", "proportional"),
+                             "needs log: true and exactly one input"))
     allowed = rule.applies_to.models
     for model in rule.models:
         if allowed is not None and model not in allowed:

@@ -37,6 +37,7 @@ from altaviz.simulator import FieldConfig, SimulationConfig, simulate
 from altaviz.simulator.ground_truth import GroundTruth
 from etl.pipeline import run_pipeline
 from rules.backtest import BacktestReport, backtest, format_scores, load_ground_truth
+from rules.schema import notice_rule_ids
 from workflows.pipeline import PipelineWorkflow
 
 Say = Callable[[str], None]
@@ -287,7 +288,7 @@ def _fill_report(report: DemoReport, db_url: str, rule_set: Any, start: datetime
         orgs = db.org_ids(conn)
         truth = load_ground_truth(ground_truth_path)
         bt = backtest(conn, rule_set, orgs, start, end, truth.faults,
-                      exclude_rules=tuple(r.id for r in rule_set.rules if r.kind == "no_data"),
+                      exclude_rules=notice_rule_ids(rule_set),
                       threads=settings.rules_threads, nuisance=truth.nuisance)
     report.backtest = bt
     report.faults = [FaultCaught(o.fault.compressor_id, o.fault.mode, o.caught, o.lead_hours,

@@ -97,6 +97,8 @@ class MessageContext:
     trend: tuple[tuple[datetime, float], ...] = ()
     rule_kind: str = ""
     forecast: ForecastNote | None = None
+    #: A stuck rule's hours unchanged before it fires (its ``unchanged_hours``).
+    unchanged_hours: int = 0
 
 
 @dataclass(frozen=True)
@@ -179,8 +181,10 @@ def _plural(n: float, word: str) -> str:
 
 def _kind(alert: AlertState, ctx: MessageContext) -> str:
     """``data_missing`` (the unit or its gateway is silent), ``sensor_missing`` (one channel
-    of a reporting unit is silent: a data-quality notice) or ``level`` (a reading crossed a
-    limit)."""
+    of a reporting unit is silent: a data-quality notice), ``sensor_stuck`` (one channel
+    repeats one value: a data-quality notice) or ``level`` (a reading crossed a limit)."""
+    if ctx.rule_kind == "stuck":
+        return "sensor_stuck"
     if ctx.rule_kind != "no_data" and alert.metric != "*":
         return "level"
     return "data_missing" if alert.metric in UNIT_SILENCE_METRICS else "sensor_missing"
@@ -189,10 +193,15 @@ def _kind(alert: AlertState, ctx: MessageContext) -> str:
 def title_for(alert: AlertState, event: str, ctx: MessageContext | None = None) -> str:
     """The headline: ``COMP-0022 frame vibration CRITICAL 12.6 mm/s (limit 12)``, with a
     prefix for the events that are not news of a breach (``RESOLVED``, ``REMINDER``, ...)."""
-    kind = _kind(alert, ctx or MessageContext())
+    ctx = ctx or MessageContext()
+    kind = _kind(alert, ctx)
     severity = alert.severity.upper()
     if alert.stop is not None:
         head = stop_headline(alert)
+    elif kind == "sensor_stuck":
+        head = (f"{alert.compressor_id} {metric_label(alert.metric)} reads "
+                f"{format_value(alert.value, alert.metric)} unchanged for "
+                f"{duration(unchanged_hours(alert, ctx))}: check the transmitter")
     elif kind == "level":
         # promoted to critical by the timer, the reading still crossed only the warning limit
         which = f"{alert.threshold_severity} " if alert.threshold_severity not in (
@@ -208,6 +217,13 @@ def title_for(alert: AlertState, event: str, ctx: MessageContext | None = None) 
         head = f"{alert.compressor_id} {what}{hours} {severity}"
     prefix = _TITLE_PREFIX.get(event, "")
     return f"{prefix}{head}"
+
+
+def unchanged_hours(alert: AlertState, ctx: MessageContext) -> float:
+    """How long a stuck channel has read one value: the rule's hours before it fires, plus
+    the hours it has kept firing since."""
+    since = (alert.last_breach_hour or alert.breach_hour) - alert.breach_hour
+    return ctx.unchanged_hours + since / timedelta(hours=1)
 
 
 def stop_headline(alert: AlertState) -> str:
@@ -275,6 +291,11 @@ def _lead(alert: AlertState, event: str) -> str:
 def _observed(alert: AlertState, kind: str) -> str:
     """The reading against the limit it crossed, or the silence against its limit."""
     limit_severity = alert.threshold_severity or alert.severity
+    if kind == "sensor_stuck":
+        return (f"Data quality: the {metric_label(alert.metric)} transmitter repeats "
+                f"{format_value(alert.value, alert.metric)} while the unit runs. This is not a "
+                "machine alert; the rules that read it do not judge the machine until it "
+                "moves again.")
     if kind == "level":
         return (f"{metric_label(alert.metric)} {format_value(alert.value, alert.metric)}, "
                 f"{limit_severity} limit {format_value(alert.threshold, alert.metric)}")
@@ -299,6 +320,8 @@ def _meaning(alert: AlertState, kind: str) -> str:
     if kind == "sensor_missing":
         return ("Likely: a failed sensor or loose wiring; this reading is not watched while it "
                 "is missing.")
+    if kind == "sensor_stuck":
+        return "Likely: a frozen transmitter or a gateway repeating its last value."
     return ""
 
 
@@ -412,6 +435,9 @@ def default_checks(metric: str, kind: str = "level") -> list[str]:
     if kind == "sensor_missing":
         return [f"Check the {metric_label(metric)} sensor, its wiring and the gateway's "
                 "channel configuration."]
+    if kind == "sensor_stuck":
+        return [f"Check the {metric_label(metric)} transmitter against a local gauge, its "
+                "power and wiring, and the gateway's channel."]
     for key, text in _DEFAULT_CHECKS:
         if key in metric:
             return [text]
@@ -460,5 +486,6 @@ def load_context(conn: psycopg.Connection[Any], alert: AlertState,
         site_name=comp[1] if comp else "", basin=comp[2] if comp else "",
         model=comp[3] if comp else "", basis=basis, checks=checks, trend=trend,
         rule_kind=str(definition.get("kind") or ""),
+        unchanged_hours=int(definition.get("unchanged_hours") or 0),
         forecast=load_forecast(conn, alert.compressor_id, alert.rule_id, until,
                                metric_unit(alert.metric)))

@@ -7,6 +7,7 @@ the ETL's explicit bronze schema and the rules' metric names cannot drift apart.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -124,14 +125,32 @@ DERIVED_METRICS: tuple[Metric, ...] = (
     *(_stage_ratio(s) for s in range(1, MAX_STAGES + 1)),
 )
 
-#: Every metric the hourly aggregates carry: each channel (except per-stage pressures, which
-#: rules see through the stage ratios) plus the derived metrics. DuckDB's greatest() ignores
-#: nulls, so absent stages do not hide present ones; a metric whose value is null for a reading
-#: (a stage the unit lacks) produces no aggregate row.
+#: Every metric the hourly aggregates carry: each channel plus the derived metrics. DuckDB's
+#: greatest() ignores nulls, so absent stages do not hide present ones; a metric whose value
+#: is null for a reading (a stage the unit lacks) produces no aggregate row. The per-stage
+#: pressures come last (appended after the derived metrics, migration 230): rules judge a
+#: stage through its ratio, but a frozen pressure transmitter is only visible in the
+#: pressure's own aggregates (its 4-hour standard deviation is exactly zero).
 METRICS: tuple[Metric, ...] = (
     *(Metric(c.name, c.unit, c.name, c.description) for c in CHANNELS
       if not c.name.endswith("_psig") or c.name == "oil_pressure_psig"),
     *DERIVED_METRICS,
+    *(Metric(c.name, c.unit, c.name, c.description) for c in CHANNELS
+      if c.name.endswith("_psig") and c.name != "oil_pressure_psig"),
 )
 
 METRIC_BY_NAME = {m.name: m for m in METRICS}
+
+
+def _sources(metric: Metric) -> tuple[str, ...]:
+    """The other metrics a metric is computed from (channels named in its SQL), except those
+    inside ``greatest(...)``: the hottest of several only freezes when the hottest one does,
+    and then the metric's own aggregates show it."""
+    words = set(re.findall(r"[a-z_0-9]+", re.sub(r"greatest\([^)]*\)", "", metric.sql)))
+    return tuple(m.name for m in METRICS if m.name in words and m.name != metric.name)
+
+
+#: For each metric, the metrics it is computed from (a stage ratio: the stage's suction and
+#: discharge pressures); empty for a channel. A frozen source freezes what the metric says
+#: about the machine, though the metric itself still moves with its other sources.
+METRIC_SOURCES: dict[str, tuple[str, ...]] = {m.name: _sources(m) for m in METRICS}

@@ -88,6 +88,15 @@ CASES: dict[str, tuple[AlertState, str, MessageContext, str | None, str | None]]
         _alert(rule_id="bearing_sensor_silent", metric="bearing_temp_max_f", value=5.0,
                threshold=4.0, severity="warning", diagnosis=""),
         "opened", MessageContext(site_name="Pecos 1", rule_kind="no_data"), ACK, None),
+    "sensor_stuck": (
+        _alert(rule_id="stage2_suction_pressure_stuck", metric="stage2_suction_psig",
+               value=263.0, threshold=None, severity="warning",
+               last_breach_hour=HOUR + timedelta(hours=2),
+               diagnosis="The reading has not moved while the unit ran: a frozen transmitter, "
+                         "a failed input card or a gateway repeating its last value."),
+        "opened", MessageContext(
+            site_name="Pecos 1", basin="Permian", model="Ariel JGK/4", rule_kind="stuck",
+            unchanged_hours=6, trend=_trend(263.0, 263.0, 263.0)), ACK, None),
     "unit_stopped": (
         _alert(rule_id="unit_stopped", metric="speed_rpm", value=0.0, threshold=50.0,
                severity="warning", breach_hour=HOUR + timedelta(hours=5),
@@ -125,5 +134,6 @@ def test_every_event_and_kind_has_a_golden_file() -> None:
     assert events == {"opened", "escalated", "severity_raised", "reminder", "cleared",
                       "resolved"}
     kinds = {(c[2].rule_kind, c[0].metric in ("speed_rpm", "*")) for c in CASES.values()}
-    assert {("threshold", False), ("no_data", True), ("no_data", False)} <= kinds
+    assert {("threshold", False), ("no_data", True), ("no_data", False),
+            ("stuck", False)} <= kinds
     assert {p.stem for p in GOLDEN.glob("*.txt")} == set(CASES)

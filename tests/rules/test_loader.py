@@ -9,7 +9,7 @@ import pytest
 from altaviz.core.catalog import builtin_catalog
 from altaviz.core.telemetry import METRIC_BY_NAME
 from rules.loader import DEFAULT_RULES, RuleFileError, load_org_rule_set, load_rule_set
-from rules.schema import NoDataRule, ThresholdRule
+from rules.schema import NoDataRule, RuleSet, StuckRule, ThresholdRule, notice_rule_ids
 
 BROKEN = sorted((Path(__file__).parent / "broken").glob("*.yaml"))
 
@@ -45,7 +45,7 @@ def test_default_rule_set_loads_and_covers_the_setpoint_table() -> None:
     assert any(isinstance(r, NoDataRule) for r in rs.rules)
     for r in rs.rules:
         assert "ISO 10816-3" not in r.basis or "not" in r.basis
-        if "vibration" in r.id:
+        if "vibration" in r.id and r.kind == "threshold":
             assert "ISO 20816-8" in r.basis
     jw = rs.rule("jacket_water_temp_high")
     assert jw.applies_to.models == ("Ariel JGK/4",)
@@ -140,3 +140,30 @@ rules:
     assert found == [(3, "no_kind", "kind"), (7, "no_kind", "diagnosis"),
                      (14, "layered", "warning"), (19, "layered", "bogus_key")]
     assert "must be below critical (got 12 >= 8)" in str(info.value)
+
+
+def test_a_stuck_rule_implies_its_threshold_and_refuses_other_values() -> None:
+    rs = load_rule_set(DEFAULT_RULES)
+    rule = rs.rule("stage2_suction_pressure_stuck")
+    assert isinstance(rule, StuckRule) and rule.column == "stddev_4h"
+    assert (rule.comparison, rule.persistence.hours, rule.persistence.of) == ("below", 3, 3)
+    assert rule.warning is not None and rule.warning.absolute == 0.0
+    # read back from its stored canonical form, it is the same rule
+    again = RuleSet.model_validate({"source": "db", "rules": rs.canonical()["rules"]})
+    assert again.rule("stage2_suction_pressure_stuck") == rule
+    assert again.content_hash == rs.content_hash
+    text = """rules:
+  - id: s
+    kind: stuck
+    metric: oil_temp_f
+    unchanged_hours: 8
+    persistence: {hours: 2, of: 3}
+    diagnosis: d
+    checks: [c]
+    basis: b
+"""
+    with pytest.raises(RuleFileError) as info:
+        load_rule_set("s.yaml", text=text)
+    assert "a stuck rule sets 'persistence' itself" in str(info.value)
+    assert "stage2_suction_pressure_stuck" in notice_rule_ids(rs)
+    assert "unit_stopped" in notice_rule_ids(rs) and "oil_pressure_low" not in notice_rule_ids(rs)

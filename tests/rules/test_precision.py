@@ -18,7 +18,7 @@ import pytest
 
 from rules.engine import Grid, Row, Units, evaluate_grid, plan
 from rules.loader import load_rule_set
-from rules.schema import RuleSet
+from rules.schema import RuleSet, ThresholdRule
 from rules.sources import computed_baselines
 from tests.rules.helpers import T0, h, one_rule
 
@@ -85,10 +85,11 @@ def progress() -> np.ndarray:
 
 def run(rule_set: RuleSet, values: dict[str, np.ndarray], first_day: int = 17,
         stopped_before: int | None = None,
-        stuck: dict[str, np.ndarray] | None = None) -> list[Row]:
+        stuck: dict[str, np.ndarray] | None = None, fit_flat: bool = True) -> list[Row]:
     """The rule set's rows over days ``first_day`` .. end; ``stopped_before``: the units did
     not run before that hour (a unit that just started); ``stuck``: metric -> hours (x units)
-    its transmitter was frozen, whose 4-hour standard deviation is then zero."""
+    its transmitter was frozen, whose 4-hour standard deviation is then zero; without
+    ``fit_flat`` the baselines are fitted as if no transmitter had been frozen."""
     p = plan(rule_set, h(first_day * 24), h(HOURS - 1))
     t0 = min(p.first_hour, p.baseline_history_start()) if p.baselines else p.first_hour
     assert t0 >= T0
@@ -96,16 +97,22 @@ def run(rule_set: RuleSet, values: dict[str, np.ndarray], first_day: int = 17,
     needs = p.needs()
     wanted = set(needs.values) | set(p.baseline_needs().values if p.baselines else ())
     for metric, column in wanted:
+        if column == "stddev_4h":   # also of the channels a metric is computed from
+            grid.values[(metric, column)] = np.where(
+                (stuck or {}).get(metric, np.zeros((HOURS, UNITS.n), dtype=bool)), 0.0, 0.5)
+            continue
         v = values[metric].copy()
         if metric == "speed_rpm" and stopped_before is not None:
             v[:stopped_before] = 0.0
-        if column == "stddev_4h":
-            v = np.where((stuck or {}).get(metric, False), 0.0, 0.5)
         grid.values[(metric, column)] = v
     for metric in {m for m, _ in wanted} | set(needs.present):
         grid.present[metric] = np.ones((HOURS, UNITS.n), dtype=bool)
         grid.data[metric] = grid.present[metric]
-    return evaluate_grid(p, grid, computed_baselines(p, grid))
+    fit_grid = grid
+    if not fit_flat:
+        fit_grid = Grid(UNITS, T0, HOURS, {k: v for k, v in grid.values.items()
+                                           if k[1] != "stddev_4h"}, grid.present, grid.data)
+    return evaluate_grid(p, grid, computed_baselines(p, fit_grid))
 
 
 def fired(rows: list[Row], unit: str, after: int = 0) -> list[Row]:
@@ -264,3 +271,55 @@ def test_a_frozen_input_raises_no_machine_alert() -> None:
     rows = run(rs, values, stuck={"oil_temp_f": frozen})
     assert fired(rows, "COMP-A") == []
     assert fired(rows, "COMP-B")
+
+
+def fitted_ratio_rule() -> RuleSet:
+    """The default stage 1 ratio rule with the slope on stage 2's ratio fitted, not one."""
+    default_rule = default("stage1_ratio_shift").rules[0]
+    assert isinstance(default_rule, ThresholdRule) and default_rule.baseline is not None
+    expected = default_rule.baseline.expected
+    assert expected is not None and expected.proportional
+    return RuleSet(source="t", rules=(default_rule.model_copy(update={
+        "baseline": default_rule.baseline.model_copy(update={
+            "expected": expected.model_copy(update={"proportional": False})})}),))
+
+
+def test_hours_with_a_frozen_pressure_are_left_out_of_the_fit() -> None:
+    """COMP-A's stage 2 suction transmitter was frozen for six days of the fit window: its
+    stage 2 ratio, computed from the frozen pressure, moved with the discharge pressure only.
+    Fitted on those hours, the relation of the two ratios is wrong and a healthy unit fires
+    once the transmitter is fixed; left out, the fit holds and nothing fires."""
+    values = field()
+    frozen = np.zeros((HOURS, UNITS.n), dtype=bool)
+    frozen[4 * 24:10 * 24, 0] = True
+    p_in = 1000 / values["stage1_ratio"][:, 0] ** 2        # stage 1 suction (psia)
+    inter = np.sqrt(p_in * 1000)
+    stuck_at = inter[4 * 24]
+    values["stage2_ratio"][:, 0] = np.where(frozen[:, 0], 1000 / stuck_at,
+                                            values["stage2_ratio"][:, 0])
+    rs = fitted_ratio_rule()
+    flat = {"stage2_suction_psig": frozen}
+    assert fired(run(rs, values, stuck=flat, fit_flat=False), "COMP-A"), \
+        "fitted on the frozen hours, the healthy unit fires"
+    assert fired(run(rs, values, stuck=flat), "COMP-A") == []
+
+
+def test_neighbouring_ratios_held_in_proportion_need_no_swing_in_the_fit() -> None:
+    """Line pressure held steady for the unit's first days, then swinging: a slope fitted on
+    the steady days is near zero, so the first swing looks like a 1.5% shift on a healthy
+    unit; the default rule holds the two ratios in proportion (slope one, only the factor
+    fitted) and stays silent, and still catches the leak on the other unit within a day."""
+    values = field()
+    t = np.arange(HOURS, dtype=np.float64)[:, None] * np.ones((1, UNITS.n))
+    swing = np.where(t < 14 * 24, 0.0, 0.08 * np.sin(2 * np.pi * (t - 14 * 24) / 48))
+    rng = np.random.default_rng(3)
+    for s in ("stage1_ratio", "stage2_ratio"):
+        values[s] = np.sqrt(10) * (1 + swing) * (1 + rng.normal(0, 0.0005, t.shape))
+    values["stage1_ratio"] = values["stage1_ratio"] * (1 - 0.15 * progress())
+    values["stage2_ratio"] = values["stage2_ratio"] / (1 - 0.15 * progress())
+    assert fired(run(fitted_ratio_rule(), values, first_day=16), "COMP-A"), \
+        "a slope fitted on steady days fires on the first swing"
+    rows = run(default("stage1_ratio_shift"), values, first_day=16)
+    assert fired(rows, "COMP-A") == []
+    caught = fired(rows, "COMP-B")
+    assert caught and h(FAULT) < caught[0].hour < h(FAULT + 24)

@@ -21,6 +21,7 @@ from rules.backtest import (
 )
 from rules.forecast_backtest import format_forecast_scores, score_forecasts
 from rules.loader import DEFAULT_RULES, RuleFileError, check_file
+from rules.schema import notice_rule_ids
 
 if TYPE_CHECKING:
     from altaviz.app.context import App
@@ -131,8 +132,7 @@ def _backtest(args: argparse.Namespace, app: App) -> int:
     with app.connect() as conn:
         report = backtest(conn, rule_set, _orgs(args, conn), args.start, args.end,
                           truth.faults if truth else None,
-                          exclude_rules=tuple(r.id for r in rule_set.rules
-                                              if r.kind == "no_data"), gold_uri=gold,
+                          exclude_rules=notice_rule_ids(rule_set), gold_uri=gold,
                           threads=app.settings.rules_threads,
                           nuisance=truth.nuisance if truth else None)
         forecast = (score_forecasts(conn, rule_set, report, gold_uri=gold)
@@ -182,8 +182,7 @@ def _diff(args: argparse.Namespace, app: App) -> int:
                      threads=threads)
         else:
             reports = [backtest(conn, rs, orgs, args.start, args.end, truth.faults,
-                                exclude_rules=tuple(r.id for r in rs.rules
-                                                    if r.kind == "no_data"),
+                                exclude_rules=notice_rule_ids(rs),
                                 gold_uri=gold, threads=threads, nuisance=truth.nuisance)
                        for rs in (old, new)]
             d = diff_episodes(reports[0].episodes, reports[1].episodes, args.end)
