@@ -50,6 +50,8 @@ from temporalio.common import (
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
+    CancelledError,
+    FailureError,
     WorkflowAlreadyStartedError,
 )
 
@@ -151,9 +153,12 @@ def workflow_id_of(alert_id: str) -> str:
     return alert_id.rsplit("/", 1)[0]
 
 
-def _non_retryable(exc: ActivityError) -> bool:
-    cause = exc.cause
-    return isinstance(cause, ApplicationError) and cause.non_retryable
+def _non_retryable(exc: FailureError) -> bool:
+    """Whether a failed (local) activity failed for good: a local activity's last failure
+    comes back as the application error itself, a regular one's wrapped in ActivityError."""
+    cause = exc.cause if isinstance(exc, ActivityError) else exc
+    return isinstance(exc, CancelledError) or (
+        isinstance(cause, ApplicationError) and cause.non_retryable)
 
 
 def search_attribute_pairs(state: AlertState) -> list[SearchAttributePair[str]]:
@@ -316,7 +321,7 @@ class AlertWorkflow:
                 return await workflow.execute_local_activity(
                     "open_alert", opening, result_type=OpenAlertResult,
                     start_to_close_timeout=timedelta(seconds=15), retry_policy=_DB_BOUNDED)
-            except ActivityError as exc:
+            except FailureError as exc:
                 if _non_retryable(exc):
                     raise
                 workflow.logger.warning("alert %s: cannot open yet (%s); again in %s",
@@ -700,7 +705,9 @@ class AlertWorkflow:
                 await workflow.execute_activity(
                     RECORD_TRANSITIONS, batch, start_to_close_timeout=_FLUSH_TIMEOUT,
                     retry_policy=_FLUSH_RETRY, summary=f"{len(batch)} transitions")
-            except ActivityError as exc:
+            except FailureError as exc:
+                if isinstance(exc, CancelledError):
+                    raise
                 self._flush_failures += 1
                 workflow.logger.warning(
                     "alert %s: %d transitions not written yet (%s); again in %s",
@@ -753,7 +760,9 @@ class AlertWorkflow:
             return await workflow.execute_local_activity(
                 CHECK_HOLD, query, result_type=HoldDecision,
                 start_to_close_timeout=timedelta(seconds=10), retry_policy=_DB_BOUNDED)
-        except ActivityError as exc:
+        except FailureError as exc:
+            if isinstance(exc, CancelledError):
+                raise
             # Silences live in PostgreSQL: with it away, a notification goes out rather
             # than wait (an unwanted message beats a missed escalation).
             workflow.logger.warning("alert %s: silences cannot be read (%s); notifying",
