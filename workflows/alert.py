@@ -238,6 +238,8 @@ class AlertWorkflow:
         self._outbox: list[AlertTransition] = (
             list(carried.outbox) if carried is not None else [])
         self._flush_failures = 0
+        self._flushing = False
+        self._flush_waiting = False
         self._steps: list[workflow.ChildWorkflowHandle[Any, Any]] = []
 
     # --- the main loop ----------------------------------------------------------------------
@@ -259,8 +261,12 @@ class AlertWorkflow:
                 await self._apply_next()
                 continue
             if self._continue_as_new_due():
+                # a flush under way is let finish (at most its two short attempts); one
+                # waiting for its retry timer never holds the new run back: the outbox goes
+                # along
                 await workflow.wait_condition(
-                    lambda: workflow.all_handlers_finished() or self._has_requests())
+                    lambda: (workflow.all_handlers_finished() and self._flush_idle())
+                    or self._has_requests())
                 if self._has_requests():
                     continue
                 workflow.continue_as_new(self._carry_input(inp))
@@ -701,20 +707,25 @@ class AlertWorkflow:
         while True:
             await workflow.wait_condition(lambda: bool(self._outbox))
             batch = self._outbox[:_FLUSH_BATCH]
+            self._flushing = True
             try:
                 await workflow.execute_activity(
                     RECORD_TRANSITIONS, batch, start_to_close_timeout=_FLUSH_TIMEOUT,
                     retry_policy=_FLUSH_RETRY, summary=f"{len(batch)} transitions")
             except FailureError as exc:
+                self._flushing = False
                 if isinstance(exc, CancelledError):
                     raise
                 self._flush_failures += 1
                 workflow.logger.warning(
                     "alert %s: %d transitions not written yet (%s); again in %s",
                     self._state.alert_id, len(self._outbox), exc.cause or exc, delay)
+                self._flush_waiting = True
                 await workflow.sleep(delay, summary="flush_retry")
+                self._flush_waiting = False
                 delay = min(delay * 2, longest)
                 continue
+            self._flushing = False
             del self._outbox[:len(batch)]
             delay = first
 
@@ -836,8 +847,14 @@ class AlertWorkflow:
         return (info.is_continue_as_new_suggested()
                 or info.get_current_history_length() >= self._max_events)
 
+    def _flush_idle(self) -> bool:
+        """No flush under way or about to start: the outbox is empty, or its flush failed and
+        waits for the retry timer (which a new run need not wait for)."""
+        return not self._flushing and (not self._outbox or self._flush_waiting)
+
     def _outbox_outgrows_run(self) -> bool:
-        return self._projection and bool(self._outbox) and self._continue_as_new_due()
+        return (self._projection and bool(self._outbox) and self._flush_idle()
+                and self._continue_as_new_due())
 
     def _carry_input(self, inp: AlertInput) -> AlertInput:
         return AlertInput(
