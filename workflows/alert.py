@@ -17,10 +17,13 @@ transition's ``seq``). When the database is away the flusher keeps the outbox an
 on a durable timer (30 s doubling to 5 min) instead of retrying inside the worker, so timers,
 escalations, notifications and acknowledgements never wait for it, and an outage costs a few
 history events per attempt, not a steady stream of workflow-task heartbeats. Continue-as-new
-carries the outbox and never waits for a flush; a resolved run ends only once its outbox is
-written. Runs started before the patch keep writing each transition with a *local* activity
-before going on. Each notification step is its own child workflow (``workflows.notify``), started
-and not awaited, with parent-close policy ``ABANDON``: a channel retried for minutes, or a
+carries the outbox: it lets a flush under way finish (two short attempts at most) but never
+waits for a failed one's retry timer; a resolved run ends only once its outbox is written.
+Runs started before the patch keep writing each transition with a *local* activity before
+going on.
+
+Each notification step is its own child workflow (``workflows.notify``), started and not
+awaited, with parent-close policy ``ABANDON``: a channel retried for minutes, or a
 recipient replaced by the next level of the escalation chain, never holds up the alert's
 requests and timers, and a step outlives a run that continues as new. A resolved alert's run
 ends once its last steps have.
@@ -237,7 +240,7 @@ class AlertWorkflow:
         self._projection = False
         self._outbox: list[AlertTransition] = (
             list(carried.outbox) if carried is not None else [])
-        self._flush_failures = 0
+        self._flusher: asyncio.Task[None] | None = None
         self._flushing = False
         self._flush_waiting = False
         self._steps: list[workflow.ChildWorkflowHandle[Any, Any]] = []
@@ -716,7 +719,6 @@ class AlertWorkflow:
                 self._flushing = False
                 if isinstance(exc, CancelledError):
                     raise
-                self._flush_failures += 1
                 workflow.logger.warning(
                     "alert %s: %d transitions not written yet (%s); again in %s",
                     self._state.alert_id, len(self._outbox), exc.cause or exc, delay)
