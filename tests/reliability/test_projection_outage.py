@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,6 +26,7 @@ import pytest
 from psycopg_pool import ConnectionPool
 from temporalio import activity
 from temporalio.client import Client, WorkflowHandle
+from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Worker
 
 from activities.alerts import AlertActivities
@@ -36,7 +37,9 @@ from altaviz.core import db
 from altaviz.core.fleet_store import load_fleet
 from altaviz.core.links import LinkSigner
 from altaviz.core.payloads import (
+    AlertEventType,
     AlertState,
+    AlertTransition,
     DeliveryOutcome,
     DeliveryPlan,
     DeliveryTarget,
@@ -48,7 +51,13 @@ from tests.notify.receivers import free_port
 from tests.reliability.conftest import OwnedPostgres, admin_rows
 from tests.web.conftest import serve
 from tests.workflows.conftest import make_breach
-from workflows.alert import SA_SEVERITY, SA_STATE, AlertWorkflow
+from workflows.alert import (
+    SA_SEVERITY,
+    SA_STATE,
+    AlertWorkflow,
+    alert_workflow_id,
+    initial_state,
+)
 from workflows.notify import NotifyStepWorkflow
 
 T = TypeVar("T")
@@ -253,3 +262,39 @@ async def test_pg_down_ten_minutes_escalation_ack_and_catch_up_exactly_once(
     figures["wall_s"] = round(time.monotonic() - wall, 1)
     print("projection outage:", figures)
 
+
+
+def test_a_flush_written_twice_is_written_once_and_a_refused_row_is_skipped(
+        db_url: str, fleet: Any) -> None:
+    """The flush of an outbox batch that committed but never reported back is sent again (by
+    the retry, or by the next run after continue-as-new): each transition is written once. A
+    transition the database refuses for good is logged and skipped, and the rest of the batch
+    is written: the alert goes on either way."""
+    breach = make_breach()
+    wid = alert_workflow_id(breach.org_id, breach.compressor_id, breach.rule_id)
+    now = datetime(2026, 3, 2, 11, 5, tzinfo=UTC)
+    state = initial_state(breach, wid, now)
+
+    def step(seq: int, event: AlertEventType, **changes: Any) -> AlertTransition:
+        return AlertTransition(state=state.model_copy(update=changes), seq=seq,
+                               event_type=event, occurred_at=now + timedelta(minutes=seq),
+                               actor="test", run_id="run-1")
+
+    batch = [step(1, "opened"), step(2, "escalated", severity="critical"),
+             step(3, "acknowledged", severity="critical", ack_state="acknowledged",
+                  state="acknowledged", acknowledged_by="tech.jane")]
+    stranger = make_breach(compressor="COMP-9999")     # no such compressor: refused (FK)
+    refused = AlertTransition(
+        state=initial_state(stranger, alert_workflow_id("acme", "COMP-9999", stranger.rule_id),
+                            now), seq=1, event_type="opened", occurred_at=now)
+    env = ActivityEnvironment()
+    with ConnectionPool(db_url, min_size=1, max_size=2, open=True) as pool:
+        acts = AlertActivities(pool)
+        assert env.run(acts.record_transitions, batch[:2]) == 2
+        assert env.run(acts.record_transitions, batch) == 3        # the first two again
+        assert env.run(acts.record_transitions, [refused, *batch]) == 3
+    events = admin_rows(db_url, "SELECT event_type FROM alert_events "
+                                "ORDER BY (details->>'seq')::int")
+    assert events == [("opened",), ("escalated",), ("acknowledged",)]
+    assert admin_rows(db_url, "SELECT state, severity, seq FROM alert_history") == [
+        ("acknowledged", "critical", 3)]
