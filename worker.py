@@ -187,7 +187,8 @@ def build_worker(
                                   evaluator=evaluator, policy=policy)
     reconciler = ReconcileActivities(client=client, pool=pool)
     activities: list[Callable[..., Any]] = [
-        alerts.open_alert, alerts.record_transition, alerts.record_delivery_failure,
+        alerts.open_alert, alerts.record_transition, alerts.record_transitions,
+        alerts.record_delivery_failure,
         HoldActivities(pool).check_silence, reconciler.reconcile_alerts,
         pipeline.run_etl, pipeline.list_organizations, pipeline.evaluate_rules,
         pipeline.start_or_update_alerts, pipeline.signal_clears, *extra_activities]

@@ -10,6 +10,13 @@ the database committed but before the result reached the server:
 
 The activities are synchronous (psycopg, one pooled connection per call) and run in the
 worker's thread pool; each write is one tenant transaction (row-level security applies).
+
+``record_transitions`` is the flush of an alert workflow's outbox: a batch of transitions in
+order, in one transaction, waiting at most ``connect_wait`` seconds for a connection, so that
+with PostgreSQL away it fails within seconds and the workflow retries on its own durable timer.
+A transition that can never be written (a constraint refuses it) is logged and skipped, inside
+its own savepoint: the alert goes on either way, since PostgreSQL is its projection, not its
+gate.
 """
 
 from __future__ import annotations
@@ -30,6 +37,9 @@ from altaviz.core.payloads import AlertState, AlertTransition, DeliveryFailure, 
 #: Activity names (the workflow refers to them by these strings).
 OPEN_ALERT = "open_alert"
 RECORD_TRANSITION = "record_transition"
+RECORD_TRANSITIONS = "record_transitions"
+#: Seconds the bounded activities wait for a pooled connection (PostgreSQL away: fail fast).
+CONNECT_WAIT = 5.0
 RECORD_DELIVERY_FAILURE = "record_delivery_failure"
 
 
@@ -56,8 +66,9 @@ def _utc(value: datetime | None) -> datetime | None:
 class AlertActivities:
     """Persistence of alert transitions. Dependencies come in through ``__init__``."""
 
-    def __init__(self, pool: ConnectionPool[Any]) -> None:
+    def __init__(self, pool: ConnectionPool[Any], *, connect_wait: float = CONNECT_WAIT) -> None:
         self._pool = pool
+        self._connect_wait = connect_wait
         self._q = queries("alerts")
 
     @activity.defn(name=OPEN_ALERT)
@@ -130,6 +141,33 @@ class AlertActivities:
                                  transition.actor or "system",
                                  f" via {s.ack_channel}" if transition.event_type
                                  == "acknowledged" and s.ack_channel else "")
+
+    @activity.defn(name=RECORD_TRANSITIONS)
+    def record_transitions(self, batch: list[AlertTransition]) -> int:
+        """Write a workflow's outbox batch in order, in one transaction; returns how many
+        transitions were written (the others were refused for good and logged)."""
+        if not batch:
+            return 0
+        written = 0
+        with (self._pool.connection(timeout=self._connect_wait) as conn,
+              tenant(conn, batch[0].state.org_id)):
+            for t in batch:
+                try:
+                    with conn.transaction():  # a savepoint: a refused row leaves the rest
+                        self._write(conn, t)
+                    written += 1
+                except (psycopg.errors.ForeignKeyViolation,
+                        psycopg.errors.CheckViolation) as exc:
+                    activity.logger.error("alert %s: transition %d (%s) refused, skipped: %s",
+                                          t.state.alert_id, t.seq, t.event_type, exc)
+        for t in batch:
+            if t.event_type in ("acknowledged", "resolved", "escalated"):
+                s = t.state
+                activity.logger.info("alert %s %s by %s%s", s.alert_id, t.event_type,
+                                     t.actor or "system",
+                                     f" via {s.ack_channel}" if t.event_type
+                                     == "acknowledged" and s.ack_channel else "")
+        return written
 
     @activity.defn(name=RECORD_DELIVERY_FAILURE)
     def record_delivery_failure(self, failure: DeliveryFailure) -> None:

@@ -103,8 +103,11 @@ def apply_windows(conn: psycopg.Connection[Any], evaluation: Evaluation) -> Eval
 class HoldActivities:
     """The ``check_silence`` activity; dependencies come in through ``__init__``."""
 
-    def __init__(self, pool: ConnectionPool[Any]) -> None:
+    def __init__(self, pool: ConnectionPool[Any], *, connect_wait: float = 5.0) -> None:
+        # connect_wait: seconds to wait for a pooled connection; with PostgreSQL away the
+        # check fails fast and the alert workflow notifies rather than wait
         self._pool = pool
+        self._connect_wait = connect_wait
         self._q = queries("silences")
 
     @activity.defn(name=CHECK_SILENCE)
@@ -114,7 +117,8 @@ class HoldActivities:
         Read in the alert's own tenant transaction: a silence of another organization can
         never match it (row-level security).
         """
-        with self._pool.connection() as conn, tenant(conn, query.org_id):
+        with (self._pool.connection(timeout=self._connect_wait) as conn,
+              tenant(conn, query.org_id)):
             silences = [silence_from_row(r) for r in conn.execute(
                 self._q["silences_for_unit"],
                 {"at": query.at, "compressor_id": query.compressor_id}).fetchall()]

@@ -9,20 +9,29 @@ the opening breach hour).
 The state keeps the condition (``active``/``cleared``) apart from the human side
 (``unacknowledged``/``acknowledged``); the combined ``state`` is what people see.
 
-Persistence runs as *local* activities (short, idempotent database writes on the worker that
-runs the workflow task): about half the server round trips and history events of regular
-activities, which is what lets one evaluation's hundreds of breaches be applied quickly on the
-dev server. Each notification step is its own child workflow (``workflows.notify``), started
-and not awaited, with parent-close policy ``ABANDON``: a channel retried for minutes, or a
+PostgreSQL is a projection of the workflow, not a gate (``patched("projection-outbox")``):
+each transition is appended to an ordered outbox in workflow state, with its search attributes
+upserted in the same workflow task, and a background flusher writes the outbox with one
+bounded activity (``record_transitions``: short timeout, two attempts, idempotent by the
+transition's ``seq``). When the database is away the flusher keeps the outbox and tries again
+on a durable timer (30 s doubling to 5 min) instead of retrying inside the worker, so timers,
+escalations, notifications and acknowledgements never wait for it, and an outage costs a few
+history events per attempt, not a steady stream of workflow-task heartbeats. Continue-as-new
+carries the outbox: it lets a flush under way finish (two short attempts at most) but never
+waits for a failed one's retry timer; a resolved run ends only once its outbox is written.
+Runs started before the patch keep writing each transition with a *local* activity before
+going on.
+
+Each notification step is its own child workflow (``workflows.notify``), started and not
+awaited, with parent-close policy ``ABANDON``: a channel retried for minutes, or a
 recipient replaced by the next level of the escalation chain, never holds up the alert's
 requests and timers, and a step outlives a run that continues as new. A resolved alert's run
 ends once its last steps have.
 
 Concurrency model: signal and update handlers only *queue* requests; the main loop applies
-them one at a time, in arrival order, between timers. Each transition is persisted (activity
-``record_transition``) before anything else happens, so PostgreSQL never lags behind what a
-notification announced. Update handlers wait until the main loop has applied their request and
-answer with the resulting state.
+them one at a time, in arrival order, between timers. Update handlers wait until the main loop
+has applied their request (not until it is written to PostgreSQL) and answer with the
+resulting state.
 
 Determinism: only ``workflow.now()`` and durable timers; payload models come from side-effect
 free modules imported through ``imports_passed_through``.
@@ -30,6 +39,7 @@ free modules imported through ``imports_passed_through``.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -40,7 +50,13 @@ from temporalio.common import (
     SearchAttributePair,
     SearchAttributeUpdate,
 )
-from temporalio.exceptions import ActivityError, WorkflowAlreadyStartedError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    FailureError,
+    WorkflowAlreadyStartedError,
+)
 
 with workflow.unsafe.imports_passed_through():
     from altaviz.core.payloads import (
@@ -96,6 +112,23 @@ PATCH_NOTIFY_CHILD = "notify-step-child-workflow"
 PATCH_RESUME_CRITICAL = "resume-critical-reminders"
 PATCH_HOLDS = "silences-and-maintenance-holds"
 PATCH_HOLD_SIGNAL = "holds-changed-signal"
+PATCH_PROJECTION = "projection-outbox"
+
+#: Activity writing the outbox (a batch of transitions, in order) to PostgreSQL.
+RECORD_TRANSITIONS = "record_transitions"
+#: The flush: a short, bounded regular activity (retries are the server's, no history events);
+#: when it finally fails the outbox waits for the next durable retry timer.
+_FLUSH_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
+                           maximum_attempts=2)
+_FLUSH_TIMEOUT = timedelta(seconds=20)
+#: Durable retry timer of a failed flush: doubles from the first value up to the second.
+FLUSH_BACKOFF = (timedelta(seconds=30), timedelta(minutes=5))
+#: At most this many transitions per flush (a long outage's outbox goes in several).
+_FLUSH_BATCH = 100
+#: Bounded database reads of the patched workflow (opening, silence check).
+_DB_BOUNDED = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
+                          maximum_attempts=2,
+                          non_retryable_error_types=["TerminalError", "TenantError"])
 
 #: Activity asked before every notification whether a silence or window holds it back.
 CHECK_HOLD = "check_silence"
@@ -121,6 +154,14 @@ def alert_id_for(workflow_id: str, breach_hour: datetime) -> str:
 def workflow_id_of(alert_id: str) -> str:
     """The workflow id of an alert, from its id (:func:`alert_id_for` appends the hour)."""
     return alert_id.rsplit("/", 1)[0]
+
+
+def _non_retryable(exc: FailureError) -> bool:
+    """Whether a failed (local) activity failed for good: a local activity's last failure
+    comes back as the application error itself, a regular one's wrapped in ActivityError."""
+    cause = exc.cause if isinstance(exc, ActivityError) else exc
+    return isinstance(exc, CancelledError) or (
+        isinstance(cause, ApplicationError) and cause.non_retryable)
 
 
 def search_attribute_pairs(state: AlertState) -> list[SearchAttributePair[str]]:
@@ -195,6 +236,13 @@ class AlertWorkflow:
         self._hold_recheck: datetime | None = None
         self._holds_changed = False
         self._sa_sent: dict[str, str] = {}
+        # The projection outbox (see the module docstring): transitions not yet written.
+        self._projection = False
+        self._outbox: list[AlertTransition] = (
+            list(carried.outbox) if carried is not None else [])
+        self._flusher: asyncio.Task[None] | None = None
+        self._flushing = False
+        self._flush_waiting = False
         self._steps: list[workflow.ChildWorkflowHandle[Any, Any]] = []
 
     # --- the main loop ----------------------------------------------------------------------
@@ -203,6 +251,10 @@ class AlertWorkflow:
     async def run(self, inp: AlertInput) -> AlertState:
         """Open the alert, then apply requests and timers until it is resolved."""
         self._holds_on = workflow.patched(PATCH_HOLDS)
+        self._projection = workflow.patched(PATCH_PROJECTION)
+        if self._projection:
+            # runs beside the main loop: nothing the alert does waits for PostgreSQL
+            self._flusher = asyncio.create_task(self._flush_outbox())
         if not self._opened:
             if not await self._open():
                 return await self._finish(inp)
@@ -212,8 +264,12 @@ class AlertWorkflow:
                 await self._apply_next()
                 continue
             if self._continue_as_new_due():
+                # a flush under way is let finish (at most its two short attempts); one
+                # waiting for its retry timer never holds the new run back: the outbox goes
+                # along
                 await workflow.wait_condition(
-                    lambda: workflow.all_handlers_finished() or self._has_requests())
+                    lambda: (workflow.all_handlers_finished() and self._flush_idle())
+                    or self._has_requests())
                 if self._has_requests():
                     continue
                 workflow.continue_as_new(self._carry_input(inp))
@@ -239,10 +295,13 @@ class AlertWorkflow:
 
     async def _open(self) -> bool:
         self._seq = 1
-        result = await workflow.execute_local_activity(
-            "open_alert", self._transition("opened", actor="rules", details=self._breach_details(
-                None)), result_type=OpenAlertResult,
-            start_to_close_timeout=timedelta(seconds=30), retry_policy=_DB_RETRY)
+        opening = self._transition("opened", actor="rules", details=self._breach_details(None))
+        if self._projection:
+            result = await self._open_bounded(opening)
+        else:
+            result = await workflow.execute_local_activity(
+                "open_alert", opening, result_type=OpenAlertResult,
+                start_to_close_timeout=timedelta(seconds=30), retry_policy=_DB_RETRY)
         if result.status == "stale":
             self._stale = True
             self._state.state = "resolved"
@@ -255,8 +314,29 @@ class AlertWorkflow:
             if workflow.patched(PATCH_RESUME_CRITICAL):
                 self._resume_reminders()
             return True
+        if self._projection:
+            self._upsert_search_attributes()
         await self._notify("opened", "technicians", "opened")
         return True
+
+    async def _open_bounded(self, opening: AlertTransition) -> OpenAlertResult:
+        """``open_alert`` decides whether the breach opens a new alert (it may be stale, or
+        resume a stored one), so the opening needs PostgreSQL: bounded attempts, and with the
+        database away a durable backoff timer between them rather than retries in the worker
+        (the history stays small however long the outage)."""
+        delay, longest = FLUSH_BACKOFF
+        while True:
+            try:
+                return await workflow.execute_local_activity(
+                    "open_alert", opening, result_type=OpenAlertResult,
+                    start_to_close_timeout=timedelta(seconds=15), retry_policy=_DB_BOUNDED)
+            except FailureError as exc:
+                if _non_retryable(exc):
+                    raise
+                workflow.logger.warning("alert %s: cannot open yet (%s); again in %s",
+                                        self._state.alert_id, exc.cause or exc, delay)
+            await workflow.sleep(delay, summary="open_retry")
+            delay = min(delay * 2, longest)
 
     async def _finish(self, inp: AlertInput) -> AlertState:
         # Let queued handlers settle; a breach newer than this alert becomes a new alert.
@@ -267,10 +347,15 @@ class AlertWorkflow:
         while True:
             await workflow.wait_condition(
                 lambda: (workflow.all_handlers_finished()
-                         and all(h.done() for h in self._steps)) or self._has_requests())
-            if not self._has_requests():
-                break
-            await self._apply_next()
+                         and all(h.done() for h in self._steps) and not self._outbox)
+                or self._has_requests() or self._outbox_outgrows_run())
+            if self._has_requests():
+                await self._apply_next()
+                continue
+            if self._outbox_outgrows_run():
+                # a long outage after the resolution: the next run goes on flushing
+                workflow.continue_as_new(self._carry_input(inp))
+            break
         if self._next_alert is not None:
             workflow.continue_as_new(AlertInput(
                 breach=self._next_alert, reminder_minutes=self._reminder_minutes,
@@ -601,10 +686,50 @@ class AlertWorkflow:
 
     async def _record(self, event_type: AlertEventType, *, actor: str | None,
                       details: dict[str, object]) -> None:
+        transition = self._transition(event_type, actor=actor, details=details)
+        if self._projection:
+            # the state changed in this workflow task: so do its search attributes, and the
+            # write waits in the outbox for the flusher
+            self._outbox.append(transition)
+            self._upsert_search_attributes()
+            return
         await workflow.execute_local_activity(
-            "record_transition", self._transition(event_type, actor=actor, details=details),
+            "record_transition", transition,
             start_to_close_timeout=timedelta(seconds=30), retry_policy=_DB_RETRY)
         self._upsert_search_attributes()
+
+    async def _flush_outbox(self) -> None:
+        """Write the outbox in order, a batch at a time; after a failed flush wait on a
+        durable timer (doubling up to five minutes) and try again. Each transition leaves the
+        outbox only once written; the writes are idempotent (event key ``alert:seq:type``,
+        ``alert_history`` only moves forward), so a batch written twice (a flush that
+        committed but did not report back, or one repeated after continue-as-new) is
+        written once."""
+        first, longest = FLUSH_BACKOFF
+        delay = first
+        while True:
+            await workflow.wait_condition(lambda: bool(self._outbox))
+            batch = self._outbox[:_FLUSH_BATCH]
+            self._flushing = True
+            try:
+                await workflow.execute_activity(
+                    RECORD_TRANSITIONS, batch, start_to_close_timeout=_FLUSH_TIMEOUT,
+                    retry_policy=_FLUSH_RETRY, summary=f"{len(batch)} transitions")
+            except FailureError as exc:
+                self._flushing = False
+                if isinstance(exc, CancelledError):
+                    raise
+                workflow.logger.warning(
+                    "alert %s: %d transitions not written yet (%s); again in %s",
+                    self._state.alert_id, len(self._outbox), exc.cause or exc, delay)
+                self._flush_waiting = True
+                await workflow.sleep(delay, summary="flush_retry")
+                self._flush_waiting = False
+                delay = min(delay * 2, longest)
+                continue
+            self._flushing = False
+            del self._outbox[:len(batch)]
+            delay = first
 
     async def _notify(self, step: str, audience: Audience, event: Any,
                       alert: AlertState | None = None) -> None:
@@ -638,12 +763,24 @@ class AlertWorkflow:
 
     async def _check_hold(self) -> HoldDecision:
         s = self._state
-        return await workflow.execute_local_activity(
-            CHECK_HOLD, HoldQuery(org_id=s.org_id, compressor_id=s.compressor_id,
-                                  site_id=s.site_id, rule_id=s.rule_id, severity=s.severity,
-                                  at=workflow.now()),
-            result_type=HoldDecision, start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=_DB_RETRY)
+        query = HoldQuery(org_id=s.org_id, compressor_id=s.compressor_id, site_id=s.site_id,
+                          rule_id=s.rule_id, severity=s.severity, at=workflow.now())
+        if not self._projection:
+            return await workflow.execute_local_activity(
+                CHECK_HOLD, query, result_type=HoldDecision,
+                start_to_close_timeout=timedelta(seconds=30), retry_policy=_DB_RETRY)
+        try:
+            return await workflow.execute_local_activity(
+                CHECK_HOLD, query, result_type=HoldDecision,
+                start_to_close_timeout=timedelta(seconds=10), retry_policy=_DB_BOUNDED)
+        except FailureError as exc:
+            if isinstance(exc, CancelledError):
+                raise
+            # Silences live in PostgreSQL: with it away, a notification goes out rather
+            # than wait (an unwanted message beats a missed escalation).
+            workflow.logger.warning("alert %s: silences cannot be read (%s); notifying",
+                                    s.alert_id, exc.cause or exc)
+            return HoldDecision()
 
     async def _held(self, step: str) -> bool:
         """Whether a silence or window holds this step back; if so it is recorded on the
@@ -712,6 +849,15 @@ class AlertWorkflow:
         return (info.is_continue_as_new_suggested()
                 or info.get_current_history_length() >= self._max_events)
 
+    def _flush_idle(self) -> bool:
+        """No flush under way or about to start: the outbox is empty, or its flush failed and
+        waits for the retry timer (which a new run need not wait for)."""
+        return not self._flushing and (not self._outbox or self._flush_waiting)
+
+    def _outbox_outgrows_run(self) -> bool:
+        return (self._projection and bool(self._outbox) and self._flush_idle()
+                and self._continue_as_new_due())
+
     def _carry_input(self, inp: AlertInput) -> AlertInput:
         return AlertInput(
             breach=inp.breach, reminder_minutes=self._reminder_minutes,
@@ -719,7 +865,10 @@ class AlertWorkflow:
             carried=AlertCarry(
                 state=self._state, seq=self._seq, critical_since=self._critical_since,
                 reminders_sent=self._reminders_sent, notified_steps=self._notified,
-                request_ids=self._request_ids, pending_breaches=self._breaches,
+                request_ids=self._request_ids,
+                pending_breaches=self._breaches + (
+                    [self._next_alert] if self._next_alert is not None else []),
                 pending_clears=self._clears, pending_acks=self._acks,
                 held_until=self._held_until, held_since=self._held_since,
-                held_steps=self._held_steps, released_at=self._released_at))
+                held_steps=self._held_steps, released_at=self._released_at,
+                outbox=self._outbox))

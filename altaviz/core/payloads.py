@@ -265,6 +265,8 @@ class AlertCarry(BaseModel):
     held_since: datetime | None = None
     held_steps: list[str] = Field(default_factory=list)
     released_at: datetime | None = None
+    #: Transitions not yet written to PostgreSQL, in order (the projection outbox).
+    outbox: list[AlertTransition] = Field(default_factory=list)
 
 
 class AlertInput(BaseModel):

@@ -394,7 +394,7 @@ async def pg_outage(tmp: Path, *, outage_s: float, per_wave: int, escalation_s: 
     figures["pipeline_max_attempt_in_history"] = max(started_attempts)
     figures["etl_failed_attempts"] = attempts.failures("etl_aggregates")
     figures["etl_succeeded_on_attempt"] = attempts.max_successful_attempt("etl_aggregates")
-    for name in ("open_alert", "record_transition"):
+    for name in ("open_alert", "record_transition", "record_transitions"):
         figures[f"{name}_failed_attempts"] = attempts.failures(name)
         figures[f"{name}_max_attempt"] = attempts.max_successful_attempt(name)
     figures["failure_types"] = dict(Counter(c[3] for c in attempts.calls if c[3]))

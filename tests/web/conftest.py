@@ -89,7 +89,7 @@ class WebRig:
         return Worker(self.client, task_queue=self.queue,
                       workflows=[AlertWorkflow, NotifyStepWorkflow],
                       activities=[acts.open_alert, acts.record_transition,
-                                  acts.record_delivery_failure,
+                                  acts.record_transitions, acts.record_delivery_failure,
                                   HoldActivities(self.pool).check_silence, *notify.all()],
                       activity_executor=ThreadPoolExecutor(4), **options)
 

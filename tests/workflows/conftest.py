@@ -112,7 +112,8 @@ class Rig:
         return Worker(
             self.client, task_queue=self.task_queue,
             workflows=[AlertWorkflow, NotifyStepWorkflow, *extra.pop("workflows", [])],
-            activities=[acts.open_alert, acts.record_transition, acts.record_delivery_failure,
+            activities=[acts.open_alert, acts.record_transition, acts.record_transitions,
+                        acts.record_delivery_failure,
                         HoldActivities(self.pool).check_silence,
                         *self.notifier.all(), *extra.pop("activities", [])],
             activity_executor=ThreadPoolExecutor(4), **{**GRACEFUL, **extra})

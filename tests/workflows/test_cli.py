@@ -87,3 +87,35 @@ def test_a_workflow_refusal_reads_as_one_plain_line() -> None:
         == ("alert alert/acme/COMP-0001/r/20260302T10 was already acknowledged by tech.jane "
             "at 2026-03-02 10:05 UTC")
     assert readable("rejected: alert a is already resolved") == "alert a is already resolved"
+
+
+async def test_ack_and_resolve_without_postgresql(cli_env: Rig, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]):
+    """PostgreSQL unreachable from the CLI: the alert id names its workflow, which decides
+    (another organization is refused there) and answers at once."""
+    rig = cli_env
+    async with rig.running():
+        handle = await rig.breach(make_breach())
+        await rig.env.sleep(hours(0.1))
+        alert_id = (await handle.query(QUERY_STATE, result_type=AlertState)).alert_id
+        # nothing listens on port 1: every connection is refused, as with a stopped server
+        monkeypatch.setenv("ALTAVIZ_DATABASE_URL",
+                           "postgresql://altaviz@127.0.0.1:1/altaviz?connect_timeout=2")
+        capsys.readouterr()
+        assert await altaviz("alerts", "ack", alert_id, "--by", "eve", "--org", "bravo") == 1
+        assert "another organization" in capsys.readouterr().err
+        assert await altaviz("alerts", "ack", alert_id, "--by", "tech.jane") == 0
+        out, err = capsys.readouterr()
+        assert f"acknowledged {alert_id} by tech.jane: now acknowledged" in out
+        assert "PostgreSQL is not reachable" in err
+        state = await handle.query(QUERY_STATE, result_type=AlertState)
+        assert (state.ack_state, state.acknowledged_by, state.ack_channel) == (
+            "acknowledged", "tech.jane", "cli")
+        assert await altaviz("alerts", "resolve", alert_id, "--by", "sup.bob",
+                             "--reason", "valve replaced") == 0
+        assert "resolved" in capsys.readouterr().out
+        await rig.env.sleep(hours(0.1))
+    # the worker's database was up all along: each transition written once (the refused
+    # request was refused by the update's validator: nothing to record)
+    assert rig.rows("SELECT event_type FROM alert_events ORDER BY (details->>'seq')::int") == [
+        ("opened",), ("acknowledged",), ("resolved",)]

@@ -180,12 +180,18 @@ SCENARIOS: dict[str, Scenario] = {
 
 #: Recorded history (file stem) -> the scenario that produced it. The first five were recorded
 #: before notification steps became child workflows (``notify`` activity in the alert's own
-#: history); the ``_steps`` ones after (``patched("notify-step-child-workflow")``).
+#: history); the ``_steps`` ones after (``patched("notify-step-child-workflow")``); the
+#: ``_outbox`` ones with PostgreSQL as a projection (``patched("projection-outbox")``: the
+#: transitions flushed by ``record_transitions`` activities beside the main loop).
 RECORDINGS: dict[str, str] = {
     **{name: name for name in SCENARIOS},
     "escalated_with_reminders_steps": "escalated_with_reminders",
     "acked_then_raised_then_cleared_steps": "acked_then_raised_then_cleared",
     "resolved_then_new_breach_steps": "resolved_then_new_breach",
+    "escalated_with_reminders_outbox": "escalated_with_reminders",
+    "acked_then_raised_then_cleared_outbox": "acked_then_raised_then_cleared",
+    "resolved_then_new_breach_outbox": "resolved_then_new_breach",
+    "silenced_then_released_outbox": "silenced_then_released",
 }
 
 #: Child histories recorded with a scenario: file stem -> (recording, step).

@@ -5,7 +5,10 @@ Lists and timelines come from PostgreSQL (``alert_history``, ``alert_events``,
 history of the alert's workflow runs. Acknowledging goes to the alert workflow as the update
 ``acknowledge``; when no worker answers in time it falls back to the durable signal
 ``ack_requested`` (same request id, so it is applied once), which the server accepts without a
-worker and which takes effect as soon as a worker runs again.
+worker and which takes effect as soon as a worker runs again. ``ack`` and ``resolve`` do not
+need PostgreSQL: the alert id names its workflow, and when the database cannot be reached the
+workflow alone decides (it refuses another organization's request, or an alert it no longer
+holds) and PostgreSQL catches up from it.
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
 
 from altaviz.app.commands.tables import print_table
@@ -25,7 +30,7 @@ from altaviz.core.db import org_ids, queries, tenant
 from altaviz.core.errors import InputError, ServiceError
 from altaviz.core.messages import duration, format_value, metric_label, number
 from altaviz.core.payloads import AckRequest, AlertState, ResolveRequest
-from workflows.alert import SIGNAL_ACK, UPDATE_ACK, UPDATE_RESOLVE
+from workflows.alert import SIGNAL_ACK, UPDATE_ACK, UPDATE_RESOLVE, workflow_id_of
 
 STATES = ("open", "acknowledged", "cleared_unacknowledged", "resolved", "all")
 UPDATE_TIMEOUT = timedelta(seconds=10)
@@ -324,10 +329,21 @@ async def acknowledge(client: Any, workflow_id: str, req: Any,
         return "queued", None
 
 
+def _row_unless_unreachable(app: App, org: str, alert_id: str) -> dict[str, Any]:
+    """The alert's row, or (PostgreSQL unreachable) just its workflow id, read from the alert
+    id: acknowledging and resolving then go to the workflow, which decides."""
+    try:
+        with app.connect() as conn:
+            return alert_row(conn, org, alert_id)
+    except (ServiceError, psycopg.OperationalError) as exc:
+        print(f"altaviz: PostgreSQL is not reachable ({str(exc).splitlines()[0]}): asking "
+              f"the alert's workflow directly", file=sys.stderr)
+        return {"workflow_id": workflow_id_of(alert_id), "state": None, "ack_state": None}
+
+
 def _ack(args: argparse.Namespace, app: App) -> int:
     org = org_of(args.alert_id, args.org)
-    with app.connect() as conn:
-        row = alert_row(conn, org, args.alert_id)
+    row = _row_unless_unreachable(app, org, args.alert_id)
     if row["state"] == "resolved":
         raise InputError(f"alert {args.alert_id} is already resolved")
     if row["ack_state"] == "acknowledged":
@@ -357,8 +373,7 @@ def _resolve(args: argparse.Namespace, app: App) -> int:
     from temporalio.service import RPCError
 
     org = org_of(args.alert_id, args.org)
-    with app.connect() as conn:
-        row = alert_row(conn, org, args.alert_id)
+    row = _row_unless_unreachable(app, org, args.alert_id)
     req = ResolveRequest(org_id=org, by=args.by, reason=args.reason,
                          request_id=f"cli-{uuid.uuid4().hex}", alert_id=args.alert_id)
 
