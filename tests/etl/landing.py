@@ -38,6 +38,14 @@ def reading(compressor_id: str | None, ts: datetime, **values: Any) -> dict[str,
     return row
 
 
+def live(step: int, **values: float) -> dict[str, float]:
+    """Channel values as a live transmitter reports them: :data:`BASE` (with ``values``
+    overriding) wobbling by a few tenths of a percent from reading to reading, so that no
+    channel looks frozen to the stuck-sensor rules."""
+    wobble = 1.0 + 0.002 * ((step * 7) % 5 - 2)
+    return {name: v * wobble for name, v in {**BASE, **values}.items()}
+
+
 def series(compressor_id: str, start: datetime, hours: int, **values: Any
            ) -> list[dict[str, Any]]:
     """Readings every 10 minutes for ``hours`` hours."""

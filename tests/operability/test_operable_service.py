@@ -22,7 +22,7 @@ from altaviz.app.context import App
 from altaviz.core import db
 from altaviz.core.settings import Settings
 from tests.conftest import two_tenant_fleet
-from tests.etl.landing import reading, write_landing
+from tests.etl.landing import live, reading, write_landing
 from tests.notify.receivers import free_port, http_receiver
 
 SECRET = "k3Jq9vTz0pW7xR2mN8bY4cH6fL1sD5gA-operability"
@@ -40,7 +40,7 @@ def _backlog(landing: Path, now: datetime) -> datetime:
         hour = first + timedelta(hours=h)
         temp = 340.0 if hot <= hour < hot + timedelta(hours=4) else 260.0
         rows += [reading("COMP-0003", hour + timedelta(minutes=10 * i),
-                         stage2_discharge_temp_f=temp) for i in range(6)]
+                         **live(h * 6 + i, stage2_discharge_temp_f=temp)) for i in range(6)]
     rows.append(reading("COMP-9999", last))
     write_landing(landing, rows, now, org="bravo")
     return hot
@@ -119,10 +119,7 @@ def test_backlog_alert_is_late_run_now_runs_once_logs_and_metrics(tmp_path: Path
             # the units without readings are missing data now; COMP-0003's backlog raised
             # the alert its hot hours deserve
             assert {a[4] for a in alerts if a[5] != "COMP-0003"} <= {"data_missing"}
-            # the backlog's readings repeat one value per channel, which the stuck-sensor
-            # rules rightly call frozen transmitters: data-quality notices, not machine alerts
-            hot_alerts = [a for a in alerts if a[5] == "COMP-0003"
-                          and not a[4].endswith("_stuck")]
+            hot_alerts = [a for a in alerts if a[5] == "COMP-0003"]
             assert len(hot_alerts) == 1, alerts
             breach_hour, opened_at, severity, org, rule, _ = hot_alerts[0]
             assert (org, rule, severity) == ("bravo", "discharge_temp_high", "warning")
