@@ -19,6 +19,7 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from altaviz.app.cli import main
+from altaviz.app.commands import alerts as alerts_command
 from altaviz.core.payloads import AlertState
 from tests.conftest import start_time_skipping_env
 from tests.workflows.conftest import NotifyRecorder, Rig, make_breach
@@ -36,6 +37,9 @@ async def test_ack_and_resolve_against_a_workflow_that_cannot_answer(
             handle = await rig.breach(make_breach())
             await env.sleep(timedelta(minutes=6))
             alert_id = (await handle.query(QUERY_STATE, result_type=AlertState)).alert_id
+        # the command's waits, shortened: what is tested is what happens when they run out
+        monkeypatch.setattr(alerts_command, "UPDATE_TIMEOUT", timedelta(seconds=2))
+        monkeypatch.setattr(alerts_command, "BUSY_GRACE", timedelta(seconds=3))
         monkeypatch.setenv("ALTAVIZ_DATABASE_URL", db_url)
         monkeypatch.setenv("ALTAVIZ_TEMPORAL_ADDRESS", env.client.service_client.config.target_host)
         capsys.readouterr()

@@ -292,7 +292,7 @@ async def _with_client(app: App, fn: Any) -> Any:
 # --- ack / resolve -----------------------------------------------------------------------------
 
 async def acknowledge(client: Any, workflow_id: str, req: Any,
-                      timeout: timedelta = UPDATE_TIMEOUT) -> tuple[str, Any]:
+                      timeout: timedelta | None = None) -> tuple[str, Any]:
     """Acknowledge through the update, falling back to the signal when no worker answers.
 
     Returns:
@@ -309,7 +309,7 @@ async def acknowledge(client: Any, workflow_id: str, req: Any,
     try:
         state = await asyncio.wait_for(
             handle.execute_update(UPDATE_ACK, req, id=req.request_id, result_type=AlertState),
-            timeout.total_seconds())
+            (timeout or UPDATE_TIMEOUT).total_seconds())
         if (state.acknowledged_by, state.ack_channel) != (req.by, req.channel):
             return "already", state
         return "acknowledged", state
