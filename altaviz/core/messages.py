@@ -182,9 +182,13 @@ def _plural(n: float, word: str) -> str:
 def _kind(alert: AlertState, ctx: MessageContext) -> str:
     """``data_missing`` (the unit or its gateway is silent), ``sensor_missing`` (one channel
     of a reporting unit is silent: a data-quality notice), ``sensor_stuck`` (one channel
-    repeats one value: a data-quality notice) or ``level`` (a reading crossed a limit)."""
+    repeats one value: a data-quality notice), ``sensor_offline`` (one carried channel sends
+    nothing while the unit runs: a data-quality notice) or ``level`` (a reading crossed a
+    limit)."""
     if ctx.rule_kind == "stuck":
         return "sensor_stuck"
+    if ctx.rule_kind == "offline":
+        return "sensor_offline"
     if ctx.rule_kind != "no_data" and alert.metric != "*":
         return "level"
     return "data_missing" if alert.metric in UNIT_SILENCE_METRICS else "sensor_missing"
@@ -202,6 +206,10 @@ def title_for(alert: AlertState, event: str, ctx: MessageContext | None = None) 
         head = (f"{alert.compressor_id} {metric_label(alert.metric)} reads "
                 f"{format_value(alert.value, alert.metric)} unchanged for "
                 f"{duration(unchanged_hours(alert, ctx))}: check the transmitter")
+    elif kind == "sensor_offline":
+        silent = "" if alert.value is None else f" for {duration(alert.value)}"
+        head = (f"{alert.compressor_id} {metric_label(alert.metric)} has sent no reading"
+                f"{silent} while running: check the transmitter and its wiring")
     elif kind == "level":
         # promoted to critical by the timer, the reading still crossed only the warning limit
         which = f"{alert.threshold_severity} " if alert.threshold_severity not in (
@@ -296,6 +304,11 @@ def _observed(alert: AlertState, kind: str) -> str:
                 f"{format_value(alert.value, alert.metric)} while the unit runs. This is not a "
                 "machine alert; the rules that read it do not judge the machine until it "
                 "moves again.")
+    if kind == "sensor_offline":
+        silent = "" if alert.value is None else f" for {duration(alert.value)}"
+        return (f"Data quality: the {metric_label(alert.metric)} transmitter has sent no "
+                f"reading{silent} while the unit ran. This is not a machine alert; the rules "
+                "that read it do not judge the machine until it reports again.")
     if kind == "level":
         return (f"{metric_label(alert.metric)} {format_value(alert.value, alert.metric)}, "
                 f"{limit_severity} limit {format_value(alert.threshold, alert.metric)}")
@@ -322,6 +335,8 @@ def _meaning(alert: AlertState, kind: str) -> str:
                 "is missing.")
     if kind == "sensor_stuck":
         return "Likely: a frozen transmitter or a gateway repeating its last value."
+    if kind == "sensor_offline":
+        return "Likely: a failed transmitter, a broken wire or a gateway input that dropped out."
     return ""
 
 
@@ -438,6 +453,9 @@ def default_checks(metric: str, kind: str = "level") -> list[str]:
     if kind == "sensor_stuck":
         return [f"Check the {metric_label(metric)} transmitter against a local gauge, its "
                 "power and wiring, and the gateway's channel."]
+    if kind == "sensor_offline":
+        return [f"Check the {metric_label(metric)} transmitter and its wiring (power, loop "
+                "current, connector), and the gateway's channel."]
     for key, text in _DEFAULT_CHECKS:
         if key in metric:
             return [text]
