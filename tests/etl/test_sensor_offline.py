@@ -14,13 +14,16 @@ from typing import Any
 import numpy as np
 import psycopg
 
+from altaviz.core import db
 from altaviz.core.fleet import Fleet
-from altaviz.core.payloads import Breach
+from altaviz.core.messages import load_context, title_for
+from altaviz.core.payloads import AlertState, Breach
 from altaviz.core.settings import Settings
 from etl.pipeline import run_pipeline
 from rules.evaluate import evaluate
 from rules.loader import DEFAULT_RULES, load_rule_set
 from rules.schema import notice_rule_ids
+from rules.store import save_rule_set
 from tests.etl.landing import BASE, T0, reading, write_landing
 
 DAYS = 2
@@ -135,6 +138,19 @@ def test_a_frozen_oil_transmitter_under_the_setpoint_is_a_stuck_notice_not_an_al
     assert min(b.hour for b in stuck) == _hour(EVENT) + timedelta(hours=5)
     assert {b.value for b in stuck} == {41.0}
     assert not {f for f in fired if f[0] == "COMP-0001" and f[1] not in notices}
+    # its message says where the frozen reading sits against the machine rule's alarm level
+    save_rule_set(conn, load_rule_set(DEFAULT_RULES))
+    first = min(stuck, key=lambda b: b.hour)
+    alert = AlertState(
+        alert_id="a1", workflow_id="w", org_id="acme", compressor_id="COMP-0001",
+        site_id=first.site_id, rule_id=first.rule_id, metric=first.metric, value=first.value,
+        threshold=None, severity="warning", breach_hour=first.hour, opened_at=first.hour)
+    with db.tenant(conn, "acme"):
+        ctx = load_context(conn, alert)
+    assert ctx.alarm == ("below", 50.0)
+    assert title_for(alert, "opened", ctx) == (
+        "COMP-0001 oil pressure reads 41 psig, under the 50 psig alarm, unchanged for 6 hours:"
+        " check the transmitter")
     # the real drop: oil_pressure_low fires on COMP-0002, and no stuck notice there
     low = [b for b in breaches if b.compressor_id == "COMP-0002"
            and b.rule_id == "oil_pressure_low"]

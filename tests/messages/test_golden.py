@@ -102,6 +102,11 @@ CASES: dict[str, tuple[AlertState, str, MessageContext, str | None, str | None]]
                threshold=3.0, severity="warning", diagnosis=""),
         "opened", MessageContext(site_name="Pecos 1", basin="Permian", model="Ariel JGK/4",
                                  rule_kind="offline"), ACK, None),
+    "sensor_stuck_beyond_alarm": (
+        _alert(rule_id="oil_pressure_stuck", metric="oil_pressure_psig", value=41.0,
+               threshold=None, severity="warning", diagnosis=""),
+        "opened", MessageContext(site_name="Pecos 1", rule_kind="stuck", unchanged_hours=6,
+                                 alarm=("below", 50.0)), ACK, None),
     "unit_stopped": (
         _alert(rule_id="unit_stopped", metric="speed_rpm", value=0.0, threshold=50.0,
                severity="warning", breach_hour=HOUR + timedelta(hours=5),
