@@ -126,14 +126,6 @@ class Variant:
         return self.m + (STUCK_WINDOW - 1 if isinstance(self.rule, StuckRule) else 0)
 
     @property
-    def recent(self) -> int:
-        """Hours up to an hour that decide its firing: :attr:`reach`, and for a machine rule
-        the 3 hours before its persistence window that tell a frozen reading (whose hours do
-        not count) by a row in each hour of its flat 4-hour window."""
-        return self.m + (STUCK_WINDOW - 1 if isinstance(self.rule, StuckRule)
-                         or machine_watch(self.rule) else 0)
-
-    @property
     def baseline_days(self) -> int | None:
         rule = self.rule
         return rule.baseline.days if isinstance(rule, ThresholdRule) and rule.baseline else None
@@ -369,7 +361,7 @@ class Plan:
     def recent_hours(self) -> int:
         """The hours up to ``end`` that decide ``end``'s rows, except how far back a clearing
         rule's breach lies and when a silence began (see :func:`history_dependent`)."""
-        r = max((max(v.recent, v.k + 1) for v in self.variants), default=1)
+        r = max((max(v.reach, v.k + 1) for v in self.variants), default=1)
         return max(r, 2) if self.no_data else r
 
     @property
@@ -723,14 +715,17 @@ def _state(v: Variant, grid: Grid, running: np.ndarray | None,
     if rule.running_only:
         assert running is not None
         val = np.where(running[lo_j:, cols], val, _NAN)
-    cp = np.cumsum(pres, axis=0, dtype=np.int32)
-    full = cp - _lag(cp, STUCK_WINDOW) >= STUCK_WINDOW    # a row in each hour of FLAT's window
     if isinstance(rule, StuckRule):
-        val = np.where(full, val, _NAN)
-    else:   # a frozen transmitter fires no machine rule: the stuck notice speaks for it
+        cp = np.cumsum(pres, axis=0, dtype=np.int32)
+        val = np.where(cp - _lag(cp, STUCK_WINDOW) >= STUCK_WINDOW, val, _NAN)
+    else:
+        # A frozen transmitter fires no machine rule: the stuck notice speaks for it. Unlike
+        # the notice, the hour needs no row in each hour of the flat window: leaving out a
+        # live reading that happened to repeat after a gap delays a machine alert an hour at
+        # most, and the hour's verdict then reads that hour alone (no older history).
         stuck = frozen(grid, machine_watch(rule))
         if stuck is not None:
-            val = np.where(stuck[lo_j:, cols] & full, _NAN, val)
+            val = np.where(stuck[lo_j:, cols], _NAN, val)
     full = expected_baseline(rule, grid, bases) if isinstance(rule, ThresholdRule) else None
     base = full[lo_j:, cols] if full is not None else None
     with np.errstate(invalid="ignore"):
