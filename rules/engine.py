@@ -20,7 +20,9 @@ Semantics, per (compressor, rule) and hour ``h`` (hours are the aggregate's hour
   ``below``: <=, ``either``: |value - baseline| >= offset). Relative levels use the baseline of
   ``h``'s UTC day; "whichever comes first" combines absolute and relative. With the running
   gate (``running_only``), an hour in which the unit had not run steadily for 4 hours has no
-  value: neither beyond nor normal.
+  value: neither beyond nor normal; nor has an hour at which the metric (or a channel it is
+  computed from, speed aside) was frozen, its 4-hour standard deviation exactly zero (see
+  :func:`machine_watch`; the stuck rules report the transmitter).
 * *firing*: at least ``persistence.hours`` of the last ``persistence.of`` hours (present rows
   only) are beyond the first level (warning, or critical when there is none); severity is
   ``critical`` when as many are beyond critical.
@@ -42,7 +44,9 @@ rule's metric has a row:
 * no-data rules: a Breach row for each hour at which the compressor (or the rule's metric) has
   had no aggregate with readings for ``warning_after_hours`` (value = hours without data,
   counted from the hour before the history the evaluation reads when there is none), and a
-  Clear row at the first hour data is back.
+  Clear row at the first hour data is back. An offline rule (a no-data rule of one carried
+  channel) counts only the running hours of that silence, fires only at a running hour and
+  judges only the units whose channels include its metric.
 """
 
 from __future__ import annotations
