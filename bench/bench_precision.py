@@ -10,8 +10,8 @@ own commands: ``altaviz simulate`` (field behaviour and nuisance events on), ``f
 
 Prints, per seed and as mean and worst seed: faults caught >= 72 h before failure (per fault
 mode and all), median lead, false alerts per 100 healthy compressor-days, notices by kind
-(data missing, stuck sensor, unit stopped; counted apart from false alerts), and false alerts
-raised in nuisance events by kind.
+(data missing, stuck sensor, sensor offline, unit stopped; counted apart from false alerts),
+and false alerts raised in nuisance events by kind.
 """
 
 from __future__ import annotations
@@ -59,10 +59,12 @@ def seed_report(work: Path, seed: int, compressors: int, days: int, rules: str) 
 
 
 def _notice_groups(report: dict[str, Any]) -> dict[str, int]:
-    """A seed's notices by what they tell (every ``*_stuck`` rule is one group)."""
+    """A seed's notices by what they tell (every ``*_stuck`` rule is one group, every
+    ``*_offline`` rule another)."""
     out: dict[str, int] = {}
     for rule, n in report["data_notices_by_rule"].items():
-        group = "stuck sensor" if rule.endswith("_stuck") else rule.replace("_", " ")
+        group = "stuck sensor" if rule.endswith("_stuck") else \
+            "sensor offline" if rule.endswith("_offline") else rule.replace("_", " ")
         out[group] = out.get(group, 0) + n
     return out
 

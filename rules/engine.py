@@ -20,7 +20,9 @@ Semantics, per (compressor, rule) and hour ``h`` (hours are the aggregate's hour
   ``below``: <=, ``either``: |value - baseline| >= offset). Relative levels use the baseline of
   ``h``'s UTC day; "whichever comes first" combines absolute and relative. With the running
   gate (``running_only``), an hour in which the unit had not run steadily for 4 hours has no
-  value: neither beyond nor normal.
+  value: neither beyond nor normal; nor has an hour at which the metric (or a channel it is
+  computed from, speed aside) was frozen, its 4-hour standard deviation exactly zero (see
+  :func:`machine_watch`; the stuck rules report the transmitter).
 * *firing*: at least ``persistence.hours`` of the last ``persistence.of`` hours (present rows
   only) are beyond the first level (warning, or critical when there is none); severity is
   ``critical`` when as many are beyond critical.
@@ -42,7 +44,9 @@ rule's metric has a row:
 * no-data rules: a Breach row for each hour at which the compressor (or the rule's metric) has
   had no aggregate with readings for ``warning_after_hours`` (value = hours without data,
   counted from the hour before the history the evaluation reads when there is none), and a
-  Clear row at the first hour data is back.
+  Clear row at the first hour data is back. An offline rule (a no-data rule of one carried
+  channel) counts only the running hours of that silence, fires only at a running hour and
+  judges only the units whose channels include its metric.
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ from rules.schema import (
     Level,
     LevelRule,
     NoDataRule,
+    OfflineRule,
     RuleSet,
     StuckRule,
     ThresholdRule,
@@ -170,6 +175,27 @@ def frozen_watch(rule: ThresholdRule) -> tuple[str, ...]:
     return _watched((rule.metric, *(spec.expected.inputs if spec and spec.expected else ())))
 
 
+def machine_watch(rule: LevelRule) -> tuple[str, ...]:
+    """The metrics whose freezing voids a machine rule's reading on a running unit: its metric
+    and the channels it is computed from (speed aside: a fixed-speed unit's governor holds it
+    on one value for days). A stuck transmitter under a setpoint is the stuck notice's news,
+    not a machine fault; a rule without the running gate (the stop rule) reads speed only."""
+    if isinstance(rule, StuckRule) or not rule.running_only:
+        return ()
+    return tuple(m for m in _watched((rule.metric,)) if m != SPEED[0])
+
+
+def frozen(grid: Grid, names: Iterable[str]) -> np.ndarray | None:
+    """Grid hours at which any of ``names`` was flat (4-hour standard deviation exactly zero:
+    a frozen transmitter); None when the grid holds none of their spreads."""
+    out: np.ndarray | None = None
+    for name in names:
+        flat = grid.values.get((name, FLAT))
+        if flat is not None:
+            out = flat == 0.0 if out is None else out | (flat == 0.0)
+    return out
+
+
 def _watched(names: tuple[str, ...]) -> tuple[str, ...]:
     """``names`` and the metrics each is computed from (see :func:`frozen_watch`)."""
     return tuple(dict.fromkeys(x for n in names for x in (n, *METRIC_SOURCES.get(n, ()))))
@@ -241,6 +267,9 @@ class Units:
     sites: list[str]
     models: list[str]
     rated_rpm: list[float]
+    #: The channels each unit carries (compressors.channels); None (for all units, or for
+    #: one): not recorded, every channel counts as carried.
+    channels: list[frozenset[str] | None] | None = None
 
     @property
     def n(self) -> int:
@@ -250,7 +279,14 @@ class Units:
         """The units where ``keep`` is true."""
         idx = np.nonzero(keep)[0].tolist()
         return Units(self.org_id, [self.ids[i] for i in idx], [self.sites[i] for i in idx],
-                     [self.models[i] for i in idx], [self.rated_rpm[i] for i in idx])
+                     [self.models[i] for i in idx], [self.rated_rpm[i] for i in idx],
+                     None if self.channels is None else [self.channels[i] for i in idx])
+
+    def carry(self, metric: str) -> np.ndarray:
+        """Which units carry the channel ``metric``."""
+        if self.channels is None:
+            return np.ones(self.n, dtype=bool)
+        return np.array([c is None or metric in c for c in self.channels], dtype=bool)
 
 
 @dataclass(frozen=True)
@@ -346,7 +382,9 @@ class Plan:
                     and v.rule.baseline.expected is not None:
                 values |= {(x, v.rule.column) for x in v.rule.baseline.expected.inputs}
                 values |= {(x, FLAT) for x in frozen_watch(v.rule)}
-        if any(v.rule.running_only for v in self.variants):
+            values |= {(x, FLAT) for x in machine_watch(v.rule)}
+        if any(v.rule.running_only for v in self.variants) \
+                or any(isinstance(r, OfflineRule) for r in self.no_data):
             values.add(SPEED)
         return Needs(tuple(sorted(values)), tuple(sorted({v.rule.metric for v in self.variants})),
                      tuple(sorted({r.metric for r in self.no_data}, key=lambda m: m or "")))
@@ -549,10 +587,9 @@ def expected_baseline(rule: ThresholdRule, grid: Grid,
         if spec.expected.log:
             base = np.exp(base)
         # A stuck metric or input says nothing about the machine: no expectation then.
-        for name in frozen_watch(rule):
-            flat = grid.values.get((name, FLAT))
-            if flat is not None:
-                base = np.where(flat == 0.0, _NAN, base)
+        stuck = frozen(grid, frozen_watch(rule))
+        if stuck is not None:
+            base = np.where(stuck, _NAN, base)
     with np.errstate(invalid="ignore"):
         return np.where(count >= spec.min_hours, base, _NAN)
 
@@ -648,6 +685,8 @@ def in_scope(v: Variant | NoDataRule, units: Units) -> np.ndarray:
         keep &= np.isin(np.array(units.sites, dtype=object), list(scope.sites))
     if scope.orgs is not None and units.org_id not in scope.orgs:
         keep[:] = False
+    if isinstance(v, OfflineRule):
+        keep &= units.carry(v.metric)
     return keep
 
 
@@ -683,6 +722,14 @@ def _state(v: Variant, grid: Grid, running: np.ndarray | None,
     if isinstance(rule, StuckRule):
         cp = np.cumsum(pres, axis=0, dtype=np.int32)
         val = np.where(cp - _lag(cp, STUCK_WINDOW) >= STUCK_WINDOW, val, _NAN)
+    else:
+        # A frozen transmitter fires no machine rule: the stuck notice speaks for it. Unlike
+        # the notice, the hour needs no row in each hour of the flat window: leaving out a
+        # live reading that happened to repeat after a gap delays a machine alert an hour at
+        # most, and the hour's verdict then reads that hour alone (no older history).
+        stuck = frozen(grid, machine_watch(rule))
+        if stuck is not None:
+            val = np.where(stuck[lo_j:, cols], _NAN, val)
     full = expected_baseline(rule, grid, bases) if isinstance(rule, ThresholdRule) else None
     base = full[lo_j:, cols] if full is not None else None
     with np.errstate(invalid="ignore"):
@@ -754,9 +801,11 @@ def _variant_rows(v: Variant, grid: Grid, running: np.ndarray | None,
                                             thr.tolist(), cl.tolist(), strict=True)]
 
 
-def _no_data_rows(r: NoDataRule, grid: Grid, p: Plan, hours: list[datetime]) -> list[Row]:
+def _no_data_rows(r: NoDataRule, grid: Grid, running: np.ndarray | None, p: Plan,
+                  hours: list[datetime]) -> list[Row]:
     """One no-data rule: hours since the last aggregate with readings (counted from the hour
-    before ``nd_lo`` when there is none), and a Clear at the first hour data is back."""
+    before ``nd_lo`` when there is none), and a Clear at the first hour data is back. An
+    offline rule counts only the running hours of that silence and fires at running hours."""
     units = np.nonzero(in_scope(r, grid.units))[0]
     if units.size == 0:
         return []
@@ -768,8 +817,19 @@ def _no_data_rows(r: NoDataRule, grid: Grid, p: Plan, hours: list[datetime]) -> 
     prev[1:] = last[:-1]
     gap = idx - last
     prev_gap = idx - prev - 1
+    run: np.ndarray | None = None
+    if isinstance(r, OfflineRule):
+        assert running is not None
+        run = running[lo_j:end_j + 1, units]
+        silent = np.cumsum(run & ~has, axis=0, dtype=np.int64)
+        at = np.take_along_axis(silent, np.maximum(last, 0), axis=0)
+        gap = silent - np.where(last >= 0, at, 0)        # running hours since the last data
+        prev_gap = np.zeros_like(gap)
+        prev_gap[1:] = gap[:-1]
     warn, crit = r.warning_after_hours, r.critical_after_hours
     firing = gap >= warn
+    if run is not None:
+        firing &= run
     is_crit = gap >= crit if crit is not None else np.zeros_like(firing)
     clear = has & (prev_gap >= warn)
     out = firing | clear
@@ -806,7 +866,11 @@ def history_dependent(p: Plan, grid: Grid, bases: dict[tuple[str, int], np.ndarr
     e = grid.j(p.end)
     for r in p.no_data:
         seen = grid.data[r.metric]
-        deep |= in_scope(r, grid.units) & ~(seen[e] & seen[e - 1])
+        quiet = ~(seen[e] & seen[e - 1])
+        if isinstance(r, OfflineRule):   # stopped and silent now: no row, whatever came before
+            assert running is not None
+            quiet &= running[e] | seen[e]
+        deep |= in_scope(r, grid.units) & quiet
     return deep
 
 
@@ -834,12 +898,12 @@ def evaluate_grid(p: Plan, grid: Grid, bases: dict[tuple[str, int], np.ndarray],
                      p.variants, threads):
         out += part
     for r in p.no_data:
-        out += _no_data_rows(r, grid, p, hours)
+        out += _no_data_rows(r, grid, running, p, hours)
     out.sort(key=row_order)
     return out
 
 
 __all__ = ["DEFAULT_LOOKBACK_HOURS", "Grid", "Needs", "Plan", "Row", "Units", "Variant",
            "baseline_keys", "baseline_values", "count_key", "daily_baselines", "daily_model",
-           "evaluate_grid", "expected_baseline", "history_dependent", "history_start",
+           "evaluate_grid", "expected_baseline", "frozen", "history_dependent", "history_start",
            "hour_of", "hourly", "in_scope", "model_key", "parse_model", "plan", "variants_of"]

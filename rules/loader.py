@@ -267,12 +267,12 @@ def _with_catalog_limits(doc: _Doc, raw: dict[str, Any], cls: type[BaseModel],
     limits = doc.catalog.limits(rule_id) if rule_id is not None else {}
     if not limits:
         return raw, set()
-    if cls is NoDataRule:
+    if issubclass(cls, NoDataRule):
         for model in limits:
             file, line = doc.catalog.locate(("compressors", model, "limits", str(rule_id)))
             doc.problems.append(RuleProblem(
                 file, line, rule_id, f"compressors.{model}.limits.{rule_id}",
-                "a no_data rule has no thresholds to set per model"))
+                f"a {raw.get('kind')} rule has no thresholds to set per model"))
         return raw, set()
     models = raw.get("models", {})
     applies = raw.get("applies_to")

@@ -313,15 +313,35 @@ class NoDataRule(_RuleBase):
     critical_after_hours: Annotated[StrictInt, Field(ge=1, le=720)] | None = None
 
 
-Rule = ThresholdRule | StuckRule | RateOfChangeRule | NoDataRule
+class OfflineRule(NoDataRule):
+    """One channel a unit carries (``compressors.channels``) that has sent no reading for
+    ``warning_after_hours`` hours while the unit ran: a data-quality ("sensor offline") notice
+    to the technician ("oil pressure has sent no reading for 3 hours while running"), never a
+    machine alert.
+
+    Evaluated as the no-data rule it narrows, so the engine has one implementation of the
+    silence: only hours in which the unit ran steadily (the running gate of the level rules)
+    count, hours stopped neither count nor end the silence, it fires only at a running hour
+    and it clears at the first hour with a reading. A unit that does not carry the channel
+    (a stage it lacks, the jacket water of an integral engine) is never judged, and a unit
+    whose gateway is silent has no speed, so no running hours: the data-missing rule speaks.
+    """
+
+    kind: Literal["offline"]  # type: ignore[assignment]
+    metric: MetricName
+    warning_after_hours: Annotated[StrictInt, Field(ge=1, le=24)]
+    critical_after_hours: Annotated[StrictInt, Field(ge=1, le=24)] | None = None
+
+
+Rule = ThresholdRule | StuckRule | RateOfChangeRule | NoDataRule | OfflineRule
 LevelRule = ThresholdRule | RateOfChangeRule
 RULE_CLASSES: dict[str, type[ThresholdRule] | type[RateOfChangeRule] | type[NoDataRule]] = {
     "threshold": ThresholdRule, "rate_of_change": RateOfChangeRule, "no_data": NoDataRule,
-    "stuck": StuckRule,
+    "stuck": StuckRule, "offline": OfflineRule,
 }
 #: Rule kinds whose alerts are data-quality notices for the technician (the data or a sensor
 #: is wrong), not news of the machine: scored apart from machine alerts by backtests.
-NOTICE_KINDS: frozenset[str] = frozenset({"no_data", "stuck"})
+NOTICE_KINDS: frozenset[str] = frozenset({"no_data", "stuck", "offline"})
 
 
 def notice_rule_ids(rule_set: RuleSet) -> tuple[str, ...]:

@@ -75,7 +75,8 @@ def read_units(conn: psycopg.Connection[Any], org_id: str,
                         {"org_id": org_id, "compressors": compressors}).fetchall()
     rows.sort(key=lambda r: r[0])
     return Units(org_id, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
-                 [float(r[3]) for r in rows])
+                 [float(r[3]) for r in rows],
+                 [None if r[4] is None else frozenset(r[4]) for r in rows])
 
 
 #: Element types of the arrays a rule query returns: PostgreSQL type oid -> numpy dtype.

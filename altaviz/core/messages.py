@@ -99,6 +99,10 @@ class MessageContext:
     forecast: ForecastNote | None = None
     #: A stuck rule's hours unchanged before it fires (its ``unchanged_hours``).
     unchanged_hours: int = 0
+    #: The alarm level a stuck reading sits beyond, as (``above`` or ``below``, level): the
+    #: first absolute level of a threshold rule on the metric that the frozen value is at or
+    #: past (the machine rules do not fire on a frozen reading; the notice says it instead).
+    alarm: tuple[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -182,9 +186,13 @@ def _plural(n: float, word: str) -> str:
 def _kind(alert: AlertState, ctx: MessageContext) -> str:
     """``data_missing`` (the unit or its gateway is silent), ``sensor_missing`` (one channel
     of a reporting unit is silent: a data-quality notice), ``sensor_stuck`` (one channel
-    repeats one value: a data-quality notice) or ``level`` (a reading crossed a limit)."""
+    repeats one value: a data-quality notice), ``sensor_offline`` (one carried channel sends
+    nothing while the unit runs: a data-quality notice) or ``level`` (a reading crossed a
+    limit)."""
     if ctx.rule_kind == "stuck":
         return "sensor_stuck"
+    if ctx.rule_kind == "offline":
+        return "sensor_offline"
     if ctx.rule_kind != "no_data" and alert.metric != "*":
         return "level"
     return "data_missing" if alert.metric in UNIT_SILENCE_METRICS else "sensor_missing"
@@ -200,8 +208,12 @@ def title_for(alert: AlertState, event: str, ctx: MessageContext | None = None) 
         head = stop_headline(alert)
     elif kind == "sensor_stuck":
         head = (f"{alert.compressor_id} {metric_label(alert.metric)} reads "
-                f"{format_value(alert.value, alert.metric)} unchanged for "
-                f"{duration(unchanged_hours(alert, ctx))}: check the transmitter")
+                f"{format_value(alert.value, alert.metric)}{_beyond_alarm(alert, ctx)} "
+                f"unchanged for {duration(unchanged_hours(alert, ctx))}: check the transmitter")
+    elif kind == "sensor_offline":
+        silent = "" if alert.value is None else f" for {duration(alert.value)}"
+        head = (f"{alert.compressor_id} {metric_label(alert.metric)} has sent no reading"
+                f"{silent} while running: check the transmitter and its wiring")
     elif kind == "level":
         # promoted to critical by the timer, the reading still crossed only the warning limit
         which = f"{alert.threshold_severity} " if alert.threshold_severity not in (
@@ -217,6 +229,40 @@ def title_for(alert: AlertState, event: str, ctx: MessageContext | None = None) 
         head = f"{alert.compressor_id} {what}{hours} {severity}"
     prefix = _TITLE_PREFIX.get(event, "")
     return f"{prefix}{head}"
+
+
+def _beyond_alarm(alert: AlertState, ctx: MessageContext) -> str:
+    """``, under the 50 psig alarm,`` when a stuck reading sits beyond an alarm level."""
+    if ctx.alarm is None:
+        return ""
+    side, level = ctx.alarm
+    where = "under" if side == "below" else "over"
+    return f", {where} the {format_value(level, alert.metric)} alarm,"
+
+
+def frozen_alarm(value: float | None, thresholds: list[dict[str, Any]],
+                 model: str) -> tuple[str, float] | None:
+    """The first alarm level (a threshold rule's warning, else its critical, as overridden for
+    ``model``; absolute levels of ``above`` and ``below`` rules only) that ``value`` is at or
+    past, from the rule definitions in ``thresholds``."""
+    if value is None:
+        return None
+    for d in thresholds:
+        side = d.get("comparison")
+        if side not in ("above", "below"):
+            continue
+        override = (d.get("models") or {}).get(model) or {}
+        level = None
+        for key in ("warning", "critical"):
+            spec = override.get(key) or d.get(key)
+            if isinstance(spec, dict):
+                level = spec.get("absolute")
+                break
+        if not isinstance(level, int | float):
+            continue
+        if (value <= level) if side == "below" else (value >= level):
+            return str(side), float(level)
+    return None
 
 
 def unchanged_hours(alert: AlertState, ctx: MessageContext) -> float:
@@ -296,6 +342,11 @@ def _observed(alert: AlertState, kind: str) -> str:
                 f"{format_value(alert.value, alert.metric)} while the unit runs. This is not a "
                 "machine alert; the rules that read it do not judge the machine until it "
                 "moves again.")
+    if kind == "sensor_offline":
+        silent = "" if alert.value is None else f" for {duration(alert.value)}"
+        return (f"Data quality: the {metric_label(alert.metric)} transmitter has sent no "
+                f"reading{silent} while the unit ran. This is not a machine alert; the rules "
+                "that read it do not judge the machine until it reports again.")
     if kind == "level":
         return (f"{metric_label(alert.metric)} {format_value(alert.value, alert.metric)}, "
                 f"{limit_severity} limit {format_value(alert.threshold, alert.metric)}")
@@ -322,6 +373,8 @@ def _meaning(alert: AlertState, kind: str) -> str:
                 "is missing.")
     if kind == "sensor_stuck":
         return "Likely: a frozen transmitter or a gateway repeating its last value."
+    if kind == "sensor_offline":
+        return "Likely: a failed transmitter, a broken wire or a gateway input that dropped out."
     return ""
 
 
@@ -438,6 +491,9 @@ def default_checks(metric: str, kind: str = "level") -> list[str]:
     if kind == "sensor_stuck":
         return [f"Check the {metric_label(metric)} transmitter against a local gauge, its "
                 "power and wiring, and the gateway's channel."]
+    if kind == "sensor_offline":
+        return [f"Check the {metric_label(metric)} transmitter and its wiring (power, loop "
+                "current, connector), and the gateway's channel."]
     for key, text in _DEFAULT_CHECKS:
         if key in metric:
             return [text]
@@ -477,6 +533,11 @@ def load_context(conn: psycopg.Connection[Any], alert: AlertState,
                                                "rule_set_id": alert.rule_set_id}).fetchone()
     definition = row[0] if row and isinstance(row[0], dict) else {}
     basis, checks = _rule_text(definition)
+    alarm = None
+    if row and definition.get("kind") == "stuck":
+        thresholds = [r[0] for r in conn.execute(q["metric_thresholds"], {
+            "rule_set_id": row[1], "metric": alert.metric}) if isinstance(r[0], dict)]
+        alarm = frozen_alarm(alert.value, thresholds, comp[3] if comp else "")
     until = alert.last_breach_hour or alert.breach_hour
     trend = tuple((r[0], float(r[1])) for r in conn.execute(
         queries("messages")["running_trend"],
@@ -486,6 +547,6 @@ def load_context(conn: psycopg.Connection[Any], alert: AlertState,
         site_name=comp[1] if comp else "", basin=comp[2] if comp else "",
         model=comp[3] if comp else "", basis=basis, checks=checks, trend=trend,
         rule_kind=str(definition.get("kind") or ""),
-        unchanged_hours=int(definition.get("unchanged_hours") or 0),
+        unchanged_hours=int(definition.get("unchanged_hours") or 0), alarm=alarm,
         forecast=load_forecast(conn, alert.compressor_id, alert.rule_id, until,
                                metric_unit(alert.metric)))

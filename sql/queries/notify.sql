@@ -64,13 +64,22 @@ WHERE c.compressor_id = %(compressor_id)s
 
 -- name: rule_definition
 -- The rule as loaded: the alert's own rule-set version if known, else the organization's
--- newest override, else the newest default set.
-SELECT r.definition
+-- newest override, else the newest default set; and that set's id.
+SELECT r.definition, r.rule_set_id
 FROM alert_rules r JOIN alert_rule_sets s ON s.rule_set_id = r.rule_set_id
 WHERE r.rule_id = %(rule_id)s
   AND (%(rule_set_id)s::bigint IS NULL OR s.rule_set_id = %(rule_set_id)s::bigint)
 ORDER BY (s.org_id IS NULL), s.version DESC
 LIMIT 1
+
+-- name: metric_thresholds
+-- The threshold rules of a rule set on one metric (a stuck notice names the alarm level its
+-- frozen reading sits beyond).
+SELECT r.definition
+FROM alert_rules r
+WHERE r.rule_set_id = %(rule_set_id)s AND r.definition->>'kind' = 'threshold'
+  AND r.definition->>'metric' = %(metric)s
+ORDER BY r.rule_id
 
 -- name: recent_trend
 SELECT hour, mean, max

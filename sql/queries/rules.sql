@@ -29,7 +29,7 @@ ORDER BY version DESC LIMIT 1
 
 -- name: units
 -- The units of an evaluation (rules/sources.py), read through row-level security.
-SELECT compressor_id, site_id, model, rated_rpm FROM compressors
+SELECT compressor_id, site_id, model, rated_rpm, channels FROM compressors
 WHERE org_id = %(org_id)s
   AND (%(compressors)s::text[] IS NULL OR compressor_id = ANY(%(compressors)s::text[]))
 

@@ -97,6 +97,16 @@ CASES: dict[str, tuple[AlertState, str, MessageContext, str | None, str | None]]
         "opened", MessageContext(
             site_name="Pecos 1", basin="Permian", model="Ariel JGK/4", rule_kind="stuck",
             unchanged_hours=6, trend=_trend(263.0, 263.0, 263.0)), ACK, None),
+    "sensor_offline": (
+        _alert(rule_id="oil_pressure_offline", metric="oil_pressure_psig", value=3.0,
+               threshold=3.0, severity="warning", diagnosis=""),
+        "opened", MessageContext(site_name="Pecos 1", basin="Permian", model="Ariel JGK/4",
+                                 rule_kind="offline"), ACK, None),
+    "sensor_stuck_beyond_alarm": (
+        _alert(rule_id="oil_pressure_stuck", metric="oil_pressure_psig", value=41.0,
+               threshold=None, severity="warning", diagnosis=""),
+        "opened", MessageContext(site_name="Pecos 1", rule_kind="stuck", unchanged_hours=6,
+                                 alarm=("below", 50.0)), ACK, None),
     "unit_stopped": (
         _alert(rule_id="unit_stopped", metric="speed_rpm", value=0.0, threshold=50.0,
                severity="warning", breach_hour=HOUR + timedelta(hours=5),
@@ -135,5 +145,5 @@ def test_every_event_and_kind_has_a_golden_file() -> None:
                       "resolved"}
     kinds = {(c[2].rule_kind, c[0].metric in ("speed_rpm", "*")) for c in CASES.values()}
     assert {("threshold", False), ("no_data", True), ("no_data", False),
-            ("stuck", False)} <= kinds
+            ("stuck", False), ("offline", False)} <= kinds
     assert {p.stem for p in GOLDEN.glob("*.txt")} == set(CASES)

@@ -9,7 +9,14 @@ import pytest
 from altaviz.core.catalog import builtin_catalog
 from altaviz.core.telemetry import METRIC_BY_NAME
 from rules.loader import DEFAULT_RULES, RuleFileError, load_org_rule_set, load_rule_set
-from rules.schema import NoDataRule, RuleSet, StuckRule, ThresholdRule, notice_rule_ids
+from rules.schema import (
+    NoDataRule,
+    OfflineRule,
+    RuleSet,
+    StuckRule,
+    ThresholdRule,
+    notice_rule_ids,
+)
 
 BROKEN = sorted((Path(__file__).parent / "broken").glob("*.yaml"))
 
@@ -167,3 +174,21 @@ def test_a_stuck_rule_implies_its_threshold_and_refuses_other_values() -> None:
     assert "a stuck rule sets 'persistence' itself" in str(info.value)
     assert "stage2_suction_pressure_stuck" in notice_rule_ids(rs)
     assert "unit_stopped" in notice_rule_ids(rs) and "oil_pressure_low" not in notice_rule_ids(rs)
+
+
+def test_an_offline_rule_needs_its_channel_and_counts_at_most_a_day_of_running_hours() -> None:
+    rs = load_rule_set(DEFAULT_RULES)
+    rule = rs.rule("oil_pressure_offline")
+    assert isinstance(rule, OfflineRule) and isinstance(rule, NoDataRule)
+    assert (rule.metric, rule.warning_after_hours) == ("oil_pressure_psig", 3)
+    assert "oil_pressure_offline" in notice_rule_ids(rs)
+    again = RuleSet.model_validate({"source": "db", "rules": rs.canonical()["rules"]})
+    assert again.rule("oil_pressure_offline") == rule
+    body = "    diagnosis: d\n    checks: [c]\n    basis: b\n"
+    for head, problem in (
+            ("    kind: offline\n    warning_after_hours: 3\n", "metric"),
+            ("    kind: offline\n    metric: oil_temp_f\n    warning_after_hours: 30\n",
+             "warning_after_hours")):
+        with pytest.raises(RuleFileError) as info:
+            load_rule_set("o.yaml", text="rules:\n  - id: o\n" + head + body)
+        assert problem in str(info.value)

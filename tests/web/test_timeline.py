@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from altaviz.app.web.timeline import build, channel_name, duration, with_unit
+from altaviz.app.web.timeline import build, channel_name, duration, observed, with_unit
+from altaviz.app.web.views import what
 
 T = datetime(2026, 3, 2, 10, tzinfo=UTC)
 ALERT = {"metric": "vibration_frame_mm_s", "value": 10.823333333333332, "threshold": 8.0,
@@ -89,3 +90,14 @@ def test_a_data_missing_alert_reads_as_hours_without_data_not_as_its_channel() -
                               "details": {"value": 5.0, "threshold": 3.0}}], [], [])
     assert entry.text == "Opened: no data for 5 h (the warning limit is 3 h)"
     assert "rpm" not in entry.text
+
+
+def test_a_sensor_offline_alert_reads_as_hours_without_data_and_names_its_channel() -> None:
+    alert = {"metric": "oil_pressure_psig", "value": 3.0, "threshold": 3.0,
+             "severity": "warning", "rule_kind": "offline"}
+    assert observed(alert) == ("no data for 3 h", "3 h")
+    assert what(alert) == "oil pressure offline"
+    (entry,) = build(alert, [{"event_type": "opened", "occurred_at": T, "actor": "rules",
+                              "details": {"value": 3.0, "threshold": 3.0}}], [], [])
+    assert entry.text == "Opened: no data for 3 h (the warning limit is 3 h)"
+    assert "psig" not in entry.text

@@ -106,15 +106,22 @@ def _list(args: argparse.Namespace, app: App) -> int:
     table = []
     for (alert_id, _comp, metric, value, threshold, severity, state, breach_hour, acked_by,
          delivery_failures, kind) in rows:
-        no_data = kind == "no_data" or metric == "*"
+        no_data = kind in SILENCE_KINDS or metric == "*"
+        label = f"{metric_label(metric)} offline" if kind == "offline" else \
+            "no data" if no_data else metric_label(metric)
         table.append((
-            alert_id, severity, state, "no data" if no_data else metric_label(metric),
+            alert_id, severity, state, label,
             _value(value, metric, no_data), _limit(threshold, metric, no_data),
             _fmt(breach_hour, seconds=False),
             f"FAILED x{delivery_failures}" if delivery_failures else "ok", acked_by or ""))
     print_table(("alert", "severity", "state", "metric", "value", "limit", "breach (UTC)",
                  "delivery", "acknowledged by"), table, right=("value", "limit"))
     return 0
+
+
+#: Rule kinds whose alert's value and limit are hours without data (a unit's, or one running
+#: channel's), not readings.
+SILENCE_KINDS = ("no_data", "offline")
 
 
 def _value(value: float | None, metric: str, no_data: bool) -> str:
@@ -253,8 +260,9 @@ def _show(args: argparse.Namespace, app: App) -> int:
     print(f"  {row['org_id']} / {row['site_id'] or '-'} / {row['compressor_id']}  rule "
           f"{row['rule_id']} (rule set {row['rule_set_id'] or '-'}, version "
           f"{row['rule_version'] or '-'})")
-    no_data = (kind is not None and kind[0] == "no_data") or row["metric"] == "*"
-    what = "no data for" if no_data else metric_label(row["metric"])
+    no_data = (kind is not None and kind[0] in SILENCE_KINDS) or row["metric"] == "*"
+    what = f"{metric_label(row['metric'])} silent for" if kind is not None \
+        and kind[0] == "offline" else "no data for" if no_data else metric_label(row["metric"])
     print(f"  {row['severity']}, {row['state']} (condition {row['condition_state']}, "
           f"{row['ack_state']}); {what} {_value(row['value'], row['metric'], no_data)} "
           f"(limit {_limit(row['threshold'], row['metric'], no_data)})")

@@ -52,7 +52,7 @@ def observed(alert: dict[str, Any], value: Any = None, limit: Any = None) -> tup
     rule (``no data for 5 h``, ``3 h``), else the metric's value with its unit."""
     value = alert.get("value") if value is None else value
     limit = alert.get("threshold") if limit is None else limit
-    if alert.get("rule_kind") == "no_data":
+    if alert.get("rule_kind") in ("no_data", "offline"):
         def hours(v: Any) -> str:
             return duration(float(v)) if isinstance(v, int | float) and v == v else "?"
         return f"no data for {hours(value)}", hours(limit)
@@ -127,7 +127,7 @@ def build(alert: dict[str, Any], events: list[dict[str, Any]],
         if kind == "opened":
             value, limit = observed(alert, d.get("value"), d.get("threshold"))
             sev = d.get("severity", alert.get("severity"))
-            if alert.get("rule_kind") == "no_data":
+            if alert.get("rule_kind") in ("no_data", "offline"):
                 out.append(Entry(at, "opened", f"Opened: {value} (the {sev} limit is "
                                                f"{limit})"))
             else:

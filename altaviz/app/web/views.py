@@ -81,7 +81,9 @@ def check_text(row: dict[str, Any]) -> str:
 
 def what(alert: dict[str, Any]) -> str:
     """What the alert is about: the metric's name, or "data missing" for a no-data rule (whose
-    metric is only the channel it watches)."""
+    metric is only the channel it watches), "<channel> offline" for an offline rule."""
+    if alert.get("rule_kind") == "offline":
+        return f"{metric_label(alert['metric'])} offline"
     return "data missing" if alert.get("rule_kind") == "no_data" else metric_label(
         alert["metric"])
 
