@@ -135,12 +135,7 @@ class AlertActivities:
         except TerminalError as exc:
             raise ApplicationError(str(exc), type=type(exc).__name__,
                                    non_retryable=True) from exc
-        if transition.event_type in ("acknowledged", "resolved", "escalated"):
-            s = transition.state
-            activity.logger.info("alert %s %s by %s%s", s.alert_id, transition.event_type,
-                                 transition.actor or "system",
-                                 f" via {s.ack_channel}" if transition.event_type
-                                 == "acknowledged" and s.ack_channel else "")
+        _log_transition(transition)
 
     @activity.defn(name=RECORD_TRANSITIONS)
     def record_transitions(self, batch: list[AlertTransition]) -> int:
@@ -161,12 +156,7 @@ class AlertActivities:
                     activity.logger.error("alert %s: transition %d (%s) refused, skipped: %s",
                                           t.state.alert_id, t.seq, t.event_type, exc)
         for t in batch:
-            if t.event_type in ("acknowledged", "resolved", "escalated"):
-                s = t.state
-                activity.logger.info("alert %s %s by %s%s", s.alert_id, t.event_type,
-                                     t.actor or "system",
-                                     f" via {s.ack_channel}" if t.event_type
-                                     == "acknowledged" and s.ack_channel else "")
+            _log_transition(t)
         return written
 
     @activity.defn(name=RECORD_DELIVERY_FAILURE)
@@ -256,3 +246,14 @@ class AlertActivities:
         data["escalation_delay_hours"] = data.get("escalation_delay_hours") or 4.0
         data["diagnosis"] = data.get("diagnosis") or ""
         return AlertState.model_validate(data), data.get("run_id")
+
+
+def _log_transition(t: AlertTransition) -> None:
+    """One log line for the transitions an operator follows (who acknowledged, resolved or
+    escalated what), the same for single and batched writes."""
+    if t.event_type in ("acknowledged", "resolved", "escalated"):
+        s = t.state
+        activity.logger.info("alert %s %s by %s%s", s.alert_id, t.event_type,
+                             t.actor or "system",
+                             f" via {s.ack_channel}" if t.event_type == "acknowledged"
+                             and s.ack_channel else "")

@@ -38,18 +38,25 @@ def reading(compressor_id: str | None, ts: datetime, **values: Any) -> dict[str,
     return row
 
 
-def live(step: int, **values: float) -> dict[str, float]:
+#: A live transmitter's reading-to-reading wobble (exact binary fractions summing to zero over
+#: an hour's six readings, so hourly means stay the nominal values exactly).
+_WOBBLE = (-0.125, 0.125, -0.25, 0.25, 0.0, 0.0)
+
+
+def live(step: int, **values: float | None) -> dict[str, float | None]:
     """Channel values as a live transmitter reports them: :data:`BASE` (with ``values``
-    overriding) wobbling by a few tenths of a percent from reading to reading, so that no
-    channel looks frozen to the stuck-sensor rules."""
-    wobble = 1.0 + 0.002 * ((step * 7) % 5 - 2)
-    return {name: v * wobble for name, v in {**BASE, **values}.items()}
+    overriding; ``None`` and NaN stay as they are) wobbling a little around the value from
+    reading to reading, so that no channel looks frozen to the stuck-sensor rules."""
+    wobble = _WOBBLE[step % len(_WOBBLE)]
+    return {name: v if v is None or v != v else v + wobble
+            for name, v in {**BASE, **values}.items()}
 
 
-def series(compressor_id: str, start: datetime, hours: int, **values: Any
-           ) -> list[dict[str, Any]]:
-    """Readings every 10 minutes for ``hours`` hours."""
-    return [reading(compressor_id, start + timedelta(minutes=10 * i), **values)
+def series(compressor_id: str, start: datetime, hours: int, *, wobble: bool = False,
+           **values: Any) -> list[dict[str, Any]]:
+    """Readings every 10 minutes for ``hours`` hours (with ``wobble``, as :func:`live`)."""
+    return [reading(compressor_id, start + timedelta(minutes=10 * i),
+                    **(live(i, **values) if wobble else values))
             for i in range(hours * 6)]
 
 

@@ -27,11 +27,12 @@ def test_a_dead_sensor_and_a_nan_channel_keep_the_unit_watched(
     arrive = T0 + timedelta(hours=HOURS, minutes=5)
     # COMP-0001: the oil-temperature transmitter is dead (null in every reading) while frame
     # vibration sits above its warning level
-    write_landing(settings.landing_path, series("COMP-0001", T0, HOURS, oil_temp_f=None,
-                                                vibration_frame_mm_s=10.0), arrive, org="acme")
+    write_landing(settings.landing_path,
+                  series("COMP-0001", T0, HOURS, wobble=True, oil_temp_f=None,
+                         vibration_frame_mm_s=10.0), arrive, org="acme")
     # COMP-0003: the gateway sends NaN for stage 2's discharge temperature (an optional,
     # per-stage channel) while oil pressure sits below its warning level
-    write_landing(settings.landing_path, series("COMP-0003", T0, HOURS,
+    write_landing(settings.landing_path, series("COMP-0003", T0, HOURS, wobble=True,
                                                 stage2_discharge_temp_f=math.nan,
                                                 oil_pressure_psig=47.0), arrive, org="bravo")
     readings = 2 * HOURS * 6
@@ -64,8 +65,8 @@ def test_a_dead_sensor_and_a_nan_channel_keep_the_unit_watched(
     # a missing channel is not a schema violation of the reading
     assert checks[("COMP-0001", "consistency")][:2] == (0.0, True)
 
-    # the rules on the other metrics still fire on both units; the dead channel's rules and
-    # the no-data rule stay quiet
+    # the rules on the other metrics still fire on both units; the dead channel raises its
+    # sensor-offline notice while its machine rules and the no-data rule stay quiet
     rule_set = load_rule_set(DEFAULT_RULES)
     last = T0 + timedelta(hours=HOURS - 1)
     fired = set()
@@ -74,8 +75,11 @@ def test_a_dead_sensor_and_a_nan_channel_keep_the_unit_watched(
         fired |= {(b.compressor_id, b.rule_id, b.severity) for b in result.breaches}
     assert ("COMP-0001", "vibration_frame_high", "warning") in fired
     assert ("COMP-0003", "oil_pressure_low", "warning") in fired
+    assert ("COMP-0001", "oil_temp_offline", "warning") in fired
+    assert ("COMP-0003", "stage2_discharge_temp_offline", "warning") in fired
     assert not {f for f in fired if f[0] in ("COMP-0001", "COMP-0003")
-                and (f[1] in ("oil_temp_high", "data_missing") or "stage2" in f[1])}
+                and (f[1] in ("oil_temp_high", "data_missing")
+                     or ("stage2" in f[1] and not f[1].endswith("_offline")))}
     with conn.transaction():
         agg = conn.execute(
             "SELECT DISTINCT compressor_id, metric FROM sensor_readings_agg "

@@ -112,9 +112,9 @@ def test_two_organizations_with_the_same_compressor_id_both_get_aggregates_and_a
     _share_comp_0001(conn, fleet)
     landing = settings.landing_path
     arrive = T0 + timedelta(hours=3, minutes=5)
-    write_landing(landing / "acme", series("COMP-0001", T0, 3, oil_temp_f=195.0), arrive,
-                  org="acme")
-    write_landing(landing / "bravo", series("COMP-0001", T0, 3, oil_temp_f=185.0,
+    write_landing(landing / "acme", series("COMP-0001", T0, 3, wobble=True, oil_temp_f=195.0),
+                  arrive, org="acme")
+    write_landing(landing / "bravo", series("COMP-0001", T0, 3, wobble=True, oil_temp_f=185.0,
                                             speed_rpm=900.0), arrive, org="bravo")
     summary = run_pipeline(settings, db_url)
     assert summary.quarantined == {}
@@ -133,9 +133,9 @@ def test_two_organizations_with_the_same_compressor_id_both_get_aggregates_and_a
 
     # the next hour, through the hourly path (hot cache, silver's partials handed to gold)
     arrive = T0 + timedelta(hours=4, minutes=5)
-    write_landing(landing / "acme", series("COMP-0001", T0 + timedelta(hours=3), 1,
+    write_landing(landing / "acme", series("COMP-0001", T0 + timedelta(hours=3), 1, wobble=True,
                                            oil_temp_f=196.0), arrive, org="acme")
-    write_landing(landing / "bravo", series("COMP-0001", T0 + timedelta(hours=3), 1,
+    write_landing(landing / "bravo", series("COMP-0001", T0 + timedelta(hours=3), 1, wobble=True,
                                             oil_temp_f=186.0, speed_rpm=900.0), arrive,
                   org="bravo")
     run_pipeline(settings, db_url)
