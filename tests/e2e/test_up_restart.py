@@ -107,7 +107,10 @@ async def test_up_restart_keeps_open_alerts_and_their_timers(tmp_path: Path) -> 
         assert _escalations(db_url)[0][1] is None, "escalated while nobody was running"
 
         up = _start_up(env, fleet)
-        deadline = time.monotonic() + ESCALATION_S + 90
+        # the escalation is due at once; its row follows through the alert's outbox, whose
+        # write a stop can leave waiting on its back-off (at most 5 minutes, OPERATIONS "When
+        # PostgreSQL is down"); the escalation's own time is checked below
+        deadline = time.monotonic() + ESCALATION_S + 90 + 300
         rows = _escalations(db_url)
         while time.monotonic() < deadline and rows[0][1] is None:
             await asyncio.sleep(1)
