@@ -182,6 +182,12 @@ def _rls_check(conn: Any) -> Check:
     return Check("row-level security", True, f"forced on {count[0] if count else 0} tables")
 
 
+def _first_line(exc: Exception) -> str:
+    """The server's refusal in one line (its first), for a check's detail."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _runtime_login_check(runtime_url: str) -> Check:
     """The runtime login really enters a tenant (what every worker and web request does)."""
     try:
@@ -190,7 +196,7 @@ def _runtime_login_check(runtime_url: str) -> Check:
     except AltavizError as exc:
         return Check("runtime login", False, f"{exc}")
     except Exception as exc:  # the server's refusal, e.g. permission denied to set role
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        message = _first_line(exc)
         return Check("runtime login", False, f"{mask_url(runtime_url)} cannot enter a tenant: "
                      f"{message}; run `altaviz db migrate` as the owner (it grants "
                      f"{db.APP_ROLE} to the runtime role)")
@@ -216,7 +222,7 @@ def _etl_login_check(etl_url: str | None) -> Check:
     except AltavizError as exc:
         return Check("ETL login", False, f"{exc}")
     except Exception as exc:  # the server's refusal, e.g. permission denied to set role
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        message = _first_line(exc)
         return Check("ETL login", False, f"{mask_url(etl_url)} cannot enter a tenant as "
                      f"{db.ETL_ROLE}: {message}; run `altaviz db migrate` as the owner (it "
                      f"creates the ETL login and grants it {db.ETL_ROLE})")
